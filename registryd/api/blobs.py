@@ -1,0 +1,79 @@
+"""``/v2/<name>/blobs/<digest>``: GET, HEAD (with single ranges) and DELETE."""
+
+import re
+
+from registryd import errors
+from registryd.api.base import respond
+from registryd.digest import Digest
+from registryd.web import BlobSender
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def parse_range(header, size):
+    """Resolve a ``Range`` header against a blob of C{size} bytes.
+
+    Returns (first, last) inclusive, or None to send the whole blob: no
+    header, a syntactically invalid one, or several ranges (RFC 9110 lets a
+    server ignore Range; single ranges are what registry clients send).
+    Raises RangeNotSatisfiable when the range lies outside the blob.
+    """
+    if not header:
+        return None
+    match = _RANGE.match(header.strip().replace(" ", ""))
+    if not match:
+        return None
+    first, last = match.groups()
+    if first == "" and last == "":
+        return None
+    if first == "":  # suffix: the last N bytes
+        length = int(last)
+        if length == 0:
+            raise errors.RangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
+        return max(size - length, 0), size - 1
+    first = int(first)
+    if last != "" and int(last) < first:
+        return None  # invalid: RFC 9110 says ignore it
+    if first >= size:
+        raise errors.RangeNotSatisfiable(
+            detail={"range": header, "size": size}, headers={"Content-Range": f"bytes */{size}"}
+        )
+    return first, size - 1 if last == "" else min(int(last), size - 1)
+
+
+async def get_blob(ctx, request, name, digest):
+    repository = ctx.registry.repository(name)
+    digest = Digest.parse(digest)
+    blob = await repository.stat_blob(digest)
+    redirect = await repository.blob_redirect(digest, request.method.decode("ascii"))
+    headers = [
+        ("Docker-Content-Digest", str(digest)),
+        ("Accept-Ranges", "bytes"),
+        ("ETag", f'"{digest}"'),
+        ("Cache-Control", "max-age=31536000"),
+    ]
+    if redirect is not None and request.method == b"GET":
+        return respond(request, 307, headers + [("Location", redirect)])
+    span = parse_range(request.getHeader("range"), blob.size)
+    if span is None:
+        status, offset, length = 200, 0, blob.size
+    else:
+        status, offset, length = 206, span[0], span[1] - span[0] + 1
+        headers.append(("Content-Range", f"bytes {span[0]}-{span[1]}/{blob.size}"))
+    request.setResponseCode(status)
+    for header, value in headers:
+        request.setHeader(header, value)
+    request.setHeader("Content-Type", "application/octet-stream")
+    request.setHeader("Content-Length", str(length))
+    if request.method == b"HEAD" or length == 0:
+        return b""
+    reader = await repository.open_blob(digest, offset)
+    await BlobSender(request, reader, length).send()
+    return None
+
+
+async def delete_blob(ctx, request, name, digest):
+    repository = ctx.registry.repository(name)
+    digest = Digest.parse(digest)
+    await repository.delete_blob(digest)
+    return respond(request, 202, [("Docker-Content-Digest", str(digest))])

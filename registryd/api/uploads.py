@@ -1,0 +1,147 @@
+"""``/v2/<name>/blobs/uploads/``: start, mount, stream, chunk, finish, cancel.
+
+These requests are dispatched as soon as their headers arrive
+(``registryd.web``), so every check here happens before any body byte is
+stored, and the body is streamed into the upload as it arrives.
+"""
+
+import re
+
+from registryd import errors
+from registryd.api.base import arg, request_body, respond, upload_headers
+from registryd.digest import DEFAULT_ALGORITHM, Digest, check_algorithm
+from registryd.names import check_repository_name
+
+_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+
+EMPTY_SHA256 = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+def _content_range(request):
+    header = request.getHeader("content-range")
+    if header is None:
+        return None
+    match = _CONTENT_RANGE.match(header.strip())
+    if not match:
+        raise errors.RangeInvalid(f"malformed Content-Range {header!r}; expected <start>-<end>")
+    start, end = int(match.group(1)), int(match.group(2))
+    if end < start:
+        raise errors.RangeInvalid(f"Content-Range {header!r} ends before it starts")
+    return start, end
+
+
+def _check_chunk(request, upload, urls, body):
+    """A chunk must start where the upload ends (else 416 with the current
+    Range, so the client can resume) and agree with its Content-Length."""
+    span = _content_range(request)
+    if span is None:
+        return None
+    start, end = span
+    if start != upload.size:
+        raise errors.RangeInvalid(
+            f"chunk starts at {start} but the upload has {upload.size} bytes",
+            detail={"offset": upload.size},
+            headers=dict(upload_headers(request, urls, upload)),
+        )
+    if body.length is not None and body.length != end - start + 1:
+        raise errors.RangeInvalid(
+            f"Content-Range covers {end - start + 1} bytes but Content-Length is {body.length}",
+            headers=dict(upload_headers(request, urls, upload)),
+        )
+    return span
+
+
+def _size_parameter(request):
+    size = arg(request, "size")
+    if size is None:
+        return None
+    if not size.isdigit():
+        raise errors.SizeInvalid(f"size parameter {size!r} is not a number")
+    return int(size)
+
+
+async def start_upload(ctx, request, name):
+    repository = ctx.registry.repository(name)
+    body = request_body(request)
+    mount = arg(request, "mount")
+    if mount is not None:
+        blob = await _try_mount(ctx, repository, Digest.parse(mount), arg(request, "from"))
+        if blob is not None:
+            return respond(request, 201, [
+                ("Location", ctx.urls.blob(request, repository.name, blob.digest)),
+                ("Docker-Content-Digest", str(blob.digest)),
+            ])
+    digest = arg(request, "digest")
+    algorithm = arg(request, "digest-algorithm") or DEFAULT_ALGORITHM
+    check_algorithm(algorithm)
+    if digest is not None and mount is None:
+        digest = Digest.parse(digest)
+        if body.length != 0 or str(digest) == EMPTY_SHA256:
+            return await _monolithic(ctx, request, repository, digest, body)
+    upload = await repository.start_upload(algorithm)
+    return respond(request, 202, upload_headers(request, ctx.urls, upload))
+
+
+async def _try_mount(ctx, repository, digest, source):
+    """Mount from C{source}, or (no C{from}) from any repository the caller
+    may read that has the blob; None when it cannot mount."""
+    if source is not None:
+        check_repository_name(source)
+        return await repository.mount_blob(digest, source)
+    found = await ctx.registry.find_readable_repository_with_blob(digest)
+    if found is None:
+        return None
+    return await repository.mount_blob(digest, found)
+
+
+async def _monolithic(ctx, request, repository, digest, body):
+    """``POST ?digest=`` with the whole blob as body: 201 or nothing kept."""
+    upload = await repository.start_upload(digest.algorithm)
+    try:
+        await upload.append(body)
+        blob = await upload.complete(digest, _size_parameter(request))
+    except BaseException:
+        await upload.cancel()
+        raise
+    return respond(request, 201, [
+        ("Location", ctx.urls.blob(request, repository.name, blob.digest)),
+        ("Docker-Content-Digest", str(blob.digest)),
+    ])
+
+
+async def upload_status(ctx, request, name, upload_id):
+    upload = await ctx.registry.repository(name).get_upload(upload_id)
+    return respond(request, 204, upload_headers(request, ctx.urls, upload))
+
+
+async def patch_upload(ctx, request, name, upload_id):
+    upload = await ctx.registry.repository(name).get_upload(upload_id)
+    body = request_body(request)
+    _check_chunk(request, upload, ctx.urls, body)
+    await upload.append(body)
+    return respond(request, 202, upload_headers(request, ctx.urls, upload))
+
+
+async def finish_upload(ctx, request, name, upload_id):
+    repository = ctx.registry.repository(name)
+    upload = await repository.get_upload(upload_id)
+    digest = arg(request, "digest")
+    if digest is None:
+        raise errors.DigestInvalid("the digest query parameter is required to finish an upload")
+    digest = Digest.parse(digest)
+    expected_size = _size_parameter(request)
+    body = request_body(request)
+    _check_chunk(request, upload, ctx.urls, body)
+    if not (body.finished and body.received == 0):
+        await upload.append(body)
+    blob = await upload.complete(digest, expected_size)
+    return respond(request, 201, [
+        ("Location", ctx.urls.blob(request, repository.name, blob.digest)),
+        ("Docker-Content-Digest", str(blob.digest)),
+    ])
+
+
+async def cancel_upload(ctx, request, name, upload_id):
+    upload = await ctx.registry.repository(name).get_upload(upload_id)
+    await upload.cancel()
+    return respond(request, 204)

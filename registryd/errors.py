@@ -1,0 +1,136 @@
+"""Every error a client can get, as one exception class per spec error code.
+
+Handlers and the registry model raise these; one klein error handler
+(``registryd.app``) renders them as the spec's body::
+
+    {"errors": [{"code": "BLOB_UNKNOWN", "message": "...", "detail": {...}}]}
+
+with the class's HTTP status and any extra headers.  Storage errors are
+translated into these in the model layer, never in handlers.
+"""
+
+import json
+
+
+class RegistryError(Exception):
+    """Base of all client-visible errors.
+
+    Subclasses set ``code`` (the spec's error code), ``status`` (HTTP
+    status) and ``message`` (the spec's short description).  An instance may
+    carry a more specific message, a JSON-able ``detail`` and extra response
+    ``headers`` (e.g. the current ``Range`` on a 416 for an upload).
+    """
+
+    code = "UNKNOWN"
+    status = 500
+    message = "unknown error"
+
+    def __init__(self, message=None, detail=None, headers=None, status=None):
+        super().__init__(message or self.message)
+        if message is not None:
+            self.message = message
+        self.detail = detail
+        self.headers = dict(headers or {})
+        if status is not None:
+            self.status = status
+
+    def to_dict(self):
+        error = {"code": self.code, "message": self.message}
+        if self.detail is not None:
+            error["detail"] = self.detail
+        return error
+
+    def body(self):
+        return json.dumps({"errors": [self.to_dict()]}).encode("utf-8")
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.message!r}, detail={self.detail!r})"
+
+
+class BlobUnknown(RegistryError):
+    code, status, message = "BLOB_UNKNOWN", 404, "blob unknown to registry"
+
+
+class BlobUploadInvalid(RegistryError):
+    code, status, message = "BLOB_UPLOAD_INVALID", 400, "blob upload invalid"
+
+
+class BlobUploadUnknown(RegistryError):
+    code, status, message = "BLOB_UPLOAD_UNKNOWN", 404, "blob upload unknown to registry"
+
+
+class DigestInvalid(RegistryError):
+    code, status = "DIGEST_INVALID", 400
+    message = "provided digest did not match uploaded content"
+
+
+class ManifestBlobUnknown(RegistryError):
+    code, status = "MANIFEST_BLOB_UNKNOWN", 400
+    message = "manifest references a manifest or blob unknown to registry"
+
+
+class ManifestInvalid(RegistryError):
+    code, status, message = "MANIFEST_INVALID", 400, "manifest invalid"
+
+
+class ManifestUnknown(RegistryError):
+    code, status, message = "MANIFEST_UNKNOWN", 404, "manifest unknown to registry"
+
+
+class NameInvalid(RegistryError):
+    code, status, message = "NAME_INVALID", 400, "invalid repository name"
+
+
+class NameUnknown(RegistryError):
+    code, status, message = "NAME_UNKNOWN", 404, "repository name not known to registry"
+
+
+class SizeInvalid(RegistryError):
+    code, status, message = "SIZE_INVALID", 400, "provided length did not match content length"
+
+
+class Unauthorized(RegistryError):
+    code, status, message = "UNAUTHORIZED", 401, "authentication required"
+
+
+class Denied(RegistryError):
+    code, status, message = "DENIED", 403, "requested access to the resource is denied"
+
+
+class Unsupported(RegistryError):
+    code, status, message = "UNSUPPORTED", 405, "the operation is unsupported"
+
+
+class NotFound(Unsupported):
+    """A path under /v2/ that names no API endpoint."""
+
+    status = 404
+    message = "no such API endpoint"
+
+
+class TooManyRequests(RegistryError):
+    code, status, message = "TOOMANYREQUESTS", 429, "too many requests"
+
+
+class RangeInvalid(RegistryError):
+    """A chunk that does not start at the upload's current offset, or a
+    ``Content-Range`` that is malformed or disagrees with the body."""
+
+    code, status, message = "RANGE_INVALID", 416, "invalid content range"
+
+
+class RangeNotSatisfiable(RegistryError):
+    """A blob ``Range`` request that lies outside the blob."""
+
+    code, status, message = "RANGE_INVALID", 416, "requested range not satisfiable"
+
+
+class PayloadTooLarge(RegistryError):
+    code, status, message = "SIZE_INVALID", 413, "request body too large"
+
+
+class Unavailable(RegistryError):
+    """The storage backend failed; the client may retry."""
+
+    code, status = "UNAVAILABLE", 503
+    message = "storage backend unavailable, retry later"

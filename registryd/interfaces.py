@@ -1,0 +1,158 @@
+"""The interfaces registryd's pieces are written against.
+
+Storage is the pluggable part: a backend is one provider of
+:class:`IStorageDriver`, made from configuration by a provider of
+:class:`IStorageDriverFactory` that Twisted's plugin system finds in the
+``registryd.plugins`` package.  Third parties ship a module in that package
+(``registryd/plugins/mydriver.py``) in their own distribution.
+
+The driver interface is deliberately small and path based, like CNCF
+Distribution's ``StorageDriver``: drivers know paths and bytes, nothing about
+repositories or digests.  Paths are ``/``-separated strings starting with
+``/`` (``/docker/registry/v2/blobs/...``); a driver maps them under its own
+root.  Every method returns a Deferred.  Large data never passes as one
+``bytes``: readers hand out chunks, writers take them, one at a time.
+"""
+
+from zope.interface import Attribute, Interface
+
+
+class IStorageDriver(Interface):
+    """A place to keep files: a directory, a bucket, memory."""
+
+    name = Attribute("The driver's name as written in configuration, e.g. 'filesystem'.")
+
+    def get_content(path):
+        """Read a whole small file.
+
+        Only for small files (links, manifests, upload state).
+        @return: Deferred firing with C{bytes}; fails with PathNotFound.
+        """
+
+    def put_content(path, content):
+        """Write a whole small file, atomically replacing any previous one.
+
+        Readers see either the old or the new content, never a mix or a
+        partial file.  Parent directories are created as needed.
+        @return: Deferred firing with None.
+        """
+
+    def reader(path, offset=0):
+        """Open a file for streaming from C{offset}.
+
+        @return: Deferred firing with an L{IStorageReader}; fails with
+            PathNotFound, or InvalidOffset when offset is past the end.
+        """
+
+    def writer(path, append=False):
+        """Open a file for streaming writes.
+
+        With C{append=False} any existing file is replaced (truncated to 0);
+        with C{append=True} writing continues after its current end, and a
+        missing file starts empty.  A writer's bytes may be visible at C{path}
+        before C{commit}: callers write to private paths (uploads) and make
+        results visible with C{move}.
+        @return: Deferred firing with an L{IStorageWriter}.
+        """
+
+    def stat(path):
+        """Describe a file or directory.
+
+        @return: Deferred firing with a L{FileInfo}; fails with PathNotFound.
+        """
+
+    def list(path):
+        """List the names directly inside a directory, sorted.
+
+        @return: Deferred firing with a list of C{str} names (not paths);
+            fails with PathNotFound if C{path} is not a directory.
+        """
+
+    def move(source, destination):
+        """Move a file, replacing C{destination} atomically.
+
+        @return: Deferred firing with None; PathNotFound if source is missing.
+        """
+
+    def delete(path):
+        """Delete a file, or a directory with everything under it.
+
+        @return: Deferred firing with None; PathNotFound if nothing is there.
+        """
+
+    def redirect_url(path, method):
+        """A URL a client may fetch C{path} from directly (e.g. presigned).
+
+        @return: Deferred firing with a C{str} URL, or None when the driver
+            does not redirect.
+        """
+
+
+class IStorageReader(Interface):
+    """A file open for streaming reads, from some offset to its end."""
+
+    size = Attribute("The file's total size in bytes.")
+    offset = Attribute("The position of the next byte to be read.")
+
+    def read(length):
+        """Read up to C{length} bytes.
+
+        @return: Deferred firing with C{bytes}; C{b""} at end of file.
+        """
+
+    def close():
+        """Release the reader.  @return: Deferred firing with None."""
+
+
+class IStorageWriter(Interface):
+    """A file open for streaming writes.
+
+    Writes are applied in the order they are made, even if the caller does
+    not wait for one to finish before making the next.
+    """
+
+    size = Attribute(
+        "Bytes in the file, counting those written before this writer was "
+        "opened (append) and every write made so far, finished or not."
+    )
+
+    def write(data):
+        """Append C{data}.  @return: Deferred firing with None when written."""
+
+    def close():
+        """Stop writing, keeping what was written so another writer can
+        append later (a resumable upload).  Waits for pending writes.
+        @return: Deferred firing with None.
+        """
+
+    def commit():
+        """Make everything written durable and complete; the writer is closed.
+        @return: Deferred firing with None.
+        """
+
+    def cancel():
+        """Discard the file; the writer is closed.
+        @return: Deferred firing with None.
+        """
+
+
+class IStorageDriverFactory(Interface):
+    """Makes a storage driver from its configuration section.
+
+    Providers are found with C{twisted.plugin.getPlugins(IStorageDriverFactory,
+    registryd.plugins)}; each one is a module-level object in a module of
+    the C{registryd.plugins} package that provides this interface (and
+    C{twisted.plugin.IPlugin}).
+    """
+
+    name = Attribute("Configuration name of the driver, e.g. 's3'.")
+
+    def create(parameters):
+        """Make a driver.
+
+        @param parameters: the driver's section of the configuration
+            (C{storage.<name>}), a dict (empty when the section is empty).
+        @raise registryd.config.ConfigError: for an unknown key or a bad
+            value, naming it.
+        @return: an L{IStorageDriver} provider.
+        """

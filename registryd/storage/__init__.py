@@ -1,0 +1,1 @@
+"""Storage: pluggable drivers (paths and bytes) and the registry model on top."""

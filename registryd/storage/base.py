@@ -1,0 +1,37 @@
+"""What every storage driver shares: file descriptions and path checking."""
+
+import attr
+
+from registryd.storage.errors import InvalidPath
+
+
+@attr.s(frozen=True, slots=True)
+class FileInfo:
+    """What ``IStorageDriver.stat`` tells about a path."""
+
+    path = attr.ib()
+    size = attr.ib()  # bytes; 0 for a directory
+    modified = attr.ib()  # POSIX timestamp (float)
+    is_dir = attr.ib(default=False)
+
+
+def check_path(path):
+    """Return the components of a driver path, refusing anything unsafe.
+
+    A path is absolute, ``/``-separated, and no component is empty, ``.``,
+    ``..`` or contains NUL or a backslash.  The registry model only builds
+    paths from validated names and digests, so this is the last line of
+    defence against escaping a driver's root, kept in one place so every
+    driver applies it identically.  ``"/"`` is the root (no components).
+    """
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise InvalidPath(path, "path must be an absolute str")
+    if path == "/":
+        return []
+    parts = path[1:].split("/")
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise InvalidPath(path, "empty, '.' or '..' component")
+        if "\x00" in part or "\\" in part:
+            raise InvalidPath(path, "NUL or backslash in path")
+    return parts

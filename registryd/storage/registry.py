@@ -1,0 +1,227 @@
+"""The registry model: repositories, their blobs and uploads, on a driver.
+
+This layer knows Distribution's layout (``registryd.storage.paths``) and
+translates storage errors into registry errors; it knows nothing of HTTP.
+All authoritative state is in the driver, so several registryd processes
+may share one backend; what is kept in memory here (running upload hashes,
+locks) is an optimisation that a restart or another node cannot make wrong.
+"""
+
+import attr
+from twisted.internet import defer
+
+from registryd import errors
+from registryd.digest import DEFAULT_ALGORITHM, check_algorithm
+from registryd.names import check_repository_name, check_upload_id, new_upload_id
+from registryd.storage import paths
+from registryd.storage.errors import PathNotFound, translate_storage_errors
+from registryd.storage.uploads import HashStates, Upload, rfc3339_now
+
+
+@attr.s(frozen=True, slots=True)
+class BlobInfo:
+    digest = attr.ib()
+    size = attr.ib()
+    media_type = attr.ib(default="application/octet-stream")
+
+
+class _LockTable:
+    """Per-key DeferredLocks that disappear when nobody holds or waits."""
+
+    def __init__(self):
+        self._locks = {}
+
+    def __call__(self, key):
+        table = self
+
+        class _Held:
+            async def __aenter__(self):
+                lock = table._locks.get(key)
+                if lock is None:
+                    lock = table._locks[key] = defer.DeferredLock()
+                self.lock = lock
+                await lock.acquire()
+
+            async def __aexit__(self, *exc):
+                self.lock.release()
+                if not self.lock.locked and not self.lock.waiting:
+                    table._locks.pop(key, None)
+
+        return _Held()
+
+
+class Registry:
+    """The whole registry on one storage driver."""
+
+    def __init__(self, driver, delete_enabled=False):
+        self.driver = driver
+        self.delete_enabled = delete_enabled
+        self.hash_states = HashStates()
+        self.upload_lock = _LockTable()
+
+    def repository(self, name):
+        """The repository C{name} (validated); it need not exist yet."""
+        return Repository(self, check_repository_name(name))
+
+    async def blob_info(self, digest):
+        """Size of the blob's data in the global store; BLOB_UNKNOWN if absent."""
+        try:
+            info = await self.driver.stat(paths.blob_data(digest))
+        except PathNotFound:
+            raise errors.BlobUnknown(detail={"digest": str(digest)}) from None
+        return BlobInfo(digest, info.size)
+
+    async def commit_blob(self, source_path, digest, size):
+        """Make verified upload data at C{source_path} the global blob.
+
+        The move is atomic, so a blob is never visible half-written; if the
+        blob already exists (a concurrent or earlier push of the same
+        content) the upload's copy is simply dropped: content-addressed
+        writes are idempotent.
+        """
+        target = paths.blob_data(digest)
+        try:
+            existing = await self.driver.stat(target)
+        except PathNotFound:
+            existing = None
+        if existing is not None and existing.size == size:
+            return BlobInfo(digest, size)
+        await self.driver.move(source_path, target)
+        return BlobInfo(digest, size)
+
+    async def repositories(self):
+        """Names of all repositories: directories under ``repositories/``
+        with a ``_manifests`` or ``_layers`` child, found recursively
+        (names nest); directories starting with ``_`` are never names."""
+        found = []
+
+        async def walk(prefix, path):
+            try:
+                children = await self.driver.list(path)
+            except PathNotFound:
+                return
+            if "_manifests" in children or "_layers" in children:
+                found.append(prefix)
+            for child in children:
+                if child.startswith("_") or child.endswith(".tmp"):
+                    continue
+                await walk(f"{prefix}/{child}" if prefix else child, f"{path}/{child}")
+
+        await walk("", paths.repositories())
+        return sorted(name for name in found if name)
+
+    async def find_readable_repository_with_blob(self, digest, may_read=lambda name: True):
+        """A repository the caller may read that links C{digest}, or None."""
+        for name in await self.repositories():
+            if not may_read(name):
+                continue
+            if await self.repository(name).has_blob(digest):
+                return name
+        return None
+
+
+class Repository:
+    """One repository's view of blobs and uploads."""
+
+    def __init__(self, registry, name):
+        self.registry = registry
+        self.name = name
+
+    @property
+    def driver(self):
+        return self.registry.driver
+
+    # blobs
+
+    async def has_blob(self, digest):
+        try:
+            await self.stat_blob(digest)
+        except errors.BlobUnknown:
+            return False
+        return True
+
+    @translate_storage_errors
+    async def stat_blob(self, digest):
+        """The blob if it is linked into this repository and its data exists."""
+        try:
+            link = await self.driver.get_content(paths.layer_link(self.name, digest))
+        except PathNotFound:
+            raise errors.BlobUnknown(detail={"digest": str(digest)}) from None
+        if link.strip() != str(digest).encode("ascii"):
+            raise errors.BlobUnknown(detail={"digest": str(digest)})
+        return await self.registry.blob_info(digest)
+
+    @translate_storage_errors
+    async def open_blob(self, digest, offset=0):
+        """A reader of the blob's data from C{offset} (blob already stat'ed)."""
+        try:
+            return await self.driver.reader(paths.blob_data(digest), offset)
+        except PathNotFound:
+            raise errors.BlobUnknown(detail={"digest": str(digest)}) from None
+
+    async def blob_redirect(self, digest, method):
+        return await self.driver.redirect_url(paths.blob_data(digest), method)
+
+    @translate_storage_errors
+    async def link_blob(self, digest):
+        await self.driver.put_content(paths.layer_link(self.name, digest), str(digest).encode("ascii"))
+
+    @translate_storage_errors
+    async def delete_blob(self, digest):
+        """Unlink the blob from this repository; its data stays until GC."""
+        if not self.registry.delete_enabled:
+            raise errors.Unsupported("deletes are disabled (storage.delete.enabled is false)")
+        await self.stat_blob(digest)
+        try:
+            await self.driver.delete(paths.layer_link(self.name, digest).rsplit("/", 1)[0])
+        except PathNotFound:
+            raise errors.BlobUnknown(detail={"digest": str(digest)}) from None
+
+    @translate_storage_errors
+    async def mount_blob(self, digest, source_name):
+        """Link a blob of repository C{source_name} into this one; True if done."""
+        source = self.registry.repository(source_name)
+        if not await source.has_blob(digest):
+            return None
+        await self.link_blob(digest)
+        return await self.registry.blob_info(digest)
+
+    # uploads
+
+    @translate_storage_errors
+    async def start_upload(self, algorithm=DEFAULT_ALGORITHM):
+        check_algorithm(algorithm)
+        upload_id = new_upload_id()
+        await self.driver.put_content(paths.upload_data(self.name, upload_id), b"")
+        if algorithm != DEFAULT_ALGORITHM:
+            await self.driver.put_content(
+                paths.upload_algorithm(self.name, upload_id), algorithm.encode("ascii")
+            )
+        started_at = rfc3339_now()
+        # startedat last: its presence marks the upload as existing.
+        await self.driver.put_content(
+            paths.upload_started_at(self.name, upload_id), started_at.encode("ascii")
+        )
+        return Upload(self.registry, self.name, upload_id, algorithm, started_at, 0)
+
+    @translate_storage_errors
+    async def get_upload(self, upload_id):
+        check_upload_id(upload_id)
+        try:
+            started_at = await self.driver.get_content(paths.upload_started_at(self.name, upload_id))
+        except PathNotFound:
+            raise errors.BlobUploadUnknown(detail={"uuid": upload_id}) from None
+        try:
+            algorithm = (
+                await self.driver.get_content(paths.upload_algorithm(self.name, upload_id))
+            ).decode("ascii")
+        except PathNotFound:
+            algorithm = DEFAULT_ALGORITHM
+        try:
+            size = (await self.driver.stat(paths.upload_data(self.name, upload_id))).size
+        except PathNotFound:
+            size = 0
+        return Upload(
+            self.registry, self.name, upload_id, algorithm,
+            started_at.decode("ascii", "replace"), size,
+        )

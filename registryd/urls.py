@@ -1,0 +1,47 @@
+"""Absolute URLs for ``Location`` headers.
+
+Distribution builds them from ``http.host`` when configured, else from the
+request: ``X-Forwarded-Proto`` / ``X-Forwarded-Host`` (set by a TLS
+terminating proxy) win over the request's own scheme and ``Host``.  Clients
+follow these URLs, so getting them right behind a proxy matters.
+"""
+
+from urllib.parse import quote
+
+import hyperlink
+
+
+def _first(request, name):
+    value = request.getHeader(name)
+    if not value:
+        return None
+    return value.split(",")[0].strip() or None
+
+
+class URLBuilder:
+    def __init__(self, host=None):
+        # http.host: "https://registry.example.com" (a path prefix is kept)
+        self._host = hyperlink.URL.from_text(host.rstrip("/")) if host else None
+
+    def base(self, request):
+        """The registry's base URL as the client should see it (no trailing /)."""
+        if self._host is not None:
+            return self._host.to_text()
+        scheme = _first(request, "x-forwarded-proto") or ("https" if request.isSecure() else "http")
+        host = _first(request, "x-forwarded-host") or _first(request, "host")
+        if host is None:
+            address = request.getHost()
+            host = f"{address.host}:{address.port}"
+        return f"{scheme.lower()}://{host}"
+
+    def _path(self, *parts):
+        return "/v2/" + "/".join(quote(part, safe="/:@") for part in parts)
+
+    def blob(self, request, name, digest):
+        return self.base(request) + self._path(name, "blobs", str(digest))
+
+    def upload(self, request, name, upload_id):
+        return self.base(request) + self._path(name, "blobs", "uploads", upload_id)
+
+    def manifest(self, request, name, reference):
+        return self.base(request) + self._path(name, "manifests", str(reference))

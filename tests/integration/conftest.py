@@ -1,0 +1,1 @@
+from tests.support import server  # noqa: F401  (fixture)

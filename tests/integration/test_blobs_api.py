@@ -1,0 +1,199 @@
+"""The blob and upload endpoints over a real socket, with treq."""
+
+import json
+import os
+
+import pytest_twisted
+
+from tests.support import raw_request, sha256, sha512
+
+
+async def body_json(response):
+    return json.loads(await response.content())
+
+
+async def error_code(response):
+    return [e["code"] for e in (await body_json(response))["errors"]]
+
+
+def header(response, name):
+    values = response.headers.getRawHeaders(name)
+    return values[0] if values else None
+
+
+async def push_monolithic(server, name, data, digest=None):
+    digest = digest or sha256(data)
+    response = await server.client.post(
+        server.v2(f"{name}/blobs/uploads/?digest={digest}"), data=data,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    await response.content()
+    return response
+
+
+@pytest_twisted.ensureDeferred
+async def test_base_endpoint(server):
+    response = await server.client.get(server.v2(""))
+    assert response.code == 200
+    assert header(response, "Docker-Distribution-API-Version") == "registry/2.0"
+    assert await body_json(response) == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_post_then_put(server):
+    data = os.urandom(300_000)
+    response = await server.client.post(server.v2("lib/app/blobs/uploads/"))
+    assert response.code == 202
+    await response.content()
+    location = header(response, "Location")
+    upload_id = header(response, "Docker-Upload-UUID")
+    assert location.endswith(f"/v2/lib/app/blobs/uploads/{upload_id}")
+    assert header(response, "Range") == "0-0"
+    response = await server.client.put(f"{location}?digest={sha256(data)}", data=data)
+    assert response.code == 201, await response.content()
+    assert header(response, "Docker-Content-Digest") == sha256(data)
+    assert header(response, "Location").endswith(f"/v2/lib/app/blobs/{sha256(data)}")
+
+    response = await server.client.get(server.v2(f"lib/app/blobs/{sha256(data)}"))
+    assert response.code == 200
+    assert await response.content() == data
+    assert response.length == len(data)
+    assert header(response, "Docker-Content-Digest") == sha256(data)
+    assert header(response, "Content-Type") == "application/octet-stream"
+    assert header(response, "Accept-Ranges") == "bytes"
+
+
+@pytest_twisted.ensureDeferred
+async def test_chunked_upload_and_status(server):
+    data = os.urandom(100_000)
+    response = await server.client.post(server.v2("chunks/blobs/uploads/"))
+    await response.content()
+    location = header(response, "Location")
+    response = await server.client.patch(
+        location, data=data[:40_000],
+        headers={"Content-Range": "0-39999", "Content-Type": "application/octet-stream"},
+    )
+    assert response.code == 202, await response.content()
+    assert header(response, "Range") == "0-39999"
+    location = header(response, "Location")
+    # out of order: 416 with the current range
+    response = await server.client.patch(
+        location, data=data[50_000:], headers={"Content-Range": "50000-99999"}
+    )
+    assert response.code == 416
+    assert header(response, "Range") == "0-39999"
+    assert await error_code(response) == ["RANGE_INVALID"]
+    response = await server.client.get(location)
+    assert response.code == 204
+    assert header(response, "Range") == "0-39999"
+    await response.content()
+    response = await server.client.patch(
+        location, data=data[40_000:], headers={"Content-Range": "40000-99999"}
+    )
+    assert response.code == 202
+    await response.content()
+    response = await server.client.put(f"{location}?digest={sha256(data)}")
+    assert response.code == 201, await response.content()
+    response = await server.client.get(server.v2(f"chunks/blobs/{sha256(data)}"))
+    assert await response.content() == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_streamed_patch_then_put_with_final_chunk(server):
+    data = os.urandom(3 * 1024 * 1024 + 17)
+
+    def chunks():
+        for i in range(0, 2 * 1024 * 1024, 65536):
+            yield data[i:i + 65536]
+
+    response = await server.client.post(server.v2("s/blobs/uploads/"))
+    await response.content()
+    import io
+    # treq sends a file-like body with unknown length chunked
+    from twisted.web.client import FileBodyProducer
+
+    class Unknown(FileBodyProducer):
+        def __init__(self, data):
+            super().__init__(io.BytesIO(data))
+            from twisted.web.iweb import UNKNOWN_LENGTH
+            self.length = UNKNOWN_LENGTH
+
+    response = await server.client.patch(header(response, "Location"), data=Unknown(data[:2 * 1024 * 1024]))
+    assert response.code == 202, await response.content()
+    assert header(response, "Range") == f"0-{2 * 1024 * 1024 - 1}"
+    response = await server.client.put(
+        header(response, "Location") + f"?digest={sha256(data)}", data=data[2 * 1024 * 1024:],
+    )
+    assert response.code == 201, await response.content()
+
+
+@pytest_twisted.ensureDeferred
+async def test_monolithic_post_sha512(server):
+    data = os.urandom(5000)
+    response = await push_monolithic(server, "a/b/c", data, sha512(data))
+    assert response.code == 201
+    status, headers, body = await raw_request(server, "HEAD", f"/v2/a/b/c/blobs/{sha512(data)}")
+    assert status == 200 and body == b""
+    assert headers["content-length"] == "5000"
+    assert headers["docker-content-digest"] == sha512(data)
+    hexd = sha512(data).split(":")[1]
+    link = server.root / f"docker/registry/v2/repositories/a/b/c/_layers/sha512/{hexd}/link"
+    assert link.read_bytes() == sha512(data).encode()
+    assert (server.root / f"docker/registry/v2/blobs/sha512/{hexd[:2]}/{hexd}/data").read_bytes() == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_digest_mismatch_keeps_upload(server):
+    data = b"hello world"
+    response = await server.client.post(server.v2("m/blobs/uploads/"))
+    await response.content()
+    location = header(response, "Location")
+    response = await server.client.patch(location, data=data)
+    await response.content()
+    wrong = sha256(b"other")
+    response = await server.client.put(f"{location}?digest={wrong}")
+    assert response.code == 400
+    assert await error_code(response) == ["DIGEST_INVALID"]
+    response = await server.client.get(location)
+    assert response.code == 204
+    assert header(response, "Range") == f"0-{len(data) - 1}"
+    response = await server.client.put(f"{location}?digest={sha256(data)}")
+    assert response.code == 201
+
+
+@pytest_twisted.ensureDeferred
+async def test_range_requests(server):
+    data = bytes(range(256)) * 40
+    await push_monolithic(server, "r", data)
+    url = server.v2(f"r/blobs/{sha256(data)}")
+    response = await server.client.get(url, headers={"Range": "bytes=10-19"})
+    assert response.code == 206
+    assert await response.content() == data[10:20]
+    assert header(response, "Content-Range") == f"bytes 10-19/{len(data)}"
+    response = await server.client.get(url, headers={"Range": "bytes=-5"})
+    assert await response.content() == data[-5:]
+    response = await server.client.get(url, headers={"Range": f"bytes={len(data)}-"})
+    assert response.code == 416
+    assert header(response, "Content-Range") == f"bytes */{len(data)}"
+    await response.content()
+
+
+@pytest_twisted.ensureDeferred
+async def test_errors(server):
+    response = await server.client.get(server.v2("UPPER/blobs/" + sha256(b"x")))
+    assert response.code == 400 and await error_code(response) == ["NAME_INVALID"]
+    response = await server.client.get(server.v2("ok/blobs/sha256:abc"))
+    assert response.code == 400 and await error_code(response) == ["DIGEST_INVALID"]
+    response = await server.client.get(server.v2("ok/blobs/md5:" + "a" * 32))
+    assert response.code == 400 and await error_code(response) == ["DIGEST_INVALID"]
+    response = await server.client.get(server.v2("ok/blobs/" + sha256(b"x")))
+    assert response.code == 404 and await error_code(response) == ["BLOB_UNKNOWN"]
+    response = await server.client.get(server.v2("ok/blobs/uploads/../../etc"))
+    assert response.code in (400, 404)
+    await response.content()
+    response = await server.client.get(server.v2("ok/%2e%2e/x/blobs/" + sha256(b"x")))
+    assert response.code == 400 and await error_code(response) == ["NAME_INVALID"]
+    response = await server.client.get(server.v2("ok%2Fx/blobs/" + sha256(b"x")))
+    assert response.code == 400 and await error_code(response) == ["NAME_INVALID"]
+    response = await server.client.get(server.v2("ok/blobs/uploads/not-a-uuid"))
+    assert response.code == 404 and await error_code(response) == ["BLOB_UPLOAD_UNKNOWN"]
