@@ -73,6 +73,16 @@ class ManifestInvalid(RegistryError):
     code, status, message = "MANIFEST_INVALID", 400, "manifest invalid"
 
 
+class ManifestUnverified(RegistryError):
+    """A Docker schema 1 manifest whose JWS signatures are missing or fail."""
+
+    code, status, message = "MANIFEST_UNVERIFIED", 400, "manifest failed signature verification"
+
+
+class TagInvalid(RegistryError):
+    code, status, message = "TAG_INVALID", 400, "manifest tag did not match URI"
+
+
 class ManifestUnknown(RegistryError):
     code, status, message = "MANIFEST_UNKNOWN", 404, "manifest unknown to registry"
 
