@@ -197,3 +197,124 @@ async def test_errors(server):
     assert response.code == 400 and await error_code(response) == ["NAME_INVALID"]
     response = await server.client.get(server.v2("ok/blobs/uploads/not-a-uuid"))
     assert response.code == 404 and await error_code(response) == ["BLOB_UPLOAD_UNKNOWN"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_cross_repository_mount(server):
+    data = os.urandom(10_000)
+    digest = sha256(data)
+    await push_monolithic(server, "src/repo", data)
+    response = await server.client.post(server.v2(f"dst/one/blobs/uploads/?mount={digest}&from=src/repo"))
+    assert response.code == 201, await response.content()
+    assert header(response, "Location").endswith(f"/v2/dst/one/blobs/{digest}")
+    assert header(response, "Docker-Content-Digest") == digest
+    await response.content()
+    # without from: found in any repository that has it
+    response = await server.client.post(server.v2(f"dst/two/blobs/uploads/?mount={digest}"))
+    assert response.code == 201
+    await response.content()
+    for name in ("dst/one", "dst/two"):
+        response = await server.client.get(server.v2(f"{name}/blobs/{digest}"))
+        assert await response.content() == data
+    # cannot mount: a normal upload session starts instead
+    missing = sha256(b"not pushed")
+    response = await server.client.post(server.v2(f"dst/three/blobs/uploads/?mount={missing}&from=src/repo"))
+    assert response.code == 202
+    assert header(response, "Docker-Upload-UUID")
+    await response.content()
+    # the blob must be linked in the source repository, not just stored
+    response = await server.client.post(server.v2(f"dst/four/blobs/uploads/?mount={digest}&from=elsewhere"))
+    assert response.code == 202
+    await response.content()
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_blob(server):
+    data = os.urandom(1000)
+    digest = sha256(data)
+    await push_monolithic(server, "del/me", data)
+    response = await server.client.delete(server.v2(f"del/me/blobs/{digest}"))
+    assert response.code == 202
+    await response.content()
+    response = await server.client.get(server.v2(f"del/me/blobs/{digest}"))
+    assert response.code == 404
+    assert await error_code(response) == ["BLOB_UNKNOWN"]
+    response = await server.client.delete(server.v2(f"del/me/blobs/{digest}"))
+    assert response.code == 404
+    await response.content()
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_disabled(tmp_path):
+    from twisted.internet import reactor
+
+    from tests.support import make_client, start_registry
+
+    registry, port = await start_registry(tmp_path / "d", delete_enabled=False)
+    client, pool = make_client(reactor)
+    try:
+        base = f"http://127.0.0.1:{port.getHost().port}"
+        data = b"keep me"
+        response = await client.post(f"{base}/v2/keep/blobs/uploads/?digest={sha256(data)}", data=data)
+        assert response.code == 201
+        await response.content()
+        response = await client.delete(f"{base}/v2/keep/blobs/{sha256(data)}")
+        assert response.code == 405
+        assert await error_code(response) == ["UNSUPPORTED"]
+        response = await client.get(f"{base}/v2/keep/blobs/{sha256(data)}")
+        assert await response.content() == data
+    finally:
+        await pool.closeCachedConnections()
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancel_upload(server):
+    response = await server.client.post(server.v2("cancel/blobs/uploads/"))
+    await response.content()
+    location = header(response, "Location")
+    response = await server.client.delete(location)
+    assert response.code == 204
+    await response.content()
+    response = await server.client.get(location)
+    assert response.code == 404
+    assert await error_code(response) == ["BLOB_UPLOAD_UNKNOWN"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_location_honours_forwarded_headers(server):
+    response = await server.client.post(
+        server.v2("fwd/blobs/uploads/"),
+        headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "registry.example.com"},
+    )
+    await response.content()
+    assert header(response, "Location").startswith("https://registry.example.com/v2/fwd/blobs/uploads/")
+
+
+@pytest_twisted.ensureDeferred
+async def test_digest_algorithm_parameter(server):
+    data = os.urandom(3000)
+    response = await server.client.post(server.v2("alg/blobs/uploads/?digest-algorithm=sha512"))
+    assert response.code == 202
+    await response.content()
+    location = header(response, "Location")
+    response = await server.client.patch(location, data=data)
+    await response.content()
+    response = await server.client.put(f"{location}?digest={sha512(data)}")
+    assert response.code == 201, await response.content()
+    response = await server.client.post(server.v2("alg/blobs/uploads/?digest-algorithm=md5"))
+    assert response.code == 400
+    assert await error_code(response) == ["DIGEST_INVALID"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_size_parameter_checked(server):
+    data = b"twelve bytes"
+    response = await server.client.post(server.v2("size/blobs/uploads/"))
+    await response.content()
+    location = header(response, "Location")
+    response = await server.client.put(f"{location}?digest={sha256(data)}&size=99", data=data)
+    assert response.code == 400
+    assert await error_code(response) == ["SIZE_INVALID"]
+    response = await server.client.put(f"{location}?digest={sha256(data)}&size={len(data)}")
+    assert response.code == 201

@@ -1,0 +1,258 @@
+"""The real ``twistd registryd``, as an operator runs it, in a subprocess.
+
+What matters here is what only the whole program shows: twistd finds the
+plugin, a bad configuration stops start-up with one line naming the key
+(no traceback), a port that cannot be bound stops start-up, and a good
+configuration serves the API.
+
+The plugin is found from the source tree: with the repository root on
+PYTHONPATH, Twisted extends ``twisted.plugins.__path__`` with every
+``twisted/plugins`` directory on sys.path that has no ``__init__.py``
+(``pluginPackagePaths``), so no installation is needed.  ``python -m
+twisted`` would run ``twist``, not ``twistd``, hence the ``-c``.
+
+These tests block on subprocesses and plain sockets; they never touch the
+test process's reactor.
+"""
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+def twistd_command(*arguments):
+    """twistd in the foreground, without a pid file, running registryd."""
+    return [*TWISTD, "--nodaemon", "--pidfile=", "registryd", *arguments]
+
+
+def environment():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
+    return env
+
+
+def run_to_exit(tmp_path, *arguments, timeout=60):
+    """Run twistd registryd until it exits; return (status, all output)."""
+    result = subprocess.run(
+        twistd_command(*arguments),
+        cwd=tmp_path,
+        env=environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+    )
+    return result.returncode, result.stdout
+
+
+def write_config(tmp_path, text):
+    path = tmp_path / "registryd.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def free_port():
+    """A loopback port nobody listens on (racy, but fine for tests)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def assert_clean_failure(status, output, *expected):
+    assert status != 0, output
+    assert "Traceback" not in output, output
+    last = output.strip().splitlines()[-1]
+    for text in expected:
+        assert text in last, output
+
+
+# --- start-up failures --------------------------------------------------------
+
+
+def test_unsupported_key_fails_naming_it(tmp_path):
+    config = write_config(
+        tmp_path,
+        "version: 0.1\nstorage:\n  inmemory:\nauth:\n  htpasswd: {realm: r, path: /p}\n",
+    )
+    status, output = run_to_exit(tmp_path, "--config", config)
+    assert_clean_failure(status, output, "auth: not supported by registryd yet")
+
+
+def test_bad_value_fails_naming_its_key(tmp_path):
+    config = write_config(tmp_path, "version: 0.1\nstorage:\n  inmemory:\n  delete: {enabled: 1}\n")
+    status, output = run_to_exit(tmp_path, "--config", config)
+    assert_clean_failure(status, output, "storage.delete.enabled: expected true or false, got 1")
+
+
+def test_bad_driver_parameter_fails_naming_its_key(tmp_path):
+    config = write_config(tmp_path, "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: 5\n")
+    status, output = run_to_exit(tmp_path, "--config", config)
+    assert_clean_failure(status, output, "storage.filesystem.rootdirectory")
+
+
+def test_unknown_driver_fails_naming_it(tmp_path):
+    config = write_config(tmp_path, "version: 0.1\nstorage:\n  nosuchdriver: {}\n")
+    status, output = run_to_exit(tmp_path, "--config", config)
+    assert_clean_failure(status, output, "storage.nosuchdriver", "unknown storage driver")
+
+
+def test_yaml_syntax_error_fails_naming_the_line(tmp_path):
+    config = write_config(tmp_path, "version: 0.1\nstorage:\n  inmemory:\n bad: [\n")
+    status, output = run_to_exit(tmp_path, "--config", config)
+    assert_clean_failure(status, output, "invalid YAML at line")
+
+
+def test_missing_config_file_fails(tmp_path):
+    status, output = run_to_exit(tmp_path, "--config", str(tmp_path / "missing.yaml"))
+    assert_clean_failure(status, output, "missing.yaml", "No such file")
+
+
+def test_bad_listen_endpoint_fails(tmp_path):
+    status, output = run_to_exit(tmp_path, "--listen", "nonsense:1234")
+    assert_clean_failure(status, output, "--listen", "nonsense:1234")
+
+
+def test_unbindable_port_fails_start_up(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        status, output = run_to_exit(tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1")
+    assert status != 0, output
+    assert "Address already in use" in output, output
+
+
+# --- serving --------------------------------------------------------------------
+
+
+class Running:
+    """A twistd registryd subprocess, stopped with SIGTERM on exit."""
+
+    def __init__(self, tmp_path, *arguments):
+        self.log_path = tmp_path / "twistd.out"
+        self._log = open(self.log_path, "w")
+        self.process = subprocess.Popen(
+            twistd_command(*arguments),
+            cwd=tmp_path,
+            env=environment(),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def output(self):
+        return self.log_path.read_text()
+
+    def wait_until_serving(self, url, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"twistd exited with {self.process.returncode}:\n{self.output}")
+            try:
+                return urllib.request.urlopen(url, timeout=5)
+            except urllib.error.HTTPError as error:
+                return error
+            except OSError:
+                time.sleep(0.1)
+        pytest.fail(f"nothing served {url} within {timeout}s:\n{self.output}")
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+
+def test_serves_the_api_base_from_an_empty_directory_with_defaults(tmp_path):
+    """No --config: filesystem storage in ./registry-data of the working
+    directory; --listen replaces the default tcp:5000."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with Running(tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1") as running:
+        response = running.wait_until_serving(f"{base}/v2/")
+        assert response.status == 200, running.output
+        assert response.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+        assert json.loads(response.read()) == {}
+
+        data = b"registryd twistd test blob"
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        request = urllib.request.Request(
+            f"{base}/v2/smoke/test/blobs/uploads/?digest={digest}", data=data, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as pushed:
+            assert pushed.status == 201
+        status = running.stop()
+    assert status in (0, -signal.SIGTERM), running.output
+    hexdigest = digest.split(":")[1]
+    blob = tmp_path / "registry-data/docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
+    assert blob.read_bytes() == data
+
+
+def test_config_file_settings_take_effect(tmp_path):
+    """http.addr, http.headers, storage.filesystem.rootdirectory and
+    log.level from the file."""
+    port = free_port()
+    root = tmp_path / "store"
+    config = write_config(
+        tmp_path,
+        f"""\
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: {root}
+http:
+  addr: 127.0.0.1:{port}
+  headers:
+    X-Content-Type-Options: [nosniff]
+""",
+    )
+    with Running(tmp_path, "--config", config) as running:
+        response = running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
+        assert response.status == 200, running.output
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        data = b"blob in the configured root"
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v2/cfg/blobs/uploads/?digest={digest}",
+            data=data,
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as pushed:
+            assert pushed.status == 201
+    output = running.output
+    assert (root / "docker/registry/v2/repositories/cfg/_layers/sha256").is_dir(), output
+    # log.level error: twistd's and the site's info messages are filtered.
+    assert "Site starting" not in output and "Starting factory" not in output, output
+
+
+def test_info_level_logs_site_start(tmp_path):
+    """The counterpart of the log.level test: by default info is shown."""
+    port = free_port()
+    with Running(tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1") as running:
+        running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
+    assert "Starting factory" in running.output or "Site starting" in running.output, running.output

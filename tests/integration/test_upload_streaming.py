@@ -1,0 +1,190 @@
+"""Uploads that stream: interrupted, resumed, resumed after a restart,
+raced by two clients, and answered early without breaking keep-alive."""
+
+import hashlib
+import os
+import socket
+
+import pytest_twisted
+from twisted.internet import defer
+from twisted.internet.threads import deferToThread
+
+from tests.support import raw_request, sha256, start_registry
+
+
+def header(response, name):
+    values = response.headers.getRawHeaders(name)
+    return values[0] if values else None
+
+
+async def new_upload(server, name="stream/test"):
+    response = await server.client.post(server.v2(f"{name}/blobs/uploads/"))
+    await response.content()
+    assert response.code == 202
+    return header(response, "Location")
+
+
+def _send_partial_patch(port, path, declared, payload):
+    """Send a PATCH declaring C{declared} bytes, send only C{payload}, hang up."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(
+            f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/octet-stream\r\nContent-Length: {declared}\r\n\r\n".encode()
+        )
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        sock.recv(100)  # wait until the server hangs up too
+
+
+async def wait_for_offset(server, location, expected, attempts=100):
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    for _ in range(attempts):
+        response = await server.client.get(location)
+        await response.content()
+        if header(response, "Range") == f"0-{expected - 1}":
+            return
+        await deferLater(reactor, 0.05, lambda: None)
+    raise AssertionError(f"upload never reached {expected} bytes; last Range {header(response, 'Range')}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_dropped_patch_keeps_bytes_and_resumes(server):
+    data = os.urandom(3 * 1024 * 1024)
+    location = await new_upload(server)
+    path = location.split(server.url, 1)[1]
+    cut = 1_234_567
+    await deferToThread(_send_partial_patch, server.port.getHost().port, path, len(data), data[:cut])
+    await wait_for_offset(server, location, cut)
+    response = await server.client.patch(
+        location, data=data[cut:], headers={"Content-Range": f"{cut}-{len(data) - 1}"}
+    )
+    assert response.code == 202, await response.content()
+    response = await server.client.put(f"{header(response, 'Location')}?digest={sha256(data)}")
+    assert response.code == 201, await response.content()
+    response = await server.client.get(server.v2(f"stream/test/blobs/{sha256(data)}"))
+    assert await response.content() == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_upload_survives_restart(tmp_path):
+    """A new process (new Registry, no in-memory hash state) continues an
+    upload from storage alone and verifies the digest by re-hashing."""
+    from twisted.internet import reactor
+
+    from tests.support import make_client
+
+    root = tmp_path / "data"
+    data = os.urandom(2 * 1024 * 1024 + 5)
+    client, pool = make_client(reactor)
+    try:
+        registry, port = await start_registry(root)
+        base = f"http://127.0.0.1:{port.getHost().port}"
+        response = await client.post(f"{base}/v2/restart/blobs/uploads/")
+        await response.content()
+        upload_path = header(response, "Location").split(base, 1)[1]
+        response = await client.patch(base + upload_path, data=data[:1_000_000])
+        assert response.code == 202
+        await response.content()
+        await pool.closeCachedConnections()
+        await port.stopListening()
+
+        registry2, port2 = await start_registry(root)
+        assert len(registry2.hash_states) == 0
+        base2 = f"http://127.0.0.1:{port2.getHost().port}"
+        response = await client.get(base2 + upload_path)
+        assert header(response, "Range") == "0-999999"
+        await response.content()
+        response = await client.patch(
+            base2 + upload_path, data=data[1_000_000:], headers={"Content-Range": f"1000000-{len(data) - 1}"}
+        )
+        assert response.code == 202
+        await response.content()
+        response = await client.put(f"{base2}{upload_path}?digest={sha256(data)}")
+        assert response.code == 201, await response.content()
+        response = await client.get(f"{base2}/v2/restart/blobs/{sha256(data)}")
+        assert await response.content() == data
+        await pool.closeCachedConnections()
+        await port2.stopListening()
+    finally:
+        await pool.closeCachedConnections()
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_clients_push_same_blob_at_once(server):
+    data = os.urandom(4 * 1024 * 1024)
+    digest = sha256(data)
+
+    async def push(name):
+        response = await server.client.post(server.v2(f"{name}/blobs/uploads/?digest={digest}"), data=data)
+        await response.content()
+        return response.code
+
+    codes = await defer.gatherResults([
+        defer.ensureDeferred(push("race/one")),
+        defer.ensureDeferred(push("race/two")),
+        defer.ensureDeferred(push("race/one")),
+    ])
+    assert codes == [201, 201, 201]
+    for name in ("race/one", "race/two"):
+        response = await server.client.get(server.v2(f"{name}/blobs/{digest}"))
+        body = await response.content()
+        assert hashlib.sha256(body).hexdigest() == digest.split(":")[1]
+    uploads = server.root / "docker/registry/v2/repositories/race/one/_uploads"
+    assert not uploads.exists() or list(uploads.iterdir()) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_early_error_keeps_connection_usable(server):
+    """A PATCH to an unknown upload is refused before its body is read; the
+    rest of the body is drained and the same connection serves the next
+    request."""
+
+    def exchange(port):
+        body = os.urandom(2 * 1024 * 1024)
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(
+                b"PATCH /v2/x/blobs/uploads/00000000-0000-4000-8000-000000000000 HTTP/1.1\r\n"
+                b"Host: h\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+                + b"GET /v2/ HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+            )
+            received = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+        return received
+
+    received = await deferToThread(exchange, server.port.getHost().port)
+    assert received.startswith(b"HTTP/1.1 404")
+    assert b"BLOB_UPLOAD_UNKNOWN" in received
+    second = received.split(b"HTTP/1.1 ", 2)
+    assert len(second) == 3 and second[2].startswith(b"200"), received[-400:]
+
+
+@pytest_twisted.ensureDeferred
+async def test_chunked_transfer_encoding_patch(server):
+    location = await new_upload(server, "chunked/te")
+    path = location.split(server.url, 1)[1]
+    data = os.urandom(700_000)
+    pieces = [data[i:i + 100_000] for i in range(0, len(data), 100_000)]
+    body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+    def send(port):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(
+                f"PATCH {path} HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+                "Connection: close\r\n\r\n".encode() + body
+            )
+            out = b""
+            while chunk := sock.recv(65536):
+                out += chunk
+        return out
+
+    out = await deferToThread(send, server.port.getHost().port)
+    assert out.startswith(b"HTTP/1.1 202"), out[:300]
+    assert f"Range: 0-{len(data) - 1}".encode() in out
+    status, headers, _ = await raw_request(server, "PUT", f"{path}?digest={sha256(data)}")
+    assert status == 201
