@@ -1,0 +1,175 @@
+"""The running registry: one service tree built from a validated Config.
+
+``RegistryService`` owns the storage driver, the registry model, the HTTP
+application and one listening service per endpoint.  It is a plain
+``MultiService`` so twistd (or a test) starts and stops it like any other;
+timers, a debug listener and a manhole will be further children.
+"""
+
+from twisted.application import strports
+from twisted.application.service import MultiService
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogFilterPredicate,
+    Logger,
+    LogLevel,
+    PredicateResult,
+    globalLogPublisher,
+)
+from zope.interface import implementer
+
+from registryd.config import ConfigError
+
+log = Logger()
+
+
+def create_storage_driver(storage):
+    """Make the driver a L{registryd.config.StorageConfig} names.
+
+    Every configuration problem comes out as a L{ConfigError} naming the
+    full key path: an unknown driver as ``storage.<name>``; a parameter as
+    ``storage.<name>.<key>``.  Drivers report bad parameters either with
+    a C{ValueError} carrying the full path in C{key} (the builtin drivers'
+    C{InvalidParameter}) or with a C{ConfigError} that may name the key
+    relative to their section; both are accepted.
+
+    @raise ConfigError: unknown driver, or a parameter it refuses.
+    """
+    from registryd.storage.drivers import UnknownDriver, create_driver
+
+    section = f"storage.{storage.driver}"
+    try:
+        return create_driver(storage.driver, dict(storage.parameters))
+    except UnknownDriver as error:
+        available = ", ".join(getattr(error, "available", ())) or "none"
+        raise ConfigError(
+            section, f"unknown storage driver {storage.driver!r} (available: {available})"
+        ) from None
+    except ConfigError as error:
+        raise error.within(section) from None
+    except ValueError as error:
+        key = getattr(error, "key", None)
+        reason = getattr(error, "reason", None)
+        if key and reason:
+            raise ConfigError(key, reason).within(section) from None
+        raise ConfigError(str(error)).within(section) from None
+
+
+@implementer(ILogFilterPredicate)
+class _AtLeast:
+    """Passes events of C{level} or above, and any event without a level.
+
+    (``LogLevelFilterPredicate`` also drops events lacking a namespace, which
+    would hide raw events some libraries emit.)
+    """
+
+    def __init__(self, level):
+        self.level = level
+
+    def __call__(self, event):
+        level = event.get("log_level")
+        if level is not None and level < self.level:
+            return PredicateResult.no
+        return PredicateResult.maybe
+
+
+class LogLevelFilter:
+    """Applies ``log.level`` to every observer of the global log publisher.
+
+    twistd chooses the observers (stdout, ``--logfile``, ``--syslog``,
+    ``--logger``) and adds them before any service starts, without handing
+    them to the application.  Wrapping each of them in place while the
+    registry runs is the one way to honour the level whatever twistd chose.
+    That needs ``LogPublisher._observers``, which has been stable since
+    twisted.logger appeared; if it ever goes away the level is not applied
+    and a warning says so, rather than start-up failing.
+    """
+
+    def __init__(self, level, publisher=globalLogPublisher):
+        self.level = level
+        self._publisher = publisher
+        self._wrapped = None  # {id(wrapper): original} while installed
+
+    def install(self):
+        if self._wrapped is not None or self.level == LogLevel.debug:
+            return  # already installed; or nothing to filter
+        observers = getattr(self._publisher, "_observers", None)
+        if not isinstance(observers, list):
+            log.warn("log.level {level} cannot be applied to this Twisted", level=self.level.name)
+            return
+        predicate = _AtLeast(self.level)
+        self._wrapped = {}
+        for index, observer in enumerate(observers):
+            wrapper = FilteringLogObserver(observer, [predicate])
+            self._wrapped[id(wrapper)] = (wrapper, observer)
+            observers[index] = wrapper
+
+    def uninstall(self):
+        if self._wrapped is None:
+            return
+        observers = self._publisher._observers
+        for index, observer in enumerate(observers):
+            if id(observer) in self._wrapped:
+                observers[index] = self._wrapped[id(observer)][1]
+        self._wrapped = None
+
+
+class RegistryService(MultiService):
+    """Storage, model, HTTP application and listeners for one Config."""
+
+    def __init__(self, config, driver=None, reactor=None, owns_process=False):
+        """
+        @param config: a validated L{registryd.config.Config}.
+        @param driver: the storage driver, when the caller already made it
+            (C{registryd.tap} does, to report configuration errors before
+            twistd starts); by default it is made from C{config.storage}.
+        @param reactor: for the listening endpoints; the global one by default.
+        @param owns_process: True under twistd: C{log.level} then stays in
+            force after the service stops, for the process's last messages.
+            Otherwise (tests, embedding) the global log observers are
+            restored when the service stops.
+        """
+        super().__init__()
+        # Imported here, not at module level, so that tap can use
+        # create_storage_driver to check a configuration without loading
+        # the web stack.
+        from registryd.app import RegistryApp
+        from registryd.storage.registry import Registry
+        from registryd.web import StreamingSite
+
+        self.config = config
+        self.driver = driver if driver is not None else create_storage_driver(config.storage)
+        self.registry = Registry(self.driver, delete_enabled=config.storage.delete_enabled)
+        self.app = RegistryApp(self.registry, host=config.http.host, headers=config.http.headers)
+        self.site = StreamingSite(self.app.resource())
+        self.listeners = []
+        for endpoint in config.http.listen:
+            # strports.service raises from privilegedStartService when the
+            # port cannot be bound, so start-up fails instead of running
+            # deaf (a plain StreamServerEndpointService only logs it).
+            listener = strports.service(endpoint, self.site, reactor=reactor)
+            listener.setName(f"http {endpoint}")
+            listener.setServiceParent(self)
+            self.listeners.append(listener)
+        self._log_filter = LogLevelFilter(LogLevel.levelWithName(config.log.level))
+        self._owns_process = owns_process
+
+    def privilegedStartService(self):
+        # twistd calls this (then startService) after it set up logging.
+        self._log_filter.install()
+        super().privilegedStartService()
+
+    def startService(self):
+        self._log_filter.install()
+        super().startService()
+
+    def stopService(self):
+        result = super().stopService()
+        if self._owns_process:
+            return result
+
+        def restore(passthrough):
+            self._log_filter.uninstall()
+            return passthrough
+
+        return result.addBoth(restore)

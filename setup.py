@@ -1,0 +1,69 @@
+"""Packaging for registryd.
+
+Besides the ``registryd`` package this installs one module into Twisted's
+own plugin package, ``twisted/plugins/registryd_plugin.py``, which is what
+makes ``twistd registryd`` work.  ``twisted.plugins`` is listed as a package
+although this tree has no ``twisted/__init__.py`` nor
+``twisted/plugins/__init__.py`` (on purpose: they would shadow Twisted's);
+setuptools warns that the ``__init__.py`` is missing and copies the module
+anyway, and pip merges it into the installed Twisted's ``twisted/plugins/``.
+
+After installing (or upgrading, or uninstalling), Twisted's plugin cache
+``twisted/plugins/dropin.cache`` may be stale.  That is harmless: Twisted
+notices the changed plugin modules and rebuilds the cache the next time
+plugins are listed (any ``twistd`` run), if it may write there; if not, it
+scans the modules each time.  To rebuild it eagerly, as root:
+    python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+"""
+
+import os
+import re
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def read_version():
+    """__version__ from registryd/__init__.py, without importing the package."""
+    with open(os.path.join(HERE, "registryd", "__init__.py"), encoding="utf-8") as stream:
+        match = re.search(r'^__version__\s*=\s*["\']([^"\']+)["\']', stream.read(), re.M)
+    if match is None:
+        raise RuntimeError("registryd/__init__.py has no __version__")
+    return match.group(1)
+
+
+setup(
+    name="registryd",
+    version=read_version(),
+    description="A container image registry daemon on Twisted (Docker Registry HTTP API V2 / OCI Distribution)",
+    long_description=__doc__,
+    long_description_content_type="text/plain",
+    license="MIT",
+    python_requires=">=3.9",
+    packages=find_packages(include=["registryd", "registryd.*"]) + ["twisted.plugins"],
+    package_data={"twisted.plugins": ["registryd_plugin.py"]},
+    include_package_data=False,
+    install_requires=[
+        "Twisted",
+        "klein",
+        "treq",
+        "zope.interface",
+        "attrs",
+        "PyYAML",
+        "hyperlink",
+    ],
+    extras_require={
+        "test": ["pytest", "pytest-twisted", "psutil"],
+    },
+    data_files=[
+        ("share/registryd/etc", ["etc/registryd.yaml"]),
+        ("share/registryd/systemd", ["systemd/registryd.service"]),
+    ],
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Topic :: System :: Software Distribution",
+    ],
+    zip_safe=False,
+)
