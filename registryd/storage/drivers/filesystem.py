@@ -1,0 +1,444 @@
+"""The ``filesystem`` storage driver: files under a root directory.
+
+It is the embedded default, so it has to be safe on a busy registry:
+
+- The reactor never waits for the disk.  Every call runs its blocking work
+  in the reactor's thread pool; each open reader and writer has its own
+  :class:`~registryd.threads.SerialWorker`, so its reads or writes happen
+  in order without holding a thread between them, and a client that
+  disconnects mid-upload (klein cancels the handler) still gets every
+  queued write applied before the file is closed.
+- ``put_content`` writes ``<name>.<random>.tmp`` next to the target and
+  renames it into place, so readers see the old or the new content, never
+  a mix.  The model ignores ``*.tmp`` files, as Distribution does.
+- Paths go through :func:`~registryd.storage.base.check_path` on the
+  reactor thread before any I/O, so nothing outside the root is touched.
+
+Errors: a missing file (or a directory where a file is wanted, or a file in
+the middle of a path) is :class:`PathNotFound` when reading, stat-ing or
+listing; any other ``OSError`` becomes :class:`StorageError` naming the
+driver path (never the host path, which callers do not know).
+"""
+
+import contextlib
+import os
+import secrets
+import shutil
+import stat as stat_module
+
+from twisted.internet import defer, threads
+from zope.interface import implementer
+
+from registryd.interfaces import IStorageDriver, IStorageReader, IStorageWriter
+from registryd.storage.base import FileInfo, check_path
+from registryd.storage.drivers import InvalidParameter, check_parameters
+from registryd.storage.errors import InvalidOffset, PathNotFound, StorageError
+from registryd.threads import SerialWorker
+
+DEFAULT_ROOT = "./registry-data"
+DEFAULT_MAX_THREADS = 100  # Distribution's default
+
+
+def from_parameters(parameters):
+    """Make a driver from the ``storage.filesystem`` configuration section.
+
+    ``rootdirectory`` is made absolute now, against the working directory at
+    start-up, so a later ``chdir`` (twistd daemonising) cannot move it.
+    ``maxthreads`` is accepted as Distribution accepts it (an integer or a
+    decimal string) so existing configs work; it is validated but does not
+    size anything yet: the reactor's thread pool does the work.
+    """
+    section = check_parameters("filesystem", parameters, {"rootdirectory", "maxthreads"})
+    root = section.get("rootdirectory", DEFAULT_ROOT)
+    if not isinstance(root, str) or not root or "\x00" in root:
+        raise InvalidParameter(
+            "storage.filesystem.rootdirectory", f"expected a directory path, got {root!r}"
+        )
+    max_threads = _parse_max_threads(section.get("maxthreads", DEFAULT_MAX_THREADS))
+    return FilesystemDriver(os.path.abspath(root), max_threads=max_threads)
+
+
+def _parse_max_threads(value):
+    key = "storage.filesystem.maxthreads"
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise InvalidParameter(key, f"expected an integer, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidParameter(key, f"expected an integer, got {value!r}")
+    if value < 1:
+        raise InvalidParameter(key, f"must be at least 1, got {value}")
+    return value
+
+
+def _as_bytes(data):
+    """C{data} as C{bytes}, copied if mutable (the caller may reuse its buffer)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"expected bytes, got {type(data).__name__}")
+    return bytes(data)
+
+
+def _failure(path, error):
+    return StorageError(f"{path}: {error.strerror or error}")
+
+
+@contextlib.contextmanager
+def _reading(path):
+    """Translate OSErrors of read-side calls; "nothing there" is PathNotFound."""
+    try:
+        yield
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        raise PathNotFound(path) from None
+    except OSError as error:
+        raise _failure(path, error) from error
+
+
+@contextlib.contextmanager
+def _writing(path):
+    """Translate OSErrors of write-side calls: all are StorageError."""
+    try:
+        yield
+    except OSError as error:
+        raise _failure(path, error) from error
+
+
+# The functions below run in threads.
+
+
+def _read_file(full, path):
+    with _reading(path), open(full, "rb") as file:
+        return file.read()
+
+
+def _write_file(full, path, content):
+    directory, name = os.path.split(full)
+    temporary = os.path.join(directory, f"{name}.{secrets.token_hex(8)}.tmp")
+    with _writing(path):
+        os.makedirs(directory, exist_ok=True)
+        try:
+            # "x": never share a temporary file; mode 0666 & ~umask, like Distribution.
+            with open(temporary, "xb") as file:
+                file.write(content)
+                file.flush()
+            os.replace(temporary, full)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+
+
+def _open_for_reading(full, path, offset, opened):
+    with _reading(path):
+        file = open(full, "rb")
+    try:
+        size = os.fstat(file.fileno()).st_size
+        if offset > size:
+            raise InvalidOffset(path, offset)
+        file.seek(offset)
+    except BaseException:
+        file.close()
+        raise
+    opened.append(file)
+    return file, size
+
+
+def _open_for_writing(full, path, append, opened):
+    with _writing(path):
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        file = open(full, "ab" if append else "wb")
+        try:
+            size = os.fstat(file.fileno()).st_size
+        except BaseException:
+            file.close()
+            raise
+    opened.append(file)
+    return file, size
+
+
+def _close_all(files):
+    """Close files whose opening was cancelled by the caller."""
+    for file in files:
+        with contextlib.suppress(OSError):
+            file.close()
+
+
+def _stat(full, path):
+    with _reading(path):
+        result = os.stat(full)
+    is_dir = stat_module.S_ISDIR(result.st_mode)
+    return FileInfo(
+        path=path,
+        size=0 if is_dir else result.st_size,
+        modified=result.st_mtime,
+        is_dir=is_dir,
+    )
+
+
+def _list(full, path):
+    with _reading(path):
+        return sorted(os.listdir(full))
+
+
+def _move(full_source, source, full_destination, destination):
+    with _reading(source):
+        os.lstat(full_source)
+    with _writing(destination):
+        os.makedirs(os.path.dirname(full_destination), exist_ok=True)
+    try:
+        os.replace(full_source, full_destination)
+    except FileNotFoundError:  # removed since the lstat above
+        raise PathNotFound(source) from None
+    except OSError as error:
+        raise _failure(f"{source} -> {destination}", error) from error
+
+
+def _delete(full, path):
+    def ignore_vanished(function, name, exc_info):
+        # Something else deleting part of the tree at the same time is fine.
+        if not (issubclass(exc_info[0], FileNotFoundError) and name != full):
+            raise exc_info[1]
+
+    with _reading(path):
+        if stat_module.S_ISDIR(os.lstat(full).st_mode):
+            shutil.rmtree(full, onerror=ignore_vanished)
+        else:
+            os.unlink(full)
+
+
+@implementer(IStorageDriver)
+class FilesystemDriver:
+    """Files under C{root}, one host file per driver path."""
+
+    name = "filesystem"
+
+    def __init__(self, root, max_threads=DEFAULT_MAX_THREADS, reactor=None):
+        """
+        @param root: the directory holding everything; created on first write.
+        @param reactor: an IReactorThreads provider; the global reactor,
+            looked up only when first needed, by default.
+        """
+        self.root = os.path.abspath(os.fspath(root))
+        self.max_threads = max_threads
+        self._reactor = reactor
+
+    def __repr__(self):
+        return f"<FilesystemDriver at {self.root!r}>"
+
+    # Paths
+
+    def _host_path(self, path):
+        return os.path.join(self.root, *check_path(path))
+
+    def _host_file_path(self, path, error):
+        """A host path for an operation on a file: the root is a directory."""
+        parts = check_path(path)
+        if not parts:
+            raise error(path)
+        return os.path.join(self.root, *parts)
+
+    # Threads
+
+    def _get_reactor(self):
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        return self._reactor
+
+    def _in_thread(self, function, *args):
+        reactor = self._get_reactor()
+        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), function, *args)
+
+    def _serial_worker(self):
+        reactor = self._get_reactor()
+        return SerialWorker(reactor, reactor.getThreadPool())
+
+    async def _open(self, worker, function, *args):
+        """Run an opening function on C{worker}; if the caller gives up
+        waiting, close what it opens once it has."""
+        opened = []
+        try:
+            return await worker.submit(function, *args, opened)
+        except defer.CancelledError:
+            worker.submit(_close_all, opened)
+            raise
+
+    # IStorageDriver
+
+    def get_content(self, path):
+        return defer.maybeDeferred(self._get_content, path)
+
+    def _get_content(self, path):
+        return self._in_thread(_read_file, self._host_file_path(path, PathNotFound), path)
+
+    def put_content(self, path, content):
+        return defer.maybeDeferred(self._put_content, path, content)
+
+    def _put_content(self, path, content):
+        full = self._host_file_path(path, _is_a_directory)
+        return self._in_thread(_write_file, full, path, _as_bytes(content))
+
+    def reader(self, path, offset=0):
+        return defer.maybeDeferred(self._reader, path, offset)
+
+    async def _reader(self, path, offset):
+        full = self._host_file_path(path, PathNotFound)
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise TypeError(f"offset must be an int, got {offset!r}")
+        if offset < 0:
+            raise InvalidOffset(path, offset)
+        worker = self._serial_worker()
+        file, size = await self._open(worker, _open_for_reading, full, path, offset)
+        return FileReader(file, path, size, offset, worker)
+
+    def writer(self, path, append=False):
+        return defer.maybeDeferred(self._writer, path, append)
+
+    async def _writer(self, path, append):
+        full = self._host_file_path(path, _is_a_directory)
+        worker = self._serial_worker()
+        file, size = await self._open(worker, _open_for_writing, full, path, bool(append))
+        return FileWriter(file, full, path, size, worker)
+
+    def stat(self, path):
+        return defer.maybeDeferred(lambda: self._in_thread(_stat, self._host_path(path), path))
+
+    def list(self, path):
+        return defer.maybeDeferred(lambda: self._in_thread(_list, self._host_path(path), path))
+
+    def move(self, source, destination):
+        return defer.maybeDeferred(self._move, source, destination)
+
+    def _move(self, source, destination):
+        full_source = self._host_file_path(source, _is_a_directory)
+        full_destination = self._host_file_path(destination, _is_a_directory)
+        return self._in_thread(_move, full_source, source, full_destination, destination)
+
+    def delete(self, path):
+        return defer.maybeDeferred(lambda: self._in_thread(_delete, self._host_path(path), path))
+
+    def redirect_url(self, path, method):
+        return defer.maybeDeferred(self._redirect_url, path)
+
+    def _redirect_url(self, path):
+        check_path(path)
+        return None  # clients are best served by registryd itself
+
+
+def _is_a_directory(path):
+    return StorageError(f"{path}: is a directory")
+
+
+@implementer(IStorageReader)
+class FileReader:
+    """An open file, read in a thread one request at a time.
+
+    C{offset} is advanced by the worker thread as each read completes (reads
+    are serialised, so it is always consistent); it can be ahead of the
+    Deferreds that have fired.
+    """
+
+    def __init__(self, file, path, size, offset, worker):
+        self.path = path
+        self.size = size
+        self.offset = offset
+        self._file = file
+        self._worker = worker
+        self._closed = False
+
+    def read(self, length):
+        if self._closed:
+            return defer.fail(StorageError(f"{self.path}: reader is closed"))
+        if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+            return defer.fail(ValueError(f"length must be an int >= 0, got {length!r}"))
+        return self._worker.submit(self._read, length)
+
+    def _read(self, length):
+        with _reading(self.path):
+            data = self._file.read(length)
+        self.offset += len(data)
+        return data
+
+    def close(self):
+        if self._closed:
+            return self._worker.drain()
+        self._closed = True
+        return self._worker.submit(self._file.close)
+
+
+@implementer(IStorageWriter)
+class FileWriter:
+    """An open file, written in a thread in the order writes were made.
+
+    After a write fails, later writes and C{commit} fail too: appending
+    after a gap would corrupt the file silently.
+    """
+
+    def __init__(self, file, full, path, size, worker):
+        self.path = path
+        self.size = size
+        self._file = file
+        self._full = full
+        self._worker = worker
+        self._closed = False
+        self._failed = False
+
+    def _closed_error(self):
+        return defer.fail(StorageError(f"{self.path}: writer is closed"))
+
+    def write(self, data):
+        if self._closed:
+            return self._closed_error()
+        try:
+            data = _as_bytes(data)
+        except TypeError:
+            return defer.fail()
+        self.size += len(data)
+        return self._worker.submit(self._write, data)
+
+    def _write(self, data):
+        if self._failed:
+            raise StorageError(f"{self.path}: an earlier write failed")
+        try:
+            with _writing(self.path):
+                self._file.write(data)
+        except StorageError:
+            self._failed = True
+            raise
+
+    def close(self):
+        if self._closed:
+            return self._worker.drain()
+        self._closed = True
+        return self._worker.submit(self._finish, durable=False)
+
+    def commit(self):
+        if self._closed:
+            return self._closed_error()
+        self._closed = True
+        return self._worker.submit(self._finish, durable=True)
+
+    def cancel(self):
+        if self._closed:
+            return self._closed_error()
+        self._closed = True
+        return self._worker.submit(self._discard)
+
+    def _finish(self, durable):
+        try:
+            with _writing(self.path):
+                if durable:
+                    if self._failed:
+                        raise StorageError(f"{self.path}: an earlier write failed")
+                    self._file.flush()
+                    os.fsync(self._file.fileno())
+                self._file.close()
+        finally:
+            if not self._file.closed:
+                _close_all([self._file])
+
+    def _discard(self):
+        _close_all([self._file])
+        with _writing(self.path), contextlib.suppress(FileNotFoundError):
+            os.unlink(self._full)
