@@ -11,15 +11,43 @@ internals.
 import uuid
 
 from klein import Klein
+from twisted.internet import defer
 from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from registryd import errors
-from registryd.api import base, blobs, uploads
+from registryd.api import base, blobs, listing, manifests, referrers, uploads
 from registryd.urls import URLBuilder
+from registryd.web import BodyConnectionLost
 
 log = Logger()
+
+
+async def _run_to_completion(work):
+    """Await C{work} (a coroutine) so that a client disconnect does not
+    cancel it.
+
+    klein cancels a handler when its client goes away.  An upload handler
+    must instead go on: the body bytes that arrived before the disconnect
+    are to be stored (the client resumes from them), and that can only
+    happen once the handler reaches the point where it reads the body.
+    """
+    running = defer.ensureDeferred(work)
+    result = defer.Deferred()  # no canceller: cancelling it leaves `running` alone
+
+    def finished(outcome):
+        if not result.called:
+            result.callback(outcome)
+        elif isinstance(outcome, Failure) and not outcome.check(BodyConnectionLost, CancelledError):
+            log.failure("upload handler failed after its client left", outcome)
+
+    running.addBoth(finished)
+    try:
+        return await result
+    except BodyConnectionLost:
+        return None  # nobody is left to answer
 
 
 class RegistryApp:
@@ -62,7 +90,7 @@ class RegistryApp:
     @app.route("/v2/<path:name>/blobs/uploads/", methods=["POST"])
     async def upload_start(self, request, name):
         self._prepare(request)
-        return await uploads.start_upload(self, request, name)
+        return await _run_to_completion(uploads.start_upload(self, request, name))
 
     @app.route(
         "/v2/<path:name>/blobs/uploads/<upload_id>",
@@ -77,7 +105,33 @@ class RegistryApp:
             b"PUT": uploads.finish_upload,
             b"DELETE": uploads.cancel_upload,
         }[request.method]
-        return await handler(self, request, name, upload_id)
+        return await _run_to_completion(handler(self, request, name, upload_id))
+
+    @app.route("/v2/<path:name>/manifests/<reference>", methods=["GET", "HEAD", "PUT", "DELETE"])
+    async def manifest(self, request, name, reference):
+        self._prepare(request)
+        handler = {
+            b"GET": manifests.get_manifest,
+            b"HEAD": manifests.get_manifest,
+            b"PUT": manifests.put_manifest,
+            b"DELETE": manifests.delete_manifest,
+        }[request.method]
+        return await handler(self, request, name, reference)
+
+    @app.route("/v2/<path:name>/tags/list", methods=["GET"])
+    async def tags(self, request, name):
+        self._prepare(request)
+        return await listing.list_tags(self, request, name)
+
+    @app.route("/v2/_catalog", methods=["GET"])
+    async def catalog(self, request):
+        self._prepare(request)
+        return await listing.catalog(self, request)
+
+    @app.route("/v2/<path:name>/referrers/<digest>", methods=["GET"])
+    async def referrers(self, request, name, digest):
+        self._prepare(request)
+        return await referrers.list_referrers(self, request, name, digest)
 
     @app.route("/v2", methods=["GET", "HEAD"])
     def api_base_no_slash(self, request):
@@ -91,6 +145,10 @@ class RegistryApp:
 
     @app.handle_errors(NotFound)
     def not_found(self, request, failure):
+        try:
+            base.check_raw_path(request)  # a decoded '/' may be why no route matched
+        except errors.NameInvalid as error:
+            return self._render_error(request, error)
         return self._render_error(request, errors.NotFound(detail={"path": request.path.decode("latin-1")}))
 
     @app.handle_errors(MethodNotAllowed)

@@ -118,6 +118,10 @@ class NotFound(Unsupported):
     message = "no such API endpoint"
 
 
+class PaginationNumberInvalid(RegistryError):
+    code, status, message = "PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested"
+
+
 class TooManyRequests(RegistryError):
     code, status, message = "TOOMANYREQUESTS", 429, "too many requests"
 

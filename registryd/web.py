@@ -148,6 +148,29 @@ class _EmptyBody(RequestBody):
         self.finished = True
 
 
+class LimitedBuffer(io.BytesIO):
+    """The body of a request that is not streamed (manifests): kept in
+    memory up to C{limit} bytes; beyond that further bytes are dropped and
+    C{overflow} is set, so the handler answers 413 without the server ever
+    holding or spooling an oversized body."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.limit = limit
+        self.overflow = False
+
+    def write(self, data):
+        if self.overflow or self.tell() + len(data) > self.limit:
+            self.overflow = True
+            return len(data)
+        return super().write(data)
+
+
+#: Largest request body buffered for a non-upload request (a manifest is
+#: at most 4 MiB, as in Distribution).
+MAX_BUFFERED_BODY = 4 * 1024 * 1024
+
+
 class StreamingRequest(server.Request):
     """A Request whose body may be streamed to the handler (``self.body``).
 
@@ -167,7 +190,9 @@ class StreamingRequest(server.Request):
             self.content = io.BytesIO()
             self.body = _EmptyBody() if length == 0 else RequestBody(channel.transport, length)
         else:
-            super().gotLength(length)
+            self.content = LimitedBuffer(MAX_BUFFERED_BODY)
+            if length is not None and length > MAX_BUFFERED_BODY:
+                self.content.overflow = True
 
     def handleContentChunk(self, data):
         if self.body is not None:

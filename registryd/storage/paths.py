@@ -54,3 +54,42 @@ def upload_algorithm(name, upload_id):
     (``?digest-algorithm=``); Distribution has no such file and its uploads
     default to sha256, which is also what a missing file means here."""
     return f"{upload_dir(name, upload_id)}/registryd-algorithm"
+
+
+def manifests(name):
+    return f"{ROOT}/repositories/{name}/_manifests"
+
+
+def manifest_revision_link(name, digest):
+    return f"{ROOT}/repositories/{name}/_manifests/revisions/{digest.algorithm}/{digest.hex}/link"
+
+
+def manifest_revision_dir(name, digest):
+    return f"{ROOT}/repositories/{name}/_manifests/revisions/{digest.algorithm}/{digest.hex}"
+
+
+def tags(name):
+    return f"{ROOT}/repositories/{name}/_manifests/tags"
+
+
+def tag_dir(name, tag):
+    return f"{ROOT}/repositories/{name}/_manifests/tags/{tag}"
+
+
+def tag_current_link(name, tag):
+    return f"{ROOT}/repositories/{name}/_manifests/tags/{tag}/current/link"
+
+
+def tag_index_link(name, tag, digest):
+    return f"{ROOT}/repositories/{name}/_manifests/tags/{tag}/index/{digest.algorithm}/{digest.hex}/link"
+
+
+def referrers(name, subject):
+    """registryd's referrers index: one link per manifest whose ``subject``
+    is C{subject}.  Distribution has no such directory and ignores it; it
+    can be rebuilt from the manifests' own ``subject`` fields."""
+    return f"{ROOT}/repositories/{name}/_referrers/{subject.algorithm}/{subject.hex}"
+
+
+def referrer_link(name, subject, digest):
+    return f"{referrers(name, subject)}/{digest.algorithm}/{digest.hex}/link"

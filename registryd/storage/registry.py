@@ -53,9 +53,12 @@ class _LockTable:
 class Registry:
     """The whole registry on one storage driver."""
 
-    def __init__(self, driver, delete_enabled=False):
+    def __init__(self, driver, delete_enabled=False, accept_sparse_manifests=False):
         self.driver = driver
         self.delete_enabled = delete_enabled
+        #: accept indexes whose child manifests (and manifests whose layers)
+        #: were never pushed, as mirrors of single platforms need
+        self.accept_sparse_manifests = accept_sparse_manifests
         self.hash_states = HashStates()
         self.upload_lock = _LockTable()
 
@@ -89,10 +92,11 @@ class Registry:
         await self.driver.move(source_path, target)
         return BlobInfo(digest, size)
 
-    async def repositories(self):
-        """Names of all repositories: directories under ``repositories/``
-        with a ``_manifests`` or ``_layers`` child, found recursively
-        (names nest); directories starting with ``_`` are never names."""
+    async def repositories(self, markers=("_manifests",)):
+        """Names of all repositories, sorted: directories under
+        ``repositories/`` with one of C{markers} as a child (the catalog
+        counts ``_manifests``, as Distribution does), found recursively
+        since names nest; directories starting with ``_`` are never names."""
         found = []
 
         async def walk(prefix, path):
@@ -100,7 +104,7 @@ class Registry:
                 children = await self.driver.list(path)
             except PathNotFound:
                 return
-            if "_manifests" in children or "_layers" in children:
+            if any(marker in children for marker in markers):
                 found.append(prefix)
             for child in children:
                 if child.startswith("_") or child.endswith(".tmp"):
@@ -112,7 +116,7 @@ class Registry:
 
     async def find_readable_repository_with_blob(self, digest, may_read=lambda name: True):
         """A repository the caller may read that links C{digest}, or None."""
-        for name in await self.repositories():
+        for name in await self.repositories(markers=("_layers",)):
             if not may_read(name):
                 continue
             if await self.repository(name).has_blob(digest):
@@ -126,6 +130,9 @@ class Repository:
     def __init__(self, registry, name):
         self.registry = registry
         self.name = name
+        from registryd.storage.manifest_store import ManifestStore
+
+        self.manifests = ManifestStore(self)
 
     @property
     def driver(self):

@@ -142,10 +142,15 @@ class Upload:
                 # Also on cancellation: wait for queued work, keep the bytes.
                 await hash_worker.drain()
                 await writer.close()
-                self.size = writer.size
                 if failures:
+                    # writer.size counts the failed writes too: ask storage.
                     self.registry.hash_states.forget(self.id)
+                    try:
+                        self.size = (await self._driver.stat(self._data_path)).size
+                    except Exception:
+                        pass
                 else:
+                    self.size = writer.size
                     self.registry.hash_states.put(self.id, writer.size, hasher)
             if failures:
                 failures[0].raiseException()

@@ -318,3 +318,42 @@ async def test_size_parameter_checked(server):
     assert await error_code(response) == ["SIZE_INVALID"]
     response = await server.client.put(f"{location}?digest={sha256(data)}&size={len(data)}")
     assert response.code == 201
+
+
+@pytest_twisted.ensureDeferred
+async def test_upload_error_paths(server):
+    response = await server.client.post(server.v2("errs/blobs/uploads/"))
+    await response.content()
+    location = header(response, "Location")
+    upload_id = header(response, "Docker-Upload-UUID")
+    # finishing without a digest
+    response = await server.client.put(location, data=b"abc")
+    assert response.code == 400
+    assert await error_code(response) == ["DIGEST_INVALID"]
+    # a malformed Content-Range
+    response = await server.client.patch(location, data=b"abc", headers={"Content-Range": "bytes=x-y"})
+    assert response.code == 416
+    assert await error_code(response) == ["RANGE_INVALID"]
+    # Content-Range disagreeing with the body's length
+    response = await server.client.patch(location, data=b"abc", headers={"Content-Range": "0-9"})
+    assert response.code == 416
+    await response.content()
+    # nothing was written by the refused requests
+    response = await server.client.get(location)
+    assert header(response, "Range") == "0-0"
+    await response.content()
+    # an upload id is only valid in its own repository
+    response = await server.client.get(server.v2(f"other/blobs/uploads/{upload_id}"))
+    assert response.code == 404
+    assert await error_code(response) == ["BLOB_UPLOAD_UNKNOWN"]
+    # NUL and encoded separators in the path
+    for path in (f"/v2/errs%00/blobs/uploads/{upload_id}", f"/v2/errs%2F..%2F/blobs/uploads/{upload_id}",
+                 f"/v2/errs/blobs/uploads/..%2F{upload_id}"):
+        status, _, body = await raw_request(server, "GET", path)
+        assert status in (400, 404), (path, status)
+        assert json.loads(body)["errors"][0]["code"] in ("NAME_INVALID", "BLOB_UPLOAD_UNKNOWN")
+    # unknown endpoint and wrong method: JSON errors, not HTML
+    status, _, body = await raw_request(server, "GET", "/v2/errs/nothing")
+    assert status == 404 and json.loads(body)["errors"][0]["code"] == "UNSUPPORTED"
+    status, headers, body = await raw_request(server, "POST", f"/v2/errs/blobs/{sha256(b'x')}")
+    assert status == 405 and json.loads(body)["errors"][0]["code"] == "UNSUPPORTED"

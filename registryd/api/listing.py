@@ -1,0 +1,60 @@
+"""Paginated listings: ``/v2/<name>/tags/list`` and ``/v2/_catalog``.
+
+Both are lexically sorted and take ``n`` (page size) and ``last`` (the last
+entry of the previous page); when more entries remain, an RFC 5988 ``Link:
+<...>; rel="next"`` header names the next page, as Distribution does.
+"""
+
+import bisect
+import json
+from urllib.parse import urlencode
+
+from registryd import errors
+from registryd.api.base import arg, respond
+
+#: Catalog page size when the client does not ask (Distribution's default
+#: catalog.maxentries); tag lists are whole unless ``n`` is given.
+DEFAULT_CATALOG_PAGE = 1000
+
+
+def paginate(entries, request, default_page=None):
+    """Return (page, next_last) from sorted C{entries} and the request's n/last."""
+    n = arg(request, "n")
+    last = arg(request, "last")
+    if n is not None:
+        if not n.isdigit():
+            raise errors.PaginationNumberInvalid(detail={"n": n})
+        n = int(n)
+    else:
+        n = default_page
+    start = bisect.bisect_right(entries, last) if last else 0
+    if n is None:
+        return entries[start:], None
+    page = entries[start:start + n]
+    more = start + n < len(entries)
+    return page, (page[-1] if more and page else None)
+
+
+def _link(path, n, last):
+    return f'<{path}?{urlencode({"n": n, "last": last})}>; rel="next"'
+
+
+async def list_tags(ctx, request, name):
+    repository = ctx.registry.repository(name)
+    tags = await repository.manifests.tags()
+    page, next_last = paginate(tags, request)
+    headers = []
+    if next_last is not None:
+        headers.append(("Link", _link(f"/v2/{repository.name}/tags/list", len(page), next_last)))
+    body = json.dumps({"name": repository.name, "tags": page}).encode("utf-8")
+    return respond(request, 200, headers, body, content_type="application/json")
+
+
+async def catalog(ctx, request):
+    names = await ctx.registry.repositories()
+    page, next_last = paginate(names, request, DEFAULT_CATALOG_PAGE)
+    headers = []
+    if next_last is not None:
+        headers.append(("Link", _link("/v2/_catalog", len(page), next_last)))
+    body = json.dumps({"repositories": page}).encode("utf-8")
+    return respond(request, 200, headers, body, content_type="application/json")

@@ -1,0 +1,54 @@
+"""``/v2/<name>/manifests/<reference>``: GET, HEAD, PUT (with ``?tag=``), DELETE."""
+
+from registryd import errors
+from registryd.api.base import respond
+
+
+def _manifest_headers(stored):
+    headers = [
+        ("Docker-Content-Digest", str(stored.digest)),
+        ("ETag", f'"{stored.digest}"'),
+    ]
+    return headers
+
+
+async def get_manifest(ctx, request, name, reference):
+    repository = ctx.registry.repository(name)
+    stored = await repository.manifests.get(reference)
+    body = stored.body
+    response = respond(request, 200, _manifest_headers(stored), body, content_type=stored.media_type)
+    return b"" if request.method == b"HEAD" else response
+
+
+def _request_body(request):
+    content = request.content
+    if getattr(content, "overflow", False):
+        raise errors.PayloadTooLarge(
+            f"manifests are limited to {content.limit} bytes", status=413,
+        )
+    content.seek(0)
+    return content.read()
+
+
+async def put_manifest(ctx, request, name, reference):
+    repository = ctx.registry.repository(name)
+    body = _request_body(request)
+    content_type = request.getHeader("content-type")
+    tags = [value.decode("utf-8", "replace") for value in request.args.get(b"tag", [])]
+    stored = await repository.manifests.put(
+        reference, body, content_type, tags=tags,
+        allow_sparse=ctx.registry.accept_sparse_manifests,
+    )
+    headers = [
+        ("Location", ctx.urls.manifest(request, repository.name, stored.digest)),
+        ("Docker-Content-Digest", str(stored.digest)),
+    ]
+    if stored.manifest.subject is not None:
+        headers.append(("OCI-Subject", str(stored.manifest.subject.digest)))
+    return respond(request, 201, headers)
+
+
+async def delete_manifest(ctx, request, name, reference):
+    repository = ctx.registry.repository(name)
+    await repository.manifests.delete(reference)
+    return respond(request, 202)

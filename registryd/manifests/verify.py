@@ -1,0 +1,75 @@
+"""Checking that everything a manifest references is in the repository.
+
+The registry model supplies two async predicates (blob exists? manifest
+exists?) that do storage I/O; this module only decides *what* to ask and
+turns the answers into one error.  All lookups run concurrently, and every
+missing digest is reported at once so a client learns in one round trip
+everything it still has to push.
+"""
+
+import inspect
+
+from twisted.internet import defer
+
+from registryd.errors import ManifestBlobUnknown
+
+#: How many missing digests the error message spells out (detail has all).
+_MESSAGE_LIMIT = 10
+
+
+async def _exists(predicate, digest):
+    result = predicate(digest)
+    if isinstance(result, defer.Deferred) or inspect.isawaitable(result):
+        result = await result
+    return bool(result)
+
+
+def _unique(descriptors):
+    seen = set()
+    for descriptor in descriptors:
+        if descriptor.digest not in seen:
+            seen.add(descriptor.digest)
+            yield descriptor.digest
+
+
+async def verify_references(manifest, repository_has_blob, repository_has_manifest,
+                            allow_sparse=False):
+    """Check that C{manifest}'s blobs and child manifests exist.
+
+    @param repository_has_blob: C{digest -> bool}, or a coroutine or
+        Deferred of one: is this blob in the repository?
+    @param repository_has_manifest: the same for manifests.
+    @param allow_sparse: do not require an index's child manifests (a
+        "sparse" index, e.g. one platform of a multi-platform image); its
+        blobs are still required.
+    @raise ManifestBlobUnknown: one or more are missing; C{detail} is
+        C{{"missing": [digest strings, in manifest order]}}.
+
+    The ``subject`` is never checked: the spec lets a manifest refer to a
+    subject that has not been pushed (yet).  An exception from a predicate
+    (e.g. the storage backend is unavailable) propagates unchanged.
+    """
+    checks = [(digest, repository_has_blob) for digest in _unique(manifest.blobs)]
+    if not allow_sparse:
+        checks += [(digest, repository_has_manifest) for digest in _unique(manifest.manifests)]
+    if not checks:
+        return
+    try:
+        found = await defer.gatherResults(
+            [defer.ensureDeferred(_exists(predicate, digest)) for digest, predicate in checks],
+            consumeErrors=True,
+        )
+    except defer.FirstError as error:
+        error.subFailure.raiseException()
+    missing = []
+    for (digest, _), exists in zip(checks, found):
+        if not exists and str(digest) not in missing:
+            missing.append(str(digest))
+    if missing:
+        shown = ", ".join(missing[:_MESSAGE_LIMIT])
+        if len(missing) > _MESSAGE_LIMIT:
+            shown += f" and {len(missing) - _MESSAGE_LIMIT} more"
+        raise ManifestBlobUnknown(
+            f"manifest references unknown blobs or manifests: {shown}",
+            detail={"missing": missing},
+        )

@@ -1,0 +1,929 @@
+"""End-to-end helpers: real daemons and real clients as subprocesses.
+
+Plain synchronous code (``subprocess``, ``http.client``), usable from pytest
+tests and from benchmarks alike.  Nothing here imports Twisted: pytest-twisted
+installs its reactor in ``pytest_configure``, after conftest modules (and so
+this module) are imported.
+
+- :func:`require_tool` finds an executable, or skips (locally) / fails (when
+  ``CI=true``) the current test.
+- :class:`Dockerd` runs a private ``dockerd`` (own containerd, own unix
+  socket, data-root, exec-root and pid file; vfs storage; no iptables, no
+  bridge) and the ``docker`` CLI against it.  It never touches
+  ``/var/run/docker.sock`` or the system containerd.
+- :class:`DistributionRegistry` runs Debian's ``docker-registry`` (CNCF
+  Distribution) and :class:`Registryd` runs registryd under ``twistd``, both
+  on ``127.0.0.1:<free port>`` with a filesystem root of your choosing, so
+  one directory can be served by either in turn.
+- :func:`skopeo` runs skopeo with a private policy and auth file and with
+  TLS verification off on the subcommands that talk to registries.
+- :func:`http_request`, :func:`push_blob`, :func:`get_blob`,
+  :func:`put_manifest`, :func:`make_oci_layout`... speak the registry API
+  with the standard library only.
+"""
+
+import atexit
+import gzip
+import hashlib
+import http.client
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+#: The repository root (``/work/main``): ``tests/e2e/tools.py`` -> ``../..``.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+#: Directories searched after ``$PATH`` (daemons live in sbin, which a
+#: non-login shell's PATH may lack).
+EXTRA_TOOL_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+
+DOCKER_SCHEMA2 = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+MANIFEST_ACCEPT = ", ".join([OCI_MANIFEST, OCI_INDEX, DOCKER_SCHEMA2, DOCKER_LIST])
+
+
+def in_ci():
+    """True when running in CI (``CI=true``, as GitHub/GitLab/... set it)."""
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+class ToolError(RuntimeError):
+    """A helper process failed to start, answer, or do what was asked."""
+
+
+# ---------------------------------------------------------------- basics
+
+
+def require_tool(name):
+    """The absolute path of executable C{name}.
+
+    When it is missing, the current test is skipped -- unless the
+    environment variable ``CI`` is ``true``: a missing tool in CI means the
+    CI image is wrong, so the test fails instead of silently skipping.
+    """
+    path = shutil.which(name)
+    if path is None:
+        extra = os.pathsep.join(EXTRA_TOOL_DIRS)
+        path = shutil.which(name, path=extra)
+    if path is not None:
+        return path
+    message = f"required tool {name!r} not found on PATH or in {', '.join(EXTRA_TOOL_DIRS)}"
+    _skip_or_fail(message)
+
+
+def require_root(what):
+    """Skip (locally) or fail (in CI) unless running as root."""
+    if os.geteuid() != 0:
+        _skip_or_fail(f"{what} needs root (euid is {os.geteuid()})")
+
+
+def _skip_or_fail(message):
+    import pytest
+
+    if in_ci():
+        pytest.fail(f"{message} (CI=true: missing prerequisites fail, never skip)", pytrace=False)
+    pytest.skip(message)
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago.
+
+    There is a window between this call and the server binding it; the
+    server classes below retry with a new port if the bind fails.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run(args, *, input=None, env=None, check=True, timeout=300, cwd=None):
+    """Run C{args}, capturing output (bytes); on failure with C{check},
+    raise L{ToolError} showing the command, status, stdout and stderr."""
+    if isinstance(input, str):
+        input = input.encode()
+    try:
+        result = subprocess.run(
+            [str(a) for a in args], input=input, env=env, cwd=cwd,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise ToolError(
+            f"timed out after {timeout}s: {_show(args)}\n"
+            f"stdout: {_tail(error.stdout)}\nstderr: {_tail(error.stderr)}"
+        ) from None
+    if check and result.returncode != 0:
+        raise ToolError(
+            f"exit status {result.returncode}: {_show(args)}\n"
+            f"stdout: {_tail(result.stdout)}\nstderr: {_tail(result.stderr)}"
+        )
+    return result
+
+
+def _show(args):
+    return " ".join(str(a) for a in args)
+
+
+def _tail(data, limit=4000):
+    if not data:
+        return ""
+    if isinstance(data, bytes):
+        data = data.decode("utf-8", "replace")
+    return data if len(data) <= limit else "..." + data[-limit:]
+
+
+def _log_tail(path, limit=4000):
+    try:
+        return _tail(Path(path).read_bytes(), limit)
+    except OSError:
+        return ""
+
+
+def _clean_env(drop_prefixes=(), extra=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(tuple(drop_prefixes))}
+    if extra:
+        env.update(extra)
+    return env
+
+
+def _terminate(process, timeout=20):
+    """SIGTERM C{process} (a Popen), SIGKILL it after C{timeout} seconds."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+def _mounts_under(directory):
+    """Mount points at or below C{directory} (deepest first)."""
+    directory = os.path.realpath(directory)
+    found = []
+    try:
+        with open("/proc/self/mountinfo") as mountinfo:
+            for line in mountinfo:
+                point = line.split()[4].replace("\\040", " ")
+                if point == directory or point.startswith(directory + "/"):
+                    found.append(point)
+    except OSError:
+        pass
+    return sorted(found, key=len, reverse=True)
+
+
+def _remove_tree(directory):
+    """Unmount whatever a daemon left mounted below C{directory} (dockerd
+    bind-mounts its data root onto itself), then delete the tree.  Never
+    deletes through a mount point that could not be unmounted."""
+    if not directory or not os.path.exists(directory):
+        return
+    for point in _mounts_under(directory):
+        subprocess.run(["umount", "-l", point], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if _mounts_under(directory):
+        return
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _short_tempdir(prefix):
+    # Unix socket paths are limited to ~108 bytes: keep them short and in /tmp.
+    return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+
+
+# ---------------------------------------------------------------- HTTP
+
+
+class Response:
+    """A registry API response: C{status}, C{headers} (lower-case names,
+    last value wins; C{header_list} keeps all) and C{body} bytes."""
+
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.header_list = headers
+        self.headers = {name.lower(): value for name, value in headers}
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return f"<Response {self.status} {self.headers} {self.body[:300]!r}>"
+
+
+def http_request(method, url, body=None, headers=None, timeout=60):
+    """One HTTP request with the standard library; never raises for an HTTP
+    status and never follows redirects.  C{url} is absolute."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    try:
+        connection.request(method, path, body=body, headers=dict(headers or {}))
+        response = connection.getresponse()
+        data = response.read()
+        return Response(response.status, response.getheaders(), data)
+    finally:
+        connection.close()
+
+
+def _absolute(base_url, location):
+    if location.startswith(("http://", "https://")):
+        return location
+    parts = urlsplit(base_url)
+    return f"{parts.scheme}://{parts.netloc}{location}"
+
+
+def _expect(response, status, what):
+    if response.status != status:
+        raise ToolError(f"{what}: expected HTTP {status}, got {response!r}")
+    return response
+
+
+def sha256_digest(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def push_blob(base_url, name, data, chunk_size=None, algorithm="sha256"):
+    """Upload C{data} as a blob of repository C{name}; return its digest.
+
+    Monolithic (``POST`` then ``PUT ?digest=`` with the body) unless
+    C{chunk_size} is given, in which case the body goes in ``PATCH`` chunks
+    with ``Content-Range`` and the ``PUT`` carries no body.
+    """
+    digest = f"{algorithm}:" + hashlib.new(algorithm, data).hexdigest()
+    response = _expect(
+        http_request("POST", f"{base_url}/v2/{name}/blobs/uploads/", b"",
+                     {"Content-Length": "0"}),
+        202, f"start upload to {name}")
+    location = _absolute(base_url, response.headers["location"])
+    if chunk_size:
+        offset = 0
+        while offset < len(data):
+            chunk = data[offset:offset + chunk_size]
+            response = _expect(http_request("PATCH", location, chunk, {
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(len(chunk)),
+                "Content-Range": f"{offset}-{offset + len(chunk) - 1}",
+            }), 202, f"upload chunk at {offset} to {name}")
+            location = _absolute(base_url, response.headers["location"])
+            offset += len(chunk)
+        body = b""
+    else:
+        body = data
+    separator = "&" if "?" in location else "?"
+    _expect(http_request("PUT", f"{location}{separator}digest={digest}", body, {
+        "Content-Type": "application/octet-stream",
+        "Content-Length": str(len(body)),
+    }), 201, f"finish upload of {digest} to {name}")
+    return digest
+
+
+def get_blob(base_url, name, digest):
+    """The bytes of blob C{digest} in repository C{name} (HTTP 200 expected)."""
+    response = _expect(http_request("GET", f"{base_url}/v2/{name}/blobs/{digest}"),
+                       200, f"GET blob {digest} from {name}")
+    return response.body
+
+
+def put_manifest(base_url, name, reference, manifest, media_type=None):
+    """PUT C{manifest} (bytes, or a dict serialised here) as C{reference}
+    (tag or digest); return the L{Response} (status 201 expected)."""
+    if not isinstance(manifest, bytes):
+        manifest = json.dumps(manifest, separators=(",", ":")).encode()
+    if media_type is None:
+        media_type = json.loads(manifest).get("mediaType", OCI_MANIFEST)
+    return _expect(http_request("PUT", f"{base_url}/v2/{name}/manifests/{reference}", manifest, {
+        "Content-Type": media_type, "Content-Length": str(len(manifest)),
+    }), 201, f"PUT manifest {name}:{reference}")
+
+
+def get_manifest(base_url, name, reference, accept=MANIFEST_ACCEPT, method="GET"):
+    """GET (or HEAD) manifest C{reference}; returns the L{Response}."""
+    return http_request(method, f"{base_url}/v2/{name}/manifests/{reference}",
+                        headers={"Accept": accept})
+
+
+def wait_for_http(url, process, log_path, timeout, expect=200):
+    """Poll C{url} until it answers C{expect}; raise L{ToolError} with the
+    log's tail if C{process} exits first or C{timeout} seconds pass."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ToolError(f"process exited with status {process.returncode} before {url} "
+                            f"answered; log {log_path}:\n{_log_tail(log_path)}")
+        try:
+            response = http_request("GET", url, timeout=2)
+            if response.status == expect:
+                return response
+            last = f"HTTP {response.status}"
+        except OSError as error:
+            last = repr(error)
+        time.sleep(0.05)
+    raise ToolError(f"{url} did not answer {expect} within {timeout}s (last: {last}); "
+                    f"log {log_path}:\n{_log_tail(log_path)}")
+
+
+# ---------------------------------------------------------------- images
+
+
+def _tar_gz_layer(files):
+    """A gzip'd tar of C{files} ({path: bytes}), reproducible; returns
+    (compressed bytes, diff_id)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path, data in sorted(files.items()):
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            info.mode = 0o644
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(data))
+    uncompressed = raw.getvalue()
+    compressed = gzip.compress(uncompressed, compresslevel=1, mtime=0)
+    return compressed, sha256_digest(uncompressed)
+
+
+def make_image(layer_sizes=(64 * 1024, 32 * 1024), labels=None):
+    """An OCI image in memory: random layer contents of the given sizes.
+
+    Returns a dict: ``manifest`` (bytes), ``digest`` (of the manifest),
+    ``config`` (bytes), ``config_digest``, ``layers`` [(digest, bytes)].
+    """
+    layers, diff_ids = [], []
+    for index, size in enumerate(layer_sizes):
+        blob, diff_id = _tar_gz_layer({f"layer{index}/data.bin": os.urandom(size)})
+        layers.append((sha256_digest(blob), blob))
+        diff_ids.append(diff_id)
+    config = json.dumps({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Labels": dict(labels or {})},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created_by": f"e2e layer {i}"} for i in range(len(layers))],
+    }, separators=(",", ":"), sort_keys=True).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": sha256_digest(config), "size": len(config)},
+        "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": d, "size": len(b)} for d, b in layers],
+    }, indent=2).encode()
+    return {
+        "manifest": manifest, "digest": sha256_digest(manifest),
+        "config": config, "config_digest": sha256_digest(config), "layers": layers,
+    }
+
+
+def push_image(base_url, name, reference, image):
+    """Push an image from L{make_image} (blobs, then the manifest as
+    C{reference}) over the HTTP API; return the manifest digest."""
+    for digest, blob in [(image["config_digest"], image["config"])] + image["layers"]:
+        pushed = push_blob(base_url, name, blob)
+        assert pushed == digest, (pushed, digest)
+    put_manifest(base_url, name, reference, image["manifest"], OCI_MANIFEST)
+    return image["digest"]
+
+
+def make_oci_layout(directory, tag, image):
+    """Write C{image} (from L{make_image}) as an OCI image layout at
+    C{directory}, tagged C{tag} (``skopeo copy oci:<directory>:<tag> ...``)."""
+    directory = Path(directory)
+    blobs = directory / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+    everything = [(image["digest"], image["manifest"]), (image["config_digest"], image["config"])]
+    for digest, data in everything + image["layers"]:
+        (blobs / digest.split(":", 1)[1]).write_bytes(data)
+    (directory / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    (directory / "index.json").write_text(json.dumps({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": OCI_MANIFEST, "digest": image["digest"], "size": len(image["manifest"]),
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }],
+    }))
+    return directory
+
+
+def oci_layout_digest(directory, tag):
+    """The manifest digest tagged C{tag} in the OCI layout at C{directory}."""
+    index = json.loads((Path(directory) / "index.json").read_text())
+    for descriptor in index["manifests"]:
+        if descriptor.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag:
+            return descriptor["digest"]
+    raise ToolError(f"no tag {tag!r} in {directory}/index.json: {index}")
+
+
+def write_scratch_context(directory, layer_sizes=(96 * 1024, 64 * 1024, 32 * 1024), label=None):
+    """A ``docker build`` context for a ``FROM scratch`` image with one
+    COPY/ADD layer per size (random contents) and no RUN, so the legacy
+    builder (``DOCKER_BUILDKIT=0``) never has to start a container."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = ["FROM scratch"]
+    for index, size in enumerate(layer_sizes):
+        (directory / f"file{index}.bin").write_bytes(os.urandom(size))
+        verb = "ADD" if index % 2 else "COPY"  # ADD of a plain file copies it as is
+        lines.append(f"{verb} file{index}.bin /layer{index}/file{index}.bin")
+    if label:
+        lines.append(f"LABEL e2e.label={json.dumps(label)}")
+    (directory / "Dockerfile").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+# ---------------------------------------------------------------- dockerd
+
+
+_CONTAINERD_CONFIG = """\
+version = 2
+root = "{base}/ctd-root"
+state = "{base}/ctd"
+disabled_plugins = [
+  "io.containerd.grpc.v1.cri",
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.zfs",
+]
+
+[grpc]
+  address = "{base}/ctd.sock"
+
+[ttrpc]
+  address = ""
+
+[debug]
+  address = ""
+
+[metrics]
+  address = ""
+
+[plugins]
+  [plugins."io.containerd.internal.v1.opt"]
+    path = "{base}/ctd-opt"
+  [plugins."io.containerd.runtime.v1.linux"]
+    runtime_root = "{base}/ctd-runc"
+"""
+
+
+class Dockerd:
+    """A private dockerd, with its own containerd, for one test session.
+
+    Everything lives in one short directory under /tmp (unix socket paths
+    are limited to ~108 bytes): ``docker.sock``, ``exec`` (exec-root),
+    ``data`` (data-root, vfs), ``docker.pid``, ``daemon.json`` (so
+    ``/etc/docker/daemon.json`` is never read; it also moves the trust key
+    that dockerd 20.10 would otherwise write to ``/etc/docker/key.json``),
+    a containerd config and socket, and the docker CLI's ``DOCKER_CONFIG``.
+
+    containerd is started explicitly and passed with ``--containerd``:
+    without it, dockerd 20.10 *uses the system containerd* whenever
+    ``/run/containerd/containerd.sock`` exists (e.g. on a host where the
+    docker.io package's services run) instead of starting a private one.
+
+    Registries on 127.0.0.0/8 are insecure (plain HTTP allowed) by dockerd's
+    default, which ``daemon.json`` states explicitly as well.
+    """
+
+    def __init__(self):
+        self.base = None
+        self.log_dir = None
+        self.host = None
+        self.dockerd_process = None
+        self.containerd_process = None
+        self.start_seconds = None
+        self._env = None
+        self._logs = []
+
+    def start(self, tmpdir=None, timeout=60):
+        """Start containerd and dockerd; wait until the API answers.
+
+        Logs go to C{tmpdir} (kept for post-mortems) if given, else into
+        the private directory, which L{stop} deletes.
+        """
+        require_root("dockerd")
+        dockerd = require_tool("dockerd")
+        containerd = require_tool("containerd")
+        docker = require_tool("docker")
+        started = time.monotonic()
+        self.base = base = _short_tempdir("d")
+        atexit.register(self.stop)
+        self.log_dir = Path(tmpdir) if tmpdir else Path(base)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("data", "exec", "config"):
+            os.mkdir(os.path.join(base, name), 0o700)
+        (Path(base) / "config" / "config.json").write_text("{}")
+        (Path(base) / "containerd.toml").write_text(_CONTAINERD_CONFIG.format(base=base))
+        (Path(base) / "daemon.json").write_text(json.dumps({
+            "deprecated-key-path": f"{base}/key.json",
+            "insecure-registries": ["127.0.0.0/8"],
+            "log-level": "info",
+        }))
+        self.host = f"unix://{base}/docker.sock"
+        self.docker_path = docker
+        self._env = _clean_env(("DOCKER_",), {
+            "DOCKER_HOST": self.host,
+            "DOCKER_CONFIG": f"{base}/config",
+            "DOCKER_BUILDKIT": "0",
+            "DOCKER_CLI_HINTS": "false",
+        })
+        daemon_env = _clean_env(("DOCKER_",))
+
+        containerd_log = self.log_dir / "containerd.log"
+        self._logs.append(containerd_log)
+        with open(containerd_log, "ab") as log:
+            self.containerd_process = subprocess.Popen(
+                [containerd, "--config", f"{base}/containerd.toml", "--log-level", "warn"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=daemon_env, cwd=base, start_new_session=True,
+            )
+        self._wait_for_socket(f"{base}/ctd.sock", self.containerd_process, containerd_log, timeout)
+
+        dockerd_log = self.log_dir / "dockerd.log"
+        self._logs.append(dockerd_log)
+        with open(dockerd_log, "ab") as log:
+            self.dockerd_process = subprocess.Popen(
+                [dockerd,
+                 "--config-file", f"{base}/daemon.json",
+                 "--host", self.host,
+                 "--containerd", f"{base}/ctd.sock",
+                 "--data-root", f"{base}/data",
+                 "--exec-root", f"{base}/exec",
+                 "--pidfile", f"{base}/docker.pid",
+                 "--storage-driver=vfs",
+                 "--iptables=false", "--ip6tables=false", "--ip-forward=false",
+                 "--ip-masq=false", "--bridge=none", "--userland-proxy=false"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=daemon_env, cwd=base, start_new_session=True,
+            )
+        self._wait_for_ping(timeout - (time.monotonic() - started), dockerd_log)
+        self.docker("info")  # the CLI works against it too
+        self.start_seconds = time.monotonic() - started
+        return self
+
+    @staticmethod
+    def _wait_for_socket(path, process, log_path, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise ToolError(f"containerd exited with status {process.returncode}; "
+                                f"log {log_path}:\n{_log_tail(log_path)}")
+            if os.path.exists(path):
+                return
+            time.sleep(0.05)
+        raise ToolError(f"containerd socket {path} did not appear within {timeout}s; "
+                        f"log {log_path}:\n{_log_tail(log_path)}")
+
+    def _wait_for_ping(self, timeout, log_path):
+        path = self.host[len("unix://"):]
+        deadline = time.monotonic() + max(timeout, 1)
+        last = None
+        while time.monotonic() < deadline:
+            if self.dockerd_process.poll() is not None:
+                raise ToolError(f"dockerd exited with status {self.dockerd_process.returncode}; "
+                                f"log {log_path}:\n{_log_tail(log_path)}")
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                    sock.settimeout(2)
+                    sock.connect(path)
+                    sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+                    reply = sock.recv(1024)
+                if reply.startswith(b"HTTP/1.") and b" 200 " in reply.split(b"\r\n", 1)[0]:
+                    return
+                last = reply[:100]
+            except OSError as error:
+                last = repr(error)
+            time.sleep(0.1)
+        raise ToolError(f"dockerd did not answer /_ping within {timeout:.0f}s (last: {last}); "
+                        f"log {log_path}:\n{_log_tail(log_path)}")
+
+    def docker(self, *args, input=None, env=None, check=True, timeout=300):
+        """Run the docker CLI against this daemon; returns a
+        CompletedProcess with bytes C{stdout}/C{stderr}."""
+        if self._env is None:
+            raise ToolError("Dockerd.docker() called before start()")
+        full_env = dict(self._env)
+        if env:
+            full_env.update(env)
+        return run([self.docker_path, "--host", self.host, *args],
+                   input=input, env=full_env, check=check, timeout=timeout)
+
+    def build(self, context, tag, *extra):
+        """``docker build -t TAG CONTEXT`` with the legacy builder; returns
+        the image id (``sha256:...``)."""
+        self.docker("build", "-q", "-t", tag, *extra, str(context))
+        return self.image_id(tag)
+
+    def image_id(self, reference):
+        return self.docker("image", "inspect", "--format", "{{.Id}}", reference).stdout.decode().strip()
+
+    def inspect(self, reference):
+        """``docker image inspect`` of one image, as a dict."""
+        return json.loads(self.docker("image", "inspect", reference).stdout)[0]
+
+    def has_image(self, reference):
+        return self.docker("image", "inspect", reference, check=False).returncode == 0
+
+    def push(self, reference):
+        """``docker push``; returns the manifest digest it reports."""
+        output = self.docker("push", reference).stdout.decode()
+        match = re.search(r"digest: (sha256:[0-9a-f]{64})", output)
+        if not match:
+            raise ToolError(f"no digest in docker push output:\n{output}")
+        return match.group(1)
+
+    def pull(self, reference):
+        return self.docker("pull", reference).stdout.decode()
+
+    def rmi(self, *references):
+        return self.docker("rmi", "--force", *references)
+
+    def stop(self):
+        """Stop dockerd, then containerd; unmount and delete the private
+        directory.  Idempotent (also registered with atexit)."""
+        _terminate(self.dockerd_process, timeout=30)
+        _terminate(self.containerd_process, timeout=15)
+        # dockerd normally kills the shims of running containers; make sure
+        # nothing of ours survives if it was killed hard.
+        if self.base:
+            for pid in _pids_mentioning(self.base):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            _remove_tree(self.base)
+            self.base = None
+        self._env = None
+
+
+def _pids_mentioning(text):
+    """PIDs (other than ours) whose command line contains C{text}."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                if text.encode() in cmdline.read():
+                    found.append(int(entry))
+        except OSError:
+            pass
+    return found
+
+
+# ---------------------------------------------------------------- registries
+
+
+def _yaml(value, indent=0):
+    """A tiny YAML emitter for nested dicts of scalars (so this module does
+    not need PyYAML; JSON scalars are valid YAML)."""
+    lines = []
+    for key, item in value.items():
+        if isinstance(item, dict):
+            lines.append(" " * indent + f"{key}:")
+            lines.append(_yaml(item, indent + 2))
+        else:
+            lines.append(" " * indent + f"{key}: {json.dumps(item)}")
+    return "\n".join(line for line in lines if line)
+
+
+def _merge(base, extra):
+    result = dict(base)
+    for key, value in (extra or {}).items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = _merge(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+class _RegistryProcess:
+    """Shared machinery: a registry serving C{root} over HTTP on 127.0.0.1."""
+
+    name = "registry"
+    start_timeout = 20
+    #: Log lines meaning "the port was taken": retry with another one.
+    port_in_use = (b"address already in use", b"Couldn't listen", b"CannotListenError")
+
+    def __init__(self, root=None, tmpdir=None, extra_config=None, port=None):
+        self._own_tmp = tmpdir is None
+        self.tmpdir = Path(tmpdir) if tmpdir else Path(_short_tempdir("r"))
+        self.tmpdir.mkdir(parents=True, exist_ok=True)
+        self.root = Path(root) if root else self.tmpdir / "root"
+        self.extra_config = extra_config
+        self.requested_port = port
+        self.port = None
+        self.process = None
+        self.log_path = None
+        self.start_seconds = None
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def host(self):
+        """``127.0.0.1:PORT``, the registry part of an image reference."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self):
+        return self.process.pid if self.process else None
+
+    def config(self):
+        """The YAML configuration (as a dict): a filesystem root with
+        deletes enabled, this server's own defaults, then C{extra_config}."""
+        config = {
+            "version": "0.1",
+            "storage": {
+                "filesystem": {"rootdirectory": str(self.root)},
+                "delete": {"enabled": True},
+            },
+        }
+        return _merge(_merge(config, self.defaults()), self.extra_config)
+
+    def defaults(self):
+        return {}
+
+    def command(self, config_path):
+        raise NotImplementedError
+
+    def environment(self):
+        return _clean_env()
+
+    def start(self):
+        started = time.monotonic()
+        self.root.mkdir(parents=True, exist_ok=True)
+        atexit.register(self.stop)
+        for attempt in range(5):
+            self.port = self.requested_port or free_port()
+            config_path = self.tmpdir / f"{self.name}-{self.port}.yml"
+            config_path.write_text(_yaml(self.config()) + "\n")
+            self.log_path = self.tmpdir / f"{self.name}-{self.port}.log"
+            with open(self.log_path, "ab") as log:
+                self.process = subprocess.Popen(
+                    self.command(config_path), stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT, env=self.environment(), cwd=str(self.tmpdir),
+                    start_new_session=True,
+                )
+            try:
+                wait_for_http(f"{self.url}/v2/", self.process, self.log_path, self.start_timeout)
+            except ToolError:
+                log_text = Path(self.log_path).read_bytes()
+                self.stop()
+                if (self.requested_port is None and attempt < 4
+                        and any(m in log_text for m in self.port_in_use)):
+                    continue
+                raise
+            self.start_seconds = time.monotonic() - started
+            return self
+        raise ToolError(f"{self.name}: no free port after 5 attempts")
+
+    def stop(self):
+        """Terminate the process (SIGTERM, then SIGKILL after 10s).  The root
+        directory is left alone: another server may serve it next."""
+        _terminate(self.process, timeout=10)
+
+    def cleanup(self):
+        """L{stop}, and delete the temporary directory if this object made it."""
+        self.stop()
+        if self._own_tmp:
+            _remove_tree(str(self.tmpdir))
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        self.cleanup()
+
+
+class DistributionRegistry(_RegistryProcess):
+    """Debian's CNCF Distribution ``docker-registry serve CONFIG``.
+
+    Never the packaged service (which may be bound to :5000): a process of
+    our own on a free port.  ``REGISTRY_*`` variables are dropped from its
+    environment, since Distribution reads them as configuration overrides.
+    """
+
+    name = "distribution"
+
+    def __init__(self, root=None, tmpdir=None, extra_config=None, port=None):
+        super().__init__(root, tmpdir, extra_config, port)
+        self.executable = require_tool("docker-registry")
+
+    def defaults(self):
+        return {
+            "log": {"level": "info"},
+            "http": {"addr": f"127.0.0.1:{self.port}"},
+            # Do not let start-up purging touch a root another server wrote.
+            "storage": {"maintenance": {"uploadpurging": {"enabled": False}}},
+        }
+
+    def command(self, config_path):
+        return [self.executable, "serve", str(config_path)]
+
+    def environment(self):
+        return _clean_env(("REGISTRY_", "OTEL_"))
+
+
+class Registryd(_RegistryProcess):
+    """registryd as a real process::
+
+        python -c 'from twisted.scripts.twistd import run; run()' \\
+            -n --pidfile= registryd --listen tcp:PORT:interface=127.0.0.1 --config FILE
+
+    (``python -m twisted`` is ``twist``, which has no ``-n``/``--pidfile``;
+    this is exactly what the ``twistd`` script runs, with this interpreter.)
+    The repository root goes first on ``PYTHONPATH`` so that
+    ``twisted/plugins/registryd_plugin.py`` and the working tree's
+    ``registryd`` package are the ones found.
+    """
+
+    name = "registryd"
+
+    def command(self, config_path):
+        return [
+            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            "-n", "--pidfile=", "registryd",
+            "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+            "--config", str(config_path),
+        ]
+
+    def environment(self):
+        existing = os.environ.get("PYTHONPATH")
+        path = str(REPO_ROOT) + (os.pathsep + existing if existing else "")
+        return _clean_env((), {"PYTHONPATH": path, "PYTHONUNBUFFERED": "1"})
+
+
+# ---------------------------------------------------------------- skopeo
+
+
+#: skopeo subcommands -> flags that turn TLS verification off for them.
+_SKOPEO_TLS_FLAGS = {
+    "copy": ("--src-tls-verify=false", "--dest-tls-verify=false"),
+    "sync": ("--src-tls-verify=false", "--dest-tls-verify=false"),
+    "inspect": ("--tls-verify=false",),
+    "delete": ("--tls-verify=false",),
+    "list-tags": ("--tls-verify=false",),
+    "login": ("--tls-verify=false",),
+    "logout": (),
+}
+_skopeo_home = None
+
+
+def _skopeo_dir():
+    """A private directory with an accept-anything policy and an empty
+    auth file, so neither /etc/containers/policy.json nor the user's
+    credentials matter."""
+    global _skopeo_home
+    if _skopeo_home is None or not os.path.isdir(_skopeo_home):
+        _skopeo_home = _short_tempdir("s")
+        atexit.register(shutil.rmtree, _skopeo_home, True)
+        Path(_skopeo_home, "policy.json").write_text(
+            '{"default":[{"type":"insecureAcceptAnything"}]}')
+        Path(_skopeo_home, "auth.json").write_text('{"auths":{}}')
+        Path(_skopeo_home, "tmp").mkdir()
+    return _skopeo_home
+
+
+def skopeo(*args, input=None, env=None, check=True, timeout=300):
+    """Run ``skopeo SUBCOMMAND ARGS...`` with a private policy, auth file and
+    temp dir, and TLS verification off where the subcommand talks to a
+    registry (our registries are plain HTTP on 127.0.0.1)."""
+    executable = require_tool("skopeo")
+    home = _skopeo_dir()
+    command = [executable, "--policy", f"{home}/policy.json", "--tmpdir", f"{home}/tmp"]
+    if args:
+        subcommand, rest = args[0], list(args[1:])
+        command.append(subcommand)
+        command.extend(_SKOPEO_TLS_FLAGS.get(subcommand, ()))
+        command.extend(rest)
+    full_env = _clean_env(("REGISTRY_AUTH_FILE",), {
+        "REGISTRY_AUTH_FILE": f"{home}/auth.json",
+        "DOCKER_CONFIG": home,
+        "XDG_RUNTIME_DIR": home,
+    })
+    if env:
+        full_env.update(env)
+    return run(command, input=input, env=full_env, check=check, timeout=timeout)
+
+
+def skopeo_json(*args):
+    """``skopeo ...`` whose stdout is JSON, decoded."""
+    return json.loads(skopeo(*args).stdout)

@@ -1,0 +1,272 @@
+"""Manifests, tags, catalog and referrers over a real socket, with treq."""
+
+import json
+import os
+
+import pytest_twisted
+
+from tests.support import raw_request, sha256
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+EMPTY_CONFIG = b"{}"
+
+
+def header(response, name):
+    values = response.headers.getRawHeaders(name)
+    return values[0] if values else None
+
+
+async def error_codes(response):
+    return [e["code"] for e in json.loads(await response.content())["errors"]]
+
+
+async def push_blob(server, name, data):
+    response = await server.client.post(server.v2(f"{name}/blobs/uploads/?digest={sha256(data)}"), data=data)
+    assert response.code == 201, await response.content()
+    await response.content()
+    return {"mediaType": "application/octet-stream", "digest": sha256(data), "size": len(data)}
+
+
+async def push_image(server, name, layers=2, config_type="application/vnd.oci.image.config.v1+json"):
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers"}}).encode()
+    config_descriptor = await push_blob(server, name, config)
+    config_descriptor["mediaType"] = config_type
+    layer_descriptors = []
+    for _ in range(layers):
+        descriptor = await push_blob(server, name, os.urandom(2000))
+        descriptor["mediaType"] = "application/vnd.oci.image.layer.v1.tar+gzip"
+        layer_descriptors.append(descriptor)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config_descriptor,
+        "layers": layer_descriptors,
+    }
+    return json.dumps(manifest, indent=2).encode()
+
+
+async def put_manifest(server, name, reference, body, media_type=OCI_MANIFEST):
+    response = await server.client.put(
+        server.v2(f"{name}/manifests/{reference}"), data=body, headers={"Content-Type": media_type}
+    )
+    return response
+
+
+@pytest_twisted.ensureDeferred
+async def test_put_get_head_by_tag_and_digest(server):
+    body = await push_image(server, "img/app")
+    response = await put_manifest(server, "img/app", "v1", body)
+    assert response.code == 201, await response.content()
+    digest = sha256(body)
+    assert header(response, "Docker-Content-Digest") == digest
+    assert header(response, "Location").endswith(f"/v2/img/app/manifests/{digest}")
+    await response.content()
+    for reference in ("v1", digest):
+        response = await server.client.get(server.v2(f"img/app/manifests/{reference}"),
+                                           headers={"Accept": OCI_MANIFEST})
+        assert response.code == 200
+        assert await response.content() == body  # the exact bytes
+        assert header(response, "Content-Type") == OCI_MANIFEST
+        assert header(response, "Docker-Content-Digest") == digest
+        status, headers, payload = await raw_request(server, "HEAD", f"/v2/img/app/manifests/{reference}")
+        assert status == 200 and payload == b""
+        assert headers["content-length"] == str(len(body))
+        assert headers["docker-content-digest"] == digest
+    # the layout Distribution uses
+    hexd = digest.split(":")[1]
+    base = server.root / "docker/registry/v2/repositories/img/app/_manifests"
+    assert (base / f"revisions/sha256/{hexd}/link").read_bytes() == digest.encode()
+    assert (base / "tags/v1/current/link").read_bytes() == digest.encode()
+    assert (base / f"tags/v1/index/sha256/{hexd}/link").read_bytes() == digest.encode()
+
+
+@pytest_twisted.ensureDeferred
+async def test_missing_blobs_are_named(server):
+    body = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": sha256(b"nope"), "size": 4},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(b"also nope"), "size": 9}],
+    }).encode()
+    response = await put_manifest(server, "img/missing", "v1", body)
+    assert response.code == 400
+    errors = json.loads(await response.content())["errors"]
+    assert errors[0]["code"] == "MANIFEST_BLOB_UNKNOWN"
+    assert sha256(b"nope") in json.dumps(errors) and sha256(b"also nope") in json.dumps(errors)
+    response = await server.client.get(server.v2("img/missing/manifests/v1"))
+    assert response.code == 404
+    assert await error_codes(response) == ["MANIFEST_UNKNOWN"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_digest_reference_must_match(server):
+    body = await push_image(server, "img/d")
+    response = await put_manifest(server, "img/d", sha256(b"other"), body)
+    assert response.code == 400
+    assert await error_codes(response) == ["DIGEST_INVALID"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_put_by_digest_with_tags(server):
+    body = await push_image(server, "img/t")
+    digest = sha256(body)
+    response = await server.client.put(
+        server.v2(f"img/t/manifests/{digest}?tag=a&tag=b"), data=body, headers={"Content-Type": OCI_MANIFEST}
+    )
+    assert response.code == 201, await response.content()
+    response = await server.client.get(server.v2("img/t/tags/list"))
+    assert json.loads(await response.content()) == {"name": "img/t", "tags": ["a", "b"]}
+
+
+@pytest_twisted.ensureDeferred
+async def test_too_large_manifest(server):
+    body = b"{" + b" " * (4 * 1024 * 1024) + b"}"
+    response = await put_manifest(server, "img/big", "v1", body)
+    assert response.code == 413
+    await response.content()
+
+
+@pytest_twisted.ensureDeferred
+async def test_invalid_manifest_and_tag(server):
+    response = await put_manifest(server, "img/bad", "v1", b"not json")
+    assert response.code == 400
+    assert await error_codes(response) == ["MANIFEST_INVALID"]
+    body = await push_image(server, "img/bad")
+    response = await put_manifest(server, "img/bad", ".dot", body)
+    assert response.code == 400
+    assert await error_codes(response) == ["TAG_INVALID"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_tags_pagination(server):
+    body = await push_image(server, "img/pages", layers=0)
+    digest = sha256(body)
+    names = [f"t{i:03d}" for i in range(25)]
+    for name in names:
+        response = await put_manifest(server, "img/pages", name, body)
+        await response.content()
+    response = await server.client.get(server.v2("img/pages/tags/list?n=10"))
+    assert json.loads(await response.content())["tags"] == names[:10]
+    link = header(response, "Link")
+    assert link == '</v2/img/pages/tags/list?n=10&last=t009>; rel="next"'
+    response = await server.client.get(server.v2("img/pages/tags/list?n=10&last=t019"))
+    assert json.loads(await response.content())["tags"] == names[20:]
+    assert header(response, "Link") is None
+    response = await server.client.get(server.v2("img/pages/tags/list?n=x"))
+    assert response.code == 400
+    await response.content()
+    response = await server.client.get(server.v2("nothing/here/tags/list"))
+    assert response.code == 404
+    assert await error_codes(response) == ["NAME_UNKNOWN"]
+    assert digest
+
+
+@pytest_twisted.ensureDeferred
+async def test_catalog(server):
+    for name in ("b/one", "a", "b/two", "c/d/e"):
+        body = await push_image(server, name, layers=0)
+        response = await put_manifest(server, name, "latest", body)
+        await response.content()
+    await push_blob(server, "blobs/only", b"no manifests here")
+    response = await server.client.get(server.v2("_catalog"))
+    assert json.loads(await response.content()) == {"repositories": ["a", "b/one", "b/two", "c/d/e"]}
+    response = await server.client.get(server.v2("_catalog?n=2"))
+    assert json.loads(await response.content()) == {"repositories": ["a", "b/one"]}
+    assert header(response, "Link") == '</v2/_catalog?n=2&last=b%2Fone>; rel="next"'
+    response = await server.client.get(server.v2("_catalog?n=2&last=b/one"))
+    assert json.loads(await response.content()) == {"repositories": ["b/two", "c/d/e"]}
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_manifest_and_tag(server):
+    body = await push_image(server, "img/del")
+    digest = sha256(body)
+    for tag in ("x", "y"):
+        response = await put_manifest(server, "img/del", tag, body)
+        await response.content()
+    response = await server.client.delete(server.v2("img/del/manifests/x"))
+    assert response.code == 202
+    await response.content()
+    response = await server.client.get(server.v2("img/del/tags/list"))
+    assert json.loads(await response.content())["tags"] == ["y"]
+    response = await server.client.delete(server.v2(f"img/del/manifests/{digest}"))
+    assert response.code == 202
+    await response.content()
+    response = await server.client.get(server.v2("img/del/tags/list"))
+    assert json.loads(await response.content())["tags"] == []
+    response = await server.client.get(server.v2(f"img/del/manifests/{digest}"))
+    assert response.code == 404
+    await response.content()
+
+
+@pytest_twisted.ensureDeferred
+async def test_referrers(server):
+    name = "img/ref"
+    body = await push_image(server, name)
+    subject_digest = sha256(body)
+    response = await put_manifest(server, name, "v1", body)
+    await response.content()
+    await push_blob(server, name, EMPTY_CONFIG)
+    artifacts = []
+    for artifact_type in ("application/vnd.example.sbom", "application/vnd.example.sig"):
+        artifact = json.dumps({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(EMPTY_CONFIG), "size": 2},
+            "layers": [],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": subject_digest, "size": len(body)},
+            "annotations": {"org.example": artifact_type},
+        }).encode()
+        response = await put_manifest(server, name, sha256(artifact), artifact)
+        assert response.code == 201, await response.content()
+        assert header(response, "OCI-Subject") == subject_digest
+        await response.content()
+        artifacts.append(artifact)
+    response = await server.client.get(server.v2(f"{name}/referrers/{subject_digest}"))
+    assert response.code == 200
+    assert header(response, "Content-Type") == OCI_INDEX
+    index = json.loads(await response.content())
+    assert index["mediaType"] == OCI_INDEX
+    assert sorted(d["digest"] for d in index["manifests"]) == sorted(sha256(a) for a in artifacts)
+    assert {d["artifactType"] for d in index["manifests"]} == {"application/vnd.example.sbom", "application/vnd.example.sig"}
+    response = await server.client.get(
+        server.v2(f"{name}/referrers/{subject_digest}?artifactType=application/vnd.example.sig")
+    )
+    assert header(response, "OCI-Filters-Applied") == "artifactType"
+    index = json.loads(await response.content())
+    assert [d["digest"] for d in index["manifests"]] == [sha256(artifacts[1])]
+    # deleting a referrer removes it from the index
+    response = await server.client.delete(server.v2(f"{name}/manifests/{sha256(artifacts[1])}"))
+    assert response.code == 202
+    await response.content()
+    response = await server.client.get(server.v2(f"{name}/referrers/{subject_digest}"))
+    index = json.loads(await response.content())
+    assert [d["digest"] for d in index["manifests"]] == [sha256(artifacts[0])]
+    # a subject never pushed: an empty index, not 404
+    response = await server.client.get(server.v2(f"{name}/referrers/{sha256(b'never')}"))
+    assert response.code == 200
+    assert json.loads(await response.content())["manifests"] == []
+    response = await server.client.get(server.v2(f"{name}/referrers/sha256:bad"))
+    assert response.code == 400
+    await response.content()
+
+
+@pytest_twisted.ensureDeferred
+async def test_oci_index_requires_children(server):
+    child = await push_image(server, "img/idx")
+    index = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": sha256(child), "size": len(child),
+                       "platform": {"architecture": "amd64", "os": "linux"}}],
+    }).encode()
+    response = await put_manifest(server, "img/idx", "multi", index, OCI_INDEX)
+    assert response.code == 400
+    assert await error_codes(response) == ["MANIFEST_BLOB_UNKNOWN"]
+    response = await put_manifest(server, "img/idx", sha256(child), child)
+    await response.content()
+    response = await put_manifest(server, "img/idx", "multi", index, OCI_INDEX)
+    assert response.code == 201, await response.content()
+    response = await server.client.get(server.v2("img/idx/manifests/multi"))
+    assert header(response, "Content-Type") == OCI_INDEX
+    assert await response.content() == index
