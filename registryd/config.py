@@ -111,12 +111,24 @@ class HTTPConfig:
 
 
 @attr.s(frozen=True, slots=True)
+class ValidationConfig:
+    """What a pushed manifest must satisfy beyond its own syntax."""
+
+    #: validation.manifests.indexes.platforms (Distribution 3's key):
+    #: "all" (default) requires every child manifest of an index to be in
+    #: the repository; "none" accepts sparse indexes, as mirrors of single
+    #: platforms need.
+    accept_sparse_manifests = attr.ib(default=False)
+
+
+@attr.s(frozen=True, slots=True)
 class Config:
     """A whole, validated configuration."""
 
     log = attr.ib(factory=LogConfig)
     storage = attr.ib(factory=StorageConfig)
     http = attr.ib(factory=HTTPConfig)
+    validation = attr.ib(factory=ValidationConfig)
 
     def with_listen(self, endpoints):
         """This configuration listening on C{endpoints} instead (``--listen``)."""
@@ -283,7 +295,7 @@ def _accept(check):
 
 _TOP_DISTRIBUTION_KEYS = frozenset(
     "auth catalog compatibility health middleware notifications policy proxy "
-    "redis reporting tags validation".split()
+    "redis reporting tags".split()
 )
 
 
@@ -325,7 +337,13 @@ def parse_config(mapping):
     def http(value, path):
         found["http"] = _parse_http(value, path)
 
-    handlers = dict(version=version, log=log, loglevel=loglevel, storage=storage, http=http)
+    def validation(value, path):
+        found["validation"] = _parse_validation(value, path)
+
+    handlers = dict(
+        version=version, log=log, loglevel=loglevel, storage=storage, http=http,
+        validation=validation,
+    )
     _walk(mapping, "", handlers, _TOP_DISTRIBUTION_KEYS)
     if "storage" not in found:
         raise ConfigError(
@@ -334,8 +352,26 @@ def parse_config(mapping):
     log_config = found.get("log", {})
     level = log_config.get("level") or found.get("loglevel") or "info"
     return Config(
-        log=LogConfig(level=level), storage=found["storage"], http=found.get("http", HTTPConfig())
+        log=LogConfig(level=level), storage=found["storage"], http=found.get("http", HTTPConfig()),
+        validation=found.get("validation", ValidationConfig()),
     )
+
+
+def _parse_validation(value, path):
+    found = {}
+
+    def platforms(value, path):
+        choice = _choice(value, path, ("all", "none"))
+        found["accept_sparse_manifests"] = choice == "none"
+
+    def indexes(value, path):
+        _walk(value, path, {"platforms": platforms}, {"platformlist"})
+
+    def manifests(value, path):
+        _walk(value, path, {"indexes": indexes}, {"urls"})
+
+    _walk(value, path, {"manifests": manifests}, {"disabled", "enabled"})
+    return ValidationConfig(**found)
 
 
 def _parse_log(value, path):

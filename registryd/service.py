@@ -139,7 +139,11 @@ class RegistryService(MultiService):
 
         self.config = config
         self.driver = driver if driver is not None else create_storage_driver(config.storage)
-        self.registry = Registry(self.driver, delete_enabled=config.storage.delete_enabled)
+        self.registry = Registry(
+            self.driver,
+            delete_enabled=config.storage.delete_enabled,
+            accept_sparse_manifests=config.validation.accept_sparse_manifests,
+        )
         self.app = RegistryApp(self.registry, host=config.http.host, headers=config.http.headers)
         self.site = StreamingSite(self.app.resource())
         self.listeners = []

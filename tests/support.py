@@ -33,7 +33,7 @@ def make_client(reactor):
     return treq.client.HTTPClient(Agent(reactor, pool=pool)), pool
 
 
-async def start_registry(root, delete_enabled=True, host=None, headers=None):
+async def start_registry(root, delete_enabled=True, host=None, headers=None, accept_sparse=False):
     """Serve a filesystem registry at C{root} on 127.0.0.1:<free port>."""
     from twisted.internet import reactor
 
@@ -42,7 +42,9 @@ async def start_registry(root, delete_enabled=True, host=None, headers=None):
     from registryd.storage.registry import Registry
     from registryd.web import StreamingSite
 
-    registry = Registry(FilesystemDriver(str(root)), delete_enabled=delete_enabled)
+    registry = Registry(
+        FilesystemDriver(str(root)), delete_enabled=delete_enabled, accept_sparse_manifests=accept_sparse
+    )
     site = StreamingSite(RegistryApp(registry, host=host, headers=headers).resource())
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
     return registry, port

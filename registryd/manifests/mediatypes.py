@@ -65,9 +65,10 @@ BLOB_MEDIA_TYPES = frozenset({
     DOCKER_SCHEMA1_LAYER,
 })
 
-#: Manifest types a GET may serve, in order of preference when a client's
-#: Accept header allows several.  Schema 1 is served under its signed type
-#: only: that is the type Distribution stores and serves it as.
+#: Manifest types a client may name in a GET's Accept header, in order of
+#: preference when it names several.  A schema 1 manifest is always stored
+#: and served as DOCKER_SCHEMA1_SIGNED (as Distribution does); accepting
+#: DOCKER_SCHEMA1 counts as accepting it.
 ACCEPTED_MANIFEST_MEDIA_TYPES = (
     OCI_INDEX,
     OCI_MANIFEST,

@@ -270,3 +270,34 @@ async def test_oci_index_requires_children(server):
     response = await server.client.get(server.v2("img/idx/manifests/multi"))
     assert header(response, "Content-Type") == OCI_INDEX
     assert await response.content() == index
+
+
+@pytest_twisted.ensureDeferred
+async def test_sparse_index_accepted_when_configured(tmp_path):
+    from twisted.internet import reactor
+
+    from tests.support import RunningRegistry, make_client, start_registry
+
+    registry, port = await start_registry(tmp_path / "sparse", accept_sparse=True)
+    client, pool = make_client(reactor)
+    server = RunningRegistry(f"http://127.0.0.1:{port.getHost().port}", registry, tmp_path / "sparse", port, client)
+    try:
+        index = json.dumps({
+            "schemaVersion": 2, "mediaType": OCI_INDEX,
+            "manifests": [{"mediaType": OCI_MANIFEST, "digest": sha256(b"arm64 only elsewhere"), "size": 20,
+                           "platform": {"architecture": "arm64", "os": "linux"}}],
+        }).encode()
+        response = await put_manifest(server, "mirror/img", "v1", index, OCI_INDEX)
+        assert response.code == 201, await response.content()
+        # blobs are still required of image manifests
+        body = json.dumps({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(b"c"), "size": 1},
+            "layers": [],
+        }).encode()
+        response = await put_manifest(server, "mirror/img", "v2", body)
+        assert response.code == 400
+        await response.content()
+    finally:
+        await pool.closeCachedConnections()
+        await port.stopListening()

@@ -306,7 +306,7 @@ def test_bad_addr_names_http_addr(addr):
         ("notifications:\n  endpoints: []\n", "notifications"),
         ("redis:\n  addr: localhost:6379\n", "redis"),
         ("proxy:\n  remoteurl: https://registry-1.docker.io\n", "proxy"),
-        ("validation:\n  disabled: true\n", "validation"),
+        ("validation:\n  disabled: true\n", "validation.disabled"),
         ("compatibility:\n  schema1: {enabled: true}\n", "compatibility"),
         ("reporting:\n  bugsnag: {}\n", "reporting"),
         ("middleware:\n  registry: []\n", "middleware"),
@@ -510,3 +510,18 @@ def test_config_error_forms():
 )
 def test_config_error_within_a_section(error, expected):
     assert str(error.within("storage.s3")) == expected
+
+
+def test_validation_sparse_indexes():
+    from registryd.config import ConfigError, parse_config
+
+    base = {"version": 0.1, "storage": {"inmemory": {}}}
+    assert parse_config(base).validation.accept_sparse_manifests is False
+    config = parse_config(dict(base, validation={"manifests": {"indexes": {"platforms": "none"}}}))
+    assert config.validation.accept_sparse_manifests is True
+    config = parse_config(dict(base, validation={"manifests": {"indexes": {"platforms": "all"}}}))
+    assert config.validation.accept_sparse_manifests is False
+    with pytest.raises(ConfigError, match="validation.manifests.indexes.platforms"):
+        parse_config(dict(base, validation={"manifests": {"indexes": {"platforms": "some"}}}))
+    with pytest.raises(ConfigError, match="validation.manifests.urls"):
+        parse_config(dict(base, validation={"manifests": {"urls": {"allow": []}}}))

@@ -750,3 +750,17 @@ def test_mediatypes():
     assert mt.normalize(None) is None and mt.normalize("") is None
     assert mt.is_non_distributable(mt.DOCKER_FOREIGN_LAYER)
     assert not mt.is_non_distributable(mt.DOCKER_LAYER)
+
+
+@pytest.mark.parametrize("doc,content_type", [
+    (oci_manifest(), mt.OCI_MANIFEST),
+    (oci_manifest(mediaType=None), mt.OCI_MANIFEST),
+    (oci_index(), mt.OCI_INDEX),
+    (oci_index(mediaType=None), mt.OCI_INDEX),
+    (docker_manifest(), mt.DOCKER_MANIFEST),
+    (docker_list(), mt.DOCKER_MANIFEST_LIST),
+])
+def test_stored_bodies_reparse_without_content_type(doc, content_type):
+    # A stored manifest is read back without its push's Content-Type.
+    body = encode(doc)
+    assert parse_manifest(body, None).media_type == parse_manifest(body, content_type).media_type
