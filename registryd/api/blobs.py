@@ -45,7 +45,7 @@ async def get_blob(ctx, request, name, digest):
     repository = ctx.registry.repository(name)
     digest = Digest.parse(digest)
     blob = await repository.stat_blob(digest)
-    redirect = await repository.blob_redirect(digest, request.method.decode("ascii"))
+    redirect = await repository.blob_redirect(blob, request.method.decode("ascii"))
     headers = [
         ("Docker-Content-Digest", str(digest)),
         ("Accept-Ranges", "bytes"),
@@ -67,7 +67,7 @@ async def get_blob(ctx, request, name, digest):
     request.setHeader("Content-Length", str(length))
     if request.method == b"HEAD" or length == 0:
         return b""
-    reader = await repository.open_blob(digest, offset)
+    reader = await repository.open_blob(blob, offset)
     await BlobSender(request, reader, length).send()
     return None
 

@@ -11,7 +11,7 @@ import attr
 from twisted.internet import defer
 
 from registryd import errors
-from registryd.digest import DEFAULT_ALGORITHM, check_algorithm
+from registryd.digest import DEFAULT_ALGORITHM, Digest, check_algorithm
 from registryd.names import check_repository_name, check_upload_id, new_upload_id
 from registryd.storage import paths
 from registryd.storage.errors import PathNotFound, translate_storage_errors
@@ -22,7 +22,14 @@ from registryd.storage.uploads import HashStates, Upload, rfc3339_now
 class BlobInfo:
     digest = attr.ib()
     size = attr.ib()
-    media_type = attr.ib(default="application/octet-stream")
+    #: Where the data lives: the digest itself, except for blobs written by
+    #: Distribution under another (its canonical sha256) digest and linked
+    #: as ``_layers/<alg>/<hex>/link`` -> ``sha256:...``.
+    stored_as = attr.ib(default=None)
+
+    @property
+    def data_digest(self):
+        return self.stored_as or self.digest
 
 
 class _LockTable:
@@ -66,13 +73,13 @@ class Registry:
         """The repository C{name} (validated); it need not exist yet."""
         return Repository(self, check_repository_name(name))
 
-    async def blob_info(self, digest):
+    async def blob_info(self, digest, stored_as=None):
         """Size of the blob's data in the global store; BLOB_UNKNOWN if absent."""
         try:
-            info = await self.driver.stat(paths.blob_data(digest))
+            info = await self.driver.stat(paths.blob_data(stored_as or digest))
         except PathNotFound:
             raise errors.BlobUnknown(detail={"digest": str(digest)}) from None
-        return BlobInfo(digest, info.size)
+        return BlobInfo(digest, info.size, stored_as if stored_as != digest else None)
 
     async def commit_blob(self, source_path, digest, size):
         """Make verified upload data at C{source_path} the global blob.
@@ -159,29 +166,36 @@ class Repository:
 
     @translate_storage_errors
     async def stat_blob(self, digest):
-        """The blob if it is linked into this repository and its data exists."""
+        """The blob if it is linked into this repository and its data exists.
+
+        The link names where the data is: normally the digest itself, but
+        Distribution links a sha512-addressed blob to its sha256 data.
+        """
         try:
             link = await self.driver.get_content(paths.layer_link(self.name, digest))
         except PathNotFound:
             raise errors.BlobUnknown(detail={"digest": str(digest)}) from None
-        if link.strip() != str(digest).encode("ascii"):
-            raise errors.BlobUnknown(detail={"digest": str(digest)})
-        return await self.registry.blob_info(digest)
-
-    @translate_storage_errors
-    async def open_blob(self, digest, offset=0):
-        """A reader of the blob's data from C{offset} (blob already stat'ed)."""
         try:
-            return await self.driver.reader(paths.blob_data(digest), offset)
-        except PathNotFound:
+            stored_as = Digest.parse(link.strip())
+        except errors.DigestInvalid:
             raise errors.BlobUnknown(detail={"digest": str(digest)}) from None
-
-    async def blob_redirect(self, digest, method):
-        return await self.driver.redirect_url(paths.blob_data(digest), method)
+        return await self.registry.blob_info(digest, stored_as)
 
     @translate_storage_errors
-    async def link_blob(self, digest):
-        await self.driver.put_content(paths.layer_link(self.name, digest), str(digest).encode("ascii"))
+    async def open_blob(self, blob, offset=0):
+        """A reader of a stat'ed blob's data from C{offset}."""
+        try:
+            return await self.driver.reader(paths.blob_data(blob.data_digest), offset)
+        except PathNotFound:
+            raise errors.BlobUnknown(detail={"digest": str(blob.digest)}) from None
+
+    async def blob_redirect(self, blob, method):
+        return await self.driver.redirect_url(paths.blob_data(blob.data_digest), method)
+
+    @translate_storage_errors
+    async def link_blob(self, digest, stored_as=None):
+        target = str(stored_as or digest).encode("ascii")
+        await self.driver.put_content(paths.layer_link(self.name, digest), target)
 
     @translate_storage_errors
     async def delete_blob(self, digest):
@@ -198,10 +212,12 @@ class Repository:
     async def mount_blob(self, digest, source_name):
         """Link a blob of repository C{source_name} into this one; True if done."""
         source = self.registry.repository(source_name)
-        if not await source.has_blob(digest):
+        try:
+            blob = await source.stat_blob(digest)
+        except errors.BlobUnknown:
             return None
-        await self.link_blob(digest)
-        return await self.registry.blob_info(digest)
+        await self.link_blob(digest, blob.data_digest)
+        return blob
 
     # uploads
 

@@ -134,11 +134,6 @@ def test_registryd_sha512_blobs_served_by_distribution(tmp_path, registryd_facto
     _check_served(distribution.url, pushed, "docker-registry")
 
 
-@pytest.mark.xfail(reason=(
-    "registryd bug: Distribution 2.8.2 stores a sha512-addressed blob under its canonical "
-    "sha256 digest and writes _layers/sha512/<hex>/link containing 'sha256:<hex>'; "
-    "Repository.stat_blob (registryd/storage/registry.py) requires the link to equal the "
-    "requested digest instead of following it"), strict=False)
 def test_distribution_sha512_blobs_served_by_registryd(tmp_path, registryd_factory,
                                                       distribution_factory):
     root = tmp_path / "shared-root"
