@@ -68,6 +68,16 @@ class IStorageDriver(Interface):
             fails with PathNotFound if C{path} is not a directory.
         """
 
+    def list_many(paths):
+        """List several directories at once.
+
+        Walks over many small directories (the catalog) are bound by the
+        latency of each call, not its work; a driver answers this in one
+        round trip where it can (one thread hop, concurrent requests).
+        @return: Deferred firing with a list, in the order of C{paths}, of
+            sorted name lists, or None for a path that is not a directory.
+        """
+
     def move(source, destination):
         """Move a file, replacing C{destination} atomically.
 

@@ -105,17 +105,15 @@ class Registry:
         counts ``_manifests``, as Distribution does), found recursively
         since names nest; directories starting with ``_`` are never names."""
         found = []
-        # Breadth first, each level's directories listed concurrently: a
-        # catalog walk is thousands of small listings, so their latency,
-        # not their work, is what costs.
+        # Breadth first, each level's directories listed in one driver
+        # call: a catalog walk is thousands of small listings, so their
+        # latency, not their work, is what costs.
         level = [("", paths.repositories())]
         while level:
-            listings = await defer.gatherResults(
-                [defer.ensureDeferred(self._list_or_empty(path)) for _, path in level],
-                consumeErrors=True,
-            )
+            listings = await self.driver.list_many([path for _, path in level])
             next_level = []
             for (prefix, path), children in zip(level, listings):
+                children = children or []
                 if prefix and any(marker in children for marker in markers):
                     found.append(prefix)
                 for child in children:
@@ -124,12 +122,6 @@ class Registry:
                     next_level.append((f"{prefix}/{child}" if prefix else child, f"{path}/{child}"))
             level = next_level
         return sorted(name for name in found if name)
-
-    async def _list_or_empty(self, path):
-        try:
-            return await self.driver.list(path)
-        except PathNotFound:
-            return []
 
     async def find_readable_repository_with_blob(self, digest, may_read=lambda name: True):
         """A repository the caller may read that links C{digest}, or None."""

@@ -354,6 +354,19 @@ class DriverSuite:
                 await driver.list(path)
             assert caught.value.path == path
 
+    @pytest_twisted.ensureDeferred
+    async def test_list_many(self, driver):
+        for path in ["/r/b", "/r/a", "/r/c/x", "/top"]:
+            await driver.put_content(path, b"x")
+        listings = await driver.list_many(["/r", "/missing", "/r/c", "/top", "/"])
+        assert listings == [["a", "b", "c"], None, ["x"], None, ["r", "top"]]
+        assert await driver.list_many([]) == []
+
+    @pytest_twisted.ensureDeferred
+    async def test_list_many_refuses_invalid_paths(self, driver):
+        with pytest.raises(InvalidPath):
+            await driver.list_many(["/ok", "/../escape"])
+
     # move
 
     @pytest_twisted.ensureDeferred

@@ -180,6 +180,16 @@ def _list(full, path):
         return sorted(os.listdir(full))
 
 
+def _list_many(pairs):
+    listings = []
+    for full, path in pairs:
+        try:
+            listings.append(_list(full, path))
+        except PathNotFound:
+            listings.append(None)
+    return listings
+
+
 def _move(full_source, source, full_destination, destination):
     with _reading(source):
         os.lstat(full_source)
@@ -306,6 +316,11 @@ class FilesystemDriver:
 
     def list(self, path):
         return defer.maybeDeferred(lambda: self._in_thread(_list, self._host_path(path), path))
+
+    def list_many(self, paths):
+        return defer.maybeDeferred(
+            lambda: self._in_thread(_list_many, [(self._host_path(path), path) for path in paths])
+        )
 
     def move(self, source, destination):
         return defer.maybeDeferred(self._move, source, destination)

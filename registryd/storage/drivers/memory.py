@@ -191,6 +191,18 @@ class InMemoryDriver:
             raise PathNotFound(path)
         return sorted(node.children)
 
+    def list_many(self, paths):
+        return defer.maybeDeferred(self._list_many, paths)
+
+    def _list_many(self, paths):
+        listings = []
+        for path in paths:
+            try:
+                listings.append(self._list(path))
+            except PathNotFound:
+                listings.append(None)
+        return listings
+
     def move(self, source, destination):
         return defer.maybeDeferred(self._move, source, destination)
 
