@@ -27,7 +27,7 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if _HERE in Path(str(item.fspath)).resolve().parents:
+        if _HERE in Path(item.path).resolve().parents:
             item.add_marker(pytest.mark.e2e)
 
 

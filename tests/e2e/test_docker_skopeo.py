@@ -9,6 +9,9 @@ can be pointed at docker-registry when a failure needs a reference.
 """
 
 import json
+import socket
+import ssl
+import time
 
 import pytest
 
@@ -25,9 +28,11 @@ pytestmark = pytest.mark.e2e
 # ---------------------------------------------------------------- scenarios
 
 
-def build_image(dockerd, tmp_path, tag, label):
-    """Build a FROM-scratch image with three COPY/ADD layers; return its id."""
-    context = write_scratch_context(tmp_path / f"context-{label}", label=label)
+def build_image(dockerd, tmp_path, tag):
+    """Build a FROM-scratch image with three COPY/ADD layers of random bytes
+    (so every image is new to the daemon); return its id.  No LABEL/RUN:
+    each such step costs an intermediate container."""
+    context = write_scratch_context(tmp_path / f"context-{tag.replace('/', '_').replace(':', '_')}")
     return dockerd.build(context, tag)
 
 
@@ -36,7 +41,7 @@ def docker_round_trip(dockerd, registry, tmp_path, repository="e2e/app", tag="v1
     (image id, manifest digest).  Checks the image id, layers and
     RepoDigests survive the trip and that the registry agrees on the digest."""
     reference = f"{registry.host}/{repository}:{tag}"
-    image_id = build_image(dockerd, tmp_path, reference, label=f"{repository}:{tag}")
+    image_id = build_image(dockerd, tmp_path, reference)
     layers = dockerd.inspect(reference)["RootFS"]["Layers"]
     assert len(layers) == 3
 
@@ -202,6 +207,25 @@ def referrers_scenario(registry, repository="e2e/referrers"):
 
 
 # ---------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("server", ["registryd", "distribution"])
+def test_tls_handshake_on_plain_http_port_fails_at_once(request, server):
+    """docker and skopeo, told a registry is insecure, first try HTTPS and
+    fall back to plain HTTP only when the TLS handshake fails.  A server that
+    sits waiting for an HTTP request line in a TLS ClientHello costs every
+    docker/skopeo command a 10 s handshake timeout.  docker-registry (Go's
+    net/http) rejects the handshake immediately; so must registryd."""
+    registry = request.getfixturevalue(server)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", registry.port), timeout=5) as sock:
+        with pytest.raises((ssl.SSLError, ConnectionError, TimeoutError, OSError)):
+            context.wrap_socket(sock, server_hostname="127.0.0.1")
+    elapsed = time.monotonic() - started
+    assert elapsed < 2, f"{server} took {elapsed:.1f}s to fail a TLS handshake"
 
 
 def test_docker_push_remove_pull(dockerd, registryd, tmp_path):

@@ -662,7 +662,7 @@ class Dockerd:
         # dockerd normally kills the shims of running containers; make sure
         # nothing of ours survives if it was killed hard.
         if self.base:
-            for pid in _pids_mentioning(self.base):
+            for pid in _pids_mentioning(self.base + "/"):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
