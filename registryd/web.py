@@ -24,18 +24,12 @@ usual.
 
 import io
 import re
-import time
 from collections import deque
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.web import http, server
 from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
-
-from registryd import metrics
-
-_log = Logger()
 
 _UPLOAD_PATH = re.compile(rb"^/v2/.+/blobs/uploads/")
 _STREAMING_METHODS = frozenset([b"POST", b"PATCH", b"PUT"])
@@ -189,20 +183,6 @@ class StreamingRequest(server.Request):
     body = None
     _dispatched = False
     _cleanup_deferred = False
-    #: Set by the application: the klein endpoint name (a metrics label),
-    #: the request id, and the authenticated user (auth layer), if any.
-    route = None
-    request_id = None
-    authenticated_user = None
-    #: Request body bytes received (streamed or buffered).
-    bytes_received = 0
-    _reported = False
-    _counted_upload = False
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        #: monotonic time of the request line, for the request's duration
-        self.started = time.monotonic()
 
     def gotLength(self, length):
         channel = self.channel
@@ -215,7 +195,6 @@ class StreamingRequest(server.Request):
                 self.content.overflow = True
 
     def handleContentChunk(self, data):
-        self.bytes_received += len(data)
         if self.body is not None:
             self.body._received(data)
         else:
@@ -230,29 +209,7 @@ class StreamingRequest(server.Request):
                 server.Request._cleanup(self)
             return
         self._dispatched = True
-        if self.body is not None and not self.body.finished:
-            self._counted_upload = True
-            metrics.UPLOADS_IN_PROGRESS.inc()
         super().requestReceived(command, path, version)
-
-    def finish(self):
-        super().finish()
-        self._report(aborted=False)
-
-    def _report(self, aborted):
-        """Hand the finished request to the site's access log, once."""
-        if self._reported:
-            return
-        self._reported = True
-        if self._counted_upload:
-            metrics.UPLOADS_IN_PROGRESS.dec()
-        site = getattr(self, "site", None)  # None: never dispatched
-        access_log = getattr(site, "access_log", None)
-        if access_log is not None:
-            try:
-                access_log(self, aborted)
-            except Exception:
-                _log.failure("access log failed")
 
     def _cleanup(self):
         # The handler finished before the body did: answer now, but keep the
@@ -268,8 +225,6 @@ class StreamingRequest(server.Request):
         if self.body is not None:
             self.body._fail(reason)
         super().connectionLost(reason)
-        if self._dispatched or getattr(self, "site", None) is not None:
-            self._report(aborted=not self.finished)
 
 
 class StreamingHTTPChannel(http.HTTPChannel):
@@ -307,9 +262,6 @@ class StreamingSite(server.Site):
 
     requestFactory = StreamingRequest
     protocol = StreamingHTTPChannel
-    #: Called with (request, aborted) once per request that reached the
-    #: application (registryd.accesslog.AccessLog), or None.
-    access_log = None
 
 
 @implementer(IPushProducer)
