@@ -301,3 +301,39 @@ async def test_sparse_index_accepted_when_configured(tmp_path):
     finally:
         await pool.closeCachedConnections()
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_signed_schema1_round_trip(server):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from registryd.manifests import sign_schema1
+
+    name = "legacy/app"
+    layer = await push_blob(server, name, os.urandom(1000))
+    manifest = {
+        "schemaVersion": 1, "name": name, "tag": "v1", "architecture": "amd64",
+        "fsLayers": [{"blobSum": layer["digest"]}],
+        "history": [{"v1Compatibility": json.dumps({"id": "a" * 64})}],
+    }
+    body = sign_schema1(manifest, ec.generate_private_key(ec.SECP256R1()))
+    media_type = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+    response = await put_manifest(server, name, "v1", body, media_type)
+    assert response.code == 201, await response.content()
+    digest = header(response, "Docker-Content-Digest")
+    await response.content()
+    response = await server.client.get(server.v2(f"{name}/manifests/v1"))
+    assert await response.content() == body  # served byte for byte, signatures included
+    assert header(response, "Content-Type") == media_type
+    assert header(response, "Docker-Content-Digest") == digest
+    # tampering with the signed content is refused, and unsigned ones too
+    tampered = body.replace(b'"amd64"', b'"arm64"')
+    response = await put_manifest(server, name, "v2", tampered, media_type)
+    assert response.code == 400
+    assert await error_codes(response) in (["MANIFEST_UNVERIFIED"], ["MANIFEST_INVALID"])
+    unsigned = json.dumps(manifest).encode()
+    response = await put_manifest(server, name, "v3", unsigned, "application/vnd.docker.distribution.manifest.v1+json")
+    assert response.code == 400
+    assert await error_codes(response) == ["MANIFEST_UNVERIFIED"]
+    response = await server.client.get(server.v2(f"{name}/tags/list"))
+    assert json.loads(await response.content())["tags"] == ["v1"]
