@@ -45,16 +45,25 @@ setup(
     package_data={"twisted.plugins": ["registryd_plugin.py"]},
     include_package_data=False,
     install_requires=[
-        "Twisted",
+        "Twisted[conch]",  # conch: the SSH manhole (cryptography, bcrypt)
         "klein",
         "treq",
         "zope.interface",
         "attrs",
         "PyYAML",
         "hyperlink",
+        "prometheus_client",  # /metrics on the debug listener
+        "Twisted[tls]",  # pyOpenSSL, service_identity: TLS listeners (http.tls, ssl:)
+        "cryptography",  # keys and certificates for TLS and tokens
+        "PyJWT",  # bearer tokens (auth.token, auth.tokenserver)
+        "bcrypt",  # htpasswd -B entries (auth.htpasswd)
+        "botocore>=1.36",  # the s3 storage driver (checksum settings of 1.36)
     ],
     extras_require={
         "test": ["pytest", "pytest-twisted", "psutil"],
+    },
+    entry_points={
+        "console_scripts": ["registryd-gc = registryd.admin.gc_command:main"],
     },
     data_files=[
         ("share/registryd/etc", ["etc/registryd.yaml"]),

@@ -18,7 +18,12 @@ from twisted.python.failure import Failure
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from registryd import errors
-from registryd.api import base, blobs, listing, manifests, referrers, uploads
+from registryd.api import base, blobs, listing, manifests, referrers, token, uploads
+from registryd.auth.authorizers import OpenAuthorizer
+from registryd.auth.scope import DELETE, PULL, PUSH, Access
+from registryd.names import check_repository_name
+from registryd.accesslog import route_name
+from registryd.notifications.events import NO_EVENTS
 from registryd.urls import URLBuilder
 from registryd.web import BodyConnectionLost
 
@@ -55,9 +60,55 @@ class RegistryApp:
 
     app = Klein()
 
-    def __init__(self, registry, host=None, headers=None):
+    def __init__(self, registry, host=None, headers=None, events=None, health=None):
         self.registry = registry
         self.urls = URLBuilder(host)
+        self.set_headers(headers)
+        #: where handlers report pushes, pulls, mounts and deletes
+        #: (registryd.notifications.Notifier); a no-op without endpoints
+        self.events = events if events is not None else NO_EVENTS
+        #: registryd.health.HealthChecks: while a periodic check fails,
+        #: every request is answered 503, as Distribution does
+        self.health = health
+        #: registryd.interfaces.IAuthorizer: every route asks it, before
+        #: any storage work, for the accesses the request needs
+        self.authorizer = OpenAuthorizer()
+        #: registryd.auth.issuer.TokenIssuer when registryd is its own
+        #: token server (/auth/token), else None
+        self.token_issuer = None
+
+    async def _authorize(self, request, name, *actions):
+        """Refuse the request (401/403) unless the caller may do
+        C{actions} on repository C{name} (no name: C{actions} are the
+        accesses themselves; none at all: just a known caller, for /v2/).
+        Sets C{request.grant} (an IGrant) and C{request.authenticated_user}."""
+        if name is None:
+            needed = list(actions)
+        else:
+            check_repository_name(name)  # before it can appear in a challenge
+            needed = [Access.repository(name, *actions)]
+        try:
+            grant = await self.authorizer.authorize(request, needed)
+        except errors.RegistryError:
+            # A known user refused an action is still worth a log line.
+            request.authenticated_user = getattr(getattr(request, "grant", None), "user", None)
+            raise
+        request.grant = grant
+        request.authenticated_user = grant.user
+        if self.registry.read_only and request.method not in (b"GET", b"HEAD"):
+            # The one place writes are refused in read-only mode: every
+            # /v2/ route passes here, after authentication (as in
+            # Distribution: 401 first) and before any storage work or body.
+            raise errors.Unsupported(
+                "the registry is in read-only mode (storage.maintenance.readonly): "
+                "pushes and deletes are refused until an administrator turns it off",
+                detail={"readonly": True},
+                headers={"Allow": "GET, HEAD"},
+            )
+        return grant
+
+    def set_headers(self, headers):
+        """The extra response headers (http.headers); reloadable."""
         self._headers = [
             (name, value) for name, values in (headers or {}).items() for value in values
         ]
@@ -68,21 +119,26 @@ class RegistryApp:
     def _prepare(self, request):
         """Headers every /v2/ response carries, and path sanity checks."""
         request.request_id = uuid.uuid4().hex[:16]
+        request.route = route_name(request)
         request.setHeader(*base.API_VERSION_HEADER)
         for name, value in self._headers:
             request.responseHeaders.addRawHeader(name, value)
+        if self.health is not None and not self.health.healthy:
+            raise errors.Unavailable("health checks failing", detail=self.health.failing())
         base.check_raw_path(request)
 
     # routes
 
     @app.route("/v2/", methods=["GET"])
-    def api_base(self, request):
+    async def api_base(self, request):
         self._prepare(request)
+        await self._authorize(request, None)
         return base.respond(request, 200, body=b"{}", content_type="application/json")
 
     @app.route("/v2/<path:name>/blobs/<digest>", methods=["GET", "HEAD", "DELETE"])
     async def blob(self, request, name, digest):
         self._prepare(request)
+        await self._authorize(request, name, DELETE if request.method == b"DELETE" else PULL)
         if request.method == b"DELETE":
             return await blobs.delete_blob(self, request, name, digest)
         return await blobs.get_blob(self, request, name, digest)
@@ -90,6 +146,7 @@ class RegistryApp:
     @app.route("/v2/<path:name>/blobs/uploads/", methods=["POST"])
     async def upload_start(self, request, name):
         self._prepare(request)
+        await self._authorize(request, name, PULL, PUSH)  # before the body is read
         return await _run_to_completion(uploads.start_upload(self, request, name))
 
     @app.route(
@@ -98,6 +155,7 @@ class RegistryApp:
     )
     async def upload(self, request, name, upload_id):
         self._prepare(request)
+        await self._authorize(request, name, PULL, PUSH)  # before the body is read
         handler = {
             b"GET": uploads.upload_status,
             b"HEAD": uploads.upload_status,
@@ -110,6 +168,8 @@ class RegistryApp:
     @app.route("/v2/<path:name>/manifests/<reference>", methods=["GET", "HEAD", "PUT", "DELETE"])
     async def manifest(self, request, name, reference):
         self._prepare(request)
+        needs = {b"PUT": (PULL, PUSH), b"DELETE": (DELETE,)}.get(request.method, (PULL,))
+        await self._authorize(request, name, *needs)
         handler = {
             b"GET": manifests.get_manifest,
             b"HEAD": manifests.get_manifest,
@@ -121,21 +181,35 @@ class RegistryApp:
     @app.route("/v2/<path:name>/tags/list", methods=["GET"])
     async def tags(self, request, name):
         self._prepare(request)
+        await self._authorize(request, name, PULL)
         return await listing.list_tags(self, request, name)
 
     @app.route("/v2/_catalog", methods=["GET"])
     async def catalog(self, request):
         self._prepare(request)
+        await self._authorize(request, None, Access.catalog())
         return await listing.catalog(self, request)
 
     @app.route("/v2/<path:name>/referrers/<digest>", methods=["GET"])
     async def referrers(self, request, name, digest):
         self._prepare(request)
+        await self._authorize(request, name, PULL)
         return await referrers.list_referrers(self, request, name, digest)
 
     @app.route("/v2", methods=["GET", "HEAD"])
     def api_base_no_slash(self, request):
         return self.api_base(request)
+
+    @app.route("/auth/token", methods=["GET", "POST"])
+    @app.route("/auth/token/", methods=["GET", "POST"])
+    async def auth_token(self, request):
+        """registryd's own token server (registryd.auth.issuer)."""
+        request.request_id = uuid.uuid4().hex[:16]
+        if self.token_issuer is None:
+            raise errors.NotFound(detail={"path": request.path.decode("latin-1")})
+        if request.method == b"POST":
+            return await token.post_token(self.token_issuer, request)
+        return await token.get_token(self.token_issuer, request)
 
     # errors
 

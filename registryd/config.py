@@ -4,10 +4,10 @@ turned into validated, immutable attrs objects.
 registryd reads Distribution's keys where the features overlap, so an
 existing ``config.yml`` works unchanged, and refuses everything else at
 start-up.  Nothing is silently ignored: a key for a feature registryd lacks
-(``auth``, ``health``, ``http.tls``...) would otherwise leave an operator
-believing a registry is protected, monitored or encrypted when it is not.
+(``proxy``, ``health.http``, ``redis``...) would otherwise leave an operator
+believing a registry is mirrored, monitored or cached when it is not.
 The few keys that only tune Distribution internals (``storage.cache``,
-``http.secret``, ``log.fields``...) are type-checked and accepted, because
+``http.secret``...) are type-checked and accepted, because
 they change nothing a client can observe.
 
 Every error is a :class:`ConfigError` whose message starts with the dotted
@@ -83,9 +83,68 @@ class ConfigError(Exception):
 
 @attr.s(frozen=True, slots=True)
 class LogConfig:
-    """Logging: only the level has an effect (formatting is twistd's)."""
+    """Logging: level, line format, extra fields and the access log.
+
+    twistd chooses where log lines go (stdout, ``--logfile``...);
+    ``registryd.logs`` applies the level and the format to whatever it chose.
+    """
 
     level = attr.ib(default="info")  # one of LOG_LEVELS
+    #: "text", "json" or "logstash"; None: JSON lines when stdout is the
+    #: systemd journal (JOURNAL_STREAM), text otherwise.
+    formatter = attr.ib(default=None)
+    #: log.fields: added to every JSON line.
+    fields = attr.ib(factory=dict)
+    #: False when log.accesslog.disabled is true.
+    accesslog = attr.ib(default=True)
+
+
+@attr.s(frozen=True, slots=True)
+class UploadPurgingConfig:
+    """storage.maintenance.uploadpurging, with Distribution's defaults
+    (on: uploads older than a week are removed once a day)."""
+
+    enabled = attr.ib(default=True)
+    age = attr.ib(default=168 * 3600.0)  # seconds
+    interval = attr.ib(default=24 * 3600.0)  # seconds
+    dry_run = attr.ib(default=False)
+
+
+@attr.s(frozen=True, slots=True)
+class MaintenanceConfig:
+    """storage.maintenance: upload purging and read-only mode."""
+
+    upload_purging = attr.ib(factory=UploadPurgingConfig)
+    #: storage.maintenance.readonly.enabled: writes answered 405 UNSUPPORTED
+    read_only = attr.ib(default=False)
+
+
+@attr.s(frozen=True, slots=True)
+class GCConfig:
+    """gc (registryd's own): online garbage collection."""
+
+    #: seconds: blobs (and links, untagged manifests) younger than this stay
+    grace_period = attr.ib(default=3600.0)
+    #: seconds between scheduled online collections; None: never
+    interval = attr.ib(default=None)
+    delete_untagged = attr.ib(default=False)
+    dry_run = attr.ib(default=False)
+
+
+#: The manhole's default endpoint: loopback only.
+DEFAULT_MANHOLE_LISTEN = "tcp:5022:interface=127.0.0.1"
+#: Where the manhole's host key is kept (created on first start).
+DEFAULT_MANHOLE_HOST_KEY = "./manhole_host_key"
+
+
+@attr.s(frozen=True, slots=True)
+class ManholeConfig:
+    """manhole (registryd's own): an SSH-reachable Python prompt in the daemon."""
+
+    authorized_keys = attr.ib()  # absolute path of an OpenSSH authorized_keys file
+    listen = attr.ib(default=DEFAULT_MANHOLE_LISTEN)
+    user = attr.ib(default="admin")
+    host_key = attr.ib(default=None)  # absolute path; None: DEFAULT_MANHOLE_HOST_KEY
 
 
 @attr.s(frozen=True, slots=True)
@@ -95,6 +154,24 @@ class StorageConfig:
     driver = attr.ib(default="filesystem")
     parameters = attr.ib(factory=lambda: {"rootdirectory": DEFAULT_ROOT_DIRECTORY})
     delete_enabled = attr.ib(default=False)
+    maintenance = attr.ib(factory=MaintenanceConfig)
+    #: storage.redirect: blob GETs answer 307 to the driver's URL (a
+    #: presigned S3 URL).  Off unless storage.redirect.enabled is true.
+    redirect = attr.ib(default=False)
+
+
+@attr.s(frozen=True, slots=True)
+class TLSConfig:
+    """http.tls: the server certificate and optional client certificates."""
+
+    certificate = attr.ib()  # PEM file: the certificate, then any chain
+    key = attr.ib()  # PEM file: the private key
+    #: PEM files of CAs whose client certificates are accepted; empty: no
+    #: client certificates asked for.
+    clientcas = attr.ib(default=(), converter=tuple)
+    #: "require-and-verify-client-cert" or "verify-client-cert-if-given".
+    clientauth = attr.ib(default="require-and-verify-client-cert")
+    minimumtls = attr.ib(default="tls1.2")  # or "tls1.3"
 
 
 @attr.s(frozen=True, slots=True)
@@ -108,6 +185,22 @@ class HTTPConfig:
     host = attr.ib(default=None)
     #: Extra response headers: name -> list of values (http.headers).
     headers = attr.ib(factory=dict)
+    #: The debug listener (http.debug), or None.
+    debug = attr.ib(default=None)
+    #: http.tls (a L{TLSConfig}), or None: every listener except ``ssl:``
+    #: endpoints then speaks plain HTTP.
+    tls = attr.ib(default=None)
+
+
+@attr.s(frozen=True, slots=True)
+class DebugConfig:
+    """http.debug: a second, private listener for /health and /metrics."""
+
+    #: Twisted server endpoint strings (from http.debug.addr).
+    listen = attr.ib(converter=tuple)
+    #: http.debug.prometheus.enabled / path
+    prometheus_enabled = attr.ib(default=False)
+    prometheus_path = attr.ib(default="/metrics")
 
 
 @attr.s(frozen=True, slots=True)
@@ -122,6 +215,74 @@ class ValidationConfig:
 
 
 @attr.s(frozen=True, slots=True)
+class FileCheckConfig:
+    """health.file[]: unhealthy while C{path} exists."""
+
+    path = attr.ib()
+    interval = attr.ib(default=10.0)  # seconds
+
+
+@attr.s(frozen=True, slots=True)
+class HealthConfig:
+    """health: periodic checks feeding /health (and 503s while failing)."""
+
+    #: health.storagedriver.enabled: probe the storage driver periodically.
+    storagedriver = attr.ib(default=False)
+    interval = attr.ib(default=10.0)  # seconds
+    #: consecutive failures before the driver counts as unhealthy
+    threshold = attr.ib(default=1)
+    files = attr.ib(default=(), converter=tuple)
+
+
+#: Distribution's EndpointConfig.defaults(): timeout 1s, threshold 10, backoff 1s.
+DEFAULT_ENDPOINT_TIMEOUT = 1.0
+DEFAULT_ENDPOINT_THRESHOLD = 10
+DEFAULT_ENDPOINT_BACKOFF = 1.0
+
+#: Where notification journals live when notifications.journal.directory is not given.
+DEFAULT_JOURNAL_DIRECTORY = "./notifications"
+#: Events kept per endpoint while it is unreachable; newer ones are dropped.
+DEFAULT_JOURNAL_MAX_EVENTS = 100_000
+
+#: The actions Distribution's events carry.
+EVENT_ACTIONS = ("push", "pull", "mount", "delete")
+
+
+@attr.s(frozen=True, slots=True)
+class EndpointConfig:
+    """notifications.endpoints[]: one webhook receiver."""
+
+    name = attr.ib()
+    url = attr.ib()
+    headers = attr.ib(factory=dict)  # name -> list of values
+    timeout = attr.ib(default=DEFAULT_ENDPOINT_TIMEOUT)  # seconds
+    threshold = attr.ib(default=DEFAULT_ENDPOINT_THRESHOLD)
+    backoff = attr.ib(default=DEFAULT_ENDPOINT_BACKOFF)  # seconds
+    #: ignoredmediatypes and ignore.mediatypes together
+    ignored_media_types = attr.ib(default=(), converter=tuple)
+    #: ignore.actions
+    ignored_actions = attr.ib(default=(), converter=tuple)
+    disabled = attr.ib(default=False)
+
+
+@attr.s(frozen=True, slots=True)
+class NotificationsConfig:
+    """notifications: webhook endpoints and registryd's persisted queue."""
+
+    endpoints = attr.ib(default=(), converter=tuple)
+    #: notifications.events.includereferences
+    include_references = attr.ib(default=False)
+    #: notifications.journal.directory (absolute)
+    journal_directory = attr.ib(default=None)
+    #: notifications.journal.maxevents
+    journal_max_events = attr.ib(default=DEFAULT_JOURNAL_MAX_EVENTS)
+
+    @property
+    def enabled_endpoints(self):
+        return tuple(endpoint for endpoint in self.endpoints if not endpoint.disabled)
+
+
+@attr.s(frozen=True, slots=True)
 class Config:
     """A whole, validated configuration."""
 
@@ -129,6 +290,15 @@ class Config:
     storage = attr.ib(factory=StorageConfig)
     http = attr.ib(factory=HTTPConfig)
     validation = attr.ib(factory=ValidationConfig)
+    health = attr.ib(factory=HealthConfig)
+    notifications = attr.ib(factory=NotificationsConfig)
+    gc = attr.ib(factory=GCConfig)
+    manhole = attr.ib(default=None)  # a ManholeConfig when configured
+    #: The auth section (registryd.auth.config.AuthConfig), or None: no
+    #: authentication, everyone may do anything.
+    auth = attr.ib(default=None)
+    #: Processes serving HTTP (registryd.workers); 1: this process alone.
+    workers = attr.ib(default=1)
 
     def with_listen(self, endpoints):
         """This configuration listening on C{endpoints} instead (``--listen``)."""
@@ -258,6 +428,52 @@ def _choice(value, path, choices):
     return value.lower()
 
 
+_DURATION_UNITS = {
+    "ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
+}
+_DURATION_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+
+
+def _duration(value, path, minimum=0.0):
+    """A Go duration (``500ms``, ``10s``, ``1m30s``; an integer is
+    nanoseconds, as in Distribution) as float seconds, at least C{minimum}."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ConfigError(path, f"expected a duration such as 10s or 500ms, got {_describe(value)}")
+    if isinstance(value, int):
+        seconds = value * 1e-9
+    elif value.strip() == "0":
+        seconds = 0.0
+    else:
+        text, seconds, position = value.strip(), 0.0, 0
+        while position < len(text):
+            match = _DURATION_PART.match(text, position)
+            if match is None or match.group(1) in ("", "."):
+                raise ConfigError(
+                    path, f"expected a duration such as 10s, 500ms or 1m30s, got {value!r}"
+                )
+            seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+            position = match.end()
+        if not text:
+            raise ConfigError(path, "expected a duration such as 10s or 500ms, got ''")
+    if seconds < 0:
+        raise ConfigError(path, f"must not be negative, got {value!r}")
+    if seconds < minimum:
+        raise ConfigError(
+            path,
+            f"must be at least {minimum:g}s, got {value!r}"
+            + (" (a number without unit is nanoseconds)" if isinstance(value, int) else ""),
+        )
+    return seconds
+
+
+def _list(value, path):
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(path, f"expected a list, got {_describe(value)}")
+    return value
+
+
 def _walk(value, path, handlers, distribution_keys=()):
     """Hand each key of the mapping C{value} to its handler, in document order.
 
@@ -294,7 +510,7 @@ def _accept(check):
 # --- the sections ------------------------------------------------------------
 
 _TOP_DISTRIBUTION_KEYS = frozenset(
-    "auth catalog compatibility health middleware notifications policy proxy "
+    "catalog compatibility middleware policy proxy "
     "redis reporting tags".split()
 )
 
@@ -340,21 +556,76 @@ def parse_config(mapping):
     def validation(value, path):
         found["validation"] = _parse_validation(value, path)
 
+    def health(value, path):
+        found["health"] = _parse_health(value, path)
+
+    def notifications(value, path):
+        found["notifications"] = _parse_notifications(value, path)
+
     handlers = dict(
         version=version, log=log, loglevel=loglevel, storage=storage, http=http,
         validation=validation,
     )
+    handlers.update(health=health, notifications=notifications)
+
+    def gc(value, path):
+        found["gc"] = _parse_gc(value, path)
+
+    def manhole(value, path):
+        found["manhole"] = _parse_manhole(value, path)
+
+    handlers.update(gc=gc, manhole=manhole)
+
+    def auth(value, path):
+        import sys
+
+        from registryd.auth.config import parse_auth
+
+        found["auth"] = parse_auth(value, path, sys.modules[__name__])
+
+    handlers.update(auth=auth)
+
+    def workers(value, path):
+        found["workers"] = parse_workers(value, path)
+
+    handlers.update(workers=workers)
     _walk(mapping, "", handlers, _TOP_DISTRIBUTION_KEYS)
     if "storage" not in found:
         raise ConfigError(
             "storage", "required: configure exactly one storage driver (e.g. storage.filesystem)"
         )
-    log_config = found.get("log", {})
-    level = log_config.get("level") or found.get("loglevel") or "info"
+    log_config = dict(found.get("log", {}))
+    log_config["level"] = log_config.get("level") or found.get("loglevel") or "info"
     return Config(
-        log=LogConfig(level=level), storage=found["storage"], http=found.get("http", HTTPConfig()),
+        log=LogConfig(**log_config), storage=found["storage"], http=found.get("http", HTTPConfig()),
         validation=found.get("validation", ValidationConfig()),
+        health=found.get("health", HealthConfig()),
+        notifications=found.get("notifications", NotificationsConfig()),
+        gc=found.get("gc", GCConfig()), manhole=found.get("manhole"),
+        auth=found.get("auth"), workers=found.get("workers", 1),
     )
+
+
+#: Most worker processes accepted (a typo guard, not a tuning limit).
+MAX_WORKERS = 256
+
+
+def parse_workers(value, path="workers"):
+    """workers: how many processes serve HTTP, an integer >= 1 or ``auto``
+    (one per CPU).  Also the ``--workers`` option's value (a string)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "auto":
+            import os
+
+            return max(1, os.cpu_count() or 1)
+        if not text.isdigit():
+            raise ConfigError(path, f"expected a number of processes or 'auto', got {value!r}")
+        value = int(text)
+    _integer(value, path)
+    if not 1 <= value <= MAX_WORKERS:
+        raise ConfigError(path, f"expected 1 to {MAX_WORKERS} processes, got {value}")
+    return value
 
 
 def _parse_validation(value, path):
@@ -381,18 +652,127 @@ def _parse_log(value, path):
         found["level"] = _choice(value, path, LOG_LEVELS)
 
     def accesslog(value, path):
-        _walk(value, path, {"disabled": _accept(_boolean)})
+        def disabled(value, path):
+            found["accesslog"] = not _boolean(value, path)
+
+        _walk(value, path, {"disabled": disabled})
 
     def formatter(value, path):
-        _choice(value, path, ("text", "json", "logstash"))
+        found["formatter"] = _choice(value, path, ("text", "json", "logstash"))
 
-    handlers = dict(level=level, accesslog=accesslog, formatter=formatter, fields=_accept(_mapping))
+    def fields(value, path):
+        found["fields"] = dict(_mapping(value, path))
+
+    handlers = dict(level=level, accesslog=accesslog, formatter=formatter, fields=fields)
     _walk(value, path, handlers, {"hooks", "reportcaller"})
     return found
 
 
 #: Keys under ``storage`` that are not driver sections.
 _STORAGE_SETTINGS = frozenset({"delete", "cache", "maintenance", "redirect", "tag"})
+
+
+def _parse_maintenance(value, path):
+    """storage.maintenance: uploadpurging and readonly, Distribution's keys."""
+    found = {}
+
+    def uploadpurging(value, path):
+        purging = {}
+
+        def enabled(value, path):
+            purging["enabled"] = _boolean(value, path)
+
+        def age(value, path):
+            purging["age"] = _duration(value, path, minimum=1.0)
+
+        def interval(value, path):
+            purging["interval"] = _duration(value, path, minimum=1.0)
+
+        def dryrun(value, path):
+            purging["dry_run"] = _boolean(value, path)
+
+        handlers = dict(enabled=enabled, age=age, interval=interval, dryrun=dryrun)
+        _walk(value, path, handlers)
+        found["upload_purging"] = UploadPurgingConfig(**purging)
+
+    def readonly(value, path):
+        def enabled(value, path):
+            found["read_only"] = _boolean(value, path)
+
+        _walk(value, path, {"enabled": enabled})
+
+    _walk(value, path, {"uploadpurging": uploadpurging, "readonly": readonly})
+    return MaintenanceConfig(**found)
+
+
+def _parse_gc(value, path):
+    """gc: graceperiod, interval (0 or absent: no schedule), deleteuntagged, dryrun."""
+    found = {}
+
+    def graceperiod(value, path):
+        found["grace_period"] = _duration(value, path)
+
+    def interval(value, path):
+        seconds = _duration(value, path)
+        if 0 < seconds < 1:
+            raise ConfigError(path, f"must be 0 (never) or at least 1s, got {value!r}")
+        found["interval"] = seconds or None
+
+    def deleteuntagged(value, path):
+        found["delete_untagged"] = _boolean(value, path)
+
+    def dryrun(value, path):
+        found["dry_run"] = _boolean(value, path)
+
+    handlers = dict(
+        graceperiod=graceperiod, interval=interval, deleteuntagged=deleteuntagged, dryrun=dryrun
+    )
+    _walk(value, path, handlers)
+    return GCConfig(**found)
+
+
+def _parse_manhole(value, path):
+    """manhole: listen, authorized_keys (required), user, host_key.
+
+    File paths are made absolute now, against the start-up directory, as
+    the filesystem driver's root is.  The endpoint string and the key file
+    are checked when the service is made (``registryd.tap``)."""
+    import os
+
+    found = {}
+
+    def listen(value, path):
+        if not _string(value, path).strip():
+            raise ConfigError(path, "expected a Twisted endpoint string such as tcp:5022:interface=127.0.0.1")
+        found["listen"] = value
+
+    def file_path(key):
+        def handler(value, path):
+            _string(value, path)
+            if not value or "\0" in value:
+                raise ConfigError(path, f"expected a file path, got {value!r}")
+            found[key] = os.path.abspath(value)
+
+        return handler
+
+    def user(value, path):
+        _string(value, path)
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,31}", value):
+            raise ConfigError(path, f"expected a user name of letters, digits, '_', '.', '-', got {value!r}")
+        found["user"] = value
+
+    handlers = dict(
+        listen=listen, authorized_keys=file_path("authorized_keys"), user=user,
+        host_key=file_path("host_key"),
+    )
+    _walk(value, path, handlers)
+    if "authorized_keys" not in found:
+        raise ConfigError(
+            _join(path, "authorized_keys"),
+            "required: an OpenSSH authorized_keys file with the keys allowed to log in",
+        )
+    found.setdefault("host_key", os.path.abspath(DEFAULT_MANHOLE_HOST_KEY))
+    return ManholeConfig(**found)
 
 
 def _parse_storage(value, path):
@@ -414,7 +794,13 @@ def _parse_storage(value, path):
         )
         _walk(value, path, handlers)
 
-    handlers = {"delete": delete, "cache": cache}
+    def maintenance(value, path):
+        found["maintenance"] = _parse_maintenance(value, path)
+
+    def redirect(value, path):
+        found["redirect"] = _parse_redirect(value, path)
+
+    handlers = {"delete": delete, "cache": cache, "maintenance": maintenance, "redirect": redirect}
     for key, item in _mapping(value, path).items():
         key_path = _join(path, key)
         if not isinstance(key, str):
@@ -437,11 +823,40 @@ def _parse_storage(value, path):
     if not drivers:
         raise ConfigError(path, "no storage driver configured (e.g. add storage.filesystem)")
     (name, parameters), = drivers
-    return StorageConfig(driver=name, parameters=parameters, delete_enabled=found["delete_enabled"])
+    return StorageConfig(
+        driver=name, parameters=parameters, delete_enabled=found["delete_enabled"],
+        maintenance=found.get("maintenance", MaintenanceConfig()),
+        redirect=found.get("redirect", False),
+    )
+
+
+def _parse_redirect(value, path):
+    """storage.redirect: Distribution's ``disable`` plus registryd's ``enabled``.
+
+    Distribution redirects by default wherever the driver can; registryd
+    does not, because a presigned URL only works for clients that can
+    reach the store itself, which is often on a private network.  So
+    ``enabled: true`` turns redirects on, ``disable: true`` (Distribution's
+    key) keeps them off, and a file saying both is refused.
+    """
+    found = {}
+
+    def enabled(value, path):
+        found["enabled"] = (_boolean(value, path), path)
+
+    def disable(value, path):
+        found["disable"] = (_boolean(value, path), path)
+
+    _walk(value, path, {"enabled": enabled, "disable": disable})
+    on = found.get("enabled", (False, None))[0]
+    off, off_path = found.get("disable", (False, None))
+    if on and off:
+        raise ConfigError(off_path, "true contradicts storage.redirect.enabled: true; keep one of them")
+    return on and not off
 
 
 _HTTP_DISTRIBUTION_KEYS = frozenset(
-    "debug draintimeout h2c http2 prefix relativeurls tls".split()
+    "draintimeout h2c http2 prefix relativeurls".split()
 )
 
 
@@ -460,9 +875,18 @@ def _parse_http(value, path):
     def headers(value, path):
         found["headers"] = _parse_headers(value, path)
 
+    def debug(value, path):
+        found["debug"] = _parse_debug(value, path)
+
     handlers = dict(
         addr=addr, net=net, host=host, headers=headers, secret=_accept(_string)
     )
+    handlers["debug"] = debug
+
+    def tls(value, path):
+        found["tls"] = _parse_tls(value, path)
+
+    handlers["tls"] = tls
     _walk(value, path, handlers, _HTTP_DISTRIBUTION_KEYS)
     if "addr" in found:
         address, addr_path = found["addr"]
@@ -471,7 +895,227 @@ def _parse_http(value, path):
         raise ConfigError(_join(path, "addr"), "required when http.net is unix: the socket's path")
     else:
         listen = DEFAULT_LISTEN
-    return HTTPConfig(listen=listen, host=found.get("host"), headers=found.get("headers", {}))
+    return HTTPConfig(
+        listen=listen, host=found.get("host"), headers=found.get("headers", {}),
+        debug=found.get("debug"), tls=found.get("tls"),
+    )
+
+
+_CLIENT_AUTH_MODES = ("require-and-verify-client-cert", "verify-client-cert-if-given")
+
+
+def _parse_tls(value, path):
+    """http.tls: files are read (and their problems reported under these
+    key paths) when the listeners are made, by registryd.tls."""
+    found = {}
+
+    def path_value(key):
+        def handler(value, path):
+            found[key] = _string(value, path)
+            if not value:
+                raise ConfigError(path, "must not be empty")
+        return handler
+
+    def clientcas(value, path):
+        if not isinstance(value, list) or not value:
+            raise ConfigError(path, f"expected a list of CA certificate files, got {_describe(value)}")
+        for index, item in enumerate(value):
+            _string(item, f"{path}[{index}]")
+        found["clientcas"] = tuple(value)
+
+    def clientauth(value, path):
+        _string(value, path)
+        if value not in _CLIENT_AUTH_MODES:
+            raise ConfigError(
+                path,
+                f"expected one of {', '.join(_CLIENT_AUTH_MODES)}, got {value!r} (modes that accept "
+                "unverified client certificates are not supported)",
+            )
+        found["clientauth"] = value
+
+    def minimumtls(value, path):
+        _string(value, path)
+        if value in ("tls1.0", "tls1.1"):
+            raise ConfigError(path, f"{value} is not supported: registryd speaks TLS 1.2 or later")
+        found["minimumtls"] = _choice(value, path, ("tls1.2", "tls1.3"))
+
+    handlers = dict(
+        certificate=path_value("certificate"), key=path_value("key"), clientcas=clientcas,
+        clientauth=clientauth, minimumtls=minimumtls,
+    )
+    _walk(value, path, handlers, {"ciphersuites", "letsencrypt"})
+    for key in ("certificate", "key"):
+        if key not in found:
+            raise ConfigError(_join(path, key), "required")
+    return TLSConfig(**found)
+
+
+def _parse_debug(value, path):
+    """http.debug: addr (required) and prometheus.{enabled,path}."""
+    found = {}
+
+    def addr(value, path):
+        found["listen"] = (addr_to_endpoint(_string(value, path), "tcp", path),)
+
+    def prometheus(value, path):
+        def enabled(value, path):
+            found["prometheus_enabled"] = _boolean(value, path)
+
+        def metrics_path(value, path):
+            _string(value, path)
+            if not value.startswith("/") or value.rstrip("/") == "" or "?" in value:
+                raise ConfigError(path, f"expected an absolute path such as /metrics, got {value!r}")
+            found["prometheus_path"] = value
+
+        _walk(value, path, {"enabled": enabled, "path": metrics_path})
+
+    _walk(value, path, {"addr": addr, "prometheus": prometheus}, {"tls"})
+    if "listen" not in found:
+        raise ConfigError(_join(path, "addr"), "required: where the debug listener listens, e.g. localhost:5001")
+    return DebugConfig(**found)
+
+
+def _parse_health(value, path):
+    """health: storagedriver and file checks (Distribution's keys)."""
+    found = {"files": []}
+
+    def storagedriver(value, path):
+        def enabled(value, path):
+            found["storagedriver"] = _boolean(value, path)
+
+        def interval(value, path):
+            found["interval"] = _duration(value, path, minimum=0.1) or 10.0
+
+        def threshold(value, path):
+            found["threshold"] = max(1, _positive_or_zero(value, path))
+
+        _walk(value, path, {"enabled": enabled, "interval": interval, "threshold": threshold})
+
+    def files(value, path):
+        for index, item in enumerate(_list(value, path)):
+            item_path = f"{path}[{index}]"
+            check = {}
+
+            def file(value, path):
+                check["path"] = _string(value, path)
+                if not value:
+                    raise ConfigError(path, "expected a file path, got ''")
+
+            def interval(value, path):
+                check["interval"] = _duration(value, path, minimum=0.1) or 10.0
+
+            _walk(item, item_path, {"file": file, "interval": interval})
+            if "path" not in check:
+                raise ConfigError(_join(item_path, "file"), "required: the path whose existence fails the check")
+            found["files"].append(FileCheckConfig(**check))
+
+    _walk(value, path, {"storagedriver": storagedriver, "file": files}, {"http", "tcp"})
+    return HealthConfig(**found)
+
+
+def _positive_or_zero(value, path):
+    _integer(value, path)
+    if value < 0:
+        raise ConfigError(path, f"must not be negative, got {value}")
+    return value
+
+
+def _parse_notifications(value, path):
+    """notifications: endpoints[] and events (Distribution's keys) plus
+    registryd's journal section (where undelivered events are kept)."""
+    import os
+
+    found = {"endpoints": []}
+
+    def endpoints(value, path):
+        names = set()
+        for index, item in enumerate(_list(value, path)):
+            endpoint = _parse_endpoint(item, f"{path}[{index}]")
+            if endpoint.name in names:
+                raise ConfigError(f"{path}[{index}].name", f"duplicate endpoint name {endpoint.name!r}")
+            names.add(endpoint.name)
+            found["endpoints"].append(endpoint)
+
+    def events(value, path):
+        def includereferences(value, path):
+            found["include_references"] = _boolean(value, path)
+
+        _walk(value, path, {"includereferences": includereferences})
+
+    def journal(value, path):
+        def directory(value, path):
+            _string(value, path)
+            if not value or "\0" in value:
+                raise ConfigError(path, f"expected a directory path, got {value!r}")
+            found["journal_directory"] = os.path.abspath(value)
+
+        def maxevents(value, path):
+            _integer(value, path)
+            if value < 1:
+                raise ConfigError(path, f"must be at least 1, got {value}")
+            found["journal_max_events"] = value
+
+        _walk(value, path, {"directory": directory, "maxevents": maxevents})
+
+    _walk(value, path, {"endpoints": endpoints, "events": events, "journal": journal})
+    found.setdefault("journal_directory", os.path.abspath(DEFAULT_JOURNAL_DIRECTORY))
+    return NotificationsConfig(**found)
+
+
+def _parse_endpoint(value, path):
+    """One notifications.endpoints[] entry, with Distribution's defaults."""
+    found = {"ignored_media_types": [], "ignored_actions": []}
+
+    def name(value, path):
+        _string(value, path)
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}", value):
+            raise ConfigError(
+                path, f"expected up to 100 letters, digits, '_', '.' or '-', got {value!r}"
+            )
+        found["name"] = value
+
+    def url(value, path):
+        _string(value, path)
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(path, f"expected an absolute http(s) URL, got {value!r}")
+        found["url"] = value
+
+    def headers(value, path):
+        found["headers"] = _parse_headers(value, path)
+
+    def timeout(value, path):
+        found["timeout"] = _duration(value, path) or DEFAULT_ENDPOINT_TIMEOUT
+
+    def threshold(value, path):
+        found["threshold"] = _positive_or_zero(value, path) or DEFAULT_ENDPOINT_THRESHOLD
+
+    def backoff(value, path):
+        found["backoff"] = _duration(value, path) or DEFAULT_ENDPOINT_BACKOFF
+
+    def media_types(value, path):
+        for index, item in enumerate(_list(value, path)):
+            found["ignored_media_types"].append(_string(item, f"{path}[{index}]"))
+
+    def ignore(value, path):
+        def actions(value, path):
+            for index, item in enumerate(_list(value, path)):
+                found["ignored_actions"].append(_choice(item, f"{path}[{index}]", EVENT_ACTIONS))
+
+        _walk(value, path, {"mediatypes": media_types, "actions": actions})
+
+    def disabled(value, path):
+        found["disabled"] = _boolean(value, path)
+
+    handlers = dict(
+        name=name, url=url, headers=headers, timeout=timeout, threshold=threshold,
+        backoff=backoff, ignoredmediatypes=media_types, ignore=ignore, disabled=disabled,
+    )
+    _walk(value, path, handlers)
+    for required in ("name", "url"):
+        if required not in found:
+            raise ConfigError(_join(path, required), "required")
+    return EndpointConfig(**found)
 
 
 def _escape_endpoint_argument(text):

@@ -166,3 +166,51 @@ class IStorageDriverFactory(Interface):
             value, naming it.
         @return: an L{IStorageDriver} provider.
         """
+
+
+class IAuthorizer(Interface):
+    """Decides, before any storage work, whether a request may proceed.
+
+    Every route names the accesses it needs (``registryd.auth.scope.Access``
+    values: ``pull`` on a repository for a GET, ``pull`` and ``push`` for an
+    upload, ``*`` on ``registry:catalog``...); an authorizer authenticates
+    the caller from the request's headers and checks those accesses.
+    """
+
+    def authorize(request, needed):
+        """Authenticate the caller and check C{needed} (a sequence of
+        C{Access}; empty for ``/v2/``, which only needs a known caller).
+
+        @return: Deferred firing with an L{IGrant}; or failing with
+            C{registryd.errors.Unauthorized} (no, malformed or wrong
+            credentials; carries the ``WWW-Authenticate`` challenge) or
+            C{registryd.errors.Denied} (a known caller lacking an action).
+        """
+
+
+class IGrant(Interface):
+    """What an authorized caller may do beyond the request's own needs:
+    read other repositories (cross-repository mounts, the catalog)."""
+
+    user = Attribute("The authenticated user name, or None for an anonymous caller.")
+
+    def allows(type, name, action):
+        """True if the caller may do C{action} (``pull``, ``push``,
+        ``delete``) on resource C{type}:C{name} (``repository``:``a/b``)."""
+
+    def may_list(name):
+        """True if ``/v2/_catalog`` shows repository C{name} to the caller."""
+
+
+class IAccessPolicy(Interface):
+    """Maps users to the repository actions they may perform: registryd's
+    own access control (``auth.access`` rules), used directly with htpasswd
+    and by the built-in token server when it grants scopes."""
+
+    def actions(user, repository):
+        """The concrete actions (C{frozenset} of ``pull``/``push``/``delete``)
+        C{user} (None: anonymous) may perform on repository C{repository}."""
+
+    def may_list_catalog(user):
+        """True if C{user} (None: anonymous) may list the catalog (which is
+        then filtered to the repositories the user may pull)."""

@@ -97,12 +97,20 @@ class LogLevelFilter:
         if not isinstance(observers, list):
             log.warn("log.level {level} cannot be applied to this Twisted", level=self.level.name)
             return
-        predicate = _AtLeast(self.level)
+        predicate = self._predicate = _AtLeast(self.level)
         self._wrapped = {}
         for index, observer in enumerate(observers):
             wrapper = FilteringLogObserver(observer, [predicate])
             self._wrapped[id(wrapper)] = (wrapper, observer)
             observers[index] = wrapper
+
+    def set_level(self, level):
+        """Change the level while installed (SIGHUP)."""
+        self.level = level
+        if self._wrapped is not None:
+            self._predicate.level = level
+        else:
+            self.install()
 
     def uninstall(self):
         if self._wrapped is None:
@@ -117,7 +125,8 @@ class LogLevelFilter:
 class RegistryService(MultiService):
     """Storage, model, HTTP application and listeners for one Config."""
 
-    def __init__(self, config, driver=None, reactor=None, owns_process=False):
+    def __init__(self, config, driver=None, reactor=None, owns_process=False, auth=None,
+                 listeners=None):
         """
         @param config: a validated L{registryd.config.Config}.
         @param driver: the storage driver, when the caller already made it
@@ -128,6 +137,10 @@ class RegistryService(MultiService):
             force after the service stops, for the process's last messages.
             Otherwise (tests, embedding) the global log observers are
             restored when the service stops.
+        @param auth: C{(authorizer, token issuer or None)} and
+        @param listeners: C{[(plain endpoint, TLS options or None)]}, when
+            the caller already made them (C{registryd.tap}); by default
+            they are made from C{config} (C{registryd.auth}, C{registryd.tls}).
         """
         super().__init__()
         # Imported here, not at module level, so that tap can use
@@ -138,42 +151,89 @@ class RegistryService(MultiService):
         from registryd.web import StreamingSite
 
         self.config = config
-        self.driver = driver if driver is not None else create_storage_driver(config.storage)
+        from registryd.storage.instrumented import InstrumentedDriver
+
+        self.driver = InstrumentedDriver(
+            driver if driver is not None else create_storage_driver(config.storage)
+        )
         self.registry = Registry(
             self.driver,
             delete_enabled=config.storage.delete_enabled,
             accept_sparse_manifests=config.validation.accept_sparse_manifests,
+            read_only=config.storage.maintenance.read_only,
+            redirect=config.storage.redirect,
         )
         self.app = RegistryApp(self.registry, host=config.http.host, headers=config.http.headers)
         self.site = StreamingSite(self.app.resource())
+        from registryd import tls
+
+        if auth is None:
+            from registryd.auth import create as create_auth
+
+            auth = create_auth(config)
+        self.app.authorizer, self.app.token_issuer = auth
+        if listeners is None:
+            options = tls.http_tls_options(config.http.tls)
+            listeners = [tls.listener(e, config.http.tls, options) for e in config.http.listen]
         self.listeners = []
-        for endpoint in config.http.listen:
+        for endpoint, (plain, options) in zip(config.http.listen, listeners):
             # strports.service raises from privilegedStartService when the
             # port cannot be bound, so start-up fails instead of running
             # deaf (a plain StreamServerEndpointService only logs it).
-            listener = strports.service(endpoint, self.site, reactor=reactor)
+            listener = strports.service(plain, tls.wrap(self.site, options), reactor=reactor)
             listener.setName(f"http {endpoint}")
             listener.setServiceParent(self)
             self.listeners.append(listener)
+        self._add_admin_services(reactor)
         self._log_filter = LogLevelFilter(LogLevel.levelWithName(config.log.level))
         self._owns_process = owns_process
+        # Health checks, debug listener, notifications, access log, SIGHUP.
+        from registryd.operations import Operations
+
+        #: the configuration file, for reloading (set by registryd.tap)
+        self.config_path = None
+        self.operations = Operations(self, reactor)
+
+    def _add_admin_services(self, reactor):
+        """Upload purging and scheduled GC timers, and the SSH manhole."""
+        from registryd.admin.maintenance import Maintenance
+
+        self.maintenance = Maintenance(self.registry, self.config)
+        for timer in self.maintenance.services(clock=reactor):
+            timer.setServiceParent(self)
+        self.manhole = None
+        if self.config.manhole is not None:
+            from registryd.admin.manhole import ManholeService, make_namespace
+
+            self.manhole = ManholeService(
+                self.config.manhole,
+                lambda: make_namespace(self.registry, self.maintenance, self.config),
+                reactor=reactor,
+            )
+            self.manhole.setServiceParent(self)
 
     def privilegedStartService(self):
         # twistd calls this (then startService) after it set up logging.
+        self.operations.install_logging()
         self._log_filter.install()
         super().privilegedStartService()
 
     def startService(self):
+        self.operations.install_logging()
         self._log_filter.install()
+        if self._owns_process:
+            self.operations.install_sighup()
         super().startService()
 
     def stopService(self):
+        self.operations.uninstall_sighup()
         result = super().stopService()
         if self._owns_process:
             return result
 
         def restore(passthrough):
             self._log_filter.uninstall()
+            self.operations.uninstall_logging()
             return passthrough
 
         return result.addBoth(restore)

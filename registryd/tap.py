@@ -31,9 +31,13 @@ class Options(usage.Options):
     def __init__(self):
         super().__init__()
         self["listen"] = []
+        self["workers"] = None
         #: The validated Config, and the driver made from it (postOptions).
         self.registry_config = None
         self.driver = None
+        #: (authorizer, issuer) and [(endpoint, TLS options)] (postOptions)
+        self.auth = None
+        self.listeners = None
 
     def opt_listen(self, endpoint):
         """Listen on a Twisted endpoint string, e.g. tcp:5000 or
@@ -41,6 +45,16 @@ class Options(usage.Options):
         self["listen"].append(endpoint)
 
     opt_l = opt_listen
+
+    def opt_workers(self, count):
+        """Processes serving HTTP on the same sockets: a number or 'auto'
+        (one per CPU); replaces the configuration's workers key."""
+        from registryd.config import parse_workers
+
+        try:
+            self["workers"] = parse_workers(count, "--workers")
+        except ConfigError as error:
+            raise usage.UsageError(str(error))
 
     def postOptions(self):
         from registryd.service import create_storage_driver
@@ -55,10 +69,13 @@ class Options(usage.Options):
             where = "--listen"
         else:
             where = f"configuration {source}: http.addr" if source else "default listen endpoint"
-        for endpoint in config.http.listen:
-            problem = _endpoint_problem(endpoint)
+        self.listeners = _tls_listeners(config, source, where)
+        for endpoint, (plain, _options) in zip(config.http.listen, self.listeners):
+            problem = _endpoint_problem(plain)
             if problem:
                 raise usage.UsageError(f"{where} {endpoint!r}: {problem}")
+        if config.manhole is not None:
+            _check_manhole(config.manhole, source)
         try:
             driver = create_storage_driver(config.storage)
         except ConfigError as error:
@@ -66,6 +83,51 @@ class Options(usage.Options):
             raise usage.UsageError(f"{prefix}{error}")
         self.registry_config = config
         self.driver = driver
+        self.auth = _auth(config, source)
+
+
+def _tls_listeners(config, source, where):
+    """C{[(plain endpoint, TLS options or None)]} for the listen endpoints
+    (http.tls and ssl: strings; registryd.tls), files read and checked now."""
+    from registryd import tls
+
+    prefix = f"configuration {source}: " if source else ""
+    try:
+        options = tls.http_tls_options(config.http.tls)
+    except ConfigError as error:
+        raise usage.UsageError(f"{prefix}{error}")
+    found = []
+    for endpoint in config.http.listen:
+        try:
+            found.append(tls.listener(endpoint, config.http.tls, options))
+        except ConfigError as error:
+            raise usage.UsageError(f"{where} {error}")
+    return found
+
+
+def _auth(config, source):
+    """The authorizer and token issuer (registryd.auth), files read now."""
+    from registryd import auth
+
+    try:
+        return auth.create(config)
+    except ConfigError as error:
+        prefix = f"configuration {source}: " if source else ""
+        raise usage.UsageError(f"{prefix}{error}")
+
+
+def _check_manhole(manhole, source):
+    """The manhole's endpoint and key files, checked before twistd starts
+    (the host key is generated now if it is missing)."""
+    from registryd.admin.manhole import check_config
+
+    problem = _endpoint_problem(manhole.listen)
+    if problem:
+        raise usage.UsageError(f"configuration {source}: manhole.listen {manhole.listen!r}: {problem}")
+    try:
+        check_config(manhole)
+    except ConfigError as error:
+        raise usage.UsageError(f"configuration {source}: {error}")
 
 
 def _endpoint_problem(description):
@@ -88,5 +150,28 @@ def _endpoint_problem(description):
 def makeService(options):
     """The registry service for parsed, validated L{Options}."""
     from registryd.service import RegistryService
+    from registryd.tuning import tune_allocator
 
-    return RegistryService(options.registry_config, driver=options.driver, owns_process=True)
+    tune_allocator()  # large upload buffers from the heap, not fresh mmaps
+
+    from registryd.notifications.journal import JournalLocked
+
+    try:
+        service = RegistryService(
+            options.registry_config, driver=options.driver, owns_process=True,
+            auth=options.auth, listeners=options.listeners,
+        )
+    except (JournalLocked, OSError) as error:
+        # e.g. a notification journal directory that cannot be created, or
+        # that another registryd uses: one line, not a traceback
+        raise SystemExit(f"registryd: {error}") from None
+    service.config_path = options["config"]  # reloaded on SIGHUP
+    service.listen_override = bool(options["listen"])
+    workers = options["workers"] or getattr(options.registry_config, "workers", 1)
+    if workers > 1:
+        from registryd.workers import WorkerPool
+
+        WorkerPool(
+            service, workers, config_path=options["config"], listen=options["listen"]
+        ).setServiceParent(service)
+    return service

@@ -6,3 +6,7 @@ import pytest
 # The driver suite lives outside test modules; rewrite its asserts too so
 # failures show the values compared.
 pytest.register_assert_rewrite("tests.drivers.driver_suite")
+
+# The session's OpenStack Swift (S3 API), for the s3 driver's tests and the
+# several-nodes tests under e2e/; it starts only when a test asks for it.
+from tests.s3.swift import swift  # noqa: E402,F401

@@ -2,12 +2,18 @@
 
 import re
 
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
 from registryd import errors
 from registryd.api.base import respond
 from registryd.digest import Digest
 from registryd.web import BlobSender
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+log = Logger()
 
 
 def parse_range(header, size):
@@ -53,6 +59,7 @@ async def get_blob(ctx, request, name, digest):
         ("Cache-Control", "max-age=31536000"),
     ]
     if redirect is not None and request.method == b"GET":
+        ctx.events.blob_pulled(request, repository.name, blob)
         return respond(request, 307, headers + [("Location", redirect)])
     span = parse_range(request.getHeader("range"), blob.size)
     if span is None:
@@ -66,14 +73,43 @@ async def get_blob(ctx, request, name, digest):
     request.setHeader("Content-Type", "application/octet-stream")
     request.setHeader("Content-Length", str(length))
     if request.method == b"HEAD" or length == 0:
+        if request.method == b"GET":
+            ctx.events.blob_pulled(request, repository.name, blob)
         return b""
     reader = await repository.open_blob(blob, offset)
-    await BlobSender(request, reader, length).send()
+    sending = defer.ensureDeferred(BlobSender(request, reader, length).send())
+
+    def report_pull(outcome):
+        # Every byte handed to the socket is a pull (Distribution: the copy
+        # returned without error), also if the client hangs up right after.
+        if request.sentLength >= length:
+            ctx.events.blob_pulled(request, repository.name, blob)
+        return outcome
+
+    sending.addBoth(report_pull)
+    await _shielded(sending)
     return None
+
+
+def _shielded(running):
+    """A Deferred that follows C{running}, but whose cancellation (klein
+    cancels the handler when the client leaves) lets C{running} finish, so
+    that it knows how much it sent."""
+    result = defer.Deferred()
+
+    def finished(outcome):
+        if not result.called:
+            result.callback(outcome)
+        elif isinstance(outcome, Failure) and not outcome.check(defer.CancelledError):
+            log.failure("sending a blob failed after its client left", outcome)
+
+    running.addBoth(finished)
+    return result
 
 
 async def delete_blob(ctx, request, name, digest):
     repository = ctx.registry.repository(name)
     digest = Digest.parse(digest)
     await repository.delete_blob(digest)
+    ctx.events.blob_deleted(request, repository.name, digest)
     return respond(request, 202, [("Docker-Content-Digest", str(digest))])

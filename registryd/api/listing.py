@@ -50,9 +50,27 @@ async def list_tags(ctx, request, name):
     return respond(request, 200, headers, body, content_type="application/json")
 
 
+def _page_arguments(request, default_page=None):
+    """The request's (n, last), as L{paginate} reads them."""
+    n = arg(request, "n")
+    if n is not None:
+        if not n.isdigit():
+            raise errors.PaginationNumberInvalid(detail={"n": n})
+        n = int(n)
+    else:
+        n = default_page
+    return n, arg(request, "last") or None
+
+
 async def catalog(ctx, request):
-    names = await ctx.registry.repositories()
-    page, next_last = paginate(names, request, DEFAULT_CATALOG_PAGE)
+    n, last = _page_arguments(request, DEFAULT_CATALOG_PAGE)
+    grant = getattr(request, "grant", None)
+    # Only what the caller may read (registryd.auth); the walk covers just
+    # this page (Registry.repository_page), not the whole tree.
+    page, more = await ctx.registry.repository_page(
+        last, n, include=grant.may_list if grant is not None else None
+    )
+    next_last = page[-1] if more and page else None
     headers = []
     if next_last is not None:
         headers.append(("Link", _link("/v2/_catalog", len(page), next_last)))

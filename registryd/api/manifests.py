@@ -16,6 +16,8 @@ async def get_manifest(ctx, request, name, reference):
     repository = ctx.registry.repository(name)
     stored = await repository.manifests.get(reference)
     body = stored.body
+    if request.method == b"GET":
+        ctx.events.manifest_pulled(request, repository.name, stored, reference)
     response = respond(request, 200, _manifest_headers(stored), body, content_type=stored.media_type)
     return b"" if request.method == b"HEAD" else response
 
@@ -39,6 +41,9 @@ async def put_manifest(ctx, request, name, reference):
         reference, body, content_type, tags=tags,
         allow_sparse=ctx.registry.accept_sparse_manifests,
     )
+    ctx.events.manifest_pushed(
+        request, repository.name, stored, ([] if ":" in reference else [reference]) + tags
+    )
     headers = [
         ("Location", ctx.urls.manifest(request, repository.name, stored.digest)),
         ("Docker-Content-Digest", str(stored.digest)),
@@ -50,5 +55,7 @@ async def put_manifest(ctx, request, name, reference):
 
 async def delete_manifest(ctx, request, name, reference):
     repository = ctx.registry.repository(name)
-    await repository.manifests.delete(reference)
+    removed_tags = []
+    await repository.manifests.delete(reference, removed_tags=removed_tags)
+    ctx.events.manifest_deleted(request, repository.name, reference, removed_tags)
     return respond(request, 202)

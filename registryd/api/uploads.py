@@ -65,8 +65,9 @@ async def start_upload(ctx, request, name):
     body = request_body(request)
     mount = arg(request, "mount")
     if mount is not None:
-        blob = await _try_mount(ctx, repository, Digest.parse(mount), arg(request, "from"))
+        blob = await _try_mount(ctx, request, repository, Digest.parse(mount), arg(request, "from"))
         if blob is not None:
+            ctx.events.blob_mounted(request, repository.name, blob, arg(request, "from"))
             return respond(request, 201, [
                 ("Location", ctx.urls.blob(request, repository.name, blob.digest)),
                 ("Docker-Content-Digest", str(blob.digest)),
@@ -82,13 +83,27 @@ async def start_upload(ctx, request, name):
     return respond(request, 202, upload_headers(request, ctx.urls, upload))
 
 
-async def _try_mount(ctx, repository, digest, source):
+def _may_read(request):
+    """Whether the caller may pull from a repository (request.grant, set by
+    the app's authorization step; everything when there is none)."""
+    grant = getattr(request, "grant", None)
+    if grant is None:
+        return lambda name: True
+    return lambda name: grant.allows("repository", name, "pull")
+
+
+async def _try_mount(ctx, request, repository, digest, source):
     """Mount from C{source}, or (no C{from}) from any repository the caller
-    may read that has the blob; None when it cannot mount."""
+    may read that has the blob; None when it cannot mount.  A source the
+    caller may not read is treated like one without the blob: the client
+    falls back to a normal upload and learns nothing about the source."""
+    may_read = _may_read(request)
     if source is not None:
         check_repository_name(source)
+        if not may_read(source):
+            return None
         return await repository.mount_blob(digest, source)
-    found = await ctx.registry.find_readable_repository_with_blob(digest)
+    found = await ctx.registry.find_readable_repository_with_blob(digest, may_read=may_read)
     if found is None:
         return None
     return await repository.mount_blob(digest, found)
@@ -103,6 +118,7 @@ async def _monolithic(ctx, request, repository, digest, body):
     except BaseException:
         await upload.cancel()
         raise
+    ctx.events.blob_pushed(request, repository.name, blob)
     return respond(request, 201, [
         ("Location", ctx.urls.blob(request, repository.name, blob.digest)),
         ("Docker-Content-Digest", str(blob.digest)),
@@ -135,6 +151,7 @@ async def finish_upload(ctx, request, name, upload_id):
     if not (body.finished and body.received == 0):
         await upload.append(body)
     blob = await upload.complete(digest, expected_size)
+    ctx.events.blob_pushed(request, repository.name, blob)
     return respond(request, 201, [
         ("Location", ctx.urls.blob(request, repository.name, blob.digest)),
         ("Docker-Content-Digest", str(blob.digest)),

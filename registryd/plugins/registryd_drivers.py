@@ -32,3 +32,4 @@ class LazyDriverFactory:
 
 filesystem = LazyDriverFactory("filesystem", "registryd.storage.drivers.filesystem")
 inmemory = LazyDriverFactory("inmemory", "registryd.storage.drivers.memory")
+s3 = LazyDriverFactory("s3", "registryd.storage.drivers.s3")

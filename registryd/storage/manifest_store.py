@@ -13,7 +13,7 @@ from twisted.internet import defer
 from registryd import errors
 from registryd.digest import DEFAULT_ALGORITHM, Digest
 from registryd.manifests import parse_manifest, verify_references
-from registryd.names import is_valid_tag
+from registryd.names import is_valid_tag, valid_tags
 from registryd.storage import paths
 from registryd.storage.errors import PathNotFound, translate_storage_errors
 
@@ -76,12 +76,21 @@ class ManifestStore:
     @translate_storage_errors
     async def get(self, reference):
         digest = await self.resolve(reference)
+        # The bytes under a digest never change: once storage confirmed the
+        # manifest is in this repository (resolve), a parsed copy will do.
+        cache = getattr(self.registry, "manifest_cache", None)
+        stored = cache.get(digest) if cache is not None else None
+        if stored is not None:
+            return stored
         try:
             body = await self.driver.get_content(paths.blob_data(digest))
         except PathNotFound:
             raise errors.ManifestUnknown(detail={"digest": str(digest)}) from None
         manifest = parse_manifest(body, None)
-        return StoredManifest(digest, manifest.media_type, body, manifest)
+        stored = StoredManifest(digest, manifest.media_type, body, manifest)
+        if cache is not None:
+            cache.put(digest, stored, len(body))
+        return stored
 
     @translate_storage_errors
     async def put(self, reference, body, content_type, tags=(), allow_sparse=False):
@@ -103,22 +112,26 @@ class ManifestStore:
                 f"manifest content has digest {digest}, not {expected}",
                 detail={"expected": str(expected), "actual": str(digest)},
             )
-        await verify_references(
-            manifest, self.repository.has_blob, self.has, allow_sparse=allow_sparse
-        )
-        # The content first, then the revision link, then tags: a reader
-        # that finds a link always finds the bytes.
-        await self.driver.put_content(paths.blob_data(digest), body)
-        await self.driver.put_content(
-            paths.manifest_revision_link(self.name, digest), str(digest).encode("ascii")
-        )
-        if manifest.subject is not None:
-            await self.driver.put_content(
-                paths.referrer_link(self.name, manifest.subject.digest, digest),
-                str(digest).encode("ascii"),
+        # Held from the existence checks until written, so online GC
+        # cannot sweep what this manifest is about to reference.
+        in_use = [digest] + [ref.digest for ref in manifest.references]
+        async with self.registry.guard.using(in_use):
+            await verify_references(
+                manifest, self.repository.has_blob, self.has, allow_sparse=allow_sparse
             )
-        for tag in tags:
-            await self.tag(tag, digest)
+            # The content first, then the revision link, then tags: a reader
+            # that finds a link always finds the bytes.
+            await self.driver.put_content(paths.blob_data(digest), body)
+            await self.driver.put_content(
+                paths.manifest_revision_link(self.name, digest), str(digest).encode("ascii")
+            )
+            if manifest.subject is not None:
+                await self.driver.put_content(
+                    paths.referrer_link(self.name, manifest.subject.digest, digest),
+                    str(digest).encode("ascii"),
+                )
+            for tag in tags:
+                await self.tag(tag, digest)
         return StoredManifest(digest, manifest.media_type, body, manifest)
 
     async def tag(self, tag, digest):
@@ -127,9 +140,11 @@ class ManifestStore:
         await self.driver.put_content(paths.tag_current_link(self.name, tag), link)
 
     @translate_storage_errors
-    async def delete(self, reference):
+    async def delete(self, reference, removed_tags=None):
         """Delete by digest (the revision, its tags, its referrer entry) or,
-        for a tag reference, only the tag."""
+        for a tag reference, only the tag.  The tags deleted along with a
+        digest are appended to the list C{removed_tags}, if given (their
+        delete notifications)."""
         if not self.registry.delete_enabled:
             raise errors.Unsupported("deletes are disabled (storage.delete.enabled is false)")
         if not is_digest_reference(reference):
@@ -145,6 +160,8 @@ class ManifestStore:
                     await self.driver.delete(paths.tag_dir(self.name, tag))
                 except PathNotFound:
                     pass
+                if removed_tags is not None:
+                    removed_tags.append(tag)
         if stored.manifest.subject is not None:
             try:
                 await self.driver.delete(
@@ -172,7 +189,7 @@ class ManifestStore:
         except PathNotFound:
             raise errors.NameUnknown(detail={"name": self.name}) from None
         names = await self._tags_or_empty()
-        return sorted(name for name in names if is_valid_tag(name))
+        return valid_tags(names)  # drivers list names sorted
 
     @translate_storage_errors
     async def referrers(self, subject, artifact_type=None):

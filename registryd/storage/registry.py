@@ -7,6 +7,8 @@ may share one backend; what is kept in memory here (running upload hashes,
 locks) is an optimisation that a restart or another node cannot make wrong.
 """
 
+import heapq
+
 import attr
 from twisted.internet import defer
 
@@ -15,7 +17,9 @@ from registryd.digest import DEFAULT_ALGORITHM, Digest, check_algorithm
 from registryd.names import check_repository_name, check_upload_id, new_upload_id
 from registryd.storage import paths
 from registryd.storage.errors import PathNotFound, translate_storage_errors
-from registryd.storage.uploads import HashStates, Upload, rfc3339_now
+from registryd.storage.cache import ContentCache
+from registryd.storage.guard import PushGuard
+from registryd.storage.uploads import HashStates, Upload, rfc3339_now, stored_upload_size
 
 
 @attr.s(frozen=True, slots=True)
@@ -30,6 +34,10 @@ class BlobInfo:
     @property
     def data_digest(self):
         return self.stored_as or self.digest
+
+
+#: Fewest directories listed in one driver call by a catalog page walk.
+_PAGE_BATCH = 256
 
 
 class _LockTable:
@@ -56,18 +64,33 @@ class _LockTable:
 
         return _Held()
 
+    def in_use(self, key):
+        """Is the lock for C{key} held or waited for?"""
+        return key in self._locks
+
 
 class Registry:
     """The whole registry on one storage driver."""
 
-    def __init__(self, driver, delete_enabled=False, accept_sparse_manifests=False):
+    def __init__(self, driver, delete_enabled=False, accept_sparse_manifests=False,
+                 read_only=False, redirect=False):
         self.driver = driver
+        #: storage.redirect: answer blob GETs with a 307 to the driver's
+        #: URL (a presigned S3 URL) after the access checks, when it has one
+        self.redirect = redirect
         self.delete_enabled = delete_enabled
         #: accept indexes whose child manifests (and manifests whose layers)
         #: were never pushed, as mirrors of single platforms need
         self.accept_sparse_manifests = accept_sparse_manifests
+        #: storage.maintenance.readonly: the HTTP API refuses every write
+        #: (registryd.app); the manhole can flip it while running.
+        self.read_only = read_only
         self.hash_states = HashStates()
         self.upload_lock = _LockTable()
+        #: digests pushes are using, kept safe from online GC
+        self.guard = PushGuard()
+        #: parsed manifests by digest (immutable content; registryd.storage.cache)
+        self.manifest_cache = ContentCache()
 
     def repository(self, name):
         """The repository C{name} (validated); it need not exist yet."""
@@ -99,6 +122,7 @@ class Registry:
         await self.driver.move(source_path, target)
         return BlobInfo(digest, size)
 
+    @translate_storage_errors
     async def repositories(self, markers=("_manifests",)):
         """Names of all repositories, sorted: directories under
         ``repositories/`` with one of C{markers} as a child (the catalog
@@ -123,6 +147,53 @@ class Registry:
             level = next_level
         return sorted(name for name in found if name)
 
+    @translate_storage_errors
+    async def repository_page(self, last=None, limit=None, include=None, markers=("_manifests",)):
+        """One page of the catalog: C{(names, more)}, the first C{limit}
+        repository names after C{last} (all if C{limit} is None) for which
+        C{include(name)} is true, sorted, and whether more follow.
+
+        A client pages through a large catalog with ``n`` and ``last``; a
+        walk of the whole tree per page would make listing N repositories
+        cost N / n walks.  This walk visits directories in the order of
+        their names (a heap), skips subtrees that sort entirely before
+        C{last}, and stops once nothing left to visit can sort before the
+        names it has: a page costs about C{limit} directory listings.
+        (A depth-first walk would not do: ``a/b`` sorts after ``a-b``.)
+        Listings go to the driver in batches, as in L{repositories}.
+        """
+        heap = [("", paths.repositories())]
+        found = []
+        while heap:
+            if limit is not None and len(found) > limit:
+                found.sort()
+                if heap[0][0] > found[limit]:
+                    break  # whatever is left sorts after a full page
+            if limit is None:
+                size = len(heap)
+            else:
+                size = max(limit + 1 - len(found), _PAGE_BATCH)
+            batch = [heapq.heappop(heap) for _ in range(min(size, len(heap)))]
+            listings = await self.driver.list_many([path for _, path in batch])
+            for (prefix, path), children in zip(batch, listings):
+                children = children or []
+                if (prefix and (last is None or prefix > last)
+                        and any(marker in children for marker in markers)
+                        and (include is None or include(prefix))):
+                    found.append(prefix)
+                for child in children:
+                    if child.startswith("_") or child.endswith(".tmp"):
+                        continue
+                    name = f"{prefix}/{child}" if prefix else child
+                    if last is not None and name < last and not last.startswith(name):
+                        continue  # it and all below it sort before last
+                    heapq.heappush(heap, (name, f"{path}/{child}"))
+        found.sort()
+        if limit is None:
+            return found, False
+        return found[:limit], len(found) > limit
+
+    @translate_storage_errors
     async def find_readable_repository_with_blob(self, digest, may_read=lambda name: True):
         """A repository the caller may read that links C{digest}, or None."""
         for name in await self.repositories(markers=("_layers",)):
@@ -181,7 +252,12 @@ class Repository:
         except PathNotFound:
             raise errors.BlobUnknown(detail={"digest": str(blob.digest)}) from None
 
+    @translate_storage_errors
     async def blob_redirect(self, blob, method):
+        """Where the client may fetch the blob itself (a presigned URL),
+        when storage.redirect is enabled and the driver can; else None."""
+        if not self.registry.redirect:
+            return None
         return await self.driver.redirect_url(paths.blob_data(blob.data_digest), method)
 
     @translate_storage_errors
@@ -204,11 +280,12 @@ class Repository:
     async def mount_blob(self, digest, source_name):
         """Link a blob of repository C{source_name} into this one; True if done."""
         source = self.registry.repository(source_name)
-        try:
-            blob = await source.stat_blob(digest)
-        except errors.BlobUnknown:
-            return None
-        await self.link_blob(digest, blob.data_digest)
+        async with self.registry.guard.using([digest]):
+            try:
+                blob = await source.stat_blob(digest)
+            except errors.BlobUnknown:
+                return None
+            await self.link_blob(digest, blob.data_digest)
         return blob
 
     # uploads
@@ -243,7 +320,7 @@ class Repository:
         except PathNotFound:
             algorithm = DEFAULT_ALGORITHM
         try:
-            size = (await self.driver.stat(paths.upload_data(self.name, upload_id))).size
+            size = await stored_upload_size(self.driver, paths.upload_data(self.name, upload_id))
         except PathNotFound:
             size = 0
         return Upload(

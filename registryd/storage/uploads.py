@@ -31,6 +31,17 @@ CHUNK_SIZE = 1024 * 1024
 MAX_IN_FLIGHT = 8 * CHUNK_SIZE
 
 
+async def stored_upload_size(driver, path):
+    """How many bytes an upload's data file holds, as an appending writer
+    sees it: C{stat} may not count bytes a driver keeps out of sight until
+    commit (S3 multipart uploads), and only a writer knows where they end."""
+    writer = await driver.writer(path, append=True)
+    try:
+        return writer.size
+    finally:
+        await writer.close()
+
+
 def rfc3339_now():
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -126,7 +137,10 @@ class Upload:
         async with self.registry.upload_lock(self.id):
             writer = await self._driver.writer(self._data_path, append=True)
             start = writer.size
-            hasher = await self._hasher_at(start)
+            # None when the stored bytes cannot be read back yet (an S3
+            # multipart upload another node began): then this append only
+            # writes, and complete() hashes the committed data.
+            hasher = await self._hasher_at(start, lazy=True)
             hash_worker = SerialWorker()
             failures = []
 
@@ -137,7 +151,7 @@ class Upload:
                 return hash_worker.submit(hasher.update, chunk)
 
             try:
-                await _pump(source, [write, digest])
+                await _pump(source, [write, digest] if hasher is not None else [write])
             finally:
                 # Also on cancellation: wait for queued work, keep the bytes.
                 await hash_worker.drain()
@@ -146,18 +160,27 @@ class Upload:
                     # writer.size counts the failed writes too: ask storage.
                     self.registry.hash_states.forget(self.id)
                     try:
-                        self.size = (await self._driver.stat(self._data_path)).size
+                        self.size = await stored_upload_size(self._driver, self._data_path)
                     except Exception:
                         pass
                 else:
                     self.size = writer.size
-                    self.registry.hash_states.put(self.id, writer.size, hasher)
+                    if hasher is not None:
+                        self.registry.hash_states.put(self.id, writer.size, hasher)
+                    else:
+                        self.registry.hash_states.forget(self.id)
             if failures:
                 failures[0].raiseException()
             return self.size
 
-    async def _hasher_at(self, offset, algorithm=None):
-        """A hasher that has seen the first C{offset} stored bytes."""
+    async def _hasher_at(self, offset, algorithm=None, lazy=False):
+        """A hasher that has seen the first C{offset} stored bytes.
+
+        With C{lazy}, None instead when fewer than C{offset} bytes can be
+        read back: a driver may keep an appending writer's bytes out of
+        sight until commit (S3 multipart uploads), and complete() hashes
+        them once committed.
+        """
         algorithm = algorithm or self.algorithm
         hasher = self.registry.hash_states.take(self.id, algorithm, offset)
         if hasher is not None:
@@ -165,7 +188,15 @@ class Upload:
         hasher = new_hasher(algorithm)
         if offset == 0:
             return hasher
-        reader = await self._driver.reader(self._data_path, 0)
+        try:
+            reader = await self._driver.reader(self._data_path, 0)
+        except PathNotFound:
+            if lazy:
+                return None
+            raise errors.BlobUploadInvalid("upload data is missing; restart the upload") from None
+        if lazy and reader.size < offset:
+            await reader.close()
+            return None
         worker = SerialWorker()
         remaining = offset
 
@@ -194,17 +225,19 @@ class Upload:
         another attempt.  Returns the blob's L{registryd.storage.registry.BlobInfo}.
         """
         async with self.registry.upload_lock(self.id):
+            # Make the stored bytes complete and readable (a driver may keep
+            # appended bytes out of sight until commit, as S3 multipart
+            # uploads do); this also creates an empty upload's data file.
+            # The committed size is the truth, also if another node
+            # appended since this request looked.
+            writer = await self._driver.writer(self._data_path, append=True)
+            self.size = writer.size
+            await writer.commit()
             if expected_size is not None and expected_size != self.size:
                 raise errors.SizeInvalid(
                     f"upload has {self.size} bytes, size parameter says {expected_size}",
                     detail={"size": self.size, "expected": expected_size},
                 )
-            if self.size == 0:
-                # Nothing was ever written: make sure the data file exists.
-                try:
-                    await self._driver.stat(self._data_path)
-                except PathNotFound:
-                    await self._driver.put_content(self._data_path, b"")
             hasher = await self._hasher_at(self.size, digest.algorithm)
             actual = Digest.from_hasher(hasher)
             # Keep the state: a retry with the right digest needs no rehash.
@@ -214,8 +247,11 @@ class Upload:
                     f"upload content has digest {actual}, not {digest}",
                     detail={"expected": str(digest), "actual": str(actual)},
                 )
-            blob = await self.registry.commit_blob(self._data_path, digest, self.size)
-            await self.registry.repository(self.name).link_blob(digest)
+            # Held from the existence check in commit_blob until linked, so
+            # online GC cannot sweep a stored copy this upload reuses.
+            async with self.registry.guard.using([digest]):
+                blob = await self.registry.commit_blob(self._data_path, digest, self.size)
+                await self.registry.repository(self.name).link_blob(digest)
             await self._remove()
             return blob
 

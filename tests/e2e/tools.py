@@ -228,11 +228,16 @@ class Response:
         return f"<Response {self.status} {self.headers} {self.body[:300]!r}>"
 
 
-def http_request(method, url, body=None, headers=None, timeout=60):
+def http_request(method, url, body=None, headers=None, timeout=60, context=None):
     """One HTTP request with the standard library; never raises for an HTTP
-    status and never follows redirects.  C{url} is absolute."""
+    status and never follows redirects.  C{url} is absolute; an https URL
+    is fetched with the C{ssl.SSLContext} C{context}."""
     parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    if parts.scheme == "https":
+        connection = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
+                                                 context=context)
+    else:
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
@@ -322,7 +327,7 @@ def get_manifest(base_url, name, reference, accept=MANIFEST_ACCEPT, method="GET"
                         headers={"Accept": accept})
 
 
-def wait_for_http(url, process, log_path, timeout, expect=200):
+def wait_for_http(url, process, log_path, timeout, expect=200, context=None):
     """Poll C{url} until it answers C{expect}; raise L{ToolError} with the
     log's tail if C{process} exits first or C{timeout} seconds pass."""
     deadline = time.monotonic() + timeout
@@ -332,7 +337,7 @@ def wait_for_http(url, process, log_path, timeout, expect=200):
             raise ToolError(f"process exited with status {process.returncode} before {url} "
                             f"answered; log {log_path}:\n{_log_tail(log_path)}")
         try:
-            response = http_request("GET", url, timeout=2)
+            response = http_request("GET", url, timeout=2, context=context)
             if response.status == expect:
                 return response
             last = f"HTTP {response.status}"
@@ -720,8 +725,15 @@ class _RegistryProcess:
     start_timeout = 20
     #: Log lines meaning "the port was taken": retry with another one.
     port_in_use = (b"address already in use", b"Couldn't listen", b"CannotListenError")
+    #: "https" with an C{ssl.SSLContext} in C{tls_context} for a TLS
+    #: listener; C{ready_status} is what /v2/ answers once up (401 with auth).
+    scheme = "http"
+    tls_context = None
+    ready_status = 200
 
-    def __init__(self, root=None, tmpdir=None, extra_config=None, port=None):
+    def __init__(self, root=None, tmpdir=None, extra_config=None, port=None, ready_status=None):
+        if ready_status is not None:
+            self.ready_status = ready_status
         self._own_tmp = tmpdir is None
         self.tmpdir = Path(tmpdir) if tmpdir else Path(_short_tempdir("r"))
         self.tmpdir.mkdir(parents=True, exist_ok=True)
@@ -735,7 +747,7 @@ class _RegistryProcess:
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://{self.host}"
 
     @property
     def host(self):
@@ -783,7 +795,8 @@ class _RegistryProcess:
                     start_new_session=True,
                 )
             try:
-                wait_for_http(f"{self.url}/v2/", self.process, self.log_path, self.start_timeout)
+                wait_for_http(f"{self.url}/v2/", self.process, self.log_path, self.start_timeout,
+                              expect=self.ready_status, context=self.tls_context)
             except ToolError:
                 log_text = Path(self.log_path).read_bytes()
                 self.stop()
@@ -823,8 +836,8 @@ class DistributionRegistry(_RegistryProcess):
 
     name = "distribution"
 
-    def __init__(self, root=None, tmpdir=None, extra_config=None, port=None):
-        super().__init__(root, tmpdir, extra_config, port)
+    def __init__(self, root=None, tmpdir=None, extra_config=None, port=None, ready_status=None):
+        super().__init__(root, tmpdir, extra_config, port, ready_status)
         self.executable = require_tool("docker-registry")
 
     def defaults(self):

@@ -84,10 +84,28 @@ def assert_clean_failure(status, output, *expected):
 def test_unsupported_key_fails_naming_it(tmp_path):
     config = write_config(
         tmp_path,
-        "version: 0.1\nstorage:\n  inmemory:\nauth:\n  htpasswd: {realm: r, path: /p}\n",
+        "version: 0.1\nstorage:\n  inmemory:\nauth:\n  silly: {realm: r, service: s}\n",
     )
     status, output = run_to_exit(tmp_path, "--config", config)
-    assert_clean_failure(status, output, "auth: not supported by registryd yet")
+    assert_clean_failure(status, output, "auth.silly: not supported by registryd yet")
+
+
+def test_missing_htpasswd_file_fails_naming_its_key(tmp_path):
+    config = write_config(
+        tmp_path,
+        "version: 0.1\nstorage:\n  inmemory:\nauth:\n  htpasswd: {realm: r, path: /nonexistent/p}\n",
+    )
+    status, output = run_to_exit(tmp_path, "--config", config)
+    assert_clean_failure(status, output, "auth.htpasswd.path: cannot read /nonexistent/p")
+
+
+def test_missing_tls_certificate_fails_naming_its_key(tmp_path):
+    config = write_config(
+        tmp_path,
+        "version: 0.1\nstorage:\n  inmemory:\nhttp:\n  tls: {certificate: /nonexistent/c, key: /k}\n",
+    )
+    status, output = run_to_exit(tmp_path, "--config", config)
+    assert_clean_failure(status, output, "http.tls.certificate: cannot read /nonexistent/c")
 
 
 def test_bad_value_fails_naming_its_key(tmp_path):

@@ -112,22 +112,23 @@ def test_debian_stock_file_without_auth_and_health_parses(tmp_path):
     assert config.http == HTTPConfig(
         listen=("tcp:5000",), host=None, headers={"X-Content-Type-Options": ["nosniff"]}
     )
-    assert config.log == LogConfig(level="info")
+    assert config.log == LogConfig(level="info", fields={"service": "registry"})
 
 
-def test_debian_stock_file_fails_on_auth_first(tmp_path):
+def test_debian_stock_file_parses_with_its_htpasswd_auth(tmp_path):
     path = write(tmp_path, DEBIAN_STOCK)
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    assert info.value.key == "auth"
-    assert str(info.value).startswith("auth: not supported by registryd yet")
+    config = load_config(path)
+    assert config.auth.htpasswd.realm == "basic-realm"
+    assert config.auth.htpasswd.path == "/etc/docker/registry"
+    assert config.auth.token is None and config.auth.access is None
 
 
-def test_debian_stock_file_without_auth_fails_on_health(tmp_path):
+def test_debian_stock_file_without_auth_parses_with_its_health_section(tmp_path):
     path = write(tmp_path, without_sections(DEBIAN_STOCK, "auth"))
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    assert info.value.key == "health"
+    config = load_config(path)
+    assert config.health.storagedriver is True
+    assert config.health.interval == 10.0
+    assert config.health.threshold == 3
 
 
 def test_the_real_debian_file_if_installed():
@@ -137,9 +138,10 @@ def test_the_real_debian_file_if_installed():
     stock = "/etc/docker/registry/config.yml"
     if not os.path.exists(stock):
         pytest.skip("docker-registry is not installed")
-    with pytest.raises(ConfigError) as info:
+    try:
         load_config(stock)
-    assert info.value.key in ("auth", "health")
+    except ConfigError as error:  # a key registryd lacks, named
+        assert error.key and "not supported" in str(error)
 
 
 def test_sample_config_in_etc_parses():
@@ -301,22 +303,27 @@ def test_bad_addr_names_http_addr(addr):
 @pytest.mark.parametrize(
     "text, key",
     [
-        ("auth:\n  htpasswd: {realm: r, path: /p}\n", "auth"),
-        ("health:\n  storagedriver: {enabled: true}\n", "health"),
-        ("notifications:\n  endpoints: []\n", "notifications"),
+        ("auth:\n  silly: {realm: r, service: s}\n", "auth.silly"),
+        ("health:\n  http: []\n", "health.http"),
+        ("health:\n  tcp: []\n", "health.tcp"),
+        ("health:\n  storagedriver: {timeout: 1s}\n", "health.storagedriver.timeout"),
+        ("notifications:\n  endpoints: []\n  other: 1\n", "notifications.other"),
+        ("notifications:\n  endpoints:\n  - {name: a, url: 'http://h/', queue: 5}\n",
+         "notifications.endpoints[0].queue"),
         ("redis:\n  addr: localhost:6379\n", "redis"),
         ("proxy:\n  remoteurl: https://registry-1.docker.io\n", "proxy"),
         ("validation:\n  disabled: true\n", "validation.disabled"),
         ("compatibility:\n  schema1: {enabled: true}\n", "compatibility"),
         ("reporting:\n  bugsnag: {}\n", "reporting"),
         ("middleware:\n  registry: []\n", "middleware"),
-        ("http:\n  tls:\n    certificate: /c\n", "http.tls"),
-        ("http:\n  debug:\n    addr: :5001\n", "http.debug"),
+        ("http:\n  tls:\n    certificate: /c\n    key: /k\n    letsencrypt: {}\n",
+         "http.tls.letsencrypt"),
+        ("http:\n  debug:\n    addr: :5001\n    tls: {}\n", "http.debug.tls"),
         ("http:\n  prefix: /registry/\n", "http.prefix"),
         ("http:\n  relativeurls: true\n", "http.relativeurls"),
         ("log:\n  hooks: []\n", "log.hooks"),
-        ("  maintenance:\n    uploadpurging: {enabled: false}\n", "storage.maintenance"),
-        ("  redirect:\n    disable: true\n", "storage.redirect"),
+        ("  maintenance:\n    purging: {enabled: false}\n", "storage.maintenance.purging"),
+        ("  redirect:\n    disable: true\n    baseurl: https://cdn\n", "storage.redirect.baseurl"),
         ("  tag:\n    concurrencylimit: 8\n", "storage.tag"),
         ("  delete:\n    enabled: true\n    extra: 1\n", "storage.delete.extra"),
         ("  cache:\n    somethingelse: 1\n", "storage.cache.somethingelse"),
@@ -332,15 +339,15 @@ def test_unsupported_keys_fail_naming_their_path(text, key):
 
 
 def test_distribution_keys_say_not_yet_and_unknown_keys_say_unknown():
-    assert "not supported by registryd yet" in error_for(minimal("auth: {}\n"))
+    assert "not supported by registryd yet" in error_for(minimal("reporting: {}\n"))
     message = error_for(minimal("storagee: {}\n"))
     assert message.startswith("storagee: unknown key, not supported")
     assert "storage" in message.split("supported here:")[1]
 
 
 def test_the_first_unsupported_key_in_document_order_is_named():
-    assert error_for(minimal("health: {}\nauth: {}\n")).startswith("health: ")
-    assert error_for(minimal("auth: {}\nhealth: {}\n")).startswith("auth: ")
+    assert error_for(minimal("proxy: {}\nredis: {}\n")).startswith("proxy: ")
+    assert error_for(minimal("redis: {}\nproxy: {}\n")).startswith("redis: ")
 
 
 # --- bad values ---------------------------------------------------------------
@@ -525,3 +532,411 @@ def test_validation_sparse_indexes():
         parse_config(dict(base, validation={"manifests": {"indexes": {"platforms": "some"}}}))
     with pytest.raises(ConfigError, match="validation.manifests.urls"):
         parse_config(dict(base, validation={"manifests": {"urls": {"allow": []}}}))
+
+
+# --- http.debug, health, notifications, log (operations) ---------------------
+
+
+def test_debug_listener_and_prometheus():
+    config = parse(minimal("http:\n  debug:\n    addr: 127.0.0.1:5001\n    prometheus:\n"
+                           "      enabled: true\n      path: /debug/metrics\n"))
+    assert config.http.debug.listen == ("tcp:5001:interface=127.0.0.1",)
+    assert config.http.debug.prometheus_enabled is True
+    assert config.http.debug.prometheus_path == "/debug/metrics"
+    config = parse(minimal("http:\n  debug:\n    addr: :5001\n"))
+    assert config.http.debug.listen == ("tcp:5001",)
+    assert config.http.debug.prometheus_enabled is False
+    assert config.http.debug.prometheus_path == "/metrics"
+    assert parse(minimal()).http.debug is None
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("http:\n  debug:\n    prometheus: {enabled: true}\n", "http.debug.addr"),
+        ("http:\n  debug:\n    addr: 5001\n", "http.debug.addr"),
+        ("http:\n  debug:\n    addr: :5001\n    prometheus: {enabled: 1}\n", "http.debug.prometheus.enabled"),
+        ("http:\n  debug:\n    addr: :5001\n    prometheus: {path: metrics}\n", "http.debug.prometheus.path"),
+        ("health:\n  storagedriver: {enabled: yes please}\n", "health.storagedriver.enabled"),
+        ("health:\n  storagedriver: {interval: 10}\n", "health.storagedriver.interval"),
+        ("health:\n  storagedriver: {interval: 10 seconds}\n", "health.storagedriver.interval"),
+        ("health:\n  storagedriver: {interval: -1s}\n", "health.storagedriver.interval"),
+        ("health:\n  storagedriver: {threshold: -1}\n", "health.storagedriver.threshold"),
+        ("health:\n  file:\n  - {interval: 1s}\n", "health.file[0].file"),
+        ("health:\n  file: {file: /x}\n", "health.file"),
+        ("notifications:\n  endpoints:\n  - {url: 'http://h/'}\n", "notifications.endpoints[0].name"),
+        ("notifications:\n  endpoints:\n  - {name: a}\n", "notifications.endpoints[0].url"),
+        ("notifications:\n  endpoints:\n  - {name: a, url: 'ftp://h/'}\n", "notifications.endpoints[0].url"),
+        ("notifications:\n  endpoints:\n  - {name: ../a, url: 'http://h/'}\n", "notifications.endpoints[0].name"),
+        ("notifications:\n  endpoints:\n  - {name: a, url: 'http://h/'}\n  - {name: a, url: 'http://i/'}\n",
+         "notifications.endpoints[1].name"),
+        ("notifications:\n  endpoints:\n  - {name: a, url: 'http://h/', timeout: soon}\n",
+         "notifications.endpoints[0].timeout"),
+        ("notifications:\n  endpoints:\n  - {name: a, url: 'http://h/', threshold: 1.5}\n",
+         "notifications.endpoints[0].threshold"),
+        ("notifications:\n  endpoints:\n  - {name: a, url: 'http://h/', headers: {A: b}}\n",
+         "notifications.endpoints[0].headers.A"),
+        ("notifications:\n  endpoints:\n  - {name: a, url: 'http://h/', ignore: {actions: [fetch]}}\n",
+         "notifications.endpoints[0].ignore.actions[0]"),
+        ("notifications:\n  endpoints:\n  - {name: a, url: 'http://h/', ignoredmediatypes: [1]}\n",
+         "notifications.endpoints[0].ignoredmediatypes[0]"),
+        ("notifications:\n  endpoints: {name: a}\n", "notifications.endpoints"),
+        ("notifications:\n  journal: {maxevents: 0}\n", "notifications.journal.maxevents"),
+        ("notifications:\n  events: {includereferences: 1}\n", "notifications.events.includereferences"),
+    ],
+)
+def test_operations_bad_values_name_their_key(text, key):
+    with pytest.raises(ConfigError) as info:
+        parse(minimal(text))
+    assert info.value.key == key, str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_health_section():
+    config = parse(minimal(
+        "health:\n  storagedriver:\n    enabled: true\n    interval: 1m30s\n    threshold: 3\n"
+        "  file:\n  - file: /run/registryd/down\n    interval: 500ms\n  - file: /other\n"
+    ))
+    assert config.health.storagedriver is True
+    assert config.health.interval == 90.0
+    assert config.health.threshold == 3
+    assert [(f.path, f.interval) for f in config.health.files] == [
+        ("/run/registryd/down", 0.5), ("/other", 10.0)]
+    # Distribution's defaults: 10s, and one failure is enough
+    config = parse(minimal("health:\n  storagedriver: {enabled: false}\n"))
+    assert (config.health.storagedriver, config.health.interval, config.health.threshold) == (False, 10.0, 1)
+
+
+@pytest.mark.parametrize(
+    "value, seconds",
+    [("10s", 10.0), ("500ms", 0.5), ("1m30s", 90.0), ("1.5h", 5400.0), ("250us", 0.00025),
+     ("2\u00b5s", 2e-6), ("0", 0.0), (1_000_000_000, 1.0), ("1h2m3s4ms", 3723.004)],
+)
+def test_go_durations(value, seconds):
+    from registryd.config import _duration
+
+    assert _duration(value, "x") == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("value", ["", "s", "10", "10 s", "1x", "-1s", ".s", True, 1.5, [1]])
+def test_bad_go_durations(value):
+    from registryd.config import _duration
+
+    with pytest.raises(ConfigError) as info:
+        _duration(value, "some.key")
+    assert info.value.key == "some.key"
+
+
+def test_notifications_section_with_distribution_defaults(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    config = parse(minimal(textwrap.dedent(
+        """\
+        notifications:
+          events:
+            includereferences: true
+          endpoints:
+            - name: alistener
+              disabled: false
+              url: https://my.listener.com/event
+              headers:
+                Authorization: [Bearer token]
+              timeout: 500ms
+              threshold: 5
+              backoff: 2s
+              ignoredmediatypes:
+                - application/octet-stream
+              ignore:
+                mediatypes: [application/vnd.oci.image.config.v1+json]
+                actions: [pull, MOUNT]
+            - name: minimal
+              url: http://localhost:5003/callback
+            - name: quiet
+              url: http://localhost:5004/callback
+              disabled: true
+        """
+    )))
+    notifications = config.notifications
+    assert notifications.include_references is True
+    assert notifications.journal_directory == os.path.join(str(tmp_path), "notifications")
+    first, second, third = notifications.endpoints
+    assert first.name == "alistener"
+    assert first.url == "https://my.listener.com/event"
+    assert first.headers == {"Authorization": ["Bearer token"]}
+    assert (first.timeout, first.threshold, first.backoff) == (0.5, 5, 2.0)
+    assert first.ignored_media_types == (
+        "application/octet-stream", "application/vnd.oci.image.config.v1+json")
+    assert first.ignored_actions == ("pull", "mount")
+    assert (second.timeout, second.threshold, second.backoff) == (1.0, 10, 1.0)
+    assert second.headers == {} and second.ignored_actions == ()
+    assert third.disabled is True
+    assert [e.name for e in notifications.enabled_endpoints] == ["alistener", "minimal"]
+
+
+def test_notifications_journal_section():
+    config = parse(minimal("notifications:\n  journal: {directory: /var/lib/registryd/events, maxevents: 10}\n"))
+    assert config.notifications.journal_directory == "/var/lib/registryd/events"
+    assert config.notifications.journal_max_events == 10
+    assert config.notifications.endpoints == ()
+
+
+def test_log_formatter_fields_and_accesslog():
+    config = parse(minimal("log:\n  formatter: JSON\n  fields: {service: registry}\n"
+                           "  accesslog: {disabled: true}\n"))
+    assert config.log.formatter == "json"
+    assert config.log.fields == {"service": "registry"}
+    assert config.log.accesslog is False
+    config = parse(minimal())
+    assert (config.log.formatter, config.log.fields, config.log.accesslog) == (None, {}, True)
+
+
+# --- storage.maintenance, gc, manhole -------------------------------------------
+
+
+def test_maintenance_defaults_are_distributions():
+    from registryd.config import MaintenanceConfig, UploadPurgingConfig
+
+    maintenance = parse(minimal()).storage.maintenance
+    assert maintenance == MaintenanceConfig()
+    assert maintenance.upload_purging == UploadPurgingConfig(
+        enabled=True, age=168 * 3600.0, interval=24 * 3600.0, dry_run=False)
+    assert maintenance.read_only is False
+
+
+def test_maintenance_section():
+    config = parse(minimal(
+        "  maintenance:\n"
+        "    uploadpurging:\n      enabled: true\n      age: 2h30m\n      interval: 45m\n"
+        "      dryrun: true\n"
+        "    readonly:\n      enabled: true\n"
+    ))
+    purging = config.storage.maintenance.upload_purging
+    assert (purging.enabled, purging.age, purging.interval, purging.dry_run) == (
+        True, 9000.0, 2700.0, True)
+    assert config.storage.maintenance.read_only is True
+    off = parse(minimal("  maintenance:\n    uploadpurging: {enabled: false}\n"))
+    assert off.storage.maintenance.upload_purging.enabled is False
+
+
+@pytest.mark.parametrize("text, key, problem", [
+    ("    uploadpurging: {age: soon}\n", "storage.maintenance.uploadpurging.age", "duration"),
+    ("    uploadpurging: {interval: 0s}\n", "storage.maintenance.uploadpurging.interval",
+     "at least 1s"),
+    ("    uploadpurging: {enabled: yes please}\n", "storage.maintenance.uploadpurging.enabled",
+     "true or false"),
+    ("    uploadpurging: {ages: 1h}\n", "storage.maintenance.uploadpurging.ages", "unknown key"),
+    ("    readonly: {enabled: 1}\n", "storage.maintenance.readonly.enabled", "true or false"),
+    ("    readonly: true\n", "storage.maintenance.readonly", "mapping"),
+])
+def test_maintenance_errors_name_the_key(text, key, problem):
+    message = error_for(minimal("  maintenance:\n" + text))
+    assert message.startswith(f"{key}: ") and problem in message
+
+
+def test_gc_section():
+    from registryd.config import GCConfig
+
+    assert parse(minimal()).gc == GCConfig(
+        grace_period=3600.0, interval=None, delete_untagged=False, dry_run=False)
+    config = parse(minimal("gc:\n  graceperiod: 30m\n  interval: 24h\n  deleteuntagged: true\n"
+                           "  dryrun: true\n"))
+    assert config.gc == GCConfig(
+        grace_period=1800.0, interval=86400.0, delete_untagged=True, dry_run=True)
+    assert parse(minimal("gc: {interval: 0}\n")).gc.interval is None
+    assert parse(minimal("gc: {graceperiod: 0s}\n")).gc.grace_period == 0.0
+    assert error_for(minimal("gc: {interval: 10ms}\n")).startswith("gc.interval: must be 0")
+    assert error_for(minimal("gc: {graceperiod: -1h}\n")).startswith("gc.graceperiod: ")
+    assert error_for(minimal("gc: {schedule: daily}\n")).startswith("gc.schedule: unknown key")
+
+
+def test_manhole_section(tmp_path, monkeypatch):
+    from registryd.config import ManholeConfig
+
+    assert parse(minimal()).manhole is None
+    monkeypatch.chdir(tmp_path)
+    config = parse(minimal("manhole:\n  authorized_keys: keys\n"))
+    assert config.manhole == ManholeConfig(
+        authorized_keys=str(tmp_path / "keys"), listen="tcp:5022:interface=127.0.0.1",
+        user="admin", host_key=str(tmp_path / "manhole_host_key"))
+    config = parse(minimal(
+        "manhole:\n  listen: tcp:2222:interface=10.0.0.1\n  authorized_keys: /etc/k\n"
+        "  user: ops\n  host_key: /var/lib/registryd/hostkey\n"))
+    assert config.manhole == ManholeConfig(
+        authorized_keys="/etc/k", listen="tcp:2222:interface=10.0.0.1", user="ops",
+        host_key="/var/lib/registryd/hostkey")
+
+
+@pytest.mark.parametrize("text, key, problem", [
+    ("manhole: {}\n", "manhole.authorized_keys", "required"),
+    ("manhole: {authorized_keys: k, user: 'a b'}\n", "manhole.user", "user name"),
+    ("manhole: {authorized_keys: k, listen: ''}\n", "manhole.listen", "endpoint"),
+    ("manhole: {authorized_keys: ''}\n", "manhole.authorized_keys", "file path"),
+    ("manhole: {authorized_keys: k, password: x}\n", "manhole.password", "unknown key"),
+])
+def test_manhole_errors_name_the_key(text, key, problem):
+    message = error_for(minimal(text))
+    assert message.startswith(f"{key}: ") and problem in message
+
+
+# --- storage.redirect ----------------------------------------------------------
+
+
+def test_redirect_is_off_by_default():
+    assert parse(minimal()).storage.redirect is False
+    # Distribution's sample line alone does not turn it on in registryd.
+    assert parse(minimal("  redirect:\n    disable: false\n")).storage.redirect is False
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("  redirect:\n    enabled: true\n", True),
+        ("  redirect:\n    enabled: true\n    disable: false\n", True),
+        ("  redirect:\n    enabled: false\n", False),
+        ("  redirect:\n    disable: true\n", False),
+        ("  redirect:\n", False),
+    ],
+)
+def test_redirect_enabled_and_disable(text, expected):
+    assert parse(minimal(text)).storage.redirect is expected
+
+
+def test_redirect_enabled_and_disabled_at_once_is_refused():
+    message = error_for(minimal("  redirect:\n    enabled: true\n    disable: true\n"))
+    assert message.startswith("storage.redirect.disable: ")
+    assert "contradicts" in message
+
+
+@pytest.mark.parametrize("key", ["enabled", "disable"])
+def test_redirect_values_must_be_booleans(key):
+    message = error_for(minimal(f"  redirect:\n    {key}: yes please\n"))
+    assert message.startswith(f"storage.redirect.{key}: expected true or false")
+
+
+# --- auth and http.tls ---------------------------------------------------------
+
+
+def test_http_tls_section():
+    config = parse(minimal(
+        "http:\n  tls:\n    certificate: /etc/c.pem\n    key: /etc/k.pem\n"
+        "    clientcas: [/etc/ca1.pem, /etc/ca2.pem]\n    minimumtls: tls1.3\n"
+    ))
+    tls = config.http.tls
+    assert (tls.certificate, tls.key, tls.clientcas) == ("/etc/c.pem", "/etc/k.pem", ("/etc/ca1.pem", "/etc/ca2.pem"))
+    assert tls.clientauth == "require-and-verify-client-cert" and tls.minimumtls == "tls1.3"
+    assert parse(minimal()).http.tls is None
+
+
+@pytest.mark.parametrize("text, start", [
+    ("    certificate: /c\n", "http.tls.key: required"),
+    ("    certificate: /c\n    key: /k\n    minimumtls: tls1.0\n", "http.tls.minimumtls: tls1.0 is not supported"),
+    ("    certificate: /c\n    key: /k\n    clientauth: request-client-cert\n", "http.tls.clientauth: expected one of"),
+    ("    certificate: /c\n    key: /k\n    clientcas: /ca\n", "http.tls.clientcas: expected a list"),
+    ("    certificate: /c\n    key: /k\n    ciphersuites: []\n", "http.tls.ciphersuites: not supported by registryd yet"),
+])
+def test_http_tls_errors_name_the_key(text, start):
+    assert error_for(minimal("http:\n  tls:\n" + text)).startswith(start)
+
+
+AUTH_ALL = """\
+auth:
+  htpasswd: {realm: team, path: /etc/registryd/htpasswd}
+  token: {service: registry.example.com, issuer: registryd}
+  tokenserver: {key: /etc/registryd/token.key, expiration: 600}
+  access:
+    groups: {admins: [alice]}
+    rules:
+      - {repositories: ["public/**"], anonymous: true, actions: [pull]}
+      - {repositories: ["**"], groups: [admins], actions: ["*"]}
+      - {repositories: ["${user}/**"], users: ["*"], actions: [pull, push]}
+"""
+
+
+def test_auth_sections():
+    auth = parse(minimal(AUTH_ALL)).auth
+    assert auth.htpasswd.realm == "team" and auth.htpasswd.path == "/etc/registryd/htpasswd"
+    assert (auth.token.service, auth.token.issuer, auth.token.realm) == ("registry.example.com", "registryd", None)
+    assert auth.tokenserver.expiration == 600 and auth.tokenserver.key == "/etc/registryd/token.key"
+    assert auth.access.groups == {"admins": ("alice",)}
+    assert [rule.actions for rule in auth.access.rules] == [{"pull"}, {"*"}, {"pull", "push"}]
+    assert parse(minimal()).auth is None
+    external = parse(minimal(
+        "auth:\n  token: {realm: https://auth.example.com/token, service: s, issuer: i,"
+        " rootcertbundle: /b.pem, signingalgorithms: [RS256, ES256]}\n")).auth
+    assert external.token.algorithms == ("RS256", "ES256") and external.htpasswd is None
+
+
+@pytest.mark.parametrize("text, start", [
+    ("auth:\n  htpasswd: {realm: r}\n", "auth.htpasswd.path: required"),
+    ("auth:\n  token: {service: s, issuer: i, rootcertbundle: /b}\n", "auth.token.realm: required"),
+    ("auth:\n  token: {realm: r, service: s, issuer: i}\n", "auth.token: required: rootcertbundle or jwks"),
+    ("auth:\n  token: {realm: r, service: s, issuer: i, jwks: /j, signingalgorithms: [HS256]}\n",
+     "auth.token.signingalgorithms[0]: HS256 (a shared secret) is not supported"),
+    ("auth:\n  htpasswd: {realm: r, path: /p}\n  token: {realm: r, service: s, issuer: i, jwks: /j}\n",
+     "auth: configure one of htpasswd and token"),
+    ("auth:\n  tokenserver: {key: /k}\n", "auth.tokenserver: needs auth.token"),
+    ("auth:\n  token: {realm: r, service: s, issuer: i, jwks: /j}\n  access: {rules: []}\n",
+     "auth.access: access rules need auth.htpasswd"),
+    ("auth:\n  htpasswd: {realm: r, path: /p}\n  access:\n    rules:\n"
+     "      - {repositories: [a], groups: [devs], actions: [pull]}\n",
+     "auth.access.rules[0].groups: group 'devs' is not defined"),
+    ("auth:\n  htpasswd: {realm: r, path: /p}\n  access:\n    rules:\n"
+     "      - {repositories: [a], users: [x], actions: [pull, fly]}\n",
+     "auth.access.rules[0].actions[1]: expected one of pull, push, delete, *"),
+    ("auth:\n  htpasswd: {realm: r, path: /p}\n  access:\n    rules:\n"
+     "      - {repositories: [a], actions: [pull]}\n",
+     "auth.access.rules[0]: names nobody"),
+    ("auth:\n  htpasswd: {realm: r, path: /p}\n  access:\n    rules:\n"
+     "      - {repositories: ['A B'], users: [x], actions: [pull]}\n",
+     "auth.access.rules[0].repositories[0]: expected a repository name pattern"),
+    ("auth:\n  htpasswd: {realm: r, path: /p}\n  token: {service: s, issuer: i}\n"
+     "  tokenserver: {key: /k, expiration: 30}\n", "auth.tokenserver.expiration: expected at least 60"),
+])
+def test_auth_errors_name_the_key(text, start):
+    assert error_for(minimal(text)).startswith(start)
+
+
+def test_auth_files_are_checked_when_the_registry_is_made(tmp_path):
+    """registryd.auth.create reads the files and names the key of a bad one."""
+    from registryd.auth import create
+
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text("alice:$2y$05$PycBSUOjqvPLzhT6YjpAKuzt7V1wNOQVjs8NEy5jOODS3euN/ejFO\n")
+    key = tmp_path / "token.key"
+    key.write_text("not a key")
+    text = AUTH_ALL.replace("/etc/registryd/htpasswd", str(htpasswd)).replace("/etc/registryd/token.key", str(key))
+    with pytest.raises(ConfigError) as info:
+        create(parse(minimal(text)))
+    assert info.value.key == "auth.tokenserver.key"
+    from tests import certs
+
+    key.write_bytes(certs.key_pem(certs.new_key()))
+    authorizer, issuer = create(parse(minimal(text)))
+    assert issuer is not None and issuer.expiration == 600
+    htpasswd.write_text("broken\n")
+    with pytest.raises(ConfigError) as info:
+        create(parse(minimal(text)))
+    assert info.value.key == "auth.htpasswd.path"
+
+
+# --- workers (registryd's own key) -------------------------------------------
+
+
+def test_workers_default_number_and_auto():
+    import os
+
+    assert parse(minimal()).workers == 1
+    assert parse(minimal("workers: 3\n")).workers == 3
+    assert parse(minimal("workers: auto\n")).workers == max(1, os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("0", "expected 1 to 256 processes, got 0"),
+    ("1000", "expected 1 to 256 processes, got 1000"),
+    ("many", "expected a number of processes or 'auto'"),
+    ("true", "expected an integer"),
+    ("[2]", "expected an integer"),
+])
+def test_workers_errors_name_the_key(value, problem):
+    assert error_for(minimal(f"workers: {value}\n")).startswith(f"workers: {problem}")

@@ -30,7 +30,7 @@ def run_python(code, pythonpath):
 
 def test_builtin_factories_found():
     factories = find_driver_factories()
-    assert {"filesystem", "inmemory"} <= set(factories)
+    assert {"filesystem", "inmemory", "s3"} <= set(factories)
     for name, factory in factories.items():
         assert factory.name == name
         assert verifyObject(IStorageDriverFactory, factory)
@@ -65,7 +65,8 @@ def test_plugin_module_imports_nothing_heavy():
         import registryd.plugins.registryd_drivers
         heavy = [name for name in ("twisted.internet.reactor",
                                    "registryd.storage.drivers.filesystem",
-                                   "registryd.storage.drivers.memory")
+                                   "registryd.storage.drivers.memory",
+                                   "registryd.storage.drivers.s3", "botocore")
                  if name in sys.modules]
         print(heavy)
         """,
@@ -108,4 +109,6 @@ def test_third_party_plugin_directory_found(tmp_path):
         """,
         [PROJECT, str(tmp_path)],
     )
-    assert output.split("\n")[:2] == ["['filesystem', 'inmemory', 'thirdparty']", "InMemoryDriver"]
+    assert output.split("\n")[:2] == [
+        "['filesystem', 'inmemory', 's3', 'thirdparty']", "InMemoryDriver"
+    ]

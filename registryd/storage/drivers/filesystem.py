@@ -2,12 +2,17 @@
 
 It is the embedded default, so it has to be safe on a busy registry:
 
-- The reactor never waits for the disk.  Every call runs its blocking work
-  in the reactor's thread pool; each open reader and writer has its own
-  :class:`~registryd.threads.SerialWorker`, so its reads or writes happen
-  in order without holding a thread between them, and a client that
-  disconnects mid-upload (klein cancels the handler) still gets every
-  queued write applied before the file is closed.
+- The reactor never waits for the disk.  One-shot calls run in the
+  driver's own threads (:class:`~registryd.threads.BlockingExecutor`,
+  ``maxthreads`` of them at most); each open reader and writer has its own
+  :class:`~registryd.threads.SerialWorker` in the reactor's thread pool,
+  so its reads or writes happen in order without holding a thread between
+  them, and a client that disconnects mid-upload (klein cancels the
+  handler) still gets every queued write applied before the file is
+  closed.  A reader also offers its descriptor for ``sendfile``.
+  Small reads and stats that the kernel can answer from its caches are
+  done on the reactor thread (:mod:`~registryd.storage.drivers.nowait`
+  asks it to refuse rather than wait for the disk); the rest go to threads.
 - ``put_content`` writes ``<name>.<random>.tmp`` next to the target and
   renames it into place, so readers see the old or the new content, never
   a mix.  The model ignores ``*.tmp`` files, as Distribution does.
@@ -26,14 +31,14 @@ import secrets
 import shutil
 import stat as stat_module
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from zope.interface import implementer
 
 from registryd.interfaces import IStorageDriver, IStorageReader, IStorageWriter
 from registryd.storage.base import FileInfo, check_path
-from registryd.storage.drivers import InvalidParameter, check_parameters
+from registryd.storage.drivers import InvalidParameter, check_parameters, nowait
 from registryd.storage.errors import InvalidOffset, PathNotFound, StorageError
-from registryd.threads import SerialWorker
+from registryd.threads import BlockingExecutor, SerialWorker
 
 DEFAULT_ROOT = "./registry-data"
 DEFAULT_MAX_THREADS = 100  # Distribution's default
@@ -45,8 +50,10 @@ def from_parameters(parameters):
     ``rootdirectory`` is made absolute now, against the working directory at
     start-up, so a later ``chdir`` (twistd daemonising) cannot move it.
     ``maxthreads`` is accepted as Distribution accepts it (an integer or a
-    decimal string) so existing configs work; it is validated but does not
-    size anything yet: the reactor's thread pool does the work.
+    decimal string) so existing configs work; as there, it bounds how many
+    one-shot blocking calls (stat, small reads and writes, listings) run
+    at once (L{registryd.threads.BlockingExecutor}).  Streaming readers and
+    writers run in the reactor's thread pool.
     """
     section = check_parameters("filesystem", parameters, {"rootdirectory", "maxthreads"})
     root = section.get("rootdirectory", DEFAULT_ROOT)
@@ -166,6 +173,10 @@ def _close_all(files):
 def _stat(full, path):
     with _reading(path):
         result = os.stat(full)
+    return _file_info(path, result)
+
+
+def _file_info(path, result):
     is_dir = stat_module.S_ISDIR(result.st_mode)
     return FileInfo(
         path=path,
@@ -231,6 +242,7 @@ class FilesystemDriver:
         self.root = os.path.abspath(os.fspath(root))
         self.max_threads = max_threads
         self._reactor = reactor
+        self._executor = BlockingExecutor(reactor, max_threads, name="registryd-filesystem")
 
     def __repr__(self):
         return f"<FilesystemDriver at {self.root!r}>"
@@ -257,8 +269,7 @@ class FilesystemDriver:
         return self._reactor
 
     def _in_thread(self, function, *args):
-        reactor = self._get_reactor()
-        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), function, *args)
+        return self._executor.run(function, *args)
 
     def _serial_worker(self):
         reactor = self._get_reactor()
@@ -280,7 +291,12 @@ class FilesystemDriver:
         return defer.maybeDeferred(self._get_content, path)
 
     def _get_content(self, path):
-        return self._in_thread(_read_file, self._host_file_path(path, PathNotFound), path)
+        full = self._host_file_path(path, PathNotFound)
+        with _reading(path):
+            content = nowait.read_small_file(full)
+        if content is not nowait.WOULD_BLOCK:
+            return content  # from the caches, without waiting for the disk
+        return self._in_thread(_read_file, full, path)
 
     def put_content(self, path, content):
         return defer.maybeDeferred(self._put_content, path, content)
@@ -312,7 +328,15 @@ class FilesystemDriver:
         return FileWriter(file, full, path, size, worker)
 
     def stat(self, path):
-        return defer.maybeDeferred(lambda: self._in_thread(_stat, self._host_path(path), path))
+        return defer.maybeDeferred(self._stat, path)
+
+    def _stat(self, path):
+        full = self._host_path(path)
+        with _reading(path):
+            result = nowait.stat_cached(full)
+        if result is not nowait.WOULD_BLOCK:
+            return _file_info(path, result)
+        return self._in_thread(_stat, full, path)
 
     def list(self, path):
         return defer.maybeDeferred(lambda: self._in_thread(_list, self._host_path(path), path))
@@ -374,6 +398,15 @@ class FileReader:
             data = self._file.read(length)
         self.offset += len(data)
         return data
+
+    def fileno(self):
+        """The open file's descriptor, valid until :meth:`close`: lets
+        L{registryd.web.BlobSender} send the bytes from C{offset} with
+        ``sendfile`` instead of reading them (reads move C{offset}; the
+        sender does not)."""
+        if self._closed:
+            raise ValueError(f"{self.path}: reader is closed")
+        return self._file.fileno()
 
     def close(self):
         if self._closed:

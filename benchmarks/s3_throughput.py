@@ -1,0 +1,387 @@
+#!/usr/bin/env python3
+"""Push and pull throughput on S3: registryd's s3 driver and Debian's
+docker-registry (CNCF Distribution 2.8) s3 driver, side by side, on the
+same OpenStack Swift (s3api) on loopback.
+
+    python benchmarks/s3_throughput.py             # 256 MiB blobs, 3 rounds
+    python benchmarks/s3_throughput.py --quick     # 64 MiB blobs, 2 rounds
+
+Swift is started with the project's ``swift-s3.sh`` (tests/s3/swift.py)
+into a temporary directory on free ports and stopped at the end.  Both
+registries get the same storage section (bucket, region, endpoint, path
+style, 10 MiB parts, each under its own rootdirectory), deletes enabled,
+redirects off (so both serve the bytes themselves) and log level warn.
+Every workload runs against one registry and then the other, round after
+round, so a noisy neighbour hits both alike; the table gives the median
+per workload and the ratio registryd / docker-registry.
+
+Workloads:
+
+* push: ``POST`` then one ``PUT ?digest=`` with the whole blob as body;
+  and chunked: ``POST``, ``PATCH`` 16 MiB ``Content-Range`` chunks,
+  ``PUT ?digest=``.  Bodies are streamed from a file.
+* pull: one ``GET`` of the whole blob; and 4 concurrent ``GET``s.
+* small image: 10 blobs of 256 KiB and a manifest (per-request overhead,
+  where S3 round trips dominate).
+* peak RSS of the registry process over the run (bounded memory while
+  streaming blobs of any size through multipart uploads).
+
+Needs ``docker-registry`` (apt-get install docker-registry), psutil, and
+what ``swift-s3.sh`` installs.
+"""
+
+import argparse
+import hashlib
+import http.client
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.e2e import tools  # noqa: E402
+from tests.s3.swift import SwiftS3  # noqa: E402
+
+MIB = 1024 * 1024
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+# ------------------------------------------------------------------ servers
+
+
+def storage_section(swift, prefix):
+    return swift.parameters(prefix, chunksize=10 * MIB)
+
+
+class S3Registryd(tools.Registryd):
+    name = "registryd-s3"
+
+    def __init__(self, storage, **kwargs):
+        super().__init__(**kwargs)
+        self.storage = storage
+
+    def config(self):
+        return {
+            "version": "0.1",
+            "log": {"level": "warn"},
+            "storage": {
+                "s3": self.storage, "delete": {"enabled": True},
+                "maintenance": {"uploadpurging": {"enabled": False}},
+            },
+        }
+
+
+class S3Distribution(tools.DistributionRegistry):
+    name = "distribution-s3"
+
+    def __init__(self, storage, **kwargs):
+        super().__init__(**kwargs)
+        self.storage = storage
+
+    def config(self):
+        return {
+            "version": "0.1",
+            "log": {"level": "warn", "accesslog": {"disabled": True}},
+            "http": {"addr": f"127.0.0.1:{self.port}"},
+            "storage": {
+                "s3": dict(self.storage, v4auth=True),
+                "delete": {"enabled": True},
+                "redirect": {"disable": True},
+                "maintenance": {"uploadpurging": {"enabled": False}},
+            },
+        }
+
+    def environment(self):
+        # aws-sdk-go v1 refuses to start with AWS_CA_BUNDLE set (it cannot
+        # apply it to Distribution's HTTP transport); credentials come from
+        # the configuration.
+        return tools._clean_env(("REGISTRY_", "OTEL_", "AWS_"))
+
+
+class PeakRSS:
+    """Samples a process tree's resident memory in a thread."""
+
+    def __init__(self, pid):
+        import psutil
+
+        self.process = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        import psutil
+
+        while not self._stop.wait(0.05):
+            try:
+                processes = [self.process] + self.process.children(recursive=True)
+                rss = sum(p.memory_info().rss for p in processes)
+            except psutil.NoSuchProcess:
+                return
+            self.peak = max(self.peak, rss)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+# ------------------------------------------------------------------ client
+
+
+def connection(url):
+    host, port = url.split("//", 1)[1].split(":")
+    return http.client.HTTPConnection(host, int(port), timeout=600, blocksize=MIB)
+
+
+def request(url, method, target, body=None, headers=None):
+    conn = connection(url)
+    try:
+        conn.request(method, target, body=body, headers=headers or {})
+        response = conn.getresponse()
+        data = response.read()
+        return response.status, response, data
+    finally:
+        conn.close()
+
+
+def expect(status, wanted, what, data=b""):
+    if status != wanted:
+        raise RuntimeError(f"{what}: HTTP {status}, wanted {wanted}: {data[:300]!r}")
+
+
+def path_of(location):
+    """The path and query of a Location header (absolute or not)."""
+    parts = urlsplit(location)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+class Blob:
+    """A blob file: C{prefix} (16 distinct bytes per push, so no push finds
+    the blob already stored) then the shared random C{path}."""
+
+    def __init__(self, path, size, prefix):
+        self.path, self.size, self.prefix = path, size, prefix
+        hasher = hashlib.sha256(prefix)
+        with open(path, "rb") as file:
+            while chunk := file.read(MIB):
+                hasher.update(chunk)
+        self.digest = "sha256:" + hasher.hexdigest()
+        self.length = len(prefix) + size
+
+    def pieces(self, start=0, end=None):
+        """The bytes from C{start} to C{end}, in 1 MiB pieces."""
+        end = self.length if end is None else end
+        whole = len(self.prefix)
+        if start < whole:
+            yield self.prefix[start:min(end, whole)]
+            start = whole
+        with open(self.path, "rb") as file:
+            file.seek(start - whole)
+            remaining = end - start
+            while remaining > 0:
+                chunk = file.read(min(MIB, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                yield chunk
+
+
+def push_monolithic(url, name, blob):
+    status, response, data = request(url, "POST", f"/v2/{name}/blobs/uploads/", b"",
+                                     {"Content-Length": "0"})
+    expect(status, 202, "POST", data)
+    target = path_of(response.getheader("Location"))
+    separator = "&" if "?" in target else "?"
+    status, _, data = request(url, "PUT", f"{target}{separator}digest={blob.digest}", blob.pieces(),
+                              {"Content-Length": str(blob.length),
+                               "Content-Type": "application/octet-stream"})
+    expect(status, 201, "PUT", data)
+
+
+def push_chunked(url, name, blob, chunk=16 * MIB):
+    status, response, data = request(url, "POST", f"/v2/{name}/blobs/uploads/", b"",
+                                     {"Content-Length": "0"})
+    expect(status, 202, "POST", data)
+    target = path_of(response.getheader("Location"))
+    offset = 0
+    while offset < blob.length:
+        end = min(offset + chunk, blob.length)
+        status, response, data = request(url, "PATCH", target, blob.pieces(offset, end), {
+            "Content-Length": str(end - offset), "Content-Range": f"{offset}-{end - 1}",
+            "Content-Type": "application/octet-stream",
+        })
+        expect(status, 202, "PATCH", data)
+        target = path_of(response.getheader("Location"))
+        offset = end
+    separator = "&" if "?" in target else "?"
+    status, _, data = request(url, "PUT", f"{target}{separator}digest={blob.digest}", b"",
+                              {"Content-Length": "0"})
+    expect(status, 201, "PUT", data)
+
+
+def pull(url, name, digest, expected):
+    conn = connection(url)
+    try:
+        conn.request("GET", f"/v2/{name}/blobs/{digest}")
+        response = conn.getresponse()
+        expect(response.status, 200, "GET", b"")
+        received = 0
+        while chunk := response.read(MIB):
+            received += len(chunk)
+        if received != expected:
+            raise RuntimeError(f"GET {digest}: {received} bytes, wanted {expected}")
+    finally:
+        conn.close()
+
+
+def push_small_image(url, name, tag, blobs=10, size=256 * 1024):
+    layers = []
+    for _ in range(blobs):
+        data = os.urandom(size)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        status, response, body = request(
+            url, "POST", f"/v2/{name}/blobs/uploads/?digest={digest}", data,
+            {"Content-Length": str(len(data)), "Content-Type": "application/octet-stream"},
+        )
+        if status == 202:  # no monolithic POST: PUT to the session
+            target = path_of(response.getheader("Location"))
+            separator = "&" if "?" in target else "?"
+            status, _, body = request(url, "PUT", f"{target}{separator}digest={digest}", data,
+                                      {"Content-Length": str(len(data))})
+        expect(status, 201, "blob", body)
+        layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest,
+                       "size": len(data)})
+    config = json.dumps({"architecture": "amd64", "os": "linux", "tag": tag}).encode()
+    digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    status, response, body = request(url, "POST", f"/v2/{name}/blobs/uploads/?digest={digest}",
+                                     config, {"Content-Length": str(len(config))})
+    if status == 202:
+        target = path_of(response.getheader("Location"))
+        separator = "&" if "?" in target else "?"
+        status, _, body = request(url, "PUT", f"{target}{separator}digest={digest}", config,
+                                  {"Content-Length": str(len(config))})
+    expect(status, 201, "config", body)
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest,
+                   "size": len(config)},
+        "layers": layers,
+    }).encode()
+    status, _, body = request(url, "PUT", f"/v2/{name}/manifests/{tag}", manifest,
+                              {"Content-Type": OCI_MANIFEST, "Content-Length": str(len(manifest))})
+    expect(status, 201, "manifest", body)
+
+
+# ------------------------------------------------------------------ runs
+
+
+def timed(function, *args):
+    started = time.monotonic()
+    function(*args)
+    return time.monotonic() - started
+
+
+def run(args):
+    work = Path(tempfile.mkdtemp(prefix="s3bench-"))
+    swift = SwiftS3(work / "swift")
+    problem = swift.start()
+    if problem:
+        raise SystemExit(f"Swift did not start:\n{problem}")
+    servers = {}
+    try:
+        swift.make_bucket()
+        servers["registryd"] = S3Registryd(
+            storage_section(swift, "bench-registryd"), tmpdir=work / "registryd").start()
+        servers["docker-registry"] = S3Distribution(
+            storage_section(swift, "bench-distribution"), tmpdir=work / "distribution").start()
+        memory = {label: PeakRSS(server.pid) for label, server in servers.items()}
+
+        base = work / "blob.bin"
+        random_block = bytearray(os.urandom(MIB))
+        with open(base, "wb") as file:
+            for index in range(args.size // MIB):
+                random_block[:8] = index.to_bytes(8, "big")
+                file.write(random_block)
+        size = (args.size // MIB) * MIB
+
+        results = {label: {} for label in servers}
+        counter = [0]
+
+        def fresh_blob():
+            counter[0] += 1
+            return Blob(base, size, counter[0].to_bytes(16, "big"))
+
+        for round_number in range(args.rounds):
+            for label, server in servers.items():
+                url, name = server.url, "bench/app"
+                record = results[label]
+                blob = fresh_blob()
+                seconds = timed(push_monolithic, url, name, blob)
+                record.setdefault("push (one PUT)", []).append(blob.length / MIB / seconds)
+                chunked = fresh_blob()
+                seconds = timed(push_chunked, url, name, chunked)
+                record.setdefault("push (16 MiB PATCHes)", []).append(chunked.length / MIB / seconds)
+                seconds = timed(pull, url, name, blob.digest, blob.length)
+                record.setdefault("pull (one GET)", []).append(blob.length / MIB / seconds)
+
+                def concurrent_pulls():
+                    threads = [threading.Thread(target=pull, args=(url, name, blob.digest, blob.length))
+                               for _ in range(4)]
+                    for thread in threads:
+                        thread.start()
+                    for thread in threads:
+                        thread.join()
+
+                seconds = timed(concurrent_pulls)
+                record.setdefault("pull (4 concurrent GETs)", []).append(4 * blob.length / MIB / seconds)
+                seconds = timed(push_small_image, url, "bench/small", f"r{round_number}")
+                record.setdefault("small image push (10 x 256 KiB), s", []).append(seconds)
+                print(f"round {round_number + 1} {label}: "
+                      + ", ".join(f"{key} {values[-1]:.1f}" for key, values in record.items()),
+                      flush=True)
+
+        peaks = {label: sampler.stop() for label, sampler in memory.items()}
+        print()
+        print(f"Blob size {size // MIB} MiB, {args.rounds} rounds, medians; Swift s3api on loopback;"
+              f" {os.cpu_count()} CPUs")
+        labels = list(servers)
+        print(f"{'workload':<40}{labels[0]:>14}{labels[1]:>18}{'ratio':>8}")
+        for workload in results[labels[0]]:
+            values = [statistics.median(results[label][workload]) for label in labels]
+            unit = "" if workload.endswith(", s") else " MiB/s"
+            ratio = values[0] / values[1] if values[1] else float("nan")
+            print(f"{workload + unit:<40}{values[0]:>14.1f}{values[1]:>18.1f}{ratio:>8.2f}")
+        print(f"{'peak RSS, MiB':<40}{peaks[labels[0]] / MIB:>14.0f}{peaks[labels[1]] / MIB:>18.0f}"
+              f"{peaks[labels[0]] / peaks[labels[1]]:>8.2f}")
+    finally:
+        for server in servers.values():
+            server.stop()
+        swift.stop()
+        tools._remove_tree(str(work))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="256M", help="blob size (default 256M)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="64 MiB blobs, 2 rounds")
+    args = parser.parse_args()
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    text = args.size
+    args.size = int(float(text[:-1]) * units[text[-1].upper()]) if text[-1].upper() in units else int(text)
+    if args.quick:
+        args.size, args.rounds = 64 * MIB, 2
+    run(args)
+
+
+if __name__ == "__main__":
+    main()

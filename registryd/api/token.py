@@ -1,0 +1,120 @@
+"""``/auth/token``: registryd's built-in token server (see
+``registryd.auth.issuer``), in Docker's ``GET`` form and the OAuth2 ``POST``
+form.  Errors are registry errors like everywhere else (Docker's client
+reads both that and the OAuth2 shape)."""
+
+import json
+
+from twisted.cred.error import UnauthorizedLogin
+from twisted.logger import Logger
+
+from registryd import errors
+from registryd.api.base import respond
+from registryd.auth.headers import (
+    MalformedAuthorization,
+    authorization,
+    basic_credentials,
+    challenge,
+)
+
+
+log = Logger()
+
+
+def _args(request, name):
+    values = request.args.get(name.encode("ascii"), [])
+    try:
+        return [value.decode("utf-8") for value in values]
+    except UnicodeDecodeError:
+        raise errors.Unsupported(f"parameter {name!r} is not UTF-8", status=400) from None
+
+
+def _one(request, name):
+    values = _args(request, name)
+    if len(values) > 1:
+        raise errors.Unsupported(f"parameter {name!r} given more than once", status=400)
+    return values[0] if values else None
+
+
+def _unauthorized(issuer, message):
+    return errors.Unauthorized(
+        message, headers={"WWW-Authenticate": challenge("Basic", realm=issuer.basic_realm)}
+    )
+
+
+async def _check_password(issuer, credentials):
+    try:
+        return await issuer.checker.requestAvatarId(credentials)
+    except UnauthorizedLogin:
+        log.info("failed token server login for {user!r}",
+                 user=credentials.username.decode("utf-8", "replace")[:100])
+        raise _unauthorized(issuer, "invalid username or password") from None
+
+
+async def get_token(issuer, request):
+    """Docker's token request: Basic credentials (or none: anonymous)."""
+    issuer.check_service(_one(request, "service"))
+    requested = issuer.requested(_args(request, "scope"))
+    user = None
+    try:
+        header = authorization(request)
+        if header is not None:
+            if header[0] != "basic":
+                raise MalformedAuthorization("the token server takes Basic credentials")
+            user = await _check_password(issuer, basic_credentials(header[1]))
+    except MalformedAuthorization as error:
+        raise _unauthorized(issuer, str(error)) from None
+    granted = issuer.grant(user, requested)
+    token, issued_at, expires_in = issuer.access_token(user, granted)
+    body = {"token": token, "access_token": token, "expires_in": expires_in, "issued_at": issued_at}
+    if user is not None and (_one(request, "offline_token") or "").lower() == "true":
+        body["refresh_token"] = issuer.refresh_token(user)
+    return _answer(request, body)
+
+
+async def post_token(issuer, request):
+    """The OAuth2 form: ``grant_type=password`` or ``refresh_token``."""
+    content_type = (request.getHeader("content-type") or "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise errors.Unsupported("expected an application/x-www-form-urlencoded body", status=400)
+    issuer.check_service(_one(request, "service"))
+    requested = issuer.requested(_args(request, "scope"))
+    grant_type = _one(request, "grant_type")
+    refresh_token = None
+    if grant_type == "password":
+        from twisted.cred.credentials import UsernamePassword
+
+        username, password = _one(request, "username"), _one(request, "password")
+        if not username or password is None:
+            raise errors.Unsupported("grant_type=password needs username and password", status=400)
+        user = await _check_password(
+            issuer, UsernamePassword(username.encode("utf-8"), password.encode("utf-8"))
+        )
+        if _one(request, "access_type") == "offline":
+            refresh_token = issuer.refresh_token(user)
+    elif grant_type == "refresh_token":
+        given = _one(request, "refresh_token")
+        if not given:
+            raise errors.Unsupported("grant_type=refresh_token needs refresh_token", status=400)
+        user = issuer.user_from_refresh_token(given)
+        refresh_token = given
+    else:
+        raise errors.Unsupported(
+            f"grant_type must be password or refresh_token, got {grant_type!r}", status=400
+        )
+    granted = issuer.grant(user, requested)
+    token, issued_at, expires_in = issuer.access_token(user, granted)
+    body = {
+        "access_token": token, "token": token, "expires_in": expires_in, "issued_at": issued_at,
+        "scope": " ".join(access.scope() for access in granted),
+    }
+    if refresh_token is not None:
+        body["refresh_token"] = refresh_token
+    return _answer(request, body)
+
+
+def _answer(request, body):
+    request.setHeader("Cache-Control", "no-store")
+    request.setHeader("Pragma", "no-cache")
+    return respond(request, 200, body=json.dumps(body).encode("utf-8"),
+                   content_type="application/json")

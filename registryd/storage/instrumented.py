@@ -1,0 +1,149 @@
+"""A storage driver wrapper that measures every call.
+
+``InstrumentedDriver(driver)`` provides ``IStorageDriver`` by delegating to
+C{driver}, timing each call into ``registryd_storage_operation_duration_seconds``
+and counting failures into ``registryd_storage_errors_total``.  Wrapping
+(rather than instrumenting each driver) means third-party drivers are
+measured too, and no driver needs to know about Prometheus.
+
+A missing path (``PathNotFound``) or a read past the end
+(``InvalidOffset``) is an answer, not a failure: the model asks for paths
+that may not exist all the time, so those are not counted as errors.
+Readers and writers are wrapped too: a disk that fills up fails in
+``write``, not in ``writer``.
+"""
+
+import time
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from registryd import metrics
+from registryd.interfaces import IStorageDriver, IStorageReader, IStorageWriter
+from registryd.storage.errors import InvalidOffset, PathNotFound
+
+_ANSWERS = (PathNotFound, InvalidOffset)
+
+
+class _Measure:
+    """Times calls of one driver and counts their failures."""
+
+    def __init__(self, driver_name):
+        self.driver_name = driver_name
+
+    def call(self, operation, function, *args, **kwargs):
+        started = time.monotonic()
+        result = defer.maybeDeferred(function, *args, **kwargs)
+
+        def observe(outcome):
+            metrics.STORAGE_OPERATION_DURATION.labels(self.driver_name, operation).observe(
+                time.monotonic() - started
+            )
+            if isinstance(outcome, Failure) and not outcome.check(
+                *_ANSWERS, defer.CancelledError
+            ):
+                metrics.STORAGE_ERRORS.labels(
+                    self.driver_name, operation, outcome.type.__name__
+                ).inc()
+            return outcome
+
+        return result.addBoth(observe)
+
+
+@implementer(IStorageDriver)
+class InstrumentedDriver:
+    """C{driver}, measured.  Unknown attributes are the wrapped driver's."""
+
+    def __init__(self, driver):
+        self.wrapped = driver
+        self.name = getattr(driver, "name", type(driver).__name__)
+        self._measure = _Measure(self.name)
+
+    def __getattr__(self, name):
+        return getattr(self.wrapped, name)
+
+    def __repr__(self):
+        return f"<InstrumentedDriver {self.wrapped!r}>"
+
+    def get_content(self, path):
+        return self._measure.call("get_content", self.wrapped.get_content, path)
+
+    def put_content(self, path, content):
+        return self._measure.call("put_content", self.wrapped.put_content, path, content)
+
+    def reader(self, path, offset=0):
+        result = self._measure.call("reader", self.wrapped.reader, path, offset)
+        return result.addCallback(_InstrumentedReader, self._measure)
+
+    def writer(self, path, append=False):
+        result = self._measure.call("writer", self.wrapped.writer, path, append)
+        return result.addCallback(_InstrumentedWriter, self._measure)
+
+    def stat(self, path):
+        return self._measure.call("stat", self.wrapped.stat, path)
+
+    def list(self, path):
+        return self._measure.call("list", self.wrapped.list, path)
+
+    def list_many(self, paths):
+        return self._measure.call("list_many", self.wrapped.list_many, paths)
+
+    def move(self, source, destination):
+        return self._measure.call("move", self.wrapped.move, source, destination)
+
+    def delete(self, path):
+        return self._measure.call("delete", self.wrapped.delete, path)
+
+    def redirect_url(self, path, method):
+        return self._measure.call("redirect_url", self.wrapped.redirect_url, path, method)
+
+
+@implementer(IStorageReader)
+class _InstrumentedReader:
+    def __init__(self, reader, measure):
+        self._reader = reader
+        self._measure = measure
+
+    @property
+    def size(self):
+        return self._reader.size
+
+    @property
+    def offset(self):
+        return self._reader.offset
+
+    def __getattr__(self, name):
+        return getattr(self._reader, name)
+
+    def read(self, length):
+        return self._measure.call("read", self._reader.read, length)
+
+    def close(self):
+        return self._measure.call("reader.close", self._reader.close)
+
+
+@implementer(IStorageWriter)
+class _InstrumentedWriter:
+    def __init__(self, writer, measure):
+        self._writer = writer
+        self._measure = measure
+
+    @property
+    def size(self):
+        return self._writer.size
+
+    def __getattr__(self, name):
+        return getattr(self._writer, name)
+
+    def write(self, data):
+        return self._measure.call("write", self._writer.write, data)
+
+    def close(self):
+        return self._measure.call("writer.close", self._writer.close)
+
+    def commit(self):
+        return self._measure.call("commit", self._writer.commit)
+
+    def cancel(self):
+        return self._measure.call("cancel", self._writer.cancel)

@@ -1,0 +1,447 @@
+"""Worker mode: several processes serving HTTP on the same sockets.
+
+One reactor is one thread of Python: on a machine with several cores it
+serves small requests (manifest GETs, blob HEADs) at the speed of one.
+With ``workers: N`` (or ``--workers N``), the process twistd starts (the
+*main* process) binds the listening sockets as usual and then starts N-1
+*worker* processes that accept connections on the same sockets (the
+descriptors are inherited; the kernel hands each new connection to one
+process).  Nothing is shared in memory: every process serves the same
+storage, where all authoritative state already lives (upload hash states
+are a per-process optimisation, rebuilt from storage when an upload
+continues in another process), exactly as several nodes behind a load
+balancer would.
+
+What must exist once stays in the main process: the manhole, the debug
+listener (``/metrics`` counts the main process's requests only), upload
+purging and scheduled garbage collection (as with several nodes, the
+grace period protects pushes running in other processes), and the
+notification journals.  A worker builds notification events as usual and
+passes each encoded event line to the main process over a pipe; the main
+process queues it on the endpoint of that name.
+
+The main process restarts a worker that exits, stops the workers when it
+stops, and forwards ``SIGHUP`` (reload) to them.  A worker exits when the
+main process goes away (its stdin, a pipe from the main process, closes).
+"""
+
+import argparse
+import os
+import signal
+import socket
+import sys
+
+import attr
+from twisted.application.service import Service
+from twisted.internet import defer, protocol
+from twisted.logger import Logger
+
+log = Logger()
+
+#: Timers that must run in one process only (registryd.admin.maintenance).
+SINGLETON_TIMERS = frozenset({"upload purging", "garbage collection"})
+
+#: Seconds before a worker that exited is started again (doubling up to
+#: the maximum while workers keep failing quickly).
+RESTART_DELAY = 1.0
+MAX_RESTART_DELAY = 30.0
+#: Seconds a stopping worker gets before SIGKILL.
+STOP_TIMEOUT = 15.0
+
+_FAMILIES = {"inet": socket.AF_INET, "inet6": socket.AF_INET6, "unix": socket.AF_UNIX}
+
+
+def _family_name(address):
+    kind = type(address).__name__
+    if kind == "IPv6Address":
+        return "inet6"
+    if kind == "UNIXAddress":
+        return "unix"
+    return "inet"
+
+
+def accept_one_at_a_time(port):
+    """Make a listening port accept one connection per wake-up.
+
+    Twisted's port accepts up to 100 pending connections (a number it
+    raises while they keep coming) each time the socket is readable.  With
+    several processes on one socket, all are woken and the first takes
+    every connection waiting (measured: 64 of 64 wrk connections, the
+    workers none).  Taking one at a time lets the processes share them.
+    """
+    cls = port.__class__
+    if getattr(cls, "_registryd_one_accept", False):
+        return port
+    fair = type(
+        cls.__name__, (cls,),
+        {
+            "numberAccepts": property(lambda self: 1, lambda self, value: None),
+            "_registryd_one_accept": True,
+            "__module__": cls.__module__,
+        },
+    )
+    port.__class__ = fair
+    return port
+
+
+def _package_path():
+    """The directory holding the ``registryd`` package, for the workers'
+    PYTHONPATH (the main process may have found it through its working
+    directory or twistd's path handling)."""
+    import registryd
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(registryd.__file__)))
+
+
+class WorkerPool(Service):
+    """In the main process: starts, watches and stops the worker processes."""
+
+    name = "workers"
+
+    def __init__(self, registry_service, count, config_path=None, listen=(), reactor=None):
+        """
+        @param registry_service: the main process's RegistryService, whose
+            listeners the workers share (started before this service).
+        @param count: processes in all, this one included.
+        @param config_path: the configuration file workers read (None: the
+            default configuration).
+        @param listen: C{--listen} endpoints given on the command line, if
+            any (workers need them to find each listener's TLS settings).
+        """
+        self._service = registry_service
+        self.count = count
+        self.config_path = config_path
+        self.listen = tuple(listen)
+        self._reactor = reactor
+        self._sockets = []  # [(fd, family name)] of the shared listeners
+        self.processes = {}  # index -> IProcessTransport
+        self._delays = {}
+        self._restarts = {}  # index -> IDelayedCall
+        self._exited = {}  # index -> Deferred firing when it exits
+        self._stopping = False
+        self._previous_sighup = None
+
+    def _get_reactor(self):
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        return self._reactor
+
+    def startService(self):
+        super().startService()
+        self._stopping = False
+        self._started = defer.ensureDeferred(self._start())
+        self._started.addErrback(lambda failure: log.failure("worker processes not started", failure))
+
+    async def _start(self):
+        sockets = []
+        for listener in self._service.listeners:
+            waiting = getattr(listener, "_waitingForPort", None)
+            if waiting is None:
+                raise RuntimeError(f"cannot find the socket of {listener.name}")
+            port = accept_one_at_a_time(await waiting)
+            sockets.append((port.fileno(), _family_name(port.getHost())))
+        self._sockets = sockets
+        for index in range(1, self.count):
+            self._spawn(index)
+        self._install_sighup()
+
+    def _arguments(self, index):
+        arguments = [sys.executable, "-m", "registryd.workers", "--index", str(index)]
+        if self.config_path:
+            arguments += ["--config", self.config_path]
+        for endpoint in self.listen:
+            arguments += ["--listen", endpoint]
+        for number, (_, family) in enumerate(self._sockets):
+            arguments += ["--listen-fd", f"{3 + number}:{family}"]
+        arguments += ["--events-fd", str(self._events_fd)]
+        return arguments
+
+    @property
+    def _events_fd(self):
+        return 3 + len(self._sockets)
+
+    def _spawn(self, index):
+        if self._stopping:
+            return
+        self._restarts.pop(index, None)
+        child_fds = {0: "w", 1: 1, 2: 2, self._events_fd: "r"}
+        for number, (fd, _) in enumerate(self._sockets):
+            child_fds[3 + number] = fd
+        environment = dict(os.environ)
+        path = environment.get("PYTHONPATH")
+        environment["PYTHONPATH"] = _package_path() + (os.pathsep + path if path else "")
+        self._exited[index] = defer.Deferred()
+        self.processes[index] = self._get_reactor().spawnProcess(
+            _WorkerProtocol(self, index), sys.executable, self._arguments(index),
+            env=environment, childFDs=child_fds,
+        )
+        log.info("worker {index} started (pid {pid})", index=index, pid=self.processes[index].pid)
+
+    def _worker_exited(self, index, reason):
+        self.processes.pop(index, None)
+        exited = self._exited.pop(index, None)
+        if exited is not None:
+            exited.callback(None)
+        if self._stopping:
+            return
+        delay = self._delays.get(index, RESTART_DELAY)
+        self._delays[index] = min(delay * 2, MAX_RESTART_DELAY)
+        log.warn(
+            "worker {index} exited ({reason}); starting it again in {delay:.0f}s",
+            index=index, reason=reason.getErrorMessage(), delay=delay,
+        )
+        self._restarts[index] = self._get_reactor().callLater(delay, self._spawn, index)
+
+    def _worker_ready(self, index):
+        self._delays.pop(index, None)
+
+    def deliver_event(self, name, line):
+        """An event line a worker built for notification endpoint C{name}."""
+        operations = getattr(self._service, "operations", None)
+        notifications = getattr(operations, "notifications", None)
+        if notifications is None:
+            return
+        endpoint = notifications.endpoints.get(name)
+        if endpoint is not None:
+            endpoint.enqueue(line)
+
+    def signal_all(self, name):
+        for process in list(self.processes.values()):
+            try:
+                process.signalProcess(name)
+            except Exception:  # already gone
+                pass
+
+    def _install_sighup(self):
+        previous = signal.getsignal(signal.SIGHUP)
+        if not callable(previous):
+            return  # nobody reloads on SIGHUP here (not under twistd)
+        reactor = self._get_reactor()
+
+        def on_sighup(signum, frame):
+            previous(signum, frame)
+            reactor.callFromThread(self.signal_all, "HUP")
+
+        self._previous_sighup = previous
+        signal.signal(signal.SIGHUP, on_sighup)
+
+    def stopService(self):
+        super().stopService()
+        self._stopping = True
+        if self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
+        for call in self._restarts.values():
+            if call.active():
+                call.cancel()
+        self._restarts.clear()
+        waiting = list(self._exited.values())
+        self.signal_all("TERM")
+        if not waiting:
+            return None
+        killer = self._get_reactor().callLater(STOP_TIMEOUT, self.signal_all, "KILL")
+
+        def stopped(result):
+            if killer.active():
+                killer.cancel()
+            return None
+
+        return defer.DeferredList(waiting).addBoth(stopped)
+
+
+class _WorkerProtocol(protocol.ProcessProtocol):
+    def __init__(self, pool, index):
+        self._pool = pool
+        self._index = index
+        self._buffer = b""
+
+    def childDataReceived(self, fd, data):
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            if line == b"ready":
+                self._pool._worker_ready(self._index)
+                continue
+            name, _, event = line.partition(b"\t")
+            if event:
+                self._pool.deliver_event(name.decode("utf-8", "replace"), event)
+
+    def processEnded(self, reason):
+        self._pool._worker_exited(self._index, reason)
+
+
+# --- in a worker process -----------------------------------------------------
+
+
+class _ForwardedEndpoint:
+    """A notification endpoint of the main process, as a worker sees it:
+    events go to the main process, which queues them."""
+
+    def __init__(self, name, rules, link):
+        self.name = name
+        self.rules = rules
+        self._link = link
+
+    def ignored(self):
+        pass
+
+    def enqueue(self, line):
+        self._link.send(self.name.encode("utf-8") + b"\t" + line + b"\n")
+
+
+class _MainProcessLink(protocol.Protocol):
+    """stdin (a pipe from the main process) and the event pipe to it: when
+    the main process goes away, so does this worker."""
+
+    def __init__(self, reactor):
+        self._reactor = reactor
+
+    def send(self, data):
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def connectionLost(self, reason):
+        from twisted.internet.error import ReactorNotRunning
+
+        try:
+            self._reactor.stop()
+        except ReactorNotRunning:
+            pass  # already stopping
+
+
+def worker_config(config):
+    """C{config} without what runs in the main process only."""
+    http = config.http
+    if getattr(http, "debug", None) is not None:
+        http = attr.evolve(http, debug=None)
+    changes = {"http": http, "workers": 1}
+    if getattr(config, "manhole", None) is not None:
+        changes["manhole"] = None
+    notifications = getattr(config, "notifications", None)
+    if notifications is not None and notifications.enabled_endpoints:
+        changes["notifications"] = type(notifications)()
+    return attr.evolve(config, **changes)
+
+
+def _forward_notifications(service, config, link):
+    """Events for the main process's endpoints, built here."""
+    from registryd.notifications.events import IgnoreRules, Notifier
+    from registryd.operations import source_address
+
+    notifications = config.notifications
+    endpoints = [
+        _ForwardedEndpoint(
+            endpoint.name,
+            IgnoreRules(endpoint.ignored_media_types, endpoint.ignored_actions),
+            link,
+        )
+        for endpoint in notifications.enabled_endpoints
+    ]
+    if not endpoints:
+        return
+    notifier = Notifier(
+        service.app.urls, endpoints, include_references=notifications.include_references,
+        source_addr=source_address(config.http.listen),
+    )
+    service.app.events = notifier
+
+
+class AdoptedPort(Service):
+    """Accepts connections on an inherited listening socket."""
+
+    def __init__(self, fd, family, factory, reactor):
+        self.fd = fd
+        self.family = family
+        self.factory = factory
+        self._reactor = reactor
+        self.port = None
+
+    def startService(self):
+        super().startService()
+        self.port = accept_one_at_a_time(
+            self._reactor.adoptStreamPort(self.fd, self.family, self.factory)
+        )
+        os.close(self.fd)  # the port has its own duplicate
+
+    def stopService(self):
+        super().stopService()
+        if self.port is not None:
+            port, self.port = self.port, None
+            return port.stopListening()
+        return None
+
+
+def build_worker(arguments, reactor):
+    """The RegistryService of a worker, serving the inherited sockets."""
+    from twisted.python import usage
+
+    from registryd import tap
+
+    command = ["--workers", "1"]
+    if arguments.config:
+        command += ["--config", arguments.config]
+    for endpoint in arguments.listen:
+        command += ["--listen", endpoint]
+    options = tap.Options()
+    try:
+        options.parseOptions(command)
+    except usage.UsageError as error:
+        raise SystemExit(f"registryd worker {arguments.index}: {error}")
+    full_config = options.registry_config
+    options.registry_config = worker_config(full_config)
+    service = tap.makeService(options)
+    for listener, (fd, family) in zip(list(service.listeners), arguments.listen_fd):
+        factory = listener.factory
+        listener.disownServiceParent()
+        adopted = AdoptedPort(fd, _FAMILIES[family], factory, reactor)
+        adopted.setName(f"{listener.name} (shared)")
+        adopted.setServiceParent(service)
+    for child in list(service):
+        if child.name in SINGLETON_TIMERS:
+            child.disownServiceParent()
+    return service, full_config
+
+
+def _listen_fd(text):
+    fd, _, family = text.partition(":")
+    if not fd.isdigit() or family not in _FAMILIES:
+        raise argparse.ArgumentTypeError(f"expected FD:{'|'.join(_FAMILIES)}, got {text!r}")
+    return int(fd), family
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m registryd.workers",
+        description="A registryd worker process (started by the main process in worker mode).",
+    )
+    parser.add_argument("--index", type=int, default=1)
+    parser.add_argument("--config")
+    parser.add_argument("--listen", action="append", default=[])
+    parser.add_argument("--listen-fd", type=_listen_fd, action="append", default=[])
+    parser.add_argument("--events-fd", type=int, required=True)
+    arguments = parser.parse_args(argv)
+
+    from twisted.internet import reactor, stdio
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    service, full_config = build_worker(arguments, reactor)
+    link = _MainProcessLink(reactor)
+    stdio.StandardIO(link, stdin=0, stdout=arguments.events_fd, reactor=reactor)
+    _forward_notifications(service, full_config, link)
+
+    def start():
+        service.privilegedStartService()
+        service.startService()
+        link.send(b"ready\n")
+        log.info("worker {index} serving (pid {pid})", index=arguments.index, pid=os.getpid())
+
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()

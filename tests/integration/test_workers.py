@@ -1,0 +1,189 @@
+"""Worker mode (registryd.workers) with the real ``twistd registryd``.
+
+Several processes share the listening socket and one storage root: each
+serves connections, an upload continues in whichever process a request
+reaches, a worker that dies is started again, notification events built in
+workers reach the main process's endpoint, and stopping the main process
+stops them all.
+"""
+
+import hashlib
+import http.client
+import json
+import os
+import signal
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import psutil
+import pytest
+
+from tests.integration.test_twistd import Running, free_port, write_config
+
+
+def workers_of(running):
+    found = []
+    for child in psutil.Process(running.process.pid).children():
+        try:
+            if "registryd.workers" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:  # exited (a zombie until reaped)
+            pass
+    return found
+
+
+def wait_for(condition, timeout=30, message="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {message}")
+
+
+def established(process, port):
+    return sum(
+        1 for connection in process.net_connections("tcp")
+        if connection.status == "ESTABLISHED" and connection.laddr.port == port
+    )
+
+
+def request(port, method, path, body=b"", headers=None, connection=None):
+    own = connection is None
+    connection = connection or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request(method, path, body=body, headers=headers or {})
+    response = connection.getresponse()
+    data = response.read()
+    if own:
+        connection.close()
+    return response, data
+
+
+class EventSink:
+    """A notification endpoint: collects the events registryd posts."""
+
+    def __init__(self):
+        self.events = []
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                sink.events.extend(json.loads(body)["events"])
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/events"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def sink():
+    events = EventSink()
+    yield events
+    events.close()
+
+
+def test_workers_share_the_socket_storage_and_notifications(tmp_path, sink):
+    port = free_port()
+    config = write_config(
+        tmp_path,
+        f"""\
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {tmp_path / "store"}
+http:
+  addr: 127.0.0.1:{port}
+notifications:
+  endpoints:
+    - name: sink
+      url: {sink.url}
+      timeout: 2s
+      threshold: 3
+      backoff: 1s
+  journal:
+    directory: {tmp_path / "journal"}
+workers: 2
+""",
+    )
+    with Running(tmp_path, "--config", config) as running:
+        running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
+        worker = wait_for(lambda: workers_of(running), message="a worker process")[0]
+        main = psutil.Process(running.process.pid)
+
+        # Connections opened at once are spread over both processes.
+        connections = []
+
+        def both_serve():
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            response, _ = request(port, "GET", "/v2/", connection=connection)
+            assert response.status == 200
+            connections.append(connection)
+            return established(main, port) and established(worker, port)
+
+        wait_for(both_serve, timeout=60, message="connections served by both processes")
+        for connection in connections:
+            connection.close()
+
+        # A chunked upload, one connection per request: the chunks land in
+        # either process, and the upload continues from storage.
+        data = os.urandom(3 * 1024 * 1024 + 11)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        response, _ = request(port, "POST", "/v2/work/app/blobs/uploads/")
+        location = response.getheader("Location").split(f":{port}", 1)[1]
+        chunk = 256 * 1024
+        for offset in range(0, len(data), chunk):
+            piece = data[offset:offset + chunk]
+            response, body = request(port, "PATCH", location, piece, {
+                "Content-Range": f"{offset}-{offset + len(piece) - 1}",
+                "Content-Type": "application/octet-stream",
+            })
+            assert response.status == 202, body
+            location = response.getheader("Location").split(f":{port}", 1)[1]
+        response, body = request(port, "PUT", f"{location}?digest={digest}")
+        assert response.status == 201, body
+        for _ in range(10):  # pulls on fresh connections: both processes
+            response, pulled = request(port, "GET", f"/v2/work/app/blobs/{digest}")
+            assert response.status == 200 and pulled == data
+
+        # Every pull was notified, whichever process served it.
+        def pulls_notified():
+            pulls = [e for e in sink.events if e["action"] == "pull"]
+            return len(pulls) >= 10
+
+        wait_for(pulls_notified, message="10 pull events")
+        assert len({e["id"] for e in sink.events}) == len(sink.events)
+
+        # A worker that dies is started again.
+        worker.kill()
+        replacement = wait_for(
+            lambda: [w for w in workers_of(running) if w.pid != worker.pid],
+            message="a new worker",
+        )[0]
+        wait_for(lambda: request(port, "GET", "/v2/")[0].status == 200, message="serving")
+
+        status = running.stop()
+    assert status in (0, -signal.SIGTERM), running.output
+    assert not replacement.is_running() or replacement.status() == psutil.STATUS_ZOMBIE
+    assert "Traceback" not in running.output, running.output
+
+
+def test_workers_option_replaces_the_configuration_and_is_checked(tmp_path):
+    from tests.integration.test_twistd import assert_clean_failure, run_to_exit
+
+    status, output = run_to_exit(tmp_path, "--workers", "0", "--listen", "tcp:0")
+    assert_clean_failure(status, output, "--workers")

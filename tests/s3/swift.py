@@ -1,0 +1,181 @@
+"""A real S3 store for tests: OpenStack Swift with its s3api, on loopback.
+
+``swift`` is a session fixture: Swift starts once per session (a few
+seconds; the first time on a machine the script installs Debian's swift
+packages) through ``swift-s3.sh`` into a temporary state directory, on free
+ports, and is stopped at the end.  Tests share one bucket and isolate
+themselves with a key prefix each (the driver's ``rootdirectory``).
+
+When Swift cannot start, the tests fail -- except locally (not ``CI=true``)
+when the swift packages cannot be installed (no root, no network), where
+they are skipped.
+
+Synchronous code only (subprocess, botocore); nothing here imports the
+reactor.
+"""
+
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.tools import free_port, in_ci
+
+#: The script as the project's shared services provide it; a copy in this
+#: directory is used where that is missing (CI images without /work/shared).
+SHARED_SCRIPT = Path("/work/shared/services/swift-s3.sh")
+LOCAL_SCRIPT = Path(__file__).resolve().parent / "swift-s3.sh"
+BUCKET = "registryd-tests"
+
+#: Lines of the script's stderr meaning the packages could not be installed.
+_INSTALL_FAILURES = ("apt-get install failed", "missing packages")
+
+
+def script_path():
+    configured = os.environ.get("SWIFT_S3_SCRIPT")
+    if configured:
+        return Path(configured)
+    return SHARED_SCRIPT if SHARED_SCRIPT.exists() else LOCAL_SCRIPT
+
+
+class SwiftS3:
+    """A running Swift with s3api: C{endpoint}, C{access_key},
+    C{secret_key}, C{region}, C{state}; and helpers for tests."""
+
+    def __init__(self, state):
+        self.state = Path(state)
+        self.script = script_path()
+        self.ports = {
+            "SWIFT_PORT": free_port(), "SWIFT_OBJECT_PORT": free_port(),
+            "SWIFT_CONTAINER_PORT": free_port(), "SWIFT_ACCOUNT_PORT": free_port(),
+        }
+        self.env = {}
+        self._client = None
+
+    # processes
+
+    def _run(self, mode, timeout):
+        environment = dict(os.environ)
+        environment.update({key: str(value) for key, value in self.ports.items()})
+        return subprocess.run(
+            ["bash", str(self.script), mode, str(self.state)], env=environment,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            timeout=timeout,
+        )
+
+    def start(self):
+        result = self._run("start", timeout=900)
+        stderr = result.stderr.decode("utf-8", "replace")
+        if result.returncode != 0:
+            return stderr
+        for line in result.stdout.decode().splitlines():
+            if line.startswith("export ") and "=" in line:
+                name, value = line[len("export "):].split("=", 1)
+                self.env[name] = value.strip("'\"")
+        return None
+
+    def stop(self):
+        self._run("stop", timeout=120)
+
+    @property
+    def endpoint(self):
+        return self.env["SWIFT_S3_ENDPOINT"]
+
+    @property
+    def access_key(self):
+        return self.env["AWS_ACCESS_KEY_ID"]
+
+    @property
+    def secret_key(self):
+        return self.env["AWS_SECRET_ACCESS_KEY"]
+
+    @property
+    def region(self):
+        return self.env["AWS_DEFAULT_REGION"]
+
+    # S3 helpers (blocking: for fixtures and setup, not inside tests that
+    # need the reactor to run meanwhile)
+
+    @property
+    def client(self):
+        if self._client is None:
+            import botocore.session
+            from botocore.config import Config
+
+            self._client = botocore.session.get_session().create_client(
+                "s3", endpoint_url=self.endpoint, region_name=self.region,
+                aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key,
+                config=Config(
+                    s3={"addressing_style": "path"}, signature_version="s3v4",
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required",
+                ),
+            )
+        return self._client
+
+    def make_bucket(self, name=BUCKET):
+        try:
+            self.client.create_bucket(Bucket=name)
+        except self.client.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        except self.client.exceptions.ClientError as error:
+            if error.response["Error"]["Code"] not in ("BucketAlreadyExists", "BucketAlreadyOwnedByYou"):
+                raise
+        return name
+
+    @staticmethod
+    def new_prefix(label="t"):
+        return f"{label}-{uuid.uuid4().hex[:12]}"
+
+    def keys(self, prefix, bucket=BUCKET):
+        """Every key under C{prefix}/, sorted."""
+        found = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=f"{prefix}/"):
+            found.extend(item["Key"] for item in page.get("Contents", ()))
+        return sorted(found)
+
+    def multipart_uploads(self, prefix, bucket=BUCKET):
+        response = self.client.list_multipart_uploads(Bucket=bucket, Prefix=f"{prefix}/")
+        return [(item["Key"], item["UploadId"]) for item in response.get("Uploads", ())]
+
+    def purge(self, prefix, bucket=BUCKET):
+        """Delete everything under C{prefix}/, open multipart uploads too."""
+        for key, upload_id in self.multipart_uploads(prefix, bucket):
+            self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        keys = self.keys(prefix, bucket)
+        for start in range(0, len(keys), 1000):
+            self.client.delete_objects(Bucket=bucket, Delete={
+                "Objects": [{"Key": key} for key in keys[start:start + 1000]], "Quiet": True,
+            })
+
+    def parameters(self, prefix, **extra):
+        """A ``storage.s3`` section for this store, under C{prefix}."""
+        section = {
+            "bucket": BUCKET, "region": self.region, "regionendpoint": self.endpoint,
+            "forcepathstyle": True, "secure": False, "accesskey": self.access_key,
+            "secretkey": self.secret_key, "rootdirectory": f"/{prefix}",
+        }
+        section.update(extra)
+        return section
+
+
+@pytest.fixture(scope="session")
+def swift(tmp_path_factory):
+    """The session's Swift (started on first use), with the test bucket made."""
+    store = SwiftS3(tmp_path_factory.mktemp("swift-s3"))
+    problem = store.start()
+    if problem is not None:
+        summary = problem.strip().splitlines()[-1] if problem.strip() else "no output"
+        message = f"OpenStack Swift (s3api) did not start: {summary}\n{problem[-3000:]}"
+        store.stop()
+        if not in_ci() and any(marker in problem for marker in _INSTALL_FAILURES):
+            pytest.skip(message)
+        pytest.fail(message, pytrace=False)
+    try:
+        store.make_bucket()
+        yield store
+    finally:
+        store.stop()
