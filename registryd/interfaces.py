@@ -51,7 +51,10 @@ class IStorageDriver(Interface):
         with C{append=True} writing continues after its current end, and a
         missing file starts empty.  A writer's bytes may be visible at C{path}
         before C{commit}: callers write to private paths (uploads) and make
-        results visible with C{move}.
+        results visible with C{move}.  They may also stay out of sight
+        until C{commit} (an S3 multipart upload): then only an appending
+        writer's C{size} counts them, and C{stat} and C{reader} see the
+        file as it was last committed.
         @return: Deferred firing with an L{IStorageWriter}.
         """
 

@@ -162,20 +162,41 @@ class SwiftS3:
         return section
 
 
+def _supports_xattrs(directory):
+    """Swift keeps object metadata in user xattrs (tmpfs lacks them
+    before Linux 6.6)."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory) as probe:
+            os.setxattr(probe.name, "user.registryd.probe", b"x")
+        return True
+    except OSError:
+        return False
+
+
 @pytest.fixture(scope="session")
 def swift(tmp_path_factory):
     """The session's Swift (started on first use), with the test bucket made."""
-    store = SwiftS3(tmp_path_factory.mktemp("swift-s3"))
-    problem = store.start()
-    if problem is not None:
-        summary = problem.strip().splitlines()[-1] if problem.strip() else "no output"
-        message = f"OpenStack Swift (s3api) did not start: {summary}\n{problem[-3000:]}"
-        store.stop()
-        if not in_ci() and any(marker in problem for marker in _INSTALL_FAILURES):
-            pytest.skip(message)
-        pytest.fail(message, pytrace=False)
+    import shutil
+    import tempfile
+
+    state = tmp_path_factory.mktemp("swift-s3")
+    own_state = None
+    if not _supports_xattrs(state) and os.path.isdir("/var/tmp"):
+        state = own_state = Path(tempfile.mkdtemp(prefix="registryd-swift-", dir="/var/tmp"))
+    store = SwiftS3(state)
     try:
+        problem = store.start()
+        if problem is not None:
+            summary = problem.strip().splitlines()[-1] if problem.strip() else "no output"
+            message = f"OpenStack Swift (s3api) did not start: {summary}\n{problem[-3000:]}"
+            if not in_ci() and any(marker in problem for marker in _INSTALL_FAILURES):
+                pytest.skip(message)
+            pytest.fail(message, pytrace=False)
         store.make_bucket()
         yield store
     finally:
         store.stop()
+        if own_state is not None:
+            shutil.rmtree(own_state, ignore_errors=True)

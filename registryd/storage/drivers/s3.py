@@ -516,18 +516,15 @@ class S3Driver:
         parts = check_path(path)
         if not parts:
             return FileInfo(path=path, size=0, modified=0.0, is_dir=True)
-        # Both at once: one round trip also when the file is missing (the
-        # registry asks about missing blobs at every push).
-        head, has_children = await _all([
-            self._head(self._key(parts), path), self._has_children(parts, path)
-        ])
+        # A HEAD first: most stats are of blobs being pulled, which exist.
+        head = await self._head(self._key(parts), path)
         if head is not None:
             modified = head.get("LastModified")
             return FileInfo(
                 path=path, size=head["ContentLength"],
                 modified=modified.timestamp() if modified is not None else 0.0,
             )
-        if has_children:
+        if await self._has_children(parts, path):
             return FileInfo(path=path, size=0, modified=0.0, is_dir=True)
         raise PathNotFound(path)
 
