@@ -60,7 +60,7 @@ class RequestBody:
     C{low_water}.
     """
 
-    high_water = 4 * 1024 * 1024
+    high_water = 2 * 1024 * 1024
     low_water = 1024 * 1024
     #: Socket read size while the body streams in.  Twisted reads 64 KiB
     #: at a time, each read going through the HTTP parser: at 1 GiB/s that
@@ -152,11 +152,14 @@ class RequestBody:
         pieces = []
         taken = 0
         while self._chunks and taken < size:
-            chunk = self._chunks.popleft()
+            chunk = self._chunks[0]
             if taken + len(chunk) > size:
-                keep = size - taken
-                self._chunks.appendleft(chunk[keep:])
-                chunk = chunk[:keep]
+                if taken:
+                    break  # not split to fill up (a copy): the next read takes it
+                self._chunks[0] = chunk[size:]
+                chunk = chunk[:size]
+            else:
+                self._chunks.popleft()
             pieces.append(chunk)
             taken += len(chunk)
         self._buffered -= taken

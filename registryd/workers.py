@@ -36,6 +36,8 @@ from twisted.application.service import Service
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
 
+from registryd.notifications.events import IgnoreRules, Notifier
+
 log = Logger()
 
 #: Timers that must run in one process only (registryd.admin.maintenance).
@@ -110,7 +112,8 @@ class WorkerPool(Service):
         """
         self._service = registry_service
         self.count = count
-        self.config_path = config_path
+        # Absolute: twistd may change directory when it daemonises.
+        self.config_path = os.path.abspath(config_path) if config_path else None
         self.listen = tuple(listen)
         self._reactor = reactor
         self._sockets = []  # [(fd, family name)] of the shared listeners
@@ -325,27 +328,39 @@ def worker_config(config):
     return attr.evolve(config, **changes)
 
 
-def _forward_notifications(service, config, link):
-    """Events for the main process's endpoints, built here."""
-    from registryd.notifications.events import IgnoreRules, Notifier
-    from registryd.operations import source_address
-
-    notifications = config.notifications
-    endpoints = [
+def _forwarded_endpoints(config, link):
+    return [
         _ForwardedEndpoint(
             endpoint.name,
             IgnoreRules(endpoint.ignored_media_types, endpoint.ignored_actions),
             link,
         )
-        for endpoint in notifications.enabled_endpoints
+        for endpoint in config.notifications.enabled_endpoints
     ]
-    if not endpoints:
-        return
+
+
+def _forward_notifications(service, config, link):
+    """Events for the main process's endpoints, built here; the endpoints
+    follow the configuration file when it is reloaded (SIGHUP)."""
+    from registryd.operations import source_address
+
+    notifications = config.notifications
     notifier = Notifier(
-        service.app.urls, endpoints, include_references=notifications.include_references,
+        service.app.urls, _forwarded_endpoints(config, link),
+        include_references=notifications.include_references,
         source_addr=source_address(config.http.listen),
     )
     service.app.events = notifier
+    operations = getattr(service, "operations", None)
+    if operations is not None:
+        operations.config_filter = worker_config
+
+        def reloaded(loaded):
+            notifier.include_references = loaded.notifications.include_references
+            notifier.set_endpoints(_forwarded_endpoints(loaded, link))
+
+        operations.reloaded.append(reloaded)
+    return notifier
 
 
 class AdoptedPort(Service):

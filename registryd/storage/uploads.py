@@ -24,11 +24,14 @@ from registryd.digest import Digest, new_hasher
 from registryd.storage import paths
 from registryd.storage.errors import PathNotFound, translate_storage_errors
 from registryd.threads import SerialWorker
+from registryd.tuning import release_memory_later
 
 #: Bytes taken from the source per step, and at most in flight to the
 #: hasher and writer at once.
 CHUNK_SIZE = 1024 * 1024
-MAX_IN_FLIGHT = 8 * CHUNK_SIZE
+MAX_IN_FLIGHT = 6 * CHUNK_SIZE
+#: An append that moved this much gives its buffers' memory back after.
+RELEASE_AFTER = 16 * 1024 * 1024
 
 
 async def stored_upload_size(driver, path):
@@ -156,6 +159,8 @@ class Upload:
                 # Also on cancellation: wait for queued work, keep the bytes.
                 await hash_worker.drain()
                 await writer.close()
+                if writer.size - start >= RELEASE_AFTER:
+                    release_memory_later()  # the chunks' heap space (registryd.tuning)
                 if failures:
                     # writer.size counts the failed writes too: ask storage.
                     self.registry.hash_states.forget(self.id)

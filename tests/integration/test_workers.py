@@ -102,7 +102,9 @@ def test_workers_share_the_socket_storage_and_notifications(tmp_path, sink):
         f"""\
 version: 0.1
 log:
-  level: warn
+  level: info
+  accesslog:
+    disabled: true
 storage:
   filesystem:
     rootdirectory: {tmp_path / "store"}
@@ -167,6 +169,16 @@ workers: 2
 
         wait_for(pulls_notified, message="10 pull events")
         assert len({e["id"] for e in sink.events}) == len(sink.events)
+
+        # A reload (SIGHUP to the main process, passed on to the workers)
+        # keeps the workers' events flowing.
+        running.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: running.output.count("reload: configuration") >= 2, message="both reloads")
+        for _ in range(6):
+            response, _ = request(port, "GET", f"/v2/work/app/blobs/{digest}")
+            assert response.status == 200
+        wait_for(lambda: len([e for e in sink.events if e["action"] == "pull"]) >= 16,
+                 message="6 more pull events")
 
         # A worker that dies is started again.
         worker.kill()

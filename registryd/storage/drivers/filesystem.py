@@ -30,6 +30,8 @@ import os
 import secrets
 import shutil
 import stat as stat_module
+import time
+from collections import OrderedDict
 
 from twisted.internet import defer
 from zope.interface import implementer
@@ -41,6 +43,9 @@ from registryd.storage.errors import InvalidOffset, PathNotFound, StorageError
 from registryd.threads import BlockingExecutor, SerialWorker
 
 DEFAULT_ROOT = "./registry-data"
+#: Bytes a writer writes before it asks the kernel to start writing them
+#: out (FileWriter._start_writeback).
+WRITEBACK_EVERY = 8 * 1024 * 1024
 DEFAULT_MAX_THREADS = 100  # Distribution's default
 
 
@@ -191,6 +196,69 @@ def _list(full, path):
         return sorted(os.listdir(full))
 
 
+def _listing_key(info):
+    """What changes whenever a directory's entries change."""
+    return (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def _list_with_key(full, path):
+    """(key or None, sorted names): the key when the listing may be reused
+    while the directory keeps that key (see _ListingCache)."""
+    with _reading(path):
+        info = os.stat(full)
+        names = sorted(os.listdir(full))
+    if len(names) < _ListingCache.min_entries or time.time() - info.st_mtime < _ListingCache.settled:
+        return None, names
+    return _listing_key(info), names
+
+
+class _ListingCache:
+    """Listings of large directories (a repository's 10,000 tags), kept
+    while the directory is unchanged.
+
+    Adding or removing an entry updates a directory's modification time,
+    so a listing taken after a stat is still right while a new stat shows
+    the same inode and times; checking costs a stat from the dentry cache
+    (on the reactor thread, :mod:`nowait`) instead of reading and sorting
+    the whole directory in a thread.  File times are taken from a coarse
+    clock (a few ms), so two changes within one tick could leave the time
+    as it was: a directory changed less than C{settled} seconds before it
+    was listed is not cached.  Another process or node changing the
+    directory changes its times the same way.
+    """
+
+    min_entries = 1024
+    settled = 2.0
+    max_directories = 64
+
+    def __init__(self):
+        self._entries = OrderedDict()
+
+    def get(self, full):
+        entry = self._entries.get(full)
+        if entry is None:
+            return None
+        try:
+            info = nowait.stat_cached(full)
+        except OSError:
+            del self._entries[full]
+            raise
+        if info is nowait.WOULD_BLOCK or _listing_key(info) != entry[0]:
+            del self._entries[full]
+            return None
+        self._entries.move_to_end(full)
+        return list(entry[1])
+
+    def put(self, full, key, names):
+        if key is None:
+            self._entries.pop(full, None)
+            return
+        self._entries[full] = (key, tuple(names))
+        self._entries.move_to_end(full)
+        while len(self._entries) > self.max_directories:
+            self._entries.popitem(last=False)
+
+
 def _list_many(pairs):
     listings = []
     for full, path in pairs:
@@ -243,6 +311,7 @@ class FilesystemDriver:
         self.max_threads = max_threads
         self._reactor = reactor
         self._executor = BlockingExecutor(reactor, max_threads, name="registryd-filesystem")
+        self._listings = _ListingCache()
 
     def __repr__(self):
         return f"<FilesystemDriver at {self.root!r}>"
@@ -339,7 +408,23 @@ class FilesystemDriver:
         return self._in_thread(_stat, full, path)
 
     def list(self, path):
-        return defer.maybeDeferred(lambda: self._in_thread(_list, self._host_path(path), path))
+        return defer.maybeDeferred(self._list, path)
+
+    def _list(self, path):
+        full = self._host_path(path)
+        try:
+            names = self._listings.get(full)
+        except OSError:
+            names = None  # gone or unreadable: the thread reports it
+        if names is not None:
+            return names
+
+        def keep(result):
+            key, names = result
+            self._listings.put(full, key, names)
+            return names
+
+        return self._in_thread(_list_with_key, full, path).addCallback(keep)
 
     def list_many(self, paths):
         return defer.maybeDeferred(
@@ -431,6 +516,10 @@ class FileWriter:
         self._worker = worker
         self._closed = False
         self._failed = False
+        # In the worker thread: the offset written up to, and up to which
+        # the kernel was asked to start writing back (_start_writeback).
+        self._written = size
+        self._writeback_from = size
 
     def _closed_error(self):
         return defer.fail(StorageError(f"{self.path}: writer is closed"))
@@ -454,6 +543,25 @@ class FileWriter:
         except StorageError:
             self._failed = True
             raise
+        self._written += len(data)
+        if self._written - self._writeback_from >= WRITEBACK_EVERY:
+            self._start_writeback()
+
+    def _start_writeback(self):
+        """Ask the kernel to start writing what was written so far to the
+        disk, without waiting (``sync_file_range``): commit's ``fsync``
+        then waits for the last few MiB instead of the whole blob, whose
+        writing-out overlapped with receiving it (measured: the ``fsync``
+        of a 256 MiB upload took 150-250 ms, a third of the push).  Only an
+        optimisation: where it is missing or refused, nothing changes."""
+        try:
+            self._file.flush()
+            nowait.start_writeback(
+                self._file.fileno(), self._writeback_from, self._written - self._writeback_from
+            )
+        except (OSError, ValueError):
+            return
+        self._writeback_from = self._written
 
     def close(self):
         if self._closed:
@@ -481,6 +589,10 @@ class FileWriter:
                         raise StorageError(f"{self.path}: an earlier write failed")
                     self._file.flush()
                     os.fsync(self._file.fileno())
+                elif self._written > self._writeback_from and not self._failed:
+                    # An upload chunk ends: its tail starts for the disk too,
+                    # so the final commit has little left to wait for.
+                    self._start_writeback()
                 self._file.close()
         finally:
             if not self._file.closed:

@@ -137,3 +137,30 @@ def stat_cached(full):
         return os.fstat(fd)
     finally:
         os.close(fd)
+
+
+def _load_sync_file_range():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_sync_file_range = _load_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(fd, offset, length):
+    """Ask the kernel to start writing a range of a file to the disk, and
+    return without waiting for it (Linux ``sync_file_range`` with
+    ``SYNC_FILE_RANGE_WRITE``; Python's os module lacks it).  False where
+    that is not available."""
+    if _sync_file_range is None:
+        return False
+    return _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE) == 0
+

@@ -1,0 +1,136 @@
+"""The filesystem driver's fast paths give the same answers as the slow ones.
+
+Small reads and stats answered on the reactor thread (nowait), listings of
+large directories reused while unchanged, writeback started while writing,
+and the reader's descriptor for sendfile.
+"""
+
+import os
+import shutil
+import time
+
+import pytest
+import pytest_twisted
+
+from registryd.storage.drivers import nowait
+from registryd.storage.drivers.filesystem import FilesystemDriver, _ListingCache
+from registryd.storage.errors import PathNotFound
+
+
+@pytest.fixture
+def driver(tmp_path):
+    return FilesystemDriver(str(tmp_path / "root"))
+
+
+class CountingExecutor:
+    """Counts calls that went to a thread."""
+
+    def __init__(self, executor):
+        self.executor = executor
+        self.calls = 0
+
+    def run(self, function, *args):
+        self.calls += 1
+        return self.executor.run(function, *args)
+
+
+@pytest_twisted.ensureDeferred
+async def test_small_reads_and_stats_agree_with_the_disk(driver, tmp_path):
+    await driver.put_content("/a/link", b"sha256:" + b"0" * 64)
+    for _ in range(3):  # cold (thread) and warm (reactor thread) alike
+        assert await driver.get_content("/a/link") == b"sha256:" + b"0" * 64
+        info = await driver.stat("/a/link")
+        assert info.size == 71 and not info.is_dir
+        assert (await driver.stat("/a")).is_dir
+    for missing in ("/a/missing", "/a/link/below", "/nothing/at/all"):
+        with pytest.raises(PathNotFound):
+            await driver.get_content(missing)
+        with pytest.raises(PathNotFound):
+            await driver.stat(missing)
+    with pytest.raises(PathNotFound):
+        await driver.get_content("/a")  # a directory
+    big = os.urandom(nowait.MAX_SIZE + 10)
+    await driver.put_content("/a/big", big)
+    assert await driver.get_content("/a/big") == big
+
+
+@pytest_twisted.ensureDeferred
+async def test_large_listings_are_reused_until_the_directory_changes(driver, tmp_path, monkeypatch):
+    monkeypatch.setattr(_ListingCache, "min_entries", 20)
+    base = tmp_path / "root" / "tags"
+    base.mkdir(parents=True)
+    names = [f"t{i:03d}" for i in range(30)]
+    for name in names:
+        (base / name).mkdir()
+    past = time.time() - 60
+    os.utime(base, (past, past))
+    counting = CountingExecutor(driver._executor)
+    driver._executor = counting
+
+    assert await driver.list("/tags") == names
+    assert counting.calls == 1
+    listed = await driver.list("/tags")
+    assert listed == names and counting.calls == 1 or not nowait.available()
+    listed.append("mutated by a caller")
+    assert await driver.list("/tags") == names  # callers get their own copy
+
+    (base / "new").mkdir()  # changes the directory's times
+    assert await driver.list("/tags") == sorted(names + ["new"])
+    calls = counting.calls
+    # Changed within the last moments: not kept (a coarse clock tick could
+    # hide a second change), so the next listing reads the directory again.
+    assert await driver.list("/tags") == sorted(names + ["new"])
+    assert counting.calls == calls + 1
+
+    os.rmdir(base / "new")
+    os.utime(base, (past, past + 1))
+    assert await driver.list("/tags") == names
+    shutil.rmtree(base)
+    with pytest.raises(PathNotFound):
+        await driver.list("/tags")
+
+
+@pytest_twisted.ensureDeferred
+async def test_small_listings_are_not_kept(driver, tmp_path):
+    await driver.put_content("/few/a", b"")
+    os.utime(tmp_path / "root" / "few", (0, 0))
+    counting = CountingExecutor(driver._executor)
+    driver._executor = counting
+    assert await driver.list("/few") == ["a"]
+    assert await driver.list("/few") == ["a"]
+    assert counting.calls == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_writes_with_writeback_and_commit(driver, tmp_path, monkeypatch):
+    from registryd.storage.drivers import filesystem
+
+    monkeypatch.setattr(filesystem, "WRITEBACK_EVERY", 64 * 1024)
+    started = []
+    real = nowait.start_writeback
+    monkeypatch.setattr(nowait, "start_writeback", lambda *a: started.append(a) or real(*a))
+    data = os.urandom(1024 * 1024)
+    writer = await driver.writer("/up/data")
+    for offset in range(0, len(data), 100_000):
+        await writer.write(data[offset:offset + 100_000])
+    await writer.close()
+    writer = await driver.writer("/up/data", append=True)
+    await writer.write(b"tail")
+    await writer.commit()
+    assert (tmp_path / "root" / "up" / "data").read_bytes() == data + b"tail"
+    assert started  # asked the kernel to start writing back
+    offsets = [(offset, length) for _, offset, length in started]
+    assert offsets[0][0] == 0
+    for (offset, length), (following, _) in zip(offsets, offsets[1:]):
+        assert following == offset + length  # contiguous ranges, none twice
+
+
+@pytest_twisted.ensureDeferred
+async def test_reader_offers_its_descriptor_until_closed(driver):
+    await driver.put_content("/r/data", b"0123456789")
+    reader = await driver.reader("/r/data", 4)
+    fd = reader.fileno()
+    assert os.pread(fd, 3, reader.offset) == b"456"
+    await reader.close()
+    with pytest.raises(ValueError):
+        reader.fileno()
