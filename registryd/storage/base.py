@@ -35,3 +35,12 @@ def check_path(path):
         if "\x00" in part or "\\" in part:
             raise InvalidPath(path, "NUL or backslash in path")
     return parts
+
+
+def as_bytes(data):
+    """C{data} as immutable C{bytes}, copied when it is mutable or a view
+    (the caller may reuse its buffer after a write returns); anything that
+    is not bytes-like is a TypeError.  Every driver accepts data this way."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"expected bytes, got {type(data).__name__}")
+    return bytes(data)

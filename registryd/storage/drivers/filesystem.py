@@ -37,7 +37,7 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from registryd.interfaces import IStorageDriver, IStorageReader, IStorageWriter
-from registryd.storage.base import FileInfo, check_path
+from registryd.storage.base import FileInfo, as_bytes, check_path
 from registryd.storage.drivers import InvalidParameter, check_parameters, nowait
 from registryd.storage.errors import InvalidOffset, PathNotFound, StorageError
 from registryd.threads import BlockingExecutor, SerialWorker
@@ -83,12 +83,6 @@ def _parse_max_threads(value):
         raise InvalidParameter(key, f"must be at least 1, got {value}")
     return value
 
-
-def _as_bytes(data):
-    """C{data} as C{bytes}, copied if mutable (the caller may reuse its buffer)."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"expected bytes, got {type(data).__name__}")
-    return bytes(data)
 
 
 def _failure(path, error):
@@ -372,7 +366,7 @@ class FilesystemDriver:
 
     def _put_content(self, path, content):
         full = self._host_file_path(path, _is_a_directory)
-        return self._in_thread(_write_file, full, path, _as_bytes(content))
+        return self._in_thread(_write_file, full, path, as_bytes(content))
 
     def reader(self, path, offset=0):
         return defer.maybeDeferred(self._reader, path, offset)
@@ -528,7 +522,7 @@ class FileWriter:
         if self._closed:
             return self._closed_error()
         try:
-            data = _as_bytes(data)
+            data = as_bytes(data)
         except TypeError:
             return defer.fail()
         self.size += len(data)

@@ -23,7 +23,7 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from registryd.interfaces import IStorageDriver, IStorageReader, IStorageWriter
-from registryd.storage.base import FileInfo, check_path
+from registryd.storage.base import FileInfo, as_bytes, check_path
 from registryd.storage.drivers import check_parameters
 from registryd.storage.errors import InvalidOffset, PathNotFound, StorageError
 
@@ -33,12 +33,6 @@ def from_parameters(parameters):
     check_parameters("inmemory", parameters, ())
     return InMemoryDriver()
 
-
-def _as_bytes(data):
-    """C{data} as something whose len() counts bytes."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"expected bytes, got {type(data).__name__}")
-    return bytes(data) if isinstance(data, memoryview) else data
 
 
 class _File:
@@ -145,7 +139,7 @@ class InMemoryDriver:
 
     def _put_content(self, path, content):
         parts = check_path(path)
-        self._attach(path, parts, _File(_as_bytes(content)))
+        self._attach(path, parts, _File(as_bytes(content)))
 
     def reader(self, path, offset=0):
         return defer.maybeDeferred(self._reader, path, offset)
@@ -289,7 +283,7 @@ class MemoryWriter:
         if self._closed:
             return self._closed_error()
         try:
-            data = _as_bytes(data)
+            data = as_bytes(data)
         except TypeError:
             return defer.fail()
         self._file.data += data

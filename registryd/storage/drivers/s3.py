@@ -53,7 +53,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from registryd.interfaces import IStorageDriver, IStorageReader, IStorageWriter
-from registryd.storage.base import FileInfo, check_path
+from registryd.storage.base import FileInfo, as_bytes, check_path
 from registryd.storage.drivers.s3_client import S3Caller, S3Error
 from registryd.storage.drivers.s3_parameters import (
     MAX_CHUNK_SIZE,
@@ -81,12 +81,6 @@ def from_parameters(parameters):
     """Make a driver from the ``storage.s3`` configuration section."""
     return S3Driver(parse_parameters(parameters))
 
-
-def _as_bytes(data):
-    """C{data} as C{bytes}, copied (the caller may reuse its buffer)."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"expected bytes, got {type(data).__name__}")
-    return bytes(data)
 
 
 def _is_a_directory(path):
@@ -426,7 +420,7 @@ class S3Driver:
 
     def put_content(self, path, content):
         try:
-            content = _as_bytes(content)
+            content = as_bytes(content)
         except TypeError:
             return defer.fail()
         return defer.ensureDeferred(self._put_content(path, content))
@@ -829,7 +823,7 @@ class S3Writer:
         if self._closed:
             return self._closed_error()
         try:
-            data = _as_bytes(data)
+            data = as_bytes(data)
         except TypeError:
             return defer.fail()
         self.size += len(data)
