@@ -86,17 +86,22 @@ def _join(where, key):
     return f"{where}.{key}" if where else key
 
 
-def get_string(obj, key, where="", required=False):
-    """C{obj[key]} as a string, None if absent and not required."""
+def _get_typed(obj, key, where, required, python_type, json_name):
+    """C{obj[key]} if it is a C{python_type}, None if absent and not required."""
     path = _join(where, key)
     if key not in obj:
         if required:
             raise invalid(f"{path} is required", path)
         return None
     value = obj[key]
-    if not isinstance(value, str):
-        raise invalid(f"{path} must be a string, not {_json_type(value)}", path)
+    if not isinstance(value, python_type):
+        raise invalid(f"{path} must be {json_name}, not {_json_type(value)}", path)
     return value
+
+
+def get_string(obj, key, where="", required=False):
+    """C{obj[key]} as a string, None if absent and not required."""
+    return _get_typed(obj, key, where, required, str, "a string")
 
 
 def get_media_type(obj, key, where="", required=False):
@@ -115,27 +120,11 @@ def get_media_type(obj, key, where="", required=False):
 
 
 def get_list(obj, key, where="", required=False):
-    path = _join(where, key)
-    if key not in obj:
-        if required:
-            raise invalid(f"{path} is required", path)
-        return None
-    value = obj[key]
-    if not isinstance(value, list):
-        raise invalid(f"{path} must be an array, not {_json_type(value)}", path)
-    return value
+    return _get_typed(obj, key, where, required, list, "an array")
 
 
 def get_object(obj, key, where="", required=False):
-    path = _join(where, key)
-    if key not in obj:
-        if required:
-            raise invalid(f"{path} is required", path)
-        return None
-    value = obj[key]
-    if not isinstance(value, dict):
-        raise invalid(f"{path} must be an object, not {_json_type(value)}", path)
-    return value
+    return _get_typed(obj, key, where, required, dict, "an object")
 
 
 def get_string_list(obj, key, where=""):
