@@ -8,7 +8,6 @@ import hashlib
 import os
 
 import attr
-import pytest
 import pytest_twisted
 
 

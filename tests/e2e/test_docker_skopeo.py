@@ -15,7 +15,6 @@ import time
 
 import pytest
 
-from tests.e2e import tools
 from tests.e2e.tools import (
     DOCKER_SCHEMA2, MANIFEST_ACCEPT, OCI_EMPTY, OCI_INDEX, OCI_MANIFEST,
     get_manifest, http_request, make_image, make_oci_layout, oci_layout_digest,

@@ -8,7 +8,6 @@ import json
 import time
 
 import pytest_twisted
-import treq
 
 from registryd import metrics
 from registryd.notifications.events import EVENTS_MEDIA_TYPE
