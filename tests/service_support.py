@@ -7,18 +7,12 @@ it in pytest_configure).
 """
 
 import json
-import socket
 import textwrap
 import time
 
 import attr
 
-
-def free_port():
-    """A loopback port nobody listens on (racy, but fine for tests)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.e2e.tools import free_port, free_ports
 
 
 @attr.s
@@ -47,8 +41,9 @@ async def start_service(tmp_path, text, **values):
     from registryd.service import RegistryService
     from tests.support import make_client
 
-    values.setdefault("port", free_port())
-    values.setdefault("debug_port", free_port())
+    port, debug_port = free_ports(2)
+    values.setdefault("port", port)
+    values.setdefault("debug_port", debug_port)
     values.setdefault("root", str(tmp_path / "registry-data"))
     path = tmp_path / "registryd.yaml"
     path.write_text(textwrap.dedent(text).format(**values))

@@ -101,15 +101,29 @@ def _skip_or_fail(message):
     pytest.skip(message)
 
 
-def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago.
+def free_ports(count):
+    """C{count} distinct TCP ports on 127.0.0.1 that were free a moment ago.
 
-    There is a window between this call and the server binding it; the
-    server classes below retry with a new port if the bind fails.
+    All probe sockets stay bound until every port is chosen: some kernels
+    hand the same ephemeral port to successive bind-and-close probes, so
+    choosing them one at a time can return duplicates.  There is still a
+    window between this call and the server binding a port; the server
+    classes below retry with a new port if the bind fails.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    probes = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+def free_port():
+    """One TCP port on 127.0.0.1 that was free a moment ago (see
+    L{free_ports}; ask for several at once when a test needs several)."""
+    return free_ports(1)[0]
 
 
 def run(args, *, input=None, env=None, check=True, timeout=300, cwd=None):

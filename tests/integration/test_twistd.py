@@ -28,6 +28,8 @@ import urllib.request
 
 import pytest
 
+from tests.e2e.tools import free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
@@ -61,13 +63,6 @@ def write_config(tmp_path, text):
     path = tmp_path / "registryd.yaml"
     path.write_text(text)
     return str(path)
-
-
-def free_port():
-    """A loopback port nobody listens on (racy, but fine for tests)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def assert_clean_failure(status, output, *expected):

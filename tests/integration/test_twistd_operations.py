@@ -11,7 +11,8 @@ import signal
 import time
 import urllib.request
 
-from tests.integration.test_twistd import Running, free_port, write_config
+from tests.e2e.tools import free_port, free_ports
+from tests.integration.test_twistd import Running, write_config
 from tests.unit.test_config import DEBIAN_STOCK, without_sections
 
 
@@ -23,7 +24,7 @@ def wait_until(predicate, timeout=20):
 
 
 def test_debian_stock_config_without_auth_starts_and_reloads_on_sighup(tmp_path):
-    port, debug_port = free_port(), free_port()
+    port, debug_port = free_ports(2)
     root = tmp_path / "docker-registry"
     stock = without_sections(DEBIAN_STOCK, "auth")
     # Only where it listens and stores is changed, to run as a test.

@@ -19,7 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import psutil
 import pytest
 
-from tests.integration.test_twistd import Running, free_port, write_config
+from tests.e2e.tools import free_port
+from tests.integration.test_twistd import Running, write_config
 
 
 def workers_of(running):

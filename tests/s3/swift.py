@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.tools import free_port, in_ci
+from tests.e2e.tools import free_ports, in_ci
 
 #: The script as the project's shared services provide it; a copy in this
 #: directory is used where that is missing (CI images without /work/shared).
@@ -31,6 +31,10 @@ BUCKET = "registryd-tests"
 
 #: Lines of the script's stderr meaning the packages could not be installed.
 _INSTALL_FAILURES = ("apt-get install failed", "missing packages")
+
+#: Lines meaning the chosen ports were no good (taken meanwhile): worth
+#: another try on fresh ones.
+_PORT_FAILURES = ("is already in use", "ports must differ")
 
 
 def script_path():
@@ -47,12 +51,14 @@ class SwiftS3:
     def __init__(self, state):
         self.state = Path(state)
         self.script = script_path()
-        self.ports = {
-            "SWIFT_PORT": free_port(), "SWIFT_OBJECT_PORT": free_port(),
-            "SWIFT_CONTAINER_PORT": free_port(), "SWIFT_ACCOUNT_PORT": free_port(),
-        }
+        self.ports = {}
+        self.choose_ports()
         self.env = {}
         self._client = None
+
+    def choose_ports(self):
+        names = ("SWIFT_PORT", "SWIFT_OBJECT_PORT", "SWIFT_CONTAINER_PORT", "SWIFT_ACCOUNT_PORT")
+        self.ports = dict(zip(names, free_ports(len(names))))
 
     # processes
 
@@ -188,6 +194,11 @@ def swift(tmp_path_factory):
     store = SwiftS3(state)
     try:
         problem = store.start()
+        for _ in range(2):
+            if problem is None or not any(marker in problem for marker in _PORT_FAILURES):
+                break
+            store.choose_ports()
+            problem = store.start()
         if problem is not None:
             summary = problem.strip().splitlines()[-1] if problem.strip() else "no output"
             message = f"OpenStack Swift (s3api) did not start: {summary}\n{problem[-3000:]}"
