@@ -63,7 +63,10 @@ setup(
         "test": ["pytest", "pytest-twisted", "psutil"],
     },
     entry_points={
-        "console_scripts": ["registryd-gc = registryd.admin.gc_command:main"],
+        "console_scripts": [
+            "registryd-gc = registryd.admin.gc_command:main",
+            "registryd-referrers = registryd.admin.referrers_command:main",
+        ],
     },
     data_files=[
         ("share/registryd/etc", ["etc/registryd.yaml"]),

@@ -10,6 +10,8 @@ import sys
 
 COMMANDS = {
     "gc": ("registryd.admin.gc_command", "garbage collection (same as registryd-gc)"),
+    "referrers": ("registryd.admin.referrers_command",
+                  "rebuild the referrers index (same as registryd-referrers)"),
 }
 
 

@@ -38,15 +38,16 @@ are not blobs (their data is under ``_uploads/``) and are never touched
 here; see ``registryd.admin.maintenance`` for purging stale ones.
 """
 
-import json
 import time
 
 import attr
-from twisted.internet import defer
 from twisted.logger import Logger
 
 from registryd import errors
-from registryd.digest import ALGORITHMS, Digest
+from registryd.admin.walk import (
+    digest_tree, gather_limited, list_or_empty, manifest_revisions, references_in, walk_blobs,
+)
+from registryd.digest import Digest
 from registryd.storage import paths
 from registryd.storage.errors import PathNotFound
 
@@ -55,9 +56,6 @@ log = Logger()
 #: Distribution 3's default for its online collector, and a long time for
 #: a push to sit between its last blob and its manifest.
 DEFAULT_GRACE_PERIOD = 3600.0
-
-#: Storage requests in flight at once while marking.
-CONCURRENCY = 16
 
 
 @attr.s(repr=False)
@@ -136,122 +134,6 @@ class GCReport:
 # --- reading the layout --------------------------------------------------------
 
 
-async def _gather(function, items, limit=CONCURRENCY):
-    """C{[await function(item) for item in items]}, at most C{limit} at
-    once (C{limit} workers share one iterator, so a million items cost a
-    million results, not a million pending Deferreds).  The first failure
-    stops the workers and is raised as itself."""
-    items = list(items)
-    results = [None] * len(items)
-    queue = iter(enumerate(items))
-    failed = []
-
-    async def worker():
-        for index, item in queue:
-            if failed:
-                return
-            try:
-                results[index] = await function(item)
-            except BaseException as error:
-                failed.append(error)
-                return
-
-    await defer.gatherResults(
-        [defer.ensureDeferred(worker()) for _ in range(min(limit, len(items)))]
-    )
-    if failed:
-        raise failed[0]
-    return results
-
-
-async def _list(driver, path):
-    try:
-        return await driver.list(path)
-    except PathNotFound:
-        return []
-
-
-def _digest(algorithm, hex_digest):
-    try:
-        return Digest.parse(f"{algorithm}:{hex_digest}")
-    except errors.DigestInvalid:
-        return None
-
-
-async def _digest_tree(driver, base):
-    """Digests named by ``<base>/<alg>/<hex>`` directories (revisions,
-    layer links, tag history): one listing per algorithm, all in one call."""
-    algorithms = [name for name in await _list(driver, base) if not name.endswith(".tmp")]
-    listings = await driver.list_many([f"{base}/{algorithm}" for algorithm in algorithms])
-    found = []
-    for algorithm, names in zip(algorithms, listings):
-        for name in names or []:
-            digest = _digest(algorithm, name)
-            if digest is not None:
-                found.append(digest)
-    return found
-
-
-async def walk_blobs(driver):
-    """Every blob directory ``blobs/<alg>/<hex[:2]>/<hex>`` as a Digest
-    (whether or not its ``data`` is there; names that are not digests are
-    skipped, never deleted)."""
-    root = f"{paths.ROOT}/blobs"
-    algorithms = [name for name in await _list(driver, root) if name in ALGORITHMS]
-    prefix_dirs = []
-    for algorithm, names in zip(algorithms, await driver.list_many([f"{root}/{a}" for a in algorithms])):
-        prefix_dirs += [(algorithm, prefix) for prefix in names or [] if len(prefix) == 2]
-    found = []
-    listings = await driver.list_many([f"{root}/{a}/{p}" for a, p in prefix_dirs])
-    for (algorithm, prefix), names in zip(prefix_dirs, listings):
-        for name in names or []:
-            digest = _digest(algorithm, name)
-            if digest is not None and digest.hex[:2] == prefix:
-                found.append(digest)
-    return found
-
-
-def references_in(body):
-    """(referenced digests, subject digest or None) of a stored manifest.
-
-    Lenient on purpose: every ``digest`` and ``blobSum`` anywhere in the
-    JSON except under the top-level ``subject`` counts, so unknown media
-    types and future fields protect what they name.  A body that is not
-    JSON references nothing (and is reported by the caller).
-    """
-    doc = json.loads(body)
-    found = set()
-    subject = None
-
-    def visit(node):
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key in ("digest", "blobSum") and isinstance(value, str):
-                    try:
-                        found.add(Digest.parse(value))
-                    except errors.DigestInvalid:
-                        pass
-                else:
-                    visit(value)
-        elif isinstance(node, list):
-            for item in node:
-                visit(item)
-
-    if isinstance(doc, dict):
-        for key, value in doc.items():
-            if key == "subject":
-                if isinstance(value, dict) and isinstance(value.get("digest"), str):
-                    try:
-                        subject = Digest.parse(value["digest"])
-                    except errors.DigestInvalid:
-                        pass
-                continue
-            visit({key: value})
-    else:
-        visit(doc)
-    return found, subject
-
-
 @attr.s
 class _RepositoryScan:
     name = attr.ib()
@@ -305,30 +187,21 @@ class _Collector:
         driver = self.driver
         # A revision is its link file, not its directory: Distribution's
         # manifest delete removes only the link.
-        named = await _digest_tree(driver, f"{paths.manifests(name)}/revisions")
-
-        async def revision(digest):
-            try:
-                await driver.stat(paths.manifest_revision_link(name, digest))
-            except PathNotFound:
-                return False
-            return True
-
-        scan.revisions = {d for d, linked in zip(named, await _gather(revision, named)) if linked}
-        tags = [tag for tag in await _list(driver, paths.tags(name)) if not tag.endswith(".tmp")]
+        scan.revisions = set(await manifest_revisions(driver, name))
+        tags = [tag for tag in await list_or_empty(driver, paths.tags(name)) if not tag.endswith(".tmp")]
 
         async def read_tag(tag):
             return await self._read_link(paths.tag_current_link(name, tag))
 
-        for tag, digest in zip(tags, await _gather(read_tag, tags)):
+        for tag, digest in zip(tags, await gather_limited(read_tag, tags)):
             if digest is not None:
                 scan.tags[tag] = digest
         if self.delete_untagged:
 
             async def history(tag):
-                return await _digest_tree(driver, f"{paths.tag_dir(name, tag)}/index")
+                return await digest_tree(driver, f"{paths.tag_dir(name, tag)}/index")
 
-            scan.tag_history = dict(zip(tags, await _gather(history, tags)))
+            scan.tag_history = dict(zip(tags, await gather_limited(history, tags)))
 
         async def layer(digest):
             if digest.algorithm == "sha256":
@@ -336,8 +209,8 @@ class _Collector:
             target = await self._read_link(paths.layer_link(name, digest))
             return target or digest
 
-        links = await _digest_tree(driver, paths.layers(name))
-        scan.layers = dict(zip(links, await _gather(layer, links)))
+        links = await digest_tree(driver, paths.layers(name))
+        scan.layers = dict(zip(links, await gather_limited(layer, links)))
 
         async def manifest(digest):
             try:
@@ -352,7 +225,7 @@ class _Collector:
                 return set(), None
 
         revisions = sorted(scan.revisions, key=str)
-        scan.manifests = dict(zip(revisions, await _gather(manifest, revisions)))
+        scan.manifests = dict(zip(revisions, await gather_limited(manifest, revisions)))
         return scan
 
     def _closure(self, scan, roots):
@@ -390,7 +263,7 @@ class _Collector:
             modified = await self._modified(path)
             return modified is not None and self._young(modified)
 
-        extra = [d for d, young in zip(untagged, await _gather(rescued, untagged)) if young]
+        extra = [d for d, young in zip(untagged, await gather_limited(rescued, untagged)) if young]
         if extra:
             keep = self._closure(scan, roots | set(extra))
         scan.keep = keep
@@ -440,7 +313,7 @@ class _Collector:
                 self.guard.end_delete(digest)
             self.report.manifests_removed.append((scan.name, str(digest)))
 
-        await _gather(sweep, [(scan, digest) for scan in scans for digest in scan.candidates])
+        await gather_limited(sweep, [(scan, digest) for scan in scans for digest in scan.candidates])
         self.report.manifests_removed.sort()
 
     async def _sweep_blobs(self, scans, blobs):
@@ -473,7 +346,7 @@ class _Collector:
             self.report.blobs_removed.append((str(digest), info.size))
             self.report.layer_links_removed += [(repo, str(link)) for repo, link in links]
 
-        await _gather(sweep, [digest for digest in blobs if digest not in self.marked])
+        await gather_limited(sweep, [digest for digest in blobs if digest not in self.marked])
         self.report.blobs_removed.sort()
         self.report.protected.sort()
         # Links whose data is gone (an earlier collector removed it).
@@ -519,7 +392,7 @@ class _Collector:
             await self._choose(scan)
             return scan
 
-        scans = await _gather(mark, names, limit=8)
+        scans = await gather_limited(mark, names, limit=8)
         for scan in scans:
             for digest in scan.keep:
                 self._mark_manifest(scan, digest)

@@ -13,7 +13,6 @@ one be running.  Exit status: 0 done, 1 failed, 2 bad usage or configuration.
 """
 
 import argparse
-import json
 import sys
 
 
@@ -47,56 +46,29 @@ def run(argv, out=None, err=None):
     err = err or sys.stderr
     options = _parser().parse_args(argv)
 
-    from registryd.config import ConfigError, _duration, load_config
-    from registryd.service import create_storage_driver
+    from registryd.admin.command import CommandFailed, load_storage, print_report, run_job
+    from registryd.config import ConfigError, _duration
 
-    where = f"configuration {options.config}: " if options.config else ""
     try:
-        config = load_config(options.config)
-        driver = create_storage_driver(config.storage)
+        config, driver = load_storage("registryd-gc", options.config)
         grace_period = config.gc.grace_period
-    except ConfigError as error:
-        print(f"registryd-gc: {where}{error}", file=err)
-        return 2
-    if options.grace_period is not None:
-        try:
-            grace_period = _duration(options.grace_period, "--grace-period")
-        except ConfigError as error:
-            print(f"registryd-gc: {error}", file=err)
-            return 2
+        if options.grace_period is not None:
+            try:
+                grace_period = _duration(options.grace_period, "--grace-period")
+            except ConfigError as error:
+                raise CommandFailed(f"registryd-gc: {error}", 2) from None
 
-    from twisted.internet import defer, task
+        async def collect(registry):
+            from registryd.admin.gc import collect_garbage
 
-    from registryd.admin.gc import collect_garbage
-    from registryd.storage.registry import Registry
+            return await collect_garbage(
+                registry, dry_run=options.dry_run, delete_untagged=options.delete_untagged,
+                grace_period=grace_period,
+            )
 
-    outcome = {}
-
-    async def collect(reactor):
-        registry = Registry(driver, delete_enabled=config.storage.delete_enabled)
-        outcome["report"] = await collect_garbage(
-            registry, dry_run=options.dry_run, delete_untagged=options.delete_untagged,
-            grace_period=grace_period,
-        )
-
-    def failed(failure):
-        print(f"registryd-gc: failed, nothing more removed: {failure.getErrorMessage()}", file=err)
-        outcome["failure"] = failure
-
-    def react_main(reactor):
-        return defer.ensureDeferred(collect(reactor)).addErrback(failed)
-
-    try:
-        task.react(react_main)
-    except SystemExit as done:
-        if done.code not in (0, None):
-            return 1
-    if "failure" in outcome or "report" not in outcome:
-        return 1
-    report = outcome["report"]
-    if options.json:
-        print(json.dumps(report.to_dict(), indent=2), file=out)
-    else:
-        for line in report.lines():
-            print(line, file=out)
+        report = run_job("registryd-gc", config, driver, collect)
+    except CommandFailed as failure:
+        print(failure, file=err)
+        return failure.status
+    print_report(report, options.json, out)
     return 0

@@ -54,6 +54,8 @@ registryd manhole.  Helpers (those marked * return a Deferred):
                            garbage collection; dry run unless dry_run=False
   purge_uploads(older_than="168h", dry_run=False)*
                            remove uploads started longer ago than older_than
+  rebuild_referrers(repo=None, dry_run=False)*
+                           rebuild the referrers index from the manifests
   readonly(on=None)        read-only mode: set it with True/False, show it with ()
   stats()*                 repositories, blobs, bytes, uploads, last gc and purge
   maintenance              the timers' state: last_gc, last_purge, gc_running
@@ -139,7 +141,7 @@ def _seconds(value, what):
 
 def make_namespace(registry, maintenance, config):
     """The helpers a manhole session starts with (a fresh dict each time)."""
-    from registryd.admin.gc import walk_blobs
+    from registryd.admin.walk import walk_blobs
     from registryd.admin.maintenance import list_uploads
     from registryd.storage import paths
     from registryd.storage.errors import PathNotFound
@@ -168,6 +170,14 @@ def make_namespace(registry, maintenance, config):
     async def purge_uploads(older_than="168h", dry_run=False):
         """Remove uploads started more than older_than ago."""
         return await maintenance.purge_uploads(_seconds(older_than, "older_than"), dry_run)
+
+    async def rebuild_referrers(repo=None, dry_run=False):
+        """Rebuild the referrers index (of one repository, or all)."""
+        from registryd.admin.referrers import rebuild_referrers as rebuild
+
+        return await rebuild(
+            registry, repositories=None if repo is None else [repo], dry_run=dry_run
+        )
 
     def readonly(on=None):
         """Read-only mode: readonly(True), readonly(False); readonly() shows it."""
@@ -223,6 +233,7 @@ def make_namespace(registry, maintenance, config):
         "uploads": _deferred(uploads),
         "gc": _deferred(gc),
         "purge_uploads": _deferred(purge_uploads),
+        "rebuild_referrers": _deferred(rebuild_referrers),
         "readonly": readonly,
         "stats": _deferred(stats),
         "help_registryd": help_registryd,

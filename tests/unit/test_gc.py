@@ -14,7 +14,8 @@ import pytest_twisted
 from twisted.internet import defer
 
 from registryd import errors
-from registryd.admin.gc import GCReport, collect_garbage, references_in, walk_blobs
+from registryd.admin.gc import GCReport, collect_garbage
+from registryd.admin.walk import references_in, walk_blobs
 from registryd.digest import Digest
 from registryd.storage import paths
 from registryd.storage.drivers.filesystem import FilesystemDriver

@@ -98,6 +98,8 @@ async def test_namespace_helpers():
     purge = await namespace["purge_uploads"](older_than="1h")
     assert purge.older_than == 3600.0 and not purge.dry_run
     assert await namespace["uploads"]() == []
+    rebuilt = await namespace["rebuild_referrers"]()
+    assert rebuilt.repositories == 0 and not rebuilt.dry_run
     out, _, status = await run_source("help_registryd()", namespace)
     assert status == 0 and out == HELP
     out, _, status = await run_source("exit()", namespace)
