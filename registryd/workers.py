@@ -20,6 +20,10 @@ notification journals.  A worker builds notification events as usual and
 passes each encoded event line to the main process over a pipe; the main
 process queues it on the endpoint of that name.
 
+Read-only mode switched live (the manhole's ``readonly(True)``) is passed
+on to every worker over its stdin, and to workers started later, so no
+process keeps accepting writes.
+
 The main process restarts a worker that exits, stops the workers when it
 stops, and forwards ``SIGHUP`` (reload) to them.  A worker exits when the
 main process goes away (its stdin, a pipe from the main process, closes).
@@ -134,6 +138,7 @@ class WorkerPool(Service):
     def startService(self):
         super().startService()
         self._stopping = False
+        self._service.registry.read_only_observers.append(self._send_read_only)
         self._started = defer.ensureDeferred(self._start())
         self._started.addErrback(lambda failure: log.failure("worker processes not started", failure))
 
@@ -181,6 +186,16 @@ class WorkerPool(Service):
             env=environment, childFDs=child_fds,
         )
         log.info("worker {index} started (pid {pid})", index=index, pid=self.processes[index].pid)
+        self._send_read_only(self._service.registry.read_only, [self.processes[index]])
+
+    def _send_read_only(self, on, processes=None):
+        """Tell workers (all, or C{processes}) the read-only switch."""
+        line = b"read-only on\n" if on else b"read-only off\n"
+        for process in processes if processes is not None else list(self.processes.values()):
+            try:
+                process.write(line)
+            except Exception:  # exiting: its replacement is told at start
+                pass
 
     def _worker_exited(self, index, reason):
         self.processes.pop(index, None)
@@ -233,6 +248,9 @@ class WorkerPool(Service):
     def stopService(self):
         super().stopService()
         self._stopping = True
+        observers = self._service.registry.read_only_observers
+        if self._send_read_only in observers:
+            observers.remove(self._send_read_only)
         if self._previous_sighup is not None:
             signal.signal(signal.SIGHUP, self._previous_sighup)
             self._previous_sighup = None
@@ -296,10 +314,22 @@ class _ForwardedEndpoint:
 
 class _MainProcessLink(protocol.Protocol):
     """stdin (a pipe from the main process) and the event pipe to it: when
-    the main process goes away, so does this worker."""
+    the main process goes away, so does this worker.  The main process
+    sends the read-only switch as ``read-only on|off`` lines."""
 
-    def __init__(self, reactor):
+    def __init__(self, reactor, set_read_only=lambda on: None):
         self._reactor = reactor
+        self._set_read_only = set_read_only
+        self._buffer = b""
+
+    def dataReceived(self, data):
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            if line in (b"read-only on", b"read-only off"):
+                self._set_read_only(line == b"read-only on")
+            else:
+                log.warn("unknown message from the main process: {line!r}", line=line[:100])
 
     def send(self, data):
         if self.transport is not None:
@@ -443,7 +473,12 @@ def main(argv=None):
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
     service, full_config = build_worker(arguments, reactor)
-    link = _MainProcessLink(reactor)
+    def set_read_only(on):
+        if service.registry.read_only != on:
+            service.registry.read_only = on
+            log.info("read-only mode {state}", state="on" if on else "off")
+
+    link = _MainProcessLink(reactor, set_read_only)
     stdio.StandardIO(link, stdin=0, stdout=arguments.events_fd, reactor=reactor)
     _forward_notifications(service, full_config, link)
 

@@ -82,15 +82,31 @@ class Registry:
         #: accept indexes whose child manifests (and manifests whose layers)
         #: were never pushed, as mirrors of single platforms need
         self.accept_sparse_manifests = accept_sparse_manifests
-        #: storage.maintenance.readonly: the HTTP API refuses every write
-        #: (registryd.app); the manhole can flip it while running.
-        self.read_only = read_only
+        #: callables told C{(read_only)} whenever it changes (worker mode
+        #: passes the switch on to the other processes)
+        self.read_only_observers = []
+        self._read_only = bool(read_only)
         self.hash_states = HashStates()
         self.upload_lock = _LockTable()
         #: digests pushes are using, kept safe from online GC
         self.guard = PushGuard()
         #: parsed manifests by digest (immutable content; registryd.storage.cache)
         self.manifest_cache = ContentCache()
+
+    @property
+    def read_only(self):
+        """storage.maintenance.readonly: the HTTP API refuses every write
+        (registryd.app); the manhole can flip it while running."""
+        return self._read_only
+
+    @read_only.setter
+    def read_only(self, on):
+        on = bool(on)
+        if on == self._read_only:
+            return
+        self._read_only = on
+        for observer in list(self.read_only_observers):
+            observer(on)
 
     def repository(self, name):
         """The repository C{name} (validated); it need not exist yet."""

@@ -12,38 +12,9 @@ import time
 import pytest
 
 from tests.e2e import tools
-from tests.e2e.tools import http_request, make_image, push_blob, push_image
+from tests.e2e.tools import SSH, http_request, make_image, push_blob, push_image
 
 pytestmark = pytest.mark.e2e
-
-
-class SSH:
-    def __init__(self, port, directory):
-        self.executable = tools.require_tool("ssh")
-        self.keygen = tools.require_tool("ssh-keygen")
-        self.port = port
-        self.directory = directory
-        self.known_hosts = directory / "known_hosts"
-
-    def new_key(self, name, kind="ed25519"):
-        path = self.directory / name
-        extra = ["-b", "3072"] if kind == "rsa" else []
-        tools.run([self.keygen, "-q", "-t", kind, *extra, "-N", "", "-C", name, "-f", path])
-        return path
-
-    def command(self, key, *args, user="admin", tty=False, verbose=False):
-        return [
-            self.executable, "-F", "none",
-            "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
-            "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "IdentitiesOnly=yes",
-            "-o", "ConnectTimeout=10", "-i", str(key), "-p", str(self.port),
-            *(["-tt"] if tty else ["-T"]), *(["-v"] if verbose else []),
-            f"{user}@127.0.0.1", *args,
-        ]
-
-    def run(self, key, source=None, **kwargs):
-        args = [source] if source is not None else []
-        return tools.run(self.command(key, *args, **kwargs), check=False, timeout=60)
 
 
 def read_until(process, marker, timeout=20):

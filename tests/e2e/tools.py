@@ -954,3 +954,35 @@ def skopeo(*args, input=None, env=None, check=True, timeout=300):
 def skopeo_json(*args):
     """``skopeo ...`` whose stdout is JSON, decoded."""
     return json.loads(skopeo(*args).stdout)
+
+
+class SSH:
+    """The real OpenSSH client (and ssh-keygen) against a manhole on
+    127.0.0.1:C{port}; keys and known_hosts live in C{directory}."""
+
+    def __init__(self, port, directory):
+        self.executable = require_tool("ssh")
+        self.keygen = require_tool("ssh-keygen")
+        self.port = port
+        self.directory = directory
+        self.known_hosts = directory / "known_hosts"
+
+    def new_key(self, name, kind="ed25519"):
+        path = self.directory / name
+        extra = ["-b", "3072"] if kind == "rsa" else []
+        run([self.keygen, "-q", "-t", kind, *extra, "-N", "", "-C", name, "-f", path])
+        return path
+
+    def command(self, key, *args, user="admin", tty=False, verbose=False):
+        return [
+            self.executable, "-F", "none",
+            "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
+            "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "IdentitiesOnly=yes",
+            "-o", "ConnectTimeout=10", "-i", str(key), "-p", str(self.port),
+            *(["-tt"] if tty else ["-T"]), *(["-v"] if verbose else []),
+            f"{user}@127.0.0.1", *args,
+        ]
+
+    def run(self, key, source=None, **kwargs):
+        args = [source] if source is not None else []
+        return run(self.command(key, *args, **kwargs), check=False, timeout=60)

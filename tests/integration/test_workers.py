@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import psutil
 import pytest
 
-from tests.e2e.tools import free_port
+from tests.e2e.tools import SSH, free_port, free_ports
 from tests.integration.test_twistd import Running, write_config
 
 
@@ -200,3 +200,80 @@ def test_workers_option_replaces_the_configuration_and_is_checked(tmp_path):
 
     status, output = run_to_exit(tmp_path, "--workers", "0", "--listen", "tcp:0")
     assert_clean_failure(status, output, "--workers")
+
+
+def test_read_only_switched_from_the_manhole_reaches_every_worker(tmp_path):
+    """readonly(True) in the main process's manhole: writes are refused by
+    every process, also by a worker started afterwards; readonly(False)
+    lets them through again everywhere."""
+    port, ssh_port = free_ports(2)
+    ssh = SSH(ssh_port, tmp_path)
+    key = ssh.new_key("admin")
+    (tmp_path / "authorized_keys").write_bytes((tmp_path / "admin.pub").read_bytes())
+    config = write_config(
+        tmp_path,
+        f"""\
+version: 0.1
+log:
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {tmp_path / "store"}
+http:
+  addr: 127.0.0.1:{port}
+manhole:
+  listen: tcp:{ssh_port}:interface=127.0.0.1
+  authorized_keys: {tmp_path / "authorized_keys"}
+  host_key: {tmp_path / "host_key"}
+workers: 2
+""",
+    )
+
+    def statuses_of_both_processes(worker):
+        """POST an upload on each of connections held open until both
+        processes have one; the set of statuses."""
+        main = psutil.Process(running.process.pid)
+        connections = []
+
+        def one_more_connection():
+            connections.append(http.client.HTTPConnection("127.0.0.1", port, timeout=30))
+            assert request(port, "GET", "/v2/", connection=connections[-1])[0].status == 200
+            return established(main, port) and established(worker, port)
+
+        wait_for(one_more_connection, timeout=60, message="connections in both processes")
+        found = set()
+        for connection in connections:
+            response, _ = request(port, "POST", "/v2/ro/app/blobs/uploads/", connection=connection)
+            found.add(response.status)
+            connection.close()
+        return found
+
+    def manhole(source):
+        result = ssh.run(key, source)
+        assert result.returncode == 0, result
+        return result.stdout.decode().strip()
+
+    with Running(tmp_path, "--config", config) as running:
+        running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
+        worker = wait_for(lambda: workers_of(running), message="a worker process")[0]
+        assert statuses_of_both_processes(worker) == {202}
+
+        # Each process logs the switch: the main process, then the worker.
+        assert manhole("readonly(True)") == "True"
+        wait_for(lambda: running.output.count("read-only mode on") == 2, message="both told")
+        assert statuses_of_both_processes(worker) == {405}
+
+        worker.kill()  # its replacement starts read-only too
+        replacement = wait_for(
+            lambda: [w for w in workers_of(running) if w.pid != worker.pid], message="a new worker",
+        )[0]
+        wait_for(lambda: running.output.count("read-only mode on") == 3, message="new one told")
+        assert statuses_of_both_processes(replacement) == {405}
+
+        assert manhole("readonly(False)") == "False"
+        wait_for(lambda: running.output.count("read-only mode off") == 2, message="both told")
+        assert statuses_of_both_processes(replacement) == {202}
+        status = running.stop()
+    assert status in (0, -signal.SIGTERM), running.output
+    assert "Traceback" not in running.output, running.output
