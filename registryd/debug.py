@@ -85,7 +85,9 @@ class DebugResource(Resource):
 def debug_site(health, debug_config):
     """The Site for a L{registryd.config.DebugConfig}."""
     metrics_path = debug_config.prometheus_path if debug_config.prometheus_enabled else None
-    site = server.Site(DebugResource(health, metrics_path))
+    from registryd.metrics import exposition_registry
+
+    site = server.Site(DebugResource(health, metrics_path, registry=exposition_registry()))
     site.displayTracebacks = False
     site.noisy = False
     site.log = lambda request: None  # scrapes and probes every few seconds: no access log

@@ -6,6 +6,14 @@ process and platform collectors (memory, CPU, open files).  They are
 module-level, as prometheus_client intends: a metric is a process-wide
 fact, and code anywhere updates it without being handed an object.
 
+In worker mode (``registryd.workers``) every process updates its own
+copies, in prometheus_client's multiprocess mode (files in a directory
+named by ``PROMETHEUS_MULTIPROC_DIR``, set before this module is first
+imported); :func:`exposition_registry` then sums them for ``/metrics``.
+Each gauge says how: ``livesum`` for what processes hold between them
+(uploads in progress, events pending), ``livemin`` for health (a check is
+up only if it passes in every process).
+
 Labels are chosen for bounded cardinality: HTTP metrics are labelled by
 route (the klein endpoint name, e.g. ``blob``), never by path, and by
 method and status; storage metrics by driver operation; notification
@@ -59,7 +67,7 @@ HTTP_SENT_BYTES = Counter(
 UPLOADS_IN_PROGRESS = Gauge(
     "uploads_in_progress",
     "Blob upload requests (POST, PATCH, PUT with a body) being received right now.",
-    namespace=NAMESPACE,
+    namespace=NAMESPACE, multiprocess_mode="livesum",
 )
 
 # --- storage (updated by registryd.storage.instrumented) --------------------
@@ -80,7 +88,7 @@ STORAGE_ERRORS = Counter(
 
 HEALTH_CHECK_UP = Gauge(
     "health_check_up", "1 while a health check passes, 0 while it fails.", ["check"],
-    namespace=NAMESPACE,
+    namespace=NAMESPACE, multiprocess_mode="livemin",
 )
 HEALTH_CHECK_FAILURES = Counter(
     "health_check_failures", "Failed health check runs, by check.", ["check"], namespace=NAMESPACE,
@@ -100,7 +108,7 @@ NOTIFICATION_DELIVERIES = Counter(
 )
 NOTIFICATION_PENDING = Gauge(
     "notification_pending", "Events waiting to be delivered, by endpoint.", ["endpoint"],
-    namespace=NAMESPACE,
+    namespace=NAMESPACE, multiprocess_mode="livesum",
 )
 
 # --- garbage collection and upload purging (for registryd.admin) -----------
@@ -147,3 +155,43 @@ def sample(name, **labels):
 
     value = REGISTRY.get_sample_value(name, labels)
     return 0.0 if value is None else value
+
+
+def multiprocess_directory():
+    """The directory worker processes share their metrics through, or None
+    (one process: metrics live in memory)."""
+    import os
+
+    from prometheus_client import values
+
+    if values.ValueClass is values.MutexValue:
+        return None  # chosen when prometheus_client was imported
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+
+
+def exposition_registry():
+    """What ``/metrics`` shows: the default registry in one process; in
+    worker mode, every process's registryd metrics summed, plus this (the
+    main) process's own process and platform metrics."""
+    from prometheus_client import (
+        REGISTRY, CollectorRegistry, PlatformCollector, ProcessCollector, multiprocess,
+    )
+
+    directory = multiprocess_directory()
+    if directory is None:
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry
+
+
+def process_exited(pid):
+    """Forget the live gauges of a worker process that exited (its counters
+    stay in the totals)."""
+    if multiprocess_directory() is not None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
+

@@ -149,6 +149,13 @@ def _endpoint_problem(description):
 
 def makeService(options):
     """The registry service for parsed, validated L{Options}."""
+    workers = options["workers"] or getattr(options.registry_config, "workers", 1)
+    metrics_directory = None
+    if workers > 1:
+        from registryd.workers import share_metrics
+
+        metrics_directory = share_metrics()  # before anything imports prometheus_client
+
     from registryd.service import RegistryService
     from registryd.tuning import tune_allocator
 
@@ -164,14 +171,18 @@ def makeService(options):
     except (JournalLocked, OSError) as error:
         # e.g. a notification journal directory that cannot be created, or
         # that another registryd uses: one line, not a traceback
+        if metrics_directory is not None:
+            import shutil
+
+            shutil.rmtree(metrics_directory, ignore_errors=True)
         raise SystemExit(f"registryd: {error}") from None
     service.config_path = options["config"]  # reloaded on SIGHUP
     service.listen_override = bool(options["listen"])
-    workers = options["workers"] or getattr(options.registry_config, "workers", 1)
     if workers > 1:
         from registryd.workers import WorkerPool
 
         WorkerPool(
-            service, workers, config_path=options["config"], listen=options["listen"]
+            service, workers, config_path=options["config"], listen=options["listen"],
+            metrics_directory=metrics_directory,
         ).setServiceParent(service)
     return service

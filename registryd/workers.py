@@ -13,7 +13,9 @@ continues in another process), exactly as several nodes behind a load
 balancer would.
 
 What must exist once stays in the main process: the manhole, the debug
-listener (``/metrics`` counts the main process's requests only), upload
+listener (its ``/metrics`` sums the metrics of every process, which they
+share through files in a private directory: prometheus_client's
+multiprocess mode, see :func:`share_metrics`), upload
 purging and scheduled garbage collection (as with several nodes, the
 grace period protects pushes running in other processes), and the
 notification journals.  A worker builds notification events as usual and
@@ -90,6 +92,27 @@ def accept_one_at_a_time(port):
     return port
 
 
+def share_metrics():
+    """Put the metrics of this process and the workers it will start in
+    one fresh private directory (prometheus_client's multiprocess mode).
+
+    Called by the main process before anything imports prometheus_client,
+    which reads ``PROMETHEUS_MULTIPROC_DIR`` once, at import; the workers
+    inherit the variable.  Returns the directory (removed by the
+    L{WorkerPool} when it stops), or None if it is too late (metrics then
+    stay per process, and ``/metrics`` shows the main process's only).
+    """
+    import tempfile
+
+    if "prometheus_client" in sys.modules:
+        log.warn("worker mode: prometheus_client was imported already; "
+                 "/metrics will count the main process only")
+        return None
+    directory = tempfile.mkdtemp(prefix="registryd-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    return directory
+
+
 def _package_path():
     """The directory holding the ``registryd`` package, for the workers'
     PYTHONPATH (the main process may have found it through its working
@@ -104,7 +127,8 @@ class WorkerPool(Service):
 
     name = "workers"
 
-    def __init__(self, registry_service, count, config_path=None, listen=(), reactor=None):
+    def __init__(self, registry_service, count, config_path=None, listen=(), reactor=None,
+                 metrics_directory=None):
         """
         @param registry_service: the main process's RegistryService, whose
             listeners the workers share (started before this service).
@@ -113,6 +137,7 @@ class WorkerPool(Service):
             default configuration).
         @param listen: C{--listen} endpoints given on the command line, if
             any (workers need them to find each listener's TLS settings).
+        @param metrics_directory: from L{share_metrics}; removed on stop.
         """
         self._service = registry_service
         self.count = count
@@ -127,6 +152,8 @@ class WorkerPool(Service):
         self._exited = {}  # index -> Deferred firing when it exits
         self._stopping = False
         self._previous_sighup = None
+        self.metrics_directory = metrics_directory
+        self._pids = {}  # index -> pid, to forget its gauges when it exits
 
     def _get_reactor(self):
         if self._reactor is None:
@@ -185,7 +212,8 @@ class WorkerPool(Service):
             _WorkerProtocol(self, index), sys.executable, self._arguments(index),
             env=environment, childFDs=child_fds,
         )
-        log.info("worker {index} started (pid {pid})", index=index, pid=self.processes[index].pid)
+        self._pids[index] = self.processes[index].pid
+        log.info("worker {index} started (pid {pid})", index=index, pid=self._pids[index])
         self._send_read_only(self._service.registry.read_only, [self.processes[index]])
 
     def _send_read_only(self, on, processes=None):
@@ -199,6 +227,11 @@ class WorkerPool(Service):
 
     def _worker_exited(self, index, reason):
         self.processes.pop(index, None)
+        pid = self._pids.pop(index, None)
+        if pid is not None:
+            from registryd import metrics
+
+            metrics.process_exited(pid)
         exited = self._exited.pop(index, None)
         if exited is not None:
             exited.callback(None)
@@ -261,15 +294,24 @@ class WorkerPool(Service):
         waiting = list(self._exited.values())
         self.signal_all("TERM")
         if not waiting:
+            self._remove_metrics_directory()
             return None
         killer = self._get_reactor().callLater(STOP_TIMEOUT, self.signal_all, "KILL")
 
         def stopped(result):
             if killer.active():
                 killer.cancel()
+            self._remove_metrics_directory()
             return None
 
         return defer.DeferredList(waiting).addBoth(stopped)
+
+    def _remove_metrics_directory(self):
+        if self.metrics_directory is not None:
+            import shutil
+
+            shutil.rmtree(self.metrics_directory, ignore_errors=True)
+            self.metrics_directory = None
 
 
 class _WorkerProtocol(protocol.ProcessProtocol):

@@ -96,8 +96,27 @@ def sink():
     events.close()
 
 
+def blob_gets_counted(debug_port):
+    """registryd_http_requests_total for blob GETs answered 200, from the
+    main process's /metrics (summed over the processes)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response, body = request(debug_port, "GET", "/metrics")
+    assert response.status == 200
+    total = 0.0
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if (sample.name == "registryd_http_requests_total"
+                    and sample.labels.get("route") == "blob"
+                    and sample.labels.get("method") == "GET"
+                    and sample.labels.get("status") == "200"):
+                assert "pid" not in sample.labels
+                total += sample.value
+    return total
+
+
 def test_workers_share_the_socket_storage_and_notifications(tmp_path, sink):
-    port = free_port()
+    port, debug_port = free_ports(2)
     config = write_config(
         tmp_path,
         f"""\
@@ -111,6 +130,10 @@ storage:
     rootdirectory: {tmp_path / "store"}
 http:
   addr: 127.0.0.1:{port}
+  debug:
+    addr: 127.0.0.1:{debug_port}
+    prometheus:
+      enabled: true
 notifications:
   endpoints:
     - name: sink
@@ -139,8 +162,6 @@ workers: 2
             return established(main, port) and established(worker, port)
 
         wait_for(both_serve, timeout=60, message="connections served by both processes")
-        for connection in connections:
-            connection.close()
 
         # A chunked upload, one connection per request: the chunks land in
         # either process, and the upload continues from storage.
@@ -159,16 +180,25 @@ workers: 2
             location = response.getheader("Location").split(f":{port}", 1)[1]
         response, body = request(port, "PUT", f"{location}?digest={digest}")
         assert response.status == 201, body
-        for _ in range(10):  # pulls on fresh connections: both processes
+        for _ in range(10):  # pulls on fresh connections
             response, pulled = request(port, "GET", f"/v2/work/app/blobs/{digest}")
             assert response.status == 200 and pulled == data
+        # and on the connections each process holds: /metrics counts them
+        # all, whichever process served them
+        for connection in connections:
+            response, pulled = request(port, "GET", f"/v2/work/app/blobs/{digest}",
+                                       connection=connection)
+            assert response.status == 200 and pulled == data
+            connection.close()
+        pulls = 10 + len(connections)
+        wait_for(lambda: blob_gets_counted(debug_port) == pulls, message=f"{pulls} pulls counted")
 
         # Every pull was notified, whichever process served it.
         def pulls_notified():
-            pulls = [e for e in sink.events if e["action"] == "pull"]
-            return len(pulls) >= 10
+            pulled = [e for e in sink.events if e["action"] == "pull"]
+            return len(pulled) >= pulls
 
-        wait_for(pulls_notified, message="10 pull events")
+        wait_for(pulls_notified, message="every pull notified")
         assert len({e["id"] for e in sink.events}) == len(sink.events)
 
         # A reload (SIGHUP to the main process, passed on to the workers)
@@ -178,20 +208,25 @@ workers: 2
         for _ in range(6):
             response, _ = request(port, "GET", f"/v2/work/app/blobs/{digest}")
             assert response.status == 200
-        wait_for(lambda: len([e for e in sink.events if e["action"] == "pull"]) >= 16,
+        wait_for(lambda: len([e for e in sink.events if e["action"] == "pull"]) >= pulls + 6,
                  message="6 more pull events")
+        wait_for(lambda: blob_gets_counted(debug_port) == pulls + 6, message="6 more counted")
 
-        # A worker that dies is started again.
+        # A worker that dies is started again; what it counted still counts.
         worker.kill()
         replacement = wait_for(
             lambda: [w for w in workers_of(running) if w.pid != worker.pid],
             message="a new worker",
         )[0]
         wait_for(lambda: request(port, "GET", "/v2/")[0].status == 200, message="serving")
+        assert blob_gets_counted(debug_port) == pulls + 6
+        metrics_directory = replacement.environ()["PROMETHEUS_MULTIPROC_DIR"]
+        assert os.path.isdir(metrics_directory)
 
         status = running.stop()
     assert status in (0, -signal.SIGTERM), running.output
     assert not replacement.is_running() or replacement.status() == psutil.STATUS_ZOMBIE
+    assert not os.path.exists(metrics_directory)  # removed when the main process stops
     assert "Traceback" not in running.output, running.output
 
 
