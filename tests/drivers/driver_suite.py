@@ -148,6 +148,26 @@ class DriverSuite:
         assert await driver.get_content("/dir/file") == b"x"
         assert await driver.list("/dir") == ["file"]
 
+    @pytest_twisted.ensureDeferred
+    async def test_a_deleted_directory_can_become_a_file_and_back(self, driver):
+        """What a driver remembers about directories (the s3 driver does)
+        follows its own deletes and writes."""
+        await driver.put_content("/a/b/c", b"x")
+        await driver.delete("/a/b")
+        await driver.put_content("/a/b", b"a file now")
+        for path in ["/a/b/c", "/a/b/d/e"]:
+            with pytest.raises(StorageError):
+                await driver.put_content(path, b"y")
+            with pytest.raises(StorageError):
+                writer = await driver.writer(path)
+                await writer.cancel()
+        assert await driver.get_content("/a/b") == b"a file now"
+        await driver.delete("/a/b")
+        await driver.put_content("/a/b/c", b"a directory again")
+        with pytest.raises(StorageError):
+            await driver.put_content("/a/b", b"y")
+        assert await driver.list("/a/b") == ["c"]
+
     # Paths
 
     @pytest.mark.parametrize("call", sorted(PATH_CALLS))

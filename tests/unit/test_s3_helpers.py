@@ -90,3 +90,18 @@ def test_copy_ranges_stay_within_s3_limits():
         assert all(b[0] == a[1] + 1 for a, b in zip(ranges, ranges[1:]))
         lengths = [last - first + 1 for first, last in ranges]
         assert all(5 * MiB <= length <= 5 * GiB for length in lengths), lengths
+
+
+def test_known_directories_forget_below_and_stay_bounded():
+    from registryd.storage.drivers.s3 import KnownDirectories
+
+    known = KnownDirectories(limit=3)
+    for key in ("root/a", "root/a/b", "root/ab"):
+        known.add(key)
+    assert "root/a" in known and "root/a/b" in known
+    known.forget("root/a")
+    assert "root/a" not in known and "root/a/b" not in known
+    assert "root/ab" in known  # a sibling sharing the prefix is not below
+    for key in ("k1", "k2", "k3"):
+        known.add(key)
+    assert len(known) == 3 and "root/ab" not in known  # least recently used went first

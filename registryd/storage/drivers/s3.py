@@ -12,8 +12,8 @@ while a key lies below it).  On top of that:
 
 - **Whole files** (``put_content``) are one PUT: S3 replaces objects
   atomically.  Before writing, the driver checks that no directory is in
-  the way (one LIST) and that no ancestor is a file (HEADs, concurrently),
-  so the store stays a tree, as on a file system.
+  the way and that no ancestor is a file, so the store stays a tree, as on
+  a file system (see :meth:`S3Driver._check_creatable`: usually one LIST).
 - **Readers** GET with ``Range: bytes=<offset>-`` and stream the body in
   the pieces asked for; a connection that breaks mid-way is reopened once
   at the current offset (``If-Match`` the first ETag, so a replaced object
@@ -42,9 +42,14 @@ while a key lies below it).  On top of that:
 - **Deletes** list the tree and remove it with batched multi-object
   deletes (1000 keys each), and abort multipart uploads under it.
 
-Nothing is cached in the process: every answer comes from the store, so
-any number of registryd nodes can share a bucket.
+No answer is served from a cache in the process: every read, stat and
+listing comes from the store, so any number of registryd nodes can share a
+bucket.  The one thing remembered is which paths are directories
+(:class:`KnownDirectories`), to spare the tree checks before writes a LIST
+or HEAD per level; it never changes what is read.
 """
+
+import collections
 
 import time
 
@@ -75,6 +80,45 @@ DELETE_BATCH = 1000
 #: A multipart upload without parts this old (plus three request
 #: timeouts) was abandoned by a writer that failed or died.
 ABANDONED_AFTER = 3600
+
+
+class KnownDirectories:
+    """Keys this driver has seen to be directories, most recent last, at
+    most C{limit} of them.
+
+    Used only by the tree checks before a write (is an ancestor a file?):
+    a directory seen once stays one, unless this driver deletes it or
+    creates a file in its place, both of which forget it.  An entry can go
+    stale only if another node empties a directory and then creates a
+    *file* under its name, which the registry's layout never does; the
+    worst outcome would be an object below an object, never wrong data.
+    """
+
+    def __init__(self, limit=16384):
+        self.limit = limit
+        self._keys = collections.OrderedDict()
+
+    def __contains__(self, key):
+        if key in self._keys:
+            self._keys.move_to_end(key)
+            return True
+        return False
+
+    def add(self, key):
+        self._keys[key] = None
+        self._keys.move_to_end(key)
+        while len(self._keys) > self.limit:
+            self._keys.popitem(last=False)
+
+    def forget(self, key):
+        """Forget C{key} and every directory below it."""
+        self._keys.pop(key, None)
+        below = key + "/"
+        for known in [k for k in self._keys if k.startswith(below)]:
+            del self._keys[known]
+
+    def __len__(self):
+        return len(self._keys)
 
 
 def from_parameters(parameters):
@@ -175,6 +219,7 @@ class S3Driver:
         # list_many walks (the catalog) use at most half the connections,
         # so that a walk never starves pushes and pulls.
         self._walk_slots = defer.DeferredSemaphore(max(1, params.max_requests // 2))
+        self.known_directories = KnownDirectories()
 
     def __repr__(self):
         return f"<S3Driver bucket={self.bucket!r} prefix={self._prefix!r}>"
@@ -236,43 +281,55 @@ class S3Driver:
         return data
 
     async def _has_children(self, parts, path):
-        response = await self._call(
-            "list_objects_v2", path, Prefix=self._dir_prefix(parts), MaxKeys=1
-        )
+        return await self._has_prefix(self._dir_prefix(parts), path)
+
+    async def _has_prefix(self, prefix, path):
+        """Whether any key starts with C{prefix} (one LIST, one key)."""
+        response = await self._call("list_objects_v2", path, Prefix=prefix, MaxKeys=1)
         return bool(response.get("Contents") or response.get("CommonPrefixes"))
 
     async def _check_creatable(self, path, parts):
         """Refuse to create a file where a directory is, or below a file.
 
         Cheap because the store is kept a tree (no key is both a file and
-        a prefix of others): once an ancestor is seen to have children it
-        is a directory, and so is everything above it.  So the ancestors
-        are walked upwards and the walk stops at the first that has
-        children: usually the parent, so the common case costs two LISTs
-        in one round trip (this one's children, the parent's).  A parent
-        without children may be a file: it gets a HEAD, concurrently with
-        the next LIST up.  Requests, not round trips, are what a store
-        (and its bill) feels, so nothing is asked speculatively.
+        a prefix of others), and because directories are remembered
+        (L{KnownDirectories}).  When the parent is a known directory, one
+        LIST tells whether this path is a directory.  Otherwise the
+        parent's children are listed first: if it has none, neither has
+        this path, and the ancestors are walked upwards -- a HEAD each (is
+        it a file?), concurrently with the LIST of the next one up -- until
+        one is known or has children.  Requests, not round trips, are what
+        a store (and its bill) feels, so nothing is asked speculatively.
+        Afterwards every ancestor is known to be a directory (or about to
+        be, once the file is written), and this path is not one.
         """
         if not parts:
             raise _is_a_directory(path)
-        ancestors = [parts[:depth] for depth in range(len(parts) - 1, 0, -1)]  # deepest first
-        checks = [self._has_children(parts, path)]
-        if ancestors:
-            checks.append(self._has_children(ancestors[0], path))
-        results = await _all(checks)
-        if results[0]:
-            raise _is_a_directory(path)
+        known = self.known_directories
+        ancestors = [self._key(parts[:depth]) for depth in range(len(parts) - 1, 0, -1)]
+        if not ancestors or ancestors[0] in known or await self._has_prefix(ancestors[0] + "/", path):
+            if await self._has_prefix(self._key(parts) + "/", path):
+                raise _is_a_directory(path)
+        else:
+            await self._check_not_files(path, ancestors)
+        known.forget(self._key(parts))
+        for ancestor in ancestors:
+            known.add(ancestor)
+
+    async def _check_not_files(self, path, ancestors):
+        """None of C{ancestors} (deepest first; the first has no children)
+        is a file: walk up until one is a directory."""
+        known = self.known_directories
         for index, ancestor in enumerate(ancestors):
-            if results[-1]:  # this ancestor has children: a directory
-                return
-            checks = [self._head(self._key(ancestor), path)]
-            if index + 1 < len(ancestors):
-                checks.append(self._has_children(ancestors[index + 1], path))
+            above = ancestors[index + 1] if index + 1 < len(ancestors) else None
+            checks = [self._head(ancestor, path)]
+            if above is not None and above not in known:
+                checks.append(self._has_prefix(above + "/", path))
             results = await _all(checks)
             if results[0] is not None:
-                raise StorageError(f"{path}: not a directory: /{'/'.join(ancestor)}")
-            if len(results) == 1:
+                shown = ancestor[len(self._prefix):]
+                raise StorageError(f"{path}: not a directory: /{shown}")
+            if len(results) == 1 or results[1]:
                 return
 
     async def _find_uploads(self, key, path):
@@ -653,6 +710,10 @@ class S3Driver:
         parts = check_path(path)
         key = self._key(parts)
         prefix = self._dir_prefix(parts)
+        if parts:
+            self.known_directories.forget(key)
+        else:
+            self.known_directories = KnownDirectories(self.known_directories.limit)
         def list_page(token):
             return self._call(
                 "list_objects_v2", path, Prefix=prefix, MaxKeys=self.list_page_size, **token
