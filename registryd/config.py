@@ -212,6 +212,9 @@ class ValidationConfig:
     #: the repository; "none" accepts sparse indexes, as mirrors of single
     #: platforms need.
     accept_sparse_manifests = attr.ib(default=False)
+    #: validation.manifests.urls as a registryd.manifests.verify.URLPolicy;
+    #: None (no such section, or validation.disabled) accepts any URL.
+    url_policy = attr.ib(default=None)
 
 
 @attr.s(frozen=True, slots=True)
@@ -220,6 +223,36 @@ class FileCheckConfig:
 
     path = attr.ib()
     interval = attr.ib(default=10.0)  # seconds
+
+
+#: Seconds an HTTP or TCP health check may take when no timeout is set.
+DEFAULT_CHECK_TIMEOUT = 5.0
+
+
+@attr.s(frozen=True, slots=True)
+class HTTPCheckConfig:
+    """health.http[]: unhealthy when a HEAD of C{uri} does not answer
+    C{status_code} within C{timeout}, C{threshold} times in a row."""
+
+    uri = attr.ib()
+    headers = attr.ib(factory=dict)  # name -> list of values
+    status_code = attr.ib(default=200)
+    timeout = attr.ib(default=DEFAULT_CHECK_TIMEOUT)  # seconds
+    interval = attr.ib(default=10.0)  # seconds
+    threshold = attr.ib(default=1)
+
+
+@attr.s(frozen=True, slots=True)
+class TCPCheckConfig:
+    """health.tcp[]: unhealthy when C{addr} (host:port) does not accept a
+    connection within C{timeout}, C{threshold} times in a row."""
+
+    addr = attr.ib()
+    host = attr.ib()
+    port = attr.ib()
+    timeout = attr.ib(default=DEFAULT_CHECK_TIMEOUT)  # seconds
+    interval = attr.ib(default=10.0)  # seconds
+    threshold = attr.ib(default=1)
 
 
 @attr.s(frozen=True, slots=True)
@@ -232,6 +265,8 @@ class HealthConfig:
     #: consecutive failures before the driver counts as unhealthy
     threshold = attr.ib(default=1)
     files = attr.ib(default=(), converter=tuple)
+    http = attr.ib(default=(), converter=tuple)
+    tcp = attr.ib(default=(), converter=tuple)
 
 
 #: Distribution's EndpointConfig.defaults(): timeout 1s, threshold 10, backoff 1s.
@@ -629,7 +664,11 @@ def parse_workers(value, path="workers"):
 
 
 def _parse_validation(value, path):
+    """validation: sparse indexes (Distribution 3's key) and the URLs that
+    non-distributable layers may carry (``manifests.urls``, checked unless
+    ``disabled: true`` or the deprecated ``enabled: false``)."""
     found = {}
+    switches = {}
 
     def platforms(value, path):
         choice = _choice(value, path, ("all", "none"))
@@ -638,10 +677,47 @@ def _parse_validation(value, path):
     def indexes(value, path):
         _walk(value, path, {"platforms": platforms}, {"platformlist"})
 
-    def manifests(value, path):
-        _walk(value, path, {"indexes": indexes}, {"urls"})
+    def patterns(value, path):
+        import re
 
-    _walk(value, path, {"manifests": manifests}, {"disabled", "enabled"})
+        compiled = []
+        for index, pattern in enumerate(_list(value, path)):
+            _string(pattern, f"{path}[{index}]")
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ConfigError(f"{path}[{index}]", f"not a regular expression: {error}") from None
+            compiled.append(pattern)
+        return compiled
+
+    def urls(value, path):
+        lists = {"allow": [], "deny": []}
+
+        def allow(value, path):
+            lists["allow"] = patterns(value, path)
+
+        def deny(value, path):
+            lists["deny"] = patterns(value, path)
+
+        _walk(value, path, {"allow": allow, "deny": deny})
+        found["urls"] = lists
+
+    def manifests(value, path):
+        _walk(value, path, {"indexes": indexes, "urls": urls})
+
+    def disabled(value, path):
+        switches["disabled"] = _boolean(value, path)
+
+    def enabled(value, path):
+        switches["enabled"] = _boolean(value, path)
+
+    _walk(value, path, {"manifests": manifests, "disabled": disabled, "enabled": enabled})
+    lists = found.pop("urls", None)
+    checking = not switches.get("disabled", False) and switches.get("enabled", True)
+    if lists is not None and checking:
+        from registryd.manifests.verify import URLPolicy
+
+        found["url_policy"] = URLPolicy(lists["allow"], lists["deny"])
     return ValidationConfig(**found)
 
 
@@ -976,8 +1052,8 @@ def _parse_debug(value, path):
 
 
 def _parse_health(value, path):
-    """health: storagedriver and file checks (Distribution's keys)."""
-    found = {"files": []}
+    """health: storagedriver, file, http and tcp checks (Distribution's keys)."""
+    found = {"files": [], "http": [], "tcp": []}
 
     def storagedriver(value, path):
         def enabled(value, path):
@@ -1009,7 +1085,59 @@ def _parse_health(value, path):
                 raise ConfigError(_join(item_path, "file"), "required: the path whose existence fails the check")
             found["files"].append(FileCheckConfig(**check))
 
-    _walk(value, path, {"storagedriver": storagedriver, "file": files}, {"http", "tcp"})
+    def timing(check):
+        """Handlers of the keys HTTP and TCP checks share."""
+
+        def timeout(value, path):
+            check["timeout"] = _duration(value, path, minimum=0.001) or DEFAULT_CHECK_TIMEOUT
+
+        def interval(value, path):
+            check["interval"] = _duration(value, path, minimum=0.1) or 10.0
+
+        def threshold(value, path):
+            check["threshold"] = max(1, _positive_or_zero(value, path))
+
+        return {"timeout": timeout, "interval": interval, "threshold": threshold}
+
+    def http_checks(value, path):
+        for index, item in enumerate(_list(value, path)):
+            item_path = f"{path}[{index}]"
+            check = {}
+
+            def uri(value, path):
+                check["uri"] = _http_url(value, path)
+
+            def headers(value, path):
+                check["headers"] = _parse_headers(value, path)
+
+            def statuscode(value, path):
+                _integer(value, path)
+                if not 100 <= value <= 599:
+                    raise ConfigError(path, f"expected an HTTP status code, got {value}")
+                check["status_code"] = value
+
+            _walk(item, item_path, {"uri": uri, "headers": headers, "statuscode": statuscode,
+                                    **timing(check)})
+            if "uri" not in check:
+                raise ConfigError(_join(item_path, "uri"), "required: the URL to check with HEAD")
+            found["http"].append(HTTPCheckConfig(**check))
+
+    def tcp_checks(value, path):
+        for index, item in enumerate(_list(value, path)):
+            item_path = f"{path}[{index}]"
+            check = {}
+
+            def addr(value, path):
+                check["host"], check["port"] = _tcp_address(value, path)
+                check["addr"] = value
+
+            _walk(item, item_path, {"addr": addr, **timing(check)})
+            if "addr" not in check:
+                raise ConfigError(_join(item_path, "addr"), "required: the host:port to connect to")
+            found["tcp"].append(TCPCheckConfig(**check))
+
+    _walk(value, path, {"storagedriver": storagedriver, "file": files, "http": http_checks,
+                        "tcp": tcp_checks})
     return HealthConfig(**found)
 
 
@@ -1075,11 +1203,7 @@ def _parse_endpoint(value, path):
         found["name"] = value
 
     def url(value, path):
-        _string(value, path)
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(path, f"expected an absolute http(s) URL, got {value!r}")
-        found["url"] = value
+        found["url"] = _http_url(value, path)
 
     def headers(value, path):
         found["headers"] = _parse_headers(value, path)
@@ -1179,6 +1303,25 @@ def _parse_host(value, path):
 
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _http_url(value, path):
+    """An absolute http or https URL."""
+    _string(value, path)
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(path, f"expected an absolute http(s) URL, got {value!r}")
+    return value
+
+
+def _tcp_address(value, path):
+    """``host:port`` (``[v6]:port`` for IPv6), as (host, port)."""
+    _string(value, path)
+    host, _, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(path, f"expected host:port, got {value!r}")
+    return host, int(port)
 
 
 def _parse_headers(value, path):

@@ -4,7 +4,10 @@ A check is a probe (a callable returning a Deferred that fails when
 something is wrong) with a name.  ``HealthChecks`` holds two kinds:
 
 * **periodic** checks, from Distribution's ``health:`` section
-  (``health.storagedriver``, ``health.file``): each runs every
+  (``health.storagedriver``, ``health.file``, ``health.http``,
+  ``health.tcp``; named as Distribution names them: the storage check
+  ``storagedriver_<driver>``, the others by their path, URI or address):
+  each runs every
   ``interval`` seconds and counts as failing once ``threshold``
   consecutive runs failed, as in Distribution.  While one fails, the
   registry API answers 503 to every request (Distribution's
@@ -30,6 +33,7 @@ import time
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet import defer
+from twisted.python.failure import Failure
 from twisted.logger import Logger
 
 from registryd import metrics
@@ -66,10 +70,58 @@ def file_probe(path):
     return probe
 
 
-def describe_failure(failure):
+def http_probe(uri, headers=None, status_code=200, timeout=PROBE_TIMEOUT, reactor=None):
+    """A probe that HEADs C{uri} (with C{headers}: name -> list of values)
+    and fails unless it answers C{status_code} (Distribution's health.http).
+    No connection is kept between runs: a probe must notice a server that
+    stopped accepting, not reuse an old connection to it."""
+    from treq.client import HTTPClient
+    from twisted.web.client import Agent, HTTPConnectionPool
+
+    clients = []
+
+    def client():
+        if not clients:
+            nonlocal reactor
+            if reactor is None:
+                from twisted.internet import reactor
+            pool = HTTPConnectionPool(reactor, persistent=False)
+            clients.append(HTTPClient(Agent(reactor, pool=pool, connectTimeout=timeout)))
+        return clients[0]
+
+    async def probe():
+        response = await client().head(uri, headers=headers or {})
+        await response.content()
+        if response.code != status_code:
+            raise RuntimeError(f"downstream service returned unexpected status: {response.code}")
+
+    return probe
+
+
+def tcp_probe(host, port, timeout=PROBE_TIMEOUT, reactor=None):
+    """A probe that fails unless C{host}:C{port} accepts a TCP connection
+    (Distribution's health.tcp); the connection is closed at once."""
+    from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+    from twisted.internet.protocol import Protocol
+
+    async def probe():
+        nonlocal reactor
+        if reactor is None:
+            from twisted.internet import reactor
+        endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+        try:
+            connected = await connectProtocol(endpoint, Protocol())
+        except Exception as error:
+            raise RuntimeError(f"connection to {host}:{port} failed: {error}") from None
+        connected.transport.abortConnection()
+
+    return probe
+
+
+def describe_failure(failure, timeout=PROBE_TIMEOUT):
     """A one-line reason for an operator, without internals."""
     if failure.check(defer.TimeoutError, defer.CancelledError):
-        return f"timed out after {PROBE_TIMEOUT:g}s"
+        return f"timed out after {timeout:g}s"
     message = " ".join(str(failure.value).split())
     return message or failure.type.__name__
 
@@ -105,13 +157,19 @@ class Check:
         error message, or None when the probe passed."""
         was_healthy = self.healthy
         attempt = defer.ensureDeferred(self.probe())
-        attempt.addTimeout(self.timeout, self._get_reactor())
+
+        def timed_out(result, timeout):
+            # Whatever the cancelled probe failed with (an HTTP client
+            # wraps the cancellation in its own error), it timed out.
+            if isinstance(result, Failure):
+                return Failure(defer.TimeoutError(f"timed out after {timeout:g}s"))
+            return result
+
+        attempt.addTimeout(self.timeout, self._get_reactor(), onTimeoutCancel=timed_out)
         try:
             await attempt
         except Exception:
-            from twisted.python.failure import Failure
-
-            error = describe_failure(Failure())
+            error = describe_failure(Failure(), self.timeout)
             self.failures += 1
             self.last_error = error
             metrics.HEALTH_CHECK_FAILURES.labels(self.name).inc()
@@ -148,7 +206,17 @@ class HealthChecks:
             checks.on_demand.append(storage)
         for file_check in health.files:
             checks.periodic.append(
-                Check(f"file_{file_check.path}", file_probe(file_check.path), file_check.interval, 1, reactor)
+                Check(file_check.path, file_probe(file_check.path), file_check.interval, 1, reactor)
+            )
+        for http in health.http:
+            probe = http_probe(http.uri, http.headers, http.status_code, http.timeout, reactor)
+            checks.periodic.append(
+                Check(http.uri, probe, http.interval, http.threshold, reactor, timeout=http.timeout)
+            )
+        for tcp in health.tcp:
+            probe = tcp_probe(tcp.host, tcp.port, tcp.timeout, reactor)
+            checks.periodic.append(
+                Check(tcp.addr, probe, tcp.interval, tcp.threshold, reactor, timeout=tcp.timeout)
             )
         return checks
 

@@ -21,13 +21,15 @@ def _check_not_index(doc, media_type):
 
 
 def _blobs(config, layers):
-    blobs = [config]
+    """(blobs the repository must hold, external layers)."""
+    blobs, external = [config], []
     for i, layer in enumerate(layers):
         if fields.is_external(layer):
             fields.check_external_urls(layer, f"layers[{i}]")
+            external.append(layer)
         else:
             blobs.append(layer)
-    return fields.dedupe(blobs)
+    return fields.dedupe(blobs), external
 
 
 def parse_oci_manifest(body, doc):
@@ -41,10 +43,12 @@ def parse_oci_manifest(body, doc):
     layers = fields.parse_descriptors(doc, "layers", required=False) or []
     subject = fields.parse_descriptor(doc["subject"], "subject") if "subject" in doc else None
     artifact_type = fields.get_media_type(doc, "artifactType")
+    blobs, external = _blobs(config, layers)
     return Manifest(
         media_type=mediatypes.OCI_MANIFEST,
         body=body,
-        blobs=_blobs(config, layers),
+        blobs=blobs,
+        external=external,
         manifests=[],
         subject=subject,
         # distribution spec, "Listing Referrers": artifactType, else the
@@ -66,10 +70,12 @@ def parse_docker_manifest(body, doc):
     _check_not_index(doc, mediatypes.DOCKER_MANIFEST)
     config = fields.parse_descriptor(fields.get_object(doc, "config", required=True), "config")
     layers = fields.parse_descriptors(doc, "layers")
+    blobs, external = _blobs(config, layers)
     return Manifest(
         media_type=mediatypes.DOCKER_MANIFEST,
         body=body,
-        blobs=_blobs(config, layers),
+        blobs=blobs,
+        external=external,
         manifests=[],
         config=config,
     )

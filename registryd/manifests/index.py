@@ -21,15 +21,17 @@ def _check_not_manifest(doc, media_type):
 
 
 def _split(entries):
-    children, blobs = [], []
+    """(child manifests, blobs, external entries) of an index."""
+    children, blobs, external = [], [], []
     for i, entry in enumerate(entries):
         if mediatypes.is_manifest_type(entry.media_type):
             children.append(entry)
         elif fields.is_external(entry):
             fields.check_external_urls(entry, f"manifests[{i}]")
+            external.append(entry)
         else:
             blobs.append(entry)
-    return fields.dedupe(children), fields.dedupe(blobs)
+    return fields.dedupe(children), fields.dedupe(blobs), external
 
 
 def parse_oci_index(body, doc):
@@ -37,13 +39,14 @@ def parse_oci_index(body, doc):
     fields.check_schema_version(doc, 2)
     fields.check_body_media_type(doc, mediatypes.OCI_INDEX, required=False)
     _check_not_manifest(doc, mediatypes.OCI_INDEX)
-    children, blobs = _split(fields.parse_descriptors(doc, "manifests"))
+    children, blobs, external = _split(fields.parse_descriptors(doc, "manifests"))
     subject = fields.parse_descriptor(doc["subject"], "subject") if "subject" in doc else None
     return Manifest(
         media_type=mediatypes.OCI_INDEX,
         body=body,
         blobs=blobs,
         manifests=children,
+        external=external,
         subject=subject,
         # "Listing Referrers": an index without artifactType has none.
         artifact_type=fields.get_media_type(doc, "artifactType"),
@@ -56,10 +59,11 @@ def parse_docker_manifest_list(body, doc):
     fields.check_schema_version(doc, 2)
     fields.check_body_media_type(doc, mediatypes.DOCKER_MANIFEST_LIST, required=True)
     _check_not_manifest(doc, mediatypes.DOCKER_MANIFEST_LIST)
-    children, blobs = _split(fields.parse_descriptors(doc, "manifests"))
+    children, blobs, external = _split(fields.parse_descriptors(doc, "manifests"))
     return Manifest(
         media_type=mediatypes.DOCKER_MANIFEST_LIST,
         body=body,
         blobs=blobs,
         manifests=children,
+        external=external,
     )

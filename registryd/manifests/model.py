@@ -59,6 +59,9 @@ class Manifest:
       (config and layers; index entries that are not manifests), without
       non-distributable layers that carry ``urls``, deduplicated by digest.
     - ``manifests``: child manifests of an index or manifest list.
+    - ``external``: non-distributable layers (and index entries) that carry
+      ``urls``: clients fetch them from there, the registry never holds
+      them; only their URLs are checked (``validation.manifests.urls``).
     - ``subject``: the OCI 1.1 ``subject`` descriptor, never checked.
     - ``artifact_type``: the value for this manifest's referrers entry.
     - ``annotations``: the manifest's own annotations.
@@ -70,6 +73,7 @@ class Manifest:
     body = attr.ib(validator=attr.validators.instance_of(bytes))
     blobs = attr.ib(factory=list)
     manifests = attr.ib(factory=list)
+    external = attr.ib(factory=list)
     subject = attr.ib(default=None)
     artifact_type = attr.ib(default=None)
     annotations = attr.ib(default=None)

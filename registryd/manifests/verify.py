@@ -8,13 +8,52 @@ everything it still has to push.
 """
 
 import inspect
+import re
 
+import attr
 from twisted.internet import defer
 
 from registryd.errors import ManifestBlobUnknown
 
 #: How many missing digests the error message spells out (detail has all).
 _MESSAGE_LIMIT = 10
+
+
+@attr.s(frozen=True)
+class URLPolicy:
+    """``validation.manifests.urls``: which URLs of non-distributable
+    layers a pushed manifest may carry, as Distribution decides: a URL
+    must match one of C{allow} (when there are any) and none of C{deny};
+    Go-style unanchored searches.  With neither list, no URL is allowed."""
+
+    allow = attr.ib(default=(), converter=tuple)
+    deny = attr.ib(default=(), converter=tuple)
+
+    def refusal(self, url):
+        """Why C{url} is refused, or None."""
+        if not self.allow and not self.deny:
+            return "no URLs are allowed (validation.manifests.urls has no allow or deny patterns)"
+        if self.allow and not any(re.search(pattern, url) for pattern in self.allow):
+            return "it matches no validation.manifests.urls.allow pattern"
+        if any(re.search(pattern, url) for pattern in self.deny):
+            return "it matches a validation.manifests.urls.deny pattern"
+        return None
+
+
+def check_urls(manifest, policy):
+    """Refuse C{manifest} if an external layer's URL breaks C{policy}
+    (None: every URL is fine), as Distribution does: MANIFEST_BLOB_UNKNOWN
+    naming the layer."""
+    if policy is None:
+        return
+    for descriptor in manifest.external:
+        for url in descriptor.urls:
+            reason = policy.refusal(url)
+            if reason is not None:
+                raise ManifestBlobUnknown(
+                    f"layer {descriptor.digest} may not be fetched from {url!r}: {reason}",
+                    detail={"digest": str(descriptor.digest), "url": url},
+                )
 
 
 async def _exists(predicate, digest):
@@ -33,7 +72,7 @@ def _unique(descriptors):
 
 
 async def verify_references(manifest, repository_has_blob, repository_has_manifest,
-                            allow_sparse=False):
+                            allow_sparse=False, url_policy=None):
     """Check that C{manifest}'s blobs and child manifests exist.
 
     @param repository_has_blob: C{digest -> bool}, or a coroutine or
@@ -42,13 +81,17 @@ async def verify_references(manifest, repository_has_blob, repository_has_manife
     @param allow_sparse: do not require an index's child manifests (a
         "sparse" index, e.g. one platform of a multi-platform image); its
         blobs are still required.
+    @param url_policy: a L{URLPolicy} for the URLs of external layers, or
+        None to accept any (they are never required to exist).
     @raise ManifestBlobUnknown: one or more are missing; C{detail} is
-        C{{"missing": [digest strings, in manifest order]}}.
+        C{{"missing": [digest strings, in manifest order]}}.  Or an
+        external layer's URL is refused (L{check_urls}).
 
     The ``subject`` is never checked: the spec lets a manifest refer to a
     subject that has not been pushed (yet).  An exception from a predicate
     (e.g. the storage backend is unavailable) propagates unchanged.
     """
+    check_urls(manifest, url_policy)
     checks = [(digest, repository_has_blob) for digest in _unique(manifest.blobs)]
     if not allow_sparse:
         checks += [(digest, repository_has_manifest) for digest in _unique(manifest.manifests)]

@@ -117,7 +117,8 @@ class ManifestStore:
         in_use = [digest] + [ref.digest for ref in manifest.references]
         async with self.registry.guard.using(in_use):
             await verify_references(
-                manifest, self.repository.has_blob, self.has, allow_sparse=allow_sparse
+                manifest, self.repository.has_blob, self.has, allow_sparse=allow_sparse,
+                url_policy=self.registry.manifest_url_policy,
             )
             # The content first, then the revision link, then tags: a reader
             # that finds a link always finds the bytes.

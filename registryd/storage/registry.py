@@ -73,7 +73,7 @@ class Registry:
     """The whole registry on one storage driver."""
 
     def __init__(self, driver, delete_enabled=False, accept_sparse_manifests=False,
-                 read_only=False, redirect=False):
+                 read_only=False, redirect=False, manifest_url_policy=None):
         self.driver = driver
         #: storage.redirect: answer blob GETs with a 307 to the driver's
         #: URL (a presigned S3 URL) after the access checks, when it has one
@@ -82,6 +82,9 @@ class Registry:
         #: accept indexes whose child manifests (and manifests whose layers)
         #: were never pushed, as mirrors of single platforms need
         self.accept_sparse_manifests = accept_sparse_manifests
+        #: validation.manifests.urls (registryd.manifests.verify.URLPolicy):
+        #: which URLs non-distributable layers may carry; None: any
+        self.manifest_url_policy = manifest_url_policy
         #: callables told C{(read_only)} whenever it changes (worker mode
         #: passes the switch on to the other processes)
         self.read_only_observers = []

@@ -136,11 +136,75 @@ health:
         down.write_text("")
         await wait_for(lambda: not running.service.operations.health.healthy)
         status, _, body = await get(running.debug_url + "/health")
-        assert status == 503 and json.loads(body) == {f"file_{down}": f"file exists: {down}"}
+        assert status == 503 and json.loads(body) == {str(down): f"file exists: {down}"}
         down.unlink()
         await wait_for(lambda: running.service.operations.health.healthy)
     finally:
         await running.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_http_and_tcp_checks_take_the_node_out_while_a_dependency_fails(tmp_path):
+    """health.http and health.tcp (Distribution's keys) against real local
+    servers: the API answers 503 while either fails, and recovers."""
+    from twisted.internet import reactor
+    from twisted.internet.protocol import Factory, Protocol
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    class Upstream(Resource):
+        isLeaf = True
+        status = 200
+
+        def render(self, request):
+            request.setResponseCode(self.status)
+            return b""
+
+    upstream = Upstream()
+    web = reactor.listenTCP(0, Site(upstream), interface="127.0.0.1")
+    tcp = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+    uri = f"http://127.0.0.1:{web.getHost().port}/ready"
+    addr = f"127.0.0.1:{tcp.getHost().port}"
+    running = await start_service(tmp_path, BASE + """\
+health:
+  http:
+    - uri: {uri}
+      interval: 100ms
+      timeout: 1s
+  tcp:
+    - addr: {addr}
+      interval: 100ms
+      timeout: 1s
+""", uri=uri, addr=addr)
+    health = running.service.operations.health
+    try:
+        await wait_for(lambda: all(check.failures == 0 for check in health.periodic))
+        status, _, _ = await get(running.v2(""))
+        assert status == 200
+        upstream.status = 503
+        await wait_for(lambda: not health.healthy)
+        status, _, body = await get(running.debug_url + "/health")
+        assert status == 503
+        assert json.loads(body) == {uri: "downstream service returned unexpected status: 503"}
+        status, _, _ = await get(running.v2(""))
+        assert status == 503
+        upstream.status = 200
+        await wait_for(lambda: health.healthy)
+
+        await tcp.stopListening()
+        await wait_for(lambda: not health.healthy)
+        status, _, body = await get(running.debug_url + "/health")
+        assert status == 503 and list(json.loads(body)) == [addr]
+        assert json.loads(body)[addr].startswith(f"connection to {addr} failed")
+        tcp = reactor.listenTCP(int(addr.rsplit(":", 1)[1]), Factory.forProtocol(Protocol),
+                                interface="127.0.0.1")
+        await wait_for(lambda: health.healthy)
+        status, _, _ = await get(running.v2(""))
+        assert status == 200
+    finally:
+        await running.stop()
+        await web.stopListening()
+        await tcp.stopListening()
 
 
 @pytest_twisted.ensureDeferred

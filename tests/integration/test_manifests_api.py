@@ -101,6 +101,40 @@ async def test_missing_blobs_are_named(server):
 
 
 @pytest_twisted.ensureDeferred
+async def test_non_distributable_layer_urls_checked_when_configured(server):
+    """validation.manifests.urls: a foreign layer is never required to be
+    pushed, but its URLs must pass the configured patterns; a refused
+    manifest is not stored."""
+    from registryd.manifests.verify import URLPolicy
+
+    image = json.loads(await push_image(server, "img/foreign", layers=1))
+    foreign = {"mediaType": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+               "digest": sha256(b"windows base layer"), "size": 18,
+               "urls": ["https://www.example.com/base.tar.gz"]}
+    image["layers"].append(foreign)
+    body = json.dumps(image).encode()
+    response = await put_manifest(server, "img/foreign", "v1", body)
+    assert response.code == 201, await response.content()  # no policy: any URL
+
+    server.registry.manifest_url_policy = URLPolicy(
+        allow=[r"^https?://([^/]+\.)*example\.com/"], deny=[r"^https?://www\.example\.com/"]
+    )
+    response = await put_manifest(server, "img/foreign", "v2", body)
+    assert response.code == 400
+    errors = json.loads(await response.content())["errors"]
+    assert [e["code"] for e in errors] == ["MANIFEST_BLOB_UNKNOWN"]
+    assert errors[0]["detail"] == {"digest": foreign["digest"], "url": foreign["urls"][0]}
+    assert "validation.manifests.urls.deny" in errors[0]["message"]
+    response = await server.client.get(server.v2("img/foreign/manifests/v2"))
+    assert response.code == 404
+    await response.content()
+
+    foreign["urls"] = ["https://mirror.example.com/base.tar.gz"]
+    response = await put_manifest(server, "img/foreign", "v2", json.dumps(image).encode())
+    assert response.code == 201, await response.content()
+
+
+@pytest_twisted.ensureDeferred
 async def test_digest_reference_must_match(server):
     body = await push_image(server, "img/d")
     response = await put_manifest(server, "img/d", sha256(b"other"), body)

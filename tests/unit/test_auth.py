@@ -553,7 +553,11 @@ def sample_auth_blocks():
             current.append(line[2:])
         else:
             current = None
-    access = [line[2:] for line in lines[lines.index("#   access:"):] if line.startswith("#   ")]
+    access = []
+    for line in lines[lines.index("#   access:"):]:
+        if not line.startswith("#   "):
+            break  # the end of the auth example
+        access.append(line[2:])
     blocks[-1].extend(access)
     return ["\n".join(block) for block in blocks]
 

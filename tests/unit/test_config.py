@@ -304,15 +304,13 @@ def test_bad_addr_names_http_addr(addr):
     "text, key",
     [
         ("auth:\n  silly: {realm: r, service: s}\n", "auth.silly"),
-        ("health:\n  http: []\n", "health.http"),
-        ("health:\n  tcp: []\n", "health.tcp"),
+        ("health:\n  http:\n  - {uri: 'http://h/', method: GET}\n", "health.http[0].method"),
         ("health:\n  storagedriver: {timeout: 1s}\n", "health.storagedriver.timeout"),
         ("notifications:\n  endpoints: []\n  other: 1\n", "notifications.other"),
         ("notifications:\n  endpoints:\n  - {name: a, url: 'http://h/', queue: 5}\n",
          "notifications.endpoints[0].queue"),
         ("redis:\n  addr: localhost:6379\n", "redis"),
         ("proxy:\n  remoteurl: https://registry-1.docker.io\n", "proxy"),
-        ("validation:\n  disabled: true\n", "validation.disabled"),
         ("compatibility:\n  schema1: {enabled: true}\n", "compatibility"),
         ("reporting:\n  bugsnag: {}\n", "reporting"),
         ("middleware:\n  registry: []\n", "middleware"),
@@ -530,8 +528,28 @@ def test_validation_sparse_indexes():
     assert config.validation.accept_sparse_manifests is False
     with pytest.raises(ConfigError, match="validation.manifests.indexes.platforms"):
         parse_config(dict(base, validation={"manifests": {"indexes": {"platforms": "some"}}}))
-    with pytest.raises(ConfigError, match="validation.manifests.urls"):
-        parse_config(dict(base, validation={"manifests": {"urls": {"allow": []}}}))
+
+
+
+def test_validation_manifest_urls():
+    from registryd.manifests.verify import URLPolicy
+
+    base = {"version": 0.1, "storage": {"inmemory": None}}
+    assert parse_config(base).validation.url_policy is None  # any URL, as before
+    urls = {"allow": [r"^https?://([^/]+\.)*example\.com/"], "deny": [r"^https?://www\.example\.com/"]}
+    config = parse_config(dict(base, validation={"manifests": {"urls": urls}}))
+    assert config.validation.url_policy == URLPolicy(urls["allow"], urls["deny"])
+    config = parse_config(dict(base, validation={"manifests": {"urls": {}}}))
+    assert config.validation.url_policy == URLPolicy()  # Distribution: allow nothing
+    for switch in ({"disabled": True}, {"enabled": False}):
+        config = parse_config(dict(base, validation={"manifests": {"urls": urls}, **switch}))
+        assert config.validation.url_policy is None
+    with pytest.raises(ConfigError, match=r"validation.manifests.urls.allow\[1\]: not a regular"):
+        parse_config(dict(base, validation={"manifests": {"urls": {"allow": ["ok", "(unclosed"]}}}))
+    with pytest.raises(ConfigError, match="validation.manifests.urls.other"):
+        parse_config(dict(base, validation={"manifests": {"urls": {"other": []}}}))
+    with pytest.raises(ConfigError, match="validation.disabled"):
+        parse_config(dict(base, validation={"disabled": "yes please"}))
 
 
 # --- http.debug, health, notifications, log (operations) ---------------------
@@ -564,6 +582,15 @@ def test_debug_listener_and_prometheus():
         ("health:\n  storagedriver: {threshold: -1}\n", "health.storagedriver.threshold"),
         ("health:\n  file:\n  - {interval: 1s}\n", "health.file[0].file"),
         ("health:\n  file: {file: /x}\n", "health.file"),
+        ("health:\n  http:\n  - {interval: 1s}\n", "health.http[0].uri"),
+        ("health:\n  http:\n  - {uri: 'ftp://h/'}\n", "health.http[0].uri"),
+        ("health:\n  http:\n  - {uri: 'http://h/', statuscode: 1000}\n", "health.http[0].statuscode"),
+        ("health:\n  http:\n  - {uri: 'http://h/', headers: {A: b}}\n", "health.http[0].headers.A"),
+        ("health:\n  http:\n  - {uri: 'http://h/', timeout: soon}\n", "health.http[0].timeout"),
+        ("health:\n  tcp:\n  - {addr: 'redis'}\n", "health.tcp[0].addr"),
+        ("health:\n  tcp:\n  - {addr: 'redis:99999'}\n", "health.tcp[0].addr"),
+        ("health:\n  tcp:\n  - {timeout: 1s}\n", "health.tcp[0].addr"),
+        ("health:\n  tcp:\n  - {addr: 'h:1', threshold: -2}\n", "health.tcp[0].threshold"),
         ("notifications:\n  endpoints:\n  - {url: 'http://h/'}\n", "notifications.endpoints[0].name"),
         ("notifications:\n  endpoints:\n  - {name: a}\n", "notifications.endpoints[0].url"),
         ("notifications:\n  endpoints:\n  - {name: a, url: 'ftp://h/'}\n", "notifications.endpoints[0].url"),
@@ -590,6 +617,37 @@ def test_operations_bad_values_name_their_key(text, key):
         parse(minimal(text))
     assert info.value.key == key, str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_health_http_and_tcp_checks():
+    """Distribution's example section, as its documentation gives it."""
+    config = parse(minimal(
+        "health:\n"
+        "  http:\n"
+        "    - uri: http://server.to.check/must/return/200\n"
+        "      headers:\n"
+        "        Authorization: [Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==]\n"
+        "      statuscode: 200\n"
+        "      timeout: 3s\n"
+        "      interval: 10s\n"
+        "      threshold: 3\n"
+        "    - uri: https://other/\n"
+        "  tcp:\n"
+        "    - addr: redis-server.domain.com:6379\n"
+        "      timeout: 3s\n"
+        "      interval: 10s\n"
+        "      threshold: 3\n"
+        "    - addr: '[::1]:80'\n"
+    ))
+    first, second = config.health.http
+    assert (first.uri, first.status_code, first.timeout, first.interval, first.threshold) == (
+        "http://server.to.check/must/return/200", 200, 3.0, 10.0, 3)
+    assert first.headers == {"Authorization": ["Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="]}
+    assert (second.status_code, second.timeout, second.interval, second.threshold) == (200, 5.0, 10.0, 1)
+    redis, local = config.health.tcp
+    assert (redis.host, redis.port, redis.timeout, redis.threshold) == (
+        "redis-server.domain.com", 6379, 3.0, 3)
+    assert (local.addr, local.host, local.port, local.threshold) == ("[::1]:80", "::1", 80, 1)
 
 
 def test_health_section():

@@ -5,8 +5,16 @@ import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from registryd.config import FileCheckConfig, HealthConfig
-from registryd.health import PROBE_PATH, Check, HealthChecks, file_probe, storage_probe
+from registryd.config import FileCheckConfig, HealthConfig, HTTPCheckConfig, TCPCheckConfig
+from registryd.health import (
+    PROBE_PATH,
+    Check,
+    HealthChecks,
+    file_probe,
+    http_probe,
+    storage_probe,
+    tcp_probe,
+)
 from registryd.storage.drivers.filesystem import FilesystemDriver
 from registryd.storage.drivers.memory import InMemoryDriver
 
@@ -88,5 +96,100 @@ async def test_checks_from_config():
                           files=[FileCheckConfig("/nonexistent/flag", 1.0)])
     checks = HealthChecks.from_config(config, driver)
     assert [(c.name, c.interval, c.threshold) for c in checks.periodic] == [
-        ("storagedriver_inmemory", 2.0, 3), ("file_/nonexistent/flag", 1.0, 1)]
+        ("storagedriver_inmemory", 2.0, 3), ("/nonexistent/flag", 1.0, 1)]
     assert checks.on_demand == []
+
+
+# --- health.http and health.tcp, against real local servers ---------------------
+
+
+class _Answer:
+    """A twisted.web resource answering HEAD with a status the test sets,
+    recording the headers it was sent; or never answering."""
+
+    isLeaf = True
+
+    def __init__(self):
+        self.status = 200
+        self.hang = False
+        self.seen = []
+
+    def render(self, request):
+        from twisted.web.server import NOT_DONE_YET
+
+        self.seen.append(request.requestHeaders.getRawHeaders("authorization"))
+        if self.hang:
+            return NOT_DONE_YET
+        request.setResponseCode(self.status)
+        return b""
+
+    def getChildWithDefault(self, name, request):
+        return self
+
+    def putChild(self, path, child):
+        pass
+
+
+def _listen(factory):
+    from twisted.internet import reactor
+
+    return reactor.listenTCP(0, factory, interface="127.0.0.1")
+
+
+@pytest_twisted.ensureDeferred
+async def test_http_probe_checks_the_status_and_sends_the_headers():
+    from twisted.web.server import Site
+
+    answer = _Answer()
+    site = Site(answer)
+    port = _listen(site)
+    uri = f"http://127.0.0.1:{port.getHost().port}/ping"
+    try:
+        check = Check(uri, http_probe(uri, {"Authorization": ["Basic eDp5"]}, 200, 1.0), timeout=1.0)
+        assert await check.run() is None
+        assert answer.seen == [["Basic eDp5"]]
+        answer.status = 503
+        assert await check.run() == "downstream service returned unexpected status: 503"
+        expecting = Check(uri, http_probe(uri, status_code=503, timeout=1.0), timeout=1.0)
+        assert await expecting.run() is None
+        answer.hang = True
+        slow = Check(uri, http_probe(uri, timeout=0.3), timeout=0.3)
+        assert await slow.run() == "timed out after 0.3s"
+    finally:
+        await port.stopListening()
+        for channel in list(getattr(site, "_channels", ())):
+            channel.transport.abortConnection()
+    gone = Check(uri, http_probe(uri, timeout=1.0), timeout=1.0)
+    error = await gone.run()
+    assert error is not None and "refused" in error.lower(), error
+
+
+@pytest_twisted.ensureDeferred
+async def test_tcp_probe_connects_and_lets_go():
+    from twisted.internet.protocol import Factory, Protocol
+
+    accepted = []
+
+    class Note(Protocol):
+        def connectionMade(self):
+            accepted.append(self)
+
+    port = _listen(Factory.forProtocol(Note))
+    number = port.getHost().port
+    check = Check(f"127.0.0.1:{number}", tcp_probe("127.0.0.1", number, 1.0), timeout=1.0)
+    assert await check.run() is None
+    assert len(accepted) == 1
+    await port.stopListening()
+    error = await check.run()
+    assert error.startswith(f"connection to 127.0.0.1:{number} failed: "), error
+
+
+@pytest_twisted.ensureDeferred
+async def test_http_and_tcp_checks_from_config():
+    config = HealthConfig(
+        http=[HTTPCheckConfig("http://127.0.0.1:9/x", {}, 204, 2.0, 5.0, 3)],
+        tcp=[TCPCheckConfig("127.0.0.1:9", "127.0.0.1", 9, 1.5, 4.0, 2)],
+    )
+    checks = HealthChecks.from_config(config, InMemoryDriver())
+    assert [(c.name, c.interval, c.threshold, c.timeout) for c in checks.periodic] == [
+        ("http://127.0.0.1:9/x", 5.0, 3, 2.0), ("127.0.0.1:9", 4.0, 2, 1.5)]

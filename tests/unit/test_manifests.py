@@ -424,6 +424,50 @@ def test_foreign_layer_without_urls_is_required():
     assert digests(manifest.blobs) == [CONFIG, LAYER1]
 
 
+def test_external_layers_are_listed_apart():
+    foreign = desc(mt.DOCKER_FOREIGN_LAYER, LAYER1, urls=["https://ok.example/x"])
+    manifest = parse(docker_manifest(layers=[foreign, desc(mt.DOCKER_LAYER, LAYER2)]))
+    assert digests(manifest.external) == [LAYER1]
+    entry = desc(mt.OCI_LAYER_NONDISTRIBUTABLE, LAYER2, urls=["https://ok.example/y"])
+    index = parse(oci_index(manifests=[desc(mt.OCI_MANIFEST, CHILD1), entry]))
+    assert digests(index.external) == [LAYER2] and digests(index.manifests) == [CHILD1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_url_policy_as_distribution_applies_it():
+    """validation.manifests.urls: an allowed URL must match an allow
+    pattern (when there are any) and no deny pattern; unanchored, as Go's
+    MatchString; with neither list nothing is allowed."""
+    from registryd.errors import ManifestBlobUnknown
+    from registryd.manifests.verify import URLPolicy
+
+    def manifest_with(url):
+        foreign = desc(mt.DOCKER_FOREIGN_LAYER, LAYER1, urls=["https://cdn.example.com/ok", url])
+        return parse(docker_manifest(layers=[foreign]))
+
+    def present(digest):
+        return True
+
+    policy = URLPolicy(allow=[r"^https?://([^/]+\.)*example\.com/"], deny=[r"^https?://www\.example\.com/"])
+    assert await verify_references(
+        manifest_with("https://mirror.example.com/layer"), present, present, url_policy=policy
+    ) is None
+    for url, reason in [
+        ("https://www.example.com/layer", "matches a validation.manifests.urls.deny pattern"),
+        ("https://elsewhere.test/layer", "matches no validation.manifests.urls.allow pattern"),
+    ]:
+        with pytest.raises(ManifestBlobUnknown) as info:
+            await verify_references(manifest_with(url), present, present, url_policy=policy)
+        assert reason in str(info.value)
+        assert info.value.detail == {"digest": LAYER1, "url": url}
+    only_deny = URLPolicy(deny=["internal"])
+    assert only_deny.refusal("https://anywhere.test/x") is None
+    assert only_deny.refusal("https://internal.test/x") is not None
+    assert URLPolicy().refusal("https://anywhere.test/x").startswith("no URLs are allowed")
+    # Without a policy (no validation.manifests.urls section) any URL goes.
+    assert await verify_references(manifest_with("https://x.test/"), present, present) is None
+
+
 @pytest.mark.parametrize("url", ["ftp://example.com/x", "/relative", "https://example.com/x#frag",
                                  "https://"])
 def test_foreign_layer_urls_must_be_http(url):
