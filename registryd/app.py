@@ -60,9 +60,10 @@ class RegistryApp:
 
     app = Klein()
 
-    def __init__(self, registry, host=None, headers=None, events=None, health=None):
+    def __init__(self, registry, host=None, headers=None, events=None, health=None,
+                 relative_urls=False):
         self.registry = registry
-        self.urls = URLBuilder(host)
+        self.urls = URLBuilder(host, relative=relative_urls)
         self.set_headers(headers)
         #: where handlers report pushes, pulls, mounts and deletes
         #: (registryd.notifications.Notifier); a no-op without endpoints

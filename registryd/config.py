@@ -190,6 +190,11 @@ class HTTPConfig:
     #: http.tls (a L{TLSConfig}), or None: every listener except ``ssl:``
     #: endpoints then speaks plain HTTP.
     tls = attr.ib(default=None)
+    #: http.relativeurls: Location headers without scheme and host.
+    relative_urls = attr.ib(default=False)
+    #: http.draintimeout: seconds a stopping registry lets requests in
+    #: progress finish (0: stop at once, closing connections).
+    drain_timeout = attr.ib(default=0.0)
 
 
 @attr.s(frozen=True, slots=True)
@@ -931,9 +936,7 @@ def _parse_redirect(value, path):
     return on and not off
 
 
-_HTTP_DISTRIBUTION_KEYS = frozenset(
-    "draintimeout h2c http2 prefix relativeurls".split()
-)
+_HTTP_DISTRIBUTION_KEYS = frozenset("h2c http2 prefix".split())
 
 
 def _parse_http(value, path):
@@ -963,6 +966,14 @@ def _parse_http(value, path):
         found["tls"] = _parse_tls(value, path)
 
     handlers["tls"] = tls
+
+    def relativeurls(value, path):
+        found["relative_urls"] = _boolean(value, path)
+
+    def draintimeout(value, path):
+        found["drain_timeout"] = _duration(value, path)
+
+    handlers.update(relativeurls=relativeurls, draintimeout=draintimeout)
     _walk(value, path, handlers, _HTTP_DISTRIBUTION_KEYS)
     if "addr" in found:
         address, addr_path = found["addr"]
@@ -974,6 +985,8 @@ def _parse_http(value, path):
     return HTTPConfig(
         listen=listen, host=found.get("host"), headers=found.get("headers", {}),
         debug=found.get("debug"), tls=found.get("tls"),
+        relative_urls=found.get("relative_urls", False),
+        drain_timeout=found.get("drain_timeout", 0.0),
     )
 
 

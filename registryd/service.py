@@ -8,6 +8,7 @@ timers, a debug listener and a manhole will be further children.
 
 from twisted.application import strports
 from twisted.application.service import MultiService
+from twisted.internet import defer
 from twisted.logger import (
     FilteringLogObserver,
     ILogFilterPredicate,
@@ -151,6 +152,7 @@ class RegistryService(MultiService):
         from registryd.web import StreamingSite
 
         self.config = config
+        self._reactor = reactor
         from registryd.storage.instrumented import InstrumentedDriver
 
         self.driver = InstrumentedDriver(
@@ -164,7 +166,10 @@ class RegistryService(MultiService):
             read_only=config.storage.maintenance.read_only,
             redirect=config.storage.redirect,
         )
-        self.app = RegistryApp(self.registry, host=config.http.host, headers=config.http.headers)
+        self.app = RegistryApp(
+            self.registry, host=config.http.host, headers=config.http.headers,
+            relative_urls=config.http.relative_urls,
+        )
         self.site = StreamingSite(self.app.resource())
         from registryd import tls
 
@@ -194,6 +199,22 @@ class RegistryService(MultiService):
         #: the configuration file, for reloading (set by registryd.tap)
         self.config_path = None
         self.operations = Operations(self, reactor)
+
+    async def _drain(self, timeout):
+        """http.draintimeout: stop accepting, then give the requests in
+        progress up to C{timeout} seconds (worker processes drain theirs
+        meanwhile)."""
+        from twisted.internet import reactor
+
+        log.info("stopping: letting requests finish for up to {timeout:g}s", timeout=timeout)
+        workers = self.getServiceNamed("workers") if "workers" in self.namedServices else None
+        stopping_workers = defer.maybeDeferred(workers.stopService) if workers else None
+        for listener in self.listeners:
+            port = await listener._waitingForPort  # bound: started before us
+            await defer.maybeDeferred(port.stopListening)
+        await self.site.drain(timeout, self._reactor or reactor)
+        if stopping_workers is not None:
+            await stopping_workers
 
     def _add_admin_services(self, reactor):
         """Upload purging and scheduled GC timers, and the SSH manhole."""
@@ -228,7 +249,11 @@ class RegistryService(MultiService):
 
     def stopService(self):
         self.operations.uninstall_sighup()
-        result = super().stopService()
+        if self.config.http.drain_timeout > 0 and self.running:
+            result = defer.ensureDeferred(self._drain(self.config.http.drain_timeout))
+            result.addBoth(lambda _: MultiService.stopService(self))
+        else:
+            result = super().stopService()
         if self._owns_process:
             return result
 

@@ -19,12 +19,19 @@ def _first(request, name):
 
 
 class URLBuilder:
-    def __init__(self, host=None):
+    def __init__(self, host=None, relative=False):
         # http.host: "https://registry.example.com" (a path prefix is kept)
         self._host = hyperlink.URL.from_text(host.rstrip("/")) if host else None
+        #: http.relativeurls: paths only; the client resolves them
+        self.relative = relative
 
     def base(self, request):
-        """The registry's base URL as the client should see it (no trailing /)."""
+        """The registry's base URL as the client should see it (no trailing
+        /); empty with http.relativeurls, unless http.host has a path."""
+        if self.relative:
+            if self._host is None or not any(self._host.path):
+                return ""
+            return "/" + "/".join(segment for segment in self._host.path if segment)
         if self._host is not None:
             return self._host.to_text()
         scheme = _first(request, "x-forwarded-proto") or ("https" if request.isSecure() else "http")

@@ -295,6 +295,14 @@ class StreamingRequest(server.Request):
 
 
 class StreamingHTTPChannel(http.HTTPChannel):
+    #: the StreamingSite that made this channel and tracks it (for draining)
+    tracked_by = None
+
+    def connectionLost(self, reason):
+        if self.tracked_by is not None:
+            self.tracked_by.channels.discard(self)
+        super().connectionLost(reason)
+
     """An HTTPChannel that dispatches streaming requests at end of headers."""
 
     _first_data = True
@@ -333,11 +341,49 @@ class StreamingSite(server.Site):
     #: application (registryd.accesslog.AccessLog), or None.
     access_log = None
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        #: open connections, for draining them when the registry stops
+        self.channels = set()
+
+    def buildProtocol(self, addr):
+        channel = super().buildProtocol(addr)
+        if isinstance(channel, StreamingHTTPChannel):
+            channel.tracked_by = self
+            self.channels.add(channel)
+        return channel
+
     def log(self, request):
         # twisted.web's own combined-format line, unless registryd's
         # structured access log replaces it.
         if self.access_log is None:
             super().log(request)
+
+    async def drain(self, timeout, clock, poll=0.05):
+        """Let the requests in progress finish, for at most C{timeout}
+        seconds, then close every connection (``http.draintimeout``, as
+        Go's ``http.Server.Shutdown``).  Call it once the listeners stopped
+        accepting: idle connections are closed at once, busy ones after
+        their response (which says ``Connection: close``)."""
+        from twisted.internet import task
+
+        deadline = clock.seconds() + timeout
+        while True:
+            for channel in list(self.channels):
+                if channel.requests:
+                    channel.persistent = False  # close after this response
+                    current = channel.requests[-1]
+                    if not current.startedWriting:
+                        current.setHeader(b"connection", b"close")
+                else:
+                    channel.transport.loseConnection()
+            if not self.channels or clock.seconds() >= deadline:
+                break
+            await task.deferLater(clock, poll, lambda: None)
+        for channel in list(self.channels):
+            channel.transport.abortConnection()
+        if self.channels:
+            await task.deferLater(clock, 0, lambda: None)  # let them go
 
 
 @implementer(IPushProducer)

@@ -279,6 +279,14 @@ class WorkerPool(Service):
         signal.signal(signal.SIGHUP, on_sighup)
 
     def stopService(self):
+        if self._stopping:
+            # Already stopping (RegistryService stops the workers while it
+            # drains its own requests, then again with its children).
+            return self._stopped
+        self._stopped = defer.maybeDeferred(self._stop)
+        return self._stopped
+
+    def _stop(self):
         super().stopService()
         self._stopping = True
         observers = self._service.registry.read_only_observers
@@ -296,7 +304,9 @@ class WorkerPool(Service):
         if not waiting:
             self._remove_metrics_directory()
             return None
-        killer = self._get_reactor().callLater(STOP_TIMEOUT, self.signal_all, "KILL")
+        # Workers let their requests finish first (http.draintimeout).
+        grace = max(STOP_TIMEOUT, self._service.config.http.drain_timeout + 5)
+        killer = self._get_reactor().callLater(grace, self.signal_all, "KILL")
 
         def stopped(result):
             if killer.active():

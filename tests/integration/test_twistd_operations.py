@@ -7,6 +7,7 @@ Subprocesses and plain sockets only; the test process's reactor is not used.
 """
 
 import json
+import os
 import signal
 import time
 import urllib.request
@@ -106,3 +107,83 @@ notifications:
     assert status != 0
     assert "Traceback" not in output, output
     assert f"notification journal {journal} is in use by another process" in output
+
+
+def _connect(port):
+    import socket
+
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
+
+
+def _read_response(sock):
+    """Status line and headers of one response (bodies here are empty)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    lines = head.split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return lines[0], headers
+
+
+def test_draintimeout_lets_an_upload_in_progress_finish(tmp_path):
+    """http.draintimeout: on SIGTERM registryd stops accepting, closes idle
+    connections, lets a request in progress finish (its response says
+    Connection: close), then exits cleanly."""
+    port = free_port()
+    config = write_config(tmp_path, f"""\
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: {tmp_path / "data"}
+http:
+  addr: 127.0.0.1:{port}
+  draintimeout: 20s
+  relativeurls: true
+""")
+    with Running(tmp_path, "--config", config) as running:
+        running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
+        response = urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{port}/v2/drain/app/blobs/uploads/", method="POST"), timeout=10)
+        location = response.headers["Location"]
+        assert location.startswith("/v2/drain/app/blobs/uploads/")  # http.relativeurls
+
+        idle = _connect(port)
+        idle.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _ = _read_response(idle)
+        assert status.startswith("HTTP/1.1 200")
+
+        busy = _connect(port)
+        data = os.urandom(300_000)
+        busy.sendall(
+            f"PATCH {location} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n".encode() + data[:100_000]
+        )
+        time.sleep(0.5)
+        running.process.send_signal(signal.SIGTERM)
+
+        def refused():
+            try:
+                _connect(port).close()
+            except OSError:
+                return True
+            return False
+
+        wait_until(refused)
+        assert idle.recv(100) == b""  # the idle connection was closed
+        assert running.process.poll() is None  # still finishing the upload
+        busy.sendall(data[100_000:])
+        status, headers = _read_response(busy)
+        assert status.startswith("HTTP/1.1 202"), status
+        assert headers["range"] == f"0-{len(data) - 1}"
+        assert headers.get("connection") == "close"
+        assert busy.recv(100) == b""
+        assert running.process.wait(timeout=20) in (0, -signal.SIGTERM), running.output
+    assert "letting requests finish for up to 20s" in running.output
+    assert "Traceback" not in running.output, running.output

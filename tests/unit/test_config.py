@@ -318,7 +318,7 @@ def test_bad_addr_names_http_addr(addr):
          "http.tls.letsencrypt"),
         ("http:\n  debug:\n    addr: :5001\n    tls: {}\n", "http.debug.tls"),
         ("http:\n  prefix: /registry/\n", "http.prefix"),
-        ("http:\n  relativeurls: true\n", "http.relativeurls"),
+        ("http:\n  h2c: {enabled: true}\n", "http.h2c"),
         ("log:\n  hooks: []\n", "log.hooks"),
         ("  maintenance:\n    purging: {enabled: false}\n", "storage.maintenance.purging"),
         ("  redirect:\n    disable: true\n    baseurl: https://cdn\n", "storage.redirect.baseurl"),
@@ -617,6 +617,18 @@ def test_operations_bad_values_name_their_key(text, key):
         parse(minimal(text))
     assert info.value.key == key, str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_relative_urls_and_drain_timeout():
+    config = parse(minimal("http:\n  relativeurls: true\n  draintimeout: 60s\n"))
+    assert config.http.relative_urls is True and config.http.drain_timeout == 60.0
+    config = parse(minimal(""))
+    assert config.http.relative_urls is False and config.http.drain_timeout == 0.0
+    for text, key in [("http:\n  relativeurls: maybe\n", "http.relativeurls"),
+                      ("http:\n  draintimeout: a while\n", "http.draintimeout")]:
+        with pytest.raises(ConfigError) as info:
+            parse(minimal(text))
+        assert info.value.key == key
 
 
 def test_health_http_and_tcp_checks():
