@@ -172,6 +172,42 @@ class TLSConfig:
     #: "require-and-verify-client-cert" or "verify-client-cert-if-given".
     clientauth = attr.ib(default="require-and-verify-client-cert")
     minimumtls = attr.ib(default="tls1.2")  # or "tls1.3"
+    #: http.tls.ciphersuites: Go (IANA) names of the TLS 1.2 suites offered,
+    #: or empty for the default (Twisted's: forward-secret AEAD suites).
+    #: TLS 1.3 suites are always on, as in Go.
+    ciphersuites = attr.ib(default=(), converter=tuple)
+
+
+#: http.tls.ciphersuites: the names Distribution accepts (Go's), and the
+#: OpenSSL name of each TLS 1.2 suite; the TLS 1.3 suites map to None (not
+#: configurable, always offered, as in Go).
+CIPHER_SUITES = {
+    "TLS_RSA_WITH_RC4_128_SHA": "RC4-SHA",
+    "TLS_RSA_WITH_3DES_EDE_CBC_SHA": "DES-CBC3-SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA256": "AES128-SHA256",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA": "ECDHE-ECDSA-RC4-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": "ECDHE-ECDSA-AES256-SHA",
+    "TLS_ECDHE_RSA_WITH_RC4_128_SHA": "ECDHE-RSA-RC4-SHA",
+    "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA": "ECDHE-RSA-DES-CBC3-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256": "ECDHE-ECDSA-AES128-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256": "ECDHE-RSA-AES128-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "TLS_AES_128_GCM_SHA256": None,
+    "TLS_AES_256_GCM_SHA384": None,
+    "TLS_CHACHA20_POLY1305_SHA256": None,
+}
 
 
 @attr.s(frozen=True, slots=True)
@@ -1022,6 +1058,18 @@ def _parse_tls(value, path):
             )
         found["clientauth"] = value
 
+    def ciphersuites(value, path):
+        names = _list(value, path)
+        for index, name in enumerate(names):
+            _string(name, f"{path}[{index}]")
+            if name not in CIPHER_SUITES:
+                raise ConfigError(
+                    f"{path}[{index}]",
+                    f"unknown cipher suite {name!r} (use Go's names, e.g. "
+                    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)",
+                )
+        found["ciphersuites"] = tuple(names)
+
     def minimumtls(value, path):
         _string(value, path)
         if value in ("tls1.0", "tls1.1"):
@@ -1032,7 +1080,8 @@ def _parse_tls(value, path):
         certificate=path_value("certificate"), key=path_value("key"), clientcas=clientcas,
         clientauth=clientauth, minimumtls=minimumtls,
     )
-    _walk(value, path, handlers, {"ciphersuites", "letsencrypt"})
+    handlers["ciphersuites"] = ciphersuites
+    _walk(value, path, handlers, {"letsencrypt"})
     for key in ("certificate", "key"):
         if key not in found:
             raise ConfigError(_join(path, key), "required")

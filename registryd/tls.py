@@ -26,7 +26,7 @@ import warnings
 
 from twisted.internet import endpoints
 
-from registryd.config import ConfigError
+from registryd.config import CIPHER_SUITES, ConfigError
 
 _SSL_KEYS = {"privateKey", "certKey", "extraCertChain", "dhParameters", "interface", "backlog"}
 
@@ -63,6 +63,28 @@ def _private_key(path, key):
     return crypto.PKey.from_cryptography_key(loaded)
 
 
+def acceptable_ciphers(names, key="http.tls.ciphersuites"):
+    """The TLS 1.2 suites of C{names} (Go's names, as Distribution takes
+    them) for CertificateOptions, or None to keep the default when only
+    TLS 1.3 suites are named: those are always offered (Go does not let
+    them be chosen either).
+
+    @raise ConfigError: none of the TLS 1.2 suites named is available in
+        this OpenSSL (RC4, for one, is gone).
+    """
+    from OpenSSL import SSL
+    from twisted.internet import ssl
+
+    wanted = ":".join(CIPHER_SUITES[name] for name in names if CIPHER_SUITES[name] is not None)
+    if not wanted:
+        return None
+    try:
+        SSL.Context(SSL.TLS_METHOD).set_cipher_list(wanted.encode("ascii"))
+    except SSL.Error:
+        raise ConfigError(key, f"none of {', '.join(names)} is available in this OpenSSL") from None
+    return ssl.AcceptableCiphers.fromOpenSSLCipherString(wanted)
+
+
 def server_options(certificate, key, tls=None, extra_chain=None, dh_parameters=None,
                    keys=("http.tls.certificate", "http.tls.key")):
     """CertificateOptions for a server with C{certificate}/C{key} files,
@@ -84,6 +106,8 @@ def server_options(certificate, key, tls=None, extra_chain=None, dh_parameters=N
     )
     if tls is not None and tls.minimumtls == "tls1.3":
         options["raiseMinimumTo"] = ssl.TLSVersion.TLSv1_3
+    if tls is not None and tls.ciphersuites:
+        options["acceptableCiphers"] = acceptable_ciphers(tls.ciphersuites)
     if dh_parameters is not None:
         from twisted.python.filepath import FilePath
 

@@ -617,6 +617,48 @@ async def test_tls_listener_with_http_tls(tmp_path):
 
 
 @pytest_twisted.ensureDeferred
+async def test_tls_cipher_suites(tmp_path):
+    """http.tls.ciphersuites (Go's names): only the TLS 1.2 suites listed
+    are accepted; TLS 1.3 is unaffected, as in Go."""
+    from twisted.internet.threads import deferToThread
+
+    ca = certs.CA()
+    certificate, key = certs.server_files(tmp_path, ca)  # an ECDSA certificate
+    running = await serve(tmp_path, tls={
+        "certificate": certificate, "key": key,
+        "ciphersuites": ["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_AES_128_GCM_SHA256"],
+    })
+    port = running.port.getHost().port
+
+    def tls12(cipher):
+        context = client_context(ca, maximum=ssl.TLSVersion.TLSv1_2)
+        context.set_ciphers(cipher)
+        return context
+
+    try:
+        status, _ = await deferToThread(https_get, port, context=tls12("ECDHE-ECDSA-AES128-GCM-SHA256"))
+        assert status == 200
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            await deferToThread(https_get, port, context=tls12("ECDHE-ECDSA-AES256-GCM-SHA384"))
+        status, _ = await deferToThread(https_get, port, context=client_context(ca))  # TLS 1.3
+        assert status == 200
+    finally:
+        await stop(running)
+
+
+def test_unavailable_cipher_suites_are_a_configuration_error(tmp_path):
+    from registryd.config import ConfigError, TLSConfig
+    from registryd.tls import http_tls_options
+
+    certificate, key = certs.server_files(tmp_path, certs.CA())
+    with pytest.raises(ConfigError) as info:
+        http_tls_options(TLSConfig(certificate, key, ciphersuites=["TLS_RSA_WITH_RC4_128_SHA"]))
+    assert str(info.value).startswith("http.tls.ciphersuites: none of TLS_RSA_WITH_RC4_128_SHA")
+    # Only TLS 1.3 suites named: the TLS 1.2 default stays.
+    assert http_tls_options(TLSConfig(certificate, key, ciphersuites=["TLS_AES_128_GCM_SHA256"]))
+
+
+@pytest_twisted.ensureDeferred
 async def test_tls_client_certificates(tmp_path):
     from twisted.internet.threads import deferToThread
 

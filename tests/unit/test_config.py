@@ -619,6 +619,15 @@ def test_operations_bad_values_name_their_key(text, key):
     assert "\n" not in str(info.value)
 
 
+def test_tls_cipher_suites():
+    tls = "http:\n  tls:\n    certificate: /c\n    key: /k\n"
+    config = parse(minimal(tls + "    ciphersuites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]\n"))
+    assert config.http.tls.ciphersuites == ("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",)
+    with pytest.raises(ConfigError) as info:
+        parse(minimal(tls + "    ciphersuites: [ECDHE-RSA-AES128-GCM-SHA256]\n"))
+    assert info.value.key == "http.tls.ciphersuites[0]" and "Go's names" in str(info.value)
+
+
 def test_relative_urls_and_drain_timeout():
     config = parse(minimal("http:\n  relativeurls: true\n  draintimeout: 60s\n"))
     assert config.http.relative_urls is True and config.http.drain_timeout == 60.0
@@ -903,7 +912,8 @@ def test_http_tls_section():
     ("    certificate: /c\n    key: /k\n    minimumtls: tls1.0\n", "http.tls.minimumtls: tls1.0 is not supported"),
     ("    certificate: /c\n    key: /k\n    clientauth: request-client-cert\n", "http.tls.clientauth: expected one of"),
     ("    certificate: /c\n    key: /k\n    clientcas: /ca\n", "http.tls.clientcas: expected a list"),
-    ("    certificate: /c\n    key: /k\n    ciphersuites: []\n", "http.tls.ciphersuites: not supported by registryd yet"),
+    ("    certificate: /c\n    key: /k\n    ciphersuites: TLS_AES_128_GCM_SHA256\n", "http.tls.ciphersuites: expected a list"),
+    ("    certificate: /c\n    key: /k\n    letsencrypt: {email: a@b}\n", "http.tls.letsencrypt: not supported by registryd yet"),
 ])
 def test_http_tls_errors_name_the_key(text, start):
     assert error_for(minimal("http:\n  tls:\n" + text)).startswith(start)
