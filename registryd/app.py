@@ -61,9 +61,9 @@ class RegistryApp:
     app = Klein()
 
     def __init__(self, registry, host=None, headers=None, events=None, health=None,
-                 relative_urls=False):
+                 relative_urls=False, prefix=None):
         self.registry = registry
-        self.urls = URLBuilder(host, relative=relative_urls)
+        self.urls = URLBuilder(host, relative=relative_urls, prefix=prefix)
         self.set_headers(headers)
         #: where handlers report pushes, pulls, mounts and deletes
         #: (registryd.notifications.Notifier); a no-op without endpoints

@@ -228,6 +228,8 @@ class HTTPConfig:
     tls = attr.ib(default=None)
     #: http.relativeurls: Location headers without scheme and host.
     relative_urls = attr.ib(default=False)
+    #: http.prefix: the path the routes are served below ("/path/"), or None.
+    prefix = attr.ib(default=None)
     #: http.draintimeout: seconds a stopping registry lets requests in
     #: progress finish (0: stop at once, closing connections).
     drain_timeout = attr.ib(default=0.0)
@@ -972,7 +974,7 @@ def _parse_redirect(value, path):
     return on and not off
 
 
-_HTTP_DISTRIBUTION_KEYS = frozenset("h2c http2 prefix".split())
+_HTTP_DISTRIBUTION_KEYS = frozenset("h2c http2".split())
 
 
 def _parse_http(value, path):
@@ -1009,7 +1011,15 @@ def _parse_http(value, path):
     def draintimeout(value, path):
         found["drain_timeout"] = _duration(value, path)
 
-    handlers.update(relativeurls=relativeurls, draintimeout=draintimeout)
+    def prefix(value, path):
+        _string(value, path)
+        if not (value.startswith("/") and value.endswith("/")) or "//" in value:
+            raise ConfigError(path, f"expected a path with leading and trailing slashes, such as /registry/, got {value!r}")
+        if any(part in (".", "..") for part in value.split("/")) or "?" in value or "#" in value:
+            raise ConfigError(path, f"expected a plain path, got {value!r}")
+        found["prefix"] = value if value != "/" else None
+
+    handlers.update(relativeurls=relativeurls, draintimeout=draintimeout, prefix=prefix)
     _walk(value, path, handlers, _HTTP_DISTRIBUTION_KEYS)
     if "addr" in found:
         address, addr_path = found["addr"]
@@ -1022,7 +1032,7 @@ def _parse_http(value, path):
         listen=listen, host=found.get("host"), headers=found.get("headers", {}),
         debug=found.get("debug"), tls=found.get("tls"),
         relative_urls=found.get("relative_urls", False),
-        drain_timeout=found.get("drain_timeout", 0.0),
+        drain_timeout=found.get("drain_timeout", 0.0), prefix=found.get("prefix"),
     )
 
 

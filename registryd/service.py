@@ -168,9 +168,11 @@ class RegistryService(MultiService):
         )
         self.app = RegistryApp(
             self.registry, host=config.http.host, headers=config.http.headers,
-            relative_urls=config.http.relative_urls,
+            relative_urls=config.http.relative_urls, prefix=config.http.prefix,
         )
         self.site = StreamingSite(self.app.resource())
+        if config.http.prefix:
+            self.site.prefix = config.http.prefix.encode("utf-8")
         from registryd import tls
 
         if auth is None:

@@ -19,15 +19,20 @@ def _first(request, name):
 
 
 class URLBuilder:
-    def __init__(self, host=None, relative=False):
+    def __init__(self, host=None, relative=False, prefix=None):
         # http.host: "https://registry.example.com" (a path prefix is kept)
         self._host = hyperlink.URL.from_text(host.rstrip("/")) if host else None
         #: http.relativeurls: paths only; the client resolves them
         self.relative = relative
+        #: http.prefix ("/path/"): where the routes are, below the host
+        self._prefix = (prefix or "/").rstrip("/")
 
     def base(self, request):
-        """The registry's base URL as the client should see it (no trailing
-        /); empty with http.relativeurls, unless http.host has a path."""
+        """The registry's base URL as the client should see it, http.prefix
+        included (no trailing /); with http.relativeurls only its path."""
+        return self._origin(request) + self._prefix
+
+    def _origin(self, request):
         if self.relative:
             if self._host is None or not any(self._host.path):
                 return ""

@@ -294,18 +294,26 @@ class StreamingRequest(server.Request):
             self._report(aborted=not self.finished)
 
 
+def strip_prefix(path, prefix):
+    """C{path} (bytes) without the site's C{prefix} (``http.prefix``, bytes
+    with leading and trailing slashes); a path outside the prefix becomes
+    one that no route matches, so it is answered 404."""
+    if path.startswith(prefix) or path == prefix[:-1]:
+        return b"/" + path[len(prefix):]
+    return b"/-outside-http.prefix" + path
+
+
 class StreamingHTTPChannel(http.HTTPChannel):
+    """An HTTPChannel that dispatches streaming requests at end of headers."""
+
     #: the StreamingSite that made this channel and tracks it (for draining)
     tracked_by = None
+    _first_data = True
 
     def connectionLost(self, reason):
         if self.tracked_by is not None:
             self.tracked_by.channels.discard(self)
         super().connectionLost(reason)
-
-    """An HTTPChannel that dispatches streaming requests at end of headers."""
-
-    _first_data = True
 
     def dataReceived(self, data):
         if self._first_data and data:
@@ -324,6 +332,10 @@ class StreamingHTTPChannel(http.HTTPChannel):
         super().dataReceived(data)
 
     def allHeadersReceived(self):
+        prefix = getattr(self.tracked_by, "prefix", None)
+        if prefix:
+            # Before the request learns its path (and whether it streams).
+            self._path = strip_prefix(self._path, prefix)
         super().allHeadersReceived()
         request = self.requests[-1]
         if request.body is not None and self.length != 0 and not request._dispatched:
@@ -340,6 +352,8 @@ class StreamingSite(server.Site):
     #: Called with (request, aborted) once per request that reached the
     #: application (registryd.accesslog.AccessLog), or None.
     access_log = None
+    #: http.prefix as bytes (b"/path/"): the routes are served below it.
+    prefix = None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -41,7 +41,7 @@ def create(config):
     if realm is None:
         from registryd.urls import URLBuilder
 
-        urls = URLBuilder(config.http.host)
+        urls = URLBuilder(config.http.host, prefix=config.http.prefix)
         path = auth.token.autoredirectpath
 
         def realm(request):

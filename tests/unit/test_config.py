@@ -317,7 +317,6 @@ def test_bad_addr_names_http_addr(addr):
         ("http:\n  tls:\n    certificate: /c\n    key: /k\n    letsencrypt: {}\n",
          "http.tls.letsencrypt"),
         ("http:\n  debug:\n    addr: :5001\n    tls: {}\n", "http.debug.tls"),
-        ("http:\n  prefix: /registry/\n", "http.prefix"),
         ("http:\n  h2c: {enabled: true}\n", "http.h2c"),
         ("log:\n  hooks: []\n", "log.hooks"),
         ("  maintenance:\n    purging: {enabled: false}\n", "storage.maintenance.purging"),
@@ -626,6 +625,15 @@ def test_tls_cipher_suites():
     with pytest.raises(ConfigError) as info:
         parse(minimal(tls + "    ciphersuites: [ECDHE-RSA-AES128-GCM-SHA256]\n"))
     assert info.value.key == "http.tls.ciphersuites[0]" and "Go's names" in str(info.value)
+
+
+def test_http_prefix():
+    assert parse(minimal("http:\n  prefix: /my/nested/registry/\n")).http.prefix == "/my/nested/registry/"
+    assert parse(minimal("http:\n  prefix: /\n")).http.prefix is None
+    for bad in ("registry/", "/registry", "/a//b/", "/a/../b/", "/a?x/"):
+        with pytest.raises(ConfigError) as info:
+            parse(minimal(f"http:\n  prefix: '{bad}'\n"))
+        assert info.value.key == "http.prefix", bad
 
 
 def test_relative_urls_and_drain_timeout():

@@ -1,0 +1,78 @@
+"""http.prefix and http.relativeurls on a whole RegistryService with a real
+port: the API lives below the prefix (streamed uploads included), nothing
+is served outside it, and generated URLs carry it."""
+
+import hashlib
+import json
+import os
+
+import pytest_twisted
+
+from tests.service_support import start_service
+
+CONFIG = """\
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: {root}
+http:
+  addr: 127.0.0.1:{port}
+  prefix: /nested/registry/
+  relativeurls: {relative}
+"""
+
+
+async def content(response):
+    return await response.content()
+
+
+@pytest_twisted.ensureDeferred
+async def test_prefix_serves_the_api_below_it_and_nothing_outside(tmp_path):
+    running = await start_service(tmp_path, CONFIG, relative="false")
+    client, base = running.client, running.url + "/nested/registry"
+    try:
+        response = await client.get(base + "/v2/")
+        assert response.code == 200 and await content(response) == b"{}"
+        for outside in ("/v2/", "/nested/v2/", "/nested/registry-other/v2/"):
+            response = await client.get(running.url + outside)
+            assert response.code == 404, outside
+            await content(response)
+
+        # A chunked upload: PATCH bodies stream (early dispatch) below the prefix.
+        data = os.urandom(3 * 1024 * 1024 + 1)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        response = await client.post(base + "/v2/pre/app/blobs/uploads/")
+        assert response.code == 202
+        await content(response)
+        location = response.headers.getRawHeaders("Location")[0]
+        assert location.startswith(base + "/v2/pre/app/blobs/uploads/")
+        response = await client.patch(location, data=data, headers={
+            "Content-Type": "application/octet-stream", "Content-Range": f"0-{len(data) - 1}"})
+        assert response.code == 202, await content(response)
+        await content(response)
+        location = response.headers.getRawHeaders("Location")[0]
+        separator = "&" if "?" in location else "?"
+        response = await client.put(f"{location}{separator}digest={digest}")
+        assert response.code == 201, await content(response)
+        await content(response)
+        assert response.headers.getRawHeaders("Location") == [f"{base}/v2/pre/app/blobs/{digest}"]
+        response = await client.get(f"{base}/v2/pre/app/blobs/{digest}")
+        assert response.code == 200 and await content(response) == data
+
+        response = await client.get(base + "/v2/_catalog")
+        assert json.loads(await content(response)) == {"repositories": []}  # no manifest yet
+    finally:
+        await running.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_relative_urls_keep_the_prefix(tmp_path):
+    running = await start_service(tmp_path, CONFIG, relative="true")
+    try:
+        response = await running.client.post(running.url + "/nested/registry/v2/pre/app/blobs/uploads/")
+        assert response.code == 202
+        await content(response)
+        location = response.headers.getRawHeaders("Location")[0]
+        assert location.startswith("/nested/registry/v2/pre/app/blobs/uploads/")
+    finally:
+        await running.stop()
