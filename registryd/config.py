@@ -974,7 +974,7 @@ def _parse_redirect(value, path):
     return on and not off
 
 
-_HTTP_DISTRIBUTION_KEYS = frozenset("h2c http2".split())
+_HTTP_DISTRIBUTION_KEYS = frozenset()
 
 
 def _parse_http(value, path):
@@ -1019,7 +1019,26 @@ def _parse_http(value, path):
             raise ConfigError(path, f"expected a plain path, got {value!r}")
         found["prefix"] = value if value != "/" else None
 
-    handlers.update(relativeurls=relativeurls, draintimeout=draintimeout, prefix=prefix)
+    def http2(value, path):
+        # registryd speaks HTTP/1.1 (HTTP/2 adds nothing for blob
+        # streaming); a configuration that turns HTTP/2 off is what it does.
+        def disabled(value, path):
+            if not _boolean(value, path):
+                raise ConfigError(path, "false is not supported: registryd speaks HTTP/1.1 only")
+
+        _walk(value, path, {"disabled": disabled})
+        if "disabled" not in _mapping(value, path):
+            raise ConfigError(_join(path, "disabled"), "required: true (registryd speaks HTTP/1.1 only)")
+
+    def h2c(value, path):
+        def enabled(value, path):
+            if _boolean(value, path):
+                raise ConfigError(path, "true is not supported: registryd speaks HTTP/1.1 only")
+
+        _walk(value, path, {"enabled": enabled})
+
+    handlers.update(relativeurls=relativeurls, draintimeout=draintimeout, prefix=prefix,
+                    http2=http2, h2c=h2c)
     _walk(value, path, handlers, _HTTP_DISTRIBUTION_KEYS)
     if "addr" in found:
         address, addr_path = found["addr"]

@@ -317,7 +317,6 @@ def test_bad_addr_names_http_addr(addr):
         ("http:\n  tls:\n    certificate: /c\n    key: /k\n    letsencrypt: {}\n",
          "http.tls.letsencrypt"),
         ("http:\n  debug:\n    addr: :5001\n    tls: {}\n", "http.debug.tls"),
-        ("http:\n  h2c: {enabled: true}\n", "http.h2c"),
         ("log:\n  hooks: []\n", "log.hooks"),
         ("  maintenance:\n    purging: {enabled: false}\n", "storage.maintenance.purging"),
         ("  redirect:\n    disable: true\n    baseurl: https://cdn\n", "storage.redirect.baseurl"),
@@ -625,6 +624,16 @@ def test_tls_cipher_suites():
     with pytest.raises(ConfigError) as info:
         parse(minimal(tls + "    ciphersuites: [ECDHE-RSA-AES128-GCM-SHA256]\n"))
     assert info.value.key == "http.tls.ciphersuites[0]" and "Go's names" in str(info.value)
+
+
+def test_http2_off_is_accepted_on_is_refused():
+    parse(minimal("http:\n  http2: {disabled: true}\n  h2c: {enabled: false}\n"))
+    for text, key in [("http:\n  http2: {disabled: false}\n", "http.http2.disabled"),
+                      ("http:\n  http2: {}\n", "http.http2.disabled"),
+                      ("http:\n  h2c: {enabled: true}\n", "http.h2c.enabled")]:
+        with pytest.raises(ConfigError) as info:
+            parse(minimal(text))
+        assert info.value.key == key and "HTTP/1.1 only" in str(info.value)
 
 
 def test_http_prefix():
