@@ -46,6 +46,11 @@ class URLBuilder:
             host = f"{address.host}:{address.port}"
         return f"{scheme.lower()}://{host}"
 
+    def local(self, path):
+        """C{path} (from /v2/...) as the client addresses it on this host:
+        with http.prefix, for links relative to the host."""
+        return self._prefix + path
+
     def _path(self, *parts):
         return "/v2/" + "/".join(quote(part, safe="/:@") for part in parts)
 

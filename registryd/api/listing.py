@@ -45,7 +45,8 @@ async def list_tags(ctx, request, name):
     page, next_last = paginate(tags, request)
     headers = []
     if next_last is not None:
-        headers.append(("Link", _link(f"/v2/{repository.name}/tags/list", len(page), next_last)))
+        path = ctx.urls.local(f"/v2/{repository.name}/tags/list")
+        headers.append(("Link", _link(path, len(page), next_last)))
     body = json.dumps({"name": repository.name, "tags": page}).encode("utf-8")
     return respond(request, 200, headers, body, content_type="application/json")
 
@@ -73,6 +74,6 @@ async def catalog(ctx, request):
     next_last = page[-1] if more and page else None
     headers = []
     if next_last is not None:
-        headers.append(("Link", _link("/v2/_catalog", len(page), next_last)))
+        headers.append(("Link", _link(ctx.urls.local("/v2/_catalog"), len(page), next_last)))
     body = json.dumps({"repositories": page}).encode("utf-8")
     return respond(request, 200, headers, body, content_type="application/json")

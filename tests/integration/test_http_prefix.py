@@ -61,6 +61,23 @@ async def test_prefix_serves_the_api_below_it_and_nothing_outside(tmp_path):
 
         response = await client.get(base + "/v2/_catalog")
         assert json.loads(await content(response)) == {"repositories": []}  # no manifest yet
+
+        # Pagination links carry the prefix too.
+        for tag in ("a", "b"):
+            manifest = json.dumps({
+                "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                           "digest": digest, "size": len(data)},
+                "layers": [], "annotations": {"tag": tag},
+            }).encode()
+            response = await client.put(f"{base}/v2/pre/app/manifests/{tag}", data=manifest, headers={
+                "Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+            assert response.code == 201, await content(response)
+            await content(response)
+        response = await client.get(f"{base}/v2/pre/app/tags/list?n=1")
+        assert json.loads(await content(response))["tags"] == ["a"]
+        assert response.headers.getRawHeaders("Link") == [
+            '</nested/registry/v2/pre/app/tags/list?n=1&last=a>; rel="next"']
     finally:
         await running.stop()
 
