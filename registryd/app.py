@@ -61,8 +61,10 @@ class RegistryApp:
     app = Klein()
 
     def __init__(self, registry, host=None, headers=None, events=None, health=None,
-                 relative_urls=False, prefix=None):
+                 relative_urls=False, prefix=None, listing=None):
         self.registry = registry
+        #: registryd.config.ListingConfig: catalog.maxentries, tags.maxtags
+        self.listing = listing
         self.urls = URLBuilder(host, relative=relative_urls, prefix=prefix)
         self.set_headers(headers)
         #: where handlers report pushes, pulls, mounts and deletes

@@ -361,6 +361,18 @@ class NotificationsConfig:
 
 
 @attr.s(frozen=True, slots=True)
+class ListingConfig:
+    """Page limits of the listing endpoints (Distribution 3's keys); None:
+    no limit beyond registryd's defaults."""
+
+    #: catalog.maxentries: a catalog request for more (n) is refused with
+    #: PAGINATION_NUMBER_INVALID; also the page size when n is not given.
+    max_catalog_entries = attr.ib(default=None)
+    #: tags.maxtags: at most this many tags per response, then a Link.
+    max_tags = attr.ib(default=None)
+
+
+@attr.s(frozen=True, slots=True)
 class Config:
     """A whole, validated configuration."""
 
@@ -377,6 +389,8 @@ class Config:
     auth = attr.ib(default=None)
     #: Processes serving HTTP (registryd.workers); 1: this process alone.
     workers = attr.ib(default=1)
+    #: catalog.maxentries and tags.maxtags
+    listing = attr.ib(factory=lambda: ListingConfig())
 
     def with_listen(self, endpoints):
         """This configuration listening on C{endpoints} instead (``--listen``)."""
@@ -588,8 +602,7 @@ def _accept(check):
 # --- the sections ------------------------------------------------------------
 
 _TOP_DISTRIBUTION_KEYS = frozenset(
-    "catalog compatibility middleware policy proxy "
-    "redis reporting tags".split()
+    "compatibility middleware policy proxy redis reporting".split()
 )
 
 
@@ -667,6 +680,20 @@ def parse_config(mapping):
         found["workers"] = parse_workers(value, path)
 
     handlers.update(workers=workers)
+
+    def catalog(value, path):
+        def maxentries(value, path):
+            found["max_catalog_entries"] = _positive(value, path)
+
+        _walk(value, path, {"maxentries": maxentries})
+
+    def tags(value, path):
+        def maxtags(value, path):
+            found["max_tags"] = _positive(value, path)
+
+        _walk(value, path, {"maxtags": maxtags})
+
+    handlers.update(catalog=catalog, tags=tags)
     _walk(mapping, "", handlers, _TOP_DISTRIBUTION_KEYS)
     if "storage" not in found:
         raise ConfigError(
@@ -681,6 +708,7 @@ def parse_config(mapping):
         notifications=found.get("notifications", NotificationsConfig()),
         gc=found.get("gc", GCConfig()), manhole=found.get("manhole"),
         auth=found.get("auth"), workers=found.get("workers", 1),
+        listing=ListingConfig(found.get("max_catalog_entries"), found.get("max_tags")),
     )
 
 
@@ -1236,6 +1264,13 @@ def _positive_or_zero(value, path):
     _integer(value, path)
     if value < 0:
         raise ConfigError(path, f"must not be negative, got {value}")
+    return value
+
+
+def _positive(value, path):
+    _integer(value, path)
+    if value < 1:
+        raise ConfigError(path, f"must be at least 1, got {value}")
     return value
 
 

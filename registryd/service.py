@@ -169,6 +169,7 @@ class RegistryService(MultiService):
         self.app = RegistryApp(
             self.registry, host=config.http.host, headers=config.http.headers,
             relative_urls=config.http.relative_urls, prefix=config.http.prefix,
+            listing=config.listing,
         )
         self.site = StreamingSite(self.app.resource())
         if config.http.prefix:

@@ -17,16 +17,12 @@ from registryd.api.base import arg, respond
 DEFAULT_CATALOG_PAGE = 1000
 
 
-def paginate(entries, request, default_page=None):
-    """Return (page, next_last) from sorted C{entries} and the request's n/last."""
-    n = arg(request, "n")
-    last = arg(request, "last")
-    if n is not None:
-        if not n.isdigit():
-            raise errors.PaginationNumberInvalid(detail={"n": n})
-        n = int(n)
-    else:
-        n = default_page
+def paginate(entries, request, default_page=None, max_tags=None):
+    """Return (page, next_last) from sorted C{entries} and the request's
+    n/last; at most C{max_tags} (tags.maxtags) per page, if given."""
+    n, last = _page_arguments(request, default_page)
+    if max_tags is not None:
+        n = max_tags if n is None else min(n, max_tags)
     start = bisect.bisect_right(entries, last) if last else 0
     if n is None:
         return entries[start:], None
@@ -39,10 +35,19 @@ def _link(path, n, last):
     return f'<{path}?{urlencode({"n": n, "last": last})}>; rel="next"'
 
 
+def _limits(ctx):
+    """(catalog.maxentries, tags.maxtags), each None when not configured."""
+    listing = getattr(ctx, "listing", None)
+    if listing is None:
+        return None, None
+    return listing.max_catalog_entries, listing.max_tags
+
+
 async def list_tags(ctx, request, name):
     repository = ctx.registry.repository(name)
     tags = await repository.manifests.tags()
-    page, next_last = paginate(tags, request)
+    _, max_tags = _limits(ctx)
+    page, next_last = paginate(tags, request, max_tags=max_tags)
     headers = []
     if next_last is not None:
         path = ctx.urls.local(f"/v2/{repository.name}/tags/list")
@@ -64,7 +69,13 @@ def _page_arguments(request, default_page=None):
 
 
 async def catalog(ctx, request):
-    n, last = _page_arguments(request, DEFAULT_CATALOG_PAGE)
+    max_entries, _ = _limits(ctx)
+    default = DEFAULT_CATALOG_PAGE if max_entries is None else min(DEFAULT_CATALOG_PAGE, max_entries)
+    n, last = _page_arguments(request, default)
+    if max_entries is not None and n > max_entries:
+        raise errors.PaginationNumberInvalid(
+            f"n may be at most {max_entries} (catalog.maxentries)", detail={"n": n}
+        )
     grant = getattr(request, "grant", None)
     # Only what the caller may read (registryd.auth); the walk covers just
     # this page (Registry.repository_page), not the whole tree.

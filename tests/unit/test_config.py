@@ -636,6 +636,18 @@ def test_http2_off_is_accepted_on_is_refused():
         assert info.value.key == key and "HTTP/1.1 only" in str(info.value)
 
 
+def test_listing_limits():
+    config = parse(minimal("catalog:\n  maxentries: 500\ntags:\n  maxtags: 100\n"))
+    assert (config.listing.max_catalog_entries, config.listing.max_tags) == (500, 100)
+    assert parse(minimal("")).listing.max_catalog_entries is None
+    for text, key in [("catalog:\n  maxentries: 0\n", "catalog.maxentries"),
+                      ("tags:\n  maxtags: many\n", "tags.maxtags"),
+                      ("tags:\n  concurrencylimit: 8\n", "tags.concurrencylimit")]:
+        with pytest.raises(ConfigError) as info:
+            parse(minimal(text))
+        assert info.value.key == key
+
+
 def test_http_prefix():
     assert parse(minimal("http:\n  prefix: /my/nested/registry/\n")).http.prefix == "/my/nested/registry/"
     assert parse(minimal("http:\n  prefix: /\n")).http.prefix is None

@@ -1,6 +1,7 @@
-"""http.prefix and http.relativeurls on a whole RegistryService with a real
-port: the API lives below the prefix (streamed uploads included), nothing
-is served outside it, and generated URLs carry it."""
+"""HTTP options on a whole RegistryService with a real port: http.prefix
+and http.relativeurls (the API lives below the prefix, streamed uploads
+included, nothing is served outside it, generated URLs carry it), and the
+listing limits catalog.maxentries and tags.maxtags."""
 
 import hashlib
 import json
@@ -91,5 +92,62 @@ async def test_relative_urls_keep_the_prefix(tmp_path):
         await content(response)
         location = response.headers.getRawHeaders("Location")[0]
         assert location.startswith("/nested/registry/v2/pre/app/blobs/uploads/")
+    finally:
+        await running.stop()
+
+
+LIMITS = """\
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: {root}
+http:
+  addr: 127.0.0.1:{port}
+catalog:
+  maxentries: 3
+tags:
+  maxtags: 2
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_catalog_maxentries_and_tags_maxtags(tmp_path):
+    running = await start_service(tmp_path, LIMITS)
+    client, base = running.client, running.url
+    try:
+        config = b'{"architecture": "amd64", "os": "linux"}'
+        digest = "sha256:" + hashlib.sha256(config).hexdigest()
+        for name in ("r1", "r2", "r3", "r4"):
+            response = await client.post(f"{base}/v2/{name}/blobs/uploads/?digest={digest}", data=config)
+            assert response.code == 201, await content(response)
+            await content(response)
+            for tag in ("t1", "t2", "t3"):
+                manifest = json.dumps({
+                    "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                               "digest": digest, "size": len(config)},
+                    "layers": [],
+                }).encode()
+                response = await client.put(f"{base}/v2/{name}/manifests/{tag}", data=manifest, headers={
+                    "Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+                assert response.code == 201
+                await content(response)
+
+        # catalog: without n, pages of maxentries; more than that is refused.
+        response = await client.get(base + "/v2/_catalog")
+        assert json.loads(await content(response)) == {"repositories": ["r1", "r2", "r3"]}
+        assert response.headers.getRawHeaders("Link") == ['</v2/_catalog?n=3&last=r3>; rel="next"']
+        response = await client.get(base + "/v2/_catalog?n=4")
+        assert response.code == 400
+        assert json.loads(await content(response))["errors"][0]["code"] == "PAGINATION_NUMBER_INVALID"
+
+        # tags: never more than maxtags per response, with a Link to the rest.
+        for query in ("", "?n=10"):
+            response = await client.get(f"{base}/v2/r1/tags/list{query}")
+            assert json.loads(await content(response))["tags"] == ["t1", "t2"]
+            assert response.headers.getRawHeaders("Link") == ['</v2/r1/tags/list?n=2&last=t2>; rel="next"']
+        response = await client.get(f"{base}/v2/r1/tags/list?n=2&last=t2")
+        assert json.loads(await content(response))["tags"] == ["t3"]
+        assert response.headers.getRawHeaders("Link") is None
     finally:
         await running.stop()
