@@ -60,7 +60,7 @@ setup(
         "botocore>=1.36",  # the s3 storage driver (checksum settings of 1.36)
     ],
     extras_require={
-        "test": ["pytest", "pytest-twisted", "psutil"],
+        "test": ["pytest", "pytest-twisted", "psutil", "oras"],
     },
     entry_points={
         "console_scripts": [
