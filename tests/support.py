@@ -84,27 +84,34 @@ def _raw_exchange(host, port, request_bytes, read_body=True, timeout=10):
 
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.sendall(request_bytes)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        head, _, rest = data.partition(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        status = int(lines[0].split()[1])
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            headers.setdefault(name.strip().lower().decode(), []).append(value.strip().decode())
-        length = int(headers.get("content-length", ["0"])[0])
+        status, headers, rest = read_response_head(sock)
+        length = int(headers.get("content-length", "0"))
         if read_body:
             while len(rest) < length:
                 chunk = sock.recv(65536)
                 if not chunk:
                     break
                 rest += chunk
-        return status, {k: v[0] for k, v in headers.items()}, rest
+        return status, headers, rest
+
+
+def read_response_head(sock):
+    """Read one response's head from a blocking socket: (status, {lowercase
+    header: first value}, body bytes read past the head)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        headers.setdefault(name.strip().lower().decode(), value.strip().decode())
+    return status, headers, rest
 
 
 async def raw_request(server, method, path, headers=(), body=b""):

@@ -14,6 +14,7 @@ import urllib.request
 
 from tests.e2e.tools import free_port, free_ports
 from tests.integration.test_twistd import Running, write_config
+from tests.support import read_response_head
 from tests.unit.test_config import DEBIAN_STOCK, without_sections
 
 
@@ -115,23 +116,6 @@ def _connect(port):
     return socket.create_connection(("127.0.0.1", port), timeout=10)
 
 
-def _read_response(sock):
-    """Status line and headers of one response (bodies here are empty)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
-    lines = head.split("\r\n")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return lines[0], headers
-
-
 def test_draintimeout_lets_an_upload_in_progress_finish(tmp_path):
     """http.draintimeout: on SIGTERM registryd stops accepting, closes idle
     connections, lets a request in progress finish (its response says
@@ -156,8 +140,8 @@ http:
 
         idle = _connect(port)
         idle.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
-        status, _ = _read_response(idle)
-        assert status.startswith("HTTP/1.1 200")
+        status, _, _ = read_response_head(idle)
+        assert status == 200
 
         busy = _connect(port)
         data = os.urandom(300_000)
@@ -179,8 +163,8 @@ http:
         assert idle.recv(100) == b""  # the idle connection was closed
         assert running.process.poll() is None  # still finishing the upload
         busy.sendall(data[100_000:])
-        status, headers = _read_response(busy)
-        assert status.startswith("HTTP/1.1 202"), status
+        status, headers, _ = read_response_head(busy)
+        assert status == 202, status
         assert headers["range"] == f"0-{len(data) - 1}"
         assert headers.get("connection") == "close"
         assert busy.recv(100) == b""
