@@ -79,6 +79,9 @@ class RegistryApp:
         #: registryd.auth.issuer.TokenIssuer when registryd is its own
         #: token server (/auth/token), else None
         self.token_issuer = None
+        #: registryd.proxy.ProxyCache when registryd is a pull-through
+        #: cache (proxy.remoteurl), else None
+        self.proxy = None
 
     async def _authorize(self, request, name, *actions):
         """Refuse the request (401/403) unless the caller may do
@@ -106,6 +109,14 @@ class RegistryApp:
                 "the registry is in read-only mode (storage.maintenance.readonly): "
                 "pushes and deletes are refused until an administrator turns it off",
                 detail={"readonly": True},
+                headers={"Allow": "GET, HEAD"},
+            )
+        if self.proxy is not None and request.method not in (b"GET", b"HEAD"):
+            # As Distribution: a pull-through cache only pulls.
+            raise errors.Unsupported(
+                f"registryd is a pull-through cache of {self.proxy.remote_url} (proxy.remoteurl): "
+                "pushes, uploads and deletes are not supported",
+                detail={"proxy": self.proxy.remote_url},
                 headers={"Allow": "GET, HEAD"},
             )
         return grant

@@ -4,7 +4,7 @@ turned into validated, immutable attrs objects.
 registryd reads Distribution's keys where the features overlap, so an
 existing ``config.yml`` works unchanged, and refuses everything else at
 start-up.  Nothing is silently ignored: a key for a feature registryd lacks
-(``proxy``, ``health.http``, ``redis``...) would otherwise leave an operator
+(``redis``, ``middleware``...) would otherwise leave an operator
 believing a registry is mirrored, monitored or cached when it is not.
 The few keys that only tune Distribution internals (``storage.cache``,
 ``http.secret``...) are type-checked and accepted, because
@@ -360,6 +360,22 @@ class NotificationsConfig:
         return tuple(endpoint for endpoint in self.endpoints if not endpoint.disabled)
 
 
+#: proxy.ttl's default, as in Distribution: cached content expires after a week.
+DEFAULT_PROXY_TTL = 168 * 3600.0
+
+
+@attr.s(frozen=True, slots=True)
+class ProxyConfig:
+    """proxy: serve as a pull-through cache of another registry
+    (``registryd.proxy``)."""
+
+    remote_url = attr.ib()  # absolute http(s) URL, no trailing '/'
+    username = attr.ib(default=None)
+    password = attr.ib(default=None, repr=False)
+    #: seconds cached content is kept after it was fetched; 0: forever
+    ttl = attr.ib(default=DEFAULT_PROXY_TTL)
+
+
 @attr.s(frozen=True, slots=True)
 class ListingConfig:
     """Page limits of the listing endpoints (Distribution 3's keys); None:
@@ -391,6 +407,8 @@ class Config:
     workers = attr.ib(default=1)
     #: catalog.maxentries and tags.maxtags
     listing = attr.ib(factory=lambda: ListingConfig())
+    #: A ProxyConfig when registryd is a pull-through cache, else None.
+    proxy = attr.ib(default=None)
 
     def with_listen(self, endpoints):
         """This configuration listening on C{endpoints} instead (``--listen``)."""
@@ -602,7 +620,7 @@ def _accept(check):
 # --- the sections ------------------------------------------------------------
 
 _TOP_DISTRIBUTION_KEYS = frozenset(
-    "compatibility middleware policy proxy redis reporting".split()
+    "compatibility middleware policy redis reporting".split()
 )
 
 
@@ -694,6 +712,11 @@ def parse_config(mapping):
         _walk(value, path, {"maxtags": maxtags})
 
     handlers.update(catalog=catalog, tags=tags)
+
+    def proxy(value, path):
+        found["proxy"] = _parse_proxy(value, path)
+
+    handlers.update(proxy=proxy)
     _walk(mapping, "", handlers, _TOP_DISTRIBUTION_KEYS)
     if "storage" not in found:
         raise ConfigError(
@@ -707,7 +730,7 @@ def parse_config(mapping):
         health=found.get("health", HealthConfig()),
         notifications=found.get("notifications", NotificationsConfig()),
         gc=found.get("gc", GCConfig()), manhole=found.get("manhole"),
-        auth=found.get("auth"), workers=found.get("workers", 1),
+        auth=found.get("auth"), workers=found.get("workers", 1), proxy=found.get("proxy"),
         listing=ListingConfig(found.get("max_catalog_entries"), found.get("max_tags")),
     )
 
@@ -732,6 +755,41 @@ def parse_workers(value, path="workers"):
     if not 1 <= value <= MAX_WORKERS:
         raise ConfigError(path, f"expected 1 to {MAX_WORKERS} processes, got {value}")
     return value
+
+
+def _parse_proxy(value, path):
+    """proxy: Distribution's pull-through cache section.  Distribution's
+    ``exec`` credential helper is refused (registryd runs no programs)."""
+    found = {}
+
+    def remoteurl(value, path):
+        _http_url(value, path)
+        parts = urlsplit(value)
+        try:
+            parts.port  # raises ValueError for a bad port
+        except ValueError as error:
+            raise ConfigError(path, f"expected an absolute http(s) URL, got {value!r}: {error}")
+        if parts.query or parts.fragment:
+            raise ConfigError(path, f"expected a URL without query or fragment, got {value!r}")
+        found["remote_url"] = value.rstrip("/")
+
+    def username(value, path):
+        found["username"] = _string(value, path)
+
+    def password(value, path):
+        found["password"] = _string(value, path)
+
+    def ttl(value, path):
+        found["ttl"] = _duration(value, path)
+
+    _walk(value, path, {"remoteurl": remoteurl, "username": username, "password": password,
+                        "ttl": ttl})
+    if "remote_url" not in found:
+        raise ConfigError(_join(path, "remoteurl"), "required: the URL of the registry to mirror")
+    if ("username" in found) != ("password" in found):
+        missing = "password" if "username" in found else "username"
+        raise ConfigError(_join(path, missing), "required when the other credential is given")
+    return ProxyConfig(**found)
 
 
 def _parse_validation(value, path):

@@ -148,3 +148,19 @@ class Unavailable(RegistryError):
 
     code, status = "UNAVAILABLE", 503
     message = "storage backend unavailable, retry later"
+
+
+class UpstreamUnavailable(Unavailable):
+    """The registry a pull-through cache mirrors (proxy.remoteurl) cannot be
+    reached, failed (5xx, 429), or sent content that does not match its
+    digest; the client may retry."""
+
+    message = "upstream registry unavailable, retry later"
+
+
+class UpstreamUnauthorized(Unauthorized):
+    """The mirrored registry refused the cache's credentials (or wants some
+    and proxy.username/password are not configured).  No challenge is sent:
+    the client's own credentials would not help."""
+
+    message = "the upstream registry refused the pull-through cache's credentials"

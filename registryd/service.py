@@ -226,6 +226,12 @@ class RegistryService(MultiService):
         self.maintenance = Maintenance(self.registry, self.config)
         for timer in self.maintenance.services(clock=reactor):
             timer.setServiceParent(self)
+        if self.config.proxy is not None:  # a pull-through cache (registryd.proxy)
+            from registryd import proxy
+
+            self.app.proxy = proxy.create(self.registry, self.config.proxy, reactor=reactor)
+            for child in proxy.services(self.app.proxy, self.maintenance, clock=reactor):
+                child.setServiceParent(self)
         self.manhole = None
         if self.config.manhole is not None:
             from registryd.admin.manhole import ManholeService, make_namespace

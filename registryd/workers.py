@@ -47,7 +47,7 @@ from registryd.notifications.events import IgnoreRules, Notifier
 log = Logger()
 
 #: Timers that must run in one process only (registryd.admin.maintenance).
-SINGLETON_TIMERS = frozenset({"upload purging", "garbage collection"})
+SINGLETON_TIMERS = frozenset({"upload purging", "garbage collection", "proxy cache expiry"})
 
 #: Seconds before a worker that exited is started again (doubling up to
 #: the maximum while workers keep failing quickly).

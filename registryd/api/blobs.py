@@ -50,7 +50,13 @@ def parse_range(header, size):
 async def get_blob(ctx, request, name, digest):
     repository = ctx.registry.repository(name)
     digest = Digest.parse(digest)
-    blob = await repository.stat_blob(digest)
+    try:
+        blob = await repository.stat_blob(digest)
+    except errors.BlobUnknown:
+        if ctx.proxy is None:
+            raise
+        # A pull-through cache fetches it (registryd.proxy.blobs).
+        return await ctx.proxy.serve_blob(ctx, request, repository, digest)
     redirect = await repository.blob_redirect(blob, request.method.decode("ascii"))
     headers = [
         ("Docker-Content-Digest", str(digest)),

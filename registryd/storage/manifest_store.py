@@ -93,8 +93,12 @@ class ManifestStore:
         return stored
 
     @translate_storage_errors
-    async def put(self, reference, body, content_type, tags=(), allow_sparse=False):
-        """Validate, verify and store a manifest; tag it.  Returns StoredManifest."""
+    async def put(self, reference, body, content_type, tags=(), allow_sparse=False, verify=True):
+        """Validate, verify and store a manifest; tag it.  Returns StoredManifest.
+
+        C{verify=False} skips the check that referenced blobs and manifests
+        exist: a pull-through cache (registryd.proxy) stores a manifest
+        before any of its blobs, which it fetches when they are asked for."""
         tags = list(tags)
         if is_digest_reference(reference):
             expected = Digest.parse(reference)
@@ -116,10 +120,11 @@ class ManifestStore:
         # cannot sweep what this manifest is about to reference.
         in_use = [digest] + [ref.digest for ref in manifest.references]
         async with self.registry.guard.using(in_use):
-            await verify_references(
-                manifest, self.repository.has_blob, self.has, allow_sparse=allow_sparse,
-                url_policy=self.registry.manifest_url_policy,
-            )
+            if verify:
+                await verify_references(
+                    manifest, self.repository.has_blob, self.has, allow_sparse=allow_sparse,
+                    url_policy=self.registry.manifest_url_policy,
+                )
             # The content first, then the revision link, then tags: a reader
             # that finds a link always finds the bytes.
             await self.driver.put_content(paths.blob_data(digest), body)

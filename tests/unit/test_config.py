@@ -310,7 +310,6 @@ def test_bad_addr_names_http_addr(addr):
         ("notifications:\n  endpoints:\n  - {name: a, url: 'http://h/', queue: 5}\n",
          "notifications.endpoints[0].queue"),
         ("redis:\n  addr: localhost:6379\n", "redis"),
-        ("proxy:\n  remoteurl: https://registry-1.docker.io\n", "proxy"),
         ("compatibility:\n  schema1: {enabled: true}\n", "compatibility"),
         ("reporting:\n  bugsnag: {}\n", "reporting"),
         ("middleware:\n  registry: []\n", "middleware"),
@@ -342,8 +341,8 @@ def test_distribution_keys_say_not_yet_and_unknown_keys_say_unknown():
 
 
 def test_the_first_unsupported_key_in_document_order_is_named():
-    assert error_for(minimal("proxy: {}\nredis: {}\n")).startswith("proxy: ")
-    assert error_for(minimal("redis: {}\nproxy: {}\n")).startswith("redis: ")
+    assert error_for(minimal("reporting: {}\nredis: {}\n")).startswith("reporting: ")
+    assert error_for(minimal("redis: {}\nreporting: {}\n")).startswith("redis: ")
 
 
 # --- bad values ---------------------------------------------------------------
@@ -1049,3 +1048,58 @@ def test_workers_default_number_and_auto():
 ])
 def test_workers_errors_name_the_key(value, problem):
     assert error_for(minimal(f"workers: {value}\n")).startswith(f"workers: {problem}")
+
+
+# --- proxy (pull-through cache) -----------------------------------------------
+
+
+def test_proxy_defaults_and_values():
+    assert parse(minimal()).proxy is None
+    config = parse(minimal("proxy:\n  remoteurl: https://registry-1.docker.io/\n"))
+    assert config.proxy.remote_url == "https://registry-1.docker.io"
+    assert config.proxy.username is None and config.proxy.password is None
+    assert config.proxy.ttl == 168 * 3600.0
+    config = parse(minimal(
+        "proxy:\n  remoteurl: http://127.0.0.1:5000\n  username: u\n  password: p\n  ttl: 1h30m\n"
+    ))
+    assert (config.proxy.username, config.proxy.password, config.proxy.ttl) == ("u", "p", 5400.0)
+    assert "p" not in repr(config.proxy).split("username")[1]  # the password is not shown
+    assert parse(minimal("proxy:\n  remoteurl: http://h\n  ttl: 0\n")).proxy.ttl == 0
+
+
+@pytest.mark.parametrize("text, key, words", [
+    ("proxy: {}\n", "proxy.remoteurl", "required"),
+    ("proxy:\n  remoteurl: registry-1.docker.io\n", "proxy.remoteurl", "absolute http(s) URL"),
+    ("proxy:\n  remoteurl: ftp://h/\n", "proxy.remoteurl", "absolute http(s) URL"),
+    ("proxy:\n  remoteurl: https://h:99999\n", "proxy.remoteurl", "absolute http(s) URL"),
+    ("proxy:\n  remoteurl: https://h/?x=1\n", "proxy.remoteurl", "without query"),
+    ("proxy:\n  remoteurl: 5\n", "proxy.remoteurl", "expected a string"),
+    ("proxy:\n  remoteurl: https://h\n  username: u\n", "proxy.password", "required"),
+    ("proxy:\n  remoteurl: https://h\n  password: p\n", "proxy.username", "required"),
+    ("proxy:\n  remoteurl: https://h\n  ttl: forever\n", "proxy.ttl", "duration"),
+    ("proxy:\n  remoteurl: https://h\n  ttl: -1h\n", "proxy.ttl", ""),
+    ("proxy:\n  remoteurl: https://h\n  exec: {command: helper}\n", "proxy.exec", "not supported"),
+    ("proxy: [https://h]\n", "proxy", "expected a mapping"),
+])
+def test_proxy_bad_values_name_their_key(text, key, words):
+    with pytest.raises(ConfigError) as info:
+        parse(minimal(text))
+    assert info.value.key == key
+    assert words in str(info.value)
+
+
+def test_the_sample_proxy_example_parses():
+    """etc/registryd.yaml's commented proxy: example, uncommented, is valid."""
+    import os
+
+    sample = os.path.join(os.path.dirname(__file__), "..", "..", "etc", "registryd.yaml")
+    lines = open(sample, encoding="utf-8").read().splitlines()
+    start = lines.index("# proxy:")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("#"):
+            break
+        block.append(line[2:])
+    config = parse(minimal("\n".join(block) + "\n"))
+    assert config.proxy.remote_url == "https://registry-1.docker.io"
+    assert config.proxy.username == "mirror-user" and config.proxy.ttl == 168 * 3600.0

@@ -1,0 +1,358 @@
+"""The registry a pull-through cache mirrors (``proxy.remoteurl``), as a client.
+
+One treq client with its own persistent connection pool.  Requests go out
+anonymously first; a 401 is answered the way ``docker pull`` answers it:
+
+* ``WWW-Authenticate: Bearer realm=...,service=...,scope=...`` (Docker Hub,
+  Distribution's token auth): GET the realm with ``service`` and ``scope``
+  (with the configured credentials as Basic auth, if any), take ``token``
+  or ``access_token`` from the JSON answer, and retry with it.  Tokens are
+  cached per scope until shortly before they expire (``expires_in``,
+  60 s when absent, as the spec says), so a pull costs one token request
+  per repository, not one per blob.
+* ``WWW-Authenticate: Basic``: retry with the configured credentials, and
+  send them right away from then on.
+
+Errors come out typed (``registryd.errors``): unreachable, 5xx and 429 as
+L{UpstreamUnavailable} (the manifest handler then falls back to what is
+cached), refused credentials as L{UpstreamUnauthorized}; 404 is returned
+to the caller, who knows whether a manifest or a blob was missing.
+
+Bodies are never buffered whole by this module: L{ResponseBody} hands a
+response's bytes out as they arrive and pauses the upstream connection
+while its reader is behind.
+"""
+
+import base64
+import json
+import time
+from collections import deque
+from urllib.parse import urlencode, urlsplit
+
+from twisted.internet import defer
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
+from werkzeug.datastructures import WWWAuthenticate
+
+from registryd import errors
+from registryd.manifests import mediatypes
+
+log = Logger()
+
+#: What a manifest request accepts when the client said nothing: every
+#: type registryd can store, the newest first (as docker sends them).
+ALL_MANIFEST_TYPES = ", ".join([
+    mediatypes.OCI_INDEX, mediatypes.OCI_MANIFEST, mediatypes.DOCKER_MANIFEST_LIST,
+    mediatypes.DOCKER_MANIFEST, mediatypes.DOCKER_SCHEMA1_SIGNED, mediatypes.DOCKER_SCHEMA1,
+])
+
+#: Seconds for connecting and receiving the response headers.
+DEFAULT_TIMEOUT = 60.0
+#: The token lifetime assumed when the token server names none (spec-auth-token).
+DEFAULT_TOKEN_LIFETIME = 60.0
+#: A cached token is dropped this many seconds before it expires.
+TOKEN_MARGIN = 5.0
+#: Largest error or token body read from upstream.
+SMALL_BODY_LIMIT = 1024 * 1024
+
+
+class ResponseBody(Protocol):
+    """An upstream response body, read while it arrives.
+
+    ``read(n)`` returns up to C{n} bytes, C{b""} at the end, and raises
+    L{UpstreamUnavailable} if the connection broke first.  At most about
+    C{high_water} bytes wait here: beyond that the upstream connection is
+    paused until the reader has taken them below C{low_water}.
+    """
+
+    high_water = 2 * 1024 * 1024
+    low_water = 1024 * 1024
+
+    def __init__(self, response):
+        self.length = response.length if isinstance(response.length, int) else None
+        self.received = 0
+        self.finished = False
+        self._error = None
+        self._chunks = deque()
+        self._buffered = 0
+        self._waiter = None
+        self._paused = False
+        response.deliverBody(self)
+
+    # the response side
+
+    def dataReceived(self, data):
+        self.received += len(data)
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > self.high_water and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pauseProducing()
+        self._wake()
+
+    def connectionLost(self, reason=None):
+        if reason is None or reason.check(ResponseDone, PotentialDataLoss):
+            self.finished = True
+        else:
+            self._error = reason
+        self._wake()
+
+    def _wake(self):
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.callback(None)
+
+    # the reader side
+
+    async def read(self, size):
+        while not self._chunks:
+            if self._error is not None:
+                raise errors.UpstreamUnavailable(
+                    "the upstream registry's response broke off",
+                    detail={"reason": self._error.getErrorMessage()},
+                )
+            if self.finished:
+                return b""
+            if self._waiter is None:
+                self._waiter = defer.Deferred()
+            await self._waiter
+        pieces, taken = [], 0
+        while self._chunks and taken < size:
+            chunk = self._chunks[0]
+            if taken + len(chunk) > size:
+                if taken:
+                    break
+                self._chunks[0], chunk = chunk[size:], chunk[:size]
+            else:
+                self._chunks.popleft()
+            pieces.append(chunk)
+            taken += len(chunk)
+        self._buffered -= taken
+        if self._paused and self._buffered < self.low_water:
+            self._paused = False
+            self.transport.resumeProducing()
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    async def read_all(self, limit):
+        """The whole body, which must be at most C{limit} bytes (a manifest,
+        a token); a longer one is cut off and refused."""
+        pieces, total = [], 0
+        while True:
+            chunk = await self.read(64 * 1024)
+            if not chunk:
+                return b"".join(pieces)
+            total += len(chunk)
+            if total > limit:
+                self.abort()
+                raise errors.UpstreamUnavailable(
+                    f"the upstream registry sent more than {limit} bytes where a small "
+                    "document was expected"
+                )
+            pieces.append(chunk)
+
+    def abort(self):
+        """Stop receiving: the connection is closed, not reused."""
+        if not self.finished and self._error is None and self.transport is not None:
+            self.transport.stopProducing()
+
+
+async def discard(response):
+    """Read and drop a (small) body so its connection can be reused."""
+    try:
+        await ResponseBody(response).read_all(SMALL_BODY_LIMIT)
+    except errors.RegistryError:
+        pass
+
+
+class Upstream:
+    """The mirrored registry: manifests and blobs by repository name."""
+
+    def __init__(self, url, username=None, password=None, reactor=None,
+                 timeout=DEFAULT_TIMEOUT, clock=time.monotonic):
+        if reactor is None:
+            from twisted.internet import reactor
+        import treq.client
+        from twisted.web.client import Agent, HTTPConnectionPool
+
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self._clock = clock
+        self._basic = None
+        if username is not None:
+            self._basic = "Basic " + base64.b64encode(
+                f"{username}:{password}".encode("utf-8")
+            ).decode("ascii")
+        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        self._pool.maxPersistentPerHost = 8
+        self._client = treq.client.HTTPClient(Agent(reactor, pool=self._pool))
+        #: "basic" once upstream asked for Basic auth, else None
+        self._scheme = None
+        #: scope -> (token, expiry on C{clock})
+        self._tokens = {}
+        #: token requests under way, by scope (concurrent pulls share one)
+        self._fetching = {}
+        #: how many tokens were fetched (tests check the cache works)
+        self.tokens_fetched = 0
+
+    def close(self):
+        """Close the idle connections (the service is stopping)."""
+        return self._pool.closeCachedConnections()
+
+    # the registry API
+
+    async def manifest(self, method, name, reference, accept=None):
+        """HEAD or GET a manifest: the response (None if upstream has none)."""
+        return await self._request(
+            method, name, f"manifests/{reference}", {"Accept": accept or ALL_MANIFEST_TYPES}
+        )
+
+    async def blob(self, method, name, digest):
+        """HEAD or GET a blob: the response, body unread (None if upstream has none).
+        Redirects (Docker Hub's CDN) are followed."""
+        return await self._request(method, name, f"blobs/{digest}", {})
+
+    async def _request(self, method, name, path, headers):
+        scope = f"repository:{name}:pull"
+        url = f"{self.url}/v2/{name}/{path}"
+        retried = False
+        while True:
+            sent = dict(headers)
+            authorization = self._authorization(scope)
+            if authorization is not None:
+                sent["Authorization"] = authorization
+            response = await self._send(method, url, sent)
+            if response.code != 401 or retried:
+                break
+            challenges = response.headers.getRawHeaders("www-authenticate") or []
+            retried = True
+            if not await self._answer(challenges, scope):
+                break  # nothing better to send: this 401 is the answer
+            await discard(response)
+        if response.code < 300:
+            return response
+        await discard(response)
+        if response.code == 404:
+            return None
+        if response.code == 401 or (response.code == 403 and self._basic is None):
+            # An anonymous caller denied (a token server's anonymous token
+            # without the scope) lacks credentials, as a 401 says.
+            raise errors.UpstreamUnauthorized(
+                "the upstream registry asks for credentials"
+                + (" and refused the ones configured" if self._basic else
+                   "; configure proxy.username and proxy.password"),
+                detail={"upstream": self.url, "name": name},
+            )
+        if response.code == 403:
+            raise errors.Denied(
+                "the upstream registry denied the pull-through cache's user access",
+                detail={"upstream": self.url, "name": name},
+            )
+        raise errors.UpstreamUnavailable(
+            f"the upstream registry answered {response.code}",
+            detail={"upstream": self.url, "status": response.code},
+        )
+
+    async def _send(self, method, url, headers):
+        try:
+            return await self._client.request(
+                method, url, headers=headers, unbuffered=True, timeout=self.timeout,
+            )
+        except Exception as error:
+            log.warn("upstream {method} {url} failed: {error}", method=method, url=url,
+                     error=str(error) or type(error).__name__)
+            raise errors.UpstreamUnavailable(
+                "cannot reach the upstream registry",
+                detail={"upstream": self.url, "reason": str(error) or type(error).__name__},
+            ) from None
+
+    # authentication
+
+    def _authorization(self, scope):
+        cached = self._tokens.get(scope)
+        if cached is not None:
+            if cached[1] > self._clock():
+                return f"Bearer {cached[0]}"
+            del self._tokens[scope]
+        if self._scheme == "basic":
+            return self._basic
+        return None
+
+    async def _answer(self, challenges, scope):
+        """Prepare credentials for a 401's challenges; False if there is
+        nothing better to send than what was sent."""
+        parsed = [WWWAuthenticate.from_header(value) for value in challenges]
+        for challenge in parsed:
+            if challenge is not None and challenge.type == "bearer":
+                await self._fetch_token(dict(challenge.parameters), scope)
+                return True
+        for challenge in parsed:
+            if challenge is not None and challenge.type == "basic" and self._basic is not None:
+                if self._scheme == "basic":
+                    return False  # they were sent and refused
+                self._scheme = "basic"
+                return True
+        return False
+
+    async def _fetch_token(self, parameters, scope):
+        """One token request per scope at a time: concurrent pulls of one
+        repository wait for the same answer."""
+        # Each caller gets its own Deferred: cancelling one must not cancel
+        # the request the others wait for.
+        waiter = defer.Deferred()
+        waiters = self._fetching.get(scope)
+        if waiters is not None:
+            waiters.append(waiter)
+        else:
+            waiters = self._fetching[scope] = [waiter]
+
+            def done(result):
+                del self._fetching[scope]
+                for each in waiters:
+                    if not each.called:  # a cancelled waiter (its client left) is done
+                        each.callback(result)
+
+            defer.ensureDeferred(self._token_request(parameters, scope)).addBoth(done)
+        return await waiter
+
+    async def _token_request(self, parameters, scope):
+        realm = parameters.get("realm")
+        if not realm or urlsplit(realm).scheme not in ("http", "https"):
+            raise errors.UpstreamUnavailable(
+                "the upstream registry's token challenge has no usable realm",
+                detail={"realm": realm},
+            )
+        query = []
+        if parameters.get("service"):
+            query.append(("service", parameters["service"]))
+        query.append(("scope", parameters.get("scope") or scope))
+        url = realm + ("&" if "?" in realm else "?") + urlencode(query)
+        headers = {"Authorization": self._basic} if self._basic is not None else {}
+        response = await self._send("GET", url, headers)
+        body = ResponseBody(response)
+        text = await body.read_all(SMALL_BODY_LIMIT)
+        if response.code in (401, 403):
+            raise errors.UpstreamUnauthorized(
+                "the upstream registry's token server refused "
+                + ("the configured credentials" if self._basic else
+                   "an anonymous token; configure proxy.username and proxy.password"),
+                detail={"upstream": self.url, "status": response.code},
+            )
+        if response.code != 200:
+            raise errors.UpstreamUnavailable(
+                f"the upstream registry's token server answered {response.code}",
+                detail={"upstream": self.url, "status": response.code},
+            )
+        try:
+            document = json.loads(text)
+            token = document.get("token") or document.get("access_token")
+            lifetime = float(document.get("expires_in") or DEFAULT_TOKEN_LIFETIME)
+        except (ValueError, AttributeError, TypeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise errors.UpstreamUnavailable("the upstream registry's token server sent no token")
+        self.tokens_fetched += 1
+        self._tokens[scope] = (token, self._clock() + max(lifetime - TOKEN_MARGIN, 1.0))
+        return token
+

@@ -1,0 +1,407 @@
+"""The pull-through cache (proxy.remoteurl) between a real upstream registryd
+and a treq client, both on loopback ports: caching, stale serving, tag
+moves, Basic and token auth upstream, refusals, streaming, clean-up after a
+client leaves, corrupt upstream content, and TTL expiry."""
+
+import hashlib
+import json
+import os
+import socket
+import time
+
+import pytest_twisted
+
+from tests.integration.test_auth_api import (
+    ACCESS, ALICE, HTPASSWD, basic, push_blob, request, serve,
+)
+from tests.integration.test_auth_api import stop as _stop
+from tests import certs
+from tests.service_support import start_service, wait_for
+from tests.support import sha256
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+PROXY_CONFIG = """\
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: {root}
+http:
+  addr: 127.0.0.1:{port}
+proxy:
+  remoteurl: {remote}
+"""
+
+
+async def push_image(upstream, name, tag, headers=None, layer=None):
+    """Push a one-layer OCI image; returns (manifest bytes, digest, {digest: blob bytes})."""
+    headers = headers or {}
+    config = json.dumps({"architecture": "amd64", "os": "linux", "n": os.urandom(8).hex()}).encode()
+    layer = os.urandom(3000) if layer is None else layer
+    blobs = {}
+    for data in (config, layer):
+        blobs[await push_blob(upstream, name, data, headers)] = data
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": sha256(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": sha256(layer), "size": len(layer)}],
+    }).encode()
+    response = await request(upstream, "PUT", f"{name}/manifests/{tag}",
+                             {**headers, "Content-Type": OCI_MANIFEST}, manifest)
+    assert response.code == 201, await response.content()
+    await response.content()
+    return manifest, sha256(manifest), blobs
+
+
+async def stop(upstream):
+    """Stop an upstream registry (once: tests stop it early on purpose),
+    also closing the connections the proxy keeps open to it."""
+    if not getattr(upstream, "stopped", False):
+        upstream.stopped = True
+        await _stop(upstream)
+        for channel in list(upstream.port.factory.channels):
+            channel.transport.abortConnection()
+
+
+async def start_proxy(tmp_path, remote, extra=""):
+    base = tmp_path / "proxy"
+    base.mkdir(parents=True)
+    return await start_service(base, PROXY_CONFIG + extra, remote=remote)
+
+
+async def get(proxy, path, method="GET", headers=None):
+    response = await proxy.client.request(method, proxy.v2(path), headers=headers or {})
+    return response.code, response.headers, await response.content()
+
+
+def header(headers, name):
+    values = headers.getRawHeaders(name)
+    return values[0] if values else None
+
+
+def codes(body):
+    return [error["code"] for error in json.loads(body)["errors"]]
+
+
+def proxy_root(tmp_path):
+    return tmp_path / "proxy" / "registry-data" / "docker" / "registry" / "v2"
+
+
+def blob_file(root, digest):
+    hex_digest = digest.split(":", 1)[1]
+    return root / "blobs" / "sha256" / hex_digest[:2] / hex_digest / "data"
+
+
+def uploads_left(root, name):
+    directory = root / "repositories" / name / "_uploads"
+    return sorted(os.listdir(directory)) if directory.exists() else []
+
+
+@pytest_twisted.async_yield_fixture
+async def pair(tmp_path):
+    """An open upstream registryd and a proxy in front of it."""
+    upstream = await serve(tmp_path / "upstream")
+    proxy = await start_proxy(tmp_path, upstream.url)
+    yield upstream, proxy
+    await proxy.stop()
+    await stop(upstream)
+
+
+async def pull(proxy, name, reference, blobs):
+    """Pull an image through the proxy, checking every byte; returns the manifest."""
+    status, headers, body = await get(proxy, f"{name}/manifests/{reference}",
+                                      headers={"Accept": OCI_MANIFEST})
+    assert status == 200, body
+    assert header(headers, "Docker-Content-Digest") == sha256(body)
+    assert header(headers, "Content-Type") == OCI_MANIFEST
+    for digest, data in blobs.items():
+        status, headers, got = await get(proxy, f"{name}/blobs/{digest}")
+        assert status == 200 and got == data, (status, got[:200])
+        assert header(headers, "Docker-Content-Digest") == digest
+    return body
+
+
+@pytest_twisted.ensureDeferred
+async def test_pull_through_caches_and_serves_when_upstream_is_gone(pair, tmp_path):
+    upstream, proxy = pair
+    manifest, digest, blobs = await push_image(upstream, "library/app", "v1")
+    _, never_pulled, _ = await push_image(upstream, "library/app", "v2")
+    assert await pull(proxy, "library/app", "v1", blobs) == manifest
+    root = proxy_root(tmp_path)
+    for blob_digest, data in blobs.items():
+        assert blob_file(root, blob_digest).read_bytes() == data
+    link = root / "repositories/library/app/_manifests/tags/v1/current/link"
+    assert link.read_text() == digest
+    assert uploads_left(root, "library/app") == []
+
+    await stop(upstream)  # from now on only the cache answers
+    assert await pull(proxy, "library/app", "v1", blobs) == manifest  # stale but available
+    assert await pull(proxy, "library/app", digest, blobs) == manifest
+    status, headers, body = await get(proxy, f"library/app/blobs/{next(iter(blobs))}", "HEAD")
+    assert status == 200 and body == b""
+    assert int(header(headers, "Content-Length")) == len(next(iter(blobs.values())))
+    status, _, body = await get(proxy, "library/app/manifests/v2")
+    assert status == 503 and codes(body) == ["UNAVAILABLE"]
+    assert b"cannot reach the upstream registry" in body
+    status, _, body = await get(proxy, f"library/app/manifests/{never_pulled}")
+    assert status == 503 and codes(body) == ["UNAVAILABLE"]
+    status, _, body = await get(proxy, f"library/app/blobs/{sha256(b'never pushed')}")
+    assert status == 503 and codes(body) == ["UNAVAILABLE"]
+    # catalog and tags list are what is cached
+    assert json.loads((await get(proxy, "_catalog"))[2]) == {"repositories": ["library/app"]}
+    assert json.loads((await get(proxy, "library/app/tags/list"))[2])["tags"] == ["v1"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tag_moved_upstream_is_followed(pair):
+    upstream, proxy = pair
+    first, first_digest, first_blobs = await push_image(upstream, "team/app", "latest")
+    assert await pull(proxy, "team/app", "latest", first_blobs) == first
+    second, second_digest, second_blobs = await push_image(upstream, "team/app", "latest")
+    assert second_digest != first_digest
+    assert await pull(proxy, "team/app", "latest", second_blobs) == second
+    # the first one is still there by digest, from the cache
+    assert await pull(proxy, "team/app", first_digest, first_blobs) == first
+    # HEAD answers with the current digest too
+    status, headers, body = await get(proxy, "team/app/manifests/latest", "HEAD")
+    assert status == 200 and body == b""
+    assert header(headers, "Docker-Content-Digest") == second_digest
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_upstream_lacks_is_unknown(pair):
+    upstream, proxy = pair
+    await push_image(upstream, "team/app", "v1")
+    status, _, body = await get(proxy, "team/app/manifests/nope")
+    assert status == 404 and codes(body) == ["MANIFEST_UNKNOWN"]
+    status, _, body = await get(proxy, f"team/app/manifests/{sha256(b'x')}")
+    assert status == 404 and codes(body) == ["MANIFEST_UNKNOWN"]
+    status, _, body = await get(proxy, f"team/app/blobs/{sha256(b'nothing')}")
+    assert status == 404 and codes(body) == ["BLOB_UNKNOWN"]
+    status, _, body = await get(proxy, f"team/app/blobs/{sha256(b'nothing')}", "HEAD")
+    assert status == 404 and body == b""
+
+
+@pytest_twisted.ensureDeferred
+async def test_pushes_uploads_and_deletes_are_refused(pair, tmp_path):
+    upstream, proxy = pair
+    manifest, digest, blobs = await push_image(upstream, "team/app", "v1")
+    await pull(proxy, "team/app", "v1", blobs)
+    before = sorted(str(p) for p in (tmp_path / "proxy" / "registry-data").rglob("*"))
+    data = os.urandom(5000)
+    attempts = [
+        ("POST", "team/app/blobs/uploads/", None),
+        ("POST", f"team/app/blobs/uploads/?digest={sha256(data)}", data),
+        ("PUT", "team/app/manifests/v2", manifest),
+        ("DELETE", f"team/app/manifests/{digest}", None),
+        ("DELETE", f"team/app/blobs/{next(iter(blobs))}", None),
+    ]
+    for method, path, body in attempts:
+        response = await proxy.client.request(method, proxy.v2(path), data=body)
+        text = await response.content()
+        assert response.code == 405, (method, path, text)
+        assert codes(text) == ["UNSUPPORTED"]
+        assert b"pull-through cache" in text
+        assert response.headers.getRawHeaders("Allow") == ["GET, HEAD"]
+    assert sorted(str(p) for p in (tmp_path / "proxy" / "registry-data").rglob("*")) == before
+
+
+@pytest_twisted.ensureDeferred
+async def test_upstream_with_basic_auth(tmp_path):
+    (tmp_path / "htpasswd").write_text(HTPASSWD)
+    upstream = await serve(tmp_path / "upstream", auth={
+        "htpasswd": {"realm": "upstream", "path": str(tmp_path / "htpasswd")}, "access": ACCESS})
+    _, _, private = await push_image(upstream, "team/app", "v1", basic(*ALICE))
+    public, _, public_blobs = await push_image(upstream, "public/tools", "v1", basic(*ALICE))
+    with_credentials = await start_proxy(tmp_path / "a", upstream.url,
+                                         "  username: alice\n  password: wonderland\n")
+    anonymous = await start_proxy(tmp_path / "b", upstream.url)
+    wrong = await start_proxy(tmp_path / "c", upstream.url,
+                              "  username: alice\n  password: nope\n")
+    try:
+        await pull(with_credentials, "team/app", "v1", private)
+        assert await pull(anonymous, "public/tools", "v1", public_blobs) == public
+        for proxy in (anonymous, wrong):
+            status, headers, body = await get(proxy, "team/app/manifests/v1")
+            assert status == 401 and codes(body) == ["UNAUTHORIZED"], body
+            assert header(headers, "WWW-Authenticate") is None  # the client cannot help
+            status, _, body = await get(proxy, f"team/app/blobs/{next(iter(private))}")
+            assert status == 401 and codes(body) == ["UNAUTHORIZED"]
+        assert b"configure proxy.username" in (await get(anonymous, "team/app/manifests/v1"))[2]
+    finally:
+        for proxy in (with_credentials, anonymous, wrong):
+            await proxy.stop()
+        await stop(upstream)
+
+
+@pytest_twisted.ensureDeferred
+async def test_upstream_with_token_auth(tmp_path):
+    (tmp_path / "htpasswd").write_text(HTPASSWD)
+    (tmp_path / "upstream").mkdir()
+    key_path = certs.write(tmp_path / "upstream", "token.key", certs.key_pem(certs.new_key()))
+    upstream = await serve(tmp_path / "upstream", auth={
+        "htpasswd": {"realm": "upstream", "path": str(tmp_path / "htpasswd")},
+        "token": {"service": "registry.test", "issuer": "registryd-test"},
+        "tokenserver": {"key": key_path},
+        "access": ACCESS,
+    })
+    response = await request(upstream, "GET", f"{upstream.url}/auth/token?service=registry.test"
+                             "&scope=repository:team/app:pull,push&scope=repository:public/tools:"
+                             "pull,push", basic(*ALICE))
+    token = json.loads(await response.content())["token"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    _, _, private = await push_image(upstream, "team/app", "v1", bearer)
+    public, _, public_blobs = await push_image(upstream, "public/tools", "v1", bearer)
+    with_credentials = await start_proxy(tmp_path / "a", upstream.url,
+                                         "  username: alice\n  password: wonderland\n")
+    anonymous = await start_proxy(tmp_path / "b", upstream.url)
+    try:
+        await pull(with_credentials, "team/app", "v1", private)
+        cache = with_credentials.service.app.proxy
+        assert cache.upstream.tokens_fetched == 1  # one token for the manifest and both blobs
+        assert await pull(anonymous, "public/tools", "v1", public_blobs) == public
+        status, headers, body = await get(anonymous, "team/app/manifests/v1")
+        assert status == 401 and codes(body) == ["UNAUTHORIZED"], body
+        assert header(headers, "WWW-Authenticate") is None
+    finally:
+        for proxy in (with_credentials, anonymous):
+            await proxy.stop()
+        await stop(upstream)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_big_blob_streams_through(pair, tmp_path):
+    """The client's first bytes arrive before the blob is even in the
+    cache: the proxy streams, it does not fetch first and serve after."""
+    from treq import collect
+
+    upstream, proxy = pair
+    layer = os.urandom(64 * 1024 * 1024)
+    _, _, blobs = await push_image(upstream, "big/app", "v1", layer=layer)
+    digest = sha256(layer)
+    del layer, blobs
+    target = blob_file(proxy_root(tmp_path), digest)
+    response = await proxy.client.get(proxy.v2(f"big/app/blobs/{digest}"), unbuffered=True)
+    assert response.code == 200
+    assert response.length == 64 * 1024 * 1024  # twisted keeps Content-Length out of headers
+    hasher, seen = hashlib.sha256(), {"bytes": 0, "cached_at_first_byte": None}
+
+    def received(data):
+        if seen["cached_at_first_byte"] is None:
+            seen["cached_at_first_byte"] = target.exists()
+        seen["bytes"] += len(data)
+        hasher.update(data)
+
+    await collect(response, received)
+    assert seen["bytes"] == 64 * 1024 * 1024
+    assert "sha256:" + hasher.hexdigest() == digest
+    assert seen["cached_at_first_byte"] is False
+    await wait_for(target.exists)
+    assert target.stat().st_size == 64 * 1024 * 1024
+    assert uploads_left(proxy_root(tmp_path), "big/app") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_leaves_mid_blob_leaves_nothing_behind(pair, tmp_path):
+    from twisted.internet.threads import deferToThread
+
+    upstream, proxy = pair
+    layer = os.urandom(24 * 1024 * 1024)
+    _, _, blobs = await push_image(upstream, "team/app", "v1", layer=layer)
+    digest = sha256(layer)
+    port = int(proxy.url.rsplit(":", 1)[1])
+
+    def read_a_little_and_leave():
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(f"GET /v2/team/app/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            got = b""
+            while len(got) < 300_000:
+                got += sock.recv(65536)
+            return got
+
+    got = await deferToThread(read_a_little_and_leave)
+    assert got.startswith(b"HTTP/1.1 200")
+    root = proxy_root(tmp_path)
+    await wait_for(lambda: uploads_left(root, "team/app") == [])
+    assert not blob_file(root, digest).exists()
+    # and the next client gets all of it, cached
+    status, _, body = await get(proxy, f"team/app/blobs/{digest}")
+    assert status == 200 and body == layer
+    assert blob_file(root, digest).read_bytes() == layer
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_fetches_of_one_blob(pair, tmp_path):
+    from twisted.internet import defer
+
+    upstream, proxy = pair
+    layer = os.urandom(3 * 1024 * 1024 + 17)
+    await push_image(upstream, "team/app", "v1", layer=layer)
+    results = await defer.gatherResults([
+        defer.ensureDeferred(get(proxy, f"team/app/blobs/{sha256(layer)}")) for _ in range(4)
+    ])
+    assert [(status, body == layer) for status, _, body in results] == [(200, True)] * 4
+    root = proxy_root(tmp_path)
+    assert blob_file(root, sha256(layer)).read_bytes() == layer
+    assert uploads_left(root, "team/app") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_corrupt_upstream_content_is_neither_cached_nor_served_whole(pair, tmp_path):
+    upstream, proxy = pair
+    small = os.urandom(2000)
+    big = os.urandom(3 * 1024 * 1024)
+    manifest, digest, _ = await push_image(upstream, "team/app", "v1", layer=small)
+    await push_blob(upstream, "team/app", big, {})
+    upstream_v2 = upstream.root / "docker" / "registry" / "v2"
+    for data in (small, big):
+        blob_file(upstream_v2, sha256(data)).write_bytes(b"X" * len(data))  # same size
+    # still a valid manifest, other bytes
+    blob_file(upstream_v2, digest).write_bytes(json.dumps(json.loads(manifest), indent=1).encode())
+    root = proxy_root(tmp_path)
+    status, _, body = await get(proxy, f"team/app/blobs/{sha256(small)}")
+    assert status == 503 and codes(body) == ["UNAVAILABLE"]
+    assert b"does not match" in body
+    # a big one has started streaming: the connection is cut before the end
+    response = await proxy.client.get(proxy.v2(f"team/app/blobs/{sha256(big)}"))
+    try:
+        body = await response.content()
+    except Exception:
+        body = None
+    assert body is None or len(body) < len(big)
+    status, _, body = await get(proxy, "team/app/manifests/v1")
+    assert status == 503 and b"does not match its digest" in body
+    for data in (small, big, manifest):
+        assert not blob_file(root, sha256(data)).exists()
+    await wait_for(lambda: uploads_left(root, "team/app") == [])
+
+
+@pytest_twisted.ensureDeferred
+async def test_expiry_removes_cached_manifests_then_gc_their_blobs(pair, tmp_path):
+    from registryd.admin.gc import collect_garbage
+    from registryd.proxy.expiry import expire
+
+    upstream, proxy = pair
+    manifest, digest, blobs = await push_image(upstream, "team/app", "v1")
+    await pull(proxy, "team/app", "v1", blobs)
+    registry = proxy.service.registry
+    assert "proxy cache expiry" in proxy.service.namedServices  # the timer (ttl 168h)
+    ttl = 168 * 3600.0
+    report = await expire(registry, ttl)
+    assert report.removed == [] and report.kept == 1
+    report = await expire(registry, ttl, clock=lambda: time.time() + ttl + 60)
+    assert report.removed == [("team/app", digest, ["v1"])]
+    root = proxy_root(tmp_path)
+    assert not (root / "repositories/team/app/_manifests/tags/v1").exists()
+    assert not (root / "repositories/team/app/_manifests/revisions/sha256" / digest[7:]).exists()
+    await collect_garbage(registry, grace_period=0)
+    for blob_digest in blobs:
+        assert not blob_file(root, blob_digest).exists()
+    # the next pull fetches again; with upstream gone there is nothing stale to serve
+    assert await pull(proxy, "team/app", "v1", blobs) == manifest
+    await expire(registry, ttl, clock=lambda: time.time() + ttl + 60)
+    await stop(upstream)
+    status, _, body = await get(proxy, "team/app/manifests/v1")
+    assert status == 503 and codes(body) == ["UNAVAILABLE"]
