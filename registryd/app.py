@@ -14,7 +14,6 @@ from klein import Klein
 from twisted.internet import defer
 from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from registryd import errors
@@ -39,16 +38,9 @@ async def _run_to_completion(work):
     are to be stored (the client resumes from them), and that can only
     happen once the handler reaches the point where it reads the body.
     """
-    running = defer.ensureDeferred(work)
-    result = defer.Deferred()  # no canceller: cancelling it leaves `running` alone
-
-    def finished(outcome):
-        if not result.called:
-            result.callback(outcome)
-        elif isinstance(outcome, Failure) and not outcome.check(BodyConnectionLost, CancelledError):
-            log.failure("upload handler failed after its client left", outcome)
-
-    running.addBoth(finished)
+    result = base.shielded(
+        defer.ensureDeferred(work), (BodyConnectionLost, CancelledError), "upload handler"
+    )
     try:
         return await result
     except BodyConnectionLost:

@@ -51,32 +51,22 @@ class BodyConnectionLost(Exception):
     """The client went away before sending the whole request body."""
 
 
-class RequestBody:
-    """A request body read while it arrives.
+class ChunkBuffer:
+    """Bytes from a connection, read while they arrive, with back-pressure.
 
-    The channel pushes chunks in (:meth:`_received`); the handler pulls them
-    out with :meth:`read`.  Up to C{high_water} bytes wait here; beyond that
-    the transport is paused until the handler has taken the buffer below
-    C{low_water}.
+    The connection side pushes chunks in (:meth:`_push`, then :meth:`_end`
+    or :meth:`_break`); a reader pulls them out with :meth:`read`.  Up to
+    C{high_water} bytes wait here; beyond that the source is paused until
+    the reader has taken the buffer below C{low_water}.  Subclasses say how
+    to pause and resume their source and what a broken connection raises:
+    a request body (L{RequestBody}) and an upstream registry's response
+    body (``registryd.proxy.upstream.ResponseBody``) share this.
     """
 
     high_water = 2 * 1024 * 1024
     low_water = 1024 * 1024
-    #: Socket read size while the body streams in.  Twisted reads 64 KiB
-    #: at a time, each read going through the HTTP parser: at 1 GiB/s that
-    #: is 16,000 trips a second through Python on the reactor thread.
-    #: Larger reads take what the socket holds in one go (a fast sender
-    #: fills it; a slow one gets small reads, as before).
-    read_size = 1024 * 1024
 
-    def __init__(self, transport, length):
-        self._transport = transport
-        self._default_read_size = None
-        read_size = getattr(transport, "bufferSize", None)
-        if isinstance(read_size, int) and read_size < self.read_size:
-            self._default_read_size = read_size
-            transport.bufferSize = self.read_size
-        self.length = length  # declared Content-Length, None if chunked
+    def __init__(self):
         self.received = 0
         self.finished = False
         self._error = None
@@ -84,66 +74,61 @@ class RequestBody:
         self._buffered = 0
         self._waiter = None
         self._paused = False
-        self._discarding = False
 
-    # channel side
+    # what a subclass provides
 
-    def _received(self, data):
+    def _pause_source(self):
+        raise NotImplementedError
+
+    def _resume_source(self):
+        raise NotImplementedError
+
+    def _broken(self, reason):
+        """The exception L{read} raises once the connection broke (C{reason}
+        a Failure)."""
+        raise NotImplementedError
+
+    # connection side
+
+    def _push(self, data):
         self.received += len(data)
-        if self._discarding:
-            return
         self._chunks.append(data)
         self._buffered += len(data)
         if self._buffered > self.high_water and not self._paused:
             self._paused = True
-            self._transport.pauseProducing()
+            self._pause_source()
         self._wake()
 
-    def _finish(self):
+    def _end(self):
         self.finished = True
-        self._restore_read_size()
         self._wake()
 
-    def _fail(self, reason):
-        self._restore_read_size()
+    def _break(self, reason):
         if not self.finished and self._error is None:
             self._error = reason
             self._wake()
-
-    def _restore_read_size(self):
-        if self._default_read_size is not None:
-            self._transport.bufferSize = self._default_read_size
-            self._default_read_size = None
 
     def _wake(self):
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
             waiter.callback(None)
 
-    def discard(self):
-        """Drop what is buffered and whatever still arrives: the handler
-        has answered without wanting the rest."""
-        self._discarding = True
-        self._chunks.clear()
-        self._buffered = 0
-        self._resume()
-
     def _resume(self):
         if self._paused:
             self._paused = False
-            self._transport.resumeProducing()
+            self._resume_source()
 
-    # handler side
+    # reader side
 
     async def read(self, size):
         """Up to C{size} bytes (possibly fewer); C{b""} once the body is over.
 
-        Raises L{BodyConnectionLost} if the client disconnected before the
-        end; the bytes returned before that are valid body bytes.
+        Raises what L{_broken} says if the connection broke before the end;
+        the bytes returned before that are valid body bytes.
         """
         while not self._chunks:
             if self._error is not None:
-                raise BodyConnectionLost(self._error.getErrorMessage())
+                raise self._broken(self._error)
             if self.finished:
                 return b""
             if self._waiter is None:
@@ -166,6 +151,69 @@ class RequestBody:
         if self._buffered < self.low_water:
             self._resume()
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+class RequestBody(ChunkBuffer):
+    """A request body read while it arrives: the channel pushes chunks in
+    (:meth:`_received`), the handler reads them (L{ChunkBuffer.read}), and
+    a client that disconnects early makes the read raise
+    L{BodyConnectionLost}."""
+
+    #: Socket read size while the body streams in.  Twisted reads 64 KiB
+    #: at a time, each read going through the HTTP parser: at 1 GiB/s that
+    #: is 16,000 trips a second through Python on the reactor thread.
+    #: Larger reads take what the socket holds in one go (a fast sender
+    #: fills it; a slow one gets small reads, as before).
+    read_size = 1024 * 1024
+
+    def __init__(self, transport, length):
+        super().__init__()
+        self._transport = transport
+        self._default_read_size = None
+        read_size = getattr(transport, "bufferSize", None)
+        if isinstance(read_size, int) and read_size < self.read_size:
+            self._default_read_size = read_size
+            transport.bufferSize = self.read_size
+        self.length = length  # declared Content-Length, None if chunked
+        self._discarding = False
+
+    def _pause_source(self):
+        self._transport.pauseProducing()
+
+    def _resume_source(self):
+        self._transport.resumeProducing()
+
+    def _broken(self, reason):
+        return BodyConnectionLost(reason.getErrorMessage())
+
+    # channel side
+
+    def _received(self, data):
+        if self._discarding:
+            self.received += len(data)
+            return
+        self._push(data)
+
+    def _finish(self):
+        self._restore_read_size()
+        self._end()
+
+    def _fail(self, reason):
+        self._restore_read_size()
+        self._break(reason)
+
+    def _restore_read_size(self):
+        if self._default_read_size is not None:
+            self._transport.bufferSize = self._default_read_size
+            self._default_read_size = None
+
+    def discard(self):
+        """Drop what is buffered and whatever still arrives: the handler
+        has answered without wanting the rest."""
+        self._discarding = True
+        self._chunks.clear()
+        self._buffered = 0
+        self._resume()
 
 
 class _EmptyBody(RequestBody):

@@ -2,7 +2,13 @@
 
 import re
 
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
 from registryd import errors
+
+log = Logger()
 
 API_VERSION_HEADER = (b"Docker-Distribution-API-Version", b"registry/2.0")
 
@@ -54,3 +60,25 @@ def request_body(request):
         # when served by registryd): refuse rather than buffer.
         raise errors.RegistryError("request body is not streamed", status=500)
     return body
+
+
+def shielded(running, expected=(defer.CancelledError,), what="handler"):
+    """A Deferred that follows C{running}, but whose cancellation leaves
+    C{running} alone.
+
+    klein cancels a handler when its client goes away.  Some work must go
+    on regardless: an upload stores the body bytes that arrived (the client
+    resumes from them), a blob fetched for the cache cleans up its partial
+    copy.  A failure of C{running} after the caller stopped waiting is
+    logged, unless it is one of the C{expected} exception types.
+    """
+    result = defer.Deferred()  # no canceller: cancelling it leaves `running` alone
+
+    def finished(outcome):
+        if not result.called:
+            result.callback(outcome)
+        elif isinstance(outcome, Failure) and not outcome.check(*expected):
+            log.failure("{what} failed after its client left", outcome, what=what)
+
+    running.addBoth(finished)
+    return result

@@ -23,10 +23,10 @@ removed.
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from registryd import errors
+from registryd.api.base import shielded
 from registryd.proxy.upstream import ResponseBody, discard
 
 log = Logger()
@@ -148,7 +148,7 @@ async def serve_blob(ctx, request, repository, digest, upstream):
     _headers(request, digest, body.length)
     tee = Tee(request, body)
     work = defer.ensureDeferred(_copy(ctx, request, repository, upload, tee, digest, body))
-    await _shielded(work)
+    await shielded(work, what="fetching a blob for the cache")
     return None
 
 
@@ -178,19 +178,3 @@ async def _copy(ctx, request, repository, upload, tee, digest, body):
              name=repository.name, digest=str(digest), size=blob.size)
     ctx.events.blob_pulled(request, repository.name, blob)
     return None
-
-
-def _shielded(running):
-    """A Deferred that follows C{running}, but whose cancellation (klein
-    cancels the handler when the client leaves) lets C{running} finish its
-    clean-up."""
-    result = defer.Deferred()
-
-    def finished(outcome):
-        if not result.called:
-            result.callback(outcome)
-        elif isinstance(outcome, Failure) and not outcome.check(defer.CancelledError):
-            log.failure("fetching a blob failed after its client left", outcome)
-
-    running.addBoth(finished)
-    return result

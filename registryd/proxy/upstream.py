@@ -26,7 +26,6 @@ while its reader is behind.
 import base64
 import json
 import time
-from collections import deque
 from urllib.parse import urlencode, urlsplit
 
 from twisted.internet import defer
@@ -38,6 +37,7 @@ from werkzeug.datastructures import WWWAuthenticate
 
 from registryd import errors
 from registryd.manifests import mediatypes
+from registryd.web import ChunkBuffer
 
 log = Logger()
 
@@ -58,82 +58,43 @@ TOKEN_MARGIN = 5.0
 SMALL_BODY_LIMIT = 1024 * 1024
 
 
-class ResponseBody(Protocol):
-    """An upstream response body, read while it arrives.
-
-    ``read(n)`` returns up to C{n} bytes, C{b""} at the end, and raises
-    L{UpstreamUnavailable} if the connection broke first.  At most about
-    C{high_water} bytes wait here: beyond that the upstream connection is
-    paused until the reader has taken them below C{low_water}.
-    """
-
-    high_water = 2 * 1024 * 1024
-    low_water = 1024 * 1024
+class ResponseBody(ChunkBuffer, Protocol):
+    """An upstream response body, read while it arrives (L{ChunkBuffer}:
+    the upstream connection is paused while too much waits unread); a
+    connection that breaks first makes the read raise
+    L{errors.UpstreamUnavailable}."""
 
     def __init__(self, response):
+        ChunkBuffer.__init__(self)
         self.length = response.length if isinstance(response.length, int) else None
-        self.received = 0
-        self.finished = False
-        self._error = None
-        self._chunks = deque()
-        self._buffered = 0
-        self._waiter = None
-        self._paused = False
         response.deliverBody(self)
 
-    # the response side
+    def _pause_source(self):
+        if self.transport is not None:
+            self.transport.pauseProducing()
+        else:
+            self._paused = False  # nothing to pause yet
+
+    def _resume_source(self):
+        if self.transport is not None:
+            self.transport.resumeProducing()
+
+    def _broken(self, reason):
+        return errors.UpstreamUnavailable(
+            "the upstream registry's response broke off",
+            detail={"reason": reason.getErrorMessage()},
+        )
+
+    # the response side (IProtocol)
 
     def dataReceived(self, data):
-        self.received += len(data)
-        self._chunks.append(data)
-        self._buffered += len(data)
-        if self._buffered > self.high_water and not self._paused and self.transport is not None:
-            self._paused = True
-            self.transport.pauseProducing()
-        self._wake()
+        self._push(data)
 
     def connectionLost(self, reason=None):
         if reason is None or reason.check(ResponseDone, PotentialDataLoss):
-            self.finished = True
+            self._end()
         else:
-            self._error = reason
-        self._wake()
-
-    def _wake(self):
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            waiter.callback(None)
-
-    # the reader side
-
-    async def read(self, size):
-        while not self._chunks:
-            if self._error is not None:
-                raise errors.UpstreamUnavailable(
-                    "the upstream registry's response broke off",
-                    detail={"reason": self._error.getErrorMessage()},
-                )
-            if self.finished:
-                return b""
-            if self._waiter is None:
-                self._waiter = defer.Deferred()
-            await self._waiter
-        pieces, taken = [], 0
-        while self._chunks and taken < size:
-            chunk = self._chunks[0]
-            if taken + len(chunk) > size:
-                if taken:
-                    break
-                self._chunks[0], chunk = chunk[size:], chunk[:size]
-            else:
-                self._chunks.popleft()
-            pieces.append(chunk)
-            taken += len(chunk)
-        self._buffered -= taken
-        if self._paused and self._buffered < self.low_water:
-            self._paused = False
-            self.transport.resumeProducing()
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            self._break(reason)
 
     async def read_all(self, limit):
         """The whole body, which must be at most C{limit} bytes (a manifest,
