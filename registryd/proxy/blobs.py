@@ -27,7 +27,7 @@ from zope.interface import implementer
 
 from registryd import errors
 from registryd.api.base import shielded
-from registryd.proxy.upstream import ResponseBody, discard
+from registryd.proxy.upstream import discard
 
 log = Logger()
 
@@ -139,7 +139,7 @@ async def serve_blob(ctx, request, repository, digest, upstream):
     response = await upstream.blob("GET", repository.name, digest)
     if response is None:
         raise errors.BlobUnknown(detail={"digest": str(digest)})
-    body = ResponseBody(response)
+    body = upstream.body(response)
     try:
         upload = await repository.start_upload(digest.algorithm)
     except BaseException:

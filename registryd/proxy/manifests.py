@@ -94,9 +94,7 @@ class ManifestFetcher:
             raise errors.ManifestUnknown(
                 detail={"digest": reference} if digest is not None else {"tag": tag}
             )
-        from registryd.proxy.upstream import ResponseBody
-
-        body = await ResponseBody(response).read_all(DEFAULT_MAX_SIZE)
+        body = await self.upstream.body(response).read_all(DEFAULT_MAX_SIZE)
         content_type = _header(response, "content-type")
         said = _upstream_digest(response)
         expected = digest or said

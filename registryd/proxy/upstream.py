@@ -64,10 +64,36 @@ class ResponseBody(ChunkBuffer, Protocol):
     connection that breaks first makes the read raise
     L{errors.UpstreamUnavailable}."""
 
-    def __init__(self, response):
+    def __init__(self, response, idle_timeout=None, reactor=None):
+        """
+        @param idle_timeout: seconds a read may wait for the next bytes
+            before the body counts as broken (an upstream that stalls
+            mid-body must not hold a client forever); None: no limit.
+        """
         ChunkBuffer.__init__(self)
         self.length = response.length if isinstance(response.length, int) else None
+        self.idle_timeout = idle_timeout
+        self._reactor = reactor
         response.deliverBody(self)
+
+    async def read(self, size):
+        if self.idle_timeout is None or self._chunks or self.finished or self._error is not None:
+            return await ChunkBuffer.read(self, size)
+        reactor = self._reactor
+        if reactor is None:
+            from twisted.internet import reactor
+        timer = reactor.callLater(self.idle_timeout, self._stalled)
+        try:
+            return await ChunkBuffer.read(self, size)
+        finally:
+            if timer.active():
+                timer.cancel()
+
+    def _stalled(self):
+        from twisted.python.failure import Failure
+
+        self._break(Failure(defer.TimeoutError(f"no data for {self.idle_timeout:g}s")))
+        self.abort_connection()
 
     def _pause_source(self):
         if self.transport is not None:
@@ -115,14 +141,18 @@ class ResponseBody(ChunkBuffer, Protocol):
 
     def abort(self):
         """Stop receiving: the connection is closed, not reused."""
-        if not self.finished and self._error is None and self.transport is not None:
+        if not self.finished and self._error is None:
+            self.abort_connection()
+
+    def abort_connection(self):
+        if self.transport is not None:
             self.transport.stopProducing()
 
 
 async def discard(response):
     """Read and drop a (small) body so its connection can be reused."""
     try:
-        await ResponseBody(response).read_all(SMALL_BODY_LIMIT)
+        await ResponseBody(response, DEFAULT_TIMEOUT).read_all(SMALL_BODY_LIMIT)
     except errors.RegistryError:
         pass
 
@@ -139,6 +169,7 @@ class Upstream:
 
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self._reactor = reactor
         self._clock = clock
         self._basic = None
         if username is not None:
@@ -156,6 +187,11 @@ class Upstream:
         self._fetching = {}
         #: how many tokens were fetched (tests check the cache works)
         self.tokens_fetched = 0
+
+    def body(self, response):
+        """C{response}'s body, read as it arrives; a stall longer than the
+        upstream timeout breaks it."""
+        return ResponseBody(response, self.timeout, self._reactor)
 
     def close(self):
         """Close the idle connections (the service is stopping)."""
@@ -291,7 +327,7 @@ class Upstream:
         url = realm + ("&" if "?" in realm else "?") + urlencode(query)
         headers = {"Authorization": self._basic} if self._basic is not None else {}
         response = await self._send("GET", url, headers)
-        body = ResponseBody(response)
+        body = self.body(response)
         text = await body.read_all(SMALL_BODY_LIMIT)
         if response.code in (401, 403):
             raise errors.UpstreamUnauthorized(

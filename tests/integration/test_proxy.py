@@ -405,3 +405,47 @@ async def test_expiry_removes_cached_manifests_then_gc_their_blobs(pair, tmp_pat
     await stop(upstream)
     status, _, body = await get(proxy, "team/app/manifests/v1")
     assert status == 503 and codes(body) == ["UNAVAILABLE"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_upstream_that_stalls_mid_blob_is_given_up(tmp_path):
+    """An upstream that sends part of a blob and then nothing: the proxy
+    gives up after the upstream timeout, cuts the client off (a short body,
+    never a complete wrong one) and keeps nothing."""
+    from twisted.internet import reactor
+    from twisted.web import server
+    from twisted.web.resource import Resource
+
+    data = os.urandom(2 * 1024 * 1024)
+    digest = sha256(data)
+
+    class Stalling(Resource):
+        isLeaf = True
+
+        def render(self, request):
+            if request.path == b"/v2/":
+                return b"{}"
+            request.setHeader(b"Content-Length", b"%d" % len(data))
+            request.setHeader(b"Docker-Content-Digest", digest.encode())
+            if request.method == b"HEAD":
+                return b""
+            request.write(data[: len(data) // 2])
+            return server.NOT_DONE_YET  # and never finishes
+
+    site = server.Site(Stalling())
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    proxy = await start_proxy(tmp_path, f"http://127.0.0.1:{port.getHost().port}")
+    proxy.service.app.proxy.upstream.timeout = 0.5
+    try:
+        response = await proxy.client.get(proxy.v2(f"team/app/blobs/{digest}"))
+        try:
+            body = await response.content()
+        except Exception:
+            body = None
+        assert body is None or len(body) < len(data)
+        root = proxy_root(tmp_path)
+        assert not blob_file(root, digest).exists()
+        await wait_for(lambda: uploads_left(root, "team/app") == [])
+    finally:
+        await proxy.stop()
+        await port.stopListening()
