@@ -33,3 +33,24 @@ def test_skopeo_pulls_through_the_cache_and_from_it_alone(
     # and pushes are refused, as by Distribution's proxy
     refused = skopeo("copy", f"oci:{first}:v1", f"docker://{cache.host}/library/tool:v2", check=False)
     assert refused.returncode != 0
+
+
+def test_docker_pulls_docker_hub_names_through_the_mirror(
+        dockerd, distribution_factory, registryd_factory):
+    """dockerd with ``registry-mirrors`` pointing at registryd's cache:
+    ``docker pull tool:v1`` (docker.io/library/tool) is answered by the
+    mirror -- there is no other network here, so a pull that worked came
+    through it -- with the digest the upstream holds."""
+    upstream = distribution_factory()
+    image = make_image(layer_sizes=(128 * 1024,))
+    digest = push_image(upstream.url, "library/mirrored", "v1", image)
+    cache = registryd_factory(extra_config={"proxy": {"remoteurl": upstream.url}})
+    dockerd.set_registry_mirrors([cache.url])
+    try:
+        dockerd.docker("pull", "mirrored:v1")
+        repo_digests = json.loads(dockerd.docker(
+            "image", "inspect", "--format", "{{json .RepoDigests}}", "mirrored:v1").stdout)
+        assert repo_digests == [f"mirrored@{digest}"]
+    finally:
+        dockerd.docker("rmi", "-f", "mirrored:v1", check=False)
+        dockerd.set_registry_mirrors([])

@@ -549,11 +549,7 @@ class Dockerd:
             os.mkdir(os.path.join(base, name), 0o700)
         (Path(base) / "config" / "config.json").write_text("{}")
         (Path(base) / "containerd.toml").write_text(_CONTAINERD_CONFIG.format(base=base))
-        (Path(base) / "daemon.json").write_text(json.dumps({
-            "deprecated-key-path": f"{base}/key.json",
-            "insecure-registries": ["127.0.0.0/8"],
-            "log-level": "info",
-        }))
+        self._write_daemon_json()
         self.host = f"unix://{base}/docker.sock"
         self.docker_path = docker
         self._env = _clean_env(("DOCKER_",), {
@@ -631,6 +627,29 @@ class Dockerd:
             time.sleep(0.1)
         raise ToolError(f"dockerd did not answer /_ping within {timeout:.0f}s (last: {last}); "
                         f"log {log_path}:\n{_log_tail(log_path)}")
+
+    def _write_daemon_json(self, mirrors=()):
+        (Path(self.base) / "daemon.json").write_text(json.dumps({
+            "deprecated-key-path": f"{self.base}/key.json",
+            "insecure-registries": ["127.0.0.0/8"],
+            "registry-mirrors": list(mirrors),
+            "log-level": "info",
+        }))
+
+    def set_registry_mirrors(self, mirrors, timeout=30):
+        """Make dockerd pull Docker Hub images through C{mirrors} (URLs),
+        live: daemon.json rewritten, then SIGHUP (a reloadable setting).
+        Tests share the daemon: set them back to () when done."""
+        self._write_daemon_json(mirrors)
+        os.kill(self.dockerd_process.pid, signal.SIGHUP)
+        wanted = [url.rstrip("/") + "/" for url in mirrors]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            shown = json.loads(self.docker("info", "--format", "{{json .RegistryConfig.Mirrors}}").stdout)
+            if (shown or []) == wanted:
+                return
+            time.sleep(0.1)
+        raise ToolError(f"dockerd did not take registry-mirrors {wanted} within {timeout}s")
 
     def docker(self, *args, input=None, env=None, check=True, timeout=300):
         """Run the docker CLI against this daemon; returns a
