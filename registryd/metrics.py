@@ -111,6 +111,20 @@ NOTIFICATION_PENDING = Gauge(
     namespace=NAMESPACE, multiprocess_mode="livesum",
 )
 
+# --- pull-through cache (updated by registryd.proxy) -------------------------
+
+PROXY_REQUESTS = Counter(
+    "proxy_requests",
+    "Pull-through cache lookups, by type (blob, manifest) and result: hit (served "
+    "from the cache), miss (fetched from upstream), stale (upstream unavailable, "
+    "the cached tag served).",
+    ["type", "result"], namespace=NAMESPACE,
+)
+PROXY_PULLED_BYTES = Counter(
+    "proxy_pulled_bytes", "Bytes fetched from the upstream registry, by type (blob, manifest).",
+    ["type"], namespace=NAMESPACE,
+)
+
 # --- garbage collection and upload purging (for registryd.admin) -----------
 
 GC_RUNS = Counter(

@@ -57,6 +57,8 @@ async def get_blob(ctx, request, name, digest):
             raise
         # A pull-through cache fetches it (registryd.proxy.blobs).
         return await ctx.proxy.serve_blob(ctx, request, repository, digest)
+    if ctx.proxy is not None:
+        ctx.proxy.served_from_cache("blob")
     redirect = await repository.blob_redirect(blob, request.method.decode("ascii"))
     headers = [
         ("Docker-Content-Digest", str(digest)),

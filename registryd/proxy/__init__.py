@@ -49,6 +49,12 @@ class ProxyCache:
         """The StoredManifest C{reference} names: cached or fetched."""
         return await self._manifests.get(repository, reference, accept)
 
+    def served_from_cache(self, kind):
+        """Count a blob or manifest the cache had (a hit)."""
+        from registryd import metrics
+
+        metrics.PROXY_REQUESTS.labels(kind, "hit").inc()
+
     async def serve_blob(self, ctx, request, repository, digest):
         """Answer a GET/HEAD of a blob the repository lacks locally."""
         from registryd.proxy.blobs import serve_blob

@@ -25,7 +25,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from registryd import errors
+from registryd import errors, metrics
 from registryd.api.base import shielded
 from registryd.proxy.upstream import discard
 
@@ -128,6 +128,7 @@ async def serve_blob(ctx, request, repository, digest, upstream):
     """Answer a GET or HEAD for a blob the repository does not have
     locally (the caller checked): from upstream, caching it on GET.  A
     Range header is ignored (RFC 9110 allows it): the whole blob is sent."""
+    metrics.PROXY_REQUESTS.labels("blob", "miss").inc()
     if request.method == b"HEAD":
         response = await upstream.blob("HEAD", repository.name, digest)
         if response is None:
@@ -148,7 +149,10 @@ async def serve_blob(ctx, request, repository, digest, upstream):
     _headers(request, digest, body.length)
     tee = Tee(request, body)
     work = defer.ensureDeferred(_copy(ctx, request, repository, upload, tee, digest, body))
-    await shielded(work, what="fetching a blob for the cache")
+    try:
+        await shielded(work, what="fetching a blob for the cache")
+    finally:
+        metrics.PROXY_PULLED_BYTES.labels("blob").inc(body.received)
     return None
 
 

@@ -12,7 +12,7 @@ available).  A digest reference is immutable: local first, else upstream.
 import attr
 from twisted.logger import Logger
 
-from registryd import errors
+from registryd import errors, metrics
 from registryd.digest import DEFAULT_ALGORITHM, Digest
 from registryd.manifests import mediatypes
 from registryd.manifests.parse import DEFAULT_MAX_SIZE
@@ -50,7 +50,7 @@ class ManifestFetcher:
         if is_digest_reference(reference):
             digest = Digest.parse(reference)
             if await repository.manifests.has(digest):
-                return await self._local(repository, str(digest))
+                return await self._hit(repository, str(digest))
             return await self._fetch(repository, digest, None, accept)
         check_tag(reference)
         try:
@@ -62,6 +62,7 @@ class ManifestFetcher:
                 raise unavailable from None  # nothing cached to fall back on
             log.warn("upstream unavailable: serving {name}:{tag} as cached",
                      name=repository.name, tag=reference)
+            metrics.PROXY_REQUESTS.labels("manifest", "stale").inc()
             return stored
         if response is None:
             raise errors.ManifestUnknown(detail={"tag": reference})
@@ -69,7 +70,7 @@ class ManifestFetcher:
         if digest is not None and await repository.manifests.has(digest):
             if await self._tagged(repository, reference) != digest:
                 await repository.manifests.tag(reference, digest)
-            return await self._local(repository, str(digest))
+            return await self._hit(repository, str(digest))
         return await self._fetch(repository, digest, reference, accept)
 
     async def _tagged(self, repository, tag):
@@ -77,6 +78,11 @@ class ManifestFetcher:
             return await repository.manifests.resolve(tag)
         except errors.ManifestUnknown:
             return None
+
+    async def _hit(self, repository, reference):
+        stored = await self._local(repository, reference)
+        metrics.PROXY_REQUESTS.labels("manifest", "hit").inc()
+        return stored
 
     async def _local(self, repository, reference):
         stored = await repository.manifests.get(reference)
@@ -95,6 +101,8 @@ class ManifestFetcher:
                 detail={"digest": reference} if digest is not None else {"tag": tag}
             )
         body = await self.upstream.body(response).read_all(DEFAULT_MAX_SIZE)
+        metrics.PROXY_REQUESTS.labels("manifest", "miss").inc()
+        metrics.PROXY_PULLED_BYTES.labels("manifest").inc(len(body))
         content_type = _header(response, "content-type")
         said = _upstream_digest(response)
         expected = digest or said

@@ -125,10 +125,25 @@ async def pull(proxy, name, reference, blobs):
 
 @pytest_twisted.ensureDeferred
 async def test_pull_through_caches_and_serves_when_upstream_is_gone(pair, tmp_path):
+    from registryd import metrics
+
+    def counts():
+        return {(kind, result): metrics.sample("registryd_proxy_requests_total", type=kind, result=result)
+                for kind in ("blob", "manifest") for result in ("hit", "miss", "stale")}
+
+    def pulled(kind):
+        return metrics.sample("registryd_proxy_pulled_bytes_total", type=kind)
+
     upstream, proxy = pair
     manifest, digest, blobs = await push_image(upstream, "library/app", "v1")
     _, never_pulled, _ = await push_image(upstream, "library/app", "v2")
+    before, blob_bytes, manifest_bytes = counts(), pulled("blob"), pulled("manifest")
     assert await pull(proxy, "library/app", "v1", blobs) == manifest
+    after = counts()
+    assert after[("manifest", "miss")] - before[("manifest", "miss")] == 1
+    assert after[("blob", "miss")] - before[("blob", "miss")] == len(blobs)
+    assert pulled("blob") - blob_bytes == sum(len(data) for data in blobs.values())
+    assert pulled("manifest") - manifest_bytes == len(manifest)
     root = proxy_root(tmp_path)
     for blob_digest, data in blobs.items():
         assert blob_file(root, blob_digest).read_bytes() == data
@@ -137,8 +152,13 @@ async def test_pull_through_caches_and_serves_when_upstream_is_gone(pair, tmp_pa
     assert uploads_left(root, "library/app") == []
 
     await stop(upstream)  # from now on only the cache answers
+    before = counts()
     assert await pull(proxy, "library/app", "v1", blobs) == manifest  # stale but available
     assert await pull(proxy, "library/app", digest, blobs) == manifest
+    after = counts()
+    assert after[("manifest", "stale")] - before[("manifest", "stale")] == 1
+    assert after[("manifest", "hit")] - before[("manifest", "hit")] == 1
+    assert after[("blob", "hit")] - before[("blob", "hit")] == 2 * len(blobs)
     status, headers, body = await get(proxy, f"library/app/blobs/{next(iter(blobs))}", "HEAD")
     assert status == 200 and body == b""
     assert int(header(headers, "Content-Length")) == len(next(iter(blobs.values())))
