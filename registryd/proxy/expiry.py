@@ -36,28 +36,16 @@ from registryd.storage.errors import PathNotFound
 log = Logger()
 
 
-def records_dir(name):
-    return f"{paths.repository(name)}/_proxy/manifests"
-
-
-def record_dir(name, digest):
-    return f"{records_dir(name)}/{digest.algorithm}/{digest.hex}"
-
-
-def record_path(name, digest):
-    return f"{record_dir(name, digest)}/fetched"
-
-
 async def write_record(driver, name, digest, media_type, now):
     moment = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     body = json.dumps({"fetchedAt": moment, "mediaType": media_type}).encode("utf-8")
-    await driver.put_content(record_path(name, digest), body)
+    await driver.put_content(paths.proxy_record(name, digest), body)
 
 
 async def read_record(driver, name, digest):
     """C{(fetched at, media type)}; None when there is no readable record."""
     try:
-        document = json.loads(await driver.get_content(record_path(name, digest)))
+        document = json.loads(await driver.get_content(paths.proxy_record(name, digest)))
         fetched = parse_started_at(document["fetchedAt"])
         media_type = document.get("mediaType")
     except (PathNotFound, ValueError, KeyError, TypeError, AttributeError):
@@ -118,7 +106,7 @@ async def _remove(registry, name, digest):
                 removed_tags.append(tag)
             except PathNotFound:
                 pass
-    targets = [paths.manifest_revision_dir(name, digest), record_dir(name, digest)]
+    targets = [paths.manifest_revision_dir(name, digest), paths.proxy_record_dir(name, digest)]
     if subject is not None:
         targets.append(paths.referrer_link(name, subject.digest, digest).rsplit("/", 1)[0])
     for path in targets:
@@ -135,7 +123,7 @@ async def expire(registry, ttl, clock=time.time):
     driver = registry.driver
     now = clock()
     for name in await registry.repositories(markers=("_proxy",)):
-        base = records_dir(name)
+        base = paths.proxy_records(name)
         for algorithm in await _list(driver, base):
             for hex_digest in await _list(driver, f"{base}/{algorithm}"):
                 try:

@@ -93,3 +93,18 @@ def referrers(name, subject):
 
 def referrer_link(name, subject, digest):
     return f"{referrers(name, subject)}/{digest.algorithm}/{digest.hex}/link"
+
+
+def proxy_records(name):
+    """A pull-through cache's records (registryd.proxy.expiry): when each
+    cached manifest was fetched, and as what media type.  Distribution
+    ignores ``_`` directories it does not know."""
+    return f"{repository(name)}/_proxy/manifests"
+
+
+def proxy_record_dir(name, digest):
+    return f"{proxy_records(name)}/{digest.algorithm}/{digest.hex}"
+
+
+def proxy_record(name, digest):
+    return f"{proxy_record_dir(name, digest)}/fetched"
