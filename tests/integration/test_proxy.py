@@ -469,3 +469,71 @@ async def test_an_upstream_that_stalls_mid_blob_is_given_up(tmp_path):
     finally:
         await proxy.stop()
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_blobs_redirected_to_another_origin_without_the_credentials(tmp_path):
+    """As Docker Hub does: the registry (Basic auth here) answers a blob GET
+    with a 307 to a CDN on another origin.  The cache follows it, gets the
+    bytes, and the upstream credentials are not sent to the CDN."""
+    import base64
+
+    from twisted.internet import reactor
+    from twisted.web import server
+    from twisted.web.resource import Resource
+
+    layer = os.urandom(200_000)
+    config = b'{"architecture": "amd64", "os": "linux"}'
+    blobs = {sha256(layer): layer, sha256(config): config}
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": sha256(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": sha256(layer), "size": len(layer)}],
+    }).encode()
+    expected = "Basic " + base64.b64encode(b"mirror:s3cret").decode()
+    cdn_seen, registry_seen = [], []
+
+    class CDN(Resource):
+        isLeaf = True
+
+        def render_GET(self, request):
+            cdn_seen.append(request.getHeader("authorization"))
+            return blobs[request.postpath[-1].decode()]
+
+    cdn_port = reactor.listenTCP(0, server.Site(CDN()), interface="127.0.0.1")
+    cdn = f"http://127.0.0.1:{cdn_port.getHost().port}"
+
+    class Registry(Resource):
+        isLeaf = True
+
+        def render(self, request):
+            registry_seen.append(request.getHeader("authorization"))
+            if request.getHeader("authorization") != expected:
+                request.setResponseCode(401)
+                request.setHeader("WWW-Authenticate", 'Basic realm="upstream"')
+                return b""
+            path = request.path.decode()
+            if "/manifests/" in path:
+                request.setHeader("Content-Type", OCI_MANIFEST)
+                request.setHeader("Docker-Content-Digest", sha256(manifest))
+                return manifest if request.method == b"GET" else b""
+            digest = path.rsplit("/", 1)[1]
+            request.setResponseCode(307)
+            request.setHeader("Location", f"{cdn}/blobs/{digest}?signature=abc")
+            return b""
+
+    registry_port = reactor.listenTCP(0, server.Site(Registry()), interface="127.0.0.1")
+    remote = f"http://localhost:{registry_port.getHost().port}"  # another origin than the CDN's
+    proxy = await start_proxy(tmp_path, remote, "  username: mirror\n  password: s3cret\n")
+    try:
+        assert await pull(proxy, "library/app", "v1", blobs) == manifest
+        assert cdn_seen and all(value is None for value in cdn_seen)
+        assert expected in registry_seen
+        root = proxy_root(tmp_path)
+        assert blob_file(root, sha256(layer)).read_bytes() == layer
+    finally:
+        await proxy.stop()
+        await registry_port.stopListening()
+        await cdn_port.stopListening()
