@@ -73,7 +73,10 @@ def request_record(request):
 
     return {
         "id": getattr(request, "request_id", None) or "",
-        "addr": client_address(request),
+        # As Distribution's RemoteAddr: the first X-Forwarded-For entry, else
+        # X-Real-Ip (a proxy in front says who the client is), else the peer.
+        "addr": (header(b"x-forwarded-for").split(",")[0].strip()
+                 or header(b"x-real-ip").strip() or client_address(request)),
         "host": header(b"host"),
         "method": request.method.decode("latin-1"),
         "useragent": header(b"user-agent"),

@@ -67,7 +67,8 @@ async def test_push_pull_mount_delete_events(tmp_path, receiver):
         digest = sha256(body)
         layer = json.loads(body)["layers"][0]["digest"]
         response = await running.client.get(
-            running.v2("team/app/manifests/v1"), headers={"User-Agent": "puller/2"})
+            running.v2("team/app/manifests/v1"),
+            headers={"User-Agent": "puller/2", "X-Forwarded-For": "203.0.113.7, 10.0.0.1"})
         assert response.code == 200
         await response.content()
         response = await running.client.head(running.v2("team/app/manifests/v1"))  # no event
@@ -113,6 +114,8 @@ async def test_push_pull_mount_delete_events(tmp_path, receiver):
     assert push["source"]["addr"].endswith(":" + running.url.rsplit(":", 1)[1])
     assert push["source"]["instanceID"]
     assert events[3]["request"]["useragent"] == "puller/2"
+    assert events[3]["request"]["addr"] == "203.0.113.7"  # behind a proxy: the client it names
+    assert events[2]["request"]["addr"].startswith("127.0.0.1:")
     assert events[4]["target"]["digest"] == layer
     assert events[4]["target"]["url"] == running.v2(f"team/app/blobs/{layer}")
     assert events[5]["target"]["fromRepository"] == "team/app"
