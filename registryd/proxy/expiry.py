@@ -29,6 +29,7 @@ from twisted.logger import Logger
 
 from registryd import errors
 from registryd.admin.maintenance import parse_started_at
+from registryd.admin.walk import list_or_empty
 from registryd.digest import Digest
 from registryd.storage import paths
 from registryd.storage.errors import PathNotFound
@@ -67,13 +68,6 @@ class ExpiryReport:
                 f"{self.ttl:g}s ago; {self.kept} kept")
 
 
-async def _list(driver, path):
-    try:
-        return await driver.list(path)
-    except PathNotFound:
-        return []
-
-
 async def _fetched_at(driver, name, digest):
     record = await read_record(driver, name, digest)
     if record is not None:
@@ -86,34 +80,20 @@ async def _fetched_at(driver, name, digest):
 
 async def _remove(registry, name, digest):
     """Remove a cached manifest as a delete by digest would (whatever
-    storage.delete says: this is the cache's own housekeeping)."""
-    driver = registry.driver
-    repository = registry.repository(name)
+    storage.delete says: this is the cache's own housekeeping), and its
+    record; the tags removed with it."""
+    manifests = registry.repository(name).manifests
     subject = None
     try:
-        subject = (await repository.manifests.get(str(digest))).manifest.subject
+        subject = (await manifests.get(str(digest))).manifest.subject
     except errors.RegistryError:
-        pass
+        pass  # its data is gone already: the links still go
     removed_tags = []
-    for tag in await _list(driver, paths.tags(name)):
-        try:
-            current = (await driver.get_content(paths.tag_current_link(name, tag))).strip()
-        except PathNotFound:
-            continue
-        if current == str(digest).encode("ascii"):
-            try:
-                await driver.delete(paths.tag_dir(name, tag))
-                removed_tags.append(tag)
-            except PathNotFound:
-                pass
-    targets = [paths.manifest_revision_dir(name, digest), paths.proxy_record_dir(name, digest)]
-    if subject is not None:
-        targets.append(paths.referrer_link(name, subject.digest, digest).rsplit("/", 1)[0])
-    for path in targets:
-        try:
-            await driver.delete(path)
-        except PathNotFound:
-            pass
+    await manifests.remove(digest, subject, removed_tags)
+    try:
+        await registry.driver.delete(paths.proxy_record_dir(name, digest))
+    except PathNotFound:
+        pass
     return removed_tags
 
 
@@ -124,8 +104,8 @@ async def expire(registry, ttl, clock=time.time):
     now = clock()
     for name in await registry.repositories(markers=("_proxy",)):
         base = paths.proxy_records(name)
-        for algorithm in await _list(driver, base):
-            for hex_digest in await _list(driver, f"{base}/{algorithm}"):
+        for algorithm in await list_or_empty(driver, base):
+            for hex_digest in await list_or_empty(driver, f"{base}/{algorithm}"):
                 try:
                     digest = Digest.parse(f"{algorithm}:{hex_digest}")
                 except errors.RegistryError:

@@ -159,7 +159,16 @@ class ManifestStore:
             await self.driver.delete(paths.tag_dir(self.name, reference))
             return None
         stored = await self.get(reference)
-        digest = stored.digest
+        if not await self.remove(stored.digest, stored.manifest.subject, removed_tags):
+            raise errors.ManifestUnknown(detail={"digest": str(stored.digest)})
+        return stored.digest
+
+    async def remove(self, digest, subject=None, removed_tags=None):
+        """Remove revision C{digest}, the tags that point at it, and its
+        entry in the referrers index of C{subject} (the manifest's subject
+        descriptor, if it has one); whether the revision was there.  No
+        check of storage.delete: for L{delete} and the registry's own
+        housekeeping (the pull-through cache's expiry)."""
         for tag in await self._tags_or_empty():
             if await self._read_link(paths.tag_current_link(self.name, tag)) == digest:
                 try:
@@ -168,18 +177,18 @@ class ManifestStore:
                     pass
                 if removed_tags is not None:
                     removed_tags.append(tag)
-        if stored.manifest.subject is not None:
+        if subject is not None:
             try:
                 await self.driver.delete(
-                    paths.referrer_link(self.name, stored.manifest.subject.digest, digest).rsplit("/", 1)[0]
+                    paths.referrer_link(self.name, subject.digest, digest).rsplit("/", 1)[0]
                 )
             except PathNotFound:
                 pass
         try:
             await self.driver.delete(paths.manifest_revision_dir(self.name, digest))
         except PathNotFound:
-            raise errors.ManifestUnknown(detail={"digest": str(digest)}) from None
-        return digest
+            return False
+        return True
 
     async def _tags_or_empty(self):
         try:
