@@ -33,6 +33,17 @@ proxy:
 """
 
 
+def image_manifest(config, layer):
+    """The bytes of a one-layer OCI image manifest."""
+    return json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": sha256(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": sha256(layer), "size": len(layer)}],
+    }).encode()
+
+
 async def push_image(upstream, name, tag, headers=None, layer=None):
     """Push a one-layer OCI image; returns (manifest bytes, digest, {digest: blob bytes})."""
     headers = headers or {}
@@ -41,13 +52,7 @@ async def push_image(upstream, name, tag, headers=None, layer=None):
     blobs = {}
     for data in (config, layer):
         blobs[await push_blob(upstream, name, data, headers)] = data
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": sha256(config), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": sha256(layer), "size": len(layer)}],
-    }).encode()
+    manifest = image_manifest(config, layer)
     response = await request(upstream, "PUT", f"{name}/manifests/{tag}",
                              {**headers, "Content-Type": OCI_MANIFEST}, manifest)
     assert response.code == 201, await response.content()
@@ -485,13 +490,7 @@ async def test_blobs_redirected_to_another_origin_without_the_credentials(tmp_pa
     layer = os.urandom(200_000)
     config = b'{"architecture": "amd64", "os": "linux"}'
     blobs = {sha256(layer): layer, sha256(config): config}
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": sha256(config), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": sha256(layer), "size": len(layer)}],
-    }).encode()
+    manifest = image_manifest(config, layer)
     expected = "Basic " + base64.b64encode(b"mirror:s3cret").decode()
     cdn_seen, registry_seen = [], []
 
