@@ -158,6 +158,10 @@ class StorageConfig:
     #: storage.redirect: blob GETs answer 307 to the driver's URL (a
     #: presigned S3 URL).  Off unless storage.redirect.enabled is true.
     redirect = attr.ib(default=False)
+    #: middleware.storage ``redirect``'s baseurl: blob GETs answer 307 to
+    #: it plus the blob's path in the storage layout (a web server or CDN
+    #: in front of the storage serves it), or None.
+    redirect_base_url = attr.ib(default=None)
 
 
 @attr.s(frozen=True, slots=True)
@@ -619,9 +623,7 @@ def _accept(check):
 
 # --- the sections ------------------------------------------------------------
 
-_TOP_DISTRIBUTION_KEYS = frozenset(
-    "compatibility middleware policy redis reporting".split()
-)
+_TOP_DISTRIBUTION_KEYS = frozenset("compatibility policy redis reporting".split())
 
 
 def parse_config(mapping):
@@ -716,12 +718,17 @@ def parse_config(mapping):
     def proxy(value, path):
         found["proxy"] = _parse_proxy(value, path)
 
-    handlers.update(proxy=proxy)
+    def middleware(value, path):
+        found["redirect_base_url"] = _parse_middleware(value, path)
+
+    handlers.update(proxy=proxy, middleware=middleware)
     _walk(mapping, "", handlers, _TOP_DISTRIBUTION_KEYS)
     if "storage" not in found:
         raise ConfigError(
             "storage", "required: configure exactly one storage driver (e.g. storage.filesystem)"
         )
+    if found.get("redirect_base_url"):
+        found["storage"] = attr.evolve(found["storage"], redirect_base_url=found["redirect_base_url"])
     log_config = dict(found.get("log", {}))
     log_config["level"] = log_config.get("level") or found.get("loglevel") or "info"
     return Config(
@@ -1033,6 +1040,45 @@ def _parse_storage(value, path):
         maintenance=found.get("maintenance", MaintenanceConfig()),
         redirect=found.get("redirect", False),
     )
+
+
+def _parse_middleware(value, path):
+    """middleware: of Distribution's middlewares, the storage ``redirect``
+    one (``options.baseurl``); returns the base URL or None."""
+    found = {}
+
+    def storage(value, path):
+        for index, entry in enumerate(_list(value, path)):
+            entry_path = f"{path}[{index}]"
+            seen = {}
+
+            def name(value, name_path):
+                _string(value, name_path)
+                if value != "redirect":
+                    raise ConfigError(
+                        name_path,
+                        f"{value!r} is not supported by registryd yet (supported here: redirect)",
+                    )
+                seen["name"] = value
+
+            def options(value, options_path):
+                def baseurl(value, url_path):
+                    seen["baseurl"] = _http_url(value, url_path).rstrip("/")
+
+                _walk(value, options_path, {"baseurl": baseurl})
+
+            _walk(entry, entry_path, {"name": name, "options": options})
+            if "name" not in seen:
+                raise ConfigError(_join(entry_path, "name"), "required: the middleware's name")
+            if "baseurl" not in seen:
+                raise ConfigError(_join(entry_path, "options.baseurl"),
+                                  "required: the URL that serves the storage's files")
+            if "baseurl" in found:
+                raise ConfigError(entry_path, "only one redirect middleware can be configured")
+            found["baseurl"] = seen["baseurl"]
+
+    _walk(value, path, {"storage": storage}, {"registry", "repository"})
+    return found.get("baseurl")
 
 
 def _parse_redirect(value, path):

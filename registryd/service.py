@@ -165,6 +165,7 @@ class RegistryService(MultiService):
             manifest_url_policy=config.validation.url_policy,
             read_only=config.storage.maintenance.read_only,
             redirect=config.storage.redirect,
+            redirect_base_url=config.storage.redirect_base_url,
         )
         self.app = RegistryApp(
             self.registry, host=config.http.host, headers=config.http.headers,

@@ -73,11 +73,15 @@ class Registry:
     """The whole registry on one storage driver."""
 
     def __init__(self, driver, delete_enabled=False, accept_sparse_manifests=False,
-                 read_only=False, redirect=False, manifest_url_policy=None):
+                 read_only=False, redirect=False, manifest_url_policy=None,
+                 redirect_base_url=None):
         self.driver = driver
         #: storage.redirect: answer blob GETs with a 307 to the driver's
         #: URL (a presigned S3 URL) after the access checks, when it has one
         self.redirect = redirect
+        #: middleware.storage redirect's baseurl: blob GETs answer 307 to it
+        #: plus the blob's storage path (a web server or CDN serves those)
+        self.redirect_base_url = redirect_base_url
         self.delete_enabled = delete_enabled
         #: accept indexes whose child manifests (and manifests whose layers)
         #: were never pushed, as mirrors of single platforms need
@@ -273,8 +277,11 @@ class Repository:
 
     @translate_storage_errors
     async def blob_redirect(self, blob, method):
-        """Where the client may fetch the blob itself (a presigned URL),
-        when storage.redirect is enabled and the driver can; else None."""
+        """Where the client may fetch the blob itself: the redirect
+        middleware's base URL plus the blob's storage path, or a presigned
+        URL when storage.redirect is enabled and the driver can; else None."""
+        if self.registry.redirect_base_url is not None:
+            return self.registry.redirect_base_url + paths.blob_data(blob.data_digest)
         if not self.registry.redirect:
             return None
         return await self.driver.redirect_url(paths.blob_data(blob.data_digest), method)

@@ -151,3 +151,58 @@ async def test_catalog_maxentries_and_tags_maxtags(tmp_path):
         assert response.headers.getRawHeaders("Link") is None
     finally:
         await running.stop()
+
+
+REDIRECT = """\
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: {root}
+http:
+  addr: 127.0.0.1:{port}
+middleware:
+  storage:
+    - name: redirect
+      options:
+        baseurl: {baseurl}
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_redirect_middleware_sends_blob_gets_to_a_web_server(tmp_path):
+    """middleware.storage redirect (Distribution's): a blob GET answers 307
+    to the base URL plus the blob's path in the storage layout, which a
+    plain web server on the storage root serves; HEAD stays here."""
+    from twisted.internet import reactor
+    from twisted.web import server, static
+
+    root = tmp_path / "registry-data"
+    root.mkdir()
+    web = reactor.listenTCP(0, server.Site(static.File(str(root))), interface="127.0.0.1")
+    baseurl = f"http://127.0.0.1:{web.getHost().port}/"
+    running = await start_service(tmp_path, REDIRECT, baseurl=baseurl)
+    client, base = running.client, running.url
+    try:
+        data = os.urandom(100_000)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        response = await client.post(f"{base}/v2/cdn/app/blobs/uploads/?digest={digest}", data=data)
+        assert response.code == 201, await content(response)
+        await content(response)
+        response = await client.get(f"{base}/v2/cdn/app/blobs/{digest}", allow_redirects=False)
+        assert response.code == 307
+        await content(response)
+        hex_digest = digest.split(":", 1)[1]
+        location = response.headers.getRawHeaders("Location")[0]
+        assert location == f"{baseurl}docker/registry/v2/blobs/sha256/{hex_digest[:2]}/{hex_digest}/data"
+        response = await client.get(location)
+        assert response.code == 200 and await content(response) == data
+        response = await client.head(f"{base}/v2/cdn/app/blobs/{digest}", allow_redirects=False)
+        assert response.code == 200
+        assert response.headers.getRawHeaders("Content-Length") == [str(len(data))]
+        await content(response)
+        response = await client.get(f"{base}/v2/other/app/blobs/{digest}", allow_redirects=False)
+        assert response.code == 404  # not linked there: no redirect either
+        await content(response)
+    finally:
+        await running.stop()
+        await web.stopListening()

@@ -312,7 +312,7 @@ def test_bad_addr_names_http_addr(addr):
         ("redis:\n  addr: localhost:6379\n", "redis"),
         ("compatibility:\n  schema1: {enabled: true}\n", "compatibility"),
         ("reporting:\n  bugsnag: {}\n", "reporting"),
-        ("middleware:\n  registry: []\n", "middleware"),
+        ("middleware:\n  registry: []\n", "middleware.registry"),
         ("http:\n  tls:\n    certificate: /c\n    key: /k\n    letsencrypt: {}\n",
          "http.tls.letsencrypt"),
         ("http:\n  debug:\n    addr: :5001\n    tls: {}\n", "http.debug.tls"),
@@ -633,6 +633,24 @@ def test_http2_off_is_accepted_on_is_refused():
         with pytest.raises(ConfigError) as info:
             parse(minimal(text))
         assert info.value.key == key and "HTTP/1.1 only" in str(info.value)
+
+
+def test_redirect_middleware():
+    text = ("middleware:\n  storage:\n    - name: redirect\n"
+            "      options: {baseurl: 'https://cdn.example.com:5443/'}\n")
+    assert parse(minimal(text)).storage.redirect_base_url == "https://cdn.example.com:5443"
+    assert parse(minimal("")).storage.redirect_base_url is None
+    for bad, key in [
+        ("middleware:\n  storage:\n    - name: cloudfront\n      options: {baseurl: 'https://x/'}\n",
+         "middleware.storage[0].name"),
+        ("middleware:\n  storage:\n    - name: redirect\n", "middleware.storage[0].options.baseurl"),
+        ("middleware:\n  storage:\n    - name: redirect\n      options: {baseurl: 'ftp://x/'}\n",
+         "middleware.storage[0].options.baseurl"),
+        ("middleware:\n  registry:\n    - name: x\n", "middleware.registry"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            parse(minimal(bad))
+        assert info.value.key == key, bad
 
 
 def test_listing_limits():
