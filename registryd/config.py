@@ -623,7 +623,7 @@ def _accept(check):
 
 # --- the sections ------------------------------------------------------------
 
-_TOP_DISTRIBUTION_KEYS = frozenset("compatibility policy redis reporting".split())
+_TOP_DISTRIBUTION_KEYS = frozenset("compatibility policy reporting".split())
 
 
 def parse_config(mapping):
@@ -722,6 +722,10 @@ def parse_config(mapping):
         found["redirect_base_url"] = _parse_middleware(value, path)
 
     handlers.update(proxy=proxy, middleware=middleware)
+    # Distribution's Redis connection serves only its blob descriptor cache
+    # (storage.cache, accepted likewise): an internal that registryd's model
+    # does without, so the section is accepted as long as it is a mapping.
+    handlers["redis"] = _accept(_mapping)
     _walk(mapping, "", handlers, _TOP_DISTRIBUTION_KEYS)
     if "storage" not in found:
         raise ConfigError(

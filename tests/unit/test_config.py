@@ -309,7 +309,6 @@ def test_bad_addr_names_http_addr(addr):
         ("notifications:\n  endpoints: []\n  other: 1\n", "notifications.other"),
         ("notifications:\n  endpoints:\n  - {name: a, url: 'http://h/', queue: 5}\n",
          "notifications.endpoints[0].queue"),
-        ("redis:\n  addr: localhost:6379\n", "redis"),
         ("compatibility:\n  schema1: {enabled: true}\n", "compatibility"),
         ("reporting:\n  bugsnag: {}\n", "reporting"),
         ("middleware:\n  registry: []\n", "middleware.registry"),
@@ -341,8 +340,8 @@ def test_distribution_keys_say_not_yet_and_unknown_keys_say_unknown():
 
 
 def test_the_first_unsupported_key_in_document_order_is_named():
-    assert error_for(minimal("reporting: {}\nredis: {}\n")).startswith("reporting: ")
-    assert error_for(minimal("redis: {}\nreporting: {}\n")).startswith("redis: ")
+    assert error_for(minimal("reporting: {}\npolicy: {}\n")).startswith("reporting: ")
+    assert error_for(minimal("policy: {}\nreporting: {}\n")).startswith("policy: ")
 
 
 # --- bad values ---------------------------------------------------------------
@@ -633,6 +632,13 @@ def test_http2_off_is_accepted_on_is_refused():
         with pytest.raises(ConfigError) as info:
             parse(minimal(text))
         assert info.value.key == key and "HTTP/1.1 only" in str(info.value)
+
+
+def test_redis_section_is_accepted_as_cache_plumbing():
+    parse(minimal("redis:\n  addrs: [localhost:6379]\n  db: 0\n  dialtimeout: 10ms\n"))
+    with pytest.raises(ConfigError) as info:
+        parse(minimal("redis: localhost:6379\n"))
+    assert info.value.key == "redis"
 
 
 def test_redirect_middleware():
