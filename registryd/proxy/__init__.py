@@ -49,6 +49,20 @@ class ProxyCache:
         """The StoredManifest C{reference} names: cached or fetched."""
         return await self._manifests.get(repository, reference, accept)
 
+    async def tags(self, repository):
+        """The tags of C{repository} upstream (all of them, not just the
+        cached ones, as Distribution's proxy lists them); the cached tags
+        when upstream cannot be reached."""
+        from registryd import errors
+
+        try:
+            tags = await self.upstream.tags(repository.name)
+        except errors.UpstreamUnavailable:
+            return await repository.manifests.tags()
+        if tags is None:
+            raise errors.NameUnknown(detail={"name": repository.name})
+        return tags
+
     def served_from_cache(self, kind):
         """Count a blob or manifest the cache had (a hit)."""
         from registryd import metrics

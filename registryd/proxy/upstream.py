@@ -25,6 +25,7 @@ while its reader is behind.
 
 import base64
 import json
+import re
 import time
 from urllib.parse import urlencode, urlsplit
 
@@ -37,6 +38,7 @@ from werkzeug.datastructures import WWWAuthenticate
 
 from registryd import errors
 from registryd.manifests import mediatypes
+from registryd.names import valid_tags
 from registryd.web import ChunkBuffer
 
 log = Logger()
@@ -56,6 +58,22 @@ DEFAULT_TOKEN_LIFETIME = 60.0
 TOKEN_MARGIN = 5.0
 #: Largest error or token body read from upstream.
 SMALL_BODY_LIMIT = 1024 * 1024
+#: Tags asked for per upstream page, and the most pages followed.
+TAGS_PAGE = 1000
+MAX_TAG_PAGES = 1000
+
+_NEXT_LINK = re.compile(r'<([^>]*)>\s*;\s*rel="?next"?')
+
+
+def _next_page_query(links):
+    """The query string of the ``rel="next"`` page in C{links} (Link header
+    values), or None."""
+    for value in links:
+        match = _NEXT_LINK.search(value)
+        if match:
+            query = urlsplit(match.group(1)).query
+            return query or None
+    return None
 
 
 class ResponseBody(ChunkBuffer, Protocol):
@@ -209,6 +227,33 @@ class Upstream:
         """HEAD or GET a blob: the response, body unread (None if upstream has none).
         Redirects (Docker Hub's CDN) are followed."""
         return await self._request(method, name, f"blobs/{digest}", {})
+
+    async def tags(self, name):
+        """Every tag upstream has for repository C{name}, sorted, following
+        its pages (``Link: <...>; rel="next"``); None when upstream has no
+        such repository."""
+        found = set()
+        query = f"n={TAGS_PAGE}"
+        for _ in range(MAX_TAG_PAGES):
+            response = await self._request(
+                "GET", name, f"tags/list?{query}", {"Accept": "application/json"}
+            )
+            if response is None:
+                return None
+            links = response.headers.getRawHeaders("link") or []
+            text = await self.body(response).read_all(SMALL_BODY_LIMIT)
+            try:
+                tags = json.loads(text).get("tags") or []
+            except (ValueError, AttributeError):
+                raise errors.UpstreamUnavailable(
+                    "the upstream registry sent a tag list that is not JSON",
+                    detail={"upstream": self.url, "name": name},
+                ) from None
+            found.update(tag for tag in tags if isinstance(tag, str))
+            query = _next_page_query(links)
+            if query is None:
+                break
+        return valid_tags(sorted(found))  # nothing that could not be a tag
 
     async def _request(self, method, name, path, headers):
         scope = f"repository:{name}:pull"

@@ -196,6 +196,30 @@ async def test_a_tag_moved_upstream_is_followed(pair):
 
 
 @pytest_twisted.ensureDeferred
+async def test_tags_list_is_upstream_s(pair):
+    """As Distribution's proxy: the tags list is upstream's, all of it
+    (upstream's pages followed), whatever has been pulled; paginated here
+    with n and last."""
+    from registryd.proxy import upstream as upstream_module
+
+    upstream, proxy = pair
+    for tag in ("v1", "v2", "v3"):
+        await push_image(upstream, "team/tags", tag)
+    original = upstream_module.TAGS_PAGE
+    upstream_module.TAGS_PAGE = 2  # two upstream pages for three tags
+    try:
+        status, _, body = await get(proxy, "team/tags/tags/list")
+    finally:
+        upstream_module.TAGS_PAGE = original
+    assert status == 200 and json.loads(body) == {"name": "team/tags", "tags": ["v1", "v2", "v3"]}
+    status, headers, body = await get(proxy, "team/tags/tags/list?n=2")
+    assert json.loads(body)["tags"] == ["v1", "v2"]
+    assert header(headers, "Link") == '</v2/team/tags/tags/list?n=2&last=v2>; rel="next"'
+    status, _, body = await get(proxy, "team/nothing/tags/list")
+    assert status == 404 and codes(body) == ["NAME_UNKNOWN"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_what_upstream_lacks_is_unknown(pair):
     upstream, proxy = pair
     await push_image(upstream, "team/app", "v1")
