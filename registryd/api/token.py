@@ -15,6 +15,7 @@ from registryd.auth.headers import (
     authorization,
     basic_credentials,
     challenge,
+    client_host,
 )
 
 
@@ -42,9 +43,9 @@ def _unauthorized(issuer, message):
     )
 
 
-async def _check_password(issuer, credentials):
+async def _check_password(issuer, credentials, request):
     try:
-        return await issuer.checker.requestAvatarId(credentials)
+        return await issuer.checker.authenticate(credentials, client_host(request))
     except UnauthorizedLogin:
         log.info("failed token server login for {user!r}",
                  user=credentials.username.decode("utf-8", "replace")[:100])
@@ -61,7 +62,7 @@ async def get_token(issuer, request):
         if header is not None:
             if header[0] != "basic":
                 raise MalformedAuthorization("the token server takes Basic credentials")
-            user = await _check_password(issuer, basic_credentials(header[1]))
+            user = await _check_password(issuer, basic_credentials(header[1]), request)
     except MalformedAuthorization as error:
         raise _unauthorized(issuer, str(error)) from None
     granted = issuer.grant(user, requested)
@@ -88,7 +89,7 @@ async def post_token(issuer, request):
         if not username or password is None:
             raise errors.Unsupported("grant_type=password needs username and password", status=400)
         user = await _check_password(
-            issuer, UsernamePassword(username.encode("utf-8"), password.encode("utf-8"))
+            issuer, UsernamePassword(username.encode("utf-8"), password.encode("utf-8")), request
         )
         if _one(request, "access_type") == "offline":
             refresh_token = issuer.refresh_token(user)

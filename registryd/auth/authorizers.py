@@ -27,6 +27,7 @@ from registryd.auth.headers import (
     basic_credentials,
     bearer_token,
     challenge,
+    client_host,
 )
 from registryd.auth.scope import ALL, CATALOG, PULL, REGISTRY, REPOSITORY, REPOSITORY_ACTIONS
 from registryd.auth.token import InvalidToken
@@ -162,7 +163,7 @@ class BasicAuthorizer:
         user = None
         if credentials is not None:
             try:
-                user = await self.checker.requestAvatarId(credentials)
+                user = await self.checker.authenticate(credentials, client_host(request))
             except UnauthorizedLogin:
                 log.info("failed login for {user!r} from {client}",
                          user=credentials.username.decode("utf-8", "replace")[:100],

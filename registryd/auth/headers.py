@@ -62,6 +62,12 @@ def bearer_token(credentials):
     return credentials
 
 
+def client_host(request):
+    """The peer's address (not X-Forwarded-For, which a client could set
+    to dodge the login throttle), e.g. ``127.0.0.1``."""
+    return getattr(request.getClientAddress(), "host", None) or "-"
+
+
 def _quote(value):
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

@@ -32,6 +32,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from registryd.auth.throttle import LoginThrottle
+
 log = Logger()
 
 _BCRYPT_PREFIXES = ("$2y$", "$2b$", "$2a$")
@@ -153,6 +155,8 @@ class HtpasswdChecker:
         # answer takes does not tell whether a user exists.
         self._dummy = bcrypt.hashpw(os.urandom(16), bcrypt.gensalt(self._typical_cost()))
         self.bcrypt_runs = 0  # for tests and the curious
+        #: failed logins per (client address, user): registryd.auth.throttle
+        self.throttle = LoginThrottle(clock=clock)
 
     def _typical_cost(self):
         for entry in self.htfile.users.values():
@@ -190,6 +194,22 @@ class HtpasswdChecker:
             self._running[key] = [(result, user)]
             self._check(key, password, entry)
         return result
+
+    async def authenticate(self, credentials, address):
+        """The user name, for credentials sent from client C{address}:
+        L{requestAvatarId} behind the guessing brake (L{throttle});
+        UnauthorizedLogin for wrong ones, TOOMANYREQUESTS after too many."""
+        user = credentials.username
+        if isinstance(user, bytes):
+            user = user.decode("utf-8", "replace")
+        self.throttle.check(address, user)
+        try:
+            found = await self.requestAvatarId(credentials)
+        except UnauthorizedLogin:
+            self.throttle.failed(address, user)
+            raise
+        self.throttle.succeeded(address, user)
+        return found
 
     def _check(self, key, password, entry):
         """Run bcrypt in a thread; answer everyone waiting on C{key}."""

@@ -156,6 +156,38 @@ async def basic_registry(tmp_path):
 
 
 @pytest_twisted.ensureDeferred
+async def test_password_guessing_is_throttled_per_address_and_user(basic_registry):
+    """After 10 failed logins for alice from one address, her logins from
+    there get 429 TOOMANYREQUESTS with Retry-After -- the right password
+    too, and without running bcrypt -- until the failures age out; bob is
+    not affected, and a success clears the count."""
+    import time
+
+    checker = basic_registry.app.authorizer.checker
+    for _ in range(10):
+        response = await request(basic_registry, "GET", "", headers=basic("alice", "guess"))
+        assert response.code == 401
+        await response.content()
+    runs = checker.bcrypt_runs
+    for password in ("guess", "wonderland"):
+        response = await request(basic_registry, "GET", "", headers=basic("alice", password))
+        assert response.code == 429
+        [(code, message)] = await error_of(response)
+        assert code == "TOOMANYREQUESTS" and "too many failed logins" in message
+    assert checker.bcrypt_runs == runs  # refused before any bcrypt
+    assert 1 <= int(header(response, "Retry-After")) <= 60
+    response = await request(basic_registry, "GET", "", headers=basic(*BOB))
+    assert response.code == 200
+    await response.content()
+
+    checker.throttle.clock = lambda: time.monotonic() + 61  # the failures age out
+    response = await request(basic_registry, "GET", "", headers=basic(*ALICE))
+    assert response.code == 200
+    await response.content()
+    assert len(checker.throttle) == 0  # the success cleared the pair
+
+
+@pytest_twisted.ensureDeferred
 async def test_basic_challenge_and_login(basic_registry):
     response = await request(basic_registry, "GET", "")
     assert response.code == 401
