@@ -648,84 +648,37 @@ def parse_config(mapping):
         raise ConfigError("version", f"expected 0.1, got {_describe(given)}")
     found = {}
 
-    def version(value, path):
-        pass  # checked above
+    def keep(key, parse):
+        """A handler that keeps C{parse(value, path)} as C{found[key]}."""
 
-    def log(value, path):
-        found["log"] = _parse_log(value, path)
+        def handler(value, path):
+            found[key] = parse(value, path)
 
-    def loglevel(value, path):
+        return handler
+
+    handlers = {
+        "version": lambda value, path: None,  # checked above
+        "log": keep("log", _parse_log),
         # Distribution's deprecated spelling of log.level; log.level wins.
-        found["loglevel"] = _choice(value, path, LOG_LEVELS)
-
-    def storage(value, path):
-        found["storage"] = _parse_storage(value, path)
-
-    def http(value, path):
-        found["http"] = _parse_http(value, path)
-
-    def validation(value, path):
-        found["validation"] = _parse_validation(value, path)
-
-    def health(value, path):
-        found["health"] = _parse_health(value, path)
-
-    def notifications(value, path):
-        found["notifications"] = _parse_notifications(value, path)
-
-    handlers = dict(
-        version=version, log=log, loglevel=loglevel, storage=storage, http=http,
-        validation=validation,
-    )
-    handlers.update(health=health, notifications=notifications)
-
-    def gc(value, path):
-        found["gc"] = _parse_gc(value, path)
-
-    def manhole(value, path):
-        found["manhole"] = _parse_manhole(value, path)
-
-    handlers.update(gc=gc, manhole=manhole)
-
-    def auth(value, path):
-        import sys
-
-        from registryd.auth.config import parse_auth
-
-        found["auth"] = parse_auth(value, path, sys.modules[__name__])
-
-    handlers.update(auth=auth)
-
-    def workers(value, path):
-        found["workers"] = parse_workers(value, path)
-
-    handlers.update(workers=workers)
-
-    def catalog(value, path):
-        def maxentries(value, path):
-            found["max_catalog_entries"] = _positive(value, path)
-
-        _walk(value, path, {"maxentries": maxentries})
-
-    def tags(value, path):
-        def maxtags(value, path):
-            found["max_tags"] = _positive(value, path)
-
-        _walk(value, path, {"maxtags": maxtags})
-
-    handlers.update(catalog=catalog, tags=tags)
-
-    def proxy(value, path):
-        found["proxy"] = _parse_proxy(value, path)
-
-    def middleware(value, path):
-        found["redirect_base_url"] = _parse_middleware(value, path)
-
-    handlers.update(proxy=proxy, middleware=middleware)
-    # Distribution's Redis connection serves only its blob descriptor cache
-    # (storage.cache, accepted likewise): an internal that registryd's model
-    # does without, so the section is accepted as long as it is a mapping.
-    handlers["redis"] = _accept(_mapping)
+        "loglevel": keep("loglevel", lambda value, path: _choice(value, path, LOG_LEVELS)),
+        "storage": keep("storage", _parse_storage),
+        "http": keep("http", _parse_http),
+        "validation": keep("validation", _parse_validation),
+        "health": keep("health", _parse_health),
+        "notifications": keep("notifications", _parse_notifications),
+        "gc": keep("gc", _parse_gc),
+        "manhole": keep("manhole", _parse_manhole),
+        "auth": keep("auth", _parse_auth),
+        "workers": keep("workers", parse_workers),
+        "catalog": keep("max_catalog_entries", _single_limit("maxentries")),
+        "tags": keep("max_tags", _single_limit("maxtags")),
+        "proxy": keep("proxy", _parse_proxy),
+        "middleware": keep("redirect_base_url", _parse_middleware),
+        # Distribution's Redis connection serves only its blob descriptor
+        # cache (storage.cache, accepted likewise): an internal registryd's
+        # model does without, so the section is accepted if it is a mapping.
+        "redis": _accept(_mapping),
+    }
     _walk(mapping, "", handlers, _TOP_DISTRIBUTION_KEYS)
     if "storage" not in found:
         raise ConfigError(
@@ -744,6 +697,30 @@ def parse_config(mapping):
         auth=found.get("auth"), workers=found.get("workers", 1), proxy=found.get("proxy"),
         listing=ListingConfig(found.get("max_catalog_entries"), found.get("max_tags")),
     )
+
+
+def _parse_auth(value, path):
+    import sys
+
+    from registryd.auth.config import parse_auth
+
+    return parse_auth(value, path, sys.modules[__name__])
+
+
+def _single_limit(key):
+    """A parser for a section holding one positive integer, C{key}
+    (catalog.maxentries, tags.maxtags): its value, or None."""
+
+    def parse(value, path):
+        found = {}
+
+        def limit(value, limit_path):
+            found["limit"] = _positive(value, limit_path)
+
+        _walk(value, path, {key: limit})
+        return found.get("limit")
+
+    return parse
 
 
 #: Most worker processes accepted (a typo guard, not a tuning limit).
