@@ -1,8 +1,9 @@
 """What every storage driver shares: file descriptions and path checking."""
 
 import attr
+from twisted.internet import defer
 
-from registryd.storage.errors import InvalidPath
+from registryd.storage.errors import InvalidPath, StorageError
 
 
 @attr.s(frozen=True, slots=True)
@@ -44,3 +45,28 @@ def as_bytes(data):
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"expected bytes, got {type(data).__name__}")
     return bytes(data)
+
+
+class WriterBase:
+    """What every driver's writer does before taking bytes: refuse them
+    once closed, take any bytes-like data as C{bytes} (L{as_bytes}), count
+    them in C{size}; then L{_accept} stores them (a Deferred).  Subclasses
+    set C{path}, C{size} and C{_closed}."""
+
+    _closed = False
+
+    def _closed_error(self):
+        return defer.fail(StorageError(f"{self.path}: writer is closed"))
+
+    def write(self, data):
+        if self._closed:
+            return self._closed_error()
+        try:
+            data = as_bytes(data)
+        except TypeError:
+            return defer.fail()
+        self.size += len(data)
+        return self._accept(data)
+
+    def _accept(self, data):
+        raise NotImplementedError

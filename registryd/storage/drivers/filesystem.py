@@ -37,7 +37,7 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from registryd.interfaces import IStorageDriver, IStorageReader, IStorageWriter
-from registryd.storage.base import FileInfo, as_bytes, check_path
+from registryd.storage.base import FileInfo, WriterBase, as_bytes, check_path
 from registryd.storage.drivers import InvalidParameter, check_parameters, nowait
 from registryd.storage.errors import InvalidOffset, PathNotFound, StorageError
 from registryd.threads import BlockingExecutor, SerialWorker
@@ -495,7 +495,7 @@ class FileReader:
 
 
 @implementer(IStorageWriter)
-class FileWriter:
+class FileWriter(WriterBase):
     """An open file, written in a thread in the order writes were made.
 
     After a write fails, later writes and C{commit} fail too: appending
@@ -515,17 +515,7 @@ class FileWriter:
         self._written = size
         self._writeback_from = size
 
-    def _closed_error(self):
-        return defer.fail(StorageError(f"{self.path}: writer is closed"))
-
-    def write(self, data):
-        if self._closed:
-            return self._closed_error()
-        try:
-            data = as_bytes(data)
-        except TypeError:
-            return defer.fail()
-        self.size += len(data)
+    def _accept(self, data):
         return self._worker.submit(self._write, data)
 
     def _write(self, data):

@@ -23,7 +23,7 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from registryd.interfaces import IStorageDriver, IStorageReader, IStorageWriter
-from registryd.storage.base import FileInfo, as_bytes, check_path
+from registryd.storage.base import FileInfo, WriterBase, as_bytes, check_path
 from registryd.storage.drivers import check_parameters
 from registryd.storage.errors import InvalidOffset, PathNotFound, StorageError
 
@@ -265,7 +265,7 @@ class MemoryReader:
 
 
 @implementer(IStorageWriter)
-class MemoryWriter:
+class MemoryWriter(WriterBase):
     """Appends to a file object; the bytes are visible at once, as on disk."""
 
     def __init__(self, driver, path, parts, file):
@@ -276,19 +276,9 @@ class MemoryWriter:
         self._file = file
         self._closed = False
 
-    def _closed_error(self):
-        return defer.fail(StorageError(f"{self.path}: writer is closed"))
-
-    def write(self, data):
-        if self._closed:
-            return self._closed_error()
-        try:
-            data = as_bytes(data)
-        except TypeError:
-            return defer.fail()
+    def _accept(self, data):
         self._file.data += data
         self._file.modified = time.time()
-        self.size += len(data)
         return defer.succeed(None)
 
     def close(self):

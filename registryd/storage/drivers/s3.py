@@ -58,7 +58,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from registryd.interfaces import IStorageDriver, IStorageReader, IStorageWriter
-from registryd.storage.base import FileInfo, as_bytes, check_path
+from registryd.storage.base import FileInfo, WriterBase, as_bytes, check_path
 from registryd.storage.drivers.s3_client import S3Caller, S3Error
 from registryd.storage.drivers.s3_parameters import (
     MAX_CHUNK_SIZE,
@@ -842,7 +842,7 @@ class S3Reader:
 
 
 @implementer(IStorageWriter)
-class S3Writer:
+class S3Writer(WriterBase):
     """A file being written as a multipart upload; see the module doc.
 
     State: C{_parts} uploaded to the open multipart upload C{_upload_id}
@@ -875,19 +875,9 @@ class S3Writer:
     def _call(self, operation, **kwargs):
         return self._driver._call(operation, self.path, Key=self._key, **kwargs)
 
-    def _closed_error(self):
-        return defer.fail(StorageError(f"{self.path}: writer is closed"))
+    # IStorageWriter (write: WriterBase)
 
-    # IStorageWriter
-
-    def write(self, data):
-        if self._closed:
-            return self._closed_error()
-        try:
-            data = as_bytes(data)
-        except TypeError:
-            return defer.fail()
-        self.size += len(data)
+    def _accept(self, data):
         return self._sequence.submit(self._write, data)
 
     def close(self):
