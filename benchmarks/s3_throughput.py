@@ -60,24 +60,6 @@ def storage_section(swift, prefix):
     return swift.parameters(prefix, chunksize=10 * MIB)
 
 
-class S3Registryd(tools.Registryd):
-    name = "registryd-s3"
-
-    def __init__(self, storage, **kwargs):
-        super().__init__(**kwargs)
-        self.storage = storage
-
-    def config(self):
-        return {
-            "version": "0.1",
-            "log": {"level": "warn"},
-            "storage": {
-                "s3": self.storage, "delete": {"enabled": True},
-                "maintenance": {"uploadpurging": {"enabled": False}},
-            },
-        }
-
-
 class S3Distribution(tools.DistributionRegistry):
     name = "distribution-s3"
 
@@ -299,8 +281,9 @@ def run(args):
     servers = {}
     try:
         swift.make_bucket()
-        servers["registryd"] = S3Registryd(
-            storage_section(swift, "bench-registryd"), tmpdir=work / "registryd").start()
+        servers["registryd"] = tools.S3Registryd(
+            storage_section(swift, "bench-registryd"), log_level="warn", tmpdir=work / "registryd",
+        ).start()
         servers["docker-registry"] = S3Distribution(
             storage_section(swift, "bench-distribution"), tmpdir=work / "distribution").start()
         memory = {label: PeakRSS(server.pid) for label, server in servers.items()}

@@ -29,26 +29,6 @@ pytestmark = pytest.mark.e2e
 MiB = 1024 * 1024
 
 
-class S3Registryd(tools.Registryd):
-    """registryd under twistd with a ``storage.s3`` section."""
-
-    name = "registryd-s3"
-
-    def __init__(self, storage, **kwargs):
-        super().__init__(**kwargs)
-        self.storage = storage
-
-    def config(self):
-        return {
-            "version": "0.1",
-            "storage": {
-                "s3": self.storage,
-                "delete": {"enabled": True},
-                "maintenance": {"uploadpurging": {"enabled": False}},
-            },
-        }
-
-
 @pytest.fixture(scope="module")
 def nodes(swift, tmp_path_factory):
     """Nodes A and B on one bucket prefix (5 MiB parts, so that a 12 MiB
@@ -58,7 +38,7 @@ def nodes(swift, tmp_path_factory):
     started = []
     try:
         for label in ("a", "b"):
-            node = S3Registryd(storage, tmpdir=tmp_path_factory.mktemp(f"node-{label}"))
+            node = tools.S3Registryd(storage, tmpdir=tmp_path_factory.mktemp(f"node-{label}"))
             started.append(node.start())
         yield started[0], started[1]
     finally:

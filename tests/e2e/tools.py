@@ -948,6 +948,31 @@ def _skopeo_dir():
     return _skopeo_home
 
 
+class S3Registryd(Registryd):
+    """registryd under twistd with a ``storage.s3`` section (C{storage}),
+    deletes on, upload purging off; C{log_level} if given."""
+
+    name = "registryd-s3"
+
+    def __init__(self, storage, log_level=None, **kwargs):
+        super().__init__(**kwargs)
+        self.storage = storage
+        self.log_level = log_level
+
+    def config(self):
+        document = {
+            "version": "0.1",
+            "storage": {
+                "s3": self.storage,
+                "delete": {"enabled": True},
+                "maintenance": {"uploadpurging": {"enabled": False}},
+            },
+        }
+        if self.log_level is not None:
+            document["log"] = {"level": self.log_level}
+        return document
+
+
 def skopeo(*args, input=None, env=None, check=True, timeout=300):
     """Run ``skopeo SUBCOMMAND ARGS...`` with a private policy, auth file and
     temp dir, and TLS verification off where the subcommand talks to a
