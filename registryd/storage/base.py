@@ -70,3 +70,21 @@ class WriterBase:
 
     def _accept(self, data):
         raise NotImplementedError
+
+
+class ReaderBase:
+    """What every driver's reader does before reading: refuse once closed,
+    and take only a length that is an int >= 0; then L{_read_checked}
+    reads (a Deferred).  Subclasses set C{path} and C{_closed}."""
+
+    _closed = False
+
+    def read(self, length):
+        if self._closed:
+            return defer.fail(StorageError(f"{self.path}: reader is closed"))
+        if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+            return defer.fail(ValueError(f"length must be an int >= 0, got {length!r}"))
+        return self._read_checked(length)
+
+    def _read_checked(self, length):
+        raise NotImplementedError

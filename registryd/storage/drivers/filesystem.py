@@ -37,7 +37,7 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from registryd.interfaces import IStorageDriver, IStorageReader, IStorageWriter
-from registryd.storage.base import FileInfo, WriterBase, as_bytes, check_path
+from registryd.storage.base import FileInfo, ReaderBase, WriterBase, as_bytes, check_path
 from registryd.storage.drivers import InvalidParameter, check_parameters, nowait
 from registryd.storage.errors import InvalidOffset, PathNotFound, StorageError
 from registryd.threads import BlockingExecutor, SerialWorker
@@ -449,7 +449,7 @@ def _is_a_directory(path):
 
 
 @implementer(IStorageReader)
-class FileReader:
+class FileReader(ReaderBase):
     """An open file, read in a thread one request at a time.
 
     C{offset} is advanced by the worker thread as each read completes (reads
@@ -465,11 +465,7 @@ class FileReader:
         self._worker = worker
         self._closed = False
 
-    def read(self, length):
-        if self._closed:
-            return defer.fail(StorageError(f"{self.path}: reader is closed"))
-        if isinstance(length, bool) or not isinstance(length, int) or length < 0:
-            return defer.fail(ValueError(f"length must be an int >= 0, got {length!r}"))
+    def _read_checked(self, length):
         return self._worker.submit(self._read, length)
 
     def _read(self, length):

@@ -23,7 +23,7 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from registryd.interfaces import IStorageDriver, IStorageReader, IStorageWriter
-from registryd.storage.base import FileInfo, WriterBase, as_bytes, check_path
+from registryd.storage.base import FileInfo, ReaderBase, WriterBase, as_bytes, check_path
 from registryd.storage.drivers import check_parameters
 from registryd.storage.errors import InvalidOffset, PathNotFound, StorageError
 
@@ -240,7 +240,7 @@ class InMemoryDriver:
 
 
 @implementer(IStorageReader)
-class MemoryReader:
+class MemoryReader(ReaderBase):
     """Reads a file object from an offset; sees bytes appended meanwhile."""
 
     def __init__(self, file, path, offset):
@@ -250,11 +250,7 @@ class MemoryReader:
         self._file = file
         self._closed = False
 
-    def read(self, length):
-        if self._closed:
-            return defer.fail(StorageError(f"{self.path}: reader is closed"))
-        if isinstance(length, bool) or not isinstance(length, int) or length < 0:
-            return defer.fail(ValueError(f"length must be an int >= 0, got {length!r}"))
+    def _read_checked(self, length):
         data = bytes(self._file.data[self.offset : self.offset + length])
         self.offset += len(data)
         return defer.succeed(data)

@@ -58,7 +58,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from registryd.interfaces import IStorageDriver, IStorageReader, IStorageWriter
-from registryd.storage.base import FileInfo, WriterBase, as_bytes, check_path
+from registryd.storage.base import FileInfo, ReaderBase, WriterBase, as_bytes, check_path
 from registryd.storage.drivers.s3_client import S3Caller, S3Error
 from registryd.storage.drivers.s3_parameters import (
     MAX_CHUNK_SIZE,
@@ -774,7 +774,7 @@ def _usable_etag(etag):
 
 
 @implementer(IStorageReader)
-class S3Reader:
+class S3Reader(ReaderBase):
     """An object's bytes from an offset, from one ranged GET (reopened once
     at the current offset if the connection breaks)."""
 
@@ -789,11 +789,7 @@ class S3Reader:
         self._sequence = _Sequence()
         self._closed = False
 
-    def read(self, length):
-        if self._closed:
-            return defer.fail(StorageError(f"{self.path}: reader is closed"))
-        if isinstance(length, bool) or not isinstance(length, int) or length < 0:
-            return defer.fail(ValueError(f"length must be an int >= 0, got {length!r}"))
+    def _read_checked(self, length):
         return self._sequence.submit(self._read, length)
 
     async def _read(self, length):
