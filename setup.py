@@ -60,7 +60,7 @@ setup(
         "botocore>=1.36",  # the s3 storage driver (checksum settings of 1.36)
     ],
     extras_require={
-        "test": ["pytest", "pytest-twisted", "psutil", "oras"],
+        "test": ["pytest", "pytest-twisted", "psutil", "oras", "hypothesis"],
     },
     entry_points={
         "console_scripts": [
