@@ -32,8 +32,10 @@ def make_client(reactor):
     return treq.client.HTTPClient(Agent(reactor, pool=pool)), pool
 
 
-async def start_registry(root, delete_enabled=True, host=None, headers=None, accept_sparse=False):
-    """Serve a filesystem registry at C{root} on 127.0.0.1:<free port>."""
+async def start_registry(root, delete_enabled=True, host=None, headers=None, accept_sparse=False,
+                         driver=None):
+    """Serve a filesystem registry at C{root} on 127.0.0.1:<free port>
+    (or on C{driver}, when given: a wrapped or instrumented one)."""
     from twisted.internet import reactor
 
     from registryd.app import RegistryApp
@@ -42,7 +44,8 @@ async def start_registry(root, delete_enabled=True, host=None, headers=None, acc
     from registryd.web import StreamingSite
 
     registry = Registry(
-        FilesystemDriver(str(root)), delete_enabled=delete_enabled, accept_sparse_manifests=accept_sparse
+        driver or FilesystemDriver(str(root)), delete_enabled=delete_enabled,
+        accept_sparse_manifests=accept_sparse,
     )
     site = StreamingSite(RegistryApp(registry, host=host, headers=headers).resource())
     port = reactor.listenTCP(0, site, interface="127.0.0.1")

@@ -51,7 +51,7 @@ async def get_blob(ctx, request, name, digest):
     repository = ctx.registry.repository(name)
     digest = Digest.parse(digest)
     try:
-        blob = await repository.stat_blob(digest)
+        blob = await repository.blobs.stat(digest)
     except errors.BlobUnknown:
         if ctx.proxy is None:
             raise
@@ -59,7 +59,7 @@ async def get_blob(ctx, request, name, digest):
         return await ctx.proxy.serve_blob(ctx, request, repository, digest)
     if ctx.proxy is not None:
         ctx.proxy.served_from_cache("blob")
-    redirect = await repository.blob_redirect(blob, request.method.decode("ascii"))
+    redirect = await repository.blobs.redirect(blob, request.method.decode("ascii"))
     headers = [
         ("Docker-Content-Digest", str(digest)),
         ("Accept-Ranges", "bytes"),
@@ -84,7 +84,7 @@ async def get_blob(ctx, request, name, digest):
         if request.method == b"GET":
             ctx.events.blob_pulled(request, repository.name, blob)
         return b""
-    reader = await repository.open_blob(blob, offset)
+    reader = await repository.blobs.open(blob, offset)
     sending = defer.ensureDeferred(BlobSender(request, reader, length).send())
 
     def report_pull(outcome):
@@ -118,6 +118,6 @@ def _shielded(running):
 async def delete_blob(ctx, request, name, digest):
     repository = ctx.registry.repository(name)
     digest = Digest.parse(digest)
-    await repository.delete_blob(digest)
+    await repository.blobs.delete(digest)
     ctx.events.blob_deleted(request, repository.name, digest)
     return respond(request, 202, [("Docker-Content-Digest", str(digest))])

@@ -58,7 +58,7 @@ class ProxyCache:
         try:
             tags = await self.upstream.tags(repository.name)
         except errors.UpstreamUnavailable:
-            return await repository.manifests.tags()
+            return await repository.tags.all()
         if tags is None:
             raise errors.NameUnknown(detail={"name": repository.name})
         return tags

@@ -142,18 +142,25 @@ async def serve_blob(ctx, request, repository, digest, upstream):
         raise errors.BlobUnknown(detail={"digest": str(digest)})
     body = upstream.body(response)
     try:
-        upload = await repository.start_upload(digest.algorithm)
+        upload = await repository.uploads.start(digest.algorithm)
     except BaseException:
         body.abort()
         raise
     _headers(request, digest, body.length)
     tee = Tee(request, body)
-    work = defer.ensureDeferred(_copy(ctx, request, repository, upload, tee, digest, body))
+    work = defer.ensureDeferred(_closing(upload, _copy(ctx, request, repository, upload, tee, digest, body)))
     try:
         await shielded(work, what="fetching a blob for the cache")
     finally:
         metrics.PROXY_PULLED_BYTES.labels("blob").inc(body.received)
     return None
+
+
+async def _closing(upload, work):
+    try:
+        return await work
+    finally:
+        await upload.close()
 
 
 async def _copy(ctx, request, repository, upload, tee, digest, body):

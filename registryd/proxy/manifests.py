@@ -16,8 +16,8 @@ from registryd import errors, metrics
 from registryd.digest import DEFAULT_ALGORITHM, Digest
 from registryd.manifests import mediatypes
 from registryd.manifests.parse import DEFAULT_MAX_SIZE
-from registryd.proxy import expiry
-from registryd.storage.manifest_store import check_tag, is_digest_reference
+from registryd.storage.manifest_store import is_digest_reference
+from registryd.storage.tags import check_tag
 
 log = Logger()
 
@@ -69,7 +69,7 @@ class ManifestFetcher:
         digest = _upstream_digest(response)
         if digest is not None and await repository.manifests.has(digest):
             if await self._tagged(repository, reference) != digest:
-                await repository.manifests.tag(reference, digest)
+                await repository.tags.tag(reference, digest)
             return await self._hit(repository, str(digest))
         return await self._fetch(repository, digest, reference, accept)
 
@@ -86,7 +86,7 @@ class ManifestFetcher:
 
     async def _local(self, repository, reference):
         stored = await repository.manifests.get(reference)
-        record = await expiry.read_record(self.registry.driver, repository.name, stored.digest)
+        record = await self.registry.fetch_records.read(repository.name, stored.digest)
         if record is not None and record[1] and record[1] != stored.media_type:
             stored = attr.evolve(stored, media_type=record[1])
         return stored
@@ -116,9 +116,7 @@ class ManifestFetcher:
         media_type = content_type.split(";")[0].strip() if content_type else None
         if media_type not in mediatypes.MANIFEST_MEDIA_TYPES:
             media_type = None  # generic (application/json): the parsed type will do
-        await expiry.write_record(
-            self.registry.driver, repository.name, actual, media_type, self.clock()
-        )
+        await self.registry.fetch_records.write(repository.name, actual, media_type, self.clock())
         stored = await repository.manifests.put(
             str(actual), body, content_type, tags=[tag] if tag else [], verify=False,
         )
