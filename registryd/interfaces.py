@@ -258,7 +258,9 @@ class ILinkedBlobStore(Interface):
     name = Attribute("The repository's name.")
 
     def stat(digest):
-        """The C{BlobInfo} of a blob this repository has; raises BlobUnknown."""
+        """The C{BlobInfo} of a blob this repository has; raises BlobUnknown.
+        Its C{size} may be None (not known before it is read) and it may
+        be C{seekable=False} (readable only from its start)."""
 
     def has(digest):
         """Whether the repository has blob C{digest}."""
@@ -296,8 +298,10 @@ class IManifestStore(Interface):
     def resolve(reference):
         """The digest a tag or digest reference names; raises ManifestUnknown."""
 
-    def get(reference):
-        """The C{StoredManifest} C{reference} names; raises ManifestUnknown."""
+    def get(reference, accept=None):
+        """The C{StoredManifest} C{reference} names; raises ManifestUnknown.
+        C{accept} is the client's Accept header (what a pull-through cache
+        asks upstream for)."""
 
     def put(reference, body, content_type, tags=(), allow_sparse=False, verify=True):
         """Validate, store and tag a manifest; its C{StoredManifest}."""

@@ -50,26 +50,21 @@ def parse_range(header, size):
 async def get_blob(ctx, request, name, digest):
     repository = ctx.registry.repository(name)
     digest = Digest.parse(digest)
-    try:
-        blob = await repository.blobs.stat(digest)
-    except errors.BlobUnknown:
-        if ctx.proxy is None:
-            raise
-        # A pull-through cache fetches it (registryd.proxy.blobs).
-        return await ctx.proxy.serve_blob(ctx, request, repository, digest)
-    if ctx.proxy is not None:
-        ctx.proxy.served_from_cache("blob")
+    blob = await repository.blobs.stat(digest)
     redirect = await repository.blobs.redirect(blob, request.method.decode("ascii"))
     headers = [
         ("Docker-Content-Digest", str(digest)),
-        ("Accept-Ranges", "bytes"),
         ("ETag", f'"{digest}"'),
         ("Cache-Control", "max-age=31536000"),
     ]
+    if blob.seekable:
+        headers.insert(1, ("Accept-Ranges", "bytes"))
     if redirect is not None and request.method == b"GET":
         ctx.events.blob_pulled(request, repository.name, blob)
         return respond(request, 307, headers + [("Location", redirect)])
-    span = parse_range(request.getHeader("range"), blob.size)
+    # A blob that can only be read from its start (one a pull-through
+    # cache is fetching) is sent whole: RFC 9110 lets a server ignore Range.
+    span = parse_range(request.getHeader("range"), blob.size) if blob.seekable else None
     if span is None:
         status, offset, length = 200, 0, blob.size
     else:
@@ -79,7 +74,8 @@ async def get_blob(ctx, request, name, digest):
     for header, value in headers:
         request.setHeader(header, value)
     request.setHeader("Content-Type", "application/octet-stream")
-    request.setHeader("Content-Length", str(length))
+    if length is not None:  # None: upstream did not announce it
+        request.setHeader("Content-Length", str(length))
     if request.method == b"HEAD" or length == 0:
         if request.method == b"GET":
             ctx.events.blob_pulled(request, repository.name, blob)
@@ -90,7 +86,11 @@ async def get_blob(ctx, request, name, digest):
     def report_pull(outcome):
         # Every byte handed to the socket is a pull (Distribution: the copy
         # returned without error), also if the client hangs up right after.
-        if request.sentLength >= length:
+        if length is None:
+            complete = not isinstance(outcome, Failure)
+        else:
+            complete = request.sentLength >= length
+        if complete:
             ctx.events.blob_pulled(request, repository.name, blob)
         return outcome
 

@@ -30,6 +30,9 @@ class BlobInfo:
     stored_as = attr.ib(default=None)
     #: POSIX time the data was written, when storage said (GC's grace period)
     modified = attr.ib(default=None, eq=False)
+    #: whether it can be read from any offset (Range requests); a blob a
+    #: pull-through cache is still fetching can only be read from its start
+    seekable = attr.ib(default=True, eq=False)
 
     @property
     def data_digest(self):

@@ -81,7 +81,10 @@ class ManifestStore:
         return digest
 
     @translate_storage_errors
-    async def get(self, reference):
+    async def get(self, reference, accept=None):
+        """The StoredManifest C{reference} names; MANIFEST_UNKNOWN if none.
+        (C{accept}, the client's Accept header, is for a store that fetches
+        from elsewhere, L{registryd.proxy}; stored bytes are served as they are.)"""
         digest = await self.resolve(reference)
         # The bytes under a digest never change: once storage confirmed the
         # manifest is in this repository (resolve), a parsed copy will do.

@@ -234,6 +234,32 @@ async def test_what_upstream_lacks_is_unknown(pair):
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_uncached_blob_answers_head_and_ranges_as_upstream_has_it(pair, tmp_path):
+    """A HEAD of a blob the cache lacks says upstream's size (and caches
+    nothing); a ranged GET of it gets the whole blob (it can only be read
+    from its start while it is fetched) and caches it."""
+    upstream, proxy = pair
+    layer = os.urandom(100_000)
+    await push_image(upstream, "team/app", "v1", layer=layer)
+    digest = sha256(layer)
+    status, headers, body = await get(proxy, f"team/app/blobs/{digest}", "HEAD")
+    assert status == 200 and body == b""
+    assert header(headers, "Content-Length") == str(len(layer))
+    assert header(headers, "Docker-Content-Digest") == digest
+    root = proxy_root(tmp_path)
+    assert not blob_file(root, digest).exists()
+    status, headers, body = await get(proxy, f"team/app/blobs/{digest}",
+                                      headers={"Range": "bytes=10-19"})
+    assert status == 200 and body == layer
+    assert header(headers, "Accept-Ranges") is None
+    await wait_for(lambda: blob_file(root, digest).exists())
+    # cached now: ranges as for any stored blob
+    status, headers, body = await get(proxy, f"team/app/blobs/{digest}",
+                                      headers={"Range": "bytes=10-19"})
+    assert status == 206 and body == layer[10:20]
+
+
+@pytest_twisted.ensureDeferred
 async def test_pushes_uploads_and_deletes_are_refused(pair, tmp_path):
     upstream, proxy = pair
     manifest, digest, blobs = await push_image(upstream, "team/app", "v1")
@@ -308,7 +334,7 @@ async def test_upstream_with_token_auth(tmp_path):
     anonymous = await start_proxy(tmp_path / "b", upstream.url)
     try:
         await pull(with_credentials, "team/app", "v1", private)
-        cache = with_credentials.service.app.proxy
+        cache = with_credentials.service.proxy
         assert cache.upstream.tokens_fetched == 1  # one token for the manifest and both blobs
         assert await pull(anonymous, "public/tools", "v1", public_blobs) == public
         status, headers, body = await get(anonymous, "team/app/manifests/v1")
@@ -484,7 +510,7 @@ async def test_an_upstream_that_stalls_mid_blob_is_given_up(tmp_path):
     site = server.Site(Stalling())
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
     proxy = await start_proxy(tmp_path, f"http://127.0.0.1:{port.getHost().port}")
-    proxy.service.app.proxy.upstream.timeout = 0.5
+    proxy.service.proxy.upstream.timeout = 0.5
     try:
         response = await proxy.client.get(proxy.v2(f"team/app/blobs/{digest}"))
         try:

@@ -3,6 +3,7 @@ the layout is known only inside ``registryd.storage``, and every deletion
 goes through the vacuum."""
 
 import ast
+import functools
 import pathlib
 
 import pytest
@@ -18,9 +19,9 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "registryd"
 STORAGE = PACKAGE / "storage"
 
 
+@functools.lru_cache(maxsize=1)
 def _modules():
-    for path in sorted(PACKAGE.rglob("*.py")):
-        yield path, ast.parse(path.read_text(), str(path))
+    return [(path, ast.parse(path.read_text(), str(path))) for path in sorted(PACKAGE.rglob("*.py"))]
 
 
 def _inside_storage(path):
@@ -130,3 +131,39 @@ async def test_enumerators_and_vacuum_round_trip(registry):
     (leftover,) = await repository.uploads.enumerate()
     assert await registry.vacuum.remove_upload("team/app", leftover.id)
     assert await repository.uploads.enumerate() == []
+
+
+def test_the_pull_through_cache_implements_the_same_interfaces(registry):
+    """The cache is another implementation of the model (Distribution's
+    proxy stores), not a mode the handlers check."""
+    from twisted.internet import reactor
+
+    from registryd.proxy import ProxyRegistry
+    from registryd.proxy.upstream import Upstream
+
+    cache = ProxyRegistry(registry, Upstream("http://127.0.0.1:9", reactor=reactor), ttl=60.0)
+    repository = cache.repository("team/app")
+    assert verifyObject(interfaces.IRepository, repository)
+    assert verifyObject(interfaces.ILinkedBlobStore, repository.blobs)
+    assert verifyObject(interfaces.IManifestStore, repository.manifests)
+    assert verifyObject(interfaces.ITagStore, repository.tags)
+    assert verifyObject(interfaces.IUploadStore, repository.uploads)
+    refusal = cache.write_refusal()
+    assert refusal.status == 405 and "pull-through cache" in refusal.message
+    assert registry.write_refusal() is None
+
+
+def test_handlers_have_no_proxy_branch():
+    """Which registry the API serves is chosen once, when the service is
+    composed: no handler (nor the app) asks whether it is a cache."""
+    offenders = []
+    for path, tree in _modules():
+        relative = path.relative_to(PACKAGE)
+        if relative.parts[0] != "api" and relative.name != "app.py":
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and "proxy" in node.attr:
+                offenders.append(f"{relative}:{node.lineno} .{node.attr}")
+            elif isinstance(node, ast.Constant) and node.value == "proxy":
+                offenders.append(f"{relative}:{node.lineno} 'proxy'")
+    assert offenders == []
