@@ -56,12 +56,10 @@ class UpstreamBlob(BlobInfo):
 def _announced_length(response):
     """The Content-Length of a HEAD response (twisted gives such responses
     a body length of 0), or None when upstream sent none."""
-    values = response.headers.getRawHeaders("content-length") or []
-    try:
-        length = int(values[0])
-    except (IndexError, ValueError):
+    values = response.headers.getRawHeaders(b"content-length") or []  # bytes: never decoded
+    if not values or not values[0].strip().isdigit():
         return None
-    return length if length >= 0 else None
+    return int(values[0])
 
 
 @implementer(ILinkedBlobStore)

@@ -29,8 +29,11 @@ log = Logger()
 
 
 def _header(response, name):
-    values = response.headers.getRawHeaders(name)
-    return values[0] if values else None
+    """The first value of header C{name} as text, whatever bytes upstream
+    sent (asked for by a C{str} name, twisted would decode them as UTF-8
+    and fail on others)."""
+    values = response.headers.getRawHeaders(name.encode("ascii"))
+    return values[0].decode("latin-1") if values else None
 
 
 def _upstream_digest(response):

@@ -14,6 +14,7 @@ from registryd import interfaces
 from registryd.digest import Digest
 from registryd.storage.drivers.memory import InMemoryDriver
 from registryd.storage.registry import Registry
+from tests.unit.test_gc import _Source
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "registryd"
 STORAGE = PACKAGE / "storage"
@@ -87,23 +88,17 @@ def registry():
     return Registry(InMemoryDriver(), delete_enabled=True)
 
 
-def test_the_stores_provide_their_interfaces(registry):
-    repository = registry.repository("team/app")
+def _verify_repository(repository):
     assert verifyObject(interfaces.IRepository, repository)
-    assert verifyObject(interfaces.IBlobStore, registry.blobs)
     assert verifyObject(interfaces.ILinkedBlobStore, repository.blobs)
     assert verifyObject(interfaces.IManifestStore, repository.manifests)
     assert verifyObject(interfaces.ITagStore, repository.tags)
     assert verifyObject(interfaces.IUploadStore, repository.uploads)
 
 
-class _Source:
-    def __init__(self, data):
-        self.data = data
-
-    async def read(self, size):
-        chunk, self.data = self.data[:size], self.data[size:]
-        return chunk
+def test_the_stores_provide_their_interfaces(registry):
+    _verify_repository(registry.repository("team/app"))
+    assert verifyObject(interfaces.IBlobStore, registry.blobs)
 
 
 @pytest_twisted.ensureDeferred
@@ -142,12 +137,7 @@ def test_the_pull_through_cache_implements_the_same_interfaces(registry):
     from registryd.proxy.upstream import Upstream
 
     cache = ProxyRegistry(registry, Upstream("http://127.0.0.1:9", reactor=reactor), ttl=60.0)
-    repository = cache.repository("team/app")
-    assert verifyObject(interfaces.IRepository, repository)
-    assert verifyObject(interfaces.ILinkedBlobStore, repository.blobs)
-    assert verifyObject(interfaces.IManifestStore, repository.manifests)
-    assert verifyObject(interfaces.ITagStore, repository.tags)
-    assert verifyObject(interfaces.IUploadStore, repository.uploads)
+    _verify_repository(cache.repository("team/app"))
     refusal = cache.write_refusal()
     assert refusal.status == 405 and "pull-through cache" in refusal.message
     assert registry.write_refusal() is None
