@@ -15,6 +15,7 @@ moves buffers.
 """
 
 import re
+import time
 from collections import deque
 from datetime import datetime, timezone
 
@@ -120,8 +121,6 @@ class UploadInfo:
     active = attr.ib(default=False)
 
     def to_dict(self, now=None):
-        import time
-
         now = time.time() if now is None else now
         return {
             "repository": self.repository,

@@ -17,7 +17,7 @@ from registryd import errors
 from registryd.admin.gc import GCReport, collect_garbage
 from registryd.admin.walk import references_in
 from registryd.digest import Digest
-from registryd.storage import _paths as paths  # planting states storage can be found in
+from registryd.storage import _paths as paths  # to plant states another registry may leave
 from registryd.storage.drivers.filesystem import FilesystemDriver
 from registryd.storage.drivers.memory import InMemoryDriver
 from registryd.storage.errors import PathNotFound, StorageUnavailable

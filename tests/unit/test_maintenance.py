@@ -16,7 +16,7 @@ from registryd.admin.maintenance import (
 )
 from registryd.config import Config, parse_config
 from registryd.digest import Digest
-from registryd.storage import _paths as paths  # planting states storage can be found in
+from registryd.storage import _paths as paths  # to plant states another registry may leave
 from registryd.storage.drivers.memory import InMemoryDriver
 from registryd.storage.errors import PathNotFound
 from registryd.storage.registry import Registry
