@@ -106,12 +106,19 @@ class ProxyBlobStore:
         if response is None:
             raise errors.BlobUnknown(detail={"digest": str(blob.digest)})
         body = self._upstream.body(response)
+        size = blob.size if blob.size is not None else body.length
+        if body.length is not None and body.length != size:
+            body.abort()
+            raise errors.UpstreamUnavailable(
+                "the upstream registry announced a blob of one size and sent another",
+                detail={"digest": str(blob.digest), "announced": size, "sent": body.length},
+            )
         try:
             upload = await self._uploads.start(blob.digest.algorithm)
         except BaseException:
             body.abort()
             raise
-        return UpstreamBlobReader(self.name, blob.digest, body, upload)
+        return UpstreamBlobReader(self.name, blob.digest, size, body, upload)
 
     async def redirect(self, blob, method):
         if isinstance(blob, UpstreamBlob):
@@ -146,10 +153,15 @@ class UpstreamBlobReader:
     out a chunk once the next one is queued, and the last one once the
     upload is verified and committed."""
 
-    def __init__(self, name, digest, body, upload):
+    def __init__(self, name, digest, size, body, upload):
+        """
+        @param size: the size upstream announced (None: not announced);
+            a body of another size fails verification, and the bytes that
+            would complete the announced size are held until it passed.
+        """
         self.name = name
         self.digest = digest
-        self.size = body.length
+        self.size = size
         self.offset = 0
         self._body = body
         self._upload = upload
@@ -168,7 +180,7 @@ class UpstreamBlobReader:
             try:
                 try:
                     await upload.append(_Feed(self))
-                    blob = await upload.complete(self.digest, self._body.length)
+                    blob = await upload.complete(self.digest, self.size)
                 except (errors.DigestInvalid, errors.SizeInvalid) as error:
                     raise errors.UpstreamUnavailable(
                         "the upstream registry sent a blob that does not match its digest or size",
@@ -215,7 +227,7 @@ class UpstreamBlobReader:
                 raise ReaderGone()
             if self._error is not None:
                 raise self._error
-            if self._queued and (len(self._queued) > 1 or self._verified):
+            if self._queued and (self._verified or self._may_go_early(length)):
                 chunk = self._queued.popleft()
                 if len(chunk) > length:
                     chunk, rest = chunk[:length], chunk[length:]
@@ -226,6 +238,17 @@ class UpstreamBlobReader:
             if self._verified:
                 return b""
             await self._wait()
+
+    def _may_go_early(self, length):
+        """May the first queued chunk go before the blob is verified?  Only
+        if another follows it (the last one waits) and it does not reach
+        the announced size (a body longer than announced must not make a
+        complete response before it fails)."""
+        if len(self._queued) < 2:
+            return False
+        if self.size is None:
+            return True
+        return self.offset + min(len(self._queued[0]), length) < self.size
 
     async def close(self):
         """Stop reading; a fetch not finished yet is abandoned and its

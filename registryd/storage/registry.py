@@ -115,22 +115,26 @@ class Registry:
     async def repositories_with_content(self):
         """Names of repositories with manifests or blob links (garbage
         collection marks and sweeps them)."""
-        return await self.repositories(markers=("_manifests", "_layers"))
+        return await self._repositories(("_manifests", "_layers"))
 
     async def repositories_with_uploads(self):
         """Names of repositories with an uploads directory (upload purging)."""
-        return await self.repositories(markers=("_uploads",))
+        return await self._repositories(("_uploads",))
 
     async def repositories_with_fetch_records(self):
         """Names of repositories holding the pull-through cache's fetch
         records (registryd.proxy.expiry)."""
-        return await self.repositories(markers=(FetchRecords.MARKER,))
+        return await self._repositories((FetchRecords.MARKER,))
+
+    async def repositories(self):
+        """Names of the repositories with manifests, sorted (what the
+        catalog counts, as Distribution does)."""
+        return await self._repositories(("_manifests",))
 
     @translate_storage_errors
-    async def repositories(self, markers=("_manifests",)):
+    async def _repositories(self, markers):
         """Names of all repositories, sorted: directories under
-        ``repositories/`` with one of C{markers} as a child (the catalog
-        counts ``_manifests``, as Distribution does), found recursively
+        ``repositories/`` with one of C{markers} as a child, found recursively
         since names nest; directories starting with ``_`` are never names."""
         found = []
         # Breadth first, each level's directories listed in one driver
@@ -200,7 +204,7 @@ class Registry:
     @translate_storage_errors
     async def find_readable_repository_with_blob(self, digest, may_read=lambda name: True):
         """A repository the caller may read that links C{digest}, or None."""
-        for name in await self.repositories(markers=("_layers",)):
+        for name in await self._repositories(("_layers",)):
             if not may_read(name):
                 continue
             if await self.stored_repository(name).blobs.has(digest):

@@ -527,6 +527,43 @@ async def test_an_upstream_that_stalls_mid_blob_is_given_up(tmp_path):
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_upstream_that_sends_another_size_than_it_announced(tmp_path):
+    """HEAD announces one size, GET sends another (more bytes): the client
+    gets an error before any byte, and nothing is kept."""
+    from twisted.internet import reactor
+    from twisted.web import server
+    from twisted.web.resource import Resource
+
+    data = os.urandom(300_000)
+    digest = sha256(data)
+
+    class Inconsistent(Resource):
+        isLeaf = True
+
+        def render(self, request):
+            if request.path == b"/v2/":
+                return b"{}"
+            request.setHeader(b"Docker-Content-Digest", digest.encode())
+            if request.method == b"HEAD":
+                request.setHeader(b"Content-Length", b"%d" % len(data))
+                return b""
+            return data + b"and then some"
+
+    port = reactor.listenTCP(0, server.Site(Inconsistent()), interface="127.0.0.1")
+    proxy = await start_proxy(tmp_path, f"http://127.0.0.1:{port.getHost().port}")
+    try:
+        status, _, body = await get(proxy, f"team/app/blobs/{digest}")
+        assert status == 503 and codes(body) == ["UNAVAILABLE"], body[:200]
+        assert b"announced a blob of one size and sent another" in body
+        root = proxy_root(tmp_path)
+        assert not blob_file(root, digest).exists()
+        assert uploads_left(root, "team/app") == []
+    finally:
+        await proxy.stop()
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
 async def test_blobs_redirected_to_another_origin_without_the_credentials(tmp_path):
     """As Docker Hub does: the registry (Basic auth here) answers a blob GET
     with a 307 to a CDN on another origin.  The cache follows it, gets the
