@@ -366,6 +366,10 @@ class NotificationsConfig:
 
 #: proxy.ttl's default, as in Distribution: cached content expires after a week.
 DEFAULT_PROXY_TTL = 168 * 3600.0
+#: proxy.maxblobsize's default (registryd's key): the most bytes taken from
+#: upstream for one blob whose size upstream did not announce, and the
+#: largest announced size accepted.
+DEFAULT_PROXY_MAX_BLOB_SIZE = 10 * 1024 ** 3
 
 
 @attr.s(frozen=True, slots=True)
@@ -378,6 +382,8 @@ class ProxyConfig:
     password = attr.ib(default=None, repr=False)
     #: seconds cached content is kept after it was fetched; 0: forever
     ttl = attr.ib(default=DEFAULT_PROXY_TTL)
+    #: bytes: the bound on one blob fetched from upstream
+    max_blob_size = attr.ib(default=DEFAULT_PROXY_MAX_BLOB_SIZE)
 
 
 @attr.s(frozen=True, slots=True)
@@ -770,8 +776,13 @@ def _parse_proxy(value, path):
     def ttl(value, path):
         found["ttl"] = _duration(value, path)
 
+    def maxblobsize(value, path):
+        if _integer(value, path) < 1:
+            raise ConfigError(path, f"expected a positive number of bytes, got {value}")
+        found["max_blob_size"] = value
+
     _walk(value, path, {"remoteurl": remoteurl, "username": username, "password": password,
-                        "ttl": ttl})
+                        "ttl": ttl, "maxblobsize": maxblobsize})
     if "remote_url" not in found:
         raise ConfigError(_join(path, "remoteurl"), "required: the URL of the registry to mirror")
     if ("username" in found) != ("password" in found):

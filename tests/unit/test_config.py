@@ -1089,6 +1089,8 @@ def test_proxy_defaults_and_values():
     assert (config.proxy.username, config.proxy.password, config.proxy.ttl) == ("u", "p", 5400.0)
     assert "p" not in repr(config.proxy).split("username")[1]  # the password is not shown
     assert parse(minimal("proxy:\n  remoteurl: http://h\n  ttl: 0\n")).proxy.ttl == 0
+    assert config.proxy.max_blob_size == 10 * 1024 ** 3
+    assert parse(minimal("proxy:\n  remoteurl: http://h\n  maxblobsize: 1048576\n")).proxy.max_blob_size == 1048576
 
 
 @pytest.mark.parametrize("text, key, words", [
@@ -1101,6 +1103,8 @@ def test_proxy_defaults_and_values():
     ("proxy:\n  remoteurl: https://h\n  username: u\n", "proxy.password", "required"),
     ("proxy:\n  remoteurl: https://h\n  password: p\n", "proxy.username", "required"),
     ("proxy:\n  remoteurl: https://h\n  ttl: forever\n", "proxy.ttl", "duration"),
+    ("proxy:\n  remoteurl: https://h\n  maxblobsize: 0\n", "proxy.maxblobsize", "positive number of bytes"),
+    ("proxy:\n  remoteurl: https://h\n  maxblobsize: 1GB\n", "proxy.maxblobsize", "expected an integer"),
     ("proxy:\n  remoteurl: https://h\n  ttl: -1h\n", "proxy.ttl", ""),
     ("proxy:\n  remoteurl: https://h\n  exec: {command: helper}\n", "proxy.exec", "not supported"),
     ("proxy: [https://h]\n", "proxy", "expected a mapping"),
