@@ -259,6 +259,11 @@ class ValidationConfig:
     #: the repository; "none" accepts sparse indexes, as mirrors of single
     #: platforms need.
     accept_sparse_manifests = attr.ib(default=False)
+    #: validation.manifests.images.blobs (registryd's key, in the style of
+    #: indexes.platforms): "all" (default) requires an image manifest's
+    #: config and layers to be in the repository; "none" accepts sparse
+    #: images, whose manifest can be pulled but whose blobs cannot.
+    accept_sparse_images = attr.ib(default=False)
     #: validation.manifests.urls as a registryd.manifests.verify.URLPolicy;
     #: None (no such section, or validation.disabled) accepts any URL.
     url_policy = attr.ib(default=None)
@@ -792,7 +797,8 @@ def _parse_proxy(value, path):
 
 
 def _parse_validation(value, path):
-    """validation: sparse indexes (Distribution 3's key) and the URLs that
+    """validation: sparse indexes (Distribution 3's key), sparse images
+    (registryd's ``manifests.images.blobs``) and the URLs that
     non-distributable layers may carry (``manifests.urls``, checked unless
     ``disabled: true`` or the deprecated ``enabled: false``)."""
     found = {}
@@ -804,6 +810,13 @@ def _parse_validation(value, path):
 
     def indexes(value, path):
         _walk(value, path, {"platforms": platforms}, {"platformlist"})
+
+    def blobs(value, path):
+        choice = _choice(value, path, ("all", "none"))
+        found["accept_sparse_images"] = choice == "none"
+
+    def images(value, path):
+        _walk(value, path, {"blobs": blobs})
 
     def patterns(value, path):
         import re
@@ -831,7 +844,7 @@ def _parse_validation(value, path):
         found["urls"] = lists
 
     def manifests(value, path):
-        _walk(value, path, {"indexes": indexes, "urls": urls})
+        _walk(value, path, {"indexes": indexes, "images": images, "urls": urls})
 
     def disabled(value, path):
         switches["disabled"] = _boolean(value, path)

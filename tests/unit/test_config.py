@@ -526,6 +526,22 @@ def test_validation_sparse_indexes():
         parse_config(dict(base, validation={"manifests": {"indexes": {"platforms": "some"}}}))
 
 
+def test_validation_sparse_images():
+    from registryd.config import ConfigError, parse_config
+
+    base = {"version": 0.1, "storage": {"inmemory": {}}}
+    assert parse_config(base).validation.accept_sparse_images is False
+    config = parse_config(dict(base, validation={"manifests": {"images": {"blobs": "none"}}}))
+    assert config.validation.accept_sparse_images is True
+    assert config.validation.accept_sparse_manifests is False  # indexes are separate
+    config = parse_config(dict(base, validation={"manifests": {"images": {"blobs": "all"}}}))
+    assert config.validation.accept_sparse_images is False
+    with pytest.raises(ConfigError, match="validation.manifests.images.blobs"):
+        parse_config(dict(base, validation={"manifests": {"images": {"blobs": "some"}}}))
+    with pytest.raises(ConfigError, match="validation.manifests.images.layers"):
+        parse_config(dict(base, validation={"manifests": {"images": {"layers": "none"}}}))
+
+
 
 def test_validation_manifest_urls():
     from registryd.manifests.verify import URLPolicy
