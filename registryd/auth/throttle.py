@@ -26,7 +26,8 @@ For the other attempts:
 
 The pair, not the user alone, is counted so that a guesser elsewhere
 cannot slow a user down everywhere.  Memory is bounded by C{max_pairs}
-(quiet pairs are dropped first, then the longest-unused).
+(quiet pairs are dropped first, then the longest-unused of those with the
+fewest failures).
 """
 
 import collections
@@ -134,7 +135,10 @@ class LoginThrottle:
             for stale in list(self._pairs):
                 self._current(stale, now)
             while len(self._pairs) >= self.max_pairs:
-                self._pairs.popitem(last=False)
+                # the longest-unused of the pairs with the fewest failures:
+                # a flood of new pairs (user names cost nothing) must not
+                # wipe out the count of the pair being guessed at
+                del self._pairs[min(self._pairs, key=lambda k: self._pairs[k].failures)]
         pair = self._pairs[key] = _Pair()
         return pair
 

@@ -483,10 +483,13 @@ async def test_an_upstream_that_stalls_mid_blob_is_given_up(tmp_path):
             request.write(data[: len(data) // 2])
             return server.NOT_DONE_YET  # and never finishes
 
+    from registryd import metrics
+
     site = server.Site(Stalling())
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
     proxy = await start_proxy(tmp_path, f"http://127.0.0.1:{port.getHost().port}")
     proxy.service.app.proxy.upstream.timeout = 0.5
+    pulled = metrics.sample("registryd_proxy_pulled_bytes_total", type="blob")
     try:
         response = await proxy.client.get(proxy.v2(f"team/app/blobs/{digest}"))
         try:
@@ -494,6 +497,8 @@ async def test_an_upstream_that_stalls_mid_blob_is_given_up(tmp_path):
         except Exception:
             body = None
         assert body is None or len(body) < len(data)
+        # what was relayed is what upstream sent before it stalled
+        assert metrics.sample("registryd_proxy_pulled_bytes_total", type="blob") - pulled == len(data) // 2
         root = proxy_root(tmp_path)
         assert not blob_file(root, digest).exists()
         await wait_for(lambda: uploads_left(root, "team/app") == [])

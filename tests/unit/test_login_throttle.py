@@ -89,9 +89,15 @@ def test_memory_is_bounded():
     clock.now += 61
     fail(throttle, "a", "u5", "g")
     assert len(throttle) == 1  # quiet pairs are dropped first
-    for n in range(10000):
-        fail(throttle, f"10.{n}", "alice", "g")
+    clock.now += 61
+    for n in range(3):  # the pair being guessed at ...
+        clock.now += throttle.delay(n)
+        fail(throttle, "a", "alice", f"g{n}")
+    for n in range(10000):  # ... survives a flood of new pairs
+        fail(throttle, f"10.{n}", "user{n}", "g")
     assert len(throttle) == 3
+    with pytest.raises(errors.TooManyRequests):
+        fail(throttle, "a", "alice", "g3")
 
 
 def checker(tmp_path, clock):
