@@ -4,6 +4,8 @@ check at a time per pair, bounded memory; and the checker in front of it
 
 import pytest
 import pytest_twisted
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
@@ -158,3 +160,35 @@ async def test_a_guesser_cannot_parallelise(tmp_path):
         defer.ensureDeferred(login(alice, b"wonderland")) for _ in range(4)
     ])
     assert answers == ["alice"] * 4 and alice.bcrypt_runs == 2
+
+
+@given(st.lists(st.tuples(
+    st.sampled_from(["10.0.0.1", "10.0.0.2", "::1"]),
+    st.sampled_from(["alice", "bob", "", "x" * 300]),
+    st.sampled_from(["k1", "k2"]),
+    st.sampled_from(["fail", "succeed", "nested"]),
+    st.floats(min_value=0, max_value=200),
+), max_size=60))
+def test_any_sequence_keeps_the_bounds(steps):
+    """Whatever clients do: at most max_pairs pairs are kept, a refusal's
+    Retry-After is between 1 s and the cap, and a pair never waits longer
+    than the cap after its last failure."""
+    clock = Clock()
+    throttle = LoginThrottle(free=1, base=2, cap=30, forget=100, clock=clock, max_pairs=4)
+    for address, user, key, outcome, dt in steps:
+        clock.now += dt
+        try:
+            with throttle.attempt(address, user, key):
+                if outcome == "fail":
+                    throttle.failed(address, user)
+                elif outcome == "succeed":
+                    throttle.succeeded(address, user)
+                else:
+                    with throttle.attempt(address, user, key):  # the same credentials join
+                        pass
+        except errors.TooManyRequests as error:
+            assert 1 <= int(error.headers["Retry-After"]) <= 30
+            clock.now += throttle.cap
+            with throttle.attempt(address, user, key):  # the cap later, it is checked
+                pass
+        assert len(throttle) <= 4
