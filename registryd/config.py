@@ -259,6 +259,11 @@ class ValidationConfig:
     #: the repository; "none" accepts sparse indexes, as mirrors of single
     #: platforms need.
     accept_sparse_manifests = attr.ib(default=False)
+    #: validation.manifests.images.blobs (registryd's key, in the style of
+    #: indexes.platforms): "all" (default) requires an image manifest's
+    #: config and layers to be in the repository; "none" accepts sparse
+    #: images, whose manifest can be pulled but whose blobs cannot.
+    accept_sparse_images = attr.ib(default=False)
     #: validation.manifests.urls as a registryd.manifests.verify.URLPolicy;
     #: None (no such section, or validation.disabled) accepts any URL.
     url_policy = attr.ib(default=None)
@@ -366,6 +371,10 @@ class NotificationsConfig:
 
 #: proxy.ttl's default, as in Distribution: cached content expires after a week.
 DEFAULT_PROXY_TTL = 168 * 3600.0
+#: proxy.maxblobsize's default (registryd's key): the most bytes taken from
+#: upstream for one blob whose size upstream did not announce, and the
+#: largest announced size accepted.
+DEFAULT_PROXY_MAX_BLOB_SIZE = 10 * 1024 ** 3
 
 
 @attr.s(frozen=True, slots=True)
@@ -378,6 +387,8 @@ class ProxyConfig:
     password = attr.ib(default=None, repr=False)
     #: seconds cached content is kept after it was fetched; 0: forever
     ttl = attr.ib(default=DEFAULT_PROXY_TTL)
+    #: bytes: the bound on one blob fetched from upstream
+    max_blob_size = attr.ib(default=DEFAULT_PROXY_MAX_BLOB_SIZE)
 
 
 @attr.s(frozen=True, slots=True)
@@ -770,8 +781,13 @@ def _parse_proxy(value, path):
     def ttl(value, path):
         found["ttl"] = _duration(value, path)
 
+    def maxblobsize(value, path):
+        if _integer(value, path) < 1:
+            raise ConfigError(path, f"expected a positive number of bytes, got {value}")
+        found["max_blob_size"] = value
+
     _walk(value, path, {"remoteurl": remoteurl, "username": username, "password": password,
-                        "ttl": ttl})
+                        "ttl": ttl, "maxblobsize": maxblobsize})
     if "remote_url" not in found:
         raise ConfigError(_join(path, "remoteurl"), "required: the URL of the registry to mirror")
     if ("username" in found) != ("password" in found):
@@ -781,7 +797,8 @@ def _parse_proxy(value, path):
 
 
 def _parse_validation(value, path):
-    """validation: sparse indexes (Distribution 3's key) and the URLs that
+    """validation: sparse indexes (Distribution 3's key), sparse images
+    (registryd's ``manifests.images.blobs``) and the URLs that
     non-distributable layers may carry (``manifests.urls``, checked unless
     ``disabled: true`` or the deprecated ``enabled: false``)."""
     found = {}
@@ -793,6 +810,13 @@ def _parse_validation(value, path):
 
     def indexes(value, path):
         _walk(value, path, {"platforms": platforms}, {"platformlist"})
+
+    def blobs(value, path):
+        choice = _choice(value, path, ("all", "none"))
+        found["accept_sparse_images"] = choice == "none"
+
+    def images(value, path):
+        _walk(value, path, {"blobs": blobs})
 
     def patterns(value, path):
         import re
@@ -820,7 +844,7 @@ def _parse_validation(value, path):
         found["urls"] = lists
 
     def manifests(value, path):
-        _walk(value, path, {"indexes": indexes, "urls": urls})
+        _walk(value, path, {"indexes": indexes, "images": images, "urls": urls})
 
     def disabled(value, path):
         switches["disabled"] = _boolean(value, path)

@@ -32,7 +32,8 @@ def make_client(reactor):
     return treq.client.HTTPClient(Agent(reactor, pool=pool)), pool
 
 
-async def start_registry(root, delete_enabled=True, host=None, headers=None, accept_sparse=False):
+async def start_registry(root, delete_enabled=True, host=None, headers=None, accept_sparse=False,
+                         accept_sparse_images=False):
     """Serve a filesystem registry at C{root} on 127.0.0.1:<free port>."""
     from twisted.internet import reactor
 
@@ -42,7 +43,8 @@ async def start_registry(root, delete_enabled=True, host=None, headers=None, acc
     from registryd.web import StreamingSite
 
     registry = Registry(
-        FilesystemDriver(str(root)), delete_enabled=delete_enabled, accept_sparse_manifests=accept_sparse
+        FilesystemDriver(str(root)), delete_enabled=delete_enabled, accept_sparse_manifests=accept_sparse,
+        accept_sparse_images=accept_sparse_images,
     )
     site = StreamingSite(RegistryApp(registry, host=host, headers=headers).resource())
     port = reactor.listenTCP(0, site, interface="127.0.0.1")

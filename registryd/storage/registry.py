@@ -74,7 +74,7 @@ class Registry:
 
     def __init__(self, driver, delete_enabled=False, accept_sparse_manifests=False,
                  read_only=False, redirect=False, manifest_url_policy=None,
-                 redirect_base_url=None):
+                 redirect_base_url=None, accept_sparse_images=False):
         self.driver = driver
         #: storage.redirect: answer blob GETs with a 307 to the driver's
         #: URL (a presigned S3 URL) after the access checks, when it has one
@@ -83,9 +83,12 @@ class Registry:
         #: plus the blob's storage path (a web server or CDN serves those)
         self.redirect_base_url = redirect_base_url
         self.delete_enabled = delete_enabled
-        #: accept indexes whose child manifests (and manifests whose layers)
-        #: were never pushed, as mirrors of single platforms need
+        #: accept indexes whose child manifests were never pushed, as
+        #: mirrors of single platforms need
         self.accept_sparse_manifests = accept_sparse_manifests
+        #: accept image manifests whose blobs (config, layers) were never
+        #: pushed: the platforms such a mirror lists but does not copy
+        self.accept_sparse_images = accept_sparse_images
         #: validation.manifests.urls (registryd.manifests.verify.URLPolicy):
         #: which URLs non-distributable layers may carry; None: any
         self.manifest_url_policy = manifest_url_policy
