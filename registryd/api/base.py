@@ -33,6 +33,28 @@ def arg(request, name):
         raise errors.Unsupported(f"query parameter {name!r} is not UTF-8", status=400) from None
 
 
+#: The largest number a header or query parameter may carry: Go's int64,
+#: what Distribution and Go's net/http parse these numbers as.
+MAX_DECIMAL = 2**63 - 1
+_DECIMAL = re.compile(r"[0-9]+")
+
+
+def decimal(text):
+    """The value of C{text} if it is ASCII digits only and at most
+    L{MAX_DECIMAL}, else None.
+
+    Not ``str.isdigit``/``int``: those take ``'\u00b2'`` or Arabic-Indic
+    digits (and ``int`` then fails on the first), and ``int`` raises on
+    more than 4300 digits, which a 16 KiB header line can hold."""
+    if not isinstance(text, str) or not _DECIMAL.fullmatch(text):
+        return None
+    significant = text.lstrip("0")
+    if len(significant) > len(str(MAX_DECIMAL)):
+        return None
+    value = int(significant or "0")
+    return value if value <= MAX_DECIMAL else None
+
+
 def respond(request, status, headers=(), body=b"", content_type=None):
     """Set status, headers and Content-Length; return the body for klein."""
     request.setResponseCode(status)
