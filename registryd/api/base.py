@@ -22,6 +22,20 @@ def check_raw_path(request):
         raise errors.NameInvalid("encoded '/', '\\' or NUL in the request path")
 
 
+# An encoded control character: %00-%1f or %7f.
+_ENCODED_CONTROL = re.compile(rb"%(?:[01][0-9a-f]|7f)", re.IGNORECASE)
+
+
+def check_unrouted_path(request):
+    """Why a /v2/ path matched no route, when it is a bad name: an encoded
+    separator (L{check_raw_path}), or an encoded control character, which
+    the routes' C{<path:name>} does not match (``.`` stops at a newline)
+    while tags and digests are matched and refused by their own checks."""
+    check_raw_path(request)
+    if _ENCODED_CONTROL.search(request.path):
+        raise errors.NameInvalid("control character in the repository name")
+
+
 def arg(request, name):
     """The first value of query argument C{name} as str, or None."""
     values = request.args.get(name.encode("ascii"))
