@@ -41,7 +41,7 @@ def parse_range(header, size):
         detail={"range": header[:100], "size": size}, headers={"Content-Range": f"bytes */{size}"}
     )
     if match.group(1) == "":  # suffix: the last N bytes
-        if last is None or last == 0:
+        if last is None or last == 0 or size == 0:
             raise unsatisfiable
         return max(size - last, 0), size - 1
     if first is None or (match.group(2) != "" and (last is None or last < first)):
