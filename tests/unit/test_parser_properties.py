@@ -95,6 +95,18 @@ def outcome(function, *args):
         return error
 
 
+def accepts_within(grammar, parser, text, error):
+    """(a) and (b) for a validator that returns its input: C{parser(text)}
+    returns C{text} or raises C{error}, nothing else; when it returns,
+    C{grammar} fullmatches C{text}.  Whether it accepted."""
+    result = outcome(parser, text)
+    if isinstance(result, Exception):
+        assert isinstance(result, error), repr(result)
+        return False
+    assert result == text and re.fullmatch(grammar, text)
+    return True
+
+
 def with_trailing_newline(strategy):
     return strategy.map(lambda text: text + "\n")
 
@@ -105,11 +117,8 @@ def with_trailing_newline(strategy):
 @PROPERTIES
 @given(anything)
 def test_name_parser_raises_only_name_invalid_and_accepts_only_the_grammar(text):
-    result = outcome(check_repository_name, text)
-    if isinstance(result, Exception):
-        assert isinstance(result, errors.NameInvalid)
-    else:
-        assert result == text and re.fullmatch(NAME, text) and len(text) <= 255
+    if accepts_within(NAME, check_repository_name, text, errors.NameInvalid):
+        assert len(text) <= 255
 
 
 @PROPERTIES
@@ -132,12 +141,7 @@ def test_a_name_with_a_trailing_newline_is_refused(name):
 @PROPERTIES
 @given(anything)
 def test_tag_parser_raises_only_tag_invalid_and_accepts_only_the_grammar(text):
-    result = outcome(check_tag, text)
-    if isinstance(result, Exception):
-        assert isinstance(result, errors.TagInvalid)
-        assert not is_valid_tag(text)
-    else:
-        assert result == text and re.fullmatch(TAG, text)
+    assert accepts_within(TAG, check_tag, text, errors.TagInvalid) == is_valid_tag(text)
 
 
 @PROPERTIES
@@ -231,11 +235,8 @@ def test_digests_of_the_grammar_are_parsed_or_refused_as_unsupported(text):
 @PROPERTIES
 @given(anything | st.uuids().map(str))
 def test_upload_id_parser_raises_only_blob_upload_invalid(text):
-    result = outcome(check_upload_id, text)
-    if isinstance(result, Exception):
-        assert isinstance(result, errors.BlobUploadInvalid) and result.status == 400
-    else:
-        assert result == text and re.fullmatch(UUID, text)
+    if not accepts_within(UUID, check_upload_id, text, errors.BlobUploadInvalid):
+        assert outcome(check_upload_id, text).status == 400
 
 
 @PROPERTIES
@@ -329,11 +330,10 @@ def test_content_range_of_the_grammar_round_trips(start, end):
 @PROPERTIES
 @given(anything)
 def test_media_type_parser_raises_only_manifest_invalid(text):
-    result = outcome(get_media_type, {"mediaType": text}, "mediaType", "", True)
-    if isinstance(result, Exception):
-        assert isinstance(result, errors.ManifestInvalid)
-    else:
-        assert result == text and re.fullmatch(MEDIA_TYPE, text)
+    def media_type(value):
+        return get_media_type({"mediaType": value}, "mediaType", "", True)
+
+    accepts_within(MEDIA_TYPE, media_type, text, errors.ManifestInvalid)
 
 
 @PROPERTIES
