@@ -118,6 +118,22 @@ class NotFound(Unsupported):
     message = "no such API endpoint"
 
 
+class MalformedRequest(RegistryError):
+    """A request that is not well-formed HTTP, or whose URL is not UTF-8:
+    answered before it reaches any route (``registryd.web`` for the request
+    line and headers, ``registryd.app`` for the URL)."""
+
+    code, status, message = "UNSUPPORTED", 400, "malformed request"
+
+
+class RequestURITooLong(MalformedRequest):
+    status, message = 414, "request line too long"
+
+
+class RequestHeadersTooLarge(MalformedRequest):
+    status, message = 431, "request header fields too large"
+
+
 class PaginationNumberInvalid(RegistryError):
     code, status, message = "PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested"
 
