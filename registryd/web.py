@@ -396,7 +396,7 @@ class StreamingHTTPChannel(http.HTTPChannel):
     _first_data = True
     #: Seconds a refused connection stays open after the answer, and the
     #: bytes it drops meanwhile, before it is closed.
-    refusal_linger = 2.0
+    refusal_linger = 10.0
     refusal_discard_limit = 1024 * 1024
     _refused = False
     _refusal_discarded = 0
