@@ -15,7 +15,7 @@ from klein.resource import KleinResource
 from twisted.internet import defer
 from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
-from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.exceptions import BadHost, MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
 from registryd import errors
@@ -52,9 +52,11 @@ async def _run_to_completion(work):
 class _RegistryResource(KleinResource):
     """klein's resource, refusing URLs it cannot route with the spec's error.
 
-    klein decodes the path and host as UTF-8 before any route or error
-    handler runs, and on failure logs a traceback and answers text/plain.
-    A client's bad URL is no server failure: it gets a JSON 400 here.
+    klein decodes the path and host as UTF-8, and werkzeug encodes the
+    host as IDNA, before any route or error handler runs: on failure klein
+    logs a traceback and answers text/plain, and werkzeug's C{BadHost}
+    becomes Twisted's HTML 500.  A client's bad URL or Host header is no
+    server failure: it gets a JSON 400 here.
     """
 
     def __init__(self, klein_app, registry_app):
@@ -66,9 +68,14 @@ class _RegistryResource(KleinResource):
             b"/".join(request.prepath + request.postpath).decode("utf-8")
             request.getRequestHostname().decode("utf-8")
         except UnicodeDecodeError:
-            error = errors.MalformedRequest("the request's path or Host header is not UTF-8")
-            return self._registry_app._render_error(request, error)
-        return super().render(request)
+            return self._refuse(request, "the request's path or Host header is not UTF-8")
+        try:
+            return super().render(request)  # routing happens later, in a Deferred
+        except BadHost:
+            return self._refuse(request, "the Host header is not a valid host name")
+
+    def _refuse(self, request, message):
+        return self._registry_app._render_error(request, errors.MalformedRequest(message))
 
 
 class RegistryApp:

@@ -123,13 +123,13 @@ def read_response_head(sock):
     return status, headers, rest
 
 
-def raw_request_bytes(port, method, path, headers=(), body=b""):
+def raw_request_bytes(port, method, path, headers=(), body=b"", host=None):
     """One HTTP/1.1 request exactly as written (C{path} str or bytes), with
-    Host, ``Connection: close`` and, for a body or an upload method,
-    Content-Length."""
+    Host (C{host}, else the server's address), ``Connection: close`` and,
+    for a body or an upload method, Content-Length."""
     if isinstance(path, str):
         path = path.encode("latin-1")
-    lines = [f"Host: 127.0.0.1:{port}", "Connection: close"]
+    lines = [f"Host: {host if host is not None else f'127.0.0.1:{port}'}", "Connection: close"]
     lines += [f"{k}: {v}" for k, v in headers]
     if body or method in ("PUT", "POST", "PATCH"):
         lines.append(f"Content-Length: {len(body)}")
