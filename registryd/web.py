@@ -103,6 +103,11 @@ class ChunkBuffer:
         self.finished = True
         self._wake()
 
+    @property
+    def broken(self):
+        """Whether the connection broke before the end (nothing more comes)."""
+        return self._error is not None
+
     def _break(self, reason):
         if not self.finished and self._error is None:
             self._error = reason
@@ -184,6 +189,8 @@ class RequestBody(ChunkBuffer):
         self._transport.resumeProducing()
 
     def _broken(self, reason):
+        if reason.check(errors.RegistryError):
+            return reason.value  # the body itself was malformed: the client hears why
         return BodyConnectionLost(reason.getErrorMessage())
 
     # channel side
@@ -328,11 +335,24 @@ class StreamingRequest(server.Request):
         # The handler finished before the body did: answer now, but keep the
         # channel on this request (discarding the rest of the body) until the
         # body is over, so the next request on the connection parses cleanly.
-        if self.body is not None and not self.body.finished and not self._disconnected:
-            self.body.discard()
+        body = self.body
+        if body is not None and not body.finished and not body.broken and not self._disconnected:
+            body.discard()
             self._cleanup_deferred = True
             return
         super()._cleanup()
+
+    def body_malformed(self, error):
+        """The channel found the streamed body malformed (bad chunked
+        encoding): the handler's reads fail with C{error} (a
+        L{errors.RegistryError}, which it answers) after the bytes that
+        came before, and the connection closes after the answer."""
+        if not self.startedWriting:
+            self.setHeader(b"connection", b"close")
+        self.body._fail(Failure(error))
+        if self._cleanup_deferred:  # answered already, was waiting for the body's end
+            self._cleanup_deferred = False
+            server.Request._cleanup(self)
 
     def connectionLost(self, reason):
         if self.body is not None:
@@ -431,16 +451,18 @@ class StreamingHTTPChannel(http.HTTPChannel):
         self._refuse(error)
 
     def _refuse(self, error):
-        """Answer C{error} and close, unless the application has the
+        """Answer C{error} and close; or, when the application has the
         request already (a streamed upload whose chunked body turned out
-        malformed): it cannot get a second answer, so the connection is
-        just closed and the handler sees the body break."""
+        malformed), let its handler answer C{error} and close after that."""
         if self._refused:
             return
         self._refused = True
         self.clearLineBuffer()
-        if self.requests and getattr(self.requests[-1], "_dispatched", False):
-            self.transport.loseConnection()
+        request = self.requests[-1] if self.requests else None
+        body = getattr(request, "body", None)
+        if body is not None and getattr(request, "_dispatched", False) and not body.finished:
+            self.persistent = False
+            request.body_malformed(error)
             return
         _log.info("refused a malformed request from {peer}: {status} {message}",
                   peer=getattr(self.transport.getPeer(), "host", "-"), status=error.status, message=error.message)
