@@ -15,10 +15,12 @@ import jwt
 import pytest
 import pytest_twisted
 import yaml
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from registryd.auth import keys
 from tests import certs
-from tests.support import make_client, sha256
+from tests.support import exchange, in_reactor, make_client, raw_request_bytes, run_examples, sha256
 
 # `htpasswd -nbB alice wonderland`, `htpasswd -nbB -C 4 bob builder`
 HTPASSWD = (
@@ -791,11 +793,6 @@ async def test_ssl_endpoint_strings(tmp_path):
 
 
 # --- hostile requests: never a 500 -----------------------------------------------
-
-from hypothesis import HealthCheck, example, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from tests.support import exchange, in_reactor, raw_request_bytes, run_examples  # noqa: E402
 
 #: Deterministic (the same examples on every run, on a busy machine too)
 #: and never timed: each example is a request over the loopback.
