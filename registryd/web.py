@@ -16,6 +16,9 @@ keeps the whole hack in one place:
   request, so keep-alive stays correct.
 * :class:`BlobSender` streams a storage reader to the client as a push
   producer, reading ahead one chunk and pausing when the socket is full.
+* Requests Twisted cannot parse (a request line or header block over its
+  limits, a malformed header or chunked body) get the spec's JSON error
+  (414, 431, 400) instead of a bare 400 or a silent close.
 
 Which requests stream is decided from the method and path alone
 (:func:`wants_streaming`); everything else goes through twisted.web as
