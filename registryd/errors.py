@@ -119,9 +119,10 @@ class NotFound(Unsupported):
 
 
 class MalformedRequest(RegistryError):
-    """A request that is not well-formed HTTP, or whose URL is not UTF-8:
-    answered before it reaches any route (``registryd.web`` for the request
-    line and headers, ``registryd.app`` for the URL)."""
+    """A request that is not well-formed HTTP, or whose path or Host is not
+    UTF-8 or no host name: answered before it reaches any route
+    (``registryd.web`` for the request line, headers and chunked body,
+    ``registryd.app`` for the URL)."""
 
     code, status, message = "UNSUPPORTED", 400, "malformed request"
 

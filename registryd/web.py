@@ -36,8 +36,10 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
+from twisted.protocols.policies import ProtocolWrapper
 
 from registryd import errors, metrics, sendfile
+from registryd.api.base import API_VERSION_HEADER
 
 _log = Logger()
 
@@ -386,7 +388,7 @@ def refusal_response(error):
     reason = _REASONS.get(error.status) or http.RESPONSES.get(error.status, b"Error")
     head = [
         b"HTTP/1.1 %d %s" % (error.status, reason),
-        b"%s: %s" % (b"Docker-Distribution-API-Version", b"registry/2.0"),
+        b"%s: %s" % API_VERSION_HEADER,
         b"Content-Type: application/json",
         b"Content-Length: %d" % len(body),
         b"Connection: close",
@@ -468,13 +470,15 @@ class StreamingHTTPChannel(http.HTTPChannel):
             request.body_malformed(error)
             return
         _log.info("refused a malformed request from {peer}: {status} {message}",
-                  peer=getattr(self.transport.getPeer(), "host", "-"), status=error.status, message=error.message)
+                  peer=getattr(self.transport.getPeer(), "host", "-"),
+                  status=error.status, message=error.message)
         self.transport.write(refusal_response(error))
-        half_close = getattr(self.transport, "loseWriteConnection", None)
-        if half_close is None:
+        if isinstance(self.transport, ProtocolWrapper) or not hasattr(self.transport, "loseWriteConnection"):
+            # TLS: a wrapper would pass loseWriteConnection to the TCP
+            # connection beneath it, cutting the TLS stream; just close.
             self.transport.loseConnection()
             return
-        half_close()
+        self.transport.loseWriteConnection()
         self._linger_call = self.callLater(self.refusal_linger, self.transport.loseConnection)
 
     def dataReceived(self, data):

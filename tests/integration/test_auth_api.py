@@ -664,6 +664,10 @@ async def test_tls_listener_with_http_tls(tmp_path):
     try:
         status, body = await deferToThread(https_get, port, context=client_context(ca))
         assert (status, body) == (200, b"{}")
+        # A refusal by the HTTP channel comes out through TLS too.
+        status, body = await deferToThread(https_get, port, context=client_context(ca),
+                                           headers={"X-Big": "b" * 20000})
+        assert status == 431 and json.loads(body)["errors"][0]["code"] == "UNSUPPORTED"
         # A blob comes out through TLS too (not sendfile'd past it).
         data = os.urandom(3 * 1024 * 1024 + 5)
         digest = await store_blob(running, "a/b", data)
