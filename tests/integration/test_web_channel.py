@@ -108,3 +108,49 @@ def test_twisted_internals_the_channel_relies_on_are_there():
                  "MAX_LENGTH"):
         assert isinstance(getattr(channel, name, None), int), name
     assert not hasattr(channel, "_command")  # set once a request line is parsed
+
+
+REQUEST_LINES = [b"GET /v2/ HTTP/1.1", b"GET /v2/ HTTP/1.0", b"GET /v2/ HTTP/2.0", b"GET /v2/", b"GET",
+                 b"BREW /v2/ HTTP/1.1", b"GET  /v2/ HTTP/1.1", b"get /v2/ HTTP/1.1", b"GET /v2/ FTP/1.1",
+                 b"GET /v2/ HTTP/1.1 extra", b"\x00 / HTTP/1.1", b"GET /v2/" + b"a" * 17000 + b" HTTP/1.1"]
+HEADER_LINES = [b"no colon", b": no name", b"X-A: b\x00c", b"X-A: b\rc", b"X-A: b\nc", b"Content-Length: x",
+                b"Content-Length: -1", b"Content-Length: 1, 2", b"Content-Length: 99999999999999999999",
+                b"Transfer-Encoding: gzip", b"Transfer-Encoding: chunked", b" folded", b"\tfolded",
+                b"X\x7f: y", b"X Y: z", b"Host: \xff", b"Host: a..b", b"Connection: keep-alive, close",
+                b"X-Long: " + b"l" * 17000, b"X-Fine: yes"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_hostile_request_heads_get_json_answers(server, logged_failures):
+    """Any request line and header block -- malformed lines, bad framing
+    headers, control bytes, folded lines, too long, too many -- gets one
+    JSON answer (400, 404, 405, 414 or 431; 200 for a GET of /v2/ that
+    parses), never a bare 400, a 5xx or a silent close, and nothing is
+    logged as a failure."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from tests.support import run_examples
+
+    port = server.port.getHost().port
+    # (no empty line: it would end the head early, making the rest a second request)
+    lines = st.sampled_from(HEADER_LINES) | st.binary(min_size=1, max_size=40).filter(
+        lambda line: b"\r\n" not in line)
+
+    @settings(max_examples=200, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(st.sampled_from(REQUEST_LINES), st.lists(lines, max_size=8), st.sampled_from([0, 0, 0, 499, 600]))
+    def check(request_line, header_lines, padding):
+        # Content-Length: 0 last: a request whose framing parsed has no
+        # body to wait for (an earlier length or chunked header makes it
+        # a 400); Connection: close ends the exchange.
+        request_bytes = head(*header_lines, *[b"X-Pad: p"] * padding, b"Content-Length: 0",
+                             b"Connection: close", request_line=request_line)
+        status, headers, body, closed = refused(port, request_bytes)
+        assert status in (200, 400, 404, 405, 414, 431), (status, body)
+        assert headers["content-type"] == "application/json"
+        assert status != 200 or body == {}
+        assert closed
+        assert logged_failures == []
+
+    await run_examples(check)
