@@ -6,9 +6,9 @@ token) and ``POST /auth/token`` (the OAuth2 form: ``grant_type=password``
 or ``refresh_token``) authenticate against the htpasswd users, then grant
 the intersection of the requested scopes and what the access policy allows
 (an anonymous caller gets what anonymous rules allow).  A scope that is off
-the grammar, or names a repository the API would refuse, is a 400.  Asking for more
-than one may have is not an error: the token just carries less, and the
-registry refuses what it lacks.
+the grammar, or names a repository the API would refuse, is a 400.  Asking
+for more than one may have is not an error: the token just carries less,
+and the registry refuses what it lacks.
 
 Tokens are JWTs in Distribution's profile, signed with
 ``auth.tokenserver.key`` (RS256 for RSA, ES256/384/512 for EC, EdDSA) with
@@ -145,11 +145,13 @@ class TokenIssuer:
 
     def requested(self, values):
         """The accesses the C{scope} parameters ask for.  A repository
-        scope must name a repository the API could serve (the same rule
-        as in URLs): ``alice/../secret/app`` could otherwise match an
-        access rule's pattern (``${user}/**``) and be granted.  Such a
-        request is refused as a whole (400 NAME_INVALID), as an OAuth2
-        server refuses an invalid scope, rather than answered with less."""
+        scope must also name a repository the API could serve (the rule
+        of URLs, registryd.names): the scope grammar allows a registry
+        host prefix (``localhost:5000/a``), uppercase in it and any
+        length, and such a name could match an access rule's pattern
+        (``${user}/**``) and be granted.  The request is then refused as a
+        whole (400 NAME_INVALID), as an OAuth2 server refuses an invalid
+        scope, rather than answered with less."""
         try:
             requested = parse_scopes(values)
         except ScopeInvalid as error:
