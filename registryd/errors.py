@@ -118,6 +118,23 @@ class NotFound(Unsupported):
     message = "no such API endpoint"
 
 
+class MalformedRequest(RegistryError):
+    """A request that is not well-formed HTTP, or whose path or Host is not
+    UTF-8 or no host name: answered before it reaches any route
+    (``registryd.web`` for the request line, headers and chunked body,
+    ``registryd.app`` for the URL)."""
+
+    code, status, message = "UNSUPPORTED", 400, "malformed request"
+
+
+class RequestURITooLong(MalformedRequest):
+    status, message = 414, "request line too long"
+
+
+class RequestHeadersTooLarge(MalformedRequest):
+    status, message = 431, "request header fields too large"
+
+
 class PaginationNumberInvalid(RegistryError):
     code, status, message = "PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested"
 
