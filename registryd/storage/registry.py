@@ -320,16 +320,25 @@ class Repository:
     async def start_upload(self, algorithm=DEFAULT_ALGORITHM):
         check_algorithm(algorithm)
         upload_id = new_upload_id()
-        await self.driver.put_content(paths.upload_data(self.name, upload_id), b"")
-        if algorithm != DEFAULT_ALGORITHM:
-            await self.driver.put_content(
-                paths.upload_algorithm(self.name, upload_id), algorithm.encode("ascii")
-            )
         started_at = rfc3339_now()
-        # startedat last: its presence marks the upload as existing.
-        await self.driver.put_content(
-            paths.upload_started_at(self.name, upload_id), started_at.encode("ascii")
-        )
+        try:
+            await self.driver.put_content(paths.upload_data(self.name, upload_id), b"")
+            if algorithm != DEFAULT_ALGORITHM:
+                await self.driver.put_content(
+                    paths.upload_algorithm(self.name, upload_id), algorithm.encode("ascii")
+                )
+            # startedat last: its presence marks the upload as existing.
+            await self.driver.put_content(
+                paths.upload_started_at(self.name, upload_id), started_at.encode("ascii")
+            )
+        except BaseException:
+            # A full disk can refuse startedat after taking the data file:
+            # leave no half-made upload nobody knows the id of.
+            try:
+                await self.driver.delete(paths.upload_dir(self.name, upload_id))
+            except Exception:
+                pass  # the purge of stale uploads removes it later
+            raise
         return Upload(self.registry, self.name, upload_id, algorithm, started_at, 0)
 
     @translate_storage_errors
