@@ -131,6 +131,17 @@ class Tmpfs:
         return stats.f_bavail * stats.f_frsize
 
 
+def without_permission_override():
+    """A command prefix that runs a program as root but without
+    CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (``setpriv``), so file
+    permissions bind it as they bind any user: how a test running as root
+    gets a real EACCES (chmod alone would not stop root)."""
+    require_root("dropping capabilities")
+    setpriv = require_tool("setpriv")
+    dropped = "-dac_override,-dac_read_search"
+    return [setpriv, "--bounding-set", dropped, "--inh-caps", dropped]
+
+
 def _skip_or_fail(message):
     import pytest
 

@@ -176,3 +176,55 @@ async def test_read_only_root_refuses_pushes_by_name_serves_pulls_and_recovers(d
     assert await health(disk) == (200, {})
     status, _, body = await call(disk, "POST", f"app/blobs/uploads/?digest={sha256(pushed)}", pushed)
     assert status == 201, body
+
+
+def test_unwritable_root_is_a_named_503_until_permissions_are_fixed(tmp_path):
+    """EACCES for real: twistd registryd as root without the capability to
+    override file permissions, then the storage tree made read-only by
+    mode (as an operator's stray chown or chmod would)."""
+    import stat
+    import urllib.error
+    import urllib.request
+
+    from tests.e2e.tools import free_ports, without_permission_override
+    from tests.integration.test_twistd import Running, write_config
+
+    port, debug_port = free_ports(2)
+    root = tmp_path / "registry-data"
+    config = write_config(tmp_path, CONFIG.format(root=root, port=port, debug_port=debug_port))
+    base, debug = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{debug_port}"
+
+    def request(method, url, data=None):
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, data, method=method), timeout=30) as answer:
+                return answer.status, answer.headers, answer.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers, error.read()
+
+    def push(data):
+        return request("POST", f"{base}/v2/app/blobs/uploads/?digest={sha256(data)}", data)
+
+    def set_directories_writable(writable):
+        for path, _, _ in os.walk(root):
+            mode = os.stat(path).st_mode
+            os.chmod(path, (mode | stat.S_IWUSR) if writable else (mode & ~0o222))
+
+    with Running(tmp_path, "--config", config, prefix=without_permission_override()) as running:
+        running.wait_until_serving(f"{base}/v2/")
+        assert push(b"first")[0] == 201, running.output
+        set_directories_writable(False)
+        try:
+            status, headers, body = push(b"second")
+            assert status == 503, body
+            [error] = json.loads(body)["errors"]
+            assert error["code"] == "UNAVAILABLE"
+            assert error["message"].startswith("storage permission denied (EACCES) writing /"), error
+            assert headers["Retry-After"] == "10"
+            status, _, body = request("GET", f"{debug}/health")
+            assert status == 503
+            assert "permission denied (EACCES)" in json.loads(body)["storagedriver_filesystem"]
+        finally:
+            set_directories_writable(True)
+        assert request("GET", f"{debug}/health")[:1] == (200,)
+        assert push(b"second")[0] == 201
+        assert "Traceback" not in running.output, running.output
