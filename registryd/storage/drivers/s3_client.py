@@ -177,6 +177,13 @@ class S3Caller:
         self._shutdown_trigger = None
         self._slots = defer.DeferredSemaphore(params.max_requests)
 
+    @property
+    def in_progress(self):
+        """Calls holding one of the C{maxrequests} slots now, including
+        calls whose caller gave up waiting: they run on until botocore's
+        own timeouts and retries end them."""
+        return self.params.max_requests - self._slots.tokens
+
     # The pool
 
     def _get_reactor(self):
