@@ -7,6 +7,7 @@ registry's own errors (``registryd.errors``), never the HTTP handlers.
 import errno
 import functools
 import time
+from typing import ClassVar
 
 from twisted.logger import Logger
 
@@ -62,7 +63,7 @@ class StorageRefused(StorageUnavailable):
 
     #: errno -> what it means for the registry's storage, in an operator's
     #: words, with the errno's name to search for.
-    CONDITIONS = {
+    CONDITIONS: ClassVar[dict] = {
         errno.ENOSPC: "storage full: no space left on device (ENOSPC)",
         errno.EDQUOT: "storage full: disk quota exceeded (EDQUOT)",
         errno.EROFS: "storage is read-only (EROFS)",
@@ -70,8 +71,8 @@ class StorageRefused(StorageUnavailable):
         errno.EPERM: "storage operation not permitted (EPERM)",
     }
 
-    def __init__(self, condition, doing, path):
-        super().__init__(f"{condition} {doing} {path}")
+    def __init__(self, condition, doing, path=None):
+        super().__init__(f"{condition} {doing}" + (f" {path}" if path else ""))
         self.condition = condition
         self.path = path
 

@@ -7,6 +7,7 @@ may share one backend; what is kept in memory here (running upload hashes,
 locks) is an optimisation that a restart or another node cannot make wrong.
 """
 
+import contextlib
 import heapq
 
 import attr
@@ -16,7 +17,7 @@ from registryd import errors
 from registryd.digest import DEFAULT_ALGORITHM, Digest, check_algorithm
 from registryd.names import check_repository_name, check_upload_id, new_upload_id
 from registryd.storage import paths
-from registryd.storage.errors import PathNotFound, translate_storage_errors
+from registryd.storage.errors import PathNotFound, StorageError, translate_storage_errors
 from registryd.storage.cache import ContentCache
 from registryd.storage.guard import PushGuard
 from registryd.storage.uploads import HashStates, Upload, rfc3339_now, stored_upload_size
@@ -334,10 +335,8 @@ class Repository:
         except BaseException:
             # A full disk can refuse startedat after taking the data file:
             # leave no half-made upload nobody knows the id of.
-            try:
+            with contextlib.suppress(StorageError):  # else the purge of stale uploads will
                 await self.driver.delete(paths.upload_dir(self.name, upload_id))
-            except Exception:
-                pass  # the purge of stale uploads removes it later
             raise
         return Upload(self.registry, self.name, upload_id, algorithm, started_at, 0)
 

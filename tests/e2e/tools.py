@@ -108,7 +108,7 @@ class Tmpfs:
         os.makedirs(self.directory, exist_ok=True)
         result = subprocess.run(
             ["mount", "-t", "tmpfs", "-o", f"size={self.size},mode=0755", "tmpfs", self.directory],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False,
         )
         if result.returncode != 0:
             _skip_or_fail(f"cannot mount a tmpfs on {self.directory}: {result.stdout.strip()}")
@@ -118,8 +118,8 @@ class Tmpfs:
         for _ in range(2):  # a lazy unmount if something still holds it
             if not _mounts_under(self.directory):
                 return
-            subprocess.run(["umount", self.directory], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        subprocess.run(["umount", "-l", self.directory], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(["umount", self.directory], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        subprocess.run(["umount", "-l", self.directory], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
     def remount(self, read_only):
         option = "ro" if read_only else "rw"

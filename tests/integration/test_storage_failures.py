@@ -83,6 +83,11 @@ def assert_unavailable(status, headers, body, *expected):
     return error["message"]
 
 
+def read_bytes(path):
+    with open(path, "rb") as stream:
+        return stream.read()
+
+
 def files_under(directory):
     return sorted(
         os.path.join(path, name) for path, _, names in os.walk(directory) for name in names
@@ -121,8 +126,7 @@ async def test_full_disk_is_a_named_503_nothing_half_written_and_the_push_resume
     blobs = disk.root / "docker" / "registry" / "v2" / "blobs"
     assert files_under(blobs) == []
     [stored] = [path for path in files_under(disk.root) if path.endswith("/data")]
-    with open(stored, "rb") as stream:
-        kept = stream.read()
+    kept = read_bytes(stored)
     assert 0 < len(kept) < len(blob) and blob.startswith(kept)
     status, headers, _ = await call(disk, "GET", upload)
     assert status == 204
