@@ -17,21 +17,11 @@ import pytest_twisted
 import treq
 
 from tests.e2e.tools import Tmpfs
+from tests.integration.test_health_metrics import BASE
 from tests.service_support import start_service
 from tests.support import sha256
 
 MiB = 1024 * 1024
-
-CONFIG = """\
-version: 0.1
-storage:
-  filesystem:
-    rootdirectory: {root}
-http:
-  addr: 127.0.0.1:{port}
-  debug:
-    addr: 127.0.0.1:{debug_port}
-"""
 
 
 @pytest_twisted.async_yield_fixture
@@ -40,7 +30,7 @@ async def disk(tmp_path):
     C{disk.tmpfs} remounts it, C{disk.root} is the storage root."""
     with Tmpfs(tmp_path / "disk", size="8m") as tmpfs:
         root = tmp_path / "disk" / "registry-data"
-        running = await start_service(tmp_path, CONFIG, root=str(root))
+        running = await start_service(tmp_path, BASE, root=str(root))
         running.tmpfs, running.root = tmpfs, root
         try:
             yield running
@@ -195,7 +185,7 @@ def test_unwritable_root_is_a_named_503_until_permissions_are_fixed(tmp_path):
 
     port, debug_port = free_ports(2)
     root = tmp_path / "registry-data"
-    config = write_config(tmp_path, CONFIG.format(root=root, port=port, debug_port=debug_port))
+    config = write_config(tmp_path, BASE.format(root=root, port=port, debug_port=debug_port))
     base, debug = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{debug_port}"
 
     def request(method, url, data=None):
