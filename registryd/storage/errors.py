@@ -86,9 +86,10 @@ class StorageRefused(StorageUnavailable):
 
 
 class _OncePerInterval:
-    """Logs each distinct storage condition at most once per C{interval}
-    seconds: a full disk fails every push, and docker retries each a few
-    times a second; the operator needs to read why once, not flood the log."""
+    """Logs each storage condition (a StorageRefused's; any other outage
+    counts as one) at most once per C{interval} seconds: a full disk fails
+    every push, and docker retries each a few times a second; the operator
+    needs to read why once a minute, not a flood of lines."""
 
     def __init__(self, interval=60.0, clock=time.monotonic):
         self.interval = interval
@@ -97,7 +98,7 @@ class _OncePerInterval:
 
     def __call__(self, error):
         now = self._clock()
-        condition = getattr(error, "condition", None) or str(error)
+        condition = getattr(error, "condition", None) or type(error).__name__
         if now - self._last.get(condition, -self.interval) < self.interval:
             return
         self._last[condition] = now

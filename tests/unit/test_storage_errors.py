@@ -81,6 +81,8 @@ def test_each_condition_is_logged_once_per_interval():
         for _ in range(100):
             log_once(full)
         log_once(read_only)
+        for path in ("/a", "/b", "/c"):  # other outages: one condition
+            log_once(StorageUnavailable(f"S3 get_object {path}: no answer within 1s"))
         now[0] += 59
         log_once(full)
         now[0] += 2
@@ -88,4 +90,6 @@ def test_each_condition_is_logged_once_per_interval():
     finally:
         globalLogPublisher.removeObserver(events.append)
     reasons = [event["reason"] for event in events if "reason" in event]
-    assert reasons == [str(full), str(read_only), str(full)]
+    assert reasons == [
+        str(full), str(read_only), "S3 get_object /a: no answer within 1s", str(full)
+    ]

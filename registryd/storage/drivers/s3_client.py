@@ -51,9 +51,9 @@ RETRYABLE_CODES = frozenset({
     "ThrottlingException", "RequestLimitExceeded", "TooManyRequests", "OperationAborted",
 })
 #: Codes that mean the store refuses registryd as a whole, whatever the
-#: key: credentials revoked or wrong, the bucket gone or over its quota.  Like a
-#: full or read-only disk (StorageRefused): a retryable 503 naming the
-#: condition until an operator fixes it, not a 500.
+#: key: credentials revoked or wrong, the bucket gone or over its quota.
+#: Like a full or read-only disk (StorageRefused): a retryable 503 naming
+#: the condition until an operator fixes it, not a 500.
 REFUSED_CODES = {
     "AccessDenied": "storage permission denied",
     "AllAccessDisabled": "storage permission denied",
