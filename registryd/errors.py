@@ -161,10 +161,21 @@ class PayloadTooLarge(RegistryError):
 
 
 class Unavailable(RegistryError):
-    """The storage backend failed; the client may retry."""
+    """The storage backend failed; the client may retry.
+
+    Every 503 carries ``Retry-After`` (RFC 9110 15.6.4), so a client that
+    honours it waits a little rather than retrying at once against a full
+    disk or a store that is down.
+    """
 
     code, status = "UNAVAILABLE", 503
     message = "storage backend unavailable, retry later"
+    #: seconds, for ``Retry-After``
+    retry_after = 10
+
+    def __init__(self, message=None, detail=None, headers=None, status=None):
+        super().__init__(message, detail, headers, status)
+        self.headers.setdefault("Retry-After", str(self.retry_after))
 
 
 class UpstreamUnavailable(Unavailable):
