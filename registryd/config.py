@@ -259,6 +259,11 @@ class ValidationConfig:
     #: the repository; "none" accepts sparse indexes, as mirrors of single
     #: platforms need.
     accept_sparse_manifests = attr.ib(default=False)
+    #: validation.manifests.images.blobs (registryd's key, in the style of
+    #: indexes.platforms): "all" (default) requires an image manifest's
+    #: config and layers to be in the repository; "none" accepts sparse
+    #: images, whose manifest can be pulled but whose blobs cannot.
+    accept_sparse_images = attr.ib(default=False)
     #: validation.manifests.urls as a registryd.manifests.verify.URLPolicy;
     #: None (no such section, or validation.disabled) accepts any URL.
     url_policy = attr.ib(default=None)
@@ -366,6 +371,10 @@ class NotificationsConfig:
 
 #: proxy.ttl's default, as in Distribution: cached content expires after a week.
 DEFAULT_PROXY_TTL = 168 * 3600.0
+#: proxy.maxblobsize's default (registryd's key): the most bytes taken from
+#: upstream for one blob whose size upstream did not announce, and the
+#: largest announced size accepted.
+DEFAULT_PROXY_MAX_BLOB_SIZE = 10 * 1024 ** 3
 
 
 @attr.s(frozen=True, slots=True)
@@ -378,6 +387,8 @@ class ProxyConfig:
     password = attr.ib(default=None, repr=False)
     #: seconds cached content is kept after it was fetched; 0: forever
     ttl = attr.ib(default=DEFAULT_PROXY_TTL)
+    #: bytes: the bound on one blob fetched from upstream
+    max_blob_size = attr.ib(default=DEFAULT_PROXY_MAX_BLOB_SIZE)
 
 
 @attr.s(frozen=True, slots=True)
@@ -423,7 +434,7 @@ class Config:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys.
+    """SafeLoader that refuses duplicate keys (and overlong integers).
 
     PyYAML keeps the last of two equal keys without a word; a duplicated
     ``storage`` or ``delete`` section would then silently drop settings.
@@ -446,6 +457,19 @@ class _Loader(yaml.SafeLoader):
                     )
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node):
+        """An integer, or a YAML error naming where: Python's int() raises
+        ValueError (a traceback at start-up) on more than 4300 digits."""
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:
+            raise yaml.constructor.ConstructorError(
+                None, None, "integer too long", node.start_mark
+            ) from None
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 
 def _yaml_error_message(error):
@@ -546,6 +570,10 @@ _DURATION_UNITS = {
     "ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
 }
 _DURATION_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+#: Go's longest time.Duration (int64 nanoseconds, about 292 years), in
+#: seconds; Distribution refuses longer ones, and an infinite float would
+#: break timers later.
+MAX_DURATION = (2**63 - 1) / 1e9
 
 
 def _duration(value, path, minimum=0.0):
@@ -554,6 +582,8 @@ def _duration(value, path, minimum=0.0):
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ConfigError(path, f"expected a duration such as 10s or 500ms, got {_describe(value)}")
     if isinstance(value, int):
+        if abs(value) > 2**63 - 1:
+            raise ConfigError(path, f"duration out of range (at most {MAX_DURATION:.0f}s)")
         seconds = value * 1e-9
     elif value.strip() == "0":
         seconds = 0.0
@@ -569,6 +599,10 @@ def _duration(value, path, minimum=0.0):
             position = match.end()
         if not text:
             raise ConfigError(path, "expected a duration such as 10s or 500ms, got ''")
+        if seconds > MAX_DURATION:
+            raise ConfigError(
+                path, f"duration out of range (at most {MAX_DURATION:.0f}s), got {value[:100]!r}"
+            )
     if seconds < 0:
         raise ConfigError(path, f"must not be negative, got {value!r}")
     if seconds < minimum:
@@ -770,8 +804,13 @@ def _parse_proxy(value, path):
     def ttl(value, path):
         found["ttl"] = _duration(value, path)
 
+    def maxblobsize(value, path):
+        if _integer(value, path) < 1:
+            raise ConfigError(path, f"expected a positive number of bytes, got {value}")
+        found["max_blob_size"] = value
+
     _walk(value, path, {"remoteurl": remoteurl, "username": username, "password": password,
-                        "ttl": ttl})
+                        "ttl": ttl, "maxblobsize": maxblobsize})
     if "remote_url" not in found:
         raise ConfigError(_join(path, "remoteurl"), "required: the URL of the registry to mirror")
     if ("username" in found) != ("password" in found):
@@ -781,7 +820,8 @@ def _parse_proxy(value, path):
 
 
 def _parse_validation(value, path):
-    """validation: sparse indexes (Distribution 3's key) and the URLs that
+    """validation: sparse indexes (Distribution 3's key), sparse images
+    (registryd's ``manifests.images.blobs``) and the URLs that
     non-distributable layers may carry (``manifests.urls``, checked unless
     ``disabled: true`` or the deprecated ``enabled: false``)."""
     found = {}
@@ -793,6 +833,13 @@ def _parse_validation(value, path):
 
     def indexes(value, path):
         _walk(value, path, {"platforms": platforms}, {"platformlist"})
+
+    def blobs(value, path):
+        choice = _choice(value, path, ("all", "none"))
+        found["accept_sparse_images"] = choice == "none"
+
+    def images(value, path):
+        _walk(value, path, {"blobs": blobs})
 
     def patterns(value, path):
         import re
@@ -820,7 +867,7 @@ def _parse_validation(value, path):
         found["urls"] = lists
 
     def manifests(value, path):
-        _walk(value, path, {"indexes": indexes, "urls": urls})
+        _walk(value, path, {"indexes": indexes, "images": images, "urls": urls})
 
     def disabled(value, path):
         switches["disabled"] = _boolean(value, path)

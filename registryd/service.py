@@ -162,6 +162,7 @@ class RegistryService(MultiService):
             self.driver,
             delete_enabled=config.storage.delete_enabled,
             accept_sparse_manifests=config.validation.accept_sparse_manifests,
+            accept_sparse_images=config.validation.accept_sparse_images,
             manifest_url_policy=config.validation.url_policy,
             read_only=config.storage.maintenance.read_only,
             redirect=config.storage.redirect,

@@ -162,6 +162,15 @@ def makeService(options):
     tune_allocator()  # large upload buffers from the heap, not fresh mmaps
 
     from registryd.notifications.journal import JournalLocked
+    from registryd.storage.errors import StorageError
+
+    check_root = getattr(options.driver, "check_root", None)
+    if check_root is not None and not options.registry_config.storage.maintenance.read_only:
+        try:
+            check_root()
+        except StorageError as error:
+            # Before twistd forks or logs: one line, and a non-zero exit.
+            raise SystemExit(f"registryd: {error}") from None
 
     try:
         service = RegistryService(

@@ -17,6 +17,11 @@ Back-pressure runs end to end: a slow client stops the sender reading,
 which stops the upload's pump taking upstream's body, which pauses the
 upstream connection; a slow disk does the same through the bounded pump.
 
+What is taken from upstream is bounded (``Upstream.blob_body``): the
+body breaks off past the size upstream announced, or past
+``proxy.maxblobsize`` without one, and after the upstream timeout without
+data; an upstream that streams on or stalls cannot be relayed without end.
+
 The reader hands out each chunk one chunk late: the last one only once
 the digest is verified.  If upstream sent wrong bytes, reading fails
 instead, so the client sees an error or a short body rather than a
@@ -32,6 +37,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from registryd import errors, metrics
+from registryd.api.base import decimal
 from registryd.interfaces import ILinkedBlobStore, IStorageReader
 from registryd.proxy.upstream import discard
 from registryd.storage.blobs import BlobInfo
@@ -57,9 +63,9 @@ def _announced_length(response):
     """The Content-Length of a HEAD response (twisted gives such responses
     a body length of 0), or None when upstream sent none."""
     values = response.headers.getRawHeaders(b"content-length") or []  # bytes: never decoded
-    if not values or not values[0].strip().isdigit():
+    if not values:
         return None
-    return int(values[0])
+    return decimal(values[0].strip().decode("ascii", "replace"))
 
 
 @implementer(ILinkedBlobStore)
@@ -105,7 +111,7 @@ class ProxyBlobStore:
         response = await self._upstream.blob("GET", self.name, blob.digest)
         if response is None:
             raise errors.BlobUnknown(detail={"digest": str(blob.digest)})
-        body = self._upstream.body(response)
+        body = self._upstream.blob_body(response, blob.digest)  # bounded (proxy.maxblobsize)
         size = blob.size if blob.size is not None else body.length
         if body.length is not None and body.length != size:
             body.abort()

@@ -101,8 +101,12 @@ class ManifestStore:
         return stored
 
     @translate_storage_errors
-    async def put(self, reference, body, content_type, tags=(), allow_sparse=False, verify=True):
+    async def put(self, reference, body, content_type, tags=(), allow_sparse=False,
+                  allow_missing_blobs=False, verify=True):
         """Validate, verify and store a manifest; tag it.  Returns StoredManifest.
+
+        C{allow_sparse} and C{allow_missing_blobs}: see
+        L{registryd.manifests.verify.verify_references}.
 
         C{verify=False} skips the check that referenced blobs and manifests
         exist: a pull-through cache (registryd.proxy) stores a manifest
@@ -131,6 +135,7 @@ class ManifestStore:
             if verify:
                 await verify_references(
                     manifest, self._linked_blobs.has, self.has, allow_sparse=allow_sparse,
+                    allow_missing_blobs=allow_missing_blobs,
                     url_policy=self._settings.manifest_url_policy,
                 )
             # The content first, then the revision link, then tags: a reader

@@ -19,7 +19,7 @@ from zope.interface import implementer
 
 from registryd import errors
 from registryd.interfaces import IRepository
-from registryd.names import check_repository_name
+from registryd.names import check_repository_name, is_name_component
 from registryd.storage import _paths as paths
 from registryd.storage.blobs import BlobInfo, BlobStore, LinkedBlobStore
 from registryd.storage.cache import ContentCache
@@ -42,7 +42,7 @@ class Registry:
 
     def __init__(self, driver, delete_enabled=False, accept_sparse_manifests=False,
                  read_only=False, redirect=False, manifest_url_policy=None,
-                 redirect_base_url=None):
+                 redirect_base_url=None, accept_sparse_images=False):
         self.driver = driver
         #: storage.redirect: answer blob GETs with a 307 to the driver's
         #: URL (a presigned S3 URL) after the access checks, when it has one
@@ -51,9 +51,12 @@ class Registry:
         #: plus the blob's storage path (a web server or CDN serves those)
         self.redirect_base_url = redirect_base_url
         self.delete_enabled = delete_enabled
-        #: accept indexes whose child manifests (and manifests whose layers)
-        #: were never pushed, as mirrors of single platforms need
+        #: accept indexes whose child manifests were never pushed, as
+        #: mirrors of single platforms need
         self.accept_sparse_manifests = accept_sparse_manifests
+        #: accept image manifests whose blobs (config, layers) were never
+        #: pushed: the platforms such a mirror lists but does not copy
+        self.accept_sparse_images = accept_sparse_images
         #: validation.manifests.urls (registryd.manifests.verify.URLPolicy):
         #: which URLs non-distributable layers may carry; None: any
         self.manifest_url_policy = manifest_url_policy
@@ -149,8 +152,8 @@ class Registry:
                 if prefix and any(marker in children for marker in markers):
                     found.append(prefix)
                 for child in children:
-                    if child.startswith("_") or child.endswith(".tmp"):
-                        continue
+                    if child.endswith(".tmp") or not is_name_component(child):
+                        continue  # _manifests, a driver's temporary, a stray name
                     next_level.append((f"{prefix}/{child}" if prefix else child, f"{path}/{child}"))
             level = next_level
         return sorted(name for name in found if name)
@@ -190,8 +193,8 @@ class Registry:
                         and (include is None or include(prefix))):
                     found.append(prefix)
                 for child in children:
-                    if child.startswith("_") or child.endswith(".tmp"):
-                        continue
+                    if child.endswith(".tmp") or not is_name_component(child):
+                        continue  # _manifests, a driver's temporary, a stray name
                     name = f"{prefix}/{child}" if prefix else child
                     if last is not None and name < last and not last.startswith(name):
                         continue  # it and all below it sort before last

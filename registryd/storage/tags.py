@@ -61,11 +61,12 @@ class TagStore:
         return valid_tags(await list_or_empty(self._driver, paths.tags(self.name)))
 
     async def enumerate(self):
-        """Every tag directory's name, sorted, leniently (also names the
-        tags list would not show; never a driver's ``.tmp`` file): what
-        garbage collection must treat as a tag."""
+        """Every tag in storage, sorted: what garbage collection must treat
+        as a tag.  Only names that can be tags (the driver refuses paths
+        through any other, such as a tag an older registryd let in with a
+        newline), never a driver's ``.tmp`` file."""
         names = await list_or_empty(self._driver, paths.tags(self.name))
-        return [tag for tag in names if not tag.endswith(".tmp")]
+        return [tag for tag in valid_tags(names) if not tag.endswith(".tmp")]
 
     async def history(self, tag):
         """Every digest C{tag} has named (its ``index``)."""

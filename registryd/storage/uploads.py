@@ -14,6 +14,7 @@ flight, so memory never grows with the blob and the reactor thread only
 moves buffers.
 """
 
+import contextlib
 import re
 import time
 from collections import deque
@@ -28,7 +29,7 @@ from registryd.digest import DEFAULT_ALGORITHM, Digest, check_algorithm, new_has
 from registryd.interfaces import IUploadStore
 from registryd.names import check_upload_id, new_upload_id
 from registryd.storage import _paths as paths
-from registryd.storage.errors import PathNotFound, translate_storage_errors
+from registryd.storage.errors import PathNotFound, StorageError, translate_storage_errors
 from registryd.threads import SerialWorker
 from registryd.tuning import release_memory_later
 
@@ -424,6 +425,7 @@ class UploadStore:
         check_algorithm(algorithm)
         context = self._context
         upload_id = new_upload_id()
+        started_at = rfc3339_now()
         release = await context.locks.acquire(upload_id)
         try:
             await context.driver.put_content(paths.upload_data(self.name, upload_id), b"")
@@ -431,12 +433,15 @@ class UploadStore:
                 await context.driver.put_content(
                     paths.upload_algorithm(self.name, upload_id), algorithm.encode("ascii")
                 )
-            started_at = rfc3339_now()
             # startedat last: its presence marks the upload as existing.
             await context.driver.put_content(
                 paths.upload_started_at(self.name, upload_id), started_at.encode("ascii")
             )
         except BaseException:
+            # A full disk can refuse startedat after taking the data file:
+            # leave no half-made upload nobody knows the id of.
+            with contextlib.suppress(StorageError):  # else the purge of stale uploads will
+                await context.vacuum.remove_upload(self.name, upload_id)
             release()
             raise
         return Upload(context, upload_id, algorithm, started_at, release)
@@ -494,7 +499,7 @@ class UploadStore:
         for upload_id in ids:
             try:
                 check_upload_id(upload_id)
-            except errors.BlobUploadUnknown:
+            except errors.BlobUploadInvalid:
                 continue
             started = None
             try:

@@ -2,8 +2,8 @@
 
 What matters here is what only the whole program shows: twistd finds the
 plugin, a bad configuration stops start-up with one line naming the key
-(no traceback), a port that cannot be bound stops start-up, and a good
-configuration serves the API.
+(no traceback), a port that cannot be bound or a storage root that cannot
+be written stops start-up, and a good configuration serves the API.
 
 The plugin is found from the source tree: with the repository root on
 PYTHONPATH, Twisted extends ``twisted.plugins.__path__`` with every
@@ -28,15 +28,16 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.tools import free_port
+from tests.e2e.tools import Tmpfs, free_port, without_permission_override
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
-def twistd_command(*arguments):
-    """twistd in the foreground, without a pid file, running registryd."""
-    return [*TWISTD, "--nodaemon", "--pidfile=", "registryd", *arguments]
+def twistd_command(*arguments, prefix=()):
+    """twistd in the foreground, without a pid file, running registryd
+    (under the C{prefix} command, e.g. one dropping privileges)."""
+    return [*prefix, *TWISTD, "--nodaemon", "--pidfile=", "registryd", *arguments]
 
 
 def environment():
@@ -45,10 +46,10 @@ def environment():
     return env
 
 
-def run_to_exit(tmp_path, *arguments, timeout=60):
+def run_to_exit(tmp_path, *arguments, timeout=60, prefix=()):
     """Run twistd registryd until it exits; return (status, all output)."""
     result = subprocess.run(
-        twistd_command(*arguments),
+        twistd_command(*arguments, prefix=prefix),
         cwd=tmp_path,
         env=environment(),
         stdout=subprocess.PIPE,
@@ -147,17 +148,102 @@ def test_unbindable_port_fails_start_up(tmp_path):
     assert "Address already in use" in output, output
 
 
+def storage_config(tmp_path, root):
+    return write_config(tmp_path, f"""\
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: {root}
+http:
+  addr: 127.0.0.1:{free_port()}
+""")
+
+
+def assert_one_line(status, output, expected):
+    assert status != 0, output
+    assert output.strip().splitlines() == [expected], output
+
+
+def test_read_only_storage_root_stops_start_up_with_one_line(tmp_path):
+    with Tmpfs(tmp_path / "disk", size="1m") as tmpfs:
+        tmpfs.remount(read_only=True)
+        root = tmp_path / "disk" / "registry-data"
+        status, output = run_to_exit(tmp_path, "--config", storage_config(tmp_path, root))
+        assert_one_line(
+            status, output,
+            f"registryd: storage root {root}: cannot create it: Read-only file system (EROFS)",
+        )
+        status, output = run_to_exit(tmp_path, "--config", storage_config(tmp_path, tmpfs.directory))
+        assert_one_line(
+            status, output,
+            f"registryd: storage root {tmpfs.directory}: cannot write in it: "
+            "Read-only file system (EROFS)",
+        )
+
+
+def test_storage_root_that_is_a_file_stops_start_up_with_one_line(tmp_path):
+    root = tmp_path / "registry-data"
+    root.write_text("not a directory")
+    status, output = run_to_exit(tmp_path, "--config", storage_config(tmp_path, root))
+    assert_one_line(status, output, f"registryd: storage root {root}: exists and is not a directory")
+
+
+def test_unwritable_storage_root_stops_start_up_with_one_line(tmp_path):
+    """Root without the capability to override file permissions, on a
+    directory another user owns: a real EACCES, as for a daemon run as
+    the wrong user."""
+    prefix = without_permission_override()
+    root = tmp_path / "registry-data"
+    root.mkdir(mode=0o755)
+    os.chown(root, 65534, 65534)  # nobody
+    status, output = run_to_exit(
+        tmp_path, "--config", storage_config(tmp_path, root), prefix=prefix
+    )
+    assert_one_line(
+        status, output, f"registryd: storage root {root}: cannot write in it: Permission denied (EACCES)"
+    )
+    missing = root / "below"
+    status, output = run_to_exit(
+        tmp_path, "--config", storage_config(tmp_path, missing), prefix=prefix
+    )
+    assert_one_line(
+        status, output, f"registryd: storage root {missing}: cannot create it: Permission denied (EACCES)"
+    )
+
+
+def test_read_only_maintenance_mode_starts_on_a_read_only_root(tmp_path):
+    """storage.maintenance.readonly serves pulls only: a root it cannot
+    write is what it is for, so start-up does not refuse it."""
+    port = free_port()
+    with Tmpfs(tmp_path / "disk", size="1m") as tmpfs:
+        tmpfs.remount(read_only=True)
+        config = write_config(tmp_path, f"""\
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: {tmpfs.directory}
+  maintenance:
+    readonly:
+      enabled: true
+http:
+  addr: 127.0.0.1:{port}
+""")
+        with Running(tmp_path, "--config", config) as running:
+            response = running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
+            assert response.status == 200, running.output
+
+
 # --- serving --------------------------------------------------------------------
 
 
 class Running:
     """A twistd registryd subprocess, stopped with SIGTERM on exit."""
 
-    def __init__(self, tmp_path, *arguments):
+    def __init__(self, tmp_path, *arguments, prefix=()):
         self.log_path = tmp_path / "twistd.out"
         self._log = open(self.log_path, "w")
         self.process = subprocess.Popen(
-            twistd_command(*arguments),
+            twistd_command(*arguments, prefix=prefix),
             cwd=tmp_path,
             env=environment(),
             stdout=self._log,

@@ -526,6 +526,22 @@ def test_validation_sparse_indexes():
         parse_config(dict(base, validation={"manifests": {"indexes": {"platforms": "some"}}}))
 
 
+def test_validation_sparse_images():
+    from registryd.config import ConfigError, parse_config
+
+    base = {"version": 0.1, "storage": {"inmemory": {}}}
+    assert parse_config(base).validation.accept_sparse_images is False
+    config = parse_config(dict(base, validation={"manifests": {"images": {"blobs": "none"}}}))
+    assert config.validation.accept_sparse_images is True
+    assert config.validation.accept_sparse_manifests is False  # indexes are separate
+    config = parse_config(dict(base, validation={"manifests": {"images": {"blobs": "all"}}}))
+    assert config.validation.accept_sparse_images is False
+    with pytest.raises(ConfigError, match="validation.manifests.images.blobs"):
+        parse_config(dict(base, validation={"manifests": {"images": {"blobs": "some"}}}))
+    with pytest.raises(ConfigError, match="validation.manifests.images.layers"):
+        parse_config(dict(base, validation={"manifests": {"images": {"layers": "none"}}}))
+
+
 
 def test_validation_manifest_urls():
     from registryd.manifests.verify import URLPolicy
@@ -1089,6 +1105,8 @@ def test_proxy_defaults_and_values():
     assert (config.proxy.username, config.proxy.password, config.proxy.ttl) == ("u", "p", 5400.0)
     assert "p" not in repr(config.proxy).split("username")[1]  # the password is not shown
     assert parse(minimal("proxy:\n  remoteurl: http://h\n  ttl: 0\n")).proxy.ttl == 0
+    assert config.proxy.max_blob_size == 10 * 1024 ** 3
+    assert parse(minimal("proxy:\n  remoteurl: http://h\n  maxblobsize: 1048576\n")).proxy.max_blob_size == 1048576
 
 
 @pytest.mark.parametrize("text, key, words", [
@@ -1101,6 +1119,8 @@ def test_proxy_defaults_and_values():
     ("proxy:\n  remoteurl: https://h\n  username: u\n", "proxy.password", "required"),
     ("proxy:\n  remoteurl: https://h\n  password: p\n", "proxy.username", "required"),
     ("proxy:\n  remoteurl: https://h\n  ttl: forever\n", "proxy.ttl", "duration"),
+    ("proxy:\n  remoteurl: https://h\n  maxblobsize: 0\n", "proxy.maxblobsize", "positive number of bytes"),
+    ("proxy:\n  remoteurl: https://h\n  maxblobsize: 1GB\n", "proxy.maxblobsize", "expected an integer"),
     ("proxy:\n  remoteurl: https://h\n  ttl: -1h\n", "proxy.ttl", ""),
     ("proxy:\n  remoteurl: https://h\n  exec: {command: helper}\n", "proxy.exec", "not supported"),
     ("proxy: [https://h]\n", "proxy", "expected a mapping"),
