@@ -39,7 +39,7 @@ from zope.interface import implementer
 from registryd import errors, metrics
 from registryd.api.base import decimal
 from registryd.interfaces import ILinkedBlobStore, IStorageReader
-from registryd.proxy.upstream import discard
+from registryd.proxy.upstream import discard, header_values
 from registryd.storage.blobs import BlobInfo
 
 log = Logger()
@@ -62,10 +62,8 @@ class UpstreamBlob(BlobInfo):
 def _announced_length(response):
     """The Content-Length of a HEAD response (twisted gives such responses
     a body length of 0), or None when upstream sent none."""
-    values = response.headers.getRawHeaders(b"content-length") or []  # bytes: never decoded
-    if not values:
-        return None
-    return decimal(values[0].strip().decode("ascii", "replace"))
+    values = header_values(response, "content-length")
+    return decimal(values[0].strip()) if values else None
 
 
 @implementer(ILinkedBlobStore)

@@ -22,6 +22,7 @@ from registryd.digest import DEFAULT_ALGORITHM, Digest
 from registryd.interfaces import IManifestStore
 from registryd.manifests import mediatypes
 from registryd.manifests.parse import DEFAULT_MAX_SIZE
+from registryd.proxy.upstream import header_values
 from registryd.storage.manifest_store import is_digest_reference
 from registryd.storage.tags import check_tag
 
@@ -29,11 +30,8 @@ log = Logger()
 
 
 def _header(response, name):
-    """The first value of header C{name} as text, whatever bytes upstream
-    sent (asked for by a C{str} name, twisted would decode them as UTF-8
-    and fail on others)."""
-    values = response.headers.getRawHeaders(name.encode("ascii"))
-    return values[0].decode("latin-1") if values else None
+    values = header_values(response, name)
+    return values[0] if values else None
 
 
 def _upstream_digest(response):

@@ -718,3 +718,40 @@ async def test_blobs_redirected_to_another_origin_without_the_credentials(tmp_pa
         await proxy.stop()
         await registry_port.stopListening()
         await cdn_port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_upstream_headers_that_are_not_utf8_get_an_answer_not_a_500(tmp_path):
+    """A broken upstream's header bytes (a challenge, a digest, a Link to
+    the next tags page) are taken as they come: the client gets the
+    registry's answer, never an internal error."""
+    from twisted.internet import reactor
+    from twisted.web import server
+    from twisted.web.resource import Resource
+
+    class Garbled(Resource):
+        isLeaf = True
+
+        def render(self, request):
+            if b"/tags/list" in request.path:
+                request.setHeader(b"Link", b'<\xff\xfe?n=1&last=\xff>; rel="next"')
+                request.setHeader(b"Content-Type", b"application/json")
+                return b'{"name": "team/app", "tags": ["v1"]}'
+            if b"/manifests/" in request.path:
+                request.setHeader(b"Docker-Content-Digest", b"sha256:\xff")
+                request.setResponseCode(401)
+                request.setHeader(b"WWW-Authenticate", b'Bearer realm="\xff\xfe"')
+                return b""
+            return b"{}"
+
+    port = reactor.listenTCP(0, server.Site(Garbled()), interface="127.0.0.1")
+    proxy = await start_proxy(tmp_path, f"http://127.0.0.1:{port.getHost().port}")
+    try:
+        status, _, body = await get(proxy, "team/app/manifests/v1")
+        assert status == 503 and codes(body) == ["UNAVAILABLE"], body
+        assert b"token challenge has no usable realm" in body
+        status, _, body = await get(proxy, "team/app/tags/list")
+        assert status == 200 and json.loads(body)["tags"] == ["v1"], body
+    finally:
+        await proxy.stop()
+        await port.stopListening()
