@@ -104,11 +104,28 @@ class Unauthorized(RegistryError):
 
 
 class Denied(RegistryError):
+    """A known caller lacking an action.  Carries the caller's C{user} name
+    so the access log names who was refused."""
+
     code, status, message = "DENIED", 403, "requested access to the resource is denied"
+
+    def __init__(self, message=None, detail=None, headers=None, user=None):
+        super().__init__(message, detail=detail, headers=headers)
+        self.user = user
 
 
 class Unsupported(RegistryError):
     code, status, message = "UNSUPPORTED", 405, "the operation is unsupported"
+
+
+class BadRequest(RegistryError):
+    """A request registryd cannot read: a query parameter that is not UTF-8
+    or given twice, a token request missing a field or naming another
+    service.  The spec has no code for these; ``UNSUPPORTED`` with status
+    400 is what registryd has always answered (Distribution's token server
+    answers its own codes with the same status, which clients read)."""
+
+    code, status, message = "UNSUPPORTED", 400, "bad request"
 
 
 class NotFound(Unsupported):

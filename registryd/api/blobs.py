@@ -3,17 +3,13 @@
 import re
 
 from twisted.internet import defer
-from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from registryd import errors
-from registryd.api.base import respond
+from registryd.api.base import respond, shielded
 from registryd.digest import Digest
 from registryd.web import BlobSender
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-
-log = Logger()
 
 
 def parse_range(header, size):
@@ -95,24 +91,10 @@ async def get_blob(ctx, request, name, digest):
         return outcome
 
     sending.addBoth(report_pull)
-    await _shielded(sending)
+    # Shielded: when the client leaves (klein cancels the handler) the
+    # sender still finishes, so that it knows how much it sent.
+    await shielded(sending, what="sending a blob")
     return None
-
-
-def _shielded(running):
-    """A Deferred that follows C{running}, but whose cancellation (klein
-    cancels the handler when the client leaves) lets C{running} finish, so
-    that it knows how much it sent."""
-    result = defer.Deferred()
-
-    def finished(outcome):
-        if not result.called:
-            result.callback(outcome)
-        elif isinstance(outcome, Failure) and not outcome.check(defer.CancelledError):
-            log.failure("sending a blob failed after its client left", outcome)
-
-    running.addBoth(finished)
-    return result
 
 
 async def delete_blob(ctx, request, name, digest):

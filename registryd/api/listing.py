@@ -10,7 +10,7 @@ import json
 from urllib.parse import urlencode
 
 from registryd import errors
-from registryd.api.base import arg, respond
+from registryd.api.base import query_arg, respond
 
 #: Catalog page size when the client does not ask (Distribution's default
 #: catalog.maxentries); tag lists are whole unless ``n`` is given.
@@ -60,14 +60,14 @@ async def list_tags(ctx, request, name):
 
 def _page_arguments(request, default_page=None):
     """The request's (n, last), as L{paginate} reads them."""
-    n = arg(request, "n")
+    n = query_arg(request, "n")
     if n is not None:
         if not n.isdigit():
             raise errors.PaginationNumberInvalid(detail={"n": n})
         n = int(n)
     else:
         n = default_page
-    return n, arg(request, "last") or None
+    return n, query_arg(request, "last") or None
 
 
 async def catalog(ctx, request):
@@ -78,7 +78,7 @@ async def catalog(ctx, request):
         raise errors.PaginationNumberInvalid(
             f"n may be at most {max_entries} (catalog.maxentries)", detail={"n": n}
         )
-    grant = getattr(request, "grant", None)
+    grant = request.context.grant
     # Only what the caller may read (registryd.auth); the walk covers just
     # this page (Registry.repository_page), not the whole tree.
     page, more = await ctx.registry.repository_page(

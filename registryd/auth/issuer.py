@@ -145,11 +145,10 @@ class TokenIssuer:
         try:
             return parse_scopes(values)
         except ScopeInvalid as error:
-            raise errors.Unsupported(str(error), status=400) from None
+            raise errors.BadRequest(str(error)) from None
 
     def check_service(self, service):
         if service is not None and service != self.service:
-            raise errors.Unsupported(
-                f"this token server issues tokens for service {self.service!r}, not {service!r}",
-                status=400,
+            raise errors.BadRequest(
+                f"this token server issues tokens for service {self.service!r}, not {service!r}"
             )

@@ -13,7 +13,7 @@ from registryd.manifests.index import parse_docker_manifest_list, parse_oci_inde
 from registryd.manifests.schema1 import parse_schema1
 
 #: The distribution spec asks registries to accept manifests of at least 4 MiB.
-DEFAULT_MAX_SIZE = 4 * 1024 * 1024
+MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 
 _PARSERS = {
     mediatypes.OCI_MANIFEST: parse_oci_manifest,
@@ -72,7 +72,7 @@ def resolve_media_type(doc, content_type):
     return media_type
 
 
-def parse_manifest(body, content_type, max_size=DEFAULT_MAX_SIZE):
+def parse_manifest(body, content_type, max_size=MAX_MANIFEST_SIZE):
     """Parse and validate a pushed manifest; return a L{Manifest}.
 
     @param body: the exact bytes of the request body.
