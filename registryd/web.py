@@ -274,6 +274,8 @@ class StreamingRequest(server.Request):
     _cleanup_deferred = False
     _reported = False
     _counted_upload = False
+    #: the StreamingSite, set by twisted.web when it dispatches the request
+    site = None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -325,8 +327,7 @@ class StreamingRequest(server.Request):
         self._reported = True
         if self._counted_upload:
             metrics.UPLOADS_IN_PROGRESS.dec()
-        site = getattr(self, "site", None)  # None: never dispatched
-        access_log = getattr(site, "access_log", None)
+        access_log = self.site.access_log if self.site is not None else None
         if access_log is not None:
             try:
                 access_log(self, aborted)
@@ -347,7 +348,7 @@ class StreamingRequest(server.Request):
         if self._streamed is not None:
             self._streamed._fail(reason)
         super().connectionLost(reason)
-        if self._dispatched or getattr(self, "site", None) is not None:
+        if self._dispatched or self.site is not None:
             self._report(aborted=not self.finished)
 
 

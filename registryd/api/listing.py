@@ -37,7 +37,7 @@ def _link(path, n, last):
 
 def _limits(ctx):
     """(catalog.maxentries, tags.maxtags), each None when not configured."""
-    listing = getattr(ctx, "listing", None)
+    listing = ctx.listing
     if listing is None:
         return None, None
     return listing.max_catalog_entries, listing.max_tags

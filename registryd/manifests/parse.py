@@ -12,7 +12,9 @@ from registryd.manifests.image import parse_docker_manifest, parse_oci_manifest
 from registryd.manifests.index import parse_docker_manifest_list, parse_oci_index
 from registryd.manifests.schema1 import parse_schema1
 
-#: The distribution spec asks registries to accept manifests of at least 4 MiB.
+#: The largest manifest registryd takes, pushed or fetched from upstream, and
+#: so the largest request body it buffers (registryd.web): the distribution
+#: spec asks registries to accept manifests of at least 4 MiB.
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 
 _PARSERS = {
