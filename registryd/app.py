@@ -48,6 +48,16 @@ async def _post_token(app, request):
     return await token.post_token(_token_issuer(app, request), request)
 
 
+def _request_id(request):
+    """The request's id: the one its route gave it, or (a request no route
+    took) one made now, with the API version header it did not get."""
+    context = request.context
+    if context.request_id is None:
+        context.request_id = new_request_id()
+        request.setHeader(*base.API_VERSION_HEADER)
+    return context.request_id
+
+
 class RegistryApp:
     """The Docker Registry HTTP API V2 / OCI distribution API over a Registry."""
 
@@ -206,11 +216,7 @@ class RegistryApp:
     def unexpected_error(self, request, failure):
         if failure.check(CancelledError):
             return None  # the client went away; nothing to answer
-        context = request.context
-        request_id = context.request_id
-        if request_id is None:
-            request_id = context.request_id = new_request_id()
-            request.setHeader(*base.API_VERSION_HEADER)
+        request_id = _request_id(request)
         log.failure(
             "request {request_id} {method} {path} failed",
             failure,
@@ -229,10 +235,7 @@ class RegistryApp:
             # do is cut the connection so the client sees a short body.
             request.transport.abortConnection()
             return None
-        context = request.context
-        if context.request_id is None:
-            context.request_id = new_request_id()
-            request.setHeader(*base.API_VERSION_HEADER)
+        _request_id(request)
         for name, value in error.headers.items():
             request.setHeader(name, value)
         body = error.body()
