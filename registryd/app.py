@@ -196,7 +196,7 @@ class RegistryApp:
     @app.handle_errors(NotFound)
     def not_found(self, request, failure):
         try:
-            base.check_raw_path(request)  # a decoded '/' may be why no route matched
+            base.check_unrouted_path(request)  # a decoded '/' or newline may be why
         except errors.NameInvalid as error:
             return self._render_error(request, error)
         return self._render_error(request, errors.NotFound(detail={"path": request.path.decode("latin-1")}))

@@ -434,7 +434,7 @@ class Config:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys.
+    """SafeLoader that refuses duplicate keys (and overlong integers).
 
     PyYAML keeps the last of two equal keys without a word; a duplicated
     ``storage`` or ``delete`` section would then silently drop settings.
@@ -457,6 +457,19 @@ class _Loader(yaml.SafeLoader):
                     )
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node):
+        """An integer, or a YAML error naming where: Python's int() raises
+        ValueError (a traceback at start-up) on more than 4300 digits."""
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:
+            raise yaml.constructor.ConstructorError(
+                None, None, "integer too long", node.start_mark
+            ) from None
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 
 def _yaml_error_message(error):
@@ -557,6 +570,10 @@ _DURATION_UNITS = {
     "ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
 }
 _DURATION_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+#: Go's longest time.Duration (int64 nanoseconds, about 292 years), in
+#: seconds; Distribution refuses longer ones, and an infinite float would
+#: break timers later.
+MAX_DURATION = (2**63 - 1) / 1e9
 
 
 def _duration(value, path, minimum=0.0):
@@ -565,6 +582,8 @@ def _duration(value, path, minimum=0.0):
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ConfigError(path, f"expected a duration such as 10s or 500ms, got {_describe(value)}")
     if isinstance(value, int):
+        if abs(value) > 2**63 - 1:
+            raise ConfigError(path, f"duration out of range (at most {MAX_DURATION:.0f}s)")
         seconds = value * 1e-9
     elif value.strip() == "0":
         seconds = 0.0
@@ -580,6 +599,10 @@ def _duration(value, path, minimum=0.0):
             position = match.end()
         if not text:
             raise ConfigError(path, "expected a duration such as 10s or 500ms, got ''")
+        if seconds > MAX_DURATION:
+            raise ConfigError(
+                path, f"duration out of range (at most {MAX_DURATION:.0f}s), got {value[:100]!r}"
+            )
     if seconds < 0:
         raise ConfigError(path, f"must not be negative, got {value!r}")
     if seconds < minimum:

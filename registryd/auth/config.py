@@ -77,7 +77,7 @@ class AuthConfig:
     access = attr.ib(default=None)
 
 
-_PATTERN = re.compile(r"^[a-z0-9._\-/*]+$")
+_PATTERN = re.compile(r"[a-z0-9._\-/*]+")
 
 
 def parse_auth(value, path, helpers):
@@ -284,7 +284,7 @@ def _parse_rule(h, value, path):
         if not patterns:
             raise h.ConfigError(item_path, "expected at least one repository pattern")
         for index, pattern in enumerate(patterns):
-            if not _PATTERN.match(pattern.replace(USER_PLACEHOLDER, "u")):
+            if not _PATTERN.fullmatch(pattern.replace(USER_PLACEHOLDER, "u")):
                 raise h.ConfigError(
                     f"{item_path}[{index}]",
                     f"expected a repository name pattern ([a-z0-9._-/], '*', '**', '${{user}}'), "

@@ -14,7 +14,7 @@ from twisted.internet import defer
 
 from registryd import errors
 from registryd.digest import DEFAULT_ALGORITHM, Digest, check_algorithm
-from registryd.names import check_repository_name, check_upload_id, new_upload_id
+from registryd.names import check_repository_name, check_upload_id, is_name_component, new_upload_id
 from registryd.storage import paths
 from registryd.storage.errors import PathNotFound, translate_storage_errors
 from registryd.storage.cache import ContentCache
@@ -167,8 +167,8 @@ class Registry:
                 if prefix and any(marker in children for marker in markers):
                     found.append(prefix)
                 for child in children:
-                    if child.startswith("_") or child.endswith(".tmp"):
-                        continue
+                    if child.endswith(".tmp") or not is_name_component(child):
+                        continue  # _manifests, a driver's temporary, a stray name
                     next_level.append((f"{prefix}/{child}" if prefix else child, f"{path}/{child}"))
             level = next_level
         return sorted(name for name in found if name)
@@ -208,8 +208,8 @@ class Registry:
                         and (include is None or include(prefix))):
                     found.append(prefix)
                 for child in children:
-                    if child.startswith("_") or child.endswith(".tmp"):
-                        continue
+                    if child.endswith(".tmp") or not is_name_component(child):
+                        continue  # _manifests, a driver's temporary, a stray name
                     name = f"{prefix}/{child}" if prefix else child
                     if last is not None and name < last and not last.startswith(name):
                         continue  # it and all below it sort before last

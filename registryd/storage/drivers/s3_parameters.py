@@ -146,7 +146,7 @@ def _seconds(section, name, default):
     if value is None:
         return default
     if isinstance(value, str):
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*", value)
+        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m)?\s*", value)
         if match is None:
             raise InvalidParameter(_key(name), f"expected seconds such as 30 or 30s, got {value!r}")
         number, unit = float(match.group(1)), match.group(2) or "s"
