@@ -173,7 +173,7 @@ def _listen_endpoint(given):
     try:
         return addr_to_endpoint(given, path="--listen")
     except ConfigError as error:
-        problem = LISTEN_SYNTAX if error.problem.startswith("expected") else error.problem
+        problem = LISTEN_SYNTAX if "HOST:PORT" in error.problem else error.problem
         raise usage.UsageError(f"--listen {given!r}: {problem}") from None
 
 

@@ -171,3 +171,29 @@ http:
         assert running.process.wait(timeout=20) in (0, -signal.SIGTERM), running.output
     assert "letting requests finish for up to 20s" in running.output
     assert "Traceback" not in running.output, running.output
+
+
+def test_sighup_names_keys_needing_a_restart_as_the_file_spells_them(tmp_path):
+    port = free_port()
+    text = f"""\
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: {tmp_path / "data"}
+http:
+  addr: 127.0.0.1:{port}
+"""
+    config = write_config(tmp_path, text)
+    with Running(tmp_path, "--config", config) as running:
+        running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
+        with open(config, "w") as stream:
+            stream.write(text + "  relativeurls: true\ngc:\n  graceperiod: 2h\n  deleteuntagged: true\n")
+        running.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: f"configuration {config} applied" in running.output)
+    changed = [line.split("reload: ", 1)[1] for line in running.output.splitlines()
+               if "; restart registryd to apply it" in line]
+    assert sorted(changed) == [
+        "gc.deleteuntagged changed; restart registryd to apply it",
+        "gc.graceperiod changed; restart registryd to apply it",
+        "http.relativeurls changed; restart registryd to apply it",
+    ], running.output
