@@ -66,11 +66,16 @@ class Options(usage.Options):
         and exit with status 1 (twistd would print its whole usage block
         first; ``--help`` still shows it)."""
         try:
-            super().parseOptions(options)
+            self.check(options)
         except usage.UsageError as error:
             for line in str(error).splitlines():
                 print(f"registryd: {line}", file=sys.stderr)
             raise SystemExit(1) from None
+
+    def check(self, options=None):
+        """Parse and validate C{options}, raising C{UsageError} (for callers
+        that report it themselves: a worker process, tests)."""
+        super().parseOptions(options)
 
     def postOptions(self):
         from registryd.service import create_storage_driver

@@ -483,7 +483,7 @@ def build_worker(arguments, reactor):
         command += ["--listen", endpoint]
     options = tap.Options()
     try:
-        options.parseOptions(command)
+        options.check(command)
     except usage.UsageError as error:
         raise SystemExit(f"registryd worker {arguments.index}: {error}")
     full_config = options.registry_config
