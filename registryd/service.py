@@ -227,6 +227,12 @@ class RegistryService(MultiService):
         self.config_path = None
         #: log where the data is at start-up (not again in each worker)
         self.announce = True
+        #: True under ``twistd --nodaemon`` (set by registryd.tap): a port
+        #: that cannot be bound ends the process with one line on stderr.
+        #: Otherwise L{ListenFailed} propagates: a daemonising twistd must
+        #: see an exception to tell its waiting parent (which then prints
+        #: it), and an embedding program handles it itself.
+        self.exit_on_listen_failure = False
         self.operations = Operations(self, reactor)
 
     async def _drain(self, timeout):
@@ -278,20 +284,18 @@ class RegistryService(MultiService):
         try:
             super().privilegedStartService()
         except ListenFailed as error:
-            if not self._owns_process:
-                raise
             if "workers" in self.namedServices:  # never started: its directory only
                 self.getServiceNamed("workers").remove_metrics_directory()
-            self._exit_on(error)
+            log.error("registryd: {error}", error=str(error))
+            if self.exit_on_listen_failure:
+                self._exit_on(error)
+            raise
 
     @staticmethod
     def _exit_on(error):
         """End the process for a socket that cannot be opened at start-up:
         one line on the terminal (twistd has already sent stderr to the
-        log, hence the original stream) and in the log, status 1; no
-        traceback.  (Daemonised, the terminal is gone: twistd's parent then
-        says to look at the log file, which has the line.)"""
-        log.error("registryd: {error}", error=str(error))
+        log, hence the original stream), status 1, no traceback."""
         print(f"registryd: {error}", file=sys.__stderr__, flush=True)
         raise SystemExit(1)
 

@@ -239,6 +239,8 @@ def makeService(options):
             shutil.rmtree(metrics_directory, ignore_errors=True)
         raise SystemExit(f"registryd: {error}") from None
     service.config_path = options["config"]  # reloaded on SIGHUP
+    twistd_options = getattr(options, "parent", None)
+    service.exit_on_listen_failure = bool(twistd_options and twistd_options.get("nodaemon"))
     service.listen_override = bool(options["listen"])
     if workers > 1:
         from registryd.workers import WorkerPool

@@ -169,6 +169,27 @@ def test_unbindable_port_fails_start_up_in_one_line(tmp_path, workers):
     )
 
 
+def test_unbindable_port_fails_a_daemonising_twistd_too(tmp_path):
+    """Without --nodaemon, twistd's parent waits for its daemon to report:
+    the failure must reach it (exit status 1, not a parent waiting for
+    ever), and the log file has the whole line."""
+    log_file, pid_file = tmp_path / "twistd.log", tmp_path / "twistd.pid"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*TWISTD, f"--pidfile={pid_file}", f"--logfile={log_file}", "registryd",
+             "--listen", f"127.0.0.1:{port}"],
+            cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=60,
+        )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"cannot listen on tcp:{port}:interface=127.0.0.1" in result.stderr
+    assert (f"registryd: cannot listen on tcp:{port}:interface=127.0.0.1: address already in use "
+            "(another registry running?)") in log_file.read_text()
+    assert not pid_file.exists()
+
+
 def test_unbindable_debug_port_names_its_endpoint(tmp_path):
     port = free_port()
     with socket.socket() as taken:
