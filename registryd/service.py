@@ -22,7 +22,7 @@ from twisted.logger import (
 from zope.interface import implementer
 
 from registryd.config import DEFAULT_ROOT_DIRECTORY, ConfigError
-from registryd.listeners import ListenFailed, ListenerService
+from registryd.listeners import ListenerService, ListenFailed
 
 log = Logger()
 
