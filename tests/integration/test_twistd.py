@@ -185,9 +185,13 @@ def test_unbindable_port_fails_a_daemonising_twistd_too(tmp_path):
         )
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"cannot listen on tcp:{port}:interface=127.0.0.1" in result.stderr
-    assert (f"registryd: cannot listen on tcp:{port}:interface=127.0.0.1: address already in use "
-            "(another registry running?)") in log_file.read_text()
-    assert not pid_file.exists()
+    line = (f"registryd: cannot listen on tcp:{port}:interface=127.0.0.1: address already in use "
+            "(another registry running?)")
+    # the daemon removes its pid file just after telling the parent: wait for it
+    deadline = time.monotonic() + 30
+    while pid_file.exists() or line not in log_file.read_text():
+        assert time.monotonic() < deadline, log_file.read_text()
+        time.sleep(0.05)
 
 
 def test_unbindable_debug_port_names_its_endpoint(tmp_path):
