@@ -9,9 +9,11 @@ internals.
 """
 
 from klein import Klein
+from klein.resource import KleinResource
 from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
-from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.exceptions import BadHost, MethodNotAllowed, NotFound
+from werkzeug.routing import RequestRedirect
 
 from registryd import errors
 from registryd.api import base, blobs, listing, manifests, referrers, token, uploads
@@ -56,6 +58,39 @@ def _request_id(request):
         context.request_id = new_request_id()
         request.setHeader(*base.API_VERSION_HEADER)
     return context.request_id
+
+
+class _RegistryResource(KleinResource):
+    """klein's resource, refusing URLs it cannot route with the spec's error.
+
+    klein decodes the path and host as UTF-8, and werkzeug encodes the
+    host as IDNA, before any route or error handler runs: on failure klein
+    logs a traceback and answers text/plain, and werkzeug's C{BadHost}
+    becomes Twisted's HTML 500.  A client's bad URL or Host header is no
+    server failure: it gets a JSON 400 here.
+
+    Also tells the site each request's body mode, from the route table
+    (C{body_mode}, registryd.web.StreamingSite).
+    """
+
+    def __init__(self, klein_app, registry_app):
+        super().__init__(klein_app)
+        self._registry_app = registry_app
+        self.body_mode = registry_app.routes.body_mode
+
+    def render(self, request):
+        try:
+            b"/".join(request.prepath + request.postpath).decode("utf-8")
+            request.getRequestHostname().decode("utf-8")
+        except UnicodeDecodeError:
+            return self._refuse(request, "the request's path or Host header is not UTF-8")
+        try:
+            return super().render(request)  # routing happens later, in a Deferred
+        except BadHost:
+            return self._refuse(request, "the Host header is not a valid host name")
+
+    def _refuse(self, request, message):
+        return self._registry_app._render_error(request, errors.MalformedRequest(message))
 
 
 class RegistryApp:
@@ -141,11 +176,9 @@ class RegistryApp:
         ]
 
     def resource(self):
-        """The klein resource, with the route table's body modes for
-        registryd.web.StreamingSite (which it must be served by)."""
-        resource = self.app.resource()
-        resource.body_mode = self.routes.body_mode
-        return resource
+        """The resource registryd.web.StreamingSite serves (it must be
+        that site: the route table's views read the request's context)."""
+        return _RegistryResource(self.app, self)
 
     # routes: one declaration each (registryd.api.routing)
 
@@ -193,7 +226,10 @@ class RegistryApp:
     def registry_error(self, request, failure):
         return self._render_error(request, failure.value)
 
-    @app.handle_errors(NotFound)
+    # werkzeug's router answers a path it would spell differently (a
+    # missing trailing slash, '//') with a redirect; Distribution answers
+    # 404 for every path that is not exactly an endpoint's, and so do we.
+    @app.handle_errors(NotFound, RequestRedirect)
     def not_found(self, request, failure):
         try:
             base.check_unrouted_path(request)  # a decoded '/' or newline may be why

@@ -24,7 +24,6 @@ import os
 import pprint
 import traceback
 
-from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.conch import interfaces as iconch
 from twisted.conch import manhole, manhole_ssh
@@ -40,6 +39,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from registryd.config import ConfigError
+from registryd.listeners import ListenerService
 
 log = Logger()
 
@@ -429,6 +429,9 @@ class ManholeService(MultiService):
         self.factory = make_factory(
             manhole_config.user, self.authorized_keys, self.host_key, namespace_factory
         )
-        self.listener = strports.service(manhole_config.listen, self.factory, reactor=reactor)
+        self.listener = ListenerService(
+            manhole_config.listen, self.factory, reactor=reactor,
+            what=f"manhole (user {manhole_config.user}) listening on", scheme="ssh",
+        )
         self.listener.setName(f"manhole {manhole_config.listen}")
         self.listener.setServiceParent(self)

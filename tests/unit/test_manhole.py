@@ -120,7 +120,7 @@ def test_twistd_options_refuse_a_bad_manhole_before_starting(tmp_path):
     def options(manhole):
         config.write_text("version: 0.1\nstorage:\n  inmemory:\nmanhole:\n" + manhole)
         parsed = Options()
-        parsed.parseOptions(["--config", str(config)])
+        parsed.check(["--config", str(config)])
         return parsed
 
     with pytest.raises(usage.UsageError) as info:
