@@ -21,7 +21,7 @@ from urllib.parse import unquote_to_bytes
 import attrs
 from twisted.internet import defer
 from twisted.internet.defer import CancelledError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from registryd.api.base import shielded
 from registryd.context import new_request_id
@@ -107,10 +107,17 @@ class RouteTable:
         self._routes[name] = table
         self._streaming_methods.update(m for m, e in table.items() if e.body == STREAMED)
 
+        allowed = sorted(m.decode("ascii") for m in table)
+
         async def view(app, request, **params):
             context = request.context
             context.route = name
-            needed = table[request.method]
+            needed = table.get(request.method)
+            if needed is None:
+                # werkzeug matched the method ignoring case; HTTP's methods
+                # are case-sensitive (RFC 9110), and Distribution's router
+                # answers "get" 405 too.
+                raise MethodNotAllowed(valid_methods=allowed)
             if api:
                 await app.admit(request, params.get("name"), needed.needs)
             else:

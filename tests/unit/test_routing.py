@@ -16,7 +16,7 @@ from registryd.web import BUFFERED, STREAMED
 
 body_mode = RegistryApp.routes.body_mode
 
-METHODS = [b"GET", b"HEAD", b"POST", b"PATCH", b"PUT", b"DELETE", b"OPTIONS", b"BREW"]
+METHODS = [b"GET", b"HEAD", b"POST", b"PATCH", b"PUT", b"DELETE", b"OPTIONS", b"BREW", b"post", b"patch"]
 
 
 @pytest.mark.parametrize("method, path, mode", [
