@@ -195,7 +195,10 @@ class _Output:
 
 
 def _raise_in_thread(ident, error_class):
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(error_class))
+    """Raise C{error_class} in thread C{ident} at its next bytecode (None:
+    forget one raised there and not yet seen)."""
+    error = ctypes.py_object(error_class) if error_class is not None else None
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), error)
 
 
 def _memory():
@@ -230,18 +233,32 @@ class Statement:
         self._waiting_since = None
         self.stop_error = None
         self._stopped_at = None
+        self.returned = False
         self.thread = threading.Thread(target=self._run, name="manhole statement", daemon=True)
 
     def _run(self):
-        _current.statement = self
         error = None
         try:
-            self._function()
-        except BaseException as raised:  # the session reports it
-            error = raised
-        finally:
-            _current.statement = None
-        self._runner.reactor.callFromThread(self._finish, error)
+            _current.statement = self
+            try:
+                self._function()
+            except BaseException as raised:  # the session reports it
+                error = raised
+        except BaseException as late:  # a stop landing as the statement ended
+            error = error or late
+        while True:
+            # The watchdog may have raised a stop once more just as the
+            # statement ended: it must not escape the thread (a traceback in
+            # the log, a session never answered).  Once ``returned`` is set
+            # it raises none, and the one it may have left pending is cleared.
+            try:
+                self.returned = True
+                _raise_in_thread(threading.get_ident(), None)
+                _current.statement = None
+                self._runner.reactor.callFromThread(self._finish, error)
+                return
+            except BaseException as late:
+                error = error or late
 
     def _finish(self, error):
         if self.done.called:
@@ -269,7 +286,7 @@ class Statement:
         if self.stop_error is None:
             self.stop_error = error_class
             self._stopped_at = self._runner.clock()
-        if self.thread.ident is not None:
+        if self.thread.ident is not None and not self.returned:
             _raise_in_thread(self.thread.ident, self.stop_error)
 
     def check(self, now):
