@@ -167,8 +167,7 @@ class PtySession:
 
 def test_commands_with_the_openssh_client(manhole):
     url = manhole.registry.url
-    image = make_image((4000,))
-    push_image(url, "e2e/app", "v1", image)
+    image = pushed_app(url)
     orphan = push_blob(url, "e2e/app", os.urandom(5000))
 
     result = manhole.run(manhole.admin_key, "repos()")
@@ -253,6 +252,14 @@ USES = ("sorted({})", "len({})", "[item for item in {}]", "{}[0]")
 ERROR_LINE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*(: .*)?")
 
 
+def pushed_app(url):
+    """A small image pushed as e2e/app:v1, for the helpers to find and a
+    L{Puller} to pull."""
+    image = make_image((4000,))
+    push_image(url, "e2e/app", "v1", image)
+    return image
+
+
 def _plain(text):
     """A value's text without the layout: pprint (commands) and repr (the
     prompt) differ only in whitespace, and a str is printed bare by one."""
@@ -261,8 +268,7 @@ def _plain(text):
 
 def test_every_helper_result_sorts_counts_iterates_and_indexes_while_a_client_pulls(manhole):
     url = manhole.registry.url
-    image = make_image((4000,))
-    push_image(url, "e2e/app", "v1", image)
+    image = pushed_app(url)
     session = PtySession(manhole.command(manhole.admin_key, tty=True))
     try:
         session.read_until(b">>> ")
@@ -298,8 +304,7 @@ def test_every_helper_result_sorts_counts_iterates_and_indexes_while_a_client_pu
 
 def test_runaway_statements_are_stopped_while_a_client_pulls(manhole):
     url = manhole.registry.url
-    image = make_image((4000,))
-    push_image(url, "e2e/app", "v1", image)
+    image = pushed_app(url)
     stopped = f"TimeLimitExceeded: stopped after computing for {TIME_LIMIT}s (manhole.timelimit)\n"
     with Puller(url, "e2e/app", image):
         result = manhole.run(manhole.admin_key, "while True: pass")
@@ -324,8 +329,7 @@ def test_runaway_statements_are_stopped_while_a_client_pulls(manhole):
 
 def test_a_memory_hungry_statement_is_stopped_and_the_daemon_stays_bounded(manhole):
     url = manhole.registry.url
-    image = make_image((4000,))
-    push_image(url, "e2e/app", "v1", image)
+    image = pushed_app(url)
     daemon = psutil.Process(manhole.registry.pid)
     baseline = daemon.memory_info().rss
     peak = [baseline]
