@@ -298,7 +298,11 @@ async def run_source(source, namespace, runner):
         if expression and result is not None:
             print(_format(result))
 
-    error = await runner.run(statement, out.append).done
+    try:
+        running = runner.run(statement, out.append)
+    except RuntimeError as error:  # no thread to be had
+        return "", describe(error) + "\n", 1
+    error = await running.done
     if error is None:
         return "".join(out), "", 0
     if isinstance(error, SystemExit):

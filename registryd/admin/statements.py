@@ -340,7 +340,11 @@ class StatementRunner:
             self._watchdog = task.LoopingCall(self._tick)
             self._watchdog.clock = self.reactor
             self._watchdog.start(WATCHDOG_INTERVAL, now=False)
-        statement.thread.start()
+        try:
+            statement.thread.start()
+        except RuntimeError:  # no thread to be had: the caller says so
+            self.ended(statement)
+            raise
         return statement
 
     def interrupt(self, statement):
