@@ -300,8 +300,8 @@ async def run_source(source, namespace, runner):
 
     try:
         running = runner.run(statement, out.append)
-    except RuntimeError as error:  # no thread to be had
-        return "", describe(error) + "\n", 1
+    except RuntimeError as refused:  # no thread to be had
+        return "", describe(refused) + "\n", 1
     error = await running.done
     if error is None:
         return "".join(out), "", 0

@@ -296,6 +296,12 @@ def test_every_helper_result_sorts_counts_iterates_and_indexes_while_a_client_pu
             assert session.statement("repos()[0]") == ["'e2e/app'"]
             assert session.statement("_.upper()") == ["'E2E/APP'"]
             assert session.block("for r in repos(): print(r)") == ["e2e/app"]
+            # The model's own coroutines run on the reactor, their value shown.
+            assert session.statement("on_reactor(registry.repositories)") == ["['e2e/app']"]
+            assert session.statement("sorted(registry.repositories())") == [
+                "TypeError: 'coroutine' object is not iterable"]
+            assert session.statement("registry.repositories()") == ["['e2e/app']"]
+            assert manhole.run(manhole.admin_key, "registry.repositories()").stdout == b"['e2e/app']\n"
         session.send(b"\x04")
         assert session.process.wait(20) == 0
     finally:
