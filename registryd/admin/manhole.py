@@ -280,11 +280,12 @@ def _value(reactor, value):
     return value
 
 
-async def run_source(source, namespace, runner):
+async def run_source(source, namespace, runner, started=None):
     """Run one command (``ssh host 'expr'``) in a statement thread of
     C{runner}; (stdout text, stderr text, exit status).  An expression's
     value is printed, awaited first if it is a Deferred or coroutine; an
-    error is one line on stderr."""
+    error is one line on stderr.  C{started(statement)}, if given, is told
+    of the statement (to stop it when the client goes)."""
     out = []
 
     def statement():
@@ -302,6 +303,8 @@ async def run_source(source, namespace, runner):
         running = runner.run(statement, out.append)
     except RuntimeError as refused:  # no thread to be had
         return "", describe(refused) + "\n", 1
+    if started is not None:
+        started(running)
     error = await running.done
     if error is None:
         return "".join(out), "", 0
@@ -438,6 +441,10 @@ class ManholeSession(manhole_ssh.TerminalSession):
     width, height = 80, 25  # when the client asks for no pty
     _terminal = None
 
+    def __init__(self, original):
+        super().__init__(original)
+        self._commands = []  # statements of execCommand
+
     def openShell(self, proto):
         self._terminal = self.transportFactory(
             proto, self.chainedProtocolFactory(), iconch.IConchUser(self.original),
@@ -453,7 +460,8 @@ class ManholeSession(manhole_ssh.TerminalSession):
         started = defer.Deferred()
         reactor.callLater(0, started.callback, None)
         started.addCallback(lambda _: defer.ensureDeferred(run_source(
-            command.decode("utf-8", "replace"), self.namespace_factory(), self.runner
+            command.decode("utf-8", "replace"), self.namespace_factory(), self.runner,
+            self._commands.append,
         )))
         running = started
 
@@ -476,6 +484,12 @@ class ManholeSession(manhole_ssh.TerminalSession):
 
     def eofReceived(self):
         pass  # the prompt ends with ^D or exit(); a command ends by itself
+
+    def closed(self):
+        """The client went: stop its commands still running, as ^C would."""
+        for statement in self._commands:
+            self.runner.interrupt(statement)
+        self._commands = []
 
 
 @implementer(portal.IRealm)
