@@ -310,7 +310,7 @@ async def run_source(source, namespace, runner, started=None):
         return "".join(out), "", 0
     if isinstance(error, SystemExit):
         return "".join(out), "", error.code if isinstance(error.code, int) else 1
-    return "".join(out), describe(error) + "\n", 1
+    return "".join(out), running.description + "\n", 1
 
 
 class _Pipe:
@@ -368,7 +368,7 @@ class RegistryManhole(manhole.Manhole):
             code = codeop.compile_command("\n".join(self.source_lines), "<manhole>", "single")
         except (SyntaxError, OverflowError, ValueError) as error:
             self.source_lines = []
-            self._ended(error)
+            self._ended(describe(error))
             return
         if code is None:  # more to come
             self.pn = 1
@@ -381,9 +381,11 @@ class RegistryManhole(manhole.Manhole):
                 lambda: exec(code, self.namespace), self._output, self._display
             )
         except RuntimeError as error:  # no thread to be had
-            self._ended(error)
+            self._ended(describe(error))
             return
-        self.statement.done.addCallback(self._ended)
+        self.statement.done.addCallback(
+            lambda error, statement=self.statement: self._ended(statement.description)
+        )
 
     def _display(self, value):
         """The display hook, in the statement's thread."""
@@ -395,14 +397,15 @@ class RegistryManhole(manhole.Manhole):
     def _output(self, text):
         self.terminal.write(text.encode("utf-8", "replace"))
 
-    def _ended(self, error):
+    def _ended(self, description):
+        """A statement ended (with the error in one line, or None)."""
         self.statement = None
         if self.terminal is None or self.terminal.transport is None:
             return
-        if error is not None:
+        if description is not None:
             if self._needsNewline():
                 self.terminal.nextLine()
-            self.terminal.write(describe(error).encode("utf-8", "replace"))
+            self.terminal.write(description.encode("utf-8", "replace"))
         self._prompt()
 
     def _prompt(self):

@@ -87,10 +87,16 @@ class MemoryLimitExceeded(StatementStopped):
 
 
 def describe(error):
-    """One line for an error raised by a typed statement."""
+    """One line (of at most 500 characters of message) for an error raised
+    by a typed statement.  A statement's own error class may do anything
+    in ``__str__``: statements describe their errors in their own thread
+    (L{Statement.description}), under the watchdog."""
     if isinstance(error, SyntaxError):
         return f"SyntaxError: {error.msg} (line {error.lineno})"
-    text = str(error).splitlines()[0] if str(error) else ""
+    try:
+        text = str(error)[:500].split("\n", 1)[0]
+    except Exception:
+        text = "(its message cannot be shown)"
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
@@ -220,7 +226,8 @@ def _give_back_memory():
 
 class Statement:
     """One typed statement running in its own thread.  C{done} fires on the
-    reactor with None or the exception that ended it."""
+    reactor with None or the exception that ended it (L{description} says
+    it in one line)."""
 
     def __init__(self, runner, function, output, display):
         self._runner = runner
@@ -234,6 +241,8 @@ class Statement:
         self.stop_error = None
         self._stopped_at = None
         self.returned = False
+        #: The error that ended it, in one line (L{describe}), or None.
+        self.description = None
         self.thread = threading.Thread(target=self._run, name="manhole statement", daemon=True)
 
     def _run(self):
@@ -244,6 +253,7 @@ class Statement:
                 self._function()
             except BaseException as raised:  # the session reports it
                 error = raised
+                self.description = describe(raised)
         except BaseException as late:  # a stop landing as the statement ended
             error = error or late
         while True:
@@ -263,6 +273,8 @@ class Statement:
     def _finish(self, error):
         if self.done.called:
             return
+        if error is not None and self.description is None:
+            self.description = type(error).__name__
         self._runner.ended(self)
         self.output.close()
         self.done.callback(error)

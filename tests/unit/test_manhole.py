@@ -89,6 +89,14 @@ async def test_run_source_prints_values_awaits_deferreds_and_reports_errors():
     assert (out, err, status) == ("before\n", "ZeroDivisionError: division by zero\n", 1)
     out, err, status = await run_source("def (", namespace, runner)
     assert status == 1 and err.startswith("SyntaxError: ") and err.count("\n") == 1
+    # An error's own __str__ runs in the statement's thread, under the watchdog.
+    out, err, status = await run_source(
+        "class Odd(Exception):\n  def __str__(self):\n    while True: pass\nraise Odd()",
+        namespace, StatementRunner(time_limit=0.5),
+    )
+    assert (status, err) == (1, "Odd\n")
+    out, err, status = await run_source("raise ValueError('a' * 10**6 + '\\nmore')", namespace, runner)
+    assert (status, err) == (1, "ValueError: " + "a" * 500 + "\n")
 
 
 @pytest_twisted.ensureDeferred
