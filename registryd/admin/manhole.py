@@ -157,8 +157,8 @@ def make_namespace(registry, maintenance, config, reactor=None):
     work on the reactor thread and returns a plain value."""
     if reactor is None:
         from twisted.internet import reactor
-    from registryd.admin.walk import walk_blobs
     from registryd.admin.maintenance import list_uploads
+    from registryd.admin.walk import walk_blobs
     from registryd.storage import paths
     from registryd.storage.errors import PathNotFound
 

@@ -440,7 +440,7 @@ def call_on_reactor(reactor, function, *args, **kwargs):
         finished.set()
         if isinstance(result, Failure) and box.get("abandoned"):
             log.failure("manhole: a helper failed after its statement was stopped", result)
-        return None
+        return None  # the failure is the statement's to raise, not an unhandled one
 
     statement = current_statement()
     reactor.callFromThread(start)

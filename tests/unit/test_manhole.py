@@ -6,14 +6,13 @@ import stat
 import pytest
 import pytest_twisted
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from twisted.conch.ssh import keys
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from twisted.conch.ssh import keys
 from twisted.internet import defer, threads
 from twisted.internet.task import deferLater
 
 from registryd.admin.maintenance import Maintenance
-from registryd.admin.statements import StatementRunner, call_on_reactor
 from registryd.admin.manhole import (
     HELP,
     load_authorized_keys,
@@ -21,6 +20,7 @@ from registryd.admin.manhole import (
     make_namespace,
     run_source,
 )
+from registryd.admin.statements import StatementRunner, call_on_reactor
 from registryd.config import Config, ConfigError
 from registryd.storage.drivers.memory import InMemoryDriver
 from registryd.storage.registry import Registry
