@@ -306,7 +306,9 @@ class Statement:
         if self.stop_error is not None:
             if now - self._stopped_at > ABANDON_AFTER:
                 log.warn("manhole: a stopped statement is still running; its session moves on")
-                self._finish(self.stop_error())
+                error = self.stop_error()
+                self.description = describe(error) + "; it goes on in the background"
+                self._finish(error)
             else:
                 self.stop(self.stop_error)
         elif self.computing_seconds(now) > self._runner.time_limit:

@@ -169,6 +169,23 @@ async def test_a_runaway_statement_is_stopped_and_the_reactor_keeps_turning():
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_statement_blocked_outside_python_is_left_behind():
+    """A long sleep (or read) does not see the stop until it returns; it
+    holds up nothing but its session, which gets its prompt back."""
+    from registryd.admin import statements
+
+    runner = StatementRunner(time_limit=0.2)
+    started = runner.clock()
+    out, err, status = await run_source("import time; time.sleep(60)", {}, runner)
+    assert (status, err) == (1, (
+        "TimeLimitExceeded: stopped after computing for 0.2s (manhole.timelimit);"
+        " it goes on in the background\n"
+    ))
+    assert runner.clock() - started < 0.2 + statements.ABANDON_AFTER + 30  # not 60 s
+    assert not runner.running
+
+
+@pytest_twisted.ensureDeferred
 async def test_waiting_for_a_helper_does_not_count_against_the_time_limit():
     from twisted.internet import reactor, task
 
