@@ -58,6 +58,7 @@ setup(
         "PyJWT",  # bearer tokens (auth.token, auth.tokenserver)
         "bcrypt",  # htpasswd -B entries (auth.htpasswd)
         "botocore>=1.36",  # the s3 storage driver (checksum settings of 1.36)
+        "redis>=5",  # the nodes' shared state (the redis section; registryd.shared)
     ],
     extras_require={
         "test": ["pytest", "pytest-twisted", "psutil", "oras", "hypothesis"],

@@ -483,10 +483,40 @@ class Config:
     listing = attr.ib(factory=lambda: ListingConfig())
     #: A ProxyConfig when registryd is a pull-through cache, else None.
     proxy = attr.ib(default=None)
+    #: A RedisConfig when several nodes share state through Redis, else None.
+    redis = attr.ib(default=None)
 
     def with_listen(self, endpoints):
         """This configuration listening on C{endpoints} instead (``--listen``)."""
         return attr.evolve(self, http=attr.evolve(self.http, listen=tuple(endpoints)))
+
+
+@attr.s(frozen=True)
+class RedisConfig:
+    """The ``redis`` section: where the nodes' shared state lives
+    (``registryd.shared.redis``).  Distribution 2.8's keys (``addr``,
+    ``pool``) and 3's (``addrs``, ``username``, ``poolsize``...) both work.
+    Several ``addrs`` are a Redis Cluster, unless ``mastername`` names the
+    master that those Sentinel addresses watch."""
+
+    addrs = attr.ib(converter=tuple)  # ((host, port), ...)
+    username = attr.ib(default=None)
+    password = attr.ib(default=None, repr=False)
+    db = attr.ib(default=0)
+    mastername = attr.ib(default=None)
+    tls = attr.ib(default=None)  # RedisTLSConfig when TLS is on
+    dial_timeout = attr.ib(default=5.0)  # seconds
+    read_timeout = attr.ib(default=3.0)
+    write_timeout = attr.ib(default=3.0)
+    pool_size = attr.ib(default=8)  # connections, and threads using them
+    idle_timeout = attr.ib(default=300.0)
+
+
+@attr.s(frozen=True)
+class RedisTLSConfig:
+    certificate = attr.ib(default=None)  # client certificate (PEM), optional
+    key = attr.ib(default=None)
+    rootcas = attr.ib(default=(), converter=tuple)  # empty: the system's CAs
 
 
 #: Config attribute paths (``section.field``) whose YAML key is spelt
@@ -821,10 +851,9 @@ def parse_config(mapping):
         "tags": keep("max_tags", _single_limit("maxtags")),
         "proxy": keep("proxy", _parse_proxy),
         "middleware": keep("redirect_base_url", _parse_middleware),
-        # Distribution's Redis connection serves only its blob descriptor
-        # cache (storage.cache, accepted likewise): an internal registryd's
-        # model does without, so the section is accepted if it is a mapping.
-        "redis": _accept(_mapping),
+        # The nodes' shared state (registryd.shared); absent: one node,
+        # everything in process.
+        "redis": keep("redis", _parse_redis),
     }
     _walk(mapping, "", handlers, _TOP_DISTRIBUTION_KEYS)
     if "storage" not in found:
@@ -842,8 +871,95 @@ def parse_config(mapping):
         notifications=found.get("notifications", NotificationsConfig()),
         gc=found.get("gc", GCConfig()), manhole=found.get("manhole"),
         auth=found.get("auth"), workers=found.get("workers", 1), proxy=found.get("proxy"),
+        redis=found.get("redis"),
         listing=ListingConfig(found.get("max_catalog_entries"), found.get("max_tags")),
     )
+
+
+def _parse_redis(value, path):
+    """redis: Distribution's section, made real (see L{RedisConfig})."""
+    found = {}
+
+    def addr(value, path):
+        found["addrs"] = (_tcp_address(value, path),)
+
+    def addrs(value, path):
+        items = _list(value, path)
+        if not items:
+            raise ConfigError(path, "expected at least one host:port")
+        found["addrs"] = tuple(_tcp_address(item, f"{path}[{index}]") for index, item in enumerate(items))
+
+    def text(key):
+        def handler(value, path):
+            found[key] = _string(value, path) or None
+
+        return handler
+
+    def db(value, path):
+        if _integer(value, path) < 0:
+            raise ConfigError(path, f"must not be negative, got {value}")
+        found["db"] = value
+
+    def timeout(key):
+        def handler(value, path):
+            found[key] = _duration(value, path, minimum=0.001)
+
+        return handler
+
+    def count(key):
+        def handler(value, path):
+            if _integer(value, path) < 1:
+                raise ConfigError(path, f"must be at least 1, got {value}")
+            found[key] = value
+
+        return handler
+
+    def pool(value, path):  # Distribution 2.8
+        handlers = dict(
+            maxactive=count("pool_size"), maxidle=lambda value, path: _integer(value, path),
+            idletimeout=timeout("idle_timeout"),
+        )
+        _walk(value, path, handlers)
+
+    def tls(value, path):
+        tls_found = {}
+        enabled = [True]
+
+        def enabled_key(value, path):
+            enabled[0] = _boolean(value, path)
+
+        def file_key(key):
+            def handler(value, path):
+                if not _string(value, path):
+                    raise ConfigError(path, "must not be empty")
+                tls_found[key] = value
+
+            return handler
+
+        def rootcas(value, path):
+            tls_found["rootcas"] = tuple(_string(item, f"{path}[{index}]") for index, item in enumerate(_list(value, path)))
+
+        _walk(value, path, dict(
+            enabled=enabled_key, certificate=file_key("certificate"), key=file_key("key"), rootcas=rootcas,
+        ))
+        if ("certificate" in tls_found) != ("key" in tls_found):
+            raise ConfigError(path, "certificate and key go together")
+        found["tls"] = RedisTLSConfig(**tls_found) if enabled[0] else None
+
+    handlers = dict(
+        addr=addr, addrs=addrs, username=text("username"), password=text("password"), db=db,
+        mastername=text("mastername"), tls=tls, dialtimeout=timeout("dial_timeout"),
+        readtimeout=timeout("read_timeout"), writetimeout=timeout("write_timeout"), pool=pool,
+        poolsize=count("pool_size"), maxactiveconns=count("pool_size"),
+        connmaxidletime=timeout("idle_timeout"),
+        # go-redis tuning without an equivalent here: type-checked, accepted
+        maxidleconns=_accept(_integer), minidleconns=_accept(_integer),
+        clientname=_accept(_string), protocol=_accept(_integer),
+    )
+    _walk(value, path, handlers)
+    if "addrs" not in found:
+        raise ConfigError(path, "required: addr (one server) or addrs (a Cluster, or Sentinels with mastername)")
+    return RedisConfig(**found)
 
 
 def _parse_auth(value, path):

@@ -367,3 +367,66 @@ class IRepository(Interface):
     manifests = Attribute("The repository's L{IManifestStore}.")
     tags = Attribute("The repository's L{ITagStore}.")
     uploads = Attribute("The repository's L{IUploadStore}.")
+
+
+class ISharedState(Interface):
+    """State the registryd nodes serving one storage backend share: locks
+    and leases, counters, expiring values, sets of members that expire.
+
+    Names are plain strings chosen by the callers (``brake:...``,
+    ``lease:gc``); an implementation may prefix them.  Durations are
+    seconds.  Every method returns a Deferred and never blocks the reactor.
+    One node without Redis uses the in-process implementation
+    (``registryd.shared.memory``); nodes sharing a Redis use
+    ``registryd.shared.redis_state``, whose methods fail with
+    L{registryd.shared.SharedStateUnavailable} when Redis cannot answer
+    within its timeouts, so that callers can fall back to what they know
+    locally.
+    """
+
+    shared = Attribute("True when other nodes see this state (Redis), False in process.")
+
+    def acquire(name, token, ttl):
+        """Take the lock or lease C{name} for C{token} (str) for C{ttl}
+        seconds unless someone holds it.  @return: Deferred firing True if taken."""
+
+    def extend(name, token, ttl):
+        """Make C{token}'s hold of C{name} last C{ttl} seconds from now.
+        @return: Deferred firing False if C{token} does not hold it (any more)."""
+
+    def release(name, token):
+        """Let go of C{name} if C{token} holds it.  @return: Deferred firing True if it did."""
+
+    def remaining(name):
+        """@return: Deferred firing with the seconds until C{name} (a lock,
+        lease or value) expires, or None if it does not exist or never expires."""
+
+    def get(name):
+        """@return: Deferred firing with the bytes stored at C{name}, or None."""
+
+    def set(name, value, ttl=None):
+        """Store C{value} (bytes) at C{name}, expiring after C{ttl} seconds if given."""
+
+    def delete(name):
+        """Remove C{name} (value, counter or lock, whoever holds it)."""
+
+    def incr(name, amount=1, ttl=None):
+        """Add C{amount} to the counter C{name} (0 if absent); with C{ttl},
+        the counter expires C{ttl} seconds after this change.
+        @return: Deferred firing with the new value."""
+
+    def add_member(name, member, ttl):
+        """Put C{member} (str) in the set C{name} for C{ttl} seconds (a
+        member added again lasts until the later expiry)."""
+
+    def remove_member(name, member):
+        """Take C{member} out of the set C{name}."""
+
+    def is_member(name, member):
+        """@return: Deferred firing True if C{member} is in C{name} and has not expired."""
+
+    def ping():
+        """@return: Deferred firing once the state answers (fails if it cannot)."""
+
+    def close():
+        """Release connections and threads.  @return: Deferred."""
