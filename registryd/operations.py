@@ -30,7 +30,7 @@ from twisted.logger import Logger, LogLevel
 
 from registryd.accesslog import AccessLog
 from registryd.config import ConfigError, key_as_written, load_config
-from registryd.health import HealthChecks
+from registryd.health import Check, HealthChecks
 from registryd.listeners import ListenerService
 from registryd.logs import LogFormat
 
@@ -60,6 +60,11 @@ class Operations:
         self._reactor = reactor
         config = service.config
         self.health = HealthChecks.from_config(config.health, service.driver, reactor)
+        shared_state = getattr(service, "shared_state", None)
+        if shared_state is not None and shared_state.shared:
+            # on demand: /health names Redis when it is away, but the API
+            # keeps serving (degraded) rather than answering 503
+            self.health.on_demand.append(Check("redis", shared_state.ping, reactor=reactor))
         service.app.health = self.health
         if self.health.periodic:
             timers = self.health.service()

@@ -148,7 +148,7 @@ class RegistryService(MultiService):
     """Storage, model, HTTP application and listeners for one Config."""
 
     def __init__(self, config, driver=None, reactor=None, owns_process=False, auth=None,
-                 listeners=None):
+                 listeners=None, shared_state=None):
         """
         @param config: a validated L{registryd.config.Config}.
         @param driver: the storage driver, when the caller already made it
@@ -163,6 +163,9 @@ class RegistryService(MultiService):
         @param listeners: C{[(plain endpoint, TLS options or None)]}, when
             the caller already made them (C{registryd.tap}); by default
             they are made from C{config} (C{registryd.auth}, C{registryd.tls}).
+        @param shared_state: the ISharedState of the nodes (the one C{auth}
+            was made with); by default made from C{config.redis}
+            (C{registryd.shared}).
         """
         super().__init__()
         # Imported here, not at module level, so that tap can use
@@ -174,6 +177,12 @@ class RegistryService(MultiService):
 
         self.config = config
         self._reactor = reactor
+        if shared_state is None:
+            from registryd.shared import shared_state_for
+
+            shared_state = shared_state_for(config, reactor)
+        #: what this node shares with the others (in process when alone)
+        self.shared_state = shared_state
         from registryd.storage.instrumented import InstrumentedDriver
 
         self.driver = InstrumentedDriver(
@@ -209,7 +218,7 @@ class RegistryService(MultiService):
         if auth is None:
             from registryd.auth import create as create_auth
 
-            auth = create_auth(config)
+            auth = create_auth(config, shared_state)
         self.app.authorizer, self.app.token_issuer = auth
         if listeners is None:
             options = tls.http_tls_options(config.http.tls)
@@ -306,6 +315,11 @@ class RegistryService(MultiService):
         print(f"registryd: {error}", file=sys.__stderr__, flush=True)
         raise SystemExit(1)
 
+    def _close_shared_state(self, passthrough):
+        closing = self.shared_state.close()
+        closing.addErrback(lambda _: None)  # Redis away: nothing to close cleanly
+        return closing.addCallback(lambda _: passthrough)
+
     def startService(self):
         self.operations.install_logging()
         self._log_filter.install()
@@ -320,6 +334,7 @@ class RegistryService(MultiService):
             result.addBoth(lambda _: MultiService.stopService(self))
         else:
             result = super().stopService()
+        result.addBoth(self._close_shared_state)
         if self._owns_process:
             return result
 

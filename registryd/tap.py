@@ -41,6 +41,7 @@ class Options(usage.Options):
         self.driver = None
         #: (authorizer, issuer) and [(endpoint, TLS options)] (postOptions)
         self.auth = None
+        self.shared_state = None
         self.listeners = None
 
     def opt_listen(self, endpoint):
@@ -108,7 +109,11 @@ class Options(usage.Options):
             raise usage.UsageError(f"{prefix}{error}")
         self.registry_config = config
         self.driver = driver
-        self.auth = _auth(config, source)
+        from registryd.shared import shared_state_for
+
+        #: the nodes' shared state (Redis with a redis section), for auth and the service
+        self.shared_state = shared_state_for(config)
+        self.auth = _auth(config, source, self.shared_state)
 
 
 def _tls_listeners(config, source, where):
@@ -130,12 +135,12 @@ def _tls_listeners(config, source, where):
     return found
 
 
-def _auth(config, source):
+def _auth(config, source, shared_state):
     """The authorizer and token issuer (registryd.auth), files read now."""
     from registryd import auth
 
     try:
-        return auth.create(config)
+        return auth.create(config, shared_state)
     except ConfigError as error:
         prefix = f"configuration {source}: " if source else ""
         raise usage.UsageError(f"{prefix}{error}")
@@ -237,7 +242,7 @@ def makeService(options):
     try:
         service = RegistryService(
             options.registry_config, driver=options.driver, owns_process=True,
-            auth=options.auth, listeners=options.listeners,
+            auth=options.auth, listeners=options.listeners, shared_state=options.shared_state,
         )
     except (JournalLocked, OSError) as error:
         # e.g. a notification journal directory that cannot be created, or

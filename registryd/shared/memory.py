@@ -22,12 +22,14 @@ class MemorySharedState:
     shared = False
 
     def __init__(self, reactor=None):
-        self._reactor = reactor or _default_reactor()
+        self._reactor = reactor  # None: the global one, looked up when first needed
         self._values = {}  # name -> (value, expiry or None)
         self._sets = {}  # name -> {member: expiry}
         self._writes = 0
 
     def _now(self):
+        if self._reactor is None:
+            self._reactor = _default_reactor()
         return self._reactor.seconds()
 
     def _expiry(self, ttl):

@@ -126,8 +126,8 @@ class RedisSharedState:
         """C{client}: a redis-py client; C{threads}: how many operations
         may run at once; C{deadline}: seconds after which an operation
         counts as failed whatever Redis does."""
-        if reactor is None:
-            from twisted.internet import reactor
+        # None: the global reactor, looked up when first needed (made
+        # before twistd installs the reactor it was asked for)
         self._reactor = reactor
         self._client = client
         self._pool = ThreadPool(minthreads=0, maxthreads=threads, name="registryd-redis")
@@ -150,6 +150,10 @@ class RedisSharedState:
         return cls(make_client(config), config.pool_size, 2 * deadline, reactor, description)
 
     def _run(self, function, *args, **kwargs):
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
         if not self._started:
             self._pool.start()
             self._started = True
