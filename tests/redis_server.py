@@ -73,6 +73,21 @@ class RedisServer:
         except OSError:
             return None
 
+    def info(self, section):
+        """INFO C{section} as text."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(f"INFO {section}\r\n".encode())
+            reply = b""
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                reply += data
+                header, _, rest = reply.partition(b"\r\n")
+                if header.startswith(b"$") and len(rest) >= int(header[1:]):
+                    return rest[: int(header[1:])].decode()
+        raise ToolError("redis-server closed the connection during INFO")
+
     def flush(self):
         if self.command("FLUSHALL") != b"+OK":
             raise ToolError("redis-server did not flush")

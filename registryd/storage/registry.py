@@ -42,7 +42,9 @@ class Registry:
 
     def __init__(self, driver, delete_enabled=False, accept_sparse_manifests=False,
                  read_only=False, redirect=False, manifest_url_policy=None,
-                 redirect_base_url=None, accept_sparse_images=False):
+                 redirect_base_url=None, accept_sparse_images=False, shared_state=None):
+        """C{shared_state}: the ISharedState of the nodes serving C{driver}
+        (registryd.shared); upload locks span the nodes through it."""
         self.driver = driver
         #: storage.redirect: answer blob GETs with a 307 to the driver's
         #: URL (a presigned S3 URL) after the access checks, when it has one
@@ -65,7 +67,7 @@ class Registry:
         self.read_only_observers = []
         self._read_only = bool(read_only)
         self.hash_states = HashStates()
-        self.upload_lock = UploadLocks()
+        self.upload_lock = UploadLocks(shared_state)
         #: digests pushes are using, kept safe from online GC
         self.guard = PushGuard()
         #: parsed manifests by digest (immutable content; registryd.storage.cache)

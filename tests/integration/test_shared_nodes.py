@@ -4,10 +4,15 @@ learns, the other acts on; and when Redis goes away, both keep serving.
 """
 
 import base64
+import hashlib
 import json
+import os
 
 import pytest_twisted
 import treq
+from twisted.internet import defer
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
 
 from tests.integration.test_auth_api import ALICE, HTPASSWD
 from tests.service_support import start_service
@@ -126,3 +131,94 @@ async def until_healthy(node, timeout=60.0):
             return
         assert time.monotonic() < deadline, "/health never recovered"
         await task.deferLater(reactor, 0.05, lambda: None)
+
+
+@implementer(IBodyProducer)
+class HeldBody:
+    """A request body sent in two halves: the second only once
+    L{go_on} fires, so the request stays in progress meanwhile."""
+
+    def __init__(self, data):
+        self.data = data
+        self.length = len(data)
+        self.go_on = defer.Deferred()
+        self.first_sent = defer.Deferred()
+
+    async def _produce(self, consumer):
+        half = self.length // 2
+        consumer.write(self.data[:half])
+        self.first_sent.callback(None)
+        await self.go_on
+        consumer.write(self.data[half:])
+
+    def startProducing(self, consumer):
+        return defer.ensureDeferred(self._produce(consumer))
+
+    def pauseProducing(self):
+        pass
+
+    def resumeProducing(self):
+        pass
+
+    def stopProducing(self):
+        pass
+
+
+async def until(predicate, what, timeout=60.0):
+    """Poll the sync C{predicate} on the reactor until it holds."""
+    import time
+
+    from twisted.internet import reactor, task
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        await task.deferLater(reactor, 0.02, lambda: None)
+
+
+def set_calls(redis_server):
+    """How many SET commands (lease tries) Redis has run."""
+    for line in redis_server.info("commandstats").splitlines():
+        if line.startswith("cmdstat_set:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_patches_to_one_upload_on_two_nodes_are_serialised(nodes, redis_server):
+    """A streamed PATCH through A is half sent when a PATCH to the same
+    upload arrives at B: B waits for A's to end (it is seen retrying the
+    upload's lease), then appends after A's bytes.  Without the shared
+    lock B would write at the offset it found, among A's bytes, and the
+    upload's content would match neither order."""
+    a, b = nodes
+    auth = basic(*ALICE)
+    response = await a.client.post(a.v2("alice/app/blobs/uploads/"), headers=auth)
+    assert response.code == 202, await response.content()
+    location = response.headers.getRawHeaders("Location")[0]
+    url = location if location.startswith("http") else a.url + location
+    upload_id = url.rsplit("/", 1)[1].split("?")[0]
+    first, second = os.urandom(3 * 1024 * 1024), os.urandom(1024 * 1024)
+    held = HeldBody(first)
+    patch_a = a.client.patch(url, headers={**auth, "Content-Type": "application/octet-stream"}, data=held)
+    await held.first_sent
+    await until(lambda: redis_server.command("EXISTS", f"registryd:upload:{upload_id}") == b":1",
+                "A holds the upload's lease")
+    tries = set_calls(redis_server)
+    url_b = b.url + url[len(a.url):]
+    patch_b = b.client.patch(url_b, headers={**auth, "Content-Type": "application/octet-stream"},
+                             data=second)
+    answered_b = []
+    patch_b.addBoth(lambda result: answered_b.append(True) or result)
+    await until(lambda: set_calls(redis_server) >= tries + 2, "B tries for the lease and waits")
+    assert not answered_b
+    held.go_on.callback(None)
+    response = await patch_a
+    assert response.code == 202, await response.content()
+    assert response.headers.getRawHeaders("Range") == [f"0-{len(first) - 1}"]
+    response = await patch_b
+    assert response.code == 202, await response.content()
+    assert response.headers.getRawHeaders("Range") == [f"0-{len(first) + len(second) - 1}"]
+    digest = "sha256:" + hashlib.sha256(first + second).hexdigest()
+    response = await b.client.put(f"{url_b}{'&' if '?' in url_b else '?'}digest={digest}", headers=auth)
+    assert response.code == 201, await response.content()
