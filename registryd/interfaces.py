@@ -425,6 +425,9 @@ class ISharedState(Interface):
     def is_member(name, member):
         """@return: Deferred firing True if C{member} is in C{name} and has not expired."""
 
+    def members(name):
+        """@return: Deferred firing with the list of C{name}'s members that have not expired."""
+
     def ping():
         """@return: Deferred firing once the state answers (fails if it cannot)."""
 

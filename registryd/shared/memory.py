@@ -127,6 +127,9 @@ class MemorySharedState:
     def is_member(self, name, member):
         return defer.succeed(member in self._members(name))
 
+    def members(self, name):
+        return defer.succeed(sorted(self._members(name)))
+
     def ping(self):
         return defer.succeed(None)
 

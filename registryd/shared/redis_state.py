@@ -64,6 +64,10 @@ local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if score and tonumber(score) > now then return 1 end
 return 0
 """
+_MEMBERS = _NOW_MS + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
 _INCR = """
 local value = redis.call('INCRBY', KEYS[1], ARGV[1])
 if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -139,7 +143,8 @@ class RedisSharedState:
         self._scripts = {
             name: client.register_script(source)
             for name, source in dict(
-                extend=_EXTEND, release=_RELEASE, add_member=_ADD_MEMBER, is_member=_IS_MEMBER, incr=_INCR
+                extend=_EXTEND, release=_RELEASE, add_member=_ADD_MEMBER, is_member=_IS_MEMBER,
+                members=_MEMBERS, incr=_INCR,
             ).items()
         }
 
@@ -229,6 +234,10 @@ class RedisSharedState:
     def is_member(self, name, member):
         script = self._scripts["is_member"]
         return self._run(lambda: bool(script(keys=[PREFIX + name], args=[member])))
+
+    def members(self, name):
+        script = self._scripts["members"]
+        return self._run(lambda: sorted(m.decode("utf-8") for m in script(keys=[PREFIX + name])))
 
     def ping(self):
         return self._run(lambda: self._client.ping() and None)

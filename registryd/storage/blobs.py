@@ -129,7 +129,7 @@ class LinkedBlobStore:
     def __init__(self, name, driver, blobs, vacuum, guard, repositories, settings):
         """
         @param blobs: the global L{BlobStore}.
-        @param guard: the registry's L{registryd.storage.guard.PushGuard}.
+        @param guard: the registry's L{registryd.storage.nodes_guard.NodesGuard}.
         @param repositories: C{name -> Repository}, for mounts.
         @param settings: the registry's switches (delete_enabled, redirect,
             redirect_base_url), read when used (they may change).

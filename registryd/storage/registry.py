@@ -25,7 +25,7 @@ from registryd.storage.blobs import BlobInfo, BlobStore, LinkedBlobStore
 from registryd.storage.cache import ContentCache
 from registryd.storage.errors import translate_storage_errors
 from registryd.storage.fetch_records import FetchRecords
-from registryd.storage.guard import PushGuard
+from registryd.storage.nodes_guard import NodesGuard
 from registryd.storage.manifest_store import ManifestStore
 from registryd.storage.tags import TagStore
 from registryd.storage.uploads import HashStates, UploadContext, UploadLocks, UploadStore
@@ -44,7 +44,8 @@ class Registry:
                  read_only=False, redirect=False, manifest_url_policy=None,
                  redirect_base_url=None, accept_sparse_images=False, shared_state=None):
         """C{shared_state}: the ISharedState of the nodes serving C{driver}
-        (registryd.shared); upload locks span the nodes through it."""
+        (registryd.shared); upload locks and the push guard span the nodes
+        through it."""
         self.driver = driver
         #: storage.redirect: answer blob GETs with a 307 to the driver's
         #: URL (a presigned S3 URL) after the access checks, when it has one
@@ -68,8 +69,8 @@ class Registry:
         self._read_only = bool(read_only)
         self.hash_states = HashStates()
         self.upload_lock = UploadLocks(shared_state)
-        #: digests pushes are using, kept safe from online GC
-        self.guard = PushGuard()
+        #: digests pushes (on any node) are using, kept safe from online GC
+        self.guard = NodesGuard(shared_state)
         #: parsed manifests by digest (immutable content; registryd.storage.cache)
         self.manifest_cache = ContentCache()
         #: the registry-wide blob store (content by digest)

@@ -258,7 +258,7 @@ class UploadContext:
     #: the repository's registryd.storage.blobs.LinkedBlobStore (linked on completion)
     linked_blobs = attr.ib()
     vacuum = attr.ib()
-    #: registryd.storage.guard.PushGuard
+    #: registryd.storage.nodes_guard.NodesGuard
     guard = attr.ib()
     hash_states = attr.ib()
     locks = attr.ib()

@@ -222,3 +222,57 @@ async def test_patches_to_one_upload_on_two_nodes_are_serialised(nodes, redis_se
     digest = "sha256:" + hashlib.sha256(first + second).hexdigest()
     response = await b.client.put(f"{url_b}{'&' if '?' in url_b else '?'}digest={digest}", headers=auth)
     assert response.code == 201, await response.content()
+
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+async def push_image_through(node, name, tag, auth):
+    """Blobs and manifest through C{node}; returns (manifest bytes, {digest: data})."""
+    from tests.integration.test_online_gc import make_image
+
+    manifest, blobs = make_image()
+    for digest, data in blobs.items():
+        response = await node.client.post(node.v2(f"{name}/blobs/uploads/?digest={digest}"),
+                                          headers=auth, data=data)
+        assert response.code == 201, await response.content()
+    await put_manifest(node, name, tag, manifest, auth)
+    return manifest, blobs
+
+
+async def put_manifest(node, name, reference, manifest, auth):
+    response = await node.client.put(node.v2(f"{name}/manifests/{reference}"), data=manifest,
+                                     headers={**auth, "Content-Type": OCI_MANIFEST})
+    assert response.code == 201, await response.content()
+
+
+@pytest_twisted.ensureDeferred
+async def test_gc_on_a_keeps_old_blobs_a_push_on_b_takes_up_between_mark_and_sweep(nodes):
+    """Blobs pushed long ago and left unreferenced are garbage when A's
+    collection marks; then B puts a manifest that references them again
+    (a client that found them with HEAD and did not upload them).  With
+    no grace period, only B's hold, seen by A through Redis, keeps A's
+    sweep from deleting them under B's new manifest."""
+    from registryd.admin.gc import collect_garbage
+
+    a, b = nodes
+    auth = basic(*ALICE)
+    manifest, blobs = await push_image_through(b, "alice/app", "v1", auth)
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    response = await b.client.delete(b.v2(f"alice/app/manifests/{digest}"), headers=auth)
+    assert response.code == 202, await response.content()
+
+    async def b_pushes_again():
+        await put_manifest(b, "alice/app", "v2", manifest, auth)
+
+    report = await collect_garbage(a.service.registry, grace_period=0, before_sweep=b_pushes_again)
+    assert report.blobs_removed == []
+    assert {blob for blob, _ in report.protected} == set(blobs) | {digest}  # the manifest is a blob too
+    for blob, data in blobs.items():
+        response = await a.client.get(a.v2(f"alice/app/blobs/{blob}"), headers=auth)
+        assert response.code == 200 and await response.content() == data
+    # with nothing in use any more, the next collection takes what is garbage
+    response = await b.client.delete(b.v2(f"alice/app/manifests/{digest}"), headers=auth)
+    assert response.code == 202, await response.content()
+    report = await collect_garbage(a.service.registry, grace_period=0)
+    assert {blob for blob, _ in report.blobs_removed} == set(blobs) | {digest}

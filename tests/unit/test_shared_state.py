@@ -124,10 +124,12 @@ async def test_set_members_expire_one_by_one(node):
 
     await until(aa_expired)
     assert await b.is_member("held", "sha256:bb")
+    assert await b.members("held") == ["sha256:bb"]
     await a.add_member("held", "sha256:bb", 0.1)  # a shorter hold does not cut a longer one
     assert await b.is_member("held", "sha256:bb")
     await b.remove_member("held", "sha256:bb")
     assert not await a.is_member("held", "sha256:bb")
+    assert await a.members("held") == []
 
 
 @pytest_twisted.ensureDeferred
