@@ -273,7 +273,10 @@ class RegistryService(MultiService):
         """Upload purging and scheduled GC timers, and the SSH manhole."""
         from registryd.admin.maintenance import Maintenance
 
-        self.maintenance = Maintenance(self.registry, self.config)
+        from registryd.shared.jobs import JobLeases
+
+        jobs = JobLeases(self.shared_state, reactor) if self.shared_state.shared else None
+        self.maintenance = Maintenance(self.registry, self.config, jobs=jobs)
         for timer in self.maintenance.services(clock=reactor):
             timer.setServiceParent(self)
         if self.proxy is not None:  # a pull-through cache (registryd.proxy)

@@ -93,6 +93,20 @@ class RedisServer:
             raise ToolError("redis-server did not flush")
 
 
+def redis_state(server, **overrides):
+    """A registryd.shared.redis_state client of C{server}, as one node
+    makes it from its redis section (short timeouts unless overridden)."""
+    from twisted.internet import reactor
+
+    from registryd.config import RedisConfig
+    from registryd.shared.redis_state import RedisSharedState
+
+    host, port = server.addr.rsplit(":", 1)
+    values = dict(addrs=[(host, int(port))], dial_timeout=1.0, read_timeout=1.0, write_timeout=1.0)
+    values.update(overrides)
+    return RedisSharedState.from_config(RedisConfig(**values), reactor=reactor)
+
+
 @pytest.fixture(scope="session")
 def redis_server_process(tmp_path_factory):
     server = RedisServer(require_tool("redis-server"), tmp_path_factory.mktemp("redis"))

@@ -14,18 +14,10 @@ import pytest_twisted
 from twisted.internet import reactor, task
 from zope.interface.verify import verifyObject
 
-from registryd.config import RedisConfig
 from registryd.interfaces import ISharedState
 from registryd.shared import SharedStateUnavailable
 from registryd.shared.memory import MemorySharedState
-from registryd.shared.redis_state import RedisSharedState
-
-
-def redis_state(server, **overrides):
-    host, port = server.addr.rsplit(":", 1)
-    values = dict(addrs=[(host, int(port))], dial_timeout=1.0, read_timeout=1.0, write_timeout=1.0)
-    values.update(overrides)
-    return RedisSharedState.from_config(RedisConfig(**values), reactor=reactor)
+from tests.redis_server import redis_state
 
 
 @pytest.fixture(params=["memory", "redis"])
