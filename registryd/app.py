@@ -52,12 +52,14 @@ class RegistryApp:
 
     app = Klein()
 
-    def __init__(self, registry, host=None, headers=None, events=None, health=None,
-                 relative_urls=False, prefix=None, listing=None):
+    def __init__(self, registry, urls=None, headers=None, events=None, health=None,
+                 authorizer=None, token_issuer=None, proxy=None, listing=None):
+        """Collaborators are made by L{registryd.composition.compose}."""
         self.registry = registry
         #: registryd.config.ListingConfig: catalog.maxentries, tags.maxtags
         self.listing = listing
-        self.urls = URLBuilder(host, relative=relative_urls, prefix=prefix)
+        #: registryd.urls.URLBuilder: Location headers and event URLs
+        self.urls = urls if urls is not None else URLBuilder()
         self.set_headers(headers)
         #: where handlers report pushes, pulls, mounts and deletes
         #: (registryd.notifications.Notifier); a no-op without endpoints
@@ -67,13 +69,13 @@ class RegistryApp:
         self.health = health
         #: registryd.interfaces.IAuthorizer: every route asks it, before
         #: any storage work, for the accesses the request needs
-        self.authorizer = OpenAuthorizer()
+        self.authorizer = authorizer if authorizer is not None else OpenAuthorizer()
         #: registryd.auth.issuer.TokenIssuer when registryd is its own
         #: token server (/auth/token), else None
-        self.token_issuer = None
+        self.token_issuer = token_issuer
         #: registryd.proxy.ProxyCache when registryd is a pull-through
         #: cache (proxy.remoteurl), else None
-        self.proxy = None
+        self.proxy = proxy
 
     async def _authorize(self, request, name, *actions):
         """Refuse the request (401/403) unless the caller may do

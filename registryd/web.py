@@ -34,7 +34,7 @@ from twisted.web import http, server
 from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 
-from registryd import metrics, sendfile
+from registryd import compat, metrics, sendfile
 
 _log = Logger()
 
@@ -276,7 +276,8 @@ class StreamingRequest(server.Request):
 
     def gotLength(self, length):
         channel = self.channel
-        if wants_streaming(getattr(channel, "_command", b""), getattr(channel, "_path", b"")):
+        method, path, _version = compat.channel_request_line(channel)
+        if wants_streaming(method, path):
             self.content = io.BytesIO()
             self.body = _EmptyBody() if length == 0 else RequestBody(channel.transport, length)
         else:
@@ -297,7 +298,7 @@ class StreamingRequest(server.Request):
             self.body._finish()
             if self._cleanup_deferred:
                 self._cleanup_deferred = False
-                server.Request._cleanup(self)
+                compat.cleanup_request(self)
             return
         self._dispatched = True
         if self.body is not None and not self.body.finished:
@@ -325,14 +326,15 @@ class StreamingRequest(server.Request):
                 _log.failure("access log failed")
 
     def _cleanup(self):
+        # Overrides a private twisted.web hook (registryd.compat checks it).
         # The handler finished before the body did: answer now, but keep the
         # channel on this request (discarding the rest of the body) until the
         # body is over, so the next request on the connection parses cleanly.
-        if self.body is not None and not self.body.finished and not self._disconnected:
+        if self.body is not None and not self.body.finished and not compat.request_disconnected(self):
             self.body.discard()
             self._cleanup_deferred = True
             return
-        super()._cleanup()
+        compat.cleanup_request(self)
 
     def connectionLost(self, reason):
         if self.body is not None:
@@ -383,13 +385,13 @@ class StreamingHTTPChannel(http.HTTPChannel):
         prefix = getattr(self.tracked_by, "prefix", None)
         if prefix:
             # Before the request learns its path (and whether it streams).
-            self._path = strip_prefix(self._path, prefix)
+            compat.set_channel_path(self, strip_prefix(compat.channel_request_line(self)[1], prefix))
         super().allHeadersReceived()
         request = self.requests[-1]
         if request.body is not None and self.length != 0 and not request._dispatched:
             # Dispatch now; the body follows into request.body.  When it is
             # complete, allContentReceived calls requestReceived again.
-            request.requestReceived(self._command, self._path, self._version)
+            request.requestReceived(*compat.channel_request_line(self))
 
 
 class StreamingSite(server.Site):
@@ -397,14 +399,13 @@ class StreamingSite(server.Site):
 
     requestFactory = StreamingRequest
     protocol = StreamingHTTPChannel
-    #: Called with (request, aborted) once per request that reached the
-    #: application (registryd.accesslog.AccessLog), or None.
-    access_log = None
-    #: http.prefix as bytes (b"/path/"): the routes are served below it.
-    prefix = None
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, resource, *args, access_log=None, prefix=None, **kwargs):
+        super().__init__(resource, *args, **kwargs)
+        #: Called with (request, aborted) once per request that reached the
+        #: application (registryd.accesslog.AccessLog), or None.
+        self.access_log = access_log
+        #: http.prefix as bytes (b"/path/"): the routes are served below it.
+        self.prefix = prefix
         #: open connections, for draining them when the registry stops
         self.channels = set()
 

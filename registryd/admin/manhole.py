@@ -377,6 +377,7 @@ class ManholeRealm(manhole_ssh.TerminalRealm):
         )
 
     def _getAvatar(self, avatarId):
+        # Overrides a private conch hook (registryd.compat checks it).
         user = super()._getAvatar(avatarId)
         user.original.getComponent(iconch.ISession).namespace_factory = self.namespace_factory
         return user
