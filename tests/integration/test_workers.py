@@ -273,24 +273,15 @@ def connection_to(worker, main, port, attempts=200):
 def test_a_worker_lets_its_upload_in_progress_finish_on_stop(tmp_path):
     """http.draintimeout in worker mode: on SIGTERM a worker process, too,
     stops accepting and lets the request it is serving finish."""
+    from tests.integration.test_twistd_operations import draining_config
     from tests.support import read_response_head
 
     port, debug_port = free_ports(2)
-    config = write_config(tmp_path, f"""\
-version: 0.1
-storage:
-  filesystem:
-    rootdirectory: {tmp_path / "data"}
-http:
-  addr: 127.0.0.1:{port}
-  draintimeout: 20s
-  relativeurls: true
-  debug:
-    addr: 127.0.0.1:{debug_port}
-    prometheus:
-      enabled: true
-workers: 2
-""")
+    config = draining_config(
+        tmp_path, port,
+        http=f"  debug:\n    addr: 127.0.0.1:{debug_port}\n    prometheus: {{enabled: true}}\n",
+        more="workers: 2\n",
+    )
     with Running(tmp_path, "--config", config) as running:
         running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
         worker = wait_for(lambda: workers_of(running), message="a worker process")[0]
