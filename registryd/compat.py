@@ -22,6 +22,9 @@ hook's existence and its callers are checked here, by the tests):
 
 * ``twisted.web.server.Request._cleanup`` (``registryd.web``: keep the
   channel on a request whose handler answered before its body ended);
+* ``twisted.web.http.HTTPChannel._respondToBadRequestAndDisconnect``
+  (``registryd.web``: the spec's JSON error for a request Twisted cannot
+  parse, instead of a bare 400);
 * ``twisted.conch.manhole_ssh.TerminalRealm._getAvatar``
   (``registryd.admin.manhole``: hand the session its namespace factory).
 """
@@ -83,6 +86,19 @@ def listening_port(listener):
             f"is missing from {getattr(listener, 'name', listener)!r} (not started?)",
         )
     return waiting
+
+
+def raise_listen_errors(listener):
+    """Make a C{StreamServerEndpointService} raise from
+    C{privilegedStartService} when it cannot listen, as
+    ``strports.service`` does (``_raiseSynchronously``), instead of only
+    logging the failure and running deaf."""
+    if not hasattr(listener, "_raiseSynchronously"):
+        raise TwistedChanged(
+            "twisted.application.internet.StreamServerEndpointService._raiseSynchronously",
+            "is gone",
+        )
+    listener._raiseSynchronously = True
 
 
 # --- twisted.internet -------------------------------------------------------
@@ -164,6 +180,20 @@ def set_channel_path(channel, path):
     channel._path = path
 
 
+def request_line_received(channel):
+    """Whether an C{HTTPChannel} has read the request line of the request
+    it is reading (``HTTPChannel._command`` is set from then on)."""
+    return hasattr(channel, "_command")
+
+
+def received_headers(channel):
+    """C{(bytes, count)} of the request line and headers an
+    C{HTTPChannel} has received for the current request
+    (``_receivedHeaderSize``, ``_receivedHeaderCount``), for telling why
+    it refused the request (``_respondToBadRequestAndDisconnect``)."""
+    return channel._receivedHeaderSize, channel._receivedHeaderCount
+
+
 def request_disconnected(request):
     """Whether a C{twisted.web} Request lost its connection
     (``Request._disconnected``)."""
@@ -174,3 +204,13 @@ def cleanup_request(request):
     """Twisted's own end of a finished request (``server.Request._cleanup``:
     the channel moves on to the next request), bypassing an override."""
     server.Request._cleanup(request)
+
+
+# --- twisted.conch ------------------------------------------------------------
+
+
+def manhole_needs_newline(manhole):
+    """Whether a C{twisted.conch.manhole.Manhole}'s terminal is in the
+    middle of a line (``Manhole._needsNewline``): output then starts on a
+    new one."""
+    return manhole._needsNewline()

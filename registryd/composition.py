@@ -17,7 +17,6 @@ leaves out the timers that run in the main process only
 """
 
 import attr
-from twisted.application import strports
 from twisted.logger import LogLevel
 
 from registryd import tls
@@ -26,6 +25,7 @@ from registryd.admin.maintenance import Maintenance
 from registryd.app import RegistryApp
 from registryd.debug import debug_site
 from registryd.health import HealthChecks
+from registryd.listeners import ListenerService
 from registryd.logs import LogFormat, LogLevelFilter
 from registryd.notifications.events import Notifier
 from registryd.operations import Operations, source_address
@@ -57,13 +57,16 @@ class Components:
     services = attr.ib()
 
 
-def listen_on(index, endpoint, plain, factory, reactor):
-    """The service listening on one endpoint (the main process's way).
-
-    ``strports.service`` raises from ``privilegedStartService`` when the
-    port cannot be bound, so start-up fails instead of running deaf (a
-    plain C{StreamServerEndpointService} only logs it)."""
-    listener = strports.service(plain, factory, reactor=reactor)
+def listen_on(index, endpoint, plain, factory, secure, reactor):
+    """The service listening on one endpoint (the main process's way):
+    it raises L{registryd.listeners.ListenFailed} from
+    C{privilegedStartService} when the port cannot be bound, so start-up
+    fails instead of running deaf."""
+    listener = ListenerService(
+        plain, factory, reactor=reactor,
+        scheme="https" if secure else "http",
+        shown=endpoint,
+    )
     listener.setName(f"http {endpoint}")
     return listener
 
@@ -73,9 +76,9 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
 
     @param reactor: for listeners, timers and clients; the global one by
         default.
-    @param listen: C{(index, endpoint, plain endpoint, factory, reactor)
-        -> IService} for each HTTP listener (a worker adopts inherited
-        sockets instead).
+    @param listen: C{(index, endpoint, plain endpoint, factory, secure,
+        reactor) -> IService} for each HTTP listener (C{secure}: behind
+        TLS); a worker adopts inherited sockets instead.
     @param singletons: False in a worker process: no upload purging,
         scheduled GC or proxy cache expiry (the main process runs them).
     @param config_filter: maps a reloaded configuration to what this
@@ -113,7 +116,7 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
         prefix=config.http.prefix.encode("utf-8") if config.http.prefix else None,
     )
     listeners = [
-        listen(index, endpoint, plain, tls.wrap(site, options), reactor)
+        listen(index, endpoint, plain, tls.wrap(site, options), options is not None, reactor)
         for index, (endpoint, (plain, options)) in enumerate(zip(config.http.listen, checked.listeners))
     ]
     maintenance = Maintenance(registry, config)
@@ -146,7 +149,9 @@ def _debug_listeners(config, health, reactor):
     site = debug_site(health, config.http.debug)
     found = []
     for endpoint in config.http.debug.listen:
-        listener = strports.service(endpoint, site, reactor=reactor)
+        listener = ListenerService(
+            endpoint, site, reactor=reactor, what="debug listener (/health, /metrics) on"
+        )
         listener.setName(f"debug {endpoint}")
         found.append(listener)
     return found

@@ -31,7 +31,7 @@ from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.logger import Logger, LogLevel
 
-from registryd.config import ConfigError, load_config
+from registryd.config import ConfigError, key_as_written, load_config
 from registryd.notifications.service import NotificationService
 
 log = Logger()
@@ -145,7 +145,7 @@ class Operations(MultiService):
 
     def reload(self, path=None):
         """Re-read the configuration file and apply what may change while
-        running.  Returns a Deferred firing with the list of changes that
+        running.  Returns a Deferred firing with the keys whose changes
         need a restart (also logged), or None if the file was not usable."""
         return defer.ensureDeferred(self._reload(path))
 
@@ -189,7 +189,8 @@ class Operations(MultiService):
                     applied = attr.evolve(applied, notifications=self.notifications.config)
                 else:  # no endpoint left: where journals would go does not matter
                     applied = attr.evolve(applied, notifications=new.notifications)
-        restart = _differences(applied, new)
+        # named as the file spells them (gc.graceperiod, not gc.grace_period)
+        restart = [key_as_written(name, new) for name in _differences(applied, new)]
         self.config = applied
         for key in restart:
             log.warn("reload: {key} changed; restart registryd to apply it", key=key)

@@ -9,11 +9,15 @@ order.  What it adds: logging set up before anything starts, SIGHUP under
 twistd, and draining requests in progress on stop (``http.draintimeout``).
 """
 
+import sys
+
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from registryd import compat
+from registryd.listeners import ListenFailed
+from registryd.storage.factory import describe_storage
 
 log = Logger()
 
@@ -30,7 +34,8 @@ def stop_accepting(listener):
 class RegistryService(MultiService):
     """Storage, model, HTTP application and listeners of one registry."""
 
-    def __init__(self, components, owns_process=False, workers=None, reactor=None):
+    def __init__(self, components, owns_process=False, workers=None, reactor=None,
+                 announce=True, exit_on_listen_failure=False):
         """
         @param components: L{registryd.composition.Components}.
         @param owns_process: True under twistd: SIGHUP reloads, and
@@ -40,6 +45,13 @@ class RegistryService(MultiService):
         @param workers: the L{registryd.workers.WorkerPool} (worker mode),
             stopped first, while this process drains its own requests.
         @param reactor: for draining; the global one by default.
+        @param announce: log where the data is at start-up (False in a
+            worker process: the main process said it).
+        @param exit_on_listen_failure: True under ``twistd --nodaemon``: a
+            port that cannot be bound ends the process with one line on
+            stderr.  Otherwise L{ListenFailed} propagates: a daemonising
+            twistd must see an exception to tell its waiting parent (which
+            then prints it), and an embedding program handles it itself.
         """
         super().__init__()
         self.components = components
@@ -54,6 +66,8 @@ class RegistryService(MultiService):
         self.workers = workers
         self._owns_process = owns_process
         self._reactor = reactor
+        self.announce = announce
+        self.exit_on_listen_failure = exit_on_listen_failure
         for child in components.services:
             child.setServiceParent(self)
         if workers is not None:
@@ -84,7 +98,25 @@ class RegistryService(MultiService):
     def privilegedStartService(self):
         # twistd calls this (then startService) after it set up logging.
         self.operations.install_logging()
-        super().privilegedStartService()
+        if self.announce:
+            log.info("storage: {where}", where=describe_storage(self.config.storage))
+        try:
+            super().privilegedStartService()
+        except ListenFailed as error:
+            if self.workers is not None:  # never started: its directory only
+                self.workers.remove_metrics_directory()
+            log.error("registryd: {error}", error=str(error))
+            if self.exit_on_listen_failure:
+                self._exit_on(error)
+            raise
+
+    @staticmethod
+    def _exit_on(error):
+        """End the process for a socket that cannot be opened at start-up:
+        one line on the terminal (twistd has already sent stderr to the
+        log, hence the original stream), status 1, no traceback."""
+        print(f"registryd: {error}", file=sys.__stderr__, flush=True)
+        raise SystemExit(1)
 
     def startService(self):
         self.operations.install_logging()

@@ -16,9 +16,11 @@ what they need (and the reactor, which twistd has installed by then) when
 they run.
 """
 
+import ipaddress
+
 import attr
 
-from registryd.config import ConfigError, load_config
+from registryd.config import ConfigError, addr_to_endpoint, error_lines, load_config
 
 
 class StartupError(Exception):
@@ -42,6 +44,8 @@ class Checked:
     config_path = attr.ib(default=None)
     #: True when --listen replaced http.addr: a reload keeps the endpoints
     listen_override = attr.ib(default=False)
+    #: the --listen endpoints as Twisted endpoint strings (HOST:PORT translated)
+    listen = attr.ib(default=())
 
 
 def check(config_path=None, listen=()):
@@ -55,10 +59,13 @@ def check(config_path=None, listen=()):
     prefix = f"configuration {config_path}: " if config_path else ""
     try:
         config = load_config(config_path)
-    except ConfigError as error:
-        raise StartupError(f"configuration {config_path}: {error}") from None
+    except ConfigError as error:  # every problem of the file, one line each
+        raise StartupError(
+            "\n".join(f"configuration {config_path}: {line}" for line in error_lines(error))
+        ) from None
+    listen = [listen_endpoint(given) for given in listen]
     if listen:
-        config = config.with_listen(list(listen))
+        config = config.with_listen(listen)
         where = "--listen"
     else:
         where = f"configuration {config_path}: http.addr" if config_path else "default listen endpoint"
@@ -66,7 +73,8 @@ def check(config_path=None, listen=()):
     for endpoint, (plain, _options) in zip(config.http.listen, listeners):
         problem = endpoint_problem(plain)
         if problem:
-            raise StartupError(f"{where} {endpoint!r}: {problem}")
+            hint = f"; {LISTEN_SYNTAX}" if where == "--listen" else ""
+            raise StartupError(f"{where} {endpoint!r}: {problem}{hint}")
     if config.manhole is not None:
         _check_manhole(config.manhole, config_path)
     try:
@@ -75,8 +83,62 @@ def check(config_path=None, listen=()):
         raise StartupError(f"{prefix}{error}") from None
     return Checked(
         config=config, driver=driver, auth=_auth(config, prefix), listeners=listeners,
-        config_path=config_path, listen_override=bool(listen),
+        config_path=config_path, listen_override=bool(listen), listen=tuple(listen),
     )
+
+
+def check_storage_root(checked):
+    """The storage root can be written (a driver with C{check_root}: the
+    filesystem's), unless the registry is read-only.
+
+    @raise StartupError: naming the root and why.
+    """
+    from registryd.storage.errors import StorageError
+
+    check_root = getattr(checked.driver, "check_root", None)
+    if check_root is None or checked.config.storage.maintenance.read_only:
+        return
+    try:
+        check_root()
+    except StorageError as error:
+        raise StartupError(str(error)) from None
+
+
+#: What a --listen value may look like, for the message refusing one.
+LISTEN_SYNTAX = (
+    "expected a Twisted endpoint such as tcp:5000:interface=127.0.0.1 or "
+    "ssl:5443:privateKey=KEY:certKey=CERT, or HOST:PORT such as 127.0.0.1:5000, "
+    ":5000 or [::1]:5000"
+)
+
+
+def listen_endpoint(given):
+    """The endpoint string for one C{--listen} value.
+
+    Distribution's ``http.addr`` syntax (``127.0.0.1:5000``, ``:5000``,
+    ``0.0.0.0:5000``, ``[::1]:5000``, ``localhost:5000``), which someone
+    coming from Distribution types first, is translated as ``http.addr``
+    is; anything else is taken as a Twisted endpoint string and checked
+    with the others (L{check}).
+
+    @raise StartupError: a HOST:PORT that is not one.
+    """
+    host = given.rpartition(":")[0]
+    if not (host in ("", "localhost") or host.startswith("[") or _is_ip_address(host)):
+        return given
+    try:
+        return addr_to_endpoint(given, path="--listen")
+    except ConfigError as error:
+        problem = LISTEN_SYNTAX if "HOST:PORT" in error.problem else error.problem
+        raise StartupError(f"--listen {given!r}: {problem}") from None
+
+
+def _is_ip_address(text):
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _tls_listeners(config, prefix, where):

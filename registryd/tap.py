@@ -3,16 +3,20 @@
 Everything that can be wrong with the configuration is checked in
 ``Options.postOptions`` (``registryd.startup.check``): the file is parsed
 and validated, the storage driver is created and every listen endpoint
-string is parsed.  twistd turns a ``UsageError`` raised there into a short
-message and exit status 1 before it forks, writes a pid file or starts
-logging, so a bad key is reported as one line naming it, never as a
-traceback in a log file.  ``makeService`` then hands what was checked to
+string is parsed.  A problem is reported before twistd forks, writes a pid
+file or starts logging, as one line per problem on stderr (``registryd:
+configuration FILE: key: problem``) and exit status 1:
+``Options.parseOptions`` turns the ``UsageError`` into that instead of
+letting twistd print its usage block above it, which would bury the one
+line that matters.  ``makeService`` then hands what was checked to
 ``registryd.composition``, the one place the registry is built.
 
 This module is imported whenever twistd lists or runs the plugin, so it
 imports nothing heavy at module level (no reactor, no web stack; only
 ``registryd.startup`` and ``registryd.config``).
 """
+
+import sys
 
 from twisted.python import usage
 
@@ -42,7 +46,8 @@ class Options(usage.Options):
 
     def opt_listen(self, endpoint):
         """Listen on a Twisted endpoint string, e.g. tcp:5000 or
-        tcp6:5000:interface=\\:\\: (repeatable; replaces http.addr)."""
+        tcp6:5000:interface=\\:\\: (repeatable; replaces http.addr);
+        HOST:PORT as in http.addr (127.0.0.1:5000, :5000) works too."""
         self["listen"].append(endpoint)
 
     opt_l = opt_listen
@@ -55,11 +60,28 @@ class Options(usage.Options):
         except ConfigError as error:
             raise usage.UsageError(str(error)) from None
 
+    def parseOptions(self, options=None):
+        """Parse, and on a usage error print one line per problem to stderr
+        and exit with status 1 (twistd would print its whole usage block
+        first; ``--help`` still shows it)."""
+        try:
+            self.check(options)
+        except usage.UsageError as error:
+            for line in str(error).splitlines():
+                print(f"registryd: {line}", file=sys.stderr)
+            raise SystemExit(1) from None
+
+    def check(self, options=None):
+        """Parse and validate C{options}, raising C{UsageError} (for callers
+        that report it themselves: tests)."""
+        super().parseOptions(options)
+
     def postOptions(self):
         try:
             self.checked = startup.check(self["config"], self["listen"])
         except startup.StartupError as error:
             raise usage.UsageError(str(error)) from None
+        self["listen"] = list(self.checked.listen)  # HOST:PORT translated
 
     @property
     def registry_config(self):
@@ -74,6 +96,11 @@ def makeService(options):
     at module level: twistd imports this module to list and parse options.
     """
     workers = options["workers"] or options.checked.config.workers
+    try:
+        startup.check_storage_root(options.checked)
+    except startup.StartupError as error:
+        # Before twistd forks or logs: one line, and a non-zero exit.
+        raise SystemExit(f"registryd: {error}") from None
     metrics_directory = None
     if workers > 1:
         from registryd.workers import share_metrics
@@ -104,4 +131,8 @@ def makeService(options):
             components, workers, config_path=options["config"], listen=options["listen"],
             metrics_directory=metrics_directory,
         )
-    return RegistryService(components, owns_process=True, workers=pool)
+    twistd_options = getattr(options, "parent", None)
+    return RegistryService(
+        components, owns_process=True, workers=pool,
+        exit_on_listen_failure=bool(twistd_options and twistd_options.get("nodaemon")),
+    )

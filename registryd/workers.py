@@ -276,7 +276,7 @@ class WorkerPool(Service):
         waiting = list(self._exited.values())
         self.signal_all("TERM")
         if not waiting:
-            self._remove_metrics_directory()
+            self.remove_metrics_directory()
             return None
         # Workers let their requests finish first (http.draintimeout).
         grace = max(STOP_TIMEOUT, self._operations.config.http.drain_timeout + 5)
@@ -285,12 +285,12 @@ class WorkerPool(Service):
         def stopped(result):
             if killer.active():
                 killer.cancel()
-            self._remove_metrics_directory()
+            self.remove_metrics_directory()
             return None
 
         return defer.DeferredList(waiting).addBoth(stopped)
 
-    def _remove_metrics_directory(self):
+    def remove_metrics_directory(self):
         if self.metrics_directory is not None:
             import shutil
 
@@ -453,11 +453,12 @@ def build_worker(arguments, reactor):
 
     try:
         checked = startup.check(arguments.config, arguments.listen)
+        startup.check_storage_root(checked)  # as the main process (registryd.tap)
     except startup.StartupError as error:
         raise SystemExit(f"registryd worker {arguments.index}: {error}") from None
     full_config = checked.config
 
-    def adopt(index, endpoint, plain, factory, reactor):
+    def adopt(index, endpoint, plain, factory, secure, reactor):
         fd, family = arguments.listen_fd[index]
         adopted = AdoptedPort(fd, _FAMILIES[family], factory, reactor)
         adopted.setName(f"http {endpoint} (shared)")
@@ -468,7 +469,11 @@ def build_worker(arguments, reactor):
         attr.evolve(checked, config=worker_config(full_config)), reactor=reactor,
         listen=adopt, singletons=False, config_filter=worker_config,
     )
-    return RegistryService(components, owns_process=True, reactor=reactor), components, full_config
+    service = RegistryService(
+        components, owns_process=True, reactor=reactor,
+        announce=False,  # the main process said where the data is
+    )
+    return service, components, full_config
 
 
 def _listen_fd(text):

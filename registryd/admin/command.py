@@ -10,7 +10,7 @@ import json
 
 from twisted.internet import defer, task
 
-from registryd.config import ConfigError, load_config
+from registryd.config import ConfigError, error_lines, load_config
 from registryd.storage.factory import create_storage_driver
 from registryd.storage.registry import Registry
 
@@ -26,13 +26,14 @@ class CommandFailed(Exception):
 def load_storage(prog, config_path):
     """(configuration, storage driver) for C{config_path} (None: the
     embedded default, ./registry-data); L{CommandFailed} (status 2) naming
-    the key for a bad configuration."""
+    the key of every problem of a bad configuration."""
     where = f"configuration {config_path}: " if config_path else ""
     try:
         config = load_config(config_path)
         return config, create_storage_driver(config.storage)
-    except ConfigError as error:
-        raise CommandFailed(f"{prog}: {where}{error}", 2) from None
+    except ConfigError as error:  # one line per problem of the file
+        lines = "\n".join(f"{prog}: {where}{line}" for line in error_lines(error))
+        raise CommandFailed(lines, 2) from None
 
 
 def run_job(prog, config, driver, job):

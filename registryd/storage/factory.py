@@ -1,5 +1,5 @@
 """The storage driver a configuration names, for the daemon and the
-offline tools alike.
+offline tools alike, and where it keeps the data (for the start-up log).
 
 ``twistd registryd`` (``registryd.startup``: before twistd starts, so a bad
 key is a one-line usage error), ``registryd.composition`` and the offline
@@ -9,7 +9,9 @@ registry, never the web stack, so the tools and twistd's option checking
 stay light.
 """
 
-from registryd.config import ConfigError
+import os
+
+from registryd.config import DEFAULT_ROOT_DIRECTORY, ConfigError
 from registryd.storage.drivers import UnknownDriver, create_driver
 
 
@@ -41,3 +43,21 @@ def create_storage_driver(storage):
         if key and reason:
             raise ConfigError(key, reason).within(section) from None
         raise ConfigError(str(error)).within(section) from None
+
+
+def describe_storage(storage):
+    """Where a L{registryd.config.StorageConfig} keeps the data, for the
+    start-up log: the filesystem root as an absolute path (the default is
+    relative to the directory registryd was started in), the S3 bucket and
+    region, or the driver's name."""
+    parameters = storage.parameters
+    if storage.driver == "filesystem":
+        root = parameters.get("rootdirectory", DEFAULT_ROOT_DIRECTORY)
+        return f"filesystem at {os.path.abspath(root)}"
+    if storage.driver == "s3":
+        where = f"s3 bucket {parameters.get('bucket')} in {parameters.get('region')}"
+        endpoint = parameters.get("regionendpoint")
+        return f"{where} at {endpoint}" if endpoint else where
+    if storage.driver == "inmemory":
+        return "inmemory (nothing is kept across restarts)"
+    return storage.driver

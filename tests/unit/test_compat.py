@@ -109,6 +109,32 @@ async def test_listening_port_is_the_port_a_strports_service_bound():
         await service.stopService()
 
 
+def test_raise_listen_errors_makes_a_bind_failure_raise_from_privileged_start():
+    from twisted.application.internet import StreamServerEndpointService
+    from twisted.internet import endpoints, reactor
+    from twisted.internet.error import CannotListenError
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    description = f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"
+    try:
+        quiet = StreamServerEndpointService(
+            endpoints.serverFromString(reactor, description), protocol.Factory()
+        )
+        loud = StreamServerEndpointService(
+            endpoints.serverFromString(reactor, description), protocol.Factory()
+        )
+        compat.raise_listen_errors(loud)
+        with pytest.raises(CannotListenError):
+            loud.privilegedStartService()
+        quiet.privilegedStartService()  # Twisted only logs it: what the flag changes
+    finally:
+        taken.close()
+    with pytest.raises(compat.TwistedChanged, match="_raiseSynchronously"):
+        compat.raise_listen_errors(object())
+
+
 @pytest_twisted.ensureDeferred
 async def test_accept_one_at_a_time_takes_one_pending_connection_per_wake_up():
     from twisted.internet import reactor
@@ -261,7 +287,51 @@ def test_request_disconnected_and_the_cleanup_hook():
     )
 
 
+def test_bad_request_hook_and_header_counters():
+    seen = []
+
+    class Channel(http.HTTPChannel):
+        maxHeaders = 3
+
+        def _respondToBadRequestAndDisconnect(self):
+            seen.append((compat.request_line_received(self), compat.received_headers(self)))
+            super()._respondToBadRequestAndDisconnect()
+
+    site = server.Site(Hello())
+    site.protocol = Channel
+    channel, transport = channel_for(site)
+    assert compat.request_line_received(channel) is False
+    channel.dataReceived(b"GET /a HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % n for n in range(5)))
+    assert len(seen) == 1, changed(
+        "twisted.web.http.HTTPChannel._respondToBadRequestAndDisconnect",
+        "is not called for a request with too many headers",
+    )
+    [(line_in, (size, count))] = seen
+    assert line_in is True, changed("twisted.web.http.HTTPChannel._command", "is not set")
+    assert count > Channel.maxHeaders and size >= len(b"GET /a HTTP/1.1"), changed(
+        "twisted.web.http.HTTPChannel._receivedHeaderSize/_receivedHeaderCount",
+        f"are {(size, count)!r}",
+    )
+
+
 # --- twisted.conch --------------------------------------------------------------
+
+
+def test_manhole_needs_newline_follows_the_terminals_last_write():
+    from twisted.conch import manhole
+
+    class Terminal:
+        lastWrite = b">>> print(1)"
+
+    prompt = manhole.Manhole()
+    prompt.terminal = Terminal()
+    assert compat.manhole_needs_newline(prompt) is True, changed(
+        "twisted.conch.manhole.Manhole._needsNewline", "is not true mid-line"
+    )
+    Terminal.lastWrite = b"1\n"
+    assert compat.manhole_needs_newline(prompt) is False, changed(
+        "twisted.conch.manhole.Manhole._needsNewline", "is not false after a newline"
+    )
 
 
 def test_terminal_realms_get_avatar_hook():
