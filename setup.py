@@ -48,7 +48,7 @@ setup(
         # conch: the SSH manhole (cryptography, bcrypt); tls: pyOpenSSL,
         # service_identity for TLS listeners (http.tls, ssl:).  The range
         # is the one registryd/compat.py's private names are tested on.
-        "Twisted[tls,conch]>=23.10,<27",
+        "Twisted[tls,conch]>=26.4,<27",
         "klein",
         "treq",
         "zope.interface",

@@ -12,10 +12,13 @@ name is a function here, so that:
   Twisted version when it changed: an upgrade breaks a test, not a
   running registry.
 
-Supported Twisted: ``>=23.10,<27`` (declared in ``setup.py``).  23.10.0
-is the oldest release ``tests/unit/test_compat.py`` and the unit tests
-were run against; 26.x the newest.  The upper bound is the next major
-release after the one tested: raise it once this module's tests pass on it.
+Supported Twisted: ``>=26.4,<27`` (declared in ``setup.py``).  Before
+26.4 Twisted's TLS mutates an OpenSSL context that current pyOpenSSL
+(26.x, what ``Twisted[tls]`` installs) refuses to change once used, so TLS
+listeners fail (seen with 23.10, 24.11 and 25.5);
+26.4.0 and 26.10.0 pass the unit and integration tests.
+The upper bound is the next major release after the one tested: raise it
+once this module's tests pass on it.
 
 Hooks overridden in subclasses (the override is where it must be; the
 hook's existence and its callers are checked here, by the tests):
