@@ -45,6 +45,8 @@ class Components:
 
     driver = attr.ib()
     registry = attr.ib()
+    #: the pull-through cache around the registry (registryd.proxy), or None
+    proxy = attr.ib()
     app = attr.ib()
     site = attr.ib()
     #: the HTTP listening services, one per config.http.listen endpoint
@@ -107,8 +109,9 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
     )
     proxy = _proxy(registry, config, reactor)
     app = RegistryApp(
-        registry, urls=urls, headers=config.http.headers, events=events, health=health,
-        authorizer=authorizer, token_issuer=token_issuer, proxy=proxy, listing=config.listing,
+        proxy or registry,  # what the HTTP API serves
+        urls=urls, headers=config.http.headers, events=events, health=health,
+        authorizer=authorizer, token_issuer=token_issuer, listing=config.listing,
     )
     access_log = AccessLog(enabled=config.log.accesslog)
     site = StreamingSite(
@@ -136,7 +139,7 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
     )
     manhole = _manhole(config, registry, maintenance, operations, reactor)
     return Components(
-        driver=driver, registry=registry, app=app, site=site, listeners=listeners,
+        driver=driver, registry=registry, proxy=proxy, app=app, site=site, listeners=listeners,
         maintenance=maintenance, manhole=manhole, operations=operations,
         services=[*listeners, *timers, *([manhole] if manhole else []), operations],
     )
@@ -184,6 +187,6 @@ def _manhole(config, registry, maintenance, operations, reactor):
     return ManholeService(
         config.manhole,
         # each session sees the configuration in force (reloads included)
-        lambda: make_namespace(registry, maintenance, operations.config),
+        lambda: make_namespace(registry, maintenance, operations.config, reactor),
         reactor=reactor,
     )

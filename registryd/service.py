@@ -57,6 +57,8 @@ class RegistryService(MultiService):
         self.components = components
         self.driver = components.driver
         self.registry = components.registry
+        #: the pull-through cache (registryd.proxy) the app serves, or None
+        self.proxy = components.proxy
         self.app = components.app
         self.site = components.site
         self.listeners = components.listeners

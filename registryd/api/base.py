@@ -36,15 +36,23 @@ def check_unrouted_path(request):
         raise errors.NameInvalid("control character in the repository name")
 
 
-def arg(request, name):
-    """The first value of query argument C{name} as str, or None."""
-    values = request.args.get(name.encode("ascii"))
-    if not values:
-        return None
+def query_args(request, name):
+    """Every value of query (or form) argument C{name}, as str: 400
+    C{BadRequest} if one is not UTF-8."""
     try:
-        return values[0].decode("utf-8")
+        return [value.decode("utf-8") for value in request.args.get(name.encode("ascii"), ())]
     except UnicodeDecodeError:
-        raise errors.Unsupported(f"query parameter {name!r} is not UTF-8", status=400) from None
+        raise errors.BadRequest(f"query parameter {name!r} is not UTF-8") from None
+
+
+def query_arg(request, name, unique=False):
+    """The first value of query (or form) argument C{name} as str, or None;
+    with C{unique}, 400 C{BadRequest} if it is given more than once (the
+    token server's parameters)."""
+    values = query_args(request, name)
+    if unique and len(values) > 1:
+        raise errors.BadRequest(f"parameter {name!r} given more than once")
+    return values[0] if values else None
 
 
 #: The largest number a header or query parameter may carry: Go's int64,
@@ -88,24 +96,14 @@ def upload_headers(request, urls, upload):
     ]
 
 
-def request_body(request):
-    """The streaming body of an upload request (see registryd.web)."""
-    body = getattr(request, "body", None)
-    if body is None:
-        # Not dispatched by StreamingSite (cannot happen for upload routes
-        # when served by registryd): refuse rather than buffer.
-        raise errors.RegistryError("request body is not streamed", status=500)
-    return body
-
-
 def shielded(running, expected=(defer.CancelledError,), what="handler"):
     """A Deferred that follows C{running}, but whose cancellation leaves
     C{running} alone.
 
     klein cancels a handler when its client goes away.  Some work must go
     on regardless: an upload stores the body bytes that arrived (the client
-    resumes from them), a blob fetched for the cache cleans up its partial
-    copy.  A failure of C{running} after the caller stopped waiting is
+    resumes from them), a blob sender learns how much it sent (and a
+    pull-through cache's reader removes its partial copy).  A failure of C{running} after the caller stopped waiting is
     logged, unless it is one of the C{expected} exception types.
     """
     result = defer.Deferred()  # no canceller: cancelling it leaves `running` alone

@@ -191,6 +191,59 @@ async def test_chunked_transfer_encoding_patch(server):
 
 
 @pytest_twisted.ensureDeferred
+async def test_each_upload_request_opens_one_writer(tmp_path):
+    """An upload owns one appending writer per request: a PATCH opens it
+    once (its size is the offset the chunk must start at) and appends with
+    it; a PUT appends its last chunk and commits with the same writer; a
+    status GET opens one only to learn the size."""
+    from twisted.internet import reactor
+
+    from registryd.metrics import sample
+    from registryd.storage.drivers.filesystem import FilesystemDriver
+    from registryd.storage.instrumented import InstrumentedDriver
+    from tests.support import make_client
+
+    registry, port = await start_registry(
+        tmp_path, driver=InstrumentedDriver(FilesystemDriver(str(tmp_path)))
+    )
+    client, pool = make_client(reactor)
+    url = f"http://127.0.0.1:{port.getHost().port}"
+
+    def writers_opened():
+        return sample("registryd_storage_operation_duration_seconds_count",
+                      driver="filesystem", operation="writer")
+
+    async def opened_by(method, location, body=b"", headers=None):
+        before = writers_opened()
+        response = await client.request(method, location, data=body, headers=headers or {})
+        await response.content()
+        return response, writers_opened() - before
+
+    try:
+        first, second = os.urandom(300_000), os.urandom(200_000)
+        response, opened = await opened_by("POST", f"{url}/v2/one/writer/blobs/uploads/")
+        assert response.code == 202 and opened == 0  # nothing to write yet
+        location = header(response, "Location")
+        response, opened = await opened_by("PATCH", location, first, {
+            "Content-Range": f"0-{len(first) - 1}", "Content-Type": "application/octet-stream",
+        })
+        assert response.code == 202 and opened == 1
+        response, opened = await opened_by("GET", location)
+        assert header(response, "Range") == f"0-{len(first) - 1}" and opened == 1
+        digest = sha256(first + second)
+        location = header(response, "Location")
+        response, opened = await opened_by(
+            "PUT", location + ("&" if "?" in location else "?") + f"digest={digest}", second,
+            {"Content-Range": f"{len(first)}-{len(first) + len(second) - 1}"},
+        )
+        assert response.code == 201 and opened == 1
+        response = await client.get(f"{url}/v2/one/writer/blobs/{digest}")
+        assert await response.content() == first + second
+    finally:
+        await pool.closeCachedConnections()
+        await port.stopListening()
+
+
 async def test_malformed_chunked_patch_is_answered_and_keeps_the_bytes_before(server, logged_failures):
     """A streamed PATCH whose chunked encoding breaks after 100,000 good
     bytes gets a JSON 400 from the upload handler (Twisted wrote a bare
@@ -218,3 +271,25 @@ async def test_malformed_chunked_patch_is_answered_and_keeps_the_bytes_before(se
     assert b"not well-formed" in body
     await wait_for_offset(server, location, len(good))
     assert logged_failures == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_percent_encoded_upload_paths_stream_like_any_other(server):
+    """The web layer decides whether a body streams from the route klein
+    will pick, which sees the path percent-decoded: an upload path that
+    spells a letter as %xx is streamed (and stored) like any other, not
+    buffered and then refused for lack of a streamed body."""
+    data = b"spelled oddly"
+    status, _, body = await raw_request(
+        server, "POST", f"/v2/enc/blob%73/uploads/?digest={sha256(data)}", body=data)
+    assert status == 201, body
+    response = await server.client.get(server.v2(f"enc/blobs/{sha256(data)}"))
+    assert await response.content() == data
+    location = await new_upload(server, "enc/chunked")
+    upload_path = location.split(server.url, 1)[1].replace("/blobs/uploads/", "/blobs/upload%73/")
+    status, _, body = await raw_request(server, "PATCH", upload_path, body=data)
+    assert status == 202, body
+    status, _, body = await raw_request(server, "PUT", f"{upload_path}?digest={sha256(data)}")
+    assert status == 201, body
+    response = await server.client.get(server.v2(f"enc/chunked/blobs/{sha256(data)}"))
+    assert await response.content() == data
