@@ -98,12 +98,18 @@ class RegistryApp:
 
     app = Klein()
 
-    def __init__(self, registry, host=None, headers=None, events=None, health=None,
-                 relative_urls=False, prefix=None, listing=None):
+    def __init__(self, registry, urls=None, headers=None, events=None, health=None,
+                 authorizer=None, token_issuer=None, listing=None):
+        """Collaborators are made by L{registryd.composition.compose}.
+
+        @param registry: what the API serves: the L{registryd.storage.registry.Registry},
+            or the pull-through cache around it (L{registryd.proxy}).
+        """
         self.registry = registry
         #: registryd.config.ListingConfig: catalog.maxentries, tags.maxtags
         self.listing = listing
-        self.urls = URLBuilder(host, relative=relative_urls, prefix=prefix)
+        #: registryd.urls.URLBuilder: Location headers and event URLs
+        self.urls = urls if urls is not None else URLBuilder()
         self.set_headers(headers)
         #: where handlers report pushes, pulls, mounts and deletes
         #: (registryd.notifications.Notifier); a no-op without endpoints
@@ -113,10 +119,10 @@ class RegistryApp:
         self.health = health
         #: registryd.interfaces.IAuthorizer: every route asks it, before
         #: any storage work, for the accesses the request needs
-        self.authorizer = OpenAuthorizer()
+        self.authorizer = authorizer if authorizer is not None else OpenAuthorizer()
         #: registryd.auth.issuer.TokenIssuer when registryd is its own
         #: token server (/auth/token), else None
-        self.token_issuer = None
+        self.token_issuer = token_issuer
 
     async def admit(self, request, name, needs):
         """What every /v2/ request passes before its handler (the route

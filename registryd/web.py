@@ -40,7 +40,7 @@ from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 from twisted.protocols.policies import ProtocolWrapper
 
-from registryd import errors, metrics, sendfile
+from registryd import compat, errors, metrics, sendfile
 from registryd.api.base import API_VERSION_HEADER
 from registryd.context import RequestContext
 from registryd.manifests.parse import MAX_MANIFEST_SIZE
@@ -298,7 +298,8 @@ class StreamingRequest(server.Request):
 
     def gotLength(self, length):
         channel = self.channel
-        if channel.site.body_mode(channel._command, channel._path) == STREAMED:
+        method, path, _version = compat.channel_request_line(channel)
+        if channel.site.body_mode(method, path) == STREAMED:
             self.content = io.BytesIO()
             self._streamed = _EmptyBody() if length == 0 else RequestBody(channel.transport, length)
             self.context.body = self._streamed
@@ -320,7 +321,7 @@ class StreamingRequest(server.Request):
             self._streamed._finish()
             if self._cleanup_deferred:
                 self._cleanup_deferred = False
-                server.Request._cleanup(self)
+                compat.cleanup_request(self)
             return
         self._dispatched = True
         if self._streamed is not None and not self._streamed.finished:
@@ -347,15 +348,17 @@ class StreamingRequest(server.Request):
                 _log.failure("access log failed")
 
     def _cleanup(self):
+        # Overrides a private twisted.web hook (registryd.compat checks it).
         # The handler finished before the body did: answer now, but keep the
         # channel on this request (discarding the rest of the body) until the
         # body is over, so the next request on the connection parses cleanly.
         body = self._streamed
-        if body is not None and not body.finished and not body.broken and not self._disconnected:
+        if body is not None and not body.finished and not body.broken \
+                and not compat.request_disconnected(self):
             body.discard()
             self._cleanup_deferred = True
             return
-        super()._cleanup()
+        compat.cleanup_request(self)
 
     def body_malformed(self, error):
         """The channel found the streamed body malformed (bad chunked
@@ -367,7 +370,7 @@ class StreamingRequest(server.Request):
         self._streamed._fail(Failure(error))
         if self._cleanup_deferred:  # answered already, was waiting for the body's end
             self._cleanup_deferred = False
-            server.Request._cleanup(self)
+            compat.cleanup_request(self)
 
     def connectionLost(self, reason):
         if self._streamed is not None:
@@ -421,9 +424,10 @@ class StreamingHTTPChannel(http.HTTPChannel):
     unread input makes the kernel reset it, and a client still sending
     would lose the answer.
 
-    This uses Twisted's private C{_respondToBadRequestAndDisconnect} and
-    its header counters (C{_receivedHeaderSize}, C{_receivedHeaderCount});
-    ``tests/integration/test_web_channel.py`` fails if they change.
+    This overrides Twisted's private C{_respondToBadRequestAndDisconnect}
+    and reads its header counters (L{registryd.compat.received_headers});
+    ``tests/unit/test_compat.py`` and
+    ``tests/integration/test_web_channel.py`` fail if they change.
     """
 
     #: the StreamingSite that made this channel and tracks it (for draining)
@@ -446,7 +450,7 @@ class StreamingHTTPChannel(http.HTTPChannel):
 
     def lineLengthExceeded(self, line):
         # LineReceiver's default closes the connection without an answer.
-        if hasattr(self, "_command"):  # the request line is in: a header's line
+        if compat.request_line_received(self):  # so this is a header's line
             self._refuse(errors.RequestHeadersTooLarge(
                 f"a request header line is longer than {self.MAX_LENGTH} bytes"))
         else:
@@ -454,11 +458,13 @@ class StreamingHTTPChannel(http.HTTPChannel):
                 f"the request line is longer than {self.MAX_LENGTH} bytes"))
 
     def _respondToBadRequestAndDisconnect(self):
+        # Overrides a private twisted.web hook (registryd.compat checks it):
         # Twisted's one answer to every request it cannot parse.
-        if self._receivedHeaderSize > self.totalHeadersSize:
+        size, count = compat.received_headers(self)
+        if size > self.totalHeadersSize:
             error = errors.RequestHeadersTooLarge(
                 f"the request line and headers are larger than {self.totalHeadersSize} bytes")
-        elif self._receivedHeaderCount > self.maxHeaders:
+        elif count > self.maxHeaders:
             error = errors.RequestHeadersTooLarge(f"more than {self.maxHeaders} request headers")
         else:
             error = errors.MalformedRequest(
@@ -517,13 +523,13 @@ class StreamingHTTPChannel(http.HTTPChannel):
         prefix = getattr(self.tracked_by, "prefix", None)
         if prefix:
             # Before the request learns its path (and whether it streams).
-            self._path = strip_prefix(self._path, prefix)
+            compat.set_channel_path(self, strip_prefix(compat.channel_request_line(self)[1], prefix))
         super().allHeadersReceived()
         request = self.requests[-1]
         if request._streamed is not None and self.length != 0 and not request._dispatched:
             # Dispatch now; the body follows into the RequestBody.  When it is
             # complete, allContentReceived calls requestReceived again.
-            request.requestReceived(self._command, self._path, self._version)
+            request.requestReceived(*compat.channel_request_line(self))
 
 
 class StreamingSite(server.Site):
@@ -531,14 +537,14 @@ class StreamingSite(server.Site):
 
     requestFactory = StreamingRequest
     protocol = StreamingHTTPChannel
-    #: Called with (request, aborted) once per request that reached the
-    #: application (registryd.accesslog.AccessLog), or None.
-    access_log = None
-    #: http.prefix as bytes (b"/path/"): the routes are served below it.
-    prefix = None
 
-    def __init__(self, resource, *args, **kwargs):
+    def __init__(self, resource, *args, access_log=None, prefix=None, **kwargs):
         super().__init__(resource, *args, **kwargs)
+        #: Called with (request, aborted) once per request that reached the
+        #: application (registryd.accesslog.AccessLog), or None.
+        self.access_log = access_log
+        #: http.prefix as bytes (b"/path/"): the routes are served below it.
+        self.prefix = prefix
         #: open connections, for draining them when the registry stops
         self.channels = set()
         #: (method, path) -> STREAMED or BUFFERED, for a request whose
