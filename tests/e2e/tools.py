@@ -15,6 +15,7 @@ this module) are imported.
   Distribution) and :class:`Registryd` runs registryd under ``twistd``, both
   on ``127.0.0.1:<free port>`` with a filesystem root of your choosing, so
   one directory can be served by either in turn.
+- :class:`Podman` runs podman as root on a private vfs storage.
 - :func:`skopeo` runs skopeo with a private policy and auth file and with
   TLS verification off on the subcommands that talk to registries.
 - :func:`http_request`, :func:`push_blob`, :func:`get_blob`,
