@@ -4,6 +4,7 @@
     python benchmarks/per_request.py                 # every workload, 5000 requests each
     python benchmarks/per_request.py --requests 20000 --only manifest-tag
     python benchmarks/per_request.py --profile manifest-tag   # cProfile's top entries
+    python benchmarks/per_request.py --tree /work/main        # another checkout's registryd
 
 A registry is composed exactly as ``twistd registryd`` composes it
 (``registryd.startup.from_config`` and ``registryd.composition.compose``:
@@ -31,7 +32,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 ACCEPT = (
     "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, "
@@ -177,9 +178,12 @@ def main():
     parser.add_argument("--only", default=None, help="comma-separated workloads")
     parser.add_argument("--profile", default=None, metavar="WORKLOAD",
                         help="profile one workload with cProfile instead")
+    parser.add_argument("--tree", default=REPO,
+                        help="registryd source tree to measure (default: this checkout)")
     parser.add_argument("--sort", default="tottime")
     parser.add_argument("--top", type=int, default=40)
     args = parser.parse_args()
+    sys.path.insert(0, os.path.abspath(args.tree))
     from twisted.internet import defer, task
 
     task.react(lambda reactor: defer.ensureDeferred(run(reactor, args)))

@@ -66,6 +66,19 @@ class _RequestMetrics:
 
     def __init__(self):
         self._children = {}
+        #: route -> (received bytes child, sent bytes child)
+        self._bytes = {}
+
+    def record_bytes(self, route, received, sent):
+        children = self._bytes.get(route)
+        if children is None:
+            children = self._bytes[route] = (
+                metrics.HTTP_RECEIVED_BYTES.labels(route), metrics.HTTP_SENT_BYTES.labels(route),
+            )
+        if received:
+            children[0].inc(received)
+        if sent:
+            children[1].inc(sent)
 
     def record(self, route, method, status, duration):
         key = (route, method, status)
@@ -98,10 +111,7 @@ class AccessLog:
         bytes_in = context.bytes_received
         bytes_out = request.sentLength
         self._metrics.record(route, label_method, status, duration)
-        if bytes_in:
-            metrics.HTTP_RECEIVED_BYTES.labels(route).inc(bytes_in)
-        if bytes_out:
-            metrics.HTTP_SENT_BYTES.labels(route).inc(bytes_out)
+        self._metrics.record_bytes(route, bytes_in, bytes_out)
         if aborted:
             metrics.HTTP_REQUESTS_ABORTED.labels(route, label_method).inc()
         if not self.enabled:
