@@ -33,6 +33,7 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # tests.certs
 
 ACCEPT = (
     "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, "
@@ -109,6 +110,32 @@ async def push(client, name, blobs, tag):
     return "sha256:" + hashlib.sha256(manifest).hexdigest(), descriptors[1]["digest"]
 
 
+def token_auth(workdir):
+    """(auth configuration, bearer token) for C{/v2/} with token auth: a
+    token signed by a key whose self-signed certificate is the
+    rootcertbundle, carried in the token's C{x5c} header (as Distribution's
+    token servers do)."""
+    import base64
+
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+
+    from tests import certs
+
+    key = certs.new_key("ec")
+    certificate = certs.self_signed(key)
+    bundle = certs.write(workdir, "token.crt", certs.cert_pem(certificate))
+    der = base64.b64encode(certificate.public_bytes(serialization.Encoding.DER)).decode()
+    now = int(time.time())
+    token = jwt.encode(
+        {"iss": "bench", "sub": "bench", "aud": "registry", "exp": now + 3600, "nbf": now - 5,
+         "iat": now, "jti": "bench", "access": []},
+        key, algorithm="ES256", headers={"x5c": [der]})
+    config = ("auth:\n  token:\n    realm: https://auth.example/token\n    service: registry\n"
+              f"    issuer: bench\n    rootcertbundle: {bundle}\n")
+    return config, token
+
+
 def workloads(manifest, layer):
     return {
         "manifest-tag": request("GET", "/v2/bench/warm/manifests/latest", [("Accept", ACCEPT)]),
@@ -160,16 +187,23 @@ async def run(reactor, args):
         # its settled time, so let the pushed ones age past it.
         await task.deferLater(reactor, 2.5, lambda: None)
         table = workloads(manifest, layer)
+        auth, token = token_auth(workdir)
+        path = os.path.join(workdir, "token.yml")
+        with open(path, "w") as file:
+            file.write(config_text(os.path.join(workdir, "root"), auth))
+        secured = compose(from_config(load_config(path), path), reactor=reactor)
+        clients = {"v2-token": Client(secured.site, reactor)}
+        table["v2-token"] = request("GET", "/v2/", [("Authorization", f"Bearer {token}")])
         chosen = args.only.split(",") if args.only else list(table)
         if args.profile:
             profile = cProfile.Profile()
             profile.enable()
-            await measure(client, table[args.profile], args.requests)
+            await measure(clients.get(args.profile, client), table[args.profile], args.requests)
             profile.disable()
             pstats.Stats(profile).sort_stats(args.sort).print_stats(args.top)
             return
         for name in chosen:
-            figures = sorted([await measure(client, table[name], args.requests)
+            figures = sorted([await measure(clients.get(name, client), table[name], args.requests)
                               for _ in range(args.rounds)])
             print(f"{name:16} {figures[len(figures) // 2]:7.1f} us/request "
                   f"(rounds: {', '.join(f'{f:.1f}' for f in figures)})", flush=True)
@@ -189,7 +223,7 @@ def main():
     parser.add_argument("--sort", default="tottime")
     parser.add_argument("--top", type=int, default=40)
     args = parser.parse_args()
-    sys.path.insert(0, os.path.abspath(args.tree))
+    sys.path.insert(0, os.path.abspath(args.tree))  # its registryd before this one
     from twisted.internet import defer, task
 
     task.react(lambda reactor: defer.ensureDeferred(run(reactor, args)))
