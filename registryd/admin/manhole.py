@@ -133,9 +133,9 @@ def _seconds(value, what):
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, str):
-        from registryd.config import _duration
+        from registryd.config import parse_duration
 
-        return _duration(value, what)
+        return parse_duration(value, what)
     raise TypeError(f"{what}: expected seconds or a duration such as '168h', got {value!r}")
 
 
