@@ -155,7 +155,7 @@ class Duration(ValueType):
 
     def check(self, value, path):
         seconds = self._seconds(value, path)
-        if seconds < 0:
+        if seconds < 0 and (self.numbers == "nanoseconds" or not self.minimum):
             raise ConfigError(path, f"must not be negative, got {value!r}")
         if seconds < self.minimum:
             if self.numbers == "seconds":
