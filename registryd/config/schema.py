@@ -332,39 +332,3 @@ def find_key(cls, path):
         if info.path == path:
             return info
     return None
-
-
-def markdown_reference(cls):
-    """A Markdown table of every key: path, type, default, origin, doc."""
-    lines = ["| key | type | default | |", "|---|---|---|---|"]
-    for info in iter_keys(cls):
-        key = info.key
-        if key.not_yet:
-            kind, default, note = "refused", "", "not supported by registryd yet"
-        else:
-            kind = key.type.name if key.type is not None else ""
-            default = "" if key.default in (None, {}, (), []) else f"`{key.default!r}`"
-            note = ("registryd's own; " if key.own else "") + (
-                "accepted, without effect; " if key.ignored else "") + ("secret; " if key.secret else "")
-        text = " ".join(f"{note}{key.doc}".split()).replace("|", "\\|")
-        lines.append(f"| `{info.path}` | {kind} | {default} | {text} |")
-    return "\n".join(lines) + "\n"
-
-
-def main(argv=None):
-    """``python -m registryd.config.schema [--markdown]``: the key reference."""
-    import sys
-
-    from registryd.config import Config
-
-    argv = sys.argv[1:] if argv is None else argv
-    if argv == ["--markdown"]:
-        sys.stdout.write(markdown_reference(Config))
-        return 0
-    for info in iter_keys(Config):
-        sys.stdout.write(f"{info.path}\t{info.key.type.name if info.key.type else 'refused'}\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

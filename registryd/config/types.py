@@ -231,7 +231,10 @@ class HTTPURL(String):
 
     def check(self, value, path):
         super().check(value, path)
-        parts = urlsplit(value)
+        try:
+            parts = urlsplit(value)
+        except ValueError as error:  # "http://[::1": Invalid IPv6 URL
+            raise ConfigError(path, f"expected an absolute http(s) URL, got {value!r}: {error}") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(path, f"expected an absolute http(s) URL, got {value!r}")
         return value
