@@ -23,43 +23,109 @@ the key walker), one module per section, ``root`` (Config) and ``load``
 parameters belong to the drivers, which may come from plugins.
 """
 
-from registryd.config.errors import ConfigError, ConfigErrors
-from registryd.config.types import parse_duration
-from registryd.config.log import LOG_LEVELS, LogConfig
-from registryd.config.storage import (
-    DEFAULT_ROOT_DIRECTORY, MaintenanceConfig, StorageConfig, UploadPurgingConfig,
-)
 from registryd.config.admin import (
-    DEFAULT_MANHOLE_HOST_KEY, DEFAULT_MANHOLE_LISTEN, GCConfig, ManholeConfig,
+    DEFAULT_MANHOLE_HOST_KEY,
+    DEFAULT_MANHOLE_LISTEN,
+    GCConfig,
+    ManholeConfig,
+)
+from registryd.config.auth import (
+    AccessConfig,
+    AuthConfig,
+    HtpasswdConfig,
+    TokenConfig,
+    TokenServerConfig,
+)
+from registryd.config.errors import ConfigError, ConfigErrors
+from registryd.config.health import (
+    DEFAULT_CHECK_TIMEOUT,
+    FileCheckConfig,
+    HealthConfig,
+    HTTPCheckConfig,
+    TCPCheckConfig,
 )
 from registryd.config.http import (
-    CIPHER_SUITES, DEFAULT_LISTEN, DebugConfig, HTTPConfig, TLSConfig, addr_to_endpoint,
+    CIPHER_SUITES,
+    DEFAULT_LISTEN,
+    DebugConfig,
+    HTTPConfig,
+    TLSConfig,
+    addr_to_endpoint,
 )
-from registryd.config.validation import ValidationConfig
-from registryd.config.health import (
-    DEFAULT_CHECK_TIMEOUT, FileCheckConfig, HealthConfig, HTTPCheckConfig, TCPCheckConfig,
-)
+from registryd.config.load import load_config
+from registryd.config.log import LOG_LEVELS, LogConfig
 from registryd.config.notifications import (
-    DEFAULT_ENDPOINT_BACKOFF, DEFAULT_ENDPOINT_THRESHOLD, DEFAULT_ENDPOINT_TIMEOUT,
-    DEFAULT_JOURNAL_DIRECTORY, DEFAULT_JOURNAL_MAX_EVENTS, EVENT_ACTIONS, EndpointConfig,
+    DEFAULT_ENDPOINT_BACKOFF,
+    DEFAULT_ENDPOINT_THRESHOLD,
+    DEFAULT_ENDPOINT_TIMEOUT,
+    DEFAULT_JOURNAL_DIRECTORY,
+    DEFAULT_JOURNAL_MAX_EVENTS,
+    EVENT_ACTIONS,
+    EndpointConfig,
     NotificationsConfig,
 )
 from registryd.config.proxy import DEFAULT_PROXY_TTL, ProxyConfig
-from registryd.config.auth import (
-    AccessConfig, AuthConfig, HtpasswdConfig, TokenConfig, TokenServerConfig,
+from registryd.config.root import (
+    MAX_WORKERS,
+    Config,
+    ListingConfig,
+    parse_config,
+    parse_workers,
 )
-from registryd.config.root import MAX_WORKERS, Config, ListingConfig, parse_config, parse_workers
-from registryd.config.load import load_config
+from registryd.config.storage import (
+    DEFAULT_ROOT_DIRECTORY,
+    MaintenanceConfig,
+    StorageConfig,
+    UploadPurgingConfig,
+)
+from registryd.config.types import parse_duration
+from registryd.config.validation import ValidationConfig
 
 __all__ = [
-    "ConfigError", "ConfigErrors", "parse_duration", "LOG_LEVELS", "LogConfig",
-    "DEFAULT_ROOT_DIRECTORY", "MaintenanceConfig", "StorageConfig", "UploadPurgingConfig",
-    "DEFAULT_MANHOLE_HOST_KEY", "DEFAULT_MANHOLE_LISTEN", "GCConfig", "ManholeConfig",
-    "CIPHER_SUITES", "DEFAULT_LISTEN", "DebugConfig", "HTTPConfig", "TLSConfig", "addr_to_endpoint",
-    "ValidationConfig", "DEFAULT_CHECK_TIMEOUT", "FileCheckConfig", "HealthConfig",
-    "HTTPCheckConfig", "TCPCheckConfig", "DEFAULT_ENDPOINT_BACKOFF", "DEFAULT_ENDPOINT_THRESHOLD",
-    "DEFAULT_ENDPOINT_TIMEOUT", "DEFAULT_JOURNAL_DIRECTORY", "DEFAULT_JOURNAL_MAX_EVENTS",
-    "EVENT_ACTIONS", "EndpointConfig", "NotificationsConfig", "DEFAULT_PROXY_TTL", "ProxyConfig",
-    "AccessConfig", "AuthConfig", "HtpasswdConfig", "TokenConfig", "TokenServerConfig",
-    "MAX_WORKERS", "Config", "ListingConfig", "parse_config", "parse_workers", "load_config",
+    "CIPHER_SUITES",
+    "DEFAULT_CHECK_TIMEOUT",
+    "DEFAULT_ENDPOINT_BACKOFF",
+    "DEFAULT_ENDPOINT_THRESHOLD",
+    "DEFAULT_ENDPOINT_TIMEOUT",
+    "DEFAULT_JOURNAL_DIRECTORY",
+    "DEFAULT_JOURNAL_MAX_EVENTS",
+    "DEFAULT_LISTEN",
+    "DEFAULT_MANHOLE_HOST_KEY",
+    "DEFAULT_MANHOLE_LISTEN",
+    "DEFAULT_PROXY_TTL",
+    "DEFAULT_ROOT_DIRECTORY",
+    "EVENT_ACTIONS",
+    "LOG_LEVELS",
+    "MAX_WORKERS",
+    "AccessConfig",
+    "AuthConfig",
+    "Config",
+    "ConfigError",
+    "ConfigErrors",
+    "DebugConfig",
+    "EndpointConfig",
+    "FileCheckConfig",
+    "GCConfig",
+    "HTTPCheckConfig",
+    "HTTPConfig",
+    "HealthConfig",
+    "HtpasswdConfig",
+    "ListingConfig",
+    "LogConfig",
+    "MaintenanceConfig",
+    "ManholeConfig",
+    "NotificationsConfig",
+    "ProxyConfig",
+    "StorageConfig",
+    "TCPCheckConfig",
+    "TLSConfig",
+    "TokenConfig",
+    "TokenServerConfig",
+    "UploadPurgingConfig",
+    "ValidationConfig",
+    "addr_to_endpoint",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+    "parse_workers",
 ]

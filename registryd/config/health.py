@@ -10,7 +10,15 @@ import attr
 from registryd.config.errors import ConfigError
 from registryd.config.schema import ListOf, SectionOf, derived, section, setting
 from registryd.config.types import (
-    HTTPURL, NON_NEGATIVE, Boolean, Custom, Duration, Headers, Integer, String, TCPAddress,
+    HTTPURL,
+    NON_NEGATIVE,
+    Boolean,
+    Custom,
+    Duration,
+    Headers,
+    Integer,
+    String,
+    TCPAddress,
 )
 
 #: Seconds an HTTP or TCP health check may take when no timeout is set.

@@ -12,9 +12,23 @@ import re
 import attr
 
 from registryd.config.errors import ConfigError
-from registryd.config.schema import ListOf, SectionOf, extra, ignored, not_yet, section, setting
+from registryd.config.schema import (
+    ListOf,
+    SectionOf,
+    extra,
+    ignored,
+    not_yet,
+    section,
+    setting,
+)
 from registryd.config.types import (
-    Boolean, Choice, Custom, Duration, Headers, HostURL, String,
+    Boolean,
+    Choice,
+    Custom,
+    Duration,
+    Headers,
+    HostURL,
+    String,
 )
 
 #: The http.addr Distribution's own sample config uses, as an endpoint string.

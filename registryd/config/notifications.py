@@ -8,7 +8,16 @@ import attr
 from registryd.config.errors import ConfigError
 from registryd.config.schema import ListOf, SectionOf, extra, section, setting
 from registryd.config.types import (
-    HTTPURL, NON_NEGATIVE, POSITIVE, Boolean, Choice, Duration, FilePath, Headers, Pattern, String,
+    HTTPURL,
+    NON_NEGATIVE,
+    POSITIVE,
+    Boolean,
+    Choice,
+    Duration,
+    FilePath,
+    Headers,
+    Pattern,
+    String,
 )
 
 #: Distribution's EndpointConfig.defaults(): timeout 1s, threshold 10, backoff 1s.

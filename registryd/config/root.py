@@ -19,10 +19,26 @@ from registryd.config.log import LOG_LEVELS, LogConfig
 from registryd.config.notifications import NotificationsConfig
 from registryd.config.proxy import ProxyConfig
 from registryd.config.schema import (
-    ListOf, Parser, SectionOf, derived, extra, ignored, not_yet, section, setting,
+    ListOf,
+    Parser,
+    SectionOf,
+    derived,
+    extra,
+    ignored,
+    not_yet,
+    section,
+    setting,
 )
 from registryd.config.storage import StorageConfig
-from registryd.config.types import POSITIVE, HTTPURL, Choice, Custom, Integer, Mapping, String
+from registryd.config.types import (
+    HTTPURL,
+    POSITIVE,
+    Choice,
+    Custom,
+    Integer,
+    Mapping,
+    String,
+)
 from registryd.config.validation import ValidationConfig
 
 #: Most worker processes accepted (a typo guard, not a tuning limit).

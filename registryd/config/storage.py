@@ -11,7 +11,15 @@ import copy
 import attr
 
 from registryd.config.errors import ConfigError
-from registryd.config.schema import SectionOf, derived, extra, ignored, not_yet, section, setting
+from registryd.config.schema import (
+    SectionOf,
+    derived,
+    extra,
+    ignored,
+    not_yet,
+    section,
+    setting,
+)
 from registryd.config.types import Boolean, Duration, Integer, Mapping, String
 
 #: Where the filesystem driver keeps data when no configuration file is given.

@@ -165,7 +165,7 @@ class Duration(ValueType):
                 f"must be at least {self.minimum:g}s, got {value!r}"
                 + (" (a number without unit is nanoseconds)" if isinstance(value, int) else ""),
             )
-        return int(round(seconds)) if self.whole else seconds
+        return round(seconds) if self.whole else seconds
 
     def _seconds(self, value, path):
         by_seconds = self.numbers == "seconds"
@@ -248,7 +248,7 @@ class BaseURL(HTTPURL):
         super().check(value, path)
         parts = urlsplit(value)
         try:
-            parts.port  # raises ValueError for a bad port
+            _ = parts.port  # raises ValueError for a bad port
         except ValueError as error:
             raise ConfigError(path, f"expected an absolute http(s) URL, got {value!r}: {error}")
         if parts.query or parts.fragment:
@@ -265,7 +265,7 @@ class HostURL(String):
         super().check(value, path)
         try:
             url = urlsplit(value)
-            url.port  # raises ValueError for a bad port
+            _ = url.port  # raises ValueError for a bad port
         except ValueError as error:
             raise ConfigError(path, f"expected an absolute http(s) URL, got {value!r}: {error}")
         if url.scheme not in ("http", "https") or not url.hostname:

@@ -7,10 +7,22 @@ import re
 import textwrap
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from registryd.config import Config, ConfigError, ConfigErrors, load_config, parse_config
-from registryd.config.reference import README_BEGIN, README_END, markdown_reference, readme_summary
+from registryd.config import (
+    Config,
+    ConfigError,
+    ConfigErrors,
+    load_config,
+    parse_config,
+)
+from registryd.config.reference import (
+    README_BEGIN,
+    README_END,
+    markdown_reference,
+    readme_summary,
+)
 from registryd.config.schema import ListOf, SectionOf, find_key, iter_keys
 from registryd.config.types import Duration
 
@@ -72,7 +84,8 @@ def test_markdown_reference_has_a_row_per_key():
 def test_readme_key_list_is_the_schemas():
     """README.md's key list is what `python -m registryd.config.reference
     --readme` writes: regenerate it when the schema changes."""
-    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as stream:
+        readme = stream.read()
     start = readme.index(README_BEGIN)
     end = readme.index(README_END) + len(README_END) + 1
     assert readme[start:end] == readme_summary(Config)
@@ -131,7 +144,8 @@ def known(path):
 
 
 def test_every_key_in_the_sample_file_is_the_schemas():
-    sample = open(os.path.join(ROOT, "etc", "registryd.yaml"), encoding="utf-8").read()
+    with open(os.path.join(ROOT, "etc", "registryd.yaml"), encoding="utf-8") as stream:
+        sample = stream.read()
     paths = list(sample_key_paths(sample))
     assert "proxy.remoteurl" in paths and "auth.access.rules[].repositories" in paths  # commented
     assert "health.storagedriver.interval" in paths  # uncommented
@@ -179,9 +193,9 @@ def test_every_error_of_a_file_is_reported_in_document_order(tmp_path):
         "log.level: expected one of error, warn, info, debug, got 'loud'",
         "storage.delete.enabled: expected true or false, got 'yes'",
         "http.tls.key: required",
-        "reporting: not supported by registryd yet (supported here: auth, catalog, gc, health, "
-        "http, log, loglevel, manhole, middleware, notifications, proxy, redis, storage, tags, "
-        "validation, version, workers)",
+        ("reporting: not supported by registryd yet (supported here: auth, catalog, gc, health, "
+         "http, log, loglevel, manhole, middleware, notifications, proxy, redis, storage, tags, "
+         "validation, version, workers)"),
         "proxy.ttl: expected a duration such as 10s, 500ms or 1m30s, got 'forever'",
         "proxy.remoteurl: required: the URL of the registry to mirror",
     ]
