@@ -62,8 +62,10 @@ class Options(usage.Options):
         source = self["config"]
         try:
             config = load_config(source)
-        except ConfigError as error:
-            raise usage.UsageError(f"configuration {source}: {error}")
+        except ConfigError as error:  # every problem of the file, one line each
+            raise usage.UsageError(
+                "\n".join(f"configuration {source}: {single}" for single in error.errors)
+            )
         if self["listen"]:
             config = config.with_listen(self["listen"])
             where = "--listen"
