@@ -34,7 +34,15 @@ import re
 import attr
 
 from registryd.config.errors import ConfigError, join
-from registryd.config.schema import ListOf, SectionOf, extra, not_yet, section, setting
+from registryd.config.schema import (
+    ListOf,
+    SectionOf,
+    as_tuple,
+    extra,
+    not_yet,
+    section,
+    setting,
+)
 from registryd.config.types import Boolean, Custom, Duration, Mapping, String
 
 _REQUIRED_STRING = String(nonempty=True)
@@ -194,7 +202,7 @@ class AccessConfig:
     rules = setting("rules", ListOf(SectionOf(RuleSettings), "expected a list of rules, got {got}",
                                     nullable=False),
                     "Rules granting actions on repositories; a caller gets their union.",
-                    default=(), converter=tuple, own=True)
+                    default=(), converter=as_tuple, own=True)
     groups = setting("groups", Custom(_groups, "mapping of group to users"), "Groups of users.",
                      factory=dict, own=True)
 

@@ -8,7 +8,14 @@ Distribution.
 import attr
 
 from registryd.config.errors import ConfigError
-from registryd.config.schema import ListOf, SectionOf, derived, section, setting
+from registryd.config.schema import (
+    ListOf,
+    SectionOf,
+    as_tuple,
+    derived,
+    section,
+    setting,
+)
 from registryd.config.types import (
     HTTPURL,
     NON_NEGATIVE,
@@ -116,8 +123,8 @@ class HealthConfig:
                         "Failures in a row before the node is unhealthy.", default=1,
                         convert=_at_least_one)
     files = setting("file", ListOf(SectionOf(FileCheckConfig)), "File checks.", default=(),
-                    converter=tuple)
+                    converter=as_tuple)
     http = setting("http", ListOf(SectionOf(HTTPCheckConfig)), "HTTP checks.", default=(),
-                   converter=tuple)
+                   converter=as_tuple)
     tcp = setting("tcp", ListOf(SectionOf(TCPCheckConfig)), "TCP checks.", default=(),
-                  converter=tuple)
+                  converter=as_tuple)

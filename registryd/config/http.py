@@ -15,6 +15,7 @@ from registryd.config.errors import ConfigError
 from registryd.config.schema import (
     ListOf,
     SectionOf,
+    as_tuple,
     extra,
     ignored,
     not_yet,
@@ -151,7 +152,7 @@ class TLSConfig:
     #: client certificates asked for.
     clientcas = setting(
         "clientcas", ListOf(String(), "expected a list of CA certificate files, got {got}", nonempty=True),
-        "CAs whose client certificates are required.", default=(), converter=tuple)
+        "CAs whose client certificates are required.", default=(), converter=as_tuple)
     clientauth = setting(
         "clientauth", Custom(_client_auth, " | ".join(_CLIENT_AUTH_MODES)),
         "Whether client certificates are required or only checked when given.",
@@ -164,7 +165,7 @@ class TLSConfig:
     ciphersuites = setting(
         "ciphersuites", ListOf(Custom(_cipher_suite, "cipher suite")),
         "TLS 1.2 suites offered (Go's names); TLS 1.3 suites are always on.",
-        default=(), converter=tuple)
+        default=(), converter=as_tuple)
 
 
 def _debug_addr(value, path):
@@ -186,7 +187,7 @@ class DebugConfig:
     #: Twisted server endpoint strings (from http.debug.addr).
     listen = setting("addr", Custom(_debug_addr, "host:port"), "Where /health and /metrics listen.",
                      required="required: where the debug listener listens, e.g. localhost:5001",
-                     converter=tuple)
+                     converter=as_tuple)
     prometheus_enabled = setting("prometheus.enabled", Boolean(), "Serve Prometheus metrics.",
                                  default=False)
     prometheus_path = setting("prometheus.path", Custom(_metrics_path, "path"),
@@ -241,7 +242,7 @@ class HTTPConfig:
 
     #: Twisted server endpoint strings (from http.addr, or --listen).
     listen = setting("addr", String(), "Where to listen, Go style (:5000, 127.0.0.1:5000, [::1]:5000).",
-                     default=DEFAULT_LISTEN, converter=tuple, shown=":5000")
+                     default=DEFAULT_LISTEN, converter=as_tuple, shown=":5000")
     #: Absolute base URL for generated URLs (http.host), or None to derive
     #: it from each request.
     host = setting("host", HostURL(), "The URL clients reach the registry at.", default=None)

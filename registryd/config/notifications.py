@@ -6,7 +6,7 @@ import os
 import attr
 
 from registryd.config.errors import ConfigError
-from registryd.config.schema import ListOf, SectionOf, extra, section, setting
+from registryd.config.schema import ListOf, SectionOf, as_tuple, extra, section, setting
 from registryd.config.types import (
     HTTPURL,
     NON_NEGATIVE,
@@ -67,9 +67,9 @@ class EndpointConfig:
     #: ignoredmediatypes and ignore.mediatypes together
     ignored_media_types = setting("ignore.mediatypes", ListOf(String()),
                                   "Media types whose events are not sent.", default=(),
-                                  converter=tuple)
+                                  converter=as_tuple)
     ignored_actions = setting("ignore.actions", ListOf(Choice(*EVENT_ACTIONS)),
-                              "Actions whose events are not sent.", default=(), converter=tuple)
+                              "Actions whose events are not sent.", default=(), converter=as_tuple)
     disabled = setting("disabled", Boolean(), "Send nothing to this endpoint.", default=False)
 
 
@@ -90,7 +90,7 @@ class NotificationsConfig:
     """notifications: webhook endpoints and registryd's persisted queue."""
 
     endpoints = setting("endpoints", ListOf(SectionOf(EndpointConfig)), "Webhook receivers.",
-                        default=(), converter=tuple)
+                        default=(), converter=as_tuple)
     #: notifications.events.includereferences
     include_references = setting("events.includereferences", Boolean(),
                                  "List a manifest's references in its events.", default=False)

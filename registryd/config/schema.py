@@ -89,6 +89,13 @@ def not_yet(key, doc=""):
     return Key(key, None, doc, not_yet=True)
 
 
+def as_tuple(items):
+    """An attrs converter: C{items} as a tuple.  (A Python function, because
+    attrs inspects a converter's signature, and for the builtin C{tuple}
+    that costs about as much as building the class.)"""
+    return tuple(items)
+
+
 class Group(dict):
     """A YAML mapping inside a section that no class stands for
     (``storage.delete``): its keys by name (a Key or a nested Group)."""
