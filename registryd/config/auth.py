@@ -162,7 +162,7 @@ def _finish_rule(found):
 
 
 @section(finish=_finish_rule)
-@attr.s(frozen=True)
+@attr.s(frozen=True, eq=False)
 class RuleSettings:
     """auth.access.rules[]: read into a registryd.auth.access.Rule."""
 

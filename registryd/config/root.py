@@ -88,7 +88,7 @@ def _finish_middleware(found):
 
 
 @section(finish=_finish_middleware)
-@attr.s(frozen=True, slots=True)
+@attr.s(frozen=True, slots=True, eq=False)
 class StorageMiddleware:
     """middleware.storage[]: of Distribution's storage middlewares, ``redirect``."""
 

@@ -29,7 +29,7 @@ from registryd.config.types import Mapping, ValueType
 METADATA = "registryd.config"
 
 
-@attr.s(frozen=True, slots=True)
+@attr.s(frozen=True, slots=True, eq=False)
 class Key:
     """One YAML key of a section: where it goes, how it is read, what it means."""
 
@@ -101,7 +101,7 @@ class Group(dict):
     (``storage.delete``): its keys by name (a Key or a nested Group)."""
 
 
-@attr.s(frozen=True)
+@attr.s(frozen=True, eq=False)
 class Section:
     """How one attrs class is read: its keys, as a tree, and its hooks."""
 
@@ -160,7 +160,7 @@ def spec(cls):
 INVALID = type("Invalid", (), {"__repr__": lambda self: "INVALID"})()
 
 
-@attr.s(slots=True)
+@attr.s(slots=True, eq=False)
 class Found:
     """What one section's keys gave, for its finish and rest functions."""
 
@@ -311,7 +311,7 @@ def _with_parser(parser, function):
 # --- walking the schema -----------------------------------------------------
 
 
-@attr.s(frozen=True, slots=True)
+@attr.s(frozen=True, slots=True, eq=False)
 class KeyInfo:
     """One key path of the whole configuration, for references and tools."""
 

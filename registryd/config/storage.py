@@ -73,7 +73,7 @@ def _redirect_on(found):
     extra("disable", Boolean(), "Distribution's switch: true keeps redirects off.", default=False),
     finish=_redirect_on,
 )
-@attr.s(frozen=True, slots=True)
+@attr.s(frozen=True, slots=True, eq=False, repr=False)
 class StorageRedirect:
     """storage.redirect: read into StorageConfig.redirect (a boolean)."""
 

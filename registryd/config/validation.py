@@ -10,7 +10,7 @@ from registryd.config.types import Boolean, Choice, Regexp
 
 
 @section()
-@attr.s(frozen=True, slots=True)
+@attr.s(frozen=True, slots=True, eq=False)
 class URLLists:
     """validation.manifests.urls: the patterns, read into a URLPolicy."""
 
