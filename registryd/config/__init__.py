@@ -36,7 +36,7 @@ from registryd.config.auth import (
     TokenConfig,
     TokenServerConfig,
 )
-from registryd.config.errors import ConfigError, ConfigErrors
+from registryd.config.errors import ConfigError, ConfigErrors, error_lines
 from registryd.config.health import (
     DEFAULT_CHECK_TIMEOUT,
     FileCheckConfig,
@@ -69,6 +69,7 @@ from registryd.config.root import (
     MAX_WORKERS,
     Config,
     ListingConfig,
+    key_as_written,
     parse_config,
     parse_workers,
 )
@@ -124,6 +125,8 @@ __all__ = [
     "UploadPurgingConfig",
     "ValidationConfig",
     "addr_to_endpoint",
+    "error_lines",
+    "key_as_written",
     "load_config",
     "parse_config",
     "parse_duration",

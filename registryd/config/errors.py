@@ -68,22 +68,36 @@ class ConfigError(Exception):
 class ConfigErrors(ConfigError):
     """Several problems of one file, reported together.
 
-    ``str()`` is one line per problem, in document order; ``key`` and
-    ``problem`` are the first one's, so code that reports a single
-    ConfigError still names the first problem of the file.
+    ``str()`` is one line per problem, in document order, at most
+    C{MAX_REPORTED} of them (a file of garbage must not flood a terminal);
+    ``key`` and ``problem`` are the first one's, so code that reports a
+    single ConfigError still names the first problem of the file.
     """
 
+    MAX_REPORTED = 20
+
     def __init__(self, errors):
-        self._errors = tuple(errors)
+        self._errors = tuple(single for error in errors for single in error.errors)
         first = self._errors[0]
         super().__init__(first.key, first.problem)
 
     def __str__(self):
-        return "\n".join(str(error) for error in self._errors)
+        lines = [str(error) for error in self._errors[: self.MAX_REPORTED]]
+        if len(self._errors) > self.MAX_REPORTED:
+            lines.append(f"... and {len(self._errors) - self.MAX_REPORTED} more problems")
+        return "\n".join(lines)
 
     @property
     def errors(self):
         return self._errors
+
+    def within(self, section):
+        return ConfigErrors([error.within(section) for error in self._errors])
+
+
+def error_lines(error):
+    """The lines of C{str(error)} for a L{ConfigError} (one per problem)."""
+    return str(error).splitlines() or [str(error)]
 
 
 def describe(value):

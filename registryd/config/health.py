@@ -101,8 +101,8 @@ class TCPCheckConfig:
 
     addr = setting("addr", TCPAddress(), "The host:port to connect to.",
                    required="required: the host:port to connect to")
-    host = derived()
-    port = derived()
+    host = derived(written="health.tcp[].addr")
+    port = derived(written="health.tcp[].addr")
     timeout = _timeout()
     interval = _interval("How often to check.")
     threshold = _threshold()

@@ -6,6 +6,7 @@ document order and every problem collected (:class:`Parser`), so
 :func:`parse_config` reports all of a file's mistakes at once.
 """
 
+import functools
 import os
 
 import attr
@@ -28,6 +29,7 @@ from registryd.config.schema import (
     not_yet,
     section,
     setting,
+    written_keys,
 )
 from registryd.config.storage import StorageConfig
 from registryd.config.types import (
@@ -69,9 +71,9 @@ class ListingConfig:
 
     #: catalog.maxentries: a catalog request for more (n) is refused with
     #: PAGINATION_NUMBER_INVALID; also the page size when n is not given.
-    max_catalog_entries = attr.ib(default=None)
+    max_catalog_entries = derived(default=None, written="catalog.maxentries")
     #: tags.maxtags: at most this many tags per response, then a Link.
-    max_tags = attr.ib(default=None)
+    max_tags = derived(default=None, written="tags.maxtags")
 
 
 def _middleware_name(value, path):
@@ -106,9 +108,6 @@ def _finish_config(found):
         # Distribution's deprecated spelling of log.level; log.level wins.
         values["log"] = attr.evolve(values.get("log", LogConfig()), level=found.extras["loglevel"])
     redirects = found.extras.get("middleware.storage", [])
-    if len(redirects) > 1:
-        raise ConfigError(f"{found.path_of('middleware.storage')}[1]",
-                          "only one redirect middleware can be configured")
     if redirects:
         values["storage"] = attr.evolve(values["storage"], redirect_base_url=redirects[0].baseurl)
     values["listing"] = ListingConfig(found.extras.get("catalog.maxentries"),
@@ -122,7 +121,8 @@ def _finish_config(found):
     extra("loglevel", Choice(*LOG_LEVELS), "Distribution's deprecated log.level."),
     extra("catalog.maxentries", POSITIVE, "Most repositories per catalog page (and the page size)."),
     extra("tags.maxtags", POSITIVE, "Most tags per response, then a Link header."),
-    extra("middleware.storage", ListOf(SectionOf(StorageMiddleware)),
+    extra("middleware.storage", ListOf(SectionOf(StorageMiddleware), most=1,
+                                       too_many="only one redirect middleware can be configured"),
           "Storage middlewares: only redirect (a web server or CDN serving blobs)."),
     not_yet("middleware.registry"),
     not_yet("middleware.repository"),
@@ -160,7 +160,7 @@ class Config:
     workers = setting("workers", Custom(parse_workers, "integer or auto"),
                       "Processes serving HTTP: a number, or auto (one per CPU).", default=1, own=True)
     #: catalog.maxentries and tags.maxtags
-    listing = derived(factory=ListingConfig)
+    listing = derived(factory=ListingConfig, written="catalog.maxentries, tags.maxtags")
     #: A ProxyConfig when registryd is a pull-through cache, else None.
     proxy = setting("proxy", SectionOf(ProxyConfig), "A pull-through cache of another registry.",
                     default=None)
@@ -168,6 +168,26 @@ class Config:
     def with_listen(self, endpoints):
         """This configuration listening on C{endpoints} instead (``--listen``)."""
         return attr.evolve(self, http=attr.evolve(self.http, listen=tuple(endpoints)))
+
+
+def key_as_written(attribute_path, config=None):
+    """The configuration key, as an operator writes it in the file, for the
+    dotted attribute path of a L{Config} field (``gc.grace_period`` ->
+    ``gc.graceperiod``): messages about a loaded configuration (a reload
+    that needs a restart) must name what the operator can find in the file.
+
+    @param config: the configuration, for keys that depend on it (the
+        storage driver's section).
+    """
+    if attribute_path == "storage.parameters" and config is not None:
+        return f"storage.{config.storage.driver}"
+    return _written_keys().get(attribute_path, attribute_path)
+
+
+@functools.cache
+def _written_keys():
+    """key_as_written's table, from the schema, made on first use."""
+    return dict(written_keys(Config))
 
 
 def parse_config(mapping):

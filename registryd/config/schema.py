@@ -68,9 +68,16 @@ def setting(key, type, doc, *, default=attr.NOTHING, factory=None, required=None
     return attr.ib(default=default, converter=converter, repr=not secret, metadata={METADATA: meta})
 
 
-def derived(default=attr.NOTHING, **kwargs):
-    """An attrs field no key fills directly: the section's finish sets it."""
-    return attr.ib(default=default, **kwargs)
+#: The attrs metadata entry naming, for a derived field, the key(s) it
+#: comes from as the file spells them, from the top (for messages).
+WRITTEN = "registryd.config.written"
+
+
+def derived(default=attr.NOTHING, written=None, **kwargs):
+    """An attrs field no key fills directly: the section's finish sets it
+    from C{written} (the key path(s) it comes from, from the top)."""
+    metadata = {WRITTEN: written} if written else {}
+    return attr.ib(default=default, metadata=metadata, **kwargs)
 
 
 def extra(key, type, doc, *, required=None, secret=False, own=False, convert=None, default=None):
@@ -276,11 +283,15 @@ class SectionOf(ValueType):
 class ListOf(ValueType):
     """A list whose items are C{item} (null: an empty list)."""
 
-    def __init__(self, item, message="expected a list, got {got}", nonempty=False, nullable=True):
+    def __init__(self, item, message="expected a list, got {got}", nonempty=False, nullable=True,
+                 most=None, too_many=None):
         self.item = item
         self.message = message
         self.nonempty = nonempty
         self.nullable = nullable and not nonempty
+        #: at most this many items; the first one over is refused with too_many
+        self.most = most
+        self.too_many = too_many
         self.name = f"list of {item.name}"
 
     def read(self, value, path, parser=None):
@@ -291,7 +302,11 @@ class ListOf(ValueType):
 
         def items(parser):
             read = [parser.read(self.item, item, f"{path}[{index}]") for index, item in enumerate(value)]
-            return INVALID if any(item is INVALID for item in read) else read
+            if any(item is INVALID for item in read):
+                return INVALID
+            if self.most is not None and len(read) > self.most:
+                raise ConfigError(f"{path}[{self.most}]", self.too_many)
+            return read
 
         return _with_parser(parser, items)
 
@@ -339,3 +354,22 @@ def find_key(cls, path):
         if info.path == path:
             return info
     return None
+
+
+def written_keys(cls, attribute_prefix="", key_prefix=""):
+    """(attribute path, key path as written) for every field of C{cls} and
+    its nested sections: ``("gc.grace_period", "gc.graceperiod")``.
+    Messages about a loaded configuration name what the file says."""
+    for field in attr.fields(cls):
+        attribute = join(attribute_prefix, field.name)
+        key = field.metadata.get(METADATA)
+        if key is not None:
+            path = join(key_prefix, key.path)
+            yield attribute, path
+            if isinstance(key.type, SectionOf):
+                yield from written_keys(key.type.cls, attribute, path)
+        elif WRITTEN in field.metadata:
+            yield attribute, field.metadata[WRITTEN]
+            default = field.default
+            if isinstance(default, attr.Factory) and attr.has(default.factory):
+                yield from written_keys(default.factory, attribute, key_prefix)

@@ -108,7 +108,8 @@ def _finish_storage(found):
 class StorageConfig:
     """The one storage driver, its parameters, and what the model allows."""
 
-    driver = derived(default="filesystem")
+    driver = derived(default="filesystem", written="storage")
+    #: the driver section's mapping; key_as_written names it storage.<driver>
     parameters = derived(factory=lambda: {"rootdirectory": DEFAULT_ROOT_DIRECTORY})
     delete_enabled = setting("delete.enabled", Boolean(),
                              "Allow DELETE of manifests and blobs by digest.", default=False)
@@ -121,4 +122,4 @@ class StorageConfig:
     #: middleware.storage ``redirect``'s baseurl: blob GETs answer 307 to
     #: it plus the blob's path in the storage layout (a web server or CDN
     #: in front of the storage serves it), or None.
-    redirect_base_url = derived(default=None)
+    redirect_base_url = derived(default=None, written="middleware.storage")

@@ -317,3 +317,28 @@ def test_an_unparseable_url_is_a_config_error(text, key):
     operator's mistake, named, not a traceback."""
     lines, error = error_lines("version: 0.1\nstorage: {inmemory: }\n" + text)
     assert error.key == key and "Invalid IPv6 URL" in lines[0]
+
+
+def test_keys_as_written_come_from_the_schema():
+    """Reload messages name keys as the file spells them; the table is the
+    schema's, so a new key needs no second entry anywhere."""
+    from registryd.config import key_as_written
+
+    assert key_as_written("storage.maintenance.read_only") == "storage.maintenance.readonly.enabled"
+    assert key_as_written("http.debug.prometheus_enabled") == "http.debug.prometheus.enabled"
+    assert key_as_written("auth.token.algorithms") == "auth.token.signingalgorithms"
+    assert key_as_written("storage.redirect_base_url") == "middleware.storage"
+    assert key_as_written("listing.max_tags") == "tags.maxtags"
+    assert key_as_written("storage.parameters", parse_config(
+        {"version": 0.1, "storage": {"inmemory": None}})) == "storage.inmemory"
+
+
+def test_a_file_of_many_errors_is_reported_in_bounded_lines():
+    mapping = {"version": "0.1", "storage": {"inmemory": None}}
+    mapping.update({f"bogus{index}": 1 for index in range(100)})
+    with pytest.raises(ConfigErrors) as info:
+        parse_config(mapping)
+    assert len(info.value.errors) == 100
+    lines = str(info.value).splitlines()
+    assert len(lines) == ConfigErrors.MAX_REPORTED + 1
+    assert lines[-1] == f"... and {100 - ConfigErrors.MAX_REPORTED} more problems"
