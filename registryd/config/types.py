@@ -3,7 +3,7 @@ turns it into what the rest of registryd uses.
 
 A type is an object with ``read(value, path, parser)``, raising
 :class:`ConfigError` naming C{path}, and a ``name`` for the key reference
-(``python -m registryd.config.schema``).  Types that hold other values
+(``python -m registryd.config.reference``).  Types that hold other values
 (lists, sections) live in ``registryd.config.schema``, because they hand
 their items back to the parser, which collects every error of a file.
 
