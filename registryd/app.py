@@ -11,10 +11,12 @@ internals.
 import uuid
 
 from klein import Klein
+from klein.resource import KleinResource
 from twisted.internet import defer
 from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
-from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.exceptions import BadHost, MethodNotAllowed, NotFound
+from werkzeug.routing import RequestRedirect
 
 from registryd import errors
 from registryd.api import base, blobs, listing, manifests, referrers, token, uploads
@@ -45,6 +47,35 @@ async def _run_to_completion(work):
         return await result
     except BodyConnectionLost:
         return None  # nobody is left to answer
+
+
+class _RegistryResource(KleinResource):
+    """klein's resource, refusing URLs it cannot route with the spec's error.
+
+    klein decodes the path and host as UTF-8, and werkzeug encodes the
+    host as IDNA, before any route or error handler runs: on failure klein
+    logs a traceback and answers text/plain, and werkzeug's C{BadHost}
+    becomes Twisted's HTML 500.  A client's bad URL or Host header is no
+    server failure: it gets a JSON 400 here.
+    """
+
+    def __init__(self, klein_app, registry_app):
+        super().__init__(klein_app)
+        self._registry_app = registry_app
+
+    def render(self, request):
+        try:
+            b"/".join(request.prepath + request.postpath).decode("utf-8")
+            request.getRequestHostname().decode("utf-8")
+        except UnicodeDecodeError:
+            return self._refuse(request, "the request's path or Host header is not UTF-8")
+        try:
+            return super().render(request)  # routing happens later, in a Deferred
+        except BadHost:
+            return self._refuse(request, "the Host header is not a valid host name")
+
+    def _refuse(self, request, message):
+        return self._registry_app._render_error(request, errors.MalformedRequest(message))
 
 
 class RegistryApp:
@@ -120,7 +151,7 @@ class RegistryApp:
         ]
 
     def resource(self):
-        return self.app.resource()
+        return _RegistryResource(self.app, self)
 
     def _prepare(self, request):
         """Headers every /v2/ response carries, and path sanity checks."""
@@ -223,10 +254,13 @@ class RegistryApp:
     def registry_error(self, request, failure):
         return self._render_error(request, failure.value)
 
-    @app.handle_errors(NotFound)
+    # werkzeug's router answers a path it would spell differently (a
+    # missing trailing slash, '//') with a redirect; Distribution answers
+    # 404 for every path that is not exactly an endpoint's, and so do we.
+    @app.handle_errors(NotFound, RequestRedirect)
     def not_found(self, request, failure):
         try:
-            base.check_raw_path(request)  # a decoded '/' may be why no route matched
+            base.check_unrouted_path(request)  # a decoded '/' or newline may be why
         except errors.NameInvalid as error:
             return self._render_error(request, error)
         return self._render_error(request, errors.NotFound(detail={"path": request.path.decode("latin-1")}))

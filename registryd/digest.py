@@ -13,13 +13,15 @@ import attr
 
 from registryd.errors import DigestInvalid
 
-# descriptor.md: digest ::= algorithm ":" encoded
-_GRAMMAR = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
+# descriptor.md: digest ::= algorithm ":" encoded.  Matched whole
+# (fullmatch): ``$`` would let a trailing newline into a storage path.
+GRAMMAR = r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+"
+_GRAMMAR = re.compile(GRAMMAR)
 
 #: Registered algorithms and the exact form of their encoded part.
 ALGORITHMS = {
-    "sha256": re.compile(r"^[a-f0-9]{64}$"),
-    "sha512": re.compile(r"^[a-f0-9]{128}$"),
+    "sha256": re.compile(r"[a-f0-9]{64}"),
+    "sha512": re.compile(r"[a-f0-9]{128}"),
 }
 
 DEFAULT_ALGORITHM = "sha256"
@@ -56,11 +58,11 @@ class Digest:
                 text = text.decode("ascii")
             except UnicodeDecodeError:
                 raise DigestInvalid("digest is not ASCII") from None
-        if not isinstance(text, str) or not _GRAMMAR.match(text):
+        if not isinstance(text, str) or not _GRAMMAR.fullmatch(text):
             raise DigestInvalid(f"invalid digest {text!r}", detail={"digest": str(text)})
         algorithm, encoded = text.split(":", 1)
         check_algorithm(algorithm)
-        if not ALGORITHMS[algorithm].match(encoded):
+        if not ALGORITHMS[algorithm].fullmatch(encoded):
             raise DigestInvalid(
                 f"invalid {algorithm} digest {text!r}: expected "
                 f"{'64' if algorithm == 'sha256' else '128'} lowercase hex digits",

@@ -118,6 +118,23 @@ class NotFound(Unsupported):
     message = "no such API endpoint"
 
 
+class MalformedRequest(RegistryError):
+    """A request that is not well-formed HTTP, or whose path or Host is not
+    UTF-8 or no host name: answered before it reaches any route
+    (``registryd.web`` for the request line, headers and chunked body,
+    ``registryd.app`` for the URL)."""
+
+    code, status, message = "UNSUPPORTED", 400, "malformed request"
+
+
+class RequestURITooLong(MalformedRequest):
+    status, message = 414, "request line too long"
+
+
+class RequestHeadersTooLarge(MalformedRequest):
+    status, message = 431, "request header fields too large"
+
+
 class PaginationNumberInvalid(RegistryError):
     code, status, message = "PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested"
 
@@ -144,10 +161,21 @@ class PayloadTooLarge(RegistryError):
 
 
 class Unavailable(RegistryError):
-    """The storage backend failed; the client may retry."""
+    """The storage backend failed; the client may retry.
+
+    Every 503 carries ``Retry-After`` (RFC 9110 15.6.4), so a client that
+    honours it waits a little rather than retrying at once against a full
+    disk or a store that is down.
+    """
 
     code, status = "UNAVAILABLE", 503
     message = "storage backend unavailable, retry later"
+    #: seconds, for ``Retry-After``
+    retry_after = 10
+
+    def __init__(self, message=None, detail=None, headers=None, status=None):
+        super().__init__(message, detail, headers, status)
+        self.headers.setdefault("Retry-After", str(self.retry_after))
 
 
 class UpstreamUnavailable(Unavailable):

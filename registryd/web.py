@@ -16,6 +16,9 @@ keeps the whole hack in one place:
   request, so keep-alive stays correct.
 * :class:`BlobSender` streams a storage reader to the client as a push
   producer, reading ahead one chunk and pausing when the socket is full.
+* Requests Twisted cannot parse (a request line or header block over its
+  limits, a malformed header or chunked body) get the spec's JSON error
+  (414, 431, 400) instead of a bare 400 or a silent close.
 
 Which requests stream is decided from the method and path alone
 (:func:`wants_streaming`); everything else goes through twisted.web as
@@ -33,8 +36,10 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
+from twisted.protocols.policies import ProtocolWrapper
 
-from registryd import metrics, sendfile
+from registryd import errors, metrics, sendfile
+from registryd.api.base import API_VERSION_HEADER
 
 _log = Logger()
 
@@ -102,6 +107,11 @@ class ChunkBuffer:
     def _end(self):
         self.finished = True
         self._wake()
+
+    @property
+    def broken(self):
+        """Whether the connection broke before the end (nothing more comes)."""
+        return self._error is not None
 
     def _break(self, reason):
         if not self.finished and self._error is None:
@@ -184,6 +194,8 @@ class RequestBody(ChunkBuffer):
         self._transport.resumeProducing()
 
     def _broken(self, reason):
+        if reason.check(errors.RegistryError):
+            return reason.value  # the body itself was malformed: the client hears why
         return BodyConnectionLost(reason.getErrorMessage())
 
     # channel side
@@ -328,11 +340,24 @@ class StreamingRequest(server.Request):
         # The handler finished before the body did: answer now, but keep the
         # channel on this request (discarding the rest of the body) until the
         # body is over, so the next request on the connection parses cleanly.
-        if self.body is not None and not self.body.finished and not self._disconnected:
-            self.body.discard()
+        body = self.body
+        if body is not None and not body.finished and not body.broken and not self._disconnected:
+            body.discard()
             self._cleanup_deferred = True
             return
         super()._cleanup()
+
+    def body_malformed(self, error):
+        """The channel found the streamed body malformed (bad chunked
+        encoding): the handler's reads fail with C{error} (a
+        L{errors.RegistryError}, which it answers) after the bytes that
+        came before, and the connection closes after the answer."""
+        if not self.startedWriting:
+            self.setHeader(b"connection", b"close")
+        self.body._fail(Failure(error))
+        if self._cleanup_deferred:  # answered already, was waiting for the body's end
+            self._cleanup_deferred = False
+            server.Request._cleanup(self)
 
     def connectionLost(self, reason):
         if self.body is not None:
@@ -351,19 +376,118 @@ def strip_prefix(path, prefix):
     return b"/-outside-http.prefix" + path
 
 
+#: Reason phrases Twisted's table lacks.
+_REASONS = {431: b"Request Header Fields Too Large"}
+
+
+def refusal_response(error):
+    """The bytes of a complete response carrying C{error} (a
+    L{errors.RegistryError}) as the spec's JSON body, for a request that
+    never reached the application."""
+    body = error.body()
+    reason = _REASONS.get(error.status) or http.RESPONSES.get(error.status, b"Error")
+    head = [
+        b"HTTP/1.1 %d %s" % (error.status, reason),
+        b"%s: %s" % API_VERSION_HEADER,
+        b"Content-Type: application/json",
+        b"Content-Length: %d" % len(body),
+        b"Connection: close",
+    ]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
 class StreamingHTTPChannel(http.HTTPChannel):
-    """An HTTPChannel that dispatches streaming requests at end of headers."""
+    """An HTTPChannel that dispatches streaming requests at end of headers,
+    and answers requests it cannot parse.
+
+    twisted.web answers a malformed request line or header, too many
+    headers or too large a header block with a bare ``400`` (no body, no
+    content type), and closes the connection without a word on a line
+    longer than C{MAX_LENGTH}.  Here each gets the spec's JSON error:
+    431 for a header block over C{totalHeadersSize} bytes or C{maxHeaders}
+    headers or a header line over C{MAX_LENGTH}, 414 for a request line
+    over C{MAX_LENGTH}, 400 otherwise.  Then the connection lingers a
+    moment, dropping what the client still sends: closing a socket with
+    unread input makes the kernel reset it, and a client still sending
+    would lose the answer.
+
+    This uses Twisted's private C{_respondToBadRequestAndDisconnect} and
+    its header counters (C{_receivedHeaderSize}, C{_receivedHeaderCount});
+    ``tests/integration/test_web_channel.py`` fails if they change.
+    """
 
     #: the StreamingSite that made this channel and tracks it (for draining)
     tracked_by = None
     _first_data = True
+    #: Seconds a refused connection stays open after the answer, and the
+    #: bytes it drops meanwhile, before it is closed.
+    refusal_linger = 10.0
+    refusal_discard_limit = 1024 * 1024
+    _refused = False
+    _refusal_discarded = 0
+    _linger_call = None
 
     def connectionLost(self, reason):
+        if self._linger_call is not None and self._linger_call.active():
+            self._linger_call.cancel()
         if self.tracked_by is not None:
             self.tracked_by.channels.discard(self)
         super().connectionLost(reason)
 
+    def lineLengthExceeded(self, line):
+        # LineReceiver's default closes the connection without an answer.
+        if hasattr(self, "_command"):  # the request line is in: a header's line
+            self._refuse(errors.RequestHeadersTooLarge(
+                f"a request header line is longer than {self.MAX_LENGTH} bytes"))
+        else:
+            self._refuse(errors.RequestURITooLong(
+                f"the request line is longer than {self.MAX_LENGTH} bytes"))
+
+    def _respondToBadRequestAndDisconnect(self):
+        # Twisted's one answer to every request it cannot parse.
+        if self._receivedHeaderSize > self.totalHeadersSize:
+            error = errors.RequestHeadersTooLarge(
+                f"the request line and headers are larger than {self.totalHeadersSize} bytes")
+        elif self._receivedHeaderCount > self.maxHeaders:
+            error = errors.RequestHeadersTooLarge(f"more than {self.maxHeaders} request headers")
+        else:
+            error = errors.MalformedRequest(
+                "the request line, a header or the chunked body is not well-formed HTTP/1.1")
+        self._refuse(error)
+
+    def _refuse(self, error):
+        """Answer C{error} and close; or, when the application has the
+        request already (a streamed upload whose chunked body turned out
+        malformed), let its handler answer C{error} and close after that."""
+        if self._refused:
+            return
+        self._refused = True
+        self.clearLineBuffer()
+        request = self.requests[-1] if self.requests else None
+        body = getattr(request, "body", None)
+        if body is not None and getattr(request, "_dispatched", False) and not body.finished:
+            self.persistent = False
+            request.body_malformed(error)
+            return
+        _log.info("refused a malformed request from {peer}: {status} {message}",
+                  peer=getattr(self.transport.getPeer(), "host", "-"),
+                  status=error.status, message=error.message)
+        self.transport.write(refusal_response(error))
+        if isinstance(self.transport, ProtocolWrapper) or not hasattr(self.transport, "loseWriteConnection"):
+            # TLS: a wrapper would pass loseWriteConnection to the TCP
+            # connection beneath it, cutting the TLS stream; just close.
+            self.transport.loseConnection()
+            return
+        self.transport.loseWriteConnection()
+        self._linger_call = self.callLater(self.refusal_linger, self.transport.loseConnection)
+
     def dataReceived(self, data):
+        if self._refused:
+            # Lingering after a refusal: drop input, within a bound.
+            self._refusal_discarded += len(data)
+            if self._refusal_discarded > self.refusal_discard_limit:
+                self.transport.loseConnection()
+            return
         if self._first_data and data:
             self._first_data = False
             if data[:1] == b"\x16":

@@ -8,6 +8,7 @@ import hashlib
 import os
 
 import attr
+import pytest
 import pytest_twisted
 
 
@@ -32,7 +33,8 @@ def make_client(reactor):
     return treq.client.HTTPClient(Agent(reactor, pool=pool)), pool
 
 
-async def start_registry(root, delete_enabled=True, host=None, headers=None, accept_sparse=False):
+async def start_registry(root, delete_enabled=True, host=None, headers=None, accept_sparse=False,
+                         accept_sparse_images=False):
     """Serve a filesystem registry at C{root} on 127.0.0.1:<free port>."""
     from twisted.internet import reactor
 
@@ -42,7 +44,8 @@ async def start_registry(root, delete_enabled=True, host=None, headers=None, acc
     from registryd.web import StreamingSite
 
     registry = Registry(
-        FilesystemDriver(str(root)), delete_enabled=delete_enabled, accept_sparse_manifests=accept_sparse
+        FilesystemDriver(str(root)), delete_enabled=delete_enabled, accept_sparse_manifests=accept_sparse,
+        accept_sparse_images=accept_sparse_images,
     )
     site = StreamingSite(RegistryApp(registry, host=host, headers=headers).resource())
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
@@ -79,10 +82,13 @@ def random_bytes(size):
     return os.urandom(size)
 
 
-def _raw_exchange(host, port, request_bytes, read_body=True, timeout=10):
+def exchange(port, request_bytes, read_body=True, timeout=10):
+    """Send C{request_bytes} to 127.0.0.1:C{port} on a fresh blocking socket;
+    return the response as (status, {lowercase header: first value}, body).
+    Blocks: call it from a thread, never from the reactor's."""
     import socket
 
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(request_bytes)
         status, headers, rest = read_response_head(sock)
         length = int(headers.get("content-length", "0"))
@@ -97,13 +103,16 @@ def _raw_exchange(host, port, request_bytes, read_body=True, timeout=10):
 
 def read_response_head(sock):
     """Read one response's head from a blocking socket: (status, {lowercase
-    header: first value}, body bytes read past the head)."""
+    header: first value}, body bytes read past the head).
+    @raise ConnectionError: the server closed without a response."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         if not chunk:
             break
         data += chunk
+    if not data:
+        raise ConnectionError("the server closed the connection without a response")
     head, _, rest = data.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     status = int(lines[0].split()[1])
@@ -114,16 +123,63 @@ def read_response_head(sock):
     return status, headers, rest
 
 
+def raw_request_bytes(port, method, path, headers=(), body=b"", host=None):
+    """One HTTP/1.1 request exactly as written (C{path} str or bytes), with
+    Host (C{host}, else the server's address), ``Connection: close`` and,
+    for a body or an upload method, Content-Length."""
+    if isinstance(path, str):
+        path = path.encode("latin-1")
+    lines = [f"Host: {host if host is not None else f'127.0.0.1:{port}'}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in headers]
+    if body or method in ("PUT", "POST", "PATCH"):
+        lines.append(f"Content-Length: {len(body)}")
+    head = method.encode("latin-1") + b" " + path + b" HTTP/1.1\r\n"
+    return head + ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
 async def raw_request(server, method, path, headers=(), body=b""):
     """One HTTP/1.1 request on a fresh socket, exactly as written: no client
     library normalises the path or hides Content-Length.  Returns
     (status, {lowercase header: first value}, body)."""
     from twisted.internet.threads import deferToThread
 
-    host, port = "127.0.0.1", server.port.getHost().port
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close"]
-    lines += [f"{k}: {v}" for k, v in headers]
-    if body or method in ("PUT", "POST", "PATCH"):
-        lines.append(f"Content-Length: {len(body)}")
-    request_bytes = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-    return await deferToThread(_raw_exchange, host, port, request_bytes, method != "HEAD")
+    port = server.port.getHost().port
+    request_bytes = raw_request_bytes(port, method, path, headers, body)
+    return await deferToThread(exchange, port, request_bytes, method != "HEAD")
+
+
+@pytest.fixture
+def logged_failures():
+    """Every log event that carries a failure (a traceback) or is logged
+    as an error, while the test runs: a client's bad request must cause
+    none."""
+    from twisted.logger import LogLevel, globalLogPublisher
+
+    found = []
+
+    def observe(event):
+        if ("log_failure" in event or event.get("isError")
+                or event.get("log_level") in (LogLevel.error, LogLevel.critical)):
+            found.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    yield found
+    globalLogPublisher.removeObserver(observe)
+
+
+def run_examples(test):
+    """Run a hypothesis-decorated C{test} in a thread, so that it can make
+    blocking requests (L{exchange}, or L{in_reactor}) to a server that the
+    reactor, in the test's thread, serves meanwhile."""
+    from twisted.internet.threads import deferToThread
+
+    return deferToThread(test)
+
+
+def in_reactor(coroutine_function, *args):
+    """From a thread (see L{run_examples}): run C{coroutine_function(*args)}
+    in the reactor and wait for its result."""
+    from twisted.internet import defer, reactor, threads
+
+    return threads.blockingCallFromThread(
+        reactor, lambda: defer.ensureDeferred(coroutine_function(*args)))

@@ -48,6 +48,7 @@ from registryd.admin.walk import (
     digest_tree, gather_limited, list_or_empty, manifest_revisions, references_in, walk_blobs,
 )
 from registryd.digest import Digest
+from registryd.names import valid_tags
 from registryd.storage import paths
 from registryd.storage.errors import PathNotFound
 
@@ -188,7 +189,10 @@ class _Collector:
         # A revision is its link file, not its directory: Distribution's
         # manifest delete removes only the link.
         scan.revisions = set(await manifest_revisions(driver, name))
-        tags = [tag for tag in await list_or_empty(driver, paths.tags(name)) if not tag.endswith(".tmp")]
+        # Only names that can be tags: the driver refuses paths through
+        # any other (a tag an older registryd let in with a newline).
+        listed = await list_or_empty(driver, paths.tags(name))
+        tags = [tag for tag in valid_tags(listed) if not tag.endswith(".tmp")]
 
         async def read_tag(tag):
             return await self._read_link(paths.tag_current_link(name, tag))

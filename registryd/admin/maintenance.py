@@ -27,7 +27,7 @@ from twisted.logger import Logger
 
 from registryd.admin.gc import collect_garbage
 from registryd.names import check_upload_id
-from registryd.errors import BlobUploadUnknown
+from registryd.errors import BlobUploadInvalid
 from registryd.storage import paths
 from registryd.storage.errors import PathNotFound
 
@@ -88,7 +88,7 @@ async def list_uploads(registry):
         for upload_id in ids:
             try:
                 check_upload_id(upload_id)
-            except BlobUploadUnknown:
+            except BlobUploadInvalid:
                 continue  # not an upload id: Distribution does not touch it either
             started = None
             try:

@@ -22,6 +22,20 @@ def check_raw_path(request):
         raise errors.NameInvalid("encoded '/', '\\' or NUL in the request path")
 
 
+# An encoded control character: %00-%1f or %7f.
+_ENCODED_CONTROL = re.compile(rb"%(?:[01][0-9a-f]|7f)", re.IGNORECASE)
+
+
+def check_unrouted_path(request):
+    """Why a /v2/ path matched no route, when it is a bad name: an encoded
+    separator (L{check_raw_path}), or an encoded control character, which
+    the routes' C{<path:name>} does not match (``.`` stops at a newline)
+    while tags and digests are matched and refused by their own checks."""
+    check_raw_path(request)
+    if _ENCODED_CONTROL.search(request.path):
+        raise errors.NameInvalid("control character in the repository name")
+
+
 def arg(request, name):
     """The first value of query argument C{name} as str, or None."""
     values = request.args.get(name.encode("ascii"))
@@ -31,6 +45,28 @@ def arg(request, name):
         return values[0].decode("utf-8")
     except UnicodeDecodeError:
         raise errors.Unsupported(f"query parameter {name!r} is not UTF-8", status=400) from None
+
+
+#: The largest number a header or query parameter may carry: Go's int64,
+#: what Distribution and Go's net/http parse these numbers as.
+MAX_DECIMAL = 2**63 - 1
+_DECIMAL = re.compile(r"[0-9]+")
+
+
+def decimal(text):
+    """The value of C{text} if it is ASCII digits only and at most
+    L{MAX_DECIMAL}, else None.
+
+    Not ``str.isdigit``/``int``: those take ``'\u00b2'`` or Arabic-Indic
+    digits (and ``int`` then fails on the first), and ``int`` raises on
+    more than 4300 digits, which a 16 KiB header line can hold."""
+    if not isinstance(text, str) or not _DECIMAL.fullmatch(text):
+        return None
+    significant = text.lstrip("0")
+    if len(significant) > len(str(MAX_DECIMAL)):
+        return None
+    value = int(significant or "0")
+    return value if value <= MAX_DECIMAL else None
 
 
 def respond(request, status, headers=(), body=b"", content_type=None):

@@ -7,11 +7,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from registryd import errors
-from registryd.api.base import respond
+from registryd.api.base import decimal, respond
 from registryd.digest import Digest
 from registryd.web import BlobSender
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# RFC 9110 single byte range (``bytes=first-last``, ``bytes=first-``,
+# ``bytes=-suffix``), matched whole.
+RANGE_PATTERN = r"bytes=([0-9]*)-([0-9]*)"
+_RANGE = re.compile(RANGE_PATTERN)
 
 log = Logger()
 
@@ -22,29 +25,30 @@ def parse_range(header, size):
     Returns (first, last) inclusive, or None to send the whole blob: no
     header, a syntactically invalid one, or several ranges (RFC 9110 lets a
     server ignore Range; single ranges are what registry clients send).
-    Raises RangeNotSatisfiable when the range lies outside the blob.
+    Raises RangeNotSatisfiable (416 with ``Content-Range: bytes */<size>``)
+    when the range lies outside the blob, ends before it starts, or holds a
+    number beyond int64: what Distribution answers, through Go's net/http.
     """
     if not header:
         return None
-    match = _RANGE.match(header.strip().replace(" ", ""))
+    match = _RANGE.fullmatch(header.strip().replace(" ", ""))
     if not match:
         return None
-    first, last = match.groups()
-    if first == "" and last == "":
+    if match.group(1) == "" and match.group(2) == "":
         return None
-    if first == "":  # suffix: the last N bytes
-        length = int(last)
-        if length == 0:
-            raise errors.RangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
-        return max(size - length, 0), size - 1
-    first = int(first)
-    if last != "" and int(last) < first:
-        return None  # invalid: RFC 9110 says ignore it
+    first, last = (None if text == "" else decimal(text) for text in match.groups())
+    unsatisfiable = errors.RangeNotSatisfiable(
+        detail={"range": header[:100], "size": size}, headers={"Content-Range": f"bytes */{size}"}
+    )
+    if match.group(1) == "":  # suffix: the last N bytes
+        if last is None or last == 0 or size == 0:
+            raise unsatisfiable
+        return max(size - last, 0), size - 1
+    if first is None or (match.group(2) != "" and (last is None or last < first)):
+        raise unsatisfiable
     if first >= size:
-        raise errors.RangeNotSatisfiable(
-            detail={"range": header, "size": size}, headers={"Content-Range": f"bytes */{size}"}
-        )
-    return first, size - 1 if last == "" else min(int(last), size - 1)
+        raise unsatisfiable
+    return first, size - 1 if last is None else min(last, size - 1)
 
 
 async def get_blob(ctx, request, name, digest):

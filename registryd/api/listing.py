@@ -10,7 +10,7 @@ import json
 from urllib.parse import urlencode
 
 from registryd import errors
-from registryd.api.base import arg, respond
+from registryd.api.base import arg, decimal, respond
 
 #: Catalog page size when the client does not ask (Distribution's default
 #: catalog.maxentries); tag lists are whole unless ``n`` is given.
@@ -62,9 +62,10 @@ def _page_arguments(request, default_page=None):
     """The request's (n, last), as L{paginate} reads them."""
     n = arg(request, "n")
     if n is not None:
-        if not n.isdigit():
-            raise errors.PaginationNumberInvalid(detail={"n": n})
-        n = int(n)
+        number = decimal(n)
+        if number is None:
+            raise errors.PaginationNumberInvalid(detail={"n": n[:100]})
+        n = number
     else:
         n = default_page
     return n, arg(request, "last") or None

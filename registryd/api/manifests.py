@@ -44,14 +44,16 @@ async def put_manifest(ctx, request, name, reference):
     stored = await repository.manifests.put(
         reference, body, content_type, tags=tags,
         allow_sparse=ctx.registry.accept_sparse_manifests,
+        allow_missing_blobs=ctx.registry.accept_sparse_images,
     )
-    ctx.events.manifest_pushed(
-        request, repository.name, stored, ([] if ":" in reference else [reference]) + tags
-    )
+    tagged = list(dict.fromkeys(([] if ":" in reference else [reference]) + tags))
+    ctx.events.manifest_pushed(request, repository.name, stored, tagged)
     headers = [
         ("Location", ctx.urls.manifest(request, repository.name, stored.digest)),
         ("Docker-Content-Digest", str(stored.digest)),
     ]
+    if tagged:  # the spec's OCI-Tag: the tags this PUT set, as one RFC 9110 list
+        headers.append(("OCI-Tag", ", ".join(tagged)))
     if stored.manifest.subject is not None:
         headers.append(("OCI-Subject", str(stored.manifest.subject.digest)))
     return respond(request, 201, headers)

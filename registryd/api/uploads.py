@@ -8,32 +8,38 @@ stored, and the body is streamed into the upload as it arrives.
 import re
 
 from registryd import errors
-from registryd.api.base import arg, request_body, respond, upload_headers
+from registryd.api.base import arg, decimal, request_body, respond, upload_headers
 from registryd.digest import DEFAULT_ALGORITHM, Digest, check_algorithm
 from registryd.names import check_repository_name
 
-_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+# The spec's ``^[0-9]+-[0-9]+$``, plus the RFC 9110 forms some clients send
+# (``bytes 0-99/100``, ``bytes=0-99``, ``/*``); matched whole.
+CONTENT_RANGE_PATTERN = r"(?:bytes[ =])?([0-9]+)-([0-9]+)(?:/(?:[0-9]+|\*))?"
+_CONTENT_RANGE = re.compile(CONTENT_RANGE_PATTERN)
 
 EMPTY_SHA256 = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
-def _content_range(request):
-    header = request.getHeader("content-range")
+def parse_content_range(header):
+    """A chunk's ``Content-Range`` as (start, end), inclusive, or None when
+    there is none; RANGE_INVALID when malformed or backwards."""
     if header is None:
         return None
-    match = _CONTENT_RANGE.match(header.strip())
-    if not match:
-        raise errors.RangeInvalid(f"malformed Content-Range {header!r}; expected <start>-<end>")
-    start, end = int(match.group(1)), int(match.group(2))
+    match = _CONTENT_RANGE.fullmatch(header.strip())
+    start, end = (decimal(match.group(1)), decimal(match.group(2))) if match else (None, None)
+    if start is None or end is None:
+        raise errors.RangeInvalid(
+            f"malformed Content-Range {header[:100]!r}; expected <start>-<end>"
+        )
     if end < start:
-        raise errors.RangeInvalid(f"Content-Range {header!r} ends before it starts")
+        raise errors.RangeInvalid(f"Content-Range {header[:100]!r} ends before it starts")
     return start, end
 
 
 def _check_chunk(request, upload, urls, body):
     """A chunk must start where the upload ends (else 416 with the current
     Range, so the client can resume) and agree with its Content-Length."""
-    span = _content_range(request)
+    span = parse_content_range(request.getHeader("content-range"))
     if span is None:
         return None
     start, end = span
@@ -55,9 +61,10 @@ def _size_parameter(request):
     size = arg(request, "size")
     if size is None:
         return None
-    if not size.isdigit():
-        raise errors.SizeInvalid(f"size parameter {size!r} is not a number")
-    return int(size)
+    number = decimal(size)
+    if number is None:
+        raise errors.SizeInvalid(f"size parameter {size[:100]!r} is not a number")
+    return number
 
 
 async def start_upload(ctx, request, name):

@@ -57,7 +57,7 @@ class Rule:
                 personal.append([compile_pattern(piece) for piece in pieces])
             else:
                 fixed.append(compile_pattern(pattern))
-        matcher = re.compile("^(?:" + "|".join(fixed) + ")$") if fixed else None
+        matcher = re.compile("(?:" + "|".join(fixed) + ")") if fixed else None
         object.__setattr__(self, "_fixed", matcher)
         object.__setattr__(self, "_personal", personal)
 
@@ -69,13 +69,13 @@ class Rule:
         return "*" in self.users or user in self.users or bool(user_groups & set(self.groups))
 
     def matches(self, user, repository):
-        if self._fixed is not None and self._fixed.match(repository):
+        if self._fixed is not None and self._fixed.fullmatch(repository):
             return True
         if user is None:
             return False
         for pieces in self._personal:
             source = re.escape(user).join(pieces)
-            if re.match("^(?:" + source + ")$", repository):
+            if re.fullmatch(source, repository):
                 return True
         return False
 

@@ -11,7 +11,7 @@ import re
 from twisted.cred.credentials import UsernamePassword
 
 #: token68 (RFC 7235), which a JWT's base64url parts and dots satisfy.
-_TOKEN68 = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
+_TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
 class MalformedAuthorization(ValueError):
@@ -57,7 +57,7 @@ def basic_credentials(credentials):
 
 def bearer_token(credentials):
     """The token of a Bearer header, checked for the token68 syntax."""
-    if not _TOKEN68.match(credentials):
+    if not _TOKEN68.fullmatch(credentials):
         raise MalformedAuthorization("Bearer token has characters a token cannot have")
     return credentials
 

@@ -137,8 +137,10 @@ class HtpasswdChecker:
 
     credentialInterfaces = (IUsernamePassword,)
 
-    #: How long a successful check is remembered.
-    cache_seconds = 60.0
+    #: How long a successful check is remembered (and so answered without
+    #: bcrypt and never braked by L{throttle}): the key covers the stored
+    #: hash, so a changed password or a removed user is not served from it.
+    cache_seconds = 24 * 3600.0
     #: Bound on remembered successes (expired ones are pruned first).
     cache_size = 10000
 
@@ -155,7 +157,7 @@ class HtpasswdChecker:
         # answer takes does not tell whether a user exists.
         self._dummy = bcrypt.hashpw(os.urandom(16), bcrypt.gensalt(self._typical_cost()))
         self.bcrypt_runs = 0  # for tests and the curious
-        #: failed logins per (client address, user): registryd.auth.throttle
+        #: the guessing brake per (client address, user): registryd.auth.throttle
         self.throttle = LoginThrottle(clock=clock)
 
     def _typical_cost(self):
@@ -170,9 +172,8 @@ class HtpasswdChecker:
         message = b"\0".join([user, password, entry or b"-"])
         return hmac.new(self._secret, message, hashlib.sha256).digest()
 
-    def requestAvatarId(self, credentials):
-        """Deferred firing with the user name (str), or failing with
-        L{UnauthorizedLogin}."""
+    def _credentials(self, credentials):
+        """(user as str, password as bytes, stored entry, cache key)."""
         user = credentials.username
         password = credentials.password
         if isinstance(user, bytes):
@@ -180,13 +181,26 @@ class HtpasswdChecker:
         if isinstance(password, str):
             password = password.encode("utf-8")
         entry = self.htfile.entry(user)
-        key = self._key(user.encode("utf-8"), password, entry)
-        now = self._clock()
+        return user, password, entry, self._key(user.encode("utf-8"), password, entry)
+
+    def _known(self, key):
+        """Whether the credentials behind C{key} were verified lately."""
         expiry = self._verified.get(key)
         if expiry is not None:
-            if expiry > now:
-                return defer.succeed(user)
+            if expiry > self._clock():
+                return True
             del self._verified[key]
+        return False
+
+    def requestAvatarId(self, credentials):
+        """Deferred firing with the user name (str), or failing with
+        L{UnauthorizedLogin}."""
+        user, password, entry, key = self._credentials(credentials)
+        if self._known(key):
+            return defer.succeed(user)
+        return self._verify(user, password, entry, key)
+
+    def _verify(self, user, password, entry, key):
         result = defer.Deferred()
         if key in self._running:
             self._running[key].append((result, user))
@@ -197,18 +211,20 @@ class HtpasswdChecker:
 
     async def authenticate(self, credentials, address):
         """The user name, for credentials sent from client C{address}:
-        L{requestAvatarId} behind the guessing brake (L{throttle});
-        UnauthorizedLogin for wrong ones, TOOMANYREQUESTS after too many."""
-        user = credentials.username
-        if isinstance(user, bytes):
-            user = user.decode("utf-8", "replace")
-        self.throttle.check(address, user)
-        try:
-            found = await self.requestAvatarId(credentials)
-        except UnauthorizedLogin:
-            self.throttle.failed(address, user)
-            raise
-        self.throttle.succeeded(address, user)
+        credentials verified lately are answered from the cache, never
+        braked; others are checked behind the guessing brake (L{throttle}):
+        UnauthorizedLogin for wrong ones, TOOMANYREQUESTS while the
+        (address, user) pair has to wait."""
+        user, password, entry, key = self._credentials(credentials)
+        if self._known(key):
+            return user
+        with self.throttle.attempt(address, user, key):
+            try:
+                found = await self._verify(user, password, entry, key)
+            except UnauthorizedLogin:
+                self.throttle.failed(address, user)
+                raise
+            self.throttle.succeeded(address, user)
         return found
 
     def _check(self, key, password, entry):
@@ -240,8 +256,8 @@ class HtpasswdChecker:
         if len(self._verified) >= self.cache_size:
             for stale in [k for k, expiry in self._verified.items() if expiry <= now]:
                 del self._verified[stale]
-            if len(self._verified) >= self.cache_size:
-                self._verified.clear()
+            while len(self._verified) >= self.cache_size:  # the oldest go
+                del self._verified[next(iter(self._verified))]
         self._verified[key] = now + self.cache_seconds
 
 

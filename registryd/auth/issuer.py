@@ -5,9 +5,10 @@
 token) and ``POST /auth/token`` (the OAuth2 form: ``grant_type=password``
 or ``refresh_token``) authenticate against the htpasswd users, then grant
 the intersection of the requested scopes and what the access policy allows
-(an anonymous caller gets what anonymous rules allow).  Asking for more
-than one may have is not an error: the token just carries less, and the
-registry refuses what it lacks.
+(an anonymous caller gets what anonymous rules allow).  A scope that is off
+the grammar, or names a repository the API would refuse, is a 400.  Asking
+for more than one may have is not an error: the token just carries less,
+and the registry refuses what it lacks.
 
 Tokens are JWTs in Distribution's profile, signed with
 ``auth.tokenserver.key`` (RS256 for RSA, ES256/384/512 for EC, EdDSA) with
@@ -41,6 +42,7 @@ from registryd.auth.scope import (
     parse_scopes,
 )
 from registryd.auth.token import TOKEN_USE, InvalidToken, TokenVerifier
+from registryd.names import check_repository_name
 
 
 def _rfc3339(timestamp):
@@ -142,10 +144,27 @@ class TokenIssuer:
     # request parsing
 
     def requested(self, values):
+        """The accesses the C{scope} parameters ask for.  A repository
+        scope must also name a repository the API could serve (the rule
+        of URLs, registryd.names): the scope grammar allows a registry
+        host prefix (``localhost:5000/a``), uppercase in it and any
+        length, and such a name could match an access rule's pattern
+        (``${user}/**``) and be granted.  The request is then refused as a
+        whole (400 NAME_INVALID), as an OAuth2 server refuses an invalid
+        scope, rather than answered with less."""
         try:
-            return parse_scopes(values)
+            requested = parse_scopes(values)
         except ScopeInvalid as error:
             raise errors.Unsupported(str(error), status=400) from None
+        for access in requested:
+            if access.type == REPOSITORY:
+                try:
+                    check_repository_name(access.name)
+                except errors.NameInvalid as error:
+                    raise errors.NameInvalid(
+                        f"scope {access.scope()[:300]!r}: {error.message}", detail=error.detail
+                    ) from None
+        return requested
 
     def check_service(self, service):
         if service is not None and service != self.service:

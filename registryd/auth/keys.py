@@ -72,9 +72,11 @@ _THUMBPRINT_MEMBERS = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"),
 
 def jwk_thumbprint(jwk):
     """RFC 7638 thumbprint (SHA-256, base64url without padding) of a JWK dict."""
-    members = _THUMBPRINT_MEMBERS.get(jwk.get("kty"))
+    kty = jwk.get("kty")
+    # A token's jwk header is any JSON: kty may be a list (unhashable).
+    members = _THUMBPRINT_MEMBERS.get(kty) if isinstance(kty, str) else None
     if members is None or any(not isinstance(jwk.get(m), str) for m in members):
-        raise KeyFileError(f"cannot compute the thumbprint of a {jwk.get('kty')!r} key")
+        raise KeyFileError(f"cannot compute the thumbprint of a {str(kty)[:40]!r} key")
     canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"), sort_keys=True)
     digest = hashlib.sha256(canonical.encode("utf-8")).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")

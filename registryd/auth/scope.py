@@ -28,10 +28,24 @@ REPOSITORY = "repository"
 REGISTRY = "registry"
 CATALOG = "catalog"
 
-# resourcetype [ '(' class ')' ] ':' name ':' actions; the name may contain
-# one ':' (a hostname's port), so split on the first and the last ':'.
-_TYPE = re.compile(r"^[a-z0-9]+(?:\([a-z0-9]+\))?$")
-_ACTION = re.compile(r"^(?:[a-z]*|\*)$")
+# Distribution's resource scope grammar (spec-auth-scope.md), each part
+# matched whole: resourcetype [ '(' class ')' ] ':' resourcename ':'
+# actions.  The name may contain one ':' (a hostname's port), so the scope
+# is split on the first and the last ':'.
+TYPE_PATTERN = r"[a-z0-9]+(?:\([a-z0-9]+\))?"
+_HOST_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+# The grammar's separator ``-*`` written ``-+``: the same language, without
+# a repeat nested in a repeat (which backtracks exponentially).
+_NAME_COMPONENT = r"[a-z0-9]+(?:(?:[_.]|__|-+)[a-z0-9]+)*"
+NAME_PATTERN = (
+    rf"(?:{_HOST_COMPONENT}(?:\.{_HOST_COMPONENT})*(?::[0-9]+)?/)?"
+    rf"{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*"
+)
+#: ``*`` is not in the grammar, but is what a token grants for the catalog.
+ACTION_PATTERN = r"[a-z]*|\*"
+_TYPE = re.compile(TYPE_PATTERN)
+_NAME = re.compile(NAME_PATTERN)
+_ACTION = re.compile(ACTION_PATTERN)
 
 
 class ScopeInvalid(ValueError):
@@ -73,15 +87,15 @@ def parse_scope(text):
     @raise ScopeInvalid: for anything off the grammar.
     """
     if not isinstance(text, str) or text.count(":") < 2:
-        raise ScopeInvalid(f"scope {text!r} is not type:name:actions")
+        raise ScopeInvalid(f"scope {str(text)[:200]!r} is not type:name:actions")
     kind, rest = text.split(":", 1)
     name, actions = rest.rsplit(":", 1)
-    if not _TYPE.match(kind) or not name or name.count(":") > 1:
-        raise ScopeInvalid(f"scope {text!r} is not type:name:actions")
+    if not _TYPE.fullmatch(kind) or not _NAME.fullmatch(name):
+        raise ScopeInvalid(f"scope {text[:200]!r} is not type:name:actions")
     kind = kind.split("(", 1)[0]
     parsed = [action for action in actions.split(",") if action]
-    if any(not _ACTION.match(action) for action in parsed):
-        raise ScopeInvalid(f"scope {text!r} has an invalid action")
+    if any(not _ACTION.fullmatch(action) for action in parsed):
+        raise ScopeInvalid(f"scope {text[:200]!r} has an invalid action")
     return Access(kind, name, parsed)
 
 

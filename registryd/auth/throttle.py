@@ -1,80 +1,151 @@
-"""Slowing down password guessing: failed logins counted per client
-address and user name.
+"""Slowing down password guessing without locking anyone out.
 
-After C{limit} failed logins for one user from one address within
-C{window} seconds, further attempts for that pair are refused with 429
-TOOMANYREQUESTS (and ``Retry-After``) until the oldest failure leaves the
-window -- *before* any bcrypt runs, so guessing costs neither the user's
-account nor the server's CPU (each bcrypt check takes tens of
-milliseconds of a core).  Successful logins are never counted, and a
-success clears the pair's failures.  The pair, not the user alone, is
-counted so that a guesser cannot lock a user out from everywhere (behind
-a reverse proxy every client has the proxy's address; the user name still
-separates users).
+The brake works per (client address, user) pair and only on credentials
+that are not already known to be right: the checker
+(``registryd.auth.htpasswd``) answers credentials it verified lately from
+its cache *before* asking this throttle, so a correct password that worked
+before is never slowed or refused, however hard someone behind the same
+NAT or proxy guesses at the same user.
+
+For the other attempts:
+
+- The first C{free} failures of a pair cost nothing extra (typos).  After
+  that each failure closes the pair for an exponentially growing time
+  (C{base}, twice that, ... up to C{cap} seconds); an attempt while it is
+  closed gets 429 TOOMANYREQUESTS with ``Retry-After`` *before* any bcrypt
+  runs.  So a guesser gets about one try per C{cap} seconds per pair and
+  the server's CPU is not spent on the rest.  Nothing is locked for good:
+  once the delay has passed the next attempt is checked, so a correct new
+  password gets in at the latest C{cap} seconds later.
+- One check at a time per pair: while the bcrypt of one password runs, a
+  *different* password for the same pair gets 429 (a guesser cannot
+  parallelise), while the same password joins the running check (docker
+  sends its layers in parallel with the same credentials).
+- A success clears the pair's failures; failures are forgotten after
+  C{forget} quiet seconds.
+
+The pair, not the user alone, is counted so that a guesser elsewhere
+cannot slow a user down everywhere.  Memory is bounded by C{max_pairs}
+(quiet pairs are dropped first, then the longest-unused of those with the
+fewest failures).
 """
 
 import collections
+import contextlib
 import math
 import time
 
+import attr
+
 from registryd import errors
 
-#: Failed logins for one (address, user) pair tolerated within WINDOW seconds.
-LIMIT = 10
-WINDOW = 60.0
-#: Pairs remembered at most (stale ones are dropped first; then the oldest).
+#: Failures of one pair that cost no delay.
+FREE = 5
+#: The delay after the first failure beyond the free ones, doubled after each further one.
+BASE = 1.0
+#: The longest delay between two checks of one pair.
+CAP = 60.0
+#: Seconds without a failure after which a pair's failures are forgotten.
+FORGET = 900.0
+#: Pairs remembered at most.
 MAX_PAIRS = 10000
 
 
+@attr.s(slots=True)
+class _Pair:
+    failures = attr.ib(default=0)
+    last_failure = attr.ib(default=0.0)
+    #: the credentials key being checked now, and how many attempts share it
+    checking = attr.ib(default=None)
+    sharing = attr.ib(default=0)
+
+
 class LoginThrottle:
-    def __init__(self, limit=LIMIT, window=WINDOW, clock=time.monotonic, max_pairs=MAX_PAIRS):
-        self.limit = limit
-        self.window = window
+    def __init__(self, free=FREE, base=BASE, cap=CAP, forget=FORGET,
+                 clock=time.monotonic, max_pairs=MAX_PAIRS):
+        self.free = free
+        self.base = base
+        self.cap = cap
+        self.forget = forget
         self.clock = clock
         self.max_pairs = max_pairs
-        self._failures = collections.OrderedDict()  # (address, user) -> deque of times
+        self._pairs = collections.OrderedDict()  # (address, user) -> _Pair
 
-    def _recent(self, key, now):
-        failures = self._failures.get(key)
-        if failures is None:
-            return None
-        while failures and now - failures[0] >= self.window:
-            failures.popleft()
-        if not failures:
-            del self._failures[key]
-            return None
-        return failures
+    def delay(self, failures):
+        """Seconds a pair with C{failures} recent failures waits between checks."""
+        if failures < self.free:
+            return 0.0
+        return min(self.cap, self.base * 2.0 ** min(failures - self.free, 64))
 
-    def check(self, address, user):
-        """Raise TOOMANYREQUESTS if this pair failed too often lately."""
+    def _current(self, key, now):
+        pair = self._pairs.get(key)
+        if pair is not None and pair.failures and now - pair.last_failure >= self.forget:
+            pair.failures = 0
+        if pair is not None and not pair.failures and pair.checking is None:
+            del self._pairs[key]
+            return None
+        return pair
+
+    @contextlib.contextmanager
+    def attempt(self, address, user, credentials_key):
+        """Around the check of credentials (C{credentials_key}: any
+        hashable naming them) that are not known to be right: raises
+        TOOMANYREQUESTS while the pair is closed or checking other
+        credentials."""
+        key = (address, user)
         now = self.clock()
-        failures = self._recent((address, user), now)
-        if failures is not None and len(failures) >= self.limit:
-            wait = max(1, math.ceil(self.window - (now - failures[0])))
-            raise errors.TooManyRequests(
-                f"too many failed logins for this user from this address; retry in {wait}s",
-                headers={"Retry-After": str(wait)},
-            )
+        pair = self._current(key, now)
+        if pair is not None:
+            if pair.checking is not None and pair.checking != credentials_key:
+                raise _refusal("a login for this user from this address is being checked", 1)
+            wait = pair.last_failure + self.delay(pair.failures) - now
+            if pair.failures and wait > 0:
+                raise _refusal("too many failed logins for this user from this address", wait)
+        else:
+            pair = self._add(key, now)
+        pair.checking = credentials_key
+        pair.sharing += 1
+        self._pairs.move_to_end(key)
+        try:
+            yield
+        finally:
+            pair.sharing -= 1
+            if not pair.sharing:
+                pair.checking = None
+                if not pair.failures and self._pairs.get(key) is pair:
+                    del self._pairs[key]
 
     def failed(self, address, user):
         now = self.clock()
         key = (address, user)
-        failures = self._recent(key, now)
-        if failures is None:
-            if len(self._failures) >= self.max_pairs:
-                self._prune(now)
-            failures = self._failures[key] = collections.deque(maxlen=self.limit)
-        failures.append(now)
-        self._failures.move_to_end(key)
+        pair = self._current(key, now) or self._add(key, now)
+        pair.failures += 1
+        pair.last_failure = now
+        self._pairs.move_to_end(key)
 
     def succeeded(self, address, user):
-        self._failures.pop((address, user), None)
+        pair = self._pairs.get((address, user))
+        if pair is not None:
+            pair.failures = 0
+            if pair.checking is None:
+                del self._pairs[(address, user)]
 
-    def _prune(self, now):
-        for key in list(self._failures):
-            self._recent(key, now)
-        while len(self._failures) >= self.max_pairs:
-            self._failures.popitem(last=False)
+    def _add(self, key, now):
+        if len(self._pairs) >= self.max_pairs:
+            for stale in list(self._pairs):
+                self._current(stale, now)
+            while len(self._pairs) >= self.max_pairs:
+                # the longest-unused of the pairs with the fewest failures:
+                # a flood of new pairs (user names cost nothing) must not
+                # wipe out the count of the pair being guessed at
+                del self._pairs[min(self._pairs, key=lambda k: self._pairs[k].failures)]
+        pair = self._pairs[key] = _Pair()
+        return pair
 
     def __len__(self):
-        return len(self._failures)
+        return len(self._pairs)
+
+
+def _refusal(why, wait):
+    wait = max(1, math.ceil(wait))
+    return errors.TooManyRequests(f"{why}; retry in {wait}s", headers={"Retry-After": str(wait)})

@@ -84,15 +84,18 @@ class TokenVerifier:
         @raise InvalidToken: naming the first problem found.
         """
         try:
+            # PyJWT checks kid and crit here too, raising InvalidTokenError
+            # (not a DecodeError) for a kid that is no string or a bad crit.
             header = jwt.get_unverified_header(token)
-        except jwt.exceptions.DecodeError as error:
+        except jwt.exceptions.PyJWTError as error:
             raise InvalidToken(f"malformed token: {error}") from None
         algorithm = header.get("alg")
-        if algorithm not in self.algorithms:
-            raise InvalidToken(f"signing algorithm {algorithm!r} is not accepted")
+        # Any JSON value may come here: a list or object is unhashable.
+        if not isinstance(algorithm, str) or algorithm not in self.algorithms:
+            raise InvalidToken(f"signing algorithm {_shorten(algorithm)} is not accepted")
         key = self._signing_key(header)
         if algorithm not in keylib.algorithms_for(key):
-            raise InvalidToken(f"signing algorithm {algorithm!r} does not fit the signing key")
+            raise InvalidToken(f"signing algorithm {_shorten(algorithm)} does not fit the signing key")
         try:
             claims = jwt.decode(
                 token, key, algorithms=[algorithm],
@@ -140,7 +143,7 @@ class TokenVerifier:
         if isinstance(kid, str) and kid:
             key = self._keys.get(kid)
             if key is None:
-                raise InvalidToken(f"token signed by an untrusted key (kid {kid[:80]!r})")
+                raise InvalidToken(f"token signed by an untrusted key (kid {_shorten(kid)})")
             return key
         raise InvalidToken("token names no signing key (x5c, jwk or kid)")
 
@@ -171,6 +174,13 @@ class TokenVerifier:
 
 
 _DER = serialization.Encoding.DER
+
+
+def _shorten(value, limit=80):
+    """C{repr} of a header value a client chose, cut to C{limit}
+    characters: it goes into the error message and the log."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _issued_by(certificate, issuer):

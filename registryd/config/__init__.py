@@ -26,6 +26,8 @@ parameters belong to the drivers, which may come from plugins.
 from registryd.config.admin import (
     DEFAULT_MANHOLE_HOST_KEY,
     DEFAULT_MANHOLE_LISTEN,
+    DEFAULT_MANHOLE_MEMORY_LIMIT,
+    DEFAULT_MANHOLE_TIME_LIMIT,
     GCConfig,
     ManholeConfig,
 )
@@ -64,7 +66,7 @@ from registryd.config.notifications import (
     EndpointConfig,
     NotificationsConfig,
 )
-from registryd.config.proxy import DEFAULT_PROXY_TTL, ProxyConfig
+from registryd.config.proxy import DEFAULT_PROXY_MAX_BLOB_SIZE, DEFAULT_PROXY_TTL, ProxyConfig
 from registryd.config.root import (
     MAX_WORKERS,
     Config,
@@ -79,7 +81,7 @@ from registryd.config.storage import (
     StorageConfig,
     UploadPurgingConfig,
 )
-from registryd.config.types import parse_duration
+from registryd.config.types import MAX_DURATION, parse_duration
 from registryd.config.validation import ValidationConfig
 
 __all__ = [
@@ -93,6 +95,9 @@ __all__ = [
     "DEFAULT_LISTEN",
     "DEFAULT_MANHOLE_HOST_KEY",
     "DEFAULT_MANHOLE_LISTEN",
+    "DEFAULT_MANHOLE_MEMORY_LIMIT",
+    "DEFAULT_MANHOLE_TIME_LIMIT",
+    "DEFAULT_PROXY_MAX_BLOB_SIZE",
     "DEFAULT_PROXY_TTL",
     "DEFAULT_ROOT_DIRECTORY",
     "EVENT_ACTIONS",
@@ -129,6 +134,7 @@ __all__ = [
     "key_as_written",
     "load_config",
     "parse_config",
+    "MAX_DURATION",
     "parse_duration",
     "parse_workers",
 ]

@@ -12,12 +12,16 @@ import attr
 
 from registryd.config.errors import ConfigError
 from registryd.config.schema import section, setting
-from registryd.config.types import Boolean, Custom, Duration, FilePath, Pattern, String
+from registryd.config.types import Boolean, Custom, Duration, FilePath, Integer, Pattern, String
 
 #: The manhole's default endpoint: loopback only.
 DEFAULT_MANHOLE_LISTEN = "tcp:5022:interface=127.0.0.1"
 #: Where the manhole's host key is kept (created on first start).
 DEFAULT_MANHOLE_HOST_KEY = "./manhole_host_key"
+#: How long one statement typed in the manhole may compute before it is stopped.
+DEFAULT_MANHOLE_TIME_LIMIT = 30.0
+#: How much the daemon may grow while manhole statements run (bytes).
+DEFAULT_MANHOLE_MEMORY_LIMIT = 512 * 1024 * 1024
 
 
 def _gc_interval(value, path):
@@ -74,3 +78,10 @@ class ManholeConfig:
     #: absolute path; None: DEFAULT_MANHOLE_HOST_KEY
     host_key = setting("host_key", FilePath(), "The server's key, generated if missing.",
                        default=None, shown=DEFAULT_MANHOLE_HOST_KEY)
+    #: Seconds one typed statement may compute (waiting on a helper excluded).
+    timelimit = setting("timelimit", Duration(minimum=0.1),
+                        "A statement computing longer is stopped.", default=DEFAULT_MANHOLE_TIME_LIMIT)
+    #: Bytes the daemon's memory may grow by while typed statements run.
+    memorylimit = setting(
+        "memorylimit", Integer(1024 * 1024, "expected at least {minimum} bytes, got {value}"),
+        "Bytes the daemon may grow by while statements run.", default=DEFAULT_MANHOLE_MEMORY_LIMIT)

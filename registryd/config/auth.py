@@ -122,7 +122,7 @@ class TokenServerConfig:
 
 #: auth.access lists of names: users, groups, members.
 _NAMES = ListOf(String(nonempty=True), "expected a list of strings, got {got}", nullable=False)
-_PATTERN = re.compile(r"^[a-z0-9._\-/*]+$")
+_PATTERN = re.compile(r"[a-z0-9._\-/*]+")
 
 
 def _repositories(value, path):
@@ -132,7 +132,7 @@ def _repositories(value, path):
     if not patterns:
         raise ConfigError(path, "expected at least one repository pattern")
     for index, pattern in enumerate(patterns):
-        if not _PATTERN.match(pattern.replace(USER_PLACEHOLDER, "u")):
+        if not _PATTERN.fullmatch(pattern.replace(USER_PLACEHOLDER, "u")):
             raise ConfigError(
                 f"{path}[{index}]",
                 f"expected a repository name pattern ([a-z0-9._-/], '*', '**', '${{user}}'), got {pattern!r}",

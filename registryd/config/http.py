@@ -75,7 +75,7 @@ def addr_to_endpoint(addr, net="tcp", path="http.addr"):
             kind = "tcp6"
     except ValueError:
         if bracketed:
-            raise ConfigError(path, f"expected an IPv6 address inside [], got {host!r}")
+            raise ConfigError(path, f"expected an IPv6 address inside [], got {host!r}") from None
     return f"{kind}:{port}:interface={_escape_endpoint_argument(host)}"
 
 

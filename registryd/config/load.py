@@ -8,7 +8,7 @@ from registryd.config.root import Config, parse_config
 
 
 class Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys.
+    """SafeLoader that refuses duplicate keys (and overlong integers).
 
     PyYAML keeps the last of two equal keys without a word; a duplicated
     ``storage`` or ``delete`` section would then silently drop settings.
@@ -31,6 +31,19 @@ class Loader(yaml.SafeLoader):
                     )
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node):
+        """An integer, or a YAML error naming where: Python's int() raises
+        ValueError (a traceback at start-up) on more than 4300 digits."""
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:
+            raise yaml.constructor.ConstructorError(
+                None, None, "integer too long", node.start_mark
+            ) from None
+
+
+Loader.add_constructor("tag:yaml.org,2002:int", Loader.construct_yaml_int)
 
 
 def _yaml_error_message(error):
@@ -57,7 +70,7 @@ def load_yaml(data):
     try:
         return yaml.load(data, Loader=Loader)
     except yaml.YAMLError as error:
-        raise ConfigError(_yaml_error_message(error))
+        raise ConfigError(_yaml_error_message(error)) from None
 
 
 def load_config(path):
@@ -75,5 +88,5 @@ def load_config(path):
         with open(path, "rb") as stream:
             data = stream.read()
     except OSError as error:
-        raise ConfigError(f"cannot read configuration file: {error.strerror or error}")
+        raise ConfigError(f"cannot read configuration file: {error.strerror or error}") from None
     return parse_config(load_yaml(data))

@@ -6,10 +6,14 @@ import attr
 
 from registryd.config.errors import ConfigError
 from registryd.config.schema import section, setting
-from registryd.config.types import BaseURL, Duration, String
+from registryd.config.types import BaseURL, Duration, Integer, String
 
 #: proxy.ttl's default, as in Distribution: cached content expires after a week.
 DEFAULT_PROXY_TTL = 168 * 3600.0
+#: proxy.maxblobsize's default (registryd's key): the most bytes taken from
+#: upstream for one blob whose size upstream did not announce, and the
+#: largest announced size accepted.
+DEFAULT_PROXY_MAX_BLOB_SIZE = 10 * 1024 ** 3
 
 
 def _finish_proxy(found):
@@ -34,3 +38,8 @@ class ProxyConfig:
     #: seconds cached content is kept after it was fetched; 0: forever
     ttl = setting("ttl", Duration(), "How long cached content is kept after its fetch; 0: forever.",
                   default=DEFAULT_PROXY_TTL)
+    #: bytes: the bound on one blob fetched from upstream
+    max_blob_size = setting(
+        "maxblobsize", Integer(1, "expected a positive number of bytes, got {value}"),
+        "The most bytes taken from upstream for one blob.", default=DEFAULT_PROXY_MAX_BLOB_SIZE,
+        own=True)

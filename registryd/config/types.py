@@ -105,6 +105,12 @@ class Mapping(ValueType):
         return dict(value)
 
 
+#: Go's longest time.Duration (int64 nanoseconds, about 292 years), in
+#: seconds; Distribution refuses longer ones, and an infinite float would
+#: break timers later.
+_MAX_NANOSECONDS = 2**63 - 1
+MAX_DURATION = _MAX_NANOSECONDS / 1e9
+
 _DURATION_UNITS = {
     "ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
 }
@@ -155,6 +161,9 @@ class Duration(ValueType):
 
     def check(self, value, path):
         seconds = self._seconds(value, path)
+        if not seconds <= MAX_DURATION:  # also NaN
+            got = f", got {value[:100]!r}" if isinstance(value, str) else ""
+            raise ConfigError(path, f"duration out of range (at most {MAX_DURATION:.0f}s){got}")
         if seconds < 0 and (self.numbers == "nanoseconds" or not self.minimum):
             raise ConfigError(path, f"must not be negative, got {value!r}")
         if seconds < self.minimum:
@@ -172,6 +181,8 @@ class Duration(ValueType):
         accepted = (str, int, float) if by_seconds else (str, int)
         if isinstance(value, bool) or not isinstance(value, accepted):
             raise ConfigError(path, f"expected a duration such as 10s or 500ms, got {describe(value)}")
+        if isinstance(value, int) and abs(value) > _MAX_NANOSECONDS:
+            return float("inf")  # refused as out of range (float() would overflow)
         if not isinstance(value, str):
             return float(value) if by_seconds else value * 1e-9
         if by_seconds:
@@ -250,7 +261,7 @@ class BaseURL(HTTPURL):
         try:
             _ = parts.port  # raises ValueError for a bad port
         except ValueError as error:
-            raise ConfigError(path, f"expected an absolute http(s) URL, got {value!r}: {error}")
+            raise ConfigError(path, f"expected an absolute http(s) URL, got {value!r}: {error}") from None
         if parts.query or parts.fragment:
             raise ConfigError(path, f"expected a URL without query or fragment, got {value!r}")
         return value.rstrip("/")
@@ -267,7 +278,7 @@ class HostURL(String):
             url = urlsplit(value)
             _ = url.port  # raises ValueError for a bad port
         except ValueError as error:
-            raise ConfigError(path, f"expected an absolute http(s) URL, got {value!r}: {error}")
+            raise ConfigError(path, f"expected an absolute http(s) URL, got {value!r}: {error}") from None
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ConfigError(
                 path, f"expected an absolute http(s) URL such as https://registry.example.com, got {value!r}"

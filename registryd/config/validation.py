@@ -1,5 +1,6 @@
 """The ``validation`` section: what a pushed manifest must satisfy beyond
-its own syntax.  Sparse indexes (Distribution 3's key) and the URLs that
+its own syntax.  Sparse indexes (Distribution 3's key), sparse images
+(registryd's ``manifests.images.blobs``) and the URLs that
 non-distributable layers may carry (``manifests.urls``, checked unless
 ``disabled: true`` or the deprecated ``enabled: false``)."""
 
@@ -47,6 +48,14 @@ class ValidationConfig:
         "manifests.indexes.platforms", Choice("all", "none"),
         "none: accept indexes whose child manifests were not pushed.", default=False,
         convert=lambda choice: choice == "none", shown="all")
+    #: validation.manifests.images.blobs (registryd's key, in the style of
+    #: indexes.platforms): "all" (default) requires an image manifest's
+    #: config and layers to be in the repository; "none" accepts sparse
+    #: images, whose manifest can be pulled but whose blobs cannot.
+    accept_sparse_images = setting(
+        "manifests.images.blobs", Choice("all", "none"),
+        "none: accept image manifests whose config and layers were not pushed.", default=False,
+        convert=lambda choice: choice == "none", shown="all", own=True)
     #: validation.manifests.urls as a registryd.manifests.verify.URLPolicy;
     #: None (no such section, or validation.disabled) accepts any URL.
     url_policy = setting("manifests.urls", SectionOf(URLLists),

@@ -23,7 +23,8 @@ from registryd.manifests.model import Descriptor
 
 # RFC 6838 section 4.2 restricted names, as descriptor.md requires.
 _NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
-_MEDIA_TYPE = re.compile(rf"^{_NAME}/{_NAME}$")
+MEDIA_TYPE_PATTERN = rf"{_NAME}/{_NAME}"
+_MEDIA_TYPE = re.compile(MEDIA_TYPE_PATTERN)  # fullmatch: no trailing newline
 
 #: Sizes are int64 in every other implementation (Go's ``int64``).
 MAX_SIZE = 2**63 - 1
@@ -114,7 +115,7 @@ def get_media_type(obj, key, where="", required=False):
     value = get_string(obj, key, where, required)
     if value is None or (value == "" and not required):
         return None
-    if not _MEDIA_TYPE.match(value):
+    if not _MEDIA_TYPE.fullmatch(value):
         raise invalid(f"{path} is not a valid media type: {value!r}", path, mediaType=value)
     return value
 

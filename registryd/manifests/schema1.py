@@ -51,7 +51,7 @@ _CURVES = {
 _CURVE_NAMES = {curve.name: name for name, (curve, _, _, _) in _CURVES.items()}
 _RSA_ALGORITHMS = {"RS256": hashes.SHA256, "RS384": hashes.SHA384, "RS512": hashes.SHA512}
 
-_BASE64URL = re.compile(r"^[A-Za-z0-9_-]*$")
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
 def b64url_encode(data):
@@ -61,7 +61,7 @@ def b64url_encode(data):
 
 def b64url_decode(text, where):
     """Decode JOSE base64url; raise MANIFEST_INVALID naming C{where}."""
-    if not isinstance(text, str) or not _BASE64URL.match(text) or len(text) % 4 == 1:
+    if not isinstance(text, str) or not _BASE64URL.fullmatch(text) or len(text) % 4 == 1:
         raise fields.invalid(f"{where} is not valid base64url", where)
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

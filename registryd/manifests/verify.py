@@ -72,7 +72,7 @@ def _unique(descriptors):
 
 
 async def verify_references(manifest, repository_has_blob, repository_has_manifest,
-                            allow_sparse=False, url_policy=None):
+                            allow_sparse=False, url_policy=None, allow_missing_blobs=False):
     """Check that C{manifest}'s blobs and child manifests exist.
 
     @param repository_has_blob: C{digest -> bool}, or a coroutine or
@@ -81,6 +81,10 @@ async def verify_references(manifest, repository_has_blob, repository_has_manife
     @param allow_sparse: do not require an index's child manifests (a
         "sparse" index, e.g. one platform of a multi-platform image); its
         blobs are still required.
+    @param allow_missing_blobs: do not require an image manifest's blobs
+        (config and layers): a "sparse" image, e.g. the platforms a mirror
+        did not copy.  Its manifest can be pulled, its blobs cannot.
+        Indexes' blob entries are still required.
     @param url_policy: a L{URLPolicy} for the URLs of external layers, or
         None to accept any (they are never required to exist).
     @raise ManifestBlobUnknown: one or more are missing; C{detail} is
@@ -92,7 +96,10 @@ async def verify_references(manifest, repository_has_blob, repository_has_manife
     (e.g. the storage backend is unavailable) propagates unchanged.
     """
     check_urls(manifest, url_policy)
-    checks = [(digest, repository_has_blob) for digest in _unique(manifest.blobs)]
+    sparse_image = allow_missing_blobs and manifest.config is not None
+    checks = [] if sparse_image else [
+        (digest, repository_has_blob) for digest in _unique(manifest.blobs)
+    ]
     if not allow_sparse:
         checks += [(digest, repository_has_manifest) for digest in _unique(manifest.manifests)]
     if not checks:

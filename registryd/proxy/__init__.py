@@ -85,7 +85,8 @@ def create(registry, config, reactor=None):
     """The L{ProxyCache} for a L{registryd.config.ProxyConfig}."""
     from registryd.proxy.upstream import Upstream
 
-    upstream = Upstream(config.remote_url, config.username, config.password, reactor=reactor)
+    upstream = Upstream(config.remote_url, config.username, config.password, reactor=reactor,
+                        max_blob_size=config.max_blob_size)
     return ProxyCache(registry, upstream, config.ttl)
 
 

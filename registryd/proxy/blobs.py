@@ -13,6 +13,11 @@ Back-pressure runs end to end: a slow client pauses the tee, which stops
 reading upstream's body, which pauses the upstream connection; a slow disk
 does the same through the upload's bounded pump.
 
+What is taken from upstream is bounded (``Upstream.blob_body``): the
+body breaks off past the size upstream announced, or past
+``proxy.maxblobsize`` without one, and after the upstream timeout without
+data; an upstream that streams on or stalls cannot be relayed without end.
+
 The client gets each chunk one chunk late: the last one is held back until
 the digest is verified.  If upstream sent wrong bytes the connection is
 cut instead, so the client sees a short body rather than a complete wrong
@@ -140,7 +145,7 @@ async def serve_blob(ctx, request, repository, digest, upstream):
     response = await upstream.blob("GET", repository.name, digest)
     if response is None:
         raise errors.BlobUnknown(detail={"digest": str(digest)})
-    body = upstream.body(response)
+    body = upstream.blob_body(response, digest)
     try:
         upload = await repository.start_upload(digest.algorithm)
     except BaseException:

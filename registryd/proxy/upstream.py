@@ -76,21 +76,29 @@ def _next_page_query(links):
     return None
 
 
+class _TooLong(Exception):
+    """An upstream body went past its limit."""
+
+
 class ResponseBody(ChunkBuffer, Protocol):
     """An upstream response body, read while it arrives (L{ChunkBuffer}:
     the upstream connection is paused while too much waits unread); a
     connection that breaks first makes the read raise
     L{errors.UpstreamUnavailable}."""
 
-    def __init__(self, response, idle_timeout=None, reactor=None):
+    def __init__(self, response, idle_timeout=None, reactor=None, limit=None):
         """
         @param idle_timeout: seconds a read may wait for the next bytes
             before the body counts as broken (an upstream that stalls
             mid-body must not hold a client forever); None: no limit.
+        @param limit: the most bytes taken; one more breaks the body and
+            closes the connection (an upstream that streams on must not be
+            relayed without end); None: no limit.
         """
         ChunkBuffer.__init__(self)
         self.length = response.length if isinstance(response.length, int) else None
         self.idle_timeout = idle_timeout
+        self.limit = limit
         self._reactor = reactor
         response.deliverBody(self)
 
@@ -124,6 +132,11 @@ class ResponseBody(ChunkBuffer, Protocol):
             self.transport.resumeProducing()
 
     def _broken(self, reason):
+        if reason.check(_TooLong):
+            return errors.UpstreamUnavailable(
+                "the upstream registry sent more bytes than the blob has",
+                detail={"limit": self.limit},
+            )
         return errors.UpstreamUnavailable(
             "the upstream registry's response broke off",
             detail={"reason": reason.getErrorMessage()},
@@ -132,6 +145,14 @@ class ResponseBody(ChunkBuffer, Protocol):
     # the response side (IProtocol)
 
     def dataReceived(self, data):
+        if self._error is not None:
+            return
+        if self.limit is not None and self.received + len(data) > self.limit:
+            from twisted.python.failure import Failure
+
+            self._break(Failure(_TooLong()))
+            self.abort_connection()
+            return
         self._push(data)
 
     def connectionLost(self, reason=None):
@@ -179,7 +200,12 @@ class Upstream:
     """The mirrored registry: manifests and blobs by repository name."""
 
     def __init__(self, url, username=None, password=None, reactor=None,
-                 timeout=DEFAULT_TIMEOUT, clock=time.monotonic):
+                 timeout=DEFAULT_TIMEOUT, clock=time.monotonic, max_blob_size=None):
+        """
+        @param max_blob_size: the most bytes taken for one blob whose size
+            upstream did not announce, and the largest announced size
+            accepted (``proxy.maxblobsize``); None: no limit.
+        """
         if reactor is None:
             from twisted.internet import reactor
         import treq.client
@@ -187,6 +213,7 @@ class Upstream:
 
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.max_blob_size = max_blob_size
         self._reactor = reactor
         self._clock = clock
         self._basic = None
@@ -206,10 +233,24 @@ class Upstream:
         #: how many tokens were fetched (tests check the cache works)
         self.tokens_fetched = 0
 
-    def body(self, response):
+    def body(self, response, limit=None):
         """C{response}'s body, read as it arrives; a stall longer than the
-        upstream timeout breaks it."""
-        return ResponseBody(response, self.timeout, self._reactor)
+        upstream timeout breaks it, and so do more than C{limit} bytes."""
+        return ResponseBody(response, self.timeout, self._reactor, limit)
+
+    def blob_body(self, response, digest):
+        """The body of a blob's GET C{response}, taken up to the size
+        upstream announced (a longer body breaks off there) or, without
+        one, up to L{max_blob_size}; an announced size above that is
+        refused before any byte is read."""
+        length = response.length if isinstance(response.length, int) else None
+        if length is not None and self.max_blob_size is not None and length > self.max_blob_size:
+            self.body(response).abort()
+            raise errors.UpstreamUnavailable(
+                "the upstream registry's blob is larger than proxy.maxblobsize",
+                detail={"digest": str(digest), "size": length, "maxblobsize": self.max_blob_size},
+            )
+        return self.body(response, self.max_blob_size if length is None else length)
 
     def close(self):
         """Close the idle connections (the service is stopping)."""

@@ -1,5 +1,7 @@
 """What every storage driver shares: file descriptions and path checking."""
 
+import re
+
 import attr
 from twisted.internet import defer
 
@@ -16,14 +18,20 @@ class FileInfo:
     is_dir = attr.ib(default=False)
 
 
+# NUL, newline and every other control character (C0, DEL, C1), and the
+# backslash: none is in any name the registry validates.
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+
+
 def check_path(path):
     """Return the components of a driver path, refusing anything unsafe.
 
     A path is absolute, ``/``-separated, and no component is empty, ``.``,
-    ``..`` or contains NUL or a backslash.  The registry model only builds
-    paths from validated names and digests, so this is the last line of
-    defence against escaping a driver's root, kept in one place so every
-    driver applies it identically.  ``"/"`` is the root (no components).
+    ``..`` or contains a control character (NUL, newline...) or a
+    backslash.  The registry model only builds paths from validated names
+    and digests, so this is the last line of defence against escaping a
+    driver's root or writing a name no listing shows, kept in one place so
+    every driver applies it identically.  ``"/"`` is the root (no components).
     """
     if not isinstance(path, str) or not path.startswith("/"):
         raise InvalidPath(path, "path must be an absolute str")
@@ -33,8 +41,8 @@ def check_path(path):
     for part in parts:
         if part in ("", ".", ".."):
             raise InvalidPath(path, "empty, '.' or '..' component")
-        if "\x00" in part or "\\" in part:
-            raise InvalidPath(path, "NUL or backslash in path")
+    if _FORBIDDEN.search(path):
+        raise InvalidPath(path, "control character or backslash in path")
     return parts
 
 

@@ -93,8 +93,12 @@ class ManifestStore:
         return stored
 
     @translate_storage_errors
-    async def put(self, reference, body, content_type, tags=(), allow_sparse=False, verify=True):
+    async def put(self, reference, body, content_type, tags=(), allow_sparse=False,
+                  allow_missing_blobs=False, verify=True):
         """Validate, verify and store a manifest; tag it.  Returns StoredManifest.
+
+        C{allow_sparse} and C{allow_missing_blobs}: see
+        L{registryd.manifests.verify.verify_references}.
 
         C{verify=False} skips the check that referenced blobs and manifests
         exist: a pull-through cache (registryd.proxy) stores a manifest
@@ -123,6 +127,7 @@ class ManifestStore:
             if verify:
                 await verify_references(
                     manifest, self.repository.has_blob, self.has, allow_sparse=allow_sparse,
+                    allow_missing_blobs=allow_missing_blobs,
                     url_policy=self.registry.manifest_url_policy,
                 )
             # The content first, then the revision link, then tags: a reader

@@ -7,6 +7,7 @@ may share one backend; what is kept in memory here (running upload hashes,
 locks) is an optimisation that a restart or another node cannot make wrong.
 """
 
+import contextlib
 import heapq
 
 import attr
@@ -14,9 +15,9 @@ from twisted.internet import defer
 
 from registryd import errors
 from registryd.digest import DEFAULT_ALGORITHM, Digest, check_algorithm
-from registryd.names import check_repository_name, check_upload_id, new_upload_id
+from registryd.names import check_repository_name, check_upload_id, is_name_component, new_upload_id
 from registryd.storage import paths
-from registryd.storage.errors import PathNotFound, translate_storage_errors
+from registryd.storage.errors import PathNotFound, StorageError, translate_storage_errors
 from registryd.storage.cache import ContentCache
 from registryd.storage.guard import PushGuard
 from registryd.storage.uploads import HashStates, Upload, rfc3339_now, stored_upload_size
@@ -74,7 +75,7 @@ class Registry:
 
     def __init__(self, driver, delete_enabled=False, accept_sparse_manifests=False,
                  read_only=False, redirect=False, manifest_url_policy=None,
-                 redirect_base_url=None):
+                 redirect_base_url=None, accept_sparse_images=False):
         self.driver = driver
         #: storage.redirect: answer blob GETs with a 307 to the driver's
         #: URL (a presigned S3 URL) after the access checks, when it has one
@@ -83,9 +84,12 @@ class Registry:
         #: plus the blob's storage path (a web server or CDN serves those)
         self.redirect_base_url = redirect_base_url
         self.delete_enabled = delete_enabled
-        #: accept indexes whose child manifests (and manifests whose layers)
-        #: were never pushed, as mirrors of single platforms need
+        #: accept indexes whose child manifests were never pushed, as
+        #: mirrors of single platforms need
         self.accept_sparse_manifests = accept_sparse_manifests
+        #: accept image manifests whose blobs (config, layers) were never
+        #: pushed: the platforms such a mirror lists but does not copy
+        self.accept_sparse_images = accept_sparse_images
         #: validation.manifests.urls (registryd.manifests.verify.URLPolicy):
         #: which URLs non-distributable layers may carry; None: any
         self.manifest_url_policy = manifest_url_policy
@@ -164,8 +168,8 @@ class Registry:
                 if prefix and any(marker in children for marker in markers):
                     found.append(prefix)
                 for child in children:
-                    if child.startswith("_") or child.endswith(".tmp"):
-                        continue
+                    if child.endswith(".tmp") or not is_name_component(child):
+                        continue  # _manifests, a driver's temporary, a stray name
                     next_level.append((f"{prefix}/{child}" if prefix else child, f"{path}/{child}"))
             level = next_level
         return sorted(name for name in found if name)
@@ -205,8 +209,8 @@ class Registry:
                         and (include is None or include(prefix))):
                     found.append(prefix)
                 for child in children:
-                    if child.startswith("_") or child.endswith(".tmp"):
-                        continue
+                    if child.endswith(".tmp") or not is_name_component(child):
+                        continue  # _manifests, a driver's temporary, a stray name
                     name = f"{prefix}/{child}" if prefix else child
                     if last is not None and name < last and not last.startswith(name):
                         continue  # it and all below it sort before last
@@ -320,16 +324,23 @@ class Repository:
     async def start_upload(self, algorithm=DEFAULT_ALGORITHM):
         check_algorithm(algorithm)
         upload_id = new_upload_id()
-        await self.driver.put_content(paths.upload_data(self.name, upload_id), b"")
-        if algorithm != DEFAULT_ALGORITHM:
-            await self.driver.put_content(
-                paths.upload_algorithm(self.name, upload_id), algorithm.encode("ascii")
-            )
         started_at = rfc3339_now()
-        # startedat last: its presence marks the upload as existing.
-        await self.driver.put_content(
-            paths.upload_started_at(self.name, upload_id), started_at.encode("ascii")
-        )
+        try:
+            await self.driver.put_content(paths.upload_data(self.name, upload_id), b"")
+            if algorithm != DEFAULT_ALGORITHM:
+                await self.driver.put_content(
+                    paths.upload_algorithm(self.name, upload_id), algorithm.encode("ascii")
+                )
+            # startedat last: its presence marks the upload as existing.
+            await self.driver.put_content(
+                paths.upload_started_at(self.name, upload_id), started_at.encode("ascii")
+            )
+        except BaseException:
+            # A full disk can refuse startedat after taking the data file:
+            # leave no half-made upload nobody knows the id of.
+            with contextlib.suppress(StorageError):  # else the purge of stale uploads will
+                await self.driver.delete(paths.upload_dir(self.name, upload_id))
+            raise
         return Upload(self.registry, self.name, upload_id, algorithm, started_at, 0)
 
     @translate_storage_errors

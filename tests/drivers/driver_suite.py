@@ -44,6 +44,12 @@ BAD_PATHS = [
     "/a/",
     "/a\x00b",
     "/a\\b",
+    "/tag\n",  # a newline (a tag once let in as secret%0a)
+    "/a\rb",
+    "/a\tb",
+    "/a\x1fb",
+    "/a\x7fb",
+    "/a\x85b",
     b"/bytes",
 ]
 

@@ -1,1 +1,1 @@
-from tests.support import server  # noqa: F401  (fixture)
+from tests.support import logged_failures, server  # noqa: F401  (fixtures)

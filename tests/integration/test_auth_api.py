@@ -15,10 +15,12 @@ import jwt
 import pytest
 import pytest_twisted
 import yaml
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from registryd.auth import keys
 from tests import certs
-from tests.support import make_client, sha256
+from tests.support import exchange, in_reactor, make_client, raw_request_bytes, run_examples, sha256
 
 # `htpasswd -nbB alice wonderland`, `htpasswd -nbB -C 4 bob builder`
 HTPASSWD = (
@@ -155,36 +157,65 @@ async def basic_registry(tmp_path):
     await stop(running)
 
 
-@pytest_twisted.ensureDeferred
-async def test_password_guessing_is_throttled_per_address_and_user(basic_registry):
-    """After 10 failed logins for alice from one address, her logins from
-    there get 429 TOOMANYREQUESTS with Retry-After -- the right password
-    too, and without running bcrypt -- until the failures age out; bob is
-    not affected, and a success clears the count."""
-    import time
-
-    checker = basic_registry.app.authorizer.checker
-    for _ in range(10):
-        response = await request(basic_registry, "GET", "", headers=basic("alice", "guess"))
-        assert response.code == 401
+async def guess_while_alice_logs_in(running, login):
+    """A guesser hammers alice's account from alice's own address (the
+    loopback) while alice keeps logging in with her password: every one of
+    alice's logins succeeds at once and without bcrypt, the guesser gets
+    401s, then 429 TOOMANYREQUESTS with Retry-After before any bcrypt; a
+    guesser obeying Retry-After needs the sum of the delays (on the
+    throttle's clock, advanced by the test rather than waited for)."""
+    checker = running.app.authorizer.checker if running.app.token_issuer is None \
+        else running.app.token_issuer.checker
+    throttle = checker.throttle
+    now = [time.monotonic()]
+    throttle.clock = lambda: now[0]
+    start = now[0]
+    response = await login(ALICE)
+    assert response.code == 200
+    await response.content()
+    failures = refused = 0
+    while failures < 12:
+        runs = checker.bcrypt_runs
+        response = await login(("alice", f"guess{failures}"))
+        if response.code == 401:
+            failures += 1
+            await response.content()
+        else:
+            assert response.code == 429
+            [(code, message)] = await error_of(response)
+            assert code == "TOOMANYREQUESTS" and "too many failed logins" in message
+            assert checker.bcrypt_runs == runs  # refused before bcrypt
+            refused += 1
+            now[0] += int(header(response, "Retry-After"))
+        runs = checker.bcrypt_runs
+        response = await login(ALICE)
+        assert response.code == 200, await response.content()
         await response.content()
-    runs = checker.bcrypt_runs
-    for password in ("guess", "wonderland"):
-        response = await request(basic_registry, "GET", "", headers=basic("alice", password))
-        assert response.code == 429
-        [(code, message)] = await error_of(response)
-        assert code == "TOOMANYREQUESTS" and "too many failed logins" in message
-    assert checker.bcrypt_runs == runs  # refused before any bcrypt
-    assert 1 <= int(header(response, "Retry-After")) <= 60
-    response = await request(basic_registry, "GET", "", headers=basic(*BOB))
+        assert checker.bcrypt_runs == runs  # known-good: no bcrypt, no brake
+    assert refused == 12 - throttle.free
+    assert now[0] - start >= sum(throttle.delay(n) for n in range(12)) > 0
+    response = await login(BOB)  # another user from the same address
     assert response.code == 200
     await response.content()
+    # not a lock-out: once the delay passed, even a password not seen
+    # before (alice's, forgotten here) is checked and accepted
+    checker._verified.clear()
+    response = await login(ALICE)
+    assert response.code == 429
+    await response.content()
+    now[0] += int(header(response, "Retry-After"))
+    response = await login(ALICE)
+    assert response.code == 200
+    await response.content()
+    assert len(throttle) == 0  # the success cleared the pair
 
-    checker.throttle.clock = lambda: time.monotonic() + 61  # the failures age out
-    response = await request(basic_registry, "GET", "", headers=basic(*ALICE))
-    assert response.code == 200
-    await response.content()
-    assert len(checker.throttle) == 0  # the success cleared the pair
+
+@pytest_twisted.ensureDeferred
+async def test_guessing_is_braked_but_never_locks_out_the_right_password(basic_registry):
+    async def login(credentials):
+        return await request(basic_registry, "GET", "", headers=basic(*credentials))
+
+    await guess_while_alice_logs_in(basic_registry, login)
 
 
 @pytest_twisted.ensureDeferred
@@ -351,6 +382,14 @@ async def token_for(running, scopes, credentials=None):
     response = await get_token(running, scopes, basic(*credentials) if credentials else None)
     assert response.code == 200, await response.content()
     return json.loads(await response.content())["token"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_token_server_login_is_braked_the_same_way(token_registry):
+    async def login(credentials):
+        return await get_token(token_registry, [], basic(*credentials))
+
+    await guess_while_alice_logs_in(token_registry, login)
 
 
 @pytest_twisted.ensureDeferred
@@ -625,6 +664,10 @@ async def test_tls_listener_with_http_tls(tmp_path):
     try:
         status, body = await deferToThread(https_get, port, context=client_context(ca))
         assert (status, body) == (200, b"{}")
+        # A refusal by the HTTP channel comes out through TLS too.
+        status, body = await deferToThread(https_get, port, context=client_context(ca),
+                                           headers={"X-Big": "b" * 20000})
+        assert status == 431 and json.loads(body)["errors"][0]["code"] == "UNSUPPORTED"
         # A blob comes out through TLS too (not sendfile'd past it).
         data = os.urandom(3 * 1024 * 1024 + 5)
         digest = await store_blob(running, "a/b", data)
@@ -751,3 +794,214 @@ async def test_ssl_endpoint_strings(tmp_path):
     other_key = certs.write(tmp_path, "other.key", certs.key_pem(certs.new_key()))
     with pytest.raises(ConfigError, match="cannot be used with"):
         listener(f"ssl:5443:privateKey={other_key}:certKey={certificate}", None)
+
+
+# --- hostile requests: never a 500 -----------------------------------------------
+
+#: Deterministic (the same examples on every run, on a busy machine too)
+#: and never timed: each example is a request over the loopback.
+EXAMPLES = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+#: Any JSON value, or a long string: what a client may put in a JOSE
+#: header or claim (small enough that the request's head stays under
+#: the server's 16 KiB limit, so the token reaches the verifier).
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+) | st.just("A" * 1500)
+HEADER_FIELDS = ["alg", "kid", "crit", "typ", "x5c", "jwk", "b64", "cty", "zip"]
+CLAIMS = ["iss", "aud", "exp", "nbf", "iat", "sub", "jti", "access", "token_use", "pwd"]
+TOKEN68 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~+/="
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def forge(header, payload, key=None):
+    """A compact JWS of any JSON C{header} and C{payload}, ES256-signed
+    with C{key} (else a junk signature): PyJWT's encoder would refuse
+    the hostile headers this is for."""
+    from jwt.algorithms import ECAlgorithm
+
+    signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(payload).encode())}"
+    signature = (ECAlgorithm(ECAlgorithm.SHA256).sign(signing_input.encode(), key)
+                 if key is not None else b"junk")
+    return f"{signing_input}.{b64url(signature)}"
+
+
+@st.composite
+def hostile_tokens(draw, running):
+    """Tokens a client could send: JOSE headers and claims of every JSON
+    type, signed by the token server's own key or not, some with a
+    segment that is not base64url JSON at all."""
+    issuer = running.app.token_issuer
+    header = {"alg": "ES256", "kid": issuer.kid}
+    for field in draw(st.lists(st.sampled_from(HEADER_FIELDS), max_size=3, unique=True)):
+        header[field] = draw(JSON_VALUES | st.sampled_from(["none", "HS256", "RS256", "EdDSA", issuer.kid]))
+    now = int(time.time())
+    claims = {"iss": issuer.issuer, "aud": issuer.service, "sub": "alice", "exp": now + 300,
+              "access": [], "token_use": draw(st.sampled_from(["refresh", None]))}
+    for claim in draw(st.lists(st.sampled_from(CLAIMS), max_size=3, unique=True)):
+        claims[claim] = draw(JSON_VALUES)
+    payload = claims if draw(st.integers(0, 4)) else draw(JSON_VALUES)
+    segments = forge(header, payload, issuer.private_key if draw(st.booleans()) else None).split(".")
+    if not draw(st.integers(0, 5)):
+        segments[draw(st.integers(0, 2))] = draw(st.text(alphabet=TOKEN68, max_size=40))
+    return ".".join(segments)
+
+
+async def answer(running, method, url, headers, data=None):
+    """C{(status, WWW-Authenticate, Content-Type, JSON body or None)}."""
+    response = await running.client.request(method, url, headers=headers, data=data)
+    body = await response.content()
+    return (response.code, header(response, "WWW-Authenticate"), header(response, "Content-Type"),
+            json.loads(body) if body else None)
+
+
+def error_codes(body):
+    return [error["code"] for error in body["errors"]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_hostile_bearer_tokens_are_invalid_token_never_500(token_registry, logged_failures):
+    """A bearer token with any JSON in its JOSE header (kid, crit, alg... of
+    the wrong type) or claims, signed or not, is refused 401 invalid_token
+    (403 if it verifies but grants nothing): a JSON error, no traceback."""
+    url = token_registry.v2("alice/app/tags/list")
+
+    @EXAMPLES
+    @given(hostile_tokens(token_registry))
+    @example(forge({"alg": ["ES256"], "kid": "x"}, {}))
+    @example(forge({"alg": "ES256", "kid": ["x"]}, {}))
+    @example(forge({"alg": "ES256", "kid": None, "crit": "exp"}, {}))
+    @example(forge({"alg": "ES256", "jwk": {"kty": ["EC"]}}, {}))
+    def check(token):
+        status, challenge, content_type, body = in_reactor(answer, token_registry, "GET", url, bearer(token))
+        assert status in (401, 403), (status, body)
+        assert content_type == "application/json"
+        if status == 401:
+            assert challenge.endswith('error="invalid_token"'), challenge
+            assert error_codes(body) == ["UNAUTHORIZED"]
+        else:
+            assert error_codes(body) == ["DENIED"]
+        assert logged_failures == []
+
+    await run_examples(check)
+
+
+@pytest_twisted.ensureDeferred
+async def test_hostile_refresh_tokens_are_refused_never_500(token_registry, logged_failures):
+    """The token server's refresh grant refuses the same hostile tokens
+    with a JSON 401, never a 500 or a traceback."""
+    from urllib.parse import urlencode
+
+    url = f"{token_registry.url}/auth/token"
+
+    @EXAMPLES
+    @given(hostile_tokens(token_registry))
+    @example(forge({"alg": {}, "kid": "x"}, {}))
+    @example(forge({"alg": "ES256", "kid": 7}, {}))
+    @example(forge({"alg": "ES256", "crit": [None]}, {}))
+    def check(token):
+        form = urlencode({"grant_type": "refresh_token", "refresh_token": token,
+                          "service": "registry.test", "client_id": "t"}).encode()
+        status, _, content_type, body = in_reactor(
+            answer, token_registry, "POST", url,
+            {"Content-Type": "application/x-www-form-urlencoded"}, form)
+        assert (status, content_type) == (401, "application/json"), body
+        assert error_codes(body) == ["UNAUTHORIZED"]
+        assert logged_failures == []
+
+    await run_examples(check)
+
+
+SEGMENTS = [
+    "v2", "auth", "token", "blobs", "uploads", "manifests", "tags", "list", "_catalog", "referrers",
+    "alice", "app", "App", "latest", "sha256:" + "a" * 64, "", ".", "..", "%2f", "%2F", "%5c",
+    "%00", "%ff", "%fe%ff", "%c3%28", "%e2%82", "%zz", "%", "%4", "%41", "a b", "\x00", "\x01",
+    "\x7f", "\xe9", ";", "~", "*", "%20",
+]
+
+
+@st.composite
+def hostile_paths(draw):
+    """Request targets near and far from the API's: double and missing
+    slashes, ``..``, escapes of separators and of invalid UTF-8, invalid
+    escapes, control bytes, raw non-ASCII, very long ones."""
+    start = draw(st.sampled_from(["/v2/", "/v2/", "/v2/alice/", "/v2//", "//v2/", "/v2", "/auth/", "/"]))
+    segments = draw(st.lists(st.sampled_from(SEGMENTS), max_size=6))
+    path = start + "/".join(segments) + draw(st.sampled_from(["", "/", "//"]))
+    if not draw(st.integers(0, 5)):
+        path += "/" + "a" * draw(st.integers(1000, 20000))
+    path += draw(st.sampled_from(["", "?", "?n=%ff", "?scope=repository:alice/../x:pull", "?last=%"]))
+    return path.encode("latin-1")
+
+
+ANSWERS = {400, 401, 404, 405, 414, 431}
+#: Host headers werkzeug's IDNA encoding or klein's UTF-8 decoding refuse,
+#: and some they accept (None: the server's address).
+HOSTS = [None, None, None, ".", "a..b", "x" * 64, "\xff", "[::1", "", "a b", "h:1:2", "xn--zz"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_hostile_paths_get_json_errors_never_500(token_registry, logged_failures):
+    """Whatever the request target, an unauthenticated client gets an
+    answer (never a silent close), a JSON error of 400, 401, 404, 405, 414
+    or 431 (never a 5xx, never a redirect; a token from /auth/token is
+    the one 200), and nothing is logged as a failure; so does any Host."""
+    port = token_registry.port.getHost().port
+
+    @EXAMPLES
+    @given(st.sampled_from(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]), hostile_paths(),
+           st.sampled_from(HOSTS))
+    @example("GET", b"/v2//", None)
+    @example("GET", b"//v2/", None)
+    @example("POST", b"/v2/alice/app/blobs/uploads", None)
+    @example("GET", b"/auth//token", None)
+    @example("GET", b"/v2/alice/app/tags/list/", None)
+    @example("GET", b"/v2/%ff/tags/list", None)
+    @example("GET", b"/v2/alice/app/manifests/%c3%28", None)
+    @example("GET", b"/v2/" + b"a" * 20000, None)
+    @example("GET", b"/v2/", "a..b")
+    def check(method, path, host):
+        request_bytes = raw_request_bytes(port, method, path, host=host)
+        status, headers, body = exchange(port, request_bytes, method != "HEAD")
+        assert headers.get("content-type") == "application/json", (status, headers, body)
+        if status == 200:
+            assert method in ("GET", "POST") and "token" in json.loads(body), body
+        else:
+            assert status in ANSWERS, (status, body)
+            if method != "HEAD":
+                assert json.loads(body)["errors"]
+        assert logged_failures == []
+
+    await run_examples(check)
+
+
+@pytest_twisted.ensureDeferred
+async def test_token_server_refuses_scopes_naming_invalid_repositories(token_registry):
+    """A repository scope must name a repository the API would accept, or
+    the request is refused (400), in both forms, and nothing is granted:
+    names off the scope grammar (``alice/../secret/app`` matches alice's
+    ``${user}/**`` rule as a string), and names the grammar allows but the
+    API does not (a registry host prefix, uppercase in it, over 255
+    characters: ``alice/aaa...`` matches ``${user}/**`` too)."""
+    off_grammar = ["alice/../secret/app", "alice//app", "alice/", "/alice/app", "alice/./app"]
+    api_invalid = ["Alice/app", "localhost:5000/alice/app", "alice/" + "a" * 300]
+    for name in off_grammar + api_invalid:
+        scope = f"repository:{name}:pull,push"
+        response = await get_token(token_registry, [scope], basic(*ALICE))
+        assert response.code == 400, name
+        [(code, message)] = await error_of(response)
+        assert message.startswith("scope 'repository:"), message
+        assert code == ("NAME_INVALID" if name in api_invalid else "UNSUPPORTED"), (name, code)
+        response = await post_form(token_registry, grant_type="password", username="alice",
+                                   password="wonderland", service="registry.test", scope=scope)
+        assert response.code == 400, name
+        await response.content()
+    token = await token_for(token_registry, ["repository:alice/secret-app:pull"], ALICE)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["access"] == [{"type": "repository", "name": "alice/secret-app", "actions": ["pull"]}]

@@ -196,7 +196,7 @@ async def test_errors(server):
     response = await server.client.get(server.v2("ok%2Fx/blobs/" + sha256(b"x")))
     assert response.code == 400 and await error_code(response) == ["NAME_INVALID"]
     response = await server.client.get(server.v2("ok/blobs/uploads/not-a-uuid"))
-    assert response.code == 404 and await error_code(response) == ["BLOB_UPLOAD_UNKNOWN"]
+    assert response.code == 400 and await error_code(response) == ["BLOB_UPLOAD_INVALID"]
 
 
 @pytest_twisted.ensureDeferred

@@ -150,8 +150,45 @@ async def test_put_by_digest_with_tags(server):
         server.v2(f"img/t/manifests/{digest}?tag=a&tag=b"), data=body, headers={"Content-Type": OCI_MANIFEST}
     )
     assert response.code == 201, await response.content()
+    assert response.headers.getRawHeaders("OCI-Tag") == ["a, b"]
     response = await server.client.get(server.v2("img/t/tags/list"))
     assert json.loads(await response.content()) == {"name": "img/t", "tags": ["a", "b"]}
+
+
+def oci_tags(response):
+    """The OCI-Tag list (RFC 9110 section 5: fields joined by commas)."""
+    return [tag.strip() for value in response.headers.getRawHeaders("OCI-Tag") or []
+            for tag in value.split(",") if tag.strip()]
+
+
+@pytest_twisted.ensureDeferred
+async def test_oci_tag_names_each_accepted_tag(server):
+    """The spec's OCI-Tag response header lists every tag a manifest PUT
+    set, once each: by sha256 and sha512 digest with ?tag=, and by tag;
+    no header when a digest PUT sets no tag."""
+    from tests.support import sha512
+
+    body = await push_image(server, "img/ot")
+    for digest in (sha256(body), sha512(body)):
+        response = await server.client.put(
+            server.v2(f"img/ot/manifests/{digest}?tag=1.2.3&tag=1.2&tag=1&tag=latest&tag=1"),
+            data=body, headers={"Content-Type": OCI_MANIFEST},
+        )
+        assert response.code == 201, await response.content()
+        await response.content()
+        assert header(response, "Docker-Content-Digest") == digest
+        assert oci_tags(response) == ["1.2.3", "1.2", "1", "latest"]
+        response = await server.client.get(server.v2("img/ot/manifests/1.2"))
+        assert header(response, "Docker-Content-Digest") == digest
+        assert await response.content() == body
+    response = await put_manifest(server, "img/ot", "v9", body)
+    assert response.code == 201
+    await response.content()
+    assert oci_tags(response) == ["v9"]
+    response = await put_manifest(server, "img/ot", sha256(body), body)
+    assert response.code == 201
+    await response.content()
+    assert response.headers.getRawHeaders("OCI-Tag") is None
 
 
 @pytest_twisted.ensureDeferred
@@ -335,6 +372,59 @@ async def test_sparse_index_accepted_when_configured(tmp_path):
     finally:
         await pool.closeCachedConnections()
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sparse_images_accepted_when_configured(tmp_path):
+    """validation.manifests.images.blobs: none (accept_sparse_images): an
+    image manifest whose config and layers were never pushed is accepted
+    and can be pulled by tag and digest; its blobs answer 404 BLOB_UNKNOWN.
+    An index still needs its children, and without the switch the same
+    manifest is refused naming the missing blobs."""
+    from twisted.internet import reactor
+
+    from tests.support import RunningRegistry, make_client, start_registry
+
+    missing = [sha256(b"config elsewhere"), sha256(b"layer elsewhere")]
+    body = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": missing[0], "size": 16},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": missing[1], "size": 15}],
+    }).encode()
+    index = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": sha256(b"not pushed"), "size": 10}],
+    }).encode()
+    for sparse in (True, False):
+        root = tmp_path / f"sparse-{sparse}"
+        registry, port = await start_registry(root, accept_sparse_images=sparse)
+        client, pool = make_client(reactor)
+        server = RunningRegistry(f"http://127.0.0.1:{port.getHost().port}", registry, root, port, client)
+        try:
+            response = await put_manifest(server, "mirror/img", "arm64", body)
+            if not sparse:
+                assert response.code == 400
+                body_json = json.loads(await response.content())
+                assert body_json["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN"
+                assert body_json["errors"][0]["detail"]["missing"] == missing
+                continue
+            assert response.code == 201, await response.content()
+            await response.content()
+            for reference in ("arm64", sha256(body)):
+                response = await server.client.get(server.v2(f"mirror/img/manifests/{reference}"),
+                                                   headers={"Accept": OCI_MANIFEST})
+                assert response.code == 200 and await response.content() == body
+            for digest in missing:
+                response = await server.client.get(server.v2(f"mirror/img/blobs/{digest}"))
+                assert response.code == 404
+                assert await error_codes(response) == ["BLOB_UNKNOWN"]
+            response = await put_manifest(server, "mirror/img", "multi", index, OCI_INDEX)
+            assert response.code == 400
+            assert await error_codes(response) == ["MANIFEST_BLOB_UNKNOWN"]
+        finally:
+            await pool.closeCachedConnections()
+            await port.stopListening()
 
 
 @pytest_twisted.ensureDeferred

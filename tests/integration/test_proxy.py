@@ -10,6 +10,8 @@ import socket
 import time
 
 import pytest_twisted
+from twisted.internet.interfaces import IPullProducer
+from zope.interface import implementer
 
 from tests.integration.test_auth_api import (
     ACCESS, ALICE, HTPASSWD, basic, push_blob, request, serve,
@@ -481,10 +483,13 @@ async def test_an_upstream_that_stalls_mid_blob_is_given_up(tmp_path):
             request.write(data[: len(data) // 2])
             return server.NOT_DONE_YET  # and never finishes
 
+    from registryd import metrics
+
     site = server.Site(Stalling())
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
     proxy = await start_proxy(tmp_path, f"http://127.0.0.1:{port.getHost().port}")
     proxy.service.app.proxy.upstream.timeout = 0.5
+    pulled = metrics.sample("registryd_proxy_pulled_bytes_total", type="blob")
     try:
         response = await proxy.client.get(proxy.v2(f"team/app/blobs/{digest}"))
         try:
@@ -492,12 +497,102 @@ async def test_an_upstream_that_stalls_mid_blob_is_given_up(tmp_path):
         except Exception:
             body = None
         assert body is None or len(body) < len(data)
+        # what was relayed is what upstream sent before it stalled
+        assert metrics.sample("registryd_proxy_pulled_bytes_total", type="blob") - pulled == len(data) // 2
         root = proxy_root(tmp_path)
         assert not blob_file(root, digest).exists()
         await wait_for(lambda: uploads_left(root, "team/app") == [])
     finally:
         await proxy.stop()
         await port.stopListening()
+
+
+class Endless:
+    """A twisted.web upstream whose blob GETs start with the blob's bytes
+    and then stream on without end (chunked, or under a claimed
+    C{Content-Length}), for as long as the proxy reads."""
+
+    def __init__(self, data, claimed_length=None):
+        from twisted.internet import reactor
+        from twisted.web import server
+        from twisted.web.resource import Resource
+
+        endless = self
+
+        class Registry(Resource):
+            isLeaf = True
+
+            def render(self, request):
+                if request.path == b"/v2/":
+                    return b"{}"
+                if endless.claimed_length is not None:
+                    request.setHeader(b"Content-Length", b"%d" % endless.claimed_length)
+                if request.method == b"HEAD":
+                    return b""
+                endless.stream(request)
+                return server.NOT_DONE_YET
+
+        self.data = data
+        self.claimed_length = claimed_length
+        self.sent = 0
+        self.port = reactor.listenTCP(0, server.Site(Registry()), interface="127.0.0.1")
+        self.url = f"http://127.0.0.1:{self.port.getHost().port}"
+
+    def stream(self, request):
+        endless = self
+
+        @implementer(IPullProducer)
+        class Zeros:
+            """Another 64 KiB each time the proxy's side takes more."""
+
+            def resumeProducing(self):
+                request.write(b"\0" * 65536)
+                endless.sent += 65536
+
+            def stopProducing(self):
+                pass
+
+        request.write(self.data)
+        self.sent += len(self.data)
+        request.registerProducer(Zeros(), False)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_upstream_that_sends_more_than_the_blob_is_cut_off(tmp_path):
+    """Upstream streams on past the blob's end without a Content-Length:
+    the proxy takes at most proxy.maxblobsize bytes (the metric of bytes
+    pulled says so), cuts the client off with a short body, caches
+    nothing; an announced size above proxy.maxblobsize is refused before
+    a byte is relayed."""
+    from registryd import metrics
+
+    data = os.urandom(256 * 1024)
+    digest = sha256(data)
+    limit = 4 * 1024 * 1024
+    upstream = Endless(data)
+    proxy = await start_proxy(tmp_path, upstream.url, f"  maxblobsize: {limit}\n")
+    root = proxy_root(tmp_path)
+    try:
+        pulled = metrics.sample("registryd_proxy_pulled_bytes_total", type="blob")
+        response = await proxy.client.get(proxy.v2(f"team/app/blobs/{digest}"))
+        try:
+            body = await response.content()
+        except Exception:
+            body = None
+        assert body is None or len(body) < limit
+        assert metrics.sample("registryd_proxy_pulled_bytes_total", type="blob") - pulled <= limit
+        assert not blob_file(root, digest).exists()
+        await wait_for(lambda: uploads_left(root, "team/app") == [])
+
+        upstream.claimed_length = limit + 1
+        status, _, body = await get(proxy, f"team/app/blobs/{digest}")
+        assert status == 503 and codes(body) == ["UNAVAILABLE"]
+        assert b"larger than proxy.maxblobsize" in body
+        assert metrics.sample("registryd_proxy_pulled_bytes_total", type="blob") - pulled <= limit
+        assert not blob_file(root, digest).exists()
+    finally:
+        await proxy.stop()
+        await upstream.port.stopListening()
 
 
 @pytest_twisted.ensureDeferred

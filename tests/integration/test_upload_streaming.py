@@ -188,3 +188,33 @@ async def test_chunked_transfer_encoding_patch(server):
     assert f"Range: 0-{len(data) - 1}".encode() in out
     status, headers, _ = await raw_request(server, "PUT", f"{path}?digest={sha256(data)}")
     assert status == 201
+
+
+@pytest_twisted.ensureDeferred
+async def test_malformed_chunked_patch_is_answered_and_keeps_the_bytes_before(server, logged_failures):
+    """A streamed PATCH whose chunked encoding breaks after 100,000 good
+    bytes gets a JSON 400 from the upload handler (Twisted wrote a bare
+    400 into the connection, whatever the handler was doing), the
+    connection closes, and the good bytes are kept to resume from."""
+    location = await new_upload(server, "chunked/broken")
+    path = location.split(server.url, 1)[1]
+    good = os.urandom(100_000)
+
+    def send(port):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(
+                f"PATCH {path} HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+                + b"%x\r\n%s\r\n" % (len(good), good) + b"not-a-chunk-size\r\n"
+            )
+            out = b""
+            while chunk := sock.recv(65536):
+                out += chunk
+        return out
+
+    out = await deferToThread(send, server.port.getHost().port)
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), out[:300]
+    assert b"Content-Type: application/json" in head and b"Connection: close" in head
+    assert b"not well-formed" in body
+    await wait_for_offset(server, location, len(good))
+    assert logged_failures == []

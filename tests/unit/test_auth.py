@@ -442,6 +442,39 @@ def test_issuer_grants_the_intersection(tmp_path):
         ["repository:public/a:pull"]
 
 
+NAME_PARTS = ["alice", "secret", "app", "..", ".", "", "App", "a-b", "a__b", "a___b", "-a", "a.",
+              "x" * 300, "%2e%2e", "\u00e9", "localhost:5000", "a\x00", "*", "${user}"]
+
+
+def test_issuer_grants_only_repository_names_the_api_accepts(tmp_path):
+    """Whatever repository name a scope carries, the token server either
+    refuses the request (a 400 RegistryError) or asks the policy only
+    about names the API accepts: alice's ``${user}/**`` rule matches
+    ``alice/../secret/app`` as a string, and must never see it."""
+    from hypothesis import example, given, settings
+    from hypothesis import strategies as st
+
+    from registryd.names import check_repository_name
+
+    issuer, _ = issuer_for(tmp_path, policy=AccessRules(
+        [Rule(["${user}/**"], users=["*"], actions=["pull", "push"])]))
+    names = st.lists(st.sampled_from(NAME_PARTS), min_size=1, max_size=5).map("/".join) | st.text(max_size=30)
+
+    @settings(max_examples=300, derandomize=True, database=None, deadline=None)
+    @given(names, st.sampled_from(["pull", "push", "*", "pull,push", ""]))
+    @example("alice/" + "a" * 300, "pull")  # in the scope grammar, over the API's 255
+    def check(name, actions):
+        try:
+            requested = issuer.requested([f"repository:{name}:{actions}"])
+        except errors.RegistryError as error:
+            assert error.status == 400
+            return
+        for access in issuer.grant("alice", requested):
+            assert check_repository_name(access.name) == access.name
+
+    check()
+
+
 def test_issued_tokens_verify_and_refresh_tokens_are_separate(tmp_path):
     issuer, path = issuer_for(tmp_path)
     verifier = TokenVerifier("registryd", "registry", [(issuer.kid, issuer.public_key)])

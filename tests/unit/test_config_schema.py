@@ -245,7 +245,7 @@ def test_go_duration_strings_are_the_sum_of_their_parts(parts):
         assert Duration(numbers=numbers).check(text, "k") == pytest.approx(expected)
 
 
-@given(st.integers(0, 10**12))
+@given(st.integers(0, 9 * 10**9))  # Go durations end near 292 years
 def test_a_number_is_read_in_the_keys_unit(number):
     assert Duration().check(number, "k") == pytest.approx(number * 1e-9)
     assert Duration(numbers="seconds").check(number, "k") == number

@@ -426,3 +426,25 @@ def test_guard_refuses_what_was_held_during_a_collection():
         assert guard.in_use("sha256:b") and not guard.begin_delete("sha256:b")
     assert not guard.in_use("sha256:b")
     assert guard.begin_delete("sha256:b")
+
+
+@pytest_twisted.ensureDeferred
+async def test_names_with_a_newline_left_by_an_older_registryd_are_passed_over(tmp_path):
+    """An older registryd let ``secret%0a`` in as a tag, and ``app%0a`` as a
+    mount source: directories with a newline, which the drivers now refuse
+    to touch.  GC and the catalog pass over them instead of failing."""
+    registry = Registry(FilesystemDriver(str(tmp_path)), delete_enabled=True)
+    digest, blobs, _ = await push_image(registry, "app", "v1")
+    repositories = str(tmp_path) + paths.repositories()
+    stray_tag = f"{repositories}/app/_manifests/tags/secret\n/current"
+    os.makedirs(stray_tag)
+    with open(f"{stray_tag}/link", "w") as link:
+        link.write(str(digest))
+    os.makedirs(f"{repositories}/app\n/_manifests/tags")
+
+    report = await collect_garbage(registry, clock=later(), delete_untagged=True)
+
+    assert report.blobs_removed == []
+    assert await registry.repositories() == ["app"]
+    assert await registry.repository_page() == (["app"], False)
+    assert await registry.repository("app").manifests.tags() == ["v1"]
