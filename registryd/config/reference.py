@@ -48,13 +48,17 @@ def _default(key):
 def markdown_reference(cls):
     """A Markdown table of every key: path, type, default, and meaning."""
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    own_prefixes = ()  # the keys inside registryd's own sections are its own too
     for info in iter_keys(cls):
         key = info.key
         default = _default(key)
+        own = key.own or info.path.startswith(own_prefixes)
+        if key.own:
+            own_prefixes += (info.path + ".", info.path + "[")
         notes = [
             note for flag, note in (
                 (key.not_yet, "not supported by registryd yet (refused)"),
-                (key.own, "registryd's own"),
+                (own, "registryd's own"),
                 (key.ignored, "accepted, without effect"),
                 (key.secret, "secret"),
                 (key.required, "required"),

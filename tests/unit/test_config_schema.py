@@ -331,14 +331,3 @@ def test_keys_as_written_come_from_the_schema():
     assert key_as_written("listing.max_tags") == "tags.maxtags"
     assert key_as_written("storage.parameters", parse_config(
         {"version": 0.1, "storage": {"inmemory": None}})) == "storage.inmemory"
-
-
-def test_a_file_of_many_errors_is_reported_in_bounded_lines():
-    mapping = {"version": "0.1", "storage": {"inmemory": None}}
-    mapping.update({f"bogus{index}": 1 for index in range(100)})
-    with pytest.raises(ConfigErrors) as info:
-        parse_config(mapping)
-    assert len(info.value.errors) == 100
-    lines = str(info.value).splitlines()
-    assert len(lines) == ConfigErrors.MAX_REPORTED + 1
-    assert lines[-1] == f"... and {100 - ConfigErrors.MAX_REPORTED} more problems"
