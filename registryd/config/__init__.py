@@ -16,8 +16,9 @@ of a file's errors are reported at once, in document order.
 
 The package: ``errors`` (ConfigError), ``types`` (value types, the one
 duration rule), ``schema`` (keys as attrs field metadata, the one parser,
-the key walker), one module per section, ``root`` (Config) and ``load``
-(the file).  It is pure (no reactor, no I/O except reading the file in
+the key walker), one module per section, ``root`` (Config), ``load`` (the
+file) and ``reference`` (the key list for README.md and operators, written
+from the schema).  It is pure (no reactor, no I/O except reading the file in
 :func:`load_config`): storage drivers are created from a
 :class:`StorageConfig` elsewhere (``registryd.service``), because driver
 parameters belong to the drivers, which may come from plugins.
