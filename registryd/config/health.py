@@ -26,15 +26,12 @@ from registryd.config.types import (
     Integer,
     String,
     TCPAddress,
+    zero_is,
 )
 
 #: Seconds an HTTP or TCP health check may take when no timeout is set.
 DEFAULT_CHECK_TIMEOUT = 5.0
 DEFAULT_CHECK_INTERVAL = 10.0
-
-
-def _or_default_interval(seconds):
-    return seconds or DEFAULT_CHECK_INTERVAL
 
 
 def _at_least_one(count):
@@ -43,12 +40,12 @@ def _at_least_one(count):
 
 def _interval(doc):
     return setting("interval", Duration(minimum=0.1), doc, default=DEFAULT_CHECK_INTERVAL,
-                   convert=_or_default_interval)
+                   convert=zero_is(DEFAULT_CHECK_INTERVAL))
 
 
 def _timeout():
     return setting("timeout", Duration(minimum=0.001), "How long the check may take.",
-                   default=DEFAULT_CHECK_TIMEOUT, convert=lambda seconds: seconds or DEFAULT_CHECK_TIMEOUT)
+                   default=DEFAULT_CHECK_TIMEOUT, convert=zero_is(DEFAULT_CHECK_TIMEOUT))
 
 
 def _threshold():
@@ -117,7 +114,7 @@ class HealthConfig:
     storagedriver = setting("storagedriver.enabled", Boolean(),
                             "Write and read back a file in the storage periodically.", default=False)
     interval = setting("storagedriver.interval", Duration(minimum=0.1), "How often.",
-                       default=DEFAULT_CHECK_INTERVAL, convert=_or_default_interval)
+                       default=DEFAULT_CHECK_INTERVAL, convert=zero_is(DEFAULT_CHECK_INTERVAL))
     #: consecutive failures before the driver counts as unhealthy
     threshold = setting("storagedriver.threshold", NON_NEGATIVE,
                         "Failures in a row before the node is unhealthy.", default=1,

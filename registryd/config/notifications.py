@@ -18,6 +18,7 @@ from registryd.config.types import (
     Headers,
     Pattern,
     String,
+    zero_is,
 )
 
 #: Distribution's EndpointConfig.defaults(): timeout 1s, threshold 10, backoff 1s.
@@ -57,13 +58,13 @@ class EndpointConfig:
     url = setting("url", HTTPURL(), "Where events are POSTed.", required="required")
     headers = setting("headers", Headers(), "Request headers.", factory=dict)
     timeout = setting("timeout", Duration(), "Per attempt.", default=DEFAULT_ENDPOINT_TIMEOUT,
-                      convert=lambda seconds: seconds or DEFAULT_ENDPOINT_TIMEOUT)
+                      convert=zero_is(DEFAULT_ENDPOINT_TIMEOUT))
     threshold = setting("threshold", NON_NEGATIVE, "Failures in a row before backing off.",
                         default=DEFAULT_ENDPOINT_THRESHOLD,
-                        convert=lambda count: count or DEFAULT_ENDPOINT_THRESHOLD)
+                        convert=zero_is(DEFAULT_ENDPOINT_THRESHOLD))
     backoff = setting("backoff", Duration(), "Then one attempt per backoff.",
                       default=DEFAULT_ENDPOINT_BACKOFF,
-                      convert=lambda seconds: seconds or DEFAULT_ENDPOINT_BACKOFF)
+                      convert=zero_is(DEFAULT_ENDPOINT_BACKOFF))
     #: ignoredmediatypes and ignore.mediatypes together
     ignored_media_types = setting("ignore.mediatypes", ListOf(String()),
                                   "Media types whose events are not sent.", default=(),

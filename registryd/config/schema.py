@@ -300,15 +300,15 @@ class ListOf(ValueType):
         if not isinstance(value, list) or (self.nonempty and not value):
             raise ConfigError(path, self.message.format(got=describe(value)))
 
-        def items(parser):
-            read = [parser.read(self.item, item, f"{path}[{index}]") for index, item in enumerate(value)]
-            if any(item is INVALID for item in read):
-                return INVALID
-            if self.most is not None and len(read) > self.most:
-                raise ConfigError(f"{path}[{self.most}]", self.too_many)
-            return read
+        return _with_parser(parser, lambda parser: self._items(parser, value, path))
 
-        return _with_parser(parser, items)
+    def _items(self, parser, value, path):
+        read = [parser.read(self.item, item, f"{path}[{index}]") for index, item in enumerate(value)]
+        if any(item is INVALID for item in read):
+            return INVALID
+        if self.most is not None and len(read) > self.most:
+            raise ConfigError(f"{path}[{self.most}]", self.too_many)
+        return read
 
 
 def _with_parser(parser, function):

@@ -197,6 +197,12 @@ class Duration(ValueType):
         return seconds
 
 
+def zero_is(default):
+    """A key's convert where 0 means the default, as Distribution reads its
+    timeouts, intervals and thresholds."""
+    return lambda value: value or default
+
+
 def parse_duration(value, path):
     """A Distribution duration key's value as seconds (L{Duration}'s rule)."""
     return Duration().check(value, path)

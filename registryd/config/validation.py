@@ -19,6 +19,11 @@ class URLLists:
     deny = setting("deny", ListOf(Regexp()), "...and none of these.", factory=list)
 
 
+def _sparse(choice):
+    """platforms or blobs: none accepts what is missing."""
+    return choice == "none"
+
+
 def _finish_validation(found):
     lists = found.values.get("url_policy")
     checking = not found.extras.get("disabled", False) and found.extras.get("enabled", True)
@@ -47,7 +52,7 @@ class ValidationConfig:
     accept_sparse_manifests = setting(
         "manifests.indexes.platforms", Choice("all", "none"),
         "none: accept indexes whose child manifests were not pushed.", default=False,
-        convert=lambda choice: choice == "none", shown="all")
+        convert=_sparse, shown="all")
     #: validation.manifests.images.blobs (registryd's key, in the style of
     #: indexes.platforms): "all" (default) requires an image manifest's
     #: config and layers to be in the repository; "none" accepts sparse
@@ -55,7 +60,7 @@ class ValidationConfig:
     accept_sparse_images = setting(
         "manifests.images.blobs", Choice("all", "none"),
         "none: accept image manifests whose config and layers were not pushed.", default=False,
-        convert=lambda choice: choice == "none", shown="all", own=True)
+        convert=_sparse, shown="all", own=True)
     #: validation.manifests.urls as a registryd.manifests.verify.URLPolicy;
     #: None (no such section, or validation.disabled) accepts any URL.
     url_policy = setting("manifests.urls", SectionOf(URLLists),
