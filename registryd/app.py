@@ -50,6 +50,32 @@ async def _post_token(app, request):
     return await token.post_token(_token_issuer(app, request), request)
 
 
+def _browser_wants_html(request):
+    accept = request.getHeader("accept") or ""
+    return "text/html" in accept.lower()
+
+
+async def _root(app, request):
+    """C{/}: a browser is led to the web interface; an API client gets the
+    404 it always got."""
+    if app.ui is not None and _browser_wants_html(request):
+        request.setResponseCode(302)
+        request.setHeader("Location", app.urls.local("/ui/"))
+        request.setHeader("Content-Length", "0")
+        return b""
+    request.setHeader(*base.API_VERSION_HEADER)
+    raise errors.NotFound(detail={"path": request.path.decode("latin-1")})
+
+
+async def _ui(app, request, **params):
+    """C{/ui/...}: the web interface (registryd.ui), which routes the rest
+    of the path and answers for itself (HTML, its own sign-in)."""
+    if app.ui is None:
+        request.setHeader(*base.API_VERSION_HEADER)
+        raise errors.NotFound(detail={"path": request.path.decode("latin-1")})
+    return app.ui_resource
+
+
 def _request_id(request):
     """The request's id: the one its route gave it, or (a request no route
     took) one made now, with the API version header it did not get."""
@@ -120,6 +146,17 @@ class RegistryApp:
         #: registryd.proxy.ProxyCache when registryd is a pull-through
         #: cache (proxy.remoteurl), else None
         self.proxy = None
+        #: registryd.ui.app.UIApp, the web interface under /ui/, or None
+        self.ui = None
+        self.ui_resource = None
+
+    def enable_ui(self, access, session_key):
+        """Serve the web interface (registryd.ui) under /ui/, signing users
+        in through C{access} (registryd.ui.access.UIAccess)."""
+        from registryd.ui.app import UIApp
+
+        self.ui = UIApp(self, access, session_key)
+        self.ui_resource = self.ui.resource()
 
     async def admit(self, request, name, needs):
         """What every /v2/ request passes before its handler (the route
@@ -219,6 +256,8 @@ class RegistryApp:
             b"GET": endpoint(_get_token), b"POST": endpoint(_post_token),
         }, api=False)
     del token_path
+    routes.add("/", "root", {b"GET": endpoint(_root)}, api=False)
+    routes.add("/ui/", "ui", {b"GET": endpoint(_ui), b"POST": endpoint(_ui)}, api=False, branch=True)
 
     # errors
 
