@@ -14,6 +14,8 @@ import attrs
 import jinja2
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
+STATIC_DIRECTORY = os.path.join(_HERE, "static")
+TEMPLATE_DIRECTORY = os.path.join(_HERE, "templates")
 
 _CONTENT_TYPES = {
     ".css": "text/css; charset=utf-8",
@@ -47,7 +49,7 @@ class StaticFile:
     version: str
 
 
-def load_static(directory=os.path.join(_HERE, "static")):
+def load_static(directory=STATIC_DIRECTORY):
     """{file name: L{StaticFile}} for everything in C{directory}."""
     files = {}
     for name in sorted(os.listdir(directory)):
@@ -63,7 +65,7 @@ def load_static(directory=os.path.join(_HERE, "static")):
 class Templates:
     """The page templates, with the helpers they use."""
 
-    def __init__(self, static, directory=os.path.join(_HERE, "templates")):
+    def __init__(self, static, directory=TEMPLATE_DIRECTORY):
         self._environment = jinja2.Environment(
             loader=jinja2.FileSystemLoader(directory),
             autoescape=True,
