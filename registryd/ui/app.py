@@ -23,6 +23,7 @@ from klein import Klein
 from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import RequestRedirect
 
 from registryd import errors
 from registryd.api.base import query_arg
@@ -313,7 +314,9 @@ class UIApp:
     def registry_error(self, request, failure):
         return self._error_page(request, failure.value)
 
-    @app.handle_errors(NotFound)
+    # werkzeug answers a path it would spell differently ('//') with a
+    # redirect; such a path is no page, as in the API.
+    @app.handle_errors(NotFound, RequestRedirect)
     def not_found(self, request, failure):
         return self._error_page(request, errors.NotFound("no such page"))
 
