@@ -186,6 +186,10 @@ class GCConfig:
 DEFAULT_MANHOLE_LISTEN = "tcp:5022:interface=127.0.0.1"
 #: Where the manhole's host key is kept (created on first start).
 DEFAULT_MANHOLE_HOST_KEY = "./manhole_host_key"
+#: How long one statement typed in the manhole may compute before it is stopped.
+DEFAULT_MANHOLE_TIME_LIMIT = 30.0
+#: How much the daemon may grow while manhole statements run (bytes).
+DEFAULT_MANHOLE_MEMORY_LIMIT = 512 * 1024 * 1024
 
 
 @attr.s(frozen=True, slots=True)
@@ -196,6 +200,10 @@ class ManholeConfig:
     listen = attr.ib(default=DEFAULT_MANHOLE_LISTEN)
     user = attr.ib(default="admin")
     host_key = attr.ib(default=None)  # absolute path; None: DEFAULT_MANHOLE_HOST_KEY
+    #: Seconds one typed statement may compute (waiting on a helper excluded).
+    timelimit = attr.ib(default=DEFAULT_MANHOLE_TIME_LIMIT)
+    #: Bytes the daemon's memory may grow by while typed statements run.
+    memorylimit = attr.ib(default=DEFAULT_MANHOLE_MEMORY_LIMIT)
 
 
 @attr.s(frozen=True, slots=True)
@@ -1077,7 +1085,8 @@ def _parse_gc(value, path):
 
 
 def _parse_manhole(value, path):
-    """manhole: listen, authorized_keys (required), user, host_key.
+    """manhole: listen, authorized_keys (required), user, host_key,
+    timelimit (a duration), memorylimit (bytes).
 
     File paths are made absolute now, against the start-up directory, as
     the filesystem driver's root is.  The endpoint string and the key file
@@ -1106,9 +1115,18 @@ def _parse_manhole(value, path):
             raise ConfigError(path, f"expected a user name of letters, digits, '_', '.', '-', got {value!r}")
         found["user"] = value
 
+    def timelimit(value, path):
+        found["timelimit"] = _duration(value, path, minimum=0.1)
+
+    def memorylimit(value, path):
+        _integer(value, path)
+        if value < 1024 * 1024:
+            raise ConfigError(path, f"expected at least 1048576 bytes, got {value}")
+        found["memorylimit"] = value
+
     handlers = dict(
         listen=listen, authorized_keys=file_path("authorized_keys"), user=user,
-        host_key=file_path("host_key"),
+        host_key=file_path("host_key"), timelimit=timelimit, memorylimit=memorylimit,
     )
     _walk(value, path, handlers)
     if "authorized_keys" not in found:

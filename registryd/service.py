@@ -278,7 +278,7 @@ class RegistryService(MultiService):
 
             self.manhole = ManholeService(
                 self.config.manhole,
-                lambda: make_namespace(self.registry, self.maintenance, self.config),
+                lambda: make_namespace(self.registry, self.maintenance, self.config, reactor),
                 reactor=reactor,
             )
             self.manhole.setServiceParent(self)

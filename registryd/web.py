@@ -543,7 +543,7 @@ class StreamingSite(server.Site):
         self.channels = set()
         #: (method, path) -> STREAMED or BUFFERED, for a request whose
         #: headers are in: the resource's route table says
-        #: (registryd.app.RegistryResource)
+        #: (registryd.app._RegistryResource)
         self.body_mode = getattr(resource, "body_mode", all_buffered)
 
     def buildProtocol(self, addr):

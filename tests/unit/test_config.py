@@ -914,10 +914,13 @@ def test_manhole_section(tmp_path, monkeypatch):
         user="admin", host_key=str(tmp_path / "manhole_host_key"))
     config = parse(minimal(
         "manhole:\n  listen: tcp:2222:interface=10.0.0.1\n  authorized_keys: /etc/k\n"
-        "  user: ops\n  host_key: /var/lib/registryd/hostkey\n"))
+        "  user: ops\n  host_key: /var/lib/registryd/hostkey\n"
+        "  timelimit: 1m30s\n  memorylimit: 1073741824\n"))
     assert config.manhole == ManholeConfig(
         authorized_keys="/etc/k", listen="tcp:2222:interface=10.0.0.1", user="ops",
-        host_key="/var/lib/registryd/hostkey")
+        host_key="/var/lib/registryd/hostkey", timelimit=90.0, memorylimit=1073741824)
+    assert (ManholeConfig(authorized_keys="/k").timelimit, ManholeConfig(authorized_keys="/k").memorylimit) == (
+        30.0, 512 * 1024 * 1024)
 
 
 @pytest.mark.parametrize("text, key, problem", [
@@ -926,6 +929,10 @@ def test_manhole_section(tmp_path, monkeypatch):
     ("manhole: {authorized_keys: k, listen: ''}\n", "manhole.listen", "endpoint"),
     ("manhole: {authorized_keys: ''}\n", "manhole.authorized_keys", "file path"),
     ("manhole: {authorized_keys: k, password: x}\n", "manhole.password", "unknown key"),
+    ("manhole: {authorized_keys: k, timelimit: 10ms}\n", "manhole.timelimit", "at least 0.1s"),
+    ("manhole: {authorized_keys: k, timelimit: forever}\n", "manhole.timelimit", "duration"),
+    ("manhole: {authorized_keys: k, memorylimit: 1000}\n", "manhole.memorylimit", "at least 1048576"),
+    ("manhole: {authorized_keys: k, memorylimit: 1G}\n", "manhole.memorylimit", "integer"),
 ])
 def test_manhole_errors_name_the_key(text, key, problem):
     message = error_for(minimal(text))
