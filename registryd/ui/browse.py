@@ -74,6 +74,11 @@ async def repositories(registry, grant, query="", last=None):
     return Page(names, names[-1] if more and names else None)
 
 
+async def tag_names(repository):
+    """All of C{repository}'s tags, sorted; NAME_UNKNOWN without manifests."""
+    return await repository.manifests.tags()
+
+
 @attrs.frozen
 class TagRow:
     tag: str
@@ -90,7 +95,7 @@ async def tags(repository, last=None):
     """The page of C{repository}'s tags after C{last}, each described.
 
     NAME_UNKNOWN when the repository has no manifests."""
-    names = await repository.manifests.tags()
+    names = await tag_names(repository)
     start = bisect.bisect_right(names, last) if last else 0
     page = names[start:start + PAGE_SIZE]
     more = start + PAGE_SIZE < len(names)
@@ -186,7 +191,7 @@ async def manifest(repository, reference):
 
 
 async def _tags_of(repository, digest):
-    names = await repository.manifests.tags()
+    names = await tag_names(repository)
     resolved = await defer.gatherResults(
         [defer.ensureDeferred(_resolve(repository, tag)) for tag in names[:1000]],
         consumeErrors=True,

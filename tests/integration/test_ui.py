@@ -339,3 +339,21 @@ async def test_hostile_paths_and_forms_get_a_page_never_a_500(open_ui, logged_fa
 
     await run_examples(check)
     assert await tags_of(open_ui, "team/app") == ["1.0"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleting_a_manifest_takes_its_tags(basic_ui):
+    alice = Visitor(basic_ui)
+    await alice.sign_in(*ALICE)
+    _, _, page = await alice.get("/ui/repositories/team/app/-/manifests/1.0")
+    digest = re.search(r'id="digest">(sha256:[0-9a-f]{64})<', page).group(1)
+    status, _, page = await alice.get(f"/ui/repositories/team/app/-/delete?reference={digest}")
+    assert status == 200 and "the tags 1.0" in page
+    token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    status, _, _ = await alice.post("/ui/repositories/team/app/-/delete", {"csrf": token, "reference": digest})
+    assert status == 303
+    assert await tags_of(basic_ui, "team/app") == []
+    response = await basic_ui.client.head(basic_ui.v2(f"team/app/manifests/{digest}"), headers=basic(*ALICE))
+    assert response.code == 404
+    status, _, _ = await alice.get(f"/ui/repositories/team/app/-/manifests/{digest}")
+    assert status == 404
