@@ -204,13 +204,16 @@ class RegistryService(MultiService):
 
             auth = create_auth(config)
         self.app.authorizer, self.app.token_issuer = auth
-        from registryd.ui.access import UIAccess
-        from registryd.ui.session import process_key
+        if config.ui.enabled:
+            from registryd.ui.access import UIAccess
+            from registryd.ui.session import configured_key, process_key
 
-        # The web interface signs users in through the same checker and
-        # policy as the API; its session key is made once per main process
-        # and handed to worker processes in their environment.
-        self.app.enable_ui(UIAccess.of(*auth), process_key())
+            # The web interface signs users in through the same checker
+            # and policy as the API.  Its session key is ui.sessionkey, or
+            # one made once per main process and handed to worker processes
+            # in their environment.
+            key = configured_key(config.ui.session_key) if config.ui.session_key else process_key()
+            self.app.enable_ui(UIAccess.of(*auth), key)
         if listeners is None:
             options = tls.http_tls_options(config.http.tls)
             listeners = [tls.listener(e, config.http.tls, options) for e in config.http.listen]

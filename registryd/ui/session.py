@@ -51,6 +51,11 @@ def process_key(environ=os.environ):
     return key
 
 
+def configured_key(text):
+    """The signing key for ui.sessionkey (any text of 32+ characters)."""
+    return hashlib.sha256(b"registryd-ui-session-key\0" + text.encode("utf-8")).digest()
+
+
 @attrs.frozen
 class Session:
     #: the signed-in user, None for an anonymous visitor

@@ -357,3 +357,42 @@ async def test_deleting_a_manifest_takes_its_tags(basic_ui):
     assert response.code == 404
     status, _, _ = await alice.get(f"/ui/repositories/team/app/-/manifests/{digest}")
     assert status == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_service_serves_the_ui_unless_turned_off(tmp_path):
+    """As composed from a configuration file: on by default, with
+    ui.sessionkey signing sessions; ui.enabled: false leaves / and /ui/
+    to the API's 404."""
+    from registryd.ui.session import COOKIE, SessionCodec, configured_key
+    from tests.service_support import start_service
+
+    key = "k" * 40
+    running = await start_service(tmp_path, """
+        version: 0.1
+        storage: {{filesystem: {{rootdirectory: {root}}}}}
+        http: {{addr: "127.0.0.1:{port}"}}
+        ui: {{sessionkey: {key}}}
+    """, key=key)
+    try:
+        response = await running.client.get(running.url + "/ui/")
+        assert response.code == 200
+        await response.content()
+        cookie = SimpleCookie(response.headers.getRawHeaders("set-cookie")[0])[COOKIE.decode()].value
+        assert SessionCodec(configured_key(key)).decode(cookie.encode()) is not None
+    finally:
+        await running.stop()
+
+    running = await start_service(tmp_path, """
+        version: 0.1
+        storage: {{filesystem: {{rootdirectory: {root}}}}}
+        http: {{addr: "127.0.0.1:{port}"}}
+        ui: {{enabled: false}}
+    """)
+    try:
+        for path, accept in [("/ui/", "text/html"), ("/", "text/html")]:
+            response = await running.client.get(running.url + path, headers={"Accept": accept})
+            assert response.code == 404
+            assert json.loads(await response.content())["errors"][0]["code"] == "UNSUPPORTED"
+    finally:
+        await running.stop()

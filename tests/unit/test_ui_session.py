@@ -75,3 +75,16 @@ def test_the_key_is_made_once_and_shared_with_workers_through_the_environment():
     assert len(key) == 32 and environ[KEY_VARIABLE] == key.hex()
     assert process_key(environ) == key  # a worker process, same environment
     assert process_key({KEY_VARIABLE: "not hex"}) != key
+
+
+def test_a_short_configured_key_is_refused_naming_the_key():
+    import pytest
+
+    from registryd.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as info:
+        parse_config({"version": 0.1, "storage": {"inmemory": {}}, "ui": {"sessionkey": "short"}})
+    assert str(info.value) == ("ui.sessionkey: expected at least 32 characters "
+                               "(e.g. the output of: openssl rand -hex 32), got 5")
+    config = parse_config({"version": 0.1, "storage": {"inmemory": {}}})
+    assert (config.ui.enabled, config.ui.session_key) == (True, None)
