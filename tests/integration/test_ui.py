@@ -22,10 +22,10 @@ from tests.integration.test_auth_api import (
     EXAMPLES,
     HTPASSWD,
     basic,
-    certs,
     push_image,
     serve,
     stop,
+    token_server_auth,
 )
 from tests.support import exchange, raw_request_bytes, run_examples
 
@@ -279,15 +279,7 @@ async def test_a_password_change_ends_the_session(basic_ui, tmp_path):
 
 @pytest_twisted.async_yield_fixture
 async def token_ui(tmp_path):
-    path = tmp_path / "htpasswd"
-    path.write_text(HTPASSWD)
-    key_path = certs.write(tmp_path, "token.key", certs.key_pem(certs.new_key()))
-    running = await serve_ui(tmp_path, {
-        "htpasswd": {"realm": "registryd test", "path": str(path)},
-        "token": {"service": "registry.test", "issuer": "registryd-test"},
-        "tokenserver": {"key": key_path},
-        "access": ACCESS,
-    })
+    running = await serve_ui(tmp_path, token_server_auth(tmp_path))
     yield running
     await stop(running)
 
