@@ -143,9 +143,6 @@ class RegistryApp:
         #: registryd.auth.issuer.TokenIssuer when registryd is its own
         #: token server (/auth/token), else None
         self.token_issuer = None
-        #: registryd.proxy.ProxyCache when registryd is a pull-through
-        #: cache (proxy.remoteurl), else None
-        self.proxy = None
         #: registryd.ui.app.UIApp, the web interface under /ui/, or None
         self.ui = None
         self.ui_resource = None
@@ -187,24 +184,14 @@ class RegistryApp:
             raise
         context.grant = grant
         context.user = grant.user
-        if self.registry.read_only and request.method not in (b"GET", b"HEAD"):
-            # The one place writes are refused in read-only mode: every
-            # /v2/ route passes here, after authentication (as in
-            # Distribution: 401 first) and before any storage work or body.
-            raise errors.Unsupported(
-                "the registry is in read-only mode (storage.maintenance.readonly): "
-                "pushes and deletes are refused until an administrator turns it off",
-                detail={"readonly": True},
-                headers={"Allow": "GET, HEAD"},
-            )
-        if self.proxy is not None and request.method not in (b"GET", b"HEAD"):
-            # As Distribution: a pull-through cache only pulls.
-            raise errors.Unsupported(
-                f"registryd is a pull-through cache of {self.proxy.remote_url} (proxy.remoteurl): "
-                "pushes, uploads and deletes are not supported",
-                detail={"proxy": self.proxy.remote_url},
-                headers={"Allow": "GET, HEAD"},
-            )
+        if request.method not in (b"GET", b"HEAD"):
+            # The one place writes are refused (read-only mode, a
+            # pull-through cache): every /v2/ route passes here, after
+            # authentication (as in Distribution: 401 first) and before any
+            # storage work or body.
+            refusal = self.registry.write_refusal()
+            if refusal is not None:
+                raise refusal
 
     def set_headers(self, headers):
         """The extra response headers (http.headers); reloadable."""

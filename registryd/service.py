@@ -189,8 +189,15 @@ class RegistryService(MultiService):
             redirect=config.storage.redirect,
             redirect_base_url=config.storage.redirect_base_url,
         )
+        #: what the HTTP API serves: the registry, or the pull-through
+        #: cache around it (registryd.proxy), chosen here once
+        self.proxy = None
+        if config.proxy is not None:
+            from registryd import proxy
+
+            self.proxy = proxy.create(self.registry, config.proxy, reactor=reactor)
         self.app = RegistryApp(
-            self.registry, host=config.http.host, headers=config.http.headers,
+            self.proxy or self.registry, host=config.http.host, headers=config.http.headers,
             relative_urls=config.http.relative_urls, prefix=config.http.prefix,
             listing=config.listing,
         )
@@ -269,11 +276,10 @@ class RegistryService(MultiService):
         self.maintenance = Maintenance(self.registry, self.config)
         for timer in self.maintenance.services(clock=reactor):
             timer.setServiceParent(self)
-        if self.config.proxy is not None:  # a pull-through cache (registryd.proxy)
+        if self.proxy is not None:  # a pull-through cache (registryd.proxy)
             from registryd import proxy
 
-            self.app.proxy = proxy.create(self.registry, self.config.proxy, reactor=reactor)
-            for child in proxy.services(self.app.proxy, self.maintenance, clock=reactor):
+            for child in proxy.services(self.proxy, self.maintenance, clock=reactor):
                 child.setServiceParent(self)
         self.manhole = None
         if self.config.manhole is not None:

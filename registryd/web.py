@@ -592,7 +592,10 @@ class BlobSender:
 
     Reads ahead one chunk so storage and network work overlap; stops
     reading while the transport is paused.  :meth:`send` returns a Deferred
-    that fires when everything is written (or the client left).
+    that fires when everything is written (or the client left).  The
+    reader may be a stored blob's or one a pull-through cache fills from
+    upstream as it is read (``registryd.proxy.blobs``); C{length} None
+    means "until the reader ends" (upstream did not say how long).
 
     A reader with a file descriptor (the filesystem driver's) going to a
     plain socket is sent with ``sendfile`` instead (L{registryd.sendfile}):
@@ -624,12 +627,15 @@ class BlobSender:
                 if self._stopped:
                     break
                 if not data:
+                    if self._remaining is None:
+                        break  # the end of a blob of unannounced length
                     # The file ended early (changed under us): the response
                     # cannot be completed truthfully; drop the connection.
                     self._request.transport.abortConnection()
                     self._stopped = True
                     break
-                self._remaining -= len(data)
+                if self._remaining is not None:
+                    self._remaining -= len(data)
                 next_read = self._read_next()
                 self._request.write(data)
                 while self._paused and not self._stopped:
@@ -642,7 +648,7 @@ class BlobSender:
 
     def _sendfile_transfer(self):
         fileno = getattr(self._reader, "fileno", None)
-        if not self.use_sendfile or fileno is None or self._remaining <= 0:
+        if not self.use_sendfile or fileno is None or not self._remaining:
             return None
         transport = sendfile.socket_transport(self._request.transport)
         if transport is None:
@@ -679,6 +685,8 @@ class BlobSender:
             await self._reader.close()
 
     def _read_next(self):
+        if self._remaining is None:
+            return defer.maybeDeferred(self._reader.read, self.chunk_size)
         if self._remaining <= 0:
             return None
         return defer.maybeDeferred(self._reader.read, min(self.chunk_size, self._remaining))

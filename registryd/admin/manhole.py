@@ -154,10 +154,8 @@ def make_namespace(registry, maintenance, config, reactor=None):
     work on the reactor thread and returns a plain value."""
     if reactor is None:
         from twisted.internet import reactor
+    from registryd import errors
     from registryd.admin.maintenance import list_uploads
-    from registryd.admin.walk import walk_blobs
-    from registryd.storage import paths
-    from registryd.storage.errors import PathNotFound
 
     async def repos():
         """Repository names (those with manifests), sorted."""
@@ -165,7 +163,7 @@ def make_namespace(registry, maintenance, config, reactor=None):
 
     async def tags(repo):
         """Tags of repository C{repo}, sorted."""
-        return await registry.repository(repo).manifests.tags()
+        return await registry.repository(repo).tags.all()
 
     async def uploads():
         """Uploads in storage, oldest first."""
@@ -200,12 +198,12 @@ def make_namespace(registry, maintenance, config, reactor=None):
 
     async def stats():
         """Counts and sizes from storage, and what maintenance did last."""
-        blobs = await walk_blobs(registry.driver)
+        blobs = await registry.blobs.enumerate()
         size = 0
         for digest in blobs:
             try:
-                size += (await registry.driver.stat(paths.blob_data(digest))).size
-            except PathNotFound:
+                size += (await registry.blobs.stat(digest)).size
+            except errors.BlobUnknown:
                 pass
         found_uploads = await list_uploads(registry)
         return {

@@ -31,7 +31,8 @@ from registryd.auth.headers import client_host
 from registryd.context import new_request_id
 from registryd.digest import Digest
 from registryd.names import check_repository_name
-from registryd.storage.manifest_store import check_tag, is_digest_reference
+from registryd.storage.manifest_store import is_digest_reference
+from registryd.storage.tags import check_tag
 from registryd.ui import browse
 from registryd.ui.pages import Templates, load_static
 from registryd.ui.session import COOKIE, SessionCodec
@@ -73,10 +74,9 @@ class UIApp:
     """The web interface over a registry.
 
     @param api: the API's L{registryd.app.RegistryApp}, whose registry
-        model, URL builder (http.prefix, http.host), notifications (deletes
-        are reported as the API's are) and pull-through setting the
-        interface shares; read at each request, since the service sets some
-        of them after start-up.
+        model, URL builder (http.prefix, http.host) and notifications
+        (deletes are reported as the API's are) the interface shares; read
+        at each request, since the service sets some of them after start-up.
     @param access: a L{registryd.ui.access.UIAccess}.
     @param session_key: the key sessions are signed with
         (L{registryd.ui.session.process_key}).
@@ -166,8 +166,8 @@ class UIApp:
         return base.split("://", 1)[-1].split("/", 1)[0] or (request.getHeader("host") or "")
 
     def _may_delete(self, grant, name):
-        return (self.registry.delete_enabled and not self.registry.read_only
-                and self.api.proxy is None and browse.may_delete(grant, name))
+        return (self.registry.delete_enabled and self.registry.write_refusal() is None
+                and browse.may_delete(grant, name))
 
     def _readable(self, grant, name):
         """Repository C{name}, if the user may pull it; to anyone else it
@@ -249,10 +249,9 @@ class UIApp:
         if not self._may_delete(grant, name):
             if not self.registry.delete_enabled:
                 raise errors.Unsupported("deletes are disabled (storage.delete.enabled is false)")
-            if self.registry.read_only:
-                raise errors.Unsupported("the registry is in read-only mode (storage.maintenance.readonly)")
-            if self.api.proxy is not None:
-                raise errors.Unsupported("registryd is a pull-through cache: nothing can be deleted")
+            refusal = self.registry.write_refusal()  # read-only mode, a pull-through cache
+            if refusal is not None:
+                raise refusal
             raise errors.Denied(f"you may not delete in {name}")
         reference = query_arg(request, "reference", unique=True)
         if not reference:

@@ -76,7 +76,7 @@ async def repositories(registry, grant, query="", last=None):
 
 async def tag_names(repository):
     """All of C{repository}'s tags, sorted; NAME_UNKNOWN without manifests."""
-    return await repository.manifests.tags()
+    return await repository.tags.all()
 
 
 @attrs.frozen

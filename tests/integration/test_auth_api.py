@@ -653,9 +653,9 @@ async def store_blob(running, name, data):
         async def read(self, size):
             return self.chunks.pop() if self.chunks else b""
 
-    upload = await running.app.registry.repository(name).start_upload()
-    await upload.append(Body())
-    await upload.complete(Digest.parse(sha256(data)), None)
+    async with await running.app.registry.repository(name).uploads.start() as upload:
+        await upload.append(Body())
+        await upload.complete(Digest.parse(sha256(data)), None)
     return sha256(data)
 
 
