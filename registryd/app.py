@@ -76,6 +76,17 @@ async def _ui(app, request, **params):
     return app.ui_resource
 
 
+async def _ui_without_slash(app, request):
+    """C{/ui}: where a person types it, the interface is at C{/ui/}."""
+    if app.ui is None:
+        request.setHeader(*base.API_VERSION_HEADER)
+        raise errors.NotFound(detail={"path": request.path.decode("latin-1")})
+    request.setResponseCode(301)
+    request.setHeader("Location", app.urls.local("/ui/"))
+    request.setHeader("Content-Length", "0")
+    return b""
+
+
 def _request_id(request):
     """The request's id: the one its route gave it, or (a request no route
     took) one made now, with the API version header it did not get."""
@@ -244,6 +255,7 @@ class RegistryApp:
         }, api=False)
     del token_path
     routes.add("/", "root", {b"GET": endpoint(_root)}, api=False)
+    routes.add("/ui", "ui_no_slash", {b"GET": endpoint(_ui_without_slash)}, api=False)
     routes.add("/ui/", "ui", {b"GET": endpoint(_ui), b"POST": endpoint(_ui)}, api=False, branch=True)
 
     # errors

@@ -119,6 +119,8 @@ async def test_root_leads_a_browser_to_the_ui_and_api_clients_to_their_404(open_
     assert status == 404
     assert headers.getRawHeaders("content-type") == ["application/json"]
     assert json.loads(body)["errors"][0]["detail"] == {"path": "/"}
+    status, headers, _ = await visitor.get("/ui")
+    assert (status, headers.getRawHeaders("location")) == (301, ["/ui/"])
     status, _, page = await visitor.get("/ui/")
     assert status == 200 and "<h1>Repositories</h1>" in page
 
@@ -388,3 +390,16 @@ async def test_the_service_serves_the_ui_unless_turned_off(tmp_path):
             assert json.loads(await response.content())["errors"][0]["code"] == "UNSUPPORTED"
     finally:
         await running.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_in_read_only_mode_no_delete_is_offered_or_done(basic_ui):
+    alice = Visitor(basic_ui)
+    await alice.sign_in(*ALICE)
+    token = await alice.csrf()
+    basic_ui.app.registry.read_only = True
+    _, _, page = await alice.get("/ui/repositories/team/app")
+    assert "Delete" not in page
+    status, _, page = await alice.post("/ui/repositories/team/app/-/delete", {"csrf": token, "reference": "1.0"})
+    assert status == 405 and "read-only mode" in page
+    assert await tags_of(basic_ui, "team/app") == ["1.0"]
