@@ -167,7 +167,10 @@ async def guess_while_alice_logs_in(running, login):
     checker = running.app.authorizer.checker if running.app.token_issuer is None \
         else running.app.token_issuer.checker
     throttle = checker.throttle
-    now = [time.monotonic()]
+    # A whole number of seconds: the Retry-After steps added to it then
+    # sum exactly (on a fractional start, 4082.775 + 123 - 4082.775 can
+    # come out just under 123).
+    now = [float(int(time.monotonic()))]
     throttle.clock = lambda: now[0]
     start = now[0]
     response = await login(ALICE)
