@@ -167,9 +167,8 @@ async def guess_while_alice_logs_in(running, login):
     checker = running.app.authorizer.checker if running.app.token_issuer is None \
         else running.app.token_issuer.checker
     throttle = checker.throttle
-    # A whole number of seconds: the Retry-After steps added to it then
-    # sum exactly (on a fractional start, 4082.775 + 123 - 4082.775 can
-    # come out just under 123).
+    # A whole number of seconds: the sums below are then exact (a float
+    # such as time.monotonic()'s made 123 s of Retry-After add up to 122.99...).
     now = [float(int(time.monotonic()))]
     throttle.clock = lambda: now[0]
     start = now[0]
@@ -684,10 +683,9 @@ async def test_tls_listener_with_http_tls(tmp_path):
         assert status == 200 and body == data
         from OpenSSL import SSL
 
-        from registryd.config import TLSConfig
-
         # Only TLS 1.2 and later are offered.
         from registryd.tls import http_tls_options
+        from registryd.config import TLSConfig
 
         context = http_tls_options(TLSConfig(certificate=certificate, key=key)).getContext()
         options = context.set_options(0)  # returns the options in force
