@@ -58,7 +58,7 @@ def _browser_wants_html(request):
 async def _root(app, request):
     """C{/}: a browser is led to the web interface; an API client gets the
     404 it always got."""
-    if app.ui is not None and _browser_wants_html(request):
+    if app.ui is not None and request.method in (b"GET", b"HEAD") and _browser_wants_html(request):
         request.setResponseCode(302)
         request.setHeader("Location", app.urls.local("/ui/"))
         request.setHeader("Content-Length", "0")
@@ -254,7 +254,11 @@ class RegistryApp:
             b"GET": endpoint(_get_token), b"POST": endpoint(_post_token),
         }, api=False)
     del token_path
-    routes.add("/", "root", {b"GET": endpoint(_root)}, api=False)
+    # Every method, so that what API clients got at / before the web
+    # interface (a JSON 404, never a 405) stays the same.
+    routes.add("/", "root", {
+        method: endpoint(_root) for method in (b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS")
+    }, api=False)
     routes.add("/ui", "ui_no_slash", {b"GET": endpoint(_ui_without_slash)}, api=False)
     routes.add("/ui/", "ui", {b"GET": endpoint(_ui), b"POST": endpoint(_ui)}, api=False, branch=True)
 

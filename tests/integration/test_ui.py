@@ -119,6 +119,9 @@ async def test_root_leads_a_browser_to_the_ui_and_api_clients_to_their_404(open_
     assert status == 404
     assert headers.getRawHeaders("content-type") == ["application/json"]
     assert json.loads(body)["errors"][0]["detail"] == {"path": "/"}
+    for method in ("POST", "DELETE"):
+        status, _, body = await visitor.request(method, "/", {"Accept": "text/html"})
+        assert (status, json.loads(body)["errors"][0]["code"]) == (404, "UNSUPPORTED")
     status, headers, _ = await visitor.get("/ui")
     assert (status, headers.getRawHeaders("location")) == (301, ["/ui/"])
     status, _, page = await visitor.get("/ui/")
