@@ -48,7 +48,10 @@ setup(
     },
     include_package_data=False,
     install_requires=[
-        "Twisted[conch]",  # conch: the SSH manhole (cryptography, bcrypt)
+        # conch: the SSH manhole (cryptography, bcrypt); tls: pyOpenSSL,
+        # service_identity for TLS listeners (http.tls, ssl:).  The range
+        # is the one registryd/compat.py's private names are tested on.
+        "Twisted[tls,conch]>=26.4,<27",
         "klein",
         "treq",
         "zope.interface",
@@ -56,7 +59,6 @@ setup(
         "PyYAML",
         "hyperlink",
         "prometheus_client",  # /metrics on the debug listener
-        "Twisted[tls]",  # pyOpenSSL, service_identity: TLS listeners (http.tls, ssl:)
         "cryptography",  # keys and certificates for TLS and tokens
         "PyJWT",  # bearer tokens (auth.token, auth.tokenserver)
         "bcrypt",  # htpasswd -B entries (auth.htpasswd)

@@ -135,12 +135,18 @@ class RegistryApp:
 
     app = Klein()
 
-    def __init__(self, registry, host=None, headers=None, events=None, health=None,
-                 relative_urls=False, prefix=None, listing=None):
+    def __init__(self, registry, urls=None, headers=None, events=None, health=None,
+                 authorizer=None, token_issuer=None, listing=None, ui=None):
+        """Collaborators are made by L{registryd.composition.compose}.
+
+        @param registry: what the API serves: the L{registryd.storage.registry.Registry},
+            or the pull-through cache around it (L{registryd.proxy}).
+        """
         self.registry = registry
         #: registryd.config.ListingConfig: catalog.maxentries, tags.maxtags
         self.listing = listing
-        self.urls = URLBuilder(host, relative=relative_urls, prefix=prefix)
+        #: registryd.urls.URLBuilder: Location headers and event URLs
+        self.urls = urls if urls is not None else URLBuilder()
         self.set_headers(headers)
         #: where handlers report pushes, pulls, mounts and deletes
         #: (registryd.notifications.Notifier); a no-op without endpoints
@@ -150,21 +156,13 @@ class RegistryApp:
         self.health = health
         #: registryd.interfaces.IAuthorizer: every route asks it, before
         #: any storage work, for the accesses the request needs
-        self.authorizer = OpenAuthorizer()
+        self.authorizer = authorizer if authorizer is not None else OpenAuthorizer()
         #: registryd.auth.issuer.TokenIssuer when registryd is its own
         #: token server (/auth/token), else None
-        self.token_issuer = None
+        self.token_issuer = token_issuer
         #: registryd.ui.app.UIApp, the web interface under /ui/, or None
-        self.ui = None
-        self.ui_resource = None
-
-    def enable_ui(self, access, session_key):
-        """Serve the web interface (registryd.ui) under /ui/, signing users
-        in through C{access} (registryd.ui.access.UIAccess)."""
-        from registryd.ui.app import UIApp
-
-        self.ui = UIApp(self, access, session_key)
-        self.ui_resource = self.ui.resource()
+        self.ui = ui
+        self.ui_resource = ui.resource() if ui is not None else None
 
     async def admit(self, request, name, needs):
         """What every /v2/ request passes before its handler (the route

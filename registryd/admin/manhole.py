@@ -41,6 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from registryd import compat
 from registryd.admin.statements import StatementRunner, call_on_reactor, describe
 from registryd.config import ConfigError
 from registryd.listeners import ListenerService
@@ -398,13 +399,13 @@ class RegistryManhole(manhole.Manhole):
         if self.terminal is None or self.terminal.transport is None:
             return
         if description is not None:
-            if self._needsNewline():
+            if compat.manhole_needs_newline(self):
                 self.terminal.nextLine()
             self.terminal.write(description.encode("utf-8", "replace"))
         self._prompt()
 
     def _prompt(self):
-        if self._needsNewline():
+        if compat.manhole_needs_newline(self):
             self.terminal.nextLine()
         self.terminal.write(self.ps[self.pn])
 
@@ -504,6 +505,7 @@ class ManholeRealm(manhole_ssh.TerminalRealm):
         )
 
     def _getAvatar(self, avatarId):
+        # Overrides a private conch hook (registryd.compat checks it).
         user = super()._getAvatar(avatarId)
         session = user.original.getComponent(iconch.ISession)
         session.namespace_factory = self.namespace_factory

@@ -73,34 +73,29 @@ def _origin_of(request):
 class UIApp:
     """The web interface over a registry.
 
-    @param api: the API's L{registryd.app.RegistryApp}, whose registry
-        model, URL builder (http.prefix, http.host) and notifications
-        (deletes are reported as the API's are) the interface shares; read
-        at each request, since the service sets some of them after start-up.
+    @param registry: what the API serves (the registry model, or the
+        pull-through cache around it), read in-process.
     @param access: a L{registryd.ui.access.UIAccess}.
+    @param urls: the API's L{registryd.urls.URLBuilder} (http.prefix, http.host).
+    @param events: where deletes are reported (registryd.notifications),
+        as the API's deletes are.
     @param session_key: the key sessions are signed with
         (L{registryd.ui.session.process_key}).
     """
 
     app = Klein()
 
-    def __init__(self, api, access, session_key):
-        self.api = api
+    def __init__(self, registry, access, urls, events, session_key):
+        self.registry = registry
         self.access = access
+        self.urls = urls
+        self.events = events
         self.sessions = SessionCodec(session_key)
         self.static = load_static()
         self.templates = Templates(self.static)
 
     def resource(self):
         return self.app.resource()
-
-    @property
-    def registry(self):
-        return self.api.registry
-
-    @property
-    def urls(self):
-        return self.api.urls
 
     # sessions and the page frame
 
@@ -239,7 +234,7 @@ class UIApp:
         reference = self._deletable(grant, repository.name, request)
         removed_tags = []
         await repository.manifests.delete(reference, removed_tags=removed_tags)
-        self.api.events.manifest_deleted(request, repository.name, reference, removed_tags)
+        self.events.manifest_deleted(request, repository.name, reference, removed_tags)
         log.info("ui: {user} deleted {name}:{reference}", user=user or "-",
                  name=repository.name, reference=reference)
         return self._redirect(request, self._link(f"repositories/{repository.name}"))

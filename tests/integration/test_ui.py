@@ -11,6 +11,7 @@ from http.cookies import SimpleCookie
 from urllib.parse import quote, urlencode
 
 import pytest_twisted
+import yaml
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -23,26 +24,33 @@ from tests.integration.test_auth_api import (
     HTPASSWD,
     basic,
     push_image,
-    serve,
-    stop,
     token_server_auth,
 )
 from tests.support import exchange, raw_request_bytes, run_examples
 
 
 async def serve_ui(tmp_path, auth=None):
-    from registryd.ui.access import UIAccess
+    """registryd composed from a configuration (deletes on, C{auth} as
+    the auth section), as twistd runs it, on a free loopback port."""
+    from tests.service_support import start_service
 
-    running = await serve(tmp_path, auth=auth)
-    running.app.enable_ui(UIAccess.of(running.app.authorizer, running.app.token_issuer), os.urandom(32))
-    return running
+    document = {"version": 0.1, "storage": {
+        "filesystem": {"rootdirectory": str(tmp_path / "registry-data")}, "delete": {"enabled": True}}}
+    if auth is not None:
+        document["auth"] = auth
+    text = yaml.safe_dump(document).replace("{", "{{").replace("}", "}}")  # start_service formats it
+    return await start_service(tmp_path, text + 'http:\n  addr: "127.0.0.1:{port}"\n')
+
+
+def port_of(running):
+    return int(running.url.rsplit(":", 1)[1])
 
 
 @pytest_twisted.async_yield_fixture
 async def open_ui(tmp_path):
     running = await serve_ui(tmp_path)
     yield running
-    await stop(running)
+    await running.stop()
 
 
 @pytest_twisted.async_yield_fixture
@@ -55,7 +63,7 @@ async def basic_ui(tmp_path):
     for name in ("public/app", "team/app", "alice/private"):
         await push_image(running, name, "1.0", alice)
     yield running
-    await stop(running)
+    await running.stop()
 
 
 class Visitor:
@@ -286,7 +294,7 @@ async def test_a_password_change_ends_the_session(basic_ui, tmp_path):
 async def token_ui(tmp_path):
     running = await serve_ui(tmp_path, token_server_auth(tmp_path))
     yield running
-    await stop(running)
+    await running.stop()
 
 
 @pytest_twisted.ensureDeferred
@@ -318,7 +326,7 @@ UI_PATHS = st.one_of(
 @pytest_twisted.ensureDeferred
 async def test_hostile_paths_and_forms_get_a_page_never_a_500(open_ui, logged_failures):
     await push_image(open_ui, "team/app", "1.0", {})
-    port = open_ui.port.getHost().port
+    port = port_of(open_ui)
 
     @EXAMPLES
     @given(UI_PATHS, st.sampled_from(["GET", "POST", "HEAD"]), st.binary(max_size=200))
@@ -400,7 +408,7 @@ async def test_in_read_only_mode_no_delete_is_offered_or_done(basic_ui):
     alice = Visitor(basic_ui)
     await alice.sign_in(*ALICE)
     token = await alice.csrf()
-    basic_ui.app.registry.read_only = True
+    basic_ui.service.registry.read_only = True
     _, _, page = await alice.get("/ui/repositories/team/app")
     assert "Delete" not in page
     status, _, page = await alice.post("/ui/repositories/team/app/-/delete", {"csrf": token, "reference": "1.0"})

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest_twisted
 from twisted.internet import defer
 
-from tests.integration.test_auth_api import push_image, stop
+from tests.integration.test_auth_api import push_image
 from tests.integration.test_ui import listed, serve_ui
 
 REPOSITORIES = 10_000
@@ -54,7 +54,7 @@ async def timed(client, url, figures, what):
 async def test_ten_thousand_repositories_render_in_under_a_second(tmp_path):
     running = await serve_ui(tmp_path)
     try:
-        registry = running.app.ui.registry
+        registry = running.service.registry
         await push_image(running, repository_name(0), "latest", {})
         stored = await registry.repository(repository_name(0)).manifests.get("latest")
 
@@ -88,4 +88,4 @@ async def test_ten_thousand_repositories_render_in_under_a_second(tmp_path):
         for what in ("first_page", "later_page", "search", "repository_page"):
             assert figures[what] < BUDGET, figures
     finally:
-        await stop(running)
+        await running.stop()
