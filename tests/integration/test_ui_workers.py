@@ -2,14 +2,11 @@
 a session made by one process is good in the others (the session key is
 made once, in the main process, and passed on to the workers)."""
 
-import http.client
 from http.cookies import SimpleCookie
-
-import psutil
 
 from tests.e2e.tools import free_port
 from tests.integration.test_twistd import Running, write_config
-from tests.integration.test_workers import established, request, wait_for, workers_of
+from tests.integration.test_workers import connections_to_both, request
 
 
 def test_a_session_from_one_process_is_good_in_the_others(tmp_path):
@@ -25,20 +22,7 @@ workers: 2
 """)
     with Running(tmp_path, "--config", config) as running:
         running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
-        worker = wait_for(lambda: workers_of(running), message="a worker process")[0]
-        main = psutil.Process(running.process.pid)
-
-        # Connections held open until both processes serve some of them.
-        connections = []
-
-        def both_serve():
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            response, _ = request(port, "GET", "/v2/", connection=connection)
-            assert response.status == 200
-            connections.append(connection)
-            return established(main, port) and established(worker, port)
-
-        wait_for(both_serve, timeout=60, message="connections served by both processes")
+        connections = connections_to_both(running, port)
         response, _ = request(port, "GET", "/ui/", connection=connections[0])
         cookie = SimpleCookie(response.getheader("Set-Cookie"))["registryd_session"].value
         for connection in connections:
