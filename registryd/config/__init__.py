@@ -83,6 +83,7 @@ from registryd.config.storage import (
     UploadPurgingConfig,
 )
 from registryd.config.types import MAX_DURATION, parse_duration
+from registryd.config.ui import UIConfig
 from registryd.config.validation import ValidationConfig
 
 __all__ = [
@@ -129,6 +130,7 @@ __all__ = [
     "TokenConfig",
     "TokenServerConfig",
     "UploadPurgingConfig",
+    "UIConfig",
     "ValidationConfig",
     "addr_to_endpoint",
     "error_lines",

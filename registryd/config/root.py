@@ -41,6 +41,7 @@ from registryd.config.types import (
     Mapping,
     String,
 )
+from registryd.config.ui import UIConfig
 from registryd.config.validation import ValidationConfig
 
 #: Most worker processes accepted (a typo guard, not a tuning limit).
@@ -164,6 +165,8 @@ class Config:
     #: A ProxyConfig when registryd is a pull-through cache, else None.
     proxy = setting("proxy", SectionOf(ProxyConfig), "A pull-through cache of another registry.",
                     default=None)
+    #: the web interface (registryd.ui)
+    ui = setting("ui", SectionOf(UIConfig), "The web interface.", factory=UIConfig, own=True)
 
     def with_listen(self, endpoints):
         """This configuration listening on C{endpoints} instead (``--listen``)."""

@@ -59,7 +59,7 @@ def test_every_key_path_is_listed_once_with_a_type_and_a_doc():
 
 def test_secrets_are_marked_and_not_shown():
     secret = {info.path for info in iter_keys(Config) if info.key.secret}
-    assert secret == {"proxy.password"}
+    assert secret == {"proxy.password", "ui.sessionkey"}
     config = parse_config({"version": 0.1, "storage": {"inmemory": None},
                            "proxy": {"remoteurl": "https://h", "username": "u", "password": "hunter2"}})
     assert "hunter2" not in repr(config)
@@ -195,7 +195,7 @@ def test_every_error_of_a_file_is_reported_in_document_order(tmp_path):
         "http.tls.key: required",
         ("reporting: not supported by registryd yet (supported here: auth, catalog, gc, health, "
          "http, log, loglevel, manhole, middleware, notifications, proxy, redis, storage, tags, "
-         "validation, version, workers)"),
+         "ui, validation, version, workers)"),
         "proxy.ttl: expected a duration such as 10s, 500ms or 1m30s, got 'forever'",
         "proxy.remoteurl: required: the URL of the registry to mirror",
     ]
