@@ -58,11 +58,46 @@ def client_address(request):
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+class _RequestMetrics:
+    """The HTTP metrics' children for each (route, method, status), made
+    once: prometheus_client's C{labels()} validates and joins its label
+    values on every call, a cost every request would otherwise pay.  The
+    keys are bounded (routes, methods and statuses are few), so is this."""
+
+    def __init__(self):
+        self._children = {}
+        #: route -> (received bytes child, sent bytes child)
+        self._bytes = {}
+
+    def record_bytes(self, route, received, sent):
+        children = self._bytes.get(route)
+        if children is None:
+            children = self._bytes[route] = (
+                metrics.HTTP_RECEIVED_BYTES.labels(route), metrics.HTTP_SENT_BYTES.labels(route),
+            )
+        if received:
+            children[0].inc(received)
+        if sent:
+            children[1].inc(sent)
+
+    def record(self, route, method, status, duration):
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            labels = (route, method, str(status))
+            children = self._children[key] = (
+                metrics.HTTP_REQUESTS.labels(*labels), metrics.HTTP_REQUEST_DURATION.labels(*labels),
+            )
+        children[0].inc()
+        children[1].observe(duration)
+
+
 class AccessLog:
     """Records finished requests: metrics always, the log event if enabled."""
 
     def __init__(self, enabled=True):
         self.enabled = enabled
+        self._metrics = _RequestMetrics()
 
     def __call__(self, request, aborted=False):
         duration = time.monotonic() - request.started
@@ -75,12 +110,8 @@ class AccessLog:
             status = CLIENT_CLOSED  # no answer was sent: not the default 200
         bytes_in = context.bytes_received
         bytes_out = request.sentLength
-        metrics.HTTP_REQUESTS.labels(route, label_method, str(status)).inc()
-        metrics.HTTP_REQUEST_DURATION.labels(route, label_method, str(status)).observe(duration)
-        if bytes_in:
-            metrics.HTTP_RECEIVED_BYTES.labels(route).inc(bytes_in)
-        if bytes_out:
-            metrics.HTTP_SENT_BYTES.labels(route).inc(bytes_out)
+        self._metrics.record(route, label_method, status, duration)
+        self._metrics.record_bytes(route, bytes_in, bytes_out)
         if aborted:
             metrics.HTTP_REQUESTS_ABORTED.labels(route, label_method).inc()
         if not self.enabled:

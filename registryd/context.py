@@ -8,14 +8,16 @@ log and notifications read it back.  Nothing else is hung on the
 twisted.web request.
 """
 
-import uuid
+import os
 
 import attrs
 
 
 def new_request_id():
-    """A request id for logs, error details and notifications."""
-    return uuid.uuid4().hex[:16]
+    """A request id for logs, error details and notifications: 16 random
+    hex digits (64 bits, as uuid4().hex[:16] gave, for a fraction of its
+    cost: every request makes one)."""
+    return os.urandom(8).hex()
 
 
 @attrs.define(slots=True, eq=False)
