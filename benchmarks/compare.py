@@ -69,7 +69,7 @@ Workloads:
   ``GET /v2/``.
 
 registryd runs with ``--workers auto`` (one process per CPU, all serving
-the same sockets and storage: registryd.workers) unless
+the same sockets and storage: registryd.runtime.workers) unless
 ``--registryd-args`` says otherwise; the Distributions use every core by
 themselves.
 

@@ -7,7 +7,7 @@
     python benchmarks/per_request.py --tree /work/main        # another checkout's registryd
 
 A registry is composed exactly as ``twistd registryd`` composes it
-(``registryd.startup.from_config`` and ``registryd.composition.compose``:
+(``registryd.runtime.startup.from_config`` and ``registryd.runtime.composition.compose``:
 instrumented driver, access log and metrics included) on a fresh
 filesystem root, with the same configuration keys as
 ``benchmarks/compare.py`` gives it (no access log line, log level warn).
@@ -162,9 +162,9 @@ async def measure(client, raw, count):
 async def run(reactor, args):
     from twisted.internet import task
 
-    from registryd.composition import compose
+    from registryd.runtime.composition import compose
     from registryd.config import load_config
-    from registryd.startup import from_config
+    from registryd.runtime.startup import from_config
 
     workdir = tempfile.mkdtemp(prefix="registryd-per-request-")
     try:

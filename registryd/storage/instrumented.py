@@ -19,7 +19,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from registryd import metrics
+from registryd.ops import metrics
 from registryd.interfaces import IStorageDriver, IStorageReader, IStorageWriter
 from registryd.storage.errors import InvalidOffset, PathNotFound
 

@@ -6,7 +6,7 @@ linked under ``_manifests/revisions/``; its tags are the tag store's
 (``registryd.storage.tags``).  The referrers index (OCI 1.1) lives under
 ``_referrers/<subject>/``: one link per manifest whose ``subject`` is that
 digest, rebuildable from the manifests themselves
-(``registryd.admin.referrers``).
+(``registryd.ops.referrers``).
 """
 
 import attr

@@ -83,7 +83,7 @@ class Registry:
     @property
     def read_only(self):
         """storage.maintenance.readonly: the HTTP API refuses every write
-        (registryd.app); the manhole can flip it while running."""
+        (registryd.http.app); the manhole can flip it while running."""
         return self._read_only
 
     @read_only.setter

@@ -1,4 +1,4 @@
-"""Worker mode (registryd.workers) with the real ``twistd registryd``.
+"""Worker mode (registryd.runtime.workers) with the real ``twistd registryd``.
 
 Several processes share the listening socket and one storage root: each
 serves connections, an upload continues in whichever process a request
@@ -28,7 +28,7 @@ def workers_of(running):
     found = []
     for child in psutil.Process(running.process.pid).children():
         try:
-            if "registryd.workers" in " ".join(child.cmdline()):
+            if "registryd.runtime.workers" in " ".join(child.cmdline()):
                 found.append(child)
         except psutil.Error:  # exited (a zombie until reaped)
             pass

@@ -3,9 +3,9 @@
 It is the embedded default, so it has to be safe on a busy registry:
 
 - The reactor never waits for the disk.  One-shot calls run in the
-  driver's own threads (:class:`~registryd.threads.BlockingExecutor`,
+  driver's own threads (:class:`~registryd.runtime.threads.BlockingExecutor`,
   ``maxthreads`` of them at most); each open reader and writer has its own
-  :class:`~registryd.threads.SerialWorker` in the reactor's thread pool,
+  :class:`~registryd.runtime.threads.SerialWorker` in the reactor's thread pool,
   so its reads or writes happen in order without holding a thread between
   them, and a client that disconnects mid-upload (klein cancels the
   handler) still gets every queued write applied before the file is
@@ -46,7 +46,7 @@ from registryd.interfaces import IStorageDriver, IStorageReader, IStorageWriter
 from registryd.storage.base import FileInfo, ReaderBase, WriterBase, as_bytes, check_path
 from registryd.storage.drivers import InvalidParameter, check_parameters, nowait
 from registryd.storage.errors import InvalidOffset, PathNotFound, StorageError, StorageRefused
-from registryd.threads import BlockingExecutor, SerialWorker
+from registryd.runtime.threads import BlockingExecutor, SerialWorker
 
 DEFAULT_ROOT = "./registry-data"
 #: Bytes a writer writes before it asks the kernel to start writing them
@@ -63,7 +63,7 @@ def from_parameters(parameters):
     ``maxthreads`` is accepted as Distribution accepts it (an integer or a
     decimal string) so existing configs work; as there, it bounds how many
     one-shot blocking calls (stat, small reads and writes, listings) run
-    at once (L{registryd.threads.BlockingExecutor}).  Streaming readers and
+    at once (L{registryd.runtime.threads.BlockingExecutor}).  Streaming readers and
     writers run in the reactor's thread pool.
     """
     section = check_parameters("filesystem", parameters, {"rootdirectory", "maxthreads"})
@@ -528,7 +528,7 @@ class FileReader(ReaderBase):
 
     def fileno(self):
         """The open file's descriptor, valid until :meth:`close`: lets
-        L{registryd.web.BlobSender} send the bytes from C{offset} with
+        L{registryd.http.web.BlobSender} send the bytes from C{offset} with
         ``sendfile`` instead of reading them (reads move C{offset}; the
         sender does not)."""
         if self._closed:
