@@ -72,7 +72,12 @@ def _policy(section):
 
 def _issuer(auth, checker, htfile, policy):
     from registryd.auth.issuer import TokenIssuer
-    from registryd.auth.keys import KeyFileError, load_certificates, load_private_key, signing_algorithm
+    from registryd.auth.keys import (
+        KeyFileError,
+        load_certificates,
+        load_private_key,
+        signing_algorithm,
+    )
 
     server = auth.tokenserver
     try:

@@ -16,15 +16,15 @@ from werkzeug.exceptions import BadHost, MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
 from registryd import errors
-from registryd.http.api import base, blobs, listing, manifests, referrers, token, uploads
-from registryd.http.api.routing import RouteTable, endpoint
 from registryd.auth.authorizers import OpenAuthorizer
 from registryd.auth.scope import DELETE, PULL, PUSH, Access
+from registryd.http.api import base, blobs, listing, manifests, referrers, token, uploads
+from registryd.http.api.routing import RouteTable, endpoint
 from registryd.http.context import new_request_id
-from registryd.names import check_repository_name
-from registryd.notifications.events import NO_EVENTS
 from registryd.http.urls import URLBuilder
 from registryd.http.web import STREAMED
+from registryd.names import check_repository_name
+from registryd.notifications.events import NO_EVENTS
 
 log = Logger()
 

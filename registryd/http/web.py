@@ -33,21 +33,19 @@ import time
 from collections import deque
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from zope.interface import implementer
-from twisted.internet.interfaces import IPushProducer
-from twisted.protocols.policies import ProtocolWrapper
 
 from registryd import compat, errors
-
-from registryd.ops import metrics
-
 from registryd.http import sendfile
 from registryd.http.api.base import API_VERSION_HEADER
 from registryd.http.context import RequestContext
 from registryd.manifests.parse import MAX_MANIFEST_SIZE
+from registryd.ops import metrics
 
 _log = Logger()
 

@@ -23,9 +23,8 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from registryd import __version__
-
-from registryd.ops import metrics
 from registryd.notifications.events import EVENTS_MEDIA_TYPE, IgnoreRules, envelope
+from registryd.ops import metrics
 
 log = Logger()
 

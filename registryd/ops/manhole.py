@@ -42,9 +42,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from registryd import compat
-from registryd.ops.statements import StatementRunner, call_on_reactor, describe
 from registryd.config import ConfigError
 from registryd.http.listeners import ListenerService
+from registryd.ops.statements import StatementRunner, call_on_reactor, describe
 
 log = Logger()
 

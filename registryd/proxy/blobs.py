@@ -37,10 +37,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from registryd import errors
-
-from registryd.ops import metrics
 from registryd.http.api.base import decimal
 from registryd.interfaces import ILinkedBlobStore, IStorageReader
+from registryd.ops import metrics
 from registryd.proxy.upstream import discard, header_values
 from registryd.storage.blobs import BlobInfo
 

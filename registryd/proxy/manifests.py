@@ -18,12 +18,11 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from registryd import errors
-
-from registryd.ops import metrics
 from registryd.digest import DEFAULT_ALGORITHM, Digest
 from registryd.interfaces import IManifestStore
 from registryd.manifests import mediatypes
 from registryd.manifests.parse import MAX_MANIFEST_SIZE
+from registryd.ops import metrics
 from registryd.proxy.upstream import header_values
 from registryd.storage.manifest_store import is_digest_reference
 from registryd.storage.tags import check_tag

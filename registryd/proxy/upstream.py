@@ -37,9 +37,9 @@ from twisted.web.http import PotentialDataLoss
 from werkzeug.datastructures import WWWAuthenticate
 
 from registryd import errors
+from registryd.http.web import ChunkBuffer
 from registryd.manifests import mediatypes
 from registryd.names import valid_tags
-from registryd.http.web import ChunkBuffer
 
 log = Logger()
 
@@ -228,7 +228,7 @@ class Upstream:
         self._basic = None
         if username is not None:
             self._basic = "Basic " + base64.b64encode(
-                f"{username}:{password}".encode("utf-8")
+                f"{username}:{password}".encode()
             ).decode("ascii")
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = 8

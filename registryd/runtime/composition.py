@@ -21,18 +21,18 @@ from twisted.logger import LogLevel
 
 from registryd.http import tls
 from registryd.http.accesslog import AccessLog
-from registryd.ops.maintenance import Maintenance
 from registryd.http.app import RegistryApp
-from registryd.ops.debug import debug_site
-from registryd.ops.health import HealthChecks
 from registryd.http.listeners import ListenerService
-from registryd.runtime.logs import LogFormat, LogLevelFilter
-from registryd.notifications.events import Notifier
-from registryd.ops.operations import Operations, source_address
-from registryd.storage.instrumented import InstrumentedDriver
-from registryd.storage.registry import Registry
 from registryd.http.urls import URLBuilder
 from registryd.http.web import StreamingSite
+from registryd.notifications.events import Notifier
+from registryd.ops.debug import debug_site
+from registryd.ops.health import HealthChecks
+from registryd.ops.maintenance import Maintenance
+from registryd.ops.operations import Operations, source_address
+from registryd.runtime.logs import LogFormat, LogLevelFilter
+from registryd.storage.instrumented import InstrumentedDriver
+from registryd.storage.registry import Registry
 
 #: Timers that must run in one process only (left out with singletons=False).
 SINGLETON_TIMERS = frozenset({"upload purging", "garbage collection", "proxy cache expiry"})

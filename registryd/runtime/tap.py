@@ -20,8 +20,8 @@ import sys
 
 from twisted.python import usage
 
-from registryd.runtime import startup
 from registryd.config import ConfigError, parse_workers
+from registryd.runtime import startup
 
 
 class Options(usage.Options):
@@ -107,8 +107,8 @@ def makeService(options):
 
         metrics_directory = share_metrics()  # before anything imports prometheus_client
 
-    from registryd.runtime.composition import compose
     from registryd.notifications.journal import JournalLocked
+    from registryd.runtime.composition import compose
     from registryd.runtime.service import RegistryService
     from registryd.runtime.tuning import tune_allocator
 

@@ -44,8 +44,8 @@ from twisted.logger import Logger
 
 import registryd
 from registryd import compat
-from registryd.runtime import startup
 from registryd.notifications.events import IgnoreRules
+from registryd.runtime import startup
 
 log = Logger()
 

@@ -16,8 +16,13 @@ from registryd.digest import ALGORITHMS
 from registryd.interfaces import IBlobStore, ILinkedBlobStore
 from registryd.storage import _paths as paths
 from registryd.storage.errors import PathNotFound, translate_storage_errors
-from registryd.storage.walking import digest_tree, list_or_empty
-from registryd.storage.walking import modified_or_none, parse_digest, read_link
+from registryd.storage.walking import (
+    digest_tree,
+    list_or_empty,
+    modified_or_none,
+    parse_digest,
+    read_link,
+)
 
 
 @attr.s(frozen=True, slots=True)

@@ -19,8 +19,8 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from registryd.ops import metrics
 from registryd.interfaces import IStorageDriver, IStorageReader, IStorageWriter
+from registryd.ops import metrics
 from registryd.storage.errors import InvalidOffset, PathNotFound
 
 _ANSWERS = (PathNotFound, InvalidOffset)

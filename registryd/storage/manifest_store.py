@@ -21,7 +21,11 @@ from registryd.storage import _paths as paths
 from registryd.storage.errors import translate_storage_errors
 from registryd.storage.tags import check_tag
 from registryd.storage.walking import (
-    digest_tree, gather_limited, list_or_empty, modified_or_none, read_link,
+    digest_tree,
+    gather_limited,
+    list_or_empty,
+    modified_or_none,
+    read_link,
 )
 
 

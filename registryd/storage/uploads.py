@@ -28,10 +28,10 @@ from registryd import errors
 from registryd.digest import DEFAULT_ALGORITHM, Digest, check_algorithm, new_hasher
 from registryd.interfaces import IUploadStore
 from registryd.names import check_upload_id, new_upload_id
-from registryd.storage import _paths as paths
-from registryd.storage.errors import PathNotFound, StorageError, translate_storage_errors
 from registryd.runtime.threads import SerialWorker
 from registryd.runtime.tuning import release_memory_later
+from registryd.storage import _paths as paths
+from registryd.storage.errors import PathNotFound, StorageError, translate_storage_errors
 
 #: Bytes taken from the source per step, and at most in flight to the
 #: hasher and writer at once.

@@ -26,10 +26,10 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
 from registryd import errors
-from registryd.http.api.base import query_arg
 from registryd.auth.headers import client_host
-from registryd.http.context import new_request_id
 from registryd.digest import Digest
+from registryd.http.api.base import query_arg
+from registryd.http.context import new_request_id
 from registryd.names import check_repository_name
 from registryd.storage.manifest_store import is_digest_reference
 from registryd.storage.tags import check_tag

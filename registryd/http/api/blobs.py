@@ -6,8 +6,8 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from registryd import errors
-from registryd.http.api.base import decimal, respond, shielded
 from registryd.digest import Digest
+from registryd.http.api.base import decimal, respond, shielded
 from registryd.http.web import BlobSender
 
 # RFC 9110 single byte range (``bytes=first-last``, ``bytes=first-``,

@@ -8,8 +8,8 @@ stored, and the body is streamed into the upload as it arrives.
 import re
 
 from registryd import errors
-from registryd.http.api.base import decimal, query_arg, respond, upload_headers
 from registryd.digest import DEFAULT_ALGORITHM, Digest, check_algorithm
+from registryd.http.api.base import decimal, query_arg, respond, upload_headers
 from registryd.names import check_repository_name
 
 # The spec's ``^[0-9]+-[0-9]+$``, plus the RFC 9110 forms some clients send

@@ -43,10 +43,10 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from registryd.interfaces import IStorageDriver, IStorageReader, IStorageWriter
+from registryd.runtime.threads import BlockingExecutor, SerialWorker
 from registryd.storage.base import FileInfo, ReaderBase, WriterBase, as_bytes, check_path
 from registryd.storage.drivers import InvalidParameter, check_parameters, nowait
 from registryd.storage.errors import InvalidOffset, PathNotFound, StorageError, StorageRefused
-from registryd.runtime.threads import BlockingExecutor, SerialWorker
 
 DEFAULT_ROOT = "./registry-data"
 #: Bytes a writer writes before it asks the kernel to start writing them

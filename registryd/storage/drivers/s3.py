@@ -50,7 +50,7 @@ or HEAD per level; it never changes what is read.
 """
 
 import collections
-
+import functools
 import time
 
 from twisted.internet import defer
@@ -810,7 +810,7 @@ class S3Reader(ReaderBase):
             body = self._body
             try:
                 data = await self._driver._caller.run(
-                    lambda: body.read(length), "get_object", self.path
+                    functools.partial(body.read, length), "get_object", self.path
                 )
             except StorageUnavailable:
                 self._drop_body()
