@@ -43,8 +43,8 @@ def compile_pattern(pattern):
 class Rule:
     """One ``auth.access.rules`` entry (validated by ``registryd.config.auth``)."""
 
-    repositories = attr.ib(converter=tuple)
-    actions = attr.ib(converter=frozenset)
+    repositories: tuple = attr.ib(converter=tuple)
+    actions: frozenset = attr.ib(converter=frozenset)
     users = attr.ib(default=(), converter=tuple)
     groups = attr.ib(default=(), converter=tuple)
     anonymous = attr.ib(default=False)

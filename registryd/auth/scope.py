@@ -58,7 +58,7 @@ class Access:
 
     type = attr.ib()
     name = attr.ib()
-    actions = attr.ib(converter=frozenset)
+    actions: frozenset = attr.ib(converter=frozenset)
 
     @classmethod
     def repository(cls, name, *actions):

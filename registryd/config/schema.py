@@ -174,9 +174,9 @@ class Found:
     cls = attr.ib()
     path = attr.ib()
     raw = attr.ib()
-    values = attr.ib(factory=dict)  # field -> value
-    extras = attr.ib(factory=dict)  # key path -> value, for extra() keys
-    paths = attr.ib(factory=dict)  # key path -> full dotted path
+    values: dict = attr.ib(factory=dict)  # field -> value
+    extras: dict = attr.ib(factory=dict)  # key path -> value, for extra() keys
+    paths: dict = attr.ib(factory=dict)  # key path -> full dotted path
 
     def path_of(self, key):
         """The full path of C{key} (a dotted path inside the section)."""

@@ -559,7 +559,8 @@ class StreamingSite(server.Site):
     """The Site registryd serves: streaming requests, HTTP/1.1."""
 
     requestFactory = StreamingRequest
-    protocol = StreamingHTTPChannel
+    # the stub types it as a factory of the generic channel; a channel class is one
+    protocol = StreamingHTTPChannel  # type: ignore[assignment]
 
     def __init__(self, resource, *args, access_log=None, prefix=None, **kwargs):
         super().__init__(resource, *args, **kwargs)

@@ -25,7 +25,8 @@ class NotificationService(Service):
     """Endpoints, their journals and the L{registryd.notifications.events.Notifier}
     handlers report to."""
 
-    name = "notifications"
+    # the stub types Service.name as None, the unnamed default
+    name = "notifications"  # type: ignore[assignment]
 
     def __init__(self, config, notifier, reactor=None):
         """

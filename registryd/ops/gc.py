@@ -67,14 +67,14 @@ class GCReport:
     blobs_marked = attr.ib(default=0)
     blobs_seen = attr.ib(default=0)
     #: [(digest, size)]
-    blobs_removed = attr.ib(factory=list)
+    blobs_removed: list = attr.ib(factory=list)
     #: [(repository, digest)]
-    manifests_removed = attr.ib(factory=list)
+    manifests_removed: list = attr.ib(factory=list)
     #: [(repository, digest the link is named by)]
-    layer_links_removed = attr.ib(factory=list)
+    layer_links_removed: list = attr.ib(factory=list)
     #: [(digest, reason)]: unreferenced, but kept
-    protected = attr.ib(factory=list)
-    warnings = attr.ib(factory=list)
+    protected: list = attr.ib(factory=list)
+    warnings: list = attr.ib(factory=list)
     started_at = attr.ib(default=None)
     duration = attr.ib(default=0.0)
 
@@ -134,17 +134,17 @@ class GCReport:
 @attr.s
 class _RepositoryScan:
     repository = attr.ib()
-    revisions = attr.ib(factory=set)
+    revisions: set = attr.ib(factory=set)
     #: tag -> digest its current link names
-    tags = attr.ib(factory=dict)
+    tags: dict = attr.ib(factory=dict)
     #: tag -> digests in its history index
-    tag_history = attr.ib(factory=dict)
+    tag_history: dict = attr.ib(factory=dict)
     #: link name digest -> digest of the data it points at
-    layers = attr.ib(factory=dict)
+    layers: dict = attr.ib(factory=dict)
     #: manifest digest -> (references, subject)
-    manifests = attr.ib(factory=dict)
-    keep = attr.ib(factory=set)
-    candidates = attr.ib(factory=list)
+    manifests: dict = attr.ib(factory=dict)
+    keep: set = attr.ib(factory=set)
+    candidates: list = attr.ib(factory=list)
 
     @property
     def name(self):

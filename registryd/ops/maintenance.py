@@ -47,7 +47,7 @@ class PurgeReport:
     dry_run = attr.ib(default=False)
     older_than = attr.ib(default=0.0)
     #: [UploadInfo] removed (or, in a dry run, that would be)
-    removed = attr.ib(factory=list)
+    removed: list = attr.ib(factory=list)
     kept = attr.ib(default=0)
 
     def summary(self):

@@ -434,7 +434,8 @@ class RegistryManhole(manhole.Manhole):
 class ManholeSession(manhole_ssh.TerminalSession):
     """A session: the prompt (with or without a pty), or one command."""
 
-    transportFactory = _ShellTransport
+    # the stub wants a TerminalSessionTransport subclass; ours wraps one without inheriting
+    transportFactory = _ShellTransport  # type: ignore[assignment]
     namespace_factory = None
     runner = None
     width, height = 80, 25  # when the client asks for no pty
@@ -494,7 +495,8 @@ class ManholeSession(manhole_ssh.TerminalSession):
 @implementer(portal.IRealm)
 class ManholeRealm(manhole_ssh.TerminalRealm):
     sessionFactory = ManholeSession
-    transportFactory = _ShellTransport
+    # the stub wants a TerminalSessionTransport subclass; ours wraps one without inheriting
+    transportFactory = _ShellTransport  # type: ignore[assignment]
 
     def __init__(self, namespace_factory, runner=None):
         super().__init__()

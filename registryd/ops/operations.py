@@ -51,7 +51,8 @@ def source_address(listen):
 class Operations(MultiService):
     """Health checks, debug listener, notifications, access log, reload."""
 
-    name = "operations"
+    # the stub types Service.name as None, the unnamed default
+    name = "operations"  # type: ignore[assignment]
 
     def __init__(self, config, app, health, events, access_log, log_format, log_filter,
                  debug_listeners=(), config_path=None, listen_override=False,

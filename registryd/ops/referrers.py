@@ -40,10 +40,10 @@ class ReferrersReport:
     #: entries that were right already
     entries_kept = attr.ib(default=0)
     #: [(repository, subject, referrer)]
-    entries_added = attr.ib(factory=list)
+    entries_added: list = attr.ib(factory=list)
     #: [(repository, subject, referrer)]
-    entries_removed = attr.ib(factory=list)
-    warnings = attr.ib(factory=list)
+    entries_removed: list = attr.ib(factory=list)
+    warnings: list = attr.ib(factory=list)
     duration = attr.ib(default=0.0)
 
     def summary(self):

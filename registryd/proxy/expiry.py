@@ -27,7 +27,7 @@ log = Logger()
 class ExpiryReport:
     ttl = attr.ib()
     #: [(repository, digest string, [tags removed])]
-    removed = attr.ib(factory=list)
+    removed: list = attr.ib(factory=list)
     kept = attr.ib(default=0)
 
     def summary(self):

@@ -99,7 +99,8 @@ def _package_path():
 class WorkerPool(Service):
     """In the main process: starts, watches and stops the worker processes."""
 
-    name = "workers"
+    # the stub types Service.name as None, the unnamed default
+    name = "workers"  # type: ignore[assignment]
 
     def __init__(self, components, count, config_path=None, listen=(), reactor=None,
                  metrics_directory=None):
