@@ -18,9 +18,9 @@ from registryd.config import ConfigError
 
 
 def create(config):
-    """C{(authorizer, issuer or None)} for a L{registryd.config.Config}.
+    """``(authorizer, issuer or None)`` for a :class:`registryd.config.Config`.
 
-    @raise ConfigError: a file that cannot be read or used, naming its key.
+    :raises ConfigError: a file that cannot be read or used, naming its key.
     """
     from registryd.auth.authorizers import BasicAuthorizer, BearerAuthorizer, OpenAuthorizer
 

@@ -94,7 +94,7 @@ class AuthenticatedUsers:
 
 @implementer(IAccessPolicy)
 class AccessRules:
-    """``auth.access``: C{rules} (L{Rule}s) and C{groups} (name -> users)."""
+    """``auth.access``: ``rules`` (:class:`Rule` entries) and ``groups`` (name -> users)."""
 
     def __init__(self, rules, groups=None):
         self.rules = tuple(rules)

@@ -208,7 +208,7 @@ class _Collector:
         return scan
 
     def _closure(self, scan, roots):
-        """Manifests of C{scan} kept by C{roots}: their child manifests and
+        """Manifests of ``scan`` kept by ``roots``: their child manifests and
         their referrers, transitively."""
         referrers = {}
         for digest, (_, subject) in scan.manifests.items():
@@ -227,7 +227,7 @@ class _Collector:
         return kept
 
     async def _choose(self, scan):
-        """Which manifests of C{scan} stay (all, unless delete_untagged)."""
+        """Which manifests of ``scan`` stay (all, unless delete_untagged)."""
         if not self.delete_untagged:
             scan.keep = set(scan.revisions)
             return
@@ -377,14 +377,14 @@ class _Collector:
 
 async def collect_garbage(registry, dry_run=False, delete_untagged=False,
                           grace_period=DEFAULT_GRACE_PERIOD, clock=time.time, before_sweep=None):
-    """Mark and sweep C{registry}'s storage; return a L{GCReport}.
+    """Mark and sweep ``registry``'s storage; return a :class:`GCReport`.
 
-    @param dry_run: remove nothing; report what would be removed.
-    @param delete_untagged: also remove manifests no tag reaches (see the
+    :param dry_run: remove nothing; report what would be removed.
+    :param delete_untagged: also remove manifests no tag reaches (see the
         module docstring for what still keeps one).
-    @param grace_period: seconds; data or links younger than this stay.
-    @param clock: the current POSIX time (tests move it).
-    @param before_sweep: an async callable run between mark and sweep
+    :param grace_period: seconds; data or links younger than this stay.
+    :param clock: the current POSIX time (tests move it).
+    :param before_sweep: an async callable run between mark and sweep
         (tests use it to push while a collection is half done).
     """
     collector = _Collector(registry, dry_run, delete_untagged, grace_period, clock, before_sweep)

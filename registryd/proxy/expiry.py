@@ -59,7 +59,7 @@ async def _remove(registry, repository, digest):
 
 
 async def expire(registry, ttl, clock=time.time):
-    """Remove every cached manifest fetched more than C{ttl} seconds ago."""
+    """Remove every cached manifest fetched more than ``ttl`` seconds ago."""
     report = ExpiryReport(ttl)
     now = clock()
     for name in await registry.repositories_with_fetch_records():

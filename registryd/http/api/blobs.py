@@ -17,7 +17,7 @@ _RANGE = re.compile(RANGE_PATTERN)
 
 
 def parse_range(header, size):
-    """Resolve a ``Range`` header against a blob of C{size} bytes.
+    """Resolve a ``Range`` header against a blob of ``size`` bytes.
 
     Returns (first, last) inclusive, or None to send the whole blob: no
     header, a syntactically invalid one, or several ranges (RFC 9110 lets a

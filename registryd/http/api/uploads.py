@@ -99,7 +99,7 @@ def _may_read(request):
 
 
 async def _try_mount(ctx, request, repository, digest, source):
-    """Mount from C{source}, or (no C{from}) from any repository the caller
+    """Mount from ``source``, or (no ``from``) from any repository the caller
     may read that has the blob; None when it cannot mount.  A source the
     caller may not read is treated like one without the blob: the client
     falls back to a normal upload and learns nothing about the source."""
