@@ -3,9 +3,9 @@
 This layer (the ``registryd.storage`` package) alone knows Distribution's
 layout (``registryd.storage._paths``) and translates storage errors into
 registry errors; it knows nothing of HTTP.  As in Distribution
-(``registry.go``), a L{Registry} has the global C{blobs}, enumerators of
-its repositories, and the C{vacuum} that every removal goes through; a
-L{Repository} has C{blobs}, C{manifests}, C{tags} and C{uploads}.  Garbage
+(``registry.go``), a :class:`Registry` has the global ``blobs``, enumerators of
+its repositories, and the ``vacuum`` that every removal goes through; a
+:class:`Repository` has ``blobs``, ``manifests``, ``tags`` and ``uploads``.  Garbage
 collection, maintenance, the referrers rebuild, the pull-through cache and
 the HTTP handlers all work through these.
 All authoritative state is in the driver, so several registryd processes
@@ -60,7 +60,7 @@ class Registry:
         #: validation.manifests.urls (registryd.manifests.verify.URLPolicy):
         #: which URLs non-distributable layers may carry; None: any
         self.manifest_url_policy = manifest_url_policy
-        #: callables told C{(read_only)} whenever it changes (worker mode
+        #: callables told ``(read_only)`` whenever it changes (worker mode
         #: passes the switch on to the other processes)
         self.read_only_observers = []
         self._read_only = bool(read_only)
@@ -108,11 +108,11 @@ class Registry:
         )
 
     def repository(self, name):
-        """The repository C{name} (validated); it need not exist yet."""
+        """The repository ``name`` (validated); it need not exist yet."""
         return Repository(self, check_repository_name(name))
 
     def stored_repository(self, name):
-        """The repository C{name} as found by an enumerator (L{repositories}
+        """The repository ``name`` as found by an enumerator (``repositories``
         and its kin), not validated again: storage may hold names that
         registryd's rules refuse (another registry wrote them), and
         housekeeping must still reach them."""
@@ -140,7 +140,7 @@ class Registry:
     @translate_storage_errors
     async def _repositories(self, markers):
         """Names of all repositories, sorted: directories under
-        ``repositories/`` with one of C{markers} as a child, found recursively
+        ``repositories/`` with one of ``markers`` as a child, found recursively
         since names nest; directories starting with ``_`` are never names."""
         found = []
         # Breadth first, each level's directories listed in one driver
@@ -163,18 +163,18 @@ class Registry:
 
     @translate_storage_errors
     async def repository_page(self, last=None, limit=None, include=None, markers=("_manifests",)):
-        """One page of the catalog: C{(names, more)}, the first C{limit}
-        repository names after C{last} (all if C{limit} is None) for which
-        C{include(name)} is true, sorted, and whether more follow.
+        """One page of the catalog: ``(names, more)``, the first ``limit``
+        repository names after ``last`` (all if ``limit`` is None) for which
+        ``include(name)`` is true, sorted, and whether more follow.
 
         A client pages through a large catalog with ``n`` and ``last``; a
         walk of the whole tree per page would make listing N repositories
         cost N / n walks.  This walk visits directories in the order of
         their names (a heap), skips subtrees that sort entirely before
-        C{last}, and stops once nothing left to visit can sort before the
-        names it has: a page costs about C{limit} directory listings.
+        ``last``, and stops once nothing left to visit can sort before the
+        names it has: a page costs about ``limit`` directory listings.
         (A depth-first walk would not do: ``a/b`` sorts after ``a-b``.)
-        Listings go to the driver in batches, as in L{repositories}.
+        Listings go to the driver in batches, as in ``repositories``.
         """
         heap = [("", paths.repositories())]
         found = []
@@ -209,7 +209,7 @@ class Registry:
 
     @translate_storage_errors
     async def find_readable_repository_with_blob(self, digest, may_read=lambda name: True):
-        """A repository the caller may read that links C{digest}, or None."""
+        """A repository the caller may read that links ``digest``, or None."""
         for name in await self._repositories(("_layers",)):
             if not may_read(name):
                 continue
@@ -220,7 +220,7 @@ class Registry:
 
 @implementer(IRepository)
 class Repository:
-    """One repository: its C{blobs}, C{manifests}, C{tags} and C{uploads}
+    """One repository: its ``blobs``, ``manifests``, ``tags`` and ``uploads``
     (Distribution's ``Repository``), each made here with the collaborators
     it needs from the registry."""
 

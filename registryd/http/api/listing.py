@@ -18,8 +18,8 @@ DEFAULT_CATALOG_PAGE = 1000
 
 
 def paginate(entries, request, default_page=None, max_tags=None):
-    """Return (page, next_last) from sorted C{entries} and the request's
-    n/last; at most C{max_tags} (tags.maxtags) per page, if given."""
+    """Return (page, next_last) from sorted ``entries`` and the request's
+    n/last; at most ``max_tags`` (tags.maxtags) per page, if given."""
     n, last = _page_arguments(request, default_page)
     if max_tags is not None:
         n = max_tags if n is None else min(n, max_tags)
@@ -57,7 +57,7 @@ async def list_tags(ctx, request, name):
 
 
 def _page_arguments(request, default_page=None):
-    """The request's (n, last), as L{paginate} reads them."""
+    """The request's (n, last), as :func:`paginate` reads them."""
     n = query_arg(request, "n")
     if n is not None:
         number = decimal(n)
