@@ -488,27 +488,60 @@ def _yaml_error_message(error):
     return f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {text}"
 
 
-def load_config(path):
-    """Read and validate the configuration file at C{path}.
+def load_config(path, environ=None):
+    """Read and validate the configuration file at C{path}, with the
+    ``REGISTRY_*`` overrides of C{environ} (L{registryd.environment}).
 
     @param path: a file name, or None for the defaults (filesystem storage
         in ``./registry-data``, listening on ``tcp:5000``).
+    @param environ: the environment (default: C{os.environ}).
     @raise ConfigError: the file cannot be read, is not YAML, or holds a key
-        or value registryd cannot use.
+        or value registryd cannot use; or a variable sets such a key (the
+        message names the variable).
     @rtype: L{Config}
     """
+    from registryd import environment
+
+    mapping, overrides = read_document(path, environ)
+    try:
+        return parse_config(mapping)
+    except ConfigError as error:
+        raise environment.attribute(error, overrides, ConfigError) from None
+
+
+def default_document():
+    """The configuration registryd runs with when given no file, as YAML
+    would say it (the base that environment overrides apply to)."""
+    return {"version": "0.1", "storage": {"filesystem": {"rootdirectory": DEFAULT_ROOT_DIRECTORY}}}
+
+
+def read_document(path, environ=None):
+    """The raw YAML mapping of C{path} (None: L{default_document}) with the
+    environment's overrides applied, and the
+    L{registryd.environment.Overrides} saying which applied.
+
+    @raise ConfigError: unreadable file, invalid YAML (in the file or a
+        variable's value).
+    """
+    import os
+
+    from registryd import environment
+
     if path is None:
-        return Config()
-    try:
-        with open(path, "rb") as stream:
-            data = stream.read()
-    except OSError as error:
-        raise ConfigError(f"cannot read configuration file: {error.strerror or error}")
-    try:
-        mapping = yaml.load(data, Loader=_Loader)
-    except yaml.YAMLError as error:
-        raise ConfigError(_yaml_error_message(error))
-    return parse_config(mapping)
+        mapping = default_document()
+    else:
+        try:
+            with open(path, "rb") as stream:
+                data = stream.read()
+        except OSError as error:
+            raise ConfigError(f"cannot read configuration file: {error.strerror or error}")
+        try:
+            mapping = yaml.load(data, Loader=_Loader)
+        except yaml.YAMLError as error:
+            raise ConfigError(_yaml_error_message(error))
+    return environment.apply(
+        mapping, os.environ if environ is None else environ, ConfigError, _Loader
+    )
 
 
 # --- checking values ---------------------------------------------------------

@@ -22,7 +22,9 @@ class Options(usage.Options):
     synopsis = "[--config FILE] [--listen ENDPOINT ...]"
     longdesc = (
         "Run the registryd container image registry.  Without --config it "
-        "stores data under ./registry-data and listens on tcp:5000."
+        "stores data under ./registry-data and listens on tcp:5000.  "
+        "REGISTRY_* environment variables override configuration keys, as "
+        "in CNCF Distribution (REGISTRY_HTTP_ADDR=:5001)."
     )
     optParameters = [
         ["config", "c", None, "YAML configuration file (CNCF Distribution config.yml keys)."],
@@ -38,6 +40,8 @@ class Options(usage.Options):
         #: (authorizer, issuer) and [(endpoint, TLS options)] (postOptions)
         self.auth = None
         self.listeners = None
+        #: REGISTRY_* variables that name no configuration key (logged)
+        self.ignored_environment = ()
 
     def opt_listen(self, endpoint):
         """Listen on a Twisted endpoint string, e.g. tcp:5000 or
@@ -45,6 +49,13 @@ class Options(usage.Options):
         self["listen"].append(endpoint)
 
     opt_l = opt_listen
+
+    def opt_version(self):
+        """Display registryd's version and exit."""
+        from registryd.cli import version
+
+        print(version())
+        raise SystemExit(0)
 
     def opt_workers(self, count):
         """Processes serving HTTP on the same sockets: a number or 'auto'
@@ -57,13 +68,17 @@ class Options(usage.Options):
             raise usage.UsageError(str(error))
 
     def postOptions(self):
+        import os
+
+        from registryd import environment
         from registryd.service import create_storage_driver
 
         source = self["config"]
         try:
             config = load_config(source)
         except ConfigError as error:
-            raise usage.UsageError(f"configuration {source}: {error}")
+            prefix = f"configuration {source}: " if source else ""
+            raise usage.UsageError(f"{prefix}{error}")
         if self["listen"]:
             config = config.with_listen(self["listen"])
             where = "--listen"
@@ -79,11 +94,13 @@ class Options(usage.Options):
         try:
             driver = create_storage_driver(config.storage)
         except ConfigError as error:
+            error = environment.attribute(error, environment.summary(os.environ), ConfigError)
             prefix = f"configuration {source}: " if source else ""
             raise usage.UsageError(f"{prefix}{error}")
         self.registry_config = config
         self.driver = driver
         self.auth = _auth(config, source)
+        self.ignored_environment = environment.summary(os.environ).ignored
 
 
 def _tls_listeners(config, source, where):
@@ -127,7 +144,8 @@ def _check_manhole(manhole, source):
     try:
         check_config(manhole)
     except ConfigError as error:
-        raise usage.UsageError(f"configuration {source}: {error}")
+        prefix = f"configuration {source}: " if source else ""
+        raise usage.UsageError(f"{prefix}{error}")
 
 
 def _endpoint_problem(description):
@@ -158,6 +176,16 @@ def makeService(options):
 
     from registryd.service import RegistryService
     from registryd.tuning import tune_allocator
+
+    if options.ignored_environment:
+        from twisted.logger import Logger
+
+        # like Distribution: e.g. Kubernetes' REGISTRY_SERVICE_HOST for a
+        # service named "registry"; logged once logging has started
+        Logger().warn(
+            "ignoring environment variables that name no configuration key: {names}",
+            names=", ".join(options.ignored_environment),
+        )
 
     tune_allocator()  # large upload buffers from the heap, not fresh mmaps
 

@@ -1,0 +1,350 @@
+"""``REGISTRY_*`` environment variables: CNCF Distribution's overrides of
+the configuration file, with Distribution's rules (its
+``configuration/parser.go``), as a transform of the raw YAML mapping.
+
+How ``registry:2`` is configured in compose files and Helm charts:
+``REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=/x`` sets
+``storage.filesystem.rootdirectory`` whatever the file says.  The rules:
+
+* The name after ``REGISTRY_`` is split at each ``_``; each part names one
+  level, compared case-insensitively (Distribution compares upper case).
+* The value is parsed as YAML, as a value in the file would be:
+  ``REGISTRY_STORAGE_DELETE_ENABLED=true`` is a boolean,
+  ``REGISTRY_NOTIFICATIONS_ENDPOINTS='[{name: a, url: ...}]'`` a list.
+* A variable naming a section replaces the whole section;
+  ``REGISTRY_STORAGE=s3`` (a word instead of a mapping) selects a driver as
+  ``storage: s3`` does, i.e. ``{s3: {}}``; ``REGISTRY_AUTH=htpasswd`` too.
+* Variables are applied in the lexical order of their names, so
+  ``REGISTRY_STORAGE=s3`` first, then ``REGISTRY_STORAGE_S3_BUCKET``.
+* In an open mapping (a storage driver's parameters, ``auth``, headers,
+  ``log.fields``) a part matches an existing key case-insensitively, or adds
+  it in lower case; a number indexes a list, one past its end appends.
+* Distribution ignores (with a warning) a variable that names no field of
+  its configuration: a Kubernetes service called ``registry`` sets
+  ``REGISTRY_PORT`` and ``REGISTRY_SERVICE_HOST``.  registryd does the
+  same for variables that match nothing Distribution or registryd knows
+  (:attr:`Overrides.ignored`, logged at start-up).  A variable that does
+  match a key sets it, and registryd then checks the result exactly as it
+  checks the file: a key registryd does not support, or a bad value, stops
+  start-up with one line naming the variable (:func:`attribute`).
+
+registryd's own additions: a key whose name holds ``_``
+(``manhole.authorized_keys``) is matched with its underscores
+(``REGISTRY_MANHOLE_AUTHORIZED_KEYS``), and the YAML key names are
+accepted where Distribution's Go field names differ
+(``REGISTRY_NOTIFICATIONS_EVENTS_...`` as well as ``..._EVENTCONFIG_...``).
+
+Which keys exist is the table below: Distribution's configuration
+structure (its Go structs: closed sections) with registryd's own keys
+added; open mappings accept any key.
+"""
+
+import copy
+import re
+
+import attr
+import yaml
+
+PREFIX = "REGISTRY_"
+
+#: Any key, any depth: Distribution's ``map[string]...`` and ``Parameters``.
+OPEN = "open"
+
+
+class _List:
+    """A list whose items are C{item} (a section table, OPEN or None)."""
+
+    def __init__(self, item):
+        self.item = item
+
+
+def _section(**fields):
+    """A closed section: env part (upper case) -> (YAML key, child).
+
+    Keyword names are the YAML keys; C{go=NAME} spellings (Distribution's
+    Go field names where they differ) are added by L{_also}."""
+    return {key.upper(): (key, child) for key, child in fields.items()}
+
+
+def _also(section, **aliases):
+    """C{section} with extra env spellings: GONAME=yamlkey."""
+    for go_name, key in aliases.items():
+        section[go_name.upper()] = section[key.upper()]
+    return section
+
+
+_LEAF = None
+
+_TLS = _section(
+    certificate=_LEAF, key=_LEAF, clientcas=_List(_LEAF), clientauth=_LEAF, minimumtls=_LEAF,
+    ciphersuites=_List(_LEAF),
+    letsencrypt=_section(cachefile=_LEAF, email=_LEAF, hosts=_List(_LEAF), directoryurl=_LEAF),
+)
+
+_ENDPOINT = _section(
+    name=_LEAF, disabled=_LEAF, url=_LEAF, headers=OPEN, timeout=_LEAF, threshold=_LEAF,
+    backoff=_LEAF, ignoredmediatypes=_List(_LEAF),
+    ignore=_section(mediatypes=_List(_LEAF), actions=_List(_LEAF)),
+)
+
+_CHECK = dict(
+    interval=_LEAF, threshold=_LEAF, timeout=_LEAF, file=_LEAF, uri=_LEAF, headers=OPEN,
+    statuscode=_LEAF, addr=_LEAF,
+)
+
+_REDIS_OPTIONS = (
+    "addrs clientname db protocol username password sentinelusername sentinelpassword "
+    "maxretries minretrybackoff maxretrybackoff dialtimeout readtimeout writetimeout "
+    "contexttimeoutenabled poolfifo poolsize pooltimeout minidleconns maxidleconns "
+    "maxactiveconns connmaxidletime connmaxlifetime maxredirects readonly routebylatency "
+    "routerandomly mastername disableidentity identitysuffix unstableresp3 "
+    # Distribution 2.8's single-address keys
+    "addr dialtimeout pool"
+).split()
+
+#: The configuration's structure: Distribution's (v2.8 and v3) and registryd's.
+TOP = _section(
+    version=_LEAF,
+    log=_section(
+        accesslog=_section(disabled=_LEAF), level=_LEAF, formatter=_LEAF, fields=OPEN,
+        hooks=_List(OPEN), reportcaller=_LEAF,
+    ),
+    loglevel=_LEAF,
+    storage=OPEN,
+    auth=OPEN,
+    middleware=OPEN,
+    reporting=OPEN,  # Distribution 2.8 (bugsnag, newrelic); registryd refuses it
+    compatibility=OPEN,  # Distribution 2.8 (schema1); registryd refuses it
+    http=_section(
+        addr=_LEAF, net=_LEAF, host=_LEAF, prefix=_LEAF, secret=_LEAF, relativeurls=_LEAF,
+        draintimeout=_LEAF, tls=_TLS, headers=OPEN,
+        debug=_section(addr=_LEAF, prometheus=_section(enabled=_LEAF, path=_LEAF)),
+        http2=_section(disabled=_LEAF), h2c=_section(enabled=_LEAF),
+    ),
+    notifications=_also(
+        _section(events=_section(includereferences=_LEAF), endpoints=_List(_ENDPOINT),
+                 journal=OPEN),  # journal: registryd's
+        eventconfig="events",
+    ),
+    redis=_section(
+        tls=_section(certificate=_LEAF, key=_LEAF, rootcas=_List(_LEAF)),
+        pool=OPEN,
+        **{name: _LEAF for name in _REDIS_OPTIONS if name != "pool"},
+    ),
+    health=_also(
+        _section(
+            file=_List(_section(**_CHECK)), http=_List(_section(**_CHECK)),
+            tcp=_List(_section(**_CHECK)),
+            storagedriver=_section(enabled=_LEAF, interval=_LEAF, threshold=_LEAF),
+        ),
+        filecheckers="file", httpcheckers="http", tcpcheckers="tcp",
+    ),
+    catalog=_section(maxentries=_LEAF),
+    tags=_section(maxtags=_LEAF),
+    proxy=_section(
+        remoteurl=_LEAF, username=_LEAF, password=_LEAF, ttl=_LEAF, cachewritetimeout=_LEAF,
+        exec=_section(command=_LEAF, lifetime=_LEAF),
+        maxblobsize=_LEAF,  # registryd's
+    ),
+    validation=_section(
+        enabled=_LEAF, disabled=_LEAF,
+        manifests=_section(
+            urls=_section(allow=_List(_LEAF), deny=_List(_LEAF)),
+            indexes=_section(platforms=_LEAF, platformlist=_List(OPEN)),
+            images=_section(blobs=_LEAF),  # registryd's
+        ),
+    ),
+    policy=OPEN,
+    # registryd's own sections
+    gc=_section(graceperiod=_LEAF, interval=_LEAF, deleteuntagged=_LEAF, dryrun=_LEAF),
+    manhole=_section(listen=_LEAF, authorized_keys=_LEAF, user=_LEAF, host_key=_LEAF),
+    workers=_LEAF,
+)
+
+#: Key names whose values are credentials: masked by L{masked}.
+SECRET_KEYS = frozenset({
+    "password", "secret", "secretkey", "accesskey", "sessiontoken", "sentinelpassword",
+    "apikey", "licensekey", "authorization",
+})
+MASK = "********"
+
+
+@attr.s(frozen=True)
+class Override:
+    """One applied variable and the key path (dotted) it set."""
+
+    variable = attr.ib()
+    path = attr.ib()
+
+
+@attr.s(frozen=True)
+class Overrides:
+    """What L{apply} did: the variables applied, and those ignored."""
+
+    applied = attr.ib(factory=tuple)
+    ignored = attr.ib(factory=tuple)
+
+
+def variables(environ):
+    """The ``REGISTRY_*`` variables of C{environ}, in the order applied."""
+    return sorted((name, value) for name, value in environ.items() if name.startswith(PREFIX))
+
+
+def apply(mapping, environ, error=ValueError, loader=yaml.SafeLoader):
+    """C{mapping} (the file's YAML, a dict; not changed) with the overrides
+    of C{environ} applied: C{(new mapping, L{Overrides})}.
+
+    @param error: the exception class raised, with one line naming the
+        variable, for a value that is not YAML or a bad list index.
+    @param loader: the YAML loader class (the one the file is read with).
+    """
+    result = copy.deepcopy(mapping) if mapping is not None else {}
+    applied, ignored = [], []
+    for name, value in variables(environ):
+        parts = name[len(PREFIX):].split("_")
+        try:
+            payload = yaml.load(value, Loader=loader)
+        except yaml.YAMLError as problem:
+            raise error(f"{name}: value is not valid YAML: {_yaml_problem(problem)}") from None
+        if not isinstance(result, dict):
+            break  # the file's top level is not a mapping: the parser says so
+        path = _set(result, TOP, parts, payload, name, error)
+        if path is None:
+            ignored.append(name)
+        else:
+            applied.append(Override(name, path))
+    return result, Overrides(tuple(applied), tuple(ignored))
+
+
+def summary(environ):
+    """The L{Overrides} of C{environ} alone (which variables name a key,
+    and which keys), for messages; variables whose values are bad are
+    reported by L{apply} when the configuration is read."""
+    try:
+        return apply({}, environ)[1]
+    except ValueError:
+        return Overrides()
+
+
+def _yaml_problem(problem):
+    return " ".join(str(getattr(problem, "problem", None) or problem).split())
+
+
+def _set(node, table, parts, payload, name, error):
+    """Set C{payload} at C{parts} below the mapping C{node} described by
+    C{table}; the dotted key path set (as configuration errors name keys:
+    C{notifications.endpoints[0].url}), or None if a part matches nothing."""
+    path = []
+    while True:
+        if isinstance(table, _List):
+            index = parts[0]
+            if not re.fullmatch(r"[0-9]+", index):
+                raise error(f"{name}: {_dotted(path)}: expected a list index, got {index!r}")
+            index = int(index)
+            if index > len(node):
+                raise error(f"{name}: {_dotted(path)}: index {index} is past the list's end "
+                            f"({len(node)} items)")
+            key, child, used = index, table.item, 1
+        elif table is OPEN or table is _LEAF:
+            key = _existing_key(node, parts[0]) or parts[0].lower()
+            child, used = OPEN, 1
+        else:
+            match = _closed_match(table, parts)
+            if match is None:
+                return None
+            (key, child), used = match
+            key = _existing_key(node, key) or key
+        path.append(key)
+        rest = parts[used:]
+        if not rest:
+            if isinstance(node, list):
+                if key == len(node):
+                    node.append(payload)
+                else:
+                    node[key] = payload
+            else:
+                _drop_other_spellings(node, key)
+                node[key] = _selection(path, payload)
+            return _dotted(path)
+        current = node[key] if isinstance(node, list) and key < len(node) else (
+            node.get(key) if isinstance(node, dict) else None)
+        wanted_list = isinstance(child, _List)
+        if not isinstance(current, list if wanted_list else dict):
+            current = [] if wanted_list else {}
+            if isinstance(node, list):
+                if key == len(node):
+                    node.append(current)
+                else:
+                    node[key] = current
+            else:
+                node[key] = current
+        node, table, parts = current, child, rest
+
+
+def _dotted(path):
+    text = ""
+    for key in path:
+        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else key)
+    return text
+
+
+def _closed_match(table, parts):
+    """((YAML key, child), parts used) for the longest run of C{parts}
+    joined by ``_`` that names a key of C{table}, or None."""
+    for used in range(len(parts), 0, -1):
+        found = table.get("_".join(parts[:used]).upper())
+        if found is not None:
+            return found, used
+    return None
+
+
+def _existing_key(node, part):
+    """The key of the mapping C{node} equal to C{part} ignoring case, or None."""
+    if isinstance(node, dict):
+        for key in node:
+            if isinstance(key, str) and key.upper() == str(part).upper():
+                return key
+    return None
+
+
+def _drop_other_spellings(node, key):
+    for other in [k for k in node if isinstance(k, str) and k != key and k.upper() == key.upper()]:
+        del node[other]
+
+
+def _selection(path, payload):
+    """``storage: s3`` and ``auth: htpasswd`` as Distribution reads them:
+    a word selects that section with no parameters."""
+    if path in (["storage"], ["auth"]) and isinstance(payload, str):
+        return {payload: {}}
+    return payload
+
+
+def attribute(error, overrides, error_class):
+    """C{error} (a configuration error naming a key, C{error.key}) restated
+    naming the variable that set that key, if one did; else C{error}."""
+    key = getattr(error, "key", None)
+    if not key:
+        return error
+    best = None
+    for override in overrides.applied:
+        if any(a == b or a.startswith((b + ".", b + "[")) for a, b in
+               ((key, override.path), (override.path, key))):
+            if best is None or len(override.path) > len(best.path):
+                best = override
+    if best is None:
+        return error
+    return error_class(best.variable, str(error))
+
+
+def masked(mapping):
+    """A copy of C{mapping} with the values of secret keys masked."""
+    if isinstance(mapping, dict):
+        return {
+            key: (MASK if isinstance(key, str) and key.lower() in SECRET_KEYS and value not in (None, "")
+                  else masked(value))
+            for key, value in mapping.items()
+        }
+    if isinstance(mapping, list):
+        return [masked(item) for item in mapping]
+    return mapping
