@@ -45,7 +45,10 @@ setup(
     package_data={"twisted.plugins": ["registryd_plugin.py"]},
     include_package_data=False,
     install_requires=[
-        "Twisted[conch]",  # conch: the SSH manhole (cryptography, bcrypt)
+        # conch: the SSH manhole; tls: pyOpenSSL, service_identity for TLS
+        # listeners.  24.7 fixes HTTP/1.1 pipelining (CVE-2024-41671); the
+        # upper bound is the next year's releases, not yet tested.
+        "Twisted[conch,tls]>=24.7.0,<27",
         "klein",
         "treq",
         "zope.interface",
@@ -53,9 +56,12 @@ setup(
         "PyYAML",
         "hyperlink",
         "prometheus_client",  # /metrics on the debug listener
-        "Twisted[tls]",  # pyOpenSSL, service_identity: TLS listeners (http.tls, ssl:)
-        "cryptography",  # keys and certificates for TLS and tokens
-        "PyJWT",  # bearer tokens (auth.token, auth.tokenserver)
+        "cryptography>=42",  # keys and certificates for TLS and tokens (load_pem_x509_certificates)
+        # bearer tokens (auth.token, auth.tokenserver): 2.10.1 stops partial
+        # issuer matches (CVE-2024-53861), 2.12 refuses unknown "crit" headers
+        # (CVE-2026-32597), 2.13 and 2.14 fix b64/detached and non-canonical
+        # signature segments
+        "PyJWT>=2.14",
         "bcrypt",  # htpasswd -B entries (auth.htpasswd)
         "botocore>=1.36",  # the s3 storage driver (checksum settings of 1.36)
     ],
@@ -64,6 +70,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
+            "registryd = registryd.cli:main",
             "registryd-gc = registryd.admin.gc_command:main",
             "registryd-referrers = registryd.admin.referrers_command:main",
         ],

@@ -13,7 +13,11 @@ configuration file and applies, without dropping a connection:
 - ``http.headers``;
 - ``notifications`` endpoints: added, removed, disabled or changed
   (url, headers, timeout, threshold, backoff, ignore rules), keeping their
-  queued events; ``events.includereferences``.
+  queued events; ``events.includereferences``;
+- TLS certificates, keys and client CAs (``http.tls`` and ``ssl:``
+  endpoints' files, read again even when the configuration names the same
+  files: renewed certificates from cert-manager or certbot).  A listener
+  whose new files do not work keeps its old certificate, and says so.
 
 Everything else (storage, listen addresses, ``http.host``, ``http.debug``,
 ``health``, ``validation``, ``log.formatter``/``fields``, the journal
@@ -155,6 +159,8 @@ class Operations:
             service._log_filter.set_level(LogLevel.levelWithName(new.log.level))
         self.access_log.enabled = new.log.accesslog
         service.app.set_headers(new.http.headers)
+        if await self._reload_tls(new.http.tls):
+            applied = attr.evolve(applied, http=attr.evolve(applied.http, tls=new.http.tls))
         if new.notifications != old.notifications:
             if self.notifications is None:
                 if new.notifications.enabled_endpoints:
@@ -181,6 +187,34 @@ class Operations:
                 log.failure("reload: {callback} failed", callback=callback)
         log.info("reload: configuration {path} applied", path=path)
         return restart
+
+
+    async def _reload_tls(self, tls_config):
+        """Renew every TLS listener's certificate from C{tls_config}'s (or
+        its ssl: endpoint's) files, read in a thread; True if all were."""
+        from twisted.internet import reactor as default_reactor
+        from twisted.internet import threads
+
+        from registryd import tls
+
+        reactor = self._reactor or default_reactor
+        renewed = True
+        for endpoint, reloadable in self.service.tls_listeners:
+            try:
+                options = await threads.deferToThreadPool(
+                    reactor, reactor.getThreadPool(), tls.reloaded_options, endpoint, tls_config
+                )
+            except ConfigError as error:
+                log.error("reload: TLS of {endpoint} keeps its certificate: {error}",
+                          endpoint=endpoint, error=str(error))
+                renewed = False
+                continue
+            if options is None:  # http.tls removed: a plain listener needs a restart
+                renewed = False
+                continue
+            reloadable.options = options
+            log.info("reload: TLS of {endpoint} renewed", endpoint=endpoint)
+        return renewed and bool(self.service.tls_listeners)
 
 
 def _differences(current, wanted, prefix=""):

@@ -187,14 +187,19 @@ class RegistryService(MultiService):
             options = tls.http_tls_options(config.http.tls)
             listeners = [tls.listener(e, config.http.tls, options) for e in config.http.listen]
         self.listeners = []
+        #: [(listen endpoint, registryd.tls.ReloadableTLS)]
+        self.tls_listeners = []
         for endpoint, (plain, options) in zip(config.http.listen, listeners):
             # strports.service raises from privilegedStartService when the
             # port cannot be bound, so start-up fails instead of running
             # deaf (a plain StreamServerEndpointService only logs it).
-            listener = strports.service(plain, tls.wrap(self.site, options), reactor=reactor)
+            factory = tls.wrap(self.site, options)
+            listener = strports.service(plain, factory, reactor=reactor)
             listener.setName(f"http {endpoint}")
             listener.setServiceParent(self)
             self.listeners.append(listener)
+            if options is not None:  # certificates re-read on reload
+                self.tls_listeners.append((endpoint, factory.tls))
         self._add_admin_services(reactor)
         self._log_filter = LogLevelFilter(LogLevel.levelWithName(config.log.level))
         self._owns_process = owns_process
