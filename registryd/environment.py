@@ -233,52 +233,53 @@ def _yaml_problem(problem):
 def _set(node, table, parts, payload, name, error):
     """Set C{payload} at C{parts} below the mapping C{node} described by
     C{table}; the dotted key path set (as configuration errors name keys:
-    C{notifications.endpoints[0].url}), or None if a part matches nothing."""
+    C{notifications.endpoints[0].url}), or None if a part matches nothing
+    (then nothing is changed)."""
+    steps = _resolve(table, parts, name, error)
+    if steps is None:
+        return None
     path = []
-    while True:
-        if isinstance(table, _List):
-            index = parts[0]
-            if not re.fullmatch(r"[0-9]+", index):
-                raise error(f"{name}: {_dotted(path)}: expected a list index, got {index!r}")
-            index = int(index)
-            if index > len(node):
-                raise error(f"{name}: {_dotted(path)}: index {index} is past the list's end "
+    for position, (key, child) in enumerate(steps):
+        if isinstance(key, int):
+            if key > len(node):
+                raise error(f"{name}: {_dotted(path)}: index {key} is past the list's end "
                             f"({len(node)} items)")
-            key, child, used = index, table.item, 1
+            if key == len(node):
+                node.append(None)
+        else:
+            key = _existing_key(node, key) or key
+        path.append(key)
+        if position == len(steps) - 1:
+            if isinstance(node, dict):
+                _drop_other_spellings(node, key)
+            node[key] = _selection(path, payload)
+            return _dotted(path)
+        wanted = list if isinstance(child, _List) else dict
+        if not isinstance(node[key] if isinstance(key, int) else node.get(key), wanted):
+            node[key] = wanted()
+        node = node[key]
+
+
+def _resolve(table, parts, name, error):
+    """[(YAML key or list index, table below it)] for C{parts}, or None
+    when a part names nothing in a closed section."""
+    steps = []
+    while parts:
+        if isinstance(table, _List):
+            if not re.fullmatch(r"[0-9]{1,9}", parts[0]):
+                where = _dotted([key for key, _ in steps])
+                raise error(f"{name}: {where}: expected a list index, got {parts[0][:20]!r}")
+            key, child, used = int(parts[0]), table.item, 1
         elif table is OPEN or table is _LEAF:
-            key = _existing_key(node, parts[0]) or parts[0].lower()
-            child, used = OPEN, 1
+            key, child, used = parts[0].lower(), OPEN, 1
         else:
             match = _closed_match(table, parts)
             if match is None:
                 return None
             (key, child), used = match
-            key = _existing_key(node, key) or key
-        path.append(key)
-        rest = parts[used:]
-        if not rest:
-            if isinstance(node, list):
-                if key == len(node):
-                    node.append(payload)
-                else:
-                    node[key] = payload
-            else:
-                _drop_other_spellings(node, key)
-                node[key] = _selection(path, payload)
-            return _dotted(path)
-        current = node[key] if isinstance(node, list) and key < len(node) else (
-            node.get(key) if isinstance(node, dict) else None)
-        wanted_list = isinstance(child, _List)
-        if not isinstance(current, list if wanted_list else dict):
-            current = [] if wanted_list else {}
-            if isinstance(node, list):
-                if key == len(node):
-                    node.append(current)
-                else:
-                    node[key] = current
-            else:
-                node[key] = current
-        node, table, parts = current, child, rest
+        steps.append((key, child))
+        table, parts = child, parts[used:]
+    return steps
 
 
 def _dotted(path):
