@@ -124,12 +124,13 @@ def test_the_image_runs_the_registryd_command(dockerd, image):
     assert output.strip() == f"registryd {__version__}"
     result = dockerd.docker(
         "run", "--rm", "--network", "none", "-e", "REGISTRY_STORAGE_S3_ACCESSKEY=AKIA-secret",
+        "-e", "REGISTRY_STORAGE_S3_SECRETKEY=also-secret",
         "-e", "REGISTRY_STORAGE=s3", "-e", "REGISTRY_STORAGE_S3_REGION=us-east-1",
         "-e", "REGISTRY_STORAGE_S3_BUCKET=registry",
         image, "registryd", "check-config", "/etc/registryd/config.yml",
     )
     output = result.stdout.decode()
-    assert "AKIA-secret" not in output
+    assert "AKIA-secret" not in output and "also-secret" not in output
     assert "# REGISTRY_STORAGE sets storage" in output
     result = dockerd.docker("run", "--rm", "--network", "none", "-e", "REGISTRY_HTTP_ADDR=[",
                             image, check=False)
