@@ -2,7 +2,15 @@
 (registryd.cli): ``serve``, ``check-config``, ``gc``, ``referrers``,
 ``--version``."""
 
-from registryd.cli import main
+import sys
+
+from registryd.cli import run
+
+
+def main(argv=None):
+    """Run a subcommand; its exit status."""
+    return run(sys.argv[1:] if argv is None else list(argv), prog="python -m registryd")
+
 
 if __name__ == "__main__":
-    main(prog="python -m registryd")
+    sys.exit(main())

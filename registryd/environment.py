@@ -198,7 +198,9 @@ def apply(mapping, environ, error=ValueError, loader=yaml.SafeLoader):
         variable, for a value that is not YAML or a bad list index.
     @param loader: the YAML loader class (the one the file is read with).
     """
-    result = copy.deepcopy(mapping) if mapping is not None else {}
+    if not isinstance(mapping, dict):
+        return mapping, Overrides()  # empty, or not a mapping: the parser says so
+    result = copy.deepcopy(mapping)
     applied, ignored = [], []
     for name, value in variables(environ):
         parts = name[len(PREFIX):].split("_")
@@ -206,8 +208,6 @@ def apply(mapping, environ, error=ValueError, loader=yaml.SafeLoader):
             payload = yaml.load(value, Loader=loader)
         except yaml.YAMLError as problem:
             raise error(f"{name}: value is not valid YAML: {_yaml_problem(problem)}") from None
-        if not isinstance(result, dict):
-            break  # the file's top level is not a mapping: the parser says so
         path = _set(result, TOP, parts, payload, name, error)
         if path is None:
             ignored.append(name)
