@@ -181,8 +181,8 @@ class Override:
 class Overrides:
     """What L{apply} did: the variables applied, and those ignored."""
 
-    applied = attr.ib(factory=tuple)
-    ignored = attr.ib(factory=tuple)
+    applied: tuple = attr.ib(factory=tuple)
+    ignored: tuple = attr.ib(factory=tuple)
 
 
 def variables(environ):
