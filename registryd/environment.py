@@ -323,7 +323,11 @@ def _selection(path, payload):
 
 def attribute(error, overrides, error_class):
     """C{error} (a configuration error naming a key, C{error.key}) restated
-    naming the variable that set that key, if one did; else C{error}."""
+    naming the variable that set that key, if one did; else C{error}.  An
+    error standing for several (C{error.errors}) has each restated."""
+    several = getattr(error, "errors", (error,))
+    if len(several) > 1:
+        return type(error)([attribute(single, overrides, error_class) for single in several])
     key = getattr(error, "key", None)
     if not key:
         return error

@@ -29,13 +29,13 @@ nothing changes.
 import signal
 
 import attr
-from twisted.application import strports
 from twisted.internet import defer
 from twisted.logger import Logger, LogLevel
 
 from registryd.accesslog import AccessLog
-from registryd.config import ConfigError, load_config
+from registryd.config import ConfigError, key_as_written, load_config
 from registryd.health import HealthChecks
+from registryd.listeners import ListenerService
 from registryd.logs import LogFormat
 
 log = Logger()
@@ -73,7 +73,9 @@ class Operations:
         if config.http.debug is not None:
             site = debug_site(self.health, config.http.debug)
             for endpoint in config.http.debug.listen:
-                self.debug_listener = strports.service(endpoint, site, reactor=reactor)
+                self.debug_listener = ListenerService(
+                    endpoint, site, reactor=reactor, what="debug listener (/health, /metrics) on"
+                )
                 self.debug_listener.setName(f"debug {endpoint}")
                 self.debug_listener.setServiceParent(service)
         self.notifications = None
@@ -129,7 +131,7 @@ class Operations:
 
     def reload(self, path=None):
         """Re-read the configuration file and apply what may change while
-        running.  Returns a Deferred firing with the list of changes that
+        running.  Returns a Deferred firing with the keys whose changes
         need a restart (also logged), or None if the file was not usable."""
         return defer.ensureDeferred(self._reload(path))
 
@@ -176,7 +178,8 @@ class Operations:
                     applied = attr.evolve(applied, notifications=self.notifications.config)
                 else:  # no endpoint left: where journals would go does not matter
                     applied = attr.evolve(applied, notifications=new.notifications)
-        restart = _differences(applied, new)
+        # named as the file spells them (gc.graceperiod, not gc.grace_period)
+        restart = [key_as_written(name, new) for name in _differences(applied, new)]
         service.config = applied
         for key in restart:
             log.warn("reload: {key} changed; restart registryd to apply it", key=key)

@@ -6,7 +6,9 @@ application and one listening service per endpoint.  It is a plain
 timers, a debug listener and a manhole will be further children.
 """
 
-from twisted.application import strports
+import os
+import sys
+
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.logger import (
@@ -19,7 +21,8 @@ from twisted.logger import (
 )
 from zope.interface import implementer
 
-from registryd.config import ConfigError
+from registryd.config import DEFAULT_ROOT_DIRECTORY, ConfigError
+from registryd.listeners import ListenerService, ListenFailed
 
 log = Logger()
 
@@ -54,6 +57,24 @@ def create_storage_driver(storage):
         if key and reason:
             raise ConfigError(key, reason).within(section) from None
         raise ConfigError(str(error)).within(section) from None
+
+
+def describe_storage(storage):
+    """Where a L{registryd.config.StorageConfig} keeps the data, for the
+    start-up log: the filesystem root as an absolute path (the default is
+    relative to the directory registryd was started in), the S3 bucket and
+    region, or the driver's name."""
+    parameters = storage.parameters
+    if storage.driver == "filesystem":
+        root = parameters.get("rootdirectory", DEFAULT_ROOT_DIRECTORY)
+        return f"filesystem at {os.path.abspath(root)}"
+    if storage.driver == "s3":
+        where = f"s3 bucket {parameters.get('bucket')} in {parameters.get('region')}"
+        endpoint = parameters.get("regionendpoint")
+        return f"{where} at {endpoint}" if endpoint else where
+    if storage.driver == "inmemory":
+        return "inmemory (nothing is kept across restarts)"
+    return storage.driver
 
 
 @implementer(ILogFilterPredicate)
@@ -190,11 +211,13 @@ class RegistryService(MultiService):
         #: [(listen endpoint, registryd.tls.ReloadableTLS)]
         self.tls_listeners = []
         for endpoint, (plain, options) in zip(config.http.listen, listeners):
-            # strports.service raises from privilegedStartService when the
-            # port cannot be bound, so start-up fails instead of running
-            # deaf (a plain StreamServerEndpointService only logs it).
+            # raises ListenFailed from privilegedStartService when the port
+            # cannot be bound, so start-up fails instead of running deaf
             factory = tls.wrap(self.site, options)
-            listener = strports.service(plain, factory, reactor=reactor)
+            listener = ListenerService(
+                plain, factory, reactor=reactor,
+                scheme="https" if options is not None else "http", shown=endpoint,
+            )
             listener.setName(f"http {endpoint}")
             listener.setServiceParent(self)
             self.listeners.append(listener)
@@ -208,6 +231,14 @@ class RegistryService(MultiService):
 
         #: the configuration file, for reloading (set by registryd.tap)
         self.config_path = None
+        #: log where the data is at start-up (not again in each worker)
+        self.announce = True
+        #: True under ``twistd --nodaemon`` (set by registryd.tap): a port
+        #: that cannot be bound ends the process with one line on stderr.
+        #: Otherwise L{ListenFailed} propagates: a daemonising twistd must
+        #: see an exception to tell its waiting parent (which then prints
+        #: it), and an embedding program handles it itself.
+        self.exit_on_listen_failure = False
         self.operations = Operations(self, reactor)
 
     async def _drain(self, timeout):
@@ -245,7 +276,7 @@ class RegistryService(MultiService):
 
             self.manhole = ManholeService(
                 self.config.manhole,
-                lambda: make_namespace(self.registry, self.maintenance, self.config),
+                lambda: make_namespace(self.registry, self.maintenance, self.config, reactor),
                 reactor=reactor,
             )
             self.manhole.setServiceParent(self)
@@ -254,7 +285,25 @@ class RegistryService(MultiService):
         # twistd calls this (then startService) after it set up logging.
         self.operations.install_logging()
         self._log_filter.install()
-        super().privilegedStartService()
+        if self.announce:
+            log.info("storage: {where}", where=describe_storage(self.config.storage))
+        try:
+            super().privilegedStartService()
+        except ListenFailed as error:
+            if "workers" in self.namedServices:  # never started: its directory only
+                self.getServiceNamed("workers").remove_metrics_directory()
+            log.error("registryd: {error}", error=str(error))
+            if self.exit_on_listen_failure:
+                self._exit_on(error)
+            raise
+
+    @staticmethod
+    def _exit_on(error):
+        """End the process for a socket that cannot be opened at start-up:
+        one line on the terminal (twistd has already sent stderr to the
+        log, hence the original stream), status 1, no traceback."""
+        print(f"registryd: {error}", file=sys.__stderr__, flush=True)
+        raise SystemExit(1)
 
     def startService(self):
         self.operations.install_logging()

@@ -2,18 +2,22 @@
 
 Everything that can be wrong with the configuration is checked in
 ``Options.postOptions``: the file is parsed and validated, the storage
-driver is created and every listen endpoint string is parsed.  twistd turns
-a ``UsageError`` raised there into a short message and exit status 1 before
-it forks, writes a pid file or starts logging, so a bad key is reported as
-one line naming it, never as a traceback in a log file.
+driver is created and every listen endpoint string is parsed.  A problem
+is reported before twistd forks, writes a pid file or starts logging, as
+one line per problem on stderr (``registryd: configuration FILE: key:
+problem``) and exit status 1: ``Options.parseOptions`` turns the
+``UsageError`` into that instead of letting twistd print its usage block
+above it, which would bury the one line that matters.
 
 This module is imported whenever twistd lists or runs the plugin, so it
 imports nothing heavy at module level (no reactor, no web stack).
 """
 
+import sys
+
 from twisted.python import usage
 
-from registryd.config import ConfigError, load_config
+from registryd.config import ConfigError, addr_to_endpoint, error_lines, load_config
 
 
 class Options(usage.Options):
@@ -45,7 +49,8 @@ class Options(usage.Options):
 
     def opt_listen(self, endpoint):
         """Listen on a Twisted endpoint string, e.g. tcp:5000 or
-        tcp6:5000:interface=\\:\\: (repeatable; replaces http.addr)."""
+        tcp6:5000:interface=\\:\\: (repeatable; replaces http.addr);
+        HOST:PORT as in http.addr (127.0.0.1:5000, :5000) works too."""
         self["listen"].append(endpoint)
 
     opt_l = opt_listen
@@ -67,6 +72,22 @@ class Options(usage.Options):
         except ConfigError as error:
             raise usage.UsageError(str(error))
 
+    def parseOptions(self, options=None):
+        """Parse, and on a usage error print one line per problem to stderr
+        and exit with status 1 (twistd would print its whole usage block
+        first; ``--help`` still shows it)."""
+        try:
+            self.check(options)
+        except usage.UsageError as error:
+            for line in str(error).splitlines():
+                print(f"registryd: {line}", file=sys.stderr)
+            raise SystemExit(1) from None
+
+    def check(self, options=None):
+        """Parse and validate C{options}, raising C{UsageError} (for callers
+        that report it themselves: a worker process, tests)."""
+        super().parseOptions(options)
+
     def postOptions(self):
         import os
 
@@ -78,7 +99,8 @@ class Options(usage.Options):
             config = load_config(source)
         except ConfigError as error:
             prefix = f"configuration {source}: " if source else ""
-            raise usage.UsageError(f"{prefix}{error}")
+            raise usage.UsageError("\n".join(f"{prefix}{line}" for line in error_lines(error)))
+        self["listen"] = [_listen_endpoint(given) for given in self["listen"]]
         if self["listen"]:
             config = config.with_listen(self["listen"])
             where = "--listen"
@@ -88,7 +110,8 @@ class Options(usage.Options):
         for endpoint, (plain, _options) in zip(config.http.listen, self.listeners):
             problem = _endpoint_problem(plain)
             if problem:
-                raise usage.UsageError(f"{where} {endpoint!r}: {problem}")
+                hint = f"; {LISTEN_SYNTAX}" if where == "--listen" else ""
+                raise usage.UsageError(f"{where} {endpoint!r}: {problem}{hint}")
         if config.manhole is not None:
             _check_manhole(config.manhole, source)
         try:
@@ -148,6 +171,43 @@ def _check_manhole(manhole, source):
         raise usage.UsageError(f"{prefix}{error}")
 
 
+#: What a --listen value may look like, for the message refusing one.
+LISTEN_SYNTAX = (
+    "expected a Twisted endpoint such as tcp:5000:interface=127.0.0.1 or "
+    "ssl:5443:privateKey=KEY:certKey=CERT, or HOST:PORT such as 127.0.0.1:5000, "
+    ":5000 or [::1]:5000"
+)
+
+
+def _listen_endpoint(given):
+    """The endpoint string for one C{--listen} value.
+
+    Distribution's ``http.addr`` syntax (``127.0.0.1:5000``, ``:5000``,
+    ``0.0.0.0:5000``, ``[::1]:5000``, ``localhost:5000``), which someone
+    coming from Distribution types first, is translated as ``http.addr``
+    is; anything else is taken as a Twisted endpoint string and checked
+    with the others (``postOptions``).
+    """
+    host = given.rpartition(":")[0]
+    if not (host in ("", "localhost") or host.startswith("[") or _is_ip_address(host)):
+        return given
+    try:
+        return addr_to_endpoint(given, path="--listen")
+    except ConfigError as error:
+        problem = LISTEN_SYNTAX if "HOST:PORT" in error.problem else error.problem
+        raise usage.UsageError(f"--listen {given!r}: {problem}") from None
+
+
+def _is_ip_address(text):
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _endpoint_problem(description):
     """Why C{description} is not a server endpoint string, or None.
 
@@ -190,6 +250,15 @@ def makeService(options):
     tune_allocator()  # large upload buffers from the heap, not fresh mmaps
 
     from registryd.notifications.journal import JournalLocked
+    from registryd.storage.errors import StorageError
+
+    check_root = getattr(options.driver, "check_root", None)
+    if check_root is not None and not options.registry_config.storage.maintenance.read_only:
+        try:
+            check_root()
+        except StorageError as error:
+            # Before twistd forks or logs: one line, and a non-zero exit.
+            raise SystemExit(f"registryd: {error}") from None
 
     try:
         service = RegistryService(
@@ -205,6 +274,8 @@ def makeService(options):
             shutil.rmtree(metrics_directory, ignore_errors=True)
         raise SystemExit(f"registryd: {error}") from None
     service.config_path = options["config"]  # reloaded on SIGHUP
+    twistd_options = getattr(options, "parent", None)
+    service.exit_on_listen_failure = bool(twistd_options and twistd_options.get("nodaemon"))
     service.listen_override = bool(options["listen"])
     if workers > 1:
         from registryd.workers import WorkerPool

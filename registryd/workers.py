@@ -302,7 +302,7 @@ class WorkerPool(Service):
         waiting = list(self._exited.values())
         self.signal_all("TERM")
         if not waiting:
-            self._remove_metrics_directory()
+            self.remove_metrics_directory()
             return None
         # Workers let their requests finish first (http.draintimeout).
         grace = max(STOP_TIMEOUT, self._service.config.http.drain_timeout + 5)
@@ -311,12 +311,12 @@ class WorkerPool(Service):
         def stopped(result):
             if killer.active():
                 killer.cancel()
-            self._remove_metrics_directory()
+            self.remove_metrics_directory()
             return None
 
         return defer.DeferredList(waiting).addBoth(stopped)
 
-    def _remove_metrics_directory(self):
+    def remove_metrics_directory(self):
         if self.metrics_directory is not None:
             import shutil
 
@@ -483,12 +483,13 @@ def build_worker(arguments, reactor):
         command += ["--listen", endpoint]
     options = tap.Options()
     try:
-        options.parseOptions(command)
+        options.check(command)
     except usage.UsageError as error:
         raise SystemExit(f"registryd worker {arguments.index}: {error}")
     full_config = options.registry_config
     options.registry_config = worker_config(full_config)
     service = tap.makeService(options)
+    service.announce = False  # the main process said where the data is
     for listener, (fd, family) in zip(list(service.listeners), arguments.listen_fd):
         factory = listener.factory
         listener.disownServiceParent()

@@ -20,16 +20,17 @@ class CommandFailed(Exception):
 def load_storage(prog, config_path):
     """(configuration, storage driver) for C{config_path} (None: the
     embedded default, ./registry-data); L{CommandFailed} (status 2) naming
-    the key for a bad configuration."""
-    from registryd.config import ConfigError, load_config
+    the key of every problem of a bad configuration."""
+    from registryd.config import ConfigError, error_lines, load_config
     from registryd.service import create_storage_driver
 
     where = f"configuration {config_path}: " if config_path else ""
     try:
         config = load_config(config_path)
         return config, create_storage_driver(config.storage)
-    except ConfigError as error:
-        raise CommandFailed(f"{prog}: {where}{error}", 2) from None
+    except ConfigError as error:  # one line per problem of the file
+        lines = "\n".join(f"{prog}: {where}{line}" for line in error_lines(error))
+        raise CommandFailed(lines, 2) from None
 
 
 def run_job(prog, config, driver, job):

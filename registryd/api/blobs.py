@@ -3,11 +3,9 @@
 import re
 
 from twisted.internet import defer
-from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from registryd import errors
-from registryd.api.base import decimal, respond
+from registryd.api.base import decimal, respond, shielded
 from registryd.digest import Digest
 from registryd.web import BlobSender
 
@@ -15,8 +13,6 @@ from registryd.web import BlobSender
 # ``bytes=-suffix``), matched whole.
 RANGE_PATTERN = r"bytes=([0-9]*)-([0-9]*)"
 _RANGE = re.compile(RANGE_PATTERN)
-
-log = Logger()
 
 
 def parse_range(header, size):
@@ -99,24 +95,10 @@ async def get_blob(ctx, request, name, digest):
         return outcome
 
     sending.addBoth(report_pull)
-    await _shielded(sending)
+    # Shielded: when the client leaves (klein cancels the handler) the
+    # sender still finishes, so that it knows how much it sent.
+    await shielded(sending, what="sending a blob")
     return None
-
-
-def _shielded(running):
-    """A Deferred that follows C{running}, but whose cancellation (klein
-    cancels the handler when the client leaves) lets C{running} finish, so
-    that it knows how much it sent."""
-    result = defer.Deferred()
-
-    def finished(outcome):
-        if not result.called:
-            result.callback(outcome)
-        elif isinstance(outcome, Failure) and not outcome.check(defer.CancelledError):
-            log.failure("sending a blob failed after its client left", outcome)
-
-    running.addBoth(finished)
-    return result
 
 
 async def delete_blob(ctx, request, name, digest):

@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from registryd import errors, metrics
 from registryd.digest import DEFAULT_ALGORITHM, Digest
 from registryd.manifests import mediatypes
-from registryd.manifests.parse import DEFAULT_MAX_SIZE
+from registryd.manifests.parse import MAX_MANIFEST_SIZE
 from registryd.proxy import expiry
 from registryd.storage.manifest_store import check_tag, is_digest_reference
 
@@ -100,7 +100,7 @@ class ManifestFetcher:
             raise errors.ManifestUnknown(
                 detail={"digest": reference} if digest is not None else {"tag": tag}
             )
-        body = await self.upstream.body(response).read_all(DEFAULT_MAX_SIZE)
+        body = await self.upstream.body(response).read_all(MAX_MANIFEST_SIZE)
         metrics.PROXY_REQUESTS.labels("manifest", "miss").inc()
         metrics.PROXY_PULLED_BYTES.labels("manifest").inc(len(body))
         content_type = _header(response, "content-type")

@@ -4,7 +4,14 @@ Drivers speak only of paths; the registry model translates these into the
 registry's own errors (``registryd.errors``), never the HTTP handlers.
 """
 
+import errno
 import functools
+import time
+from typing import ClassVar
+
+from twisted.logger import Logger
+
+log = Logger()
 
 
 class StorageError(Exception):
@@ -44,9 +51,70 @@ class StorageUnavailable(StorageError):
     """
 
 
+class StorageRefused(StorageUnavailable):
+    """The storage as a whole refuses the operation, whatever the path: it
+    is full, read-only or not accessible to registryd.
+
+    Not a client's error and not a bug, so never a 500 with a traceback: an
+    operator has to free space, remount or fix permissions, and service
+    resumes by itself once they have; until then clients get a retryable
+    503 whose message says what is wrong (and ``/health`` says the same).
+    """
+
+    #: errno -> what it means for the registry's storage, in an operator's
+    #: words, with the errno's name to search for.
+    CONDITIONS: ClassVar[dict] = {
+        errno.ENOSPC: "storage full: no space left on device (ENOSPC)",
+        errno.EDQUOT: "storage full: disk quota exceeded (EDQUOT)",
+        errno.EROFS: "storage is read-only (EROFS)",
+        errno.EACCES: "storage permission denied (EACCES)",
+        errno.EPERM: "storage operation not permitted (EPERM)",
+    }
+
+    def __init__(self, condition, doing, path=None):
+        super().__init__(f"{condition} {doing}" + (f" {path}" if path else ""))
+        self.condition = condition
+        self.path = path
+
+    @classmethod
+    def from_os_error(cls, error, doing, path):
+        """The StorageRefused for an OSError of C{doing} (``"writing"``,
+        ``"reading"``, ...) C{path}, or None when the error is not one of
+        the storage as a whole (a missing file, a name too long)."""
+        condition = cls.CONDITIONS.get(error.errno)
+        return None if condition is None else cls(condition, doing, path)
+
+
+class _OncePerInterval:
+    """Logs each storage condition (a StorageRefused's; any other outage
+    counts as one) at most once per C{interval} seconds: a full disk fails
+    every push, and docker retries each a few times a second; the operator
+    needs to read why once a minute, not a flood of lines."""
+
+    def __init__(self, interval=60.0, clock=time.monotonic):
+        self.interval = interval
+        self._clock = clock
+        self._last = {}
+
+    def __call__(self, error):
+        now = self._clock()
+        condition = getattr(error, "condition", None) or type(error).__name__
+        if now - self._last.get(condition, -self.interval) < self.interval:
+            return
+        self._last[condition] = now
+        if len(self._last) > 64:  # bounded, whatever the reasons are
+            self._last = {condition: now}
+        log.warn("storage unavailable, clients get 503: {reason}", reason=str(error))
+
+
+_log_outage = _OncePerInterval()
+
+
 def translate_storage_errors(function):
-    """Decorate a model coroutine so a backend outage reaches the client as a
-    retryable 503 (UNAVAILABLE), never as a 500 with internals."""
+    """Decorate a model coroutine so a backend outage (an unreachable store,
+    a full or read-only disk) reaches the client as a retryable 503
+    (UNAVAILABLE, with ``Retry-After``) whose message names the problem,
+    never as a 500 with internals."""
     from registryd import errors
 
     @functools.wraps(function)
@@ -54,6 +122,7 @@ def translate_storage_errors(function):
         try:
             return await function(*args, **kwargs)
         except StorageUnavailable as e:
-            raise errors.Unavailable(detail={"reason": str(e)}) from e
+            _log_outage(e)
+            raise errors.Unavailable(str(e), detail={"reason": str(e)}) from e
 
     return wrapper

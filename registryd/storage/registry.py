@@ -7,6 +7,7 @@ may share one backend; what is kept in memory here (running upload hashes,
 locks) is an optimisation that a restart or another node cannot make wrong.
 """
 
+import contextlib
 import heapq
 
 import attr
@@ -16,7 +17,7 @@ from registryd import errors
 from registryd.digest import DEFAULT_ALGORITHM, Digest, check_algorithm
 from registryd.names import check_repository_name, check_upload_id, is_name_component, new_upload_id
 from registryd.storage import paths
-from registryd.storage.errors import PathNotFound, translate_storage_errors
+from registryd.storage.errors import PathNotFound, StorageError, translate_storage_errors
 from registryd.storage.cache import ContentCache
 from registryd.storage.guard import PushGuard
 from registryd.storage.uploads import HashStates, Upload, rfc3339_now, stored_upload_size
@@ -323,16 +324,23 @@ class Repository:
     async def start_upload(self, algorithm=DEFAULT_ALGORITHM):
         check_algorithm(algorithm)
         upload_id = new_upload_id()
-        await self.driver.put_content(paths.upload_data(self.name, upload_id), b"")
-        if algorithm != DEFAULT_ALGORITHM:
-            await self.driver.put_content(
-                paths.upload_algorithm(self.name, upload_id), algorithm.encode("ascii")
-            )
         started_at = rfc3339_now()
-        # startedat last: its presence marks the upload as existing.
-        await self.driver.put_content(
-            paths.upload_started_at(self.name, upload_id), started_at.encode("ascii")
-        )
+        try:
+            await self.driver.put_content(paths.upload_data(self.name, upload_id), b"")
+            if algorithm != DEFAULT_ALGORITHM:
+                await self.driver.put_content(
+                    paths.upload_algorithm(self.name, upload_id), algorithm.encode("ascii")
+                )
+            # startedat last: its presence marks the upload as existing.
+            await self.driver.put_content(
+                paths.upload_started_at(self.name, upload_id), started_at.encode("ascii")
+            )
+        except BaseException:
+            # A full disk can refuse startedat after taking the data file:
+            # leave no half-made upload nobody knows the id of.
+            with contextlib.suppress(StorageError):  # else the purge of stale uploads will
+                await self.driver.delete(paths.upload_dir(self.name, upload_id))
+            raise
         return Upload(self.registry, self.name, upload_id, algorithm, started_at, 0)
 
     @translate_storage_errors

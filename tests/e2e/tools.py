@@ -93,6 +93,55 @@ def require_root(what):
         _skip_or_fail(f"{what} needs root (euid is {os.geteuid()})")
 
 
+class Tmpfs:
+    """A small tmpfs mounted on C{directory}: a real disk that fills up
+    (ENOSPC) and can be remounted read-only (EROFS), for tests of storage
+    failures.  Use it as a context manager: it is unmounted on exit, also
+    when the test fails."""
+
+    def __init__(self, directory, size="4m"):
+        self.directory = str(directory)
+        self.size = size
+
+    def __enter__(self):
+        require_root("mounting a tmpfs")
+        os.makedirs(self.directory, exist_ok=True)
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={self.size},mode=0755", "tmpfs", self.directory],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False,
+        )
+        if result.returncode != 0:
+            _skip_or_fail(f"cannot mount a tmpfs on {self.directory}: {result.stdout.strip()}")
+        return self
+
+    def __exit__(self, *exc_info):
+        for _ in range(2):  # a lazy unmount if something still holds it
+            if not _mounts_under(self.directory):
+                return
+            subprocess.run(["umount", self.directory], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        subprocess.run(["umount", "-l", self.directory], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+    def remount(self, read_only):
+        option = "ro" if read_only else "rw"
+        subprocess.run(["mount", "-o", f"remount,{option}", self.directory], check=True)
+
+    def free(self):
+        """Bytes still free for a non-root writer (as statvfs says)."""
+        stats = os.statvfs(self.directory)
+        return stats.f_bavail * stats.f_frsize
+
+
+def without_permission_override():
+    """A command prefix that runs a program as root but without
+    CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (``setpriv``), so file
+    permissions bind it as they bind any user: how a test running as root
+    gets a real EACCES (chmod alone would not stop root)."""
+    require_root("dropping capabilities")
+    setpriv = require_tool("setpriv")
+    dropped = "-dac_override,-dac_read_search"
+    return [setpriv, "--bounding-set", dropped, "--inh-caps", dropped]
+
+
 def _skip_or_fail(message):
     import pytest
 

@@ -167,7 +167,9 @@ async def guess_while_alice_logs_in(running, login):
     checker = running.app.authorizer.checker if running.app.token_issuer is None \
         else running.app.token_issuer.checker
     throttle = checker.throttle
-    now = [time.monotonic()]
+    # A whole number of seconds: the sums below are then exact (a float
+    # such as time.monotonic()'s made 123 s of Retry-After add up to 122.99...).
+    now = [float(int(time.monotonic()))]
     throttle.clock = lambda: now[0]
     start = now[0]
     response = await login(ALICE)

@@ -414,7 +414,7 @@ async def test_reload_applies_headers_and_level_and_names_what_needs_a_restart(r
     with open(running.config_path, "w") as stream:
         stream.write(text)
     restart = await running.service.operations.reload()
-    assert restart == ["storage.parameters"]
+    assert restart == ["storage.filesystem"]  # the key as written, not the attribute
     _, headers, _ = await get(running.v2(""))
     assert headers.getRawHeaders("x-reloaded") == ["reloaded"]
     assert running.service._log_filter.level.name == "error"

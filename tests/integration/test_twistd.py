@@ -2,8 +2,8 @@
 
 What matters here is what only the whole program shows: twistd finds the
 plugin, a bad configuration stops start-up with one line naming the key
-(no traceback), a port that cannot be bound stops start-up, and a good
-configuration serves the API.
+(no traceback), a port that cannot be bound or a storage root that cannot
+be written stops start-up, and a good configuration serves the API.
 
 The plugin is found from the source tree: with the repository root on
 PYTHONPATH, Twisted extends ``twisted.plugins.__path__`` with every
@@ -28,15 +28,16 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.tools import free_port
+from tests.e2e.tools import Tmpfs, free_port, free_ports, without_permission_override
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
-def twistd_command(*arguments):
-    """twistd in the foreground, without a pid file, running registryd."""
-    return [*TWISTD, "--nodaemon", "--pidfile=", "registryd", *arguments]
+def twistd_command(*arguments, prefix=()):
+    """twistd in the foreground, without a pid file, running registryd
+    (under the C{prefix} command, e.g. one dropping privileges)."""
+    return [*prefix, *TWISTD, "--nodaemon", "--pidfile=", "registryd", *arguments]
 
 
 def environment(extra=None):
@@ -49,11 +50,12 @@ def environment(extra=None):
     return env
 
 
-def run_to_exit(tmp_path, *arguments, timeout=60, env=None, command=twistd_command):
-    """Run C{command(*arguments)} (twistd registryd) until it exits, with
-    C{env} added to the environment; return (status, all output)."""
+def run_to_exit(tmp_path, *arguments, timeout=60, prefix=(), env=None, command=None):
+    """Run twistd registryd (under C{prefix}; or C{command(*arguments)})
+    until it exits, with C{env} added to the environment; return (status,
+    all output)."""
     result = subprocess.run(
-        command(*arguments),
+        command(*arguments) if command else twistd_command(*arguments, prefix=prefix),
         cwd=tmp_path,
         env=environment(env),
         stdout=subprocess.PIPE,
@@ -62,6 +64,15 @@ def run_to_exit(tmp_path, *arguments, timeout=60, env=None, command=twistd_comma
         timeout=timeout,
     )
     return result.returncode, result.stdout
+
+
+def run_to_exit_apart(tmp_path, *arguments, timeout=60):
+    """Run twistd registryd until it exits; return (status, stdout, stderr)."""
+    result = subprocess.run(
+        twistd_command(*arguments), cwd=tmp_path, env=environment(), capture_output=True,
+        text=True, timeout=timeout,
+    )
+    return result.returncode, result.stdout, result.stderr
 
 
 def write_config(tmp_path, text):
@@ -73,6 +84,7 @@ def write_config(tmp_path, text):
 def assert_clean_failure(status, output, *expected):
     assert status != 0, output
     assert "Traceback" not in output, output
+    assert "Usage:" not in output and "--help" not in output, output  # no usage block
     last = output.strip().splitlines()[-1]
     for text in expected:
         assert text in last, output
@@ -142,14 +154,206 @@ def test_bad_listen_endpoint_fails(tmp_path):
     assert_clean_failure(status, output, "--listen", "nonsense:1234")
 
 
-def test_unbindable_port_fails_start_up(tmp_path):
+def assert_one_line_failure(status, stdout, stderr, line):
+    """Exit status 1 and exactly C{line} on stderr: no usage block, no
+    traceback (on either stream)."""
+    assert (status, stderr) == (1, line + "\n"), stdout + stderr
+    assert "Traceback" not in stdout and "Usage:" not in stdout, stdout
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one-process", "workers"])
+def test_unbindable_port_fails_start_up_in_one_line(tmp_path, workers):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        status, output = run_to_exit(tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1")
+        status, stdout, stderr = run_to_exit_apart(
+            tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1", *workers)
+    assert_one_line_failure(
+        status, stdout, stderr,
+        f"registryd: cannot listen on tcp:{port}:interface=127.0.0.1: "
+        "address already in use (another registry running?)",
+    )
+
+
+def test_unbindable_port_fails_a_daemonising_twistd_too(tmp_path):
+    """Without --nodaemon, twistd's parent waits for its daemon to report:
+    the failure must reach it (exit status 1, not a parent waiting for
+    ever), and the log file has the whole line."""
+    log_file, pid_file = tmp_path / "twistd.log", tmp_path / "twistd.pid"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*TWISTD, f"--pidfile={pid_file}", f"--logfile={log_file}", "registryd",
+             "--listen", f"127.0.0.1:{port}"],
+            cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=60,
+        )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"cannot listen on tcp:{port}:interface=127.0.0.1" in result.stderr
+    line = (f"registryd: cannot listen on tcp:{port}:interface=127.0.0.1: address already in use "
+            "(another registry running?)")
+    # the daemon removes its pid file just after telling the parent: wait for it
+    deadline = time.monotonic() + 30
+    while pid_file.exists() or line not in log_file.read_text():
+        assert time.monotonic() < deadline, log_file.read_text()
+        time.sleep(0.05)
+
+
+def test_unbindable_debug_port_names_its_endpoint(tmp_path):
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        debug_port = taken.getsockname()[1]
+        config = write_config(tmp_path, f"""\
+version: 0.1
+storage:
+  inmemory:
+http:
+  addr: 127.0.0.1:{port}
+  debug: {{addr: "127.0.0.1:{debug_port}"}}
+""")
+        status, stdout, stderr = run_to_exit_apart(tmp_path, "--config", config)
+    assert_one_line_failure(
+        status, stdout, stderr,
+        f"registryd: cannot listen on tcp:{debug_port}:interface=127.0.0.1: "
+        "address already in use (another registry running?)",
+    )
+
+
+LISTEN_SYNTAX = (
+    "expected a Twisted endpoint such as tcp:5000:interface=127.0.0.1 or "
+    "ssl:5443:privateKey=KEY:certKey=CERT, or HOST:PORT such as 127.0.0.1:5000, "
+    ":5000 or [::1]:5000"
+)
+
+
+@pytest.mark.parametrize("given, problem", [
+    ("5000", LISTEN_SYNTAX),
+    ("nonsense:1234", f"Unknown endpoint type: 'nonsense'; {LISTEN_SYNTAX}"),
+    ("tcp:abc", f"invalid literal for int() with base 10: 'abc'; {LISTEN_SYNTAX}"),
+    ("127.0.0.1:99999", "port 99999 is out of range (0-65535)"),
+    ("[example]:5000", "expected an IPv6 address inside [], got 'example'"),
+])
+def test_bad_listen_fails_in_one_line_showing_the_syntax(tmp_path, given, problem):
+    status, stdout, stderr = run_to_exit_apart(tmp_path, "--listen", given)
+    assert_one_line_failure(status, stdout, stderr, f"registryd: --listen {given!r}: {problem}")
+
+
+def test_bad_option_fails_in_one_line(tmp_path):
+    status, stdout, stderr = run_to_exit_apart(tmp_path, "--workers", "many")
+    assert_one_line_failure(
+        status, stdout, stderr, "registryd: --workers: expected a number of processes or 'auto', got 'many'")
+
+
+def test_every_error_of_a_configuration_file_is_reported_at_once(tmp_path):
+    config = write_config(tmp_path, """\
+version: 0.1
+storage:
+  inmemory:
+  delete: {enabled: yes please}
+http:
+  addr: somewhere
+gc:
+  graceperiod: soon
+""")
+    status, stdout, stderr = run_to_exit_apart(tmp_path, "--config", config)
+    assert status == 1, stdout + stderr
+    assert stderr.splitlines() == [
+        f"registryd: configuration {config}: storage.delete.enabled: expected true or false, got 'yes please'",
+        f"registryd: configuration {config}: http.addr: expected HOST:PORT such as ':5000', "
+        "'127.0.0.1:5000' or '[::1]:5000', got 'somewhere'",
+        f"registryd: configuration {config}: gc.graceperiod: expected a duration such as 10s, "
+        "500ms or 1m30s, got 'soon'",
+    ]
+    assert stdout == ""
+
+
+def storage_config(tmp_path, root):
+    return write_config(tmp_path, f"""\
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: {root}
+http:
+  addr: 127.0.0.1:{free_port()}
+""")
+
+
+def assert_one_line(status, output, expected):
     assert status != 0, output
-    assert "Address already in use" in output, output
+    assert output.strip().splitlines() == [expected], output
+
+
+def test_read_only_storage_root_stops_start_up_with_one_line(tmp_path):
+    with Tmpfs(tmp_path / "disk", size="1m") as tmpfs:
+        tmpfs.remount(read_only=True)
+        root = tmp_path / "disk" / "registry-data"
+        status, output = run_to_exit(tmp_path, "--config", storage_config(tmp_path, root))
+        assert_one_line(
+            status, output,
+            f"registryd: storage root {root}: cannot create it: Read-only file system (EROFS)",
+        )
+        status, output = run_to_exit(tmp_path, "--config", storage_config(tmp_path, tmpfs.directory))
+        assert_one_line(
+            status, output,
+            f"registryd: storage root {tmpfs.directory}: cannot write in it: "
+            "Read-only file system (EROFS)",
+        )
+
+
+def test_storage_root_that_is_a_file_stops_start_up_with_one_line(tmp_path):
+    root = tmp_path / "registry-data"
+    root.write_text("not a directory")
+    status, output = run_to_exit(tmp_path, "--config", storage_config(tmp_path, root))
+    assert_one_line(status, output, f"registryd: storage root {root}: exists and is not a directory")
+
+
+def test_unwritable_storage_root_stops_start_up_with_one_line(tmp_path):
+    """Root without the capability to override file permissions, on a
+    directory another user owns: a real EACCES, as for a daemon run as
+    the wrong user."""
+    prefix = without_permission_override()
+    root = tmp_path / "registry-data"
+    root.mkdir(mode=0o755)
+    os.chown(root, 65534, 65534)  # nobody
+    status, output = run_to_exit(
+        tmp_path, "--config", storage_config(tmp_path, root), prefix=prefix
+    )
+    assert_one_line(
+        status, output, f"registryd: storage root {root}: cannot write in it: Permission denied (EACCES)"
+    )
+    missing = root / "below"
+    status, output = run_to_exit(
+        tmp_path, "--config", storage_config(tmp_path, missing), prefix=prefix
+    )
+    assert_one_line(
+        status, output, f"registryd: storage root {missing}: cannot create it: Permission denied (EACCES)"
+    )
+
+
+def test_read_only_maintenance_mode_starts_on_a_read_only_root(tmp_path):
+    """storage.maintenance.readonly serves pulls only: a root it cannot
+    write is what it is for, so start-up does not refuse it."""
+    port = free_port()
+    with Tmpfs(tmp_path / "disk", size="1m") as tmpfs:
+        tmpfs.remount(read_only=True)
+        config = write_config(tmp_path, f"""\
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: {tmpfs.directory}
+  maintenance:
+    readonly:
+      enabled: true
+http:
+  addr: 127.0.0.1:{port}
+""")
+        with Running(tmp_path, "--config", config) as running:
+            response = running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
+            assert response.status == 200, running.output
 
 
 # --- serving --------------------------------------------------------------------
@@ -158,11 +362,11 @@ def test_unbindable_port_fails_start_up(tmp_path):
 class Running:
     """A twistd registryd subprocess, stopped with SIGTERM on exit."""
 
-    def __init__(self, tmp_path, *arguments, env=None, command=twistd_command):
+    def __init__(self, tmp_path, *arguments, prefix=(), env=None, command=None):
         self.log_path = tmp_path / "twistd.out"
         self._log = open(self.log_path, "w")
         self.process = subprocess.Popen(
-            command(*arguments),
+            command(*arguments) if command else twistd_command(*arguments, prefix=prefix),
             cwd=tmp_path,
             env=environment(env),
             stdout=self._log,
@@ -352,3 +556,55 @@ def test_version_is_registryds(tmp_path):
     status, output = run_to_exit(tmp_path, "--version")
     assert status == 0, output
     assert output.strip() == f"registryd {__version__}"
+
+
+def test_start_up_log_says_where_data_lives_and_what_listens_where(tmp_path):
+    """The storage root as an absolute path (the file gives it relative to
+    the start-up directory), and the address each listener got: the API
+    (given as Distribution's HOST:PORT), the debug listener and the
+    manhole."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from twisted.conch.ssh import keys
+
+    port, debug_port, manhole_port = free_ports(3)
+    public = keys.Key(ed25519.Ed25519PrivateKey.generate()).public().toString("openssh")
+    (tmp_path / "authorized_keys").write_bytes(public + b"\n")
+    config = write_config(tmp_path, f"""\
+version: 0.1
+storage:
+  filesystem: {{rootdirectory: ./store}}
+http:
+  addr: 127.0.0.1:1
+  debug: {{addr: "127.0.0.1:{debug_port}"}}
+manhole:
+  listen: tcp:{manhole_port}:interface=127.0.0.1
+  authorized_keys: authorized_keys
+""")
+    with Running(tmp_path, "--config", config, "--listen", f"127.0.0.1:{port}") as running:
+        response = running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
+        assert response.status == 200, running.output
+        wanted = [
+            f"storage: filesystem at {tmp_path / 'store'}",
+            f"listening on http://127.0.0.1:{port}",
+            f"debug listener (/health, /metrics) on http://127.0.0.1:{debug_port}",
+            f"manhole (user admin) listening on ssh://127.0.0.1:{manhole_port}",
+        ]
+        deadline = time.monotonic() + 30
+        while not all(line in running.output for line in wanted):
+            assert time.monotonic() < deadline, running.output
+            time.sleep(0.05)
+    lines = running.output.splitlines()
+    for line in wanted:  # each once, as a line's message
+        assert [entry for entry in lines if entry.endswith("] " + line)] != [], running.output
+
+
+@pytest.mark.parametrize("given", ["[::1]", "localhost", "0.0.0.0", ""])
+def test_distribution_style_listen_addresses_serve(tmp_path, given):
+    """Distribution's http.addr syntax given to --listen is translated:
+    [::1]:PORT listens on IPv6 loopback, HOST:PORT on that host's address,
+    :PORT on every IPv4 address."""
+    port = free_port()
+    host = "[::1]" if given == "[::1]" else "127.0.0.1"
+    with Running(tmp_path, "--listen", f"{given}:{port}") as running:
+        response = running.wait_until_serving(f"http://{host}:{port}/v2/")
+        assert response.status == 200, running.output

@@ -16,7 +16,7 @@ from registryd.storage.drivers import s3 as s3_module
 from registryd.storage.drivers.s3 import TAIL_SUFFIX, S3Driver
 from registryd.storage.drivers.s3_client import S3Error
 from registryd.storage.drivers.s3_parameters import MIN_CHUNK_SIZE
-from registryd.storage.errors import PathNotFound, StorageError
+from registryd.storage.errors import PathNotFound, StorageError, StorageRefused
 from tests.drivers.driver_suite import MiB, DriverSuite
 
 
@@ -360,10 +360,12 @@ async def test_credentials_from_the_environment(swift, prefix, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
     driver = create_driver("s3", parameters)
     try:
-        with pytest.raises(S3Error) as caught:
+        # Wrong credentials refuse every key: a named, retryable refusal of
+        # the store as a whole (a 503 for clients), not a missing file.
+        with pytest.raises(StorageRefused) as caught:
             await driver.get_content("/file")
-        assert caught.value.status == 403
-        assert not isinstance(caught.value, PathNotFound)
+        assert str(caught.value).startswith("storage permission denied (S3 "), str(caught.value)
+        assert str(caught.value).endswith(" in S3 get_object /file")
     finally:
         driver.close()
 

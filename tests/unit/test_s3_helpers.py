@@ -8,7 +8,7 @@ import pytest
 from registryd.storage.drivers.s3 import copy_ranges
 from registryd.storage.drivers.s3_client import S3Error, translate
 from registryd.storage.drivers.s3_parameters import GiB, MiB
-from registryd.storage.errors import PathNotFound, StorageError, StorageUnavailable
+from registryd.storage.errors import PathNotFound, StorageRefused, StorageUnavailable
 
 
 def client_error(status, code, message="", operation="GetObject"):
@@ -36,9 +36,24 @@ def test_outages_are_unavailable(status, code):
     assert "S3 put_object /x" in str(error) and str(status) in str(error)
 
 
+@pytest.mark.parametrize("status, code, condition", [
+    (403, "AccessDenied", "storage permission denied (S3 AccessDenied)"),
+    (403, "SignatureDoesNotMatch", "storage permission denied (S3 SignatureDoesNotMatch)"),
+    (403, "InvalidAccessKeyId", "storage permission denied (S3 InvalidAccessKeyId)"),
+    (404, "NoSuchBucket", "storage missing: no such bucket (S3 NoSuchBucket)"),
+    (403, "QuotaExceeded", "storage full (S3 QuotaExceeded)"),
+    (507, "XMinioStorageFull", "storage full (S3 XMinioStorageFull)"),
+])
+def test_refusals_of_the_whole_store_are_named_and_retryable(status, code, condition):
+    """Like a full or read-only disk: a 503 naming the condition, not a 500."""
+    error = translate(client_error(status, code, "no"), "put_object", "/x")
+    assert type(error) is StorageRefused
+    assert str(error) == f"{condition} in S3 put_object /x"
+
+
 @pytest.mark.parametrize("status, code", [
-    (403, "AccessDenied"), (403, "SignatureDoesNotMatch"), (404, "NoSuchBucket"),
     (404, "NoSuchUpload"), (501, "NotImplemented"), (416, "InvalidRange"),
+    (400, "InvalidArgument"),
 ])
 def test_other_refusals_are_s3_errors_with_their_code(status, code):
     error = translate(client_error(status, code, "no"), "get_object", "/x")
@@ -62,10 +77,11 @@ def test_connection_failures_are_unavailable(error):
     assert isinstance(translate(error, "head_object", "/x"), StorageUnavailable)
 
 
-def test_missing_credentials_are_a_plain_storage_error():
+def test_missing_credentials_are_a_named_refusal():
     error = translate(botocore.exceptions.NoCredentialsError(), "head_object", "/x")
-    assert type(error) is StorageError
-    assert "credentials" in str(error)
+    assert type(error) is StorageRefused
+    assert str(error).startswith("storage permission denied (no usable S3 credentials: ")
+    assert str(error).endswith(" in S3 head_object /x")
 
 
 def test_programming_errors_are_not_translated():

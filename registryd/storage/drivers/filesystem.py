@@ -21,11 +21,17 @@ It is the embedded default, so it has to be safe on a busy registry:
 
 Errors: a missing file (or a directory where a file is wanted, or a file in
 the middle of a path) is :class:`PathNotFound` when reading, stat-ing or
-listing; any other ``OSError`` becomes :class:`StorageError` naming the
-driver path (never the host path, which callers do not know).
+listing; a root that is full, read-only or not accessible (``ENOSPC``,
+``EDQUOT``, ``EROFS``, ``EACCES``, ``EPERM``) is
+:class:`~registryd.storage.errors.StorageRefused` naming the condition
+(clients get a retryable 503); any other ``OSError`` becomes
+:class:`StorageError` naming the driver path (never the host path, which
+callers do not know).  :meth:`FilesystemDriver.check_root` is the start-up
+check that the root can be written at all.
 """
 
 import contextlib
+import errno
 import os
 import secrets
 import shutil
@@ -39,7 +45,7 @@ from zope.interface import implementer
 from registryd.interfaces import IStorageDriver, IStorageReader, IStorageWriter
 from registryd.storage.base import FileInfo, ReaderBase, WriterBase, as_bytes, check_path
 from registryd.storage.drivers import InvalidParameter, check_parameters, nowait
-from registryd.storage.errors import InvalidOffset, PathNotFound, StorageError
+from registryd.storage.errors import InvalidOffset, PathNotFound, StorageError, StorageRefused
 from registryd.threads import BlockingExecutor, SerialWorker
 
 DEFAULT_ROOT = "./registry-data"
@@ -85,19 +91,25 @@ def _parse_max_threads(value):
 
 
 
-def _failure(path, error):
+def _failure(path, error, doing):
+    """The storage error for an OSError of C{doing} C{path}: a full,
+    read-only or inaccessible root is named as such (StorageRefused, a
+    retryable 503 for clients); anything else is a plain StorageError."""
+    refused = StorageRefused.from_os_error(error, doing, path)
+    if refused is not None:
+        return refused
     return StorageError(f"{path}: {error.strerror or error}")
 
 
 @contextlib.contextmanager
-def _reading(path):
+def _reading(path, doing="reading"):
     """Translate OSErrors of read-side calls; "nothing there" is PathNotFound."""
     try:
         yield
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         raise PathNotFound(path) from None
     except OSError as error:
-        raise _failure(path, error) from error
+        raise _failure(path, error, doing) from error
 
 
 @contextlib.contextmanager
@@ -106,7 +118,7 @@ def _writing(path):
     try:
         yield
     except OSError as error:
-        raise _failure(path, error) from error
+        raise _failure(path, error, "writing") from error
 
 
 # The functions below run in threads.
@@ -273,7 +285,7 @@ def _move(full_source, source, full_destination, destination):
     except FileNotFoundError:  # removed since the lstat above
         raise PathNotFound(source) from None
     except OSError as error:
-        raise _failure(f"{source} -> {destination}", error) from error
+        raise _failure(f"{source} -> {destination}", error, "moving") from error
 
 
 def _delete(full, path):
@@ -282,7 +294,7 @@ def _delete(full, path):
         if not (issubclass(exc_info[0], FileNotFoundError) and name != full):
             raise exc_info[1]
 
-    with _reading(path):
+    with _reading(path, "deleting"):
         if stat_module.S_ISDIR(os.lstat(full).st_mode):
             shutil.rmtree(full, onerror=ignore_vanished)
         else:
@@ -309,6 +321,35 @@ class FilesystemDriver:
 
     def __repr__(self):
         return f"<FilesystemDriver at {self.root!r}>"
+
+    def check_root(self):
+        """Make sure the root is a directory registryd can write, creating
+        it if missing; blocking, for start-up, before the reactor runs.
+
+        A root that cannot be written would otherwise be found by the first
+        push, as a 503 after the daemon claimed to be up.
+
+        @raise StorageError: one line naming the root and what is wrong.
+        """
+        import tempfile
+
+        def refused(what, error):
+            name = errno.errorcode.get(error.errno, "")
+            reason = f"{error.strerror or error}" + (f" ({name})" if name else "")
+            return StorageError(f"storage root {self.root}: {what}: {reason}")
+
+        try:
+            os.makedirs(self.root, exist_ok=True)
+        except FileExistsError:
+            raise StorageError(f"storage root {self.root}: exists and is not a directory") from None
+        except OSError as error:
+            raise refused("cannot create it", error) from None
+        try:
+            descriptor, probe = tempfile.mkstemp(prefix=".registryd-start-", dir=self.root)
+        except OSError as error:
+            raise refused("cannot write in it", error) from None
+        os.close(descriptor)
+        os.unlink(probe)
 
     # Paths
 

@@ -229,6 +229,12 @@ class S3Driver:
         stop when the reactor does).  A Deferred fires once they have."""
         return self._caller.close()
 
+    @property
+    def calls_in_progress(self):
+        """S3 calls running now, also those abandoned after
+        C{requesttimeout} (L{S3Caller.in_progress})."""
+        return self._caller.in_progress
+
     # Keys and requests
 
     def _key(self, parts):

@@ -25,8 +25,10 @@ store from piling requests up:
 Every failure reaches the caller as a storage error: a missing key as
 :class:`PathNotFound`, a store that cannot be reached, times out or answers
 5xx or "slow down" as :class:`StorageUnavailable` (clients get a retryable
-503), anything else as :class:`S3Error` (with the S3 error code, which the
-driver inspects for the few it handles).
+503), a store that refuses registryd's credentials, lost its bucket or is
+over its quota as :class:`StorageRefused` (a 503 naming that, like a full
+disk), anything else as :class:`S3Error` (with the S3 error code, which
+the driver inspects for the few it handles).
 """
 
 import base64
@@ -36,13 +38,33 @@ import threading
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from registryd.storage.errors import PathNotFound, StorageError, StorageUnavailable
+from registryd.storage.errors import (
+    PathNotFound,
+    StorageError,
+    StorageRefused,
+    StorageUnavailable,
+)
 
 #: S3 error codes that mean "try again later", whatever the HTTP status.
 RETRYABLE_CODES = frozenset({
     "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling",
     "ThrottlingException", "RequestLimitExceeded", "TooManyRequests", "OperationAborted",
 })
+#: Codes that mean the store refuses registryd as a whole, whatever the
+#: key: credentials revoked or wrong, the bucket gone or over its quota.
+#: Like a full or read-only disk (StorageRefused): a retryable 503 naming
+#: the condition until an operator fixes it, not a 500.
+REFUSED_CODES = {
+    "AccessDenied": "storage permission denied",
+    "AllAccessDisabled": "storage permission denied",
+    "AccountProblem": "storage permission denied",
+    "InvalidAccessKeyId": "storage permission denied",
+    "SignatureDoesNotMatch": "storage permission denied",
+    "NoSuchBucket": "storage missing: no such bucket",
+    "QuotaExceeded": "storage full",
+    "XMinioStorageFull": "storage full",
+    "XMinioAdminBucketQuotaExceeded": "storage full",
+}
 #: Codes that mean "no such key" (HeadObject has no body, so only "404").
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
 #: Operations that S3 may take long over (server-side copies, completing
@@ -96,13 +118,17 @@ def translate(error, operation, path=None):
         if path is not None and (code in NOT_FOUND_CODES or (status == 404 and not code.startswith("NoSuch"))):
             return PathNotFound(path)
         outage = status is not None and (status >= 500 or status == 429) and status not in (501, 505)
+        if code in REFUSED_CODES:
+            return StorageRefused(f"{REFUSED_CODES[code]} (S3 {code})", f"in S3 {operation}", path)
         if code in RETRYABLE_CODES or outage:
             return StorageUnavailable(f"{where}: the store answered {status} {code} {message}".rstrip())
         return S3Error(f"{where}: {status} {code} {message}".rstrip(), code=code, status=status)
     if isinstance(error, (be.ConnectionError, be.HTTPClientError, be.IncompleteReadError, OSError)):
         return StorageUnavailable(f"{where}: {error}")
     if isinstance(error, (be.NoCredentialsError, be.PartialCredentialsError)):
-        return StorageError(f"{where}: no usable S3 credentials ({error})")
+        return StorageRefused(
+            f"storage permission denied (no usable S3 credentials: {error})", f"in S3 {operation}", path
+        )
     if isinstance(error, be.BotoCoreError):
         return StorageError(f"{where}: {error}")
     return None
@@ -176,6 +202,13 @@ class S3Caller:
         self._pool = None
         self._shutdown_trigger = None
         self._slots = defer.DeferredSemaphore(params.max_requests)
+
+    @property
+    def in_progress(self):
+        """Calls holding one of the C{maxrequests} slots now, including
+        calls whose caller gave up waiting: they run on until botocore's
+        own timeouts and retries end them."""
+        return self.params.max_requests - self._slots.tokens
 
     # The pool
 
