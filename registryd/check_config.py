@@ -56,8 +56,8 @@ def _problems(path):
     options = Options()
     try:
         options.parseOptions(["--config", path] if path else [])
-    except usage.UsageError as error:
-        return [str(error)]
+    except usage.UsageError as error:  # one line per problem
+        return str(error).splitlines() or [str(error)]
     problems = []
     where = f"configuration {path}: " if path else ""
     for key, directory in _writable_directories(options.registry_config, options.driver):
