@@ -252,13 +252,14 @@ _VALUES = st.one_of(
 @settings(max_examples=400, deadline=None)
 @given(st.dictionaries(_NAMES, _VALUES, max_size=6))
 def test_any_environment_gives_a_config_or_one_config_error(environ):
-    """Whatever the variables: a Config, or a one-line ConfigError naming a
-    variable or key; never another exception."""
+    """Whatever the variables: a Config, or a ConfigError with one line per
+    problem, each naming a variable or key; never another exception."""
     try:
         load_config(None, environ)
     except ConfigError as error:
-        assert "\n" not in str(error)
-        assert str(error).split(":", 1)[0], error
+        for single, line in zip(error.errors, str(error).splitlines()):
+            assert line == str(single) and "\n" not in line
+            assert line.split(": ", 1)[0].strip(), line
     try:
         environment.summary(environ)
     except Exception as error:  # pragma: no cover - the property
