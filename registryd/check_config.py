@@ -55,7 +55,7 @@ def _problems(path):
 
     options = Options()
     try:
-        options.parseOptions(["--config", path] if path else [])
+        options.check(["--config", path] if path else [])
     except usage.UsageError as error:  # one line per problem
         return str(error).splitlines() or [str(error)]
     problems = []
