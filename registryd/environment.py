@@ -36,7 +36,11 @@ accepted where Distribution's Go field names differ
 
 Which keys exist is the table below: Distribution's configuration
 structure (its Go structs: closed sections) with registryd's own keys
-added; open mappings accept any key.
+added; open mappings accept any key.  Distribution's part is needed
+whatever registryd's parser looks like (it decides what is ignored);
+registryd's own keys (``gc``, ``manhole``, ``workers``,
+``proxy.maxblobsize``, ``validation.manifests.images``) are listed here by
+hand until the configuration schema can enumerate its key paths.
 """
 
 import copy
