@@ -12,12 +12,13 @@ two cores; the base tarball is cached by content between runs).
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.e2e import tools
 
-ROOT = tools.Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
