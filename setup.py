@@ -45,10 +45,10 @@ setup(
     package_data={"twisted.plugins": ["registryd_plugin.py"]},
     include_package_data=False,
     install_requires=[
-        # conch: the SSH manhole; tls: pyOpenSSL, service_identity for TLS
-        # listeners.  24.7 fixes HTTP/1.1 pipelining (CVE-2024-41671); the
-        # upper bound is the next year's releases, not yet tested.
-        "Twisted[conch,tls]>=24.7.0,<27",
+        # conch: the SSH manhole (cryptography, bcrypt); tls: pyOpenSSL,
+        # service_identity for TLS listeners (http.tls, ssl:).  The range
+        # is the one registryd/compat.py's private names are tested on.
+        "Twisted[tls,conch]>=26.4,<27",
         "klein",
         "treq",
         "zope.interface",

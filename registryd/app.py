@@ -98,12 +98,18 @@ class RegistryApp:
 
     app = Klein()
 
-    def __init__(self, registry, host=None, headers=None, events=None, health=None,
-                 relative_urls=False, prefix=None, listing=None):
+    def __init__(self, registry, urls=None, headers=None, events=None, health=None,
+                 authorizer=None, token_issuer=None, listing=None):
+        """Collaborators are made by L{registryd.composition.compose}.
+
+        @param registry: what the API serves: the L{registryd.storage.registry.Registry},
+            or the pull-through cache around it (L{registryd.proxy}).
+        """
         self.registry = registry
         #: registryd.config.ListingConfig: catalog.maxentries, tags.maxtags
         self.listing = listing
-        self.urls = URLBuilder(host, relative=relative_urls, prefix=prefix)
+        #: registryd.urls.URLBuilder: Location headers and event URLs
+        self.urls = urls if urls is not None else URLBuilder()
         self.set_headers(headers)
         #: where handlers report pushes, pulls, mounts and deletes
         #: (registryd.notifications.Notifier); a no-op without endpoints
@@ -113,13 +119,10 @@ class RegistryApp:
         self.health = health
         #: registryd.interfaces.IAuthorizer: every route asks it, before
         #: any storage work, for the accesses the request needs
-        self.authorizer = OpenAuthorizer()
+        self.authorizer = authorizer if authorizer is not None else OpenAuthorizer()
         #: registryd.auth.issuer.TokenIssuer when registryd is its own
         #: token server (/auth/token), else None
-        self.token_issuer = None
-        #: registryd.proxy.ProxyCache when registryd is a pull-through
-        #: cache (proxy.remoteurl), else None
-        self.proxy = None
+        self.token_issuer = token_issuer
 
     async def admit(self, request, name, needs):
         """What every /v2/ request passes before its handler (the route
@@ -150,24 +153,14 @@ class RegistryApp:
             raise
         context.grant = grant
         context.user = grant.user
-        if self.registry.read_only and request.method not in (b"GET", b"HEAD"):
-            # The one place writes are refused in read-only mode: every
-            # /v2/ route passes here, after authentication (as in
-            # Distribution: 401 first) and before any storage work or body.
-            raise errors.Unsupported(
-                "the registry is in read-only mode (storage.maintenance.readonly): "
-                "pushes and deletes are refused until an administrator turns it off",
-                detail={"readonly": True},
-                headers={"Allow": "GET, HEAD"},
-            )
-        if self.proxy is not None and request.method not in (b"GET", b"HEAD"):
-            # As Distribution: a pull-through cache only pulls.
-            raise errors.Unsupported(
-                f"registryd is a pull-through cache of {self.proxy.remote_url} (proxy.remoteurl): "
-                "pushes, uploads and deletes are not supported",
-                detail={"proxy": self.proxy.remote_url},
-                headers={"Allow": "GET, HEAD"},
-            )
+        if request.method not in (b"GET", b"HEAD"):
+            # The one place writes are refused (read-only mode, a
+            # pull-through cache): every /v2/ route passes here, after
+            # authentication (as in Distribution: 401 first) and before any
+            # storage work or body.
+            refusal = self.registry.write_refusal()
+            if refusal is not None:
+                raise refusal
 
     def set_headers(self, headers):
         """The extra response headers (http.headers); reloadable."""

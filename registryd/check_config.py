@@ -60,7 +60,7 @@ def _problems(path):
         return str(error).splitlines() or [str(error)]
     problems = []
     where = f"configuration {path}: " if path else ""
-    for key, directory in _writable_directories(options.registry_config, options.driver):
+    for key, directory in _writable_directories(options.checked.config, options.checked.driver):
         problem = _directory_problem(directory)
         if problem:
             problems.append(f"{where}{key} {directory}: {problem}")

@@ -217,3 +217,153 @@ class IAccessPolicy(Interface):
     def may_list_catalog(user):
         """True if C{user} (None: anonymous) may list the catalog (which is
         then filtered to the repositories the user may pull)."""
+
+
+# --- the storage model ----------------------------------------------------------
+#
+# What the HTTP handlers, garbage collection, maintenance and the
+# pull-through cache work with (Distribution's BlobStore, ManifestService,
+# TagService, BlobWriter...): repositories and their stores, never paths.
+# ``registryd.storage`` implements them on a driver; ``registryd.proxy``
+# implements the repository ones again around those, fetching from an
+# upstream registry what is not stored yet.  Methods returning results
+# are coroutines (or return Deferreds).
+
+
+class IBlobStore(Interface):
+    """The registry-wide blobs, by digest (Distribution's global blob store)."""
+
+    def stat(digest, stored_as=None):
+        """The blob's C{BlobInfo}; raises C{errors.BlobUnknown}."""
+
+    def open(blob, offset=0):
+        """An L{IStorageReader} of a stat'ed blob's data from C{offset}."""
+
+    def get(digest):
+        """A small blob's whole content (a manifest); raises BlobUnknown."""
+
+    def put(digest, content):
+        """Store a small blob whose digest the caller computed."""
+
+    def commit(upload, digest, size):
+        """Make a verified upload's data the blob C{digest}, atomically."""
+
+    def enumerate():
+        """Every blob's digest in storage (data present or not)."""
+
+
+class ILinkedBlobStore(Interface):
+    """The blobs one repository has (Distribution's linked blob store)."""
+
+    name = Attribute("The repository's name.")
+
+    def stat(digest):
+        """The C{BlobInfo} of a blob this repository has; raises BlobUnknown.
+        Its C{size} may be None (not known before it is read) and it may
+        be C{seekable=False} (readable only from its start)."""
+
+    def has(digest):
+        """Whether the repository has blob C{digest}."""
+
+    def open(blob, offset=0):
+        """An L{IStorageReader} of a stat'ed blob from C{offset}: what the
+        blob sender (C{registryd.web.BlobSender}) streams to the client."""
+
+    def redirect(blob, method):
+        """A URL the client may fetch the blob from itself, or None."""
+
+    def link(digest, stored_as=None):
+        """Make blob C{digest} (data under C{stored_as}, if other) part of
+        this repository."""
+
+    def delete(digest):
+        """Unlink the blob (the API's DELETE); raises Unsupported when
+        deletes are disabled, BlobUnknown when it is not linked."""
+
+    def mount(digest, source_name):
+        """Link a blob of repository C{source_name}; its C{BlobInfo}, or None."""
+
+    def enumerate():
+        """The digests this repository links."""
+
+
+class IManifestStore(Interface):
+    """The manifests of one repository (Distribution's ManifestService)."""
+
+    name = Attribute("The repository's name.")
+
+    def has(digest):
+        """Whether revision C{digest} is in the repository."""
+
+    def resolve(reference):
+        """The digest a tag or digest reference names; raises ManifestUnknown."""
+
+    def get(reference, accept=None):
+        """The C{StoredManifest} C{reference} names; raises ManifestUnknown.
+        C{accept} is the client's Accept header (what a pull-through cache
+        asks upstream for)."""
+
+    def put(reference, body, content_type, tags=(), allow_sparse=False, verify=True):
+        """Validate, store and tag a manifest; its C{StoredManifest}."""
+
+    def delete(reference, removed_tags=None):
+        """Delete a revision (digest) or a tag (the API's DELETE)."""
+
+    def enumerate():
+        """The digests of the repository's revisions, sorted."""
+
+    def referrers(subject, artifact_type=None):
+        """Descriptors of the manifests whose subject is C{subject}."""
+
+
+class ITagStore(Interface):
+    """The tags of one repository (Distribution's TagService)."""
+
+    name = Attribute("The repository's name.")
+
+    def get(tag):
+        """The digest C{tag} names, or None."""
+
+    def tag(tag, digest):
+        """Point C{tag} at C{digest}."""
+
+    def untag(tag):
+        """Remove C{tag}; whether it was there."""
+
+    def all():
+        """The tags the tags list shows, sorted; raises NameUnknown."""
+
+    def enumerate():
+        """Every tag in storage, leniently (what garbage collection keeps)."""
+
+    def history(tag):
+        """Every digest C{tag} has named."""
+
+
+class IUploadStore(Interface):
+    """The blob uploads of one repository."""
+
+    name = Attribute("The repository's name.")
+
+    def start(algorithm="sha256"):
+        """A new upload, open (an async context manager) until closed."""
+
+    def resume(upload_id):
+        """Upload C{upload_id}, locked and with one appending writer open
+        until closed; raises BlobUploadUnknown."""
+
+    def status(upload_id):
+        """Upload C{upload_id} as it stands (size), already closed."""
+
+    def enumerate():
+        """The repository's uploads in storage (C{UploadInfo}s)."""
+
+
+class IRepository(Interface):
+    """One repository and its stores (Distribution's Repository)."""
+
+    name = Attribute("The repository's name.")
+    blobs = Attribute("The repository's L{ILinkedBlobStore}.")
+    manifests = Attribute("The repository's L{IManifestStore}.")
+    tags = Attribute("The repository's L{ITagStore}.")
+    uploads = Attribute("The repository's L{IUploadStore}.")

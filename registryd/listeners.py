@@ -18,6 +18,8 @@ from twisted.internet import endpoints
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
+from registryd import compat
+
 log = Logger()
 
 #: Why binding failed, in words, for the errors an operator meets.
@@ -70,7 +72,7 @@ class ListenerService(StreamServerEndpointService):
         if reactor is None:
             from twisted.internet import reactor
         super().__init__(endpoints.serverFromString(reactor, description), factory)
-        self._raiseSynchronously = True  # as strports.service: fail start-up, not just log
+        compat.raise_listen_errors(self)  # as strports.service: fail start-up, not just log
         self.description = shown or description
         self.what = what
         self.scheme = scheme
@@ -80,7 +82,7 @@ class ListenerService(StreamServerEndpointService):
             super().privilegedStartService()
         except CannotListenError as error:
             raise ListenFailed(f"cannot listen on {self.description}: {_reason(error)}") from None
-        self._waitingForPort.addCallback(self._announce)
+        compat.listening_port(self).addCallback(self._announce)
 
     def _announce(self, port):
         log.info("{what} {url}", what=self.what, url=_url(port.getHost(), self.scheme))

@@ -37,6 +37,7 @@ from twisted.internet import endpoints
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from zope.interface import implementer
 
+from registryd import compat
 from registryd.config import CIPHER_SUITES, ConfigError
 
 _SSL_KEYS = {"privateKey", "certKey", "extraCertChain", "dhParameters", "interface", "backlog"}
@@ -168,9 +169,7 @@ def listener(description, tls, tls_options=None):
         if tls is None:
             return description, None
         return description, tls_options if tls_options is not None else http_tls_options(tls)
-    # Twisted's own parser for endpoint strings (escapes and all); it has
-    # no public name, but has not changed since strports became endpoints.
-    args, kwargs = endpoints._parse(description)
+    args, kwargs = compat.parse_endpoint_description(description)
     unknown = sorted(set(kwargs) - _SSL_KEYS)
     if unknown:
         problem = ("sslmethod is not supported: registryd speaks TLS 1.2 or later"
@@ -222,14 +221,11 @@ def reloaded_options(description, tls):
     return listener(description, tls)[1]
 
 
-def wrap(factory, options):
-    """C{factory} behind TLS with C{options} (or as is when None); the
-    L{ReloadableTLS} is the factory's C{tls} attribute."""
-    if options is None:
+def wrap(factory, server_tls):
+    """C{factory} behind TLS made by C{server_tls} (a L{ReloadableTLS},
+    CertificateOptions...), or as is when None."""
+    if server_tls is None:
         return factory
     from twisted.protocols.tls import TLSMemoryBIOFactory
 
-    reloadable = ReloadableTLS(options)
-    wrapped = TLSMemoryBIOFactory(reloadable, False, factory)
-    wrapped.tls = reloadable
-    return wrapped
+    return TLSMemoryBIOFactory(server_tls, False, factory)

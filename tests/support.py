@@ -34,20 +34,22 @@ def make_client(reactor):
 
 
 async def start_registry(root, delete_enabled=True, host=None, headers=None, accept_sparse=False,
-                         accept_sparse_images=False):
-    """Serve a filesystem registry at C{root} on 127.0.0.1:<free port>."""
+                         accept_sparse_images=False, driver=None):
+    """Serve a filesystem registry at C{root} on 127.0.0.1:<free port>
+    (or on C{driver}, when given: a wrapped or instrumented one)."""
     from twisted.internet import reactor
 
     from registryd.app import RegistryApp
     from registryd.storage.drivers.filesystem import FilesystemDriver
     from registryd.storage.registry import Registry
+    from registryd.urls import URLBuilder
     from registryd.web import StreamingSite
 
     registry = Registry(
-        FilesystemDriver(str(root)), delete_enabled=delete_enabled, accept_sparse_manifests=accept_sparse,
-        accept_sparse_images=accept_sparse_images,
+        driver or FilesystemDriver(str(root)), delete_enabled=delete_enabled,
+        accept_sparse_manifests=accept_sparse, accept_sparse_images=accept_sparse_images,
     )
-    site = StreamingSite(RegistryApp(registry, host=host, headers=headers).resource())
+    site = StreamingSite(RegistryApp(registry, urls=URLBuilder(host), headers=headers).resource())
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
     return registry, port
 

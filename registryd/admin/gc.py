@@ -1,7 +1,8 @@
 """Garbage collection: mark everything manifests reference, sweep the rest.
 
-Like Distribution's ``registry garbage-collect`` this works on the storage
-layout alone (``registryd.storage.paths``), so it runs offline on a stopped
+Like Distribution's ``registry garbage-collect`` this works on storage
+alone, through the storage model's enumerators (repositories, revisions,
+tags, layer links, blobs) and its vacuum, so it runs offline on a stopped
 registry (``registryd-gc``, ``python -m registryd gc``) and online inside
 the daemon (the manhole's ``gc()``, ``gc.interval``) while pushes go on.
 
@@ -44,13 +45,8 @@ import attr
 from twisted.logger import Logger
 
 from registryd import errors
-from registryd.admin.walk import (
-    digest_tree, gather_limited, list_or_empty, manifest_revisions, references_in, walk_blobs,
-)
-from registryd.digest import Digest
-from registryd.names import valid_tags
-from registryd.storage import paths
-from registryd.storage.errors import PathNotFound
+from registryd.admin.walk import references_in
+from registryd.storage.walking import gather_limited
 
 log = Logger()
 
@@ -137,7 +133,7 @@ class GCReport:
 
 @attr.s
 class _RepositoryScan:
-    name = attr.ib()
+    repository = attr.ib()
     revisions = attr.ib(factory=set)
     #: tag -> digest its current link names
     tags = attr.ib(factory=dict)
@@ -150,11 +146,15 @@ class _RepositoryScan:
     keep = attr.ib(factory=set)
     candidates = attr.ib(factory=list)
 
+    @property
+    def name(self):
+        return self.repository.name
+
 
 class _Collector:
     def __init__(self, registry, dry_run, delete_untagged, grace_period, clock, before_sweep):
         self.registry = registry
-        self.driver = registry.driver
+        self.vacuum = registry.vacuum
         self.guard = registry.guard
         self.dry_run = dry_run
         self.delete_untagged = delete_untagged
@@ -169,57 +169,32 @@ class _Collector:
     def _young(self, modified):
         return self.clock() - modified < self.grace_period
 
-    async def _modified(self, path):
-        try:
-            return (await self.driver.stat(path)).modified
-        except PathNotFound:
-            return None
-
     # mark
 
-    async def _read_link(self, path):
-        try:
-            return Digest.parse((await self.driver.get_content(path)).strip())
-        except (PathNotFound, errors.DigestInvalid):
-            return None
-
     async def _scan(self, name):
-        scan = _RepositoryScan(name)
-        driver = self.driver
-        # A revision is its link file, not its directory: Distribution's
-        # manifest delete removes only the link.
-        scan.revisions = set(await manifest_revisions(driver, name))
-        # Only names that can be tags: the driver refuses paths through
-        # any other (a tag an older registryd let in with a newline).
-        listed = await list_or_empty(driver, paths.tags(name))
-        tags = [tag for tag in valid_tags(listed) if not tag.endswith(".tmp")]
-
-        async def read_tag(tag):
-            return await self._read_link(paths.tag_current_link(name, tag))
-
-        for tag, digest in zip(tags, await gather_limited(read_tag, tags)):
+        repository = self.registry.stored_repository(name)
+        scan = _RepositoryScan(repository)
+        scan.revisions = set(await repository.manifests.enumerate())
+        tags = await repository.tags.enumerate()
+        for tag, digest in zip(tags, await gather_limited(repository.tags.get, tags)):
             if digest is not None:
                 scan.tags[tag] = digest
         if self.delete_untagged:
-
-            async def history(tag):
-                return await digest_tree(driver, f"{paths.tag_dir(name, tag)}/index")
-
-            scan.tag_history = dict(zip(tags, await gather_limited(history, tags)))
+            histories = await gather_limited(repository.tags.history, tags)
+            scan.tag_history = {tag: set(history) for tag, history in zip(tags, histories)}
 
         async def layer(digest):
             if digest.algorithm == "sha256":
                 return digest  # Distribution and registryd store these as named
-            target = await self._read_link(paths.layer_link(name, digest))
+            target = await repository.blobs.target(digest)
             return target or digest
 
-        links = await digest_tree(driver, paths.layers(name))
+        links = await repository.blobs.enumerate()
         scan.layers = dict(zip(links, await gather_limited(layer, links)))
 
         async def manifest(digest):
-            try:
-                body = await driver.get_content(paths.blob_data(digest))
-            except PathNotFound:
+            body = await repository.manifests.content(digest)
+            if body is None:
                 self.report.warnings.append(f"{name}@{digest}: manifest data is missing")
                 return set(), None
             try:
@@ -263,8 +238,7 @@ class _Collector:
         async def rescued(digest):
             if self.guard.in_use(digest):
                 return True
-            path = paths.manifest_revision_link(scan.name, digest)
-            modified = await self._modified(path)
+            modified = await scan.repository.manifests.revision_modified(digest)
             return modified is not None and self._young(modified)
 
         extra = [d for d, young in zip(untagged, await gather_limited(rescued, untagged)) if young]
@@ -284,21 +258,10 @@ class _Collector:
 
     # sweep
 
-    async def _delete(self, path):
-        try:
-            await self.driver.delete(path)
-        except PathNotFound:
-            pass
-
     async def _remove_manifest(self, scan, digest):
-        name = scan.name
-        references, subject = scan.manifests.get(digest, (set(), None))
-        await self._delete(paths.manifest_revision_dir(name, digest))
-        for tag, history in scan.tag_history.items():
-            if digest in history:
-                await self._delete(paths.tag_index_link(name, tag, digest).rsplit("/", 1)[0])
-        if subject is not None:
-            await self._delete(paths.referrer_link(name, subject, digest).rsplit("/", 1)[0])
+        _, subject = scan.manifests.get(digest, (set(), None))
+        tags = [tag for tag, history in scan.tag_history.items() if digest in history]
+        await self.vacuum.remove_manifest(scan.name, digest, tags=tags, subject=subject)
 
     async def _sweep_manifests(self, scans):
         async def sweep(item):
@@ -326,14 +289,15 @@ class _Collector:
             for link, target in scan.layers.items():
                 links_to.setdefault(target, []).append((scan.name, link))
         existing = set(blobs)
+        repositories = {scan.name: scan.repository for scan in scans}
 
         async def sweep(digest):
             try:
-                info = await self.driver.stat(paths.blob_data(digest))
-            except PathNotFound:
+                info = await self.registry.blobs.stat(digest)
+            except errors.BlobUnknown:
                 return  # a directory without data: not a blob
             links = links_to.get(digest, [])
-            reason = await self._keep_reason(digest, info.modified, links)
+            reason = await self._keep_reason(repositories, digest, info.modified, links)
             if reason is not None:
                 self.report.protected.append((str(digest), reason))
                 return
@@ -342,9 +306,9 @@ class _Collector:
                     self.report.protected.append((str(digest), "in use by a push"))
                     return
                 try:
-                    await self._delete(paths.blob_dir(digest))
+                    await self.vacuum.remove_blob(digest)
                     for repository, link in links:
-                        await self._delete(paths.layer_link(repository, link).rsplit("/", 1)[0])
+                        await self.vacuum.remove_layer_link(repository, link)
                 finally:
                     self.guard.end_delete(digest)
             self.report.blobs_removed.append((str(digest), info.size))
@@ -358,8 +322,7 @@ class _Collector:
             if target in existing or target in self.marked:
                 continue
             for repository, link in links:
-                path = paths.layer_link(repository, link)
-                modified = await self._modified(path)
+                modified = await repositories[repository].blobs.link_modified(link)
                 if modified is None or self._young(modified):
                     continue
                 if self.dry_run:
@@ -368,17 +331,17 @@ class _Collector:
                 if not self.guard.begin_delete(target, [link]):
                     continue
                 try:
-                    await self._delete(path.rsplit("/", 1)[0])
+                    await self.vacuum.remove_layer_link(repository, link)
                 finally:
                     self.guard.end_delete(target)
                 self.report.layer_links_removed.append((repository, str(link)))
         self.report.layer_links_removed.sort()
 
-    async def _keep_reason(self, digest, modified, links):
+    async def _keep_reason(self, repositories, digest, modified, links):
         if self._young(modified):
             return "younger than the grace period"
         for repository, link in links:
-            link_modified = await self._modified(paths.layer_link(repository, link))
+            link_modified = await repositories[repository].blobs.link_modified(link)
             if link_modified is not None and self._young(link_modified):
                 return f"linked into {repository} less than the grace period ago"
         if self.guard.in_use(digest) or any(self.guard.in_use(link) for _, link in links):
@@ -388,7 +351,7 @@ class _Collector:
     async def run(self):
         started = time.monotonic()
         self.report.started_at = self.clock()
-        names = await self.registry.repositories(markers=("_manifests", "_layers"))
+        names = await self.registry.repositories_with_content()
         self.report.repositories = len(names)
 
         async def mark(name):
@@ -404,7 +367,7 @@ class _Collector:
         if self.before_sweep is not None:
             await self.before_sweep()
         await self._sweep_manifests(scans)
-        blobs = await walk_blobs(self.driver)
+        blobs = await self.registry.blobs.enumerate()
         self.report.blobs_seen = len(blobs)
         self.report.blobs_marked = len(self.marked & set(blobs))
         await self._sweep_blobs(scans, blobs)

@@ -16,9 +16,7 @@ removed, whatever its age.
 """
 
 import random
-import re
 import time
-from datetime import datetime, timezone
 
 import attr
 from twisted.application.service import Service
@@ -26,95 +24,21 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from registryd.admin.gc import collect_garbage
-from registryd.names import check_upload_id
-from registryd.errors import BlobUploadInvalid
-from registryd.storage import paths
-from registryd.storage.errors import PathNotFound
+from registryd.storage.uploads import UploadInfo, parse_started_at
+
+__all__ = ["Maintenance", "UploadInfo", "list_uploads", "parse_started_at", "purge_uploads"]
 
 log = Logger()
 
 #: Distribution's largest start-up delay for upload purging.
 MAX_FIRST_PURGE_DELAY = 3600.0
 
-_FRACTION = re.compile(r"\.(\d+)")
-
-
-def parse_started_at(text):
-    """A ``startedat`` value (RFC 3339, e.g. ``2026-11-26T20:25:02Z``, with
-    up to nanoseconds as Go writes them) as a POSIX time, or None."""
-    text = text.strip()
-    text = _FRACTION.sub(lambda m: "." + m.group(1)[:6].ljust(6, "0"), text, count=1)
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
-
-
-@attr.s(frozen=True, slots=True)
-class UploadInfo:
-    repository = attr.ib()
-    id = attr.ib()
-    #: POSIX time from ``startedat``; else the data's modification time
-    started_at = attr.ib()
-    size = attr.ib()
-    #: written or completed by this process right now
-    active = attr.ib(default=False)
-
-    def to_dict(self, now=None):
-        now = time.time() if now is None else now
-        return {
-            "repository": self.repository,
-            "id": self.id,
-            "started_at": datetime.fromtimestamp(self.started_at, timezone.utc).strftime(
-                "%Y-%m-%dT%H:%M:%SZ") if self.started_at is not None else None,
-            "age_seconds": round(now - self.started_at) if self.started_at is not None else None,
-            "size": self.size,
-            "active": self.active,
-        }
-
 
 async def list_uploads(registry):
     """Every upload directory in storage, as L{UploadInfo}s, sorted."""
-    driver = registry.driver
     found = []
-    for name in await registry.repositories(markers=("_uploads",)):
-        try:
-            ids = await driver.list(paths.uploads(name))
-        except PathNotFound:
-            continue
-        for upload_id in ids:
-            try:
-                check_upload_id(upload_id)
-            except BlobUploadInvalid:
-                continue  # not an upload id: Distribution does not touch it either
-            started = None
-            try:
-                started = parse_started_at(
-                    (await driver.get_content(paths.upload_started_at(name, upload_id))).decode(
-                        "ascii", "replace"
-                    )
-                )
-            except PathNotFound:
-                pass
-            size = 0
-            try:
-                info = await driver.stat(paths.upload_data(name, upload_id))
-                size = info.size
-                if started is None:
-                    started = info.modified
-            except PathNotFound:
-                pass
-            if started is None:
-                try:
-                    started = (await driver.stat(paths.upload_dir(name, upload_id))).modified
-                except PathNotFound:
-                    continue  # gone meanwhile
-            found.append(UploadInfo(
-                name, upload_id, started, size, active=registry.upload_lock.in_use(upload_id),
-            ))
+    for name in await registry.repositories_with_uploads():
+        found += await registry.stored_repository(name).uploads.enumerate()
     return found
 
 
@@ -150,10 +74,7 @@ async def purge_uploads(registry, older_than, dry_run=False, clock=time.time):
             if registry.upload_lock.in_use(upload.id):
                 report.kept += 1  # taken up while we were listing
                 continue
-            registry.hash_states.forget(upload.id)
-            try:
-                await registry.driver.delete(paths.upload_dir(upload.repository, upload.id))
-            except PathNotFound:
+            if not await registry.vacuum.remove_upload(upload.repository, upload.id):
                 continue
         report.removed.append(upload)
     log.info("{summary}", summary=report.summary())

@@ -41,6 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from registryd import compat
 from registryd.admin.statements import StatementRunner, call_on_reactor, describe
 from registryd.config import ConfigError
 from registryd.listeners import ListenerService
@@ -157,10 +158,8 @@ def make_namespace(registry, maintenance, config, reactor=None):
     work on the reactor thread and returns a plain value."""
     if reactor is None:
         from twisted.internet import reactor
+    from registryd import errors
     from registryd.admin.maintenance import list_uploads
-    from registryd.admin.walk import walk_blobs
-    from registryd.storage import paths
-    from registryd.storage.errors import PathNotFound
 
     async def repos():
         """Repository names (those with manifests), sorted."""
@@ -168,7 +167,7 @@ def make_namespace(registry, maintenance, config, reactor=None):
 
     async def tags(repo):
         """Tags of repository C{repo}, sorted."""
-        return await registry.repository(repo).manifests.tags()
+        return await registry.repository(repo).tags.all()
 
     async def uploads():
         """Uploads in storage, oldest first."""
@@ -203,12 +202,12 @@ def make_namespace(registry, maintenance, config, reactor=None):
 
     async def stats():
         """Counts and sizes from storage, and what maintenance did last."""
-        blobs = await walk_blobs(registry.driver)
+        blobs = await registry.blobs.enumerate()
         size = 0
         for digest in blobs:
             try:
-                size += (await registry.driver.stat(paths.blob_data(digest))).size
-            except PathNotFound:
+                size += (await registry.blobs.stat(digest)).size
+            except errors.BlobUnknown:
                 pass
         found_uploads = await list_uploads(registry)
         return {
@@ -403,13 +402,13 @@ class RegistryManhole(manhole.Manhole):
         if self.terminal is None or self.terminal.transport is None:
             return
         if description is not None:
-            if self._needsNewline():
+            if compat.manhole_needs_newline(self):
                 self.terminal.nextLine()
             self.terminal.write(description.encode("utf-8", "replace"))
         self._prompt()
 
     def _prompt(self):
-        if self._needsNewline():
+        if compat.manhole_needs_newline(self):
             self.terminal.nextLine()
         self.terminal.write(self.ps[self.pn])
 
@@ -509,6 +508,7 @@ class ManholeRealm(manhole_ssh.TerminalRealm):
         )
 
     def _getAvatar(self, avatarId):
+        # Overrides a private conch hook (registryd.compat checks it).
         user = super()._getAvatar(avatarId)
         session = user.original.getComponent(iconch.ISession)
         session.namespace_factory = self.namespace_factory

@@ -26,11 +26,8 @@ import time
 import attr
 
 from registryd import errors
-from registryd.admin.walk import (
-    digest_tree, gather_limited, list_or_empty, manifest_revisions, references_in,
-)
-from registryd.storage import paths
-from registryd.storage.errors import PathNotFound
+from registryd.admin.walk import references_in
+from registryd.storage.walking import gather_limited
 
 
 @attr.s(repr=False)
@@ -87,53 +84,37 @@ class ReferrersReport:
         return "\n".join(self.lines())
 
 
-async def _index_entries(driver, name):
-    """The set of (subject, referrer) pairs in C{name}'s referrers index.
-    A name in it that is not a digest is left alone (and not reported)."""
-    base = f"{paths.repository(name)}/_referrers"
-    subjects = await digest_tree(driver, base)
-
-    async def referrers_of(subject):
-        return await digest_tree(driver, paths.referrers(name, subject))
-
-    found = set()
-    for subject, referrers in zip(subjects, await gather_limited(referrers_of, subjects)):
-        found.update((subject, referrer) for referrer in referrers)
-    return found
-
-
 class _Rebuild:
     def __init__(self, registry, dry_run):
-        self.driver = registry.driver
+        self.registry = registry
         self.dry_run = dry_run
         self.report = ReferrersReport(dry_run=dry_run)
 
-    async def _subject_of(self, name, digest):
+    async def _subject_of(self, manifests, digest):
         """The ``subject`` digest of revision C{digest}, or None (no
         subject, data missing, not JSON: each but the first is a warning)."""
-        try:
-            body = await self.driver.get_content(paths.blob_data(digest))
-        except PathNotFound:
-            self.report.warnings.append(f"{name}@{digest}: manifest data is missing")
+        body = await manifests.content(digest)
+        if body is None:
+            self.report.warnings.append(f"{manifests.name}@{digest}: manifest data is missing")
             return None
         try:
             return references_in(body)[1]
         except ValueError:
-            self.report.warnings.append(f"{name}@{digest}: manifest is not JSON")
+            self.report.warnings.append(f"{manifests.name}@{digest}: manifest is not JSON")
             return None
 
-    async def _still_stale(self, name, subject, referrer):
+    async def _still_stale(self, manifests, subject, referrer):
         """Checked again just before removing: pushed meanwhile?"""
-        try:
-            await self.driver.stat(paths.manifest_revision_link(name, referrer))
-        except PathNotFound:
+        if await manifests.revision_modified(referrer) is None:
             return True
-        return await self._subject_of(name, referrer) != subject
+        return await self._subject_of(manifests, referrer) != subject
 
-    async def repository(self, name):
-        existing = await _index_entries(self.driver, name)
-        revisions = await manifest_revisions(self.driver, name)
-        subjects = await gather_limited(lambda digest: self._subject_of(name, digest), revisions)
+    async def repository(self, repository):
+        name = repository.name
+        manifests = repository.manifests
+        existing = await manifests.referrer_entries()
+        revisions = await manifests.enumerate()
+        subjects = await gather_limited(lambda digest: self._subject_of(manifests, digest), revisions)
         self.report.manifests_read += len(revisions)
         wanted = {
             (subject, digest) for digest, subject in zip(revisions, subjects) if subject is not None
@@ -146,39 +127,28 @@ class _Rebuild:
         async def add(entry):
             subject, referrer = entry
             if not self.dry_run:
-                await self.driver.put_content(
-                    paths.referrer_link(name, subject, referrer), str(referrer).encode("ascii")
-                )
+                await manifests.add_referrer(subject, referrer)
             self.report.entries_added.append((name, subject, referrer))
 
         async def remove(entry):
             subject, referrer = entry
-            if not await self._still_stale(name, subject, referrer):
+            if not await self._still_stale(manifests, subject, referrer):
                 return
             if not self.dry_run:
-                try:
-                    await self.driver.delete(
-                        paths.referrer_link(name, subject, referrer).rsplit("/", 1)[0]
-                    )
-                except PathNotFound:
-                    pass
+                await self.registry.vacuum.remove_referrer(name, subject, referrer)
             self.report.entries_removed.append((name, subject, referrer))
 
         await gather_limited(add, missing)
         await gather_limited(remove, stale)
         if not self.dry_run:
-            await self._prune_empty_subjects(name, {subject for subject, _ in stale})
+            await self._prune_empty_subjects(repository, {subject for subject, _ in stale})
 
-    async def _prune_empty_subjects(self, name, subjects):
-        """Remove the directories of C{subjects} left without entries."""
+    async def _prune_empty_subjects(self, repository, subjects):
+        """Remove the indexes of C{subjects} left without entries."""
         for subject in sorted(subjects, key=str):
-            base = paths.referrers(name, subject)
-            if await digest_tree(self.driver, base):
+            if await repository.manifests.referrers_of(subject):
                 continue
-            try:
-                await self.driver.delete(base)
-            except PathNotFound:
-                pass
+            await self.registry.vacuum.remove_referrers_of(repository.name, subject)
 
 
 async def rebuild_referrers(registry, repositories=None, dry_run=False, clock=time.monotonic):
@@ -196,11 +166,12 @@ async def rebuild_referrers(registry, repositories=None, dry_run=False, clock=ti
             registry.repository(name)  # NAME_INVALID for a bad name
             names.append(name)
     for name in names:
-        if not await list_or_empty(registry.driver, paths.manifests(name)):
+        repository = registry.stored_repository(name)
+        if not await repository.manifests.exists():
             if repositories is not None:
                 raise errors.NameUnknown(detail={"name": name})
             continue
-        await rebuild.repository(name)
+        await rebuild.repository(repository)
         rebuild.report.repositories += 1
     rebuild.report.duration = clock() - started
     return rebuild.report

@@ -102,8 +102,8 @@ def shielded(running, expected=(defer.CancelledError,), what="handler"):
 
     klein cancels a handler when its client goes away.  Some work must go
     on regardless: an upload stores the body bytes that arrived (the client
-    resumes from them), a blob fetched for the cache cleans up its partial
-    copy.  A failure of C{running} after the caller stopped waiting is
+    resumes from them), a blob sender learns how much it sent (and a
+    pull-through cache's reader removes its partial copy).  A failure of C{running} after the caller stopped waiting is
     logged, unless it is one of the C{expected} exception types.
     """
     result = defer.Deferred()  # no canceller: cancelling it leaves `running` alone

@@ -3,6 +3,7 @@
 import re
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from registryd import errors
 from registryd.api.base import decimal, respond, shielded
@@ -50,26 +51,21 @@ def parse_range(header, size):
 async def get_blob(ctx, request, name, digest):
     repository = ctx.registry.repository(name)
     digest = Digest.parse(digest)
-    try:
-        blob = await repository.stat_blob(digest)
-    except errors.BlobUnknown:
-        if ctx.proxy is None:
-            raise
-        # A pull-through cache fetches it (registryd.proxy.blobs).
-        return await ctx.proxy.serve_blob(ctx, request, repository, digest)
-    if ctx.proxy is not None:
-        ctx.proxy.served_from_cache("blob")
-    redirect = await repository.blob_redirect(blob, request.method.decode("ascii"))
+    blob = await repository.blobs.stat(digest)
+    redirect = await repository.blobs.redirect(blob, request.method.decode("ascii"))
     headers = [
         ("Docker-Content-Digest", str(digest)),
-        ("Accept-Ranges", "bytes"),
         ("ETag", f'"{digest}"'),
         ("Cache-Control", "max-age=31536000"),
     ]
+    if blob.seekable:
+        headers.insert(1, ("Accept-Ranges", "bytes"))
     if redirect is not None and request.method == b"GET":
         ctx.events.blob_pulled(request, repository.name, blob)
         return respond(request, 307, headers + [("Location", redirect)])
-    span = parse_range(request.getHeader("range"), blob.size)
+    # A blob that can only be read from its start (one a pull-through
+    # cache is fetching) is sent whole: RFC 9110 lets a server ignore Range.
+    span = parse_range(request.getHeader("range"), blob.size) if blob.seekable else None
     if span is None:
         status, offset, length = 200, 0, blob.size
     else:
@@ -79,24 +75,30 @@ async def get_blob(ctx, request, name, digest):
     for header, value in headers:
         request.setHeader(header, value)
     request.setHeader("Content-Type", "application/octet-stream")
-    request.setHeader("Content-Length", str(length))
+    if length is not None:  # None: upstream did not announce it
+        request.setHeader("Content-Length", str(length))
     if request.method == b"HEAD" or length == 0:
         if request.method == b"GET":
             ctx.events.blob_pulled(request, repository.name, blob)
         return b""
-    reader = await repository.open_blob(blob, offset)
+    reader = await repository.blobs.open(blob, offset)
     sending = defer.ensureDeferred(BlobSender(request, reader, length).send())
 
     def report_pull(outcome):
         # Every byte handed to the socket is a pull (Distribution: the copy
         # returned without error), also if the client hangs up right after.
-        if request.sentLength >= length:
+        if length is None:
+            complete = not isinstance(outcome, Failure)
+        else:
+            complete = request.sentLength >= length
+        if complete:
             ctx.events.blob_pulled(request, repository.name, blob)
         return outcome
 
     sending.addBoth(report_pull)
     # Shielded: when the client leaves (klein cancels the handler) the
-    # sender still finishes, so that it knows how much it sent.
+    # sender still finishes, so that it knows how much it sent (and a
+    # pull-through cache's reader removes its partial copy).
     await shielded(sending, what="sending a blob")
     return None
 
@@ -104,6 +106,6 @@ async def get_blob(ctx, request, name, digest):
 async def delete_blob(ctx, request, name, digest):
     repository = ctx.registry.repository(name)
     digest = Digest.parse(digest)
-    await repository.delete_blob(digest)
+    await repository.blobs.delete(digest)
     ctx.events.blob_deleted(request, repository.name, digest)
     return respond(request, 202, [("Docker-Content-Digest", str(digest))])

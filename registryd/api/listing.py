@@ -45,9 +45,7 @@ def _limits(ctx):
 
 async def list_tags(ctx, request, name):
     repository = ctx.registry.repository(name)
-    proxy = getattr(ctx, "proxy", None)
-    # A pull-through cache lists what upstream has (registryd.proxy).
-    tags = await (proxy.tags(repository) if proxy is not None else repository.manifests.tags())
+    tags = await repository.tags.all()
     _, max_tags = _limits(ctx)
     page, next_last = paginate(tags, request, max_tags=max_tags)
     headers = []

@@ -13,11 +13,8 @@ def _manifest_headers(stored):
 
 async def get_manifest(ctx, request, name, reference):
     repository = ctx.registry.repository(name)
-    if ctx.proxy is not None:  # a pull-through cache (registryd.proxy)
-        accept = ", ".join(request.requestHeaders.getRawHeaders("accept") or []) or None
-        stored = await ctx.proxy.manifest(repository, reference, accept)
-    else:
-        stored = await repository.manifests.get(reference)
+    accept = ", ".join(request.requestHeaders.getRawHeaders("accept") or []) or None
+    stored = await repository.manifests.get(reference, accept=accept)
     body = stored.body
     if request.method == b"GET":
         ctx.events.manifest_pulled(request, repository.name, stored, reference)

@@ -87,8 +87,8 @@ async def start_upload(ctx, request, name):
         digest = Digest.parse(digest)
         if body.length != 0 or str(digest) == EMPTY_SHA256:
             return await _monolithic(ctx, request, repository, digest, body)
-    upload = await repository.start_upload(algorithm)
-    return respond(request, 202, upload_headers(request, ctx.urls, upload))
+    async with await repository.uploads.start(algorithm) as upload:
+        return respond(request, 202, upload_headers(request, ctx.urls, upload))
 
 
 def _may_read(request):
@@ -108,22 +108,22 @@ async def _try_mount(ctx, request, repository, digest, source):
         check_repository_name(source)
         if not may_read(source):
             return None
-        return await repository.mount_blob(digest, source)
+        return await repository.blobs.mount(digest, source)
     found = await ctx.registry.find_readable_repository_with_blob(digest, may_read=may_read)
     if found is None:
         return None
-    return await repository.mount_blob(digest, found)
+    return await repository.blobs.mount(digest, found)
 
 
 async def _monolithic(ctx, request, repository, digest, body):
     """``POST ?digest=`` with the whole blob as body: 201 or nothing kept."""
-    upload = await repository.start_upload(digest.algorithm)
-    try:
-        await upload.append(body)
-        blob = await upload.complete(digest, _size_parameter(request))
-    except BaseException:
-        await upload.cancel()
-        raise
+    async with await repository.uploads.start(digest.algorithm) as upload:
+        try:
+            await upload.append(body)
+            blob = await upload.complete(digest, _size_parameter(request))
+        except BaseException:
+            await upload.cancel()
+            raise
     ctx.events.blob_pushed(request, repository.name, blob)
     return respond(request, 201, [
         ("Location", ctx.urls.blob(request, repository.name, blob.digest)),
@@ -132,31 +132,31 @@ async def _monolithic(ctx, request, repository, digest, body):
 
 
 async def upload_status(ctx, request, name, upload_id):
-    upload = await ctx.registry.repository(name).get_upload(upload_id)
+    upload = await ctx.registry.repository(name).uploads.status(upload_id)
     return respond(request, 204, upload_headers(request, ctx.urls, upload))
 
 
 async def patch_upload(ctx, request, name, upload_id):
-    upload = await ctx.registry.repository(name).get_upload(upload_id)
-    body = request.context.body
-    _check_chunk(request, upload, ctx.urls, body)
-    await upload.append(body)
-    return respond(request, 202, upload_headers(request, ctx.urls, upload))
+    async with await ctx.registry.repository(name).uploads.resume(upload_id) as upload:
+        body = request.context.body
+        _check_chunk(request, upload, ctx.urls, body)
+        await upload.append(body)
+        return respond(request, 202, upload_headers(request, ctx.urls, upload))
 
 
 async def finish_upload(ctx, request, name, upload_id):
     repository = ctx.registry.repository(name)
-    upload = await repository.get_upload(upload_id)
-    digest = query_arg(request, "digest")
-    if digest is None:
-        raise errors.DigestInvalid("the digest query parameter is required to finish an upload")
-    digest = Digest.parse(digest)
-    expected_size = _size_parameter(request)
-    body = request.context.body
-    _check_chunk(request, upload, ctx.urls, body)
-    if not (body.finished and body.received == 0):
-        await upload.append(body)
-    blob = await upload.complete(digest, expected_size)
+    async with await repository.uploads.resume(upload_id) as upload:
+        digest = query_arg(request, "digest")
+        if digest is None:
+            raise errors.DigestInvalid("the digest query parameter is required to finish an upload")
+        digest = Digest.parse(digest)
+        expected_size = _size_parameter(request)
+        body = request.context.body
+        _check_chunk(request, upload, ctx.urls, body)
+        if not (body.finished and body.received == 0):
+            await upload.append(body)
+        blob = await upload.complete(digest, expected_size)
     ctx.events.blob_pushed(request, repository.name, blob)
     return respond(request, 201, [
         ("Location", ctx.urls.blob(request, repository.name, blob.digest)),
@@ -165,6 +165,6 @@ async def finish_upload(ctx, request, name, upload_id):
 
 
 async def cancel_upload(ctx, request, name, upload_id):
-    upload = await ctx.registry.repository(name).get_upload(upload_id)
-    await upload.cancel()
+    async with await ctx.registry.repository(name).uploads.resume(upload_id) as upload:
+        await upload.cancel()
     return respond(request, 204)

@@ -56,6 +56,9 @@ def _timestamp(now=None):
 
 def request_record(request):
     """Distribution's RequestRecord for a twisted.web request."""
+    # Not at module level: registryd.workers imports this module before
+    # share_metrics() may let anything import prometheus_client (accesslog
+    # imports registryd.metrics).
     from registryd.accesslog import client_address
 
     def header(name):

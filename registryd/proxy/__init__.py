@@ -1,18 +1,23 @@
 """registryd as a pull-through cache of another registry (Distribution's ``proxy:``).
 
-With ``proxy.remoteurl`` set, registryd mirrors that registry: pulls are
-answered from local storage when it has the content and from upstream
-otherwise, keeping what upstream sent (``manifests``, ``blobs``); pushes,
-uploads and deletes are refused (405 UNSUPPORTED, in ``registryd.app``);
-catalog and tags list show what is cached locally.  Cached manifests
-expire ``proxy.ttl`` after they were fetched (``expiry``), and the garbage
-collector then reclaims their blobs.
+With ``proxy.remoteurl`` set, registryd mirrors that registry.  As in
+Distribution (``registry/proxy``), the cache is another implementation of
+the storage model's interfaces (``registryd.interfaces``), chosen once when
+the service is composed: a L{ProxyRegistry} in place of the local
+L{registryd.storage.registry.Registry}, whose repositories'
+C{blobs}, C{manifests} and C{tags} wrap the local ones and go upstream on
+a miss (``blobs``, ``manifests``, ``tags``), keeping what upstream sent.
+The HTTP handlers cannot tell the difference; writes are refused (405
+UNSUPPORTED) through L{ProxyRegistry.write_refusal}, and the catalog shows
+what is cached locally.  Cached manifests expire ``proxy.ttl`` after they
+were fetched (``expiry``), and the garbage collector then reclaims their
+blobs.
 
 The pieces: ``upstream`` (the HTTP client with Docker token and Basic
 auth), ``manifests`` (tag lookups, verification, storing), ``blobs``
-(streaming to client and storage at once), ``expiry`` (fetch records and
-their removal).  L{ProxyCache} is what the HTTP handlers see; the
-services here are children of ``RegistryService``.
+(streaming to the client and into storage at once), ``tags`` (upstream's
+tag list), ``expiry`` (removal after the TTL).  The services here are
+children of ``RegistryService``.
 """
 
 import time
@@ -20,6 +25,10 @@ import time
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.logger import Logger
+from zope.interface import implementer
+
+from registryd import errors
+from registryd.interfaces import IRepository
 
 log = Logger()
 
@@ -29,65 +38,89 @@ MAX_EXPIRY_INTERVAL = 3600.0
 EXPIRY_TIMER = "proxy cache expiry"
 
 
-class ProxyCache:
-    """The pull-through cache of one registry, for the HTTP handlers."""
+@implementer(IRepository)
+class ProxyRepository:
+    """A repository of the cache: the local one's stores, wrapped."""
 
-    def __init__(self, registry, upstream, ttl, clock=time.time):
-        from registryd.proxy.manifests import ManifestFetcher
+    def __init__(self, local, upstream, fetch_records, clock):
+        from registryd.proxy.blobs import ProxyBlobStore
+        from registryd.proxy.manifests import ProxyManifestStore
+        from registryd.proxy.tags import ProxyTagStore
 
-        self.registry = registry
+        self.name = local.name
+        self.blobs = ProxyBlobStore(local.blobs, local.uploads, upstream)
+        self.tags = ProxyTagStore(local.tags, upstream)
+        self.manifests = ProxyManifestStore(
+            local.manifests, local.tags, upstream, fetch_records, clock
+        )
+        #: never written to: the cache refuses pushes (write_refusal)
+        self.uploads = local.uploads
+
+
+class ProxyRegistry:
+    """The registry the HTTP API serves in pull-through mode: the local
+    L{registryd.storage.registry.Registry} (C{local}, which garbage
+    collection, maintenance and the manhole keep working on) with its
+    repositories wrapped."""
+
+    def __init__(self, local, upstream, ttl, clock=time.time):
+        self.local = local
         self.upstream = upstream
         self.ttl = ttl
         self.clock = clock
-        self._manifests = ManifestFetcher(registry, upstream, clock)
 
     @property
     def remote_url(self):
         return self.upstream.url
 
-    async def manifest(self, repository, reference, accept=None):
-        """The StoredManifest C{reference} names: cached or fetched."""
-        return await self._manifests.get(repository, reference, accept)
+    def repository(self, name):
+        return ProxyRepository(
+            self.local.repository(name), self.upstream, self.local.fetch_records, self.clock
+        )
 
-    async def tags(self, repository):
-        """The tags of C{repository} upstream (all of them, not just the
-        cached ones, as Distribution's proxy lists them); the cached tags
-        when upstream cannot be reached."""
-        from registryd import errors
+    def write_refusal(self):
+        """As Distribution: a pull-through cache only pulls (and read-only
+        mode, if on, says so first)."""
+        refusal = self.local.write_refusal()
+        if refusal is not None:
+            return refusal
+        return errors.Unsupported(
+            f"registryd is a pull-through cache of {self.remote_url} (proxy.remoteurl): "
+            "pushes, uploads and deletes are not supported",
+            detail={"proxy": self.remote_url},
+            headers={"Allow": "GET, HEAD"},
+        )
 
-        try:
-            tags = await self.upstream.tags(repository.name)
-        except errors.UpstreamUnavailable:
-            return await repository.manifests.tags()
-        if tags is None:
-            raise errors.NameUnknown(detail={"name": repository.name})
-        return tags
+    # what the handlers ask of a registry besides repositories: the local one's
 
-    def served_from_cache(self, kind):
-        """Count a blob or manifest the cache had (a hit)."""
-        from registryd import metrics
+    @property
+    def accept_sparse_manifests(self):
+        return self.local.accept_sparse_manifests
 
-        metrics.PROXY_REQUESTS.labels(kind, "hit").inc()
+    @property
+    def read_only(self):
+        return self.local.read_only
 
-    async def serve_blob(self, ctx, request, repository, digest):
-        """Answer a GET/HEAD of a blob the repository lacks locally."""
-        from registryd.proxy.blobs import serve_blob
+    async def repository_page(self, *args, **kwargs):
+        """The catalog: what is cached."""
+        return await self.local.repository_page(*args, **kwargs)
 
-        return await serve_blob(ctx, request, repository, digest, self.upstream)
+    async def find_readable_repository_with_blob(self, *args, **kwargs):
+        return await self.local.find_readable_repository_with_blob(*args, **kwargs)
 
     async def expire(self):
         from registryd.proxy.expiry import expire
 
-        return await expire(self.registry, self.ttl, clock=self.clock)
+        return await expire(self.local, self.ttl, clock=self.clock)
 
 
 def create(registry, config, reactor=None):
-    """The L{ProxyCache} for a L{registryd.config.ProxyConfig}."""
+    """The L{ProxyRegistry} around C{registry} for a L{registryd.config.ProxyConfig}."""
     from registryd.proxy.upstream import Upstream
 
     upstream = Upstream(config.remote_url, config.username, config.password, reactor=reactor,
                         max_blob_size=config.max_blob_size)
-    return ProxyCache(registry, upstream, config.ttl)
+    return ProxyRegistry(registry, upstream, config.ttl)
 
 
 class UpstreamConnections(Service):

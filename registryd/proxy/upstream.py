@@ -65,6 +65,15 @@ MAX_TAG_PAGES = 1000
 _NEXT_LINK = re.compile(r'<([^>]*)>\s*;\s*rel="?next"?')
 
 
+def header_values(response, name):
+    """Every value of header C{name} in an upstream C{response}, as text
+    whatever bytes upstream sent (asked for by a C{str} name, twisted
+    decodes them as UTF-8 and raises on anything else: a hostile or broken
+    upstream must not make a request fail with a traceback)."""
+    return [value.decode("latin-1")
+            for value in response.headers.getRawHeaders(name.encode("ascii")) or []]
+
+
 def _next_page_query(links):
     """The query string of the ``rel="next"`` page in C{links} (Link header
     values), or None."""
@@ -281,7 +290,7 @@ class Upstream:
             )
             if response is None:
                 return None
-            links = response.headers.getRawHeaders("link") or []
+            links = header_values(response, "link")
             text = await self.body(response).read_all(SMALL_BODY_LIMIT)
             try:
                 tags = json.loads(text).get("tags") or []
@@ -308,7 +317,7 @@ class Upstream:
             response = await self._send(method, url, sent)
             if response.code != 401 or retried:
                 break
-            challenges = response.headers.getRawHeaders("www-authenticate") or []
+            challenges = header_values(response, "www-authenticate")
             retried = True
             if not await self._answer(challenges, scope):
                 break  # nothing better to send: this 401 is the answer

@@ -1,21 +1,28 @@
-"""Manifests, tags and referrers of one repository, in Distribution's layout.
+"""Manifests and referrers of one repository, in Distribution's layout
+(``manifeststore.go``).
 
-A manifest is stored as a blob (its exact bytes) and linked under
-``_manifests/revisions/``; a tag is ``_manifests/tags/<tag>/current/link``
-plus a history entry under ``index/``.  The referrers index (OCI 1.1) lives
-under ``_referrers/<subject>/``: one link per manifest whose ``subject`` is
-that digest, rebuildable from the manifests themselves.
+A manifest is stored as a blob (its exact bytes, in the global store) and
+linked under ``_manifests/revisions/``; its tags are the tag store's
+(``registryd.storage.tags``).  The referrers index (OCI 1.1) lives under
+``_referrers/<subject>/``: one link per manifest whose ``subject`` is that
+digest, rebuildable from the manifests themselves
+(``registryd.admin.referrers``).
 """
 
 import attr
 from twisted.internet import defer
+from zope.interface import implementer
 
 from registryd import errors
 from registryd.digest import DEFAULT_ALGORITHM, Digest
+from registryd.interfaces import IManifestStore
 from registryd.manifests import parse_manifest, verify_references
-from registryd.names import is_valid_tag, valid_tags
-from registryd.storage import paths
-from registryd.storage.errors import PathNotFound, translate_storage_errors
+from registryd.storage import _paths as paths
+from registryd.storage.errors import translate_storage_errors
+from registryd.storage.tags import check_tag
+from registryd.storage.walking import (
+    digest_tree, gather_limited, list_or_empty, modified_or_none, read_link,
+)
 
 
 @attr.s(frozen=True, slots=True)
@@ -26,38 +33,38 @@ class StoredManifest:
     manifest = attr.ib()  # the parsed registryd.manifests.Manifest
 
 
-def check_tag(tag):
-    if not is_valid_tag(tag):
-        raise errors.TagInvalid(
-            "tags are up to 128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'",
-            detail={"tag": tag[:200]},
-        )
-    return tag
-
-
 def is_digest_reference(reference):
     return ":" in reference
 
 
+@implementer(IManifestStore)
 class ManifestStore:
-    def __init__(self, repository):
-        self.repository = repository
-        self.name = repository.name
-        self.driver = repository.driver
-        self.registry = repository.registry
+    """The manifest revisions and referrers index of repository C{name}."""
 
-    async def _read_link(self, path):
-        try:
-            text = await self.driver.get_content(path)
-        except PathNotFound:
-            return None
-        try:
-            return Digest.parse(text.strip())
-        except errors.DigestInvalid:
-            return None
+    def __init__(self, name, driver, blobs, linked_blobs, tags, vacuum, guard, cache, settings):
+        """
+        @param blobs: the global L{registryd.storage.blobs.BlobStore}
+            (manifest bytes are blobs).
+        @param linked_blobs: this repository's blobs (what a pushed
+            manifest must reference).
+        @param tags: this repository's L{registryd.storage.tags.TagStore}.
+        @param cache: parsed manifests by digest
+            (L{registryd.storage.cache.ContentCache}).
+        @param settings: the registry's switches (delete_enabled,
+            manifest_url_policy), read when used.
+        """
+        self.name = name
+        self._driver = driver
+        self._blobs = blobs
+        self._linked_blobs = linked_blobs
+        self._tags = tags
+        self._vacuum = vacuum
+        self._guard = guard
+        self._cache = cache
+        self._settings = settings
 
     async def has(self, digest):
-        return await self._read_link(paths.manifest_revision_link(self.name, digest)) == digest
+        return await read_link(self._driver, paths.manifest_revision_link(self.name, digest)) == digest
 
     @translate_storage_errors
     async def resolve(self, reference):
@@ -68,28 +75,29 @@ class ManifestStore:
                 raise errors.ManifestUnknown(detail={"digest": str(digest)})
             return digest
         check_tag(reference)
-        digest = await self._read_link(paths.tag_current_link(self.name, reference))
+        digest = await self._tags.get(reference)
         if digest is None or not await self.has(digest):
             raise errors.ManifestUnknown(detail={"tag": reference})
         return digest
 
     @translate_storage_errors
-    async def get(self, reference):
+    async def get(self, reference, accept=None):
+        """The StoredManifest C{reference} names; MANIFEST_UNKNOWN if none.
+        (C{accept}, the client's Accept header, is for a store that fetches
+        from elsewhere, L{registryd.proxy}; stored bytes are served as they are.)"""
         digest = await self.resolve(reference)
         # The bytes under a digest never change: once storage confirmed the
         # manifest is in this repository (resolve), a parsed copy will do.
-        cache = getattr(self.registry, "manifest_cache", None)
-        stored = cache.get(digest) if cache is not None else None
+        stored = self._cache.get(digest)
         if stored is not None:
             return stored
         try:
-            body = await self.driver.get_content(paths.blob_data(digest))
-        except PathNotFound:
+            body = await self._blobs.get(digest)
+        except errors.BlobUnknown:
             raise errors.ManifestUnknown(detail={"digest": str(digest)}) from None
         manifest = parse_manifest(body, None)
         stored = StoredManifest(digest, manifest.media_type, body, manifest)
-        if cache is not None:
-            cache.put(digest, stored, len(body))
+        self._cache.put(digest, stored, len(body))
         return stored
 
     @translate_storage_errors
@@ -123,32 +131,24 @@ class ManifestStore:
         # Held from the existence checks until written, so online GC
         # cannot sweep what this manifest is about to reference.
         in_use = [digest] + [ref.digest for ref in manifest.references]
-        async with self.registry.guard.using(in_use):
+        async with self._guard.using(in_use):
             if verify:
                 await verify_references(
-                    manifest, self.repository.has_blob, self.has, allow_sparse=allow_sparse,
+                    manifest, self._linked_blobs.has, self.has, allow_sparse=allow_sparse,
                     allow_missing_blobs=allow_missing_blobs,
-                    url_policy=self.registry.manifest_url_policy,
+                    url_policy=self._settings.manifest_url_policy,
                 )
             # The content first, then the revision link, then tags: a reader
             # that finds a link always finds the bytes.
-            await self.driver.put_content(paths.blob_data(digest), body)
-            await self.driver.put_content(
+            await self._blobs.put(digest, body)
+            await self._driver.put_content(
                 paths.manifest_revision_link(self.name, digest), str(digest).encode("ascii")
             )
             if manifest.subject is not None:
-                await self.driver.put_content(
-                    paths.referrer_link(self.name, manifest.subject.digest, digest),
-                    str(digest).encode("ascii"),
-                )
+                await self.add_referrer(manifest.subject.digest, digest)
             for tag in tags:
-                await self.tag(tag, digest)
+                await self._tags.tag(tag, digest)
         return StoredManifest(digest, manifest.media_type, body, manifest)
-
-    async def tag(self, tag, digest):
-        link = str(digest).encode("ascii")
-        await self.driver.put_content(paths.tag_index_link(self.name, tag, digest), link)
-        await self.driver.put_content(paths.tag_current_link(self.name, tag), link)
 
     @translate_storage_errors
     async def delete(self, reference, removed_tags=None):
@@ -156,12 +156,12 @@ class ManifestStore:
         for a tag reference, only the tag.  The tags deleted along with a
         digest are appended to the list C{removed_tags}, if given (their
         delete notifications)."""
-        if not self.registry.delete_enabled:
+        if not self._settings.delete_enabled:
             raise errors.Unsupported("deletes are disabled (storage.delete.enabled is false)")
         if not is_digest_reference(reference):
             check_tag(reference)
             await self.resolve(reference)
-            await self.driver.delete(paths.tag_dir(self.name, reference))
+            await self._tags.untag(reference)
             return None
         stored = await self.get(reference)
         if not await self.remove(stored.digest, stored.manifest.subject, removed_tags):
@@ -174,63 +174,76 @@ class ManifestStore:
         descriptor, if it has one); whether the revision was there.  No
         check of storage.delete: for L{delete} and the registry's own
         housekeeping (the pull-through cache's expiry)."""
-        for tag in await self._tags_or_empty():
-            if await self._read_link(paths.tag_current_link(self.name, tag)) == digest:
-                try:
-                    await self.driver.delete(paths.tag_dir(self.name, tag))
-                except PathNotFound:
-                    pass
+        for tag in await self._tags.enumerate():
+            if await self._tags.get(tag) == digest:
+                await self._tags.untag(tag)
                 if removed_tags is not None:
                     removed_tags.append(tag)
-        if subject is not None:
-            try:
-                await self.driver.delete(
-                    paths.referrer_link(self.name, subject.digest, digest).rsplit("/", 1)[0]
-                )
-            except PathNotFound:
-                pass
-        try:
-            await self.driver.delete(paths.manifest_revision_dir(self.name, digest))
-        except PathNotFound:
-            return False
-        return True
+        return await self._vacuum.remove_manifest(
+            self.name, digest, subject=subject.digest if subject is not None else None
+        )
 
-    async def _tags_or_empty(self):
+    async def enumerate(self):
+        """Digests of this repository's manifest revisions, sorted.
+
+        A revision is its link file, not its directory: Distribution's manifest
+        delete removes only the link."""
+        named = await digest_tree(self._driver, paths.manifest_revisions(self.name))
+
+        async def linked(digest):
+            return await modified_or_none(
+                self._driver, paths.manifest_revision_link(self.name, digest)
+            ) is not None
+
+        found = [d for d, ok in zip(named, await gather_limited(linked, named)) if ok]
+        return sorted(found, key=str)
+
+    async def revision_modified(self, digest):
+        """When revision C{digest} was linked (GC's grace period), or None."""
+        return await modified_or_none(self._driver, paths.manifest_revision_link(self.name, digest))
+
+    async def content(self, digest):
+        """The stored bytes of revision C{digest}, unparsed (GC and the
+        referrers rebuild read them leniently); None when they are missing."""
         try:
-            return await self.driver.list(paths.tags(self.name))
-        except PathNotFound:
-            return []
+            return await self._blobs.get(digest)
+        except errors.BlobUnknown:
+            return None
+
+    async def exists(self):
+        """Does the repository have anything in its manifests directory
+        (revisions or tags, ever)?"""
+        return bool(await list_or_empty(self._driver, paths.manifests(self.name)))
+
+    # the referrers index
 
     @translate_storage_errors
-    async def tags(self):
-        """All tags, sorted; NAME_UNKNOWN if the repository has no manifests dir."""
-        try:
-            await self.driver.stat(paths.manifests(self.name))
-        except PathNotFound:
-            raise errors.NameUnknown(detail={"name": self.name}) from None
-        names = await self._tags_or_empty()
-        return valid_tags(names)  # drivers list names sorted
+    async def add_referrer(self, subject, referrer):
+        """Record C{referrer} in the referrers index of C{subject}."""
+        await self._driver.put_content(
+            paths.referrer_link(self.name, subject, referrer), str(referrer).encode("ascii")
+        )
+
+    async def referrer_entries(self):
+        """The set of (subject, referrer) pairs in the referrers index.
+        A name in it that is not a digest is left alone (and not reported)."""
+        subjects = await digest_tree(self._driver, paths.referrers_root(self.name))
+        found = set()
+        for subject, referrers in zip(subjects, await gather_limited(self.referrers_of, subjects)):
+            found.update((subject, referrer) for referrer in referrers)
+        return found
+
+    async def referrers_of(self, subject):
+        """Digests in the referrers index of C{subject}."""
+        return await digest_tree(self._driver, paths.referrers(self.name, subject))
 
     @translate_storage_errors
     async def referrers(self, subject, artifact_type=None):
         """Descriptors of the manifests whose subject is C{subject}."""
-        base = paths.referrers(self.name, subject)
-        found = []
-        try:
-            algorithms = await self.driver.list(base)
-        except PathNotFound:
-            return []
-        for algorithm in algorithms:
-            try:
-                hexes = await self.driver.list(f"{base}/{algorithm}")
-            except PathNotFound:
-                continue
-            for hex_digest in hexes:
-                found.append(f"{algorithm}:{hex_digest}")
+        found = await self.referrers_of(subject)
 
-        async def describe(text):
+        async def describe(digest):
             try:
-                digest = Digest.parse(text)
                 stored = await self.get(str(digest))
             except errors.RegistryError:
                 return None  # deleted meanwhile, or a stray entry
@@ -247,7 +260,7 @@ class ManifestStore:
             return descriptor
 
         descriptors = await defer.gatherResults(
-            [defer.ensureDeferred(describe(text)) for text in sorted(found)], consumeErrors=True
+            [defer.ensureDeferred(describe(digest)) for digest in sorted(found, key=str)], consumeErrors=True
         )
         descriptors = [d for d in descriptors if d is not None]
         if artifact_type is not None:

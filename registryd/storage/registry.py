@@ -1,73 +1,40 @@
 """The registry model: repositories, their blobs and uploads, on a driver.
 
-This layer knows Distribution's layout (``registryd.storage.paths``) and
-translates storage errors into registry errors; it knows nothing of HTTP.
+This layer (the ``registryd.storage`` package) alone knows Distribution's
+layout (``registryd.storage._paths``) and translates storage errors into
+registry errors; it knows nothing of HTTP.  As in Distribution
+(``registry.go``), a L{Registry} has the global C{blobs}, enumerators of
+its repositories, and the C{vacuum} that every removal goes through; a
+L{Repository} has C{blobs}, C{manifests}, C{tags} and C{uploads}.  Garbage
+collection, maintenance, the referrers rebuild, the pull-through cache and
+the HTTP handlers all work through these.
 All authoritative state is in the driver, so several registryd processes
 may share one backend; what is kept in memory here (running upload hashes,
 locks) is an optimisation that a restart or another node cannot make wrong.
 """
 
-import contextlib
 import heapq
 
-import attr
-from twisted.internet import defer
+from zope.interface import implementer
 
 from registryd import errors
-from registryd.digest import DEFAULT_ALGORITHM, Digest, check_algorithm
-from registryd.names import check_repository_name, check_upload_id, is_name_component, new_upload_id
-from registryd.storage import paths
-from registryd.storage.errors import PathNotFound, StorageError, translate_storage_errors
+from registryd.interfaces import IRepository
+from registryd.names import check_repository_name, is_name_component
+from registryd.storage import _paths as paths
+from registryd.storage.blobs import BlobInfo, BlobStore, LinkedBlobStore
 from registryd.storage.cache import ContentCache
+from registryd.storage.errors import translate_storage_errors
+from registryd.storage.fetch_records import FetchRecords
 from registryd.storage.guard import PushGuard
-from registryd.storage.uploads import HashStates, Upload, rfc3339_now, stored_upload_size
+from registryd.storage.manifest_store import ManifestStore
+from registryd.storage.tags import TagStore
+from registryd.storage.uploads import HashStates, UploadContext, UploadLocks, UploadStore
+from registryd.storage.vacuum import Vacuum
 
-
-@attr.s(frozen=True, slots=True)
-class BlobInfo:
-    digest = attr.ib()
-    size = attr.ib()
-    #: Where the data lives: the digest itself, except for blobs written by
-    #: Distribution under another (its canonical sha256) digest and linked
-    #: as ``_layers/<alg>/<hex>/link`` -> ``sha256:...``.
-    stored_as = attr.ib(default=None)
-
-    @property
-    def data_digest(self):
-        return self.stored_as or self.digest
-
+__all__ = ["BlobInfo", "Registry", "Repository"]
 
 #: Fewest directories listed in one driver call by a catalog page walk.
 _PAGE_BATCH = 256
-
-
-class _LockTable:
-    """Per-key DeferredLocks that disappear when nobody holds or waits."""
-
-    def __init__(self):
-        self._locks = {}
-
-    def __call__(self, key):
-        table = self
-
-        class _Held:
-            async def __aenter__(self):
-                lock = table._locks.get(key)
-                if lock is None:
-                    lock = table._locks[key] = defer.DeferredLock()
-                self.lock = lock
-                await lock.acquire()
-
-            async def __aexit__(self, *exc):
-                self.lock.release()
-                if not self.lock.locked and not self.lock.waiting:
-                    table._locks.pop(key, None)
-
-        return _Held()
-
-    def in_use(self, key):
-        """Is the lock for C{key} held or waited for?"""
-        return key in self._locks
 
 
 class Registry:
@@ -98,11 +65,17 @@ class Registry:
         self.read_only_observers = []
         self._read_only = bool(read_only)
         self.hash_states = HashStates()
-        self.upload_lock = _LockTable()
+        self.upload_lock = UploadLocks()
         #: digests pushes are using, kept safe from online GC
         self.guard = PushGuard()
         #: parsed manifests by digest (immutable content; registryd.storage.cache)
         self.manifest_cache = ContentCache()
+        #: the registry-wide blob store (content by digest)
+        self.blobs = BlobStore(driver)
+        #: the one way anything is removed from storage
+        self.vacuum = Vacuum(driver, self.hash_states)
+        #: the pull-through cache's fetch records (registryd.proxy.expiry)
+        self.fetch_records = FetchRecords(driver)
 
     @property
     def read_only(self):
@@ -119,41 +92,52 @@ class Registry:
         for observer in list(self.read_only_observers):
             observer(on)
 
+    def write_refusal(self):
+        """The error every write (a request other than GET and HEAD) gets
+        now, or None when writes are allowed: read-only mode."""
+        if not self.read_only:
+            return None
+        return errors.Unsupported(
+            "the registry is in read-only mode (storage.maintenance.readonly): "
+            "pushes and deletes are refused until an administrator turns it off",
+            detail={"readonly": True},
+            headers={"Allow": "GET, HEAD"},
+        )
+
     def repository(self, name):
         """The repository C{name} (validated); it need not exist yet."""
         return Repository(self, check_repository_name(name))
 
-    async def blob_info(self, digest, stored_as=None):
-        """Size of the blob's data in the global store; BLOB_UNKNOWN if absent."""
-        try:
-            info = await self.driver.stat(paths.blob_data(stored_as or digest))
-        except PathNotFound:
-            raise errors.BlobUnknown(detail={"digest": str(digest)}) from None
-        return BlobInfo(digest, info.size, stored_as if stored_as != digest else None)
+    def stored_repository(self, name):
+        """The repository C{name} as found by an enumerator (L{repositories}
+        and its kin), not validated again: storage may hold names that
+        registryd's rules refuse (another registry wrote them), and
+        housekeeping must still reach them."""
+        return Repository(self, name)
 
-    async def commit_blob(self, source_path, digest, size):
-        """Make verified upload data at C{source_path} the global blob.
+    async def repositories_with_content(self):
+        """Names of repositories with manifests or blob links (garbage
+        collection marks and sweeps them)."""
+        return await self._repositories(("_manifests", "_layers"))
 
-        The move is atomic, so a blob is never visible half-written; if the
-        blob already exists (a concurrent or earlier push of the same
-        content) the upload's copy is simply dropped: content-addressed
-        writes are idempotent.
-        """
-        target = paths.blob_data(digest)
-        try:
-            existing = await self.driver.stat(target)
-        except PathNotFound:
-            existing = None
-        if existing is not None and existing.size == size:
-            return BlobInfo(digest, size)
-        await self.driver.move(source_path, target)
-        return BlobInfo(digest, size)
+    async def repositories_with_uploads(self):
+        """Names of repositories with an uploads directory (upload purging)."""
+        return await self._repositories(("_uploads",))
+
+    async def repositories_with_fetch_records(self):
+        """Names of repositories holding the pull-through cache's fetch
+        records (registryd.proxy.expiry)."""
+        return await self._repositories((FetchRecords.MARKER,))
+
+    async def repositories(self):
+        """Names of the repositories with manifests, sorted (what the
+        catalog counts, as Distribution does)."""
+        return await self._repositories(("_manifests",))
 
     @translate_storage_errors
-    async def repositories(self, markers=("_manifests",)):
+    async def _repositories(self, markers):
         """Names of all repositories, sorted: directories under
-        ``repositories/`` with one of C{markers} as a child (the catalog
-        counts ``_manifests``, as Distribution does), found recursively
+        ``repositories/`` with one of C{markers} as a child, found recursively
         since names nest; directories starting with ``_`` are never names."""
         found = []
         # Breadth first, each level's directories listed in one driver
@@ -223,144 +207,33 @@ class Registry:
     @translate_storage_errors
     async def find_readable_repository_with_blob(self, digest, may_read=lambda name: True):
         """A repository the caller may read that links C{digest}, or None."""
-        for name in await self.repositories(markers=("_layers",)):
+        for name in await self._repositories(("_layers",)):
             if not may_read(name):
                 continue
-            if await self.repository(name).has_blob(digest):
+            if await self.stored_repository(name).blobs.has(digest):
                 return name
         return None
 
 
+@implementer(IRepository)
 class Repository:
-    """One repository's view of blobs and uploads."""
+    """One repository: its C{blobs}, C{manifests}, C{tags} and C{uploads}
+    (Distribution's ``Repository``), each made here with the collaborators
+    it needs from the registry."""
 
     def __init__(self, registry, name):
-        self.registry = registry
         self.name = name
-        from registryd.storage.manifest_store import ManifestStore
-
-        self.manifests = ManifestStore(self)
-
-    @property
-    def driver(self):
-        return self.registry.driver
-
-    # blobs
-
-    async def has_blob(self, digest):
-        try:
-            await self.stat_blob(digest)
-        except errors.BlobUnknown:
-            return False
-        return True
-
-    @translate_storage_errors
-    async def stat_blob(self, digest):
-        """The blob if it is linked into this repository and its data exists.
-
-        The link names where the data is: normally the digest itself, but
-        Distribution links a sha512-addressed blob to its sha256 data.
-        """
-        try:
-            link = await self.driver.get_content(paths.layer_link(self.name, digest))
-        except PathNotFound:
-            raise errors.BlobUnknown(detail={"digest": str(digest)}) from None
-        try:
-            stored_as = Digest.parse(link.strip())
-        except errors.DigestInvalid:
-            raise errors.BlobUnknown(detail={"digest": str(digest)}) from None
-        return await self.registry.blob_info(digest, stored_as)
-
-    @translate_storage_errors
-    async def open_blob(self, blob, offset=0):
-        """A reader of a stat'ed blob's data from C{offset}."""
-        try:
-            return await self.driver.reader(paths.blob_data(blob.data_digest), offset)
-        except PathNotFound:
-            raise errors.BlobUnknown(detail={"digest": str(blob.digest)}) from None
-
-    @translate_storage_errors
-    async def blob_redirect(self, blob, method):
-        """Where the client may fetch the blob itself: the redirect
-        middleware's base URL plus the blob's storage path, or a presigned
-        URL when storage.redirect is enabled and the driver can; else None."""
-        if self.registry.redirect_base_url is not None:
-            return self.registry.redirect_base_url + paths.blob_data(blob.data_digest)
-        if not self.registry.redirect:
-            return None
-        return await self.driver.redirect_url(paths.blob_data(blob.data_digest), method)
-
-    @translate_storage_errors
-    async def link_blob(self, digest, stored_as=None):
-        target = str(stored_as or digest).encode("ascii")
-        await self.driver.put_content(paths.layer_link(self.name, digest), target)
-
-    @translate_storage_errors
-    async def delete_blob(self, digest):
-        """Unlink the blob from this repository; its data stays until GC."""
-        if not self.registry.delete_enabled:
-            raise errors.Unsupported("deletes are disabled (storage.delete.enabled is false)")
-        await self.stat_blob(digest)
-        try:
-            await self.driver.delete(paths.layer_link(self.name, digest).rsplit("/", 1)[0])
-        except PathNotFound:
-            raise errors.BlobUnknown(detail={"digest": str(digest)}) from None
-
-    @translate_storage_errors
-    async def mount_blob(self, digest, source_name):
-        """Link a blob of repository C{source_name} into this one; True if done."""
-        source = self.registry.repository(source_name)
-        async with self.registry.guard.using([digest]):
-            try:
-                blob = await source.stat_blob(digest)
-            except errors.BlobUnknown:
-                return None
-            await self.link_blob(digest, blob.data_digest)
-        return blob
-
-    # uploads
-
-    @translate_storage_errors
-    async def start_upload(self, algorithm=DEFAULT_ALGORITHM):
-        check_algorithm(algorithm)
-        upload_id = new_upload_id()
-        started_at = rfc3339_now()
-        try:
-            await self.driver.put_content(paths.upload_data(self.name, upload_id), b"")
-            if algorithm != DEFAULT_ALGORITHM:
-                await self.driver.put_content(
-                    paths.upload_algorithm(self.name, upload_id), algorithm.encode("ascii")
-                )
-            # startedat last: its presence marks the upload as existing.
-            await self.driver.put_content(
-                paths.upload_started_at(self.name, upload_id), started_at.encode("ascii")
-            )
-        except BaseException:
-            # A full disk can refuse startedat after taking the data file:
-            # leave no half-made upload nobody knows the id of.
-            with contextlib.suppress(StorageError):  # else the purge of stale uploads will
-                await self.driver.delete(paths.upload_dir(self.name, upload_id))
-            raise
-        return Upload(self.registry, self.name, upload_id, algorithm, started_at, 0)
-
-    @translate_storage_errors
-    async def get_upload(self, upload_id):
-        check_upload_id(upload_id)
-        try:
-            started_at = await self.driver.get_content(paths.upload_started_at(self.name, upload_id))
-        except PathNotFound:
-            raise errors.BlobUploadUnknown(detail={"uuid": upload_id}) from None
-        try:
-            algorithm = (
-                await self.driver.get_content(paths.upload_algorithm(self.name, upload_id))
-            ).decode("ascii")
-        except PathNotFound:
-            algorithm = DEFAULT_ALGORITHM
-        try:
-            size = await stored_upload_size(self.driver, paths.upload_data(self.name, upload_id))
-        except PathNotFound:
-            size = 0
-        return Upload(
-            self.registry, self.name, upload_id, algorithm,
-            started_at.decode("ascii", "replace"), size,
+        driver = registry.driver
+        vacuum = registry.vacuum
+        self.blobs = LinkedBlobStore(
+            name, driver, registry.blobs, vacuum, registry.guard, registry.repository, registry,
         )
+        self.tags = TagStore(name, driver, vacuum)
+        self.manifests = ManifestStore(
+            name, driver, registry.blobs, self.blobs, self.tags, vacuum, registry.guard,
+            registry.manifest_cache, registry,
+        )
+        self.uploads = UploadStore(UploadContext(
+            name, driver, registry.blobs, self.blobs, vacuum, registry.guard,
+            registry.hash_states, registry.upload_lock,
+        ))

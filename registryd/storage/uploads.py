@@ -14,15 +14,22 @@ flight, so memory never grows with the blob and the reactor thread only
 moves buffers.
 """
 
+import contextlib
+import re
+import time
 from collections import deque
 from datetime import datetime, timezone
 
+import attr
 from twisted.internet import defer
+from zope.interface import implementer
 
 from registryd import errors
-from registryd.digest import Digest, new_hasher
-from registryd.storage import paths
-from registryd.storage.errors import PathNotFound, translate_storage_errors
+from registryd.digest import DEFAULT_ALGORITHM, Digest, check_algorithm, new_hasher
+from registryd.interfaces import IUploadStore
+from registryd.names import check_upload_id, new_upload_id
+from registryd.storage import _paths as paths
+from registryd.storage.errors import PathNotFound, StorageError, translate_storage_errors
 from registryd.threads import SerialWorker
 from registryd.tuning import release_memory_later
 
@@ -34,19 +41,97 @@ MAX_IN_FLIGHT = 6 * CHUNK_SIZE
 RELEASE_AFTER = 16 * 1024 * 1024
 
 
-async def stored_upload_size(driver, path):
-    """How many bytes an upload's data file holds, as an appending writer
-    sees it: C{stat} may not count bytes a driver keeps out of sight until
-    commit (S3 multipart uploads), and only a writer knows where they end."""
-    writer = await driver.writer(path, append=True)
-    try:
-        return writer.size
-    finally:
-        await writer.close()
+_FRACTION = re.compile(r"\.(\d+)")
 
 
 def rfc3339_now():
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_started_at(text):
+    """A ``startedat`` value (RFC 3339, e.g. ``2026-11-26T20:25:02Z``, with
+    up to nanoseconds as Go writes them) as a POSIX time, or None."""
+    text = text.strip()
+    text = _FRACTION.sub(lambda m: "." + m.group(1)[:6].ljust(6, "0"), text, count=1)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+class UploadLocks:
+    """Per-upload DeferredLocks that disappear when nobody holds or waits.
+
+    An L{Upload} holds its lock from L{UploadStore.resume} (or
+    L{UploadStore.start}) until it is closed, so one request's writer is
+    the only one appending in this process, and upload purging
+    (L{in_use}) leaves it alone."""
+
+    def __init__(self):
+        self._locks = {}
+
+    async def acquire(self, key):
+        """Wait for the lock of C{key}; returns the callable that releases it."""
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = defer.DeferredLock()
+        await lock.acquire()
+        released = []
+
+        def release():
+            if released:
+                return
+            released.append(True)
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._locks.pop(key, None)
+
+        return release
+
+    def __call__(self, key):
+        """``async with locks(key):`` hold the lock of C{key} for a block."""
+        locks = self
+
+        class _Held:
+            async def __aenter__(self):
+                self.release = await locks.acquire(key)
+
+            async def __aexit__(self, *exc):
+                self.release()
+
+        return _Held()
+
+    def in_use(self, key):
+        """Is the lock for C{key} held or waited for?"""
+        return key in self._locks
+
+
+@attr.s(frozen=True, slots=True)
+class UploadInfo:
+    """An upload as found in storage by L{UploadStore.enumerate}."""
+
+    repository = attr.ib()
+    id = attr.ib()
+    #: POSIX time from ``startedat``; else the data's modification time
+    started_at = attr.ib()
+    size = attr.ib()
+    #: written or completed by this process right now
+    active = attr.ib(default=False)
+
+    def to_dict(self, now=None):
+        now = time.time() if now is None else now
+        return {
+            "repository": self.repository,
+            "id": self.id,
+            "started_at": datetime.fromtimestamp(self.started_at, timezone.utc).strftime(
+                "%Y-%m-%dT%H:%M:%SZ") if self.started_at is not None else None,
+            "age_seconds": round(now - self.started_at) if self.started_at is not None else None,
+            "size": self.size,
+            "active": self.active,
+        }
 
 
 class HashStates:
@@ -105,20 +190,53 @@ async def _pump(source, sinks):
     return moved
 
 
-class Upload:
-    """One upload session of one repository, as found in storage."""
+@attr.s(frozen=True)
+class UploadContext:
+    """What every upload of one repository works with: its collaborators
+    in the storage model, handed down by L{UploadStore}."""
 
-    def __init__(self, registry, name, upload_id, algorithm, started_at, size):
-        self.registry = registry
-        self.name = name
+    name = attr.ib()
+    driver = attr.ib()
+    #: the global registryd.storage.blobs.BlobStore (where a verified upload goes)
+    blobs = attr.ib()
+    #: the repository's registryd.storage.blobs.LinkedBlobStore (linked on completion)
+    linked_blobs = attr.ib()
+    vacuum = attr.ib()
+    #: registryd.storage.guard.PushGuard
+    guard = attr.ib()
+    hash_states = attr.ib()
+    locks = attr.ib()
+
+
+class Upload:
+    """One upload session of one repository, open for one request.
+
+    It holds the upload's lock and (once it needed one) one appending
+    writer, from L{UploadStore.resume} or L{UploadStore.start} until
+    L{close}: a ``PATCH`` opens the writer once, learning the offset from
+    it (C{size}) and appending with it; a ``PUT`` appends its last chunk
+    and commits with the same writer.  Use it as ``async with``.
+    """
+
+    def __init__(self, context, upload_id, algorithm, started_at, release, writer=None, size=0):
+        self._context = context
+        self.name = context.name
         self.id = upload_id
         self.algorithm = algorithm
         self.started_at = started_at
-        self.size = size
+        self._release = release
+        self._writer = writer
+        self.size = writer.size if writer is not None else size
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc_info):
+        await self.close()
 
     @property
     def _driver(self):
-        return self.registry.driver
+        return self._context.driver
 
     @property
     def _data_path(self):
@@ -129,6 +247,27 @@ class Upload:
         ``0-<last>``, and ``0-0`` for none (as Distribution answers)."""
         return f"0-{max(self.size - 1, 0)}"
 
+    async def _open_writer(self):
+        """The upload's appending writer, opened on first use.  Its C{size}
+        is the truth about the stored bytes: C{stat} may not count bytes a
+        driver keeps out of sight until commit (S3 multipart uploads)."""
+        if self._writer is None:
+            self._writer = await self._driver.writer(self._data_path, append=True)
+            self.size = self._writer.size
+        return self._writer
+
+    async def close(self):
+        """Close the writer (keeping its bytes for a later request) and
+        release the upload; idempotent."""
+        writer, self._writer = self._writer, None
+        try:
+            if writer is not None:
+                await writer.close()
+        finally:
+            if self._release is not None:
+                release, self._release = self._release, None
+                release()
+
     @translate_storage_errors
     async def append(self, source):
         """Append everything C{source} yields; returns the new size.
@@ -137,46 +276,49 @@ class Upload:
         arrived is still written and hashed before the error propagates, so
         the client can resume from the offset a status request reports.
         """
-        async with self.registry.upload_lock(self.id):
-            writer = await self._driver.writer(self._data_path, append=True)
-            start = writer.size
-            # None when the stored bytes cannot be read back yet (an S3
-            # multipart upload another node began): then this append only
-            # writes, and complete() hashes the committed data.
-            hasher = await self._hasher_at(start, lazy=True)
-            hash_worker = SerialWorker()
-            failures = []
+        writer = await self._open_writer()
+        start = writer.size
+        states = self._context.hash_states
+        # None when the stored bytes cannot be read back yet (an S3
+        # multipart upload another node began): then this append only
+        # writes, and complete() hashes the committed data.
+        hasher = await self._hasher_at(start, lazy=True)
+        hash_worker = SerialWorker()
+        failures = []
 
-            def write(chunk):
-                return writer.write(chunk).addErrback(failures.append)
+        def write(chunk):
+            return writer.write(chunk).addErrback(failures.append)
 
-            def digest(chunk):
-                return hash_worker.submit(hasher.update, chunk)
+        def digest(chunk):
+            return hash_worker.submit(hasher.update, chunk)
 
-            try:
-                await _pump(source, [write, digest] if hasher is not None else [write])
-            finally:
-                # Also on cancellation: wait for queued work, keep the bytes.
-                await hash_worker.drain()
-                await writer.close()
-                if writer.size - start >= RELEASE_AFTER:
-                    release_memory_later()  # the chunks' heap space (registryd.tuning)
-                if failures:
-                    # writer.size counts the failed writes too: ask storage.
-                    self.registry.hash_states.forget(self.id)
-                    try:
-                        self.size = await stored_upload_size(self._driver, self._data_path)
-                    except Exception:
-                        pass
-                else:
-                    self.size = writer.size
-                    if hasher is not None:
-                        self.registry.hash_states.put(self.id, writer.size, hasher)
-                    else:
-                        self.registry.hash_states.forget(self.id)
+        try:
+            await _pump(source, [write, digest] if hasher is not None else [write])
+        finally:
+            # Also on cancellation: wait for queued work, keep the bytes.
+            await hash_worker.drain()
             if failures:
-                failures[0].raiseException()
-            return self.size
+                # writer.size counts the failed writes too: a fresh writer
+                # asks storage what it holds.
+                states.forget(self.id)
+                self._writer = None
+                try:
+                    await writer.close()
+                    await self._open_writer()
+                except Exception:
+                    pass
+            else:
+                # _pump waited for every write: the bytes are stored.
+                self.size = writer.size
+                if hasher is not None:
+                    states.put(self.id, writer.size, hasher)
+                else:
+                    states.forget(self.id)
+            if self.size - start >= RELEASE_AFTER:
+                release_memory_later()  # the chunks' heap space (registryd.tuning)
+        if failures:
+            failures[0].raiseException()
+        return self.size
 
     async def _hasher_at(self, offset, algorithm=None, lazy=False):
         """A hasher that has seen the first C{offset} stored bytes.
@@ -187,7 +329,7 @@ class Upload:
         them once committed.
         """
         algorithm = algorithm or self.algorithm
-        hasher = self.registry.hash_states.take(self.id, algorithm, offset)
+        hasher = self._context.hash_states.take(self.id, algorithm, offset)
         if hasher is not None:
             return hasher
         hasher = new_hasher(algorithm)
@@ -227,47 +369,162 @@ class Upload:
     async def complete(self, digest, expected_size=None):
         """Verify the upload against C{digest} and make it a blob of the
         repository.  On a mismatch nothing changes: the upload stays for
-        another attempt.  Returns the blob's L{registryd.storage.registry.BlobInfo}.
+        another attempt.  Returns the blob's L{registryd.storage.blobs.BlobInfo}.
         """
-        async with self.registry.upload_lock(self.id):
-            # Make the stored bytes complete and readable (a driver may keep
-            # appended bytes out of sight until commit, as S3 multipart
-            # uploads do); this also creates an empty upload's data file.
-            # The committed size is the truth, also if another node
-            # appended since this request looked.
-            writer = await self._driver.writer(self._data_path, append=True)
-            self.size = writer.size
-            await writer.commit()
-            if expected_size is not None and expected_size != self.size:
-                raise errors.SizeInvalid(
-                    f"upload has {self.size} bytes, size parameter says {expected_size}",
-                    detail={"size": self.size, "expected": expected_size},
-                )
-            hasher = await self._hasher_at(self.size, digest.algorithm)
-            actual = Digest.from_hasher(hasher)
-            # Keep the state: a retry with the right digest needs no rehash.
-            self.registry.hash_states.put(self.id, self.size, hasher)
-            if actual != digest:
-                raise errors.DigestInvalid(
-                    f"upload content has digest {actual}, not {digest}",
-                    detail={"expected": str(digest), "actual": str(actual)},
-                )
-            # Held from the existence check in commit_blob until linked, so
-            # online GC cannot sweep a stored copy this upload reuses.
-            async with self.registry.guard.using([digest]):
-                blob = await self.registry.commit_blob(self._data_path, digest, self.size)
-                await self.registry.repository(self.name).link_blob(digest)
-            await self._remove()
-            return blob
+        context = self._context
+        # Make the stored bytes complete and readable (a driver may keep
+        # appended bytes out of sight until commit, as S3 multipart
+        # uploads do); this also creates an empty upload's data file.
+        writer = await self._open_writer()
+        self.size = writer.size
+        self._writer = None
+        await writer.commit()
+        if expected_size is not None and expected_size != self.size:
+            raise errors.SizeInvalid(
+                f"upload has {self.size} bytes, size parameter says {expected_size}",
+                detail={"size": self.size, "expected": expected_size},
+            )
+        hasher = await self._hasher_at(self.size, digest.algorithm)
+        actual = Digest.from_hasher(hasher)
+        # Keep the state: a retry with the right digest needs no rehash.
+        context.hash_states.put(self.id, self.size, hasher)
+        if actual != digest:
+            raise errors.DigestInvalid(
+                f"upload content has digest {actual}, not {digest}",
+                detail={"expected": str(digest), "actual": str(actual)},
+            )
+        # Held from the existence check in commit until linked, so
+        # online GC cannot sweep a stored copy this upload reuses.
+        async with context.guard.using([digest]):
+            blob = await context.blobs.commit(self, digest, self.size)
+            await context.linked_blobs.link(digest)
+        await context.vacuum.remove_upload(self.name, self.id)
+        return blob
 
     @translate_storage_errors
     async def cancel(self):
-        async with self.registry.upload_lock(self.id):
-            await self._remove()
+        """Remove the upload and what it received."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer.close()
+        await self._context.vacuum.remove_upload(self.name, self.id)
 
-    async def _remove(self):
-        self.registry.hash_states.forget(self.id)
+
+@implementer(IUploadStore)
+class UploadStore:
+    """The uploads of one repository, under ``_uploads/<uuid>/``."""
+
+    def __init__(self, context):
+        self._context = context
+        self.name = context.name
+
+    @translate_storage_errors
+    async def start(self, algorithm=DEFAULT_ALGORITHM):
+        """A new upload (C{algorithm}: the digest algorithm chosen at POST),
+        open and held by the caller until it closes it."""
+        check_algorithm(algorithm)
+        context = self._context
+        upload_id = new_upload_id()
+        started_at = rfc3339_now()
+        release = await context.locks.acquire(upload_id)
         try:
-            await self._driver.delete(paths.upload_dir(self.name, self.id))
+            await context.driver.put_content(paths.upload_data(self.name, upload_id), b"")
+            if algorithm != DEFAULT_ALGORITHM:
+                await context.driver.put_content(
+                    paths.upload_algorithm(self.name, upload_id), algorithm.encode("ascii")
+                )
+            # startedat last: its presence marks the upload as existing.
+            await context.driver.put_content(
+                paths.upload_started_at(self.name, upload_id), started_at.encode("ascii")
+            )
+        except BaseException:
+            # A full disk can refuse startedat after taking the data file:
+            # leave no half-made upload nobody knows the id of.
+            with contextlib.suppress(StorageError):  # else the purge of stale uploads will
+                await context.vacuum.remove_upload(self.name, upload_id)
+            release()
+            raise
+        return Upload(context, upload_id, algorithm, started_at, release)
+
+    @translate_storage_errors
+    async def resume(self, upload_id):
+        """Upload C{upload_id}, locked for the caller and with its one
+        appending writer open (whose size is the offset to continue from);
+        BLOB_UPLOAD_UNKNOWN if there is no such upload."""
+        check_upload_id(upload_id)
+        release = await self._context.locks.acquire(upload_id)
+        try:
+            return await self._open(upload_id, release)
+        except BaseException:
+            release()
+            raise
+
+    @translate_storage_errors
+    async def status(self, upload_id):
+        """Upload C{upload_id} as it stands (its size), already closed:
+        a status request neither waits for nor disturbs one in progress."""
+        check_upload_id(upload_id)
+        upload = await self._open(upload_id, None)
+        await upload.close()
+        return upload
+
+    async def _open(self, upload_id, release):
+        driver = self._context.driver
+        try:
+            started_at = await driver.get_content(paths.upload_started_at(self.name, upload_id))
         except PathNotFound:
-            pass
+            raise errors.BlobUploadUnknown(detail={"uuid": upload_id}) from None
+        try:
+            algorithm = (
+                await driver.get_content(paths.upload_algorithm(self.name, upload_id))
+            ).decode("ascii")
+        except PathNotFound:
+            algorithm = DEFAULT_ALGORITHM
+        writer = await driver.writer(paths.upload_data(self.name, upload_id), append=True)
+        return Upload(
+            self._context, upload_id, algorithm, started_at.decode("ascii", "replace"),
+            release, writer,
+        )
+
+    async def enumerate(self):
+        """Every upload directory of the repository, as L{UploadInfo}s
+        (names that are not upload ids are left alone, as Distribution
+        leaves them)."""
+        driver = self._context.driver
+        try:
+            ids = await driver.list(paths.uploads(self.name))
+        except PathNotFound:
+            return []
+        found = []
+        for upload_id in ids:
+            try:
+                check_upload_id(upload_id)
+            except errors.BlobUploadInvalid:
+                continue
+            started = None
+            try:
+                started = parse_started_at(
+                    (await driver.get_content(paths.upload_started_at(self.name, upload_id))).decode(
+                        "ascii", "replace"
+                    )
+                )
+            except PathNotFound:
+                pass
+            size = 0
+            try:
+                info = await driver.stat(paths.upload_data(self.name, upload_id))
+                size = info.size
+                if started is None:
+                    started = info.modified
+            except PathNotFound:
+                pass
+            if started is None:
+                try:
+                    started = (await driver.stat(paths.upload_dir(self.name, upload_id))).modified
+                except PathNotFound:
+                    continue  # gone meanwhile
+            found.append(UploadInfo(
+                self.name, upload_id, started, size,
+                active=self._context.locks.in_use(upload_id),
+            ))
+        return found

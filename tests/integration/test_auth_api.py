@@ -73,8 +73,8 @@ async def serve(tmp_path, auth=None, tls=None, listen="tcp:0:interface=127.0.0.1
         document["http"] = {"tls": tls}
     config = parse_config(yaml.safe_load(yaml.safe_dump(document)))
     registry = Registry(FilesystemDriver(str(root)), delete_enabled=True)
-    app = RegistryApp(registry)
-    app.authorizer, app.token_issuer = create(config)
+    authorizer, token_issuer = create(config)
+    app = RegistryApp(registry, authorizer=authorizer, token_issuer=token_issuer)
     site = StreamingSite(app.resource())
     plain, options = tlsmodule.listener(listen, config.http.tls)
     port = await endpoints.serverFromString(reactor, plain).listen(tlsmodule.wrap(site, options))
@@ -649,9 +649,9 @@ async def store_blob(running, name, data):
         async def read(self, size):
             return self.chunks.pop() if self.chunks else b""
 
-    upload = await running.app.registry.repository(name).start_upload()
-    await upload.append(Body())
-    await upload.complete(Digest.parse(sha256(data)), None)
+    async with await running.app.registry.repository(name).uploads.start() as upload:
+        await upload.append(Body())
+        await upload.complete(Digest.parse(sha256(data)), None)
     return sha256(data)
 
 

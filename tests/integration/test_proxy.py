@@ -236,6 +236,32 @@ async def test_what_upstream_lacks_is_unknown(pair):
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_uncached_blob_answers_head_and_ranges_as_upstream_has_it(pair, tmp_path):
+    """A HEAD of a blob the cache lacks says upstream's size (and caches
+    nothing); a ranged GET of it gets the whole blob (it can only be read
+    from its start while it is fetched) and caches it."""
+    upstream, proxy = pair
+    layer = os.urandom(100_000)
+    await push_image(upstream, "team/app", "v1", layer=layer)
+    digest = sha256(layer)
+    status, headers, body = await get(proxy, f"team/app/blobs/{digest}", "HEAD")
+    assert status == 200 and body == b""
+    assert header(headers, "Content-Length") == str(len(layer))
+    assert header(headers, "Docker-Content-Digest") == digest
+    root = proxy_root(tmp_path)
+    assert not blob_file(root, digest).exists()
+    status, headers, body = await get(proxy, f"team/app/blobs/{digest}",
+                                      headers={"Range": "bytes=10-19"})
+    assert status == 200 and body == layer
+    assert header(headers, "Accept-Ranges") is None
+    await wait_for(lambda: blob_file(root, digest).exists())
+    # cached now: ranges as for any stored blob
+    status, headers, body = await get(proxy, f"team/app/blobs/{digest}",
+                                      headers={"Range": "bytes=10-19"})
+    assert status == 206 and body == layer[10:20]
+
+
+@pytest_twisted.ensureDeferred
 async def test_pushes_uploads_and_deletes_are_refused(pair, tmp_path):
     upstream, proxy = pair
     manifest, digest, blobs = await push_image(upstream, "team/app", "v1")
@@ -310,7 +336,7 @@ async def test_upstream_with_token_auth(tmp_path):
     anonymous = await start_proxy(tmp_path / "b", upstream.url)
     try:
         await pull(with_credentials, "team/app", "v1", private)
-        cache = with_credentials.service.app.proxy
+        cache = with_credentials.service.proxy
         assert cache.upstream.tokens_fetched == 1  # one token for the manifest and both blobs
         assert await pull(anonymous, "public/tools", "v1", public_blobs) == public
         status, headers, body = await get(anonymous, "team/app/manifests/v1")
@@ -488,7 +514,7 @@ async def test_an_upstream_that_stalls_mid_blob_is_given_up(tmp_path):
     site = server.Site(Stalling())
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
     proxy = await start_proxy(tmp_path, f"http://127.0.0.1:{port.getHost().port}")
-    proxy.service.app.proxy.upstream.timeout = 0.5
+    proxy.service.proxy.upstream.timeout = 0.5
     pulled = metrics.sample("registryd_proxy_pulled_bytes_total", type="blob")
     try:
         response = await proxy.client.get(proxy.v2(f"team/app/blobs/{digest}"))
@@ -596,6 +622,43 @@ async def test_an_upstream_that_sends_more_than_the_blob_is_cut_off(tmp_path):
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_upstream_that_sends_another_size_than_it_announced(tmp_path):
+    """HEAD announces one size, GET sends another (more bytes): the client
+    gets an error before any byte, and nothing is kept."""
+    from twisted.internet import reactor
+    from twisted.web import server
+    from twisted.web.resource import Resource
+
+    data = os.urandom(300_000)
+    digest = sha256(data)
+
+    class Inconsistent(Resource):
+        isLeaf = True
+
+        def render(self, request):
+            if request.path == b"/v2/":
+                return b"{}"
+            request.setHeader(b"Docker-Content-Digest", digest.encode())
+            if request.method == b"HEAD":
+                request.setHeader(b"Content-Length", b"%d" % len(data))
+                return b""
+            return data + b"and then some"
+
+    port = reactor.listenTCP(0, server.Site(Inconsistent()), interface="127.0.0.1")
+    proxy = await start_proxy(tmp_path, f"http://127.0.0.1:{port.getHost().port}")
+    try:
+        status, _, body = await get(proxy, f"team/app/blobs/{digest}")
+        assert status == 503 and codes(body) == ["UNAVAILABLE"], body[:200]
+        assert b"announced a blob of one size and sent another" in body
+        root = proxy_root(tmp_path)
+        assert not blob_file(root, digest).exists()
+        assert uploads_left(root, "team/app") == []
+    finally:
+        await proxy.stop()
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
 async def test_blobs_redirected_to_another_origin_without_the_credentials(tmp_path):
     """As Docker Hub does: the registry (Basic auth here) answers a blob GET
     with a 307 to a CDN on another origin.  The cache follows it, gets the
@@ -655,3 +718,40 @@ async def test_blobs_redirected_to_another_origin_without_the_credentials(tmp_pa
         await proxy.stop()
         await registry_port.stopListening()
         await cdn_port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_upstream_headers_that_are_not_utf8_get_an_answer_not_a_500(tmp_path):
+    """A broken upstream's header bytes (a challenge, a digest, a Link to
+    the next tags page) are taken as they come: the client gets the
+    registry's answer, never an internal error."""
+    from twisted.internet import reactor
+    from twisted.web import server
+    from twisted.web.resource import Resource
+
+    class Garbled(Resource):
+        isLeaf = True
+
+        def render(self, request):
+            if b"/tags/list" in request.path:
+                request.setHeader(b"Link", b'<\xff\xfe?n=1&last=\xff>; rel="next"')
+                request.setHeader(b"Content-Type", b"application/json")
+                return b'{"name": "team/app", "tags": ["v1"]}'
+            if b"/manifests/" in request.path:
+                request.setHeader(b"Docker-Content-Digest", b"sha256:\xff")
+                request.setResponseCode(401)
+                request.setHeader(b"WWW-Authenticate", b'Bearer realm="\xff\xfe"')
+                return b""
+            return b"{}"
+
+    port = reactor.listenTCP(0, server.Site(Garbled()), interface="127.0.0.1")
+    proxy = await start_proxy(tmp_path, f"http://127.0.0.1:{port.getHost().port}")
+    try:
+        status, _, body = await get(proxy, "team/app/manifests/v1")
+        assert status == 503 and codes(body) == ["UNAVAILABLE"], body
+        assert b"token challenge has no usable realm" in body
+        status, _, body = await get(proxy, "team/app/tags/list")
+        assert status == 200 and json.loads(body)["tags"] == ["v1"], body
+    finally:
+        await proxy.stop()
+        await port.stopListening()

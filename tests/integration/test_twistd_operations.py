@@ -129,15 +129,22 @@ def _connect(port):
     return socket.create_connection(("127.0.0.1", port), timeout=10)
 
 
+def draining_config(tmp_path, port, http="", more=""):
+    """A configuration file with http.draintimeout (20s) and relative URLs,
+    plus C{http} (YAML lines in the http section) and C{more} (top-level
+    lines)."""
+    return write_config(
+        tmp_path,
+        serving_config(tmp_path, port) + "  draintimeout: 20s\n  relativeurls: true\n" + http + more,
+    )
+
+
 def test_draintimeout_lets_an_upload_in_progress_finish(tmp_path):
     """http.draintimeout: on SIGTERM registryd stops accepting, closes idle
     connections, lets a request in progress finish (its response says
     Connection: close), then exits cleanly."""
     port = free_port()
-    config = write_config(tmp_path, serving_config(tmp_path, port) + """\
-  draintimeout: 20s
-  relativeurls: true
-""")
+    config = draining_config(tmp_path, port)
     with Running(tmp_path, "--config", config) as running:
         running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
         response = urllib.request.urlopen(urllib.request.Request(

@@ -191,6 +191,59 @@ async def test_chunked_transfer_encoding_patch(server):
 
 
 @pytest_twisted.ensureDeferred
+async def test_each_upload_request_opens_one_writer(tmp_path):
+    """An upload owns one appending writer per request: a PATCH opens it
+    once (its size is the offset the chunk must start at) and appends with
+    it; a PUT appends its last chunk and commits with the same writer; a
+    status GET opens one only to learn the size."""
+    from twisted.internet import reactor
+
+    from registryd.metrics import sample
+    from registryd.storage.drivers.filesystem import FilesystemDriver
+    from registryd.storage.instrumented import InstrumentedDriver
+    from tests.support import make_client
+
+    registry, port = await start_registry(
+        tmp_path, driver=InstrumentedDriver(FilesystemDriver(str(tmp_path)))
+    )
+    client, pool = make_client(reactor)
+    url = f"http://127.0.0.1:{port.getHost().port}"
+
+    def writers_opened():
+        return sample("registryd_storage_operation_duration_seconds_count",
+                      driver="filesystem", operation="writer")
+
+    async def opened_by(method, location, body=b"", headers=None):
+        before = writers_opened()
+        response = await client.request(method, location, data=body, headers=headers or {})
+        await response.content()
+        return response, writers_opened() - before
+
+    try:
+        first, second = os.urandom(300_000), os.urandom(200_000)
+        response, opened = await opened_by("POST", f"{url}/v2/one/writer/blobs/uploads/")
+        assert response.code == 202 and opened == 0  # nothing to write yet
+        location = header(response, "Location")
+        response, opened = await opened_by("PATCH", location, first, {
+            "Content-Range": f"0-{len(first) - 1}", "Content-Type": "application/octet-stream",
+        })
+        assert response.code == 202 and opened == 1
+        response, opened = await opened_by("GET", location)
+        assert header(response, "Range") == f"0-{len(first) - 1}" and opened == 1
+        digest = sha256(first + second)
+        location = header(response, "Location")
+        response, opened = await opened_by(
+            "PUT", location + ("&" if "?" in location else "?") + f"digest={digest}", second,
+            {"Content-Range": f"{len(first)}-{len(first) + len(second) - 1}"},
+        )
+        assert response.code == 201 and opened == 1
+        response = await client.get(f"{url}/v2/one/writer/blobs/{digest}")
+        assert await response.content() == first + second
+    finally:
+        await pool.closeCachedConnections()
+        await port.stopListening()
+
+
 async def test_malformed_chunked_patch_is_answered_and_keeps_the_bytes_before(server, logged_failures):
     """A streamed PATCH whose chunked encoding breaks after 100,000 good
     bytes gets a JSON 400 from the upload handler (Twisted wrote a bare

@@ -12,7 +12,7 @@ import random
 import pytest
 import pytest_twisted
 
-from registryd.storage import paths
+from registryd.storage import _paths as paths  # to plant states another registry may leave
 from registryd.storage.drivers.memory import InMemoryDriver
 from registryd.storage.registry import Registry
 

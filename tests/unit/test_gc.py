@@ -15,9 +15,9 @@ from twisted.internet import defer
 
 from registryd import errors
 from registryd.admin.gc import GCReport, collect_garbage
-from registryd.admin.walk import references_in, walk_blobs
+from registryd.admin.walk import references_in
 from registryd.digest import Digest
-from registryd.storage import paths
+from registryd.storage import _paths as paths  # to plant states another registry may leave
 from registryd.storage.drivers.filesystem import FilesystemDriver
 from registryd.storage.drivers.memory import InMemoryDriver
 from registryd.storage.errors import PathNotFound, StorageUnavailable
@@ -47,9 +47,9 @@ class _Source:
 
 async def push_blob(registry, name, data=None, algorithm="sha256"):
     data = os.urandom(3000) if data is None else data
-    upload = await registry.repository(name).start_upload(algorithm)
-    await upload.append(_Source(data))
-    blob = await upload.complete(Digest.of(data, algorithm))
+    async with await registry.repository(name).uploads.start(algorithm) as upload:
+        await upload.append(_Source(data))
+        blob = await upload.complete(Digest.of(data, algorithm))
     return {"mediaType": LAYER, "digest": str(blob.digest), "size": len(data)}
 
 
@@ -93,7 +93,7 @@ async def exists(registry, digest):
 
 
 async def all_blobs(registry):
-    return {str(d) for d in await walk_blobs(registry.driver)}
+    return {str(d) for d in await registry.blobs.enumerate()}
 
 
 @pytest.fixture
@@ -122,7 +122,7 @@ async def test_unreferenced_blobs_go_referenced_stay(registry):
         [("app", b["digest"]) for b in orphans] + [("other", other_repo_orphan["digest"])]
     )
     for blob in orphans:
-        assert not await registry.repository("app").has_blob(Digest.parse(blob["digest"]))
+        assert not await registry.repository("app").blobs.has(Digest.parse(blob["digest"]))
     assert (await registry.repository("app").manifests.get("v1")).digest == digest
     assert report.repositories == 2 and report.manifests_marked == 1 and report.blobs_marked == 4
     assert "removed 4 blobs (3503 bytes)" in report.summary()
@@ -138,7 +138,7 @@ async def test_dry_run_removes_nothing_and_reports_the_same(registry):
     assert [d for d, _ in dry.blobs_removed] == [orphan["digest"]]
     assert dry.layer_links_removed == [("app", orphan["digest"])]
     assert await all_blobs(registry) == before
-    assert await registry.repository("app").has_blob(Digest.parse(orphan["digest"]))
+    assert await registry.repository("app").blobs.has(Digest.parse(orphan["digest"]))
     assert "would remove 1 blobs" in dry.summary()
 
     real = await collect_garbage(registry, clock=later())
@@ -156,7 +156,7 @@ async def test_young_blobs_and_fresh_links_survive_the_grace_period(tmp_path):
     assert report.protected == [(young["digest"], "younger than the grace period")]
     # Old data that was linked again a moment ago (a re-push or a mount)
     # is protected by the link's age.
-    await registry.repository("other").mount_blob(digest, "app")
+    await registry.repository("other").blobs.mount(digest, "app")
     old = time.time() - 2 * HOUR
     for path in (paths.blob_data(digest), paths.layer_link("app", digest)):
         os.utime(str(tmp_path) + path, (old, old))
@@ -281,7 +281,7 @@ async def test_a_manifest_put_between_mark_and_sweep_keeps_its_old_blobs(registr
     assert {d for d, _ in report.protected} >= {b["digest"] for b in blobs}
     stored = await registry.repository("app").manifests.get("v1")
     for blob in blobs:
-        assert await registry.repository("app").has_blob(Digest.parse(blob["digest"]))
+        assert await registry.repository("app").blobs.has(Digest.parse(blob["digest"]))
     assert stored.digest == digest
 
 
@@ -354,7 +354,7 @@ async def test_sha512_links_to_sha256_data_keep_the_data(registry):
     report = await collect_garbage(registry, clock=later())
     assert str(sha256) in {d for d, _ in report.blobs_removed}
     assert ("app", str(sha512)) in report.layer_links_removed
-    assert not await registry.repository("app").has_blob(sha512)
+    assert not await registry.repository("app").blobs.has(sha512)
 
 
 @pytest_twisted.ensureDeferred
@@ -447,4 +447,4 @@ async def test_names_with_a_newline_left_by_an_older_registryd_are_passed_over(t
     assert report.blobs_removed == []
     assert await registry.repositories() == ["app"]
     assert await registry.repository_page() == (["app"], False)
-    assert await registry.repository("app").manifests.tags() == ["v1"]
+    assert await registry.repository("app").tags.all() == ["v1"]

@@ -16,7 +16,7 @@ from registryd.admin.maintenance import (
 )
 from registryd.config import Config, parse_config
 from registryd.digest import Digest
-from registryd.storage import paths
+from registryd.storage import _paths as paths  # to plant states another registry may leave
 from registryd.storage.drivers.memory import InMemoryDriver
 from registryd.storage.errors import PathNotFound
 from registryd.storage.registry import Registry
@@ -38,7 +38,8 @@ def test_parse_started_at():
 
 
 async def _upload(registry, name, started_at=None, data=b""):
-    upload = await registry.repository(name).start_upload()
+    async with await registry.repository(name).uploads.start() as upload:
+        pass
     if started_at is not None:
         await registry.driver.put_content(
             paths.upload_started_at(name, upload.id), started_at.encode()

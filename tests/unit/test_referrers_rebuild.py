@@ -18,7 +18,7 @@ import pytest_twisted
 from registryd import errors
 from registryd.admin.referrers import ReferrersReport, rebuild_referrers
 from registryd.digest import Digest
-from registryd.storage import paths
+from registryd.storage import _paths as paths  # to plant states another registry may leave
 from registryd.storage.drivers.filesystem import FilesystemDriver
 from registryd.storage.drivers.memory import InMemoryDriver
 from registryd.storage.errors import PathNotFound

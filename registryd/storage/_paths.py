@@ -1,9 +1,17 @@
-"""Distribution's storage layout, in one place.
+"""Distribution's storage layout, in one place, private to the storage model.
 
 registryd reads and writes exactly the tree CNCF Distribution uses under
 ``<root>/docker/registry/v2/``, so either can serve what the other wrote.
 Every argument here must already be validated (``registryd.names``,
 ``registryd.digest``); drivers check paths again as a last defence.
+
+Only ``registryd.storage`` imports this module: everything else (the HTTP
+handlers, garbage collection, maintenance, the referrers rebuild, the
+pull-through cache) reaches storage through the model's stores and
+enumerators and deletes through its vacuum, so the layout can be known,
+and changed, in one place (tests/unit/test_storage_model.py checks it).
+Each ``*_dir`` names the directory a deletion removes, so no caller has
+to cut a file path back to its directory.
 """
 
 ROOT = "/docker/registry/v2"
@@ -11,6 +19,10 @@ ROOT = "/docker/registry/v2"
 
 def blob_data(digest):
     return f"{ROOT}/blobs/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}/data"
+
+
+def blobs():
+    return f"{ROOT}/blobs"
 
 
 def blob_dir(digest):
@@ -27,6 +39,10 @@ def repository(name):
 
 def layer_link(name, digest):
     return f"{ROOT}/repositories/{name}/_layers/{digest.algorithm}/{digest.hex}/link"
+
+
+def layer_link_dir(name, digest):
+    return f"{ROOT}/repositories/{name}/_layers/{digest.algorithm}/{digest.hex}"
 
 
 def layers(name):
@@ -60,6 +76,10 @@ def manifests(name):
     return f"{ROOT}/repositories/{name}/_manifests"
 
 
+def manifest_revisions(name):
+    return f"{ROOT}/repositories/{name}/_manifests/revisions"
+
+
 def manifest_revision_link(name, digest):
     return f"{ROOT}/repositories/{name}/_manifests/revisions/{digest.algorithm}/{digest.hex}/link"
 
@@ -80,8 +100,20 @@ def tag_current_link(name, tag):
     return f"{ROOT}/repositories/{name}/_manifests/tags/{tag}/current/link"
 
 
+def tag_index(name, tag):
+    return f"{ROOT}/repositories/{name}/_manifests/tags/{tag}/index"
+
+
+def tag_index_dir(name, tag, digest):
+    return f"{tag_index(name, tag)}/{digest.algorithm}/{digest.hex}"
+
+
 def tag_index_link(name, tag, digest):
     return f"{ROOT}/repositories/{name}/_manifests/tags/{tag}/index/{digest.algorithm}/{digest.hex}/link"
+
+
+def referrers_root(name):
+    return f"{ROOT}/repositories/{name}/_referrers"
 
 
 def referrers(name, subject):
@@ -91,15 +123,23 @@ def referrers(name, subject):
     return f"{ROOT}/repositories/{name}/_referrers/{subject.algorithm}/{subject.hex}"
 
 
+def referrer_dir(name, subject, digest):
+    return f"{referrers(name, subject)}/{digest.algorithm}/{digest.hex}"
+
+
 def referrer_link(name, subject, digest):
-    return f"{referrers(name, subject)}/{digest.algorithm}/{digest.hex}/link"
+    return f"{referrer_dir(name, subject, digest)}/link"
+
+
+#: The directory under a repository that holds the pull-through cache's records.
+PROXY_DIR = "_proxy"
 
 
 def proxy_records(name):
     """A pull-through cache's records (registryd.proxy.expiry): when each
     cached manifest was fetched, and as what media type.  Distribution
     ignores ``_`` directories it does not know."""
-    return f"{repository(name)}/_proxy/manifests"
+    return f"{repository(name)}/{PROXY_DIR}/manifests"
 
 
 def proxy_record_dir(name, digest):

@@ -1,0 +1,73 @@
+"""Tags of one repository (Distribution's ``tagstore.go``).
+
+A tag is ``_manifests/tags/<tag>/current/link`` (the digest it names now)
+plus one entry per digest it ever named under ``index/`` (its history,
+which garbage collection with ``--delete-untagged`` cleans up).
+"""
+
+from zope.interface import implementer
+
+from registryd import errors
+from registryd.interfaces import ITagStore
+from registryd.names import is_valid_tag, valid_tags
+from registryd.storage import _paths as paths
+from registryd.storage.errors import PathNotFound, translate_storage_errors
+from registryd.storage.walking import digest_tree, list_or_empty, read_link
+
+
+def check_tag(tag):
+    if not is_valid_tag(tag):
+        raise errors.TagInvalid(
+            "tags are up to 128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'",
+            detail={"tag": tag[:200]},
+        )
+    return tag
+
+
+@implementer(ITagStore)
+class TagStore:
+    """The tags of repository C{name}."""
+
+    def __init__(self, name, driver, vacuum):
+        self.name = name
+        self._driver = driver
+        self._vacuum = vacuum
+
+    async def get(self, tag):
+        """The digest C{tag} names now, or None (no such tag, or a link
+        that is not a digest).  Whether that manifest is still there is
+        the manifest store's question."""
+        return await read_link(self._driver, paths.tag_current_link(self.name, tag))
+
+    @translate_storage_errors
+    async def tag(self, tag, digest):
+        """Point C{tag} at C{digest}, recording it in the tag's history."""
+        link = str(digest).encode("ascii")
+        await self._driver.put_content(paths.tag_index_link(self.name, tag, digest), link)
+        await self._driver.put_content(paths.tag_current_link(self.name, tag), link)
+
+    async def untag(self, tag):
+        """Remove C{tag} and its history; whether it was there."""
+        return await self._vacuum.remove_tag(self.name, tag)
+
+    @translate_storage_errors
+    async def all(self):
+        """All tags, sorted, as the tags list shows them; NAME_UNKNOWN if
+        the repository has no manifests."""
+        try:
+            await self._driver.stat(paths.manifests(self.name))
+        except PathNotFound:
+            raise errors.NameUnknown(detail={"name": self.name}) from None
+        return valid_tags(await list_or_empty(self._driver, paths.tags(self.name)))
+
+    async def enumerate(self):
+        """Every tag in storage, sorted: what garbage collection must treat
+        as a tag.  Only names that can be tags (the driver refuses paths
+        through any other, such as a tag an older registryd let in with a
+        newline), never a driver's ``.tmp`` file."""
+        names = await list_or_empty(self._driver, paths.tags(self.name))
+        return [tag for tag in valid_tags(names) if not tag.endswith(".tmp")]
+
+    async def history(self, tag):
+        """Every digest C{tag} has named (its ``index``)."""
+        return await digest_tree(self._driver, paths.tag_index(self.name, tag))
