@@ -6,7 +6,8 @@ keys and values, ``REGISTRY_*`` overrides, listen and debug endpoint
 strings, TLS, htpasswd and token files, the manhole's keys, the storage
 driver's parameters), then checks that the directories registryd writes
 (a local storage root, notification journals) exist or can be created and
-are writable by this user.  It binds no port and writes nothing.
+are writable by this user.  It binds no port and writes nothing, except
+the manhole's SSH host key, which start-up's check generates when missing.
 
 On success it prints the effective configuration, the file with the
 environment's overrides applied and secrets masked, as YAML, with the
