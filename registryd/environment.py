@@ -35,12 +35,13 @@ accepted where Distribution's Go field names differ
 (``REGISTRY_NOTIFICATIONS_EVENTS_...`` as well as ``..._EVENTCONFIG_...``).
 
 Which keys exist is the table below: Distribution's configuration
-structure (its Go structs: closed sections) with registryd's own keys
-added; open mappings accept any key.  Distribution's part is needed
-whatever registryd's parser looks like (it decides what is ignored);
-registryd's own keys (``gc``, ``manhole``, ``workers``,
-``proxy.maxblobsize``, ``validation.manifests.images``) are listed here by
-hand until the configuration schema can enumerate its key paths.
+structure (its Go structs: closed sections; it decides what is ignored),
+with registryd's own keys (``gc``, ``manhole``, ``ui``, ``workers``,
+``proxy.maxblobsize``...) added from the configuration schema's key walker
+(L{registryd.config.schema.iter_keys}); open mappings accept any key.
+Secret keys (masked when the configuration is shown) are the schema's
+``secret`` keys and, in open mappings such as a driver's parameters, keys
+named like credentials.
 """
 
 import copy
@@ -127,7 +128,7 @@ TOP = _section(
     ),
     notifications=_also(
         _section(events=_section(includereferences=_LEAF), endpoints=_List(_ENDPOINT),
-                 journal=OPEN),  # journal: registryd's
+                 ),
         eventconfig="events",
     ),
     redis=_section(
@@ -148,28 +149,61 @@ TOP = _section(
     proxy=_section(
         remoteurl=_LEAF, username=_LEAF, password=_LEAF, ttl=_LEAF, cachewritetimeout=_LEAF,
         exec=_section(command=_LEAF, lifetime=_LEAF),
-        maxblobsize=_LEAF,  # registryd's
     ),
     validation=_section(
         enabled=_LEAF, disabled=_LEAF,
         manifests=_section(
             urls=_section(allow=_List(_LEAF), deny=_List(_LEAF)),
             indexes=_section(platforms=_LEAF, platformlist=_List(OPEN)),
-            images=_section(blobs=_LEAF),  # registryd's
         ),
     ),
     policy=OPEN,
-    # registryd's own sections
-    gc=_section(graceperiod=_LEAF, interval=_LEAF, deleteuntagged=_LEAF, dryrun=_LEAF),
-    manhole=_section(listen=_LEAF, authorized_keys=_LEAF, user=_LEAF, host_key=_LEAF),
-    workers=_LEAF,
 )
+
+
+
+def _add_schema_keys(top):
+    """Add registryd's own keys (the schema's C{own} keys and everything
+    below them) to C{top}; the names of the schema's secret keys."""
+    from registryd.config import Config
+    from registryd.config.schema import ListOf, SectionOf, iter_keys
+
+    own, secrets = [], set()
+    for info in iter_keys(Config):
+        if info.key.secret:
+            secrets.add(info.path.rsplit(".", 1)[-1].removesuffix("[]"))
+        if info.key.own:
+            own.append(info.path)
+        if not any(info.path == p or info.path.startswith((p + ".", p + "[")) for p in own):
+            continue
+        kind = info.key.type
+        item = kind.item if isinstance(kind, ListOf) else kind
+        child = {} if isinstance(item, SectionOf) else _LEAF
+        _add_path(top, info.path.split("."), _List(child) if isinstance(kind, ListOf) else child)
+    return secrets
+
+
+def _add_path(table, parts, leaf):
+    """Add the key C{parts} (``name`` or ``name[]`` each) to C{table}."""
+    for position, part in enumerate(parts):
+        if isinstance(table, _List):
+            table = table.item
+        if not isinstance(table, dict):
+            return  # inside an open mapping: any key already matches
+        name = part.removesuffix("[]")
+        last = position == len(parts) - 1
+        if name.upper() not in table:
+            table[name.upper()] = (name, leaf if last else {})
+        elif last:
+            return
+        table = table[name.upper()][1]
+
 
 #: Key names whose values are credentials: masked by L{masked}.
 SECRET_KEYS = frozenset({
     "password", "secret", "secretkey", "accesskey", "sessiontoken", "sentinelpassword",
     "apikey", "licensekey", "authorization",
-})
+}) | _add_schema_keys(TOP)
 MASK = "********"
 
 
