@@ -104,11 +104,13 @@ def effective_configuration(path, environ=None):
     import yaml
 
     from registryd import environment
-    from registryd.config import read_document
+    from registryd.config import environment_keys, read_document
 
     mapping, overrides = read_document(path, environ)
     lines = [f"# registryd configuration: {path or '(defaults)'}"]
     lines += [f"# {item.variable} sets {item.path}" for item in overrides.applied]
     lines += [f"# {name} ignored: it names no configuration key" for name in overrides.ignored]
-    body = yaml.safe_dump(environment.masked(mapping), default_flow_style=False, sort_keys=False)
+    secret_keys = environment_keys()[1]
+    body = yaml.safe_dump(environment.masked(mapping, secret_keys), default_flow_style=False,
+                          sort_keys=False)
     return "\n".join(lines) + "\n" + body

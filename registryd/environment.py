@@ -37,8 +37,9 @@ accepted where Distribution's Go field names differ
 Which keys exist is the table below: Distribution's configuration
 structure (its Go structs: closed sections; it decides what is ignored),
 with registryd's own keys (``gc``, ``manhole``, ``ui``, ``workers``,
-``proxy.maxblobsize``...) added from the configuration schema's key walker
-(L{registryd.config.schema.iter_keys}); open mappings accept any key.
+``proxy.maxblobsize``...) added by ``registryd.config.load`` from the
+configuration schema's key walker (L{with_keys}); open mappings accept
+any key.  This module knows nothing of registryd's configuration package.
 Secret keys (masked when the configuration is shown) are the schema's
 ``secret`` keys and, in open mappings such as a driver's parameters, keys
 named like credentials.
@@ -107,8 +108,9 @@ _REDIS_OPTIONS = (
     "addr dialtimeout pool"
 ).split()
 
-#: The configuration's structure: Distribution's (v2.8 and v3) and registryd's.
-TOP = _section(
+#: Distribution's configuration structure (v2.8 and v3); registryd's own
+#: keys are added to it (L{with_keys}) by registryd.config.load.
+DISTRIBUTION = _section(
     version=_LEAF,
     log=_section(
         accesslog=_section(disabled=_LEAF), level=_LEAF, formatter=_LEAF, fields=OPEN,
@@ -162,25 +164,16 @@ TOP = _section(
 
 
 
-def _add_schema_keys(top):
-    """Add registryd's own keys (the schema's C{own} keys and everything
-    below them) to C{top}; the names of the schema's secret keys."""
-    from registryd.config import Config
-    from registryd.config.schema import ListOf, SectionOf, iter_keys
-
-    own, secrets = [], set()
-    for info in iter_keys(Config):
-        if info.key.secret:
-            secrets.add(info.path.rsplit(".", 1)[-1].removesuffix("[]"))
-        if info.key.own:
-            own.append(info.path)
-        if not any(info.path == p or info.path.startswith((p + ".", p + "[")) for p in own):
-            continue
-        kind = info.key.type
-        item = kind.item if isinstance(kind, ListOf) else kind
-        child = {} if isinstance(item, SectionOf) else _LEAF
-        _add_path(top, info.path.split("."), _List(child) if isinstance(kind, ListOf) else child)
-    return secrets
+def with_keys(table, keys):
+    """A copy of C{table} with C{keys} added: C{(path, kind)} pairs, C{path}
+    dotted with ``[]`` after a list (``auth.access.rules[].repositories``),
+    C{kind} ``"section"``, ``"list"`` (of sections), ``"values"`` (a list of
+    values) or ``"value"``.  Keys inside an open mapping need no adding."""
+    table = copy.deepcopy(table)
+    for path, kind in keys:
+        leaf = {"section": {}, "list": _List({}), "values": _List(_LEAF)}.get(kind, _LEAF)
+        _add_path(table, path.split("."), leaf)
+    return table
 
 
 def _add_path(table, parts, leaf):
@@ -199,11 +192,12 @@ def _add_path(table, parts, leaf):
         table = table[name.upper()][1]
 
 
-#: Key names whose values are credentials: masked by L{masked}.
+#: Key names whose values are credentials wherever they are (a driver's
+#: parameters, headers): masked by L{masked}, with the schema's secret keys.
 SECRET_KEYS = frozenset({
     "password", "secret", "secretkey", "accesskey", "sessiontoken", "sentinelpassword",
     "apikey", "licensekey", "authorization",
-}) | _add_schema_keys(TOP)
+})
 MASK = "********"
 
 
@@ -228,9 +222,11 @@ def variables(environ):
     return sorted((name, value) for name, value in environ.items() if name.startswith(PREFIX))
 
 
-def apply(mapping, environ, error=ValueError, loader=yaml.SafeLoader):
+def apply(mapping, environ, table=DISTRIBUTION, error=ValueError, loader=yaml.SafeLoader):
     """C{mapping} (the file's YAML, a dict; not changed) with the overrides
     of C{environ} applied: C{(new mapping, L{Overrides})}.
+
+    @param table: the keys that exist (L{DISTRIBUTION} with registryd's).
 
     @param error: the exception class raised, with one line naming the
         variable, for a value that is not YAML or a bad list index.
@@ -246,7 +242,7 @@ def apply(mapping, environ, error=ValueError, loader=yaml.SafeLoader):
             payload = yaml.load(value, Loader=loader)
         except yaml.YAMLError as problem:
             raise error(f"{name}: value is not valid YAML: {_yaml_problem(problem)}") from None
-        path = _set(result, TOP, parts, payload, name, error)
+        path = _set(result, table, parts, payload, name, error)
         if path is None:
             ignored.append(name)
         else:
@@ -254,12 +250,12 @@ def apply(mapping, environ, error=ValueError, loader=yaml.SafeLoader):
     return result, Overrides(tuple(applied), tuple(ignored))
 
 
-def summary(environ):
+def summary(environ, table=DISTRIBUTION):
     """The L{Overrides} of C{environ} alone (which variables name a key,
     and which keys), for messages; variables whose values are bad are
     reported by L{apply} when the configuration is read."""
     try:
-        return apply({}, environ)[1]
+        return apply({}, environ, table)[1]
     except ValueError:
         return Overrides()
 
@@ -380,14 +376,15 @@ def attribute(error, overrides, error_class):
     return error_class(best.variable, str(error))
 
 
-def masked(mapping):
-    """A copy of C{mapping} with the values of secret keys masked."""
+def masked(mapping, secret_keys=SECRET_KEYS):
+    """A copy of C{mapping} with the values of keys named in C{secret_keys}
+    masked."""
     if isinstance(mapping, dict):
         return {
-            key: (MASK if isinstance(key, str) and key.lower() in SECRET_KEYS and value not in (None, "")
-                  else masked(value))
+            key: (MASK if isinstance(key, str) and key.lower() in secret_keys
+                  and value not in (None, "") else masked(value, secret_keys))
             for key, value in mapping.items()
         }
     if isinstance(mapping, list):
-        return [masked(item) for item in mapping]
+        return [masked(item, secret_keys) for item in mapping]
     return mapping

@@ -56,13 +56,12 @@ def check(config_path=None, listen=()):
 
     @raise StartupError: anything that would stop the registry serving.
     """
-    import os
-
     from registryd import environment
+    from registryd.config import environment_summary
     from registryd.storage.factory import create_storage_driver
 
     prefix = f"configuration {config_path}: " if config_path else ""
-    overrides = environment.summary(os.environ)
+    overrides = environment_summary()
     try:
         config = load_config(config_path)
     except ConfigError as error:  # every problem of the file, one line each

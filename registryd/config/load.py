@@ -1,6 +1,8 @@
 """Reading the configuration file: YAML, refusing duplicate keys, with the
 line and column of a syntax error in its one-line message."""
 
+import functools
+
 import yaml
 
 from registryd.config.errors import ConfigError
@@ -74,6 +76,40 @@ def load_yaml(data):
         raise ConfigError(_yaml_error_message(error)) from None
 
 
+@functools.lru_cache(maxsize=1)
+def environment_keys():
+    """(the keys REGISTRY_* variables may set, the names of secret keys):
+    Distribution's structure (registryd.environment) with registryd's own
+    keys from the schema's walker."""
+    from registryd import environment
+    from registryd.config.root import Config
+    from registryd.config.schema import ListOf, SectionOf, iter_keys
+
+    own, keys, secrets = [], [], set(environment.SECRET_KEYS)
+    for info in iter_keys(Config):
+        if info.key.secret:
+            secrets.add(info.path.rsplit(".", 1)[-1].removesuffix("[]"))
+        if info.key.own:
+            own.append(info.path)
+        if any(info.path == p or info.path.startswith((p + ".", p + "[")) for p in own):
+            kind = info.key.type
+            if isinstance(kind, ListOf):
+                keys.append((info.path, "list" if isinstance(kind.item, SectionOf) else "values"))
+            else:
+                keys.append((info.path, "section" if isinstance(kind, SectionOf) else "value"))
+    return environment.with_keys(environment.DISTRIBUTION, keys), frozenset(secrets)
+
+
+def environment_summary(environ=None):
+    """The L{registryd.environment.Overrides} of C{environ} (default:
+    C{os.environ}) alone: which variables name a key, which are ignored."""
+    import os
+
+    from registryd import environment
+
+    return environment.summary(os.environ if environ is None else environ, environment_keys()[0])
+
+
 def load_config(path, environ=None):
     """Read and validate the configuration file at C{path}, with the
     ``REGISTRY_*`` overrides of C{environ} (L{registryd.environment}).
@@ -122,4 +158,6 @@ def read_document(path, environ=None):
         except OSError as error:
             raise ConfigError(f"cannot read configuration file: {error.strerror or error}") from None
         mapping = load_yaml(data)
-    return environment.apply(mapping, os.environ if environ is None else environ, ConfigError, Loader)
+    return environment.apply(
+        mapping, os.environ if environ is None else environ, environment_keys()[0], ConfigError, Loader
+    )
