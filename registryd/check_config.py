@@ -52,7 +52,7 @@ def _problems(path):
     """One line per reason registryd would not start, or []."""
     from twisted.python import usage
 
-    from registryd.tap import Options
+    from registryd.runtime.tap import Options
 
     options = Options()
     try:

@@ -21,8 +21,8 @@ COMMANDS = {
     "serve": ("registryd.serve_command", "run the registry (as twistd -n registryd)"),
     "check-config": ("registryd.check_config",
                      "check a configuration (and REGISTRY_* overrides); print it"),
-    "gc": ("registryd.admin.gc_command", "garbage collection (same as registryd-gc)"),
-    "referrers": ("registryd.admin.referrers_command",
+    "gc": ("registryd.ops.gc_command", "garbage collection (same as registryd-gc)"),
+    "referrers": ("registryd.ops.referrers_command",
                   "rebuild the referrers index (same as registryd-referrers)"),
 }
 

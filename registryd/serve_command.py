@@ -13,7 +13,7 @@ import sys
 
 
 def _help():
-    from registryd.tap import Options
+    from registryd.runtime.tap import Options
 
     return (
         "usage: registryd serve [--config FILE] [--listen ENDPOINT ...] [--workers N|auto]\n\n"
