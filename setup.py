@@ -42,10 +42,16 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["registryd", "registryd.*"]) + ["twisted.plugins"],
-    package_data={"twisted.plugins": ["registryd_plugin.py"]},
+    package_data={
+        "twisted.plugins": ["registryd_plugin.py"],
+        "registryd.ui": ["templates/*.html", "static/*"],
+    },
     include_package_data=False,
     install_requires=[
-        "Twisted[conch]",  # conch: the SSH manhole (cryptography, bcrypt)
+        # conch: the SSH manhole (cryptography, bcrypt); tls: pyOpenSSL,
+        # service_identity for TLS listeners (http.tls, ssl:).  The range
+        # is the one registryd/compat.py's private names are tested on.
+        "Twisted[tls,conch]>=26.4,<27",
         "klein",
         "treq",
         "zope.interface",
@@ -53,20 +59,27 @@ setup(
         "PyYAML",
         "hyperlink",
         "prometheus_client",  # /metrics on the debug listener
-        "Twisted[tls]",  # pyOpenSSL, service_identity: TLS listeners (http.tls, ssl:)
-        "cryptography",  # keys and certificates for TLS and tokens
-        "PyJWT",  # bearer tokens (auth.token, auth.tokenserver)
+        "cryptography>=42",  # keys and certificates for TLS and tokens (load_pem_x509_certificates)
+        # bearer tokens (auth.token, auth.tokenserver): 2.10.1 stops partial
+        # issuer matches (CVE-2024-53861), 2.12 refuses unknown "crit" headers
+        # (CVE-2026-32597), 2.13 and 2.14 fix b64/detached and non-canonical
+        # signature segments
+        "PyJWT>=2.14",
         "bcrypt",  # htpasswd -B entries (auth.htpasswd)
         "botocore>=1.36",  # the s3 storage driver (checksum settings of 1.36)
+        "Jinja2",  # the web interface's page templates (registryd.ui)
         "redis>=5",  # the nodes' shared state (the redis section; registryd.shared)
     ],
     extras_require={
-        "test": ["pytest", "pytest-twisted", "psutil", "oras", "hypothesis"],
+        # playwright: drives the system's chromium in the web interface's
+        # browser tests (it never downloads a browser there)
+        "test": ["pytest", "pytest-twisted", "psutil", "oras", "hypothesis", "playwright"],
     },
     entry_points={
         "console_scripts": [
-            "registryd-gc = registryd.admin.gc_command:main",
-            "registryd-referrers = registryd.admin.referrers_command:main",
+            "registryd = registryd.cli:main",
+            "registryd-gc = registryd.ops.gc_command:main",
+            "registryd-referrers = registryd.ops.referrers_command:main",
         ],
     },
     data_files=[

@@ -1,7 +1,7 @@
 """Every error a client can get, as one exception class per spec error code.
 
 Handlers and the registry model raise these; one klein error handler
-(``registryd.app``) renders them as the spec's body::
+(``registryd.http.app``) renders them as the spec's body::
 
     {"errors": [{"code": "BLOB_UNKNOWN", "message": "...", "detail": {...}}]}
 
@@ -104,7 +104,7 @@ class Unauthorized(RegistryError):
 
 
 class Denied(RegistryError):
-    """A known caller lacking an action.  Carries the caller's C{user} name
+    """A known caller lacking an action.  Carries the caller's ``user`` name
     so the access log names who was refused."""
 
     code, status, message = "DENIED", 403, "requested access to the resource is denied"
@@ -121,7 +121,7 @@ class Unsupported(RegistryError):
 class BadRequest(RegistryError):
     """A request registryd cannot read: a query parameter that is not UTF-8
     or given twice, a token request missing a field or naming another
-    service, malformed HTTP (L{MalformedRequest}).  The spec has no code
+    service, malformed HTTP (:class:`MalformedRequest`).  The spec has no code
     for these; ``UNSUPPORTED`` with status 400 is what registryd has always
     answered (Distribution's token server answers its own codes with the
     same status, which clients read)."""
@@ -139,8 +139,8 @@ class NotFound(Unsupported):
 class MalformedRequest(BadRequest):
     """A request that is not well-formed HTTP, or whose path or Host is not
     UTF-8 or no host name: answered before it reaches any route
-    (``registryd.web`` for the request line, headers and chunked body,
-    ``registryd.app`` for the URL)."""
+    (``registryd.http.web`` for the request line, headers and chunked body,
+    ``registryd.http.app`` for the URL)."""
 
     message = "malformed request"
 

@@ -33,11 +33,28 @@ class RedisServer:
         """Start (again, on the same port) and wait until it answers PING."""
         for attempt in range(3):
             self.process = subprocess.Popen(
-                [self.executable, "--port", str(self.port), "--bind", "127.0.0.1",
-                 "--save", "", "--appendonly", "no", "--dir", str(self.directory),
-                 "--logfile", str(self.log_path), "--protected-mode", "no",
-                 "--enable-debug-command", "local"],  # DEBUG SLEEP: a Redis that hangs
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    self.executable,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.directory),
+                    "--logfile",
+                    str(self.log_path),
+                    "--protected-mode",
+                    "no",
+                    "--enable-debug-command",
+                    "local",
+                ],  # DEBUG SLEEP: a Redis that hangs
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:

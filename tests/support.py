@@ -39,16 +39,17 @@ async def start_registry(root, delete_enabled=True, host=None, headers=None, acc
     (or on C{driver}, when given: a wrapped or instrumented one)."""
     from twisted.internet import reactor
 
-    from registryd.app import RegistryApp
+    from registryd.http.app import RegistryApp
+    from registryd.http.urls import URLBuilder
+    from registryd.http.web import StreamingSite
     from registryd.storage.drivers.filesystem import FilesystemDriver
     from registryd.storage.registry import Registry
-    from registryd.web import StreamingSite
 
     registry = Registry(
         driver or FilesystemDriver(str(root)), delete_enabled=delete_enabled,
         accept_sparse_manifests=accept_sparse, accept_sparse_images=accept_sparse_images,
     )
-    site = StreamingSite(RegistryApp(registry, host=host, headers=headers).resource())
+    site = StreamingSite(RegistryApp(registry, urls=URLBuilder(host), headers=headers).resource())
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
     return registry, port
 

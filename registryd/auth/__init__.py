@@ -18,11 +18,11 @@ from registryd.config import ConfigError
 
 
 def create(config, shared_state=None):
-    """C{(authorizer, issuer or None)} for a L{registryd.config.Config};
-    C{shared_state}: the nodes' ISharedState (the login brake uses it when
+    """``(authorizer, issuer or None)`` for a :class:`registryd.config.Config`;
+    ``shared_state``: the nodes' ISharedState (the login brake uses it when
     it is shared with other nodes).
 
-    @raise ConfigError: a file that cannot be read or used, naming its key.
+    :raises ConfigError: a file that cannot be read or used, naming its key.
     """
     from registryd.auth.authorizers import BasicAuthorizer, BearerAuthorizer, OpenAuthorizer
 
@@ -41,7 +41,7 @@ def create(config, shared_state=None):
     verifier = _verifier(auth.token, issuer)
     realm = auth.token.realm
     if realm is None:
-        from registryd.urls import URLBuilder
+        from registryd.http.urls import URLBuilder
 
         urls = URLBuilder(config.http.host, prefix=config.http.prefix)
         path = auth.token.autoredirectpath
@@ -74,7 +74,12 @@ def _policy(section):
 
 def _issuer(auth, checker, htfile, policy):
     from registryd.auth.issuer import TokenIssuer
-    from registryd.auth.keys import KeyFileError, load_certificates, load_private_key, signing_algorithm
+    from registryd.auth.keys import (
+        KeyFileError,
+        load_certificates,
+        load_private_key,
+        signing_algorithm,
+    )
 
     server = auth.tokenserver
     try:

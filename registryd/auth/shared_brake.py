@@ -1,8 +1,8 @@
 """The login brake across nodes: failures counted in the shared state.
 
-Each node's L{registryd.auth.throttle.LoginThrottle} brakes the guesses
+Each node's :class:`registryd.auth.throttle.LoginThrottle` brakes the guesses
 it sees; behind a load balancer a guesser spreads them over the nodes and
-gets C{free} free failures from each.  This adds one count per (client
+gets ``free`` free failures from each.  This adds one count per (client
 address, user) pair in the nodes' shared state (Redis): every failure
 through any node increments it, and once it passes the free ones the pair
 is closed *for all nodes* for the throttle's delay (a key that expires on
@@ -33,8 +33,8 @@ log = Logger()
 
 class SharedLoginBrake:
     def __init__(self, state, throttle):
-        """C{state}: the nodes' L{registryd.interfaces.ISharedState};
-        C{throttle}: this node's throttle, whose delays and forget time
+        """``state``: the nodes' :class:`registryd.interfaces.ISharedState`;
+        ``throttle``: this node's throttle, whose delays and forget time
         the shared count follows."""
         self.state = state
         self.throttle = throttle

@@ -20,6 +20,8 @@ caller gets a 401 with ``error="invalid_token"`` in the challenge.
 import base64
 import binascii
 import datetime
+import time
+from collections import OrderedDict
 
 import jwt
 from cryptography import x509
@@ -50,16 +52,30 @@ class VerifiedToken:
 
 
 class TokenVerifier:
-    """Checks bearer tokens for one registry (issuer, service, keys)."""
+    """Checks bearer tokens for one registry (issuer, service, keys).
 
-    def __init__(self, issuer, service, trusted_keys=(), roots=(), algorithms=None):
+    A client sends the same token with every request until it expires, and
+    checking its signature costs more than the rest of a small request
+    (100-150 us), so tokens that verified are kept, by their exact text,
+    until their ``exp`` (plus the leeway) passes; at most ``max_kept_bytes``
+    of token text, least recently used out.  What a token grants is in
+    its signed claims, so a kept one cannot grant more than it did.
+    """
+
+    #: bound of the kept tokens' text, in bytes
+    max_kept_bytes = 4 * 1024 * 1024
+
+    def __init__(self, issuer, service, trusted_keys=(), roots=(), algorithms=None,
+                 clock=time.time):
         """
-        @param trusted_keys: C{[(kid or None, public key)]}; each key is
+        :param trusted_keys: ``[(kid or None, public key)]``; each key is
             also found by its thumbprint and libtrust id.
-        @param roots: C{cryptography} certificates trusted for ``x5c``
+        :param roots: ``cryptography`` certificates trusted for ``x5c``
             chains (their keys are trusted keys as well).
-        @param algorithms: allowed algorithm names (default: every
+        :param algorithms: allowed algorithm names (default: every
             asymmetric one).
+        :param clock: when kept tokens expire (``exp`` is checked against
+            the real time when a token is verified).
         """
         self.issuer = issuer
         self.service = service
@@ -69,20 +85,54 @@ class TokenVerifier:
         self._keys = {}
         for kid, key in list(trusted_keys) + [(None, root.public_key()) for root in self.roots]:
             self.trust(key, kid)
+        self._clock = clock
+        #: (token, purpose, audience) -> (VerifiedToken, time it expires)
+        self._kept = OrderedDict()
+        self._kept_bytes = 0
+        #: signature checks made (kept tokens need none)
+        self.verifications = 0
 
     def trust(self, public_key, kid=None):
-        """Trust C{public_key} (under C{kid} too, if given)."""
+        """Trust ``public_key`` (under ``kid`` too, if given)."""
         for key_id in keylib.key_ids(public_key) | ({kid} if kid else set()):
             self._keys[key_id] = public_key
 
     def verify(self, token, purpose="access", audience=None):
-        """Verify C{token}; return a L{VerifiedToken}.
+        """Verify ``token``; return a :class:`VerifiedToken`.
 
-        @param purpose: ``"access"`` for bearer tokens presented to the
+        :param purpose: ``"access"`` for bearer tokens presented to the
             registry (refresh tokens are refused), ``"refresh"`` for the
             token server's refresh tokens (only those are accepted).
-        @raise InvalidToken: naming the first problem found.
+        :raises InvalidToken: naming the first problem found.
         """
+        key = (token, purpose, audience)
+        kept = self._kept.get(key)
+        if kept is not None:
+            if self._clock() < kept[1]:
+                self._kept.move_to_end(key)
+                return kept[0]
+            self._forget(key)
+        verified = self._verify(token, purpose, audience)
+        self._keep(key, verified)
+        return verified
+
+    def _keep(self, key, verified):
+        size = len(key[0])
+        if size > self.max_kept_bytes:
+            return
+        # exp is required and numeric (PyJWT checked); the leeway is PyJWT's.
+        self._kept[key] = (verified, verified.claims["exp"] + LEEWAY)
+        self._kept_bytes += size
+        while self._kept_bytes > self.max_kept_bytes:
+            old, _ = self._kept.popitem(last=False)
+            self._kept_bytes -= len(old[0])
+
+    def _forget(self, key):
+        if self._kept.pop(key, None) is not None:
+            self._kept_bytes -= len(key[0])
+
+    def _verify(self, token, purpose, audience):
+        self.verifications += 1
         try:
             # PyJWT checks kid and crit here too, raising InvalidTokenError
             # (not a DecodeError) for a kid that is no string or a bad crit.
@@ -177,7 +227,7 @@ _DER = serialization.Encoding.DER
 
 
 def _shorten(value, limit=80):
-    """C{repr} of a header value a client chose, cut to C{limit}
+    """``repr`` of a header value a client chose, cut to ``limit``
     characters: it goes into the error message and the log."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."

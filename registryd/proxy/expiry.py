@@ -10,7 +10,7 @@ revision link's modification time).
 Expiry removes the manifest revision, the tags that point at it, its
 referrers entry and the record, so the next pull fetches from upstream
 again; the blobs it referenced are then unreferenced and the garbage
-collector (``registryd.admin.gc``) reclaims them.
+collector (``registryd.ops.gc``) reclaims them.
 """
 
 import time
@@ -27,7 +27,7 @@ log = Logger()
 class ExpiryReport:
     ttl = attr.ib()
     #: [(repository, digest string, [tags removed])]
-    removed = attr.ib(factory=list)
+    removed: list = attr.ib(factory=list)
     kept = attr.ib(default=0)
 
     def summary(self):
@@ -59,7 +59,7 @@ async def _remove(registry, repository, digest):
 
 
 async def expire(registry, ttl, clock=time.time):
-    """Remove every cached manifest fetched more than C{ttl} seconds ago."""
+    """Remove every cached manifest fetched more than ``ttl`` seconds ago."""
     report = ExpiryReport(ttl)
     now = clock()
     for name in await registry.repositories_with_fetch_records():

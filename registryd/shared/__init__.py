@@ -14,8 +14,8 @@ class SharedStateUnavailable(Exception):
 
 
 def shared_state_for(config, reactor=None):
-    """The ISharedState a node with configuration C{config} uses: Redis
-    when C{config.redis} is set, else in process."""
+    """The ISharedState a node with configuration ``config`` uses: Redis
+    when ``config.redis`` is set, else in process."""
     if config.redis is None:
         from registryd.shared.memory import MemorySharedState
 

@@ -3,7 +3,7 @@
 Every node runs the same timers (scheduled GC, upload purging, the
 pull-through cache's expiry).  With the state shared (Redis), a node that
 is due takes the job's lease (``job:lease:<name>``, renewed while the job
-runs, so a node that dies mid-run frees it after L{JobLeases.lease}
+runs, so a node that dies mid-run frees it after ``JobLeases.lease``
 seconds) and, when done, leaves ``job:done:<name>`` for most of the
 interval: the other nodes, due a moment later, skip the run.  While
 Redis does not answer, scheduled jobs pause (logged once per job until it
@@ -36,26 +36,33 @@ class JobLeases:
         self.ran, self.skipped = [], []
 
     async def run(self, name, interval, work):
-        """Run C{work()} for job C{name} (scheduled every C{interval}
+        """Run ``work()`` for job ``name`` (scheduled every ``interval``
         seconds) unless another node runs it or ran it lately."""
         if self.shared is None:
             return await work()
         token = uuid.uuid4().hex
         try:
-            if await self.shared.get(f"job:done:{name}") is not None or not await self.shared.acquire(
-                    f"job:lease:{name}", token, self.lease):
+            if await self.shared.get(
+                f"job:done:{name}"
+            ) is not None or not await self.shared.acquire(f"job:lease:{name}", token, self.lease):
                 self.skipped.append(name)
                 return None
         except SharedStateUnavailable as error:
             if name not in self._paused:
                 self._paused.add(name)
-                log.warn("{name} paused: the nodes' shared state does not answer ({error})",
-                         name=name, error=str(error))
+                log.warn(
+                    "{name} paused: the nodes' shared state does not answer ({error})",
+                    name=name,
+                    error=str(error),
+                )
             self.skipped.append(name)
             return None
         self._paused.discard(name)
         renewal = task.LoopingCall(
-            lambda: self.shared.extend(f"job:lease:{name}", token, self.lease).addErrback(lambda _: None))
+            lambda: self.shared.extend(f"job:lease:{name}", token, self.lease).addErrback(
+                lambda _: None
+            )
+        )
         if self._reactor is not None:
             renewal.clock = self._reactor
         renewal.start(self.lease / 3, now=False)

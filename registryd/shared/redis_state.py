@@ -1,7 +1,7 @@
 """The shared state of several nodes, in Redis.
 
 The client is redis-py, run in a small thread pool of this module's own
-(one thread per pooled connection, C{pool_size}): the reactor hands each
+(one thread per pooled connection, ``pool_size``): the reactor hands each
 operation to a thread and gets a Deferred back, so a slow or dead Redis
 never blocks it.  redis-py rather than txredisapi because it speaks to
 everything Distribution's ``redis`` section can name (one server, a
@@ -14,8 +14,8 @@ nothing beside one S3 request.
 Every operation also has an overall deadline on the reactor (dial + read +
 write timeouts, plus the same again for a queue of waiting threads): a
 caller never waits longer, whatever Redis does.  A failure or timeout is
-L{SharedStateUnavailable}; the first one after a good answer is logged
-once, as is the recovery, and L{problem} says what is wrong for
+:class:`SharedStateUnavailable`; the first one after a good answer is logged
+once, as is the recovery, and ``problem`` says what is wrong for
 ``/health``.
 
 Operations that must be atomic across nodes (release a lock only if this
@@ -51,7 +51,9 @@ end
 return 0
 """
 _NOW_MS = "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
-_ADD_MEMBER = _NOW_MS + """
+_ADD_MEMBER = (
+    _NOW_MS
+    + """
 local expiry = now + tonumber(ARGV[2])
 local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not old or tonumber(old) < expiry then redis.call('ZADD', KEYS[1], expiry, ARGV[1]) end
@@ -59,15 +61,22 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """
-_IS_MEMBER = _NOW_MS + """
+)
+_IS_MEMBER = (
+    _NOW_MS
+    + """
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if score and tonumber(score) > now then return 1 end
 return 0
 """
-_MEMBERS = _NOW_MS + """
+)
+_MEMBERS = (
+    _NOW_MS
+    + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
+)
 _INCR = """
 local value = redis.call('INCRBY', KEYS[1], ARGV[1])
 if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -80,9 +89,9 @@ def _ms(seconds):
 
 
 def make_client(config):
-    """A redis-py client for a L{registryd.config.RedisConfig}: one server,
+    """A redis-py client for a :class:`registryd.config.RedisConfig`: one server,
     a Cluster (several addresses) or the master Sentinels point to
-    (several addresses and a C{mastername})."""
+    (several addresses and a ``mastername``)."""
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
@@ -107,7 +116,9 @@ def make_client(config):
         sentinel_options = dict(
             socket_connect_timeout=config.dial_timeout, socket_timeout=options["socket_timeout"]
         )
-        sentinels = Sentinel(list(config.addrs), sentinel_kwargs=sentinel_options, **sentinel_options)
+        sentinels = Sentinel(
+            list(config.addrs), sentinel_kwargs=sentinel_options, **sentinel_options
+        )
         del options["socket_connect_timeout"], options["socket_timeout"]
         return sentinels.master_for(config.mastername, db=config.db, **options)
     if len(config.addrs) > 1:
@@ -116,9 +127,10 @@ def make_client(config):
         del options["max_connections"]
         return RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in config.addrs],
-            max_connections=config.pool_size, **options,
+            max_connections=config.pool_size,
+            **options,
         )
-    (host, port), = config.addrs
+    ((host, port),) = config.addrs
     return redis.Redis(host=host, port=port, db=config.db, **options)
 
 
@@ -127,8 +139,8 @@ class RedisSharedState:
     shared = True
 
     def __init__(self, client, threads, deadline, reactor=None, description="redis"):
-        """C{client}: a redis-py client; C{threads}: how many operations
-        may run at once; C{deadline}: seconds after which an operation
+        """``client``: a redis-py client; ``threads``: how many operations
+        may run at once; ``deadline``: seconds after which an operation
         counts as failed whatever Redis does."""
         # None: the global reactor, looked up when first needed (made
         # before twistd installs the reactor it was asked for)
@@ -143,8 +155,12 @@ class RedisSharedState:
         self._scripts = {
             name: client.register_script(source)
             for name, source in dict(
-                extend=_EXTEND, release=_RELEASE, add_member=_ADD_MEMBER, is_member=_IS_MEMBER,
-                members=_MEMBERS, incr=_INCR,
+                extend=_EXTEND,
+                release=_RELEASE,
+                add_member=_ADD_MEMBER,
+                is_member=_IS_MEMBER,
+                members=_MEMBERS,
+                incr=_INCR,
             ).items()
         }
 
@@ -170,17 +186,26 @@ class RedisSharedState:
 
     def _answered(self, result):
         if self.problem is not None:
-            log.info("shared state: {what} answers again; shared caches, brake and jobs resume",
-                     what=self.description)
+            log.info(
+                "shared state: {what} answers again; shared caches, brake and jobs resume",
+                what=self.description,
+            )
             self.problem = None
         return result
 
     def _failed(self, reason):
-        why = f"no answer within {self.deadline:g}s" if reason.check(defer.TimeoutError) else (
-            f"{type(reason.value).__name__}: {reason.value}")
+        why = (
+            f"no answer within {self.deadline:g}s"
+            if reason.check(defer.TimeoutError)
+            else (f"{type(reason.value).__name__}: {reason.value}")
+        )
         if self.problem is None:
-            log.warn("shared state: {what} unavailable ({why}); serving on without it: caches bypassed, "
-                     "login brake per node, scheduled jobs paused", what=self.description, why=why)
+            log.warn(
+                "shared state: {what} unavailable ({why}); serving on without it: caches bypassed, "
+                "login brake per node, scheduled jobs paused",
+                what=self.description,
+                why=why,
+            )
         self.problem = f"{self.description} unavailable: {why}"
         raise SharedStateUnavailable(self.problem)
 

@@ -1,7 +1,7 @@
 """A storage driver wrapper that measures every call.
 
 ``InstrumentedDriver(driver)`` provides ``IStorageDriver`` by delegating to
-C{driver}, timing each call into ``registryd_storage_operation_duration_seconds``
+``driver``, timing each call into ``registryd_storage_operation_duration_seconds``
 and counting failures into ``registryd_storage_errors_total``.  Wrapping
 (rather than instrumenting each driver) means third-party drivers are
 measured too, and no driver needs to know about Prometheus.
@@ -19,8 +19,8 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from registryd import metrics
 from registryd.interfaces import IStorageDriver, IStorageReader, IStorageWriter
+from registryd.ops import metrics
 from registryd.storage.errors import InvalidOffset, PathNotFound
 
 _ANSWERS = (PathNotFound, InvalidOffset)
@@ -31,15 +31,24 @@ class _Measure:
 
     def __init__(self, driver_name):
         self.driver_name = driver_name
+        #: operation -> its duration histogram's child, made once (labels()
+        #: costs more than the observation; operations are few)
+        self._durations = {}
+
+    def _duration(self, operation):
+        child = self._durations.get(operation)
+        if child is None:
+            child = self._durations[operation] = metrics.STORAGE_OPERATION_DURATION.labels(
+                self.driver_name, operation)
+        return child
 
     def call(self, operation, function, *args, **kwargs):
         started = time.monotonic()
         result = defer.maybeDeferred(function, *args, **kwargs)
+        duration = self._duration(operation)
 
         def observe(outcome):
-            metrics.STORAGE_OPERATION_DURATION.labels(self.driver_name, operation).observe(
-                time.monotonic() - started
-            )
+            duration.observe(time.monotonic() - started)
             if isinstance(outcome, Failure) and not outcome.check(
                 *_ANSWERS, defer.CancelledError
             ):
@@ -53,7 +62,7 @@ class _Measure:
 
 @implementer(IStorageDriver)
 class InstrumentedDriver:
-    """C{driver}, measured.  Unknown attributes are the wrapped driver's."""
+    """``driver``, measured.  Unknown attributes are the wrapped driver's."""
 
     def __init__(self, driver):
         self.wrapped = driver

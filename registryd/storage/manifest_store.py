@@ -6,7 +6,7 @@ linked under ``_manifests/revisions/``; its tags are the tag store's
 (``registryd.storage.tags``).  The referrers index (OCI 1.1) lives under
 ``_referrers/<subject>/``: one link per manifest whose ``subject`` is that
 digest, rebuildable from the manifests themselves
-(``registryd.admin.referrers``).
+(``registryd.ops.referrers``).
 """
 
 import attr
@@ -21,7 +21,11 @@ from registryd.storage import _paths as paths
 from registryd.storage.errors import translate_storage_errors
 from registryd.storage.tags import check_tag
 from registryd.storage.walking import (
-    digest_tree, gather_limited, list_or_empty, modified_or_none, read_link,
+    digest_tree,
+    gather_limited,
+    list_or_empty,
+    modified_or_none,
+    read_link,
 )
 
 
@@ -39,19 +43,22 @@ def is_digest_reference(reference):
 
 @implementer(IManifestStore)
 class ManifestStore:
-    """The manifest revisions and referrers index of repository C{name}."""
+    """The manifest revisions and referrers index of repository ``name``."""
 
-    def __init__(self, name, driver, blobs, linked_blobs, tags, vacuum, guard, cache, settings):
+    def __init__(self, name, driver, blobs, linked_blobs, tags, vacuum, guard, cache, settings,
+                 tag_cache=None):
         """
-        @param blobs: the global L{registryd.storage.blobs.BlobStore}
+        :param blobs: the global :class:`registryd.storage.blobs.BlobStore`
             (manifest bytes are blobs).
-        @param linked_blobs: this repository's blobs (what a pushed
+        :param linked_blobs: this repository's blobs (what a pushed
             manifest must reference).
-        @param tags: this repository's L{registryd.storage.tags.TagStore}.
-        @param cache: parsed manifests by digest
-            (L{registryd.storage.cache.ContentCache}).
-        @param settings: the registry's switches (delete_enabled,
+        :param tags: this repository's :class:`registryd.storage.tags.TagStore`.
+        :param cache: parsed manifests by digest
+            (:class:`registryd.storage.cache.ContentCache`).
+        :param settings: the registry's switches (delete_enabled,
             manifest_url_policy), read when used.
+        :param tag_cache: what tags resolved to, revalidated by a stat of
+            the tag's link (:class:`registryd.storage.cache.TagCache`), or None.
         """
         self.name = name
         self._driver = driver
@@ -62,6 +69,7 @@ class ManifestStore:
         self._guard = guard
         self._cache = cache
         self._settings = settings
+        self._tag_cache = tag_cache
 
     async def has(self, digest):
         return await read_link(self._driver, paths.manifest_revision_link(self.name, digest)) == digest
@@ -75,16 +83,42 @@ class ManifestStore:
                 raise errors.ManifestUnknown(detail={"digest": str(digest)})
             return digest
         check_tag(reference)
-        digest = await self._tags.get(reference)
-        if digest is None or not await self.has(digest):
+        digest = await self._resolve_tag(reference)
+        if digest is None:
             raise errors.ManifestUnknown(detail={"tag": reference})
+        return digest
+
+    async def _resolve_tag(self, tag):
+        """The digest ``tag`` names, if its revision is linked; else None.
+
+        With a tag cache, one stat of the tag's link tells whether what it
+        resolved to before still holds (the link unchanged; a revision a
+        tag names is only removed after the tag, as every delete and GC
+        does), instead of reading the link and the revision's link."""
+        cache = self._tag_cache
+        if cache is None:
+            digest = await self._tags.get(tag)
+            return digest if digest is not None and await self.has(digest) else None
+        validator = await self._tags.validator(tag)
+        if validator is None:
+            cache.invalidate(self.name, tag)
+            return None
+        digest = cache.get(self.name, tag, validator)
+        if digest is not None:
+            return digest
+        digest = await self._tags.get(tag)
+        if digest is None or not await self.has(digest):
+            return None
+        # Read after the stat: if the tag moved in between, the validator
+        # is older than what was read and the next stat misses.
+        cache.put(self.name, tag, validator, digest)
         return digest
 
     @translate_storage_errors
     async def get(self, reference, accept=None):
-        """The StoredManifest C{reference} names; MANIFEST_UNKNOWN if none.
-        (C{accept}, the client's Accept header, is for a store that fetches
-        from elsewhere, L{registryd.proxy}; stored bytes are served as they are.)"""
+        """The StoredManifest ``reference`` names; MANIFEST_UNKNOWN if none.
+        (``accept``, the client's Accept header, is for a store that fetches
+        from elsewhere, :mod:`registryd.proxy`; stored bytes are served as they are.)"""
         digest = await self.resolve(reference)
         # The bytes under a digest never change: once storage confirmed the
         # manifest is in this repository (resolve), a parsed copy will do.
@@ -105,10 +139,10 @@ class ManifestStore:
                   allow_missing_blobs=False, verify=True):
         """Validate, verify and store a manifest; tag it.  Returns StoredManifest.
 
-        C{allow_sparse} and C{allow_missing_blobs}: see
-        L{registryd.manifests.verify.verify_references}.
+        ``allow_sparse`` and ``allow_missing_blobs``: see
+        :func:`registryd.manifests.verify.verify_references`.
 
-        C{verify=False} skips the check that referenced blobs and manifests
+        ``verify=False`` skips the check that referenced blobs and manifests
         exist: a pull-through cache (registryd.proxy) stores a manifest
         before any of its blobs, which it fetches when they are asked for."""
         tags = list(tags)
@@ -154,7 +188,7 @@ class ManifestStore:
     async def delete(self, reference, removed_tags=None):
         """Delete by digest (the revision, its tags, its referrer entry) or,
         for a tag reference, only the tag.  The tags deleted along with a
-        digest are appended to the list C{removed_tags}, if given (their
+        digest are appended to the list ``removed_tags``, if given (their
         delete notifications)."""
         if not self._settings.delete_enabled:
             raise errors.Unsupported("deletes are disabled (storage.delete.enabled is false)")
@@ -169,10 +203,10 @@ class ManifestStore:
         return stored.digest
 
     async def remove(self, digest, subject=None, removed_tags=None):
-        """Remove revision C{digest}, the tags that point at it, and its
-        entry in the referrers index of C{subject} (the manifest's subject
+        """Remove revision ``digest``, the tags that point at it, and its
+        entry in the referrers index of ``subject`` (the manifest's subject
         descriptor, if it has one); whether the revision was there.  No
-        check of storage.delete: for L{delete} and the registry's own
+        check of storage.delete: for ``delete`` and the registry's own
         housekeeping (the pull-through cache's expiry)."""
         for tag in await self._tags.enumerate():
             if await self._tags.get(tag) == digest:
@@ -199,11 +233,11 @@ class ManifestStore:
         return sorted(found, key=str)
 
     async def revision_modified(self, digest):
-        """When revision C{digest} was linked (GC's grace period), or None."""
+        """When revision ``digest`` was linked (GC's grace period), or None."""
         return await modified_or_none(self._driver, paths.manifest_revision_link(self.name, digest))
 
     async def content(self, digest):
-        """The stored bytes of revision C{digest}, unparsed (GC and the
+        """The stored bytes of revision ``digest``, unparsed (GC and the
         referrers rebuild read them leniently); None when they are missing."""
         try:
             return await self._blobs.get(digest)
@@ -219,7 +253,7 @@ class ManifestStore:
 
     @translate_storage_errors
     async def add_referrer(self, subject, referrer):
-        """Record C{referrer} in the referrers index of C{subject}."""
+        """Record ``referrer`` in the referrers index of ``subject``."""
         await self._driver.put_content(
             paths.referrer_link(self.name, subject, referrer), str(referrer).encode("ascii")
         )
@@ -234,12 +268,12 @@ class ManifestStore:
         return found
 
     async def referrers_of(self, subject):
-        """Digests in the referrers index of C{subject}."""
+        """Digests in the referrers index of ``subject``."""
         return await digest_tree(self._driver, paths.referrers(self.name, subject))
 
     @translate_storage_errors
     async def referrers(self, subject, artifact_type=None):
-        """Descriptors of the manifests whose subject is C{subject}."""
+        """Descriptors of the manifests whose subject is ``subject``."""
         found = await self.referrers_of(subject)
 
         async def describe(digest):

@@ -100,7 +100,9 @@ class _NodesCollecting:
                 await shared.add_member("guard:collections", run, COLLECTION_TTL)
                 self.run = run
                 for entry in await shared.members("guard:held"):
-                    await shared.add_member(f"guard:touched:{run}", entry.split(" ")[0], COLLECTION_TTL)
+                    await shared.add_member(
+                        f"guard:touched:{run}", entry.split(" ")[0], COLLECTION_TTL
+                    )
             except SharedStateUnavailable:
                 pass  # in_use then says "in use" for everything: nothing is deleted
             self._guard._runs.append(self)
@@ -121,8 +123,8 @@ class _NodesCollecting:
 
 
 class NodesGuard:
-    """The registry's push guard: L{PushGuard} in this process, plus the
-    same across nodes through C{shared_state} when it is shared."""
+    """The registry's push guard: :class:`PushGuard` in this process, plus the
+    same across nodes through ``shared_state`` when it is shared."""
 
     #: longest pause between two looks at a deletion another node runs
     longest_retry = 0.5
@@ -135,7 +137,7 @@ class NodesGuard:
         self._claims = {}  # digest -> token of our guard:deleting lease
 
     def using(self, digests):
-        """``async with guard.using(digests):`` hold C{digests} on every node."""
+        """``async with guard.using(digests):`` hold ``digests`` on every node."""
         return _NodesHolding(self, digests)
 
     def collecting(self):
@@ -160,8 +162,8 @@ class NodesGuard:
         return False
 
     async def begin_delete(self, digest, aliases=()):
-        """Claim C{digest} for deletion unless it or one of C{aliases} is
-        in use on any node; True if claimed (then call L{end_delete})."""
+        """Claim ``digest`` for deletion unless it or one of ``aliases`` is
+        in use on any node; True if claimed (then call ``end_delete``)."""
         if not self.local.begin_delete(digest, aliases):
             return False
         if self.shared is None:

@@ -3,9 +3,9 @@
 This layer (the ``registryd.storage`` package) alone knows Distribution's
 layout (``registryd.storage._paths``) and translates storage errors into
 registry errors; it knows nothing of HTTP.  As in Distribution
-(``registry.go``), a L{Registry} has the global C{blobs}, enumerators of
-its repositories, and the C{vacuum} that every removal goes through; a
-L{Repository} has C{blobs}, C{manifests}, C{tags} and C{uploads}.  Garbage
+(``registry.go``), a :class:`Registry` has the global ``blobs``, enumerators of
+its repositories, and the ``vacuum`` that every removal goes through; a
+:class:`Repository` has ``blobs``, ``manifests``, ``tags`` and ``uploads``.  Garbage
 collection, maintenance, the referrers rebuild, the pull-through cache and
 the HTTP handlers all work through these.
 All authoritative state is in the driver, so several registryd processes
@@ -22,11 +22,11 @@ from registryd.interfaces import IRepository
 from registryd.names import check_repository_name, is_name_component
 from registryd.storage import _paths as paths
 from registryd.storage.blobs import BlobInfo, BlobStore, LinkedBlobStore
-from registryd.storage.cache import ContentCache
+from registryd.storage.cache import ContentCache, TagCache
 from registryd.storage.errors import translate_storage_errors
 from registryd.storage.fetch_records import FetchRecords
-from registryd.storage.nodes_guard import NodesGuard
 from registryd.storage.manifest_store import ManifestStore
+from registryd.storage.nodes_guard import NodesGuard
 from registryd.storage.tags import TagStore
 from registryd.storage.uploads import HashStates, UploadContext, UploadLocks, UploadStore
 from registryd.storage.vacuum import Vacuum
@@ -43,7 +43,7 @@ class Registry:
     def __init__(self, driver, delete_enabled=False, accept_sparse_manifests=False,
                  read_only=False, redirect=False, manifest_url_policy=None,
                  redirect_base_url=None, accept_sparse_images=False, shared_state=None):
-        """C{shared_state}: the ISharedState of the nodes serving C{driver}
+        """``shared_state``: the ISharedState of the nodes serving ``driver``
         (registryd.shared); upload locks and the push guard span the nodes
         through it."""
         self.driver = driver
@@ -63,7 +63,7 @@ class Registry:
         #: validation.manifests.urls (registryd.manifests.verify.URLPolicy):
         #: which URLs non-distributable layers may carry; None: any
         self.manifest_url_policy = manifest_url_policy
-        #: callables told C{(read_only)} whenever it changes (worker mode
+        #: callables told ``(read_only)`` whenever it changes (worker mode
         #: passes the switch on to the other processes)
         self.read_only_observers = []
         self._read_only = bool(read_only)
@@ -73,6 +73,9 @@ class Registry:
         self.guard = NodesGuard(shared_state)
         #: parsed manifests by digest (immutable content; registryd.storage.cache)
         self.manifest_cache = ContentCache()
+        #: what tags resolved to, revalidated by a stat on every use
+        #: (registryd.storage.cache)
+        self.tag_cache = TagCache()
         #: the registry-wide blob store (content by digest)
         self.blobs = BlobStore(driver)
         #: the one way anything is removed from storage
@@ -83,7 +86,7 @@ class Registry:
     @property
     def read_only(self):
         """storage.maintenance.readonly: the HTTP API refuses every write
-        (registryd.app); the manhole can flip it while running."""
+        (registryd.http.app); the manhole can flip it while running."""
         return self._read_only
 
     @read_only.setter
@@ -108,11 +111,11 @@ class Registry:
         )
 
     def repository(self, name):
-        """The repository C{name} (validated); it need not exist yet."""
+        """The repository ``name`` (validated); it need not exist yet."""
         return Repository(self, check_repository_name(name))
 
     def stored_repository(self, name):
-        """The repository C{name} as found by an enumerator (L{repositories}
+        """The repository ``name`` as found by an enumerator (``repositories``
         and its kin), not validated again: storage may hold names that
         registryd's rules refuse (another registry wrote them), and
         housekeeping must still reach them."""
@@ -140,7 +143,7 @@ class Registry:
     @translate_storage_errors
     async def _repositories(self, markers):
         """Names of all repositories, sorted: directories under
-        ``repositories/`` with one of C{markers} as a child, found recursively
+        ``repositories/`` with one of ``markers`` as a child, found recursively
         since names nest; directories starting with ``_`` are never names."""
         found = []
         # Breadth first, each level's directories listed in one driver
@@ -163,18 +166,18 @@ class Registry:
 
     @translate_storage_errors
     async def repository_page(self, last=None, limit=None, include=None, markers=("_manifests",)):
-        """One page of the catalog: C{(names, more)}, the first C{limit}
-        repository names after C{last} (all if C{limit} is None) for which
-        C{include(name)} is true, sorted, and whether more follow.
+        """One page of the catalog: ``(names, more)``, the first ``limit``
+        repository names after ``last`` (all if ``limit`` is None) for which
+        ``include(name)`` is true, sorted, and whether more follow.
 
         A client pages through a large catalog with ``n`` and ``last``; a
         walk of the whole tree per page would make listing N repositories
         cost N / n walks.  This walk visits directories in the order of
         their names (a heap), skips subtrees that sort entirely before
-        C{last}, and stops once nothing left to visit can sort before the
-        names it has: a page costs about C{limit} directory listings.
+        ``last``, and stops once nothing left to visit can sort before the
+        names it has: a page costs about ``limit`` directory listings.
         (A depth-first walk would not do: ``a/b`` sorts after ``a-b``.)
-        Listings go to the driver in batches, as in L{repositories}.
+        Listings go to the driver in batches, as in ``repositories``.
         """
         heap = [("", paths.repositories())]
         found = []
@@ -209,7 +212,7 @@ class Registry:
 
     @translate_storage_errors
     async def find_readable_repository_with_blob(self, digest, may_read=lambda name: True):
-        """A repository the caller may read that links C{digest}, or None."""
+        """A repository the caller may read that links ``digest``, or None."""
         for name in await self._repositories(("_layers",)):
             if not may_read(name):
                 continue
@@ -220,7 +223,7 @@ class Registry:
 
 @implementer(IRepository)
 class Repository:
-    """One repository: its C{blobs}, C{manifests}, C{tags} and C{uploads}
+    """One repository: its ``blobs``, ``manifests``, ``tags`` and ``uploads``
     (Distribution's ``Repository``), each made here with the collaborators
     it needs from the registry."""
 
@@ -231,10 +234,10 @@ class Repository:
         self.blobs = LinkedBlobStore(
             name, driver, registry.blobs, vacuum, registry.guard, registry.repository, registry,
         )
-        self.tags = TagStore(name, driver, vacuum)
+        self.tags = TagStore(name, driver, vacuum, registry.tag_cache)
         self.manifests = ManifestStore(
             name, driver, registry.blobs, self.blobs, self.tags, vacuum, registry.guard,
-            registry.manifest_cache, registry,
+            registry.manifest_cache, registry, tag_cache=registry.tag_cache,
         )
         self.uploads = UploadStore(UploadContext(
             name, driver, registry.blobs, self.blobs, vacuum, registry.guard,

@@ -20,8 +20,14 @@ import pytest
 
 from tests.e2e import tools
 from tests.e2e.tools import (
-    DOCKER_SCHEMA2, OCI_MANIFEST, get_manifest, http_request, make_image, push_image,
-    put_manifest, sha256_digest,
+    DOCKER_SCHEMA2,
+    OCI_MANIFEST,
+    get_manifest,
+    http_request,
+    make_image,
+    push_image,
+    put_manifest,
+    sha256_digest,
 )
 
 pytestmark = pytest.mark.e2e

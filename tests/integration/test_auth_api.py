@@ -56,13 +56,13 @@ async def serve(tmp_path, auth=None, tls=None, listen="tcp:0:interface=127.0.0.1
     loopback port, built the way RegistryService builds it."""
     from twisted.internet import endpoints, reactor
 
-    from registryd import tls as tlsmodule
-    from registryd.app import RegistryApp
     from registryd.auth import create
     from registryd.config import parse_config
+    from registryd.http import tls as tlsmodule
+    from registryd.http.app import RegistryApp
+    from registryd.http.web import StreamingSite
     from registryd.storage.drivers.filesystem import FilesystemDriver
     from registryd.storage.registry import Registry
-    from registryd.web import StreamingSite
 
     root = tmp_path / "registry-data"
     document = {"version": 0.1, "storage": {"filesystem": {"rootdirectory": str(root)},
@@ -73,8 +73,8 @@ async def serve(tmp_path, auth=None, tls=None, listen="tcp:0:interface=127.0.0.1
         document["http"] = {"tls": tls}
     config = parse_config(yaml.safe_load(yaml.safe_dump(document)))
     registry = Registry(FilesystemDriver(str(root)), delete_enabled=True)
-    app = RegistryApp(registry)
-    app.authorizer, app.token_issuer = create(config)
+    authorizer, token_issuer = create(config)
+    app = RegistryApp(registry, authorizer=authorizer, token_issuer=token_issuer)
     site = StreamingSite(app.resource())
     plain, options = tlsmodule.listener(listen, config.http.tls)
     port = await endpoints.serverFromString(reactor, plain).listen(tlsmodule.wrap(site, options))
@@ -356,17 +356,23 @@ async def test_htpasswd_changes_apply_without_restart(basic_registry, tmp_path):
 # --- the built-in token server ----------------------------------------------------
 
 
-@pytest_twisted.async_yield_fixture
-async def token_registry(tmp_path):
+def token_server_auth(tmp_path):
+    """An auth section making registryd the token server of the HTPASSWD
+    users under ACCESS (files written in C{tmp_path})."""
     path = tmp_path / "htpasswd"
     path.write_text(HTPASSWD)
     key_path = certs.write(tmp_path, "token.key", certs.key_pem(certs.new_key()))
-    running = await serve(tmp_path, auth={
+    return {
         "htpasswd": {"realm": "registryd test", "path": str(path)},
         "token": {"service": "registry.test", "issuer": "registryd-test"},
         "tokenserver": {"key": key_path},
         "access": ACCESS,
-    })
+    }
+
+
+@pytest_twisted.async_yield_fixture
+async def token_registry(tmp_path):
+    running = await serve(tmp_path, auth=token_server_auth(tmp_path))
     yield running
     await stop(running)
 
@@ -677,9 +683,10 @@ async def test_tls_listener_with_http_tls(tmp_path):
         assert status == 200 and body == data
         from OpenSSL import SSL
 
-        # Only TLS 1.2 and later are offered.
-        from registryd.tls import http_tls_options
         from registryd.config import TLSConfig
+
+        # Only TLS 1.2 and later are offered.
+        from registryd.http.tls import http_tls_options
 
         context = http_tls_options(TLSConfig(certificate=certificate, key=key)).getContext()
         options = context.set_options(0)  # returns the options in force
@@ -725,7 +732,7 @@ async def test_tls_cipher_suites(tmp_path):
 
 def test_unavailable_cipher_suites_are_a_configuration_error(tmp_path):
     from registryd.config import ConfigError, TLSConfig
-    from registryd.tls import http_tls_options
+    from registryd.http.tls import http_tls_options
 
     certificate, key = certs.server_files(tmp_path, certs.CA())
     with pytest.raises(ConfigError) as info:
@@ -777,7 +784,7 @@ async def test_ssl_endpoint_strings(tmp_path):
     from twisted.internet.threads import deferToThread
 
     from registryd.config import ConfigError
-    from registryd.tls import listener
+    from registryd.http.tls import listener
 
     ca = certs.CA()
     certificate, key = certs.server_files(tmp_path, ca)

@@ -14,7 +14,7 @@ import pytest_twisted
 import treq
 from twisted.logger import globalLogPublisher
 
-from registryd import metrics
+from registryd.ops import metrics
 from tests.integration.test_manifests_api import push_blob
 from tests.service_support import start_service, wait_for
 from tests.support import sha256
@@ -293,7 +293,7 @@ async def test_metrics_count_requests_bytes_and_storage_by_route(running):
 
 @pytest_twisted.ensureDeferred
 async def test_uploads_in_progress_while_a_body_streams(running):
-    from twisted.internet import reactor, protocol, endpoints
+    from twisted.internet import endpoints, protocol, reactor
 
     response = await running.client.post(running.v2("metrics/up/blobs/uploads/"))
     assert response.code == 202
@@ -417,7 +417,7 @@ async def test_reload_applies_headers_and_level_and_names_what_needs_a_restart(r
     assert restart == ["storage.filesystem"]  # the key as written, not the attribute
     _, headers, _ = await get(running.v2(""))
     assert headers.getRawHeaders("x-reloaded") == ["reloaded"]
-    assert running.service._log_filter.level.name == "error"
+    assert running.service.operations.log_filter.level.name == "error"
     assert running.service.config.log.level == "error"
     # the storage did not move
     assert running.service.config.storage.parameters["rootdirectory"] == str(tmp_path / "registry-data")
@@ -466,7 +466,7 @@ async def test_reload_hooks_for_worker_processes(running):
     seen = []
     operations = running.service.operations
     operations.config_filter = lambda config: attr.evolve(config, http=attr.evolve(config.http, debug=None))
-    operations.reloaded.append(seen.append)
+    operations.on_reload(seen.append)
     with open(running.config_path, "a") as stream:
         stream.write("log:\n  level: warn\n")
     # http.debug is in the file but filtered out: applied as "removed"

@@ -53,10 +53,15 @@ async def nodes(tmp_path, redis_server):
         for label in "ab":
             directory = tmp_path / label
             directory.mkdir()
-            started.append(await start_service(
-                directory, NODE, root=str(tmp_path / "registry-data"), htpasswd=str(htpasswd),
-                redis=redis_server.addr,
-            ))
+            started.append(
+                await start_service(
+                    directory,
+                    NODE,
+                    root=str(tmp_path / "registry-data"),
+                    htpasswd=str(htpasswd),
+                    redis=redis_server.addr,
+                )
+            )
         yield started
     finally:
         for node in started:
@@ -82,7 +87,9 @@ async def test_guesses_spread_over_nodes_are_braked_as_on_one(nodes):
         code, headers, body = await get(node, node.v2(""), basic("alice", f"guess{attempt}"))
         if code == 429:
             [error] = json.loads(body)["errors"]
-            assert error["code"] == "TOOMANYREQUESTS" and "too many failed logins" in error["message"]
+            assert (
+                error["code"] == "TOOMANYREQUESTS" and "too many failed logins" in error["message"]
+            )
             assert int(headers.getRawHeaders("Retry-After")[0]) >= 1
             break
         assert code == 401, body
@@ -200,14 +207,19 @@ async def test_patches_to_one_upload_on_two_nodes_are_serialised(nodes, redis_se
     upload_id = url.rsplit("/", 1)[1].split("?")[0]
     first, second = os.urandom(3 * 1024 * 1024), os.urandom(1024 * 1024)
     held = HeldBody(first)
-    patch_a = a.client.patch(url, headers={**auth, "Content-Type": "application/octet-stream"}, data=held)
+    patch_a = a.client.patch(
+        url, headers={**auth, "Content-Type": "application/octet-stream"}, data=held
+    )
     await held.first_sent
-    await until(lambda: redis_server.command("EXISTS", f"registryd:upload:{upload_id}") == b":1",
-                "A holds the upload's lease")
+    await until(
+        lambda: redis_server.command("EXISTS", f"registryd:upload:{upload_id}") == b":1",
+        "A holds the upload's lease",
+    )
     tries = set_calls(redis_server)
-    url_b = b.url + url[len(a.url):]
-    patch_b = b.client.patch(url_b, headers={**auth, "Content-Type": "application/octet-stream"},
-                             data=second)
+    url_b = b.url + url[len(a.url) :]
+    patch_b = b.client.patch(
+        url_b, headers={**auth, "Content-Type": "application/octet-stream"}, data=second
+    )
     answered_b = []
     patch_b.addBoth(lambda result: answered_b.append(True) or result)
     await until(lambda: set_calls(redis_server) >= tries + 2, "B tries for the lease and waits")
@@ -220,7 +232,9 @@ async def test_patches_to_one_upload_on_two_nodes_are_serialised(nodes, redis_se
     assert response.code == 202, await response.content()
     assert response.headers.getRawHeaders("Range") == [f"0-{len(first) + len(second) - 1}"]
     digest = "sha256:" + hashlib.sha256(first + second).hexdigest()
-    response = await b.client.put(f"{url_b}{'&' if '?' in url_b else '?'}digest={digest}", headers=auth)
+    response = await b.client.put(
+        f"{url_b}{'&' if '?' in url_b else '?'}digest={digest}", headers=auth
+    )
     assert response.code == 201, await response.content()
 
 
@@ -233,16 +247,20 @@ async def push_image_through(node, name, tag, auth):
 
     manifest, blobs = make_image()
     for digest, data in blobs.items():
-        response = await node.client.post(node.v2(f"{name}/blobs/uploads/?digest={digest}"),
-                                          headers=auth, data=data)
+        response = await node.client.post(
+            node.v2(f"{name}/blobs/uploads/?digest={digest}"), headers=auth, data=data
+        )
         assert response.code == 201, await response.content()
     await put_manifest(node, name, tag, manifest, auth)
     return manifest, blobs
 
 
 async def put_manifest(node, name, reference, manifest, auth):
-    response = await node.client.put(node.v2(f"{name}/manifests/{reference}"), data=manifest,
-                                     headers={**auth, "Content-Type": OCI_MANIFEST})
+    response = await node.client.put(
+        node.v2(f"{name}/manifests/{reference}"),
+        data=manifest,
+        headers={**auth, "Content-Type": OCI_MANIFEST},
+    )
     assert response.code == 201, await response.content()
 
 
@@ -253,7 +271,7 @@ async def test_gc_on_a_keeps_old_blobs_a_push_on_b_takes_up_between_mark_and_swe
     (a client that found them with HEAD and did not upload them).  With
     no grace period, only B's hold, seen by A through Redis, keeps A's
     sweep from deleting them under B's new manifest."""
-    from registryd.admin.gc import collect_garbage
+    from registryd.ops.gc import collect_garbage
 
     a, b = nodes
     auth = basic(*ALICE)
@@ -267,7 +285,9 @@ async def test_gc_on_a_keeps_old_blobs_a_push_on_b_takes_up_between_mark_and_swe
 
     report = await collect_garbage(a.service.registry, grace_period=0, before_sweep=b_pushes_again)
     assert report.blobs_removed == []
-    assert {blob for blob, _ in report.protected} == set(blobs) | {digest}  # the manifest is a blob too
+    assert {blob for blob, _ in report.protected} == set(blobs) | {
+        digest
+    }  # the manifest is a blob too
     for blob, data in blobs.items():
         response = await a.client.get(a.v2(f"alice/app/blobs/{blob}"), headers=auth)
         assert response.code == 200 and await response.content() == data

@@ -1,4 +1,4 @@
-"""Worker mode (registryd.workers) with the real ``twistd registryd``.
+"""Worker mode (registryd.runtime.workers) with the real ``twistd registryd``.
 
 Several processes share the listening socket and one storage root: each
 serves connections, an upload continues in whichever process a request
@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,7 +28,7 @@ def workers_of(running):
     found = []
     for child in psutil.Process(running.process.pid).children():
         try:
-            if "registryd.workers" in " ".join(child.cmdline()):
+            if "registryd.runtime.workers" in " ".join(child.cmdline()):
                 found.append(child)
         except psutil.Error:  # exited (a zombie until reaped)
             pass
@@ -60,6 +61,24 @@ def request(port, method, path, body=b"", headers=None, connection=None):
     if own:
         connection.close()
     return response, data
+
+
+def connections_to_both(running, port):
+    """Open connections (each answered once) until both the main process
+    and its worker hold some: the kernel spreads them over the processes."""
+    worker = wait_for(lambda: workers_of(running), message="a worker process")[0]
+    main = psutil.Process(running.process.pid)
+    connections = []
+
+    def both_serve():
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        response, _ = request(port, "GET", "/v2/", connection=connection)
+        assert response.status == 200
+        connections.append(connection)
+        return established(main, port) and established(worker, port)
+
+    wait_for(both_serve, timeout=60, message="connections served by both processes")
+    return connections
 
 
 class EventSink:
@@ -149,19 +168,7 @@ workers: 2
     with Running(tmp_path, "--config", config) as running:
         running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
         worker = wait_for(lambda: workers_of(running), message="a worker process")[0]
-        main = psutil.Process(running.process.pid)
-
-        # Connections opened at once are spread over both processes.
-        connections = []
-
-        def both_serve():
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            response, _ = request(port, "GET", "/v2/", connection=connection)
-            assert response.status == 200
-            connections.append(connection)
-            return established(main, port) and established(worker, port)
-
-        wait_for(both_serve, timeout=60, message="connections served by both processes")
+        connections = connections_to_both(running, port)
 
         # A chunked upload, one connection per request: the chunks land in
         # either process, and the upload continues from storage.
@@ -227,6 +234,84 @@ workers: 2
     assert status in (0, -signal.SIGTERM), running.output
     assert not replacement.is_running() or replacement.status() == psutil.STATUS_ZOMBIE
     assert not os.path.exists(metrics_directory)  # removed when the main process stops
+    assert "Traceback" not in running.output, running.output
+
+
+def uploads_in_progress(debug_port):
+    """registryd_uploads_in_progress, summed over the processes."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response, body = request(debug_port, "GET", "/metrics")
+    assert response.status == 200
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples if sample.name == "registryd_uploads_in_progress"
+    )
+
+
+def connection_to(worker, main, port, attempts=200):
+    """A socket connected to C{port} that C{worker} accepted (the kernel
+    gives each new connection to one of the processes sharing the socket:
+    open connections until one lands there)."""
+    others = []
+    try:
+        for _ in range(attempts):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            local = sock.getsockname()[1]
+
+            def accepted_by(local=local):
+                for process in (worker, main):
+                    for connection in process.net_connections("tcp"):
+                        if connection.raddr and connection.raddr.port == local:
+                            return process
+                return None
+
+            if wait_for(accepted_by, message="the connection accepted").pid == worker.pid:
+                return sock
+            others.append(sock)
+        pytest.fail(f"no connection of {attempts} reached the worker {worker.pid}")
+    finally:
+        for other in others:
+            other.close()
+
+
+def test_a_worker_lets_its_upload_in_progress_finish_on_stop(tmp_path):
+    """http.draintimeout in worker mode: on SIGTERM a worker process, too,
+    stops accepting and lets the request it is serving finish."""
+    from tests.integration.test_twistd_operations import draining_config
+    from tests.support import read_response_head
+
+    port, debug_port = free_ports(2)
+    config = draining_config(
+        tmp_path, port,
+        http=f"  debug:\n    addr: 127.0.0.1:{debug_port}\n    prometheus: {{enabled: true}}\n",
+        more="workers: 2\n",
+    )
+    with Running(tmp_path, "--config", config) as running:
+        running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
+        worker = wait_for(lambda: workers_of(running), message="a worker process")[0]
+        wait_for(lambda: request(port, "GET", "/v2/")[0].status == 200, message="serving")
+        response, _ = request(port, "POST", "/v2/drain/app/blobs/uploads/")
+        assert response.status == 202
+        location = response.getheader("Location")
+
+        busy = connection_to(worker, psutil.Process(running.process.pid), port)
+        data = os.urandom(300_000)
+        busy.sendall(
+            f"PATCH {location} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n".encode() + data[:100_000]
+        )
+        wait_for(lambda: uploads_in_progress(debug_port) == 1, message="the worker receiving the upload")
+        running.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: "letting requests finish" in running.output, message="draining")
+        busy.sendall(data[100_000:])
+        status, headers, _ = read_response_head(busy)
+        assert status == 202, status
+        assert headers["range"] == f"0-{len(data) - 1}"
+        assert headers.get("connection") == "close"
+        busy.close()
+        assert running.process.wait(timeout=60) in (0, -signal.SIGTERM), running.output
     assert "Traceback" not in running.output, running.output
 
 
@@ -311,4 +396,60 @@ workers: 2
         assert statuses_of_both_processes(replacement) == {202}
         status = running.stop()
     assert status in (0, -signal.SIGTERM), running.output
+    assert "Traceback" not in running.output, running.output
+
+
+def test_a_tag_pushed_through_one_process_is_pulled_fresh_through_the_other(tmp_path):
+    """Each process keeps what tags resolved to (registryd.storage.cache.TagCache);
+    a tag re-pointed through one process is served as it is now by the
+    other, which had the old target cached."""
+    port = free_port()
+    store = tmp_path / "store"
+    config = write_config(
+        tmp_path,
+        f"version: 0.1\nlog:\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {store}\nhttp:\n  addr: 127.0.0.1:{port}\nworkers: 2\n",
+    )
+    media_type = "application/vnd.oci.image.manifest.v1+json"
+
+    def manifest(layer):
+        blobs = []
+        for content in (b'{"architecture":"amd64","os":"linux"}', layer):
+            digest = "sha256:" + hashlib.sha256(content).hexdigest()
+            response, _ = request(port, "POST", f"/v2/app/blobs/uploads/?digest={digest}", content)
+            assert response.status == 201
+            blobs.append({"mediaType": "application/octet-stream", "digest": digest,
+                          "size": len(content)})
+        return json.dumps({"schemaVersion": 2, "mediaType": media_type, "config": blobs[0],
+                           "layers": blobs[1:]}).encode()
+
+    link = store / "docker/registry/v2/repositories/app/_manifests/tags/latest/current/link"
+    with Running(tmp_path, "--config", config) as running:
+        running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
+        worker = wait_for(lambda: workers_of(running), message="a worker process")[0]
+        main = psutil.Process(running.process.pid)
+        bodies = [manifest(os.urandom(100)), manifest(os.urandom(100))]
+        by_process = {}
+        for process, other in ((main, worker), (worker, main)):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            connection.sock = connection_to(process, other, port)
+            by_process[process.pid] = connection
+
+        def pull(process):
+            response, _ = request(port, "GET", "/v2/app/manifests/latest",
+                                  headers={"Accept": media_type}, connection=by_process[process.pid])
+            return response.status, response.getheader("Docker-Content-Digest")
+
+        for age, (pusher, puller) in enumerate([(main, worker), (worker, main), (main, worker)]):
+            body = bodies[age % 2]
+            response, _ = request(port, "PUT", "/v2/app/manifests/latest", body,
+                                  {"Content-Type": media_type}, connection=by_process[pusher.pid])
+            assert response.status == 201
+            # Aged past the cache's settled time: both processes keep it.
+            os.utime(link, (0, time.time() - 60 - age))
+            expected = (200, "sha256:" + hashlib.sha256(body).hexdigest())
+            assert pull(puller) == expected and pull(pusher) == expected
+            assert pull(puller) == expected  # from its cache
+        for connection in by_process.values():
+            connection.close()
     assert "Traceback" not in running.output, running.output

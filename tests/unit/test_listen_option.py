@@ -6,15 +6,15 @@ tests/integration/test_twistd.py show the line on a real twistd)."""
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.python import usage
 
-from registryd.tap import LISTEN_SYNTAX, Options, _listen_endpoint
+from registryd.runtime.startup import LISTEN_SYNTAX, StartupError, listen_endpoint
+from registryd.runtime.tap import Options
 
 
 def parsed_listen(*values):
-    """What postOptions makes of the --listen values (it stops at the
-    first problem, as this does)."""
-    return [_listen_endpoint(value) for value in values]
+    """What postOptions (registryd.runtime.startup.check) makes of the --listen
+    values (it stops at the first problem, as this does)."""
+    return [listen_endpoint(value) for value in values]
 
 
 @pytest.mark.parametrize("given, endpoint", [
@@ -34,7 +34,7 @@ def test_distribution_addresses_become_endpoints(given, endpoint):
 
 @pytest.mark.parametrize("given", ["5000", "127.0.0.1", "[::1]", "[example]:5000"])
 def test_an_address_without_a_usable_port_or_host_shows_the_syntax(given):
-    with pytest.raises(usage.UsageError) as info:
+    with pytest.raises(StartupError) as info:
         parsed_listen(given)
     assert str(info.value).startswith(f"--listen {given!r}: ")
     assert "\n" not in str(info.value)
@@ -57,7 +57,7 @@ def test_any_listen_value_is_an_endpoint_or_one_line(value):
     error naming the value; never another exception."""
     try:
         [endpoint] = parsed_listen(value)
-    except usage.UsageError as error:
+    except StartupError as error:
         text = str(error)
         assert text.startswith(f"--listen {value!r}: ") and "\n" not in text.replace(repr(value), "")
         return

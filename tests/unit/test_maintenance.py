@@ -6,7 +6,9 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, task
 
-from registryd.admin.maintenance import (
+from registryd.config import Config, parse_config
+from registryd.digest import Digest
+from registryd.ops.maintenance import (
     GCAlreadyRunning,
     Maintenance,
     PeriodicService,
@@ -14,8 +16,6 @@ from registryd.admin.maintenance import (
     parse_started_at,
     purge_uploads,
 )
-from registryd.config import Config, parse_config
-from registryd.digest import Digest
 from registryd.storage import _paths as paths  # to plant states another registry may leave
 from registryd.storage.drivers.memory import InMemoryDriver
 from registryd.storage.errors import PathNotFound
@@ -194,7 +194,7 @@ def test_read_only_switch(registry):
 
 @pytest_twisted.ensureDeferred
 async def test_online_runs_are_counted_in_metrics(registry):
-    from registryd import metrics
+    from registryd.ops import metrics
 
     maintenance = Maintenance(registry, Config())
     await _upload(registry, "app", "2020-01-01T00:00:00Z")

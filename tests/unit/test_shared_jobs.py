@@ -23,8 +23,10 @@ async def until(predicate, timeout=30.0):
 
 @pytest_twisted.ensureDeferred
 async def test_one_node_runs_a_due_job_and_the_others_skip_it(redis_server):
-    states = [redis_state(redis_server, dial_timeout=0.5, read_timeout=0.5, write_timeout=0.5)
-              for _ in range(3)]
+    states = [
+        redis_state(redis_server, dial_timeout=0.5, read_timeout=0.5, write_timeout=0.5)
+        for _ in range(3)
+    ]
     nodes = [JobLeases(state, reactor) for state in states]
     try:
         gate, started = defer.Deferred(), []
@@ -33,8 +35,10 @@ async def test_one_node_runs_a_due_job_and_the_others_skip_it(redis_server):
             started.append(label)
             await gate
 
-        running = [defer.ensureDeferred(node.run("garbage collection", 3600, lambda n=n: work(n)))
-                   for n, node in enumerate(nodes)]
+        running = [
+            defer.ensureDeferred(node.run("garbage collection", 3600, lambda n=n: work(n)))
+            for n, node in enumerate(nodes)
+        ]
         finished = []
         for run in running:
             run.addBoth(lambda result: finished.append(True) or result)

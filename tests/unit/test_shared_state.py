@@ -34,6 +34,7 @@ def node(request):
         def make():
             made.append(redis_state(server))
             return made[-1]
+
     yield make
     for state in made:
         state._stop_pool()
@@ -131,7 +132,12 @@ async def test_redis_gone_fails_fast_and_recovers(redis_server):
         await state.ping()
         redis_server.stop()
         started = time.monotonic()
-        for operation in (state.ping(), state.get("x"), state.acquire("l", "t", 1), state.incr("c")):
+        for operation in (
+            state.ping(),
+            state.get("x"),
+            state.acquire("l", "t", 1),
+            state.incr("c"),
+        ):
             with pytest.raises(SharedStateUnavailable):
                 await operation
         assert time.monotonic() - started < state.deadline * 4 + 5

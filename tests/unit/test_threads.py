@@ -6,7 +6,7 @@ import time
 import pytest
 import pytest_twisted
 
-from registryd.threads import BlockingExecutor, SerialWorker
+from registryd.runtime.threads import BlockingExecutor, SerialWorker
 
 
 @pytest_twisted.ensureDeferred
@@ -151,9 +151,7 @@ async def test_blocking_executor_ignores_results_of_cancelled_calls():
 
 @pytest_twisted.ensureDeferred
 async def test_blocking_executor_threads_end_when_idle():
-    from twisted.internet import task
-
-    from twisted.internet import reactor
+    from twisted.internet import reactor, task
 
     executor = BlockingExecutor(max_threads=4)
     executor.idle_timeout = 0.05

@@ -1,0 +1,226 @@
+"""Running blocking work off the reactor thread, in order.
+
+Hashing and file I/O release the GIL, so doing them in threads both keeps
+the reactor responsive and lets them use the machine's other core.
+
+A :class:`SerialWorker` runs the callables given to it one at a time, in
+submission order, in a thread pool.  Unlike ``deferToThread``, its
+bookkeeping does not depend on the Deferreds it hands out: a caller may
+cancel (klein cancels a handler's Deferred when the client disconnects) and
+the queued work still runs to completion, and :meth:`drain` still tells
+when it has.  That is what lets an interrupted upload keep every byte it
+received and close its file only after the last write finished.
+"""
+
+import queue
+import threading
+from collections import deque
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+
+def _default_reactor_and_pool():
+    from twisted.internet import reactor
+
+    return reactor, reactor.getThreadPool()
+
+
+class SerialWorker:
+    """Runs blocking callables one after another in a thread pool.
+
+    A pool thread that finds more work queued behind the item it finished
+    runs that too, up to ``burst`` items, instead of handing control back
+    to the reactor between items: a pipeline stage (the hasher or the file
+    writer of an upload) then costs the reactor one thread hand-off per
+    burst, not one per chunk, and never waits for the reactor to get round
+    to queueing its next item.  After ``burst`` items the worker goes to the
+    back of the pool's queue, so other work sharing the pool is not starved.
+    Results are delivered on the reactor thread, in order, several per
+    wake-up when they finish faster than the reactor collects them.
+    """
+
+    #: items one pool thread runs before it yields the thread
+    burst = 32
+
+    def __init__(self, reactor=None, pool=None):
+        if reactor is None or pool is None:
+            default_reactor, default_pool = _default_reactor_and_pool()
+            reactor = reactor or default_reactor
+            pool = pool or default_pool
+        self._reactor = reactor
+        self._pool = pool
+        self._lock = threading.Lock()
+        # Shared with the pool thread, under _lock:
+        self._queue = deque()  # (function, args, kwargs, result) not started
+        self._running = False  # a pool thread owns the queue
+        self._done = deque()  # (result, success, value) for the reactor
+        self._delivering = False  # a delivery to the reactor is scheduled
+        # Reactor thread only:
+        self._outstanding = 0  # submitted, result not yet delivered
+        self._idle_waiters = []
+
+    @property
+    def busy(self):
+        return self._outstanding > 0
+
+    def submit(self, function, *args, **kwargs):
+        """Queue ``function(*args, **kwargs)``; a Deferred fires with its result.
+
+        Cancelling the returned Deferred does not stop the work.
+        """
+        result = defer.Deferred()
+        self._outstanding += 1
+        with self._lock:
+            self._queue.append((function, args, kwargs, result))
+            start = not self._running
+            self._running = True
+        if start:
+            self._pool.callInThread(self._run)
+        return result
+
+    def drain(self):
+        """A Deferred that fires (with None) once nothing is queued or running."""
+        if not self.busy:
+            return defer.succeed(None)
+        waiter = defer.Deferred()
+        self._idle_waiters.append(waiter)
+        return waiter
+
+    def _run(self):
+        """In a pool thread: run queued items until none are left (or the
+        burst is used up, then queue this again behind other pool work)."""
+        for _ in range(self.burst):
+            with self._lock:
+                if not self._queue:
+                    self._running = False
+                    return
+                function, args, kwargs, result = self._queue.popleft()
+            try:
+                outcome = (result, True, function(*args, **kwargs))
+            except BaseException:
+                outcome = (result, False, Failure())
+            with self._lock:
+                self._done.append(outcome)
+                deliver = not self._delivering
+                self._delivering = True
+            if deliver:
+                self._reactor.callFromThread(self._deliver)
+        self._pool.callInThread(self._run)
+
+    def _deliver(self):
+        """On the reactor thread: fire the Deferreds of finished items."""
+        with self._lock:
+            done = list(self._done)
+            self._done.clear()
+            self._delivering = False
+        for result, success, value in done:
+            self._outstanding -= 1
+            if result.called:  # cancelled by its caller: the work ran anyway
+                continue
+            if success:
+                result.callback(value)
+            else:
+                result.errback(value)
+        if self._outstanding == 0:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+
+class BlockingExecutor:
+    """Runs short blocking calls (a stat, a small file read) in threads of
+    its own, for callers on the reactor thread.
+
+    ``deferToThread`` goes through Twisted's general thread pool, whose
+    coordination costs the reactor thread more than reading a cached
+    small file does, and a manifest GET does three such reads.  Here,
+    handing work over is one put on a C-level queue, and finished calls
+    come back in batches: one reactor wake-up for all that finished
+    meanwhile.  Threads start as work needs them, up to ``max_threads``
+    (the filesystem driver's ``maxthreads``: at most that many blocking
+    calls at once, as in Distribution), and end after ``idle_timeout``
+    seconds without work.  They are daemon threads: what runs in them must
+    leave storage consistent if the process exits midway (the filesystem
+    driver writes through a temporary file and a rename).
+    """
+
+    idle_timeout = 30.0
+
+    def __init__(self, reactor=None, max_threads=16, name="registryd-io"):
+        self._reactor = reactor
+        self.max_threads = max_threads
+        self._name = name
+        self._work = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        # Under _lock:
+        self._threads = 0  # started and not ended
+        self._idle = 0  # waiting for work and not promised a queued call
+        self._done = deque()  # (result, success, value) for the reactor
+        self._delivering = False
+
+    @property
+    def threads(self):
+        return self._threads
+
+    def _get_reactor(self):
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        return self._reactor
+
+    def run(self, function, *args):
+        """``function(*args)`` in a thread; a Deferred fires with the result
+        on the reactor thread (not at all if the caller cancelled it)."""
+        reactor = self._get_reactor()
+        result = defer.Deferred()
+        with self._lock:
+            if self._idle:
+                self._idle -= 1  # promised to a waiting thread
+                start = False
+            else:
+                start = self._threads < self.max_threads
+                self._threads += start
+        self._work.put((function, args, result))
+        if start:
+            threading.Thread(
+                target=self._loop, args=(reactor,), name=self._name, daemon=True
+            ).start()
+        return result
+
+    def _loop(self, reactor):
+        while True:
+            try:
+                function, args, result = self._work.get(timeout=self.idle_timeout)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle:  # nobody is about to put work for us
+                        self._idle -= 1
+                        self._threads -= 1
+                        return
+                continue
+            try:
+                outcome = (result, True, function(*args))
+            except BaseException:
+                outcome = (result, False, Failure())
+            with self._lock:
+                self._done.append(outcome)
+                deliver = not self._delivering
+                self._delivering = True
+                self._idle += 1
+            if deliver:
+                reactor.callFromThread(self._deliver)
+
+    def _deliver(self):
+        with self._lock:
+            done = list(self._done)
+            self._done.clear()
+            self._delivering = False
+        for result, success, value in done:
+            if result.called:  # cancelled by its caller: the call ran anyway
+                continue
+            if success:
+                result.callback(value)
+            else:
+                result.errback(value)
