@@ -26,7 +26,7 @@ import hashlib
 from twisted.logger import Logger
 
 from registryd.auth.throttle import _refusal
-from registryd.shared import SharedStateUnavailable
+from registryd.shared.errors import SharedStateUnavailable
 
 log = Logger()
 

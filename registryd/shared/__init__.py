@@ -7,10 +7,9 @@ nodes behind a load balancer keep it in one Redis
 so the features using it (the login brake, ...) are written once.
 """
 
+from registryd.shared.errors import SharedStateUnavailable
 
-class SharedStateUnavailable(Exception):
-    """Redis did not answer in time, or refused: the caller falls back to
-    what this node knows by itself (it never fails a client's request)."""
+__all__ = ["SharedStateUnavailable", "shared_state_for"]
 
 
 def shared_state_for(config, reactor=None):

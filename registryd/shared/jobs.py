@@ -17,7 +17,7 @@ import uuid
 from twisted.internet import task
 from twisted.logger import Logger
 
-from registryd.shared import SharedStateUnavailable
+from registryd.shared.errors import SharedStateUnavailable
 
 log = Logger()
 

@@ -31,7 +31,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from registryd.interfaces import ISharedState
-from registryd.shared import SharedStateUnavailable
+from registryd.shared.errors import SharedStateUnavailable
 
 log = Logger()
 

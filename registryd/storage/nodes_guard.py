@@ -31,7 +31,7 @@ import uuid
 
 from twisted.internet import task
 
-from registryd.shared import SharedStateUnavailable
+from registryd.shared.errors import SharedStateUnavailable
 from registryd.storage.guard import PushGuard
 
 #: seconds a push's hold lasts in the shared state (pushes hold for the

@@ -120,7 +120,7 @@ class UploadLocks:
     async def _acquire_shared(self, key):
         """Take the upload's lease in the shared state, waiting while
         another node holds it; returns what lets it go."""
-        from registryd.shared import SharedStateUnavailable
+        from registryd.shared.errors import SharedStateUnavailable
 
         if self._shared is None:
             return lambda: None

@@ -15,7 +15,7 @@ from twisted.internet import reactor, task
 from zope.interface.verify import verifyObject
 
 from registryd.interfaces import ISharedState
-from registryd.shared import SharedStateUnavailable
+from registryd.shared.errors import SharedStateUnavailable
 from registryd.shared.memory import MemorySharedState
 from tests.redis_server import redis_state
 
