@@ -3,7 +3,6 @@ storage root) sharing state through a real ``redis-server``: what one node
 learns, the other acts on; and when Redis goes away, both keep serving.
 """
 
-import base64
 import hashlib
 import json
 import os
@@ -14,20 +13,14 @@ from twisted.internet import defer
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
-from tests.integration.test_auth_api import ALICE, HTPASSWD
+from tests.integration.test_auth_api import ALICE, HTPASSWD, basic
+from tests.integration.test_health_metrics import BASE
 from tests.service_support import start_service
 
-NODE = """\
-version: 0.1
-storage:
-  filesystem:
-    rootdirectory: {root}
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:{port}
-  debug:
-    addr: 127.0.0.1:{debug_port}
+# a node of the health tests' configuration, with users and the shared Redis
+NODE = (
+    BASE
+    + """\
 auth:
   htpasswd:
     realm: registryd test
@@ -38,10 +31,7 @@ redis:
   readtimeout: 500ms
   writetimeout: 500ms
 """
-
-
-def basic(user, password):
-    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+)
 
 
 @pytest_twisted.async_yield_fixture
