@@ -19,7 +19,7 @@ from werkzeug.exceptions import BadHost, MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
 from registryd import errors
-from registryd.api import base, blobs, listing, manifests, referrers, token, uploads
+from registryd.api import base, blobs, listing, manifests, referrers, repository, token, uploads
 from registryd.auth.authorizers import OpenAuthorizer
 from registryd.auth.scope import DELETE, PULL, PUSH, Access
 from registryd.names import check_repository_name
@@ -213,6 +213,12 @@ class RegistryApp:
         self._prepare(request)
         await self._authorize(request, None, Access.catalog())
         return await listing.catalog(self, request)
+
+    @app.route("/v2/<path:name>/_registryd/repository", methods=["DELETE"])
+    async def delete_repository(self, request, name):
+        self._prepare(request)
+        await self._authorize(request, name, DELETE)
+        return await repository.delete_repository(self, request, name)
 
     @app.route("/v2/<path:name>/referrers/<digest>", methods=["GET"])
     async def referrers(self, request, name, digest):

@@ -56,6 +56,8 @@ registryd manhole.  Helpers (those marked * return a Deferred):
                            remove uploads started longer ago than older_than
   rebuild_referrers(repo=None, dry_run=False)*
                            rebuild the referrers index from the manifests
+  delete_repository(repo)* remove a repository's tags, manifests, blob links,
+                           referrers index and idle uploads (blobs: gc); a report
   readonly(on=None)        read-only mode: set it with True/False, show it with ()
   stats()*                 repositories, blobs, bytes, uploads, last gc and purge
   maintenance              the timers' state: last_gc, last_purge, gc_running
@@ -177,6 +179,12 @@ def make_namespace(registry, maintenance, config):
             registry, repositories=None if repo is None else [repo], dry_run=dry_run
         )
 
+    async def delete_repository(repo):
+        """Remove repository C{repo} as C{DELETE /v2/<repo>/_registryd/repository}
+        does (whatever storage.delete says: the manhole is the operator's);
+        what was removed, and what pushes meanwhile kept."""
+        return (await registry.repository(repo).remove()).to_dict()
+
     def readonly(on=None):
         """Read-only mode: readonly(True), readonly(False); readonly() shows it."""
         if on is not None:
@@ -232,6 +240,7 @@ def make_namespace(registry, maintenance, config):
         "gc": _deferred(gc),
         "purge_uploads": _deferred(purge_uploads),
         "rebuild_referrers": _deferred(rebuild_referrers),
+        "delete_repository": _deferred(delete_repository),
         "readonly": readonly,
         "stats": _deferred(stats),
         "help_registryd": help_registryd,

@@ -148,3 +148,19 @@ def proxy_record_dir(name, digest):
 
 def proxy_record(name, digest):
     return f"{proxy_record_dir(name, digest)}/fetched"
+
+
+#: The directory under a repository that holds registryd's own records
+#: (Distribution ignores ``_`` directories it does not know).
+REGISTRYD_DIR = "_registryd"
+
+
+def registryd_records(name):
+    return f"{repository(name)}/{REGISTRYD_DIR}"
+
+
+def removal_started(name):
+    """Written when a repository removal starts: its modification time,
+    in the storage's own clock and precision, tells links written since
+    (a push on another node) from those the removal is to take."""
+    return f"{registryd_records(name)}/removal-started"

@@ -18,6 +18,7 @@ import heapq
 from zope.interface import implementer
 
 from registryd import errors
+from registryd.digest import ALGORITHMS
 from registryd.interfaces import IRepository
 from registryd.names import check_repository_name, is_name_component
 from registryd.storage import _paths as paths
@@ -27,6 +28,7 @@ from registryd.storage.errors import translate_storage_errors
 from registryd.storage.fetch_records import FetchRecords
 from registryd.storage.guard import PushGuard
 from registryd.storage.manifest_store import ManifestStore
+from registryd.storage.removal import RepositoryRemoval
 from registryd.storage.tags import TagStore
 from registryd.storage.uploads import HashStates, UploadContext, UploadLocks, UploadStore
 from registryd.storage.vacuum import Vacuum
@@ -131,8 +133,30 @@ class Registry:
 
     async def repositories(self):
         """Names of the repositories with manifests, sorted (what the
-        catalog counts, as Distribution does)."""
-        return await self._repositories(("_manifests",))
+        catalog lists: see L{_with_revisions})."""
+        return await self._with_revisions(await self._repositories(("_manifests",)))
+
+    async def _with_revisions(self, names):
+        """Those of C{names} that hold a manifest revision, in one batch of
+        listings (two per name, one per digest algorithm).
+
+        Deleting a repository, or its last manifest, leaves empty
+        directories behind on a filesystem (removing them could race a
+        push writing into them): such a repository is gone for clients,
+        and must not stay in the catalog.  A revision directory
+        Distribution's delete left without its link still counts, as it
+        does for Distribution."""
+        names = list(names)
+        algorithms = sorted(ALGORITHMS)
+        listings = await self.driver.list_many([
+            f"{paths.manifest_revisions(name)}/{algorithm}"
+            for name in names for algorithm in algorithms
+        ])
+        per_name = len(algorithms)
+        return [
+            name for index, name in enumerate(names)
+            if any(listings[index * per_name:(index + 1) * per_name])
+        ]
 
     @translate_storage_errors
     async def _repositories(self, markers):
@@ -162,7 +186,9 @@ class Registry:
     async def repository_page(self, last=None, limit=None, include=None, markers=("_manifests",)):
         """One page of the catalog: C{(names, more)}, the first C{limit}
         repository names after C{last} (all if C{limit} is None) for which
-        C{include(name)} is true, sorted, and whether more follow.
+        C{include(name)} is true, sorted, and whether more follow.  Found by
+        ``_manifests`` (the default C{markers}), only repositories holding a
+        manifest revision count (L{_with_revisions}).
 
         A client pages through a large catalog with ``n`` and ``last``; a
         walk of the whole tree per page would make listing N repositories
@@ -186,12 +212,13 @@ class Registry:
                 size = max(limit + 1 - len(found), _PAGE_BATCH)
             batch = [heapq.heappop(heap) for _ in range(min(size, len(heap)))]
             listings = await self.driver.list_many([path for _, path in batch])
+            candidates = []
             for (prefix, path), children in zip(batch, listings):
                 children = children or []
                 if (prefix and (last is None or prefix > last)
                         and any(marker in children for marker in markers)
                         and (include is None or include(prefix))):
-                    found.append(prefix)
+                    candidates.append(prefix)
                 for child in children:
                     if child.endswith(".tmp") or not is_name_component(child):
                         continue  # _manifests, a driver's temporary, a stray name
@@ -199,6 +226,9 @@ class Registry:
                     if last is not None and name < last and not last.startswith(name):
                         continue  # it and all below it sort before last
                     heapq.heappush(heap, (name, f"{path}/{child}"))
+            if candidates and "_manifests" in markers:
+                candidates = await self._with_revisions(candidates)
+            found.extend(candidates)
         found.sort()
         if limit is None:
             return found, False
@@ -237,3 +267,12 @@ class Repository:
             name, driver, registry.blobs, self.blobs, vacuum, registry.guard,
             registry.hash_states, registry.upload_lock,
         ))
+        self._removal = RepositoryRemoval(self, driver, vacuum, registry.guard)
+
+    @translate_storage_errors
+    async def remove(self):
+        """Remove the repository's tags, manifests, blob links, referrers
+        index and idle uploads, leaving what pushes write meanwhile
+        (L{registryd.storage.removal}); a RemovalReport.  No policy
+        checks: storage.delete and protected tags are the callers'."""
+        return await self._removal.run()

@@ -75,3 +75,8 @@ class Vacuum:
     async def remove_fetch_record(self, name, digest):
         """The pull-through cache's record of fetching manifest C{digest}."""
         return await self._delete(paths.proxy_record_dir(name, digest))
+
+    async def remove_removal_marker(self, name):
+        """The marker a repository removal writes as it starts
+        (registryd.storage.removal)."""
+        return await self._delete(paths.removal_started(name))

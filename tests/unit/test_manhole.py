@@ -81,6 +81,10 @@ async def test_run_source_prints_values_awaits_deferreds_and_reports_errors():
     assert status == 1 and "SyntaxError" in err
 
 
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+INDEX = b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}'
+
+
 @pytest_twisted.ensureDeferred
 async def test_namespace_helpers():
     registry = Registry(InMemoryDriver())
@@ -100,6 +104,11 @@ async def test_namespace_helpers():
     assert await namespace["uploads"]() == []
     rebuilt = await namespace["rebuild_referrers"]()
     assert rebuilt.repositories == 0 and not rebuilt.dry_run
+    await registry.repository("team/app").manifests.put("v1", INDEX, OCI_INDEX)
+    assert await namespace["repos"]() == ["team/app"]
+    removed = await namespace["delete_repository"]("team/app")
+    assert removed["tags"] == ["v1"] and len(removed["manifests"]) == 1 and removed["kept"] == []
+    assert await namespace["repos"]() == []
     out, _, status = await run_source("help_registryd()", namespace)
     assert status == 0 and out == HELP
     out, _, status = await run_source("exit()", namespace)
