@@ -10,7 +10,13 @@ import pytest_twisted
 from twisted.internet.threads import deferToThread
 
 from tests.integration.test_manifests_api import (
-    EMPTY_CONFIG, OCI_MANIFEST, error_codes, header, push_blob, push_image, put_manifest,
+    EMPTY_CONFIG,
+    OCI_MANIFEST,
+    error_codes,
+    header,
+    push_blob,
+    push_image,
+    put_manifest,
 )
 from tests.service_support import wait_for
 from tests.support import sha256, start_registry
@@ -77,8 +83,9 @@ async def test_delete_repository_removes_tags_manifests_links_referrers_and_uplo
 
 @pytest_twisted.ensureDeferred
 async def test_delete_repository_refused_when_deletes_are_disabled(tmp_path):
-    from tests.support import make_client
     from twisted.internet import reactor
+
+    from tests.support import make_client
 
     registry, port = await start_registry(tmp_path / "root", delete_enabled=False)
     client, pool = make_client(reactor)
