@@ -424,6 +424,8 @@ class Config:
     listing = attr.ib(factory=lambda: ListingConfig())
     #: A ProxyConfig when registryd is a pull-through cache, else None.
     proxy = attr.ib(default=None)
+    #: registryd.lifecycle.config.LifecycleConfig: immutable tags
+    lifecycle = attr.ib(factory=lambda: _lifecycle_config())
 
     def with_listen(self, endpoints):
         """This configuration listening on C{endpoints} instead (``--listen``)."""
@@ -707,6 +709,7 @@ def parse_config(mapping):
         "catalog": keep("max_catalog_entries", _single_limit("maxentries")),
         "tags": keep("max_tags", _single_limit("maxtags")),
         "proxy": keep("proxy", _parse_proxy),
+        "lifecycle": keep("lifecycle", _parse_lifecycle),
         "middleware": keep("redirect_base_url", _parse_middleware),
         # Distribution's Redis connection serves only its blob descriptor
         # cache (storage.cache, accepted likewise): an internal registryd's
@@ -730,7 +733,22 @@ def parse_config(mapping):
         gc=found.get("gc", GCConfig()), manhole=found.get("manhole"),
         auth=found.get("auth"), workers=found.get("workers", 1), proxy=found.get("proxy"),
         listing=ListingConfig(found.get("max_catalog_entries"), found.get("max_tags")),
+        lifecycle=found.get("lifecycle") or _lifecycle_config(),
     )
+
+
+def _lifecycle_config():
+    from registryd.lifecycle.config import LifecycleConfig
+
+    return LifecycleConfig()
+
+
+def _parse_lifecycle(value, path):
+    import sys
+
+    from registryd.lifecycle.config import parse_lifecycle
+
+    return parse_lifecycle(value, path, sys.modules[__name__])
 
 
 def _parse_auth(value, path):

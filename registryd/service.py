@@ -167,6 +167,7 @@ class RegistryService(MultiService):
             read_only=config.storage.maintenance.read_only,
             redirect=config.storage.redirect,
             redirect_base_url=config.storage.redirect_base_url,
+            immutable_tags=config.lifecycle.immutable,
         )
         #: what the HTTP API serves: the registry, or the pull-through
         #: cache around it (registryd.proxy), chosen here once

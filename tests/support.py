@@ -4,6 +4,7 @@ Nothing here imports the reactor at module level: pytest-twisted installs
 its reactor in pytest_configure, after conftest modules are imported.
 """
 
+import contextlib
 import hashlib
 import os
 
@@ -34,7 +35,7 @@ def make_client(reactor):
 
 
 async def start_registry(root, delete_enabled=True, host=None, headers=None, accept_sparse=False,
-                         accept_sparse_images=False, driver=None):
+                         accept_sparse_images=False, driver=None, immutable_tags=None):
     """Serve a filesystem registry at C{root} on 127.0.0.1:<free port>
     (or on C{driver}, when given: a wrapped or instrumented one)."""
     from twisted.internet import reactor
@@ -47,28 +48,39 @@ async def start_registry(root, delete_enabled=True, host=None, headers=None, acc
     registry = Registry(
         driver or FilesystemDriver(str(root)), delete_enabled=delete_enabled,
         accept_sparse_manifests=accept_sparse, accept_sparse_images=accept_sparse_images,
+        immutable_tags=immutable_tags,
     )
     site = StreamingSite(RegistryApp(registry, host=host, headers=headers).resource())
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
     return registry, port
 
 
-@pytest_twisted.async_yield_fixture
-async def server(tmp_path):
-    """A filesystem registry (deletes enabled) on a loopback port, with a
-    treq client whose connections are closed afterwards."""
+@contextlib.asynccontextmanager
+async def serving(tmp_path, **options):
+    """A filesystem registry on a loopback port (L{start_registry}'s
+    C{options}), with a treq client whose connections are closed afterwards."""
     from twisted.internet import reactor
 
     root = tmp_path / "registry-data"
-    registry, port = await start_registry(root)
+    registry, port = await start_registry(root, **options)
     client, pool = make_client(reactor)
     running = RunningRegistry(
         url=f"http://127.0.0.1:{port.getHost().port}",
         registry=registry, root=root, port=port, client=client,
     )
-    yield running
-    await pool.closeCachedConnections()
-    await port.stopListening()
+    try:
+        yield running
+    finally:
+        await pool.closeCachedConnections()
+        await port.stopListening()
+
+
+@pytest_twisted.async_yield_fixture
+async def server(tmp_path):
+    """A filesystem registry (deletes enabled) on a loopback port, with a
+    treq client whose connections are closed afterwards."""
+    async with serving(tmp_path) as running:
+        yield running
 
 
 def sha256(data):

@@ -56,8 +56,10 @@ registryd manhole.  Helpers (those marked * return a Deferred):
                            remove uploads started longer ago than older_than
   rebuild_referrers(repo=None, dry_run=False)*
                            rebuild the referrers index from the manifests
-  delete_repository(repo)* remove a repository's tags, manifests, blob links,
-                           referrers index and idle uploads (blobs: gc); a report
+  delete_repository(repo, force=False)*
+                           remove a repository's tags, manifests, blob links,
+                           referrers index and idle uploads (blobs: gc); a report;
+                           force=True: also when it has immutable tags
   readonly(on=None)        read-only mode: set it with True/False, show it with ()
   stats()*                 repositories, blobs, bytes, uploads, last gc and purge
   maintenance              the timers' state: last_gc, last_purge, gc_running
@@ -179,11 +181,15 @@ def make_namespace(registry, maintenance, config):
             registry, repositories=None if repo is None else [repo], dry_run=dry_run
         )
 
-    async def delete_repository(repo):
+    async def delete_repository(repo, force=False):
         """Remove repository C{repo} as C{DELETE /v2/<repo>/_registryd/repository}
-        does (whatever storage.delete says: the manhole is the operator's);
-        what was removed, and what pushes meanwhile kept."""
-        return (await registry.repository(repo).remove()).to_dict()
+        does (whatever storage.delete says: the manhole is the operator's;
+        immutable tags too with force=True); what was removed, and what
+        pushes meanwhile kept."""
+        repository = registry.repository(repo)
+        if not force:
+            await repository.check_removable()
+        return (await repository.remove()).to_dict()
 
     def readonly(on=None):
         """Read-only mode: readonly(True), readonly(False); readonly() shows it."""

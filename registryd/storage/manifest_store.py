@@ -41,7 +41,8 @@ def is_digest_reference(reference):
 class ManifestStore:
     """The manifest revisions and referrers index of repository C{name}."""
 
-    def __init__(self, name, driver, blobs, linked_blobs, tags, vacuum, guard, cache, settings):
+    def __init__(self, name, driver, blobs, linked_blobs, tags, vacuum, guard, cache, settings,
+                 immutable_tags, tag_locks):
         """
         @param blobs: the global L{registryd.storage.blobs.BlobStore}
             (manifest bytes are blobs).
@@ -52,6 +53,10 @@ class ManifestStore:
             (L{registryd.storage.cache.ContentCache}).
         @param settings: the registry's switches (delete_enabled,
             manifest_url_policy), read when used.
+        @param immutable_tags: L{registryd.lifecycle.immutable.ImmutableTags}:
+            the tags that may not move nor go once pushed.
+        @param tag_locks: keyed locks (L{registryd.storage.uploads.UploadLocks})
+            held from the check of a protected tag until it is written.
         """
         self.name = name
         self._driver = driver
@@ -62,6 +67,8 @@ class ManifestStore:
         self._guard = guard
         self._cache = cache
         self._settings = settings
+        self._immutable = immutable_tags
+        self._tag_locks = tag_locks
 
     async def has(self, digest):
         return await read_link(self._driver, paths.manifest_revision_link(self.name, digest)) == digest
@@ -131,6 +138,31 @@ class ManifestStore:
         # Held from the existence checks until written, so online GC
         # cannot sweep what this manifest is about to reference.
         in_use = [digest] + [ref.digest for ref in manifest.references]
+        protected = sorted({tag for tag in tags if self._immutable.rule_for(self.name, tag)})
+        releases = []
+        try:
+            for tag in protected:
+                releases.append(await self._tag_locks.acquire((self.name, tag)))
+            for tag in protected:
+                await self._check_tag_change(tag, digest)
+            return await self._put(digest, body, manifest, tags, in_use, verify, allow_sparse,
+                                   allow_missing_blobs)
+        finally:
+            for release in releases:
+                release()
+
+    async def _check_tag_change(self, tag, wanted):
+        """DENIED if C{tag} is protected and names a stored manifest other
+        than C{wanted} (a digest; None: the tag is to be deleted)."""
+        rule = self._immutable.rule_for(self.name, tag)
+        if rule is None:
+            return
+        current = await self._tags.get(tag)
+        if current is not None and current != wanted and await self.has(current):
+            raise self._immutable.refusal(self.name, tag, current, rule, wanted)
+
+    async def _put(self, digest, body, manifest, tags, in_use, verify, allow_sparse,
+                   allow_missing_blobs):
         async with self._guard.using(in_use):
             if verify:
                 await verify_references(
@@ -153,7 +185,8 @@ class ManifestStore:
     @translate_storage_errors
     async def delete(self, reference, removed_tags=None):
         """Delete by digest (the revision, its tags, its referrer entry) or,
-        for a tag reference, only the tag.  The tags deleted along with a
+        for a tag reference, only the tag; DENIED when that would delete an
+        immutable tag.  The tags deleted along with a
         digest are appended to the list C{removed_tags}, if given (their
         delete notifications)."""
         if not self._settings.delete_enabled:
@@ -161,9 +194,14 @@ class ManifestStore:
         if not is_digest_reference(reference):
             check_tag(reference)
             await self.resolve(reference)
+            await self._check_tag_change(reference, None)
             await self._tags.untag(reference)
             return None
         stored = await self.get(reference)
+        if self._immutable:
+            for tag in await self._tags.enumerate():
+                if await self._tags.get(tag) == stored.digest:
+                    await self._check_tag_change(tag, None)
         if not await self.remove(stored.digest, stored.manifest.subject, removed_tags):
             raise errors.ManifestUnknown(detail={"digest": str(stored.digest)})
         return stored.digest

@@ -20,6 +20,7 @@ from zope.interface import implementer
 from registryd import errors
 from registryd.digest import ALGORITHMS
 from registryd.interfaces import IRepository
+from registryd.lifecycle.immutable import ImmutableTags
 from registryd.names import check_repository_name, is_name_component
 from registryd.storage import _paths as paths
 from registryd.storage.blobs import BlobInfo, BlobStore, LinkedBlobStore
@@ -44,8 +45,14 @@ class Registry:
 
     def __init__(self, driver, delete_enabled=False, accept_sparse_manifests=False,
                  read_only=False, redirect=False, manifest_url_policy=None,
-                 redirect_base_url=None, accept_sparse_images=False):
+                 redirect_base_url=None, accept_sparse_images=False, immutable_tags=None):
         self.driver = driver
+        #: lifecycle.immutable (registryd.lifecycle.immutable.ImmutableTags):
+        #: tags that may not be moved or deleted once pushed
+        self.immutable_tags = immutable_tags if immutable_tags is not None else ImmutableTags()
+        #: held while a protected tag is checked and written, so two pushes
+        #: in this process cannot both find it free
+        self.tag_locks = UploadLocks()
         #: storage.redirect: answer blob GETs with a 307 to the driver's
         #: URL (a presigned S3 URL) after the access checks, when it has one
         self.redirect = redirect
@@ -253,6 +260,7 @@ class Repository:
 
     def __init__(self, registry, name):
         self.name = name
+        self._registry = registry
         driver = registry.driver
         vacuum = registry.vacuum
         self.blobs = LinkedBlobStore(
@@ -261,13 +269,24 @@ class Repository:
         self.tags = TagStore(name, driver, vacuum)
         self.manifests = ManifestStore(
             name, driver, registry.blobs, self.blobs, self.tags, vacuum, registry.guard,
-            registry.manifest_cache, registry,
+            registry.manifest_cache, registry, registry.immutable_tags, registry.tag_locks,
         )
         self.uploads = UploadStore(UploadContext(
             name, driver, registry.blobs, self.blobs, vacuum, registry.guard,
             registry.hash_states, registry.upload_lock,
         ))
         self._removal = RepositoryRemoval(self, driver, vacuum, registry.guard)
+
+    async def check_removable(self):
+        """DENIED if a tag of this repository is immutable (lifecycle.immutable)."""
+        protection = self._registry.immutable_tags
+        if not protection:
+            return
+        for tag in await self.tags.enumerate():
+            rule = protection.rule_for(self.name, tag)
+            current = await self.tags.get(tag) if rule is not None else None
+            if current is not None:
+                raise protection.refusal(self.name, tag, current, rule)
 
     @translate_storage_errors
     async def remove(self):
