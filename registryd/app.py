@@ -19,11 +19,12 @@ from werkzeug.exceptions import BadHost, MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
 from registryd import errors
-from registryd.api import base, blobs, listing, manifests, referrers, repository, token, uploads
+from registryd.api import base, blobs, details, listing, manifests, referrers, repository, token, uploads
 from registryd.auth.authorizers import OpenAuthorizer
 from registryd.auth.scope import DELETE, PULL, PUSH, Access
 from registryd.names import check_repository_name
 from registryd.accesslog import route_name
+from registryd.lifecycle.pulls import NO_PULLS
 from registryd.notifications.events import NO_EVENTS
 from registryd.urls import URLBuilder
 from registryd.web import BodyConnectionLost
@@ -84,7 +85,7 @@ class RegistryApp:
     app = Klein()
 
     def __init__(self, registry, host=None, headers=None, events=None, health=None,
-                 relative_urls=False, prefix=None, listing=None):
+                 relative_urls=False, prefix=None, listing=None, pulls=None):
         self.registry = registry
         #: registryd.config.ListingConfig: catalog.maxentries, tags.maxtags
         self.listing = listing
@@ -93,6 +94,8 @@ class RegistryApp:
         #: where handlers report pushes, pulls, mounts and deletes
         #: (registryd.notifications.Notifier); a no-op without endpoints
         self.events = events if events is not None else NO_EVENTS
+        #: where manifest pulls are counted (registryd.lifecycle.pulls)
+        self.pulls = pulls if pulls is not None else NO_PULLS
         #: registryd.health.HealthChecks: while a periodic check fails,
         #: every request is answered 503, as Distribution does
         self.health = health
@@ -213,6 +216,12 @@ class RegistryApp:
         self._prepare(request)
         await self._authorize(request, None, Access.catalog())
         return await listing.catalog(self, request)
+
+    @app.route("/v2/<path:name>/_registryd/tags", methods=["GET"])
+    async def tag_details(self, request, name):
+        self._prepare(request)
+        await self._authorize(request, name, PULL)
+        return await details.list_tag_details(self, request, name)
 
     @app.route("/v2/<path:name>/_registryd/repository", methods=["DELETE"])
     async def delete_repository(self, request, name):

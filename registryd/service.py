@@ -176,10 +176,16 @@ class RegistryService(MultiService):
             from registryd import proxy
 
             self.proxy = proxy.create(self.registry, config.proxy, reactor=reactor)
+        from registryd.lifecycle.pulls import PullRecorder
+
+        from twisted.internet import reactor as global_reactor
+
+        #: manifest pulls counted in memory, written in batches (registryd.lifecycle.pulls)
+        self.pulls = PullRecorder(self.registry, reactor if reactor is not None else global_reactor)
         self.app = RegistryApp(
             self.proxy or self.registry, host=config.http.host, headers=config.http.headers,
             relative_urls=config.http.relative_urls, prefix=config.http.prefix,
-            listing=config.listing,
+            listing=config.listing, pulls=self.pulls,
         )
         self.site = StreamingSite(self.app.resource())
         if config.http.prefix:
@@ -233,9 +239,12 @@ class RegistryService(MultiService):
         """Upload purging and scheduled GC timers, and the SSH manhole."""
         from registryd.admin.maintenance import Maintenance
 
+        from registryd.lifecycle.pulls import PullFlushing
+
         self.maintenance = Maintenance(self.registry, self.config)
         for timer in self.maintenance.services(clock=reactor):
             timer.setServiceParent(self)
+        PullFlushing(self.pulls, clock=reactor).setServiceParent(self)
         if self.proxy is not None:  # a pull-through cache (registryd.proxy)
             from registryd import proxy
 

@@ -35,9 +35,10 @@ def make_client(reactor):
 
 
 async def start_registry(root, delete_enabled=True, host=None, headers=None, accept_sparse=False,
-                         accept_sparse_images=False, driver=None, immutable_tags=None):
+                         accept_sparse_images=False, driver=None, immutable_tags=None, pulls=None):
     """Serve a filesystem registry at C{root} on 127.0.0.1:<free port>
-    (or on C{driver}, when given: a wrapped or instrumented one)."""
+    (or on C{driver}, when given: a wrapped or instrumented one).
+    C{pulls}: called with the registry, returns the app's pull recorder."""
     from twisted.internet import reactor
 
     from registryd.app import RegistryApp
@@ -50,7 +51,9 @@ async def start_registry(root, delete_enabled=True, host=None, headers=None, acc
         accept_sparse_manifests=accept_sparse, accept_sparse_images=accept_sparse_images,
         immutable_tags=immutable_tags,
     )
-    site = StreamingSite(RegistryApp(registry, host=host, headers=headers).resource())
+    site = StreamingSite(RegistryApp(
+        registry, host=host, headers=headers, pulls=pulls(registry) if pulls is not None else None,
+    ).resource())
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
     return registry, port
 

@@ -31,8 +31,14 @@ def paginate(entries, request, default_page=None, max_tags=None):
     return page, (page[-1] if more and page else None)
 
 
-def _link(path, n, last):
+def link_header(path, n, last):
+    """The RFC 5988 ``Link`` to the page after C{last}."""
     return f'<{path}?{urlencode({"n": n, "last": last})}>; rel="next"'
+
+
+def max_tags(ctx):
+    """tags.maxtags, or None when not configured."""
+    return _limits(ctx)[1]
 
 
 def _limits(ctx):
@@ -46,12 +52,11 @@ def _limits(ctx):
 async def list_tags(ctx, request, name):
     repository = ctx.registry.repository(name)
     tags = await repository.tags.all()
-    _, max_tags = _limits(ctx)
-    page, next_last = paginate(tags, request, max_tags=max_tags)
+    page, next_last = paginate(tags, request, max_tags=max_tags(ctx))
     headers = []
     if next_last is not None:
         path = ctx.urls.local(f"/v2/{repository.name}/tags/list")
-        headers.append(("Link", _link(path, len(page), next_last)))
+        headers.append(("Link", link_header(path, len(page), next_last)))
     body = json.dumps({"name": repository.name, "tags": page}).encode("utf-8")
     return respond(request, 200, headers, body, content_type="application/json")
 
@@ -86,6 +91,6 @@ async def catalog(ctx, request):
     next_last = page[-1] if more and page else None
     headers = []
     if next_last is not None:
-        headers.append(("Link", _link(ctx.urls.local("/v2/_catalog"), len(page), next_last)))
+        headers.append(("Link", link_header(ctx.urls.local("/v2/_catalog"), len(page), next_last)))
     body = json.dumps({"repositories": page}).encode("utf-8")
     return respond(request, 200, headers, body, content_type="application/json")

@@ -164,3 +164,9 @@ def removal_started(name):
     in the storage's own clock and precision, tells links written since
     (a push on another node) from those the removal is to take."""
     return f"{registryd_records(name)}/removal-started"
+
+
+def pull_records(name):
+    """When each tag and manifest of repository C{name} was last pulled
+    (registryd.storage.pulls)."""
+    return f"{registryd_records(name)}/pulls.json"

@@ -29,6 +29,7 @@ from registryd.storage.errors import translate_storage_errors
 from registryd.storage.fetch_records import FetchRecords
 from registryd.storage.guard import PushGuard
 from registryd.storage.manifest_store import ManifestStore
+from registryd.storage.pulls import PullRecords
 from registryd.storage.removal import RepositoryRemoval
 from registryd.storage.tags import TagStore
 from registryd.storage.uploads import HashStates, UploadContext, UploadLocks, UploadStore
@@ -275,6 +276,8 @@ class Repository:
             name, driver, registry.blobs, self.blobs, vacuum, registry.guard,
             registry.hash_states, registry.upload_lock,
         ))
+        #: when its tags and manifests were last pulled (registryd.storage.pulls)
+        self.pulls = PullRecords(name, driver)
         self._removal = RepositoryRemoval(self, driver, vacuum, registry.guard)
 
     async def check_removable(self):

@@ -107,6 +107,7 @@ class RepositoryRemoval:
                 kept.append(str(digest))
             elif await self._vacuum.remove_layer_link(name, digest):
                 removed_links += 1
+        await self._vacuum.remove_pull_records(name)
         removed_uploads = 0
         for upload in uploads:
             if await self._vacuum.remove_upload(name, upload.id):

@@ -80,3 +80,8 @@ class Vacuum:
         """The marker a repository removal writes as it starts
         (registryd.storage.removal)."""
         return await self._delete(paths.removal_started(name))
+
+    async def remove_pull_records(self, name):
+        """When repository C{name}'s tags and manifests were last pulled
+        (registryd.storage.pulls)."""
+        return await self._delete(paths.pull_records(name))
