@@ -19,7 +19,9 @@ from werkzeug.exceptions import BadHost, MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
 from registryd import errors
-from registryd.api import base, blobs, details, listing, manifests, referrers, repository, token, uploads
+from registryd.api import (
+    base, blobs, details, listing, manifests, referrers, repository, token, uploads, usage,
+)
 from registryd.auth.authorizers import OpenAuthorizer
 from registryd.auth.scope import DELETE, PULL, PUSH, Access
 from registryd.names import check_repository_name
@@ -222,6 +224,12 @@ class RegistryApp:
         self._prepare(request)
         await self._authorize(request, name, PULL)
         return await details.list_tag_details(self, request, name)
+
+    @app.route("/v2/<path:name>/_registryd/usage", methods=["GET"])
+    async def repository_usage(self, request, name):
+        self._prepare(request)
+        await self._authorize(request, name, PULL)
+        return await usage.repository_usage(self, request, name)
 
     @app.route("/v2/<path:name>/_registryd/repository", methods=["DELETE"])
     async def delete_repository(self, request, name):

@@ -168,6 +168,7 @@ class RegistryService(MultiService):
             redirect=config.storage.redirect,
             redirect_base_url=config.storage.redirect_base_url,
             immutable_tags=config.lifecycle.immutable,
+            quotas=config.lifecycle.quotas,
         )
         #: what the HTTP API serves: the registry, or the pull-through
         #: cache around it (registryd.proxy), chosen here once
@@ -239,12 +240,19 @@ class RegistryService(MultiService):
         """Upload purging and scheduled GC timers, and the SSH manhole."""
         from registryd.admin.maintenance import Maintenance
 
+        from registryd.admin.maintenance import PeriodicService
         from registryd.lifecycle.pulls import PullFlushing
+        from registryd.lifecycle.quotas import MAX_AGE as QUOTA_MAX_AGE
 
         self.maintenance = Maintenance(self.registry, self.config)
         for timer in self.maintenance.services(clock=reactor):
             timer.setServiceParent(self)
         PullFlushing(self.pulls, clock=reactor).setServiceParent(self)
+        if self.registry.quotas:
+            # /metrics shows quota usage also when nobody pushes or asks
+            PeriodicService(
+                "quota usage", QUOTA_MAX_AGE, self.registry.quotas.report, first_delay=0, clock=reactor,
+            ).setServiceParent(self)
         if self.proxy is not None:  # a pull-through cache (registryd.proxy)
             from registryd import proxy
 

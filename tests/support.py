@@ -35,7 +35,8 @@ def make_client(reactor):
 
 
 async def start_registry(root, delete_enabled=True, host=None, headers=None, accept_sparse=False,
-                         accept_sparse_images=False, driver=None, immutable_tags=None, pulls=None):
+                         accept_sparse_images=False, driver=None, immutable_tags=None, pulls=None,
+                         quotas=()):
     """Serve a filesystem registry at C{root} on 127.0.0.1:<free port>
     (or on C{driver}, when given: a wrapped or instrumented one).
     C{pulls}: called with the registry, returns the app's pull recorder."""
@@ -49,7 +50,7 @@ async def start_registry(root, delete_enabled=True, host=None, headers=None, acc
     registry = Registry(
         driver or FilesystemDriver(str(root)), delete_enabled=delete_enabled,
         accept_sparse_manifests=accept_sparse, accept_sparse_images=accept_sparse_images,
-        immutable_tags=immutable_tags,
+        immutable_tags=immutable_tags, quotas=quotas,
     )
     site = StreamingSite(RegistryApp(
         registry, host=host, headers=headers, pulls=pulls(registry) if pulls is not None else None,

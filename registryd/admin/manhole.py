@@ -60,6 +60,7 @@ registryd manhole.  Helpers (those marked * return a Deferred):
                            remove a repository's tags, manifests, blob links,
                            referrers index and idle uploads (blobs: gc); a report;
                            force=True: also when it has immutable tags
+  usage(repo=None)*        quota usage (lifecycle.quotas), and the bytes repo holds
   readonly(on=None)        read-only mode: set it with True/False, show it with ()
   stats()*                 repositories, blobs, bytes, uploads, last gc and purge
   maintenance              the timers' state: last_gc, last_purge, gc_running
@@ -191,6 +192,14 @@ def make_namespace(registry, maintenance, config):
             await repository.check_removable()
         return (await repository.remove()).to_dict()
 
+    async def usage(repo=None):
+        """Quota usage (of the quotas applying to C{repo}, if given), and
+        the bytes C{repo} holds."""
+        found = {"quotas": [quota.to_dict() for quota in await registry.quotas.report(repo)]}
+        if repo is not None:
+            found["bytes"] = sum((await registry.quotas.repository_usage(repo)).values())
+        return found
+
     def readonly(on=None):
         """Read-only mode: readonly(True), readonly(False); readonly() shows it."""
         if on is not None:
@@ -247,6 +256,7 @@ def make_namespace(registry, maintenance, config):
         "purge_uploads": _deferred(purge_uploads),
         "rebuild_referrers": _deferred(rebuild_referrers),
         "delete_repository": _deferred(delete_repository),
+        "usage": _deferred(usage),
         "readonly": readonly,
         "stats": _deferred(stats),
         "help_registryd": help_registryd,

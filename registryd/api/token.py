@@ -18,7 +18,6 @@ from registryd.auth.headers import (
     client_host,
 )
 
-
 log = Logger()
 
 

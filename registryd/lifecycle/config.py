@@ -4,6 +4,9 @@
       immutable:
         - repository: "team/**"        # the access rules' patterns
           tags: ["v*", "release-*"]
+      quotas:
+        - {repository: "team/**", bytes: 50GiB, repositories: 100}
+      quota: {bytes: 2TiB}             # the whole registry
 
 Like ``registryd.auth.config``, it is handed the config module's helpers
 (C{h}) so its errors name keys the same way.
@@ -14,6 +17,7 @@ import re
 import attr
 
 from registryd.lifecycle.immutable import ImmutableRule, ImmutableTags
+from registryd.lifecycle.quotas import Quota
 
 _REPOSITORY_PATTERN = re.compile(r"[a-z0-9._\-/*]+")
 _TAG_PATTERN = re.compile(r"[A-Za-z0-9_.\-*]{1,128}")
@@ -23,6 +27,8 @@ _TAG_PATTERN = re.compile(r"[A-Za-z0-9_.\-*]{1,128}")
 class LifecycleConfig:
     #: registryd.lifecycle.immutable.ImmutableTags
     immutable = attr.ib(factory=ImmutableTags)
+    #: registryd.lifecycle.quotas.Quota, lifecycle.quota's (repository '**') last
+    quotas = attr.ib(default=(), converter=tuple)
 
 
 def _join(path, key):
@@ -39,8 +45,75 @@ def parse_lifecycle(value, path, h):
             _parse_immutable_rule(h, rule, f"{item_path}[{index}]") for index, rule in enumerate(item)
         )
 
-    h._walk(value, path, {"immutable": immutable})
-    return LifecycleConfig(**found)
+    def quotas(item, item_path):
+        if not isinstance(item, list):
+            raise h.ConfigError(item_path, f"expected a list of quotas, got {h._describe(item)}")
+        found["quotas"] = [
+            _parse_quota(h, quota, f"{item_path}[{index}]", True) for index, quota in enumerate(item)
+        ]
+
+    def quota(item, item_path):
+        found["quota"] = _parse_quota(h, item, item_path, False)
+
+    h._walk(value, path, {"immutable": immutable, "quotas": quotas, "quota": quota})
+    every = list(found.pop("quotas", []))
+    if "quota" in found:
+        every.append(found.pop("quota"))
+    return LifecycleConfig(quotas=every, **found)
+
+
+#: SIZE: bytes as an integer, or a number with a unit (``500MB``, ``50GiB``).
+_SIZE = re.compile(r"([0-9]{1,15})(?:\.([0-9]{1,6}))? ?([KMGTP]i?B|B)?", re.IGNORECASE)
+_UNITS = {"B": 1}
+for _power, _letter in enumerate("KMGTP", start=1):
+    _UNITS[f"{_letter}B"] = 1000 ** _power
+    _UNITS[f"{_letter}IB"] = 1024 ** _power
+
+
+def parse_size(h, value, path):
+    """A SIZE: a non-negative integer of bytes, or a string such as
+    ``500MB`` or ``1.5GiB`` (KB, MB... are powers of 1000; KiB, MiB... of 1024)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise h.ConfigError(path, f"expected a size in bytes (0 or more), got {value}")
+        return value
+    if not isinstance(value, str):
+        raise h.ConfigError(path, f"expected a size such as 500MB or 50GiB, got {h._describe(value)}")
+    match = _SIZE.fullmatch(value.strip())
+    if match is None:
+        raise h.ConfigError(path, f"expected a size such as 500MB or 50GiB, got {value!r}")
+    whole, fraction, unit = match.groups()
+    scale = _UNITS[(unit or "B").upper()]
+    return int(whole) * scale + (int(fraction) * scale // 10 ** len(fraction) if fraction else 0)
+
+
+def _positive(h, value, path):
+    if h._integer(value, path) < 1:
+        raise h.ConfigError(path, f"expected a positive number, got {value}")
+    return value
+
+
+def _parse_quota(h, value, path, with_repository):
+    found = {}
+
+    def repository(item, item_path):
+        found["repository"] = _pattern(h, item, item_path, _REPOSITORY_PATTERN, "repository name")
+
+    def size(item, item_path):
+        found["bytes"] = parse_size(h, item, item_path)
+
+    def repositories(item, item_path):
+        found["repositories"] = _positive(h, item, item_path)
+
+    handlers = {"bytes": size, "repositories": repositories}
+    if with_repository:
+        handlers["repository"] = repository
+    h._walk(value, path, handlers)
+    if with_repository and "repository" not in found:
+        raise h.ConfigError(_join(path, "repository"), "required")
+    if "bytes" not in found and "repositories" not in found:
+        raise h.ConfigError(path, "expected bytes, repositories or both")
+    return Quota(repository=found.pop("repository", "**"), where=path, **found)
 
 
 def _pattern(h, value, path, grammar, what):

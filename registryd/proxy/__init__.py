@@ -107,6 +107,10 @@ class ProxyRegistry:
     def immutable_tags(self):
         return self.local.immutable_tags
 
+    @property
+    def quotas(self):
+        return self.local.quotas
+
     async def repository_page(self, *args, **kwargs):
         """The catalog: what is cached."""
         return await self.local.repository_page(*args, **kwargs)

@@ -42,7 +42,7 @@ class ManifestStore:
     """The manifest revisions and referrers index of repository C{name}."""
 
     def __init__(self, name, driver, blobs, linked_blobs, tags, vacuum, guard, cache, settings,
-                 immutable_tags, tag_locks):
+                 immutable_tags, tag_locks, quotas):
         """
         @param blobs: the global L{registryd.storage.blobs.BlobStore}
             (manifest bytes are blobs).
@@ -57,6 +57,8 @@ class ManifestStore:
             the tags that may not move nor go once pushed.
         @param tag_locks: keyed locks (L{registryd.storage.uploads.UploadLocks})
             held from the check of a protected tag until it is written.
+        @param quotas: L{registryd.lifecycle.quotas.QuotaAccounting}: admits
+            a push before anything of it is linked, counts what it adds.
         """
         self.name = name
         self._driver = driver
@@ -69,6 +71,7 @@ class ManifestStore:
         self._settings = settings
         self._immutable = immutable_tags
         self._tag_locks = tag_locks
+        self._quotas = quotas
 
     async def has(self, digest):
         return await read_link(self._driver, paths.manifest_revision_link(self.name, digest)) == digest
@@ -145,8 +148,9 @@ class ManifestStore:
                 releases.append(await self._tag_locks.acquire((self.name, tag)))
             for tag in protected:
                 await self._check_tag_change(tag, digest)
-            return await self._put(digest, body, manifest, tags, in_use, verify, allow_sparse,
-                                   allow_missing_blobs)
+            async with self._quotas.admitting(self.name, digest, manifest):
+                return await self._put(digest, body, manifest, tags, in_use, verify, allow_sparse,
+                                       allow_missing_blobs)
         finally:
             for release in releases:
                 release()
@@ -212,14 +216,17 @@ class ManifestStore:
         descriptor, if it has one); whether the revision was there.  No
         check of storage.delete: for L{delete} and the registry's own
         housekeeping (the pull-through cache's expiry)."""
-        for tag in await self._tags.enumerate():
-            if await self._tags.get(tag) == digest:
-                await self._tags.untag(tag)
-                if removed_tags is not None:
-                    removed_tags.append(tag)
-        return await self._vacuum.remove_manifest(
-            self.name, digest, subject=subject.digest if subject is not None else None
-        )
+        try:
+            for tag in await self._tags.enumerate():
+                if await self._tags.get(tag) == digest:
+                    await self._tags.untag(tag)
+                    if removed_tags is not None:
+                        removed_tags.append(tag)
+            return await self._vacuum.remove_manifest(
+                self.name, digest, subject=subject.digest if subject is not None else None
+            )
+        finally:
+            self._quotas.forget(self.name)  # counted again when next asked
 
     async def enumerate(self):
         """Digests of this repository's manifest revisions, sorted.

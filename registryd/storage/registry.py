@@ -21,6 +21,7 @@ from registryd import errors
 from registryd.digest import ALGORITHMS
 from registryd.interfaces import IRepository
 from registryd.lifecycle.immutable import ImmutableTags
+from registryd.lifecycle.quotas import QuotaAccounting
 from registryd.names import check_repository_name, is_name_component
 from registryd.storage import _paths as paths
 from registryd.storage.blobs import BlobInfo, BlobStore, LinkedBlobStore
@@ -46,7 +47,8 @@ class Registry:
 
     def __init__(self, driver, delete_enabled=False, accept_sparse_manifests=False,
                  read_only=False, redirect=False, manifest_url_policy=None,
-                 redirect_base_url=None, accept_sparse_images=False, immutable_tags=None):
+                 redirect_base_url=None, accept_sparse_images=False, immutable_tags=None,
+                 quotas=()):
         self.driver = driver
         #: lifecycle.immutable (registryd.lifecycle.immutable.ImmutableTags):
         #: tags that may not be moved or deleted once pushed
@@ -54,6 +56,9 @@ class Registry:
         #: held while a protected tag is checked and written, so two pushes
         #: in this process cannot both find it free
         self.tag_locks = UploadLocks()
+        #: lifecycle.quotas and lifecycle.quota: usage, and the admission
+        #: of pushes (registryd.lifecycle.quotas)
+        self.quotas = QuotaAccounting(self, quotas)
         #: storage.redirect: answer blob GETs with a 307 to the driver's
         #: URL (a presigned S3 URL) after the access checks, when it has one
         self.redirect = redirect
@@ -271,6 +276,7 @@ class Repository:
         self.manifests = ManifestStore(
             name, driver, registry.blobs, self.blobs, self.tags, vacuum, registry.guard,
             registry.manifest_cache, registry, registry.immutable_tags, registry.tag_locks,
+            registry.quotas,
         )
         self.uploads = UploadStore(UploadContext(
             name, driver, registry.blobs, self.blobs, vacuum, registry.guard,
@@ -297,4 +303,7 @@ class Repository:
         index and idle uploads, leaving what pushes write meanwhile
         (L{registryd.storage.removal}); a RemovalReport.  No policy
         checks: storage.delete and protected tags are the callers'."""
-        return await self._removal.run()
+        try:
+            return await self._removal.run()
+        finally:
+            self._registry.quotas.forget(self.name)

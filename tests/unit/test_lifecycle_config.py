@@ -111,3 +111,59 @@ def test_one_star_stays_in_a_component_two_cross_them(top, below, tag):
     assert ImmutableRule(f"{top}/**", ["*"]).protects(f"{top}/{below}", tag)
     assert ImmutableRule(f"{top}/*", ["*"]).protects(f"{top}/{below}", tag) == ("/" not in below)
     assert not ImmutableRule(f"{top}/**", ["*"]).protects(top, tag)
+
+
+def test_quotas_and_the_global_quota_parse():
+    from registryd.lifecycle.quotas import Quota
+
+    config = parse(minimal() + """\
+lifecycle:
+  quota: {bytes: 2TiB}
+  quotas:
+    - {repository: "team/**", bytes: 50GiB, repositories: 100}
+    - {repository: "ci/*", repositories: 5}
+    - {repository: small, bytes: 1.5MB}
+""")
+    assert config.lifecycle.quotas == (
+        Quota("team/**", bytes=50 * 1024 ** 3, repositories=100, where="lifecycle.quotas[0]"),
+        Quota("ci/*", repositories=5, where="lifecycle.quotas[1]"),
+        Quota("small", bytes=1_500_000, where="lifecycle.quotas[2]"),
+        Quota("**", bytes=2 * 1024 ** 4, where="lifecycle.quota"),
+    )
+
+
+@pytest.mark.parametrize(("body", "key", "message"), [
+    ("lifecycle: {quotas: {bytes: 1}}", "lifecycle.quotas", "expected a list of quotas"),
+    ("lifecycle: {quotas: [{bytes: 1}]}", "lifecycle.quotas[0].repository", "required"),
+    ("lifecycle: {quotas: [{repository: a}]}", "lifecycle.quotas[0]", "expected bytes, repositories or both"),
+    ("lifecycle: {quotas: [{repository: a, bytes: 5XB}]}", "lifecycle.quotas[0].bytes",
+     "expected a size such as 500MB or 50GiB"),
+    ("lifecycle: {quotas: [{repository: a, bytes: -1}]}", "lifecycle.quotas[0].bytes", "0 or more"),
+    ("lifecycle: {quotas: [{repository: a, repositories: 0}]}", "lifecycle.quotas[0].repositories",
+     "expected a positive number"),
+    ("lifecycle: {quota: {repository: a, bytes: 1}}", "lifecycle.quota.repository", "unknown key"),
+    ("lifecycle: {quota: {bytes: true}}", "lifecycle.quota.bytes", "expected a size"),
+])
+def test_bad_quotas_name_their_key(body, key, message):
+    text = error_for(minimal() + body + "\n")
+    assert text.startswith(f"{key}: ") and message in text and "\n" not in text
+
+
+SIZE = r"([0-9]{1,15})(\.([0-9]{1,6}))? ?([KMGTPkmgtp][Ii]?[Bb]|[Bb])?"
+
+
+@PROPERTIES
+@given(st.text(max_size=30) | st.from_regex(SIZE, fullmatch=True))
+def test_any_size_text_is_bytes_or_a_config_error(text):
+    import registryd.config as helpers
+    from registryd.lifecycle.config import parse_size
+
+    try:
+        size = parse_size(helpers, text, "lifecycle.quota.bytes")
+    except ConfigError as error:
+        assert error.key == "lifecycle.quota.bytes"
+        return
+    import re
+
+    assert re.fullmatch(SIZE, text.strip())
+    assert isinstance(size, int) and size >= 0
