@@ -18,6 +18,7 @@ from registryd.auth.headers import (
     client_host,
 )
 
+
 log = Logger()
 
 
