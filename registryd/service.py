@@ -243,11 +243,23 @@ class RegistryService(MultiService):
         from registryd.admin.maintenance import PeriodicService
         from registryd.lifecycle.pulls import PullFlushing
         from registryd.lifecycle.quotas import MAX_AGE as QUOTA_MAX_AGE
+        from registryd.lifecycle.retention_runner import Retention
 
         self.maintenance = Maintenance(self.registry, self.config)
         for timer in self.maintenance.services(clock=reactor):
             timer.setServiceParent(self)
         PullFlushing(self.pulls, clock=reactor).setServiceParent(self)
+        #: lifecycle.retention's runs (registryd.lifecycle.retention_runner)
+        self.retention = Retention(self.registry, self.config.lifecycle.retention, self.pulls)
+        if self.retention.config.interval and self.retention.config.rules:
+
+            async def scheduled_retention():
+                if not self.retention.running:
+                    await self.retention.run()
+
+            PeriodicService(
+                "retention", self.retention.config.interval, scheduled_retention, clock=reactor,
+            ).setServiceParent(self)
         if self.registry.quotas:
             # /metrics shows quota usage also when nobody pushes or asks
             PeriodicService(
@@ -264,7 +276,8 @@ class RegistryService(MultiService):
 
             self.manhole = ManholeService(
                 self.config.manhole,
-                lambda: make_namespace(self.registry, self.maintenance, self.config),
+                lambda: make_namespace(self.registry, self.maintenance, self.config,
+                                       retention=self.retention),
                 reactor=reactor,
             )
             self.manhole.setServiceParent(self)

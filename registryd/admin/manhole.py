@@ -60,6 +60,8 @@ registryd manhole.  Helpers (those marked * return a Deferred):
                            remove a repository's tags, manifests, blob links,
                            referrers index and idle uploads (blobs: gc); a report;
                            force=True: also when it has immutable tags
+  retention(dry_run=True, json=False)*
+                           lifecycle.retention now: which tags and manifests go, and why
   usage(repo=None)*        quota usage (lifecycle.quotas), and the bytes repo holds
   readonly(on=None)        read-only mode: set it with True/False, show it with ()
   stats()*                 repositories, blobs, bytes, uploads, last gc and purge
@@ -144,8 +146,10 @@ def _seconds(value, what):
     raise TypeError(f"{what}: expected seconds or a duration such as '168h', got {value!r}")
 
 
-def make_namespace(registry, maintenance, config):
-    """The helpers a manhole session starts with (a fresh dict each time)."""
+def make_namespace(registry, maintenance, config, retention=None):
+    """The helpers a manhole session starts with (a fresh dict each time).
+    C{retention}: the daemon's L{registryd.lifecycle.retention_runner.Retention}
+    (by default one for C{config}'s rules, without this process's pulls)."""
     from registryd import errors
     from registryd.admin.maintenance import list_uploads
 
@@ -191,6 +195,18 @@ def make_namespace(registry, maintenance, config):
         if not force:
             await repository.check_removable()
         return (await repository.remove()).to_dict()
+
+    if retention is None:
+        from registryd.lifecycle.pulls import NO_PULLS
+        from registryd.lifecycle.retention_runner import Retention
+
+        retention = Retention(registry, config.lifecycle.retention, NO_PULLS)
+
+    async def run_retention(dry_run=True, json=False):
+        """lifecycle.retention now (a dry run unless dry_run=False): the
+        report, as lines of text or (json=True) a dict."""
+        report = await retention.run(dry_run=dry_run)
+        return report.to_dict() if json else "\n".join(report.lines())
 
     async def usage(repo=None):
         """Quota usage (of the quotas applying to C{repo}, if given), and
@@ -257,6 +273,7 @@ def make_namespace(registry, maintenance, config):
         "rebuild_referrers": _deferred(rebuild_referrers),
         "delete_repository": _deferred(delete_repository),
         "usage": _deferred(usage),
+        "retention": _deferred(run_retention),
         "readonly": readonly,
         "stats": _deferred(stats),
         "help_registryd": help_registryd,

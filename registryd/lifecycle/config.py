@@ -7,6 +7,12 @@
       quotas:
         - {repository: "team/**", bytes: 50GiB, repositories: 100}
       quota: {bytes: 2TiB}             # the whole registry
+      retention:
+        interval: 24h                  # absent: only on demand
+        rules:
+          - repository: "ci/**"
+            keep: {newest: 10, pushedwithin: 720h, pulledwithin: 168h, tags: [latest, "v*"]}
+            untagged: delete           # or keep (the default)
 
 Like ``registryd.auth.config``, it is handed the config module's helpers
 (C{h}) so its errors name keys the same way.
@@ -18,6 +24,7 @@ import attr
 
 from registryd.lifecycle.immutable import ImmutableRule, ImmutableTags
 from registryd.lifecycle.quotas import Quota
+from registryd.lifecycle.retention import Keep, RetentionConfig, RetentionRule
 
 _REPOSITORY_PATTERN = re.compile(r"[a-z0-9._\-/*]+")
 _TAG_PATTERN = re.compile(r"[A-Za-z0-9_.\-*]{1,128}")
@@ -29,6 +36,8 @@ class LifecycleConfig:
     immutable = attr.ib(factory=ImmutableTags)
     #: registryd.lifecycle.quotas.Quota, lifecycle.quota's (repository '**') last
     quotas = attr.ib(default=(), converter=tuple)
+    #: registryd.lifecycle.retention.RetentionConfig
+    retention = attr.ib(factory=RetentionConfig)
 
 
 def _join(path, key):
@@ -55,7 +64,11 @@ def parse_lifecycle(value, path, h):
     def quota(item, item_path):
         found["quota"] = _parse_quota(h, item, item_path, False)
 
-    h._walk(value, path, {"immutable": immutable, "quotas": quotas, "quota": quota})
+    def retention(item, item_path):
+        found["retention"] = _parse_retention(h, item, item_path)
+
+    h._walk(value, path, {"immutable": immutable, "quotas": quotas, "quota": quota,
+                          "retention": retention})
     every = list(found.pop("quotas", []))
     if "quota" in found:
         every.append(found.pop("quota"))
@@ -142,3 +155,69 @@ def _parse_immutable_rule(h, value, path):
         if key not in found:
             raise h.ConfigError(_join(path, key), "required")
     return ImmutableRule(where=path, **found)
+
+
+def _parse_retention(h, value, path):
+    found = {}
+
+    def interval(item, item_path):
+        seconds = h._duration(item, item_path)
+        if 0 < seconds < 1:
+            raise h.ConfigError(item_path, f"must be 0 (never) or at least 1s, got {item!r}")
+        found["interval"] = seconds or None
+
+    def rules(item, item_path):
+        if not isinstance(item, list):
+            raise h.ConfigError(item_path, f"expected a list of rules, got {h._describe(item)}")
+        found["rules"] = [
+            _parse_retention_rule(h, rule, f"{item_path}[{index}]") for index, rule in enumerate(item)
+        ]
+
+    h._walk(value, path, {"interval": interval, "rules": rules})
+    return RetentionConfig(**found)
+
+
+def _parse_retention_rule(h, value, path):
+    found = {}
+
+    def repository(item, item_path):
+        found["repository"] = _pattern(h, item, item_path, _REPOSITORY_PATTERN, "repository name")
+
+    def keep(item, item_path):
+        found["keep"] = _parse_keep(h, item, item_path)
+
+    def untagged(item, item_path):
+        found["delete_untagged"] = h._choice(item, item_path, ("keep", "delete")) == "delete"
+
+    h._walk(value, path, {"repository": repository, "keep": keep, "untagged": untagged})
+    for key in ("repository", "keep"):
+        if key not in found:
+            raise h.ConfigError(_join(path, key), "required")
+    return RetentionRule(where=path, **found)
+
+
+def _parse_keep(h, value, path):
+    found = {}
+
+    def newest(item, item_path):
+        found["newest"] = _positive(h, item, item_path)
+
+    def within(key):
+        def handler(item, item_path):
+            found[key] = h._duration(item, item_path)
+
+        return handler
+
+    def tags(item, item_path):
+        if not isinstance(item, list) or not item:
+            raise h.ConfigError(item_path, f"expected a list of tag patterns, got {h._describe(item)}")
+        found["tags"] = [
+            _pattern(h, tag, f"{item_path}[{index}]", _TAG_PATTERN, "tag") for index, tag in enumerate(item)
+        ]
+
+    h._walk(value, path, {"newest": newest, "pushedwithin": within("pushed_within"),
+                          "pulledwithin": within("pulled_within"), "tags": tags})
+    if not found:
+        raise h.ConfigError(path, "expected at least one of newest, pushedwithin, pulledwithin, tags "
+                                  "(a rule keeping nothing would delete every tag)")
+    return Keep(**found)

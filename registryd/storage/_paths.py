@@ -159,11 +159,12 @@ def registryd_records(name):
     return f"{repository(name)}/{REGISTRYD_DIR}"
 
 
-def removal_started(name):
-    """Written when a repository removal starts: its modification time,
-    in the storage's own clock and precision, tells links written since
-    (a push on another node) from those the removal is to take."""
-    return f"{registryd_records(name)}/removal-started"
+def clock_marker(name):
+    """Written and removed at once by a removal or retention run as it
+    starts: its modification time, in the storage's own clock and
+    precision, tells links written since (a push on another node) from
+    those the run is to take."""
+    return f"{registryd_records(name)}/clock"
 
 
 def pull_records(name):

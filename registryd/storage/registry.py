@@ -31,7 +31,7 @@ from registryd.storage.fetch_records import FetchRecords
 from registryd.storage.guard import PushGuard
 from registryd.storage.manifest_store import ManifestStore
 from registryd.storage.pulls import PullRecords
-from registryd.storage.removal import RepositoryRemoval
+from registryd.storage.removal import RepositoryRemoval, storage_now
 from registryd.storage.tags import TagStore
 from registryd.storage.uploads import HashStates, UploadContext, UploadLocks, UploadStore
 from registryd.storage.vacuum import Vacuum
@@ -285,6 +285,12 @@ class Repository:
         #: when its tags and manifests were last pulled (registryd.storage.pulls)
         self.pulls = PullRecords(name, driver)
         self._removal = RepositoryRemoval(self, driver, vacuum, registry.guard)
+
+    @translate_storage_errors
+    async def storage_time(self):
+        """Now, in the storage's own clock (L{registryd.storage.removal.storage_now}):
+        what to compare link times with to tell what was written since."""
+        return await storage_now(self._registry.driver, self._registry.vacuum, self.name)
 
     async def check_removable(self):
         """DENIED if a tag of this repository is immutable (lifecycle.immutable)."""

@@ -30,6 +30,20 @@ from registryd.storage import _paths as paths
 from registryd.storage.walking import gather_limited, modified_or_none
 
 
+async def storage_now(driver, vacuum, name):
+    """The time now in the storage's clock and precision (None if it keeps
+    none): the modification time of a marker written in repository
+    C{name} and removed at once.  A link newer than it was written since,
+    whichever node wrote it; comparing with this node's clock instead
+    would depend on the clocks agreeing, and on S3's whole seconds."""
+    marker = paths.clock_marker(name)
+    await driver.put_content(marker, b"")
+    try:
+        return await modified_or_none(driver, marker)
+    finally:
+        await vacuum.remove_clock_marker(name)
+
+
 @attr.s(frozen=True, slots=True)
 class RemovalReport:
     """What one repository removal removed, and what it left to pushes."""
@@ -74,10 +88,7 @@ class RepositoryRemoval:
         uploads = [upload for upload in uploads if not upload.active]
         if not (tags or manifests or links or uploads or kept):
             return RemovalReport(name, [], [], 0, 0, [])  # no such repository: write nothing
-        marker = paths.removal_started(name)
-        await self._driver.put_content(marker, b"")
-        started = await modified_or_none(self._driver, marker)
-        await self._vacuum.remove_removal_marker(name)
+        started = await storage_now(self._driver, self._vacuum, name)
 
         def written_since(modified):
             return modified is not None and started is not None and modified > started

@@ -76,10 +76,10 @@ class Vacuum:
         """The pull-through cache's record of fetching manifest C{digest}."""
         return await self._delete(paths.proxy_record_dir(name, digest))
 
-    async def remove_removal_marker(self, name):
-        """The marker a repository removal writes as it starts
-        (registryd.storage.removal)."""
-        return await self._delete(paths.removal_started(name))
+    async def remove_clock_marker(self, name):
+        """The marker a repository removal or retention run writes as it
+        starts (registryd.storage.removal.storage_now)."""
+        return await self._delete(paths.clock_marker(name))
 
     async def remove_pull_records(self, name):
         """When repository C{name}'s tags and manifests were last pulled

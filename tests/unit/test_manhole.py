@@ -109,6 +109,10 @@ async def test_namespace_helpers():
     removed = await namespace["delete_repository"]("team/app")
     assert removed["tags"] == ["v1"] and len(removed["manifests"]) == 1 and removed["kept"] == []
     assert await namespace["repos"]() == []
+    assert await namespace["retention"]() == (
+        "retention (dry run): 0 repositories, would delete 0 tags and 0 manifests")
+    assert (await namespace["retention"](json=True))["dry_run"] is True
+    assert await namespace["usage"]() == {"quotas": []}
     out, _, status = await run_source("help_registryd()", namespace)
     assert status == 0 and out == HELP
     out, _, status = await run_source("exit()", namespace)
