@@ -13,9 +13,10 @@ A manifest PUT that would take a quota over is refused with 403 DENIED
 naming the quota and its usage, before anything of it is linked
 (L{QuotaAccounting.admitting}, around the storage model's linking).  Pushes
 under one quota are admitted one at a time in this process, so two cannot
-both fit into the last free bytes; other nodes' pushes are seen within
-L{MAX_AGE} seconds, the age after which a repository's cached usage is
-counted again from storage.
+both fit into the last free bytes.  Each admission lists the repositories
+again, so one another node created counts at once; a repository this node
+has counted is counted again from storage after L{MAX_AGE} seconds, so
+another node's pushes into it are seen within that.
 """
 
 import contextlib
@@ -155,15 +156,19 @@ class QuotaAccounting:
         self._usage[name] = (self._clock(), counted)
         return counted
 
-    async def _repository_names(self):
-        if self._names is None or self._clock() - self._names[0] >= self._max_age:
+    async def _repository_names(self, fresh=False):
+        """The registry's repositories; listed again when C{fresh} (an
+        admission: a repository another node created counts at once), else
+        at most L{MAX_AGE} old."""
+        if fresh or self._names is None or self._clock() - self._names[0] >= self._max_age:
             self._names = (self._clock(), set(await self._registry.repositories()))
         return self._names[1]
 
-    async def usage(self, quota, adding=None):
+    async def usage(self, quota, adding=None, fresh=False):
         """L{QuotaUsage} of C{quota}; with C{adding} = C{(name,
-        {digest: size})}, as it would be after that push."""
-        names = {name for name in await self._repository_names() if quota.applies_to(name)}
+        {digest: size})}, as it would be after that push.  C{fresh}: list
+        the repositories again (L{_repository_names})."""
+        names = {name for name in await self._repository_names(fresh) if quota.applies_to(name)}
         if adding is not None:
             names.add(adding[0])
         held = {}
@@ -201,7 +206,7 @@ class QuotaAccounting:
                 held.append(lock)
             adding = await self.contribution(digest, manifest)
             for quota in quotas:
-                before = await self.usage(quota)
+                before = await self.usage(quota, fresh=True)
                 after = await self.usage(quota, (name, adding))
                 self._check(quota, before, after, name)
             yield
