@@ -45,7 +45,10 @@ setup(
     package_data={"twisted.plugins": ["registryd_plugin.py"]},
     include_package_data=False,
     install_requires=[
-        "Twisted[conch]",  # conch: the SSH manhole (cryptography, bcrypt)
+        # conch: the SSH manhole (cryptography, bcrypt); tls: pyOpenSSL,
+        # service_identity for TLS listeners (http.tls, ssl:).  The range
+        # is the one registryd/compat.py's private names are tested on.
+        "Twisted[tls,conch]>=26.4,<27",
         "klein",
         "treq",
         "zope.interface",
@@ -53,7 +56,6 @@ setup(
         "PyYAML",
         "hyperlink",
         "prometheus_client",  # /metrics on the debug listener
-        "Twisted[tls]",  # pyOpenSSL, service_identity: TLS listeners (http.tls, ssl:)
         "cryptography",  # keys and certificates for TLS and tokens
         "PyJWT",  # bearer tokens (auth.token, auth.tokenserver)
         "bcrypt",  # htpasswd -B entries (auth.htpasswd)

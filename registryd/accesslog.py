@@ -8,8 +8,8 @@ duration, user, request id, client, user agent, route) and the HTTP
 metrics in ``registryd.metrics``, so the two always agree.
 
 Metrics are labelled by route (the klein endpoint name that
-``registryd.app`` records as ``request.route``; ``other`` for requests no
-route matched), never by path.
+``registryd.app``'s route table records in ``request.context``; ``other``
+for requests no route matched), never by path.
 """
 
 import time
@@ -66,13 +66,14 @@ class AccessLog:
 
     def __call__(self, request, aborted=False):
         duration = time.monotonic() - request.started
-        route = getattr(request, "route", None) or route_name(request) or "other"
+        context = request.context
+        route = context.route or route_name(request) or "other"
         method = _text(request.method or b"-")
         label_method = method if method in _METHODS else "OTHER"
         status = int(request.code)
         if aborted and not request.startedWriting:
             status = CLIENT_CLOSED  # no answer was sent: not the default 200
-        bytes_in = getattr(request, "bytes_received", 0)
+        bytes_in = context.bytes_received
         bytes_out = request.sentLength
         metrics.HTTP_REQUESTS.labels(route, label_method, str(status)).inc()
         metrics.HTTP_REQUEST_DURATION.labels(route, label_method, str(status)).observe(duration)
@@ -92,8 +93,8 @@ class AccessLog:
             bytes_in=bytes_in,
             bytes_out=bytes_out,
             duration=round(duration, 6),
-            user=getattr(request, "authenticated_user", None) or "-",
-            request_id=getattr(request, "request_id", None) or "-",
+            user=context.user or "-",
+            request_id=context.request_id or "-",
             client=client_address(request),
             user_agent=_text(request.getHeader(b"user-agent") or b"-"),
             route=route,

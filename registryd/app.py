@@ -8,11 +8,8 @@ Anything else is a bug: logged with a request id and answered 500 without
 internals.
 """
 
-import uuid
-
 from klein import Klein
 from klein.resource import KleinResource
-from twisted.internet import defer
 from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from werkzeug.exceptions import BadHost, MethodNotAllowed, NotFound
@@ -22,34 +19,48 @@ from registryd import errors
 from registryd.api import (
     base, blobs, details, listing, manifests, referrers, repository, token, uploads, usage,
 )
+from registryd.api.routing import RouteTable, endpoint
 from registryd.auth.authorizers import OpenAuthorizer
 from registryd.auth.scope import DELETE, PULL, PUSH, Access
-from registryd.names import check_repository_name
-from registryd.accesslog import route_name
+from registryd.context import new_request_id
 from registryd.lifecycle.pulls import NO_PULLS
+from registryd.names import check_repository_name
 from registryd.notifications.events import NO_EVENTS
 from registryd.urls import URLBuilder
-from registryd.web import BodyConnectionLost
+from registryd.web import STREAMED
 
 log = Logger()
 
 
-async def _run_to_completion(work):
-    """Await C{work} (a coroutine) so that a client disconnect does not
-    cancel it.
+async def _version_check(app, request):
+    """``GET /v2/``: the API is here (and the caller is known to it)."""
+    return base.respond(request, 200, body=b"{}", content_type="application/json")
 
-    klein cancels a handler when its client goes away.  An upload handler
-    must instead go on: the body bytes that arrived before the disconnect
-    are to be stored (the client resumes from them), and that can only
-    happen once the handler reaches the point where it reads the body.
-    """
-    result = base.shielded(
-        defer.ensureDeferred(work), (BodyConnectionLost, CancelledError), "upload handler"
-    )
-    try:
-        return await result
-    except BodyConnectionLost:
-        return None  # nobody is left to answer
+
+def _token_issuer(app, request):
+    if app.token_issuer is None:
+        raise errors.NotFound(detail={"path": request.path.decode("latin-1")})
+    return app.token_issuer
+
+
+async def _get_token(app, request):
+    """registryd's own token server (registryd.auth.issuer): Docker's form."""
+    return await token.get_token(_token_issuer(app, request), request)
+
+
+async def _post_token(app, request):
+    """registryd's own token server: the OAuth2 form."""
+    return await token.post_token(_token_issuer(app, request), request)
+
+
+def _request_id(request):
+    """The request's id: the one its route gave it, or (a request no route
+    took) one made now, with the API version header it did not get."""
+    context = request.context
+    if context.request_id is None:
+        context.request_id = new_request_id()
+        request.setHeader(*base.API_VERSION_HEADER)
+    return context.request_id
 
 
 class _RegistryResource(KleinResource):
@@ -60,11 +71,15 @@ class _RegistryResource(KleinResource):
     logs a traceback and answers text/plain, and werkzeug's C{BadHost}
     becomes Twisted's HTML 500.  A client's bad URL or Host header is no
     server failure: it gets a JSON 400 here.
+
+    Also tells the site each request's body mode, from the route table
+    (C{body_mode}, registryd.web.StreamingSite).
     """
 
     def __init__(self, klein_app, registry_app):
         super().__init__(klein_app)
         self._registry_app = registry_app
+        self.body_mode = registry_app.routes.body_mode
 
     def render(self, request):
         try:
@@ -86,12 +101,18 @@ class RegistryApp:
 
     app = Klein()
 
-    def __init__(self, registry, host=None, headers=None, events=None, health=None,
-                 relative_urls=False, prefix=None, listing=None, pulls=None):
+    def __init__(self, registry, urls=None, headers=None, events=None, health=None,
+                 authorizer=None, token_issuer=None, listing=None, pulls=None):
+        """Collaborators are made by L{registryd.composition.compose}.
+
+        @param registry: what the API serves: the L{registryd.storage.registry.Registry},
+            or the pull-through cache around it (L{registryd.proxy}).
+        """
         self.registry = registry
         #: registryd.config.ListingConfig: catalog.maxentries, tags.maxtags
         self.listing = listing
-        self.urls = URLBuilder(host, relative=relative_urls, prefix=prefix)
+        #: registryd.urls.URLBuilder: Location headers and event URLs
+        self.urls = urls if urls is not None else URLBuilder()
         self.set_headers(headers)
         #: where handlers report pushes, pulls, mounts and deletes
         #: (registryd.notifications.Notifier); a no-op without endpoints
@@ -103,29 +124,40 @@ class RegistryApp:
         self.health = health
         #: registryd.interfaces.IAuthorizer: every route asks it, before
         #: any storage work, for the accesses the request needs
-        self.authorizer = OpenAuthorizer()
+        self.authorizer = authorizer if authorizer is not None else OpenAuthorizer()
         #: registryd.auth.issuer.TokenIssuer when registryd is its own
         #: token server (/auth/token), else None
-        self.token_issuer = None
+        self.token_issuer = token_issuer
 
-    async def _authorize(self, request, name, *actions):
-        """Refuse the request (401/403) unless the caller may do
-        C{actions} on repository C{name} (no name: C{actions} are the
-        accesses themselves; none at all: just a known caller, for /v2/).
-        Sets C{request.grant} (an IGrant) and C{request.authenticated_user}."""
+    async def admit(self, request, name, needs):
+        """What every /v2/ request passes before its handler (the route
+        table's views call it): the headers every response carries, the
+        health gate, path and name checks, then authorization.
+
+        Refuses the request (401/403) unless the caller may do C{needs} on
+        repository C{name} (no name: C{needs} are the accesses themselves;
+        none at all: just a known caller, for /v2/).  Records the request
+        id, the grant and the user on the request's context."""
+        context = request.context
+        context.request_id = new_request_id()
+        request.setHeader(*base.API_VERSION_HEADER)
+        for header, value in self._headers:
+            request.responseHeaders.addRawHeader(header, value)
+        if self.health is not None and not self.health.healthy:
+            raise errors.Unavailable("health checks failing", detail=self.health.failing())
+        base.check_raw_path(request)
         if name is None:
-            needed = list(actions)
+            needed = list(needs)
         else:
             check_repository_name(name)  # before it can appear in a challenge
-            needed = [Access.repository(name, *actions)]
+            needed = [Access.repository(name, *needs)]
         try:
             grant = await self.authorizer.authorize(request, needed)
-        except errors.RegistryError:
-            # A known user refused an action is still worth a log line.
-            request.authenticated_user = getattr(getattr(request, "grant", None), "user", None)
+        except errors.Denied as error:
+            context.user = error.user  # a known user refused is still worth a log line
             raise
-        request.grant = grant
-        request.authenticated_user = grant.user
+        context.grant = grant
+        context.user = grant.user
         if request.method not in (b"GET", b"HEAD"):
             # The one place writes are refused (read-only mode, a
             # pull-through cache): every /v2/ route passes here, after
@@ -134,7 +166,6 @@ class RegistryApp:
             refusal = self.registry.write_refusal()
             if refusal is not None:
                 raise refusal
-        return grant
 
     def set_headers(self, headers):
         """The extra response headers (http.headers); reloadable."""
@@ -143,120 +174,59 @@ class RegistryApp:
         ]
 
     def resource(self):
+        """The resource registryd.web.StreamingSite serves (it must be
+        that site: the route table's views read the request's context)."""
         return _RegistryResource(self.app, self)
 
-    def _prepare(self, request):
-        """Headers every /v2/ response carries, and path sanity checks."""
-        request.request_id = uuid.uuid4().hex[:16]
-        request.route = route_name(request)
-        request.setHeader(*base.API_VERSION_HEADER)
-        for name, value in self._headers:
-            request.responseHeaders.addRawHeader(name, value)
-        if self.health is not None and not self.health.healthy:
-            raise errors.Unavailable("health checks failing", detail=self.health.failing())
-        base.check_raw_path(request)
+    # routes: one declaration each (registryd.api.routing)
 
-    # routes
-
-    @app.route("/v2/", methods=["GET"])
-    async def api_base(self, request):
-        self._prepare(request)
-        await self._authorize(request, None)
-        return base.respond(request, 200, body=b"{}", content_type="application/json")
-
-    @app.route("/v2/<path:name>/blobs/<digest>", methods=["GET", "HEAD", "DELETE"])
-    async def blob(self, request, name, digest):
-        self._prepare(request)
-        await self._authorize(request, name, DELETE if request.method == b"DELETE" else PULL)
-        if request.method == b"DELETE":
-            return await blobs.delete_blob(self, request, name, digest)
-        return await blobs.get_blob(self, request, name, digest)
-
-    @app.route("/v2/<path:name>/blobs/uploads/", methods=["POST"])
-    async def upload_start(self, request, name):
-        self._prepare(request)
-        await self._authorize(request, name, PULL, PUSH)  # before the body is read
-        return await _run_to_completion(uploads.start_upload(self, request, name))
-
-    @app.route(
-        "/v2/<path:name>/blobs/uploads/<upload_id>",
-        methods=["GET", "PATCH", "PUT", "DELETE"],
-    )
-    async def upload(self, request, name, upload_id):
-        self._prepare(request)
-        await self._authorize(request, name, PULL, PUSH)  # before the body is read
-        handler = {
-            b"GET": uploads.upload_status,
-            b"HEAD": uploads.upload_status,
-            b"PATCH": uploads.patch_upload,
-            b"PUT": uploads.finish_upload,
-            b"DELETE": uploads.cancel_upload,
-        }[request.method]
-        return await _run_to_completion(handler(self, request, name, upload_id))
-
-    @app.route("/v2/<path:name>/manifests/<reference>", methods=["GET", "HEAD", "PUT", "DELETE"])
-    async def manifest(self, request, name, reference):
-        self._prepare(request)
-        needs = {b"PUT": (PULL, PUSH), b"DELETE": (DELETE,)}.get(request.method, (PULL,))
-        await self._authorize(request, name, *needs)
-        handler = {
-            b"GET": manifests.get_manifest,
-            b"HEAD": manifests.get_manifest,
-            b"PUT": manifests.put_manifest,
-            b"DELETE": manifests.delete_manifest,
-        }[request.method]
-        return await handler(self, request, name, reference)
-
-    @app.route("/v2/<path:name>/tags/list", methods=["GET"])
-    async def tags(self, request, name):
-        self._prepare(request)
-        await self._authorize(request, name, PULL)
-        return await listing.list_tags(self, request, name)
-
-    @app.route("/v2/_catalog", methods=["GET"])
-    async def catalog(self, request):
-        self._prepare(request)
-        await self._authorize(request, None, Access.catalog())
-        return await listing.catalog(self, request)
-
-    @app.route("/v2/<path:name>/_registryd/tags", methods=["GET"])
-    async def tag_details(self, request, name):
-        self._prepare(request)
-        await self._authorize(request, name, PULL)
-        return await details.list_tag_details(self, request, name)
-
-    @app.route("/v2/<path:name>/_registryd/usage", methods=["GET"])
-    async def repository_usage(self, request, name):
-        self._prepare(request)
-        await self._authorize(request, name, PULL)
-        return await usage.repository_usage(self, request, name)
-
-    @app.route("/v2/<path:name>/_registryd/repository", methods=["DELETE"])
-    async def delete_repository(self, request, name):
-        self._prepare(request)
-        await self._authorize(request, name, DELETE)
-        return await repository.delete_repository(self, request, name)
-
-    @app.route("/v2/<path:name>/referrers/<digest>", methods=["GET"])
-    async def referrers(self, request, name, digest):
-        self._prepare(request)
-        await self._authorize(request, name, PULL)
-        return await referrers.list_referrers(self, request, name, digest)
-
-    @app.route("/v2", methods=["GET", "HEAD"])
-    def api_base_no_slash(self, request):
-        return self.api_base(request)
-
-    @app.route("/auth/token", methods=["GET", "POST"])
-    @app.route("/auth/token/", methods=["GET", "POST"])
-    async def auth_token(self, request):
-        """registryd's own token server (registryd.auth.issuer)."""
-        request.request_id = uuid.uuid4().hex[:16]
-        if self.token_issuer is None:
-            raise errors.NotFound(detail={"path": request.path.decode("latin-1")})
-        if request.method == b"POST":
-            return await token.post_token(self.token_issuer, request)
-        return await token.get_token(self.token_issuer, request)
+    routes = RouteTable(app)
+    routes.add("/v2/", "api_base", {b"GET": endpoint(_version_check)})
+    routes.add("/v2", "api_base_no_slash", {
+        b"GET": endpoint(_version_check), b"HEAD": endpoint(_version_check),
+    })
+    routes.add("/v2/<path:name>/blobs/<digest>", "blob", {
+        b"GET": endpoint(blobs.get_blob, PULL),
+        b"HEAD": endpoint(blobs.get_blob, PULL),
+        b"DELETE": endpoint(blobs.delete_blob, DELETE),
+    })
+    # Uploads authorize before their body is read, and finish what they
+    # started when the client leaves.
+    routes.add("/v2/<path:name>/blobs/uploads/", "upload_start", {
+        b"POST": endpoint(uploads.start_upload, PULL, PUSH, body=STREAMED, completes=True),
+    })
+    routes.add("/v2/<path:name>/blobs/uploads/<upload_id>", "upload", {
+        b"GET": endpoint(uploads.upload_status, PULL, PUSH, completes=True),
+        b"PATCH": endpoint(uploads.patch_upload, PULL, PUSH, body=STREAMED, completes=True),
+        b"PUT": endpoint(uploads.finish_upload, PULL, PUSH, body=STREAMED, completes=True),
+        b"DELETE": endpoint(uploads.cancel_upload, PULL, PUSH, completes=True),
+    })
+    routes.add("/v2/<path:name>/manifests/<reference>", "manifest", {
+        b"GET": endpoint(manifests.get_manifest, PULL),
+        b"HEAD": endpoint(manifests.get_manifest, PULL),
+        b"PUT": endpoint(manifests.put_manifest, PULL, PUSH),
+        b"DELETE": endpoint(manifests.delete_manifest, DELETE),
+    })
+    routes.add("/v2/<path:name>/tags/list", "tags", {b"GET": endpoint(listing.list_tags, PULL)})
+    routes.add("/v2/_catalog", "catalog", {b"GET": endpoint(listing.catalog, Access.catalog())})
+    routes.add("/v2/<path:name>/referrers/<digest>", "referrers", {
+        b"GET": endpoint(referrers.list_referrers, PULL),
+    })
+    # registryd's extensions (issue 12): "_registryd" is never a name component
+    routes.add("/v2/<path:name>/_registryd/tags", "tag_details", {
+        b"GET": endpoint(details.list_tag_details, PULL),
+    })
+    routes.add("/v2/<path:name>/_registryd/usage", "repository_usage", {
+        b"GET": endpoint(usage.repository_usage, PULL),
+    })
+    routes.add("/v2/<path:name>/_registryd/repository", "delete_repository", {
+        b"DELETE": endpoint(repository.delete_repository, DELETE),
+    })
+    for token_path in ("/auth/token", "/auth/token/"):
+        routes.add(token_path, "auth_token", {
+            b"GET": endpoint(_get_token), b"POST": endpoint(_post_token),
+        }, api=False)
+    del token_path
 
     # errors
 
@@ -290,7 +260,7 @@ class RegistryApp:
     def unexpected_error(self, request, failure):
         if failure.check(CancelledError):
             return None  # the client went away; nothing to answer
-        request_id = getattr(request, "request_id", None) or uuid.uuid4().hex[:16]
+        request_id = _request_id(request)
         log.failure(
             "request {request_id} {method} {path} failed",
             failure,
@@ -309,9 +279,7 @@ class RegistryApp:
             # do is cut the connection so the client sees a short body.
             request.transport.abortConnection()
             return None
-        if not getattr(request, "request_id", None):
-            request.request_id = uuid.uuid4().hex[:16]
-            request.setHeader(*base.API_VERSION_HEADER)
+        _request_id(request)
         for name, value in error.headers.items():
             request.setHeader(name, value)
         body = error.body()

@@ -12,8 +12,10 @@ they change nothing a client can observe.
 
 Every error is a :class:`ConfigError` whose message starts with the dotted
 path of the offending key, so one line tells the operator what to fix.  Keys
-are checked in document order, so the first problem in the file is the one
-reported.
+are checked in document order, and every key of a section is checked even
+after one failed: a file with three mistakes is refused with one
+:class:`ConfigErrors` naming all three (one line each), so the operator
+fixes them in one round instead of three restarts.
 
 This module is pure (no reactor, no I/O except reading the file in
 :func:`load_config`): storage drivers are created from a
@@ -80,6 +82,55 @@ class ConfigError(Exception):
             return ConfigError(f"{section}.{message}")
         return ConfigError(section, message)
 
+    @property
+    def errors(self):
+        """The single problems this error stands for: itself alone here;
+        every one found in the file for a L{ConfigErrors}."""
+        return (self,)
+
+
+class ConfigErrors(ConfigError):
+    """Several L{ConfigError}s found in one file, reported together.
+
+    ``str()`` is one line per problem, in document order, at most
+    C{MAX_REPORTED} of them (a file of garbage must not flood a terminal);
+    C{key} and C{problem} are the first one's, so code that looks at one
+    error keeps working.
+    """
+
+    MAX_REPORTED = 20
+
+    def __init__(self, errors):
+        self._errors = tuple(single for error in errors for single in error.errors)
+        super().__init__(self._errors[0].key, self._errors[0].problem)
+
+    @property
+    def errors(self):
+        return self._errors
+
+    def __str__(self):
+        lines = [str(error) for error in self._errors[: self.MAX_REPORTED]]
+        if len(self._errors) > self.MAX_REPORTED:
+            lines.append(f"... and {len(self._errors) - self.MAX_REPORTED} more problems")
+        return "\n".join(lines)
+
+    def within(self, section):
+        return ConfigErrors([error.within(section) for error in self._errors])
+
+
+def error_lines(error):
+    """The lines of C{str(error)} for a L{ConfigError} (one per problem)."""
+    return str(error).splitlines() or [str(error)]
+
+
+def _raise_all(problems):
+    """Raise the problems collected from one section, if any: the only one
+    as itself, several as one L{ConfigErrors}."""
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise ConfigErrors(problems)
+
 
 @attr.s(frozen=True, slots=True)
 class LogConfig:
@@ -135,6 +186,10 @@ class GCConfig:
 DEFAULT_MANHOLE_LISTEN = "tcp:5022:interface=127.0.0.1"
 #: Where the manhole's host key is kept (created on first start).
 DEFAULT_MANHOLE_HOST_KEY = "./manhole_host_key"
+#: How long one statement typed in the manhole may compute before it is stopped.
+DEFAULT_MANHOLE_TIME_LIMIT = 30.0
+#: How much the daemon may grow while manhole statements run (bytes).
+DEFAULT_MANHOLE_MEMORY_LIMIT = 512 * 1024 * 1024
 
 
 @attr.s(frozen=True, slots=True)
@@ -145,6 +200,10 @@ class ManholeConfig:
     listen = attr.ib(default=DEFAULT_MANHOLE_LISTEN)
     user = attr.ib(default="admin")
     host_key = attr.ib(default=None)  # absolute path; None: DEFAULT_MANHOLE_HOST_KEY
+    #: Seconds one typed statement may compute (waiting on a helper excluded).
+    timelimit = attr.ib(default=DEFAULT_MANHOLE_TIME_LIMIT)
+    #: Bytes the daemon's memory may grow by while typed statements run.
+    memorylimit = attr.ib(default=DEFAULT_MANHOLE_MEMORY_LIMIT)
 
 
 @attr.s(frozen=True, slots=True)
@@ -432,6 +491,51 @@ class Config:
         return attr.evolve(self, http=attr.evolve(self.http, listen=tuple(endpoints)))
 
 
+#: Config attribute paths (``section.field``) whose YAML key is spelt
+#: differently; every other field is spelt as its key.
+_KEYS_AS_WRITTEN = {
+    "log.accesslog": "log.accesslog.disabled",
+    "storage.driver": "storage",
+    "storage.delete_enabled": "storage.delete.enabled",
+    "storage.redirect_base_url": "middleware.storage",
+    "http.listen": "http.addr",
+    "http.relative_urls": "http.relativeurls",
+    "http.drain_timeout": "http.draintimeout",
+    "validation.accept_sparse_manifests": "validation.manifests.indexes.platforms",
+    "validation.accept_sparse_images": "validation.manifests.images.blobs",
+    "validation.url_policy": "validation.manifests.urls",
+    "health.storagedriver": "health.storagedriver.enabled",
+    "health.interval": "health.storagedriver.interval",
+    "health.threshold": "health.storagedriver.threshold",
+    "health.files": "health.file",
+    "notifications.include_references": "notifications.events.includereferences",
+    "notifications.journal_directory": "notifications.journal.directory",
+    "notifications.journal_max_events": "notifications.journal.maxevents",
+    "gc.grace_period": "gc.graceperiod",
+    "gc.delete_untagged": "gc.deleteuntagged",
+    "gc.dry_run": "gc.dryrun",
+    "proxy.remote_url": "proxy.remoteurl",
+    "proxy.max_blob_size": "proxy.maxblobsize",
+    "listing": "catalog.maxentries, tags.maxtags",
+    "listing.max_catalog_entries": "catalog.maxentries",
+    "listing.max_tags": "tags.maxtags",
+}
+
+
+def key_as_written(attribute_path, config=None):
+    """The configuration key, as an operator writes it in the file, for the
+    dotted attribute path of a L{Config} field (``gc.grace_period`` ->
+    ``gc.graceperiod``): messages about a loaded configuration (a reload
+    that needs a restart) must name what the operator can find in the file.
+
+    @param config: the configuration, for keys that depend on it (the
+        storage driver's section).
+    """
+    if attribute_path == "storage.parameters" and config is not None:
+        return f"storage.{config.storage.driver}"
+    return _KEYS_AS_WRITTEN.get(attribute_path, attribute_path)
+
+
 # --- reading YAML ------------------------------------------------------------
 
 
@@ -627,18 +731,27 @@ def _list(value, path):
 def _walk(value, path, handlers, distribution_keys=()):
     """Hand each key of the mapping C{value} to its handler, in document order.
 
+    A key's problem does not stop the walk: the others are checked too,
+    and all problems are raised together at the end (L{ConfigErrors}); the
+    checks a section makes after its walk run only when the walk passed.
+
     A key without a handler is refused: with "not supported by registryd
     yet" if it is one of Distribution's (C{distribution_keys}), as an unknown
     key otherwise.  Either way the message lists what is supported here.
     """
+    problems = []
     for key, item in _mapping(value, path).items():
         key_path = _join(path, key)
-        if not isinstance(key, str):
-            raise ConfigError(key_path, "keys must be strings")
-        handler = handlers.get(key)
-        if handler is None:
-            raise _unsupported(key_path, key in distribution_keys, handlers)
-        handler(item, key_path)
+        try:
+            if not isinstance(key, str):
+                raise ConfigError(key_path, "keys must be strings")
+            handler = handlers.get(key)
+            if handler is None:
+                raise _unsupported(key_path, key in distribution_keys, handlers)
+            handler(item, key_path)
+        except ConfigError as error:  # keep going: report every key's problem
+            problems.append(error)
+    _raise_all(problems)
 
 
 def _unsupported(path, known, handlers):
@@ -665,8 +778,8 @@ _TOP_DISTRIBUTION_KEYS = frozenset("compatibility policy reporting".split())
 def parse_config(mapping):
     """Validate an already-parsed YAML document (a dict) into a L{Config}.
 
-    @raise ConfigError: naming the first key, in document order, that is
-        unsupported or has a bad value.
+    @raise ConfigError: naming the key, in document order, that is
+        unsupported or has a bad value; a L{ConfigErrors} when several are.
     """
     if mapping is None:
         raise ConfigError(
@@ -990,7 +1103,8 @@ def _parse_gc(value, path):
 
 
 def _parse_manhole(value, path):
-    """manhole: listen, authorized_keys (required), user, host_key.
+    """manhole: listen, authorized_keys (required), user, host_key,
+    timelimit (a duration), memorylimit (bytes).
 
     File paths are made absolute now, against the start-up directory, as
     the filesystem driver's root is.  The endpoint string and the key file
@@ -1019,9 +1133,18 @@ def _parse_manhole(value, path):
             raise ConfigError(path, f"expected a user name of letters, digits, '_', '.', '-', got {value!r}")
         found["user"] = value
 
+    def timelimit(value, path):
+        found["timelimit"] = _duration(value, path, minimum=0.1)
+
+    def memorylimit(value, path):
+        _integer(value, path)
+        if value < 1024 * 1024:
+            raise ConfigError(path, f"expected at least 1048576 bytes, got {value}")
+        found["memorylimit"] = value
+
     handlers = dict(
         listen=listen, authorized_keys=file_path("authorized_keys"), user=user,
-        host_key=file_path("host_key"),
+        host_key=file_path("host_key"), timelimit=timelimit, memorylimit=memorylimit,
     )
     _walk(value, path, handlers)
     if "authorized_keys" not in found:

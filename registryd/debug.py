@@ -21,6 +21,8 @@ from twisted.logger import Logger
 from twisted.web import server
 from twisted.web.resource import Resource
 
+from registryd.metrics import exposition_registry
+
 log = Logger()
 
 HEALTH_PATHS = (b"/health", b"/debug/health")
@@ -85,7 +87,6 @@ class DebugResource(Resource):
 def debug_site(health, debug_config):
     """The Site for a L{registryd.config.DebugConfig}."""
     metrics_path = debug_config.prometheus_path if debug_config.prometheus_enabled else None
-    from registryd.metrics import exposition_registry
 
     site = server.Site(DebugResource(health, metrics_path, registry=exposition_registry()))
     site.displayTracebacks = False

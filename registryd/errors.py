@@ -104,11 +104,29 @@ class Unauthorized(RegistryError):
 
 
 class Denied(RegistryError):
+    """A known caller lacking an action.  Carries the caller's C{user} name
+    so the access log names who was refused."""
+
     code, status, message = "DENIED", 403, "requested access to the resource is denied"
+
+    def __init__(self, message=None, detail=None, headers=None, user=None):
+        super().__init__(message, detail=detail, headers=headers)
+        self.user = user
 
 
 class Unsupported(RegistryError):
     code, status, message = "UNSUPPORTED", 405, "the operation is unsupported"
+
+
+class BadRequest(RegistryError):
+    """A request registryd cannot read: a query parameter that is not UTF-8
+    or given twice, a token request missing a field or naming another
+    service, malformed HTTP (L{MalformedRequest}).  The spec has no code
+    for these; ``UNSUPPORTED`` with status 400 is what registryd has always
+    answered (Distribution's token server answers its own codes with the
+    same status, which clients read)."""
+
+    code, status, message = "UNSUPPORTED", 400, "bad request"
 
 
 class NotFound(Unsupported):
@@ -118,13 +136,13 @@ class NotFound(Unsupported):
     message = "no such API endpoint"
 
 
-class MalformedRequest(RegistryError):
+class MalformedRequest(BadRequest):
     """A request that is not well-formed HTTP, or whose path or Host is not
     UTF-8 or no host name: answered before it reaches any route
     (``registryd.web`` for the request line, headers and chunked body,
     ``registryd.app`` for the URL)."""
 
-    code, status, message = "UNSUPPORTED", 400, "malformed request"
+    message = "malformed request"
 
 
 class RequestURITooLong(MalformedRequest):

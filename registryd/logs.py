@@ -16,13 +16,30 @@ which journald strips and uses as the entry's priority.
 Switching uses ``FileLogObserver.formatEvent``, a public attribute of the
 observers twistd makes; other observers (``--syslog``, custom
 ``--logger``) keep their own format.
+
+:class:`LogLevelFilter` applies ``log.level`` to the same observers.
+Both find twistd's observers through :func:`registryd.compat.log_observers`.
 """
 
 import json
 import os
 from datetime import datetime, timezone
 
-from twisted.logger import FileLogObserver, LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import (
+    FileLogObserver,
+    FilteringLogObserver,
+    ILogFilterPredicate,
+    Logger,
+    LogLevel,
+    PredicateResult,
+    formatEvent,
+    globalLogPublisher,
+)
+from zope.interface import implementer
+
+from registryd import compat
+
+_log = Logger()
 
 _PRIORITY = {
     LogLevel.critical: 2, LogLevel.error: 3, LogLevel.warn: 4, LogLevel.info: 6, LogLevel.debug: 7,
@@ -117,7 +134,13 @@ class LogFormat:
         FileLogObservers are switched."""
         if self.formatter is None or self._replaced:
             return
-        for observer in list(getattr(self._publisher, "_observers", ())):
+        try:
+            observers = compat.log_observers(self._publisher)
+        except compat.TwistedChanged as error:
+            _log.warn("log.formatter {style} cannot be applied: {error}", style=self.style,
+                      error=str(error))
+            return
+        for observer in list(observers):
             if isinstance(observer, FileLogObserver):
                 self._replaced.append((observer, observer.formatEvent))
                 observer.formatEvent = self.formatter
@@ -126,3 +149,72 @@ class LogFormat:
         for observer, previous in self._replaced:
             observer.formatEvent = previous
         self._replaced = []
+
+
+@implementer(ILogFilterPredicate)
+class _AtLeast:
+    """Passes events of C{level} or above, and any event without a level.
+
+    (``LogLevelFilterPredicate`` also drops events lacking a namespace, which
+    would hide raw events some libraries emit.)
+    """
+
+    def __init__(self, level):
+        self.level = level
+
+    def __call__(self, event):
+        level = event.get("log_level")
+        if level is not None and level < self.level:
+            return PredicateResult.no
+        return PredicateResult.maybe
+
+
+class LogLevelFilter:
+    """Applies ``log.level`` to every observer of the global log publisher.
+
+    twistd chooses the observers (stdout, ``--logfile``, ``--syslog``,
+    ``--logger``) and adds them before any service starts, without handing
+    them to the application.  Wrapping each of them in place while the
+    registry runs is the one way to honour the level whatever twistd chose
+    (L{registryd.compat.log_observers}); if a Twisted ever makes that
+    impossible the level is not applied and a warning says so, rather than
+    start-up failing.
+    """
+
+    def __init__(self, level, publisher=globalLogPublisher):
+        self.level = level
+        self._publisher = publisher
+        self._wrapped = None  # {id(wrapper): original} while installed
+
+    def install(self):
+        if self._wrapped is not None or self.level == LogLevel.debug:
+            return  # already installed; or nothing to filter
+        try:
+            observers = compat.log_observers(self._publisher)
+        except compat.TwistedChanged as error:
+            _log.warn("log.level {level} cannot be applied: {error}", level=self.level.name,
+                      error=str(error))
+            return
+        predicate = self._predicate = _AtLeast(self.level)
+        self._wrapped = {}
+        for index, observer in enumerate(observers):
+            wrapper = FilteringLogObserver(observer, [predicate])
+            self._wrapped[id(wrapper)] = (wrapper, observer)
+            observers[index] = wrapper
+
+    def set_level(self, level):
+        """Change the level while installed (SIGHUP)."""
+        self.level = level
+        if self._wrapped is not None:
+            self._predicate.level = level
+        else:
+            self.install()
+
+    def uninstall(self):
+        if self._wrapped is None:
+            return
+        observers = compat.log_observers(self._publisher)
+        for index, observer in enumerate(observers):
+            if id(observer) in self._wrapped:
+                observers[index] = self._wrapped[id(observer)][1]
+        self._wrapped = None

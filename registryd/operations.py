@@ -1,10 +1,11 @@
 """What an operator watches and steers: health, metrics, notifications,
 the access log and its format, and reloading on SIGHUP.
 
-``RegistryService`` makes one :class:`Operations` after its model, app,
-site and listeners; this adds the child services (periodic health checks,
-the debug listener, notification delivery) and hooks the access log into
-the site and the event notifier into the app.
+``registryd.composition`` makes one :class:`Operations` from the
+collaborators it built (app, site, health checks, event notifier, access
+log, log format and level filter, debug listeners); it is a child service
+of ``RegistryService`` whose own children are the periodic health checks,
+the debug listener and notification delivery.
 
 Reloading (SIGHUP under twistd, or :meth:`Operations.reload`) re-reads the
 configuration file and applies, without dropping a connection:
@@ -23,16 +24,15 @@ nothing changes.
 """
 
 import signal
+import socket
 
 import attr
-from twisted.application import strports
+from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.logger import Logger, LogLevel
 
-from registryd.accesslog import AccessLog
-from registryd.config import ConfigError, load_config
-from registryd.health import HealthChecks
-from registryd.logs import LogFormat
+from registryd.config import ConfigError, key_as_written, load_config
+from registryd.notifications.service import NotificationService
 
 log = Logger()
 
@@ -40,8 +40,6 @@ log = Logger()
 def source_address(listen):
     """``<hostname>:<port>`` for events' ``source.addr`` (Distribution
     reports the host and port it serves on), from the first endpoint."""
-    import socket
-
     hostname = socket.gethostname()
     for endpoint in listen:
         parts = endpoint.split(":")
@@ -50,66 +48,88 @@ def source_address(listen):
     return hostname
 
 
-class Operations:
+class Operations(MultiService):
     """Health checks, debug listener, notifications, access log, reload."""
 
-    def __init__(self, service, reactor=None):
-        from registryd.debug import debug_site
+    name = "operations"
 
-        self.service = service
+    def __init__(self, config, app, health, events, access_log, log_format, log_filter,
+                 debug_listeners=(), config_path=None, listen_override=False,
+                 config_filter=None, reactor=None):
+        """
+        @param config: the validated L{registryd.config.Config} in force
+            (L{config} follows reloads).
+        @param app: the L{registryd.app.RegistryApp} (its headers reload).
+        @param health: L{registryd.health.HealthChecks}; the periodic ones
+            run while this service runs.
+        @param events: the app's L{registryd.notifications.events.Notifier};
+            notification endpoints deliver what it builds.
+        @param access_log: the site's L{registryd.accesslog.AccessLog}.
+        @param log_format: L{registryd.logs.LogFormat} (log.formatter).
+        @param log_filter: L{registryd.logs.LogLevelFilter} (log.level).
+        @param debug_listeners: the debug listener's services (http.debug).
+        @param config_path: the configuration file re-read on reload (None:
+            the embedded default; nothing to reload).
+        @param listen_override: True when --listen replaced http.addr: a
+            reload keeps the listen endpoints in force.
+        @param config_filter: maps a freshly loaded configuration to what
+            this process applies (a worker process:
+            L{registryd.workers.worker_config}), or None.
+        """
+        super().__init__()
+        self.config = config
+        self.app = app
+        self.health = health
+        self.events = events
+        self.access_log = access_log
+        self.log_format = log_format
+        self.log_filter = log_filter
+        self.config_path = config_path
+        self.listen_override = listen_override
+        self.config_filter = config_filter
         self._reactor = reactor
-        config = service.config
-        self.health = HealthChecks.from_config(config.health, service.driver, reactor)
-        service.app.health = self.health
-        if self.health.periodic:
-            timers = self.health.service()
+        if health.periodic:
+            timers = health.service()
             timers.setName("health checks")
-            timers.setServiceParent(service)
-        self.debug_listener = None
-        if config.http.debug is not None:
-            site = debug_site(self.health, config.http.debug)
-            for endpoint in config.http.debug.listen:
-                self.debug_listener = strports.service(endpoint, site, reactor=reactor)
-                self.debug_listener.setName(f"debug {endpoint}")
-                self.debug_listener.setServiceParent(service)
+            timers.setServiceParent(self)
+        self.debug_listeners = list(debug_listeners)
+        for listener in self.debug_listeners:
+            listener.setServiceParent(self)
         self.notifications = None
         if config.notifications.enabled_endpoints:
             self._start_notifications(config.notifications)
-        self.access_log = AccessLog(enabled=config.log.accesslog)
-        service.site.access_log = self.access_log
-        self.log_format = LogFormat(config.log.formatter, config.log.fields)
         self._previous_sighup = None
-        #: Maps a freshly loaded configuration to what this process applies
-        #: (a worker process: registryd.workers.worker_config), or None.
-        self.config_filter = None
-        #: Called with each successfully loaded configuration (unfiltered)
-        #: after it was applied (a worker re-reads its notification endpoints).
-        self.reloaded = []
+        self._reloaded = []
+
+    def on_reload(self, callback):
+        """Call C{callback} with each successfully loaded configuration
+        (unfiltered) after it was applied (a worker re-reads the main
+        process's notification endpoints)."""
+        self._reloaded.append(callback)
 
     def _start_notifications(self, notifications):
-        from registryd.notifications.service import NotificationService
-
-        self.notifications = NotificationService(
-            notifications, self.service.app.urls,
-            source_addr=source_address(self.service.config.http.listen), reactor=self._reactor,
-        )
-        self.notifications.setServiceParent(self.service)
-        self.service.app.events = self.notifications.notifier
+        self.notifications = NotificationService(notifications, self.events, reactor=self._reactor)
+        self.notifications.setServiceParent(self)
 
     # logging
 
     def install_logging(self):
-        """Switch the log format; before the level filter wraps observers."""
+        """Switch the log format, then apply the level (the filter wraps
+        the observers the format switches)."""
         self.log_format.install()
+        self.log_filter.install()
 
     def uninstall_logging(self):
+        self.log_filter.uninstall()
         self.log_format.uninstall()
 
     # SIGHUP
 
     def install_sighup(self):
         """Reload on SIGHUP (twistd only: a library must not take signals)."""
-        from twisted.internet import reactor
+        reactor = self._reactor
+        if reactor is None:
+            from twisted.internet import reactor
 
         def on_sighup(signum, frame):
             reactor.callFromThread(self.reload)
@@ -125,13 +145,12 @@ class Operations:
 
     def reload(self, path=None):
         """Re-read the configuration file and apply what may change while
-        running.  Returns a Deferred firing with the list of changes that
+        running.  Returns a Deferred firing with the keys whose changes
         need a restart (also logged), or None if the file was not usable."""
         return defer.ensureDeferred(self._reload(path))
 
     async def _reload(self, path):
-        service = self.service
-        path = path or getattr(service, "config_path", None)
+        path = path or self.config_path
         if not path:
             log.warn("reload: registryd runs without a configuration file; nothing to reload")
             return None
@@ -143,8 +162,8 @@ class Operations:
         loaded = new
         if self.config_filter is not None:
             new = self.config_filter(new)
-        old = service.config
-        if service.config.http.listen != new.http.listen and getattr(service, "listen_override", False):
+        old = self.config
+        if old.http.listen != new.http.listen and self.listen_override:
             new = new.with_listen(old.http.listen)
         applied = attr.evolve(
             old,
@@ -152,9 +171,9 @@ class Operations:
             http=attr.evolve(old.http, headers=new.http.headers),
         )
         if old.log.level != new.log.level:
-            service._log_filter.set_level(LogLevel.levelWithName(new.log.level))
+            self.log_filter.set_level(LogLevel.levelWithName(new.log.level))
         self.access_log.enabled = new.log.accesslog
-        service.app.set_headers(new.http.headers)
+        self.app.set_headers(new.http.headers)
         if new.notifications != old.notifications:
             if self.notifications is None:
                 if new.notifications.enabled_endpoints:
@@ -170,11 +189,12 @@ class Operations:
                     applied = attr.evolve(applied, notifications=self.notifications.config)
                 else:  # no endpoint left: where journals would go does not matter
                     applied = attr.evolve(applied, notifications=new.notifications)
-        restart = _differences(applied, new)
-        service.config = applied
+        # named as the file spells them (gc.graceperiod, not gc.grace_period)
+        restart = [key_as_written(name, new) for name in _differences(applied, new)]
+        self.config = applied
         for key in restart:
             log.warn("reload: {key} changed; restart registryd to apply it", key=key)
-        for callback in self.reloaded:
+        for callback in self._reloaded:
             try:
                 callback(loaded)
             except Exception:

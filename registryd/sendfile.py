@@ -33,6 +33,8 @@ import socket
 from twisted.internet import defer, error
 from twisted.python.failure import Failure
 
+from registryd import compat
+
 #: Bytes one thread hand-off sends at most before going back to the pool.
 BURST = 64 * 1024 * 1024
 #: How long a thread waits for a full socket before leaving the wait to
@@ -59,7 +61,7 @@ def socket_transport(transport):
         # or another wrapper that transforms the bytes: its ``socket`` is
         # the raw connection underneath, not ours to write to.
         return None
-    if write_buffer_empty(transport) is None:
+    if compat.write_buffer_empty(transport) is None:
         return None
     if not getattr(transport, "connected", False) or getattr(transport, "disconnecting", True):
         return None
@@ -76,17 +78,6 @@ def _no_delay(sock):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:
         pass
-
-
-def write_buffer_empty(transport):
-    """Whether a Twisted FileDescriptor transport has written out all it
-    was given; None if it does not look like one."""
-    try:
-        return (
-            len(transport.dataBuffer) == transport.offset and transport._tempDataLen == 0
-        )
-    except (AttributeError, TypeError):
-        return None
 
 
 class SendfileTransfer:
@@ -160,7 +151,7 @@ class SendfileTransfer:
         """Wait for Twisted to flush what it buffered, then send a burst."""
         if self._stopped or self._done.called:
             return
-        empty = write_buffer_empty(self._transport)
+        empty = compat.write_buffer_empty(self._transport)
         if not empty:
             # Headers still in Twisted's buffer (or the transport is gone).
             if empty is None or not self._transport.connected:

@@ -26,6 +26,7 @@ import warnings
 
 from twisted.internet import endpoints
 
+from registryd import compat
 from registryd.config import CIPHER_SUITES, ConfigError
 
 _SSL_KEYS = {"privateKey", "certKey", "extraCertChain", "dhParameters", "interface", "backlog"}
@@ -157,9 +158,7 @@ def listener(description, tls, tls_options=None):
         if tls is None:
             return description, None
         return description, tls_options if tls_options is not None else http_tls_options(tls)
-    # Twisted's own parser for endpoint strings (escapes and all); it has
-    # no public name, but has not changed since strports became endpoints.
-    args, kwargs = endpoints._parse(description)
+    args, kwargs = compat.parse_endpoint_description(description)
     unknown = sorted(set(kwargs) - _SSL_KEYS)
     if unknown:
         problem = ("sslmethod is not supported: registryd speaks TLS 1.2 or later"

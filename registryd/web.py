@@ -5,10 +5,11 @@ before any resource sees the request: there is no public API for streaming
 uploads (Twisted tickets #4688, #5511).  registryd needs one, so this module
 keeps the whole hack in one place:
 
-* :class:`StreamingHTTPChannel` dispatches a blob-upload request to the
-  application as soon as its headers are in ("early dispatch"), instead of
-  after its body.  The handler authorises and validates, then reads the body
-  from ``request.body`` (a :class:`RequestBody`) while it is still arriving,
+* :class:`StreamingHTTPChannel` dispatches a request whose route streams
+  its body (blob uploads) to the application as soon as its headers are in
+  ("early dispatch"), instead of after its body.  The handler authorises and
+  validates, then reads the body from ``request.context.body`` (a
+  :class:`RequestBody`) while it is still arriving,
   with back-pressure: when the handler falls behind, the channel stops
   reading from the socket.
 * If the handler answers before the body is complete (an error), the rest of
@@ -20,13 +21,14 @@ keeps the whole hack in one place:
   limits, a malformed header or chunked body) get the spec's JSON error
   (414, 431, 400) instead of a bare 400 or a silent close.
 
-Which requests stream is decided from the method and path alone
-(:func:`wants_streaming`); everything else goes through twisted.web as
-usual.
+Which requests stream is the route's body mode (:data:`STREAMED` or
+:data:`BUFFERED`), which the site asks its resource for
+(``body_mode(method, path)``, from ``registryd.app``'s route table) as
+soon as the headers are in; a buffered body goes through twisted.web as
+usual, up to :data:`~registryd.manifests.parse.MAX_MANIFEST_SIZE` bytes.
 """
 
 import io
-import re
 import time
 from collections import deque
 
@@ -38,18 +40,25 @@ from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 from twisted.protocols.policies import ProtocolWrapper
 
-from registryd import errors, metrics, sendfile
+from registryd import compat, errors, metrics, sendfile
 from registryd.api.base import API_VERSION_HEADER
+from registryd.context import RequestContext
+from registryd.manifests.parse import MAX_MANIFEST_SIZE
 
 _log = Logger()
 
-_UPLOAD_PATH = re.compile(rb"^/v2/.+/blobs/uploads/")
-_STREAMING_METHODS = frozenset([b"POST", b"PATCH", b"PUT"])
+#: A route's body mode: the handler reads the body while it arrives
+#: (L{RequestBody}), dispatched as soon as the headers are in.
+STREAMED = "streamed"
+#: A route's body mode: twisted.web reads the body before dispatching it,
+#: into a L{LimitedBuffer} of at most C{MAX_MANIFEST_SIZE} bytes (the
+#: largest body registryd buffers is a manifest).
+BUFFERED = "buffered"
 
 
-def wants_streaming(method, path):
-    """Blob uploads stream; nothing else does."""
-    return method in _STREAMING_METHODS and bool(_UPLOAD_PATH.match(path))
+def all_buffered(method, path):
+    """The body mode of a resource that streams nothing."""
+    return BUFFERED
 
 
 class BodyConnectionLost(Exception):
@@ -253,66 +262,69 @@ class LimitedBuffer(io.BytesIO):
             return len(data)
         return super().write(data)
 
-
-#: Largest request body buffered for a non-upload request (a manifest is
-#: at most 4 MiB, as in Distribution).
-MAX_BUFFERED_BODY = 4 * 1024 * 1024
+    def value(self):
+        """The whole body; 413 if it was over the limit."""
+        if self.overflow:
+            raise errors.PayloadTooLarge(f"request bodies here are limited to {self.limit} bytes")
+        return self.getvalue()
 
 
 class StreamingRequest(server.Request):
-    """A Request whose body may be streamed to the handler (``self.body``).
+    """A Request whose body may be streamed to the handler
+    (``self.context.body``), and that carries registryd's
+    L{RequestContext} as ``self.context``.
 
     For a streaming request, twisted.web's C{content} is an empty buffer and
     C{requestReceived} is called twice by the channel: early, when the
     headers are in (that dispatches it), and again when the body is complete
-    (that ends C{self.body}).
+    (that ends the body).
     """
 
-    body = None
+    #: the streamed body (a RequestBody), None when the body is buffered
+    _streamed = None
     _dispatched = False
     _cleanup_deferred = False
-    #: Set by the application: the klein endpoint name (a metrics label),
-    #: the request id, and the authenticated user (auth layer), if any.
-    route = None
-    request_id = None
-    authenticated_user = None
-    #: Request body bytes received (streamed or buffered).
-    bytes_received = 0
     _reported = False
     _counted_upload = False
+    #: the StreamingSite, set by twisted.web when it dispatches the request
+    site = None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         #: monotonic time of the request line, for the request's duration
         self.started = time.monotonic()
+        #: everything registryd records about this request
+        self.context = RequestContext()
 
     def gotLength(self, length):
         channel = self.channel
-        if wants_streaming(getattr(channel, "_command", b""), getattr(channel, "_path", b"")):
+        method, path, _version = compat.channel_request_line(channel)
+        if channel.site.body_mode(method, path) == STREAMED:
             self.content = io.BytesIO()
-            self.body = _EmptyBody() if length == 0 else RequestBody(channel.transport, length)
+            self._streamed = _EmptyBody() if length == 0 else RequestBody(channel.transport, length)
+            self.context.body = self._streamed
         else:
-            self.content = LimitedBuffer(MAX_BUFFERED_BODY)
-            if length is not None and length > MAX_BUFFERED_BODY:
+            self.content = self.context.body = LimitedBuffer(MAX_MANIFEST_SIZE)
+            if length is not None and length > MAX_MANIFEST_SIZE:
                 self.content.overflow = True
 
     def handleContentChunk(self, data):
-        self.bytes_received += len(data)
-        if self.body is not None:
-            self.body._received(data)
+        self.context.bytes_received += len(data)
+        if self._streamed is not None:
+            self._streamed._received(data)
         else:
             super().handleContentChunk(data)
 
     def requestReceived(self, command, path, version):
         if self._dispatched:
             # Second call: the body is complete.
-            self.body._finish()
+            self._streamed._finish()
             if self._cleanup_deferred:
                 self._cleanup_deferred = False
-                server.Request._cleanup(self)
+                compat.cleanup_request(self)
             return
         self._dispatched = True
-        if self.body is not None and not self.body.finished:
+        if self._streamed is not None and not self._streamed.finished:
             self._counted_upload = True
             metrics.UPLOADS_IN_PROGRESS.inc()
         super().requestReceived(command, path, version)
@@ -328,8 +340,7 @@ class StreamingRequest(server.Request):
         self._reported = True
         if self._counted_upload:
             metrics.UPLOADS_IN_PROGRESS.dec()
-        site = getattr(self, "site", None)  # None: never dispatched
-        access_log = getattr(site, "access_log", None)
+        access_log = self.site.access_log if self.site is not None else None
         if access_log is not None:
             try:
                 access_log(self, aborted)
@@ -337,15 +348,17 @@ class StreamingRequest(server.Request):
                 _log.failure("access log failed")
 
     def _cleanup(self):
+        # Overrides a private twisted.web hook (registryd.compat checks it).
         # The handler finished before the body did: answer now, but keep the
         # channel on this request (discarding the rest of the body) until the
         # body is over, so the next request on the connection parses cleanly.
-        body = self.body
-        if body is not None and not body.finished and not body.broken and not self._disconnected:
+        body = self._streamed
+        if body is not None and not body.finished and not body.broken \
+                and not compat.request_disconnected(self):
             body.discard()
             self._cleanup_deferred = True
             return
-        super()._cleanup()
+        compat.cleanup_request(self)
 
     def body_malformed(self, error):
         """The channel found the streamed body malformed (bad chunked
@@ -354,16 +367,16 @@ class StreamingRequest(server.Request):
         came before, and the connection closes after the answer."""
         if not self.startedWriting:
             self.setHeader(b"connection", b"close")
-        self.body._fail(Failure(error))
+        self._streamed._fail(Failure(error))
         if self._cleanup_deferred:  # answered already, was waiting for the body's end
             self._cleanup_deferred = False
-            server.Request._cleanup(self)
+            compat.cleanup_request(self)
 
     def connectionLost(self, reason):
-        if self.body is not None:
-            self.body._fail(reason)
+        if self._streamed is not None:
+            self._streamed._fail(reason)
         super().connectionLost(reason)
-        if self._dispatched or getattr(self, "site", None) is not None:
+        if self._dispatched or self.site is not None:
             self._report(aborted=not self.finished)
 
 
@@ -411,9 +424,10 @@ class StreamingHTTPChannel(http.HTTPChannel):
     unread input makes the kernel reset it, and a client still sending
     would lose the answer.
 
-    This uses Twisted's private C{_respondToBadRequestAndDisconnect} and
-    its header counters (C{_receivedHeaderSize}, C{_receivedHeaderCount});
-    ``tests/integration/test_web_channel.py`` fails if they change.
+    This overrides Twisted's private C{_respondToBadRequestAndDisconnect}
+    and reads its header counters (L{registryd.compat.received_headers});
+    ``tests/unit/test_compat.py`` and
+    ``tests/integration/test_web_channel.py`` fail if they change.
     """
 
     #: the StreamingSite that made this channel and tracks it (for draining)
@@ -436,7 +450,7 @@ class StreamingHTTPChannel(http.HTTPChannel):
 
     def lineLengthExceeded(self, line):
         # LineReceiver's default closes the connection without an answer.
-        if hasattr(self, "_command"):  # the request line is in: a header's line
+        if compat.request_line_received(self):  # so this is a header's line
             self._refuse(errors.RequestHeadersTooLarge(
                 f"a request header line is longer than {self.MAX_LENGTH} bytes"))
         else:
@@ -444,11 +458,13 @@ class StreamingHTTPChannel(http.HTTPChannel):
                 f"the request line is longer than {self.MAX_LENGTH} bytes"))
 
     def _respondToBadRequestAndDisconnect(self):
+        # Overrides a private twisted.web hook (registryd.compat checks it):
         # Twisted's one answer to every request it cannot parse.
-        if self._receivedHeaderSize > self.totalHeadersSize:
+        size, count = compat.received_headers(self)
+        if size > self.totalHeadersSize:
             error = errors.RequestHeadersTooLarge(
                 f"the request line and headers are larger than {self.totalHeadersSize} bytes")
-        elif self._receivedHeaderCount > self.maxHeaders:
+        elif count > self.maxHeaders:
             error = errors.RequestHeadersTooLarge(f"more than {self.maxHeaders} request headers")
         else:
             error = errors.MalformedRequest(
@@ -464,8 +480,8 @@ class StreamingHTTPChannel(http.HTTPChannel):
         self._refused = True
         self.clearLineBuffer()
         request = self.requests[-1] if self.requests else None
-        body = getattr(request, "body", None)
-        if body is not None and getattr(request, "_dispatched", False) and not body.finished:
+        body = request._streamed if request is not None else None
+        if body is not None and request._dispatched and not body.finished:
             self.persistent = False
             request.body_malformed(error)
             return
@@ -507,13 +523,13 @@ class StreamingHTTPChannel(http.HTTPChannel):
         prefix = getattr(self.tracked_by, "prefix", None)
         if prefix:
             # Before the request learns its path (and whether it streams).
-            self._path = strip_prefix(self._path, prefix)
+            compat.set_channel_path(self, strip_prefix(compat.channel_request_line(self)[1], prefix))
         super().allHeadersReceived()
         request = self.requests[-1]
-        if request.body is not None and self.length != 0 and not request._dispatched:
-            # Dispatch now; the body follows into request.body.  When it is
+        if request._streamed is not None and self.length != 0 and not request._dispatched:
+            # Dispatch now; the body follows into the RequestBody.  When it is
             # complete, allContentReceived calls requestReceived again.
-            request.requestReceived(self._command, self._path, self._version)
+            request.requestReceived(*compat.channel_request_line(self))
 
 
 class StreamingSite(server.Site):
@@ -521,16 +537,20 @@ class StreamingSite(server.Site):
 
     requestFactory = StreamingRequest
     protocol = StreamingHTTPChannel
-    #: Called with (request, aborted) once per request that reached the
-    #: application (registryd.accesslog.AccessLog), or None.
-    access_log = None
-    #: http.prefix as bytes (b"/path/"): the routes are served below it.
-    prefix = None
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, resource, *args, access_log=None, prefix=None, **kwargs):
+        super().__init__(resource, *args, **kwargs)
+        #: Called with (request, aborted) once per request that reached the
+        #: application (registryd.accesslog.AccessLog), or None.
+        self.access_log = access_log
+        #: http.prefix as bytes (b"/path/"): the routes are served below it.
+        self.prefix = prefix
         #: open connections, for draining them when the registry stops
         self.channels = set()
+        #: (method, path) -> STREAMED or BUFFERED, for a request whose
+        #: headers are in: the resource's route table says
+        #: (registryd.app._RegistryResource)
+        self.body_mode = getattr(resource, "body_mode", all_buffered)
 
     def buildProtocol(self, addr):
         channel = super().buildProtocol(addr)

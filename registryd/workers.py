@@ -42,12 +42,11 @@ from twisted.application.service import Service
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
 
-from registryd.notifications.events import IgnoreRules, Notifier
+import registryd
+from registryd import compat, startup
+from registryd.notifications.events import IgnoreRules
 
 log = Logger()
-
-#: Timers that must run in one process only (registryd.admin.maintenance).
-SINGLETON_TIMERS = frozenset({"upload purging", "garbage collection", "proxy cache expiry"})
 
 #: Seconds before a worker that exited is started again (doubling up to
 #: the maximum while workers keep failing quickly).
@@ -66,30 +65,6 @@ def _family_name(address):
     if kind == "UNIXAddress":
         return "unix"
     return "inet"
-
-
-def accept_one_at_a_time(port):
-    """Make a listening port accept one connection per wake-up.
-
-    Twisted's port accepts up to 100 pending connections (a number it
-    raises while they keep coming) each time the socket is readable.  With
-    several processes on one socket, all are woken and the first takes
-    every connection waiting (measured: 64 of 64 wrk connections, the
-    workers none).  Taking one at a time lets the processes share them.
-    """
-    cls = port.__class__
-    if getattr(cls, "_registryd_one_accept", False):
-        return port
-    fair = type(
-        cls.__name__, (cls,),
-        {
-            "numberAccepts": property(lambda self: 1, lambda self, value: None),
-            "_registryd_one_accept": True,
-            "__module__": cls.__module__,
-        },
-    )
-    port.__class__ = fair
-    return port
 
 
 def share_metrics():
@@ -117,8 +92,6 @@ def _package_path():
     """The directory holding the ``registryd`` package, for the workers'
     PYTHONPATH (the main process may have found it through its working
     directory or twistd's path handling)."""
-    import registryd
-
     return os.path.dirname(os.path.dirname(os.path.abspath(registryd.__file__)))
 
 
@@ -127,11 +100,14 @@ class WorkerPool(Service):
 
     name = "workers"
 
-    def __init__(self, registry_service, count, config_path=None, listen=(), reactor=None,
+    def __init__(self, components, count, config_path=None, listen=(), reactor=None,
                  metrics_directory=None):
         """
-        @param registry_service: the main process's RegistryService, whose
-            listeners the workers share (started before this service).
+        @param components: the main process's
+            L{registryd.composition.Components}: the workers share its
+            listeners (started before this service), follow its registry's
+            read-only switch, and hand their events to its notification
+            endpoints (L{registryd.operations.Operations}).
         @param count: processes in all, this one included.
         @param config_path: the configuration file workers read (None: the
             default configuration).
@@ -139,7 +115,9 @@ class WorkerPool(Service):
             any (workers need them to find each listener's TLS settings).
         @param metrics_directory: from L{share_metrics}; removed on stop.
         """
-        self._service = registry_service
+        self._listeners = components.listeners
+        self._registry = components.registry
+        self._operations = components.operations
         self.count = count
         # Absolute: twistd may change directory when it daemonises.
         self.config_path = os.path.abspath(config_path) if config_path else None
@@ -165,17 +143,14 @@ class WorkerPool(Service):
     def startService(self):
         super().startService()
         self._stopping = False
-        self._service.registry.read_only_observers.append(self._send_read_only)
+        self._registry.read_only_observers.append(self._send_read_only)
         self._started = defer.ensureDeferred(self._start())
         self._started.addErrback(lambda failure: log.failure("worker processes not started", failure))
 
     async def _start(self):
         sockets = []
-        for listener in self._service.listeners:
-            waiting = getattr(listener, "_waitingForPort", None)
-            if waiting is None:
-                raise RuntimeError(f"cannot find the socket of {listener.name}")
-            port = accept_one_at_a_time(await waiting)
+        for listener in self._listeners:
+            port = compat.accept_one_at_a_time(await compat.listening_port(listener))
             sockets.append((port.fileno(), _family_name(port.getHost())))
         self._sockets = sockets
         for index in range(1, self.count):
@@ -214,7 +189,7 @@ class WorkerPool(Service):
         )
         self._pids[index] = self.processes[index].pid
         log.info("worker {index} started (pid {pid})", index=index, pid=self._pids[index])
-        self._send_read_only(self._service.registry.read_only, [self.processes[index]])
+        self._send_read_only(self._registry.read_only, [self.processes[index]])
 
     def _send_read_only(self, on, processes=None):
         """Tell workers (all, or C{processes}) the read-only switch."""
@@ -229,7 +204,7 @@ class WorkerPool(Service):
         self.processes.pop(index, None)
         pid = self._pids.pop(index, None)
         if pid is not None:
-            from registryd import metrics
+            from registryd import metrics  # not at module level: see build_worker
 
             metrics.process_exited(pid)
         exited = self._exited.pop(index, None)
@@ -250,8 +225,7 @@ class WorkerPool(Service):
 
     def deliver_event(self, name, line):
         """An event line a worker built for notification endpoint C{name}."""
-        operations = getattr(self._service, "operations", None)
-        notifications = getattr(operations, "notifications", None)
+        notifications = self._operations.notifications
         if notifications is None:
             return
         endpoint = notifications.endpoints.get(name)
@@ -289,7 +263,7 @@ class WorkerPool(Service):
     def _stop(self):
         super().stopService()
         self._stopping = True
-        observers = self._service.registry.read_only_observers
+        observers = self._registry.read_only_observers
         if self._send_read_only in observers:
             observers.remove(self._send_read_only)
         if self._previous_sighup is not None:
@@ -302,21 +276,21 @@ class WorkerPool(Service):
         waiting = list(self._exited.values())
         self.signal_all("TERM")
         if not waiting:
-            self._remove_metrics_directory()
+            self.remove_metrics_directory()
             return None
         # Workers let their requests finish first (http.draintimeout).
-        grace = max(STOP_TIMEOUT, self._service.config.http.drain_timeout + 5)
+        grace = max(STOP_TIMEOUT, self._operations.config.http.drain_timeout + 5)
         killer = self._get_reactor().callLater(grace, self.signal_all, "KILL")
 
         def stopped(result):
             if killer.active():
                 killer.cancel()
-            self._remove_metrics_directory()
+            self.remove_metrics_directory()
             return None
 
         return defer.DeferredList(waiting).addBoth(stopped)
 
-    def _remove_metrics_directory(self):
+    def remove_metrics_directory(self):
         if self.metrics_directory is not None:
             import shutil
 
@@ -421,27 +395,19 @@ def _forwarded_endpoints(config, link):
     ]
 
 
-def _forward_notifications(service, config, link):
-    """Events for the main process's endpoints, built here; the endpoints
-    follow the configuration file when it is reloaded (SIGHUP)."""
-    from registryd.operations import source_address
+def _forward_notifications(components, config, link):
+    """Events for the main process's endpoints, built here by the app's
+    notifier; the endpoints follow the configuration file when it is
+    reloaded (SIGHUP)."""
+    notifier = components.app.events
+    notifier.include_references = config.notifications.include_references
+    notifier.set_endpoints(_forwarded_endpoints(config, link))
 
-    notifications = config.notifications
-    notifier = Notifier(
-        service.app.urls, _forwarded_endpoints(config, link),
-        include_references=notifications.include_references,
-        source_addr=source_address(config.http.listen),
-    )
-    service.app.events = notifier
-    operations = getattr(service, "operations", None)
-    if operations is not None:
-        operations.config_filter = worker_config
+    def reloaded(loaded):
+        notifier.include_references = loaded.notifications.include_references
+        notifier.set_endpoints(_forwarded_endpoints(loaded, link))
 
-        def reloaded(loaded):
-            notifier.include_references = loaded.notifications.include_references
-            notifier.set_endpoints(_forwarded_endpoints(loaded, link))
-
-        operations.reloaded.append(reloaded)
+    components.operations.on_reload(reloaded)
     return notifier
 
 
@@ -457,48 +423,57 @@ class AdoptedPort(Service):
 
     def startService(self):
         super().startService()
-        self.port = accept_one_at_a_time(
+        self.port = compat.accept_one_at_a_time(
             self._reactor.adoptStreamPort(self.fd, self.family, self.factory)
         )
         os.close(self.fd)  # the port has its own duplicate
 
-    def stopService(self):
-        super().stopService()
+    def stop_accepting(self):
+        """Stop listening (draining: connections in progress stay)."""
         if self.port is not None:
             port, self.port = self.port, None
             return port.stopListening()
         return None
 
+    def stopService(self):
+        super().stopService()
+        return self.stop_accepting()
+
 
 def build_worker(arguments, reactor):
-    """The RegistryService of a worker, serving the inherited sockets."""
-    from twisted.python import usage
+    """The RegistryService of a worker, serving the inherited sockets, and
+    the full configuration (notification endpoints included).
 
-    from registryd import tap
+    The web stack is imported only here: the main process imports this
+    module for L{share_metrics}, which must run before anything imports
+    prometheus_client (as registryd.composition does)."""
+    from registryd.composition import compose
+    from registryd.service import RegistryService
+    from registryd.tuning import tune_allocator
 
-    command = ["--workers", "1"]
-    if arguments.config:
-        command += ["--config", arguments.config]
-    for endpoint in arguments.listen:
-        command += ["--listen", endpoint]
-    options = tap.Options()
     try:
-        options.parseOptions(command)
-    except usage.UsageError as error:
-        raise SystemExit(f"registryd worker {arguments.index}: {error}")
-    full_config = options.registry_config
-    options.registry_config = worker_config(full_config)
-    service = tap.makeService(options)
-    for listener, (fd, family) in zip(list(service.listeners), arguments.listen_fd):
-        factory = listener.factory
-        listener.disownServiceParent()
+        checked = startup.check(arguments.config, arguments.listen)
+        startup.check_storage_root(checked)  # as the main process (registryd.tap)
+    except startup.StartupError as error:
+        raise SystemExit(f"registryd worker {arguments.index}: {error}") from None
+    full_config = checked.config
+
+    def adopt(index, endpoint, plain, factory, secure, reactor):
+        fd, family = arguments.listen_fd[index]
         adopted = AdoptedPort(fd, _FAMILIES[family], factory, reactor)
-        adopted.setName(f"{listener.name} (shared)")
-        adopted.setServiceParent(service)
-    for child in list(service):
-        if child.name in SINGLETON_TIMERS:
-            child.disownServiceParent()
-    return service, full_config
+        adopted.setName(f"http {endpoint} (shared)")
+        return adopted
+
+    tune_allocator()  # as the main process (registryd.tap)
+    components = compose(
+        attr.evolve(checked, config=worker_config(full_config)), reactor=reactor,
+        listen=adopt, singletons=False, config_filter=worker_config,
+    )
+    service = RegistryService(
+        components, owns_process=True, reactor=reactor,
+        announce=False,  # the main process said where the data is
+    )
+    return service, components, full_config
 
 
 def _listen_fd(text):
@@ -524,7 +499,8 @@ def main(argv=None):
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
-    service, full_config = build_worker(arguments, reactor)
+    service, components, full_config = build_worker(arguments, reactor)
+
     def set_read_only(on):
         if service.registry.read_only != on:
             service.registry.read_only = on
@@ -532,7 +508,7 @@ def main(argv=None):
 
     link = _MainProcessLink(reactor, set_read_only)
     stdio.StandardIO(link, stdin=0, stdout=arguments.events_fd, reactor=reactor)
-    _forward_notifications(service, full_config, link)
+    _forward_notifications(components, full_config, link)
 
     def start():
         service.privilegedStartService()

@@ -37,8 +37,10 @@ async def start_service(tmp_path, text, **values):
     C{values} are substituted) to a file, load it, start a RegistryService."""
     from twisted.internet import reactor
 
+    from registryd.composition import compose
     from registryd.config import load_config
     from registryd.service import RegistryService
+    from registryd.startup import from_config
     from tests.support import make_client
 
     port, debug_port = free_ports(2)
@@ -48,8 +50,7 @@ async def start_service(tmp_path, text, **values):
     path = tmp_path / "registryd.yaml"
     path.write_text(textwrap.dedent(text).format(**values))
     config = load_config(str(path))
-    service = RegistryService(config)
-    service.config_path = str(path)
+    service = RegistryService(compose(from_config(config, config_path=str(path))))
     service.privilegedStartService()
     service.startService()
     client, pool = make_client(reactor)

@@ -45,6 +45,7 @@ async def start_registry(root, delete_enabled=True, host=None, headers=None, acc
     from registryd.app import RegistryApp
     from registryd.storage.drivers.filesystem import FilesystemDriver
     from registryd.storage.registry import Registry
+    from registryd.urls import URLBuilder
     from registryd.web import StreamingSite
 
     registry = Registry(
@@ -53,7 +54,8 @@ async def start_registry(root, delete_enabled=True, host=None, headers=None, acc
         immutable_tags=immutable_tags, quotas=quotas,
     )
     site = StreamingSite(RegistryApp(
-        registry, host=host, headers=headers, pulls=pulls(registry) if pulls is not None else None,
+        registry, urls=URLBuilder(host), headers=headers,
+        pulls=pulls(registry) if pulls is not None else None,
     ).resource())
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
     return registry, port

@@ -8,6 +8,12 @@ configuration.
 
 import json
 
+from twisted.internet import defer, task
+
+from registryd.config import ConfigError, error_lines, load_config
+from registryd.storage.factory import create_storage_driver
+from registryd.storage.registry import Registry
+
 
 class CommandFailed(Exception):
     """A tool's job could not finish: print C{message}, exit with C{status}."""
@@ -20,25 +26,19 @@ class CommandFailed(Exception):
 def load_storage(prog, config_path):
     """(configuration, storage driver) for C{config_path} (None: the
     embedded default, ./registry-data); L{CommandFailed} (status 2) naming
-    the key for a bad configuration."""
-    from registryd.config import ConfigError, load_config
-    from registryd.service import create_storage_driver
-
+    the key of every problem of a bad configuration."""
     where = f"configuration {config_path}: " if config_path else ""
     try:
         config = load_config(config_path)
         return config, create_storage_driver(config.storage)
-    except ConfigError as error:
-        raise CommandFailed(f"{prog}: {where}{error}", 2) from None
+    except ConfigError as error:  # one line per problem of the file
+        lines = "\n".join(f"{prog}: {where}{line}" for line in error_lines(error))
+        raise CommandFailed(lines, 2) from None
 
 
 def run_job(prog, config, driver, job):
     """Run C{await job(registry)} on a new reactor over C{driver}; its
     result, or L{CommandFailed} (status 1) if it failed."""
-    from twisted.internet import defer, task
-
-    from registryd.storage.registry import Registry
-
     outcome = {}
 
     async def work(reactor):

@@ -6,6 +6,12 @@ storage, and runs one mark and sweep (``registryd.admin.gc``)::
     registryd-gc --config /etc/registryd/registryd.yaml --dry-run
     registryd-gc --config /etc/registryd/registryd.yaml --delete-untagged
 
+``--config`` is required to delete anything, as Distribution's
+``registry garbage-collect`` requires its configuration file: run in the
+wrong directory, a default of ``./registry-data`` would quietly collect
+some other (or no) registry and report success.  Only ``--dry-run`` may do
+without it, looking at ``./registry-data``.
+
 Meant for a registry that is stopped or in read-only mode, like
 Distribution's ``registry garbage-collect``; the grace period
 (``gc.graceperiod``, ``--grace-period``) still protects recent pushes should
@@ -22,7 +28,8 @@ def _parser():
         description="Remove blobs (and with --delete-untagged, manifests) that nothing references.",
     )
     parser.add_argument("--config", "-c", metavar="FILE",
-                        help="registryd YAML configuration (default: ./registry-data, filesystem)")
+                        help="registryd YAML configuration (required, except with --dry-run: "
+                             "./registry-data then)")
     parser.add_argument("--dry-run", "-d", action="store_true",
                         help="remove nothing; print what would be removed")
     parser.add_argument("--delete-untagged", "-m", action="store_true",
@@ -49,6 +56,10 @@ def run(argv, out=None, err=None):
     from registryd.admin.command import CommandFailed, load_storage, print_report, run_job
     from registryd.config import ConfigError, _duration
 
+    if options.config is None and not options.dry_run:
+        print("registryd-gc: --config FILE is required to delete (the registry's configuration, "
+              "naming its storage); add --dry-run to look at ./registry-data without it", file=err)
+        return 2
     try:
         config, driver = load_storage("registryd-gc", options.config)
         grace_period = config.gc.grace_period

@@ -13,18 +13,20 @@ host key is read from ``manhole.host_key``, or generated there (Ed25519,
 mode 0600) on first start.  Listen on loopback (the default) or another
 private address: whoever gets in can do anything the daemon can.
 
-Helpers that touch storage return Deferreds: the interactive prompt shows
-``<Deferred #0>`` and then ``Deferred #0 called back: <result>``.
+Every statement typed (at the prompt or as the command) runs in a thread of
+its own under a watchdog, never on the reactor thread, and helpers wait
+there for what they start on the reactor, so they return plain values:
+``sorted(repos())``, ``len(tags(r))``, ``stats()["read_only"]`` work, and
+no statement can hold up HTTP clients or grow the daemon without bound
+(see :mod:`registryd.admin.statements` for how, and for what CPython
+cannot interrupt).  Errors come back as one line; ^C stops a statement.
 """
 
-import contextlib
+import codeop
 import inspect
-import io
 import os
 import pprint
-import traceback
 
-from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.conch import interfaces as iconch
 from twisted.conch import manhole, manhole_ssh
@@ -39,33 +41,40 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from registryd import compat
+from registryd.admin.statements import StatementRunner, call_on_reactor, describe
 from registryd.config import ConfigError
+from registryd.listeners import ListenerService
 
 log = Logger()
 
 HELP = """\
-registryd manhole.  Helpers (those marked * return a Deferred):
+registryd manhole.  Each statement runs beside the registry, which keeps serving;
+it is stopped after manhole.timelimit of computing, or if the daemon grows by
+manhole.memorylimit; ^C stops it too.  Helpers return plain values:
   registry                 the live registry model (registryd.storage.registry.Registry)
   config                   the configuration it was started with
-  repos()*                 repository names
-  tags(repo)*              tags of one repository
-  uploads()*               uploads in storage: repository, id, age, size, active
-  gc(dry_run=True, delete_untagged=False, grace_period=None)*
+  repos()                  repository names (a list)
+  tags(repo)               tags of one repository (a list)
+  uploads()                uploads in storage (a list of dicts: repository, id, age, size, active)
+  gc(dry_run=True, delete_untagged=False, grace_period=None)
                            garbage collection; dry run unless dry_run=False
-  purge_uploads(older_than="168h", dry_run=False)*
+  purge_uploads(older_than="168h", dry_run=False)
                            remove uploads started longer ago than older_than
-  rebuild_referrers(repo=None, dry_run=False)*
+  rebuild_referrers(repo=None, dry_run=False)
                            rebuild the referrers index from the manifests
-  delete_repository(repo, force=False)*
+  delete_repository(repo, force=False)
                            remove a repository's tags, manifests, blob links,
-                           referrers index and idle uploads (blobs: gc); a report;
+                           referrers index and idle uploads (blobs: gc); a dict;
                            force=True: also when it has immutable tags
-  retention(dry_run=True, json=False)*
+  retention(dry_run=True, json=False)
                            lifecycle.retention now: which tags and manifests go, and why
-  usage(repo=None)*        quota usage (lifecycle.quotas), and the bytes repo holds
+  usage(repo=None)         quota usage (lifecycle.quotas), and the bytes repo holds
   readonly(on=None)        read-only mode: set it with True/False, show it with ()
-  stats()*                 repositories, blobs, bytes, uploads, last gc and purge
+  stats()                  a dict: repositories, blobs, bytes, uploads, last gc and purge
   maintenance              the timers' state: last_gc, last_purge, gc_running
+  on_reactor(f, *args)     call f on the reactor thread and wait for its value
+                           (for registry/maintenance methods that do I/O)
   help_registryd()         this text
 """
 
@@ -126,12 +135,15 @@ def check_config(manhole_config):
 # --- the namespace -------------------------------------------------------------
 
 
-def _deferred(coroutine_function):
-    def call(*args, **kwargs):
-        return defer.ensureDeferred(coroutine_function(*args, **kwargs))
+def _on_reactor(reactor, function):
+    """C{function} as a helper: started on the reactor, its value waited
+    for in the statement's thread."""
 
-    call.__name__ = coroutine_function.__name__
-    call.__doc__ = coroutine_function.__doc__
+    def call(*args, **kwargs):
+        return call_on_reactor(reactor, function, *args, **kwargs)
+
+    call.__name__ = function.__name__
+    call.__doc__ = function.__doc__
     return call
 
 
@@ -146,10 +158,15 @@ def _seconds(value, what):
     raise TypeError(f"{what}: expected seconds or a duration such as '168h', got {value!r}")
 
 
-def make_namespace(registry, maintenance, config, retention=None):
+def make_namespace(registry, maintenance, config, reactor=None, retention=None):
     """The helpers a manhole session starts with (a fresh dict each time).
     C{retention}: the daemon's L{registryd.lifecycle.retention_runner.Retention}
-    (by default one for C{config}'s rules, without this process's pulls)."""
+    (by default one for C{config}'s rules, without this process's pulls).
+
+    They are called in statement threads (L{StatementRunner}); each does its
+    work on the reactor thread and returns a plain value."""
+    if reactor is None:
+        from twisted.internet import reactor
     from registryd import errors
     from registryd.admin.maintenance import list_uploads
 
@@ -261,21 +278,26 @@ def make_namespace(registry, maintenance, config, retention=None):
             print(repr(self))
 
 
+    def on_reactor(function, *args, **kwargs):
+        """Call function on the reactor thread; its value (awaited)."""
+        return call_on_reactor(reactor, function, *args, **kwargs)
+
     return {
         "registry": registry,
         "config": config,
         "maintenance": maintenance,
-        "repos": _deferred(repos),
-        "tags": _deferred(tags),
-        "uploads": _deferred(uploads),
-        "gc": _deferred(gc),
-        "purge_uploads": _deferred(purge_uploads),
-        "rebuild_referrers": _deferred(rebuild_referrers),
-        "delete_repository": _deferred(delete_repository),
-        "usage": _deferred(usage),
-        "retention": _deferred(run_retention),
-        "readonly": readonly,
-        "stats": _deferred(stats),
+        "repos": _on_reactor(reactor, repos),
+        "tags": _on_reactor(reactor, tags),
+        "uploads": _on_reactor(reactor, uploads),
+        "gc": _on_reactor(reactor, gc),
+        "purge_uploads": _on_reactor(reactor, purge_uploads),
+        "rebuild_referrers": _on_reactor(reactor, rebuild_referrers),
+        "delete_repository": _on_reactor(reactor, delete_repository),
+        "usage": _on_reactor(reactor, usage),
+        "retention": _on_reactor(reactor, run_retention),
+        "readonly": _on_reactor(reactor, readonly),
+        "stats": _on_reactor(reactor, stats),
+        "on_reactor": on_reactor,
         "help_registryd": help_registryd,
         "exit": _Leave(),
         "quit": _Leave(),
@@ -291,29 +313,45 @@ def _format(result):
     return pprint.pformat(result, width=100, sort_dicts=False)
 
 
-async def run_source(source, namespace):
-    """Run one command like the prompt would; (stdout text, stderr text,
-    exit status).  An expression's value is printed, awaited first if it
-    is a Deferred or coroutine."""
-    out = io.StringIO()
-    try:
+def _value(reactor, value):
+    """A statement's value, a Deferred's or coroutine's result if it is one
+    (waited for on the reactor, as helpers do)."""
+    if isinstance(value, defer.Deferred) or inspect.isawaitable(value):
+        return call_on_reactor(reactor, lambda: value)
+    return value
+
+
+async def run_source(source, namespace, runner, started=None):
+    """Run one command (``ssh host 'expr'``) in a statement thread of
+    C{runner}; (stdout text, stderr text, exit status).  An expression's
+    value is printed, awaited first if it is a Deferred or coroutine; an
+    error is one line on stderr.  C{started(statement)}, if given, is told
+    of the statement (to stop it when the client goes)."""
+    out = []
+
+    def statement():
         try:
             code = compile(source, "<ssh>", "eval")
             expression = True
         except SyntaxError:
             code = compile(source, "<ssh>", "exec")
             expression = False
-        with contextlib.redirect_stdout(out):
-            result = eval(code, namespace)
-        if isinstance(result, defer.Deferred) or inspect.isawaitable(result):
-            result = await result
+        result = _value(runner.reactor, eval(code, namespace))
         if expression and result is not None:
-            out.write(_format(result) + "\n")
-        return out.getvalue(), "", 0
-    except SystemExit as stop:
-        return out.getvalue(), "", stop.code if isinstance(stop.code, int) else 1
-    except Exception:
-        return out.getvalue(), traceback.format_exc(), 1
+            print(_format(result))
+
+    try:
+        running = runner.run(statement, out.append)
+    except RuntimeError as refused:  # no thread to be had
+        return "", describe(refused) + "\n", 1
+    if started is not None:
+        started(running)
+    error = await running.done
+    if error is None:
+        return "".join(out), "", 0
+    if isinstance(error, SystemExit):
+        return "".join(out), "", error.code if isinstance(error.code, int) else 1
+    return "".join(out), running.description + "\n", 1
 
 
 class _Pipe:
@@ -347,7 +385,15 @@ class _ShellTransport:
 
 
 class RegistryManhole(manhole.Manhole):
-    """The interactive prompt, with a banner listing the helpers."""
+    """The interactive prompt, with a banner listing the helpers; each
+    statement runs in a thread of C{runner} (keys typed meanwhile are
+    ignored but ^C, which stops it, and ^D, which stops it and leaves)."""
+
+    def __init__(self, namespace, runner):
+        super().__init__(namespace)
+        self.runner = runner
+        self.source_lines = []
+        self.statement = None
 
     def initializeScreen(self):
         self.terminal.reset()
@@ -355,14 +401,93 @@ class RegistryManhole(manhole.Manhole):
         self.terminal.write(self.ps[self.pn])
         self.setInsertMode()
 
+    def lineReceived(self, line):
+        if self.statement is not None:
+            return
+        self.source_lines.append(line.decode("utf-8", "replace"))
+        try:
+            code = codeop.compile_command("\n".join(self.source_lines), "<manhole>", "single")
+        except (SyntaxError, OverflowError, ValueError) as error:
+            self.source_lines = []
+            self._ended(describe(error))
+            return
+        if code is None:  # more to come
+            self.pn = 1
+            self._prompt()
+            return
+        self.source_lines = []
+        self.pn = 0
+        try:
+            self.statement = self.runner.run(
+                lambda: exec(code, self.namespace), self._output, self._display
+            )
+        except RuntimeError as error:  # no thread to be had
+            self._ended(describe(error))
+            return
+        self.statement.done.addCallback(
+            lambda error, statement=self.statement: self._ended(statement.description)
+        )
+
+    def _display(self, value):
+        """The display hook, in the statement's thread."""
+        value = _value(self.runner.reactor, value)
+        if value is not None:
+            self.namespace["_"] = value
+            print(repr(value))
+
+    def _output(self, text):
+        self.terminal.write(text.encode("utf-8", "replace"))
+
+    def _ended(self, description):
+        """A statement ended (with the error in one line, or None)."""
+        self.statement = None
+        if self.terminal is None or self.terminal.transport is None:
+            return
+        if description is not None:
+            if compat.manhole_needs_newline(self):
+                self.terminal.nextLine()
+            self.terminal.write(description.encode("utf-8", "replace"))
+        self._prompt()
+
+    def _prompt(self):
+        if compat.manhole_needs_newline(self):
+            self.terminal.nextLine()
+        self.terminal.write(self.ps[self.pn])
+
+    def characterReceived(self, ch, moreCharactersComing):
+        if self.statement is None:
+            super().characterReceived(ch, moreCharactersComing)
+
+    def handle_INT(self):
+        if self.statement is not None:
+            self.runner.interrupt(self.statement)
+        else:
+            self.source_lines = []
+            super().handle_INT()
+
+    def handle_QUIT(self):
+        if self.statement is not None:
+            self.runner.interrupt(self.statement)
+        super().handle_QUIT()
+
+    def connectionLost(self, reason):
+        if self.statement is not None:
+            self.runner.interrupt(self.statement)
+        super().connectionLost(reason)
+
 
 class ManholeSession(manhole_ssh.TerminalSession):
     """A session: the prompt (with or without a pty), or one command."""
 
     transportFactory = _ShellTransport
     namespace_factory = None
+    runner = None
     width, height = 80, 25  # when the client asks for no pty
     _terminal = None
+
+    def __init__(self, original):
+        super().__init__(original)
+        self._commands = []  # statements of execCommand
 
     def openShell(self, proto):
         self._terminal = self.transportFactory(
@@ -378,9 +503,10 @@ class ManholeSession(manhole_ssh.TerminalSession):
         # is sent when this returns, and clients expect it before any output.
         started = defer.Deferred()
         reactor.callLater(0, started.callback, None)
-        started.addCallback(lambda _: defer.ensureDeferred(
-            run_source(command.decode("utf-8", "replace"), self.namespace_factory())
-        ))
+        started.addCallback(lambda _: defer.ensureDeferred(run_source(
+            command.decode("utf-8", "replace"), self.namespace_factory(), self.runner,
+            self._commands.append,
+        )))
         running = started
 
         def done(outcome):
@@ -403,22 +529,32 @@ class ManholeSession(manhole_ssh.TerminalSession):
     def eofReceived(self):
         pass  # the prompt ends with ^D or exit(); a command ends by itself
 
+    def closed(self):
+        """The client went: stop its commands still running, as ^C would."""
+        for statement in self._commands:
+            self.runner.interrupt(statement)
+        self._commands = []
+
 
 @implementer(portal.IRealm)
 class ManholeRealm(manhole_ssh.TerminalRealm):
     sessionFactory = ManholeSession
     transportFactory = _ShellTransport
 
-    def __init__(self, namespace_factory):
+    def __init__(self, namespace_factory, runner=None):
         super().__init__()
         self.namespace_factory = namespace_factory
+        self.runner = runner if runner is not None else StatementRunner()
         self.chainedProtocolFactory = lambda: insults.ServerProtocol(
-            RegistryManhole, namespace_factory()
+            RegistryManhole, namespace_factory(), self.runner
         )
 
     def _getAvatar(self, avatarId):
+        # Overrides a private conch hook (registryd.compat checks it).
         user = super()._getAvatar(avatarId)
-        user.original.getComponent(iconch.ISession).namespace_factory = self.namespace_factory
+        session = user.original.getComponent(iconch.ISession)
+        session.namespace_factory = self.namespace_factory
+        session.runner = self.runner
         return user
 
 
@@ -444,10 +580,13 @@ class _ServerTransport(SSHServerTransport):
         super().sendExtInfo(extensions)
 
 
-def make_factory(user, authorized_keys, host_key, namespace_factory):
-    """An SSH server factory: public key logins as C{user} only."""
+def make_factory(user, authorized_keys, host_key, namespace_factory, runner=None):
+    """An SSH server factory: public key logins as C{user} only; statements
+    run in C{runner}'s threads (a L{StatementRunner} with its defaults if
+    None)."""
     checker = SSHPublicKeyChecker(InMemorySSHKeyDB({user.encode("utf-8"): list(authorized_keys)}))
-    factory = manhole_ssh.ConchFactory(portal.Portal(ManholeRealm(namespace_factory), [checker]))
+    realm = ManholeRealm(namespace_factory, runner)
+    factory = manhole_ssh.ConchFactory(portal.Portal(realm, [checker]))
     # ConchFactory's key dicts are class attributes: never share them.
     factory.publicKeys = {host_key.sshType(): host_key.public()}
     factory.privateKeys = {host_key.sshType(): host_key}
@@ -466,9 +605,16 @@ class ManholeService(MultiService):
         self.setName("manhole")
         self.host_key = load_or_create_host_key(manhole_config.host_key)
         self.authorized_keys = load_authorized_keys(manhole_config.authorized_keys)
-        self.factory = make_factory(
-            manhole_config.user, self.authorized_keys, self.host_key, namespace_factory
+        self.runner = StatementRunner(
+            reactor, manhole_config.timelimit, manhole_config.memorylimit
         )
-        self.listener = strports.service(manhole_config.listen, self.factory, reactor=reactor)
+        self.factory = make_factory(
+            manhole_config.user, self.authorized_keys, self.host_key, namespace_factory,
+            self.runner,
+        )
+        self.listener = ListenerService(
+            manhole_config.listen, self.factory, reactor=reactor,
+            what=f"manhole (user {manhole_config.user}) listening on", scheme="ssh",
+        )
         self.listener.setName(f"manhole {manhole_config.listen}")
         self.listener.setServiceParent(self)

@@ -14,6 +14,11 @@ configuration or repository name.
 import argparse
 import sys
 
+from registryd.admin.command import CommandFailed, load_storage, print_report, run_job
+from registryd.admin.referrers import rebuild_referrers
+from registryd.errors import RegistryError
+from registryd.names import check_repository_name
+
 
 def _parser():
     parser = argparse.ArgumentParser(
@@ -40,11 +45,6 @@ def run(argv, out=None, err=None):
     out = out or sys.stdout
     err = err or sys.stderr
     options = _parser().parse_args(argv)
-
-    from registryd.admin.command import CommandFailed, load_storage, print_report, run_job
-    from registryd.errors import RegistryError
-    from registryd.names import check_repository_name
-
     prog = "registryd-referrers"
     try:
         for name in options.repositories:
@@ -55,8 +55,6 @@ def run(argv, out=None, err=None):
         config, driver = load_storage(prog, options.config)
 
         async def rebuild(registry):
-            from registryd.admin.referrers import rebuild_referrers
-
             return await rebuild_referrers(
                 registry, repositories=options.repositories or None, dry_run=options.dry_run
             )

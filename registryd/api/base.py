@@ -36,15 +36,23 @@ def check_unrouted_path(request):
         raise errors.NameInvalid("control character in the repository name")
 
 
-def arg(request, name):
-    """The first value of query argument C{name} as str, or None."""
-    values = request.args.get(name.encode("ascii"))
-    if not values:
-        return None
+def query_args(request, name):
+    """Every value of query (or form) argument C{name}, as str: 400
+    C{BadRequest} if one is not UTF-8."""
     try:
-        return values[0].decode("utf-8")
+        return [value.decode("utf-8") for value in request.args.get(name.encode("ascii"), ())]
     except UnicodeDecodeError:
-        raise errors.Unsupported(f"query parameter {name!r} is not UTF-8", status=400) from None
+        raise errors.BadRequest(f"query parameter {name!r} is not UTF-8") from None
+
+
+def query_arg(request, name, unique=False):
+    """The first value of query (or form) argument C{name} as str, or None;
+    with C{unique}, 400 C{BadRequest} if it is given more than once (the
+    token server's parameters)."""
+    values = query_args(request, name)
+    if unique and len(values) > 1:
+        raise errors.BadRequest(f"parameter {name!r} given more than once")
+    return values[0] if values else None
 
 
 #: The largest number a header or query parameter may carry: Go's int64,
@@ -86,16 +94,6 @@ def upload_headers(request, urls, upload):
         ("Range", upload.range_header()),
         ("Docker-Upload-UUID", upload.id),
     ]
-
-
-def request_body(request):
-    """The streaming body of an upload request (see registryd.web)."""
-    body = getattr(request, "body", None)
-    if body is None:
-        # Not dispatched by StreamingSite (cannot happen for upload routes
-        # when served by registryd): refuse rather than buffer.
-        raise errors.RegistryError("request body is not streamed", status=500)
-    return body
 
 
 def shielded(running, expected=(defer.CancelledError,), what="handler"):

@@ -96,8 +96,9 @@ async def get_blob(ctx, request, name, digest):
         return outcome
 
     sending.addBoth(report_pull)
-    # klein cancels the handler when the client leaves: the sender goes
-    # on, so that it knows how much it sent (and a cache's fetch is undone).
+    # Shielded: when the client leaves (klein cancels the handler) the
+    # sender still finishes, so that it knows how much it sent (and a
+    # pull-through cache's reader removes its partial copy).
     await shielded(sending, what="sending a blob")
     return None
 

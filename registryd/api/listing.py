@@ -10,7 +10,7 @@ import json
 from urllib.parse import urlencode
 
 from registryd import errors
-from registryd.api.base import arg, decimal, respond
+from registryd.api.base import decimal, query_arg, respond
 
 #: Catalog page size when the client does not ask (Distribution's default
 #: catalog.maxentries); tag lists are whole unless ``n`` is given.
@@ -43,7 +43,7 @@ def max_tags(ctx):
 
 def _limits(ctx):
     """(catalog.maxentries, tags.maxtags), each None when not configured."""
-    listing = getattr(ctx, "listing", None)
+    listing = ctx.listing
     if listing is None:
         return None, None
     return listing.max_catalog_entries, listing.max_tags
@@ -63,7 +63,7 @@ async def list_tags(ctx, request, name):
 
 def _page_arguments(request, default_page=None):
     """The request's (n, last), as L{paginate} reads them."""
-    n = arg(request, "n")
+    n = query_arg(request, "n")
     if n is not None:
         number = decimal(n)
         if number is None:
@@ -71,7 +71,7 @@ def _page_arguments(request, default_page=None):
         n = number
     else:
         n = default_page
-    return n, arg(request, "last") or None
+    return n, query_arg(request, "last") or None
 
 
 async def catalog(ctx, request):
@@ -82,7 +82,7 @@ async def catalog(ctx, request):
         raise errors.PaginationNumberInvalid(
             f"n may be at most {max_entries} (catalog.maxentries)", detail={"n": n}
         )
-    grant = getattr(request, "grant", None)
+    grant = request.context.grant
     # Only what the caller may read (registryd.auth); the walk covers just
     # this page (Registry.repository_page), not the whole tree.
     page, more = await ctx.registry.repository_page(

@@ -1,7 +1,6 @@
 """``/v2/<name>/manifests/<reference>``: GET, HEAD, PUT (with ``?tag=``), DELETE."""
 
-from registryd import errors
-from registryd.api.base import respond
+from registryd.api.base import query_args, respond
 
 
 def _manifest_headers(stored):
@@ -25,21 +24,11 @@ async def get_manifest(ctx, request, name, reference):
     return b"" if request.method == b"HEAD" else response
 
 
-def _request_body(request):
-    content = request.content
-    if getattr(content, "overflow", False):
-        raise errors.PayloadTooLarge(
-            f"manifests are limited to {content.limit} bytes", status=413,
-        )
-    content.seek(0)
-    return content.read()
-
-
 async def put_manifest(ctx, request, name, reference):
     repository = ctx.registry.repository(name)
-    body = _request_body(request)
+    body = request.context.body.value()  # buffered, at most MAX_MANIFEST_SIZE
     content_type = request.getHeader("content-type")
-    tags = [value.decode("utf-8", "replace") for value in request.args.get(b"tag", [])]
+    tags = query_args(request, "tag")
     stored = await repository.manifests.put(
         reference, body, content_type, tags=tags,
         allow_sparse=ctx.registry.accept_sparse_manifests,

@@ -7,7 +7,7 @@ filters and is reported in ``OCI-Filters-Applied``.
 
 import json
 
-from registryd.api.base import arg, respond
+from registryd.api.base import query_arg, respond
 from registryd.digest import Digest
 
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
@@ -16,7 +16,7 @@ INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 async def list_referrers(ctx, request, name, digest):
     repository = ctx.registry.repository(name)
     subject = Digest.parse(digest)
-    artifact_type = arg(request, "artifactType")
+    artifact_type = query_arg(request, "artifactType")
     descriptors = await repository.manifests.referrers(subject, artifact_type)
     headers = []
     if artifact_type is not None:

@@ -9,7 +9,7 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.logger import Logger
 
 from registryd import errors
-from registryd.api.base import respond
+from registryd.api.base import query_arg, query_args, respond
 from registryd.auth.headers import (
     MalformedAuthorization,
     authorization,
@@ -18,23 +18,12 @@ from registryd.auth.headers import (
     client_host,
 )
 
-
 log = Logger()
 
 
-def _args(request, name):
-    values = request.args.get(name.encode("ascii"), [])
-    try:
-        return [value.decode("utf-8") for value in values]
-    except UnicodeDecodeError:
-        raise errors.Unsupported(f"parameter {name!r} is not UTF-8", status=400) from None
-
-
 def _one(request, name):
-    values = _args(request, name)
-    if len(values) > 1:
-        raise errors.Unsupported(f"parameter {name!r} given more than once", status=400)
-    return values[0] if values else None
+    """A token request parameter, given at most once (else 400)."""
+    return query_arg(request, name, unique=True)
 
 
 def _unauthorized(issuer, message):
@@ -55,7 +44,7 @@ async def _check_password(issuer, credentials, request):
 async def get_token(issuer, request):
     """Docker's token request: Basic credentials (or none: anonymous)."""
     issuer.check_service(_one(request, "service"))
-    requested = issuer.requested(_args(request, "scope"))
+    requested = issuer.requested(query_args(request, "scope"))
     user = None
     try:
         header = authorization(request)
@@ -77,9 +66,9 @@ async def post_token(issuer, request):
     """The OAuth2 form: ``grant_type=password`` or ``refresh_token``."""
     content_type = (request.getHeader("content-type") or "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
-        raise errors.Unsupported("expected an application/x-www-form-urlencoded body", status=400)
+        raise errors.BadRequest("expected an application/x-www-form-urlencoded body")
     issuer.check_service(_one(request, "service"))
-    requested = issuer.requested(_args(request, "scope"))
+    requested = issuer.requested(query_args(request, "scope"))
     grant_type = _one(request, "grant_type")
     refresh_token = None
     if grant_type == "password":
@@ -87,7 +76,7 @@ async def post_token(issuer, request):
 
         username, password = _one(request, "username"), _one(request, "password")
         if not username or password is None:
-            raise errors.Unsupported("grant_type=password needs username and password", status=400)
+            raise errors.BadRequest("grant_type=password needs username and password")
         user = await _check_password(
             issuer, UsernamePassword(username.encode("utf-8"), password.encode("utf-8")), request
         )
@@ -96,13 +85,11 @@ async def post_token(issuer, request):
     elif grant_type == "refresh_token":
         given = _one(request, "refresh_token")
         if not given:
-            raise errors.Unsupported("grant_type=refresh_token needs refresh_token", status=400)
+            raise errors.BadRequest("grant_type=refresh_token needs refresh_token")
         user = issuer.user_from_refresh_token(given)
         refresh_token = given
     else:
-        raise errors.Unsupported(
-            f"grant_type must be password or refresh_token, got {grant_type!r}", status=400
-        )
+        raise errors.BadRequest(f"grant_type must be password or refresh_token, got {grant_type!r}")
     granted = issuer.grant(user, requested)
     token, issued_at, expires_in = issuer.access_token(user, granted)
     body = {

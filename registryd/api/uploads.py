@@ -8,7 +8,7 @@ stored, and the body is streamed into the upload as it arrives.
 import re
 
 from registryd import errors
-from registryd.api.base import arg, decimal, request_body, respond, upload_headers
+from registryd.api.base import decimal, query_arg, respond, upload_headers
 from registryd.digest import DEFAULT_ALGORITHM, Digest, check_algorithm
 from registryd.names import check_repository_name
 
@@ -58,7 +58,7 @@ def _check_chunk(request, upload, urls, body):
 
 
 def _size_parameter(request):
-    size = arg(request, "size")
+    size = query_arg(request, "size")
     if size is None:
         return None
     number = decimal(size)
@@ -69,18 +69,19 @@ def _size_parameter(request):
 
 async def start_upload(ctx, request, name):
     repository = ctx.registry.repository(name)
-    body = request_body(request)
-    mount = arg(request, "mount")
+    body = request.context.body
+    mount = query_arg(request, "mount")
     if mount is not None:
-        blob = await _try_mount(ctx, request, repository, Digest.parse(mount), arg(request, "from"))
+        source = query_arg(request, "from")
+        blob = await _try_mount(ctx, request, repository, Digest.parse(mount), source)
         if blob is not None:
-            ctx.events.blob_mounted(request, repository.name, blob, arg(request, "from"))
+            ctx.events.blob_mounted(request, repository.name, blob, source)
             return respond(request, 201, [
                 ("Location", ctx.urls.blob(request, repository.name, blob.digest)),
                 ("Docker-Content-Digest", str(blob.digest)),
             ])
-    digest = arg(request, "digest")
-    algorithm = arg(request, "digest-algorithm") or DEFAULT_ALGORITHM
+    digest = query_arg(request, "digest")
+    algorithm = query_arg(request, "digest-algorithm") or DEFAULT_ALGORITHM
     check_algorithm(algorithm)
     if digest is not None and mount is None:
         digest = Digest.parse(digest)
@@ -91,11 +92,9 @@ async def start_upload(ctx, request, name):
 
 
 def _may_read(request):
-    """Whether the caller may pull from a repository (request.grant, set by
-    the app's authorization step; everything when there is none)."""
-    grant = getattr(request, "grant", None)
-    if grant is None:
-        return lambda name: True
+    """Whether the caller may pull from a repository (the grant the app's
+    admission step recorded)."""
+    grant = request.context.grant
     return lambda name: grant.allows("repository", name, "pull")
 
 
@@ -139,7 +138,7 @@ async def upload_status(ctx, request, name, upload_id):
 
 async def patch_upload(ctx, request, name, upload_id):
     async with await ctx.registry.repository(name).uploads.resume(upload_id) as upload:
-        body = request_body(request)
+        body = request.context.body
         _check_chunk(request, upload, ctx.urls, body)
         await upload.append(body)
         return respond(request, 202, upload_headers(request, ctx.urls, upload))
@@ -148,12 +147,12 @@ async def patch_upload(ctx, request, name, upload_id):
 async def finish_upload(ctx, request, name, upload_id):
     repository = ctx.registry.repository(name)
     async with await repository.uploads.resume(upload_id) as upload:
-        digest = arg(request, "digest")
+        digest = query_arg(request, "digest")
         if digest is None:
             raise errors.DigestInvalid("the digest query parameter is required to finish an upload")
         digest = Digest.parse(digest)
         expected_size = _size_parameter(request)
-        body = request_body(request)
+        body = request.context.body
         _check_chunk(request, upload, ctx.urls, body)
         if not (body.finished and body.received == 0):
             await upload.append(body)

@@ -122,6 +122,9 @@ class TokenGrant:
         return self.token.access.allows(REGISTRY, CATALOG, ALL)
 
 
+_OPEN_GRANT = OpenGrant()
+
+
 # --- authorizers ----------------------------------------------------------
 
 
@@ -130,8 +133,7 @@ class OpenAuthorizer:
     """No authentication, no access control."""
 
     def authorize(self, request, needed):
-        request.grant = OpenGrant()
-        return defer.succeed(request.grant)
+        return defer.succeed(_OPEN_GRANT)
 
 
 @implementer(IAuthorizer)
@@ -170,12 +172,11 @@ class BasicAuthorizer:
                          client=request.getClientAddress())
                 raise self._unauthorized("invalid username or password", needed) from None
         grant = PolicyGrant(self.policy, user)
-        request.grant = grant
         lacking = grant.missing(needed)
         if user is None and (lacking or not needed):
             raise self._unauthorized("authentication required", needed)
         if lacking:
-            raise errors.Denied(detail=_detail(lacking))
+            raise errors.Denied(detail=_detail(lacking), user=user)
         return grant
 
 
@@ -224,12 +225,11 @@ class BearerAuthorizer:
         except InvalidToken as error:
             raise self._unauthorized(request, str(error), needed, "invalid_token") from None
         grant = TokenGrant(verified, self.policy)
-        request.grant = grant
         lacking = verified.access.missing(needed)
         if lacking:
             raise errors.Denied(
                 "the token does not grant the access this request needs",
-                detail=_detail(lacking),
+                detail=_detail(lacking), user=grant.user,
                 headers={"WWW-Authenticate": self._challenge(request, needed, "insufficient_scope")},
             )
         return grant

@@ -155,7 +155,7 @@ class TokenIssuer:
         try:
             requested = parse_scopes(values)
         except ScopeInvalid as error:
-            raise errors.Unsupported(str(error), status=400) from None
+            raise errors.BadRequest(str(error)) from None
         for access in requested:
             if access.type == REPOSITORY:
                 try:
@@ -168,7 +168,6 @@ class TokenIssuer:
 
     def check_service(self, service):
         if service is not None and service != self.service:
-            raise errors.Unsupported(
-                f"this token server issues tokens for service {self.service!r}, not {service!r}",
-                status=400,
+            raise errors.BadRequest(
+                f"this token server issues tokens for service {self.service!r}, not {service!r}"
             )

@@ -26,7 +26,7 @@ import time
 import attr
 from twisted.internet import defer
 
-from registryd import errors, metrics
+from registryd import errors
 from registryd.auth.access import compile_pattern
 from registryd.storage.walking import gather_limited
 
@@ -178,6 +178,10 @@ class QuotaAccounting:
             held.update(adding[1])
             return QuotaUsage(quota, sum(held.values()), len(names))
         found = QuotaUsage(quota, sum(held.values()), len(names))
+        # Imported when used: prometheus_client must not be imported before
+        # worker mode has chosen its multiprocess directory (registryd.workers).
+        from registryd import metrics
+
         metrics.QUOTA_USED_BYTES.labels(quota.where).set(found.bytes)
         metrics.QUOTA_REPOSITORIES.labels(quota.where).set(found.repositories)
         if quota.bytes is not None:

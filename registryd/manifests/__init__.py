@@ -6,12 +6,12 @@ what it references is in the repository.  See ARCHITECTURE.md, "Manifests".
 """
 
 from registryd.manifests.model import Descriptor, Manifest
-from registryd.manifests.parse import DEFAULT_MAX_SIZE, parse_manifest
+from registryd.manifests.parse import MAX_MANIFEST_SIZE, parse_manifest
 from registryd.manifests.schema1 import sign_schema1
 from registryd.manifests.verify import verify_references
 
 __all__ = [
-    "DEFAULT_MAX_SIZE",
+    "MAX_MANIFEST_SIZE",
     "Descriptor",
     "Manifest",
     "parse_manifest",

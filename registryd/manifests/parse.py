@@ -12,8 +12,10 @@ from registryd.manifests.image import parse_docker_manifest, parse_oci_manifest
 from registryd.manifests.index import parse_docker_manifest_list, parse_oci_index
 from registryd.manifests.schema1 import parse_schema1
 
-#: The distribution spec asks registries to accept manifests of at least 4 MiB.
-DEFAULT_MAX_SIZE = 4 * 1024 * 1024
+#: The largest manifest registryd takes, pushed or fetched from upstream, and
+#: so the largest request body it buffers (registryd.web): the distribution
+#: spec asks registries to accept manifests of at least 4 MiB.
+MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 
 _PARSERS = {
     mediatypes.OCI_MANIFEST: parse_oci_manifest,
@@ -72,7 +74,7 @@ def resolve_media_type(doc, content_type):
     return media_type
 
 
-def parse_manifest(body, content_type, max_size=DEFAULT_MAX_SIZE):
+def parse_manifest(body, content_type, max_size=MAX_MANIFEST_SIZE):
     """Parse and validate a pushed manifest; return a L{Manifest}.
 
     @param body: the exact bytes of the request body.

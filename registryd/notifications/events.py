@@ -54,17 +54,11 @@ def _timestamp(now=None):
     return now.isoformat().replace("+00:00", "Z")
 
 
-def request_user(request):
-    """The authenticated user of C{request}, or None: what the auth layer
-    recorded as ``request.authenticated_user`` or ``request.grant.user``."""
-    user = getattr(request, "authenticated_user", None)
-    if user is None:
-        user = getattr(getattr(request, "grant", None), "user", None)
-    return user
-
-
 def request_record(request):
     """Distribution's RequestRecord for a twisted.web request."""
+    # Not at module level: registryd.workers imports this module before
+    # share_metrics() may let anything import prometheus_client (accesslog
+    # imports registryd.metrics).
     from registryd.accesslog import client_address
 
     def header(name):
@@ -72,7 +66,7 @@ def request_record(request):
         return value.decode("latin-1") if isinstance(value, bytes) else (value or "")
 
     return {
-        "id": getattr(request, "request_id", None) or "",
+        "id": request.context.request_id or "",
         # As Distribution's RemoteAddr: the first X-Forwarded-For entry, else
         # X-Real-Ip (a proxy in front says who the client is), else the peer.
         "addr": (header(b"x-forwarded-for").split(",")[0].strip()
@@ -223,7 +217,7 @@ class Notifier(NullEvents):
             return
         try:
             event = build_event(
-                action, target, request_record(request), request_user(request), self.source
+                action, target, request_record(request), request.context.user, self.source
             )
             line = None
             for endpoint in self.endpoints:

@@ -16,21 +16,23 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from registryd.notifications.delivery import Endpoint
-from registryd.notifications.events import Notifier
 from registryd.notifications.journal import Journal
 
 log = Logger()
 
 
 class NotificationService(Service):
-    """Endpoints, their journals and the L{Notifier} handlers report to."""
+    """Endpoints, their journals and the L{registryd.notifications.events.Notifier}
+    handlers report to."""
 
     name = "notifications"
 
-    def __init__(self, config, urls, source_addr=None, reactor=None):
+    def __init__(self, config, notifier, reactor=None):
         """
         @param config: a L{registryd.config.NotificationsConfig}.
-        @param urls: the app's L{registryd.urls.URLBuilder} (event URLs).
+        @param notifier: the app's L{registryd.notifications.events.Notifier}: events it builds go to
+            this service's endpoints (it gets them here, and on
+            L{reconfigure}).
         """
         import treq.client
         from twisted.web.client import Agent, HTTPConnectionPool
@@ -42,9 +44,8 @@ class NotificationService(Service):
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._pool.retryAutomatically = False  # a retry is our decision
         self.client = treq.client.HTTPClient(Agent(reactor, pool=self._pool))
-        self.notifier = Notifier(
-            urls, include_references=config.include_references, source_addr=source_addr
-        )
+        self.notifier = notifier
+        notifier.include_references = config.include_references
         self.endpoints = {}
         try:
             for endpoint_config in config.enabled_endpoints:

@@ -21,7 +21,7 @@ from registryd import errors, metrics
 from registryd.digest import DEFAULT_ALGORITHM, Digest
 from registryd.interfaces import IManifestStore
 from registryd.manifests import mediatypes
-from registryd.manifests.parse import DEFAULT_MAX_SIZE
+from registryd.manifests.parse import MAX_MANIFEST_SIZE
 from registryd.proxy.upstream import header_values
 from registryd.storage.manifest_store import is_digest_reference
 from registryd.storage.tags import check_tag
@@ -140,7 +140,7 @@ class ProxyManifestStore:
             raise errors.ManifestUnknown(
                 detail={"digest": reference} if digest is not None else {"tag": tag}
             )
-        body = await self._upstream.body(response).read_all(DEFAULT_MAX_SIZE)
+        body = await self._upstream.body(response).read_all(MAX_MANIFEST_SIZE)
         metrics.PROXY_REQUESTS.labels("manifest", "miss").inc()
         metrics.PROXY_PULLED_BYTES.labels("manifest").inc(len(body))
         content_type = _header(response, "content-type")

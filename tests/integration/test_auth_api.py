@@ -73,8 +73,8 @@ async def serve(tmp_path, auth=None, tls=None, listen="tcp:0:interface=127.0.0.1
         document["http"] = {"tls": tls}
     config = parse_config(yaml.safe_load(yaml.safe_dump(document)))
     registry = Registry(FilesystemDriver(str(root)), delete_enabled=True)
-    app = RegistryApp(registry)
-    app.authorizer, app.token_issuer = create(config)
+    authorizer, token_issuer = create(config)
+    app = RegistryApp(registry, authorizer=authorizer, token_issuer=token_issuer)
     site = StreamingSite(app.resource())
     plain, options = tlsmodule.listener(listen, config.http.tls)
     port = await endpoints.serverFromString(reactor, plain).listen(tlsmodule.wrap(site, options))
@@ -167,7 +167,9 @@ async def guess_while_alice_logs_in(running, login):
     checker = running.app.authorizer.checker if running.app.token_issuer is None \
         else running.app.token_issuer.checker
     throttle = checker.throttle
-    now = [time.monotonic()]
+    # A whole number of seconds: the sums below are then exact (a float
+    # such as time.monotonic()'s made 123 s of Retry-After add up to 122.99...).
+    now = [float(int(time.monotonic()))]
     throttle.clock = lambda: now[0]
     start = now[0]
     response = await login(ALICE)

@@ -357,3 +357,29 @@ async def test_upload_error_paths(server):
     assert status == 404 and json.loads(body)["errors"][0]["code"] == "UNSUPPORTED"
     status, headers, body = await raw_request(server, "POST", f"/v2/errs/blobs/{sha256(b'x')}")
     assert status == 405 and json.loads(body)["errors"][0]["code"] == "UNSUPPORTED"
+
+
+@pytest_twisted.ensureDeferred
+async def test_methods_are_case_sensitive(server):
+    """werkzeug's router matches "get" as GET; HTTP methods are
+    case-sensitive, so a lowercase method is 405 with the route's Allow
+    header (as Distribution's router answers), never a 500 or another
+    method's handler."""
+    data = b"case matters"
+    status, _, _ = await raw_request(server, "POST", f"/v2/case/blobs/uploads/?digest={sha256(data)}",
+                                     body=data)
+    assert status == 201
+    upload = await server.client.post(server.v2("case/blobs/uploads/"))
+    location = upload.headers.getRawHeaders("Location")[0].split(server.url, 1)[1]
+    await upload.content()
+    for method, path, allow in [
+        ("get", location, "DELETE, GET, HEAD, PATCH, PUT"),
+        ("delete", f"/v2/case/blobs/{sha256(data)}", "DELETE, GET, HEAD"),
+        ("get", "/v2/case/tags/list", "GET, HEAD"),
+    ]:
+        status, headers, body = await raw_request(server, method, path)
+        assert status == 405, (method, path, body)
+        assert headers["allow"] == allow
+        assert json.loads(body)["errors"][0]["code"] == "UNSUPPORTED"
+    response = await server.client.get(server.v2(f"case/blobs/{sha256(data)}"))
+    assert await response.content() == data  # the lowercase delete deleted nothing

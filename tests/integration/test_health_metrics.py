@@ -414,10 +414,10 @@ async def test_reload_applies_headers_and_level_and_names_what_needs_a_restart(r
     with open(running.config_path, "w") as stream:
         stream.write(text)
     restart = await running.service.operations.reload()
-    assert restart == ["storage.parameters"]
+    assert restart == ["storage.filesystem"]  # the key as written, not the attribute
     _, headers, _ = await get(running.v2(""))
     assert headers.getRawHeaders("x-reloaded") == ["reloaded"]
-    assert running.service._log_filter.level.name == "error"
+    assert running.service.operations.log_filter.level.name == "error"
     assert running.service.config.log.level == "error"
     # the storage did not move
     assert running.service.config.storage.parameters["rootdirectory"] == str(tmp_path / "registry-data")
@@ -466,7 +466,7 @@ async def test_reload_hooks_for_worker_processes(running):
     seen = []
     operations = running.service.operations
     operations.config_filter = lambda config: attr.evolve(config, http=attr.evolve(config.http, debug=None))
-    operations.reloaded.append(seen.append)
+    operations.on_reload(seen.append)
     with open(running.config_path, "a") as stream:
         stream.write("log:\n  level: warn\n")
     # http.debug is in the file but filtered out: applied as "removed"

@@ -141,3 +141,28 @@ async def test_wrong_key_wrong_user_and_passwords_are_refused(manhole):
     # Public keys are the only credentials the server knows how to check,
     # so "publickey" is the only method it offers.
     assert manhole.factory.portal.listCredentialsInterfaces() == [ISSHPrivateKey]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_command_is_stopped_when_its_client_goes(manhole):
+    """Without a pty there is no ^C: closing the session is the way to stop
+    a command, well before the time limit would."""
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    runner = manhole.factory.portal.realm.runner
+    runner.time_limit = 600
+    endpoint = SSHCommandClientEndpoint.newConnection(
+        reactor, b"while True: pass", b"admin", "127.0.0.1", manhole.port,
+        keys=[manhole.admin_key], knownHosts=manhole.known_hosts, ui=None,
+    )
+    proto = await endpoint.connect(protocol.Factory.forProtocol(_Collect))
+    deadline = reactor.seconds() + 60
+    while not runner.running:
+        assert reactor.seconds() < deadline, "the command never started"
+        await deferLater(reactor, 0.05)
+    proto.transport.loseConnection()
+    await proto.done
+    while runner.running:
+        assert reactor.seconds() < deadline, "the command still runs after its client went"
+        await deferLater(reactor, 0.05)

@@ -93,14 +93,16 @@ async def test_writes_are_refused_reads_served(server):
 def test_the_configuration_switches_it_on():
     import yaml
 
+    from registryd.composition import compose
     from registryd.config import parse_config
     from registryd.service import RegistryService
+    from registryd.startup import from_config
 
     config = parse_config(yaml.safe_load(
         "version: 0.1\nstorage:\n  inmemory:\n  maintenance:\n    readonly: {enabled: true}\n"
         "http: {addr: '127.0.0.1:0'}\n"
     ))
-    service = RegistryService(config)
+    service = RegistryService(compose(from_config(config)))
     assert service.registry.read_only is True
     assert service.getServiceNamed("upload purging").interval == 86400.0
     assert service.manhole is None

@@ -28,7 +28,7 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.tools import Tmpfs, free_port, without_permission_override
+from tests.e2e.tools import Tmpfs, free_port, free_ports, without_permission_override
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -60,6 +60,15 @@ def run_to_exit(tmp_path, *arguments, timeout=60, prefix=()):
     return result.returncode, result.stdout
 
 
+def run_to_exit_apart(tmp_path, *arguments, timeout=60):
+    """Run twistd registryd until it exits; return (status, stdout, stderr)."""
+    result = subprocess.run(
+        twistd_command(*arguments), cwd=tmp_path, env=environment(), capture_output=True,
+        text=True, timeout=timeout,
+    )
+    return result.returncode, result.stdout, result.stderr
+
+
 def write_config(tmp_path, text):
     path = tmp_path / "registryd.yaml"
     path.write_text(text)
@@ -69,6 +78,7 @@ def write_config(tmp_path, text):
 def assert_clean_failure(status, output, *expected):
     assert status != 0, output
     assert "Traceback" not in output, output
+    assert "Usage:" not in output and "--help" not in output, output  # no usage block
     last = output.strip().splitlines()[-1]
     for text in expected:
         assert text in last, output
@@ -138,14 +148,121 @@ def test_bad_listen_endpoint_fails(tmp_path):
     assert_clean_failure(status, output, "--listen", "nonsense:1234")
 
 
-def test_unbindable_port_fails_start_up(tmp_path):
+def assert_one_line_failure(status, stdout, stderr, line):
+    """Exit status 1 and exactly C{line} on stderr: no usage block, no
+    traceback (on either stream)."""
+    assert (status, stderr) == (1, line + "\n"), stdout + stderr
+    assert "Traceback" not in stdout and "Usage:" not in stdout, stdout
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one-process", "workers"])
+def test_unbindable_port_fails_start_up_in_one_line(tmp_path, workers):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        status, output = run_to_exit(tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1")
-    assert status != 0, output
-    assert "Address already in use" in output, output
+        status, stdout, stderr = run_to_exit_apart(
+            tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1", *workers)
+    assert_one_line_failure(
+        status, stdout, stderr,
+        f"registryd: cannot listen on tcp:{port}:interface=127.0.0.1: "
+        "address already in use (another registry running?)",
+    )
+
+
+def test_unbindable_port_fails_a_daemonising_twistd_too(tmp_path):
+    """Without --nodaemon, twistd's parent waits for its daemon to report:
+    the failure must reach it (exit status 1, not a parent waiting for
+    ever), and the log file has the whole line."""
+    log_file, pid_file = tmp_path / "twistd.log", tmp_path / "twistd.pid"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*TWISTD, f"--pidfile={pid_file}", f"--logfile={log_file}", "registryd",
+             "--listen", f"127.0.0.1:{port}"],
+            cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=60,
+        )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"cannot listen on tcp:{port}:interface=127.0.0.1" in result.stderr
+    line = (f"registryd: cannot listen on tcp:{port}:interface=127.0.0.1: address already in use "
+            "(another registry running?)")
+    # the daemon removes its pid file just after telling the parent: wait for it
+    deadline = time.monotonic() + 30
+    while pid_file.exists() or line not in log_file.read_text():
+        assert time.monotonic() < deadline, log_file.read_text()
+        time.sleep(0.05)
+
+
+def test_unbindable_debug_port_names_its_endpoint(tmp_path):
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        debug_port = taken.getsockname()[1]
+        config = write_config(tmp_path, f"""\
+version: 0.1
+storage:
+  inmemory:
+http:
+  addr: 127.0.0.1:{port}
+  debug: {{addr: "127.0.0.1:{debug_port}"}}
+""")
+        status, stdout, stderr = run_to_exit_apart(tmp_path, "--config", config)
+    assert_one_line_failure(
+        status, stdout, stderr,
+        f"registryd: cannot listen on tcp:{debug_port}:interface=127.0.0.1: "
+        "address already in use (another registry running?)",
+    )
+
+
+LISTEN_SYNTAX = (
+    "expected a Twisted endpoint such as tcp:5000:interface=127.0.0.1 or "
+    "ssl:5443:privateKey=KEY:certKey=CERT, or HOST:PORT such as 127.0.0.1:5000, "
+    ":5000 or [::1]:5000"
+)
+
+
+@pytest.mark.parametrize("given, problem", [
+    ("5000", LISTEN_SYNTAX),
+    ("nonsense:1234", f"Unknown endpoint type: 'nonsense'; {LISTEN_SYNTAX}"),
+    ("tcp:abc", f"invalid literal for int() with base 10: 'abc'; {LISTEN_SYNTAX}"),
+    ("127.0.0.1:99999", "port 99999 is out of range (0-65535)"),
+    ("[example]:5000", "expected an IPv6 address inside [], got 'example'"),
+])
+def test_bad_listen_fails_in_one_line_showing_the_syntax(tmp_path, given, problem):
+    status, stdout, stderr = run_to_exit_apart(tmp_path, "--listen", given)
+    assert_one_line_failure(status, stdout, stderr, f"registryd: --listen {given!r}: {problem}")
+
+
+def test_bad_option_fails_in_one_line(tmp_path):
+    status, stdout, stderr = run_to_exit_apart(tmp_path, "--workers", "many")
+    assert_one_line_failure(
+        status, stdout, stderr, "registryd: --workers: expected a number of processes or 'auto', got 'many'")
+
+
+def test_every_error_of_a_configuration_file_is_reported_at_once(tmp_path):
+    config = write_config(tmp_path, """\
+version: 0.1
+storage:
+  inmemory:
+  delete: {enabled: yes please}
+http:
+  addr: somewhere
+gc:
+  graceperiod: soon
+""")
+    status, stdout, stderr = run_to_exit_apart(tmp_path, "--config", config)
+    assert status == 1, stdout + stderr
+    assert stderr.splitlines() == [
+        f"registryd: configuration {config}: storage.delete.enabled: expected true or false, got 'yes please'",
+        f"registryd: configuration {config}: http.addr: expected HOST:PORT such as ':5000', "
+        "'127.0.0.1:5000' or '[::1]:5000', got 'somewhere'",
+        f"registryd: configuration {config}: gc.graceperiod: expected a duration such as 10s, "
+        "500ms or 1m30s, got 'soon'",
+    ]
+    assert stdout == ""
 
 
 def storage_config(tmp_path, root):
@@ -355,3 +472,55 @@ def test_info_level_logs_site_start(tmp_path):
     with Running(tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1") as running:
         running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
     assert "Starting factory" in running.output or "Site starting" in running.output, running.output
+
+
+def test_start_up_log_says_where_data_lives_and_what_listens_where(tmp_path):
+    """The storage root as an absolute path (the file gives it relative to
+    the start-up directory), and the address each listener got: the API
+    (given as Distribution's HOST:PORT), the debug listener and the
+    manhole."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from twisted.conch.ssh import keys
+
+    port, debug_port, manhole_port = free_ports(3)
+    public = keys.Key(ed25519.Ed25519PrivateKey.generate()).public().toString("openssh")
+    (tmp_path / "authorized_keys").write_bytes(public + b"\n")
+    config = write_config(tmp_path, f"""\
+version: 0.1
+storage:
+  filesystem: {{rootdirectory: ./store}}
+http:
+  addr: 127.0.0.1:1
+  debug: {{addr: "127.0.0.1:{debug_port}"}}
+manhole:
+  listen: tcp:{manhole_port}:interface=127.0.0.1
+  authorized_keys: authorized_keys
+""")
+    with Running(tmp_path, "--config", config, "--listen", f"127.0.0.1:{port}") as running:
+        response = running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
+        assert response.status == 200, running.output
+        wanted = [
+            f"storage: filesystem at {tmp_path / 'store'}",
+            f"listening on http://127.0.0.1:{port}",
+            f"debug listener (/health, /metrics) on http://127.0.0.1:{debug_port}",
+            f"manhole (user admin) listening on ssh://127.0.0.1:{manhole_port}",
+        ]
+        deadline = time.monotonic() + 30
+        while not all(line in running.output for line in wanted):
+            assert time.monotonic() < deadline, running.output
+            time.sleep(0.05)
+    lines = running.output.splitlines()
+    for line in wanted:  # each once, as a line's message
+        assert [entry for entry in lines if entry.endswith("] " + line)] != [], running.output
+
+
+@pytest.mark.parametrize("given", ["[::1]", "localhost", "0.0.0.0", ""])
+def test_distribution_style_listen_addresses_serve(tmp_path, given):
+    """Distribution's http.addr syntax given to --listen is translated:
+    [::1]:PORT listens on IPv6 loopback, HOST:PORT on that host's address,
+    :PORT on every IPv4 address."""
+    port = free_port()
+    host = "[::1]" if given == "[::1]" else "127.0.0.1"
+    with Running(tmp_path, "--listen", f"{given}:{port}") as running:
+        response = running.wait_until_serving(f"http://{host}:{port}/v2/")
+        assert response.status == 200, running.output

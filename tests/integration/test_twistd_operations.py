@@ -25,6 +25,19 @@ def wait_until(predicate, timeout=20):
         time.sleep(0.05)
 
 
+def serving_config(tmp_path, port):
+    """A configuration storing under tmp_path/data, listening on
+    127.0.0.1:C{port}, ending in the http section (add its keys)."""
+    return f"""\
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: {tmp_path / "data"}
+http:
+  addr: 127.0.0.1:{port}
+"""
+
+
 def test_debian_stock_config_without_auth_starts_and_reloads_on_sighup(tmp_path):
     port, debug_port = free_ports(2)
     root = tmp_path / "docker-registry"
@@ -116,21 +129,22 @@ def _connect(port):
     return socket.create_connection(("127.0.0.1", port), timeout=10)
 
 
+def draining_config(tmp_path, port, http="", more=""):
+    """A configuration file with http.draintimeout (20s) and relative URLs,
+    plus C{http} (YAML lines in the http section) and C{more} (top-level
+    lines)."""
+    return write_config(
+        tmp_path,
+        serving_config(tmp_path, port) + "  draintimeout: 20s\n  relativeurls: true\n" + http + more,
+    )
+
+
 def test_draintimeout_lets_an_upload_in_progress_finish(tmp_path):
     """http.draintimeout: on SIGTERM registryd stops accepting, closes idle
     connections, lets a request in progress finish (its response says
     Connection: close), then exits cleanly."""
     port = free_port()
-    config = write_config(tmp_path, f"""\
-version: 0.1
-storage:
-  filesystem:
-    rootdirectory: {tmp_path / "data"}
-http:
-  addr: 127.0.0.1:{port}
-  draintimeout: 20s
-  relativeurls: true
-""")
+    config = draining_config(tmp_path, port)
     with Running(tmp_path, "--config", config) as running:
         running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
         response = urllib.request.urlopen(urllib.request.Request(
@@ -171,3 +185,22 @@ http:
         assert running.process.wait(timeout=20) in (0, -signal.SIGTERM), running.output
     assert "letting requests finish for up to 20s" in running.output
     assert "Traceback" not in running.output, running.output
+
+
+def test_sighup_names_keys_needing_a_restart_as_the_file_spells_them(tmp_path):
+    port = free_port()
+    text = serving_config(tmp_path, port)
+    config = write_config(tmp_path, text)
+    with Running(tmp_path, "--config", config) as running:
+        running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
+        with open(config, "w") as stream:
+            stream.write(text + "  relativeurls: true\ngc:\n  graceperiod: 2h\n  deleteuntagged: true\n")
+        running.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: f"configuration {config} applied" in running.output)
+    changed = [line.split("reload: ", 1)[1] for line in running.output.splitlines()
+               if "; restart registryd to apply it" in line]
+    assert sorted(changed) == [
+        "gc.deleteuntagged changed; restart registryd to apply it",
+        "gc.graceperiod changed; restart registryd to apply it",
+        "http.relativeurls changed; restart registryd to apply it",
+    ], running.output

@@ -271,3 +271,25 @@ async def test_malformed_chunked_patch_is_answered_and_keeps_the_bytes_before(se
     assert b"not well-formed" in body
     await wait_for_offset(server, location, len(good))
     assert logged_failures == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_percent_encoded_upload_paths_stream_like_any_other(server):
+    """The web layer decides whether a body streams from the route klein
+    will pick, which sees the path percent-decoded: an upload path that
+    spells a letter as %xx is streamed (and stored) like any other, not
+    buffered and then refused for lack of a streamed body."""
+    data = b"spelled oddly"
+    status, _, body = await raw_request(
+        server, "POST", f"/v2/enc/blob%73/uploads/?digest={sha256(data)}", body=data)
+    assert status == 201, body
+    response = await server.client.get(server.v2(f"enc/blobs/{sha256(data)}"))
+    assert await response.content() == data
+    location = await new_upload(server, "enc/chunked")
+    upload_path = location.split(server.url, 1)[1].replace("/blobs/uploads/", "/blobs/upload%73/")
+    status, _, body = await raw_request(server, "PATCH", upload_path, body=data)
+    assert status == 202, body
+    status, _, body = await raw_request(server, "PUT", f"{upload_path}?digest={sha256(data)}")
+    assert status == 201, body
+    response = await server.client.get(server.v2(f"enc/chunked/blobs/{sha256(data)}"))
+    assert await response.content() == data

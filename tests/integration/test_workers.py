@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -227,6 +228,84 @@ workers: 2
     assert status in (0, -signal.SIGTERM), running.output
     assert not replacement.is_running() or replacement.status() == psutil.STATUS_ZOMBIE
     assert not os.path.exists(metrics_directory)  # removed when the main process stops
+    assert "Traceback" not in running.output, running.output
+
+
+def uploads_in_progress(debug_port):
+    """registryd_uploads_in_progress, summed over the processes."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response, body = request(debug_port, "GET", "/metrics")
+    assert response.status == 200
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples if sample.name == "registryd_uploads_in_progress"
+    )
+
+
+def connection_to(worker, main, port, attempts=200):
+    """A socket connected to C{port} that C{worker} accepted (the kernel
+    gives each new connection to one of the processes sharing the socket:
+    open connections until one lands there)."""
+    others = []
+    try:
+        for _ in range(attempts):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            local = sock.getsockname()[1]
+
+            def accepted_by(local=local):
+                for process in (worker, main):
+                    for connection in process.net_connections("tcp"):
+                        if connection.raddr and connection.raddr.port == local:
+                            return process
+                return None
+
+            if wait_for(accepted_by, message="the connection accepted").pid == worker.pid:
+                return sock
+            others.append(sock)
+        pytest.fail(f"no connection of {attempts} reached the worker {worker.pid}")
+    finally:
+        for other in others:
+            other.close()
+
+
+def test_a_worker_lets_its_upload_in_progress_finish_on_stop(tmp_path):
+    """http.draintimeout in worker mode: on SIGTERM a worker process, too,
+    stops accepting and lets the request it is serving finish."""
+    from tests.integration.test_twistd_operations import draining_config
+    from tests.support import read_response_head
+
+    port, debug_port = free_ports(2)
+    config = draining_config(
+        tmp_path, port,
+        http=f"  debug:\n    addr: 127.0.0.1:{debug_port}\n    prometheus: {{enabled: true}}\n",
+        more="workers: 2\n",
+    )
+    with Running(tmp_path, "--config", config) as running:
+        running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
+        worker = wait_for(lambda: workers_of(running), message="a worker process")[0]
+        wait_for(lambda: request(port, "GET", "/v2/")[0].status == 200, message="serving")
+        response, _ = request(port, "POST", "/v2/drain/app/blobs/uploads/")
+        assert response.status == 202
+        location = response.getheader("Location")
+
+        busy = connection_to(worker, psutil.Process(running.process.pid), port)
+        data = os.urandom(300_000)
+        busy.sendall(
+            f"PATCH {location} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n".encode() + data[:100_000]
+        )
+        wait_for(lambda: uploads_in_progress(debug_port) == 1, message="the worker receiving the upload")
+        running.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: "letting requests finish" in running.output, message="draining")
+        busy.sendall(data[100_000:])
+        status, headers, _ = read_response_head(busy)
+        assert status == 202, status
+        assert headers["range"] == f"0-{len(data) - 1}"
+        assert headers.get("connection") == "close"
+        busy.close()
+        assert running.process.wait(timeout=60) in (0, -signal.SIGTERM), running.output
     assert "Traceback" not in running.output, running.output
 
 

@@ -52,7 +52,7 @@ async def serve(storage, redirect=False, auth=None):
     from registryd.app import RegistryApp
     from registryd.auth import create
     from registryd.config import parse_config
-    from registryd.service import create_storage_driver
+    from registryd.storage.factory import create_storage_driver
     from registryd.storage.registry import Registry
     from registryd.web import StreamingSite
 
@@ -63,8 +63,8 @@ async def serve(storage, redirect=False, auth=None):
     config = parse_config(yaml.safe_load(yaml.safe_dump(document)))
     driver = create_storage_driver(config.storage)
     registry = Registry(driver, delete_enabled=True, redirect=config.storage.redirect)
-    app = RegistryApp(registry)
-    app.authorizer, app.token_issuer = create(config)
+    authorizer, token_issuer = create(config)
+    app = RegistryApp(registry, authorizer=authorizer, token_issuer=token_issuer)
     port = reactor.listenTCP(0, StreamingSite(app.resource()), interface="127.0.0.1")
     client, pool = make_client(reactor)
     return Running(f"http://127.0.0.1:{port.getHost().port}", port, client, pool, driver, registry)

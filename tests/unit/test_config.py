@@ -4,13 +4,19 @@ The contract under test is the operator's: every supported key has its
 effect, every other key stops start-up, and every error names the key.
 """
 
+import re
 import textwrap
 
+import attr
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from registryd.config import (
     Config,
     ConfigError,
+    ConfigErrors,
     HTTPConfig,
     LogConfig,
     StorageConfig,
@@ -908,10 +914,13 @@ def test_manhole_section(tmp_path, monkeypatch):
         user="admin", host_key=str(tmp_path / "manhole_host_key"))
     config = parse(minimal(
         "manhole:\n  listen: tcp:2222:interface=10.0.0.1\n  authorized_keys: /etc/k\n"
-        "  user: ops\n  host_key: /var/lib/registryd/hostkey\n"))
+        "  user: ops\n  host_key: /var/lib/registryd/hostkey\n"
+        "  timelimit: 1m30s\n  memorylimit: 1073741824\n"))
     assert config.manhole == ManholeConfig(
         authorized_keys="/etc/k", listen="tcp:2222:interface=10.0.0.1", user="ops",
-        host_key="/var/lib/registryd/hostkey")
+        host_key="/var/lib/registryd/hostkey", timelimit=90.0, memorylimit=1073741824)
+    assert (ManholeConfig(authorized_keys="/k").timelimit, ManholeConfig(authorized_keys="/k").memorylimit) == (
+        30.0, 512 * 1024 * 1024)
 
 
 @pytest.mark.parametrize("text, key, problem", [
@@ -920,6 +929,10 @@ def test_manhole_section(tmp_path, monkeypatch):
     ("manhole: {authorized_keys: k, listen: ''}\n", "manhole.listen", "endpoint"),
     ("manhole: {authorized_keys: ''}\n", "manhole.authorized_keys", "file path"),
     ("manhole: {authorized_keys: k, password: x}\n", "manhole.password", "unknown key"),
+    ("manhole: {authorized_keys: k, timelimit: 10ms}\n", "manhole.timelimit", "at least 0.1s"),
+    ("manhole: {authorized_keys: k, timelimit: forever}\n", "manhole.timelimit", "duration"),
+    ("manhole: {authorized_keys: k, memorylimit: 1000}\n", "manhole.memorylimit", "at least 1048576"),
+    ("manhole: {authorized_keys: k, memorylimit: 1G}\n", "manhole.memorylimit", "integer"),
 ])
 def test_manhole_errors_name_the_key(text, key, problem):
     message = error_for(minimal(text))
@@ -1147,3 +1160,105 @@ def test_the_sample_proxy_example_parses():
     config = parse(minimal("\n".join(block) + "\n"))
     assert config.proxy.remote_url == "https://registry-1.docker.io"
     assert config.proxy.username == "mirror-user" and config.proxy.ttl == 168 * 3600.0
+
+
+def test_every_config_field_is_named_as_the_file_spells_it():
+    """Messages about a loaded configuration (a SIGHUP reload's "restart
+    to apply it") name keys through key_as_written; a field whose name is
+    not its key (an underscore where the key has none) needs an entry
+    there, or operators read ``gc.grace_period`` and search the file in vain."""
+    from registryd.config import ManholeConfig, ProxyConfig, key_as_written
+
+    sections = {"manhole": ManholeConfig, "proxy": ProxyConfig}  # None by default
+    names = []
+    for section in attr.fields(Config):
+        names.append(section.name)
+        kind = sections.get(section.name)
+        if isinstance(section.default, attr.Factory):
+            kind = type(section.default.factory())
+        if kind is not None and attr.has(kind):
+            names += [f"{section.name}.{field.name}" for field in attr.fields(kind)]
+    written_with_underscores = {"manhole.authorized_keys", "manhole.host_key"}
+    for name in names:
+        if "_" in name and name not in written_with_underscores:
+            assert "_" not in key_as_written(name), name
+    assert key_as_written("gc.grace_period") == "gc.graceperiod"
+    assert key_as_written("storage.parameters", Config()) == "storage.filesystem"
+
+
+# --- every error of a file at once -------------------------------------------
+
+
+def test_all_errors_of_a_file_are_reported_one_line_each():
+    text = textwrap.dedent("""\
+        version: 0.1
+        storage:
+          inmemory:
+          delete: {enabled: 1}
+        http:
+          addr: nowhere
+        bogus: 1
+        gc: {graceperiod: soon}
+        """)
+    with pytest.raises(ConfigErrors) as info:
+        parse_config(yaml.safe_load(text))
+    assert [error.key for error in info.value.errors] == [
+        "storage.delete.enabled", "http.addr", "bogus", "gc.graceperiod"]
+    assert str(info.value).splitlines() == [str(error) for error in info.value.errors]
+    # code reading one error sees the first
+    assert info.value.key == "storage.delete.enabled"
+
+
+def test_a_file_of_many_errors_reports_a_bounded_number_of_lines():
+    mapping = {"version": "0.1", "storage": {"inmemory": None}}
+    mapping.update({f"bogus{index}": 1 for index in range(1000)})
+    with pytest.raises(ConfigErrors) as info:
+        parse_config(mapping)
+    assert len(info.value.errors) == 1000
+    lines = str(info.value).splitlines()
+    assert len(lines) == ConfigErrors.MAX_REPORTED + 1
+    assert lines[-1] == f"... and {1000 - ConfigErrors.MAX_REPORTED} more problems"
+
+
+_SECTIONS = ("log", "storage", "http", "validation", "health", "notifications", "gc", "auth",
+             "proxy", "catalog", "tags", "workers", "manhole", "bogus")
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.text(max_size=8),
+                     st.sampled_from(["10s", "0", "true", ":5000", "/tmp/x", "info"]))
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(["enabled", "addr", "level", "graceperiod", "x",
+                                         "rootdirectory", "inmemory", "filesystem", "delete",
+                                         "interval", "url", "name", "endpoints"]), inner, max_size=4),
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(_SECTIONS), _values, max_size=6))
+def test_each_reported_error_is_what_its_section_alone_reports(sections):
+    """Hostile documents: parsing never fails other than with ConfigError;
+    every problem is one line starting with a key path; and collecting
+    changes nothing about what is found: the problems of the whole file
+    are exactly those of each top-level section parsed on its own."""
+    def document(mapping):  # with a valid storage section unless it has one
+        whole = {"version": "0.1"}
+        if "storage" not in mapping:
+            whole["storage"] = {"inmemory": None}
+        whole.update(mapping)
+        return whole
+
+    def problems(mapping):
+        try:
+            parse_config(mapping)
+        except ConfigError as error:
+            return [str(single) for single in error.errors]
+        return []
+
+    whole = problems(document(sections))
+    alone = [line for key, value in sections.items() for line in problems(document({key: value}))]
+    assert whole == alone
+    for line in whole:
+        assert "\n" not in line and re.match(r"[\w.\[\]\-]+: \S", line), line

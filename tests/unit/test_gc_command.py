@@ -71,3 +71,52 @@ def test_python_m_registryd_gc_collects_a_directory(tmp_path):
     assert report["blobs_removed"] == [{"digest": f"sha256:ab{'0' * 62}", "size": 10}]
     assert report["bytes_reclaimed"] == 10
     assert not blob.exists() and (fresh / "data").exists()
+
+
+def _old_unreferenced_blob(root):
+    """An unreferenced blob older than the grace period under C{root}."""
+    blob = root / "docker/registry/v2/blobs/sha256/ab" / ("ab" + "0" * 62)
+    blob.mkdir(parents=True)
+    (blob / "data").write_bytes(b"x" * 10)
+    old = time.time() - 7200
+    os.utime(blob / "data", (old, old))
+    return blob / "data"
+
+
+def test_without_config_it_refuses_to_delete_in_one_line(tmp_path):
+    """Distribution's garbage-collect requires its configuration; so does
+    registryd-gc to delete: run in the directory of some ./registry-data
+    by mistake, it changes nothing and says what to add."""
+    blob = _old_unreferenced_blob(tmp_path / "registry-data")
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    refused = subprocess.run(
+        [sys.executable, "-m", "registryd", "gc"], capture_output=True, text=True, env=env,
+        cwd=tmp_path, timeout=60,
+    )
+    assert refused.returncode == 2
+    assert refused.stdout == ""
+    assert refused.stderr == (
+        "registryd-gc: --config FILE is required to delete (the registry's configuration, "
+        "naming its storage); add --dry-run to look at ./registry-data without it\n"
+    )
+    assert blob.exists()
+    looked = subprocess.run(
+        [sys.executable, "-m", "registryd", "gc", "--dry-run"], capture_output=True, text=True,
+        env=env, cwd=tmp_path, timeout=60,
+    )
+    assert looked.returncode == 0, looked.stderr
+    assert f"would remove blob sha256:ab{'0' * 62} (10 bytes)" in looked.stdout.splitlines()
+    assert blob.exists()
+
+
+def test_every_configuration_error_is_a_line_of_its_own(tmp_path):
+    config = tmp_path / "bad.yml"
+    config.write_text(
+        "version: 0.1\nstorage:\n  inmemory:\n  delete: {enabled: 1}\n"
+        "gc: {graceperiod: soon}\nbogus: 1\n"
+    )
+    err = io.StringIO()
+    assert run(["--config", str(config)], err=err) == 2
+    lines = err.getvalue().splitlines()
+    assert [line.split(": ")[2] for line in lines] == ["storage.delete.enabled", "gc.graceperiod", "bogus"]
+    assert all(line.startswith(f"registryd-gc: configuration {config}: ") for line in lines)

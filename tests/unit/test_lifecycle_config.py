@@ -74,8 +74,8 @@ def test_any_lifecycle_value_parses_or_is_a_config_error(value):
     document = {"version": "0.1", "storage": {"inmemory": None}, "lifecycle": value}
     try:
         parse_config(document)
-    except ConfigError as error:
-        assert "\n" not in str(error)
+    except ConfigError as error:  # naming the key (a key with a newline in it spans lines)
+        assert str(error).startswith("lifecycle"), str(error)
 
 
 @PROPERTIES

@@ -6,8 +6,11 @@ import stat
 import pytest
 import pytest_twisted
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.conch.ssh import keys
-from twisted.internet import defer
+from twisted.internet import defer, threads
+from twisted.internet.task import deferLater
 
 from registryd.admin.maintenance import Maintenance
 from registryd.admin.manhole import (
@@ -17,6 +20,7 @@ from registryd.admin.manhole import (
     make_namespace,
     run_source,
 )
+from registryd.admin.statements import StatementRunner, call_on_reactor
 from registryd.config import Config, ConfigError
 from registryd.storage.drivers.memory import InMemoryDriver
 from registryd.storage.registry import Registry
@@ -66,19 +70,33 @@ def test_authorized_keys(tmp_path):
     assert "holds no public key" in str(info.value)
 
 
+def in_statement_thread(function, *args, **kwargs):
+    """Call a helper where the manhole calls it: off the reactor thread."""
+    return threads.deferToThread(function, *args, **kwargs)
+
+
 @pytest_twisted.ensureDeferred
 async def test_run_source_prints_values_awaits_deferreds_and_reports_errors():
+    runner = StatementRunner()
     namespace = {"later": lambda: defer.succeed({"a": 1})}
-    assert await run_source("1 + 1", namespace) == ("2\n", "", 0)
-    assert await run_source("later()", namespace) == ("{'a': 1}\n", "", 0)
-    assert await run_source("x = 5\nprint(x * 2)", namespace) == ("10\n", "", 0)
+    assert await run_source("1 + 1", namespace, runner) == ("2\n", "", 0)
+    assert await run_source("later()", namespace, runner) == ("{'a': 1}\n", "", 0)
+    assert await run_source("x = 5\nprint(x * 2)", namespace, runner) == ("10\n", "", 0)
     assert namespace["x"] == 5
-    assert await run_source("'text'", namespace) == ("text\n", "", 0)
-    assert await run_source("None", namespace) == ("", "", 0)
-    out, err, status = await run_source("print('before'); 1/0", namespace)
-    assert out == "before\n" and status == 1 and "ZeroDivisionError" in err
-    out, err, status = await run_source("def (", namespace)
-    assert status == 1 and "SyntaxError" in err
+    assert await run_source("'text'", namespace, runner) == ("text\n", "", 0)
+    assert await run_source("None", namespace, runner) == ("", "", 0)
+    out, err, status = await run_source("print('before'); 1/0", namespace, runner)
+    assert (out, err, status) == ("before\n", "ZeroDivisionError: division by zero\n", 1)
+    out, err, status = await run_source("def (", namespace, runner)
+    assert status == 1 and err.startswith("SyntaxError: ") and err.count("\n") == 1
+    # An error's own __str__ runs in the statement's thread, under the watchdog.
+    out, err, status = await run_source(
+        "class Odd(Exception):\n  def __str__(self):\n    while True: pass\nraise Odd()",
+        namespace, StatementRunner(time_limit=0.5),
+    )
+    assert (status, err) == (1, "Odd\n")
+    out, err, status = await run_source("raise ValueError('a' * 10**6 + '\\nmore')", namespace, runner)
+    assert (status, err) == (1, "ValueError: " + "a" * 500 + "\n")
 
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -90,36 +108,139 @@ async def test_namespace_helpers():
     registry = Registry(InMemoryDriver())
     namespace = make_namespace(registry, Maintenance(registry, Config()), Config())
     assert namespace["registry"] is registry and namespace["config"] == Config()
-    assert await namespace["repos"]() == []
-    assert namespace["readonly"]() is False
-    assert namespace["readonly"](True) is True and registry.read_only
-    assert namespace["readonly"]() is True
-    namespace["readonly"](False)
-    stats = await namespace["stats"]()
+    assert await in_statement_thread(namespace["repos"]) == []
+    assert await in_statement_thread(namespace["readonly"]) is False
+    assert await in_statement_thread(namespace["readonly"], True) is True and registry.read_only
+    assert await in_statement_thread(namespace["readonly"]) is True
+    await in_statement_thread(namespace["readonly"], False)
+    stats = await in_statement_thread(namespace["stats"])
     assert stats["repositories"] == 0 and stats["blobs"] == 0 and stats["read_only"] is False
-    report = await namespace["gc"]()
+    report = await in_statement_thread(namespace["gc"])
     assert report.dry_run  # the manhole's gc() is a dry run unless told otherwise
-    purge = await namespace["purge_uploads"](older_than="1h")
+    purge = await in_statement_thread(namespace["purge_uploads"], older_than="1h")
     assert purge.older_than == 3600.0 and not purge.dry_run
-    assert await namespace["uploads"]() == []
-    rebuilt = await namespace["rebuild_referrers"]()
+    assert await in_statement_thread(namespace["uploads"]) == []
+    rebuilt = await in_statement_thread(namespace["rebuild_referrers"])
     assert rebuilt.repositories == 0 and not rebuilt.dry_run
     await registry.repository("team/app").manifests.put("v1", INDEX, OCI_INDEX)
-    assert await namespace["repos"]() == ["team/app"]
-    removed = await namespace["delete_repository"]("team/app")
+    assert await in_statement_thread(namespace["repos"]) == ["team/app"]
+    removed = await in_statement_thread(namespace["delete_repository"], "team/app")
     assert removed["tags"] == ["v1"] and len(removed["manifests"]) == 1 and removed["kept"] == []
-    assert await namespace["repos"]() == []
-    assert await namespace["retention"]() == (
+    assert await in_statement_thread(namespace["repos"]) == []
+    assert await in_statement_thread(namespace["retention"]) == (
         "retention (dry run): 0 repositories, would delete 0 tags and 0 manifests")
-    assert (await namespace["retention"](json=True))["dry_run"] is True
-    assert await namespace["usage"]() == {"quotas": []}
-    out, _, status = await run_source("help_registryd()", namespace)
+    assert (await in_statement_thread(namespace["retention"], json=True))["dry_run"] is True
+    assert await in_statement_thread(namespace["usage"]) == {"quotas": []}
+    runner = StatementRunner()
+    out, _, status = await run_source("help_registryd()", namespace, runner)
     assert status == 0 and out == HELP
-    out, _, status = await run_source("exit()", namespace)
+    out, _, status = await run_source("exit()", namespace, runner)
     assert status == 0 and out.startswith("Use Ctrl-D (^D) to leave")
-    assert (await run_source("raise SystemExit(3)", namespace))[2] == 3
+    assert (await run_source("raise SystemExit(3)", namespace, runner))[2] == 3
     with pytest.raises(ConfigError):
-        await namespace["purge_uploads"](older_than="soon")
+        await in_statement_thread(namespace["purge_uploads"], older_than="soon")
+    # On the reactor thread a helper could only wait for ever: it refuses at once.
+    with pytest.raises(RuntimeError, match=r"^repos\(\) waits for the reactor"):
+        namespace["repos"]()
+
+
+@pytest_twisted.ensureDeferred
+async def test_helper_results_are_plain_values_that_sort_count_iterate_and_index():
+    """The freeze of issue 10: helpers returned Deferreds, and iterating an
+    unfired Deferred yields itself for ever (on the reactor thread, so it
+    never fires).  Now each is a value or fails at once in one line."""
+    registry = Registry(InMemoryDriver())
+    namespace = make_namespace(registry, Maintenance(registry, Config()), Config())
+    runner = StatementRunner(time_limit=10)
+    for helper in ("repos()", "uploads()", "stats()", "readonly()"):
+        for use in ("sorted({})", "len({})", "[x for x in {}]", "{}[0]", "list({})"):
+            out, err, status = await run_source(use.format(helper), namespace, runner)
+            assert (status == 0 and not err) or (status == 1 and err.count("\n") == 1), (use, helper, err)
+    assert await run_source('stats()["read_only"]', namespace, runner) == ("False\n", "", 0)
+    assert await run_source("sorted(repos())", namespace, runner) == ("[]\n", "", 0)
+    out, err, status = await run_source("len(gc())", namespace, runner)
+    assert (status, err) == (1, "TypeError: object of type 'GCReport' has no len()\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_runaway_statement_is_stopped_and_the_reactor_keeps_turning():
+    from twisted.internet import reactor, task
+
+    runner = StatementRunner(time_limit=0.5)
+    ticks = []
+    ticker = task.LoopingCall(lambda: ticks.append(1))
+    ticker.start(0.01)
+    try:
+        out, err, status = await run_source(
+            "try:\n  while True: pass\nexcept Exception: pass", {}, runner
+        )
+    finally:
+        ticker.stop()
+    assert status == 1 and err == "TimeLimitExceeded: stopped after computing for 0.5s (manhole.timelimit)\n"
+    assert len(ticks) > 5  # the reactor ran meanwhile
+    assert not runner.running and reactor.running
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_statement_blocked_outside_python_is_left_behind():
+    """A long sleep (or read) does not see the stop until it returns; it
+    holds up nothing but its session, which gets its prompt back."""
+    from registryd.admin import statements
+
+    runner = StatementRunner(time_limit=0.2)
+    started = runner.clock()
+    out, err, status = await run_source("import time; time.sleep(60)", {}, runner)
+    assert (status, err) == (1, (
+        "TimeLimitExceeded: stopped after computing for 0.2s (manhole.timelimit);"
+        " it goes on in the background\n"
+    ))
+    assert runner.clock() - started < 0.2 + statements.ABANDON_AFTER + 30  # not 60 s
+    assert not runner.running
+
+
+@pytest_twisted.ensureDeferred
+async def test_waiting_for_a_helper_does_not_count_against_the_time_limit():
+    from twisted.internet import reactor, task
+
+    runner = StatementRunner(time_limit=0.3)
+    namespace = {"slow": lambda: call_on_reactor(reactor, task.deferLater, reactor, 1.0, lambda: "done")}
+    assert await run_source("slow()", namespace, runner) == ("done\n", "", 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_statement_growing_the_daemon_is_stopped():
+    runner = StatementRunner(time_limit=60, memory_limit=64 * 1024 * 1024)
+    out, err, status = await run_source(
+        "x = []\nwhile True: x.append(b'x' * 100000)", {}, runner
+    )
+    assert status == 1 and err.startswith("MemoryLimitExceeded: stopped: the daemon grew by more than")
+    # One allocation in C that the watchdog cannot interrupt meets the address-space cap.
+    out, err, status = await run_source("len('x' * 10**10)", {}, runner)
+    assert (status, err) == (1, "MemoryError\n")
+    assert await run_source("len('x' * 10**6)", {}, runner) == ("1000000\n", "", 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_interrupting_a_statement_raises_keyboard_interrupt_there():
+    from twisted.internet import reactor
+
+    runner = StatementRunner(time_limit=60)
+    out = []
+    statement = runner.run(lambda: exec("print('started')\nwhile True: pass"), out.append)
+    while not out:
+        await deferLater(reactor, 0.01)
+    runner.interrupt(statement)
+    error = await statement.done
+    assert isinstance(error, KeyboardInterrupt) and out == ["started", "\n"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(source=st.text(max_size=40))
+@pytest_twisted.ensureDeferred
+async def test_any_command_text_gives_output_or_one_line_error(source):
+    runner = StatementRunner(time_limit=1)
+    out, err, status = await run_source(source, {}, runner)
+    assert (status == 0 and err == "") or err.count("\n") == 1
 
 
 def test_twistd_options_refuse_a_bad_manhole_before_starting(tmp_path):
@@ -133,7 +254,7 @@ def test_twistd_options_refuse_a_bad_manhole_before_starting(tmp_path):
     def options(manhole):
         config.write_text("version: 0.1\nstorage:\n  inmemory:\nmanhole:\n" + manhole)
         parsed = Options()
-        parsed.parseOptions(["--config", str(config)])
+        parsed.check(["--config", str(config)])
         return parsed
 
     with pytest.raises(usage.UsageError) as info:

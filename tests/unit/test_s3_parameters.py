@@ -4,9 +4,9 @@ refused by name when wrong (no store needed)."""
 import pytest
 
 from registryd.config import ConfigError, parse_config
-from registryd.service import create_storage_driver
 from registryd.storage.drivers import InvalidParameter
 from registryd.storage.drivers.s3_parameters import MiB, parse_parameters
+from registryd.storage.factory import create_storage_driver
 
 BASE = {"bucket": "registry", "region": "eu-west-1"}
 

@@ -1,0 +1,219 @@
+"""Every private Twisted name registryd depends on, in one place.
+
+Twisted has no public API for a few things registryd needs (streaming
+request bodies, the port a strports service bound, the log observers twistd
+installed, Twisted's endpoint-string parser...).  Each use of a private
+name is a function here, so that:
+
+* the rest of registryd never spells a Twisted name with a leading
+  underscore (hooks it overrides in a subclass, listed below, excepted);
+* ``tests/unit/test_compat.py`` checks every one of them against the
+  installed Twisted and fails with a message naming the attribute and the
+  Twisted version when it changed: an upgrade breaks a test, not a
+  running registry.
+
+Supported Twisted: ``>=26.4,<27`` (declared in ``setup.py``).  Before
+26.4 Twisted's TLS mutates an OpenSSL context that current pyOpenSSL
+(26.x, what ``Twisted[tls]`` installs) refuses to change once used, so TLS
+listeners fail (seen with 23.10, 24.11 and 25.5);
+26.4.0 and 26.10.0 pass the unit and integration tests.
+The upper bound is the next major release after the one tested: raise it
+once this module's tests pass on it.
+
+Hooks overridden in subclasses (the override is where it must be; the
+hook's existence and its callers are checked here, by the tests):
+
+* ``twisted.web.server.Request._cleanup`` (``registryd.web``: keep the
+  channel on a request whose handler answered before its body ended);
+* ``twisted.web.http.HTTPChannel._respondToBadRequestAndDisconnect``
+  (``registryd.web``: the spec's JSON error for a request Twisted cannot
+  parse, instead of a bare 400);
+* ``twisted.conch.manhole_ssh.TerminalRealm._getAvatar``
+  (``registryd.admin.manhole``: hand the session its namespace factory).
+"""
+
+from twisted.internet import endpoints
+from twisted.web import server
+
+import twisted
+
+#: The installed Twisted's version, for messages.
+TWISTED_VERSION = twisted.__version__
+
+
+class TwistedChanged(RuntimeError):
+    """A private Twisted name registryd relies on is gone or changed."""
+
+    def __init__(self, name, what):
+        super().__init__(
+            f"Twisted {TWISTED_VERSION}: {name} {what}; registryd.compat needs updating "
+            f"for this Twisted (supported: see registryd/compat.py)"
+        )
+        self.name = name
+
+
+# --- twisted.logger ----------------------------------------------------------
+
+
+def log_observers(publisher):
+    """The mutable list of observers of a C{twisted.logger.LogPublisher}
+    (``LogPublisher._observers``).
+
+    twistd installs its observers (stdout, ``--logfile``, ``--syslog``) on
+    the global publisher without handing them to the application; replacing
+    them in this list is the one way to filter or reformat what twistd
+    chose.
+
+    @raise TwistedChanged: the attribute is gone or not a list.
+    """
+    observers = getattr(publisher, "_observers", None)
+    if not isinstance(observers, list):
+        raise TwistedChanged("twisted.logger.LogPublisher._observers", "is not a list")
+    return observers
+
+
+# --- twisted.application ---------------------------------------------------
+
+
+def listening_port(listener):
+    """A Deferred firing with the IListeningPort a started
+    C{StreamServerEndpointService} (what ``strports.service`` returns)
+    bound (``StreamServerEndpointService._waitingForPort``).
+
+    @raise TwistedChanged: the service keeps no such Deferred.
+    """
+    waiting = getattr(listener, "_waitingForPort", None)
+    if waiting is None or not hasattr(waiting, "addCallback"):
+        raise TwistedChanged(
+            "twisted.application.internet.StreamServerEndpointService._waitingForPort",
+            f"is missing from {getattr(listener, 'name', listener)!r} (not started?)",
+        )
+    return waiting
+
+
+def raise_listen_errors(listener):
+    """Make a C{StreamServerEndpointService} raise from
+    C{privilegedStartService} when it cannot listen, as
+    ``strports.service`` does (``_raiseSynchronously``), instead of only
+    logging the failure and running deaf."""
+    if not hasattr(listener, "_raiseSynchronously"):
+        raise TwistedChanged(
+            "twisted.application.internet.StreamServerEndpointService._raiseSynchronously",
+            "is gone",
+        )
+    listener._raiseSynchronously = True
+
+
+# --- twisted.internet -------------------------------------------------------
+
+#: Marks a port class made by L{accept_one_at_a_time}.
+_ONE_ACCEPT = "_registryd_one_accept"
+
+
+def accept_one_at_a_time(port):
+    """Make a listening port accept one connection per wake-up.
+
+    Twisted's ``tcp.Port``/``unix.Port`` accept up to ``numberAccepts``
+    pending connections (100, raised while they keep coming) each time the
+    socket is readable.  With several processes on one socket, all are
+    woken and the first takes every connection waiting (measured: 64 of 64
+    wrk connections, the workers none).  Taking one at a time lets the
+    processes share them.  ``numberAccepts`` is an undocumented attribute
+    that ``doRead`` reassigns, so the port's class is swapped for a
+    subclass where it is a constant property.
+
+    @raise TwistedChanged: the port has no C{numberAccepts}.
+    """
+    cls = port.__class__
+    if getattr(cls, _ONE_ACCEPT, False):
+        return port
+    if not isinstance(getattr(port, "numberAccepts", None), int):
+        raise TwistedChanged(f"{cls.__module__}.{cls.__name__}.numberAccepts", "is not an int")
+    fair = type(
+        cls.__name__, (cls,),
+        {
+            "numberAccepts": property(lambda self: 1, lambda self, value: None),
+            _ONE_ACCEPT: True,
+            "__module__": cls.__module__,
+        },
+    )
+    port.__class__ = fair
+    return port
+
+
+def parse_endpoint_description(description):
+    """C{(args, kwargs)} of an endpoint string, with Twisted's own parser
+    (escapes and all: ``twisted.internet.endpoints._parse``), which has
+    no public name but has not changed since strports became endpoints."""
+    parse = getattr(endpoints, "_parse", None)
+    if parse is None:
+        raise TwistedChanged("twisted.internet.endpoints._parse", "is gone")
+    return parse(description)
+
+
+def write_buffer_empty(transport):
+    """Whether a Twisted C{FileDescriptor} transport wrote out all it was
+    given (``dataBuffer``, ``offset``, ``_tempDataLen``); None if it does
+    not look like one (TLS, tests' string transports): callers then write
+    through the transport as usual."""
+    try:
+        return len(transport.dataBuffer) == transport.offset and transport._tempDataLen == 0
+    except (AttributeError, TypeError):
+        return None
+
+
+# --- twisted.web ------------------------------------------------------------
+
+
+def channel_request_line(channel):
+    """C{(method, path, version)} of the request whose headers an
+    C{HTTPChannel} is reading (``_command``, ``_path``, ``_version``),
+    known from ``allHeadersReceived`` on; C{(b"", b"", b"")} before."""
+    return (
+        getattr(channel, "_command", b"") or b"",
+        getattr(channel, "_path", b"") or b"",
+        getattr(channel, "_version", b"") or b"",
+    )
+
+
+def set_channel_path(channel, path):
+    """Change the path of the request an C{HTTPChannel} is reading, before
+    the request learns it (``HTTPChannel._path``, read when
+    ``allHeadersReceived`` dispatches)."""
+    channel._path = path
+
+
+def request_line_received(channel):
+    """Whether an C{HTTPChannel} has read the request line of the request
+    it is reading (``HTTPChannel._command`` is set from then on)."""
+    return hasattr(channel, "_command")
+
+
+def received_headers(channel):
+    """C{(bytes, count)} of the request line and headers an
+    C{HTTPChannel} has received for the current request
+    (``_receivedHeaderSize``, ``_receivedHeaderCount``), for telling why
+    it refused the request (``_respondToBadRequestAndDisconnect``)."""
+    return channel._receivedHeaderSize, channel._receivedHeaderCount
+
+
+def request_disconnected(request):
+    """Whether a C{twisted.web} Request lost its connection
+    (``Request._disconnected``)."""
+    return request._disconnected
+
+
+def cleanup_request(request):
+    """Twisted's own end of a finished request (``server.Request._cleanup``:
+    the channel moves on to the next request), bypassing an override."""
+    server.Request._cleanup(request)
+
+
+# --- twisted.conch ------------------------------------------------------------
+
+
+def manhole_needs_newline(manhole):
+    """Whether a C{twisted.conch.manhole.Manhole}'s terminal is in the
+    middle of a line (``Manhole._needsNewline``): output then starts on a
+    new one."""
+    return manhole._needsNewline()

@@ -1,0 +1,352 @@
+"""Every private Twisted name registryd uses (registryd.compat), checked
+against the installed Twisted with real Twisted objects: when an upgrade
+renames or changes one, the test for it fails with a message naming the
+attribute and the Twisted version, instead of a running registry breaking.
+"""
+
+import inspect
+import os
+import re
+import socket
+
+import pytest
+import pytest_twisted
+from twisted.application import strports
+from twisted.internet import protocol, tcp
+from twisted.internet.testing import StringTransport
+from twisted.logger import LogPublisher
+from twisted.python import versions
+from twisted.web import http, resource, server
+
+import twisted
+from registryd import compat
+from tests.service_support import wait_for
+
+VERSION = twisted.__version__
+
+
+def changed(name, what):
+    """The failure message when a private name no longer behaves."""
+    return f"Twisted {VERSION}: {name} {what}; registryd.compat needs updating"
+
+
+# --- the supported range ------------------------------------------------------
+
+
+def declared_range():
+    """(lowest, below) of setup.py's Twisted requirement."""
+    setup = open(os.path.join(os.path.dirname(__file__), "..", "..", "setup.py")).read()
+    match = re.search(r'"Twisted\[tls,conch\]>=([0-9.]+),<([0-9.]+)"', setup)
+    assert match, "setup.py declares no Twisted[tls,conch]>=X,<Y range"
+    return match.group(1), match.group(2)
+
+
+def version_tuple(text):
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+def test_the_installed_twisted_is_in_the_declared_range():
+    lowest, below = declared_range()
+    installed = version_tuple(VERSION)
+    assert version_tuple(lowest) <= installed < version_tuple(below), (
+        f"Twisted {VERSION} is outside setup.py's supported range >={lowest},<{below}: "
+        "run tests/unit/test_compat.py against it and move the range (and registryd/compat.py's "
+        "docstring) once it passes"
+    )
+    assert f">={lowest},<{below}" in compat.__doc__.replace("``", ""), (
+        "registryd/compat.py's docstring names another range than setup.py"
+    )
+
+
+def test_twisted_changed_names_the_attribute_and_the_version():
+    error = compat.TwistedChanged("twisted.x.Y._z", "is gone")
+    assert "twisted.x.Y._z is gone" in str(error)
+    assert f"Twisted {VERSION}" in str(error)
+    assert versions  # imported: Twisted's own version module is where VERSION comes from
+
+
+# --- twisted.logger -----------------------------------------------------------
+
+
+def test_log_observers_is_the_list_the_publisher_delivers_to():
+    publisher = LogPublisher()
+    original, replacement = [], []
+    publisher.addObserver(original.append)
+    observers = compat.log_observers(publisher)
+    assert original.append in observers, changed(
+        "twisted.logger.LogPublisher._observers", "does not hold the observers added"
+    )
+    observers[observers.index(original.append)] = replacement.append
+    publisher({"log_format": "hello"})
+    assert (original, len(replacement)) == ([], 1), changed(
+        "twisted.logger.LogPublisher._observers", "is no longer what the publisher delivers to"
+    )
+
+
+def test_log_observers_refuses_a_publisher_without_the_list():
+    with pytest.raises(compat.TwistedChanged, match=r"LogPublisher\._observers"):
+        compat.log_observers(object())
+
+
+# --- twisted.application / twisted.internet -----------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_listening_port_is_the_port_a_strports_service_bound():
+    from twisted.internet import reactor
+
+    service = strports.service("tcp:0:interface=127.0.0.1", protocol.Factory(), reactor=reactor)
+    with pytest.raises(compat.TwistedChanged, match="_waitingForPort"):
+        compat.listening_port(service)  # not started: nothing bound yet
+    service.privilegedStartService()
+    service.startService()
+    try:
+        port = await compat.listening_port(service)
+        assert port.getHost().port > 0, changed(
+            "StreamServerEndpointService._waitingForPort", "does not fire with the listening port"
+        )
+    finally:
+        await service.stopService()
+
+
+def test_raise_listen_errors_makes_a_bind_failure_raise_from_privileged_start():
+    from twisted.application.internet import StreamServerEndpointService
+    from twisted.internet import endpoints, reactor
+    from twisted.internet.error import CannotListenError
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    description = f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"
+    try:
+        quiet = StreamServerEndpointService(
+            endpoints.serverFromString(reactor, description), protocol.Factory()
+        )
+        loud = StreamServerEndpointService(
+            endpoints.serverFromString(reactor, description), protocol.Factory()
+        )
+        compat.raise_listen_errors(loud)
+        with pytest.raises(CannotListenError):
+            loud.privilegedStartService()
+        quiet.privilegedStartService()  # Twisted only logs it: what the flag changes
+    finally:
+        taken.close()
+    with pytest.raises(compat.TwistedChanged, match="_raiseSynchronously"):
+        compat.raise_listen_errors(object())
+
+
+@pytest_twisted.ensureDeferred
+async def test_accept_one_at_a_time_takes_one_pending_connection_per_wake_up():
+    from twisted.internet import reactor
+
+    accepted = []
+    factory = protocol.Factory.forProtocol(protocol.Protocol)
+    factory.buildProtocol = lambda addr: accepted.append(addr) or protocol.Protocol()
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    clients = []
+    try:
+        assert isinstance(port, tcp.Port)
+        assert "numberAccepts" in inspect.getsource(tcp.Port.doRead), changed(
+            "twisted.internet.tcp.Port.doRead", "no longer reads numberAccepts"
+        )
+        port.stopReading()  # the reactor must not accept them: doRead below does
+        compat.accept_one_at_a_time(port)
+        assert compat.accept_one_at_a_time(port) is port  # idempotent
+        for _ in range(3):
+            client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=10)
+            clients.append(client)  # connected: waiting in the kernel's accept queue
+        port.doRead()
+        assert len(accepted) == 1, changed(
+            "twisted.internet.tcp.Port.numberAccepts", f"is not obeyed ({len(accepted)} accepted)"
+        )
+        port.doRead()
+        port.doRead()
+        assert len(accepted) == 3
+        assert port.numberAccepts == 1
+    finally:
+        for client in clients:
+            client.close()
+        await port.stopListening()
+
+
+def test_accept_one_at_a_time_refuses_a_port_without_number_accepts():
+    with pytest.raises(compat.TwistedChanged, match="numberAccepts"):
+        compat.accept_one_at_a_time(protocol.Protocol())
+
+
+def test_parse_endpoint_description_is_twisteds_parser_with_escapes():
+    args, kwargs = compat.parse_endpoint_description(
+        r"ssl:5443:privateKey=C\:/keys/a.key:certKey=b.crt:interface=\:\:1"
+    )
+    assert (args, kwargs) == (
+        ["ssl", "5443"], {"privateKey": "C:/keys/a.key", "certKey": "b.crt", "interface": "::1"}
+    ), changed("twisted.internet.endpoints._parse", f"returned {(args, kwargs)!r}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_write_buffer_empty_follows_a_socket_transports_buffers():
+    from twisted.internet import reactor
+
+    connected = []
+
+    class Server(protocol.Protocol):
+        def connectionMade(self):
+            connected.append(self.transport)
+
+    port = reactor.listenTCP(0, protocol.Factory.forProtocol(Server), interface="127.0.0.1")
+    client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=10)
+    try:
+        await wait_for(lambda: connected)
+        transport = connected[0]
+        for name in ("dataBuffer", "offset", "_tempDataLen"):
+            assert hasattr(transport, name), changed(
+                f"twisted.internet.abstract.FileDescriptor.{name}", "is gone"
+            )
+        assert compat.write_buffer_empty(transport) is True
+        transport.write(b"x" * 1000)
+        assert compat.write_buffer_empty(transport) is False, changed(
+            "twisted.internet.abstract.FileDescriptor._tempDataLen", "does not count written bytes"
+        )
+        await wait_for(lambda: compat.write_buffer_empty(transport))
+        assert client.recv(2000)
+    finally:
+        client.close()
+        await port.stopListening()
+    assert compat.write_buffer_empty(StringTransport()) is None
+
+
+# --- twisted.web ----------------------------------------------------------------
+
+
+class Hello(resource.Resource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        return b"hello " + request.path
+
+
+def channel_for(site):
+    if site.protocol is not None and not isinstance(site.protocol, type):
+        site.protocol = http.HTTPChannel  # not the HTTP/2-negotiating wrapper
+    channel = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    return channel, transport
+
+
+def test_channel_request_line_and_set_channel_path_before_dispatch():
+    seen = []
+
+    class Channel(http.HTTPChannel):
+        def allHeadersReceived(self):
+            seen.append(compat.channel_request_line(self))
+            compat.set_channel_path(self, b"/elsewhere")
+            super().allHeadersReceived()
+
+    site = server.Site(Hello())
+    site.protocol = Channel
+    channel, transport = channel_for(site)
+    assert compat.channel_request_line(channel) == (b"", b"", b"")
+    channel.dataReceived(b"GET /here HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert seen == [(b"GET", b"/here", b"HTTP/1.1")], changed(
+        "twisted.web.http.HTTPChannel._command/_path/_version", f"read {seen!r}"
+    )
+    assert transport.value().endswith(b"hello /elsewhere"), changed(
+        "twisted.web.http.HTTPChannel._path", "is not the path the request is dispatched with"
+    )
+
+
+def test_request_disconnected_and_the_cleanup_hook():
+    cleaned = []
+
+    class Request(server.Request):
+        def _cleanup(self):
+            cleaned.append(compat.request_disconnected(self))
+            compat.cleanup_request(self)
+
+    assert callable(getattr(server.Request, "_cleanup", None)), changed(
+        "twisted.web.server.Request._cleanup", "is gone"
+    )
+    site = server.Site(Hello())
+    site.requestFactory = Request
+    channel, transport = channel_for(site)
+    channel.dataReceived(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert cleaned == [False], changed(
+        "twisted.web.server.Request._cleanup", "is not called when a response finishes"
+    )
+    assert channel.requests == [], changed(
+        "twisted.web.server.Request._cleanup", "no longer moves the channel on"
+    )
+    channel.dataReceived(b"GET /b HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert transport.value().endswith(b"hello /b")
+    request = Request(channel)
+    assert compat.request_disconnected(request) is False
+    request.connectionLost(ConnectionError("gone"))
+    assert compat.request_disconnected(request) is True, changed(
+        "twisted.web.http.Request._disconnected", "is not set on connectionLost"
+    )
+
+
+def test_bad_request_hook_and_header_counters():
+    seen = []
+
+    class Channel(http.HTTPChannel):
+        maxHeaders = 3
+
+        def _respondToBadRequestAndDisconnect(self):
+            seen.append((compat.request_line_received(self), compat.received_headers(self)))
+            super()._respondToBadRequestAndDisconnect()
+
+    site = server.Site(Hello())
+    site.protocol = Channel
+    channel, transport = channel_for(site)
+    assert compat.request_line_received(channel) is False
+    channel.dataReceived(b"GET /a HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % n for n in range(5)))
+    assert len(seen) == 1, changed(
+        "twisted.web.http.HTTPChannel._respondToBadRequestAndDisconnect",
+        "is not called for a request with too many headers",
+    )
+    [(line_in, (size, count))] = seen
+    assert line_in is True, changed("twisted.web.http.HTTPChannel._command", "is not set")
+    assert count > Channel.maxHeaders and size >= len(b"GET /a HTTP/1.1"), changed(
+        "twisted.web.http.HTTPChannel._receivedHeaderSize/_receivedHeaderCount",
+        f"are {(size, count)!r}",
+    )
+
+
+# --- twisted.conch --------------------------------------------------------------
+
+
+def test_manhole_needs_newline_follows_the_terminals_last_write():
+    from twisted.conch import manhole
+
+    class Terminal:
+        lastWrite = b">>> print(1)"
+
+    prompt = manhole.Manhole()
+    prompt.terminal = Terminal()
+    assert compat.manhole_needs_newline(prompt) is True, changed(
+        "twisted.conch.manhole.Manhole._needsNewline", "is not true mid-line"
+    )
+    Terminal.lastWrite = b"1\n"
+    assert compat.manhole_needs_newline(prompt) is False, changed(
+        "twisted.conch.manhole.Manhole._needsNewline", "is not false after a newline"
+    )
+
+
+def test_terminal_realms_get_avatar_hook():
+    from twisted.conch import interfaces as iconch
+    from twisted.conch import manhole_ssh
+
+    asked = []
+
+    class Realm(manhole_ssh.TerminalRealm):
+        def _getAvatar(self, avatarId):
+            asked.append(avatarId)
+            return super()._getAvatar(avatarId)
+
+    interface, avatar, _logout = Realm().requestAvatar(b"admin", None, iconch.IConchUser)
+    assert asked == [b"admin"], changed(
+        "twisted.conch.manhole_ssh.TerminalRealm._getAvatar", "is not what requestAvatar calls"
+    )
+    assert avatar.original.getComponent(iconch.ISession) is not None
