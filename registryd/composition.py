@@ -5,7 +5,7 @@ once, in dependency order, and handed to the constructors that need it.
 Config, the storage driver, authorizer and token issuer, the listen
 endpoints with their TLS options) and makes the instrumented driver, the
 registry model, health checks, the event notifier, the pull-through cache,
-the URL builder, the HTTP application, the site, the listeners,
+the URL builder, the web interface, the HTTP application, the site, the listeners,
 maintenance timers, the manhole and :class:`~registryd.operations.Operations`.
 Nothing is wired by setting attributes afterwards; ``RegistryService``
 only makes the :class:`Components` its children.
@@ -121,7 +121,8 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
     app = RegistryApp(
         proxy or registry,  # what the HTTP API serves
         urls=urls, headers=config.http.headers, events=events, health=health,
-        authorizer=authorizer, token_issuer=token_issuer, listing=config.listing, pulls=pulls,
+        authorizer=authorizer, token_issuer=token_issuer, listing=config.listing,
+        ui=_ui(config, proxy or registry, checked.auth, urls, events), pulls=pulls,
     )
     access_log = AccessLog(enabled=config.log.accesslog)
     site = StreamingSite(
@@ -157,6 +158,24 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
         services=[PullFlushing(pulls, clock=reactor), *listeners, *timers,
                   *([manhole] if manhole else []), operations],
     )
+
+
+def _ui(config, registry, auth, urls, events):
+    """The web interface (registryd.ui), or None with ui.enabled false.
+
+    It signs users in through the API's own checker and access policy
+    (C{auth}: authorizer and token issuer).  Sessions are signed with
+    ui.sessionkey, or with a key the main process makes at start-up and
+    hands to its worker processes in their environment (they compose
+    after it), so a session made by one process is good in all."""
+    if not config.ui.enabled:
+        return None
+    from registryd.ui.access import UIAccess
+    from registryd.ui.app import UIApp
+    from registryd.ui.session import configured_key, process_key
+
+    key = configured_key(config.ui.session_key) if config.ui.session_key else process_key()
+    return UIApp(registry, UIAccess.of(*auth), urls, events, key)
 
 
 def _debug_listeners(config, health, reactor):

@@ -54,7 +54,7 @@ def run(argv, out=None, err=None):
     options = _parser().parse_args(argv)
 
     from registryd.admin.command import CommandFailed, load_storage, print_report, run_job
-    from registryd.config import ConfigError, _duration
+    from registryd.config import ConfigError, parse_duration
 
     if options.config is None and not options.dry_run:
         print("registryd-gc: --config FILE is required to delete (the registry's configuration, "
@@ -65,7 +65,7 @@ def run(argv, out=None, err=None):
         grace_period = config.gc.grace_period
         if options.grace_period is not None:
             try:
-                grace_period = _duration(options.grace_period, "--grace-period")
+                grace_period = parse_duration(options.grace_period, "--grace-period")
             except ConfigError as error:
                 raise CommandFailed(f"registryd-gc: {error}", 2) from None
 

@@ -148,14 +148,11 @@ def _on_reactor(reactor, function):
 
 
 def _seconds(value, what):
-    """A duration given as seconds or as a Go duration string ("168h")."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        from registryd.config import _duration
+    """A duration given as seconds or as a Go duration string ("168h"):
+    registryd's one duration rule, with numbers in seconds."""
+    from registryd.config.types import Duration
 
-        return _duration(value, what)
-    raise TypeError(f"{what}: expected seconds or a duration such as '168h', got {value!r}")
+    return Duration(numbers="seconds").check(value, what)
 
 
 def make_namespace(registry, maintenance, config, reactor=None, retention=None):

@@ -93,18 +93,23 @@ class RouteTable:
         #: for their body mode
         self._streaming_methods = set()
 
-    def add(self, url, name, methods, api=True):
+    def add(self, url, name, methods, api=True, branch=False):
         """Route C{url} (a werkzeug pattern) as klein endpoint C{name} (the
         metrics label) to C{methods}, a {method (bytes): L{Endpoint}}.
 
         An C{api} route (everything under C{/v2/}) passes the application's
         admission step (C{app.admit}) before its handler; the token server
-        does not (it answers for itself).
+        and the web interface do not (they answer for themselves).
+
+        A C{branch} route also takes every path below C{url}; its handler
+        answers a resource (another klein app) that routes the rest.
         """
         table = dict(methods)
         if b"GET" in table:
             table.setdefault(b"HEAD", table[b"GET"])  # werkzeug takes HEAD wherever GET is
         self._routes[name] = table
+        if branch:
+            self._routes[name + "_branch"] = table  # klein's endpoint for the paths below
         self._streaming_methods.update(m for m, e in table.items() if e.body == STREAMED)
 
         allowed = sorted(m.decode("ascii") for m in table)
@@ -128,7 +133,9 @@ class RouteTable:
             return await work
 
         view.__name__ = name
-        self._klein.route(url, methods=[m.decode("ascii") for m in methods], endpoint=name)(view)
+        self._klein.route(
+            url, methods=[m.decode("ascii") for m in methods], endpoint=name, branch=branch,
+        )(view)
         return view
 
     def body_mode(self, method, path):

@@ -41,7 +41,7 @@ def compile_pattern(pattern):
 
 @attr.s(frozen=True)
 class Rule:
-    """One ``auth.access.rules`` entry (validated by ``registryd.auth.config``)."""
+    """One ``auth.access.rules`` entry (validated by ``registryd.config.auth``)."""
 
     repositories = attr.ib(converter=tuple)
     actions = attr.ib(converter=frozenset)

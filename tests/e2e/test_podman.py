@@ -18,49 +18,9 @@ from tests.e2e import tools
 pytestmark = pytest.mark.e2e
 
 
-class Podman:
-    def __init__(self, directory):
-        self.executable = tools.require_tool("podman")
-        tools.require_root("podman with private vfs storage")
-        self.directory = directory
-        directory.mkdir(parents=True)
-        conf = directory / "storage.conf"
-        conf.write_text(
-            "[storage]\ndriver = \"vfs\"\n"
-            f"runroot = \"{directory / 'run'}\"\ngraphroot = \"{directory / 'graph'}\"\n"
-        )
-        self.env = tools._clean_env(("CONTAINERS_", "REGISTRY_AUTH_FILE"), {
-            "CONTAINERS_STORAGE_CONF": str(conf),
-            "REGISTRY_AUTH_FILE": str(directory / "auth.json"),
-            "XDG_RUNTIME_DIR": str(directory / "xdg"),
-            "TMPDIR": str(directory / "tmp"),
-        })
-        (directory / "xdg").mkdir()
-        (directory / "tmp").mkdir()
-        (directory / "auth.json").write_text('{"auths": {}}')
-
-    def __call__(self, *args, check=True):
-        command = [self.executable, "--cgroup-manager=cgroupfs", "--events-backend=file", *args]
-        return tools.run(command, env=self.env, check=check, timeout=300)
-
-    def build(self, tag, files):
-        """An image FROM scratch with one COPY layer per file (name -> bytes)."""
-        context = self.directory / f"context-{len(os.listdir(self.directory))}"
-        context.mkdir()
-        lines = ["FROM scratch"]
-        for name, data in files.items():
-            (context / name).write_bytes(data)
-            lines.append(f"COPY {name} /{name}")
-        (context / "Containerfile").write_text("\n".join(lines) + "\n")
-        self("build", "--quiet", "-t", tag, str(context))
-
-    def stop(self):
-        self("system", "reset", "--force", check=False)
-
-
 @pytest.fixture
 def podman(tmp_path):
-    client = Podman(tmp_path / "podman")
+    client = tools.Podman(tmp_path / "podman")
     yield client
     client.stop()
 

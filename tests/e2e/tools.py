@@ -15,6 +15,7 @@ this module) are imported.
   Distribution) and :class:`Registryd` runs registryd under ``twistd``, both
   on ``127.0.0.1:<free port>`` with a filesystem root of your choosing, so
   one directory can be served by either in turn.
+- :class:`Podman` runs podman as root on a private vfs storage.
 - :func:`skopeo` runs skopeo with a private policy and auth file and with
   TLS verification off on the subcommands that talk to registries.
 - :func:`http_request`, :func:`push_blob`, :func:`get_blob`,
@@ -772,6 +773,53 @@ def _pids_mentioning(text):
         except OSError:
             pass
     return found
+
+
+# ---------------------------------------------------------------- podman
+
+
+class Podman:
+    """podman as root with a private storage (vfs under C{directory}),
+    cgroupfs and file events: it needs no systemd and leaves nothing
+    behind.  Call it with podman's arguments."""
+
+    def __init__(self, directory):
+        self.executable = require_tool("podman")
+        require_root("podman with private vfs storage")
+        self.directory = directory
+        directory.mkdir(parents=True)
+        conf = directory / "storage.conf"
+        conf.write_text(
+            "[storage]\ndriver = \"vfs\"\n"
+            f"runroot = \"{directory / 'run'}\"\ngraphroot = \"{directory / 'graph'}\"\n"
+        )
+        self.env = _clean_env(("CONTAINERS_", "REGISTRY_AUTH_FILE"), {
+            "CONTAINERS_STORAGE_CONF": str(conf),
+            "REGISTRY_AUTH_FILE": str(directory / "auth.json"),
+            "XDG_RUNTIME_DIR": str(directory / "xdg"),
+            "TMPDIR": str(directory / "tmp"),
+        })
+        (directory / "xdg").mkdir()
+        (directory / "tmp").mkdir()
+        (directory / "auth.json").write_text('{"auths": {}}')
+
+    def __call__(self, *args, check=True):
+        command = [self.executable, "--cgroup-manager=cgroupfs", "--events-backend=file", *args]
+        return run(command, env=self.env, check=check, timeout=300)
+
+    def build(self, tag, files):
+        """An image FROM scratch with one COPY layer per file (name -> bytes)."""
+        context = self.directory / f"context-{len(os.listdir(self.directory))}"
+        context.mkdir()
+        lines = ["FROM scratch"]
+        for name, data in files.items():
+            (context / name).write_bytes(data)
+            lines.append(f"COPY {name} /{name}")
+        (context / "Containerfile").write_text("\n".join(lines) + "\n")
+        self("build", "--quiet", "-t", tag, str(context))
+
+    def stop(self):
+        self("system", "reset", "--force", check=False)
 
 
 # ---------------------------------------------------------------- registries

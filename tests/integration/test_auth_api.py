@@ -356,17 +356,23 @@ async def test_htpasswd_changes_apply_without_restart(basic_registry, tmp_path):
 # --- the built-in token server ----------------------------------------------------
 
 
-@pytest_twisted.async_yield_fixture
-async def token_registry(tmp_path):
+def token_server_auth(tmp_path):
+    """An auth section making registryd the token server of the HTPASSWD
+    users under ACCESS (files written in C{tmp_path})."""
     path = tmp_path / "htpasswd"
     path.write_text(HTPASSWD)
     key_path = certs.write(tmp_path, "token.key", certs.key_pem(certs.new_key()))
-    running = await serve(tmp_path, auth={
+    return {
         "htpasswd": {"realm": "registryd test", "path": str(path)},
         "token": {"service": "registry.test", "issuer": "registryd-test"},
         "tokenserver": {"key": key_path},
         "access": ACCESS,
-    })
+    }
+
+
+@pytest_twisted.async_yield_fixture
+async def token_registry(tmp_path):
+    running = await serve(tmp_path, auth=token_server_auth(tmp_path))
     yield running
     await stop(running)
 

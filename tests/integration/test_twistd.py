@@ -120,6 +120,17 @@ def test_bad_value_fails_naming_its_key(tmp_path):
     assert_clean_failure(status, output, "storage.delete.enabled: expected true or false, got 1")
 
 
+def test_every_bad_value_of_the_file_is_named_at_once(tmp_path):
+    """One run shows all of a file's mistakes, one line each, in document order."""
+    config = write_config(
+        tmp_path, "version: 0.1\nlog: {level: loud}\nstorage:\n  inmemory:\n  delete: {enabled: 1}\n"
+    )
+    status, output = run_to_exit(tmp_path, "--config", config)
+    assert_clean_failure(status, output, f"configuration {config}: storage.delete.enabled: expected true")
+    previous = output.strip().splitlines()[-2]
+    assert previous.endswith(f": configuration {config}: log.level: expected one of error, warn, info, debug, got 'loud'")
+
+
 def test_bad_driver_parameter_fails_naming_its_key(tmp_path):
     config = write_config(tmp_path, "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: 5\n")
     status, output = run_to_exit(tmp_path, "--config", config)

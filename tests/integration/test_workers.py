@@ -63,6 +63,24 @@ def request(port, method, path, body=b"", headers=None, connection=None):
     return response, data
 
 
+def connections_to_both(running, port):
+    """Open connections (each answered once) until both the main process
+    and its worker hold some: the kernel spreads them over the processes."""
+    worker = wait_for(lambda: workers_of(running), message="a worker process")[0]
+    main = psutil.Process(running.process.pid)
+    connections = []
+
+    def both_serve():
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        response, _ = request(port, "GET", "/v2/", connection=connection)
+        assert response.status == 200
+        connections.append(connection)
+        return established(main, port) and established(worker, port)
+
+    wait_for(both_serve, timeout=60, message="connections served by both processes")
+    return connections
+
+
 class EventSink:
     """A notification endpoint: collects the events registryd posts."""
 
@@ -150,19 +168,7 @@ workers: 2
     with Running(tmp_path, "--config", config) as running:
         running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
         worker = wait_for(lambda: workers_of(running), message="a worker process")[0]
-        main = psutil.Process(running.process.pid)
-
-        # Connections opened at once are spread over both processes.
-        connections = []
-
-        def both_serve():
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            response, _ = request(port, "GET", "/v2/", connection=connection)
-            assert response.status == 200
-            connections.append(connection)
-            return established(main, port) and established(worker, port)
-
-        wait_for(both_serve, timeout=60, message="connections served by both processes")
+        connections = connections_to_both(running, port)
 
         # A chunked upload, one connection per request: the chunks land in
         # either process, and the upload continues from storage.

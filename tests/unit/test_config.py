@@ -75,7 +75,7 @@ def parse(text):
     """Parse YAML text through the same path as a file (duplicate keys etc.)."""
     import yaml
 
-    from registryd.config import _Loader
+    from registryd.config.load import Loader as _Loader
 
     return parse_config(yaml.load(textwrap.dedent(text), Loader=_Loader))
 
@@ -766,14 +766,14 @@ def test_health_section():
      ("2\u00b5s", 2e-6), ("0", 0.0), (1_000_000_000, 1.0), ("1h2m3s4ms", 3723.004)],
 )
 def test_go_durations(value, seconds):
-    from registryd.config import _duration
+    from registryd.config import parse_duration as _duration
 
     assert _duration(value, "x") == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("value", ["", "s", "10", "10 s", "1x", "-1s", ".s", True, 1.5, [1]])
 def test_bad_go_durations(value):
-    from registryd.config import _duration
+    from registryd.config import parse_duration as _duration
 
     with pytest.raises(ConfigError) as info:
         _duration(value, "some.key")

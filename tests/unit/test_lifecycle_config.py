@@ -140,7 +140,7 @@ lifecycle:
      "expected a size such as 500MB or 50GiB"),
     ("lifecycle: {quotas: [{repository: a, bytes: -1}]}", "lifecycle.quotas[0].bytes", "0 or more"),
     ("lifecycle: {quotas: [{repository: a, repositories: 0}]}", "lifecycle.quotas[0].repositories",
-     "expected a positive number"),
+     "must be at least 1, got 0"),
     ("lifecycle: {quota: {repository: a, bytes: 1}}", "lifecycle.quota.repository", "unknown key"),
     ("lifecycle: {quota: {bytes: true}}", "lifecycle.quota.bytes", "expected a size"),
 ])
@@ -155,11 +155,10 @@ SIZE = r"([0-9]{1,15})(\.([0-9]{1,6}))? ?([KMGTPkmgtp][Ii]?[Bb]|[Bb])?"
 @PROPERTIES
 @given(st.text(max_size=30) | st.from_regex(SIZE, fullmatch=True))
 def test_any_size_text_is_bytes_or_a_config_error(text):
-    import registryd.config as helpers
-    from registryd.lifecycle.config import parse_size
+    from registryd.config.lifecycle import parse_size
 
     try:
-        size = parse_size(helpers, text, "lifecycle.quota.bytes")
+        size = parse_size(text, "lifecycle.quota.bytes")
     except ConfigError as error:
         assert error.key == "lifecycle.quota.bytes"
         return

@@ -29,7 +29,8 @@ from registryd.api.base import MAX_DECIMAL, decimal
 from registryd.api.blobs import parse_range
 from registryd.api.uploads import parse_content_range
 from registryd.auth.scope import Access, ScopeInvalid, parse_scope
-from registryd.config import ConfigError, _duration
+from registryd.config import ConfigError
+from registryd.config import parse_duration as _duration
 from registryd.digest import Digest
 from registryd.manifests.fields import get_media_type
 from registryd.manifests.mediatypes import normalize

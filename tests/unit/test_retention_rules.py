@@ -154,7 +154,7 @@ def test_bad_retention_settings_name_their_key():
         ("lifecycle: {retention: {rules: [{repository: a, keep: {}}]}}", "lifecycle.retention.rules[0].keep",
          "expected at least one of newest"),
         ("lifecycle: {retention: {rules: [{repository: a, keep: {newest: 0}}]}}",
-         "lifecycle.retention.rules[0].keep.newest", "expected a positive number"),
+         "lifecycle.retention.rules[0].keep.newest", "must be at least 1, got 0"),
         ("lifecycle: {retention: {rules: [{repository: a, keep: {newest: 1}, untagged: drop}]}}",
          "lifecycle.retention.rules[0].untagged", "expected one of keep, delete"),
         ("lifecycle: {retention: {interval: 0.5s}}", "lifecycle.retention.interval", "at least 1s"),

@@ -19,6 +19,8 @@ import re
 
 import attr
 
+from registryd.config.errors import ConfigError
+from registryd.config.types import Duration
 from registryd.storage.drivers import InvalidParameter, check_parameters
 
 MiB = 1024 * 1024
@@ -142,20 +144,18 @@ def _integer(section, name, default, low, high):
 
 
 def _seconds(section, name, default):
+    """A duration by registryd's one rule (a number or "30" is seconds,
+    "500ms" and "1m30s" are Go durations), in (0, 3600] seconds."""
     value = section.get(name)
     if value is None:
         return default
-    if isinstance(value, str):
-        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m)?\s*", value)
-        if match is None:
-            raise InvalidParameter(_key(name), f"expected seconds such as 30 or 30s, got {value!r}")
-        number, unit = float(match.group(1)), match.group(2) or "s"
-        value = number * {"ms": 0.001, "s": 1, "m": 60}[unit]
-    elif isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidParameter(_key(name), f"expected seconds, got {value!r}")
+    try:
+        value = Duration(numbers="seconds").check(value, _key(name))
+    except ConfigError as error:
+        raise InvalidParameter(error.key, error.problem) from None
     if not 0 < value <= 3600:
-        raise InvalidParameter(_key(name), f"must be more than 0 and at most 3600 seconds, got {value}")
-    return float(value)
+        raise InvalidParameter(_key(name), f"must be more than 0 and at most 3600 seconds, got {value:g}")
+    return value
 
 
 def _choice(section, name, choices, default, fold=str.lower):
