@@ -23,8 +23,7 @@ import json
 from datetime import datetime, timezone
 
 from registryd import errors
-from registryd.api.base import respond
-from registryd.api.listing import link_header, max_tags, paginate
+from registryd.api.listing import max_tags, paginate, respond_tags_page
 from registryd.storage.walking import gather_limited
 
 #: Most bytes of an image's config read for its platform.
@@ -113,9 +112,4 @@ async def list_tag_details(ctx, request, name):
         return found
 
     entries = [found for found in await gather_limited(entry, page) if found is not None]
-    headers = []
-    if next_last is not None:
-        path = ctx.urls.local(f"/v2/{repository.name}/_registryd/tags")
-        headers.append(("Link", link_header(path, len(page), next_last)))
-    body = json.dumps({"name": repository.name, "tags": entries}).encode("utf-8")
-    return respond(request, 200, headers, body, content_type="application/json")
+    return respond_tags_page(ctx, request, repository, "_registryd/tags", page, next_last, entries)

@@ -49,16 +49,23 @@ def _limits(ctx):
     return listing.max_catalog_entries, listing.max_tags
 
 
+def respond_tags_page(ctx, request, repository, endpoint, page, next_last, entries):
+    """A tags listing's answer (tags/list, and registryd's details listing
+    at C{endpoint} under the repository): C{entries} for the C{page} of
+    tag names, with a C{Link} to the next page when C{next_last} is set."""
+    headers = []
+    if next_last is not None:
+        path = ctx.urls.local(f"/v2/{repository.name}/{endpoint}")
+        headers.append(("Link", link_header(path, len(page), next_last)))
+    body = json.dumps({"name": repository.name, "tags": entries}).encode("utf-8")
+    return respond(request, 200, headers, body, content_type="application/json")
+
+
 async def list_tags(ctx, request, name):
     repository = ctx.registry.repository(name)
     tags = await repository.tags.all()
     page, next_last = paginate(tags, request, max_tags=max_tags(ctx))
-    headers = []
-    if next_last is not None:
-        path = ctx.urls.local(f"/v2/{repository.name}/tags/list")
-        headers.append(("Link", link_header(path, len(page), next_last)))
-    body = json.dumps({"name": repository.name, "tags": page}).encode("utf-8")
-    return respond(request, 200, headers, body, content_type="application/json")
+    return respond_tags_page(ctx, request, repository, "tags/list", page, next_last, page)
 
 
 def _page_arguments(request, default_page=None):

@@ -14,7 +14,7 @@ import re
 import attr
 
 from registryd import errors
-from registryd.auth.access import compile_pattern
+from registryd.patterns import compile_pattern
 
 
 @attr.s(frozen=True, eq=False)

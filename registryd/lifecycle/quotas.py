@@ -27,7 +27,7 @@ import attr
 from twisted.internet import defer
 
 from registryd import errors
-from registryd.auth.access import compile_pattern
+from registryd.patterns import compile_pattern
 from registryd.storage.walking import gather_limited
 
 #: Seconds a repository's counted usage (and the list of repositories) is

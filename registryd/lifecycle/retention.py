@@ -25,7 +25,7 @@ import re
 
 import attr
 
-from registryd.auth.access import compile_pattern
+from registryd.patterns import compile_pattern
 
 
 @attr.s(frozen=True)

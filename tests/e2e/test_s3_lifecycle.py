@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests.e2e import tools
+from tests.e2e.test_s3_nodes import two_nodes
 from tests.e2e.tools import get_manifest, http_request, make_image, push_image
 
 pytestmark = pytest.mark.e2e
@@ -41,18 +42,7 @@ class LifecycleNode(tools.S3Registryd):
 
 @pytest.fixture(scope="module")
 def nodes(swift, tmp_path_factory):
-    prefix = swift.new_prefix("lifecycle")
-    storage = swift.parameters(prefix)
-    started = []
-    try:
-        for label in ("a", "b"):
-            node = LifecycleNode(storage, tmpdir=tmp_path_factory.mktemp(f"life-{label}"))
-            started.append(node.start())
-        yield started[0], started[1]
-    finally:
-        for node in started:
-            node.stop()
-        swift.purge(prefix)
+    yield from two_nodes(swift, tmp_path_factory, "lifecycle", LifecycleNode)
 
 
 def details(node, name):

@@ -19,7 +19,7 @@ from tests.integration.test_manifests_api import (
     put_manifest,
 )
 from tests.service_support import wait_for
-from tests.support import sha256, start_registry
+from tests.support import serving, sha256
 
 
 async def status(server, method, path, **kwargs):
@@ -83,20 +83,10 @@ async def test_delete_repository_removes_tags_manifests_links_referrers_and_uplo
 
 @pytest_twisted.ensureDeferred
 async def test_delete_repository_refused_when_deletes_are_disabled(tmp_path):
-    from twisted.internet import reactor
-
-    from tests.support import make_client
-
-    registry, port = await start_registry(tmp_path / "root", delete_enabled=False)
-    client, pool = make_client(reactor)
-    try:
-        url = f"http://127.0.0.1:{port.getHost().port}/v2/team/app/_registryd/repository"
-        response = await client.delete(url)
+    async with serving(tmp_path, delete_enabled=False) as server:
+        response = await server.client.delete(server.v2("team/app/_registryd/repository"))
         assert response.code == 405
         assert await error_codes(response) == ["UNSUPPORTED"]
-    finally:
-        await pool.closeCachedConnections()
-        await port.stopListening()
 
 
 def _start_patch(port, path, declared, payload):
