@@ -72,8 +72,8 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "registryd-gc = registryd.admin.gc_command:main",
-            "registryd-referrers = registryd.admin.referrers_command:main",
+            "registryd-gc = registryd.ops.gc_command:main",
+            "registryd-referrers = registryd.ops.referrers_command:main",
         ],
     },
     data_files=[

@@ -5,6 +5,7 @@
     python benchmarks/compare.py --quick      # smaller blobs, shorter loads
     python benchmarks/compare.py --distribution3 /work/dist3/registry   # the third server
     python benchmarks/compare.py --only images  # just the docker/podman/skopeo pushes
+    python benchmarks/compare.py --only requests --request-rounds 3   # small requests
 
 All servers run on 127.0.0.1, each on a fresh filesystem root, with the
 same configuration keys (Debian's packaged config.yml minus auth: delete
@@ -51,9 +52,14 @@ Workloads:
   otherwise.
 * pull: one ``GET`` of the whole blob, and 8 concurrent ``GET``s, by
   ``curl`` (a Python client would itself be the limit of one stream).
-* small requests: manifest ``GET`` by tag under ``wrk`` and blob ``HEAD``
-  under ``hey`` (wrk cannot send HEAD), 64 connections each (requests/s
-  and 99th percentile latency).
+* small requests: manifest ``GET`` by tag and by digest, the tags list of
+  a repository with 10 tags and ``/v2/`` under ``wrk``, manifest and blob
+  ``HEAD`` under ``hey`` (wrk cannot send HEAD), 64 connections each
+  (requests/s, 99th percentile latency, and each server's CPU time per
+  request, summed over its processes with psutil: noise on a shared
+  machine moves it less than requests/s); ``--request-rounds`` rounds in
+  rotated order (median), ``--only-requests`` picks workloads by label.
+  Also printed: how registryd's CPU was shared among its processes.
 * listings: tags of a repository with 10,000 tags and the catalog of
   10,000 repositories, written directly in Distribution's on-disk layout
   (which registryd shares) and fetched completely (following ``Link``).
@@ -63,7 +69,7 @@ Workloads:
   ``GET /v2/``.
 
 registryd runs with ``--workers auto`` (one process per CPU, all serving
-the same sockets and storage: registryd.workers) unless
+the same sockets and storage: registryd.runtime.workers) unless
 ``--registryd-args`` says otherwise; the Distributions use every core by
 themselves.
 
@@ -422,6 +428,23 @@ def populate_listings(root, count, manifest_digest, config_digest, layer_digest)
 # ----------------------------------------------------------------- servers
 
 
+def process_cpu_seconds(process):
+    """CPU time (user and system) of each of C{process}'s processes and
+    its children so far: {pid: seconds}."""
+    found = {}
+    try:
+        processes = [process] + process.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return found
+    for each in processes:
+        try:
+            times = each.cpu_times()
+        except psutil.Error:
+            continue
+        found[each.pid] = times.user + times.system
+    return found
+
+
 class RSSSampler(threading.Thread):
     """Peak memory of a process and all its children: the sum of their RSS,
     and the sum of their PSS (shared pages counted once)."""
@@ -462,18 +485,7 @@ class RSSSampler(threading.Thread):
 
     def cpu_seconds(self):
         """CPU time (user and system) the server's processes used so far."""
-        total = 0.0
-        try:
-            processes = [self.process] + self.process.children(recursive=True)
-        except psutil.NoSuchProcess:
-            return total
-        for process in processes:
-            try:
-                times = process.cpu_times()
-            except psutil.Error:
-                continue
-            total += times.user + times.system
-        return total
+        return sum(process_cpu_seconds(self.process).values())
 
 
 class Server:
@@ -782,6 +794,11 @@ def main():
     parser.add_argument("--keep", action="store_true", help="keep the roots and logs")
     parser.add_argument("--only", default=",".join(GROUPS),
                         help=f"comma-separated workload groups (default: all of {', '.join(GROUPS)})")
+    parser.add_argument("--only-requests", default="",
+                        help="with --only requests: comma-separated words, the small-request "
+                             "workloads whose label has one (e.g. 'tag,blob HEAD')")
+    parser.add_argument("--request-rounds", type=int, default=1,
+                        help="rounds of each small-request workload, servers rotated (median)")
     parser.add_argument("--tree", default=REPO,
                         help="registryd source tree to run (default: this checkout)")
     parser.add_argument("--registryd-args", default="--workers auto",
@@ -797,6 +814,7 @@ def main():
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is needed: apt-get install {tool}")
     args.only = set(args.only.split(","))
+    args.only_requests = [word for word in args.only_requests.split(",") if word]
     if not args.only <= set(GROUPS):
         parser.error(f"--only: unknown groups {', '.join(sorted(args.only - set(GROUPS)))}")
     distribution3 = find_distribution3(args.distribution3)
@@ -1042,24 +1060,75 @@ def run_pull(args, table, servers, blob, big):
                           for name, runs in times.items()}, "MiB/s", target)
 
 
+def small_requests(args, blob, manifest):
+    """(label, path, load) of each small-request workload: wrk for GETs,
+    hey for HEADs."""
+    def get(url, seconds, accept=ACCEPT_MANIFESTS):
+        return wrk(url, seconds, args.connections, [("Accept", accept)] if accept else [])
+
+    def head(url, seconds):
+        return hey(url, seconds, args.connections, "HEAD", [("Accept", ACCEPT_MANIFESTS)])
+
+    return [
+        ("manifest GET by tag", "/v2/bench/warm/manifests/latest", get),
+        ("manifest GET by digest", f"/v2/bench/warm/manifests/{manifest}", get),
+        ("manifest HEAD", "/v2/bench/warm/manifests/latest", head),
+        ("blob HEAD", f"/v2/bench/warm/blobs/{blob.digest}", head),
+        ("tags list (10 tags)", "/v2/bench/warm/tags/list", lambda url, s: get(url, s, None)),
+        ("/v2/", "/v2/", lambda url, s: get(url, s, None)),
+    ]
+
+
 def run_requests(args, table, servers, blob, big):
-    for label, path, load in [
-        ("manifest GET by tag", "/v2/bench/warm/manifests/latest",
-         lambda url, seconds: wrk(url, seconds, args.connections, [("Accept", ACCEPT_MANIFESTS)])),
-        ("blob HEAD", f"/v2/bench/warm/blobs/{blob.digest}",
-         lambda url, seconds: hey(url, seconds, args.connections, "HEAD")),
-    ]:
-        figures = {}
-        for server in servers:
-            load(f"http://127.0.0.1:{server.port}{path}", 1)  # warm up
-            figures[server.name] = load(f"http://127.0.0.1:{server.port}{path}", args.duration)
-        for name, (_, _, failures) in figures.items():
-            if failures:
-                print(f"  WARNING: {name} had {failures} failed requests in {label}")
-        table.add(f"{label}, {args.connections} connections",
-                  {name: figure[0] for name, figure in figures.items()}, "req/s", 2.0)
-        table.add(f"{label}, p99 latency", {name: figure[1] for name, figure in figures.items()},
-                  "ms", 1.0, higher_is_better=False, fmt="{:.1f}")
+    """Each small-request workload against each server, in rotated order,
+    C{--rounds} times (median); with requests/s and p99, the servers' CPU
+    time per request (psutil: the sum over their processes, which a
+    noisy machine disturbs less than throughput), and how registryd's
+    CPU was shared among its processes (do its workers all serve?)."""
+    for server in servers:
+        for index in range(9):  # ten tags for the tags list
+            push_manifest(server.port, "bench/warm", f"t{index}", server.config_blob, blob)
+    # Tags are listed and pulled long after they were pushed; registryd
+    # keeps no listing or tag resolution younger than 2 s (file clocks are
+    # coarse), so let them age past that, as they would.
+    time.sleep(2.5)
+    chosen = args.only_requests
+    for label, path, load in small_requests(args, blob, servers[0].manifest):
+        if chosen and not any(word in label for word in chosen):
+            continue
+        figures = {server.name: [] for server in servers}
+        shares = []
+        for run in range(args.request_rounds):
+            for server in rotated(servers, run):
+                target = path.replace(servers[0].manifest, server.manifest)
+                url = f"http://127.0.0.1:{server.port}{target}"
+                load(url, 1)  # warm up
+                process = psutil.Process(server.process.pid)
+                before = process_cpu_seconds(process)
+                rate, p99, failures = load(url, args.duration)
+                after = process_cpu_seconds(process)
+                used = {pid: after[pid] - before.get(pid, 0.0) for pid in after}
+                cpu = sum(used.values()) / max(rate * args.duration, 1) * 1e6
+                figures[server.name].append((rate, p99, failures, cpu))
+                if server.name == "registryd" and sum(used.values()) > 0:
+                    shares.append(sorted((v / sum(used.values()) for v in used.values()),
+                                         reverse=True))
+        for name, runs in figures.items():
+            failed = sum(run[2] for run in runs)
+            if failed:
+                print(f"  WARNING: {name} had {failed} failed requests in {label}")
+
+        medians = [{name: statistics.median(run[index] for run in runs)
+                    for name, runs in figures.items()} for index in range(4)]
+        table.add(f"{label}, {args.connections} connections", medians[0], "req/s", 2.0)
+        table.add(f"{label}, p99 latency", medians[1], "ms", 1.0, higher_is_better=False,
+                  fmt="{:.1f}")
+        table.add(f"{label}, server CPU per request", medians[3], "us", None,
+                  higher_is_better=False)
+        if shares:
+            print("  registryd CPU by process (largest first): "
+                  + "; ".join(", ".join(f"{share:.0%}" for share in run) for run in shares),
+                  flush=True)
 
 
 def run_listings(args, table, servers, blob, big):

@@ -9,8 +9,8 @@ import importlib
 import sys
 
 COMMANDS = {
-    "gc": ("registryd.admin.gc_command", "garbage collection (same as registryd-gc)"),
-    "referrers": ("registryd.admin.referrers_command",
+    "gc": ("registryd.ops.gc_command", "garbage collection (same as registryd-gc)"),
+    "referrers": ("registryd.ops.referrers_command",
                   "rebuild the referrers index (same as registryd-referrers)"),
     "retention": ("registryd.lifecycle.retention_command",
                   "apply lifecycle.retention: delete the tags and manifests its rules do not keep"),

@@ -23,13 +23,13 @@ once this module's tests pass on it.
 Hooks overridden in subclasses (the override is where it must be; the
 hook's existence and its callers are checked here, by the tests):
 
-* ``twisted.web.server.Request._cleanup`` (``registryd.web``: keep the
+* ``twisted.web.server.Request._cleanup`` (``registryd.http.web``: keep the
   channel on a request whose handler answered before its body ended);
 * ``twisted.web.http.HTTPChannel._respondToBadRequestAndDisconnect``
-  (``registryd.web``: the spec's JSON error for a request Twisted cannot
+  (``registryd.http.web``: the spec's JSON error for a request Twisted cannot
   parse, instead of a bare 400);
 * ``twisted.conch.manhole_ssh.TerminalRealm._getAvatar``
-  (``registryd.admin.manhole``: hand the session its namespace factory).
+  (``registryd.ops.manhole``: hand the session its namespace factory).
 """
 
 from twisted.internet import endpoints

@@ -1,7 +1,7 @@
 """Every error a client can get, as one exception class per spec error code.
 
 Handlers and the registry model raise these; one klein error handler
-(``registryd.app``) renders them as the spec's body::
+(``registryd.http.app``) renders them as the spec's body::
 
     {"errors": [{"code": "BLOB_UNKNOWN", "message": "...", "detail": {...}}]}
 
@@ -139,8 +139,8 @@ class NotFound(Unsupported):
 class MalformedRequest(BadRequest):
     """A request that is not well-formed HTTP, or whose path or Host is not
     UTF-8 or no host name: answered before it reaches any route
-    (``registryd.web`` for the request line, headers and chunked body,
-    ``registryd.app`` for the URL)."""
+    (``registryd.http.web`` for the request line, headers and chunked body,
+    ``registryd.http.app`` for the URL)."""
 
     message = "malformed request"
 

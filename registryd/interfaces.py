@@ -267,7 +267,7 @@ class ILinkedBlobStore(Interface):
 
     def open(blob, offset=0):
         """An L{IStorageReader} of a stat'ed blob from C{offset}: what the
-        blob sender (C{registryd.web.BlobSender}) streams to the client."""
+        blob sender (C{registryd.http.web.BlobSender}) streams to the client."""
 
     def redirect(blob, method):
         """A URL the client may fetch the blob from itself, or None."""

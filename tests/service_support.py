@@ -37,10 +37,10 @@ async def start_service(tmp_path, text, **values):
     C{values} are substituted) to a file, load it, start a RegistryService."""
     from twisted.internet import reactor
 
-    from registryd.composition import compose
+    from registryd.runtime.composition import compose
     from registryd.config import load_config
-    from registryd.service import RegistryService
-    from registryd.startup import from_config
+    from registryd.runtime.service import RegistryService
+    from registryd.runtime.startup import from_config
     from tests.support import make_client
 
     port, debug_port = free_ports(2)

@@ -42,11 +42,11 @@ async def start_registry(root, delete_enabled=True, host=None, headers=None, acc
     C{pulls}: called with the registry, returns the app's pull recorder."""
     from twisted.internet import reactor
 
-    from registryd.app import RegistryApp
+    from registryd.http.app import RegistryApp
     from registryd.storage.drivers.filesystem import FilesystemDriver
     from registryd.storage.registry import Registry
-    from registryd.urls import URLBuilder
-    from registryd.web import StreamingSite
+    from registryd.http.urls import URLBuilder
+    from registryd.http.web import StreamingSite
 
     registry = Registry(
         driver or FilesystemDriver(str(root)), delete_enabled=delete_enabled,

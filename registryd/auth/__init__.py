@@ -39,7 +39,7 @@ def create(config):
     verifier = _verifier(auth.token, issuer)
     realm = auth.token.realm
     if realm is None:
-        from registryd.urls import URLBuilder
+        from registryd.http.urls import URLBuilder
 
         urls = URLBuilder(config.http.host, prefix=config.http.prefix)
         path = auth.token.autoredirectpath

@@ -20,7 +20,7 @@ the key walker), one module per section, ``root`` (Config), ``load`` (the
 file) and ``reference`` (the key list for README.md and operators, written
 from the schema).  It is pure (no reactor, no I/O except reading the file in
 :func:`load_config`): storage drivers are created from a
-:class:`StorageConfig` elsewhere (``registryd.service``), because driver
+:class:`StorageConfig` elsewhere (``registryd.runtime.service``), because driver
 parameters belong to the drivers, which may come from plugins.
 """
 

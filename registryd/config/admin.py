@@ -2,7 +2,7 @@
 collection) and ``manhole`` (an SSH-reachable Python prompt).
 
 The manhole's endpoint string and key file are checked when the service
-is made (``registryd.tap``); paths are made absolute here, against the
+is made (``registryd.runtime.tap``); paths are made absolute here, against the
 start-up directory, as the filesystem driver's root is.
 """
 

@@ -3,7 +3,7 @@
 Listen addresses are Distribution's Go-style ``host:port``, turned into
 Twisted endpoint strings here; certificate files are read (and their
 problems reported under these key paths) when the listeners are made, by
-``registryd.tls``.
+``registryd.http.tls``.
 """
 
 import ipaddress

@@ -1,7 +1,7 @@
 """The ``log`` section: level, line format, extra fields and the access log.
 
 twistd chooses where log lines go (stdout, ``--logfile``...);
-``registryd.logs`` applies the level and the format to whatever it chose.
+``registryd.runtime.logs`` applies the level and the format to whatever it chose.
 """
 
 import operator

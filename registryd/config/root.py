@@ -158,7 +158,7 @@ class Config:
     #: The auth section (registryd.config.auth.AuthConfig), or None: no
     #: authentication, everyone may do anything.
     auth = setting("auth", SectionOf(AuthConfig), "Authentication and access rules.", default=None)
-    #: Processes serving HTTP (registryd.workers); 1: this process alone.
+    #: Processes serving HTTP (registryd.runtime.workers); 1: this process alone.
     workers = setting("workers", Custom(parse_workers, "integer or auto"),
                       "Processes serving HTTP: a number, or auto (one per CPU).", default=1, own=True)
     #: catalog.maxentries and tags.maxtags

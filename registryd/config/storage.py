@@ -3,7 +3,7 @@
 Any key that is not one of the settings below names a storage driver; its
 parameters are the driver's business (drivers may come from plugins), so
 they are kept as given and checked when the driver is made
-(``registryd.service``).
+(``registryd.runtime.service``).
 """
 
 import copy

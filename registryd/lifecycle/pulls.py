@@ -14,7 +14,7 @@ a flush succeeds, and the log says so once).
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from registryd.admin.maintenance import PeriodicService
+from registryd.ops.maintenance import PeriodicService
 from registryd.errors import RegistryError
 from registryd.storage.errors import StorageError
 

@@ -180,7 +180,7 @@ class QuotaAccounting:
         found = QuotaUsage(quota, sum(held.values()), len(names))
         # Imported when used: prometheus_client must not be imported before
         # worker mode has chosen its multiprocess directory (registryd.workers).
-        from registryd import metrics
+        from registryd.ops import metrics
 
         metrics.QUOTA_USED_BYTES.labels(quota.where).set(found.bytes)
         metrics.QUOTA_REPOSITORIES.labels(quota.where).set(found.repositories)

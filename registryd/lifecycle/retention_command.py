@@ -34,7 +34,7 @@ def run(argv, out=None, err=None):
     err = err or sys.stderr
     options = _parser().parse_args(argv)
 
-    from registryd.admin.command import CommandFailed, load_storage, print_report, run_job
+    from registryd.ops.command import CommandFailed, load_storage, print_report, run_job
 
     prog = "registryd retention"
     try:

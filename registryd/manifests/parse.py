@@ -13,7 +13,7 @@ from registryd.manifests.index import parse_docker_manifest_list, parse_oci_inde
 from registryd.manifests.schema1 import parse_schema1
 
 #: The largest manifest registryd takes, pushed or fetched from upstream, and
-#: so the largest request body it buffers (registryd.web): the distribution
+#: so the largest request body it buffers (registryd.http.web): the distribution
 #: spec asks registries to accept manifests of at least 4 MiB.
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 

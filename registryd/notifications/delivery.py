@@ -22,7 +22,9 @@ from collections import deque
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from registryd import __version__, metrics
+from registryd import __version__
+
+from registryd.ops import metrics
 from registryd.notifications.events import EVENTS_MEDIA_TYPE, IgnoreRules, envelope
 
 log = Logger()

@@ -56,10 +56,10 @@ def _timestamp(now=None):
 
 def request_record(request):
     """Distribution's RequestRecord for a twisted.web request."""
-    # Not at module level: registryd.workers imports this module before
+    # Not at module level: registryd.runtime.workers imports this module before
     # share_metrics() may let anything import prometheus_client (accesslog
-    # imports registryd.metrics).
-    from registryd.accesslog import client_address
+    # imports registryd.ops.metrics).
+    from registryd.http.accesslog import client_address
 
     def header(name):
         value = request.getHeader(name)

@@ -39,7 +39,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from registryd.threads import SerialWorker
+from registryd.runtime.threads import SerialWorker
 
 log = Logger()
 

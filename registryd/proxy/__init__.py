@@ -149,7 +149,7 @@ def services(cache, maintenance, clock=None):
     """The services a pull-through cache adds to RegistryService: the
     upstream connections and, unless C{ttl} is 0, the expiry timer, which
     runs the garbage collector after each pass that removed something."""
-    from registryd.admin.maintenance import PeriodicService
+    from registryd.ops.maintenance import PeriodicService
 
     found = [UpstreamConnections(cache)]
     if cache.ttl > 0:

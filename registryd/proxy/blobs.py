@@ -6,7 +6,7 @@ A missing one is looked up upstream (C{stat}: a HEAD) and, when opened,
 fetched once and streamed two ways: into an ordinary upload of the
 repository (``registryd.storage.uploads``: hashed and written with bounded
 memory), and to whoever reads the L{UpstreamBlobReader} -- the same blob
-sender (``registryd.web.BlobSender``) that streams local blobs.  The
+sender (``registryd.http.web.BlobSender``) that streams local blobs.  The
 upload is committed as a blob of the repository only when the digest (and
 the size upstream announced) match, with the atomic move of the blob
 store's C{commit}; so nothing half-written is ever served from the cache,
@@ -36,8 +36,10 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from registryd import errors, metrics
-from registryd.api.base import decimal
+from registryd import errors
+
+from registryd.ops import metrics
+from registryd.http.api.base import decimal
 from registryd.interfaces import ILinkedBlobStore, IStorageReader
 from registryd.proxy.upstream import discard, header_values
 from registryd.storage.blobs import BlobInfo

@@ -10,7 +10,7 @@ revision link's modification time).
 Expiry removes the manifest revision, the tags that point at it, its
 referrers entry and the record, so the next pull fetches from upstream
 again; the blobs it referenced are then unreferenced and the garbage
-collector (``registryd.admin.gc``) reclaims them.
+collector (``registryd.ops.gc``) reclaims them.
 """
 
 import time

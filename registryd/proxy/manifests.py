@@ -17,7 +17,9 @@ import attr
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from registryd import errors, metrics
+from registryd import errors
+
+from registryd.ops import metrics
 from registryd.digest import DEFAULT_ALGORITHM, Digest
 from registryd.interfaces import IManifestStore
 from registryd.manifests import mediatypes

@@ -39,7 +39,7 @@ from werkzeug.datastructures import WWWAuthenticate
 from registryd import errors
 from registryd.manifests import mediatypes
 from registryd.names import valid_tags
-from registryd.web import ChunkBuffer
+from registryd.http.web import ChunkBuffer
 
 log = Logger()
 

@@ -1,12 +1,14 @@
-"""In-process caches of immutable content.
+"""In-process caches: of immutable content, and of tags revalidated by stat.
 
-Only what a digest fully determines is cached: the bytes stored under a
-digest never change, so no other node and no restart can make an entry
-wrong.  What can change (tags, links, whether a repository has a blob or a
-manifest) is always read from storage; a cache hit only saves reading and
-parsing the content once storage has confirmed it is reachable.
+:class:`ContentCache` keeps only what a digest fully determines: the bytes
+stored under a digest never change, so no other node and no restart can
+make an entry wrong.  What can change (tags, links, whether a repository
+has a blob or a manifest) is read from storage, or (:class:`TagCache`)
+revalidated against it on every use: a cache hit only saves reading and
+parsing once storage has confirmed nothing changed.
 """
 
+import time
 from collections import OrderedDict
 
 
@@ -46,3 +48,64 @@ class ContentCache:
     @property
     def size(self):
         return self._bytes
+
+
+class TagCache:
+    """What a tag resolved to (a digest whose revision is linked), kept with
+    the validator of the tag's link file it was read under: its size and
+    modification time from one stat.
+
+    A lookup is only a hit when a stat made for this request shows the
+    same validator, so a tag re-pointed or deleted through another process
+    or node is never served stale: rewriting the link (a new file renamed
+    over the old) changes its time, deleting it fails the stat.  Link
+    files of one algorithm have equal sizes, and file times come from a
+    coarse clock, so two writes within one tick could leave the validator
+    as it was; a link written less than C{settled} seconds before it was
+    read is therefore not kept (git's "racy" rule), which also bounds the
+    clock difference between nodes sharing storage that this tolerates.
+
+    The store of one registry: C{get}/C{put}/C{invalidate} by (repository,
+    tag), least recently used out beyond C{max_entries}, so that a shared
+    implementation (registryd's shared state) can stand in for it.
+    """
+
+    settled = 2.0
+
+    def __init__(self, max_entries=16384, clock=time.time):
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries = OrderedDict()
+
+    def get(self, repository, tag, validator):
+        """The digest cached for C{tag} of C{repository} if it was read
+        under C{validator}, else None."""
+        key = (repository, tag)
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] != validator:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry[1]
+
+    def put(self, repository, tag, validator, digest):
+        """Keep C{digest} for the tag, read under C{validator}
+        ((size, modification time) of its link), unless the link is too
+        new to tell a later rewrite from it."""
+        key = (repository, tag)
+        if self._clock() - validator[1] < self.settled:
+            self._entries.pop(key, None)
+            return
+        self._entries[key] = (validator, digest)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def invalidate(self, repository, tag):
+        """Forget the tag (this process re-pointed or removed it)."""
+        self._entries.pop((repository, tag), None)
+
+    def __len__(self):
+        return len(self._entries)

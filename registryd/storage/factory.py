@@ -1,9 +1,9 @@
 """The storage driver a configuration names, for the daemon and the
 offline tools alike, and where it keeps the data (for the start-up log).
 
-``twistd registryd`` (``registryd.startup``: before twistd starts, so a bad
-key is a one-line usage error), ``registryd.composition`` and the offline
-tools (``registryd.admin.command``: gc, referrers) make their driver here.
+``twistd registryd`` (``registryd.runtime.startup``: before twistd starts, so a bad
+key is a one-line usage error), ``registryd.runtime.composition`` and the offline
+tools (``registryd.ops.command``: gc, referrers) make their driver here.
 This module imports only the configuration's error type and the driver
 registry, never the web stack, so the tools and twistd's option checking
 stay light.

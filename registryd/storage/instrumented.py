@@ -19,7 +19,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from registryd import metrics
+from registryd.ops import metrics
 from registryd.interfaces import IStorageDriver, IStorageReader, IStorageWriter
 from registryd.storage.errors import InvalidOffset, PathNotFound
 
@@ -31,15 +31,24 @@ class _Measure:
 
     def __init__(self, driver_name):
         self.driver_name = driver_name
+        #: operation -> its duration histogram's child, made once (labels()
+        #: costs more than the observation; operations are few)
+        self._durations = {}
+
+    def _duration(self, operation):
+        child = self._durations.get(operation)
+        if child is None:
+            child = self._durations[operation] = metrics.STORAGE_OPERATION_DURATION.labels(
+                self.driver_name, operation)
+        return child
 
     def call(self, operation, function, *args, **kwargs):
         started = time.monotonic()
         result = defer.maybeDeferred(function, *args, **kwargs)
+        duration = self._duration(operation)
 
         def observe(outcome):
-            metrics.STORAGE_OPERATION_DURATION.labels(self.driver_name, operation).observe(
-                time.monotonic() - started
-            )
+            duration.observe(time.monotonic() - started)
             if isinstance(outcome, Failure) and not outcome.check(
                 *_ANSWERS, defer.CancelledError
             ):

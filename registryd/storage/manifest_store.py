@@ -6,7 +6,7 @@ linked under ``_manifests/revisions/``; its tags are the tag store's
 (``registryd.storage.tags``).  The referrers index (OCI 1.1) lives under
 ``_referrers/<subject>/``: one link per manifest whose ``subject`` is that
 digest, rebuildable from the manifests themselves
-(``registryd.admin.referrers``).
+(``registryd.ops.referrers``).
 """
 
 import attr
@@ -42,7 +42,7 @@ class ManifestStore:
     """The manifest revisions and referrers index of repository C{name}."""
 
     def __init__(self, name, driver, blobs, linked_blobs, tags, vacuum, guard, cache, settings,
-                 immutable_tags, tag_locks, quotas):
+                 immutable_tags, tag_locks, quotas, tag_cache=None):
         """
         @param blobs: the global L{registryd.storage.blobs.BlobStore}
             (manifest bytes are blobs).
@@ -59,6 +59,8 @@ class ManifestStore:
             held from the check of a protected tag until it is written.
         @param quotas: L{registryd.lifecycle.quotas.QuotaAccounting}: admits
             a push before anything of it is linked, counts what it adds.
+        @param tag_cache: what tags resolved to, revalidated by a stat of
+            the tag's link (L{registryd.storage.cache.TagCache}), or None.
         """
         self.name = name
         self._driver = driver
@@ -72,6 +74,7 @@ class ManifestStore:
         self._immutable = immutable_tags
         self._tag_locks = tag_locks
         self._quotas = quotas
+        self._tag_cache = tag_cache
 
     async def has(self, digest):
         return await read_link(self._driver, paths.manifest_revision_link(self.name, digest)) == digest
@@ -85,9 +88,35 @@ class ManifestStore:
                 raise errors.ManifestUnknown(detail={"digest": str(digest)})
             return digest
         check_tag(reference)
-        digest = await self._tags.get(reference)
-        if digest is None or not await self.has(digest):
+        digest = await self._resolve_tag(reference)
+        if digest is None:
             raise errors.ManifestUnknown(detail={"tag": reference})
+        return digest
+
+    async def _resolve_tag(self, tag):
+        """The digest C{tag} names, if its revision is linked; else None.
+
+        With a tag cache, one stat of the tag's link tells whether what it
+        resolved to before still holds (the link unchanged; a revision a
+        tag names is only removed after the tag, as every delete and GC
+        does), instead of reading the link and the revision's link."""
+        cache = self._tag_cache
+        if cache is None:
+            digest = await self._tags.get(tag)
+            return digest if digest is not None and await self.has(digest) else None
+        validator = await self._tags.validator(tag)
+        if validator is None:
+            cache.invalidate(self.name, tag)
+            return None
+        digest = cache.get(self.name, tag, validator)
+        if digest is not None:
+            return digest
+        digest = await self._tags.get(tag)
+        if digest is None or not await self.has(digest):
+            return None
+        # Read after the stat: if the tag moved in between, the validator
+        # is older than what was read and the next stat misses.
+        cache.put(self.name, tag, validator, digest)
         return digest
 
     @translate_storage_errors

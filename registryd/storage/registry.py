@@ -25,7 +25,7 @@ from registryd.lifecycle.quotas import QuotaAccounting
 from registryd.names import check_repository_name, is_name_component
 from registryd.storage import _paths as paths
 from registryd.storage.blobs import BlobInfo, BlobStore, LinkedBlobStore
-from registryd.storage.cache import ContentCache
+from registryd.storage.cache import ContentCache, TagCache
 from registryd.storage.errors import translate_storage_errors
 from registryd.storage.fetch_records import FetchRecords
 from registryd.storage.guard import PushGuard
@@ -85,6 +85,9 @@ class Registry:
         self.guard = PushGuard()
         #: parsed manifests by digest (immutable content; registryd.storage.cache)
         self.manifest_cache = ContentCache()
+        #: what tags resolved to, revalidated by a stat on every use
+        #: (registryd.storage.cache)
+        self.tag_cache = TagCache()
         #: the registry-wide blob store (content by digest)
         self.blobs = BlobStore(driver)
         #: the one way anything is removed from storage
@@ -95,7 +98,7 @@ class Registry:
     @property
     def read_only(self):
         """storage.maintenance.readonly: the HTTP API refuses every write
-        (registryd.app); the manhole can flip it while running."""
+        (registryd.http.app); the manhole can flip it while running."""
         return self._read_only
 
     @read_only.setter
@@ -272,11 +275,11 @@ class Repository:
         self.blobs = LinkedBlobStore(
             name, driver, registry.blobs, vacuum, registry.guard, registry.repository, registry,
         )
-        self.tags = TagStore(name, driver, vacuum)
+        self.tags = TagStore(name, driver, vacuum, registry.tag_cache)
         self.manifests = ManifestStore(
             name, driver, registry.blobs, self.blobs, self.tags, vacuum, registry.guard,
             registry.manifest_cache, registry, registry.immutable_tags, registry.tag_locks,
-            registry.quotas,
+            registry.quotas, tag_cache=registry.tag_cache,
         )
         self.uploads = UploadStore(UploadContext(
             name, driver, registry.blobs, self.blobs, vacuum, registry.guard,

@@ -26,12 +26,18 @@ def check_tag(tag):
 
 @implementer(ITagStore)
 class TagStore:
-    """The tags of repository C{name}."""
+    """The tags of repository C{name}.
 
-    def __init__(self, name, driver, vacuum):
+    @param cache: the registry's L{registryd.storage.cache.TagCache}: the
+        tags this store re-points or removes are forgotten there (other
+        processes' changes are caught by its validators).
+    """
+
+    def __init__(self, name, driver, vacuum, cache=None):
         self.name = name
         self._driver = driver
         self._vacuum = vacuum
+        self._cache = cache
 
     async def get(self, tag):
         """The digest C{tag} names now, or None (no such tag, or a link
@@ -43,16 +49,35 @@ class TagStore:
         """When C{tag} was last pointed at a digest, or None."""
         return await modified_or_none(self._driver, paths.tag_current_link(self.name, tag))
 
+    async def validator(self, tag):
+        """(size, modification time) of C{tag}'s link, from one stat: what
+        changes whenever the tag is re-pointed; None if there is no tag."""
+        try:
+            info = await self._driver.stat(paths.tag_current_link(self.name, tag))
+        except PathNotFound:
+            return None
+        return (info.size, info.modified)
+
+    def _forget(self, tag):
+        if self._cache is not None:
+            self._cache.invalidate(self.name, tag)
+
     @translate_storage_errors
     async def tag(self, tag, digest):
         """Point C{tag} at C{digest}, recording it in the tag's history."""
         link = str(digest).encode("ascii")
         await self._driver.put_content(paths.tag_index_link(self.name, tag, digest), link)
+        self._forget(tag)
         await self._driver.put_content(paths.tag_current_link(self.name, tag), link)
+        self._forget(tag)
 
     async def untag(self, tag):
         """Remove C{tag} and its history; whether it was there."""
-        return await self._vacuum.remove_tag(self.name, tag)
+        self._forget(tag)
+        try:
+            return await self._vacuum.remove_tag(self.name, tag)
+        finally:
+            self._forget(tag)
 
     @translate_storage_errors
     async def all(self):

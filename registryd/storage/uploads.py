@@ -30,8 +30,8 @@ from registryd.interfaces import IUploadStore
 from registryd.names import check_upload_id, new_upload_id
 from registryd.storage import _paths as paths
 from registryd.storage.errors import PathNotFound, StorageError, translate_storage_errors
-from registryd.threads import SerialWorker
-from registryd.tuning import release_memory_later
+from registryd.runtime.threads import SerialWorker
+from registryd.runtime.tuning import release_memory_later
 
 #: Bytes taken from the source per step, and at most in flight to the
 #: hasher and writer at once.
@@ -315,7 +315,7 @@ class Upload:
                 else:
                     states.forget(self.id)
             if self.size - start >= RELEASE_AFTER:
-                release_memory_later()  # the chunks' heap space (registryd.tuning)
+                release_memory_later()  # the chunks' heap space (registryd.runtime.tuning)
         if failures:
             failures[0].raiseException()
         return self.size

@@ -26,9 +26,9 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
 from registryd import errors
-from registryd.api.base import query_arg
+from registryd.http.api.base import query_arg
 from registryd.auth.headers import client_host
-from registryd.context import new_request_id
+from registryd.http.context import new_request_id
 from registryd.digest import Digest
 from registryd.names import check_repository_name
 from registryd.storage.manifest_store import is_digest_reference
@@ -76,7 +76,7 @@ class UIApp:
     @param registry: what the API serves (the registry model, or the
         pull-through cache around it), read in-process.
     @param access: a L{registryd.ui.access.UIAccess}.
-    @param urls: the API's L{registryd.urls.URLBuilder} (http.prefix, http.host).
+    @param urls: the API's L{registryd.http.urls.URLBuilder} (http.prefix, http.host).
     @param events: where deletes are reported (registryd.notifications),
         as the API's deletes are.
     @param session_key: the key sessions are signed with

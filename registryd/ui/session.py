@@ -29,7 +29,7 @@ COOKIE = b"registryd_session"
 LIFETIME = 12 * 3600
 
 #: The environment variable a main process passes its generated key to its
-#: worker processes in (registryd.workers copies the environment), so a
+#: worker processes in (registryd.runtime.workers copies the environment), so a
 #: session made by one process is good in all of them.
 KEY_VARIABLE = "REGISTRYD_UI_SESSION_KEY"
 

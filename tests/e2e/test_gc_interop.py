@@ -116,7 +116,7 @@ def registryd_gc(tmp_path, root, *flags, module=False):
     if module:
         command = [sys.executable, "-m", "registryd", "gc"]
     else:
-        command = [sys.executable, "-c", "from registryd.admin.gc_command import main; main()"]
+        command = [sys.executable, "-c", "from registryd.ops.gc_command import main; main()"]
     env = tools._clean_env((), {"PYTHONPATH": str(tools.REPO_ROOT)})
     result = tools.run([*command, "--config", config, *flags, "--json"], env=env)
     return json.loads(result.stdout)

@@ -56,13 +56,13 @@ async def serve(tmp_path, auth=None, tls=None, listen="tcp:0:interface=127.0.0.1
     loopback port, built the way RegistryService builds it."""
     from twisted.internet import endpoints, reactor
 
-    from registryd import tls as tlsmodule
-    from registryd.app import RegistryApp
+    from registryd.http import tls as tlsmodule
+    from registryd.http.app import RegistryApp
     from registryd.auth import create
     from registryd.config import parse_config
     from registryd.storage.drivers.filesystem import FilesystemDriver
     from registryd.storage.registry import Registry
-    from registryd.web import StreamingSite
+    from registryd.http.web import StreamingSite
 
     root = tmp_path / "registry-data"
     document = {"version": 0.1, "storage": {"filesystem": {"rootdirectory": str(root)},
@@ -684,7 +684,7 @@ async def test_tls_listener_with_http_tls(tmp_path):
         from OpenSSL import SSL
 
         # Only TLS 1.2 and later are offered.
-        from registryd.tls import http_tls_options
+        from registryd.http.tls import http_tls_options
         from registryd.config import TLSConfig
 
         context = http_tls_options(TLSConfig(certificate=certificate, key=key)).getContext()
@@ -731,7 +731,7 @@ async def test_tls_cipher_suites(tmp_path):
 
 def test_unavailable_cipher_suites_are_a_configuration_error(tmp_path):
     from registryd.config import ConfigError, TLSConfig
-    from registryd.tls import http_tls_options
+    from registryd.http.tls import http_tls_options
 
     certificate, key = certs.server_files(tmp_path, certs.CA())
     with pytest.raises(ConfigError) as info:
@@ -783,7 +783,7 @@ async def test_ssl_endpoint_strings(tmp_path):
     from twisted.internet.threads import deferToThread
 
     from registryd.config import ConfigError
-    from registryd.tls import listener
+    from registryd.http.tls import listener
 
     ca = certs.CA()
     certificate, key = certs.server_files(tmp_path, ca)

@@ -14,7 +14,7 @@ import pytest_twisted
 import treq
 from twisted.logger import globalLogPublisher
 
-from registryd import metrics
+from registryd.ops import metrics
 from tests.integration.test_manifests_api import push_blob
 from tests.service_support import start_service, wait_for
 from tests.support import sha256

@@ -12,8 +12,8 @@ from twisted.cred.credentials import ISSHPrivateKey
 from twisted.internet import defer, protocol
 from twisted.python.filepath import FilePath
 
-from registryd.admin.maintenance import Maintenance
-from registryd.admin.manhole import make_factory, make_namespace
+from registryd.ops.maintenance import Maintenance
+from registryd.ops.manhole import make_factory, make_namespace
 from registryd.config import Config
 from tests.support import sha256
 

@@ -465,3 +465,39 @@ async def test_signed_schema1_round_trip(server):
     assert await error_codes(response) == ["MANIFEST_UNVERIFIED"]
     response = await server.client.get(server.v2(f"{name}/tags/list"))
     assert json.loads(await response.content())["tags"] == ["v1"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tag_moved_by_another_node_is_never_served_stale(server):
+    """Tags resolve from a cache revalidated by one stat of the tag's link:
+    a tag another node (here: a second registry on the same storage)
+    re-points or deletes is served as it is now, also right after the
+    server resolved it from its cache."""
+    from registryd.storage.drivers.filesystem import FilesystemDriver
+    from registryd.storage.registry import Registry
+
+    other = Registry(FilesystemDriver(str(server.root)), delete_enabled=True)
+    first = await push_image(server, "moved/app")
+    second = await push_image(server, "moved/app")
+    for body in (first, second):
+        assert (await put_manifest(server, "moved/app", sha256(body), body)).code == 201
+    link = server.root / "docker/registry/v2/repositories/moved/app/_manifests/tags/latest/current/link"
+
+    async def served():
+        response = await server.client.get(
+            server.v2("moved/app/manifests/latest"), headers={"Accept": OCI_MANIFEST})
+        await response.content()
+        return response.code, header(response, "Docker-Content-Digest")
+
+    for age, body in enumerate((first, second, first)):
+        # The other node tags; the link is aged past the cache's settled
+        # time (by a different amount each time: two writes within one
+        # tick of the file clock have the same time), so the server keeps
+        # what it resolves: the second answer is the cache's.
+        await other.repository("moved/app").manifests.put("latest", body, OCI_MANIFEST)
+        os.utime(link, (os.stat(link).st_atime, os.stat(link).st_mtime - 60 - age))
+        assert await served() == (200, sha256(body))
+        assert len(server.registry.tag_cache) == 1
+        assert await served() == (200, sha256(body))
+    await other.repository("moved/app").manifests.delete("latest")
+    assert (await served())[0] == 404

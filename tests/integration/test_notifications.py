@@ -9,7 +9,7 @@ import time
 
 import pytest_twisted
 
-from registryd import metrics
+from registryd.ops import metrics
 from registryd.notifications.events import EVENTS_MEDIA_TYPE
 from tests.integration.test_manifests_api import push_blob, push_image, put_manifest
 from tests.service_support import Receiver, start_service, wait_for

@@ -16,7 +16,7 @@ import time
 import pytest_twisted
 from twisted.internet import defer
 
-from registryd.admin.maintenance import Maintenance
+from registryd.ops.maintenance import Maintenance
 from registryd.config import Config
 from tests.support import sha256
 

@@ -132,7 +132,7 @@ async def pull(proxy, name, reference, blobs):
 
 @pytest_twisted.ensureDeferred
 async def test_pull_through_caches_and_serves_when_upstream_is_gone(pair, tmp_path):
-    from registryd import metrics
+    from registryd.ops import metrics
 
     def counts():
         return {(kind, result): metrics.sample("registryd_proxy_requests_total", type=kind, result=result)
@@ -457,7 +457,7 @@ async def test_corrupt_upstream_content_is_neither_cached_nor_served_whole(pair,
 
 @pytest_twisted.ensureDeferred
 async def test_expiry_removes_cached_manifests_then_gc_their_blobs(pair, tmp_path):
-    from registryd.admin.gc import collect_garbage
+    from registryd.ops.gc import collect_garbage
     from registryd.proxy.expiry import expire
 
     upstream, proxy = pair
@@ -509,7 +509,7 @@ async def test_an_upstream_that_stalls_mid_blob_is_given_up(tmp_path):
             request.write(data[: len(data) // 2])
             return server.NOT_DONE_YET  # and never finishes
 
-    from registryd import metrics
+    from registryd.ops import metrics
 
     site = server.Site(Stalling())
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
@@ -590,7 +590,7 @@ async def test_an_upstream_that_sends_more_than_the_blob_is_cut_off(tmp_path):
     pulled says so), cuts the client off with a short body, caches
     nothing; an announced size above proxy.maxblobsize is refused before
     a byte is relayed."""
-    from registryd import metrics
+    from registryd.ops import metrics
 
     data = os.urandom(256 * 1024)
     digest = sha256(data)

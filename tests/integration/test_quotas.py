@@ -10,7 +10,7 @@ import json
 import pytest_twisted
 from twisted.internet import defer
 
-from registryd import metrics
+from registryd.ops import metrics
 from registryd.lifecycle.quotas import Quota
 from tests.integration.test_manifests_api import push_image, put_manifest
 from tests.support import serving, sha256

@@ -93,10 +93,10 @@ async def test_writes_are_refused_reads_served(server):
 def test_the_configuration_switches_it_on():
     import yaml
 
-    from registryd.composition import compose
+    from registryd.runtime.composition import compose
     from registryd.config import parse_config
-    from registryd.service import RegistryService
-    from registryd.startup import from_config
+    from registryd.runtime.service import RegistryService
+    from registryd.runtime.startup import from_config
 
     config = parse_config(yaml.safe_load(
         "version: 0.1\nstorage:\n  inmemory:\n  maintenance:\n    readonly: {enabled: true}\n"

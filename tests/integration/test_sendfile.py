@@ -1,4 +1,4 @@
-"""Blob GETs sent with sendfile (registryd.sendfile) over a real socket.
+"""Blob GETs sent with sendfile (registryd.http.sendfile) over a real socket.
 
 The filesystem driver's readers offer their descriptor and the test
 server listens on plain TCP, so every blob GET here takes the sendfile
@@ -17,8 +17,8 @@ import time
 import pytest
 import pytest_twisted
 
-from registryd import sendfile
-from registryd.web import BlobSender
+from registryd.http import sendfile
+from registryd.http.web import BlobSender
 from tests.support import sha256
 
 MIB = 1024 * 1024

@@ -198,7 +198,7 @@ async def test_each_upload_request_opens_one_writer(tmp_path):
     status GET opens one only to learn the size."""
     from twisted.internet import reactor
 
-    from registryd.metrics import sample
+    from registryd.ops.metrics import sample
     from registryd.storage.drivers.filesystem import FilesystemDriver
     from registryd.storage.instrumented import InstrumentedDriver
     from tests.support import make_client

@@ -92,13 +92,13 @@ async def test_refusal_reaches_a_client_still_sending(server):
 
 
 def test_twisted_internals_the_channel_relies_on_are_there():
-    """registryd.web.StreamingHTTPChannel overrides Twisted's private
+    """registryd.http.web.StreamingHTTPChannel overrides Twisted's private
     C{_respondToBadRequestAndDisconnect} and reads its header counters to
     tell 431 from 400.  If Twisted renames them, the overrides would
     silently stop working: this says so by name."""
     from twisted.web import http
 
-    from registryd.web import StreamingHTTPChannel
+    from registryd.http.web import StreamingHTTPChannel
 
     for name in ("_respondToBadRequestAndDisconnect", "lineLengthExceeded"):
         assert callable(getattr(http.HTTPChannel, name, None)), name

@@ -1,4 +1,4 @@
-"""Worker mode (registryd.workers) with the real ``twistd registryd``.
+"""Worker mode (registryd.runtime.workers) with the real ``twistd registryd``.
 
 Several processes share the listening socket and one storage root: each
 serves connections, an upload continues in whichever process a request
@@ -28,7 +28,7 @@ def workers_of(running):
     found = []
     for child in psutil.Process(running.process.pid).children():
         try:
-            if "registryd.workers" in " ".join(child.cmdline()):
+            if "registryd.runtime.workers" in " ".join(child.cmdline()):
                 found.append(child)
         except psutil.Error:  # exited (a zombie until reaped)
             pass
@@ -396,4 +396,60 @@ workers: 2
         assert statuses_of_both_processes(replacement) == {202}
         status = running.stop()
     assert status in (0, -signal.SIGTERM), running.output
+    assert "Traceback" not in running.output, running.output
+
+
+def test_a_tag_pushed_through_one_process_is_pulled_fresh_through_the_other(tmp_path):
+    """Each process keeps what tags resolved to (registryd.storage.cache.TagCache);
+    a tag re-pointed through one process is served as it is now by the
+    other, which had the old target cached."""
+    port = free_port()
+    store = tmp_path / "store"
+    config = write_config(
+        tmp_path,
+        f"version: 0.1\nlog:\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {store}\nhttp:\n  addr: 127.0.0.1:{port}\nworkers: 2\n",
+    )
+    media_type = "application/vnd.oci.image.manifest.v1+json"
+
+    def manifest(layer):
+        blobs = []
+        for content in (b'{"architecture":"amd64","os":"linux"}', layer):
+            digest = "sha256:" + hashlib.sha256(content).hexdigest()
+            response, _ = request(port, "POST", f"/v2/app/blobs/uploads/?digest={digest}", content)
+            assert response.status == 201
+            blobs.append({"mediaType": "application/octet-stream", "digest": digest,
+                          "size": len(content)})
+        return json.dumps({"schemaVersion": 2, "mediaType": media_type, "config": blobs[0],
+                           "layers": blobs[1:]}).encode()
+
+    link = store / "docker/registry/v2/repositories/app/_manifests/tags/latest/current/link"
+    with Running(tmp_path, "--config", config) as running:
+        running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
+        worker = wait_for(lambda: workers_of(running), message="a worker process")[0]
+        main = psutil.Process(running.process.pid)
+        bodies = [manifest(os.urandom(100)), manifest(os.urandom(100))]
+        by_process = {}
+        for process, other in ((main, worker), (worker, main)):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            connection.sock = connection_to(process, other, port)
+            by_process[process.pid] = connection
+
+        def pull(process):
+            response, _ = request(port, "GET", "/v2/app/manifests/latest",
+                                  headers={"Accept": media_type}, connection=by_process[process.pid])
+            return response.status, response.getheader("Docker-Content-Digest")
+
+        for age, (pusher, puller) in enumerate([(main, worker), (worker, main), (main, worker)]):
+            body = bodies[age % 2]
+            response, _ = request(port, "PUT", "/v2/app/manifests/latest", body,
+                                  {"Content-Type": media_type}, connection=by_process[pusher.pid])
+            assert response.status == 201
+            # Aged past the cache's settled time: both processes keep it.
+            os.utime(link, (0, time.time() - 60 - age))
+            expected = (200, "sha256:" + hashlib.sha256(body).hexdigest())
+            assert pull(puller) == expected and pull(pusher) == expected
+            assert pull(puller) == expected  # from its cache
+        for connection in by_process.values():
+            connection.close()
     assert "Traceback" not in running.output, running.output

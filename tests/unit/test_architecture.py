@@ -95,11 +95,11 @@ def test_no_import_cycles_between_registryds_modules():
         name: imported(tree, name, path.endswith("__init__.py"), known)
         for name, (path, tree) in known.items()
     }
-    assert "registryd.startup" in graph["registryd.tap"]  # the scan sees imports
+    assert "registryd.runtime.startup" in graph["registryd.runtime.tap"]  # the scan sees imports
     assert cycles(graph) == []
 
 
-#: Collaborators registryd.composition passes to constructors; setting one
+#: Collaborators registryd.runtime.composition passes to constructors; setting one
 #: on another object after construction is the wiring the composition root
 #: replaced.
 COLLABORATORS = frozenset({
@@ -138,7 +138,7 @@ def test_collaborators_are_passed_to_constructors_not_set_afterwards():
 
 
 def test_operations_does_not_reach_into_the_service():
-    path, tree = modules()["registryd.operations"]
+    path, tree = modules()["registryd.ops.operations"]
     reaching = sorted(
         {ast.unparse(node) for node in ast.walk(tree)
          if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
@@ -261,11 +261,11 @@ def test_offline_tools_make_their_driver_without_the_daemon():
     reactor is loaded."""
     script = (
         "import sys\n"
-        "from registryd.admin.command import load_storage\n"
+        "from registryd.ops.command import load_storage\n"
         "config, driver = load_storage('test', None)\n"
         "assert driver.name == 'filesystem', driver\n"
         "print(' '.join(sorted(m for m in sys.modules if m in (\n"
-        "    'registryd.service', 'registryd.app', 'registryd.web', 'registryd.composition',\n"
+        "    'registryd.runtime.service', 'registryd.http.app', 'registryd.http.web', 'registryd.runtime.composition',\n"
         "    'klein', 'twisted.web.server', 'twisted.internet.reactor'))))\n"
     )
     result = subprocess.run(

@@ -33,7 +33,7 @@ from registryd.auth.authorizers import (
 from registryd.auth.htpasswd import HtpasswdChecker, HtpasswdError, HtpasswdFile, parse_htpasswd
 from registryd.auth.issuer import TokenIssuer
 from registryd.auth.scope import Access, AccessSet, ScopeInvalid, parse_scope, parse_scopes
-from registryd.auth.token import InvalidToken, TokenVerifier
+from registryd.auth.token import LEEWAY, InvalidToken, TokenVerifier
 from registryd.interfaces import IAccessPolicy, IAuthorizer, IGrant
 from tests import certs
 
@@ -634,3 +634,34 @@ async def test_a_synchronous_runner_answers_too(tmp_path):
                               run_in_thread=lambda f, *a: defer.succeed(f(*a)))
     assert await checker.requestAvatarId(UsernamePassword(b"alice", b"wonderland")) == "alice"
     assert _checkpw(b"x", b"not a hash") is False
+
+
+def test_a_verified_token_is_kept_until_it_expires():
+    """Clients send the same token with every request: its signature is
+    checked once, and again only once its exp (plus the leeway) passed."""
+    signer = Signer()
+    now = [time.time()]
+    verifier = verifier_for(signer, clock=lambda: now[0])
+    token = signer.token([("repository", "app", ("pull",))], exp=int(now[0]) + 30)
+    for purpose in ("access", "access", "access"):
+        assert verifier.verify(token, purpose).access.allows("repository", "app", "pull")
+    assert verifier.verifications == 1
+    with pytest.raises(InvalidToken):
+        verifier.verify(token, "refresh")  # kept for one purpose, not another
+    assert verifier.verifications == 2
+    now[0] += 30 + LEEWAY
+    verifier.verify(token)  # expired by the verifier's clock: checked again
+    assert verifier.verifications == 3
+
+
+def test_kept_tokens_are_bounded_by_their_size(monkeypatch):
+    signer = Signer()
+    verifier = verifier_for(signer)
+    tokens = [signer.token(jti=str(index)) for index in range(3)]
+    monkeypatch.setattr(verifier, "max_kept_bytes", len(tokens[0]) * 2)
+    for token in tokens:
+        verifier.verify(token)
+    verifier.verify(tokens[0])  # the least recently used went
+    assert verifier.verifications == 4
+    verifier.verify(tokens[2])
+    assert verifier.verifications == 4

@@ -6,7 +6,7 @@ import os
 import pytest
 import pytest_twisted
 
-from registryd import metrics
+from registryd.ops import metrics
 from registryd.storage.drivers.filesystem import FilesystemDriver
 from registryd.storage.drivers.memory import InMemoryDriver
 from registryd.storage.errors import PathNotFound, StorageError

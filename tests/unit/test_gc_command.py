@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from registryd.__main__ import main as module_main
-from registryd.admin.gc_command import run
+from registryd.ops.gc_command import run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

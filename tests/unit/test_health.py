@@ -1,4 +1,4 @@
-"""registryd.health: Distribution's threshold semantics, timeouts, and the
+"""registryd.ops.health: Distribution's threshold semantics, timeouts, and the
 storage probe against real drivers."""
 
 import pytest_twisted
@@ -6,7 +6,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from registryd.config import FileCheckConfig, HealthConfig, HTTPCheckConfig, TCPCheckConfig
-from registryd.health import (
+from registryd.ops.health import (
     PROBE_PATH,
     Check,
     HealthChecks,

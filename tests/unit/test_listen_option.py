@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registryd.startup import LISTEN_SYNTAX, StartupError, listen_endpoint
-from registryd.tap import Options
+from registryd.runtime.startup import LISTEN_SYNTAX, StartupError, listen_endpoint
+from registryd.runtime.tap import Options
 
 
 def parsed_listen(*values):
-    """What postOptions (registryd.startup.check) makes of the --listen
+    """What postOptions (registryd.runtime.startup.check) makes of the --listen
     values (it stops at the first problem, as this does)."""
     return [listen_endpoint(value) for value in values]
 

@@ -1,4 +1,4 @@
-"""registryd.logs: JSON log lines, and when they replace twistd's text."""
+"""registryd.runtime.logs: JSON log lines, and when they replace twistd's text."""
 
 import io
 import json
@@ -6,7 +6,7 @@ import os
 
 from twisted.logger import FileLogObserver, LogLevel, LogPublisher, Logger, formatEventAsClassicLogText
 
-from registryd.logs import JSONLineFormatter, LogFormat, choose_format, journal_is_stdout
+from registryd.runtime.logs import JSONLineFormatter, LogFormat, choose_format, journal_is_stdout
 
 
 def event(**fields):

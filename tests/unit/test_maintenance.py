@@ -6,7 +6,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, task
 
-from registryd.admin.maintenance import (
+from registryd.ops.maintenance import (
     GCAlreadyRunning,
     Maintenance,
     PeriodicService,
@@ -194,7 +194,7 @@ def test_read_only_switch(registry):
 
 @pytest_twisted.ensureDeferred
 async def test_online_runs_are_counted_in_metrics(registry):
-    from registryd import metrics
+    from registryd.ops import metrics
 
     maintenance = Maintenance(registry, Config())
     await _upload(registry, "app", "2020-01-01T00:00:00Z")

@@ -12,15 +12,15 @@ from twisted.conch.ssh import keys
 from twisted.internet import defer, threads
 from twisted.internet.task import deferLater
 
-from registryd.admin.maintenance import Maintenance
-from registryd.admin.manhole import (
+from registryd.ops.maintenance import Maintenance
+from registryd.ops.manhole import (
     HELP,
     load_authorized_keys,
     load_or_create_host_key,
     make_namespace,
     run_source,
 )
-from registryd.admin.statements import StatementRunner, call_on_reactor
+from registryd.ops.statements import StatementRunner, call_on_reactor
 from registryd.config import Config, ConfigError
 from registryd.storage.drivers.memory import InMemoryDriver
 from registryd.storage.registry import Registry
@@ -185,7 +185,7 @@ async def test_a_runaway_statement_is_stopped_and_the_reactor_keeps_turning():
 async def test_a_statement_blocked_outside_python_is_left_behind():
     """A long sleep (or read) does not see the stop until it returns; it
     holds up nothing but its session, which gets its prompt back."""
-    from registryd.admin import statements
+    from registryd.ops import statements
 
     runner = StatementRunner(time_limit=0.2)
     started = runner.clock()
@@ -246,7 +246,7 @@ async def test_any_command_text_gives_output_or_one_line_error(source):
 def test_twistd_options_refuse_a_bad_manhole_before_starting(tmp_path):
     from twisted.python import usage
 
-    from registryd.tap import Options
+    from registryd.runtime.tap import Options
 
     keys_path = tmp_path / "authorized_keys"
     config = tmp_path / "registryd.yaml"
@@ -275,7 +275,7 @@ def test_sessions_and_realm_provide_conch_interfaces():
     from twisted.cred.portal import IRealm
     from zope.interface.verify import verifyObject
 
-    from registryd.admin.manhole import ManholeRealm
+    from registryd.ops.manhole import ManholeRealm
 
     realm = ManholeRealm(dict)
     verifyObject(IRealm, realm)

@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 from twisted.internet import defer
 
 from registryd import errors
-from registryd.api.base import MAX_DECIMAL, decimal
-from registryd.api.blobs import parse_range
-from registryd.api.uploads import parse_content_range
+from registryd.http.api.base import MAX_DECIMAL, decimal
+from registryd.http.api.blobs import parse_range
+from registryd.http.api.uploads import parse_content_range
 from registryd.auth.scope import Access, ScopeInvalid, parse_scope
 from registryd.config import ConfigError
 from registryd.config import parse_duration as _duration

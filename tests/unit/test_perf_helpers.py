@@ -5,7 +5,7 @@ import sys
 import pytest
 from twisted.internet.task import Clock
 
-from registryd import tuning
+from registryd.runtime import tuning
 from registryd.names import is_valid_tag, valid_tags
 
 

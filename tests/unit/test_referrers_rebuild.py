@@ -1,4 +1,4 @@
-"""Rebuilding the referrers index from the manifests (registryd.admin.referrers).
+"""Rebuilding the referrers index from the manifests (registryd.ops.referrers).
 
 Manifests are pushed through the model's own write path; the index is then
 damaged the ways it can be in practice (a root directory from Distribution,
@@ -16,7 +16,7 @@ import pytest
 import pytest_twisted
 
 from registryd import errors
-from registryd.admin.referrers import ReferrersReport, rebuild_referrers
+from registryd.ops.referrers import ReferrersReport, rebuild_referrers
 from registryd.digest import Digest
 from registryd.storage import _paths as paths  # to plant states another registry may leave
 from registryd.storage.drivers.filesystem import FilesystemDriver

@@ -1,4 +1,4 @@
-"""registryd.web.RequestBody: a body that trickles in (``docker push``
+"""registryd.http.web.RequestBody: a body that trickles in (``docker push``
 gzipping while it sends) reaches the upload handler in gathered pieces of
 C{gather} bytes, never as each socket read brought it, and no byte is lost,
 reordered or held back at the end or on a broken connection."""
@@ -10,7 +10,7 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from registryd.web import BodyConnectionLost, RequestBody
+from registryd.http.web import BodyConnectionLost, RequestBody
 
 KIB = 1024
 READ = 1024 * KIB  # what an upload asks for per step (registryd.storage.uploads.CHUNK_SIZE)

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from twisted.web.test.requesthelper import DummyRequest
 
 from registryd import errors
-from registryd.api.base import query_arg, query_args
-from registryd.app import RegistryApp
-from registryd.web import BUFFERED, STREAMED
+from registryd.http.api.base import query_arg, query_args
+from registryd.http.app import RegistryApp
+from registryd.http.web import BUFFERED, STREAMED
 
 body_mode = RegistryApp.routes.body_mode
 

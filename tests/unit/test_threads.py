@@ -6,7 +6,7 @@ import time
 import pytest
 import pytest_twisted
 
-from registryd.threads import BlockingExecutor, SerialWorker
+from registryd.runtime.threads import BlockingExecutor, SerialWorker
 
 
 @pytest_twisted.ensureDeferred

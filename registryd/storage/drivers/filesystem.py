@@ -3,9 +3,9 @@
 It is the embedded default, so it has to be safe on a busy registry:
 
 - The reactor never waits for the disk.  One-shot calls run in the
-  driver's own threads (:class:`~registryd.threads.BlockingExecutor`,
+  driver's own threads (:class:`~registryd.runtime.threads.BlockingExecutor`,
   ``maxthreads`` of them at most); each open reader and writer has its own
-  :class:`~registryd.threads.SerialWorker` in the reactor's thread pool,
+  :class:`~registryd.runtime.threads.SerialWorker` in the reactor's thread pool,
   so its reads or writes happen in order without holding a thread between
   them, and a client that disconnects mid-upload (klein cancels the
   handler) still gets every queued write applied before the file is
@@ -46,7 +46,7 @@ from registryd.interfaces import IStorageDriver, IStorageReader, IStorageWriter
 from registryd.storage.base import FileInfo, ReaderBase, WriterBase, as_bytes, check_path
 from registryd.storage.drivers import InvalidParameter, check_parameters, nowait
 from registryd.storage.errors import InvalidOffset, PathNotFound, StorageError, StorageRefused
-from registryd.threads import BlockingExecutor, SerialWorker
+from registryd.runtime.threads import BlockingExecutor, SerialWorker
 
 DEFAULT_ROOT = "./registry-data"
 #: Bytes a writer writes before it asks the kernel to start writing them
@@ -63,7 +63,7 @@ def from_parameters(parameters):
     ``maxthreads`` is accepted as Distribution accepts it (an integer or a
     decimal string) so existing configs work; as there, it bounds how many
     one-shot blocking calls (stat, small reads and writes, listings) run
-    at once (L{registryd.threads.BlockingExecutor}).  Streaming readers and
+    at once (L{registryd.runtime.threads.BlockingExecutor}).  Streaming readers and
     writers run in the reactor's thread pool.
     """
     section = check_parameters("filesystem", parameters, {"rootdirectory", "maxthreads"})
@@ -213,32 +213,37 @@ def _list_with_key(full, path):
     with _reading(path):
         info = os.stat(full)
         names = sorted(os.listdir(full))
-    if len(names) < _ListingCache.min_entries or time.time() - info.st_mtime < _ListingCache.settled:
+    if time.time() - info.st_mtime < _ListingCache.settled:
         return None, names
     return _listing_key(info), names
 
 
 class _ListingCache:
-    """Listings of large directories (a repository's 10,000 tags), kept
+    """Directory listings (a repository's tags, 10 or 10,000 of them), kept
     while the directory is unchanged.
 
     Adding or removing an entry updates a directory's modification time,
     so a listing taken after a stat is still right while a new stat shows
     the same inode and times; checking costs a stat from the dentry cache
     (on the reactor thread, :mod:`nowait`) instead of reading and sorting
-    the whole directory in a thread.  File times are taken from a coarse
+    the directory in a thread (for a small one, the thread's round trip
+    is most of a tags list's cost).  File times are taken from a coarse
     clock (a few ms), so two changes within one tick could leave the time
     as it was: a directory changed less than C{settled} seconds before it
     was listed is not cached.  Another process or node changing the
     directory changes its times the same way.
+
+    Bounded by directories (C{max_directories}) and by the names kept in
+    all (C{max_names}), least recently used first out.
     """
 
-    min_entries = 1024
     settled = 2.0
-    max_directories = 64
+    max_directories = 4096
+    max_names = 256 * 1024
 
     def __init__(self):
         self._entries = OrderedDict()
+        self._names = 0
 
     def get(self, full):
         entry = self._entries.get(full)
@@ -247,22 +252,28 @@ class _ListingCache:
         try:
             info = nowait.stat_cached(full)
         except OSError:
-            del self._entries[full]
+            self._drop(full)
             raise
         if info is nowait.WOULD_BLOCK or _listing_key(info) != entry[0]:
-            del self._entries[full]
+            self._drop(full)
             return None
         self._entries.move_to_end(full)
         return list(entry[1])
 
     def put(self, full, key, names):
-        if key is None:
-            self._entries.pop(full, None)
+        self._drop(full)
+        if key is None or len(names) > self.max_names:
             return
         self._entries[full] = (key, tuple(names))
-        self._entries.move_to_end(full)
-        while len(self._entries) > self.max_directories:
-            self._entries.popitem(last=False)
+        self._names += len(names)
+        while len(self._entries) > self.max_directories or self._names > self.max_names:
+            _, (_, evicted) = self._entries.popitem(last=False)
+            self._names -= len(evicted)
+
+    def _drop(self, full):
+        entry = self._entries.pop(full, None)
+        if entry is not None:
+            self._names -= len(entry[1])
 
 
 def _list_many(pairs):
@@ -517,7 +528,7 @@ class FileReader(ReaderBase):
 
     def fileno(self):
         """The open file's descriptor, valid until :meth:`close`: lets
-        L{registryd.web.BlobSender} send the bytes from C{offset} with
+        L{registryd.http.web.BlobSender} send the bytes from C{offset} with
         ``sendfile`` instead of reading them (reads move C{offset}; the
         sender does not)."""
         if self._closed:

@@ -1,3 +1,0 @@
-"""HTTP handlers, one module per resource.  They know the API, call the
-registry model, and raise ``registryd.errors`` exceptions; ``registryd.app``
-routes to them and renders errors."""

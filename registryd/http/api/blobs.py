@@ -1,0 +1,111 @@
+"""``/v2/<name>/blobs/<digest>``: GET, HEAD (with single ranges) and DELETE."""
+
+import re
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from registryd import errors
+from registryd.http.api.base import decimal, respond, shielded
+from registryd.digest import Digest
+from registryd.http.web import BlobSender
+
+# RFC 9110 single byte range (``bytes=first-last``, ``bytes=first-``,
+# ``bytes=-suffix``), matched whole.
+RANGE_PATTERN = r"bytes=([0-9]*)-([0-9]*)"
+_RANGE = re.compile(RANGE_PATTERN)
+
+
+def parse_range(header, size):
+    """Resolve a ``Range`` header against a blob of C{size} bytes.
+
+    Returns (first, last) inclusive, or None to send the whole blob: no
+    header, a syntactically invalid one, or several ranges (RFC 9110 lets a
+    server ignore Range; single ranges are what registry clients send).
+    Raises RangeNotSatisfiable (416 with ``Content-Range: bytes */<size>``)
+    when the range lies outside the blob, ends before it starts, or holds a
+    number beyond int64: what Distribution answers, through Go's net/http.
+    """
+    if not header:
+        return None
+    match = _RANGE.fullmatch(header.strip().replace(" ", ""))
+    if not match:
+        return None
+    if match.group(1) == "" and match.group(2) == "":
+        return None
+    first, last = (None if text == "" else decimal(text) for text in match.groups())
+    unsatisfiable = errors.RangeNotSatisfiable(
+        detail={"range": header[:100], "size": size}, headers={"Content-Range": f"bytes */{size}"}
+    )
+    if match.group(1) == "":  # suffix: the last N bytes
+        if last is None or last == 0 or size == 0:
+            raise unsatisfiable
+        return max(size - last, 0), size - 1
+    if first is None or (match.group(2) != "" and (last is None or last < first)):
+        raise unsatisfiable
+    if first >= size:
+        raise unsatisfiable
+    return first, size - 1 if last is None else min(last, size - 1)
+
+
+async def get_blob(ctx, request, name, digest):
+    repository = ctx.registry.repository(name)
+    digest = Digest.parse(digest)
+    blob = await repository.blobs.stat(digest)
+    redirect = await repository.blobs.redirect(blob, request.method.decode("ascii"))
+    headers = [
+        ("Docker-Content-Digest", str(digest)),
+        ("ETag", f'"{digest}"'),
+        ("Cache-Control", "max-age=31536000"),
+    ]
+    if blob.seekable:
+        headers.insert(1, ("Accept-Ranges", "bytes"))
+    if redirect is not None and request.method == b"GET":
+        ctx.events.blob_pulled(request, repository.name, blob)
+        return respond(request, 307, headers + [("Location", redirect)])
+    # A blob that can only be read from its start (one a pull-through
+    # cache is fetching) is sent whole: RFC 9110 lets a server ignore Range.
+    span = parse_range(request.getHeader("range"), blob.size) if blob.seekable else None
+    if span is None:
+        status, offset, length = 200, 0, blob.size
+    else:
+        status, offset, length = 206, span[0], span[1] - span[0] + 1
+        headers.append(("Content-Range", f"bytes {span[0]}-{span[1]}/{blob.size}"))
+    request.setResponseCode(status)
+    for header, value in headers:
+        request.setHeader(header, value)
+    request.setHeader("Content-Type", "application/octet-stream")
+    if length is not None:  # None: upstream did not announce it
+        request.setHeader("Content-Length", str(length))
+    if request.method == b"HEAD" or length == 0:
+        if request.method == b"GET":
+            ctx.events.blob_pulled(request, repository.name, blob)
+        return b""
+    reader = await repository.blobs.open(blob, offset)
+    sending = defer.ensureDeferred(BlobSender(request, reader, length).send())
+
+    def report_pull(outcome):
+        # Every byte handed to the socket is a pull (Distribution: the copy
+        # returned without error), also if the client hangs up right after.
+        if length is None:
+            complete = not isinstance(outcome, Failure)
+        else:
+            complete = request.sentLength >= length
+        if complete:
+            ctx.events.blob_pulled(request, repository.name, blob)
+        return outcome
+
+    sending.addBoth(report_pull)
+    # Shielded: when the client leaves (klein cancels the handler) the
+    # sender still finishes, so that it knows how much it sent (and a
+    # pull-through cache's reader removes its partial copy).
+    await shielded(sending, what="sending a blob")
+    return None
+
+
+async def delete_blob(ctx, request, name, digest):
+    repository = ctx.registry.repository(name)
+    digest = Digest.parse(digest)
+    await repository.blobs.delete(digest)
+    ctx.events.blob_deleted(request, repository.name, digest)
+    return respond(request, 202, [("Docker-Content-Digest", str(digest))])

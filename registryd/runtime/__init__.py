@@ -1,0 +1,1 @@
+"""The running process: the twistd service, its composition, worker processes, threads and logging."""
