@@ -888,7 +888,8 @@ def run_push(args, table, servers, blob, big):
         for run in range(args.runs):
             for server in rotated(servers, run):
                 times[server.name].append(
-                    timed(lambda: push(server.port, f"bench/push{run}", blob)))
+                    timed(lambda push=push, server=server, run=run:
+                          push(server.port, f"bench/push{run}", blob)))
         rates = {name: size_mib / statistics.median(runs) for name, runs in times.items()}
         table.add(label, rates, "MiB/s", target)
         table.add(f"{label}, share of one-core sha256",
@@ -1009,7 +1010,8 @@ def run_images(args, table, servers, blob, big):
                 for server in order:
                     before = server.sampler.cpu_seconds()
                     times[server.name].append(
-                        timed(lambda: pushers.push(tool, image, server, f"r{run}")))
+                        timed(lambda tool=tool, image=image, server=server, run=run:
+                          pushers.push(tool, image, server, f"r{run}")))
                     cpu[server.name].append(server.sampler.cpu_seconds() - before)
                 pushers.discard(tool, image)
                 print(f"    {tool} round {run + 1}: " + ", ".join(
@@ -1054,7 +1056,8 @@ def run_pull(args, table, servers, blob, big):
                 if streams == 1:
                     elapsed = curl_pull(server.port, "bench/warm", blob)
                 else:
-                    elapsed = parallel(lambda: curl_pull(server.port, "bench/warm", blob), streams)
+                    elapsed = parallel(lambda server=server: curl_pull(server.port, "bench/warm", blob),
+                                       streams)
                 times[server.name].append(elapsed)
         table.add(label, {name: streams * size_mib / statistics.median(runs)
                           for name, runs in times.items()}, "MiB/s", target)
@@ -1145,7 +1148,8 @@ def run_listings(args, table, servers, blob, big):
             entries = fetch_listing(server.port, path, key)  # warm
             if len(entries) < expected:
                 raise HTTPError(f"{server.name} {label}: {len(entries)} entries, expected {expected}")
-            times[server.name] = median_time(lambda: fetch_listing(server.port, path, key), 5) * 1000
+            times[server.name] = median_time(
+                lambda server=server, path=path, key=key: fetch_listing(server.port, path, key), 5) * 1000
         table.add(f"{label}, {args.entries} entries", times, "ms", 2.0, higher_is_better=False)
 
 

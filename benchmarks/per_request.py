@@ -162,8 +162,8 @@ async def measure(client, raw, count):
 async def run(reactor, args):
     from twisted.internet import task
 
-    from registryd.runtime.composition import compose
     from registryd.config import load_config
+    from registryd.runtime.composition import compose
     from registryd.runtime.startup import from_config
 
     workdir = tempfile.mkdtemp(prefix="registryd-per-request-")

@@ -316,7 +316,7 @@ def run(args):
                 seconds = timed(pull, url, name, blob.digest, blob.length)
                 record.setdefault("pull (one GET)", []).append(blob.length / MIB / seconds)
 
-                def concurrent_pulls():
+                def concurrent_pulls(url=url, name=name, blob=blob):
                     threads = [threading.Thread(target=pull, args=(url, name, blob.digest, blob.length))
                                for _ in range(4)]
                     for thread in threads:

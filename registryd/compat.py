@@ -56,7 +56,7 @@ class TwistedChanged(RuntimeError):
 
 
 def log_observers(publisher):
-    """The mutable list of observers of a C{twisted.logger.LogPublisher}
+    """The mutable list of observers of a ``twisted.logger.LogPublisher``
     (``LogPublisher._observers``).
 
     twistd installs its observers (stdout, ``--logfile``, ``--syslog``) on
@@ -64,7 +64,7 @@ def log_observers(publisher):
     them in this list is the one way to filter or reformat what twistd
     chose.
 
-    @raise TwistedChanged: the attribute is gone or not a list.
+    :raises TwistedChanged: the attribute is gone or not a list.
     """
     observers = getattr(publisher, "_observers", None)
     if not isinstance(observers, list):
@@ -77,10 +77,10 @@ def log_observers(publisher):
 
 def listening_port(listener):
     """A Deferred firing with the IListeningPort a started
-    C{StreamServerEndpointService} (what ``strports.service`` returns)
+    ``StreamServerEndpointService`` (what ``strports.service`` returns)
     bound (``StreamServerEndpointService._waitingForPort``).
 
-    @raise TwistedChanged: the service keeps no such Deferred.
+    :raises TwistedChanged: the service keeps no such Deferred.
     """
     waiting = getattr(listener, "_waitingForPort", None)
     if waiting is None or not hasattr(waiting, "addCallback"):
@@ -92,8 +92,8 @@ def listening_port(listener):
 
 
 def raise_listen_errors(listener):
-    """Make a C{StreamServerEndpointService} raise from
-    C{privilegedStartService} when it cannot listen, as
+    """Make a ``StreamServerEndpointService`` raise from
+    ``privilegedStartService`` when it cannot listen, as
     ``strports.service`` does (``_raiseSynchronously``), instead of only
     logging the failure and running deaf."""
     if not hasattr(listener, "_raiseSynchronously"):
@@ -106,7 +106,7 @@ def raise_listen_errors(listener):
 
 # --- twisted.internet -------------------------------------------------------
 
-#: Marks a port class made by L{accept_one_at_a_time}.
+#: Marks a port class made by :func:`accept_one_at_a_time`.
 _ONE_ACCEPT = "_registryd_one_accept"
 
 
@@ -122,7 +122,7 @@ def accept_one_at_a_time(port):
     that ``doRead`` reassigns, so the port's class is swapped for a
     subclass where it is a constant property.
 
-    @raise TwistedChanged: the port has no C{numberAccepts}.
+    :raises TwistedChanged: the port has no ``numberAccepts``.
     """
     cls = port.__class__
     if getattr(cls, _ONE_ACCEPT, False):
@@ -142,7 +142,7 @@ def accept_one_at_a_time(port):
 
 
 def parse_endpoint_description(description):
-    """C{(args, kwargs)} of an endpoint string, with Twisted's own parser
+    """``(args, kwargs)`` of an endpoint string, with Twisted's own parser
     (escapes and all: ``twisted.internet.endpoints._parse``), which has
     no public name but has not changed since strports became endpoints."""
     parse = getattr(endpoints, "_parse", None)
@@ -152,7 +152,7 @@ def parse_endpoint_description(description):
 
 
 def write_buffer_empty(transport):
-    """Whether a Twisted C{FileDescriptor} transport wrote out all it was
+    """Whether a Twisted ``FileDescriptor`` transport wrote out all it was
     given (``dataBuffer``, ``offset``, ``_tempDataLen``); None if it does
     not look like one (TLS, tests' string transports): callers then write
     through the transport as usual."""
@@ -166,9 +166,9 @@ def write_buffer_empty(transport):
 
 
 def channel_request_line(channel):
-    """C{(method, path, version)} of the request whose headers an
-    C{HTTPChannel} is reading (``_command``, ``_path``, ``_version``),
-    known from ``allHeadersReceived`` on; C{(b"", b"", b"")} before."""
+    """``(method, path, version)`` of the request whose headers an
+    ``HTTPChannel`` is reading (``_command``, ``_path``, ``_version``),
+    known from ``allHeadersReceived`` on; ``(b"", b"", b"")`` before."""
     return (
         getattr(channel, "_command", b"") or b"",
         getattr(channel, "_path", b"") or b"",
@@ -177,28 +177,28 @@ def channel_request_line(channel):
 
 
 def set_channel_path(channel, path):
-    """Change the path of the request an C{HTTPChannel} is reading, before
+    """Change the path of the request an ``HTTPChannel`` is reading, before
     the request learns it (``HTTPChannel._path``, read when
     ``allHeadersReceived`` dispatches)."""
     channel._path = path
 
 
 def request_line_received(channel):
-    """Whether an C{HTTPChannel} has read the request line of the request
+    """Whether an ``HTTPChannel`` has read the request line of the request
     it is reading (``HTTPChannel._command`` is set from then on)."""
     return hasattr(channel, "_command")
 
 
 def received_headers(channel):
-    """C{(bytes, count)} of the request line and headers an
-    C{HTTPChannel} has received for the current request
+    """``(bytes, count)`` of the request line and headers an
+    ``HTTPChannel`` has received for the current request
     (``_receivedHeaderSize``, ``_receivedHeaderCount``), for telling why
     it refused the request (``_respondToBadRequestAndDisconnect``)."""
     return channel._receivedHeaderSize, channel._receivedHeaderCount
 
 
 def request_disconnected(request):
-    """Whether a C{twisted.web} Request lost its connection
+    """Whether a ``twisted.web`` Request lost its connection
     (``Request._disconnected``)."""
     return request._disconnected
 
@@ -213,7 +213,7 @@ def cleanup_request(request):
 
 
 def manhole_needs_newline(manhole):
-    """Whether a C{twisted.conch.manhole.Manhole}'s terminal is in the
+    """Whether a ``twisted.conch.manhole.Manhole``'s terminal is in the
     middle of a line (``Manhole._needsNewline``): output then starts on a
     new one."""
     return manhole._needsNewline()

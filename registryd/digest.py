@@ -28,7 +28,7 @@ DEFAULT_ALGORITHM = "sha256"
 
 
 def check_algorithm(algorithm):
-    """Return C{algorithm} if registryd can compute it, else raise DIGEST_INVALID."""
+    """Return ``algorithm`` if registryd can compute it, else raise DIGEST_INVALID."""
     if algorithm not in ALGORITHMS:
         raise DigestInvalid(
             f"unsupported digest algorithm {algorithm!r} (supported: "
@@ -52,7 +52,7 @@ class Digest:
 
     @classmethod
     def parse(cls, text):
-        """Parse and validate C{text} (str or bytes); raise DIGEST_INVALID."""
+        """Parse and validate ``text`` (str or bytes); raise DIGEST_INVALID."""
         if isinstance(text, bytes):
             try:
                 text = text.decode("ascii")
@@ -76,7 +76,7 @@ class Digest:
 
     @classmethod
     def of(cls, data, algorithm=DEFAULT_ALGORITHM):
-        """The digest of some small C{bytes} (manifests, configs)."""
+        """The digest of some small ``bytes`` (manifests, configs)."""
         hasher = new_hasher(algorithm)
         hasher.update(data)
         return cls.from_hasher(hasher)

@@ -104,7 +104,7 @@ class Unauthorized(RegistryError):
 
 
 class Denied(RegistryError):
-    """A known caller lacking an action.  Carries the caller's C{user} name
+    """A known caller lacking an action.  Carries the caller's ``user`` name
     so the access log names who was refused."""
 
     code, status, message = "DENIED", 403, "requested access to the resource is denied"
@@ -121,7 +121,7 @@ class Unsupported(RegistryError):
 class BadRequest(RegistryError):
     """A request registryd cannot read: a query parameter that is not UTF-8
     or given twice, a token request missing a field or naming another
-    service, malformed HTTP (L{MalformedRequest}).  The spec has no code
+    service, malformed HTTP (:class:`MalformedRequest`).  The spec has no code
     for these; ``UNSUPPORTED`` with status 400 is what registryd has always
     answered (Distribution's token server answers its own codes with the
     same status, which clients read)."""

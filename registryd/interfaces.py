@@ -26,7 +26,7 @@ class IStorageDriver(Interface):
         """Read a whole small file.
 
         Only for small files (links, manifests, upload state).
-        @return: Deferred firing with C{bytes}; fails with PathNotFound.
+        :returns: Deferred firing with ``bytes``; fails with PathNotFound.
         """
 
     def put_content(path, content):
@@ -34,41 +34,41 @@ class IStorageDriver(Interface):
 
         Readers see either the old or the new content, never a mix or a
         partial file.  Parent directories are created as needed.
-        @return: Deferred firing with None.
+        :returns: Deferred firing with None.
         """
 
     def reader(path, offset=0):
-        """Open a file for streaming from C{offset}.
+        """Open a file for streaming from ``offset``.
 
-        @return: Deferred firing with an L{IStorageReader}; fails with
+        :returns: Deferred firing with an :class:`IStorageReader`; fails with
             PathNotFound, or InvalidOffset when offset is past the end.
         """
 
     def writer(path, append=False):
         """Open a file for streaming writes.
 
-        With C{append=False} any existing file is replaced (truncated to 0);
-        with C{append=True} writing continues after its current end, and a
-        missing file starts empty.  A writer's bytes may be visible at C{path}
-        before C{commit}: callers write to private paths (uploads) and make
-        results visible with C{move}.  They may also stay out of sight
-        until C{commit} (an S3 multipart upload): then only an appending
-        writer's C{size} counts them, and C{stat} and C{reader} see the
+        With ``append=False`` any existing file is replaced (truncated to 0);
+        with ``append=True`` writing continues after its current end, and a
+        missing file starts empty.  A writer's bytes may be visible at ``path``
+        before ``commit``: callers write to private paths (uploads) and make
+        results visible with ``move``.  They may also stay out of sight
+        until ``commit`` (an S3 multipart upload): then only an appending
+        writer's ``size`` counts them, and ``stat`` and ``reader`` see the
         file as it was last committed.
-        @return: Deferred firing with an L{IStorageWriter}.
+        :returns: Deferred firing with an :class:`IStorageWriter`.
         """
 
     def stat(path):
         """Describe a file or directory.
 
-        @return: Deferred firing with a L{FileInfo}; fails with PathNotFound.
+        :returns: Deferred firing with a ``FileInfo``; fails with PathNotFound.
         """
 
     def list(path):
         """List the names directly inside a directory, sorted.
 
-        @return: Deferred firing with a list of C{str} names (not paths);
-            fails with PathNotFound if C{path} is not a directory.
+        :returns: Deferred firing with a list of ``str`` names (not paths);
+            fails with PathNotFound if ``path`` is not a directory.
         """
 
     def list_many(paths):
@@ -77,26 +77,26 @@ class IStorageDriver(Interface):
         Walks over many small directories (the catalog) are bound by the
         latency of each call, not its work; a driver answers this in one
         round trip where it can (one thread hop, concurrent requests).
-        @return: Deferred firing with a list, in the order of C{paths}, of
+        :returns: Deferred firing with a list, in the order of ``paths``, of
             sorted name lists, or None for a path that is not a directory.
         """
 
     def move(source, destination):
-        """Move a file, replacing C{destination} atomically.
+        """Move a file, replacing ``destination`` atomically.
 
-        @return: Deferred firing with None; PathNotFound if source is missing.
+        :returns: Deferred firing with None; PathNotFound if source is missing.
         """
 
     def delete(path):
         """Delete a file, or a directory with everything under it.
 
-        @return: Deferred firing with None; PathNotFound if nothing is there.
+        :returns: Deferred firing with None; PathNotFound if nothing is there.
         """
 
     def redirect_url(path, method):
-        """A URL a client may fetch C{path} from directly (e.g. presigned).
+        """A URL a client may fetch ``path`` from directly (e.g. presigned).
 
-        @return: Deferred firing with a C{str} URL, or None when the driver
+        :returns: Deferred firing with a ``str`` URL, or None when the driver
             does not redirect.
         """
 
@@ -108,13 +108,13 @@ class IStorageReader(Interface):
     offset = Attribute("The position of the next byte to be read.")
 
     def read(length):
-        """Read up to C{length} bytes.
+        """Read up to ``length`` bytes.
 
-        @return: Deferred firing with C{bytes}; C{b""} at end of file.
+        :returns: Deferred firing with ``bytes``; ``b""`` at end of file.
         """
 
     def close():
-        """Release the reader.  @return: Deferred firing with None."""
+        """Release the reader.  :returns: Deferred firing with None."""
 
 
 class IStorageWriter(Interface):
@@ -130,32 +130,32 @@ class IStorageWriter(Interface):
     )
 
     def write(data):
-        """Append C{data}.  @return: Deferred firing with None when written."""
+        """Append ``data``.  :returns: Deferred firing with None when written."""
 
     def close():
         """Stop writing, keeping what was written so another writer can
         append later (a resumable upload).  Waits for pending writes.
-        @return: Deferred firing with None.
+        :returns: Deferred firing with None.
         """
 
     def commit():
         """Make everything written durable and complete; the writer is closed.
-        @return: Deferred firing with None.
+        :returns: Deferred firing with None.
         """
 
     def cancel():
         """Discard the file; the writer is closed.
-        @return: Deferred firing with None.
+        :returns: Deferred firing with None.
         """
 
 
 class IStorageDriverFactory(Interface):
     """Makes a storage driver from its configuration section.
 
-    Providers are found with C{twisted.plugin.getPlugins(IStorageDriverFactory,
-    registryd.plugins)}; each one is a module-level object in a module of
-    the C{registryd.plugins} package that provides this interface (and
-    C{twisted.plugin.IPlugin}).
+    Providers are found with ``twisted.plugin.getPlugins(IStorageDriverFactory,
+    registryd.plugins)``; each one is a module-level object in a module of
+    the ``registryd.plugins`` package that provides this interface (and
+    ``twisted.plugin.IPlugin``).
     """
 
     name = Attribute("Configuration name of the driver, e.g. 's3'.")
@@ -163,11 +163,11 @@ class IStorageDriverFactory(Interface):
     def create(parameters):
         """Make a driver.
 
-        @param parameters: the driver's section of the configuration
-            (C{storage.<name>}), a dict (empty when the section is empty).
-        @raise registryd.config.ConfigError: for an unknown key or a bad
+        :param parameters: the driver's section of the configuration
+            (``storage.<name>``), a dict (empty when the section is empty).
+        :raises registryd.config.ConfigError: for an unknown key or a bad
             value, naming it.
-        @return: an L{IStorageDriver} provider.
+        :returns: an :class:`IStorageDriver` provider.
         """
 
 
@@ -181,13 +181,13 @@ class IAuthorizer(Interface):
     """
 
     def authorize(request, needed):
-        """Authenticate the caller and check C{needed} (a sequence of
-        C{Access}; empty for ``/v2/``, which only needs a known caller).
+        """Authenticate the caller and check ``needed`` (a sequence of
+        ``Access``; empty for ``/v2/``, which only needs a known caller).
 
-        @return: Deferred firing with an L{IGrant}; or failing with
-            C{registryd.errors.Unauthorized} (no, malformed or wrong
+        :returns: Deferred firing with an :class:`IGrant`; or failing with
+            ``registryd.errors.Unauthorized`` (no, malformed or wrong
             credentials; carries the ``WWW-Authenticate`` challenge) or
-            C{registryd.errors.Denied} (a known caller lacking an action).
+            ``registryd.errors.Denied`` (a known caller lacking an action).
         """
 
 
@@ -198,11 +198,11 @@ class IGrant(Interface):
     user = Attribute("The authenticated user name, or None for an anonymous caller.")
 
     def allows(type, name, action):
-        """True if the caller may do C{action} (``pull``, ``push``,
-        ``delete``) on resource C{type}:C{name} (``repository``:``a/b``)."""
+        """True if the caller may do ``action`` (``pull``, ``push``,
+        ``delete``) on resource ``type``:``name`` (``repository``:``a/b``)."""
 
     def may_list(name):
-        """True if ``/v2/_catalog`` shows repository C{name} to the caller."""
+        """True if ``/v2/_catalog`` shows repository ``name`` to the caller."""
 
 
 class IAccessPolicy(Interface):
@@ -211,11 +211,11 @@ class IAccessPolicy(Interface):
     and by the built-in token server when it grants scopes."""
 
     def actions(user, repository):
-        """The concrete actions (C{frozenset} of ``pull``/``push``/``delete``)
-        C{user} (None: anonymous) may perform on repository C{repository}."""
+        """The concrete actions (``frozenset`` of ``pull``/``push``/``delete``)
+        ``user`` (None: anonymous) may perform on repository ``repository``."""
 
     def may_list_catalog(user):
-        """True if C{user} (None: anonymous) may list the catalog (which is
+        """True if ``user`` (None: anonymous) may list the catalog (which is
         then filtered to the repositories the user may pull)."""
 
 
@@ -234,10 +234,10 @@ class IBlobStore(Interface):
     """The registry-wide blobs, by digest (Distribution's global blob store)."""
 
     def stat(digest, stored_as=None):
-        """The blob's C{BlobInfo}; raises C{errors.BlobUnknown}."""
+        """The blob's ``BlobInfo``; raises ``errors.BlobUnknown``."""
 
     def open(blob, offset=0):
-        """An L{IStorageReader} of a stat'ed blob's data from C{offset}."""
+        """An :class:`IStorageReader` of a stat'ed blob's data from ``offset``."""
 
     def get(digest):
         """A small blob's whole content (a manifest); raises BlobUnknown."""
@@ -246,7 +246,7 @@ class IBlobStore(Interface):
         """Store a small blob whose digest the caller computed."""
 
     def commit(upload, digest, size):
-        """Make a verified upload's data the blob C{digest}, atomically."""
+        """Make a verified upload's data the blob ``digest``, atomically."""
 
     def enumerate():
         """Every blob's digest in storage (data present or not)."""
@@ -258,22 +258,22 @@ class ILinkedBlobStore(Interface):
     name = Attribute("The repository's name.")
 
     def stat(digest):
-        """The C{BlobInfo} of a blob this repository has; raises BlobUnknown.
-        Its C{size} may be None (not known before it is read) and it may
-        be C{seekable=False} (readable only from its start)."""
+        """The ``BlobInfo`` of a blob this repository has; raises BlobUnknown.
+        Its ``size`` may be None (not known before it is read) and it may
+        be ``seekable=False`` (readable only from its start)."""
 
     def has(digest):
-        """Whether the repository has blob C{digest}."""
+        """Whether the repository has blob ``digest``."""
 
     def open(blob, offset=0):
-        """An L{IStorageReader} of a stat'ed blob from C{offset}: what the
-        blob sender (C{registryd.http.web.BlobSender}) streams to the client."""
+        """An :class:`IStorageReader` of a stat'ed blob from ``offset``: what the
+        blob sender (``registryd.http.web.BlobSender``) streams to the client."""
 
     def redirect(blob, method):
         """A URL the client may fetch the blob from itself, or None."""
 
     def link(digest, stored_as=None):
-        """Make blob C{digest} (data under C{stored_as}, if other) part of
+        """Make blob ``digest`` (data under ``stored_as``, if other) part of
         this repository."""
 
     def delete(digest):
@@ -281,7 +281,7 @@ class ILinkedBlobStore(Interface):
         deletes are disabled, BlobUnknown when it is not linked."""
 
     def mount(digest, source_name):
-        """Link a blob of repository C{source_name}; its C{BlobInfo}, or None."""
+        """Link a blob of repository ``source_name``; its ``BlobInfo``, or None."""
 
     def enumerate():
         """The digests this repository links."""
@@ -293,18 +293,18 @@ class IManifestStore(Interface):
     name = Attribute("The repository's name.")
 
     def has(digest):
-        """Whether revision C{digest} is in the repository."""
+        """Whether revision ``digest`` is in the repository."""
 
     def resolve(reference):
         """The digest a tag or digest reference names; raises ManifestUnknown."""
 
     def get(reference, accept=None):
-        """The C{StoredManifest} C{reference} names; raises ManifestUnknown.
-        C{accept} is the client's Accept header (what a pull-through cache
+        """The ``StoredManifest`` ``reference`` names; raises ManifestUnknown.
+        ``accept`` is the client's Accept header (what a pull-through cache
         asks upstream for)."""
 
     def put(reference, body, content_type, tags=(), allow_sparse=False, verify=True):
-        """Validate, store and tag a manifest; its C{StoredManifest}."""
+        """Validate, store and tag a manifest; its ``StoredManifest``."""
 
     def delete(reference, removed_tags=None):
         """Delete a revision (digest) or a tag (the API's DELETE)."""
@@ -313,7 +313,7 @@ class IManifestStore(Interface):
         """The digests of the repository's revisions, sorted."""
 
     def referrers(subject, artifact_type=None):
-        """Descriptors of the manifests whose subject is C{subject}."""
+        """Descriptors of the manifests whose subject is ``subject``."""
 
 
 class ITagStore(Interface):
@@ -322,13 +322,13 @@ class ITagStore(Interface):
     name = Attribute("The repository's name.")
 
     def get(tag):
-        """The digest C{tag} names, or None."""
+        """The digest ``tag`` names, or None."""
 
     def tag(tag, digest):
-        """Point C{tag} at C{digest}."""
+        """Point ``tag`` at ``digest``."""
 
     def untag(tag):
-        """Remove C{tag}; whether it was there."""
+        """Remove ``tag``; whether it was there."""
 
     def all():
         """The tags the tags list shows, sorted; raises NameUnknown."""
@@ -337,7 +337,7 @@ class ITagStore(Interface):
         """Every tag in storage, leniently (what garbage collection keeps)."""
 
     def history(tag):
-        """Every digest C{tag} has named."""
+        """Every digest ``tag`` has named."""
 
 
 class IUploadStore(Interface):
@@ -349,21 +349,21 @@ class IUploadStore(Interface):
         """A new upload, open (an async context manager) until closed."""
 
     def resume(upload_id):
-        """Upload C{upload_id}, locked and with one appending writer open
+        """Upload ``upload_id``, locked and with one appending writer open
         until closed; raises BlobUploadUnknown."""
 
     def status(upload_id):
-        """Upload C{upload_id} as it stands (size), already closed."""
+        """Upload ``upload_id`` as it stands (size), already closed."""
 
     def enumerate():
-        """The repository's uploads in storage (C{UploadInfo}s)."""
+        """The repository's uploads in storage (``UploadInfo`` records)."""
 
 
 class IRepository(Interface):
     """One repository and its stores (Distribution's Repository)."""
 
     name = Attribute("The repository's name.")
-    blobs = Attribute("The repository's L{ILinkedBlobStore}.")
-    manifests = Attribute("The repository's L{IManifestStore}.")
-    tags = Attribute("The repository's L{ITagStore}.")
-    uploads = Attribute("The repository's L{IUploadStore}.")
+    blobs = Attribute("The repository's :class:`ILinkedBlobStore`.")
+    manifests = Attribute("The repository's :class:`IManifestStore`.")
+    tags = Attribute("The repository's :class:`ITagStore`.")
+    uploads = Attribute("The repository's :class:`IUploadStore`.")

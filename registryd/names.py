@@ -29,7 +29,7 @@ MAX_NAME_LENGTH = 255
 
 
 def check_repository_name(name):
-    """Return C{name} if it is a valid repository name, else raise NAME_INVALID."""
+    """Return ``name`` if it is a valid repository name, else raise NAME_INVALID."""
     if not isinstance(name, str) or not name:
         raise NameInvalid("repository name is empty", detail={"name": name})
     if len(name) > MAX_NAME_LENGTH:
@@ -47,7 +47,7 @@ def check_repository_name(name):
 
 
 def is_name_component(text):
-    """Whether C{text} may be one ``/``-separated part of a repository name:
+    """Whether ``text`` may be one ``/``-separated part of a repository name:
     what a walk of the repositories tree descends into (a directory named
     otherwise, say by an older registryd, can be no repository's part)."""
     return bool(_COMPONENT_RE.fullmatch(text))
@@ -64,7 +64,7 @@ _TAG_LINE = re.compile(rf"^{TAG_PATTERN}$", re.MULTILINE)
 
 
 def valid_tags(names):
-    """The valid tags among the C{str} C{names}, in order.
+    """The valid tags among the ``str`` ``names``, in order.
 
     A tag listing filters thousands of directory names: one regular
     expression pass over them all, one per line, instead of a call per
@@ -78,7 +78,7 @@ def valid_tags(names):
 
 
 def check_upload_id(upload_id):
-    """Return C{upload_id} if it has the form of an id registryd (or
+    """Return ``upload_id`` if it has the form of an id registryd (or
     Distribution) issued, else raise BLOB_UPLOAD_INVALID (400): no server
     handed out such a URL, so the client altered it, as Distribution
     answers an upload URL whose id disagrees with its signed state.  A

@@ -37,8 +37,8 @@ async def start_service(tmp_path, text, **values):
     C{values} are substituted) to a file, load it, start a RegistryService."""
     from twisted.internet import reactor
 
-    from registryd.runtime.composition import compose
     from registryd.config import load_config
+    from registryd.runtime.composition import compose
     from registryd.runtime.service import RegistryService
     from registryd.runtime.startup import from_config
     from tests.support import make_client

@@ -43,10 +43,10 @@ async def start_registry(root, delete_enabled=True, host=None, headers=None, acc
     from twisted.internet import reactor
 
     from registryd.http.app import RegistryApp
-    from registryd.storage.drivers.filesystem import FilesystemDriver
-    from registryd.storage.registry import Registry
     from registryd.http.urls import URLBuilder
     from registryd.http.web import StreamingSite
+    from registryd.storage.drivers.filesystem import FilesystemDriver
+    from registryd.storage.registry import Registry
 
     registry = Registry(
         driver or FilesystemDriver(str(root)), delete_enabled=delete_enabled,

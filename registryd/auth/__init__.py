@@ -18,9 +18,9 @@ from registryd.config import ConfigError
 
 
 def create(config):
-    """C{(authorizer, issuer or None)} for a L{registryd.config.Config}.
+    """``(authorizer, issuer or None)`` for a :class:`registryd.config.Config`.
 
-    @raise ConfigError: a file that cannot be read or used, naming its key.
+    :raises ConfigError: a file that cannot be read or used, naming its key.
     """
     from registryd.auth.authorizers import BasicAuthorizer, BearerAuthorizer, OpenAuthorizer
 
@@ -72,7 +72,12 @@ def _policy(section):
 
 def _issuer(auth, checker, htfile, policy):
     from registryd.auth.issuer import TokenIssuer
-    from registryd.auth.keys import KeyFileError, load_certificates, load_private_key, signing_algorithm
+    from registryd.auth.keys import (
+        KeyFileError,
+        load_certificates,
+        load_private_key,
+        signing_algorithm,
+    )
 
     server = auth.tokenserver
     try:

@@ -30,8 +30,8 @@ USER_PLACEHOLDER = "${user}"
 class Rule:
     """One ``auth.access.rules`` entry (validated by ``registryd.config.auth``)."""
 
-    repositories = attr.ib(converter=tuple)
-    actions = attr.ib(converter=frozenset)
+    repositories: tuple = attr.ib(converter=tuple)
+    actions: frozenset = attr.ib(converter=frozenset)
     users = attr.ib(default=(), converter=tuple)
     groups = attr.ib(default=(), converter=tuple)
     anonymous = attr.ib(default=False)
@@ -81,7 +81,7 @@ class AuthenticatedUsers:
 
 @implementer(IAccessPolicy)
 class AccessRules:
-    """``auth.access``: C{rules} (L{Rule}s) and C{groups} (name -> users)."""
+    """``auth.access``: ``rules`` (:class:`Rule` entries) and ``groups`` (name -> users)."""
 
     def __init__(self, rules, groups=None):
         self.rules = tuple(rules)

@@ -66,7 +66,7 @@ class OpenGrant:
 
 @implementer(IGrant)
 class PolicyGrant:
-    """What an access policy gives C{user} (None: anonymous)."""
+    """What an access policy gives ``user`` (None: anonymous)."""
 
     def __init__(self, policy, user):
         self.policy = policy
@@ -182,12 +182,12 @@ class BasicAuthorizer:
 
 @implementer(IAuthorizer)
 class BearerAuthorizer:
-    """``auth.token``: bearer tokens checked by a C{TokenVerifier}.
+    """``auth.token``: bearer tokens checked by a ``TokenVerifier``.
 
-    @param realm: the token server's URL, or a callable C{request -> URL}
+    :param realm: the token server's URL, or a callable ``request -> URL``
         (registryd's own token server, reached at the request's base URL).
-    @param policy: the access policy when registryd issues the tokens
-        itself (see L{TokenGrant}), else None.
+    :param policy: the access policy when registryd issues the tokens
+        itself (see :class:`TokenGrant`), else None.
     """
 
     def __init__(self, realm, service, verifier, policy=None):

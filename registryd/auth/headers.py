@@ -19,10 +19,10 @@ class MalformedAuthorization(ValueError):
 
 
 def authorization(request):
-    """C{(scheme lower-cased, credentials)} of the request's one
+    """``(scheme lower-cased, credentials)`` of the request's one
     ``Authorization`` header, or None when there is none.
 
-    @raise MalformedAuthorization: several headers, or not "scheme value".
+    :raises MalformedAuthorization: several headers, or not "scheme value".
     """
     values = request.requestHeaders.getRawHeaders(b"authorization")
     if not values:
@@ -41,9 +41,9 @@ def authorization(request):
 
 
 def basic_credentials(credentials):
-    """A C{UsernamePassword} from the value of a Basic header.
+    """A ``UsernamePassword`` from the value of a Basic header.
 
-    @raise MalformedAuthorization: not base64 of ``user:password`` in UTF-8.
+    :raises MalformedAuthorization: not base64 of ``user:password`` in UTF-8.
     """
     try:
         decoded = base64.b64decode(credentials, validate=True).decode("utf-8")

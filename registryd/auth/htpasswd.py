@@ -93,7 +93,7 @@ class HtpasswdFile:
 
     def reload(self, initial=False):
         """Read the file if it changed.  At start-up a problem raises
-        L{HtpasswdError}; later it is logged and the old users stay."""
+        :class:`HtpasswdError`; later it is logged and the old users stay."""
         try:
             signature = self._stat()
             if signature == self._signature:
@@ -114,7 +114,7 @@ class HtpasswdFile:
         self._signature = signature
 
     def entry(self, user):
-        """The stored bcrypt hash of C{user}, or None."""
+        """The stored bcrypt hash of ``user``, or None."""
         now = self._clock()
         if now >= self._next_check:
             self._next_check = now + self.stat_interval
@@ -122,7 +122,7 @@ class HtpasswdFile:
         return self.users.get(user)
 
     def fingerprint(self, user):
-        """A short digest of C{user}'s stored hash, or None if there is no
+        """A short digest of ``user``'s stored hash, or None if there is no
         such user: refresh tokens carry it, so a password change or removal
         invalidates them."""
         entry = self.entry(user)
@@ -133,12 +133,12 @@ class HtpasswdFile:
 
 @implementer(ICredentialsChecker)
 class HtpasswdChecker:
-    """Checks user names and passwords against an L{HtpasswdFile}."""
+    """Checks user names and passwords against an :class:`HtpasswdFile`."""
 
     credentialInterfaces = (IUsernamePassword,)
 
     #: How long a successful check is remembered (and so answered without
-    #: bcrypt and never braked by L{throttle}): the key covers the stored
+    #: bcrypt and never braked by ``throttle``): the key covers the stored
     #: hash, so a changed password or a removed user is not served from it.
     cache_seconds = 24 * 3600.0
     #: Bound on remembered successes (expired ones are pruned first).
@@ -184,7 +184,7 @@ class HtpasswdChecker:
         return user, password, entry, self._key(user.encode("utf-8"), password, entry)
 
     def _known(self, key):
-        """Whether the credentials behind C{key} were verified lately."""
+        """Whether the credentials behind ``key`` were verified lately."""
         expiry = self._verified.get(key)
         if expiry is not None:
             if expiry > self._clock():
@@ -194,7 +194,7 @@ class HtpasswdChecker:
 
     def requestAvatarId(self, credentials):
         """Deferred firing with the user name (str), or failing with
-        L{UnauthorizedLogin}."""
+        :class:`UnauthorizedLogin`."""
         user, password, entry, key = self._credentials(credentials)
         if self._known(key):
             return defer.succeed(user)
@@ -210,9 +210,9 @@ class HtpasswdChecker:
         return result
 
     async def authenticate(self, credentials, address):
-        """The user name, for credentials sent from client C{address}:
+        """The user name, for credentials sent from client ``address``:
         credentials verified lately are answered from the cache, never
-        braked; others are checked behind the guessing brake (L{throttle}):
+        braked; others are checked behind the guessing brake (``throttle``):
         UnauthorizedLogin for wrong ones, TOOMANYREQUESTS while the
         (address, user) pair has to wait."""
         user, password, entry, key = self._credentials(credentials)
@@ -228,7 +228,7 @@ class HtpasswdChecker:
         return found
 
     def _check(self, key, password, entry):
-        """Run bcrypt in a thread; answer everyone waiting on C{key}."""
+        """Run bcrypt in a thread; answer everyone waiting on ``key``."""
         self.bcrypt_runs += 1
         stored = entry if entry is not None else self._dummy
         checking = self._run_in_thread(_checkpw, password, stored)

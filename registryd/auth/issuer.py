@@ -51,7 +51,7 @@ def _rfc3339(timestamp):
 
 
 class TokenIssuer:
-    """Signs access and refresh tokens for C{service}."""
+    """Signs access and refresh tokens for ``service``."""
 
     def __init__(self, private_key, issuer, service, checker, htfile, policy,
                  certificates=(), expiration=300, refresh_expiration=30 * 24 * 3600,
@@ -80,8 +80,8 @@ class TokenIssuer:
     # what to grant
 
     def grant(self, user, requested):
-        """The part of C{requested} (L{Access} list) that C{user} (None:
-        anonymous) may have, as a list of L{Access}."""
+        """The part of ``requested`` (:class:`Access` list) that ``user`` (None:
+        anonymous) may have, as a list of :class:`Access`."""
         granted = []
         for access in requested:
             if access.type == REPOSITORY:
@@ -102,7 +102,7 @@ class TokenIssuer:
         return jwt.encode(claims, self.private_key, algorithm=self.algorithm, headers=self._headers)
 
     def access_token(self, user, granted):
-        """C{(token, issued_at, expires_in)} for C{granted} accesses."""
+        """``(token, issued_at, expires_in)`` for ``granted`` accesses."""
         now = int(self._clock())
         claims = {
             "iss": self.issuer,
@@ -144,7 +144,7 @@ class TokenIssuer:
     # request parsing
 
     def requested(self, values):
-        """The accesses the C{scope} parameters ask for.  A repository
+        """The accesses the ``scope`` parameters ask for.  A repository
         scope must also name a repository the API could serve (the rule
         of URLs, registryd.names): the scope grammar allows a registry
         host prefix (``localhost:5000/a``), uppercase in it and any

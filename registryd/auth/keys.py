@@ -92,7 +92,7 @@ def libtrust_key_id(public_key):
 
 
 def key_ids(public_key):
-    """Every id a token server may put in ``kid`` for C{public_key}."""
+    """Every id a token server may put in ``kid`` for ``public_key``."""
     return {jwk_thumbprint(public_jwk(public_key)), libtrust_key_id(public_key)}
 
 
@@ -105,7 +105,7 @@ def read_file(path):
 
 
 def load_certificates(path):
-    """Every PEM certificate in the file at C{path} (at least one)."""
+    """Every PEM certificate in the file at ``path`` (at least one)."""
     data = read_file(path)
     try:
         certificates = x509.load_pem_x509_certificates(data)

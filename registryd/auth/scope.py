@@ -58,7 +58,7 @@ class Access:
 
     type = attr.ib()
     name = attr.ib()
-    actions = attr.ib(converter=frozenset)
+    actions: frozenset = attr.ib(converter=frozenset)
 
     @classmethod
     def repository(cls, name, *actions):
@@ -80,11 +80,11 @@ class Access:
 
 
 def parse_scope(text):
-    """One resource scope (``repository:a/b:pull,push``) as an L{Access}.
+    """One resource scope (``repository:a/b:pull,push``) as an :class:`Access`.
 
     A resource class (``repository(plugin)``) is dropped: Distribution treats
     it as the plain type.
-    @raise ScopeInvalid: for anything off the grammar.
+    :raises ScopeInvalid: for anything off the grammar.
     """
     if not isinstance(text, str) or text.count(":") < 2:
         raise ScopeInvalid(f"scope {str(text)[:200]!r} is not type:name:actions")
@@ -100,7 +100,7 @@ def parse_scope(text):
 
 
 def parse_scopes(values):
-    """Every scope in C{values}, each of which may hold several separated by
+    """Every scope in ``values``, each of which may hold several separated by
     spaces (the OAuth2 form); empty strings are skipped."""
     found = []
     for value in values:
@@ -110,9 +110,9 @@ def parse_scopes(values):
 
 
 def parse_access_claim(claim):
-    """A JWT ``access`` claim as a list of L{Access}.
+    """A JWT ``access`` claim as a list of :class:`Access`.
 
-    @raise ValueError: when it is not a list of {type, name, actions} objects.
+    :raises ValueError: when it is not a list of {type, name, actions} objects.
     """
     if claim is None:
         return []
@@ -153,7 +153,7 @@ class AccessSet:
         return action in actions or ALL in actions
 
     def missing(self, needed):
-        """The accesses of C{needed} (L{Access} list) not fully granted,
+        """The accesses of ``needed`` (:class:`Access` list) not fully granted,
         each reduced to the actions it lacks."""
         lacking = []
         for access in needed:

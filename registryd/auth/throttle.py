@@ -9,23 +9,23 @@ NAT or proxy guesses at the same user.
 
 For the other attempts:
 
-- The first C{free} failures of a pair cost nothing extra (typos).  After
+- The first ``free`` failures of a pair cost nothing extra (typos).  After
   that each failure closes the pair for an exponentially growing time
-  (C{base}, twice that, ... up to C{cap} seconds); an attempt while it is
+  (``base``, twice that, ... up to ``cap`` seconds); an attempt while it is
   closed gets 429 TOOMANYREQUESTS with ``Retry-After`` *before* any bcrypt
-  runs.  So a guesser gets about one try per C{cap} seconds per pair and
+  runs.  So a guesser gets about one try per ``cap`` seconds per pair and
   the server's CPU is not spent on the rest.  Nothing is locked for good:
   once the delay has passed the next attempt is checked, so a correct new
-  password gets in at the latest C{cap} seconds later.
+  password gets in at the latest ``cap`` seconds later.
 - One check at a time per pair: while the bcrypt of one password runs, a
   *different* password for the same pair gets 429 (a guesser cannot
   parallelise), while the same password joins the running check (docker
   sends its layers in parallel with the same credentials).
 - A success clears the pair's failures; failures are forgotten after
-  C{forget} quiet seconds.
+  ``forget`` quiet seconds.
 
 The pair, not the user alone, is counted so that a guesser elsewhere
-cannot slow a user down everywhere.  Memory is bounded by C{max_pairs}
+cannot slow a user down everywhere.  Memory is bounded by ``max_pairs``
 (quiet pairs are dropped first, then the longest-unused of those with the
 fewest failures).
 """
@@ -72,7 +72,7 @@ class LoginThrottle:
         self._pairs = collections.OrderedDict()  # (address, user) -> _Pair
 
     def delay(self, failures):
-        """Seconds a pair with C{failures} recent failures waits between checks."""
+        """Seconds a pair with ``failures`` recent failures waits between checks."""
         if failures < self.free:
             return 0.0
         return min(self.cap, self.base * 2.0 ** min(failures - self.free, 64))
@@ -88,7 +88,7 @@ class LoginThrottle:
 
     @contextlib.contextmanager
     def attempt(self, address, user, credentials_key):
-        """Around the check of credentials (C{credentials_key}: any
+        """Around the check of credentials (``credentials_key``: any
         hashable naming them) that are not known to be right: raises
         TOOMANYREQUESTS while the pair is closed or checking other
         credentials."""

@@ -57,7 +57,7 @@ class TokenVerifier:
     A client sends the same token with every request until it expires, and
     checking its signature costs more than the rest of a small request
     (100-150 us), so tokens that verified are kept, by their exact text,
-    until their C{exp} (plus the leeway) passes; at most C{max_kept_bytes}
+    until their ``exp`` (plus the leeway) passes; at most ``max_kept_bytes``
     of token text, least recently used out.  What a token grants is in
     its signed claims, so a kept one cannot grant more than it did.
     """
@@ -68,13 +68,13 @@ class TokenVerifier:
     def __init__(self, issuer, service, trusted_keys=(), roots=(), algorithms=None,
                  clock=time.time):
         """
-        @param trusted_keys: C{[(kid or None, public key)]}; each key is
+        :param trusted_keys: ``[(kid or None, public key)]``; each key is
             also found by its thumbprint and libtrust id.
-        @param roots: C{cryptography} certificates trusted for ``x5c``
+        :param roots: ``cryptography`` certificates trusted for ``x5c``
             chains (their keys are trusted keys as well).
-        @param algorithms: allowed algorithm names (default: every
+        :param algorithms: allowed algorithm names (default: every
             asymmetric one).
-        @param clock: when kept tokens expire (C{exp} is checked against
+        :param clock: when kept tokens expire (``exp`` is checked against
             the real time when a token is verified).
         """
         self.issuer = issuer
@@ -93,17 +93,17 @@ class TokenVerifier:
         self.verifications = 0
 
     def trust(self, public_key, kid=None):
-        """Trust C{public_key} (under C{kid} too, if given)."""
+        """Trust ``public_key`` (under ``kid`` too, if given)."""
         for key_id in keylib.key_ids(public_key) | ({kid} if kid else set()):
             self._keys[key_id] = public_key
 
     def verify(self, token, purpose="access", audience=None):
-        """Verify C{token}; return a L{VerifiedToken}.
+        """Verify ``token``; return a :class:`VerifiedToken`.
 
-        @param purpose: ``"access"`` for bearer tokens presented to the
+        :param purpose: ``"access"`` for bearer tokens presented to the
             registry (refresh tokens are refused), ``"refresh"`` for the
             token server's refresh tokens (only those are accepted).
-        @raise InvalidToken: naming the first problem found.
+        :raises InvalidToken: naming the first problem found.
         """
         key = (token, purpose, audience)
         kept = self._kept.get(key)
@@ -227,7 +227,7 @@ _DER = serialization.Encoding.DER
 
 
 def _shorten(value, limit=80):
-    """C{repr} of a header value a client chose, cut to C{limit}
+    """``repr`` of a header value a client chose, cut to ``limit``
     characters: it goes into the error message and the log."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."

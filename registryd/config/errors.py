@@ -39,7 +39,7 @@ class ConfigError(Exception):
         return (self,)
 
     def within(self, section):
-        """The same error, for a key that lives under C{section}.
+        """The same error, for a key that lives under ``section``.
 
         Drivers only see their own section (``storage.<name>``), so they name
         keys relative to it; this makes the path absolute.
@@ -57,8 +57,8 @@ class ConfigError(Exception):
 
     @classmethod
     def of(cls, errors):
-        """One exception for C{errors} (at least one), in the order given:
-        the error itself when there is one, else a L{ConfigErrors}."""
+        """One exception for ``errors`` (at least one), in the order given:
+        the error itself when there is one, else a :class:`ConfigErrors`."""
         errors = [single for error in errors for single in error.errors]
         if len(errors) == 1:
             return errors[0]
@@ -69,7 +69,7 @@ class ConfigErrors(ConfigError):
     """Several problems of one file, reported together.
 
     ``str()`` is one line per problem, in document order, at most
-    C{MAX_REPORTED} of them (a file of garbage must not flood a terminal);
+    ``MAX_REPORTED`` of them (a file of garbage must not flood a terminal);
     ``key`` and ``problem`` are the first one's, so code that reports a
     single ConfigError still names the first problem of the file.
     """
@@ -96,7 +96,7 @@ class ConfigErrors(ConfigError):
 
 
 def error_lines(error):
-    """The lines of C{str(error)} for a L{ConfigError} (one per problem)."""
+    """The lines of ``str(error)`` for a :class:`ConfigError` (one per problem)."""
     return str(error).splitlines() or [str(error)]
 
 
@@ -115,5 +115,5 @@ def describe(value):
 
 
 def join(path, key):
-    """The dotted path of C{key} inside C{path} (the top level is "")."""
+    """The dotted path of ``key`` inside ``path`` (the top level is "")."""
     return f"{path}.{key}" if path else str(key)

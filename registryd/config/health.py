@@ -56,7 +56,7 @@ def _threshold():
 @section()
 @attr.s(frozen=True, slots=True)
 class FileCheckConfig:
-    """health.file[]: unhealthy while C{path} exists."""
+    """health.file[]: unhealthy while ``path`` exists."""
 
     path = setting("file", String(nonempty=True, empty="expected a file path, got ''"),
                    "Unhealthy while this file exists.",
@@ -73,8 +73,8 @@ def _status_code(value, path):
 @section()
 @attr.s(frozen=True, slots=True)
 class HTTPCheckConfig:
-    """health.http[]: unhealthy when a HEAD of C{uri} does not answer
-    C{status_code} within C{timeout}, C{threshold} times in a row."""
+    """health.http[]: unhealthy when a HEAD of ``uri`` does not answer
+    ``status_code`` within ``timeout``, ``threshold`` times in a row."""
 
     uri = setting("uri", HTTPURL(), "The URL to HEAD.", required="required: the URL to check with HEAD")
     headers = setting("headers", Headers(), "Request headers.", factory=dict)
@@ -93,8 +93,8 @@ def _finish_tcp(found):
 @section(finish=_finish_tcp)
 @attr.s(frozen=True, slots=True)
 class TCPCheckConfig:
-    """health.tcp[]: unhealthy when C{addr} (host:port) does not accept a
-    connection within C{timeout}, C{threshold} times in a row."""
+    """health.tcp[]: unhealthy when ``addr`` (host:port) does not accept a
+    connection within ``timeout``, ``threshold`` times in a row."""
 
     addr = setting("addr", TCPAddress(), "The host:port to connect to.",
                    required="required: the host:port to connect to")

@@ -47,7 +47,7 @@ def addr_to_endpoint(addr, net="tcp", path="http.addr"):
 
     ``":5000"`` -> ``"tcp:5000"``; ``"127.0.0.1:5000"`` ->
     ``"tcp:5000:interface=127.0.0.1"``; ``"[::1]:5000"`` ->
-    ``"tcp6:5000:interface=\\:\\:1"``; with C{net} ``"unix"`` the address is
+    ``"tcp6:5000:interface=\\:\\:1"``; with ``net`` ``"unix"`` the address is
     a socket path: ``"/run/r.sock"`` -> ``"unix:/run/r.sock"``.
 
     Note that Go's ``":5000"`` also accepts IPv6 connections; ``tcp:5000``
@@ -251,7 +251,7 @@ class HTTPConfig:
     #: The debug listener (http.debug), or None.
     debug = setting("debug", SectionOf(DebugConfig), "A private listener for /health and /metrics.",
                     default=None)
-    #: http.tls (a L{TLSConfig}), or None: every listener except ``ssl:``
+    #: http.tls (a :class:`TLSConfig`), or None: every listener except ``ssl:``
     #: endpoints then speaks plain HTTP.
     tls = setting("tls", SectionOf(TLSConfig), "TLS on every listener.", default=None)
     #: http.relativeurls: Location headers without scheme and host.

@@ -37,7 +37,8 @@ _REPOSITORY = Pattern(
     name="repository pattern",
 )
 _TAG = Pattern(
-    r"[A-Za-z0-9_.\-*]{1,128}", "expected a tag pattern ('*' as in auth.access), got {value!r}",
+    r"[A-Za-z0-9_.\-*]{1,128}",
+    "expected a tag pattern ('*' as in auth.access), got {value!r}",
     name="tag pattern",
 )
 _TAGS = ListOf(_TAG, message="expected a list of tag patterns, got {got}", nonempty=True)
@@ -46,8 +47,8 @@ _TAGS = ListOf(_TAG, message="expected a list of tag patterns, got {got}", nonem
 _SIZE = re.compile(r"([0-9]{1,15})(?:\.([0-9]{1,6}))? ?([KMGTP]i?B|B)?", re.IGNORECASE)
 _UNITS = {"B": 1}
 for _power, _letter in enumerate("KMGTP", start=1):
-    _UNITS[f"{_letter}B"] = 1000 ** _power
-    _UNITS[f"{_letter}IB"] = 1024 ** _power
+    _UNITS[f"{_letter}B"] = 1000**_power
+    _UNITS[f"{_letter}IB"] = 1024**_power
 
 
 def parse_size(value, path):
@@ -83,8 +84,9 @@ def _interval(value, path):
 class ImmutableRuleSection:
     """lifecycle.immutable[]: tags that may not move nor go once pushed."""
 
-    repository = setting("repository", _REPOSITORY, "The repositories (a pattern).",
-                         required="required")
+    repository = setting(
+        "repository", _REPOSITORY, "The repositories (a pattern).", required="required"
+    )
     tags = setting("tags", _TAGS, "The tags (patterns).", required="required")
 
 
@@ -100,11 +102,13 @@ def _quota(found, repository="**"):
 class QuotaSection:
     """lifecycle.quotas[]: a bound on the repositories matching a pattern."""
 
-    repository = setting("repository", _REPOSITORY, "The repositories (a pattern).",
-                         required="required")
+    repository = setting(
+        "repository", _REPOSITORY, "The repositories (a pattern).", required="required"
+    )
     bytes = setting("bytes", _BYTES, "Bytes they may hold together (deduplicated).", default=None)
-    repositories = setting("repositories", Integer(minimum=1), "How many there may be.",
-                           default=None)
+    repositories = setting(
+        "repositories", Integer(minimum=1), "How many there may be.", default=None
+    )
 
 
 @section(finish=_quota)
@@ -113,14 +117,18 @@ class GlobalQuotaSection:
     """lifecycle.quota: a bound on the whole registry."""
 
     bytes = setting("bytes", _BYTES, "Bytes the registry may hold (deduplicated).", default=None)
-    repositories = setting("repositories", Integer(minimum=1), "How many repositories.",
-                           default=None)
+    repositories = setting(
+        "repositories", Integer(minimum=1), "How many repositories.", default=None
+    )
 
 
 def _keep(found):
     if not found.values:
-        raise ConfigError(found.path, "expected at least one of newest, pushedwithin, pulledwithin, "
-                                      "tags (a rule keeping nothing would delete every tag)")
+        raise ConfigError(
+            found.path,
+            "expected at least one of newest, pushedwithin, pulledwithin, "
+            "tags (a rule keeping nothing would delete every tag)",
+        )
     return Keep(**found.values)
 
 
@@ -131,8 +139,12 @@ class KeepSection:
 
     newest = setting("newest", Integer(minimum=1), "The N most recently pushed tags.", default=None)
     pushed_within = setting("pushedwithin", Duration(), "Tags pushed that recently.", default=None)
-    pulled_within = setting("pulledwithin", Duration(),
-                            "Tags pulled (or whose digest was pulled) that recently.", default=None)
+    pulled_within = setting(
+        "pulledwithin",
+        Duration(),
+        "Tags pulled (or whose digest was pulled) that recently.",
+        default=None,
+    )
     tags = setting("tags", _TAGS, "Tags with these names (patterns).", default=())
 
 
@@ -147,11 +159,16 @@ def _retention_rule(found):
 class RetentionRuleSection:
     """lifecycle.retention.rules[]: the first rule matching a repository applies."""
 
-    repository = setting("repository", _REPOSITORY, "The repositories (a pattern).",
-                         required="required")
+    repository = setting(
+        "repository", _REPOSITORY, "The repositories (a pattern).", required="required"
+    )
     keep = setting("keep", SectionOf(KeepSection), "Which tags stay.", required="required")
-    untagged = setting("untagged", Choice("keep", "delete"),
-                       "delete: also manifests no remaining tag names.", default="keep")
+    untagged = setting(
+        "untagged",
+        Choice("keep", "delete"),
+        "delete: also manifests no remaining tag names.",
+        default="keep",
+    )
 
 
 @section(finish=lambda found: RetentionConfig(**found.values))
@@ -159,10 +176,18 @@ class RetentionRuleSection:
 class RetentionSection:
     """lifecycle.retention: which tags and manifests go, and when."""
 
-    interval = setting("interval", Custom(_interval, "duration"),
-                       "Time between runs; 0 or absent: only on demand.", default=None)
-    rules = setting("rules", ListOf(SectionOf(RetentionRuleSection), message="expected a list of rules, got {got}"),
-                    "The rules, tried in order.", default=())
+    interval = setting(
+        "interval",
+        Custom(_interval, "duration"),
+        "Time between runs; 0 or absent: only on demand.",
+        default=None,
+    )
+    rules = setting(
+        "rules",
+        ListOf(SectionOf(RetentionRuleSection), message="expected a list of rules, got {got}"),
+        "The rules, tried in order.",
+        default=(),
+    )
 
 
 def _lifecycle(found):
@@ -170,7 +195,8 @@ def _lifecycle(found):
     if found.extras.get("quota") is not None:
         quotas.append(found.extras["quota"])
     return found.build(
-        immutable=ImmutableTags(found.values.get("immutable", ())), quotas=quotas,
+        immutable=ImmutableTags(found.values.get("immutable", ())),
+        quotas=quotas,
     )
 
 
@@ -184,12 +210,26 @@ class LifecycleConfig:
 
     #: registryd.lifecycle.immutable.ImmutableTags
     immutable = setting(
-        "immutable", ListOf(SectionOf(ImmutableRuleSection), message="expected a list of rules, got {got}"),
-        "Tags that cannot be moved nor deleted once pushed.", factory=ImmutableTags, own=True)
+        "immutable",
+        ListOf(SectionOf(ImmutableRuleSection), message="expected a list of rules, got {got}"),
+        "Tags that cannot be moved nor deleted once pushed.",
+        factory=ImmutableTags,
+        own=True,
+    )
     #: registryd.lifecycle.quotas.Quota, lifecycle.quota's (repository '**') last
     quotas = setting(
-        "quotas", ListOf(SectionOf(QuotaSection), message="expected a list of quotas, got {got}"),
-        "Bounds on bytes and repositories per pattern.", default=(), converter=as_tuple, own=True)
+        "quotas",
+        ListOf(SectionOf(QuotaSection), message="expected a list of quotas, got {got}"),
+        "Bounds on bytes and repositories per pattern.",
+        default=(),
+        converter=as_tuple,
+        own=True,
+    )
     #: registryd.lifecycle.retention.RetentionConfig
-    retention = setting("retention", SectionOf(RetentionSection), "Which tags and manifests go.",
-                        factory=RetentionConfig, own=True)
+    retention = setting(
+        "retention",
+        SectionOf(RetentionSection),
+        "Which tags and manifests go.",
+        factory=RetentionConfig,
+        own=True,
+    )

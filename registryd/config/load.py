@@ -63,9 +63,9 @@ def _yaml_error_message(error):
 
 
 def load_yaml(data):
-    """The document in C{data} (bytes or text), through L{Loader}.
+    """The document in ``data`` (bytes or text), through :class:`Loader`.
 
-    @raise ConfigError: it is not YAML (one line, naming where).
+    :raises ConfigError: it is not YAML (one line, naming where).
     """
     try:
         return yaml.load(data, Loader=Loader)
@@ -74,13 +74,13 @@ def load_yaml(data):
 
 
 def load_config(path):
-    """Read and validate the configuration file at C{path}.
+    """Read and validate the configuration file at ``path``.
 
-    @param path: a file name, or None for the defaults (filesystem storage
+    :param path: a file name, or None for the defaults (filesystem storage
         in ``./registry-data``, listening on ``tcp:5000``).
-    @raise ConfigError: the file cannot be read, is not YAML, or holds keys
+    :raises ConfigError: the file cannot be read, is not YAML, or holds keys
         or values registryd cannot use (all of them, one line each).
-    @rtype: L{Config}
+    :rtype: :class:`Config`
     """
     if path is None:
         return Config()

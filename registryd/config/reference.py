@@ -21,7 +21,7 @@ def _type_name(key):
 
 
 def _go_duration(seconds):
-    """C{seconds} as a Go duration string, as a file would say it."""
+    """``seconds`` as a Go duration string, as a file would say it."""
     if seconds == 0:
         return "0"
     text, rest = "", float(seconds)

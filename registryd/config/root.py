@@ -173,17 +173,17 @@ class Config:
                         "Immutable tags, quotas and retention.", factory=LifecycleConfig, own=True)
 
     def with_listen(self, endpoints):
-        """This configuration listening on C{endpoints} instead (``--listen``)."""
+        """This configuration listening on ``endpoints`` instead (``--listen``)."""
         return attr.evolve(self, http=attr.evolve(self.http, listen=tuple(endpoints)))
 
 
 def key_as_written(attribute_path, config=None):
     """The configuration key, as an operator writes it in the file, for the
-    dotted attribute path of a L{Config} field (``gc.grace_period`` ->
+    dotted attribute path of a :class:`Config` field (``gc.grace_period`` ->
     ``gc.graceperiod``): messages about a loaded configuration (a reload
     that needs a restart) must name what the operator can find in the file.
 
-    @param config: the configuration, for keys that depend on it (the
+    :param config: the configuration, for keys that depend on it (the
         storage driver's section).
     """
     if attribute_path == "storage.parameters" and config is not None:
@@ -198,10 +198,10 @@ def _written_keys():
 
 
 def parse_config(mapping):
-    """Validate an already-parsed YAML document (a dict) into a L{Config}.
+    """Validate an already-parsed YAML document (a dict) into a :class:`Config`.
 
-    @raise ConfigError: naming every key, in document order, that is
-        unsupported or has a bad value (a L{ConfigErrors} when there are
+    :raises ConfigError: naming every key, in document order, that is
+        unsupported or has a bad value (a ``ConfigErrors`` when there are
         several: one line each).
     """
     if mapping is None:

@@ -58,7 +58,7 @@ class Key:
 
 def setting(key, type, doc, *, default=attr.NOTHING, factory=None, required=None, secret=False,
             own=False, convert=None, converter=None, shown=None):
-    """An attrs field read from the YAML key C{key} (see L{Key}); C{shown}
+    """An attrs field read from the YAML key ``key`` (see :class:`Key`); ``shown``
     is the key's default for the reference when it is not the field's
     (a converted key such as ``accesslog.disabled``)."""
     if factory is not None:
@@ -75,7 +75,7 @@ WRITTEN = "registryd.config.written"
 
 def derived(default=attr.NOTHING, written=None, **kwargs):
     """An attrs field no key fills directly: the section's finish sets it
-    from C{written} (the key path(s) it comes from, from the top)."""
+    from ``written`` (the key path(s) it comes from, from the top)."""
     metadata = {WRITTEN: written} if written else {}
     return attr.ib(default=default, metadata=metadata, **kwargs)
 
@@ -97,8 +97,8 @@ def not_yet(key, doc=""):
 
 
 def as_tuple(items):
-    """An attrs converter: C{items} as a tuple.  (A Python function, because
-    attrs inspects a converter's signature, and for the builtin C{tuple}
+    """An attrs converter: ``items`` as a tuple.  (A Python function, because
+    attrs inspects a converter's signature, and for the builtin ``tuple``
     that costs about as much as building the class.)"""
     return tuple(items)
 
@@ -159,7 +159,7 @@ def _field_default(field):
 
 
 def spec(cls):
-    """The L{Section} of a section class."""
+    """The :class:`Section` of a section class."""
     return cls.__config_section__
 
 
@@ -174,16 +174,16 @@ class Found:
     cls = attr.ib()
     path = attr.ib()
     raw = attr.ib()
-    values = attr.ib(factory=dict)  # field -> value
-    extras = attr.ib(factory=dict)  # key path -> value, for extra() keys
-    paths = attr.ib(factory=dict)  # key path -> full dotted path
+    values: dict = attr.ib(factory=dict)  # field -> value
+    extras: dict = attr.ib(factory=dict)  # key path -> value, for extra() keys
+    paths: dict = attr.ib(factory=dict)  # key path -> full dotted path
 
     def path_of(self, key):
-        """The full path of C{key} (a dotted path inside the section)."""
+        """The full path of ``key`` (a dotted path inside the section)."""
         return self.paths.get(key) or join(self.path, key)
 
     def build(self, **changes):
-        """The section's object from the values read, with C{changes}."""
+        """The section's object from the values read, with ``changes``."""
         return self.cls(**dict(self.values, **changes))
 
 
@@ -194,7 +194,7 @@ class Parser:
         self.errors = []
 
     def read(self, value_type, value, path):
-        """C{value_type}'s reading of C{value}, or L{INVALID} (error kept)."""
+        """``value_type``'s reading of ``value``, or :data:`INVALID` (error kept)."""
         try:
             return value_type.read(value, path, self)
         except ConfigError as error:
@@ -202,8 +202,8 @@ class Parser:
             return INVALID
 
     def section(self, cls, value, path):
-        """The object of section class C{cls} for the mapping C{value}, or
-        L{INVALID} if any of its keys had a problem."""
+        """The object of section class ``cls`` for the mapping ``value``, or
+        :data:`INVALID` if any of its keys had a problem."""
         description = spec(cls)
         mapping = Mapping().check(value, path)
         found = Found(cls, path, mapping)
@@ -257,7 +257,7 @@ class Parser:
 
 
 def _unsupported(path, known, tree, description, top):
-    """The error for a key without a place in C{tree}: "not supported by
+    """The error for a key without a place in ``tree``: "not supported by
     registryd yet" for Distribution's, "unknown key" otherwise; either way
     listing what is supported here."""
     names = [name for name, node in tree.items() if not (isinstance(node, Key) and node.not_yet)]
@@ -281,7 +281,7 @@ class SectionOf(ValueType):
 
 
 class ListOf(ValueType):
-    """A list whose items are C{item} (null: an empty list)."""
+    """A list whose items are ``item`` (null: an empty list)."""
 
     def __init__(self, item, message="expected a list, got {got}", nonempty=False, nullable=True,
                  most=None, too_many=None):
@@ -312,7 +312,7 @@ class ListOf(ValueType):
 
 
 def _with_parser(parser, function):
-    """C{function(parser)}; without a parser (a type used on its own), with
+    """``function(parser)``; without a parser (a type used on its own), with
     a fresh one whose errors are raised."""
     if parser is not None:
         return function(parser)
@@ -335,8 +335,8 @@ class KeyInfo:
 
 
 def iter_keys(cls, prefix=""):
-    """Every key path of section class C{cls} (and its nested sections),
-    in declaration order, as L{KeyInfo}; a nested section's own key comes
+    """Every key path of section class ``cls`` (and its nested sections),
+    in declaration order, as :class:`KeyInfo`; a nested section's own key comes
     before its keys."""
     for key in spec(cls).keys:
         path = join(prefix, key.path)
@@ -349,7 +349,7 @@ def iter_keys(cls, prefix=""):
 
 
 def find_key(cls, path):
-    """The L{KeyInfo} of the dotted C{path} (list items as ``[]``), or None."""
+    """The :class:`KeyInfo` of the dotted ``path`` (list items as ``[]``), or None."""
     for info in iter_keys(cls):
         if info.path == path:
             return info
@@ -357,7 +357,7 @@ def find_key(cls, path):
 
 
 def written_keys(cls, attribute_prefix="", key_prefix=""):
-    """(attribute path, key path as written) for every field of C{cls} and
+    """(attribute path, key path as written) for every field of ``cls`` and
     its nested sections: ``("gc.grace_period", "gc.graceperiod")``.
     Messages about a loaded configuration name what the file says."""
     for field in attr.fields(cls):

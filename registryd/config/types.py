@@ -2,7 +2,7 @@
 turns it into what the rest of registryd uses.
 
 A type is an object with ``read(value, path, parser)``, raising
-:class:`ConfigError` naming C{path}, and a ``name`` for the key reference
+:class:`ConfigError` naming ``path``, and a ``name`` for the key reference
 (``python -m registryd.config.reference``).  Types that hold other values
 (lists, sections) live in ``registryd.config.schema``, because they hand
 their items back to the parser, which collects every error of a file.
@@ -19,7 +19,7 @@ from registryd.config.errors import ConfigError, describe, join
 
 
 class ValueType:
-    """A scalar type: C{check(value, path)} is all there is to it."""
+    """A scalar type: ``check(value, path)`` is all there is to it."""
 
     name = "value"
 
@@ -31,7 +31,7 @@ class ValueType:
 
 
 class String(ValueType):
-    """A string; with C{nonempty}, "" is refused too."""
+    """A string; with ``nonempty``, "" is refused too."""
 
     name = "string"
 
@@ -57,7 +57,7 @@ class Boolean(ValueType):
 
 
 class Integer(ValueType):
-    """An integer (YAML's, not a string of digits) of at least C{minimum}."""
+    """An integer (YAML's, not a string of digits) of at least ``minimum``."""
 
     name = "integer"
 
@@ -79,7 +79,7 @@ POSITIVE = Integer(1)
 
 
 class Choice(ValueType):
-    """One of C{choices}, case-insensitively; the lower-case spelling is kept."""
+    """One of ``choices``, case-insensitively; the lower-case spelling is kept."""
 
     def __init__(self, *choices):
         self.choices = choices
@@ -120,7 +120,7 @@ _NUMBER = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*")
 
 def go_duration(text):
     """Seconds in a Go duration string (``500ms``, ``1h30m``, ``0``), or
-    None if C{text} is not one.  Like Go's time.ParseDuration, without sign."""
+    None if ``text`` is not one.  Like Go's time.ParseDuration, without sign."""
     text = text.strip()
     if text == "0":
         return 0.0
@@ -137,15 +137,15 @@ def go_duration(text):
 
 
 class Duration(ValueType):
-    """registryd's one duration rule, as float seconds of at least C{minimum}.
+    """registryd's one duration rule, as float seconds of at least ``minimum``.
 
     A string is a Go duration (``500ms``, ``10s``, ``1m30s``, ``0``).  A
     number is read in the key's own unit: nanoseconds for Distribution's
     keys (Go's YAML decoder stores an integer into a time.Duration as
     nanoseconds, so Distribution's files mean that), seconds for the keys
-    registryd documented in seconds (C{numbers="seconds"}), where a
+    registryd documented in seconds (``numbers="seconds"``), where a
     number-only string (``"30"``) and a fraction are seconds too.
-    C{whole} gives an integer number of seconds (token lifetimes, which go
+    ``whole`` gives an integer number of seconds (token lifetimes, which go
     into JSON as integers).
     """
 
@@ -204,13 +204,13 @@ def zero_is(default):
 
 
 def parse_duration(value, path):
-    """A Distribution duration key's value as seconds (L{Duration}'s rule)."""
+    """A Distribution duration key's value as seconds (:class:`Duration`'s rule)."""
     return Duration().check(value, path)
 
 
 class Pattern(String):
-    """A string matching C{regex} in full, else C{message} (formatted with
-    C{value})."""
+    """A string matching ``regex`` in full, else ``message`` (formatted with
+    ``value``)."""
 
     def __init__(self, regex, message, name="string"):
         super().__init__()
@@ -295,7 +295,7 @@ class HostURL(String):
 
 
 class TCPAddress(String):
-    """``host:port`` (``[v6]:port`` for IPv6), kept as written; L{split}
+    """``host:port`` (``[v6]:port`` for IPv6), kept as written; ``split``
     gives (host, port)."""
 
     name = "host:port"
@@ -355,7 +355,7 @@ class Regexp(String):
 
 
 class Custom(ValueType):
-    """A type given by a function C{check(value, path)}, for keys whose
+    """A type given by a function ``check(value, path)``, for keys whose
     rule is theirs alone (http.prefix, workers...)."""
 
     def __init__(self, check, name):

@@ -38,7 +38,7 @@ def _text(value):
 
 
 def route_name(request):
-    """The klein endpoint name of the route that matches C{request} (a
+    """The klein endpoint name of the route that matches ``request`` (a
     metrics label with few values, unlike the path), or None."""
     from klein.interfaces import IKleinRequest
 
@@ -60,7 +60,7 @@ def client_address(request):
 
 class _RequestMetrics:
     """The HTTP metrics' children for each (route, method, status), made
-    once: prometheus_client's C{labels()} validates and joins its label
+    once: prometheus_client's ``labels()`` validates and joins its label
     values on every call, a cost every request would otherwise pay.  The
     keys are bounded (routes, methods and statuses are few), so is this."""
 

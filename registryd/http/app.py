@@ -16,18 +16,27 @@ from werkzeug.exceptions import BadHost, MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
 from registryd import errors
-from registryd.http.api import (
-    base, blobs, details, listing, manifests, referrers, repository, token, uploads, usage,
-)
-from registryd.http.api.routing import RouteTable, endpoint
 from registryd.auth.authorizers import OpenAuthorizer
 from registryd.auth.scope import DELETE, PULL, PUSH, Access
+from registryd.http.api import (
+    base,
+    blobs,
+    details,
+    listing,
+    manifests,
+    referrers,
+    repository,
+    token,
+    uploads,
+    usage,
+)
+from registryd.http.api.routing import RouteTable, endpoint
 from registryd.http.context import new_request_id
+from registryd.http.urls import URLBuilder
+from registryd.http.web import STREAMED
 from registryd.lifecycle.pulls import NO_PULLS
 from registryd.names import check_repository_name
 from registryd.notifications.events import NO_EVENTS
-from registryd.http.urls import URLBuilder
-from registryd.http.web import STREAMED
 
 log = Logger()
 
@@ -59,7 +68,7 @@ def _browser_wants_html(request):
 
 
 async def _root(app, request):
-    """C{/}: a browser is led to the web interface; an API client gets the
+    """``/``: a browser is led to the web interface; an API client gets the
     404 it always got."""
     if app.ui is not None and request.method in (b"GET", b"HEAD") and _browser_wants_html(request):
         request.setResponseCode(302)
@@ -71,7 +80,7 @@ async def _root(app, request):
 
 
 async def _ui(app, request, **params):
-    """C{/ui/...}: the web interface (registryd.ui), which routes the rest
+    """``/ui/...``: the web interface (registryd.ui), which routes the rest
     of the path and answers for itself (HTML, its own sign-in)."""
     if app.ui is None:
         request.setHeader(*base.API_VERSION_HEADER)
@@ -80,7 +89,7 @@ async def _ui(app, request, **params):
 
 
 async def _ui_without_slash(app, request):
-    """C{/ui}: where a person types it, the interface is at C{/ui/}."""
+    """``/ui``: where a person types it, the interface is at ``/ui/``."""
     if app.ui is None:
         request.setHeader(*base.API_VERSION_HEADER)
         raise errors.NotFound(detail={"path": request.path.decode("latin-1")})
@@ -105,12 +114,12 @@ class _RegistryResource(KleinResource):
 
     klein decodes the path and host as UTF-8, and werkzeug encodes the
     host as IDNA, before any route or error handler runs: on failure klein
-    logs a traceback and answers text/plain, and werkzeug's C{BadHost}
+    logs a traceback and answers text/plain, and werkzeug's ``BadHost``
     becomes Twisted's HTML 500.  A client's bad URL or Host header is no
     server failure: it gets a JSON 400 here.
 
     Also tells the site each request's body mode, from the route table
-    (C{body_mode}, registryd.http.web.StreamingSite).
+    (``body_mode``, registryd.http.web.StreamingSite).
     """
 
     def __init__(self, klein_app, registry_app):
@@ -140,10 +149,10 @@ class RegistryApp:
 
     def __init__(self, registry, urls=None, headers=None, events=None, health=None,
                  authorizer=None, token_issuer=None, listing=None, ui=None, pulls=None):
-        """Collaborators are made by L{registryd.runtime.composition.compose}.
+        """Collaborators are made by :func:`registryd.runtime.composition.compose`.
 
-        @param registry: what the API serves: the L{registryd.storage.registry.Registry},
-            or the pull-through cache around it (L{registryd.proxy}).
+        :param registry: what the API serves: the :class:`registryd.storage.registry.Registry`,
+            or the pull-through cache around it (:mod:`registryd.proxy`).
         """
         self.registry = registry
         #: registryd.config.ListingConfig: catalog.maxentries, tags.maxtags
@@ -174,8 +183,8 @@ class RegistryApp:
         table's views call it): the headers every response carries, the
         health gate, path and name checks, then authorization.
 
-        Refuses the request (401/403) unless the caller may do C{needs} on
-        repository C{name} (no name: C{needs} are the accesses themselves;
+        Refuses the request (401/403) unless the caller may do ``needs`` on
+        repository ``name`` (no name: ``needs`` are the accesses themselves;
         none at all: just a known caller, for /v2/).  Records the request
         id, the grant and the user on the request's context."""
         context = request.context

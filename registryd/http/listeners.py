@@ -1,12 +1,12 @@
 """Listening services that fail in one line and say where they listen.
 
 Every socket registryd listens on (the API, the debug listener, the
-manhole) is one L{ListenerService}.  Like ``strports.service`` it binds in
+manhole) is one :class:`ListenerService`.  Like ``strports.service`` it binds in
 ``privilegedStartService`` and raises there when it cannot, so start-up
-fails instead of running deaf; unlike it, the failure is a L{ListenFailed}
+fails instead of running deaf; unlike it, the failure is a :class:`ListenFailed`
 whose message is the one line an operator needs (``cannot listen on
 tcp:5000: address already in use (another registry running?)``) rather
-than Twisted's C{CannotListenError}, and once bound it logs the address it
+than Twisted's ``CannotListenError``, and once bound it logs the address it
 actually got (``listening on http://127.0.0.1:5000``; with port 0, the
 port the kernel chose).
 """
@@ -56,14 +56,14 @@ def _url(address, scheme):
 
 
 class ListenerService(StreamServerEndpointService):
-    """Listens on the endpoint string C{description} with C{factory}.
+    """Listens on the endpoint string ``description`` with ``factory``.
 
-    @param description: a Twisted server endpoint string.
-    @param shown: the endpoint as the operator wrote it, for errors (an
-        ``ssl:`` string served as C{description} ``tcp:`` plus TLS);
-        C{description} by default.
-    @param what: how the start-up log line begins, e.g. ``"listening on"``.
-    @param scheme: the URL scheme the log line shows (``http``, ``https``,
+    :param description: a Twisted server endpoint string.
+    :param shown: the endpoint as the operator wrote it, for errors (an
+        ``ssl:`` string served as ``description`` ``tcp:`` plus TLS);
+        ``description`` by default.
+    :param what: how the start-up log line begins, e.g. ``"listening on"``.
+    :param scheme: the URL scheme the log line shows (``http``, ``https``,
         ``ssh``).
     """
 

@@ -43,7 +43,7 @@ THREAD_WAIT_MS = 20
 
 
 def socket_transport(transport):
-    """C{transport} if a response body may be sent to it with sendfile:
+    """``transport`` if a response body may be sent to it with sendfile:
     a connected plain socket transport whose write buffer is known.
     None otherwise (TLS, tests' string transports, a future Twisted whose
     buffer attributes changed: the caller then writes as usual)."""
@@ -81,10 +81,10 @@ def _no_delay(sock):
 
 
 class SendfileTransfer:
-    """Sends C{count} bytes of file descriptor C{file_fd} from C{offset}
+    """Sends ``count`` bytes of file descriptor ``file_fd`` from ``offset``
     to a socket transport.  :meth:`start` returns a Deferred that fires
     with the number of bytes sent, or fails with the socket error (also
-    when stopped: L{error.ConnectionLost})."""
+    when stopped: :class:`error.ConnectionLost`)."""
 
     def __init__(self, reactor, pool, transport, file_fd, offset, count):
         self._reactor = reactor
@@ -168,7 +168,7 @@ class SendfileTransfer:
         )
 
     def _send_burst(self, offset, count):
-        """In a thread: send up to C{count} bytes; (sent, socket_full).
+        """In a thread: send up to ``count`` bytes; (sent, socket_full).
 
         A full socket is waited for here a little (a fast client drains it
         in well under that), and only handed to the reactor to wait for

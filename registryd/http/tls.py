@@ -65,12 +65,12 @@ def _private_key(path, key):
 
 
 def acceptable_ciphers(names, key="http.tls.ciphersuites"):
-    """The TLS 1.2 suites of C{names} (Go's names, as Distribution takes
+    """The TLS 1.2 suites of ``names`` (Go's names, as Distribution takes
     them) for CertificateOptions, or None to keep the default when only
     TLS 1.3 suites are named: those are always offered (Go does not let
     them be chosen either).
 
-    @raise ConfigError: none of the TLS 1.2 suites named is available in
+    :raises ConfigError: none of the TLS 1.2 suites named is available in
         this OpenSSL (RC4, for one, is gone).
     """
     from OpenSSL import SSL
@@ -88,11 +88,11 @@ def acceptable_ciphers(names, key="http.tls.ciphersuites"):
 
 def server_options(certificate, key, tls=None, extra_chain=None, dh_parameters=None,
                    keys=("http.tls.certificate", "http.tls.key")):
-    """CertificateOptions for a server with C{certificate}/C{key} files,
-    and client-certificate and version settings from C{tls} (a
-    L{registryd.config.TLSConfig}, or None).
+    """CertificateOptions for a server with ``certificate``/``key`` files,
+    and client-certificate and version settings from ``tls`` (a
+    :class:`registryd.config.TLSConfig`, or None).
 
-    @raise ConfigError: unreadable or unusable files, naming C{keys}.
+    :raises ConfigError: unreadable or unusable files, naming ``keys``.
     """
     from OpenSSL import SSL
     from twisted.internet import ssl
@@ -139,19 +139,19 @@ def server_options(certificate, key, tls=None, extra_chain=None, dh_parameters=N
 
 
 def http_tls_options(tls):
-    """Options for C{http.tls} (a TLSConfig), or None when it is not set."""
+    """Options for ``http.tls`` (a TLSConfig), or None when it is not set."""
     if tls is None:
         return None
     return server_options(tls.certificate, tls.key, tls)
 
 
 def listener(description, tls, tls_options=None):
-    """C{(plain endpoint description, CertificateOptions or None)} for
+    """``(plain endpoint description, CertificateOptions or None)`` for
     one listen endpoint string.
 
-    @param tls: the http.tls TLSConfig or None.
-    @param tls_options: L{http_tls_options} of it, if already made.
-    @raise ConfigError: an ``ssl:`` endpoint that cannot be served.
+    :param tls: the http.tls TLSConfig or None.
+    :param tls_options: :func:`http_tls_options` of it, if already made.
+    :raises ConfigError: an ``ssl:`` endpoint that cannot be served.
     """
     kind = description.split(":", 1)[0].lower()
     if kind != "ssl":
@@ -186,7 +186,7 @@ def listener(description, tls, tls_options=None):
 
 
 def wrap(factory, options):
-    """C{factory} behind TLS with C{options} (or as is when None)."""
+    """``factory`` behind TLS with ``options`` (or as is when None)."""
     if options is None:
         return factory
     from twisted.protocols.tls import TLSMemoryBIOFactory

@@ -47,7 +47,7 @@ class URLBuilder:
         return f"{scheme.lower()}://{host}"
 
     def local(self, path):
-        """C{path} (from /v2/...) as the client addresses it on this host:
+        """``path`` (from /v2/...) as the client addresses it on this host:
         with http.prefix, for links relative to the host."""
         return self._prefix + path
 

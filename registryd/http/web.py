@@ -33,29 +33,27 @@ import time
 from collections import deque
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from zope.interface import implementer
-from twisted.internet.interfaces import IPushProducer
-from twisted.protocols.policies import ProtocolWrapper
 
 from registryd import compat, errors
-
-from registryd.ops import metrics
-
 from registryd.http import sendfile
 from registryd.http.api.base import API_VERSION_HEADER
 from registryd.http.context import RequestContext
 from registryd.manifests.parse import MAX_MANIFEST_SIZE
+from registryd.ops import metrics
 
 _log = Logger()
 
 #: A route's body mode: the handler reads the body while it arrives
-#: (L{RequestBody}), dispatched as soon as the headers are in.
+#: (:class:`RequestBody`), dispatched as soon as the headers are in.
 STREAMED = "streamed"
 #: A route's body mode: twisted.web reads the body before dispatching it,
-#: into a L{LimitedBuffer} of at most C{MAX_MANIFEST_SIZE} bytes (the
+#: into a :class:`LimitedBuffer` of at most ``MAX_MANIFEST_SIZE`` bytes (the
 #: largest body registryd buffers is a manifest).
 BUFFERED = "buffered"
 
@@ -74,10 +72,10 @@ class ChunkBuffer:
 
     The connection side pushes chunks in (:meth:`_push`, then :meth:`_end`
     or :meth:`_break`); a reader pulls them out with :meth:`read`.  Up to
-    C{high_water} bytes wait here; beyond that the source is paused until
-    the reader has taken the buffer below C{low_water}.  Subclasses say how
+    ``high_water`` bytes wait here; beyond that the source is paused until
+    the reader has taken the buffer below ``low_water``.  Subclasses say how
     to pause and resume their source and what a broken connection raises:
-    a request body (L{RequestBody}) and an upstream registry's response
+    a request body (:class:`RequestBody`) and an upstream registry's response
     body (``registryd.proxy.upstream.ResponseBody``) share this.
     """
 
@@ -85,7 +83,7 @@ class ChunkBuffer:
     low_water = 1024 * 1024
     #: A read waits until this many bytes are buffered (or the body is
     #: over) instead of returning whatever came in the last socket read.
-    #: 0: return at once.  Must stay below C{high_water}, which the
+    #: 0: return at once.  Must stay below ``high_water``, which the
     #: buffer always fills before pausing its source.
     gather = 0
 
@@ -107,7 +105,7 @@ class ChunkBuffer:
         raise NotImplementedError
 
     def _broken(self, reason):
-        """The exception L{read} raises once the connection broke (C{reason}
+        """The exception ``read`` raises once the connection broke (``reason``
         a Failure)."""
         raise NotImplementedError
 
@@ -151,10 +149,10 @@ class ChunkBuffer:
     # reader side
 
     async def read(self, size):
-        """Up to C{size} bytes; C{b""} once the body is over.
+        """Up to ``size`` bytes; ``b""`` once the body is over.
 
-        Waits until C{gather} bytes (at most C{size}) are buffered, fewer
-        only at the end of the body or when the connection broke.  Raises what L{_broken} says if the connection broke before the end;
+        Waits until ``gather`` bytes (at most ``size``) are buffered, fewer
+        only at the end of the body or when the connection broke.  Raises what ``_broken`` says if the connection broke before the end;
         the bytes returned before that are valid body bytes.
         """
         wanted = min(size, self.gather) or 1
@@ -187,9 +185,9 @@ class ChunkBuffer:
 
 class RequestBody(ChunkBuffer):
     """A request body read while it arrives: the channel pushes chunks in
-    (:meth:`_received`), the handler reads them (L{ChunkBuffer.read}), and
+    (:meth:`_received`), the handler reads them (:meth:`ChunkBuffer.read`), and
     a client that disconnects early makes the read raise
-    L{BodyConnectionLost}."""
+    :class:`BodyConnectionLost`."""
 
     #: Socket read size while the body streams in.  Twisted reads 64 KiB
     #: at a time, each read going through the HTTP parser: at 1 GiB/s that
@@ -272,8 +270,8 @@ class _EmptyBody(RequestBody):
 
 class LimitedBuffer(io.BytesIO):
     """The body of a request that is not streamed (manifests): kept in
-    memory up to C{limit} bytes; beyond that further bytes are dropped and
-    C{overflow} is set, so the handler answers 413 without the server ever
+    memory up to ``limit`` bytes; beyond that further bytes are dropped and
+    ``overflow`` is set, so the handler answers 413 without the server ever
     holding or spooling an oversized body."""
 
     def __init__(self, limit):
@@ -297,10 +295,10 @@ class LimitedBuffer(io.BytesIO):
 class StreamingRequest(server.Request):
     """A Request whose body may be streamed to the handler
     (``self.context.body``), and that carries registryd's
-    L{RequestContext} as ``self.context``.
+    :class:`RequestContext` as ``self.context``.
 
-    For a streaming request, twisted.web's C{content} is an empty buffer and
-    C{requestReceived} is called twice by the channel: early, when the
+    For a streaming request, twisted.web's ``content`` is an empty buffer and
+    ``requestReceived`` is called twice by the channel: early, when the
     headers are in (that dispatches it), and again when the body is complete
     (that ends the body).
     """
@@ -387,8 +385,8 @@ class StreamingRequest(server.Request):
 
     def body_malformed(self, error):
         """The channel found the streamed body malformed (bad chunked
-        encoding): the handler's reads fail with C{error} (a
-        L{errors.RegistryError}, which it answers) after the bytes that
+        encoding): the handler's reads fail with ``error`` (a
+        :class:`errors.RegistryError`, which it answers) after the bytes that
         came before, and the connection closes after the answer."""
         if not self.startedWriting:
             self.setHeader(b"connection", b"close")
@@ -406,7 +404,7 @@ class StreamingRequest(server.Request):
 
 
 def strip_prefix(path, prefix):
-    """C{path} (bytes) without the site's C{prefix} (``http.prefix``, bytes
+    """``path`` (bytes) without the site's ``prefix`` (``http.prefix``, bytes
     with leading and trailing slashes); a path outside the prefix becomes
     one that no route matches, so it is answered 404."""
     if path.startswith(prefix) or path == prefix[:-1]:
@@ -419,8 +417,8 @@ _REASONS = {431: b"Request Header Fields Too Large"}
 
 
 def refusal_response(error):
-    """The bytes of a complete response carrying C{error} (a
-    L{errors.RegistryError}) as the spec's JSON body, for a request that
+    """The bytes of a complete response carrying ``error`` (a
+    :class:`errors.RegistryError`) as the spec's JSON body, for a request that
     never reached the application."""
     body = error.body()
     reason = _REASONS.get(error.status) or http.RESPONSES.get(error.status, b"Error")
@@ -441,16 +439,16 @@ class StreamingHTTPChannel(http.HTTPChannel):
     twisted.web answers a malformed request line or header, too many
     headers or too large a header block with a bare ``400`` (no body, no
     content type), and closes the connection without a word on a line
-    longer than C{MAX_LENGTH}.  Here each gets the spec's JSON error:
-    431 for a header block over C{totalHeadersSize} bytes or C{maxHeaders}
-    headers or a header line over C{MAX_LENGTH}, 414 for a request line
-    over C{MAX_LENGTH}, 400 otherwise.  Then the connection lingers a
+    longer than ``MAX_LENGTH``.  Here each gets the spec's JSON error:
+    431 for a header block over ``totalHeadersSize`` bytes or ``maxHeaders``
+    headers or a header line over ``MAX_LENGTH``, 414 for a request line
+    over ``MAX_LENGTH``, 400 otherwise.  Then the connection lingers a
     moment, dropping what the client still sends: closing a socket with
     unread input makes the kernel reset it, and a client still sending
     would lose the answer.
 
-    This overrides Twisted's private C{_respondToBadRequestAndDisconnect}
-    and reads its header counters (L{registryd.compat.received_headers});
+    This overrides Twisted's private ``_respondToBadRequestAndDisconnect``
+    and reads its header counters (:func:`registryd.compat.received_headers`);
     ``tests/unit/test_compat.py`` and
     ``tests/integration/test_web_channel.py`` fail if they change.
     """
@@ -497,9 +495,9 @@ class StreamingHTTPChannel(http.HTTPChannel):
         self._refuse(error)
 
     def _refuse(self, error):
-        """Answer C{error} and close; or, when the application has the
+        """Answer ``error`` and close; or, when the application has the
         request already (a streamed upload whose chunked body turned out
-        malformed), let its handler answer C{error} and close after that."""
+        malformed), let its handler answer ``error`` and close after that."""
         if self._refused:
             return
         self._refused = True
@@ -561,7 +559,8 @@ class StreamingSite(server.Site):
     """The Site registryd serves: streaming requests, HTTP/1.1."""
 
     requestFactory = StreamingRequest
-    protocol = StreamingHTTPChannel
+    # the stub types it as a factory of the generic channel; a channel class is one
+    protocol = StreamingHTTPChannel  # type: ignore[assignment]
 
     def __init__(self, resource, *args, access_log=None, prefix=None, **kwargs):
         super().__init__(resource, *args, **kwargs)
@@ -591,7 +590,7 @@ class StreamingSite(server.Site):
             super().log(request)
 
     async def drain(self, timeout, clock, poll=0.05):
-        """Let the requests in progress finish, for at most C{timeout}
+        """Let the requests in progress finish, for at most ``timeout``
         seconds, then close every connection (``http.draintimeout``, as
         Go's ``http.Server.Shutdown``).  Call it once the listeners stopped
         accepting: idle connections are closed at once, busy ones after
@@ -619,17 +618,17 @@ class StreamingSite(server.Site):
 
 @implementer(IPushProducer)
 class BlobSender:
-    """Streams C{length} bytes from a storage reader to a request.
+    """Streams ``length`` bytes from a storage reader to a request.
 
     Reads ahead one chunk so storage and network work overlap; stops
     reading while the transport is paused.  :meth:`send` returns a Deferred
     that fires when everything is written (or the client left).  The
     reader may be a stored blob's or one a pull-through cache fills from
-    upstream as it is read (``registryd.proxy.blobs``); C{length} None
+    upstream as it is read (``registryd.proxy.blobs``); ``length`` None
     means "until the reader ends" (upstream did not say how long).
 
     A reader with a file descriptor (the filesystem driver's) going to a
-    plain socket is sent with ``sendfile`` instead (L{registryd.http.sendfile}):
+    plain socket is sent with ``sendfile`` instead (:mod:`registryd.http.sendfile`):
     no copies through Python, no reactor work per chunk.
     """
 

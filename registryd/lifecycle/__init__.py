@@ -2,6 +2,6 @@
 ``lifecycle`` configuration section they come from.
 
 Policy lives here; the storage model enforces what it is handed
-(L{registryd.storage.registry.Registry}'s C{immutable_tags}) and removes
+(``registryd.storage.registry.Registry``'s ``immutable_tags``) and removes
 through its vacuum.
 """

@@ -22,7 +22,7 @@ class ImmutableRule:
     """One ``lifecycle.immutable`` entry."""
 
     repository = attr.ib()  # the pattern as written
-    tags = attr.ib(converter=tuple)  # patterns as written
+    tags: tuple = attr.ib(converter=tuple)  # patterns as written
     #: where it is written, e.g. ``lifecycle.immutable[0]``
     where = attr.ib(default="lifecycle.immutable")
 
@@ -58,18 +58,21 @@ class ImmutableTags:
         return bool(self.rules)
 
     def rule_for(self, repository, tag):
-        """The first rule protecting C{tag} of C{repository}, or None."""
+        """The first rule protecting ``tag`` of ``repository``, or None."""
         for rule in self.rules:
             if rule.protects(repository, tag):
                 return rule
         return None
 
     def refusal(self, repository, tag, current, rule, wanted=None):
-        """The DENIED error for changing protected tag C{tag}, which names
-        C{current}: to C{wanted} (a digest), or deleting it when None."""
+        """The DENIED error for changing protected tag ``tag``, which names
+        ``current``: to ``wanted`` (a digest), or deleting it when None."""
         change = "deleted" if wanted is None else f"moved to {wanted}"
         detail = {
-            "repository": repository, "tag": tag, "digest": str(current), "rule": rule.describe(),
+            "repository": repository,
+            "tag": tag,
+            "digest": str(current),
+            "rule": rule.describe(),
         }
         return errors.Denied(
             f"tag {tag!r} of {repository} is immutable by {rule.describe()}: "

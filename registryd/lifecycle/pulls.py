@@ -1,21 +1,21 @@
 """Counting pulls without slowing them: in memory first, into storage in
 batches.
 
-A manifest GET or HEAD that succeeded calls L{PullRecorder.record}: a dict
-update on the reactor thread, nothing awaited.  Every L{FLUSH_INTERVAL}
+A manifest GET or HEAD that succeeded calls ``PullRecorder.record``: a dict
+update on the reactor thread, nothing awaited.  Every ``FLUSH_INTERVAL``
 seconds, and when the service stops, the pending times are merged into
-each repository's pull record in storage (L{registryd.storage.pulls}),
+each repository's pull record in storage (``registryd.storage.pulls``),
 which every node and worker process merges into rather than overwrites.
 A flush that fails keeps its entries for the next one; memory stays
-bounded (L{MAX_PENDING} entries; beyond, new pulls are not counted until
+bounded (``MAX_PENDING`` entries; beyond, new pulls are not counted until
 a flush succeeds, and the log says so once).
 """
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from registryd.ops.maintenance import PeriodicService
 from registryd.errors import RegistryError
+from registryd.ops.maintenance import PeriodicService
 from registryd.storage.errors import StorageError
 
 log = Logger()
@@ -31,9 +31,9 @@ class PullRecorder:
 
     def __init__(self, registry, clock, max_pending=MAX_PENDING):
         """
-        @param registry: the L{registryd.storage.registry.Registry} whose
-            repositories' C{pulls} records the times go to.
-        @param clock: an IReactorTime (its C{seconds()} stamps the pulls).
+        :param registry: the ``registryd.storage.registry.Registry`` whose
+            repositories' ``pulls`` records the times go to.
+        :param clock: an IReactorTime (its ``seconds()`` stamps the pulls).
         """
         self._registry = registry
         self._clock = clock
@@ -44,7 +44,7 @@ class PullRecorder:
         self._flushing = None
 
     def record(self, name, tag, digest):
-        """Repository C{name}'s manifest C{digest} was pulled, by C{tag}
+        """Repository ``name``'s manifest ``digest`` was pulled, by ``tag``
         (or None: by digest), now."""
         now = self._clock.seconds()
         tags, manifests = self._pending.get(name, (None, None))
@@ -56,15 +56,18 @@ class PullRecorder:
             if key not in entries:
                 if self._count >= self._max_pending:
                     if not self._warned:
-                        log.warn("pull times: {count} pending, storage not taking them; "
-                                 "new pulls are not counted until it does", count=self._count)
+                        log.warn(
+                            "pull times: {count} pending, storage not taking them; "
+                            "new pulls are not counted until it does",
+                            count=self._count,
+                        )
                         self._warned = True
                     continue
                 self._count += 1
             entries[key] = now
 
     def pending(self, name):
-        """C{(tags, manifests)} not yet written for repository C{name}."""
+        """``(tags, manifests)`` not yet written for repository ``name``."""
         tags, manifests = self._pending.get(name, ({}, {}))
         return dict(tags), dict(manifests)
 
@@ -127,7 +130,7 @@ NO_PULLS = _NoPullRecorder()
 
 
 class PullFlushing(PeriodicService):
-    """Flushes a L{PullRecorder} every C{interval} seconds and once more
+    """Flushes a ``PullRecorder`` every ``interval`` seconds and once more
     when the service stops (after http.draintimeout's requests)."""
 
     def __init__(self, recorder, interval=FLUSH_INTERVAL, clock=None):

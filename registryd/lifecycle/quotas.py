@@ -11,11 +11,11 @@ is garbage collection's.
 
 A manifest PUT that would take a quota over is refused with 403 DENIED
 naming the quota and its usage, before anything of it is linked
-(L{QuotaAccounting.admitting}, around the storage model's linking).  Pushes
+(``QuotaAccounting.admitting``, around the storage model's linking).  Pushes
 under one quota are admitted one at a time in this process, so two cannot
 both fit into the last free bytes.  Each admission lists the repositories
 again, so one another node created counts at once; a repository this node
-has counted is counted again from storage after L{MAX_AGE} seconds, so
+has counted is counted again from storage after ``MAX_AGE`` seconds, so
 another node's pushes into it are seen within that.
 """
 
@@ -47,8 +47,8 @@ def format_size(size):
 
 @attr.s(frozen=True, eq=False)
 class Quota:
-    """One quota: at most C{bytes} and C{repositories} (each None: no
-    bound) over the repositories matching C{repository}."""
+    """One quota: at most ``bytes`` and ``repositories`` (each None: no
+    bound) over the repositories matching ``repository``."""
 
     repository = attr.ib()  # the pattern as written
     bytes = attr.ib(default=None)
@@ -87,9 +87,12 @@ class QuotaUsage:
 
     def to_dict(self):
         return {
-            "quota": self.quota.describe(), "repository": self.quota.repository,
-            "bytes": self.bytes, "maxbytes": self.quota.bytes,
-            "repositories": self.repositories, "maxrepositories": self.quota.repositories,
+            "quota": self.quota.describe(),
+            "repository": self.quota.repository,
+            "bytes": self.bytes,
+            "maxbytes": self.quota.bytes,
+            "repositories": self.repositories,
+            "maxrepositories": self.quota.repositories,
         }
 
 
@@ -98,8 +101,8 @@ class QuotaAccounting:
 
     def __init__(self, registry, quotas=(), clock=time.monotonic, max_age=MAX_AGE):
         """
-        @param registry: the L{registryd.storage.registry.Registry} counted.
-        @param quotas: L{Quota}s, the global one (if any) among them.
+        :param registry: the ``registryd.storage.registry.Registry`` counted.
+        :param quotas: ``Quota``s, the global one (if any) among them.
         """
         self._registry = registry
         self.quotas = tuple(quotas)
@@ -130,14 +133,14 @@ class QuotaAccounting:
         return size
 
     async def contribution(self, digest, manifest):
-        """What one manifest adds: C{{digest: size}} of itself and its blobs."""
+        """What one manifest adds: ``{digest: size}`` of itself and its blobs."""
         found = {str(digest): len(manifest.body)}
         for blob in manifest.blobs:
             found[str(blob.digest)] = await self._blob_size(blob)
         return found
 
     async def repository_usage(self, name):
-        """C{{digest: size}} of what repository C{name}'s manifests hold."""
+        """``{digest: size}`` of what repository ``name``'s manifests hold."""
         cached = self._usage.get(name)
         if cached is not None and self._clock() - cached[0] < self._max_age:
             return cached[1]
@@ -157,17 +160,17 @@ class QuotaAccounting:
         return counted
 
     async def _repository_names(self, fresh=False):
-        """The registry's repositories; listed again when C{fresh} (an
+        """The registry's repositories; listed again when ``fresh`` (an
         admission: a repository another node created counts at once), else
-        at most L{MAX_AGE} old."""
+        at most ``MAX_AGE`` old."""
         if fresh or self._names is None or self._clock() - self._names[0] >= self._max_age:
             self._names = (self._clock(), set(await self._registry.repositories()))
         return self._names[1]
 
     async def usage(self, quota, adding=None, fresh=False):
-        """L{QuotaUsage} of C{quota}; with C{adding} = C{(name,
-        {digest: size})}, as it would be after that push.  C{fresh}: list
-        the repositories again (L{_repository_names})."""
+        """``QuotaUsage`` of ``quota``; with ``adding`` = ``(name,
+        {digest: size})``, as it would be after that push.  ``fresh``: list
+        the repositories again (``_repository_names``)."""
         names = {name for name in await self._repository_names(fresh) if quota.applies_to(name)}
         if adding is not None:
             names.add(adding[0])
@@ -189,7 +192,7 @@ class QuotaAccounting:
         return found
 
     async def report(self, name=None):
-        """Every quota's usage (of those applying to C{name}, if given)."""
+        """Every quota's usage (of those applying to ``name``, if given)."""
         quotas = self.quotas if name is None else self.applying_to(name)
         return [await self.usage(quota) for quota in quotas]
 
@@ -201,8 +204,10 @@ class QuotaAccounting:
         if not quotas:
             yield
             return
-        locks = [self._locks.setdefault(quota, defer.DeferredLock())
-                 for quota in sorted(quotas, key=lambda q: q.where)]
+        locks = [
+            self._locks.setdefault(quota, defer.DeferredLock())
+            for quota in sorted(quotas, key=lambda q: q.where)
+        ]
         held = []
         try:
             for lock in locks:
@@ -223,10 +228,13 @@ class QuotaAccounting:
                 lock.release()
 
     def _check(self, quota, before, after, name):
-        """Refuse a push that adds a repository or bytes beyond C{quota}
+        """Refuse a push that adds a repository or bytes beyond ``quota``
         (one that adds nothing passes even over a quota lowered since)."""
-        if (quota.repositories is not None and after.repositories > quota.repositories
-                and after.repositories > before.repositories):
+        if (
+            quota.repositories is not None
+            and after.repositories > quota.repositories
+            and after.repositories > before.repositories
+        ):
             raise errors.Denied(
                 f"quota {quota.describe()} exceeded: a new repository {name} would make "
                 f"{after.repositories} repositories",
@@ -240,6 +248,6 @@ class QuotaAccounting:
             )
 
     def forget(self, name):
-        """Repository C{name} lost manifests: count it again when asked."""
+        """Repository ``name`` lost manifests: count it again when asked."""
         self._usage.pop(name, None)
         self._names = None

@@ -16,8 +16,8 @@ manifest that no remaining tag names, unless it is a child of an index
 that stays or a referrer of a manifest that stays (garbage collection's
 rule for ``--delete-untagged``).  Blobs are garbage collection's.
 
-This module decides only (L{evaluate}, pure, from L{TagFacts} and
-L{ManifestFacts}); L{registryd.lifecycle.retention_runner} gathers the
+This module decides only (``evaluate``, pure, from ``TagFacts`` and
+``ManifestFacts``); ``registryd.lifecycle.retention_runner`` gathers the
 facts through the storage model, applies the decisions and reports.
 """
 
@@ -131,11 +131,13 @@ def _duration(seconds):
 
 
 def evaluate(rule, tags, manifests, now):
-    """C{(tag decisions, manifest decisions)}, each sorted by name, for a
-    repository's C{tags} (L{TagFacts}) and C{manifests} (L{ManifestFacts})
-    under C{rule} at time C{now}."""
+    """``(tag decisions, manifest decisions)``, each sorted by name, for a
+    repository's ``tags`` (``TagFacts``) and ``manifests`` (``ManifestFacts``)
+    under ``rule`` at time ``now``."""
     keep = rule.keep
-    by_age = sorted(tags, key=lambda t: (-(t.pushed if t.pushed is not None else float("-inf")), t.tag))
+    by_age = sorted(
+        tags, key=lambda t: (-(t.pushed if t.pushed is not None else float("-inf")), t.tag)
+    )
     rank = {facts.tag: index + 1 for index, facts in enumerate(by_age)}
     tag_decisions = []
     for facts in sorted(tags, key=lambda t: t.tag):
@@ -144,12 +146,22 @@ def evaluate(rule, tags, manifests, now):
             reasons.append(f"immutable by {facts.protected}")
         if keep.newest is not None and rank[facts.tag] <= keep.newest:
             reasons.append(f"among the newest {keep.newest} (#{rank[facts.tag]})")
-        if (keep.pushed_within is not None and facts.pushed is not None
-                and now - facts.pushed <= keep.pushed_within):
-            reasons.append(f"pushed within {_duration(keep.pushed_within)} ({_ago(now - facts.pushed)})")
-        if (keep.pulled_within is not None and facts.pulled is not None
-                and now - facts.pulled <= keep.pulled_within):
-            reasons.append(f"pulled within {_duration(keep.pulled_within)} ({_ago(now - facts.pulled)})")
+        if (
+            keep.pushed_within is not None
+            and facts.pushed is not None
+            and now - facts.pushed <= keep.pushed_within
+        ):
+            reasons.append(
+                f"pushed within {_duration(keep.pushed_within)} ({_ago(now - facts.pushed)})"
+            )
+        if (
+            keep.pulled_within is not None
+            and facts.pulled is not None
+            and now - facts.pulled <= keep.pulled_within
+        ):
+            reasons.append(
+                f"pulled within {_duration(keep.pulled_within)} ({_ago(now - facts.pulled)})"
+            )
         if keep.matches_tag(facts.tag):
             reasons.append(f"tag matches {list(keep.tags)!r}")
         if reasons:
@@ -157,10 +169,14 @@ def evaluate(rule, tags, manifests, now):
             continue
         pushed = "unknown" if facts.pushed is None else _ago(now - facts.pushed)
         pulled = "never" if facts.pulled is None else _ago(now - facts.pulled)
-        tag_decisions.append(Decision(
-            facts.tag, True, f"no keep clause holds: #{rank[facts.tag]} newest, pushed {pushed}, pulled {pulled}",
-            facts.digest,
-        ))
+        tag_decisions.append(
+            Decision(
+                facts.tag,
+                True,
+                f"no keep clause holds: #{rank[facts.tag]} newest, pushed {pushed}, pulled {pulled}",
+                facts.digest,
+            )
+        )
     tagged = {}
     for decision in tag_decisions:
         if not decision.delete:
@@ -192,7 +208,8 @@ def _manifest_decisions(rule, manifests, tagged):
                 staying[facts.digest] = f"referrer of {facts.subject}"
                 changed = True
     return [
-        Decision(digest, False, staying[digest]) if digest in staying
+        Decision(digest, False, staying[digest])
+        if digest in staying
         else Decision(digest, True, "untagged")
         for digest in sorted(known)
     ]

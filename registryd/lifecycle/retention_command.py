@@ -21,10 +21,18 @@ def _parser():
         prog="python -m registryd retention",
         description="Delete the tags and manifests lifecycle.retention's rules do not keep.",
     )
-    parser.add_argument("--config", "-c", metavar="FILE",
-                        help="registryd YAML configuration (default: ./registry-data, filesystem)")
-    parser.add_argument("--dry-run", "-d", action="store_true",
-                        help="delete nothing; print what would be deleted and why the rest stays")
+    parser.add_argument(
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="registryd YAML configuration (default: ./registry-data, filesystem)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        "-d",
+        action="store_true",
+        help="delete nothing; print what would be deleted and why the rest stays",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 

@@ -14,7 +14,7 @@ still names the digest the decision was about and was not written since
 the run started, and a manifest only if no tag names it now, no push in
 this process has held it since the start (the guard's collecting mode)
 and its link is not newer than the start in the storage's clock
-(L{registryd.storage.registry.Repository.storage_time}).  Such entries are
+(``registryd.storage.registry.Repository.storage_time``).  Such entries are
 reported as kept, with that reason.
 """
 
@@ -41,18 +41,28 @@ class RepositoryRetention:
 
     def to_dict(self):
         return {
-            "repository": self.name, "rule": self.rule,
-            "tags": [{"tag": d.name, "digest": d.digest, "action": "delete" if d.delete else "keep",
-                      "reason": d.reason} for d in self.tags],
-            "manifests": [{"digest": d.name, "action": "delete" if d.delete else "keep",
-                           "reason": d.reason} for d in self.manifests],
+            "repository": self.name,
+            "rule": self.rule,
+            "tags": [
+                {
+                    "tag": d.name,
+                    "digest": d.digest,
+                    "action": "delete" if d.delete else "keep",
+                    "reason": d.reason,
+                }
+                for d in self.tags
+            ],
+            "manifests": [
+                {"digest": d.name, "action": "delete" if d.delete else "keep", "reason": d.reason}
+                for d in self.manifests
+            ],
         }
 
 
 @attr.s
 class RetentionReport:
     dry_run = attr.ib()
-    repositories = attr.ib(factory=list)
+    repositories: list = attr.ib(factory=list)
 
     def deleted(self):
         tags = sum(1 for r in self.repositories for d in r.tags if d.delete)
@@ -62,13 +72,17 @@ class RetentionReport:
     def summary(self):
         tags, manifests = self.deleted()
         verb = "would delete" if self.dry_run else "deleted"
-        return (f"retention{' (dry run)' if self.dry_run else ''}: {len(self.repositories)} "
-                f"repositories, {verb} {tags} tags and {manifests} manifests")
+        return (
+            f"retention{' (dry run)' if self.dry_run else ''}: {len(self.repositories)} "
+            f"repositories, {verb} {tags} tags and {manifests} manifests"
+        )
 
     def to_dict(self):
         tags, manifests = self.deleted()
         return {
-            "dry_run": self.dry_run, "deleted_tags": tags, "deleted_manifests": manifests,
+            "dry_run": self.dry_run,
+            "deleted_tags": tags,
+            "deleted_manifests": manifests,
             "repositories": [r.to_dict() for r in self.repositories],
         }
 
@@ -83,13 +97,13 @@ class RetentionReport:
 
 
 class Retention:
-    """Applies a L{registryd.lifecycle.retention.RetentionConfig} to a registry."""
+    """Applies a ``registryd.lifecycle.retention.RetentionConfig`` to a registry."""
 
     def __init__(self, registry, config, pulls, clock=time.time):
         """
-        @param registry: the L{registryd.storage.registry.Registry}.
-        @param config: the RetentionConfig (rules, interval).
-        @param pulls: the process's L{registryd.lifecycle.pulls.PullRecorder}
+        :param registry: the ``registryd.storage.registry.Registry``.
+        :param config: the RetentionConfig (rules, interval).
+        :param pulls: the process's ``registryd.lifecycle.pulls.PullRecorder``
             (or NO_PULLS), for pulls not written to storage yet.
         """
         self._registry = registry
@@ -127,10 +141,16 @@ class Retention:
         pending_tags, pending_manifests = self._pulls.pending(name)
 
         def last_pull(tag, digest):
-            times = [record[key] for record, key in (
-                (stored_tags, tag), (pending_tags, tag),
-                (stored_manifests, digest), (pending_manifests, digest),
-            ) if key in record]
+            times = [
+                record[key]
+                for record, key in (
+                    (stored_tags, tag),
+                    (pending_tags, tag),
+                    (stored_manifests, digest),
+                    (pending_manifests, digest),
+                )
+                if key in record
+            ]
             return max(times) if times else None
 
         tags = []
@@ -138,10 +158,15 @@ class Retention:
             if digest is None:
                 continue  # a tag without a current link: nothing to decide
             rule_protecting = registry.immutable_tags.rule_for(name, tag)
-            tags.append(TagFacts(
-                tag, str(digest), pushed_at, last_pull(tag, str(digest)),
-                rule_protecting.describe() if rule_protecting is not None else None,
-            ))
+            tags.append(
+                TagFacts(
+                    tag,
+                    str(digest),
+                    pushed_at,
+                    last_pull(tag, str(digest)),
+                    rule_protecting.describe() if rule_protecting is not None else None,
+                )
+            )
         stored = {}
 
         async def facts(digest):
@@ -152,7 +177,8 @@ class Retention:
             stored[str(digest)] = found
             subject = found.manifest.subject
             return ManifestFacts(
-                str(digest), [str(child.digest) for child in found.manifest.manifests],
+                str(digest),
+                [str(child.digest) for child in found.manifest.manifests],
                 str(subject.digest) if subject is not None else None,
             )
 
@@ -160,8 +186,13 @@ class Retention:
         tag_decisions, manifest_decisions = evaluate(rule, tags, manifests, now)
         if not dry_run:
             tag_decisions = [await self._apply_tag(repository, d, started) for d in tag_decisions]
-            named_now = {str(digest) for digest in await gather_limited(
-                repository.tags.get, await repository.tags.enumerate()) if digest is not None}
+            named_now = {
+                str(digest)
+                for digest in await gather_limited(
+                    repository.tags.get, await repository.tags.enumerate()
+                )
+                if digest is not None
+            }
             manifest_decisions = [
                 await self._apply_manifest(repository, d, started, named_now, stored)
                 for d in manifest_decisions
@@ -175,9 +206,12 @@ class Retention:
         if not decision.delete:
             return decision
         current = await repository.tags.get(decision.name)
-        if (current is None or str(current) != decision.digest
-                or self._registry.guard.in_use(current)
-                or self._written_since(await repository.tags.modified(decision.name), started)):
+        if (
+            current is None
+            or str(current) != decision.digest
+            or self._registry.guard.in_use(current)
+            or self._written_since(await repository.tags.modified(decision.name), started)
+        ):
             return Decision(decision.name, False, PUSHED_DURING_RUN, decision.digest)
         await repository.tags.untag(decision.name)
         return decision
@@ -188,8 +222,11 @@ class Retention:
         digest = stored[decision.name].digest if decision.name in stored else None
         if digest is None:
             return Decision(decision.name, False, "unreadable: left to garbage collection")
-        if (decision.name in named_now or self._registry.guard.in_use(digest)
-                or self._written_since(await repository.manifests.revision_modified(digest), started)):
+        if (
+            decision.name in named_now
+            or self._registry.guard.in_use(digest)
+            or self._written_since(await repository.manifests.revision_modified(digest), started)
+        ):
             return Decision(decision.name, False, PUSHED_DURING_RUN)
         await repository.manifests.remove(digest, stored[decision.name].manifest.subject)
         return decision

@@ -51,7 +51,7 @@ def _refuse_constant(name):
 
 
 def load_object(data, what="manifest"):
-    """Decode C{data} (bytes) as a strict JSON object and return the dict."""
+    """Decode ``data`` (bytes) as a strict JSON object and return the dict."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -88,7 +88,7 @@ def _join(where, key):
 
 
 def _get_typed(obj, key, where, required, python_type, json_name):
-    """C{obj[key]} if it is a C{python_type}, None if absent and not required."""
+    """``obj[key]`` if it is a ``python_type``, None if absent and not required."""
     path = _join(where, key)
     if key not in obj:
         if required:
@@ -101,7 +101,7 @@ def _get_typed(obj, key, where, required, python_type, json_name):
 
 
 def get_string(obj, key, where="", required=False):
-    """C{obj[key]} as a string, None if absent and not required."""
+    """``obj[key]`` as a string, None if absent and not required."""
     return _get_typed(obj, key, where, required, str, "a string")
 
 
@@ -163,7 +163,7 @@ def check_schema_version(doc, expected):
 
 
 def check_body_media_type(doc, expected, required):
-    """The body's own ``mediaType``, if any, must be C{expected}.  Docker
+    """The body's own ``mediaType``, if any, must be ``expected``.  Docker
     schema 2 documents must carry it (Distribution refuses them otherwise);
     OCI documents SHOULD."""
     value = get_string(doc, "mediaType", required=required)
@@ -229,7 +229,7 @@ def _check_data(obj, where, digest, size):
 
 
 def parse_descriptor(value, where):
-    """Validate one descriptor found at JSON path C{where}."""
+    """Validate one descriptor found at JSON path ``where``."""
     if not isinstance(value, dict):
         raise invalid(f"{where} must be a descriptor object, not {_json_type(value)}", where)
     media_type = get_media_type(value, "mediaType", where, required=True)
@@ -252,7 +252,7 @@ def parse_descriptor(value, where):
 
 
 def parse_descriptors(doc, key, required=True):
-    """The list of descriptors at C{doc[key]} (an empty list may be valid)."""
+    """The list of descriptors at ``doc[key]`` (an empty list may be valid)."""
     values = get_list(doc, key, required=required)
     if values is None:
         return None

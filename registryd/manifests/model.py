@@ -71,9 +71,9 @@ class Manifest:
 
     media_type = attr.ib()
     body = attr.ib(validator=attr.validators.instance_of(bytes))
-    blobs = attr.ib(factory=list)
-    manifests = attr.ib(factory=list)
-    external = attr.ib(factory=list)
+    blobs: list = attr.ib(factory=list)
+    manifests: list = attr.ib(factory=list)
+    external: list = attr.ib(factory=list)
     subject = attr.ib(default=None)
     artifact_type = attr.ib(default=None)
     annotations = attr.ib(default=None)

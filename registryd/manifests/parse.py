@@ -55,7 +55,7 @@ def _detect(doc):
 
 
 def resolve_media_type(doc, content_type):
-    """The media type C{doc} is to be parsed and stored as."""
+    """The media type ``doc`` is to be parsed and stored as."""
     declared = mediatypes.normalize(content_type)
     if declared in mediatypes.GENERIC_CONTENT_TYPES:
         declared = None
@@ -75,12 +75,12 @@ def resolve_media_type(doc, content_type):
 
 
 def parse_manifest(body, content_type, max_size=MAX_MANIFEST_SIZE):
-    """Parse and validate a pushed manifest; return a L{Manifest}.
+    """Parse and validate a pushed manifest; return a ``Manifest``.
 
-    @param body: the exact bytes of the request body.
-    @param content_type: the request's Content-Type header (str, or None).
-    @raise PayloadTooLarge: the body exceeds C{max_size} (413).
-    @raise ManifestInvalid, DigestInvalid, ManifestUnverified: see the schema
+    :param body: the exact bytes of the request body.
+    :param content_type: the request's Content-Type header (str, or None).
+    :raises PayloadTooLarge: the body exceeds ``max_size`` (413).
+    :raises ManifestInvalid, DigestInvalid, ManifestUnverified: see the schema
         modules for each rule.
     """
     if not isinstance(body, bytes):

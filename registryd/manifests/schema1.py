@@ -60,7 +60,7 @@ def b64url_encode(data):
 
 
 def b64url_decode(text, where):
-    """Decode JOSE base64url; raise MANIFEST_INVALID naming C{where}."""
+    """Decode JOSE base64url; raise MANIFEST_INVALID naming ``where``."""
     if not isinstance(text, str) or not _BASE64URL.fullmatch(text) or len(text) % 4 == 1:
         raise fields.invalid(f"{where} is not valid base64url", where)
     try:
@@ -260,7 +260,7 @@ def _canonical(value):
 
 
 def parse_schema1(body, doc):
-    """Verify and parse a signed schema 1 manifest (C{doc} is C{body} decoded)."""
+    """Verify and parse a signed schema 1 manifest (``doc`` is ``body`` decoded)."""
     fields.check_schema_version(doc, 1)
     if "signatures" not in doc:
         raise ManifestUnverified("schema 1 manifest is not signed (no signatures)")
@@ -337,11 +337,11 @@ def sign_schema1(manifest_dict, private_key, *, chain=None, timestamp=None):
     """Sign a schema 1 manifest the way Docker and libtrust do; return the body.
 
     The manifest (without any ``signatures``) is indented with three spaces
-    like Go's ``json.MarshalIndent``, signed with C{private_key} (EC P-256 ->
+    like Go's ``json.MarshalIndent``, signed with ``private_key`` (EC P-256 ->
     ES256, P-384 -> ES384, P-521 -> ES512, RSA -> RS256), and the signature is
-    spliced back in as libtrust's ``PrettySignature`` does.  With C{chain} (a
+    spliced back in as libtrust's ``PrettySignature`` does.  With ``chain`` (a
     list of ``x509.Certificate``, leaf first) the header carries ``x5c``
-    instead of ``jwk``, as libtrust's ``SignWithChain``.  C{timestamp} (a
+    instead of ``jwk``, as libtrust's ``SignWithChain``.  ``timestamp`` (a
     datetime) fixes the protected header's ``time``, for reproducible output.
     """
     content = {key: value for key, value in manifest_dict.items() if key != "signatures"}

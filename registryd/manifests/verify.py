@@ -23,14 +23,14 @@ _MESSAGE_LIMIT = 10
 class URLPolicy:
     """``validation.manifests.urls``: which URLs of non-distributable
     layers a pushed manifest may carry, as Distribution decides: a URL
-    must match one of C{allow} (when there are any) and none of C{deny};
+    must match one of ``allow`` (when there are any) and none of ``deny``;
     Go-style unanchored searches.  With neither list, no URL is allowed."""
 
     allow = attr.ib(default=(), converter=tuple)
     deny = attr.ib(default=(), converter=tuple)
 
     def refusal(self, url):
-        """Why C{url} is refused, or None."""
+        """Why ``url`` is refused, or None."""
         if not self.allow and not self.deny:
             return "no URLs are allowed (validation.manifests.urls has no allow or deny patterns)"
         if self.allow and not any(re.search(pattern, url) for pattern in self.allow):
@@ -41,7 +41,7 @@ class URLPolicy:
 
 
 def check_urls(manifest, policy):
-    """Refuse C{manifest} if an external layer's URL breaks C{policy}
+    """Refuse ``manifest`` if an external layer's URL breaks ``policy``
     (None: every URL is fine), as Distribution does: MANIFEST_BLOB_UNKNOWN
     naming the layer."""
     if policy is None:
@@ -73,23 +73,23 @@ def _unique(descriptors):
 
 async def verify_references(manifest, repository_has_blob, repository_has_manifest,
                             allow_sparse=False, url_policy=None, allow_missing_blobs=False):
-    """Check that C{manifest}'s blobs and child manifests exist.
+    """Check that ``manifest``'s blobs and child manifests exist.
 
-    @param repository_has_blob: C{digest -> bool}, or a coroutine or
+    :param repository_has_blob: ``digest -> bool``, or a coroutine or
         Deferred of one: is this blob in the repository?
-    @param repository_has_manifest: the same for manifests.
-    @param allow_sparse: do not require an index's child manifests (a
+    :param repository_has_manifest: the same for manifests.
+    :param allow_sparse: do not require an index's child manifests (a
         "sparse" index, e.g. one platform of a multi-platform image); its
         blobs are still required.
-    @param allow_missing_blobs: do not require an image manifest's blobs
+    :param allow_missing_blobs: do not require an image manifest's blobs
         (config and layers): a "sparse" image, e.g. the platforms a mirror
         did not copy.  Its manifest can be pulled, its blobs cannot.
         Indexes' blob entries are still required.
-    @param url_policy: a L{URLPolicy} for the URLs of external layers, or
+    :param url_policy: a :class:`URLPolicy` for the URLs of external layers, or
         None to accept any (they are never required to exist).
-    @raise ManifestBlobUnknown: one or more are missing; C{detail} is
-        C{{"missing": [digest strings, in manifest order]}}.  Or an
-        external layer's URL is refused (L{check_urls}).
+    :raises ManifestBlobUnknown: one or more are missing; ``detail`` is
+        ``{"missing": [digest strings, in manifest order]}``.  Or an
+        external layer's URL is refused (:func:`check_urls`).
 
     The ``subject`` is never checked: the spec lets a manifest refer to a
     subject that has not been pushed (yet).  An exception from a predicate

@@ -23,9 +23,8 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from registryd import __version__
-
-from registryd.ops import metrics
 from registryd.notifications.events import EVENTS_MEDIA_TYPE, IgnoreRules, envelope
+from registryd.ops import metrics
 
 log = Logger()
 
@@ -45,7 +44,7 @@ class FailureTracker:
         self.last = None
 
     def record_failure(self, now):
-        """Count a failure at C{now}; True when it reaches the threshold
+        """Count a failure at ``now``; True when it reaches the threshold
         (the moment to log that the endpoint is being backed off)."""
         self.recent += 1
         self.last = now
@@ -71,9 +70,9 @@ class Endpoint:
 
     def __init__(self, config, journal, max_events, client, reactor=None):
         """
-        @param config: a L{registryd.config.EndpointConfig}.
-        @param journal: its L{registryd.notifications.journal.Journal}.
-        @param client: a treq HTTPClient (shared by all endpoints).
+        :param config: a :class:`registryd.config.EndpointConfig`.
+        :param journal: its :class:`registryd.notifications.journal.Journal`.
+        :param client: a treq HTTPClient (shared by all endpoints).
         """
         if reactor is None:
             from twisted.internet import reactor
@@ -184,7 +183,7 @@ class Endpoint:
                     self._dropping = False
 
     async def _sleep(self, seconds):
-        """Wait C{seconds}, or less if the endpoint is stopped."""
+        """Wait ``seconds``, or less if the endpoint is stopped."""
         self._sleeping = task.deferLater(self._reactor, seconds, lambda: None)
         try:
             await self._sleeping

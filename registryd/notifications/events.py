@@ -80,10 +80,10 @@ def request_record(request):
 def build_event(action, target, request=None, actor=None, source=None, event_id=None, now=None):
     """One event, as Distribution's ``notifications.Event`` encodes it.
 
-    @param target: the target dict (see the module docstring).
-    @param request: a RequestRecord dict (L{request_record}).
-    @param actor: the user name, or None.
-    @param source: a SourceRecord dict: C{{"addr": ..., "instanceID": ...}}.
+    :param target: the target dict (see the module docstring).
+    :param request: a RequestRecord dict (:func:`request_record`).
+    :param actor: the user name, or None.
+    :param source: a SourceRecord dict: ``{"addr": ..., "instanceID": ...}``.
     """
     return {
         "id": event_id or str(uuid.uuid4()),
@@ -189,9 +189,9 @@ NO_EVENTS = NullEvents()
 class Notifier(NullEvents):
     """Builds events for handlers and fans them out to endpoints.
 
-    Endpoints need ``rules`` (an L{IgnoreRules}), ``name`` and
+    Endpoints need ``rules`` (an :class:`IgnoreRules`), ``name`` and
     ``enqueue(line)``; the set can be replaced while running
-    (L{set_endpoints}, on SIGHUP).
+    (``set_endpoints``, on SIGHUP).
     """
 
     def __init__(self, urls, endpoints=(), include_references=False, source_addr=None, instance_id=None):

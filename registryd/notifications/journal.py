@@ -136,7 +136,7 @@ def read_journal(directory):
 
 
 class Journal:
-    """The journal of one endpoint, in C{directory} (created if missing)."""
+    """The journal of one endpoint, in ``directory`` (created if missing)."""
 
     def __init__(self, directory, worker=None):
         self.directory = directory
@@ -165,15 +165,15 @@ class Journal:
         return self._size
 
     def append(self, line):
-        """Queue C{line} (no newline) for writing; returns its end offset,
-        to pass to L{ack} once it is delivered."""
+        """Queue ``line`` (no newline) for writing; returns its end offset,
+        to pass to ``ack`` once it is delivered."""
         data = line + b"\n"
         self._size += len(data)
         self._queue("append", data)
         return self._size
 
     def ack(self, end):
-        """Everything up to offset C{end} is delivered.  When that is all
+        """Everything up to offset ``end`` is delivered.  When that is all
         of it, the journal is emptied."""
         if end >= self._size:
             self._size = 0

@@ -22,17 +22,18 @@ log = Logger()
 
 
 class NotificationService(Service):
-    """Endpoints, their journals and the L{registryd.notifications.events.Notifier}
+    """Endpoints, their journals and the :class:`registryd.notifications.events.Notifier`
     handlers report to."""
 
-    name = "notifications"
+    # the stub types Service.name as None, the unnamed default
+    name = "notifications"  # type: ignore[assignment]
 
     def __init__(self, config, notifier, reactor=None):
         """
-        @param config: a L{registryd.config.NotificationsConfig}.
-        @param notifier: the app's L{registryd.notifications.events.Notifier}: events it builds go to
+        :param config: a :class:`registryd.config.NotificationsConfig`.
+        :param notifier: the app's :class:`registryd.notifications.events.Notifier`: events it builds go to
             this service's endpoints (it gets them here, and on
-            L{reconfigure}).
+            ``reconfigure``).
         """
         import treq.client
         from twisted.web.client import Agent, HTTPConnectionPool
@@ -92,7 +93,7 @@ class NotificationService(Service):
         await endpoint.journal.close()
 
     async def reconfigure(self, config):
-        """Apply a new L{registryd.config.NotificationsConfig} while running."""
+        """Apply a new :class:`registryd.config.NotificationsConfig` while running."""
         if config.enabled_endpoints and config.journal_directory != self.config.journal_directory:
             log.warn("notifications.journal.directory changes only at the next start")
         if config.enabled_endpoints and config.journal_max_events != self.config.journal_max_events:

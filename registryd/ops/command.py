@@ -16,7 +16,7 @@ from registryd.storage.registry import Registry
 
 
 class CommandFailed(Exception):
-    """A tool's job could not finish: print C{message}, exit with C{status}."""
+    """A tool's job could not finish: print ``message``, exit with ``status``."""
 
     def __init__(self, message, status):
         super().__init__(message)
@@ -24,8 +24,8 @@ class CommandFailed(Exception):
 
 
 def load_storage(prog, config_path):
-    """(configuration, storage driver) for C{config_path} (None: the
-    embedded default, ./registry-data); L{CommandFailed} (status 2) naming
+    """(configuration, storage driver) for ``config_path`` (None: the
+    embedded default, ./registry-data); :class:`CommandFailed` (status 2) naming
     the key of every problem of a bad configuration."""
     where = f"configuration {config_path}: " if config_path else ""
     try:
@@ -37,8 +37,8 @@ def load_storage(prog, config_path):
 
 
 def run_job(prog, config, driver, job):
-    """Run C{await job(registry)} on a new reactor over C{driver}; its
-    result, or L{CommandFailed} (status 1) if it failed."""
+    """Run ``await job(registry)`` on a new reactor over ``driver``; its
+    result, or :class:`CommandFailed` (status 1) if it failed."""
     outcome = {}
 
     async def work(reactor):

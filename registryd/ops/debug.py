@@ -85,7 +85,7 @@ class DebugResource(Resource):
 
 
 def debug_site(health, debug_config):
-    """The Site for a L{registryd.config.DebugConfig}."""
+    """The Site for a :class:`registryd.config.DebugConfig`."""
     metrics_path = debug_config.prometheus_path if debug_config.prometheus_enabled else None
 
     site = server.Site(DebugResource(health, metrics_path, registry=exposition_registry()))

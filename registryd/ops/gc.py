@@ -67,14 +67,14 @@ class GCReport:
     blobs_marked = attr.ib(default=0)
     blobs_seen = attr.ib(default=0)
     #: [(digest, size)]
-    blobs_removed = attr.ib(factory=list)
+    blobs_removed: list = attr.ib(factory=list)
     #: [(repository, digest)]
-    manifests_removed = attr.ib(factory=list)
+    manifests_removed: list = attr.ib(factory=list)
     #: [(repository, digest the link is named by)]
-    layer_links_removed = attr.ib(factory=list)
+    layer_links_removed: list = attr.ib(factory=list)
     #: [(digest, reason)]: unreferenced, but kept
-    protected = attr.ib(factory=list)
-    warnings = attr.ib(factory=list)
+    protected: list = attr.ib(factory=list)
+    warnings: list = attr.ib(factory=list)
     started_at = attr.ib(default=None)
     duration = attr.ib(default=0.0)
 
@@ -134,17 +134,17 @@ class GCReport:
 @attr.s
 class _RepositoryScan:
     repository = attr.ib()
-    revisions = attr.ib(factory=set)
+    revisions: set = attr.ib(factory=set)
     #: tag -> digest its current link names
-    tags = attr.ib(factory=dict)
+    tags: dict = attr.ib(factory=dict)
     #: tag -> digests in its history index
-    tag_history = attr.ib(factory=dict)
+    tag_history: dict = attr.ib(factory=dict)
     #: link name digest -> digest of the data it points at
-    layers = attr.ib(factory=dict)
+    layers: dict = attr.ib(factory=dict)
     #: manifest digest -> (references, subject)
-    manifests = attr.ib(factory=dict)
-    keep = attr.ib(factory=set)
-    candidates = attr.ib(factory=list)
+    manifests: dict = attr.ib(factory=dict)
+    keep: set = attr.ib(factory=set)
+    candidates: list = attr.ib(factory=list)
 
     @property
     def name(self):
@@ -208,7 +208,7 @@ class _Collector:
         return scan
 
     def _closure(self, scan, roots):
-        """Manifests of C{scan} kept by C{roots}: their child manifests and
+        """Manifests of ``scan`` kept by ``roots``: their child manifests and
         their referrers, transitively."""
         referrers = {}
         for digest, (_, subject) in scan.manifests.items():
@@ -227,7 +227,7 @@ class _Collector:
         return kept
 
     async def _choose(self, scan):
-        """Which manifests of C{scan} stay (all, unless delete_untagged)."""
+        """Which manifests of ``scan`` stay (all, unless delete_untagged)."""
         if not self.delete_untagged:
             scan.keep = set(scan.revisions)
             return
@@ -377,14 +377,14 @@ class _Collector:
 
 async def collect_garbage(registry, dry_run=False, delete_untagged=False,
                           grace_period=DEFAULT_GRACE_PERIOD, clock=time.time, before_sweep=None):
-    """Mark and sweep C{registry}'s storage; return a L{GCReport}.
+    """Mark and sweep ``registry``'s storage; return a :class:`GCReport`.
 
-    @param dry_run: remove nothing; report what would be removed.
-    @param delete_untagged: also remove manifests no tag reaches (see the
+    :param dry_run: remove nothing; report what would be removed.
+    :param delete_untagged: also remove manifests no tag reaches (see the
         module docstring for what still keeps one).
-    @param grace_period: seconds; data or links younger than this stay.
-    @param clock: the current POSIX time (tests move it).
-    @param before_sweep: an async callable run between mark and sweep
+    :param grace_period: seconds; data or links younger than this stay.
+    :param clock: the current POSIX time (tests move it).
+    :param before_sweep: an async callable run between mark and sweep
         (tests use it to push while a collection is half done).
     """
     collector = _Collector(registry, dry_run, delete_untagged, grace_period, clock, before_sweep)

@@ -53,8 +53,8 @@ def run(argv, out=None, err=None):
     err = err or sys.stderr
     options = _parser().parse_args(argv)
 
-    from registryd.ops.command import CommandFailed, load_storage, print_report, run_job
     from registryd.config import ConfigError, parse_duration
+    from registryd.ops.command import CommandFailed, load_storage, print_report, run_job
 
     if options.config is None and not options.dry_run:
         print("registryd-gc: --config FILE is required to delete (the registry's configuration, "

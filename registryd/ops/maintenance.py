@@ -35,7 +35,7 @@ MAX_FIRST_PURGE_DELAY = 3600.0
 
 
 async def list_uploads(registry):
-    """Every upload directory in storage, as L{UploadInfo}s, sorted."""
+    """Every upload directory in storage, as :class:`UploadInfo` records, sorted."""
     found = []
     for name in await registry.repositories_with_uploads():
         found += await registry.stored_repository(name).uploads.enumerate()
@@ -47,7 +47,7 @@ class PurgeReport:
     dry_run = attr.ib(default=False)
     older_than = attr.ib(default=0.0)
     #: [UploadInfo] removed (or, in a dry run, that would be)
-    removed = attr.ib(factory=list)
+    removed: list = attr.ib(factory=list)
     kept = attr.ib(default=0)
 
     def summary(self):
@@ -63,7 +63,7 @@ class PurgeReport:
 
 
 async def purge_uploads(registry, older_than, dry_run=False, clock=time.time):
-    """Remove uploads started more than C{older_than} seconds ago."""
+    """Remove uploads started more than ``older_than`` seconds ago."""
     report = PurgeReport(dry_run=dry_run, older_than=older_than)
     now = clock()
     for upload in await list_uploads(registry):
@@ -82,8 +82,8 @@ async def purge_uploads(registry, older_than, dry_run=False, clock=time.time):
 
 
 class PeriodicService(Service):
-    """Runs C{work} (returning a Deferred or coroutine) every C{interval}
-    seconds, the first time after C{first_delay}; a run that fails is
+    """Runs ``work`` (returning a Deferred or coroutine) every ``interval``
+    seconds, the first time after ``first_delay``; a run that fails is
     logged and the schedule goes on.  A run still going when the service
     stops is waited for."""
 
@@ -159,7 +159,7 @@ class Maintenance:
     # garbage collection
 
     async def gc(self, dry_run=None, delete_untagged=None, grace_period=None, before_sweep=None):
-        """One online collection with C{config.gc}'s settings unless given."""
+        """One online collection with ``config.gc``'s settings unless given."""
         settings = self.config.gc
         if self.gc_running:
             raise GCAlreadyRunning("a garbage collection is already running")
@@ -214,7 +214,7 @@ class Maintenance:
     # timers
 
     def services(self, clock=None, rng=random.random):
-        """The timers C{config} asks for, as services (not yet started)."""
+        """The timers ``config`` asks for, as services (not yet started)."""
         found = []
         purging = self.config.storage.maintenance.upload_purging
         if purging.enabled:

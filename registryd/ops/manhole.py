@@ -42,9 +42,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from registryd import compat
-from registryd.ops.statements import StatementRunner, call_on_reactor, describe
 from registryd.config import ConfigError
 from registryd.http.listeners import ListenerService
+from registryd.ops.statements import StatementRunner, call_on_reactor, describe
 
 log = Logger()
 
@@ -83,9 +83,9 @@ manhole.memorylimit; ^C stops it too.  Helpers return plain values:
 
 
 def load_authorized_keys(path, key_path="manhole.authorized_keys"):
-    """The public keys in the OpenSSH authorized_keys file at C{path}.
+    """The public keys in the OpenSSH authorized_keys file at ``path``.
 
-    @raise ConfigError: the file cannot be read or holds no usable key.
+    :raises ConfigError: the file cannot be read or holds no usable key.
     """
     try:
         with open(path, "rb") as stream:
@@ -98,7 +98,7 @@ def load_authorized_keys(path, key_path="manhole.authorized_keys"):
 
 
 def load_or_create_host_key(path, key_path="manhole.host_key"):
-    """The host key at C{path}, generated (Ed25519, mode 0600) if absent."""
+    """The host key at ``path``, generated (Ed25519, mode 0600) if absent."""
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
     if not os.path.exists(path):
@@ -136,7 +136,7 @@ def check_config(manhole_config):
 
 
 def _on_reactor(reactor, function):
-    """C{function} as a helper: started on the reactor, its value waited
+    """``function`` as a helper: started on the reactor, its value waited
     for in the statement's thread."""
 
     def call(*args, **kwargs):
@@ -157,10 +157,10 @@ def _seconds(value, what):
 
 def make_namespace(registry, maintenance, config, reactor=None, retention=None):
     """The helpers a manhole session starts with (a fresh dict each time).
-    C{retention}: the daemon's L{registryd.lifecycle.retention_runner.Retention}
-    (by default one for C{config}'s rules, without this process's pulls).
+    ``retention``: the daemon's ``registryd.lifecycle.retention_runner.Retention``
+    (by default one for ``config``'s rules, without this process's pulls).
 
-    They are called in statement threads (L{StatementRunner}); each does its
+    They are called in statement threads (:class:`StatementRunner`); each does its
     work on the reactor thread and returns a plain value."""
     if reactor is None:
         from twisted.internet import reactor
@@ -172,7 +172,7 @@ def make_namespace(registry, maintenance, config, reactor=None, retention=None):
         return await registry.repositories()
 
     async def tags(repo):
-        """Tags of repository C{repo}, sorted."""
+        """Tags of repository ``repo``, sorted."""
         return await registry.repository(repo).tags.all()
 
     async def uploads():
@@ -201,7 +201,7 @@ def make_namespace(registry, maintenance, config, reactor=None, retention=None):
         )
 
     async def delete_repository(repo, force=False):
-        """Remove repository C{repo} as C{DELETE /v2/<repo>/_registryd/repository}
+        """Remove repository ``repo`` as ``DELETE /v2/<repo>/_registryd/repository``
         does (whatever storage.delete says: the manhole is the operator's;
         immutable tags too with force=True); what was removed, and what
         pushes meanwhile kept."""
@@ -223,8 +223,8 @@ def make_namespace(registry, maintenance, config, reactor=None, retention=None):
         return report.to_dict() if json else "\n".join(report.lines())
 
     async def usage(repo=None):
-        """Quota usage (of the quotas applying to C{repo}, if given), and
-        the bytes C{repo} holds."""
+        """Quota usage (of the quotas applying to ``repo``, if given), and
+        the bytes ``repo`` holds."""
         found = {"quotas": [quota.to_dict() for quota in await registry.quotas.report(repo)]}
         if repo is not None:
             found["bytes"] = sum((await registry.quotas.repository_usage(repo)).values())
@@ -320,9 +320,9 @@ def _value(reactor, value):
 
 async def run_source(source, namespace, runner, started=None):
     """Run one command (``ssh host 'expr'``) in a statement thread of
-    C{runner}; (stdout text, stderr text, exit status).  An expression's
+    ``runner``; (stdout text, stderr text, exit status).  An expression's
     value is printed, awaited first if it is a Deferred or coroutine; an
-    error is one line on stderr.  C{started(statement)}, if given, is told
+    error is one line on stderr.  ``started(statement)``, if given, is told
     of the statement (to stop it when the client goes)."""
     out = []
 
@@ -383,7 +383,7 @@ class _ShellTransport:
 
 class RegistryManhole(manhole.Manhole):
     """The interactive prompt, with a banner listing the helpers; each
-    statement runs in a thread of C{runner} (keys typed meanwhile are
+    statement runs in a thread of ``runner`` (keys typed meanwhile are
     ignored but ^C, which stops it, and ^D, which stops it and leaves)."""
 
     def __init__(self, namespace, runner):
@@ -476,7 +476,8 @@ class RegistryManhole(manhole.Manhole):
 class ManholeSession(manhole_ssh.TerminalSession):
     """A session: the prompt (with or without a pty), or one command."""
 
-    transportFactory = _ShellTransport
+    # the stub wants a TerminalSessionTransport subclass; ours wraps one without inheriting
+    transportFactory = _ShellTransport  # type: ignore[assignment]
     namespace_factory = None
     runner = None
     width, height = 80, 25  # when the client asks for no pty
@@ -536,7 +537,8 @@ class ManholeSession(manhole_ssh.TerminalSession):
 @implementer(portal.IRealm)
 class ManholeRealm(manhole_ssh.TerminalRealm):
     sessionFactory = ManholeSession
-    transportFactory = _ShellTransport
+    # the stub wants a TerminalSessionTransport subclass; ours wraps one without inheriting
+    transportFactory = _ShellTransport  # type: ignore[assignment]
 
     def __init__(self, namespace_factory, runner=None):
         super().__init__()
@@ -578,8 +580,8 @@ class _ServerTransport(SSHServerTransport):
 
 
 def make_factory(user, authorized_keys, host_key, namespace_factory, runner=None):
-    """An SSH server factory: public key logins as C{user} only; statements
-    run in C{runner}'s threads (a L{StatementRunner} with its defaults if
+    """An SSH server factory: public key logins as ``user`` only; statements
+    run in ``runner``'s threads (a :class:`StatementRunner` with its defaults if
     None)."""
     checker = SSHPublicKeyChecker(InMemorySSHKeyDB({user.encode("utf-8"): list(authorized_keys)}))
     realm = ManholeRealm(namespace_factory, runner)
@@ -592,7 +594,7 @@ def make_factory(user, authorized_keys, host_key, namespace_factory, runner=None
 
 
 class ManholeService(MultiService):
-    """Listens on C{manhole_config.listen} with the manhole's SSH factory.
+    """Listens on ``manhole_config.listen`` with the manhole's SSH factory.
 
     Keys are loaded when the service is made, so a bad file stops start-up.
     """

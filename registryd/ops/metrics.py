@@ -203,7 +203,11 @@ def exposition_registry():
     worker mode, every process's registryd metrics summed, plus this (the
     main) process's own process and platform metrics."""
     from prometheus_client import (
-        REGISTRY, CollectorRegistry, PlatformCollector, ProcessCollector, multiprocess,
+        REGISTRY,
+        CollectorRegistry,
+        PlatformCollector,
+        ProcessCollector,
+        multiprocess,
     )
 
     directory = multiprocess_directory()

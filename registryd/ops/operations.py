@@ -51,30 +51,31 @@ def source_address(listen):
 class Operations(MultiService):
     """Health checks, debug listener, notifications, access log, reload."""
 
-    name = "operations"
+    # the stub types Service.name as None, the unnamed default
+    name = "operations"  # type: ignore[assignment]
 
     def __init__(self, config, app, health, events, access_log, log_format, log_filter,
                  debug_listeners=(), config_path=None, listen_override=False,
                  config_filter=None, reactor=None):
         """
-        @param config: the validated L{registryd.config.Config} in force
-            (L{config} follows reloads).
-        @param app: the L{registryd.http.app.RegistryApp} (its headers reload).
-        @param health: L{registryd.ops.health.HealthChecks}; the periodic ones
+        :param config: the validated :class:`registryd.config.Config` in force
+            (``config`` follows reloads).
+        :param app: the :class:`registryd.http.app.RegistryApp` (its headers reload).
+        :param health: :class:`registryd.ops.health.HealthChecks`; the periodic ones
             run while this service runs.
-        @param events: the app's L{registryd.notifications.events.Notifier};
+        :param events: the app's :class:`registryd.notifications.events.Notifier`;
             notification endpoints deliver what it builds.
-        @param access_log: the site's L{registryd.http.accesslog.AccessLog}.
-        @param log_format: L{registryd.runtime.logs.LogFormat} (log.formatter).
-        @param log_filter: L{registryd.runtime.logs.LogLevelFilter} (log.level).
-        @param debug_listeners: the debug listener's services (http.debug).
-        @param config_path: the configuration file re-read on reload (None:
+        :param access_log: the site's :class:`registryd.http.accesslog.AccessLog`.
+        :param log_format: :class:`registryd.runtime.logs.LogFormat` (log.formatter).
+        :param log_filter: :class:`registryd.runtime.logs.LogLevelFilter` (log.level).
+        :param debug_listeners: the debug listener's services (http.debug).
+        :param config_path: the configuration file re-read on reload (None:
             the embedded default; nothing to reload).
-        @param listen_override: True when --listen replaced http.addr: a
+        :param listen_override: True when --listen replaced http.addr: a
             reload keeps the listen endpoints in force.
-        @param config_filter: maps a freshly loaded configuration to what
+        :param config_filter: maps a freshly loaded configuration to what
             this process applies (a worker process:
-            L{registryd.runtime.workers.worker_config}), or None.
+            :func:`registryd.runtime.workers.worker_config`), or None.
         """
         super().__init__()
         self.config = config
@@ -102,7 +103,7 @@ class Operations(MultiService):
         self._reloaded = []
 
     def on_reload(self, callback):
-        """Call C{callback} with each successfully loaded configuration
+        """Call ``callback`` with each successfully loaded configuration
         (unfiltered) after it was applied (a worker re-reads the main
         process's notification endpoints)."""
         self._reloaded.append(callback)

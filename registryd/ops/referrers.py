@@ -40,10 +40,10 @@ class ReferrersReport:
     #: entries that were right already
     entries_kept = attr.ib(default=0)
     #: [(repository, subject, referrer)]
-    entries_added = attr.ib(factory=list)
+    entries_added: list = attr.ib(factory=list)
     #: [(repository, subject, referrer)]
-    entries_removed = attr.ib(factory=list)
-    warnings = attr.ib(factory=list)
+    entries_removed: list = attr.ib(factory=list)
+    warnings: list = attr.ib(factory=list)
     duration = attr.ib(default=0.0)
 
     def summary(self):
@@ -91,7 +91,7 @@ class _Rebuild:
         self.report = ReferrersReport(dry_run=dry_run)
 
     async def _subject_of(self, manifests, digest):
-        """The ``subject`` digest of revision C{digest}, or None (no
+        """The ``subject`` digest of revision ``digest``, or None (no
         subject, data missing, not JSON: each but the first is a warning)."""
         body = await manifests.content(digest)
         if body is None:
@@ -144,7 +144,7 @@ class _Rebuild:
             await self._prune_empty_subjects(repository, {subject for subject, _ in stale})
 
     async def _prune_empty_subjects(self, repository, subjects):
-        """Remove the indexes of C{subjects} left without entries."""
+        """Remove the indexes of ``subjects`` left without entries."""
         for subject in sorted(subjects, key=str):
             if await repository.manifests.referrers_of(subject):
                 continue
@@ -152,9 +152,9 @@ class _Rebuild:
 
 
 async def rebuild_referrers(registry, repositories=None, dry_run=False, clock=time.monotonic):
-    """Make the referrers index of C{repositories} (default: every
+    """Make the referrers index of ``repositories`` (default: every
     repository with manifests) match the manifests' ``subject`` fields.
-    Returns a L{ReferrersReport}; a storage error aborts the run (entries
+    Returns a :class:`ReferrersReport`; a storage error aborts the run (entries
     already fixed stay fixed, which is harmless)."""
     started = clock()
     rebuild = _Rebuild(registry, dry_run)

@@ -14,10 +14,10 @@ configuration or repository name.
 import argparse
 import sys
 
-from registryd.ops.command import CommandFailed, load_storage, print_report, run_job
-from registryd.ops.referrers import rebuild_referrers
 from registryd.errors import RegistryError
 from registryd.names import check_repository_name
+from registryd.ops.command import CommandFailed, load_storage, print_report, run_job
+from registryd.ops.referrers import rebuild_referrers
 
 
 def _parser():

@@ -90,7 +90,7 @@ def describe(error):
     """One line (of at most 500 characters of message) for an error raised
     by a typed statement.  A statement's own error class may do anything
     in ``__str__``: statements describe their errors in their own thread
-    (L{Statement.description}), under the watchdog."""
+    (``Statement.description``), under the watchdog."""
     if isinstance(error, SyntaxError):
         return f"SyntaxError: {error.msg} (line {error.lineno})"
     try:
@@ -154,7 +154,7 @@ def _route_output():
 
 
 class _Output:
-    """A statement's output on its way to the session's C{sink} (called on
+    """A statement's output on its way to the session's ``sink`` (called on
     the reactor thread): bounded in total and in what waits for delivery."""
 
     def __init__(self, reactor, sink):
@@ -201,7 +201,7 @@ class _Output:
 
 
 def _raise_in_thread(ident, error_class):
-    """Raise C{error_class} in thread C{ident} at its next bytecode (None:
+    """Raise ``error_class`` in thread ``ident`` at its next bytecode (None:
     forget one raised there and not yet seen)."""
     error = ctypes.py_object(error_class) if error_class is not None else None
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), error)
@@ -225,8 +225,8 @@ def _give_back_memory():
 
 
 class Statement:
-    """One typed statement running in its own thread.  C{done} fires on the
-    reactor with None or the exception that ended it (L{description} says
+    """One typed statement running in its own thread.  ``done`` fires on the
+    reactor with None or the exception that ended it (``description`` says
     it in one line)."""
 
     def __init__(self, runner, function, output, display):
@@ -241,7 +241,7 @@ class Statement:
         self.stop_error = None
         self._stopped_at = None
         self.returned = False
-        #: The error that ended it, in one line (L{describe}), or None.
+        #: The error that ended it, in one line (:func:`describe`), or None.
         self.description = None
         self.thread = threading.Thread(target=self._run, name="manhole statement", daemon=True)
 
@@ -294,7 +294,7 @@ class Statement:
         return now - self.started - self.waited - waiting
 
     def stop(self, error_class):
-        """Raise C{error_class} in the statement (again on each watchdog tick)."""
+        """Raise ``error_class`` in the statement (again on each watchdog tick)."""
         if self.stop_error is None:
             self.stop_error = error_class
             self._stopped_at = self._runner.clock()
@@ -340,10 +340,10 @@ class StatementRunner:
         })
 
     def run(self, function, sink, display=None):
-        """Start C{function()} in a statement thread; returns the L{Statement}.
+        """Start ``function()`` in a statement thread; returns the :class:`Statement`.
 
-        What it prints goes to C{sink(text)} (on the reactor thread); values
-        the display hook sees (``single`` mode code) go to C{display(value)}
+        What it prints goes to ``sink(text)`` (on the reactor thread); values
+        the display hook sees (``single`` mode code) go to ``display(value)``
         in the statement's thread."""
         _route_output()
         if not self.running:
@@ -414,12 +414,12 @@ class StatementRunner:
 
 
 def call_on_reactor(reactor, function, *args, **kwargs):
-    """Call C{function} on the reactor thread and wait, in this thread, for
+    """Call ``function`` on the reactor thread and wait, in this thread, for
     its value (a Deferred's or coroutine's result): what helpers do, so that
     they hand a statement plain values.  The wait can be interrupted (^C)
     and does not count against the statement's time limit.
 
-    @raise RuntimeError: called on the reactor thread itself, where waiting
+    :raises RuntimeError: called on the reactor thread itself, where waiting
         would wait for ever.
     """
     if threadable.isInIOThread():

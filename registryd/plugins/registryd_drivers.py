@@ -16,7 +16,7 @@ from registryd.interfaces import IStorageDriverFactory
 
 @implementer(IPlugin, IStorageDriverFactory)
 class LazyDriverFactory:
-    """Makes a driver with C{<module>.from_parameters(parameters)}, importing
+    """Makes a driver with ``<module>.from_parameters(parameters)``, importing
     the module on first use."""
 
     def __init__(self, name, module):

@@ -3,12 +3,12 @@
 With ``proxy.remoteurl`` set, registryd mirrors that registry.  As in
 Distribution (``registry/proxy``), the cache is another implementation of
 the storage model's interfaces (``registryd.interfaces``), chosen once when
-the service is composed: a L{ProxyRegistry} in place of the local
-L{registryd.storage.registry.Registry}, whose repositories'
-C{blobs}, C{manifests} and C{tags} wrap the local ones and go upstream on
+the service is composed: a :class:`ProxyRegistry` in place of the local
+:class:`registryd.storage.registry.Registry`, whose repositories'
+``blobs``, ``manifests`` and ``tags`` wrap the local ones and go upstream on
 a miss (``blobs``, ``manifests``, ``tags``), keeping what upstream sent.
 The HTTP handlers cannot tell the difference; writes are refused (405
-UNSUPPORTED) through L{ProxyRegistry.write_refusal}, and the catalog shows
+UNSUPPORTED) through :meth:`ProxyRegistry.write_refusal`, and the catalog shows
 what is cached locally.  Cached manifests expire ``proxy.ttl`` after they
 were fetched (``expiry``), and the garbage collector then reclaims their
 blobs.
@@ -61,7 +61,7 @@ class ProxyRepository:
 
 class ProxyRegistry:
     """The registry the HTTP API serves in pull-through mode: the local
-    L{registryd.storage.registry.Registry} (C{local}, which garbage
+    :class:`registryd.storage.registry.Registry` (``local``, which garbage
     collection, maintenance and the manhole keep working on) with its
     repositories wrapped."""
 
@@ -125,7 +125,7 @@ class ProxyRegistry:
 
 
 def create(registry, config, reactor=None):
-    """The L{ProxyRegistry} around C{registry} for a L{registryd.config.ProxyConfig}."""
+    """The :class:`ProxyRegistry` around ``registry`` for a :class:`registryd.config.ProxyConfig`."""
     from registryd.proxy.upstream import Upstream
 
     upstream = Upstream(config.remote_url, config.username, config.password, reactor=reactor,
@@ -147,7 +147,7 @@ class UpstreamConnections(Service):
 
 def services(cache, maintenance, clock=None):
     """The services a pull-through cache adds to RegistryService: the
-    upstream connections and, unless C{ttl} is 0, the expiry timer, which
+    upstream connections and, unless ``ttl`` is 0, the expiry timer, which
     runs the garbage collector after each pass that removed something."""
     from registryd.ops.maintenance import PeriodicService
 

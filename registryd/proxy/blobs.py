@@ -1,15 +1,15 @@
 """Blobs through the cache: from upstream to the client and into storage at once.
 
-L{ProxyBlobStore} is the cache's blob store (Distribution's
+:class:`ProxyBlobStore` is the cache's blob store (Distribution's
 ``proxyblobstore.go``).  A blob the repository has is the local store's.
-A missing one is looked up upstream (C{stat}: a HEAD) and, when opened,
+A missing one is looked up upstream (``stat``: a HEAD) and, when opened,
 fetched once and streamed two ways: into an ordinary upload of the
 repository (``registryd.storage.uploads``: hashed and written with bounded
-memory), and to whoever reads the L{UpstreamBlobReader} -- the same blob
+memory), and to whoever reads the :class:`UpstreamBlobReader` -- the same blob
 sender (``registryd.http.web.BlobSender``) that streams local blobs.  The
 upload is committed as a blob of the repository only when the digest (and
 the size upstream announced) match, with the atomic move of the blob
-store's C{commit}; so nothing half-written is ever served from the cache,
+store's ``commit``; so nothing half-written is ever served from the cache,
 and concurrent fetches of one blob each write their own upload and the
 second commit just finds the blob there.
 
@@ -37,10 +37,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from registryd import errors
-
-from registryd.ops import metrics
 from registryd.http.api.base import decimal
 from registryd.interfaces import ILinkedBlobStore, IStorageReader
+from registryd.ops import metrics
 from registryd.proxy.upstream import discard, header_values
 from registryd.storage.blobs import BlobInfo
 
@@ -74,8 +73,8 @@ class ProxyBlobStore:
 
     def __init__(self, local, uploads, upstream):
         """
-        @param local: the repository's local (linked) blob store.
-        @param uploads: the repository's upload store (a fetched blob is
+        :param local: the repository's local (linked) blob store.
+        :param uploads: the repository's upload store (a fetched blob is
             written as an upload, then committed).
         """
         self._local = local
@@ -100,8 +99,8 @@ class ProxyBlobStore:
 
     async def open(self, blob, offset=0):
         """A reader of the blob: local when it is stored (also if another
-        fetch stored it since C{stat}), else fetched from upstream as it
-        is read (only from offset 0: an L{UpstreamBlob} is not seekable)."""
+        fetch stored it since ``stat``), else fetched from upstream as it
+        is read (only from offset 0: an :class:`UpstreamBlob` is not seekable)."""
         if not isinstance(blob, UpstreamBlob):
             return await self._local.open(blob, offset)
         try:
@@ -154,14 +153,14 @@ class UpstreamBlobReader:
     """Upstream's body of one blob, read by the blob sender while the
     repository's upload takes it into storage (see the module docstring).
 
-    The upload's pump pulls from L{_Feed}, which reads upstream and queues
-    each chunk here, at most L{READ_AHEAD} ahead of L{read}; L{read} hands
+    The upload's pump pulls from :class:`_Feed`, which reads upstream and queues
+    each chunk here, at most :data:`READ_AHEAD` ahead of ``read``; ``read`` hands
     out a chunk once the next one is queued, and the last one once the
     upload is verified and committed."""
 
     def __init__(self, name, digest, size, body, upload):
         """
-        @param size: the size upstream announced (None: not announced);
+        :param size: the size upstream announced (None: not announced);
             a body of another size fails verification, and the bytes that
             would complete the announced size are held until it passed.
         """

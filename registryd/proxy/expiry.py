@@ -27,7 +27,7 @@ log = Logger()
 class ExpiryReport:
     ttl = attr.ib()
     #: [(repository, digest string, [tags removed])]
-    removed = attr.ib(factory=list)
+    removed: list = attr.ib(factory=list)
     kept = attr.ib(default=0)
 
     def summary(self):
@@ -59,7 +59,7 @@ async def _remove(registry, repository, digest):
 
 
 async def expire(registry, ttl, clock=time.time):
-    """Remove every cached manifest fetched more than C{ttl} seconds ago."""
+    """Remove every cached manifest fetched more than ``ttl`` seconds ago."""
     report = ExpiryReport(ttl)
     now = clock()
     for name in await registry.repositories_with_fetch_records():

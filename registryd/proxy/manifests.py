@@ -8,8 +8,8 @@ manifest is fetched by that digest, checked against it, stored verbatim
 upstream cannot be reached or fails, the tag as cached is served (stale but
 available).  A digest reference is immutable: local first, else upstream.
 
-L{ProxyManifestStore} is the cache's manifest store (Distribution's
-``proxymanifeststore.go``): C{get} does the above; everything else is the
+:class:`ProxyManifestStore` is the cache's manifest store (Distribution's
+``proxymanifeststore.go``): ``get`` does the above; everything else is the
 local store's.
 """
 
@@ -18,12 +18,11 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from registryd import errors
-
-from registryd.ops import metrics
 from registryd.digest import DEFAULT_ALGORITHM, Digest
 from registryd.interfaces import IManifestStore
 from registryd.manifests import mediatypes
 from registryd.manifests.parse import MAX_MANIFEST_SIZE
+from registryd.ops import metrics
 from registryd.proxy.upstream import header_values
 from registryd.storage.manifest_store import is_digest_reference
 from registryd.storage.tags import check_tag
@@ -52,10 +51,10 @@ class ProxyManifestStore:
 
     def __init__(self, local, tags, upstream, fetch_records, clock):
         """
-        @param local: the repository's local manifest store.
-        @param tags: the repository's local tag store (where a tag fetched
+        :param local: the repository's local manifest store.
+        :param tags: the repository's local tag store (where a tag fetched
             from upstream is cached).
-        @param fetch_records: L{registryd.storage.fetch_records.FetchRecords}.
+        :param fetch_records: :class:`registryd.storage.fetch_records.FetchRecords`.
         """
         self._local = local
         self._tags = tags
@@ -87,7 +86,7 @@ class ProxyManifestStore:
     # through the cache
 
     async def get(self, reference, accept=None):
-        """The StoredManifest C{reference} names, from the cache or upstream."""
+        """The StoredManifest ``reference`` names, from the cache or upstream."""
         local = self._local
         if is_digest_reference(reference):
             digest = Digest.parse(reference)
@@ -134,7 +133,7 @@ class ProxyManifestStore:
         return stored
 
     async def _fetch(self, digest, tag, accept):
-        """GET the manifest (by C{digest} when known, else by C{tag}),
+        """GET the manifest (by ``digest`` when known, else by ``tag``),
         check it, store it, tag it."""
         reference = str(digest) if digest is not None else tag
         response = await self._upstream.manifest("GET", self.name, reference, accept)

@@ -14,11 +14,11 @@ anonymously first; a 401 is answered the way ``docker pull`` answers it:
   send them right away from then on.
 
 Errors come out typed (``registryd.errors``): unreachable, 5xx and 429 as
-L{UpstreamUnavailable} (the manifest handler then falls back to what is
-cached), refused credentials as L{UpstreamUnauthorized}; 404 is returned
+``UpstreamUnavailable`` (the manifest handler then falls back to what is
+cached), refused credentials as ``UpstreamUnauthorized``; 404 is returned
 to the caller, who knows whether a manifest or a blob was missing.
 
-Bodies are never buffered whole by this module: L{ResponseBody} hands a
+Bodies are never buffered whole by this module: :class:`ResponseBody` hands a
 response's bytes out as they arrive and pauses the upstream connection
 while its reader is behind.
 """
@@ -37,9 +37,9 @@ from twisted.web.http import PotentialDataLoss
 from werkzeug.datastructures import WWWAuthenticate
 
 from registryd import errors
+from registryd.http.web import ChunkBuffer
 from registryd.manifests import mediatypes
 from registryd.names import valid_tags
-from registryd.http.web import ChunkBuffer
 
 log = Logger()
 
@@ -66,8 +66,8 @@ _NEXT_LINK = re.compile(r'<([^>]*)>\s*;\s*rel="?next"?')
 
 
 def header_values(response, name):
-    """Every value of header C{name} in an upstream C{response}, as text
-    whatever bytes upstream sent (asked for by a C{str} name, twisted
+    """Every value of header ``name`` in an upstream ``response``, as text
+    whatever bytes upstream sent (asked for by a ``str`` name, twisted
     decodes them as UTF-8 and raises on anything else: a hostile or broken
     upstream must not make a request fail with a traceback)."""
     return [value.decode("latin-1")
@@ -75,7 +75,7 @@ def header_values(response, name):
 
 
 def _next_page_query(links):
-    """The query string of the ``rel="next"`` page in C{links} (Link header
+    """The query string of the ``rel="next"`` page in ``links`` (Link header
     values), or None."""
     for value in links:
         match = _NEXT_LINK.search(value)
@@ -90,17 +90,17 @@ class _TooLong(Exception):
 
 
 class ResponseBody(ChunkBuffer, Protocol):
-    """An upstream response body, read while it arrives (L{ChunkBuffer}:
+    """An upstream response body, read while it arrives (:class:`ChunkBuffer`:
     the upstream connection is paused while too much waits unread); a
     connection that breaks first makes the read raise
-    L{errors.UpstreamUnavailable}."""
+    :class:`errors.UpstreamUnavailable`."""
 
     def __init__(self, response, idle_timeout=None, reactor=None, limit=None):
         """
-        @param idle_timeout: seconds a read may wait for the next bytes
+        :param idle_timeout: seconds a read may wait for the next bytes
             before the body counts as broken (an upstream that stalls
             mid-body must not hold a client forever); None: no limit.
-        @param limit: the most bytes taken; one more breaks the body and
+        :param limit: the most bytes taken; one more breaks the body and
             closes the connection (an upstream that streams on must not be
             relayed without end); None: no limit.
         """
@@ -171,7 +171,7 @@ class ResponseBody(ChunkBuffer, Protocol):
             self._break(reason)
 
     async def read_all(self, limit):
-        """The whole body, which must be at most C{limit} bytes (a manifest,
+        """The whole body, which must be at most ``limit`` bytes (a manifest,
         a token); a longer one is cut off and refused."""
         pieces, total = [], 0
         while True:
@@ -211,7 +211,7 @@ class Upstream:
     def __init__(self, url, username=None, password=None, reactor=None,
                  timeout=DEFAULT_TIMEOUT, clock=time.monotonic, max_blob_size=None):
         """
-        @param max_blob_size: the most bytes taken for one blob whose size
+        :param max_blob_size: the most bytes taken for one blob whose size
             upstream did not announce, and the largest announced size
             accepted (``proxy.maxblobsize``); None: no limit.
         """
@@ -228,14 +228,14 @@ class Upstream:
         self._basic = None
         if username is not None:
             self._basic = "Basic " + base64.b64encode(
-                f"{username}:{password}".encode("utf-8")
+                f"{username}:{password}".encode()
             ).decode("ascii")
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = 8
         self._client = treq.client.HTTPClient(Agent(reactor, pool=self._pool))
         #: "basic" once upstream asked for Basic auth, else None
         self._scheme = None
-        #: scope -> (token, expiry on C{clock})
+        #: scope -> (token, expiry on ``clock``)
         self._tokens = {}
         #: token requests under way, by scope (concurrent pulls share one)
         self._fetching = {}
@@ -243,14 +243,14 @@ class Upstream:
         self.tokens_fetched = 0
 
     def body(self, response, limit=None):
-        """C{response}'s body, read as it arrives; a stall longer than the
-        upstream timeout breaks it, and so do more than C{limit} bytes."""
+        """``response``'s body, read as it arrives; a stall longer than the
+        upstream timeout breaks it, and so do more than ``limit`` bytes."""
         return ResponseBody(response, self.timeout, self._reactor, limit)
 
     def blob_body(self, response, digest):
-        """The body of a blob's GET C{response}, taken up to the size
+        """The body of a blob's GET ``response``, taken up to the size
         upstream announced (a longer body breaks off there) or, without
-        one, up to L{max_blob_size}; an announced size above that is
+        one, up to ``max_blob_size``; an announced size above that is
         refused before any byte is read."""
         length = response.length if isinstance(response.length, int) else None
         if length is not None and self.max_blob_size is not None and length > self.max_blob_size:
@@ -279,7 +279,7 @@ class Upstream:
         return await self._request(method, name, f"blobs/{digest}", {})
 
     async def tags(self, name):
-        """Every tag upstream has for repository C{name}, sorted, following
+        """Every tag upstream has for repository ``name``, sorted, following
         its pages (``Link: <...>; rel="next"``); None when upstream has no
         such repository."""
         found = set()

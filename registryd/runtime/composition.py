@@ -21,21 +21,21 @@ from twisted.logger import LogLevel
 
 from registryd.http import tls
 from registryd.http.accesslog import AccessLog
-from registryd.ops.maintenance import Maintenance, PeriodicService
 from registryd.http.app import RegistryApp
-from registryd.ops.debug import debug_site
-from registryd.ops.health import HealthChecks
 from registryd.http.listeners import ListenerService
+from registryd.http.urls import URLBuilder
+from registryd.http.web import StreamingSite
 from registryd.lifecycle.pulls import PullFlushing, PullRecorder
 from registryd.lifecycle.quotas import MAX_AGE as QUOTA_MAX_AGE
 from registryd.lifecycle.retention_runner import Retention
-from registryd.runtime.logs import LogFormat, LogLevelFilter
 from registryd.notifications.events import Notifier
+from registryd.ops.debug import debug_site
+from registryd.ops.health import HealthChecks
+from registryd.ops.maintenance import Maintenance, PeriodicService
 from registryd.ops.operations import Operations, source_address
+from registryd.runtime.logs import LogFormat, LogLevelFilter
 from registryd.storage.instrumented import InstrumentedDriver
 from registryd.storage.registry import Registry
-from registryd.http.urls import URLBuilder
-from registryd.http.web import StreamingSite
 
 #: Timers that must run in one process only (left out with singletons=False).
 SINGLETON_TIMERS = frozenset({
@@ -66,8 +66,8 @@ class Components:
 
 def listen_on(index, endpoint, plain, factory, secure, reactor):
     """The service listening on one endpoint (the main process's way):
-    it raises L{registryd.http.listeners.ListenFailed} from
-    C{privilegedStartService} when the port cannot be bound, so start-up
+    it raises :class:`registryd.http.listeners.ListenFailed` from
+    ``privilegedStartService`` when the port cannot be bound, so start-up
     fails instead of running deaf."""
     listener = ListenerService(
         plain, factory, reactor=reactor,
@@ -79,19 +79,19 @@ def listen_on(index, endpoint, plain, factory, secure, reactor):
 
 
 def compose(checked, reactor=None, listen=listen_on, singletons=True, config_filter=None):
-    """Build a registry from a L{registryd.runtime.startup.Checked}.
+    """Build a registry from a :class:`registryd.runtime.startup.Checked`.
 
-    @param reactor: for listeners, timers and clients; the global one by
+    :param reactor: for listeners, timers and clients; the global one by
         default.
-    @param listen: C{(index, endpoint, plain endpoint, factory, secure,
-        reactor) -> IService} for each HTTP listener (C{secure}: behind
+    :param listen: ``(index, endpoint, plain endpoint, factory, secure,
+        reactor) -> IService`` for each HTTP listener (``secure``: behind
         TLS); a worker adopts inherited sockets instead.
-    @param singletons: False in a worker process: no upload purging,
+    :param singletons: False in a worker process: no upload purging,
         scheduled GC or proxy cache expiry (the main process runs them).
-    @param config_filter: maps a reloaded configuration to what this
-        process applies (a worker's: L{registryd.runtime.workers.worker_config}).
-    @raise OSError: a notification journal that cannot be opened, or
-        L{registryd.notifications.journal.JournalLocked}.
+    :param config_filter: maps a reloaded configuration to what this
+        process applies (a worker's: :func:`registryd.runtime.workers.worker_config`).
+    :raises OSError: a notification journal that cannot be opened, or
+        :class:`registryd.notifications.journal.JournalLocked`.
     """
     config = checked.config
     authorizer, token_issuer = checked.auth
@@ -164,7 +164,7 @@ def _ui(config, registry, auth, urls, events):
     """The web interface (registryd.ui), or None with ui.enabled false.
 
     It signs users in through the API's own checker and access policy
-    (C{auth}: authorizer and token issuer).  Sessions are signed with
+    (``auth``: authorizer and token issuer).  Sessions are signed with
     ui.sessionkey, or with a key the main process makes at start-up and
     hands to its worker processes in their environment (they compose
     after it), so a session made by one process is good in all."""

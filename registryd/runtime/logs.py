@@ -68,7 +68,7 @@ def journal_is_stdout(environ=None):
 
 
 def choose_format(formatter, environ=None):
-    """"text", "json" or "logstash" for C{log.formatter} (None: not set)."""
+    """"text", "json" or "logstash" for ``log.formatter`` (None: not set)."""
     if formatter is not None:
         return formatter
     return "json" if journal_is_stdout(environ) else "text"
@@ -153,7 +153,7 @@ class LogFormat:
 
 @implementer(ILogFilterPredicate)
 class _AtLeast:
-    """Passes events of C{level} or above, and any event without a level.
+    """Passes events of ``level`` or above, and any event without a level.
 
     (``LogLevelFilterPredicate`` also drops events lacking a namespace, which
     would hide raw events some libraries emit.)
@@ -176,7 +176,7 @@ class LogLevelFilter:
     ``--logger``) and adds them before any service starts, without handing
     them to the application.  Wrapping each of them in place while the
     registry runs is the one way to honour the level whatever twistd chose
-    (L{registryd.compat.log_observers}); if a Twisted ever makes that
+    (:func:`registryd.compat.log_observers`); if a Twisted ever makes that
     impossible the level is not applied and a warning says so, rather than
     start-up failing.
     """

@@ -23,7 +23,7 @@ log = Logger()
 
 
 def stop_accepting(listener):
-    """A Deferred that fires once C{listener} (a started listening
+    """A Deferred that fires once ``listener`` (a started listening
     service) stopped accepting connections; its open connections stay."""
     stop = getattr(listener, "stop_accepting", None)  # registryd.runtime.workers.AdoptedPort
     if stop is not None:
@@ -37,19 +37,19 @@ class RegistryService(MultiService):
     def __init__(self, components, owns_process=False, workers=None, reactor=None,
                  announce=True, exit_on_listen_failure=False):
         """
-        @param components: L{registryd.runtime.composition.Components}.
-        @param owns_process: True under twistd: SIGHUP reloads, and
-            C{log.level} stays in force after the service stops, for the
+        :param components: :class:`registryd.runtime.composition.Components`.
+        :param owns_process: True under twistd: SIGHUP reloads, and
+            ``log.level`` stays in force after the service stops, for the
             process's last messages.  Otherwise (tests, embedding) the
             global log observers are restored when the service stops.
-        @param workers: the L{registryd.runtime.workers.WorkerPool} (worker mode),
+        :param workers: the :class:`registryd.runtime.workers.WorkerPool` (worker mode),
             stopped first, while this process drains its own requests.
-        @param reactor: for draining; the global one by default.
-        @param announce: log where the data is at start-up (False in a
+        :param reactor: for draining; the global one by default.
+        :param announce: log where the data is at start-up (False in a
             worker process: the main process said it).
-        @param exit_on_listen_failure: True under ``twistd --nodaemon``: a
+        :param exit_on_listen_failure: True under ``twistd --nodaemon``: a
             port that cannot be bound ends the process with one line on
-            stderr.  Otherwise L{ListenFailed} propagates: a daemonising
+            stderr.  Otherwise :class:`ListenFailed` propagates: a daemonising
             twistd must see an exception to tell its waiting parent (which
             then prints it), and an embedding program handles it itself.
         """
@@ -82,7 +82,7 @@ class RegistryService(MultiService):
 
     async def _drain(self, timeout):
         """http.draintimeout: stop accepting, then give the requests in
-        progress up to C{timeout} seconds (worker processes drain theirs
+        progress up to ``timeout`` seconds (worker processes drain theirs
         meanwhile)."""
         reactor = self._reactor
         if reactor is None:

@@ -49,10 +49,10 @@ class Checked:
 
 
 def check(config_path=None, listen=()):
-    """Check C{config_path} (None: the embedded default configuration),
-    with C{listen} (``--listen`` endpoints) replacing ``http.addr``.
+    """Check ``config_path`` (None: the embedded default configuration),
+    with ``listen`` (``--listen`` endpoints) replacing ``http.addr``.
 
-    @raise StartupError: anything that would stop the registry serving.
+    :raises StartupError: anything that would stop the registry serving.
     """
     from registryd.storage.factory import create_storage_driver
 
@@ -88,10 +88,10 @@ def check(config_path=None, listen=()):
 
 
 def check_storage_root(checked):
-    """The storage root can be written (a driver with C{check_root}: the
+    """The storage root can be written (a driver with ``check_root``: the
     filesystem's), unless the registry is read-only.
 
-    @raise StartupError: naming the root and why.
+    :raises StartupError: naming the root and why.
     """
     from registryd.storage.errors import StorageError
 
@@ -113,15 +113,15 @@ LISTEN_SYNTAX = (
 
 
 def listen_endpoint(given):
-    """The endpoint string for one C{--listen} value.
+    """The endpoint string for one ``--listen`` value.
 
     Distribution's ``http.addr`` syntax (``127.0.0.1:5000``, ``:5000``,
     ``0.0.0.0:5000``, ``[::1]:5000``, ``localhost:5000``), which someone
     coming from Distribution types first, is translated as ``http.addr``
     is; anything else is taken as a Twisted endpoint string and checked
-    with the others (L{check}).
+    with the others (:func:`check`).
 
-    @raise StartupError: a HOST:PORT that is not one.
+    :raises StartupError: a HOST:PORT that is not one.
     """
     host = given.rpartition(":")[0]
     if not (host in ("", "localhost") or host.startswith("[") or _is_ip_address(host)):
@@ -142,7 +142,7 @@ def _is_ip_address(text):
 
 
 def _tls_listeners(config, prefix, where):
-    """C{[(plain endpoint, TLS options or None)]} for the listen endpoints
+    """``[(plain endpoint, TLS options or None)]`` for the listen endpoints
     (http.tls and ssl: strings; registryd.http.tls), files read and checked now."""
     from registryd.http import tls
 
@@ -186,7 +186,7 @@ def _check_manhole(manhole, config_path):
 
 
 def endpoint_problem(description):
-    """Why C{description} is not a server endpoint string, or None.
+    """Why ``description`` is not a server endpoint string, or None.
 
     Parsing is what ``strports.service`` will do at start-up; doing it here
     turns a typo into a usage error instead of a traceback.  The reactor is
@@ -203,9 +203,9 @@ def endpoint_problem(description):
 
 
 def from_config(config, config_path=None):
-    """L{Checked} for an already validated Config, for embedding registryd
+    """:class:`Checked` for an already validated Config, for embedding registryd
     (and tests): the driver, authorizer and TLS listeners made as
-    L{check} makes them, a L{ConfigError} as it comes."""
+    :func:`check` makes them, a :class:`ConfigError` as it comes."""
     from registryd import auth
     from registryd.http import tls
     from registryd.storage.factory import create_storage_driver

@@ -20,8 +20,8 @@ import sys
 
 from twisted.python import usage
 
-from registryd.runtime import startup
 from registryd.config import ConfigError, parse_workers
+from registryd.runtime import startup
 
 
 class Options(usage.Options):
@@ -72,7 +72,7 @@ class Options(usage.Options):
             raise SystemExit(1) from None
 
     def check(self, options=None):
-        """Parse and validate C{options}, raising C{UsageError} (for callers
+        """Parse and validate ``options``, raising ``UsageError`` (for callers
         that report it themselves: tests)."""
         super().parseOptions(options)
 
@@ -90,7 +90,7 @@ class Options(usage.Options):
 
 
 def makeService(options):
-    """The registry service for parsed, validated L{Options}.
+    """The registry service for parsed, validated :class:`Options`.
 
     The web stack, the registry and the worker pool are imported here, not
     at module level: twistd imports this module to list and parse options.
@@ -107,8 +107,8 @@ def makeService(options):
 
         metrics_directory = share_metrics()  # before anything imports prometheus_client
 
-    from registryd.runtime.composition import compose
     from registryd.notifications.journal import JournalLocked
+    from registryd.runtime.composition import compose
     from registryd.runtime.service import RegistryService
     from registryd.runtime.tuning import tune_allocator
 

@@ -30,11 +30,11 @@ class SerialWorker:
     """Runs blocking callables one after another in a thread pool.
 
     A pool thread that finds more work queued behind the item it finished
-    runs that too, up to C{burst} items, instead of handing control back
+    runs that too, up to ``burst`` items, instead of handing control back
     to the reactor between items: a pipeline stage (the hasher or the file
     writer of an upload) then costs the reactor one thread hand-off per
     burst, not one per chunk, and never waits for the reactor to get round
-    to queueing its next item.  After C{burst} items the worker goes to the
+    to queueing its next item.  After ``burst`` items the worker goes to the
     back of the pool's queue, so other work sharing the pool is not starved.
     Results are delivered on the reactor thread, in order, several per
     wake-up when they finish faster than the reactor collects them.
@@ -65,7 +65,7 @@ class SerialWorker:
         return self._outstanding > 0
 
     def submit(self, function, *args, **kwargs):
-        """Queue C{function(*args, **kwargs)}; a Deferred fires with its result.
+        """Queue ``function(*args, **kwargs)``; a Deferred fires with its result.
 
         Cancelling the returned Deferred does not stop the work.
         """
@@ -137,9 +137,9 @@ class BlockingExecutor:
     small file does, and a manifest GET does three such reads.  Here,
     handing work over is one put on a C-level queue, and finished calls
     come back in batches: one reactor wake-up for all that finished
-    meanwhile.  Threads start as work needs them, up to C{max_threads}
+    meanwhile.  Threads start as work needs them, up to ``max_threads``
     (the filesystem driver's ``maxthreads``: at most that many blocking
-    calls at once, as in Distribution), and end after C{idle_timeout}
+    calls at once, as in Distribution), and end after ``idle_timeout``
     seconds without work.  They are daemon threads: what runs in them must
     leave storage consistent if the process exits midway (the filesystem
     driver writes through a temporary file and a rename).
@@ -171,7 +171,7 @@ class BlockingExecutor:
         return self._reactor
 
     def run(self, function, *args):
-        """C{function(*args)} in a thread; a Deferred fires with the result
+        """``function(*args)`` in a thread; a Deferred fires with the result
         on the reactor thread (not at all if the caller cancelled it)."""
         reactor = self._get_reactor()
         result = defer.Deferred()

@@ -66,7 +66,7 @@ def tune_allocator():
 
 def release_memory():
     """Return free heap memory to the system (after a large transfer).
-    Does nothing unless L{tune_allocator} changed the thresholds."""
+    Does nothing unless :func:`tune_allocator` changed the thresholds."""
     if _malloc_trim is not None:
         _malloc_trim(0)
 
@@ -79,7 +79,7 @@ _pending_release = None
 
 
 def release_memory_later(reactor=None):
-    """L{release_memory} once no large upload has ended for a while."""
+    """:func:`release_memory` once no large upload has ended for a while."""
     global _pending_release
     if _malloc_trim is None:
         return

@@ -44,8 +44,8 @@ from twisted.logger import Logger
 
 import registryd
 from registryd import compat
-from registryd.runtime import startup
 from registryd.notifications.events import IgnoreRules
+from registryd.runtime import startup
 
 log = Logger()
 
@@ -75,7 +75,7 @@ def share_metrics():
     Called by the main process before anything imports prometheus_client,
     which reads ``PROMETHEUS_MULTIPROC_DIR`` once, at import; the workers
     inherit the variable.  Returns the directory (removed by the
-    L{WorkerPool} when it stops), or None if it is too late (metrics then
+    :class:`WorkerPool` when it stops), or None if it is too late (metrics then
     stay per process, and ``/metrics`` shows the main process's only).
     """
     import tempfile
@@ -99,22 +99,23 @@ def _package_path():
 class WorkerPool(Service):
     """In the main process: starts, watches and stops the worker processes."""
 
-    name = "workers"
+    # the stub types Service.name as None, the unnamed default
+    name = "workers"  # type: ignore[assignment]
 
     def __init__(self, components, count, config_path=None, listen=(), reactor=None,
                  metrics_directory=None):
         """
-        @param components: the main process's
-            L{registryd.runtime.composition.Components}: the workers share its
+        :param components: the main process's
+            :class:`registryd.runtime.composition.Components`: the workers share its
             listeners (started before this service), follow its registry's
             read-only switch, and hand their events to its notification
-            endpoints (L{registryd.ops.operations.Operations}).
-        @param count: processes in all, this one included.
-        @param config_path: the configuration file workers read (None: the
+            endpoints (:class:`registryd.ops.operations.Operations`).
+        :param count: processes in all, this one included.
+        :param config_path: the configuration file workers read (None: the
             default configuration).
-        @param listen: C{--listen} endpoints given on the command line, if
+        :param listen: ``--listen`` endpoints given on the command line, if
             any (workers need them to find each listener's TLS settings).
-        @param metrics_directory: from L{share_metrics}; removed on stop.
+        :param metrics_directory: from :func:`share_metrics`; removed on stop.
         """
         self._listeners = components.listeners
         self._registry = components.registry
@@ -193,7 +194,7 @@ class WorkerPool(Service):
         self._send_read_only(self._registry.read_only, [self.processes[index]])
 
     def _send_read_only(self, on, processes=None):
-        """Tell workers (all, or C{processes}) the read-only switch."""
+        """Tell workers (all, or ``processes``) the read-only switch."""
         line = b"read-only on\n" if on else b"read-only off\n"
         for process in processes if processes is not None else list(self.processes.values()):
             try:
@@ -225,7 +226,7 @@ class WorkerPool(Service):
         self._delays.pop(index, None)
 
     def deliver_event(self, name, line):
-        """An event line a worker built for notification endpoint C{name}."""
+        """An event line a worker built for notification endpoint ``name``."""
         notifications = self._operations.notifications
         if notifications is None:
             return
@@ -372,7 +373,7 @@ class _MainProcessLink(protocol.Protocol):
 
 
 def worker_config(config):
-    """C{config} without what runs in the main process only."""
+    """``config`` without what runs in the main process only."""
     http = config.http
     if getattr(http, "debug", None) is not None:
         http = attr.evolve(http, debug=None)
@@ -446,7 +447,7 @@ def build_worker(arguments, reactor):
     the full configuration (notification endpoints included).
 
     The web stack is imported only here: the main process imports this
-    module for L{share_metrics}, which must run before anything imports
+    module for :func:`share_metrics`, which must run before anything imports
     prometheus_client (as registryd.runtime.composition does)."""
     from registryd.runtime.composition import compose
     from registryd.runtime.service import RegistryService

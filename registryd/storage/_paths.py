@@ -118,7 +118,7 @@ def referrers_root(name):
 
 def referrers(name, subject):
     """registryd's referrers index: one link per manifest whose ``subject``
-    is C{subject}.  Distribution has no such directory and ignores it; it
+    is ``subject``.  Distribution has no such directory and ignores it; it
     can be rebuilt from the manifests' own ``subject`` fields."""
     return f"{ROOT}/repositories/{name}/_referrers/{subject.algorithm}/{subject.hex}"
 
@@ -168,6 +168,6 @@ def clock_marker(name):
 
 
 def pull_records(name):
-    """When each tag and manifest of repository C{name} was last pulled
+    """When each tag and manifest of repository ``name`` was last pulled
     (registryd.storage.pulls)."""
     return f"{registryd_records(name)}/pulls.json"

@@ -47,7 +47,7 @@ def check_path(path):
 
 
 def as_bytes(data):
-    """C{data} as immutable C{bytes}, copied when it is mutable or a view
+    """``data`` as immutable ``bytes``, copied when it is mutable or a view
     (the caller may reuse its buffer after a write returns); anything that
     is not bytes-like is a TypeError.  Every driver accepts data this way."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -57,9 +57,9 @@ def as_bytes(data):
 
 class WriterBase:
     """What every driver's writer does before taking bytes: refuse them
-    once closed, take any bytes-like data as C{bytes} (L{as_bytes}), count
-    them in C{size}; then L{_accept} stores them (a Deferred).  Subclasses
-    set C{path}, C{size} and C{_closed}."""
+    once closed, take any bytes-like data as ``bytes`` (:func:`as_bytes`), count
+    them in ``size``; then ``_accept`` stores them (a Deferred).  Subclasses
+    set ``path``, ``size`` and ``_closed``."""
 
     _closed = False
 
@@ -82,8 +82,8 @@ class WriterBase:
 
 class ReaderBase:
     """What every driver's reader does before reading: refuse once closed,
-    and take only a length that is an int >= 0; then L{_read_checked}
-    reads (a Deferred).  Subclasses set C{path} and C{_closed}."""
+    and take only a length that is an int >= 0; then ``_read_checked``
+    reads (a Deferred).  Subclasses set ``path`` and ``_closed``."""
 
     _closed = False
 

@@ -1,9 +1,9 @@
 """Blobs: the registry-wide content store and each repository's links into it.
 
 As in Distribution (``blobstore.go``, ``linkedblobstore.go``), the data of
-a blob lives once, under its digest, in the global store (L{BlobStore});
+a blob lives once, under its digest, in the global store (:class:`BlobStore`);
 a repository "has" a blob when it holds a link to it under ``_layers``
-(L{LinkedBlobStore}).  The link names where the data is: normally the
+(:class:`LinkedBlobStore`).  The link names where the data is: normally the
 digest itself, but Distribution links a sha512-addressed blob to its
 sha256 data.
 """
@@ -16,8 +16,13 @@ from registryd.digest import ALGORITHMS
 from registryd.interfaces import IBlobStore, ILinkedBlobStore
 from registryd.storage import _paths as paths
 from registryd.storage.errors import PathNotFound, translate_storage_errors
-from registryd.storage.walking import digest_tree, list_or_empty
-from registryd.storage.walking import modified_or_none, parse_digest, read_link
+from registryd.storage.walking import (
+    digest_tree,
+    list_or_empty,
+    modified_or_none,
+    parse_digest,
+    read_link,
+)
 
 
 @attr.s(frozen=True, slots=True)
@@ -56,7 +61,7 @@ class BlobStore:
         return BlobInfo(digest, info.size, stored_as if stored_as != digest else None, info.modified)
 
     async def open(self, blob, offset=0):
-        """A reader of a stat'ed blob's data from C{offset}."""
+        """A reader of a stat'ed blob's data from ``offset``."""
         try:
             return await self._driver.reader(paths.blob_data(blob.data_digest), offset)
         except PathNotFound:
@@ -74,8 +79,8 @@ class BlobStore:
         await self._driver.put_content(paths.blob_data(digest), content)
 
     async def commit(self, upload, digest, size):
-        """Make verified upload data (C{upload} a L{registryd.storage.uploads.Upload})
-        the blob C{digest}.
+        """Make verified upload data (``upload`` a :class:`registryd.storage.uploads.Upload`)
+        the blob ``digest``.
 
         The move is atomic, so a blob is never visible half-written; if the
         blob already exists (a concurrent or earlier push of the same
@@ -128,10 +133,10 @@ class LinkedBlobStore:
 
     def __init__(self, name, driver, blobs, vacuum, guard, repositories, settings):
         """
-        @param blobs: the global L{BlobStore}.
-        @param guard: the registry's L{registryd.storage.guard.PushGuard}.
-        @param repositories: C{name -> Repository}, for mounts.
-        @param settings: the registry's switches (delete_enabled, redirect,
+        :param blobs: the global :class:`BlobStore`.
+        :param guard: the registry's :class:`registryd.storage.guard.PushGuard`.
+        :param repositories: ``name -> Repository``, for mounts.
+        :param settings: the registry's switches (delete_enabled, redirect,
             redirect_base_url), read when used (they may change).
         """
         self.name = name
@@ -158,16 +163,16 @@ class LinkedBlobStore:
         return await self._blobs.stat(digest, stored_as)
 
     async def target(self, digest):
-        """The digest the link C{digest} names (where its data is), or None."""
+        """The digest the link ``digest`` names (where its data is), or None."""
         return await read_link(self._driver, paths.layer_link(self.name, digest))
 
     async def link_modified(self, digest):
-        """When the link C{digest} was written (GC's grace period), or None."""
+        """When the link ``digest`` was written (GC's grace period), or None."""
         return await modified_or_none(self._driver, paths.layer_link(self.name, digest))
 
     @translate_storage_errors
     async def open(self, blob, offset=0):
-        """A reader of a stat'ed blob's data from C{offset}."""
+        """A reader of a stat'ed blob's data from ``offset``."""
         return await self._blobs.open(blob, offset)
 
     @translate_storage_errors
@@ -197,7 +202,7 @@ class LinkedBlobStore:
 
     @translate_storage_errors
     async def mount(self, digest, source_name):
-        """Link a blob of repository C{source_name} into this one; the
+        """Link a blob of repository ``source_name`` into this one; the
         blob, or None when the source does not have it."""
         source = self._repositories(source_name)
         async with self._guard.using([digest]):

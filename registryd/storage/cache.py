@@ -61,12 +61,12 @@ class TagCache:
     over the old) changes its time, deleting it fails the stat.  Link
     files of one algorithm have equal sizes, and file times come from a
     coarse clock, so two writes within one tick could leave the validator
-    as it was; a link written less than C{settled} seconds before it was
+    as it was; a link written less than ``settled`` seconds before it was
     read is therefore not kept (git's "racy" rule), which also bounds the
     clock difference between nodes sharing storage that this tolerates.
 
-    The store of one registry: C{get}/C{put}/C{invalidate} by (repository,
-    tag), least recently used out beyond C{max_entries}, so that a shared
+    The store of one registry: ``get``/``put``/``invalidate`` by (repository,
+    tag), least recently used out beyond ``max_entries``, so that a shared
     implementation (registryd's shared state) can stand in for it.
     """
 
@@ -78,8 +78,8 @@ class TagCache:
         self._entries = OrderedDict()
 
     def get(self, repository, tag, validator):
-        """The digest cached for C{tag} of C{repository} if it was read
-        under C{validator}, else None."""
+        """The digest cached for ``tag`` of ``repository`` if it was read
+        under ``validator``, else None."""
         key = (repository, tag)
         entry = self._entries.get(key)
         if entry is None:
@@ -91,7 +91,7 @@ class TagCache:
         return entry[1]
 
     def put(self, repository, tag, validator, digest):
-        """Keep C{digest} for the tag, read under C{validator}
+        """Keep ``digest`` for the tag, read under ``validator``
         ((size, modification time) of its link), unless the link is too
         new to tell a later rewrite from it."""
         key = (repository, tag)

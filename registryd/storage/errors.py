@@ -78,8 +78,8 @@ class StorageRefused(StorageUnavailable):
 
     @classmethod
     def from_os_error(cls, error, doing, path):
-        """The StorageRefused for an OSError of C{doing} (``"writing"``,
-        ``"reading"``, ...) C{path}, or None when the error is not one of
+        """The StorageRefused for an OSError of ``doing`` (``"writing"``,
+        ``"reading"``, ...) ``path``, or None when the error is not one of
         the storage as a whole (a missing file, a name too long)."""
         condition = cls.CONDITIONS.get(error.errno)
         return None if condition is None else cls(condition, doing, path)
@@ -87,7 +87,7 @@ class StorageRefused(StorageUnavailable):
 
 class _OncePerInterval:
     """Logs each storage condition (a StorageRefused's; any other outage
-    counts as one) at most once per C{interval} seconds: a full disk fails
+    counts as one) at most once per ``interval`` seconds: a full disk fails
     every push, and docker retries each a few times a second; the operator
     needs to read why once a minute, not a flood of lines."""
 

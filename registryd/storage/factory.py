@@ -16,16 +16,16 @@ from registryd.storage.drivers import UnknownDriver, create_driver
 
 
 def create_storage_driver(storage):
-    """Make the driver a L{registryd.config.StorageConfig} names.
+    """Make the driver a :class:`registryd.config.StorageConfig` names.
 
-    Every configuration problem comes out as a L{ConfigError} naming the
+    Every configuration problem comes out as a :class:`ConfigError` naming the
     full key path: an unknown driver as ``storage.<name>``; a parameter as
     ``storage.<name>.<key>``.  Drivers report bad parameters either with
-    a C{ValueError} carrying the full path in C{key} (the builtin drivers'
-    C{InvalidParameter}) or with a C{ConfigError} that may name the key
+    a ``ValueError`` carrying the full path in ``key`` (the builtin drivers'
+    ``InvalidParameter``) or with a ``ConfigError`` that may name the key
     relative to their section; both are accepted.
 
-    @raise ConfigError: unknown driver, or a parameter it refuses.
+    :raises ConfigError: unknown driver, or a parameter it refuses.
     """
     section = f"storage.{storage.driver}"
     try:
@@ -46,7 +46,7 @@ def create_storage_driver(storage):
 
 
 def describe_storage(storage):
-    """Where a L{registryd.config.StorageConfig} keeps the data, for the
+    """Where a :class:`registryd.config.StorageConfig` keeps the data, for the
     start-up log: the filesystem root as an absolute path (the default is
     relative to the directory registryd was started in), the S3 bucket and
     region, or the driver's name."""

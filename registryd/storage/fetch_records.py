@@ -33,14 +33,14 @@ class FetchRecords:
         self._driver = driver
 
     async def write(self, name, digest, media_type, now):
-        """Record that manifest C{digest} of C{name} was fetched at POSIX
-        time C{now}, served as C{media_type} (or None)."""
+        """Record that manifest ``digest`` of ``name`` was fetched at POSIX
+        time ``now``, served as ``media_type`` (or None)."""
         moment = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = json.dumps({"fetchedAt": moment, "mediaType": media_type}).encode("utf-8")
         await self._driver.put_content(paths.proxy_record(name, digest), body)
 
     async def read(self, name, digest):
-        """C{(fetched at, media type)}; None when there is no readable record."""
+        """``(fetched at, media type)``; None when there is no readable record."""
         try:
             document = json.loads(await self._driver.get_content(paths.proxy_record(name, digest)))
             fetched = parse_started_at(document["fetchedAt"])
@@ -52,5 +52,5 @@ class FetchRecords:
         return fetched, media_type if isinstance(media_type, str) else None
 
     async def enumerate(self, name):
-        """The digests repository C{name} has records for."""
+        """The digests repository ``name`` has records for."""
         return await digest_tree(self._driver, paths.proxy_records(name))

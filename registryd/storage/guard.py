@@ -72,7 +72,7 @@ class PushGuard:
         self._deleting = {}  # digest -> [Deferred waiting for the end]
 
     def using(self, digests):
-        """``async with guard.using(digests):`` hold C{digests} (Digest or
+        """``async with guard.using(digests):`` hold ``digests`` (Digest or
         str) for the duration; entering waits for any deletion of them
         that is under way."""
         return _Holding(self, digests)
@@ -96,7 +96,7 @@ class PushGuard:
         return _Collecting()
 
     def in_use(self, digest):
-        """Is C{digest} held now, or was it held since the current
+        """Is ``digest`` held now, or was it held since the current
         collection started?"""
         digest = str(digest)
         if digest in self._held:
@@ -104,9 +104,9 @@ class PushGuard:
         return self._touched is not None and digest in self._touched
 
     def begin_delete(self, digest, aliases=()):
-        """Claim C{digest} for deletion unless it or one of C{aliases} (other
+        """Claim ``digest`` for deletion unless it or one of ``aliases`` (other
         names linking to the same data) is in use.  True if claimed: call
-        L{end_delete} when done, whatever happens."""
+        ``end_delete`` when done, whatever happens."""
         names = [str(digest)] + [str(alias) for alias in aliases]
         if any(self.in_use(name) for name in names) or names[0] in self._deleting:
             return False

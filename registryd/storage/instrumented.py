@@ -1,7 +1,7 @@
 """A storage driver wrapper that measures every call.
 
 ``InstrumentedDriver(driver)`` provides ``IStorageDriver`` by delegating to
-C{driver}, timing each call into ``registryd_storage_operation_duration_seconds``
+``driver``, timing each call into ``registryd_storage_operation_duration_seconds``
 and counting failures into ``registryd_storage_errors_total``.  Wrapping
 (rather than instrumenting each driver) means third-party drivers are
 measured too, and no driver needs to know about Prometheus.
@@ -19,8 +19,8 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from registryd.ops import metrics
 from registryd.interfaces import IStorageDriver, IStorageReader, IStorageWriter
+from registryd.ops import metrics
 from registryd.storage.errors import InvalidOffset, PathNotFound
 
 _ANSWERS = (PathNotFound, InvalidOffset)
@@ -62,7 +62,7 @@ class _Measure:
 
 @implementer(IStorageDriver)
 class InstrumentedDriver:
-    """C{driver}, measured.  Unknown attributes are the wrapped driver's."""
+    """``driver``, measured.  Unknown attributes are the wrapped driver's."""
 
     def __init__(self, driver):
         self.wrapped = driver

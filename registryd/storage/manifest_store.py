@@ -21,7 +21,11 @@ from registryd.storage import _paths as paths
 from registryd.storage.errors import translate_storage_errors
 from registryd.storage.tags import check_tag
 from registryd.storage.walking import (
-    digest_tree, gather_limited, list_or_empty, modified_or_none, read_link,
+    digest_tree,
+    gather_limited,
+    list_or_empty,
+    modified_or_none,
+    read_link,
 )
 
 
@@ -39,28 +43,28 @@ def is_digest_reference(reference):
 
 @implementer(IManifestStore)
 class ManifestStore:
-    """The manifest revisions and referrers index of repository C{name}."""
+    """The manifest revisions and referrers index of repository ``name``."""
 
     def __init__(self, name, driver, blobs, linked_blobs, tags, vacuum, guard, cache, settings,
                  immutable_tags, tag_locks, quotas, tag_cache=None):
         """
-        @param blobs: the global L{registryd.storage.blobs.BlobStore}
+        :param blobs: the global :class:`registryd.storage.blobs.BlobStore`
             (manifest bytes are blobs).
-        @param linked_blobs: this repository's blobs (what a pushed
+        :param linked_blobs: this repository's blobs (what a pushed
             manifest must reference).
-        @param tags: this repository's L{registryd.storage.tags.TagStore}.
-        @param cache: parsed manifests by digest
-            (L{registryd.storage.cache.ContentCache}).
-        @param settings: the registry's switches (delete_enabled,
+        :param tags: this repository's :class:`registryd.storage.tags.TagStore`.
+        :param cache: parsed manifests by digest
+            (:class:`registryd.storage.cache.ContentCache`).
+        :param settings: the registry's switches (delete_enabled,
             manifest_url_policy), read when used.
-        @param immutable_tags: L{registryd.lifecycle.immutable.ImmutableTags}:
+        :param immutable_tags: :class:`registryd.lifecycle.immutable.ImmutableTags`:
             the tags that may not move nor go once pushed.
-        @param tag_locks: keyed locks (L{registryd.storage.uploads.UploadLocks})
+        :param tag_locks: keyed locks (:class:`registryd.storage.uploads.UploadLocks`)
             held from the check of a protected tag until it is written.
-        @param quotas: L{registryd.lifecycle.quotas.QuotaAccounting}: admits
+        :param quotas: :class:`registryd.lifecycle.quotas.QuotaAccounting`: admits
             a push before anything of it is linked, counts what it adds.
-        @param tag_cache: what tags resolved to, revalidated by a stat of
-            the tag's link (L{registryd.storage.cache.TagCache}), or None.
+        :param tag_cache: what tags resolved to, revalidated by a stat of
+            the tag's link (:class:`registryd.storage.cache.TagCache`), or None.
         """
         self.name = name
         self._driver = driver
@@ -94,7 +98,7 @@ class ManifestStore:
         return digest
 
     async def _resolve_tag(self, tag):
-        """The digest C{tag} names, if its revision is linked; else None.
+        """The digest ``tag`` names, if its revision is linked; else None.
 
         With a tag cache, one stat of the tag's link tells whether what it
         resolved to before still holds (the link unchanged; a revision a
@@ -121,9 +125,9 @@ class ManifestStore:
 
     @translate_storage_errors
     async def get(self, reference, accept=None):
-        """The StoredManifest C{reference} names; MANIFEST_UNKNOWN if none.
-        (C{accept}, the client's Accept header, is for a store that fetches
-        from elsewhere, L{registryd.proxy}; stored bytes are served as they are.)"""
+        """The StoredManifest ``reference`` names; MANIFEST_UNKNOWN if none.
+        (``accept``, the client's Accept header, is for a store that fetches
+        from elsewhere, :mod:`registryd.proxy`; stored bytes are served as they are.)"""
         digest = await self.resolve(reference)
         # The bytes under a digest never change: once storage confirmed the
         # manifest is in this repository (resolve), a parsed copy will do.
@@ -144,10 +148,10 @@ class ManifestStore:
                   allow_missing_blobs=False, verify=True):
         """Validate, verify and store a manifest; tag it.  Returns StoredManifest.
 
-        C{allow_sparse} and C{allow_missing_blobs}: see
-        L{registryd.manifests.verify.verify_references}.
+        ``allow_sparse`` and ``allow_missing_blobs``: see
+        :func:`registryd.manifests.verify.verify_references`.
 
-        C{verify=False} skips the check that referenced blobs and manifests
+        ``verify=False`` skips the check that referenced blobs and manifests
         exist: a pull-through cache (registryd.proxy) stores a manifest
         before any of its blobs, which it fetches when they are asked for."""
         tags = list(tags)
@@ -185,8 +189,8 @@ class ManifestStore:
                 release()
 
     async def _check_tag_change(self, tag, wanted):
-        """DENIED if C{tag} is protected and names a stored manifest other
-        than C{wanted} (a digest; None: the tag is to be deleted)."""
+        """DENIED if ``tag`` is protected and names a stored manifest other
+        than ``wanted`` (a digest; None: the tag is to be deleted)."""
         rule = self._immutable.rule_for(self.name, tag)
         if rule is None:
             return
@@ -220,7 +224,7 @@ class ManifestStore:
         """Delete by digest (the revision, its tags, its referrer entry) or,
         for a tag reference, only the tag; DENIED when that would delete an
         immutable tag.  The tags deleted along with a
-        digest are appended to the list C{removed_tags}, if given (their
+        digest are appended to the list ``removed_tags``, if given (their
         delete notifications)."""
         if not self._settings.delete_enabled:
             raise errors.Unsupported("deletes are disabled (storage.delete.enabled is false)")
@@ -240,10 +244,10 @@ class ManifestStore:
         return stored.digest
 
     async def remove(self, digest, subject=None, removed_tags=None):
-        """Remove revision C{digest}, the tags that point at it, and its
-        entry in the referrers index of C{subject} (the manifest's subject
+        """Remove revision ``digest``, the tags that point at it, and its
+        entry in the referrers index of ``subject`` (the manifest's subject
         descriptor, if it has one); whether the revision was there.  No
-        check of storage.delete: for L{delete} and the registry's own
+        check of storage.delete: for ``delete`` and the registry's own
         housekeeping (the pull-through cache's expiry)."""
         try:
             for tag in await self._tags.enumerate():
@@ -273,11 +277,11 @@ class ManifestStore:
         return sorted(found, key=str)
 
     async def revision_modified(self, digest):
-        """When revision C{digest} was linked (GC's grace period), or None."""
+        """When revision ``digest`` was linked (GC's grace period), or None."""
         return await modified_or_none(self._driver, paths.manifest_revision_link(self.name, digest))
 
     async def content(self, digest):
-        """The stored bytes of revision C{digest}, unparsed (GC and the
+        """The stored bytes of revision ``digest``, unparsed (GC and the
         referrers rebuild read them leniently); None when they are missing."""
         try:
             return await self._blobs.get(digest)
@@ -293,7 +297,7 @@ class ManifestStore:
 
     @translate_storage_errors
     async def add_referrer(self, subject, referrer):
-        """Record C{referrer} in the referrers index of C{subject}."""
+        """Record ``referrer`` in the referrers index of ``subject``."""
         await self._driver.put_content(
             paths.referrer_link(self.name, subject, referrer), str(referrer).encode("ascii")
         )
@@ -308,12 +312,12 @@ class ManifestStore:
         return found
 
     async def referrers_of(self, subject):
-        """Digests in the referrers index of C{subject}."""
+        """Digests in the referrers index of ``subject``."""
         return await digest_tree(self._driver, paths.referrers(self.name, subject))
 
     @translate_storage_errors
     async def referrers(self, subject, artifact_type=None):
-        """Descriptors of the manifests whose subject is C{subject}."""
+        """Descriptors of the manifests whose subject is ``subject``."""
         found = await self.referrers_of(subject)
 
         async def describe(digest):

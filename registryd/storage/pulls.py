@@ -4,12 +4,12 @@ storage so every node sees (and adds to) the same record.
 One small JSON file per repository, under its ``_registryd`` directory:
 ``{"tags": {tag: time}, "manifests": {digest: time}}`` (POSIX seconds).
 Several nodes (and worker processes) write it, so a write never replaces
-what another wrote: L{PullRecords.merge} reads the record, takes the
+what another wrote: ``PullRecords.merge`` reads the record, takes the
 latest time of each entry, writes, and reads back; if another writer's
 copy replaced its own meanwhile (an entry older than what it wrote), it
 merges again.  Times only grow, so any order of merges ends in the same
 record.  Pulls are counted in memory and written in batches
-(L{registryd.lifecycle.pulls}), never while a client waits.
+(``registryd.lifecycle.pulls``), never while a client waits.
 """
 
 import json
@@ -25,18 +25,19 @@ MAX_RECORD_BYTES = 16 * 1024 * 1024
 
 
 def _times(value):
-    """The C{{name: time}} entries of a decoded record section, dropping
+    """The ``{name: time}`` entries of a decoded record section, dropping
     anything that is not a name with a number."""
     if not isinstance(value, dict):
         return {}
     return {
-        key: float(time) for key, time in value.items()
+        key: float(time)
+        for key, time in value.items()
         if isinstance(key, str) and isinstance(time, (int, float)) and not isinstance(time, bool)
     }
 
 
 class PullRecords:
-    """The pull record of repository C{name}."""
+    """The pull record of repository ``name``."""
 
     def __init__(self, name, driver):
         self.name = name
@@ -44,7 +45,7 @@ class PullRecords:
 
     @translate_storage_errors
     async def read(self):
-        """C{(tags, manifests)}: dicts of last pull times by tag and by
+        """``(tags, manifests)``: dicts of last pull times by tag and by
         digest (str); empty when nothing was recorded (or the record is
         unreadable: it is only a hint, rebuilt by later pulls)."""
         try:
@@ -63,7 +64,7 @@ class PullRecords:
 
     @translate_storage_errors
     async def merge(self, tags, manifests):
-        """Add C{tags} and C{manifests} (time by tag, by digest) to the
+        """Add ``tags`` and ``manifests`` (time by tag, by digest) to the
         record, keeping the latest time of each; whether the record holds
         them afterwards."""
         for _ in range(MERGE_ATTEMPTS):

@@ -3,9 +3,9 @@
 This layer (the ``registryd.storage`` package) alone knows Distribution's
 layout (``registryd.storage._paths``) and translates storage errors into
 registry errors; it knows nothing of HTTP.  As in Distribution
-(``registry.go``), a L{Registry} has the global C{blobs}, enumerators of
-its repositories, and the C{vacuum} that every removal goes through; a
-L{Repository} has C{blobs}, C{manifests}, C{tags} and C{uploads}.  Garbage
+(``registry.go``), a :class:`Registry` has the global ``blobs``, enumerators of
+its repositories, and the ``vacuum`` that every removal goes through; a
+:class:`Repository` has ``blobs``, ``manifests``, ``tags`` and ``uploads``.  Garbage
 collection, maintenance, the referrers rebuild, the pull-through cache and
 the HTTP handlers all work through these.
 All authoritative state is in the driver, so several registryd processes
@@ -75,7 +75,7 @@ class Registry:
         #: validation.manifests.urls (registryd.manifests.verify.URLPolicy):
         #: which URLs non-distributable layers may carry; None: any
         self.manifest_url_policy = manifest_url_policy
-        #: callables told C{(read_only)} whenever it changes (worker mode
+        #: callables told ``(read_only)`` whenever it changes (worker mode
         #: passes the switch on to the other processes)
         self.read_only_observers = []
         self._read_only = bool(read_only)
@@ -123,11 +123,11 @@ class Registry:
         )
 
     def repository(self, name):
-        """The repository C{name} (validated); it need not exist yet."""
+        """The repository ``name`` (validated); it need not exist yet."""
         return Repository(self, check_repository_name(name))
 
     def stored_repository(self, name):
-        """The repository C{name} as found by an enumerator (L{repositories}
+        """The repository ``name`` as found by an enumerator (``repositories``
         and its kin), not validated again: storage may hold names that
         registryd's rules refuse (another registry wrote them), and
         housekeeping must still reach them."""
@@ -149,11 +149,11 @@ class Registry:
 
     async def repositories(self):
         """Names of the repositories with manifests, sorted (what the
-        catalog lists: see L{_with_revisions})."""
+        catalog lists: see ``_with_revisions``)."""
         return await self._with_revisions(await self._repositories(("_manifests",)))
 
     async def _with_revisions(self, names):
-        """Those of C{names} that hold a manifest revision, in one batch of
+        """Those of ``names`` that hold a manifest revision, in one batch of
         listings (two per name, one per digest algorithm).
 
         Deleting a repository, or its last manifest, leaves empty
@@ -177,7 +177,7 @@ class Registry:
     @translate_storage_errors
     async def _repositories(self, markers):
         """Names of all repositories, sorted: directories under
-        ``repositories/`` with one of C{markers} as a child, found recursively
+        ``repositories/`` with one of ``markers`` as a child, found recursively
         since names nest; directories starting with ``_`` are never names."""
         found = []
         # Breadth first, each level's directories listed in one driver
@@ -200,20 +200,20 @@ class Registry:
 
     @translate_storage_errors
     async def repository_page(self, last=None, limit=None, include=None, markers=("_manifests",)):
-        """One page of the catalog: C{(names, more)}, the first C{limit}
-        repository names after C{last} (all if C{limit} is None) for which
-        C{include(name)} is true, sorted, and whether more follow.  Found by
-        ``_manifests`` (the default C{markers}), only repositories holding a
-        manifest revision count (L{_with_revisions}).
+        """One page of the catalog: ``(names, more)``, the first ``limit``
+        repository names after ``last`` (all if ``limit`` is None) for which
+        ``include(name)`` is true, sorted, and whether more follow.  Found by
+        ``_manifests`` (the default ``markers``), only repositories holding a
+        manifest revision count (:meth:`_with_revisions`).
 
         A client pages through a large catalog with ``n`` and ``last``; a
         walk of the whole tree per page would make listing N repositories
         cost N / n walks.  This walk visits directories in the order of
         their names (a heap), skips subtrees that sort entirely before
-        C{last}, and stops once nothing left to visit can sort before the
-        names it has: a page costs about C{limit} directory listings.
+        ``last``, and stops once nothing left to visit can sort before the
+        names it has: a page costs about ``limit`` directory listings.
         (A depth-first walk would not do: ``a/b`` sorts after ``a-b``.)
-        Listings go to the driver in batches, as in L{repositories}.
+        Listings go to the driver in batches, as in ``repositories``.
         """
         heap = [("", paths.repositories())]
         found = []
@@ -252,7 +252,7 @@ class Registry:
 
     @translate_storage_errors
     async def find_readable_repository_with_blob(self, digest, may_read=lambda name: True):
-        """A repository the caller may read that links C{digest}, or None."""
+        """A repository the caller may read that links ``digest``, or None."""
         for name in await self._repositories(("_layers",)):
             if not may_read(name):
                 continue
@@ -263,7 +263,7 @@ class Registry:
 
 @implementer(IRepository)
 class Repository:
-    """One repository: its C{blobs}, C{manifests}, C{tags} and C{uploads}
+    """One repository: its ``blobs``, ``manifests``, ``tags`` and ``uploads``
     (Distribution's ``Repository``), each made here with the collaborators
     it needs from the registry."""
 
@@ -291,7 +291,7 @@ class Repository:
 
     @translate_storage_errors
     async def storage_time(self):
-        """Now, in the storage's own clock (L{registryd.storage.removal.storage_now}):
+        """Now, in the storage's own clock (``registryd.storage.removal.storage_now``):
         what to compare link times with to tell what was written since."""
         return await storage_now(self._registry.driver, self._registry.vacuum, self.name)
 
@@ -310,7 +310,7 @@ class Repository:
     async def remove(self):
         """Remove the repository's tags, manifests, blob links, referrers
         index and idle uploads, leaving what pushes write meanwhile
-        (L{registryd.storage.removal}); a RemovalReport.  No policy
+        (``registryd.storage.removal``); a RemovalReport.  No policy
         checks: storage.delete and protected tags are the callers'."""
         try:
             return await self._removal.run()

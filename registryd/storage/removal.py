@@ -9,7 +9,7 @@ enumerators and the vacuum, and leaves alone anything written since:
 
 - a manifest revision or blob link is left when a push in this process
   has held its digest since the removal started (the guard's collecting
-  mode, L{registryd.storage.guard.PushGuard}, as garbage collection uses
+  mode, ``registryd.storage.guard.PushGuard``, as garbage collection uses
   it), or when its link is newer than a marker the removal writes when it
   starts (a push on another node: both times are the storage's own clock,
   so only a write within the storage's time precision of the start, a
@@ -21,7 +21,7 @@ enumerators and the vacuum, and leaves alone anything written since:
 
 Blobs themselves are left to garbage collection.  What is left behind is
 at most empty directories, which the catalog does not list
-(L{registryd.storage.registry.Registry.repositories}).
+(``registryd.storage.registry.Registry.repositories``).
 """
 
 import attr
@@ -33,7 +33,7 @@ from registryd.storage.walking import gather_limited, modified_or_none
 async def storage_now(driver, vacuum, name):
     """The time now in the storage's clock and precision (None if it keeps
     none): the modification time of a marker written in repository
-    C{name} and removed at once.  A link newer than it was written since,
+    ``name`` and removed at once.  A link newer than it was written since,
     whichever node wrote it; comparing with this node's clock instead
     would depend on the clocks agreeing, and on S3's whole seconds."""
     marker = paths.clock_marker(name)
@@ -62,8 +62,8 @@ class RemovalReport:
 
 
 class RepositoryRemoval:
-    """Removes everything repository C{repository} holds at the start of
-    L{run}, except what pushes touch meanwhile."""
+    """Removes everything repository ``repository`` holds at the start of
+    ``run``, except what pushes touch meanwhile."""
 
     def __init__(self, repository, driver, vacuum, guard):
         self._repository = repository
@@ -95,16 +95,19 @@ class RepositoryRemoval:
 
         removed_tags = []
         for tag, target in zip(tags, tag_targets):
-            if (await repository.tags.get(tag) != target
-                    or (target is not None and self._guard.in_use(target))
-                    or written_since(await repository.tags.modified(tag))):
+            if (
+                await repository.tags.get(tag) != target
+                or (target is not None and self._guard.in_use(target))
+                or written_since(await repository.tags.modified(tag))
+            ):
                 kept.append(tag)
             elif await repository.tags.untag(tag):
                 removed_tags.append(tag)
         removed_manifests = []
         for digest in manifests:
-            if (self._guard.in_use(digest)
-                    or written_since(await repository.manifests.revision_modified(digest))):
+            if self._guard.in_use(digest) or written_since(
+                await repository.manifests.revision_modified(digest)
+            ):
                 kept.append(str(digest))
             elif await self._vacuum.remove_manifest(name, digest):
                 removed_manifests.append(str(digest))
@@ -113,8 +116,9 @@ class RepositoryRemoval:
                 await self._vacuum.remove_referrer(name, subject, referrer)
         removed_links = 0
         for digest in links:
-            if (self._guard.in_use(digest)
-                    or written_since(await repository.blobs.link_modified(digest))):
+            if self._guard.in_use(digest) or written_since(
+                await repository.blobs.link_modified(digest)
+            ):
                 kept.append(str(digest))
             elif await self._vacuum.remove_layer_link(name, digest):
                 removed_links += 1
@@ -124,6 +128,10 @@ class RepositoryRemoval:
             if await self._vacuum.remove_upload(name, upload.id):
                 removed_uploads += 1
         return RemovalReport(
-            name, removed_tags, removed_manifests, removed_links, removed_uploads,
+            name,
+            removed_tags,
+            removed_manifests,
+            removed_links,
+            removed_uploads,
             sorted(set(kept)),
         )

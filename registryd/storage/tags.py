@@ -26,9 +26,9 @@ def check_tag(tag):
 
 @implementer(ITagStore)
 class TagStore:
-    """The tags of repository C{name}.
+    """The tags of repository ``name``.
 
-    @param cache: the registry's L{registryd.storage.cache.TagCache}: the
+    :param cache: the registry's :class:`registryd.storage.cache.TagCache`: the
         tags this store re-points or removes are forgotten there (other
         processes' changes are caught by its validators).
     """
@@ -40,17 +40,17 @@ class TagStore:
         self._cache = cache
 
     async def get(self, tag):
-        """The digest C{tag} names now, or None (no such tag, or a link
+        """The digest ``tag`` names now, or None (no such tag, or a link
         that is not a digest).  Whether that manifest is still there is
         the manifest store's question."""
         return await read_link(self._driver, paths.tag_current_link(self.name, tag))
 
     async def modified(self, tag):
-        """When C{tag} was last pointed at a digest, or None."""
+        """When ``tag`` was last pointed at a digest, or None."""
         return await modified_or_none(self._driver, paths.tag_current_link(self.name, tag))
 
     async def validator(self, tag):
-        """(size, modification time) of C{tag}'s link, from one stat: what
+        """(size, modification time) of ``tag``'s link, from one stat: what
         changes whenever the tag is re-pointed; None if there is no tag."""
         try:
             info = await self._driver.stat(paths.tag_current_link(self.name, tag))
@@ -64,7 +64,7 @@ class TagStore:
 
     @translate_storage_errors
     async def tag(self, tag, digest):
-        """Point C{tag} at C{digest}, recording it in the tag's history."""
+        """Point ``tag`` at ``digest``, recording it in the tag's history."""
         link = str(digest).encode("ascii")
         await self._driver.put_content(paths.tag_index_link(self.name, tag, digest), link)
         self._forget(tag)
@@ -72,7 +72,7 @@ class TagStore:
         self._forget(tag)
 
     async def untag(self, tag):
-        """Remove C{tag} and its history; whether it was there."""
+        """Remove ``tag`` and its history; whether it was there."""
         self._forget(tag)
         try:
             return await self._vacuum.remove_tag(self.name, tag)
@@ -102,5 +102,5 @@ class TagStore:
         return [tag for tag in valid_tags(names) if not tag.endswith(".tmp")]
 
     async def history(self, tag):
-        """Every digest C{tag} has named (its ``index``)."""
+        """Every digest ``tag`` has named (its ``index``)."""
         return await digest_tree(self._driver, paths.tag_index(self.name, tag))

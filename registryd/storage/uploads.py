@@ -28,10 +28,10 @@ from registryd import errors
 from registryd.digest import DEFAULT_ALGORITHM, Digest, check_algorithm, new_hasher
 from registryd.interfaces import IUploadStore
 from registryd.names import check_upload_id, new_upload_id
-from registryd.storage import _paths as paths
-from registryd.storage.errors import PathNotFound, StorageError, translate_storage_errors
 from registryd.runtime.threads import SerialWorker
 from registryd.runtime.tuning import release_memory_later
+from registryd.storage import _paths as paths
+from registryd.storage.errors import PathNotFound, StorageError, translate_storage_errors
 
 #: Bytes taken from the source per step, and at most in flight to the
 #: hasher and writer at once.
@@ -65,16 +65,16 @@ def parse_started_at(text):
 class UploadLocks:
     """Per-upload DeferredLocks that disappear when nobody holds or waits.
 
-    An L{Upload} holds its lock from L{UploadStore.resume} (or
-    L{UploadStore.start}) until it is closed, so one request's writer is
+    An :class:`Upload` holds its lock from :meth:`UploadStore.resume` (or
+    :meth:`UploadStore.start`) until it is closed, so one request's writer is
     the only one appending in this process, and upload purging
-    (L{in_use}) leaves it alone."""
+    (``in_use``) leaves it alone."""
 
     def __init__(self):
         self._locks = {}
 
     async def acquire(self, key):
-        """Wait for the lock of C{key}; returns the callable that releases it."""
+        """Wait for the lock of ``key``; returns the callable that releases it."""
         lock = self._locks.get(key)
         if lock is None:
             lock = self._locks[key] = defer.DeferredLock()
@@ -92,7 +92,7 @@ class UploadLocks:
         return release
 
     def __call__(self, key):
-        """``async with locks(key):`` hold the lock of C{key} for a block."""
+        """``async with locks(key):`` hold the lock of ``key`` for a block."""
         locks = self
 
         class _Held:
@@ -105,13 +105,13 @@ class UploadLocks:
         return _Held()
 
     def in_use(self, key):
-        """Is the lock for C{key} held or waited for?"""
+        """Is the lock for ``key`` held or waited for?"""
         return key in self._locks
 
 
 @attr.s(frozen=True, slots=True)
 class UploadInfo:
-    """An upload as found in storage by L{UploadStore.enumerate}."""
+    """An upload as found in storage by :meth:`UploadStore.enumerate`."""
 
     repository = attr.ib()
     id = attr.ib()
@@ -141,8 +141,8 @@ class HashStates:
         self._states = {}
 
     def take(self, upload_id, algorithm, offset):
-        """Remove and return the hasher for C{upload_id} if it covers
-        exactly C{offset} bytes with C{algorithm}; else None."""
+        """Remove and return the hasher for ``upload_id`` if it covers
+        exactly ``offset`` bytes with ``algorithm``; else None."""
         state = self._states.pop(upload_id, None)
         if state is not None and state[0] == offset and state[1].name == algorithm:
             return state[1]
@@ -159,9 +159,9 @@ class HashStates:
 
 
 async def _pump(source, sinks):
-    """Move all of C{source} into every sink, in order, bounded in flight.
+    """Move all of ``source`` into every sink, in order, bounded in flight.
 
-    C{source.read(n)} returns Deferred bytes (b"" at the end); each sink is
+    ``source.read(n)`` returns Deferred bytes (b"" at the end); each sink is
     a callable taking a chunk and returning a Deferred.  Whatever happens
     (the source fails, the caller is cancelled), every chunk already taken
     from the source is handed to every sink before this returns or raises;
@@ -193,7 +193,7 @@ async def _pump(source, sinks):
 @attr.s(frozen=True)
 class UploadContext:
     """What every upload of one repository works with: its collaborators
-    in the storage model, handed down by L{UploadStore}."""
+    in the storage model, handed down by :class:`UploadStore`."""
 
     name = attr.ib()
     driver = attr.ib()
@@ -212,9 +212,9 @@ class Upload:
     """One upload session of one repository, open for one request.
 
     It holds the upload's lock and (once it needed one) one appending
-    writer, from L{UploadStore.resume} or L{UploadStore.start} until
-    L{close}: a ``PATCH`` opens the writer once, learning the offset from
-    it (C{size}) and appending with it; a ``PUT`` appends its last chunk
+    writer, from :meth:`UploadStore.resume` or :meth:`UploadStore.start` until
+    ``close``: a ``PATCH`` opens the writer once, learning the offset from
+    it (``size``) and appending with it; a ``PUT`` appends its last chunk
     and commits with the same writer.  Use it as ``async with``.
     """
 
@@ -248,8 +248,8 @@ class Upload:
         return f"0-{max(self.size - 1, 0)}"
 
     async def _open_writer(self):
-        """The upload's appending writer, opened on first use.  Its C{size}
-        is the truth about the stored bytes: C{stat} may not count bytes a
+        """The upload's appending writer, opened on first use.  Its ``size``
+        is the truth about the stored bytes: ``stat`` may not count bytes a
         driver keeps out of sight until commit (S3 multipart uploads)."""
         if self._writer is None:
             self._writer = await self._driver.writer(self._data_path, append=True)
@@ -270,7 +270,7 @@ class Upload:
 
     @translate_storage_errors
     async def append(self, source):
-        """Append everything C{source} yields; returns the new size.
+        """Append everything ``source`` yields; returns the new size.
 
         If the source fails midway (the client went away), every byte that
         arrived is still written and hashed before the error propagates, so
@@ -321,9 +321,9 @@ class Upload:
         return self.size
 
     async def _hasher_at(self, offset, algorithm=None, lazy=False):
-        """A hasher that has seen the first C{offset} stored bytes.
+        """A hasher that has seen the first ``offset`` stored bytes.
 
-        With C{lazy}, None instead when fewer than C{offset} bytes can be
+        With ``lazy``, None instead when fewer than ``offset`` bytes can be
         read back: a driver may keep an appending writer's bytes out of
         sight until commit (S3 multipart uploads), and complete() hashes
         them once committed.
@@ -367,9 +367,9 @@ class Upload:
 
     @translate_storage_errors
     async def complete(self, digest, expected_size=None):
-        """Verify the upload against C{digest} and make it a blob of the
+        """Verify the upload against ``digest`` and make it a blob of the
         repository.  On a mismatch nothing changes: the upload stays for
-        another attempt.  Returns the blob's L{registryd.storage.blobs.BlobInfo}.
+        another attempt.  Returns the blob's :class:`registryd.storage.blobs.BlobInfo`.
         """
         context = self._context
         # Make the stored bytes complete and readable (a driver may keep
@@ -420,7 +420,7 @@ class UploadStore:
 
     @translate_storage_errors
     async def start(self, algorithm=DEFAULT_ALGORITHM):
-        """A new upload (C{algorithm}: the digest algorithm chosen at POST),
+        """A new upload (``algorithm``: the digest algorithm chosen at POST),
         open and held by the caller until it closes it."""
         check_algorithm(algorithm)
         context = self._context
@@ -448,7 +448,7 @@ class UploadStore:
 
     @translate_storage_errors
     async def resume(self, upload_id):
-        """Upload C{upload_id}, locked for the caller and with its one
+        """Upload ``upload_id``, locked for the caller and with its one
         appending writer open (whose size is the offset to continue from);
         BLOB_UPLOAD_UNKNOWN if there is no such upload."""
         check_upload_id(upload_id)
@@ -461,7 +461,7 @@ class UploadStore:
 
     @translate_storage_errors
     async def status(self, upload_id):
-        """Upload C{upload_id} as it stands (its size), already closed:
+        """Upload ``upload_id`` as it stands (its size), already closed:
         a status request neither waits for nor disturbs one in progress."""
         check_upload_id(upload_id)
         upload = await self._open(upload_id, None)
@@ -487,7 +487,7 @@ class UploadStore:
         )
 
     async def enumerate(self):
-        """Every upload directory of the repository, as L{UploadInfo}s
+        """Every upload directory of the repository, as :class:`UploadInfo` records
         (names that are not upload ids are left alone, as Distribution
         leaves them)."""
         driver = self._context.driver

@@ -1,6 +1,6 @@
 """The one deleter of the storage model (Distribution's ``vacuum.go``).
 
-Every removal from storage goes through L{Vacuum}: the HTTP API's deletes
+Every removal from storage goes through :class:`Vacuum`: the HTTP API's deletes
 and upload cancels, garbage collection's sweep, upload purging, the
 referrers rebuild and the pull-through cache's expiry.  Each method names
 what it removes in the model's terms (a blob, a manifest revision, a tag,
@@ -33,17 +33,17 @@ class Vacuum:
 
     async def remove_blob(self, digest):
         """The blob's data in the global store (its repositories' links
-        are L{remove_layer_link}'s)."""
+        are ``remove_layer_link``'s)."""
         return await self._delete(paths.blob_dir(digest))
 
     async def remove_layer_link(self, name, digest):
-        """Repository C{name}'s link to blob C{digest}."""
+        """Repository ``name``'s link to blob ``digest``."""
         return await self._delete(paths.layer_link_dir(name, digest))
 
     async def remove_manifest(self, name, digest, tags=(), subject=None):
-        """Revision C{digest} of repository C{name}; also its entry in the
-        history of each of C{tags} and in the referrers index of
-        C{subject} (a digest), when given.  True if the revision was there."""
+        """Revision ``digest`` of repository ``name``; also its entry in the
+        history of each of ``tags`` and in the referrers index of
+        ``subject`` (a digest), when given.  True if the revision was there."""
         removed = await self._delete(paths.manifest_revision_dir(name, digest))
         for tag in tags:
             await self._delete(paths.tag_index_dir(name, tag, digest))
@@ -52,28 +52,28 @@ class Vacuum:
         return removed
 
     async def remove_tag(self, name, tag):
-        """Tag C{tag} of repository C{name}, with its history."""
+        """Tag ``tag`` of repository ``name``, with its history."""
         return await self._delete(paths.tag_dir(name, tag))
 
     async def remove_referrer(self, name, subject, referrer):
-        """C{referrer}'s entry in the referrers index of C{subject}."""
+        """``referrer``'s entry in the referrers index of ``subject``."""
         return await self._delete(paths.referrer_dir(name, subject, referrer))
 
     async def remove_referrers_of(self, name, subject):
-        """The whole referrers index of C{subject} (emptied by the caller)."""
+        """The whole referrers index of ``subject`` (emptied by the caller)."""
         return await self._delete(paths.referrers(name, subject))
 
     async def remove_referrers_index(self, name):
-        """Repository C{name}'s whole referrers index (to be rebuilt)."""
+        """Repository ``name``'s whole referrers index (to be rebuilt)."""
         return await self._delete(paths.referrers_root(name))
 
     async def remove_upload(self, name, upload_id):
-        """Upload C{upload_id} of repository C{name} and its running hash."""
+        """Upload ``upload_id`` of repository ``name`` and its running hash."""
         self._hash_states.forget(upload_id)
         return await self._delete(paths.upload_dir(name, upload_id))
 
     async def remove_fetch_record(self, name, digest):
-        """The pull-through cache's record of fetching manifest C{digest}."""
+        """The pull-through cache's record of fetching manifest ``digest``."""
         return await self._delete(paths.proxy_record_dir(name, digest))
 
     async def remove_clock_marker(self, name):
@@ -82,6 +82,6 @@ class Vacuum:
         return await self._delete(paths.clock_marker(name))
 
     async def remove_pull_records(self, name):
-        """When repository C{name}'s tags and manifests were last pulled
+        """When repository ``name``'s tags and manifests were last pulled
         (registryd.storage.pulls)."""
         return await self._delete(paths.pull_records(name))

@@ -2,7 +2,7 @@
 directories that may be missing, ``<alg>/<hex>`` digest trees, link files.
 
 These are the model's own tools (the stores and the vacuum use them); the
-one meant for callers too is L{gather_limited}, which garbage collection
+one meant for callers too is :func:`gather_limited`, which garbage collection
 and the referrers rebuild use to keep their storage requests bounded.
 """
 
@@ -17,8 +17,8 @@ CONCURRENCY = 16
 
 
 async def gather_limited(function, items, limit=CONCURRENCY):
-    """C{[await function(item) for item in items]}, at most C{limit} at
-    once (C{limit} workers share one iterator, so a million items cost a
+    """``[await function(item) for item in items]``, at most ``limit`` at
+    once (``limit`` workers share one iterator, so a million items cost a
     million results, not a million pending Deferreds).  The first failure
     stops the workers and is raised as itself."""
     items = list(items)
@@ -45,7 +45,7 @@ async def gather_limited(function, items, limit=CONCURRENCY):
 
 
 async def list_or_empty(driver, path):
-    """The names in directory C{path}; none when it does not exist."""
+    """The names in directory ``path``; none when it does not exist."""
     try:
         return await driver.list(path)
     except PathNotFound:
@@ -53,7 +53,7 @@ async def list_or_empty(driver, path):
 
 
 async def modified_or_none(driver, path):
-    """The modification time of C{path}, or None when it is not there."""
+    """The modification time of ``path``, or None when it is not there."""
     try:
         return (await driver.stat(path)).modified
     except PathNotFound:

@@ -45,11 +45,11 @@ class NothingGrant:
 class UIAccess:
     """Sign-in and grants for the web interface.
 
-    @param checker: the htpasswd checker (registryd.auth.htpasswd), or
+    :param checker: the htpasswd checker (registryd.auth.htpasswd), or
         None when there is nothing to sign in with.
-    @param policy: the access policy (registryd.auth.access) the checker's
+    :param policy: the access policy (registryd.auth.access) the checker's
         users are judged by; None with no checker.
-    @param open: no authentication at all (everyone may do everything).
+    :param open: no authentication at all (everyone may do everything).
     """
 
     def __init__(self, checker=None, policy=None, open=False):
@@ -59,8 +59,8 @@ class UIAccess:
 
     @classmethod
     def of(cls, authorizer, issuer):
-        """The interface's access for the API's C{authorizer} and token
-        C{issuer} (None unless registryd is its own token server)."""
+        """The interface's access for the API's ``authorizer`` and token
+        ``issuer`` (None unless registryd is its own token server)."""
         if isinstance(authorizer, OpenAuthorizer):
             return cls(open=True)
         if isinstance(authorizer, BasicAuthorizer):
@@ -75,10 +75,10 @@ class UIAccess:
 
     async def sign_in(self, user, password, address):
         """The user's htpasswd fingerprint (for the session) once
-        C{password} is theirs.
+        ``password`` is theirs.
 
-        @raise errors.Unauthorized: wrong user or password.
-        @raise errors.TooManyRequests: the guessing brake (registryd.auth.throttle).
+        :raises errors.Unauthorized: wrong user or password.
+        :raises errors.TooManyRequests: the guessing brake (registryd.auth.throttle).
         """
         if not self.can_sign_in:
             raise errors.Unsupported("signing in is not available: tokens come from an external token server")
@@ -100,7 +100,7 @@ class UIAccess:
         return session.user
 
     def grant(self, user):
-        """What C{user} (None: anonymous) may do: an IGrant."""
+        """What ``user`` (None: anonymous) may do: an IGrant."""
         if self.open:
             return OpenGrant()
         if self.policy is None:

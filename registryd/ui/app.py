@@ -26,10 +26,10 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
 from registryd import errors
-from registryd.http.api.base import query_arg
 from registryd.auth.headers import client_host
-from registryd.http.context import new_request_id
 from registryd.digest import Digest
+from registryd.http.api.base import query_arg
+from registryd.http.context import new_request_id
 from registryd.names import check_repository_name
 from registryd.storage.manifest_store import is_digest_reference
 from registryd.storage.tags import check_tag
@@ -73,14 +73,14 @@ def _origin_of(request):
 class UIApp:
     """The web interface over a registry.
 
-    @param registry: what the API serves (the registry model, or the
+    :param registry: what the API serves (the registry model, or the
         pull-through cache around it), read in-process.
-    @param access: a L{registryd.ui.access.UIAccess}.
-    @param urls: the API's L{registryd.http.urls.URLBuilder} (http.prefix, http.host).
-    @param events: where deletes are reported (registryd.notifications),
+    :param access: a :class:`registryd.ui.access.UIAccess`.
+    :param urls: the API's :class:`registryd.http.urls.URLBuilder` (http.prefix, http.host).
+    :param events: where deletes are reported (registryd.notifications),
         as the API's deletes are.
-    @param session_key: the key sessions are signed with
-        (L{registryd.ui.session.process_key}).
+    :param session_key: the key sessions are signed with
+        (:func:`registryd.ui.session.process_key`).
     """
 
     app = Klein()
@@ -165,7 +165,7 @@ class UIApp:
                 and browse.may_delete(grant, name))
 
     def _readable(self, grant, name):
-        """Repository C{name}, if the user may pull it; to anyone else it
+        """Repository ``name``, if the user may pull it; to anyone else it
         does not exist (NAME_UNKNOWN, as for a name never pushed)."""
         check_repository_name(name)
         if not browse.may_pull(grant, name):

@@ -63,8 +63,8 @@ class Page:
 
 
 async def repositories(registry, grant, query="", last=None):
-    """The page after C{last} of the repositories the caller may pull whose
-    name contains C{query}."""
+    """The page after ``last`` of the repositories the caller may pull whose
+    name contains ``query``."""
     query = query or ""
 
     def include(name):
@@ -75,7 +75,7 @@ async def repositories(registry, grant, query="", last=None):
 
 
 async def tag_names(repository):
-    """All of C{repository}'s tags, sorted; NAME_UNKNOWN without manifests."""
+    """All of ``repository``'s tags, sorted; NAME_UNKNOWN without manifests."""
     return await repository.tags.all()
 
 
@@ -92,7 +92,7 @@ class TagRow:
 
 
 async def tags(repository, last=None):
-    """The page of C{repository}'s tags after C{last}, each described.
+    """The page of ``repository``'s tags after ``last``, each described.
 
     NAME_UNKNOWN when the repository has no manifests."""
     names = await tag_names(repository)
@@ -162,7 +162,7 @@ class ManifestDetails:
     annotations: dict
     subject: object  # a Descriptor or None
     #: referrer descriptors (dicts, as the referrers API answers), each
-    #: with its "kind" (L{referrer_kind})
+    #: with its "kind" (:func:`referrer_kind`)
     referrers: list
     #: the tags that point at this manifest
     tags: list
@@ -170,7 +170,7 @@ class ManifestDetails:
 
 
 async def manifest(repository, reference):
-    """Everything the manifest page shows about C{reference} (tag or digest)."""
+    """Everything the manifest page shows about ``reference`` (tag or digest)."""
     stored = await repository.manifests.get(reference)
     parsed = stored.manifest
     config = parsed.config

@@ -50,7 +50,7 @@ class StaticFile:
 
 
 def load_static(directory=STATIC_DIRECTORY):
-    """{file name: L{StaticFile}} for everything in C{directory}."""
+    """{file name: :class:`StaticFile`} for everything in ``directory``."""
     files = {}
     for name in sorted(os.listdir(directory)):
         extension = os.path.splitext(name)[1]
@@ -78,5 +78,5 @@ class Templates:
         self._static = static
 
     def render(self, template, /, **values):
-        """The page C{template} as UTF-8 bytes."""
+        """The page ``template`` as UTF-8 bytes."""
         return self._environment.get_template(template).render(static=self._static, **values).encode("utf-8")

@@ -71,7 +71,7 @@ class Session:
 class SessionCodec:
     """Signs sessions into cookie values and reads them back.
 
-    @param key: the HMAC-SHA256 key (L{process_key}).
+    :param key: the HMAC-SHA256 key (:func:`process_key`).
     """
 
     def __init__(self, key, clock=time.time):
@@ -90,7 +90,7 @@ class SessionCodec:
         return body + b"." + self._sign(body)
 
     def decode(self, value):
-        """The session in cookie C{value} (bytes), or None when it is
+        """The session in cookie ``value`` (bytes), or None when it is
         missing, forged, malformed or expired."""
         if not value or len(value) > _MAX_COOKIE:
             return None

@@ -79,7 +79,7 @@ def host_alias(name, address):
         yield
     finally:
         current = hosts.read_text()
-        hosts.write_text("".join(l for l in current.splitlines(keepends=True) if l != line))
+        hosts.write_text("".join(kept for kept in current.splitlines(keepends=True) if kept != line))
 
 
 @contextlib.contextmanager

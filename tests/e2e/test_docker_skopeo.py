@@ -16,9 +16,22 @@ import time
 import pytest
 
 from tests.e2e.tools import (
-    DOCKER_SCHEMA2, MANIFEST_ACCEPT, OCI_EMPTY, OCI_INDEX, OCI_MANIFEST,
-    get_manifest, http_request, make_image, make_oci_layout, oci_layout_digest,
-    push_blob, push_image, put_manifest, sha256_digest, skopeo_json, write_scratch_context,
+    DOCKER_SCHEMA2,
+    MANIFEST_ACCEPT,
+    OCI_EMPTY,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    get_manifest,
+    http_request,
+    make_image,
+    make_oci_layout,
+    oci_layout_digest,
+    push_blob,
+    push_image,
+    put_manifest,
+    sha256_digest,
+    skopeo_json,
+    write_scratch_context,
 )
 
 pytestmark = pytest.mark.e2e

@@ -27,7 +27,11 @@ pytestmark = pytest.mark.e2e
 LIFECYCLE = {
     "immutable": [{"repository": "life/**", "tags": ["v*"]}],
     "quotas": [{"repository": "quota/**", "bytes": 300 * 1024}],
-    "retention": {"rules": [{"repository": "life/**", "keep": {"tags": ["v*", "keep-*"]}, "untagged": "delete"}]},
+    "retention": {
+        "rules": [
+            {"repository": "life/**", "keep": {"tags": ["v*", "keep-*"]}, "untagged": "delete"}
+        ]
+    },
 }
 
 
@@ -67,8 +71,11 @@ def test_pull_times_from_both_nodes_merge(nodes):
     assert get_manifest(b.url, "life/pulls", "v2").status == 200
     # Each node flushes every 5 s into the one record; each then sees both.
     for node in (a, b):
-        eventually(lambda node=node: all(
-            entry["pulled"] is not None for entry in details(node, "life/pulls").values()))
+        eventually(
+            lambda node=node: all(
+                entry["pulled"] is not None for entry in details(node, "life/pulls").values()
+            )
+        )
     assert details(b, "life/pulls")["v1"]["protected"] is True
 
 
@@ -79,8 +86,11 @@ def test_an_immutable_tag_pushed_through_a_cannot_move_through_b(nodes):
     for digest, blob in [(other["config_digest"], other["config"])] + other["layers"]:
         assert tools.push_blob(b.url, "life/pinned", blob) == digest
     response = http_request(
-        "PUT", f"{b.url}/v2/life/pinned/manifests/v1", body=other["manifest"],
-        headers={"Content-Type": tools.OCI_MANIFEST})
+        "PUT",
+        f"{b.url}/v2/life/pinned/manifests/v1",
+        body=other["manifest"],
+        headers={"Content-Type": tools.OCI_MANIFEST},
+    )
     assert response.status == 403
     [error] = response.json()["errors"]
     assert error["code"] == "DENIED" and "lifecycle.immutable[0]" in error["message"]
@@ -93,11 +103,16 @@ def test_a_quota_counts_pushes_through_the_other_node(nodes):
     for digest, blob in [(big["config_digest"], big["config"])] + big["layers"]:
         assert tools.push_blob(b.url, "quota/two", blob) == digest
     response = http_request(
-        "PUT", f"{b.url}/v2/quota/two/manifests/latest", body=big["manifest"],
-        headers={"Content-Type": tools.OCI_MANIFEST})
+        "PUT",
+        f"{b.url}/v2/quota/two/manifests/latest",
+        body=big["manifest"],
+        headers={"Content-Type": tools.OCI_MANIFEST},
+    )
     assert response.status == 403, response.body
     [error] = response.json()["errors"]
-    assert error["message"].startswith("quota lifecycle.quotas[0] (repository 'quota/**', bytes 300.0 KiB) exceeded")
+    assert error["message"].startswith(
+        "quota lifecycle.quotas[0] (repository 'quota/**', bytes 300.0 KiB) exceeded"
+    )
     usage = http_request("GET", f"{b.url}/v2/quota/one/_registryd/usage").json()
     assert usage["quotas"][0]["repositories"] == 1
 
@@ -120,12 +135,26 @@ def test_retention_dry_run_on_the_bucket(nodes, tmp_path):
     config.write_text(yaml.safe_dump(a.config()))
     env = dict(os.environ, PYTHONPATH=str(tools.REPO_ROOT))
     result = subprocess.run(
-        [sys.executable, "-m", "registryd", "retention", "--config", str(config), "--dry-run", "--json"],
-        capture_output=True, env=env, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "registryd",
+            "retention",
+            "--config",
+            str(config),
+            "--dry-run",
+            "--json",
+        ],
+        capture_output=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     retained = next(r for r in report["repositories"] if r["repository"] == "life/retained")
     actions = {t["tag"]: t["action"] for t in retained["tags"]}
     assert actions == {"drop-1": "delete", "keep-1": "keep"}
     assert http_request("GET", f"{a.url}/v2/life/retained/tags/list").json()["tags"] == [
-        "drop-1", "keep-1"]  # a dry run
+        "drop-1",
+        "keep-1",
+    ]  # a dry run

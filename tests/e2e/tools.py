@@ -184,7 +184,7 @@ def run(args, *, input=None, env=None, check=True, timeout=300, cwd=None):
     try:
         result = subprocess.run(
             [str(a) for a in args], input=input, env=env, cwd=cwd,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            capture_output=True,
             stdin=None if input is not None else subprocess.DEVNULL,
             timeout=timeout,
         )

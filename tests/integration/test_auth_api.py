@@ -56,13 +56,13 @@ async def serve(tmp_path, auth=None, tls=None, listen="tcp:0:interface=127.0.0.1
     loopback port, built the way RegistryService builds it."""
     from twisted.internet import endpoints, reactor
 
-    from registryd.http import tls as tlsmodule
-    from registryd.http.app import RegistryApp
     from registryd.auth import create
     from registryd.config import parse_config
+    from registryd.http import tls as tlsmodule
+    from registryd.http.app import RegistryApp
+    from registryd.http.web import StreamingSite
     from registryd.storage.drivers.filesystem import FilesystemDriver
     from registryd.storage.registry import Registry
-    from registryd.http.web import StreamingSite
 
     root = tmp_path / "registry-data"
     document = {"version": 0.1, "storage": {"filesystem": {"rootdirectory": str(root)},
@@ -683,9 +683,10 @@ async def test_tls_listener_with_http_tls(tmp_path):
         assert status == 200 and body == data
         from OpenSSL import SSL
 
+        from registryd.config import TLSConfig
+
         # Only TLS 1.2 and later are offered.
         from registryd.http.tls import http_tls_options
-        from registryd.config import TLSConfig
 
         context = http_tls_options(TLSConfig(certificate=certificate, key=key)).getContext()
         options = context.set_options(0)  # returns the options in force

@@ -109,6 +109,7 @@ async def test_streamed_patch_then_put_with_final_chunk(server):
     response = await server.client.post(server.v2("s/blobs/uploads/"))
     await response.content()
     import io
+
     # treq sends a file-like body with unknown length chunked
     from twisted.web.client import FileBodyProducer
 

@@ -293,7 +293,7 @@ async def test_metrics_count_requests_bytes_and_storage_by_route(running):
 
 @pytest_twisted.ensureDeferred
 async def test_uploads_in_progress_while_a_body_streams(running):
-    from twisted.internet import reactor, protocol, endpoints
+    from twisted.internet import endpoints, protocol, reactor
 
     response = await running.client.post(running.v2("metrics/up/blobs/uploads/"))
     assert response.code == 202

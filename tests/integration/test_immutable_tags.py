@@ -12,9 +12,11 @@ from registryd.lifecycle.immutable import ImmutableRule, ImmutableTags
 from tests.integration.test_manifests_api import error_codes, push_image, put_manifest
 from tests.support import serving, sha256
 
-RULES = ImmutableTags([
-    ImmutableRule("team/**", ["v*", "release-*"], where="lifecycle.immutable[0]"),
-])
+RULES = ImmutableTags(
+    [
+        ImmutableRule("team/**", ["v*", "release-*"], where="lifecycle.immutable[0]"),
+    ]
+)
 RULE = "lifecycle.immutable[0] (repository 'team/**', tags ['v*', 'release-*'])"
 
 
@@ -50,7 +52,8 @@ async def test_a_protected_tag_cannot_be_moved_or_deleted(tmp_path):
         assert error["detail"]["digest"] == sha256(first)
         # Not by a PUT by digest with ?tag= either.
         response = await server.client.put(
-            server.v2(f"{name}/manifests/{sha256(second)}?tag=v1&tag=latest"), data=second,
+            server.v2(f"{name}/manifests/{sha256(second)}?tag=v1&tag=latest"),
+            data=second,
             headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
         )
         await denied(response)
@@ -96,9 +99,9 @@ async def test_two_pushes_racing_for_a_new_protected_tag_cannot_both_win(tmp_pat
     async with serving(tmp_path, immutable_tags=RULES) as server:
         name = "team/race"
         bodies = [await push_image(server, name, layers=1) for _ in range(4)]
-        responses = await defer.gatherResults([
-            defer.ensureDeferred(put_manifest(server, name, "v1", body)) for body in bodies
-        ])
+        responses = await defer.gatherResults(
+            [defer.ensureDeferred(put_manifest(server, name, "v1", body)) for body in bodies]
+        )
         codes = sorted(response.code for response in responses)
         for response in responses:
             await response.content()

@@ -42,18 +42,25 @@ async def test_lifecycle_configured_in_yaml(tmp_path):
         assert (await put_manifest(running, "team/app", "v1", first)).code == 201
         response = await put_manifest(running, "team/app", "v1", second)
         assert response.code == 403
-        assert "lifecycle.immutable[0]" in json.loads(await response.content())["errors"][0]["message"]
+        assert (
+            "lifecycle.immutable[0]" in json.loads(await response.content())["errors"][0]["message"]
+        )
         # quota, as a client sees it
-        response = await put_manifest(running, "small/app", "v1", await push_image(running, "small/app", 2))
+        response = await put_manifest(
+            running, "small/app", "v1", await push_image(running, "small/app", 2)
+        )
         assert response.code == 403
         [error] = json.loads(await response.content())["errors"]
         assert error["code"] == "DENIED"
         assert error["message"].startswith(
             "quota lifecycle.quotas[0] (repository 'small/**', bytes 2.9 KiB) exceeded: "
-            "this push would make its usage ")
+            "this push would make its usage "
+        )
         response = await running.client.get(f"{running.debug_url}/metrics")
-        assert 'registryd_quota_limit_bytes{quota="lifecycle.quotas[0]"} 3000.0' in (
-            await response.content()).decode()
+        assert (
+            'registryd_quota_limit_bytes{quota="lifecycle.quotas[0]"} 3000.0'
+            in (await response.content()).decode()
+        )
         # pull times: shown at once, written to storage when the service stops
         response = await running.client.get(running.v2("team/app/manifests/v1"))
         await response.content()
@@ -62,7 +69,9 @@ async def test_lifecycle_configured_in_yaml(tmp_path):
         assert entry["pulled"] is not None and entry["protected"] is True
         # retention every second
         for tag in ("keep", "drop"):
-            assert (await put_manifest(running, "ci/app", tag, await push_image(running, "ci/app", 1))).code == 201
+            assert (
+                await put_manifest(running, "ci/app", tag, await push_image(running, "ci/app", 1))
+            ).code == 201
 
         async def ci_tags():
             response = await running.client.get(running.v2("ci/app/tags/list"))
@@ -77,6 +86,9 @@ async def test_lifecycle_configured_in_yaml(tmp_path):
     from registryd.storage.drivers.filesystem import FilesystemDriver
     from registryd.storage.registry import Registry
 
-    tags, _ = await Registry(FilesystemDriver(str(tmp_path / "registry-data"))).repository(
-        "team/app").pulls.read()
+    tags, _ = (
+        await Registry(FilesystemDriver(str(tmp_path / "registry-data")))
+        .repository("team/app")
+        .pulls.read()
+    )
     assert set(tags) == {"v1"}

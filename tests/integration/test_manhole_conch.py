@@ -12,9 +12,9 @@ from twisted.cred.credentials import ISSHPrivateKey
 from twisted.internet import defer, protocol
 from twisted.python.filepath import FilePath
 
+from registryd.config import Config
 from registryd.ops.maintenance import Maintenance
 from registryd.ops.manhole import make_factory, make_namespace
-from registryd.config import Config
 from tests.support import sha256
 
 

@@ -9,8 +9,8 @@ import time
 
 import pytest_twisted
 
-from registryd.ops import metrics
 from registryd.notifications.events import EVENTS_MEDIA_TYPE
+from registryd.ops import metrics
 from tests.integration.test_manifests_api import push_blob, push_image, put_manifest
 from tests.service_support import Receiver, start_service, wait_for
 from tests.support import sha256
@@ -268,7 +268,7 @@ async def test_reload_adds_changes_and_removes_endpoints(tmp_path, receiver):
         await wait_for(lambda: len(receiver.events) == 1)
         # point the endpoint elsewhere, and add a second one that ignores pushes
         text = open(running.config_path).read().replace(receiver.url, other.url)
-        text += "    - name: second\n      url: %s\n      ignore: {actions: [push]}\n" % receiver.url
+        text += f"    - name: second\n      url: {receiver.url}\n      ignore: {{actions: [push]}}\n"
         open(running.config_path, "w").write(text)
         assert await running.service.operations.reload() == []
         await push_blob(running, "reload/app", b"two")

@@ -16,8 +16,8 @@ import time
 import pytest_twisted
 from twisted.internet import defer
 
-from registryd.ops.maintenance import Maintenance
 from registryd.config import Config
+from registryd.ops.maintenance import Maintenance
 from tests.support import sha256
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

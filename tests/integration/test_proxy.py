@@ -13,11 +13,17 @@ import pytest_twisted
 from twisted.internet.interfaces import IPullProducer
 from zope.interface import implementer
 
+from tests import certs
 from tests.integration.test_auth_api import (
-    ACCESS, ALICE, HTPASSWD, basic, push_blob, request, serve,
+    ACCESS,
+    ALICE,
+    HTPASSWD,
+    basic,
+    push_blob,
+    request,
+    serve,
 )
 from tests.integration.test_auth_api import stop as _stop
-from tests import certs
 from tests.service_support import start_service, wait_for
 from tests.support import sha256
 

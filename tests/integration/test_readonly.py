@@ -93,8 +93,8 @@ async def test_writes_are_refused_reads_served(server):
 def test_the_configuration_switches_it_on():
     import yaml
 
-    from registryd.runtime.composition import compose
     from registryd.config import parse_config
+    from registryd.runtime.composition import compose
     from registryd.runtime.service import RegistryService
     from registryd.runtime.startup import from_config
 

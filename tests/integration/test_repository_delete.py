@@ -47,11 +47,20 @@ async def test_delete_repository_removes_tags_manifests_links_referrers_and_uplo
     await push_tagged(server, name, "v2")
     layer = json.loads(body)["layers"][0]["digest"]
     await push_blob(server, name, EMPTY_CONFIG)
-    artifact = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/vnd.example.sbom",
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(EMPTY_CONFIG), "size": 2},
-        "layers": [], "subject": {"mediaType": OCI_MANIFEST, "digest": sha256(body), "size": len(body)},
-    }).encode()
+    artifact = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": "application/vnd.example.sbom",
+            "config": {
+                "mediaType": "application/vnd.oci.empty.v1+json",
+                "digest": sha256(EMPTY_CONFIG),
+                "size": 2,
+            },
+            "layers": [],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": sha256(body), "size": len(body)},
+        }
+    ).encode()
     assert (await put_manifest(server, name, sha256(artifact), artifact)).code == 201
     response = await server.client.post(server.v2(f"{name}/blobs/uploads/"))
     await response.content()
@@ -74,7 +83,10 @@ async def test_delete_repository_removes_tags_manifests_links_referrers_and_uplo
     assert await status(server, "GET", "team/other/manifests/v1") == 200
     # The blob's data stays for garbage collection: another repository
     # can still mount it.
-    assert await status(server, "POST", f"team/other/blobs/uploads/?mount={layer}&from=team/other") == 202
+    assert (
+        await status(server, "POST", f"team/other/blobs/uploads/?mount={layer}&from=team/other")
+        == 202
+    )
     # Nothing left: a second delete finds no repository.
     response = await server.client.delete(server.v2(f"{name}/_registryd/repository"))
     assert response.code == 404
@@ -116,7 +128,9 @@ async def test_delete_repository_keeps_the_upload_in_flight_and_what_it_acknowle
     await response.content()
     location = header(response, "Location")
     upload_id = header(response, "Docker-Upload-UUID")
-    sock = _start_patch(server.port.getHost().port, location.split(server.url, 1)[1], len(data), data[:1000])
+    sock = _start_patch(
+        server.port.getHost().port, location.split(server.url, 1)[1], len(data), data[:1000]
+    )
     await wait_for(lambda: server.registry.upload_lock.in_use(upload_id), timeout=30)
 
     response = await server.client.delete(server.v2(f"{name}/_registryd/repository"))
@@ -129,11 +143,20 @@ async def test_delete_repository_keeps_the_upload_in_flight_and_what_it_acknowle
     assert response.code == 201, await response.content()
     config = await push_blob(server, name, b'{"architecture": "amd64", "os": "linux"}')
     config["mediaType"] = "application/vnd.oci.image.config.v1+json"
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config,
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(data),
-                    "size": len(data)}],
-    }).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": config,
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": sha256(data),
+                    "size": len(data),
+                }
+            ],
+        }
+    ).encode()
     assert (await put_manifest(server, name, "new", manifest)).code == 201
     response = await server.client.get(server.v2(f"{name}/tags/list"))
     assert json.loads(await response.content())["tags"] == ["new"]

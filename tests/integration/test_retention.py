@@ -34,8 +34,12 @@ from tests.support import serving, sha256
 
 DAY = 86400
 REPO_ROOT = Path(__file__).resolve().parents[2]
-RULE = RetentionRule("ci/**", Keep(newest=2, pulled_within=7 * DAY, tags=["release"]), True,
-                     where="lifecycle.retention.rules[0]")
+RULE = RetentionRule(
+    "ci/**",
+    Keep(newest=2, pulled_within=7 * DAY, tags=["release"]),
+    True,
+    where="lifecycle.retention.rules[0]",
+)
 CONFIG = RetentionConfig(rules=[RULE])
 
 
@@ -72,11 +76,20 @@ async def populate(server):
     digests["new2"] = sha256(index)
     digests["children"] = [child["digest"] for child in children]
     await push_blob(server, name, EMPTY_CONFIG)
-    referrer = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/vnd.example.sig",
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(EMPTY_CONFIG), "size": 2},
-        "layers": [], "subject": {"mediaType": OCI_MANIFEST, "digest": digests["old1"], "size": 1},
-    }).encode()
+    referrer = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": "application/vnd.example.sig",
+            "config": {
+                "mediaType": "application/vnd.oci.empty.v1+json",
+                "digest": sha256(EMPTY_CONFIG),
+                "size": 2,
+            },
+            "layers": [],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": digests["old1"], "size": 1},
+        }
+    ).encode()
     assert (await put_manifest(server, name, sha256(referrer), referrer)).code == 201
     digests["referrer"] = sha256(referrer)
     body = await push_image(server, "other/app", layers=1)
@@ -95,17 +108,27 @@ async def test_dry_run_reports_then_the_run_deletes_what_no_clause_keeps(tmp_pat
         retention = Retention(server.registry, CONFIG, recorders[0])
         report = await retention.run(dry_run=True)
         lines = list(report.lines())
-        assert lines[0] == "retention (dry run): 1 repositories, would delete 2 tags and 3 manifests"
+        assert (
+            lines[0] == "retention (dry run): 1 repositories, would delete 2 tags and 3 manifests"
+        )
         assert lines[1] == "ci/app (lifecycle.retention.rules[0])"
         tag_lines = {line.split()[2]: line for line in lines[2:] if " tag " in line}
         assert tag_lines["old1"] == (
-            f"  delete tag      old1  {d['old1']}  no keep clause holds: #4 newest, pushed 40d ago, pulled never")
+            f"  delete tag      old1  {d['old1']}  no keep clause holds: #4 newest, pushed 40d ago, pulled never"
+        )
         assert tag_lines["old2"] == (
-            f"  delete tag      old2  {d['old2']}  no keep clause holds: #3 newest, pushed 35d ago, pulled never")
-        assert tag_lines["new1"].startswith(f"  keep   tag      new1  {d['new1']}  among the newest 2 (#")
+            f"  delete tag      old2  {d['old2']}  no keep clause holds: #3 newest, pushed 35d ago, pulled never"
+        )
+        assert tag_lines["new1"].startswith(
+            f"  keep   tag      new1  {d['new1']}  among the newest 2 (#"
+        )
         assert tag_lines["pulled"].startswith(
-            f"  keep   tag      pulled  {d['pulled']}  pulled within 7d (")
-        assert tag_lines["release"] == f"  keep   tag      release  {d['release']}  tag matches ['release']"
+            f"  keep   tag      pulled  {d['pulled']}  pulled within 7d ("
+        )
+        assert (
+            tag_lines["release"]
+            == f"  keep   tag      release  {d['release']}  tag matches ['release']"
+        )
         manifest_lines = {line.split()[2]: line for line in lines[2:] if " manifest " in line}
         assert manifest_lines[d["old1"]] == f"  delete manifest {d['old1']}  untagged"
         assert manifest_lines[d["old2"]] == f"  delete manifest {d['old2']}  untagged"
@@ -117,7 +140,13 @@ async def test_dry_run_reports_then_the_run_deletes_what_no_clause_keeps(tmp_pat
         # A dry run deletes nothing (looked at without pulling, which would keep old1).
         response = await server.client.get(server.v2("ci/app/tags/list"))
         assert json.loads(await response.content())["tags"] == [
-            "new1", "new2", "old1", "old2", "pulled", "release"]
+            "new1",
+            "new2",
+            "old1",
+            "old2",
+            "pulled",
+            "release",
+        ]
 
         report = await retention.run()
         assert report.deleted() == (2, 3), list(report.lines())
@@ -134,7 +163,7 @@ async def test_dry_run_reports_then_the_run_deletes_what_no_clause_keeps(tmp_pat
 
 
 class PausingDriver(FilesystemDriver):
-    """The first delete waits until C{resume} fires (C{paused} says it is waiting)."""
+    """The first delete waits until ``resume`` fires (``paused`` says it is waiting)."""
 
     def __init__(self, root):
         super().__init__(root)
@@ -153,7 +182,9 @@ async def test_a_push_during_a_run_keeps_what_it_pushed(tmp_path):
     driver = PausingDriver(str(tmp_path / "registry-data"))
     async with serving(tmp_path, driver=driver) as server:
         d = await populate(server)
-        running = defer.ensureDeferred(Retention(server.registry, CONFIG, recording([])(server.registry)).run())
+        running = defer.ensureDeferred(
+            Retention(server.registry, CONFIG, recording([])(server.registry)).run()
+        )
         await wait_for(lambda: driver.paused, timeout=30)
         # The run has decided that old2 and its manifest go; a push now
         # moves old2 elsewhere and tags old2's manifest again.
@@ -161,14 +192,21 @@ async def test_a_push_during_a_run_keeps_what_it_pushed(tmp_path):
         assert (await put_manifest(server, "ci/app", "old2", moved)).code == 201
         response = await server.client.put(
             server.v2(f"ci/app/manifests/{d['old2']}?tag=again"),
-            data=(await (await server.client.get(server.v2(f"ci/app/manifests/{d['old2']}"))).content()),
+            data=(
+                await (
+                    await server.client.get(server.v2(f"ci/app/manifests/{d['old2']}"))
+                ).content()
+            ),
             headers={"Content-Type": OCI_MANIFEST},
         )
         assert response.code == 201, await response.content()
         driver.resume.callback(None)
         report = await running
         decisions = {d.name: d for r in report.repositories for d in r.tags + r.manifests}
-        assert decisions["old2"].delete is False and decisions["old2"].reason == "written during the run: kept"
+        assert (
+            decisions["old2"].delete is False
+            and decisions["old2"].reason == "written during the run: kept"
+        )
         assert decisions[d["old2"]].delete is False
         assert await code(server, "GET", "ci/app/manifests/old2") == 200
         assert await code(server, "GET", "ci/app/manifests/again") == 200
@@ -183,7 +221,7 @@ async def test_python_m_registryd_retention_from_the_configuration(tmp_path):
     config.write_text(f"""\
 version: 0.1
 storage:
-  filesystem: {{rootdirectory: {tmp_path / 'registry-data'}}}
+  filesystem: {{rootdirectory: {tmp_path / "registry-data"}}}
 lifecycle:
   retention:
     rules:
@@ -193,20 +231,36 @@ lifecycle:
 """)
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     command = [sys.executable, "-m", "registryd", "retention", "--config", str(config)]
-    dry = await deferToThread(subprocess.run, command + ["--dry-run"], capture_output=True, env=env, timeout=120)
+    dry = await deferToThread(
+        subprocess.run, command + ["--dry-run"], capture_output=True, env=env, timeout=120
+    )
     assert dry.returncode == 0, dry.stderr
     lines = dry.stdout.decode().splitlines()
     # The pull was recorded by no daemon here: "pulled" goes too.
     assert lines[0] == "retention (dry run): 1 repositories, would delete 3 tags and 4 manifests"
-    real = await deferToThread(subprocess.run, command + ["--json"], capture_output=True, env=env, timeout=120)
+    real = await deferToThread(
+        subprocess.run, command + ["--json"], capture_output=True, env=env, timeout=120
+    )
     assert real.returncode == 0, real.stderr
     report = json.loads(real.stdout)
     assert (report["dry_run"], report["deleted_tags"], report["deleted_manifests"]) == (False, 3, 4)
     [repository] = report["repositories"]
-    assert {t["tag"] for t in repository["tags"] if t["action"] == "delete"} == {"old1", "old2", "pulled"}
+    assert {t["tag"] for t in repository["tags"] if t["action"] == "delete"} == {
+        "old1",
+        "old2",
+        "pulled",
+    }
     assert {m["digest"] for m in repository["manifests"] if m["action"] == "delete"} == {
-        d["old1"], d["old2"], d["pulled"], d["referrer"]}
+        d["old1"],
+        d["old2"],
+        d["pulled"],
+        d["referrer"],
+    }
     missing = await deferToThread(
-        subprocess.run, [sys.executable, "-m", "registryd", "retention", "--config", str(config) + ".nope"],
-        capture_output=True, env=env, timeout=120)
+        subprocess.run,
+        [sys.executable, "-m", "registryd", "retention", "--config", str(config) + ".nope"],
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
     assert missing.returncode == 2 and b"Traceback" not in missing.stderr

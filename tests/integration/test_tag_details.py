@@ -26,7 +26,7 @@ RULES = ImmutableTags([ImmutableRule("team/**", ["v*"], where="lifecycle.immutab
 
 
 def recording(recorders):
-    """A start_registry C{pulls} factory keeping the recorder it makes."""
+    """A start_registry ``pulls`` factory keeping the recorder it makes."""
     from twisted.internet import reactor
 
     def make(registry):
@@ -45,9 +45,14 @@ async def push_platform_image(server, name, architecture, variant=None):
     config["mediaType"] = "application/vnd.oci.image.config.v1+json"
     layer = await push_blob(server, name, architecture.encode() * 100)
     layer["mediaType"] = "application/vnd.oci.image.layer.v1.tar"
-    body = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [layer],
-    }).encode()
+    body = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": config,
+            "layers": [layer],
+        }
+    ).encode()
     return body, len(body) + config["size"] + layer["size"], platform
 
 
@@ -68,27 +73,51 @@ async def test_details_of_images_and_indexes(tmp_path):
         arm64, arm64_size, _ = await push_platform_image(server, name, "arm64", "v8")
         assert (await put_manifest(server, name, "v1", amd64)).code == 201
         assert (await put_manifest(server, name, sha256(arm64), arm64)).code == 201
-        index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
-            {"mediaType": OCI_MANIFEST, "digest": sha256(amd64), "size": len(amd64),
-             "platform": {"os": "linux", "architecture": "amd64"}},
-            {"mediaType": OCI_MANIFEST, "digest": sha256(arm64), "size": len(arm64),
-             "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
-        ]}).encode()
+        index = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": [
+                    {
+                        "mediaType": OCI_MANIFEST,
+                        "digest": sha256(amd64),
+                        "size": len(amd64),
+                        "platform": {"os": "linux", "architecture": "amd64"},
+                    },
+                    {
+                        "mediaType": OCI_MANIFEST,
+                        "digest": sha256(arm64),
+                        "size": len(arm64),
+                        "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"},
+                    },
+                ],
+            }
+        ).encode()
         assert (await put_manifest(server, name, "latest", index, OCI_INDEX)).code == 201
 
         _, listing = await details(server, name)
         assert listing["name"] == name
         latest, v1 = listing["tags"]
         assert v1 == {
-            "tag": "v1", "digest": sha256(amd64), "mediaType": OCI_MANIFEST, "size": amd64_size,
-            "platforms": ["linux/amd64"], "pushed": v1["pushed"], "pulled": None,
-            "protected": True, "rule": "lifecycle.immutable[0] (repository 'team/**', tags ['v*'])",
+            "tag": "v1",
+            "digest": sha256(amd64),
+            "mediaType": OCI_MANIFEST,
+            "size": amd64_size,
+            "platforms": ["linux/amd64"],
+            "pushed": v1["pushed"],
+            "pulled": None,
+            "protected": True,
+            "rule": "lifecycle.immutable[0] (repository 'team/**', tags ['v*'])",
         }
         assert latest == {
-            "tag": "latest", "digest": sha256(index), "mediaType": OCI_INDEX,
+            "tag": "latest",
+            "digest": sha256(index),
+            "mediaType": OCI_INDEX,
             "size": len(index) + amd64_size + arm64_size,
-            "platforms": ["linux/amd64", "linux/arm64/v8"], "pushed": latest["pushed"],
-            "pulled": None, "protected": False,
+            "platforms": ["linux/amd64", "linux/arm64/v8"],
+            "pushed": latest["pushed"],
+            "pulled": None,
+            "protected": False,
         }
         pushed = time.mktime(time.strptime(v1["pushed"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
         assert before <= pushed <= time.time() + 2
@@ -107,7 +136,9 @@ async def test_details_of_images_and_indexes(tmp_path):
         # Paged as tags/list.
         response, listing = await details(server, name, "?n=1")
         assert [entry["tag"] for entry in listing["tags"]] == ["latest"]
-        assert header(response, "Link") == f'</v2/{name}/_registryd/tags?n=1&last=latest>; rel="next"'
+        assert (
+            header(response, "Link") == f'</v2/{name}/_registryd/tags?n=1&last=latest>; rel="next"'
+        )
         _, listing = await details(server, name, "?n=1&last=latest")
         assert [entry["tag"] for entry in listing["tags"]] == ["v1"]
 
@@ -117,7 +148,10 @@ async def test_details_of_images_and_indexes(tmp_path):
         async with serving(tmp_path, pulls=recording(other_recorders)) as other:
             _, listing = await details(other, name)
             assert [entry["pulled"] is not None for entry in listing["tags"]] == [True, True]
-            assert [entry["protected"] for entry in listing["tags"]] == [False, False]  # its config has no rules
+            assert [entry["protected"] for entry in listing["tags"]] == [
+                False,
+                False,
+            ]  # its config has no rules
 
 
 @pytest_twisted.ensureDeferred
@@ -128,7 +162,7 @@ async def test_unknown_repository_is_name_unknown(server):
 
 
 class StalledRecordDriver(FilesystemDriver):
-    """Writes of pull records wait until C{release} fires."""
+    """Writes of pull records wait until ``release`` fires."""
 
     def __init__(self, root):
         super().__init__(root)
@@ -139,7 +173,9 @@ class StalledRecordDriver(FilesystemDriver):
         if not path.endswith("/pulls.json"):
             return super().put_content(path, content)
         self.stalled += 1
-        return self.release.addCallback(lambda _: super(StalledRecordDriver, self).put_content(path, content))
+        return self.release.addCallback(
+            lambda _: super(StalledRecordDriver, self).put_content(path, content)
+        )
 
 
 @pytest_twisted.ensureDeferred

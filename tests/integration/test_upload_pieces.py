@@ -9,8 +9,8 @@ import time
 import pytest_twisted
 from twisted.internet.threads import deferToThread
 
-from registryd.ops import metrics
 from registryd.http.web import RequestBody
+from registryd.ops import metrics
 from tests.integration.test_health_metrics import BASE
 from tests.service_support import start_service
 from tests.support import read_response_head, sha256

@@ -67,7 +67,7 @@ class SwiftS3:
         environment.update({key: str(value) for key, value in self.ports.items()})
         return subprocess.run(
             ["bash", str(self.script), mode, str(self.state)], env=environment,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL, capture_output=True,
             timeout=timeout,
         )
 

@@ -17,7 +17,7 @@ from registryd.storage.drivers.s3 import TAIL_SUFFIX, S3Driver
 from registryd.storage.drivers.s3_client import S3Error
 from registryd.storage.drivers.s3_parameters import MIN_CHUNK_SIZE
 from registryd.storage.errors import PathNotFound, StorageError, StorageRefused
-from tests.drivers.driver_suite import MiB, DriverSuite
+from tests.drivers.driver_suite import DriverSuite, MiB
 
 
 @pytest.fixture

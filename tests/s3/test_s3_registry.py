@@ -49,12 +49,12 @@ async def serve(storage, redirect=False, auth=None):
     on a ``storage.s3`` section."""
     from twisted.internet import reactor
 
-    from registryd.http.app import RegistryApp
     from registryd.auth import create
     from registryd.config import parse_config
+    from registryd.http.app import RegistryApp
+    from registryd.http.web import StreamingSite
     from registryd.storage.factory import create_storage_driver
     from registryd.storage.registry import Registry
-    from registryd.http.web import StreamingSite
 
     document = {"version": 0.1, "storage": {"s3": storage, "delete": {"enabled": True},
                                             "redirect": {"enabled": redirect}}}

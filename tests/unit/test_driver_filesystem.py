@@ -13,7 +13,7 @@ import pytest_twisted
 from registryd.storage.drivers import InvalidParameter, create_driver
 from registryd.storage.drivers.filesystem import FilesystemDriver
 from registryd.storage.errors import StorageError
-from tests.drivers.driver_suite import MiB, DriverSuite
+from tests.drivers.driver_suite import DriverSuite, MiB
 
 
 @pytest.fixture

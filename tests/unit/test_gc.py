@@ -14,9 +14,9 @@ import pytest_twisted
 from twisted.internet import defer
 
 from registryd import errors
+from registryd.digest import Digest
 from registryd.ops.gc import GCReport, collect_garbage
 from registryd.ops.walk import references_in
-from registryd.digest import Digest
 from registryd.storage import _paths as paths  # to plant states another registry may leave
 from registryd.storage.drivers.filesystem import FilesystemDriver
 from registryd.storage.drivers.memory import InMemoryDriver

@@ -4,7 +4,13 @@ import io
 import json
 import os
 
-from twisted.logger import FileLogObserver, LogLevel, LogPublisher, Logger, formatEventAsClassicLogText
+from twisted.logger import (
+    FileLogObserver,
+    Logger,
+    LogLevel,
+    LogPublisher,
+    formatEventAsClassicLogText,
+)
 
 from registryd.runtime.logs import JSONLineFormatter, LogFormat, choose_format, journal_is_stdout
 
@@ -50,7 +56,7 @@ def test_failures_carry_their_traceback():
     from twisted.python.failure import Failure
 
     try:
-        1 / 0
+        raise ZeroDivisionError("division by zero")
     except ZeroDivisionError:
         failure = Failure()
     record = json.loads(JSONLineFormatter()(event(log_failure=failure, log_level=LogLevel.critical)))

@@ -6,6 +6,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, task
 
+from registryd.config import Config, parse_config
+from registryd.digest import Digest
 from registryd.ops.maintenance import (
     GCAlreadyRunning,
     Maintenance,
@@ -14,8 +16,6 @@ from registryd.ops.maintenance import (
     parse_started_at,
     purge_uploads,
 )
-from registryd.config import Config, parse_config
-from registryd.digest import Digest
 from registryd.storage import _paths as paths  # to plant states another registry may leave
 from registryd.storage.drivers.memory import InMemoryDriver
 from registryd.storage.errors import PathNotFound

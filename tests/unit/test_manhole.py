@@ -12,6 +12,7 @@ from twisted.conch.ssh import keys
 from twisted.internet import defer, threads
 from twisted.internet.task import deferLater
 
+from registryd.config import Config, ConfigError
 from registryd.ops.maintenance import Maintenance
 from registryd.ops.manhole import (
     HELP,
@@ -21,7 +22,6 @@ from registryd.ops.manhole import (
     run_source,
 )
 from registryd.ops.statements import StatementRunner, call_on_reactor
-from registryd.config import Config, ConfigError
 from registryd.storage.drivers.memory import InMemoryDriver
 from registryd.storage.registry import Registry
 

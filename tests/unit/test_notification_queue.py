@@ -67,9 +67,9 @@ def test_mount_target_names_the_source_repository():
 
 
 def test_manifest_target_with_tag_and_references():
+    from registryd.digest import Digest
     from registryd.manifests import parse_manifest
     from registryd.storage.manifest_store import StoredManifest
-    from registryd.digest import Digest
 
     body = json.dumps({
         "schemaVersion": 2,

@@ -25,13 +25,13 @@ from hypothesis import strategies as st
 from twisted.internet import defer
 
 from registryd import errors
-from registryd.http.api.base import MAX_DECIMAL, decimal
-from registryd.http.api.blobs import parse_range
-from registryd.http.api.uploads import parse_content_range
 from registryd.auth.scope import Access, ScopeInvalid, parse_scope
 from registryd.config import ConfigError
 from registryd.config import parse_duration as _duration
 from registryd.digest import Digest
+from registryd.http.api.base import MAX_DECIMAL, decimal
+from registryd.http.api.blobs import parse_range
+from registryd.http.api.uploads import parse_content_range
 from registryd.manifests.fields import get_media_type
 from registryd.manifests.mediatypes import normalize
 from registryd.names import (

@@ -5,8 +5,8 @@ import sys
 import pytest
 from twisted.internet.task import Clock
 
-from registryd.runtime import tuning
 from registryd.names import is_valid_tag, valid_tags
+from registryd.runtime import tuning
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")

@@ -25,7 +25,7 @@ DIGEST = Digest.of(b"manifest")
 
 
 class InterferingDriver(InMemoryDriver):
-    """After each of the first C{times} writes of a pull record, another
+    """After each of the first ``times`` writes of a pull record, another
     writer replaces it with its own stale copy, as a second node would."""
 
     def __init__(self, stale, times=1):
@@ -61,8 +61,12 @@ async def test_merge_survives_another_writer_replacing_the_record():
 
 RECORDS = st.binary(max_size=200) | st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(
-        st.sampled_from(["tags", "manifests", "v1"]) | st.text(max_size=4), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["tags", "manifests", "v1"]) | st.text(max_size=4), children, max_size=3
+        )
+    ),
     max_leaves=12,
 ).map(lambda value: json.dumps(value).encode())
 
@@ -101,8 +105,14 @@ async def test_recorder_counts_in_memory_and_flushes_in_one_write_per_repository
     assert await registry.repository("team/app").pulls.read() == ({}, {})  # nothing written yet
     await recorder.flush()
     assert recorder.pending("team/app") == ({}, {})
-    assert await registry.repository("team/app").pulls.read() == ({"v1": 1000.0}, {str(DIGEST): 1005.0})
-    assert await registry.repository("team/other").pulls.read() == ({"latest": 1005.0}, {str(DIGEST): 1005.0})
+    assert await registry.repository("team/app").pulls.read() == (
+        {"v1": 1000.0},
+        {str(DIGEST): 1005.0},
+    )
+    assert await registry.repository("team/other").pulls.read() == (
+        {"latest": 1005.0},
+        {str(DIGEST): 1005.0},
+    )
 
 
 class RefusingDriver(InMemoryDriver):
@@ -128,7 +138,10 @@ async def test_a_failed_flush_keeps_its_entries_and_memory_stays_bounded():
     assert recorder.pending("a") == ({"v1": 0.0, "v2": 0.0}, {str(DIGEST): 0.0})
     driver.refuse = False
     await recorder.flush()
-    assert await registry.repository("a").pulls.read() == ({"v1": 0.0, "v2": 0.0}, {str(DIGEST): 0.0})
+    assert await registry.repository("a").pulls.read() == (
+        {"v1": 0.0, "v2": 0.0},
+        {str(DIGEST): 0.0},
+    )
 
 
 @pytest_twisted.ensureDeferred

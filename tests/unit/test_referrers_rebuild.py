@@ -16,8 +16,8 @@ import pytest
 import pytest_twisted
 
 from registryd import errors
-from registryd.ops.referrers import ReferrersReport, rebuild_referrers
 from registryd.digest import Digest
+from registryd.ops.referrers import ReferrersReport, rebuild_referrers
 from registryd.storage import _paths as paths  # to plant states another registry may leave
 from registryd.storage.drivers.filesystem import FilesystemDriver
 from registryd.storage.drivers.memory import InMemoryDriver

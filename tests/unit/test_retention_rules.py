@@ -20,18 +20,24 @@ TAG_NAMES = ["latest", "v1", "v2", "release", "dev", "a", "b", "c"]
 def repositories(draw):
     tags = []
     for name in draw(st.lists(st.sampled_from(TAG_NAMES), unique=True, max_size=8)):
-        tags.append(TagFacts(
-            name, draw(st.sampled_from(DIGESTS)),
-            draw(st.none() | st.floats(NOW - 60 * DAY, NOW)),
-            draw(st.none() | st.floats(NOW - 60 * DAY, NOW)),
-            draw(st.none() | st.just("lifecycle.immutable[0]")),
-        ))
+        tags.append(
+            TagFacts(
+                name,
+                draw(st.sampled_from(DIGESTS)),
+                draw(st.none() | st.floats(NOW - 60 * DAY, NOW)),
+                draw(st.none() | st.floats(NOW - 60 * DAY, NOW)),
+                draw(st.none() | st.just("lifecycle.immutable[0]")),
+            )
+        )
     manifests = []
     for digest in draw(st.lists(st.sampled_from(DIGESTS), unique=True, max_size=8)):
-        manifests.append(ManifestFacts(
-            digest, draw(st.lists(st.sampled_from(DIGESTS), max_size=3)),
-            draw(st.none() | st.sampled_from(DIGESTS)),
-        ))
+        manifests.append(
+            ManifestFacts(
+                digest,
+                draw(st.lists(st.sampled_from(DIGESTS), max_size=3)),
+                draw(st.none() | st.sampled_from(DIGESTS)),
+            )
+        )
     return tags, manifests
 
 
@@ -51,7 +57,9 @@ def test_a_tag_goes_exactly_when_no_keep_clause_holds(repository, keep, delete_u
     rule = RetentionRule("**", keep, delete_untagged)
     tag_decisions, _ = evaluate(rule, tags, manifests, NOW)
     assert [d.name for d in tag_decisions] == sorted(t.tag for t in tags)
-    newest_first = sorted(tags, key=lambda t: (-(t.pushed if t.pushed is not None else -1e18), t.tag))
+    newest_first = sorted(
+        tags, key=lambda t: (-(t.pushed if t.pushed is not None else -1e18), t.tag)
+    )
     for decision in tag_decisions:
         facts = next(t for t in tags if t.tag == decision.name)
         import fnmatch
@@ -59,10 +67,16 @@ def test_a_tag_goes_exactly_when_no_keep_clause_holds(repository, keep, delete_u
         kept = bool(
             facts.protected
             or (keep.newest is not None and newest_first.index(facts) < keep.newest)
-            or (keep.pushed_within is not None and facts.pushed is not None
-                and NOW - facts.pushed <= keep.pushed_within)
-            or (keep.pulled_within is not None and facts.pulled is not None
-                and NOW - facts.pulled <= keep.pulled_within)
+            or (
+                keep.pushed_within is not None
+                and facts.pushed is not None
+                and NOW - facts.pushed <= keep.pushed_within
+            )
+            or (
+                keep.pulled_within is not None
+                and facts.pulled is not None
+                and NOW - facts.pulled <= keep.pulled_within
+            )
             or any(fnmatch.fnmatchcase(facts.tag, pattern) for pattern in keep.tags)
         )
         assert decision.delete == (not kept), (decision, facts)
@@ -103,9 +117,12 @@ def test_reasons_say_which_clause_kept_a_tag_and_why_the_others_go():
         TagFacts("pinned", DIGESTS[4], NOW - 60 * DAY, None, "lifecycle.immutable[0] (...)"),
     ]
     manifests = [ManifestFacts(d) for d in DIGESTS[:5]] + [
-        ManifestFacts(DIGESTS[5], subject=DIGESTS[0]), ManifestFacts(DIGESTS[6]),
+        ManifestFacts(DIGESTS[5], subject=DIGESTS[0]),
+        ManifestFacts(DIGESTS[6]),
     ]
-    tag_decisions, manifest_decisions = evaluate(RetentionRule("**", keep, True), tags, manifests, NOW)
+    tag_decisions, manifest_decisions = evaluate(
+        RetentionRule("**", keep, True), tags, manifests, NOW
+    )
     assert [(d.name, d.delete, d.reason) for d in tag_decisions] == [
         ("new", False, "among the newest 1 (#1)"),
         ("old", True, "no keep clause holds: #4 newest, pushed 50d ago, pulled 20d ago"),
@@ -125,7 +142,9 @@ def test_reasons_say_which_clause_kept_a_tag_and_why_the_others_go():
 
 
 def test_retention_config_parses():
-    config = parse(minimal() + """\
+    config = parse(
+        minimal()
+        + """\
 lifecycle:
   retention:
     interval: 24h
@@ -135,12 +154,17 @@ lifecycle:
         untagged: delete
       - repository: "**"
         keep: {newest: 100}
-""")
+"""
+    )
     retention = config.lifecycle.retention
     assert retention.interval == DAY
     assert retention.rules == (
-        RetentionRule("ci/**", Keep(10, 30 * DAY, 7 * DAY, ["latest", "v*"]), True,
-                      where="lifecycle.retention.rules[0]"),
+        RetentionRule(
+            "ci/**",
+            Keep(10, 30 * DAY, 7 * DAY, ["latest", "v*"]),
+            True,
+            where="lifecycle.retention.rules[0]",
+        ),
         RetentionRule("**", Keep(newest=100), False, where="lifecycle.retention.rules[1]"),
     )
     assert retention.rule_for("ci/app").where == "lifecycle.retention.rules[0]"
@@ -150,16 +174,32 @@ lifecycle:
 
 def test_bad_retention_settings_name_their_key():
     for body, key, message in [
-        ("lifecycle: {retention: {rules: [{repository: a}]}}", "lifecycle.retention.rules[0].keep", "required"),
-        ("lifecycle: {retention: {rules: [{repository: a, keep: {}}]}}", "lifecycle.retention.rules[0].keep",
-         "expected at least one of newest"),
-        ("lifecycle: {retention: {rules: [{repository: a, keep: {newest: 0}}]}}",
-         "lifecycle.retention.rules[0].keep.newest", "must be at least 1, got 0"),
-        ("lifecycle: {retention: {rules: [{repository: a, keep: {newest: 1}, untagged: drop}]}}",
-         "lifecycle.retention.rules[0].untagged", "expected one of keep, delete"),
+        (
+            "lifecycle: {retention: {rules: [{repository: a}]}}",
+            "lifecycle.retention.rules[0].keep",
+            "required",
+        ),
+        (
+            "lifecycle: {retention: {rules: [{repository: a, keep: {}}]}}",
+            "lifecycle.retention.rules[0].keep",
+            "expected at least one of newest",
+        ),
+        (
+            "lifecycle: {retention: {rules: [{repository: a, keep: {newest: 0}}]}}",
+            "lifecycle.retention.rules[0].keep.newest",
+            "must be at least 1, got 0",
+        ),
+        (
+            "lifecycle: {retention: {rules: [{repository: a, keep: {newest: 1}, untagged: drop}]}}",
+            "lifecycle.retention.rules[0].untagged",
+            "expected one of keep, delete",
+        ),
         ("lifecycle: {retention: {interval: 0.5s}}", "lifecycle.retention.interval", "at least 1s"),
-        ("lifecycle: {retention: {rules: [{repository: a, keep: {pulledwithin: soon}}]}}",
-         "lifecycle.retention.rules[0].keep.pulledwithin", ""),
+        (
+            "lifecycle: {retention: {rules: [{repository: a, keep: {pulledwithin: soon}}]}}",
+            "lifecycle.retention.rules[0].keep.pulledwithin",
+            "",
+        ),
     ]:
         text = error_for(minimal() + body + "\n")
         assert text.startswith(f"{key}: ") and message in text, text

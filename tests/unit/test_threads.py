@@ -151,9 +151,7 @@ async def test_blocking_executor_ignores_results_of_cancelled_calls():
 
 @pytest_twisted.ensureDeferred
 async def test_blocking_executor_threads_end_when_idle():
-    from twisted.internet import task
-
-    from twisted.internet import reactor
+    from twisted.internet import reactor, task
 
     executor = BlockingExecutor(max_threads=4)
     executor.idle_timeout = 0.05

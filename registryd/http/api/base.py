@@ -28,8 +28,8 @@ _ENCODED_CONTROL = re.compile(rb"%(?:[01][0-9a-f]|7f)", re.IGNORECASE)
 
 def check_unrouted_path(request):
     """Why a /v2/ path matched no route, when it is a bad name: an encoded
-    separator (L{check_raw_path}), or an encoded control character, which
-    the routes' C{<path:name>} does not match (``.`` stops at a newline)
+    separator (:func:`check_raw_path`), or an encoded control character, which
+    the routes' ``<path:name>`` does not match (``.`` stops at a newline)
     while tags and digests are matched and refused by their own checks."""
     check_raw_path(request)
     if _ENCODED_CONTROL.search(request.path):
@@ -37,8 +37,8 @@ def check_unrouted_path(request):
 
 
 def query_args(request, name):
-    """Every value of query (or form) argument C{name}, as str: 400
-    C{BadRequest} if one is not UTF-8."""
+    """Every value of query (or form) argument ``name``, as str: 400
+    ``BadRequest`` if one is not UTF-8."""
     try:
         return [value.decode("utf-8") for value in request.args.get(name.encode("ascii"), ())]
     except UnicodeDecodeError:
@@ -46,8 +46,8 @@ def query_args(request, name):
 
 
 def query_arg(request, name, unique=False):
-    """The first value of query (or form) argument C{name} as str, or None;
-    with C{unique}, 400 C{BadRequest} if it is given more than once (the
+    """The first value of query (or form) argument ``name`` as str, or None;
+    with ``unique``, 400 ``BadRequest`` if it is given more than once (the
     token server's parameters)."""
     values = query_args(request, name)
     if unique and len(values) > 1:
@@ -62,8 +62,8 @@ _DECIMAL = re.compile(r"[0-9]+")
 
 
 def decimal(text):
-    """The value of C{text} if it is ASCII digits only and at most
-    L{MAX_DECIMAL}, else None.
+    """The value of ``text`` if it is ASCII digits only and at most
+    :data:`MAX_DECIMAL`, else None.
 
     Not ``str.isdigit``/``int``: those take ``'\u00b2'`` or Arabic-Indic
     digits (and ``int`` then fails on the first), and ``int`` raises on
@@ -97,14 +97,14 @@ def upload_headers(request, urls, upload):
 
 
 def shielded(running, expected=(defer.CancelledError,), what="handler"):
-    """A Deferred that follows C{running}, but whose cancellation leaves
-    C{running} alone.
+    """A Deferred that follows ``running``, but whose cancellation leaves
+    ``running`` alone.
 
     klein cancels a handler when its client goes away.  Some work must go
     on regardless: an upload stores the body bytes that arrived (the client
     resumes from them), a blob sender learns how much it sent (and a
-    pull-through cache's reader removes its partial copy).  A failure of C{running} after the caller stopped waiting is
-    logged, unless it is one of the C{expected} exception types.
+    pull-through cache's reader removes its partial copy).  A failure of ``running`` after the caller stopped waiting is
+    logged, unless it is one of the ``expected`` exception types.
     """
     result = defer.Deferred()  # no canceller: cancelling it leaves `running` alone
 

@@ -6,8 +6,8 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from registryd import errors
-from registryd.http.api.base import decimal, respond, shielded
 from registryd.digest import Digest
+from registryd.http.api.base import decimal, respond, shielded
 from registryd.http.web import BlobSender
 
 # RFC 9110 single byte range (``bytes=first-last``, ``bytes=first-``,
@@ -17,7 +17,7 @@ _RANGE = re.compile(RANGE_PATTERN)
 
 
 def parse_range(header, size):
-    """Resolve a ``Range`` header against a blob of C{size} bytes.
+    """Resolve a ``Range`` header against a blob of ``size`` bytes.
 
     Returns (first, last) inclusive, or None to send the whole blob: no
     header, a syntactically invalid one, or several ranges (RFC 9110 lets a

@@ -54,7 +54,7 @@ def _platform_name(platform):
 
 
 async def describe_manifest(repository, stored):
-    """C{(size, platforms)} of a stored manifest: its bytes plus its
+    """``(size, platforms)`` of a stored manifest: its bytes plus its
     blobs', deduplicated, and for an index those of its children found in
     the repository."""
     sizes = {str(stored.digest): len(stored.body)}
@@ -97,15 +97,26 @@ async def list_tag_details(ctx, request, name):
         size, platforms = await describe_manifest(repository, stored)
         digest = str(stored.digest)
         last_pull = max(
-            (t for t in (pulled(tag, pulled_tags, pending_tags),
-                         pulled(digest, pulled_manifests, pending_manifests)) if t is not None),
+            (
+                t
+                for t in (
+                    pulled(tag, pulled_tags, pending_tags),
+                    pulled(digest, pulled_manifests, pending_manifests),
+                )
+                if t is not None
+            ),
             default=None,
         )
         rule = protection.rule_for(repository.name, tag)
         found = {
-            "tag": tag, "digest": digest, "mediaType": stored.media_type, "size": size,
-            "platforms": platforms, "pushed": _rfc3339(await repository.tags.modified(tag)),
-            "pulled": _rfc3339(last_pull), "protected": rule is not None,
+            "tag": tag,
+            "digest": digest,
+            "mediaType": stored.media_type,
+            "size": size,
+            "platforms": platforms,
+            "pushed": _rfc3339(await repository.tags.modified(tag)),
+            "pulled": _rfc3339(last_pull),
+            "protected": rule is not None,
         }
         if rule is not None:
             found["rule"] = rule.describe()

@@ -18,8 +18,8 @@ DEFAULT_CATALOG_PAGE = 1000
 
 
 def paginate(entries, request, default_page=None, max_tags=None):
-    """Return (page, next_last) from sorted C{entries} and the request's
-    n/last; at most C{max_tags} (tags.maxtags) per page, if given."""
+    """Return (page, next_last) from sorted ``entries`` and the request's
+    n/last; at most ``max_tags`` (tags.maxtags) per page, if given."""
     n, last = _page_arguments(request, default_page)
     if max_tags is not None:
         n = max_tags if n is None else min(n, max_tags)
@@ -32,7 +32,7 @@ def paginate(entries, request, default_page=None, max_tags=None):
 
 
 def link_header(path, n, last):
-    """The RFC 5988 ``Link`` to the page after C{last}."""
+    """The RFC 5988 ``Link`` to the page after ``last``."""
     return f'<{path}?{urlencode({"n": n, "last": last})}>; rel="next"'
 
 
@@ -51,8 +51,8 @@ def _limits(ctx):
 
 def respond_tags_page(ctx, request, repository, endpoint, page, next_last, entries):
     """A tags listing's answer (tags/list, and registryd's details listing
-    at C{endpoint} under the repository): C{entries} for the C{page} of
-    tag names, with a C{Link} to the next page when C{next_last} is set."""
+    at ``endpoint`` under the repository): ``entries`` for the ``page`` of
+    tag names, with a ``Link`` to the next page when ``next_last`` is set."""
     headers = []
     if next_last is not None:
         path = ctx.urls.local(f"/v2/{repository.name}/{endpoint}")
@@ -69,7 +69,7 @@ async def list_tags(ctx, request, name):
 
 
 def _page_arguments(request, default_page=None):
-    """The request's (n, last), as L{paginate} reads them."""
+    """The request's (n, last), as :func:`paginate` reads them."""
     n = query_arg(request, "n")
     if n is not None:
         number = decimal(n)

@@ -7,8 +7,8 @@ filters and is reported in ``OCI-Filters-Applied``.
 
 import json
 
-from registryd.http.api.base import query_arg, respond
 from registryd.digest import Digest
+from registryd.http.api.base import query_arg, respond
 
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 

@@ -2,7 +2,7 @@
 
 An extension path in the OCI style (``_registryd`` cannot be a name
 component, so it never collides with a repository).  The removal itself is
-the storage model's (L{registryd.storage.removal}): tags, manifests, blob
+the storage model's (``registryd.storage.removal``): tags, manifests, blob
 links, the referrers index and idle uploads, leaving what pushes write
 meanwhile; blobs are left to garbage collection.  A repository holding
 an immutable tag (lifecycle.immutable) is refused whole.

@@ -32,13 +32,13 @@ from registryd.http.web import BUFFERED, STREAMED, BodyConnectionLost
 class Endpoint:
     """What one method of a route runs and needs.
 
-    @ivar handler: C{async (app, request, **route parameters)}, answering
+    :ivar handler: ``async (app, request, **route parameters)``, answering
         the response body.
-    @ivar needs: the actions the caller needs on the route's repository
-        (C{name}); for a route without one, the C{Access} values themselves
-        (none: just a known caller, as for C{/v2/}).
-    @ivar body: L{STREAMED} or L{BUFFERED}.
-    @ivar completes: run the handler to the end when its client leaves (an
+    :ivar needs: the actions the caller needs on the route's repository
+        (``name``); for a route without one, the ``Access`` values themselves
+        (none: just a known caller, as for ``/v2/``).
+    :ivar body: :data:`STREAMED` or :data:`BUFFERED`.
+    :ivar completes: run the handler to the end when its client leaves (an
         upload stores the bytes that arrived; the client resumes from them).
     """
 
@@ -49,12 +49,12 @@ class Endpoint:
 
 
 def endpoint(handler, *needs, body=BUFFERED, completes=False):
-    """An L{Endpoint} needing C{needs} (actions or accesses)."""
+    """An :class:`Endpoint` needing ``needs`` (actions or accesses)."""
     return Endpoint(handler, needs, body, completes)
 
 
 async def run_to_completion(work):
-    """Await C{work} (a coroutine) so that a client disconnect does not
+    """Await ``work`` (a coroutine) so that a client disconnect does not
     cancel it.
 
     klein cancels a handler when its client goes away.  An upload handler
@@ -72,8 +72,8 @@ async def run_to_completion(work):
 
 
 def _path_info(path):
-    """The request target C{path} (bytes) as klein matches it: without the
-    query, each segment percent-decoded (as twisted.web's C{postpath}), as
+    """The request target ``path`` (bytes) as klein matches it: without the
+    query, each segment percent-decoded (as twisted.web's ``postpath``), as
     text."""
     segments = path.split(b"?", 1)[0].split(b"/")
     return b"/".join(unquote_to_bytes(segment) for segment in segments).decode("utf-8")
@@ -82,7 +82,7 @@ def _path_info(path):
 class RouteTable:
     """The routes of one klein app, with what each method needs.
 
-    @param klein: the L{klein.Klein} the routes are added to.
+    :param klein: the :class:`klein.Klein` the routes are added to.
     """
 
     def __init__(self, klein):
@@ -94,14 +94,14 @@ class RouteTable:
         self._streaming_methods = set()
 
     def add(self, url, name, methods, api=True, branch=False):
-        """Route C{url} (a werkzeug pattern) as klein endpoint C{name} (the
-        metrics label) to C{methods}, a {method (bytes): L{Endpoint}}.
+        """Route ``url`` (a werkzeug pattern) as klein endpoint ``name`` (the
+        metrics label) to ``methods``, a {method (bytes): :class:`Endpoint`}.
 
-        An C{api} route (everything under C{/v2/}) passes the application's
-        admission step (C{app.admit}) before its handler; the token server
+        An ``api`` route (everything under ``/v2/``) passes the application's
+        admission step (``app.admit``) before its handler; the token server
         and the web interface do not (they answer for themselves).
 
-        A C{branch} route also takes every path below C{url}; its handler
+        A ``branch`` route also takes every path below ``url``; its handler
         answers a resource (another klein app) that routes the rest.
         """
         table = dict(methods)
@@ -139,8 +139,8 @@ class RouteTable:
         return view
 
     def body_mode(self, method, path):
-        """L{STREAMED} or L{BUFFERED}: how the route that takes C{method}
-        on C{path} (the raw request target, bytes) reads its body."""
+        """:data:`STREAMED` or :data:`BUFFERED`: how the route that takes ``method``
+        on ``path`` (the raw request target, bytes) reads its body."""
         if method not in self._streaming_methods:
             return BUFFERED
         try:

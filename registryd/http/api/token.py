@@ -9,7 +9,6 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.logger import Logger
 
 from registryd import errors
-from registryd.http.api.base import query_arg, query_args, respond
 from registryd.auth.headers import (
     MalformedAuthorization,
     authorization,
@@ -17,6 +16,7 @@ from registryd.auth.headers import (
     challenge,
     client_host,
 )
+from registryd.http.api.base import query_arg, query_args, respond
 
 log = Logger()
 

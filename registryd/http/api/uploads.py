@@ -8,8 +8,8 @@ stored, and the body is streamed into the upload as it arrives.
 import re
 
 from registryd import errors
-from registryd.http.api.base import decimal, query_arg, respond, upload_headers
 from registryd.digest import DEFAULT_ALGORITHM, Digest, check_algorithm
+from registryd.http.api.base import decimal, query_arg, respond, upload_headers
 from registryd.names import check_repository_name
 
 # The spec's ``^[0-9]+-[0-9]+$``, plus the RFC 9110 forms some clients send
@@ -99,7 +99,7 @@ def _may_read(request):
 
 
 async def _try_mount(ctx, request, repository, digest, source):
-    """Mount from C{source}, or (no C{from}) from any repository the caller
+    """Mount from ``source``, or (no ``from``) from any repository the caller
     may read that has the blob; None when it cannot mount.  A source the
     caller may not read is treated like one without the blob: the client
     falls back to a normal upload and learns nothing about the source."""

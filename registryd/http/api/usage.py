@@ -17,9 +17,11 @@ async def repository_usage(ctx, request, name):
     await repository.tags.all()  # NAME_UNKNOWN for a repository without manifests
     quotas = ctx.registry.quotas
     held = await quotas.repository_usage(repository.name)
-    body = json.dumps({
-        "name": repository.name,
-        "bytes": sum(held.values()),
-        "quotas": [usage.to_dict() for usage in await quotas.report(repository.name)],
-    }).encode("utf-8")
+    body = json.dumps(
+        {
+            "name": repository.name,
+            "bytes": sum(held.values()),
+            "quotas": [usage.to_dict() for usage in await quotas.report(repository.name)],
+        }
+    ).encode("utf-8")
     return respond(request, 200, body=body, content_type="application/json")

@@ -42,7 +42,7 @@ class UnknownDriver(ValueError):
 class InvalidParameter(ValueError):
     """A driver's configuration section has an unknown key or a bad value.
 
-    C{key} is the full configuration path, e.g. C{storage.filesystem.maxthreads}.
+    ``key`` is the full configuration path, e.g. ``storage.filesystem.maxthreads``.
     """
 
     def __init__(self, key, reason):
@@ -98,11 +98,11 @@ def find_driver_factories():
 
 
 def create_driver(name, parameters=None):
-    """Make the storage driver configured as C{storage.<name>}.
+    """Make the storage driver configured as ``storage.<name>``.
 
-    @raise UnknownDriver: no installed plugin provides C{name}.
-    @raise InvalidParameter: the driver refused its parameters.
-    @return: an L{IStorageDriver} provider.
+    :raises UnknownDriver: no installed plugin provides ``name``.
+    :raises InvalidParameter: the driver refused its parameters.
+    :returns: an ``IStorageDriver`` provider.
     """
     factories = find_driver_factories()
     try:

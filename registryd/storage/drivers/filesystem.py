@@ -43,10 +43,10 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from registryd.interfaces import IStorageDriver, IStorageReader, IStorageWriter
+from registryd.runtime.threads import BlockingExecutor, SerialWorker
 from registryd.storage.base import FileInfo, ReaderBase, WriterBase, as_bytes, check_path
 from registryd.storage.drivers import InvalidParameter, check_parameters, nowait
 from registryd.storage.errors import InvalidOffset, PathNotFound, StorageError, StorageRefused
-from registryd.runtime.threads import BlockingExecutor, SerialWorker
 
 DEFAULT_ROOT = "./registry-data"
 #: Bytes a writer writes before it asks the kernel to start writing them
@@ -63,7 +63,7 @@ def from_parameters(parameters):
     ``maxthreads`` is accepted as Distribution accepts it (an integer or a
     decimal string) so existing configs work; as there, it bounds how many
     one-shot blocking calls (stat, small reads and writes, listings) run
-    at once (L{registryd.runtime.threads.BlockingExecutor}).  Streaming readers and
+    at once (:class:`registryd.runtime.threads.BlockingExecutor`).  Streaming readers and
     writers run in the reactor's thread pool.
     """
     section = check_parameters("filesystem", parameters, {"rootdirectory", "maxthreads"})
@@ -92,7 +92,7 @@ def _parse_max_threads(value):
 
 
 def _failure(path, error, doing):
-    """The storage error for an OSError of C{doing} C{path}: a full,
+    """The storage error for an OSError of ``doing`` ``path``: a full,
     read-only or inaccessible root is named as such (StorageRefused, a
     retryable 503 for clients); anything else is a plain StorageError."""
     refused = StorageRefused.from_os_error(error, doing, path)
@@ -229,12 +229,12 @@ class _ListingCache:
     the directory in a thread (for a small one, the thread's round trip
     is most of a tags list's cost).  File times are taken from a coarse
     clock (a few ms), so two changes within one tick could leave the time
-    as it was: a directory changed less than C{settled} seconds before it
+    as it was: a directory changed less than ``settled`` seconds before it
     was listed is not cached.  Another process or node changing the
     directory changes its times the same way.
 
-    Bounded by directories (C{max_directories}) and by the names kept in
-    all (C{max_names}), least recently used first out.
+    Bounded by directories (``max_directories``) and by the names kept in
+    all (``max_names``), least recently used first out.
     """
 
     settled = 2.0
@@ -314,14 +314,14 @@ def _delete(full, path):
 
 @implementer(IStorageDriver)
 class FilesystemDriver:
-    """Files under C{root}, one host file per driver path."""
+    """Files under ``root``, one host file per driver path."""
 
     name = "filesystem"
 
     def __init__(self, root, max_threads=DEFAULT_MAX_THREADS, reactor=None):
         """
-        @param root: the directory holding everything; created on first write.
-        @param reactor: an IReactorThreads provider; the global reactor,
+        :param root: the directory holding everything; created on first write.
+        :param reactor: an IReactorThreads provider; the global reactor,
             looked up only when first needed, by default.
         """
         self.root = os.path.abspath(os.fspath(root))
@@ -340,7 +340,7 @@ class FilesystemDriver:
         A root that cannot be written would otherwise be found by the first
         push, as a 503 after the daemon claimed to be up.
 
-        @raise StorageError: one line naming the root and what is wrong.
+        :raises StorageError: one line naming the root and what is wrong.
         """
         import tempfile
 
@@ -391,7 +391,7 @@ class FilesystemDriver:
         return SerialWorker(reactor, reactor.getThreadPool())
 
     async def _open(self, worker, function, *args):
-        """Run an opening function on C{worker}; if the caller gives up
+        """Run an opening function on ``worker``; if the caller gives up
         waiting, close what it opens once it has."""
         opened = []
         try:
@@ -504,7 +504,7 @@ def _is_a_directory(path):
 class FileReader(ReaderBase):
     """An open file, read in a thread one request at a time.
 
-    C{offset} is advanced by the worker thread as each read completes (reads
+    ``offset`` is advanced by the worker thread as each read completes (reads
     are serialised, so it is always consistent); it can be ahead of the
     Deferreds that have fired.
     """
@@ -528,8 +528,8 @@ class FileReader(ReaderBase):
 
     def fileno(self):
         """The open file's descriptor, valid until :meth:`close`: lets
-        L{registryd.http.web.BlobSender} send the bytes from C{offset} with
-        ``sendfile`` instead of reading them (reads move C{offset}; the
+        :class:`registryd.http.web.BlobSender` send the bytes from ``offset`` with
+        ``sendfile`` instead of reading them (reads move ``offset``; the
         sender does not)."""
         if self._closed:
             raise ValueError(f"{self.path}: reader is closed")
@@ -546,7 +546,7 @@ class FileReader(ReaderBase):
 class FileWriter(WriterBase):
     """An open file, written in a thread in the order writes were made.
 
-    After a write fails, later writes and C{commit} fail too: appending
+    After a write fails, later writes and ``commit`` fail too: appending
     after a gap would corrupt the file silently.
     """
 

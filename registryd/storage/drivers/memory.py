@@ -67,7 +67,7 @@ class InMemoryDriver:
     # The tree
 
     def _find(self, parts):
-        """The node at C{parts}, or None."""
+        """The node at ``parts``, or None."""
         node = self._root
         for part in parts:
             if not isinstance(node, _Directory):
@@ -78,14 +78,14 @@ class InMemoryDriver:
         return node
 
     def _file(self, path):
-        """The file at C{path}, or PathNotFound."""
+        """The file at ``path``, or PathNotFound."""
         node = self._find(check_path(path))
         if not isinstance(node, _File):
             raise PathNotFound(path)
         return node
 
     def _make_parent(self, path, parts):
-        """The directory that will hold C{parts}, created as needed.
+        """The directory that will hold ``parts``, created as needed.
 
         Raises before changing anything if a file is in the way.
         """
@@ -110,7 +110,7 @@ class InMemoryDriver:
         parent.modified = time.time()
 
     def _detach(self, parts):
-        """Remove the node at C{parts} (which exists) and any directories
+        """Remove the node at ``parts`` (which exists) and any directories
         left empty above it."""
         chain = [self._root]
         for part in parts[:-1]:
@@ -125,7 +125,7 @@ class InMemoryDriver:
             chain[depth - 1].modified = now
 
     def _discard(self, parts, node):
-        """Cancel a writer: remove its file if it is still the one at C{parts}."""
+        """Cancel a writer: remove its file if it is still the one at ``parts``."""
         if self._find(parts) is node:
             self._detach(parts)
 

@@ -73,7 +73,7 @@ def _disable():
 
 
 def _open_cached(full, flags):
-    """A descriptor for C{full} if its path resolves from the dentry cache;
+    """A descriptor for ``full`` if its path resolves from the dentry cache;
     WOULD_BLOCK if it does not; raise FileNotFoundError/NotADirectoryError
     when the cache knows it is missing."""
     syscall = _syscall
@@ -99,7 +99,7 @@ def _open_cached(full, flags):
 
 
 def read_small_file(full):
-    """The content of regular file C{full} if it is at most MAX_SIZE bytes
+    """The content of regular file ``full`` if it is at most MAX_SIZE bytes
     and fully cached; else WOULD_BLOCK."""
     fd = _open_cached(full, _READ_FLAGS)
     if fd is WOULD_BLOCK:
@@ -128,7 +128,7 @@ def read_small_file(full):
 
 
 def stat_cached(full):
-    """``os.stat_result`` of C{full} if its path resolves from the dentry
+    """``os.stat_result`` of ``full`` if its path resolves from the dentry
     cache; else WOULD_BLOCK."""
     fd = _open_cached(full, _PATH_FLAGS)
     if fd is WOULD_BLOCK:

@@ -50,7 +50,7 @@ or HEAD per level; it never changes what is read.
 """
 
 import collections
-
+import functools
 import time
 
 from twisted.internet import defer
@@ -84,7 +84,7 @@ ABANDONED_AFTER = 3600
 
 class KnownDirectories:
     """Keys this driver has seen to be directories, most recent last, at
-    most C{limit} of them.
+    most ``limit`` of them.
 
     Used only by the tree checks before a write (is an ancestor a file?):
     a directory seen once stays one, unless this driver deletes it or
@@ -111,7 +111,7 @@ class KnownDirectories:
             self._keys.popitem(last=False)
 
     def forget(self, key):
-        """Forget C{key} and every directory below it."""
+        """Forget ``key`` and every directory below it."""
         self._keys.pop(key, None)
         below = key + "/"
         for known in [k for k in self._keys if k.startswith(below)]:
@@ -132,7 +132,7 @@ def _is_a_directory(path):
 
 
 async def _all(awaitables):
-    """Results of C{awaitables} (coroutines or Deferreds), run concurrently;
+    """Results of ``awaitables`` (coroutines or Deferreds), run concurrently;
     the first failure (in order) is raised as itself, after all finished."""
     deferreds = [defer.ensureDeferred(item) for item in awaitables]
     outcomes = await defer.DeferredList(deferreds, consumeErrors=True)
@@ -143,8 +143,8 @@ async def _all(awaitables):
 
 
 def copy_ranges(size, chunk):
-    """Byte ranges (first, last) covering C{size} bytes in pieces of about
-    C{chunk}: every piece is at least 5 MiB (S3's minimum for a part that
+    """Byte ranges (first, last) covering ``size`` bytes in pieces of about
+    ``chunk``: every piece is at least 5 MiB (S3's minimum for a part that
     is not the last) and at most 5 GiB, so a short remainder joins the
     piece before it."""
     if size <= 0:
@@ -209,8 +209,8 @@ class S3Driver:
 
     def __init__(self, params, reactor=None, client=None):
         """
-        @param params: L{s3_parameters.S3Parameters}.
-        @param client: a botocore S3 client to use instead of making one.
+        :param params: ``s3_parameters.S3Parameters``.
+        :param client: a botocore S3 client to use instead of making one.
         """
         self.params = params
         self.bucket = params.bucket
@@ -232,7 +232,7 @@ class S3Driver:
     @property
     def calls_in_progress(self):
         """S3 calls running now, also those abandoned after
-        C{requesttimeout} (L{S3Caller.in_progress})."""
+        ``requesttimeout`` (:attr:`S3Caller.in_progress`)."""
         return self._caller.in_progress
 
     # Keys and requests
@@ -241,7 +241,7 @@ class S3Driver:
         return self._prefix + "/".join(parts)
 
     def _dir_prefix(self, parts):
-        """The key prefix of the directory C{parts}, ending in "/" (or the
+        """The key prefix of the directory ``parts``, ending in "/" (or the
         root prefix, which may be "")."""
         return self._key(parts) + "/" if parts else self._prefix
 
@@ -290,7 +290,7 @@ class S3Driver:
         return await self._has_prefix(self._dir_prefix(parts), path)
 
     async def _has_prefix(self, prefix, path):
-        """Whether any key starts with C{prefix} (one LIST, one key)."""
+        """Whether any key starts with ``prefix`` (one LIST, one key)."""
         response = await self._call("list_objects_v2", path, Prefix=prefix, MaxKeys=1)
         return bool(response.get("Contents") or response.get("CommonPrefixes"))
 
@@ -299,7 +299,7 @@ class S3Driver:
 
         Cheap because the store is kept a tree (no key is both a file and
         a prefix of others), and because directories are remembered
-        (L{KnownDirectories}).  When the parent is a known directory, one
+        (:class:`KnownDirectories`).  When the parent is a known directory, one
         LIST tells whether this path is a directory.  Otherwise the
         parent's children are listed first: if it has none, neither has
         this path, and the ancestors are walked upwards -- a HEAD each (is
@@ -323,7 +323,7 @@ class S3Driver:
             known.add(ancestor)
 
     async def _check_not_files(self, path, ancestors):
-        """None of C{ancestors} (deepest first; the first has no children)
+        """None of ``ancestors`` (deepest first; the first has no children)
         is a file: walk up until one is a directory."""
         known = self.known_directories
         for index, ancestor in enumerate(ancestors):
@@ -339,7 +339,7 @@ class S3Driver:
                 return
 
     async def _find_uploads(self, key, path):
-        """The open multipart uploads of C{key}, newest first: (upload id,
+        """The open multipart uploads of ``key``, newest first: (upload id,
         POSIX time initiated).  Normally none or one."""
         found = []
         marker = {}
@@ -379,8 +379,8 @@ class S3Driver:
         return None
 
     async def _uploads_under(self, parts, path, tree):
-        """(key, upload id) of the multipart uploads of the file C{parts}
-        and, with C{tree}, of every file below it (the root: all)."""
+        """(key, upload id) of the multipart uploads of the file ``parts``
+        and, with ``tree``, of every file below it (the root: all)."""
         key = self._key(parts) if parts else None
         below = self._dir_prefix(parts)
         found = []
@@ -422,7 +422,7 @@ class S3Driver:
         return parts
 
     async def _read_tail(self, key, upload_id, part_count, path):
-        """The tail bytes of C{upload_id} after C{part_count} parts, or None
+        """The tail bytes of ``upload_id`` after ``part_count`` parts, or None
         if there is no tail for exactly that state."""
         caller, bucket = self._caller, self.bucket
 
@@ -441,7 +441,7 @@ class S3Driver:
         return None, True
 
     async def _delete_keys(self, keys, path):
-        """Delete C{keys} in batches; missing keys are fine."""
+        """Delete ``keys`` in batches; missing keys are fine."""
         keys = list(keys)
         for start in range(0, len(keys), DELETE_BATCH):
             batch = keys[start:start + DELETE_BATCH]
@@ -520,7 +520,7 @@ class S3Driver:
         return S3Reader(self, path, key, size, offset, body, etag)
 
     async def _open_body(self, key, path, offset, etag=None):
-        """GetObject from C{offset}: (streaming body, object size, ETag)."""
+        """GetObject from ``offset``: (streaming body, object size, ETag)."""
         args = {"Key": key}
         if offset:
             args["Range"] = f"bytes={offset}-"
@@ -683,8 +683,8 @@ class S3Driver:
             raise
 
     async def _copy_parts(self, copy_source, path, key, upload_id, ranges, first_number):
-        """UploadPartCopy of C{ranges} of C{copy_source} as parts
-        C{first_number}..., at most C{multipartcopymaxconcurrency} at once
+        """UploadPartCopy of ``ranges`` of ``copy_source`` as parts
+        ``first_number``..., at most ``multipartcopymaxconcurrency`` at once
         and never more than half the node's S3 connections, so that
         committing a large blob cannot starve other clients."""
         limit = min(self.params.copy_max_concurrency, max(1, self.params.max_requests // 2))
@@ -810,7 +810,7 @@ class S3Reader(ReaderBase):
             body = self._body
             try:
                 data = await self._driver._caller.run(
-                    lambda: body.read(length), "get_object", self.path
+                    functools.partial(body.read, length), "get_object", self.path
                 )
             except StorageUnavailable:
                 self._drop_body()
@@ -847,10 +847,10 @@ class S3Reader(ReaderBase):
 class S3Writer(WriterBase):
     """A file being written as a multipart upload; see the module doc.
 
-    State: C{_parts} uploaded to the open multipart upload C{_upload_id}
-    (all at least 5 MiB), then C{_buffer}.  Without an open upload, the
-    file is C{_base_size} bytes of committed object followed by
-    C{_buffer}.  All work happens in order in a L{_Sequence}.
+    State: ``_parts`` uploaded to the open multipart upload ``_upload_id``
+    (all at least 5 MiB), then ``_buffer``.  Without an open upload, the
+    file is ``_base_size`` bytes of committed object followed by
+    ``_buffer``.  All work happens in order in a :class:`_Sequence`.
     """
 
     def __init__(self, driver, path, key, append, upload_id=None, parts=(), base_size=0,
@@ -903,7 +903,7 @@ class S3Writer(WriterBase):
     # The work, in sequence
 
     async def _guard(self, work):
-        """Run C{work}; after any failure, later writes and commit fail too
+        """Run ``work``; after any failure, later writes and commit fail too
         (writing on after a lost part would corrupt the file silently)."""
         if self._failed:
             raise StorageError(f"{self.path}: an earlier write failed")

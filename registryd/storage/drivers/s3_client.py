@@ -104,7 +104,7 @@ class S3Error(StorageError):
 def translate(error, operation, path=None):
     """The storage error for an exception botocore raised.
 
-    @param path: the driver path the call was about, for PathNotFound; a
+    :param path: the driver path the call was about, for PathNotFound; a
         404 on a call without one is an S3Error.
     """
     import botocore.exceptions as be
@@ -144,7 +144,7 @@ def _add_content_md5(request, **kwargs):
 
 
 def make_botocore_client(params):
-    """A botocore S3 client for L{S3Parameters}."""
+    """A botocore S3 client for ``S3Parameters``."""
     from botocore.config import Config
 
     timeout = params.request_timeout
@@ -205,7 +205,7 @@ class S3Caller:
 
     @property
     def in_progress(self):
-        """Calls holding one of the C{maxrequests} slots now, including
+        """Calls holding one of the ``maxrequests`` slots now, including
         calls whose caller gave up waiting: they run on until botocore's
         own timeouts and retries end them."""
         return self.params.max_requests - self._slots.tokens
@@ -269,7 +269,7 @@ class S3Caller:
     # Calls
 
     def call(self, operation, path=None, **kwargs):
-        """C{client.<operation>(**kwargs)} in a thread; a Deferred with its
+        """``client.<operation>(**kwargs)`` in a thread; a Deferred with its
         result.  Storage errors as described in the module doc."""
         client = self.client
 
@@ -279,8 +279,8 @@ class S3Caller:
         return self.run(invoke, operation, path)
 
     def run(self, function, operation, path=None):
-        """C{function()} (blocking botocore work) in a thread, bounded and
-        translated like L{call}.  Cancelling the returned Deferred stops
+        """``function()`` (blocking botocore work) in a thread, bounded and
+        translated like ``call``.  Cancelling the returned Deferred stops
         the wait, not the work; the thread is released when it ends."""
         reactor = self._get_reactor()
         budget = self.timeout * (10 if operation in SLOW_OPERATIONS else 1)

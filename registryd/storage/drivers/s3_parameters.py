@@ -185,9 +185,9 @@ def _endpoint(section, secure):
 
 
 def parse_parameters(parameters):
-    """Check a ``storage.s3`` section; return L{S3Parameters}.
+    """Check a ``storage.s3`` section; return :class:`S3Parameters`.
 
-    @raise InvalidParameter: naming the first bad key.
+    :raises InvalidParameter: naming the first bad key.
     """
     section = check_parameters("s3", parameters, KNOWN)
     for name in sorted(section):
