@@ -59,8 +59,12 @@ setup(
         "PyYAML",
         "hyperlink",
         "prometheus_client",  # /metrics on the debug listener
-        "cryptography",  # keys and certificates for TLS and tokens
-        "PyJWT",  # bearer tokens (auth.token, auth.tokenserver)
+        "cryptography>=42",  # keys and certificates for TLS and tokens (load_pem_x509_certificates)
+        # bearer tokens (auth.token, auth.tokenserver): 2.10.1 stops partial
+        # issuer matches (CVE-2024-53861), 2.12 refuses unknown "crit" headers
+        # (CVE-2026-32597), 2.13 and 2.14 fix b64/detached and non-canonical
+        # signature segments
+        "PyJWT>=2.14",
         "bcrypt",  # htpasswd -B entries (auth.htpasswd)
         "botocore>=1.36",  # the s3 storage driver (checksum settings of 1.36)
         "Jinja2",  # the web interface's page templates (registryd.ui)
@@ -72,6 +76,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
+            "registryd = registryd.cli:main",
             "registryd-gc = registryd.ops.gc_command:main",
             "registryd-referrers = registryd.ops.referrers_command:main",
         ],

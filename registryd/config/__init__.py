@@ -55,7 +55,13 @@ from registryd.config.http import (
     TLSConfig,
     addr_to_endpoint,
 )
-from registryd.config.load import load_config
+from registryd.config.load import (
+    default_document,
+    environment_keys,
+    environment_summary,
+    load_config,
+    read_document,
+)
 from registryd.config.log import LOG_LEVELS, LogConfig
 from registryd.config.notifications import (
     DEFAULT_ENDPOINT_BACKOFF,
@@ -136,6 +142,10 @@ __all__ = [
     "error_lines",
     "key_as_written",
     "load_config",
+    "read_document",
+    "default_document",
+    "environment_keys",
+    "environment_summary",
     "parse_config",
     "MAX_DURATION",
     "parse_duration",

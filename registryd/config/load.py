@@ -1,10 +1,13 @@
 """Reading the configuration file: YAML, refusing duplicate keys, with the
 line and column of a syntax error in its one-line message."""
 
+import functools
+
 import yaml
 
 from registryd.config.errors import ConfigError
-from registryd.config.root import Config, parse_config
+from registryd.config.root import parse_config
+from registryd.config.storage import DEFAULT_ROOT_DIRECTORY
 
 
 class Loader(yaml.SafeLoader):
@@ -73,20 +76,88 @@ def load_yaml(data):
         raise ConfigError(_yaml_error_message(error)) from None
 
 
-def load_config(path):
-    """Read and validate the configuration file at ``path``.
+@functools.lru_cache(maxsize=1)
+def environment_keys():
+    """(the keys REGISTRY_* variables may set, the names of secret keys):
+    Distribution's structure (registryd.environment) with registryd's own
+    keys from the schema's walker."""
+    from registryd import environment
+    from registryd.config.root import Config
+    from registryd.config.schema import ListOf, SectionOf, iter_keys
+
+    own, keys, secrets = [], [], set(environment.SECRET_KEYS)
+    for info in iter_keys(Config):
+        if info.key.secret:
+            secrets.add(info.path.rsplit(".", 1)[-1].removesuffix("[]"))
+        if info.key.own:
+            own.append(info.path)
+        if any(info.path == p or info.path.startswith((p + ".", p + "[")) for p in own):
+            kind = info.key.type
+            if isinstance(kind, ListOf):
+                keys.append((info.path, "list" if isinstance(kind.item, SectionOf) else "values"))
+            else:
+                keys.append((info.path, "section" if isinstance(kind, SectionOf) else "value"))
+    return environment.with_keys(environment.DISTRIBUTION, keys), frozenset(secrets)
+
+
+def environment_summary(environ=None):
+    """The :class:`registryd.environment.Overrides` of ``environ`` (default:
+    ``os.environ``) alone: which variables name a key, which are ignored."""
+    import os
+
+    from registryd import environment
+
+    return environment.summary(os.environ if environ is None else environ, environment_keys()[0])
+
+
+def load_config(path, environ=None):
+    """Read and validate the configuration file at ``path``, with the
+    ``REGISTRY_*`` overrides of ``environ`` (:mod:`registryd.environment`).
 
     :param path: a file name, or None for the defaults (filesystem storage
         in ``./registry-data``, listening on ``tcp:5000``).
+    :param environ: the environment (default: ``os.environ``).
     :raises ConfigError: the file cannot be read, is not YAML, or holds keys
-        or values registryd cannot use (all of them, one line each).
-    :rtype: :class:`Config`
+        or values registryd cannot use (all of them, one line each); a
+        problem with a key a variable set names the variable.
+    :rtype: ``Config``
     """
-    if path is None:
-        return Config()
+    from registryd import environment
+
+    mapping, overrides = read_document(path, environ)
     try:
-        with open(path, "rb") as stream:
-            data = stream.read()
-    except OSError as error:
-        raise ConfigError(f"cannot read configuration file: {error.strerror or error}") from None
-    return parse_config(load_yaml(data))
+        return parse_config(mapping)
+    except ConfigError as error:
+        raise environment.attribute(error, overrides, ConfigError) from None
+
+
+def default_document():
+    """The configuration registryd runs with when given no file, as YAML
+    would say it (the base that environment overrides apply to)."""
+    return {"version": "0.1", "storage": {"filesystem": {"rootdirectory": DEFAULT_ROOT_DIRECTORY}}}
+
+
+def read_document(path, environ=None):
+    """The raw YAML mapping of ``path`` (None: :func:`default_document`) with the
+    environment's overrides applied, and the
+    :class:`registryd.environment.Overrides` saying which applied.
+
+    :raises ConfigError: unreadable file, invalid YAML (in the file or a
+        variable's value).
+    """
+    import os
+
+    from registryd import environment
+
+    if path is None:
+        mapping = default_document()
+    else:
+        try:
+            with open(path, "rb") as stream:
+                data = stream.read()
+        except OSError as error:
+            raise ConfigError(f"cannot read configuration file: {error.strerror or error}") from None
+        mapping = load_yaml(data)
+    return environment.apply(
+        mapping, os.environ if environ is None else environ, environment_keys()[0], ConfigError, Loader
+    )

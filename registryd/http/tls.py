@@ -20,11 +20,22 @@ endpoint string carries its own ``privateKey``/``certKey``/``extraCertChain``
 (falling back to ``http.tls``'s files when it names none), and
 ``http.tls.clientcas`` applies to it too.  ``sslmethod=`` is refused: the
 protocol versions are not negotiable downwards.
+
+Certificates are renewed without a restart: every TLS listener serves
+through a :class:`ReloadableTLS`, which makes each new connection's context from
+its current options; a reload (SIGHUP, ``registryd.ops.operations``) reads the
+files again (:func:`reloaded_options`) and swaps the options in.  Connections
+already open keep the certificate they started with.  cert-manager and
+certbot renew by rewriting the files in place; a renewal caught half-way
+(a new certificate with the old key) fails the check here, and the
+listener keeps its old certificate until the next reload.
 """
 
 import warnings
 
 from twisted.internet import endpoints
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from zope.interface import implementer
 
 from registryd import compat
 from registryd.config import CIPHER_SUITES, ConfigError
@@ -185,10 +196,36 @@ def listener(description, tls, tls_options=None):
     return plain, options
 
 
-def wrap(factory, options):
-    """``factory`` behind TLS with ``options`` (or as is when None)."""
-    if options is None:
+@implementer(IOpenSSLServerConnectionCreator)
+class ReloadableTLS:
+    """Server TLS whose options (certificate, key, CAs) can be replaced
+    while the listener runs: each connection takes the current ones."""
+
+    def __init__(self, options):
+        #: the CertificateOptions new connections use
+        self.options = options
+
+    def serverConnectionForTLS(self, tls_protocol):
+        from OpenSSL import SSL
+
+        return SSL.Connection(self.options.getContext(), None)
+
+
+def reloaded_options(description, tls):
+    """Fresh CertificateOptions for the listen endpoint ``description``
+    under ``http.tls`` settings ``tls``: its files read again, or None for a
+    plain listener.
+
+    :raises ConfigError: the files are unreadable or do not fit together.
+    """
+    return listener(description, tls)[1]
+
+
+def wrap(factory, server_tls):
+    """``factory`` behind TLS made by ``server_tls`` (a :class:`ReloadableTLS`,
+    CertificateOptions...), or as is when None."""
+    if server_tls is None:
         return factory
     from twisted.protocols.tls import TLSMemoryBIOFactory
 
-    return TLSMemoryBIOFactory(options, False, factory)
+    return TLSMemoryBIOFactory(server_tls, False, factory)

@@ -1,9 +1,10 @@
-"""``python -m registryd retention``: run lifecycle.retention once.
+"""``registryd retention`` (also ``python -m registryd retention``): run
+lifecycle.retention once.
 
 Reads the daemon's configuration (its ``lifecycle`` rules and storage)::
 
-    python -m registryd retention --config /etc/registryd/registryd.yaml --dry-run
-    python -m registryd retention --config /etc/registryd/registryd.yaml --json
+    registryd retention --config /etc/registryd/registryd.yaml --dry-run
+    registryd retention --config /etc/registryd/registryd.yaml --json
 
 The report lists every tag and manifest of each repository a rule applies
 to: what goes and why the others stay.  Pull times are the ones the
@@ -18,7 +19,7 @@ import sys
 
 def _parser():
     parser = argparse.ArgumentParser(
-        prog="python -m registryd retention",
+        prog="registryd retention",
         description="Delete the tags and manifests lifecycle.retention's rules do not keep.",
     )
     parser.add_argument(

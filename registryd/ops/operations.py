@@ -14,7 +14,11 @@ configuration file and applies, without dropping a connection:
 - ``http.headers``;
 - ``notifications`` endpoints: added, removed, disabled or changed
   (url, headers, timeout, threshold, backoff, ignore rules), keeping their
-  queued events; ``events.includereferences``.
+  queued events; ``events.includereferences``;
+- TLS certificates, keys and client CAs (``http.tls`` and ``ssl:``
+  endpoints' files, read again even when the configuration names the same
+  files: renewed certificates from cert-manager or certbot).  A listener
+  whose new files do not work keeps its old certificate, and says so.
 
 Everything else (storage, listen addresses, ``http.host``, ``http.debug``,
 ``health``, ``validation``, ``log.formatter``/``fields``, the journal
@@ -56,7 +60,7 @@ class Operations(MultiService):
 
     def __init__(self, config, app, health, events, access_log, log_format, log_filter,
                  debug_listeners=(), config_path=None, listen_override=False,
-                 config_filter=None, reactor=None):
+                 config_filter=None, tls_listeners=(), reactor=None):
         """
         :param config: the validated :class:`registryd.config.Config` in force
             (``config`` follows reloads).
@@ -76,6 +80,9 @@ class Operations(MultiService):
         :param config_filter: maps a freshly loaded configuration to what
             this process applies (a worker process:
             :func:`registryd.runtime.workers.worker_config`), or None.
+        :param tls_listeners: ``[(listen endpoint, registryd.http.tls.ReloadableTLS)]``
+            of the HTTP listeners behind TLS: their certificates are read
+            again on reload.
         """
         super().__init__()
         self.config = config
@@ -88,6 +95,7 @@ class Operations(MultiService):
         self.config_path = config_path
         self.listen_override = listen_override
         self.config_filter = config_filter
+        self.tls_listeners = list(tls_listeners)
         self._reactor = reactor
         if health.periodic:
             timers = health.service()
@@ -175,6 +183,8 @@ class Operations(MultiService):
             self.log_filter.set_level(LogLevel.levelWithName(new.log.level))
         self.access_log.enabled = new.log.accesslog
         self.app.set_headers(new.http.headers)
+        if await self._reload_tls(new.http.tls):
+            applied = attr.evolve(applied, http=attr.evolve(applied.http, tls=new.http.tls))
         if new.notifications != old.notifications:
             if self.notifications is None:
                 if new.notifications.enabled_endpoints:
@@ -202,6 +212,33 @@ class Operations(MultiService):
                 log.failure("reload: {callback} failed", callback=callback)
         log.info("reload: configuration {path} applied", path=path)
         return restart
+
+    async def _reload_tls(self, tls_config):
+        """Renew every TLS listener's certificate from ``tls_config``'s (or
+        its ssl: endpoint's) files, read in a thread; True if all were."""
+        from twisted.internet import reactor as default_reactor
+        from twisted.internet import threads
+
+        from registryd.http import tls
+
+        reactor = self._reactor or default_reactor
+        renewed = True
+        for endpoint, reloadable in self.tls_listeners:
+            try:
+                options = await threads.deferToThreadPool(
+                    reactor, reactor.getThreadPool(), tls.reloaded_options, endpoint, tls_config
+                )
+            except ConfigError as error:
+                log.error("reload: TLS of {endpoint} keeps its certificate: {error}",
+                          endpoint=endpoint, error=str(error))
+                renewed = False
+                continue
+            if options is None:  # http.tls removed: a plain listener needs a restart
+                renewed = False
+                continue
+            reloadable.options = options
+            log.info("reload: TLS of {endpoint} renewed", endpoint=endpoint)
+        return renewed and bool(self.tls_listeners)
 
 
 def _differences(current, wanted, prefix=""):

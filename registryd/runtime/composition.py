@@ -129,9 +129,14 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
         app.resource(), access_log=access_log,
         prefix=config.http.prefix.encode("utf-8") if config.http.prefix else None,
     )
+    # certificates replaceable on reload (registryd.ops.operations)
+    secured = [
+        (endpoint, plain, tls.ReloadableTLS(options) if options is not None else None)
+        for endpoint, (plain, options) in zip(config.http.listen, checked.listeners)
+    ]
     listeners = [
-        listen(index, endpoint, plain, tls.wrap(site, options), options is not None, reactor)
-        for index, (endpoint, (plain, options)) in enumerate(zip(config.http.listen, checked.listeners))
+        listen(index, endpoint, plain, tls.wrap(site, server_tls), server_tls is not None, reactor)
+        for index, (endpoint, plain, server_tls) in enumerate(secured)
     ]
     maintenance = Maintenance(registry, config)
     timers = list(maintenance.services(clock=reactor))
@@ -148,6 +153,7 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
         log_filter=LogLevelFilter(LogLevel.levelWithName(config.log.level)),
         config_path=checked.config_path, listen_override=checked.listen_override,
         config_filter=config_filter, reactor=reactor,
+        tls_listeners=[(endpoint, server_tls) for endpoint, _, server_tls in secured if server_tls],
     )
     manhole = _manhole(config, registry, maintenance, operations, retention, reactor)
     return Components(

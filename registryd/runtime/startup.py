@@ -46,6 +46,8 @@ class Checked:
     listen_override = attr.ib(default=False)
     #: the --listen endpoints as Twisted endpoint strings (HOST:PORT translated)
     listen = attr.ib(default=())
+    #: REGISTRY_* variables that name no configuration key (logged at start-up)
+    ignored_environment = attr.ib(default=())
 
 
 def check(config_path=None, listen=()):
@@ -54,15 +56,16 @@ def check(config_path=None, listen=()):
 
     :raises StartupError: anything that would stop the registry serving.
     """
+    from registryd import environment
+    from registryd.config import environment_summary
     from registryd.storage.factory import create_storage_driver
 
     prefix = f"configuration {config_path}: " if config_path else ""
+    overrides = environment_summary()
     try:
         config = load_config(config_path)
     except ConfigError as error:  # every problem of the file, one line each
-        raise StartupError(
-            "\n".join(f"configuration {config_path}: {line}" for line in error_lines(error))
-        ) from None
+        raise StartupError("\n".join(f"{prefix}{line}" for line in error_lines(error))) from None
     listen = [listen_endpoint(given) for given in listen]
     if listen:
         config = config.with_listen(listen)
@@ -79,11 +82,14 @@ def check(config_path=None, listen=()):
         _check_manhole(config.manhole, config_path)
     try:
         driver = create_storage_driver(config.storage)
-    except ConfigError as error:
-        raise StartupError(f"{prefix}{error}") from None
+    except ConfigError as error:  # naming the variable if one set the key
+        raise StartupError(
+            f"{prefix}{environment.attribute(error, overrides, ConfigError)}"
+        ) from None
     return Checked(
         config=config, driver=driver, auth=_auth(config, prefix), listeners=listeners,
         config_path=config_path, listen_override=bool(listen), listen=tuple(listen),
+        ignored_environment=overrides.ignored,
     )
 
 
@@ -174,15 +180,14 @@ def _check_manhole(manhole, config_path):
     (the host key is generated now if it is missing)."""
     from registryd.ops.manhole import check_config
 
+    prefix = f"configuration {config_path}: " if config_path else ""
     problem = endpoint_problem(manhole.listen)
     if problem:
-        raise StartupError(
-            f"configuration {config_path}: manhole.listen {manhole.listen!r}: {problem}"
-        )
+        raise StartupError(f"{prefix}manhole.listen {manhole.listen!r}: {problem}")
     try:
         check_config(manhole)
     except ConfigError as error:
-        raise StartupError(f"configuration {config_path}: {error}") from None
+        raise StartupError(f"{prefix}{error}") from None
 
 
 def endpoint_problem(description):

@@ -30,7 +30,9 @@ class Options(usage.Options):
     synopsis = "[--config FILE] [--listen ENDPOINT ...]"
     longdesc = (
         "Run the registryd container image registry.  Without --config it "
-        "stores data under ./registry-data and listens on tcp:5000."
+        "stores data under ./registry-data and listens on tcp:5000.  "
+        "REGISTRY_* environment variables override configuration keys, as "
+        "in CNCF Distribution (REGISTRY_HTTP_ADDR=:5001)."
     )
     optParameters = [
         ["config", "c", None, "YAML configuration file (CNCF Distribution config.yml keys)."],
@@ -51,6 +53,13 @@ class Options(usage.Options):
         self["listen"].append(endpoint)
 
     opt_l = opt_listen
+
+    def opt_version(self):
+        """Display registryd's version and exit."""
+        from registryd.cli import version
+
+        print(version())
+        raise SystemExit(0)
 
     def opt_workers(self, count):
         """Processes serving HTTP on the same sockets: a number or 'auto'
@@ -111,6 +120,16 @@ def makeService(options):
     from registryd.runtime.composition import compose
     from registryd.runtime.service import RegistryService
     from registryd.runtime.tuning import tune_allocator
+
+    if options.checked.ignored_environment:
+        from twisted.logger import Logger
+
+        # like Distribution: e.g. Kubernetes' REGISTRY_SERVICE_HOST for a
+        # service named "registry"; logged once logging has started
+        Logger().warn(
+            "ignoring environment variables that name no configuration key: {names}",
+            names=", ".join(options.checked.ignored_environment),
+        )
 
     tune_allocator()  # large upload buffers from the heap, not fresh mmaps
     try:

@@ -1127,3 +1127,95 @@ class SSH:
     def run(self, key, source=None, **kwargs):
         args = [source] if source is not None else []
         return run(self.command(key, *args, **kwargs), check=False, timeout=60)
+
+
+# ---------------------------------------------------------------- container images
+
+
+def debian_sources(suite="bookworm", paths=None):
+    """``deb URI SUITE COMPONENTS`` lines for C{suite} (and its -updates and
+    -security suites) from this machine's apt configuration, one-line and
+    deb822 formats alike: the mirror apt already uses, never a host named
+    here.  Other repositories (third-party suites) are left out."""
+    import glob
+
+    if paths is None:
+        paths = ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list")),
+                 *sorted(glob.glob("/etc/apt/sources.list.d/*.sources"))]
+    wanted = {suite, f"{suite}-updates", f"{suite}-security"}
+    lines = []
+
+    def add(uri, suites, components):
+        for name in suites:
+            line = f"deb {uri} {name} {' '.join(components)}"
+            if name in wanted and line not in lines:
+                lines.append(line)
+
+    for path in paths:
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            continue
+        if path.endswith(".sources"):
+            for stanza in re.split(r"\n\s*\n", text):
+                fields = {}
+                for line in stanza.splitlines():
+                    if ":" in line and not line.startswith(("#", " ")):
+                        key, _, value = line.partition(":")
+                        fields[key.strip().lower()] = value.split()
+                if "deb" in fields.get("types", []) and fields.get("enabled", ["yes"]) != ["no"]:
+                    for uri in fields.get("uris", []):
+                        add(uri, fields.get("suites", []), fields.get("components", ["main"]))
+        else:
+            for line in text.splitlines():
+                words = re.sub(r"\[[^\]]*\]", " ", line.split("#", 1)[0]).split()
+                if len(words) >= 3 and words[0] == "deb":
+                    add(words[1], [words[2]], words[3:] or ["main"])
+    return lines
+
+
+#: What a base image for tests leaves out, as debian:bookworm-slim does.
+_SLIM_DPKG_OPTIONS = [
+    "path-exclude=/usr/share/man/*", "path-exclude=/usr/share/locale/*",
+    "path-exclude=/usr/share/doc/*", "path-include=/usr/share/doc/*/copyright",
+    "path-exclude=/usr/share/info/*",
+]
+#: This machine's CA bundle, trusted by the test base image, so that pip and
+#: apt inside a build reach what this machine reaches (through a proxy with
+#: its own CA, in CI).
+_HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def debian_base_tar(suite="bookworm", cache_dir=None, timeout=600):
+    """A ``docker import``-able tarball of a minimal Debian C{suite} made
+    by mmdebstrap from this machine's mirror (L{debian_sources}), cached
+    under C{cache_dir} by a hash of everything that goes into it."""
+    mmdebstrap = require_tool("mmdebstrap")
+    require_root("mmdebstrap --mode=root")
+    sources = debian_sources(suite)
+    if not sources:
+        _skip_or_fail(f"no Debian {suite} mirror in /etc/apt/sources.list*")
+    ca_bundle = Path(_HOST_CA_BUNDLE).read_bytes() if os.path.exists(_HOST_CA_BUNDLE) else b""
+    key = hashlib.sha256(json.dumps([suite, sources, _SLIM_DPKG_OPTIONS]).encode()
+                         + hashlib.sha256(ca_bundle).digest()).hexdigest()[:16]
+    cache_dir = Path(cache_dir or Path(tempfile.gettempdir()) / "registryd-image-cache")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tarball = cache_dir / f"debian-{suite}-{key}.tar"
+    if tarball.exists():
+        return tarball, key
+    partial = cache_dir / f".{tarball.name}.{os.getpid()}.partial"
+    command = [mmdebstrap, "--mode=root", "--variant=minbase", "--quiet", "--format=tar"]
+    command += [f"--dpkgopt={option}" for option in _SLIM_DPKG_OPTIONS]
+    if ca_bundle:
+        command.append(
+            "--customize-hook=mkdir -p \"$1/usr/local/share/ca-certificates\" && "
+            f"cp {_HOST_CA_BUNDLE} \"$1/usr/local/share/ca-certificates/host-ca-bundle.crt\""
+        )
+    command += [suite, str(partial), *sources]
+    try:
+        run(command, timeout=timeout)
+        os.replace(partial, tarball)  # complete or absent, for concurrent runs
+    finally:
+        if partial.exists():
+            partial.unlink()
+    return tarball, key

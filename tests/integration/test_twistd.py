@@ -40,18 +40,24 @@ def twistd_command(*arguments, prefix=()):
     return [*prefix, *TWISTD, "--nodaemon", "--pidfile=", "registryd", *arguments]
 
 
-def environment():
-    env = dict(os.environ)
+def environment(extra=None):
+    """This environment with the source tree first on the path, without
+    REGISTRY_* variables (they would override the tests' configuration),
+    plus C{extra}."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("REGISTRY_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
+    env.update(extra or {})
     return env
 
 
-def run_to_exit(tmp_path, *arguments, timeout=60, prefix=()):
-    """Run twistd registryd until it exits; return (status, all output)."""
+def run_to_exit(tmp_path, *arguments, timeout=60, prefix=(), env=None, command=None):
+    """Run twistd registryd (under C{prefix}; or C{command(*arguments)})
+    until it exits, with C{env} added to the environment; return (status,
+    all output)."""
     result = subprocess.run(
-        twistd_command(*arguments, prefix=prefix),
+        command(*arguments) if command else twistd_command(*arguments, prefix=prefix),
         cwd=tmp_path,
-        env=environment(),
+        env=environment(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -367,13 +373,13 @@ http:
 class Running:
     """A twistd registryd subprocess, stopped with SIGTERM on exit."""
 
-    def __init__(self, tmp_path, *arguments, prefix=()):
+    def __init__(self, tmp_path, *arguments, prefix=(), env=None, command=None):
         self.log_path = tmp_path / "twistd.out"
         self._log = open(self.log_path, "w")
         self.process = subprocess.Popen(
-            twistd_command(*arguments, prefix=prefix),
+            command(*arguments) if command else twistd_command(*arguments, prefix=prefix),
             cwd=tmp_path,
-            env=environment(),
+            env=environment(env),
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
@@ -483,6 +489,84 @@ def test_info_level_logs_site_start(tmp_path):
     with Running(tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1") as running:
         running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
     assert "Starting factory" in running.output or "Site starting" in running.output, running.output
+
+
+# --- REGISTRY_* environment overrides and --version -----------------------------
+
+
+def push_blob(base, repository, data):
+    """A monolithic blob upload; the digest."""
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    request = urllib.request.Request(
+        f"{base}/v2/{repository}/blobs/uploads/?digest={digest}", data=data, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as pushed:
+        assert pushed.status == 201
+    return digest
+
+
+def blob_file(root, digest):
+    hexdigest = digest.split(":")[1]
+    return root / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
+
+
+def test_environment_overrides_apply_without_a_config_file(tmp_path):
+    """The issue's example: REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=/x
+    twistd -n registryd stores under /x, not ./registry-data; the address
+    comes from REGISTRY_HTTP_ADDR; Kubernetes' service variables are
+    ignored with a warning."""
+    port = free_port()
+    root = tmp_path / "elsewhere"
+    env = {
+        "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(root),
+        "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
+        "REGISTRY_SERVICE_HOST": "10.0.0.7",
+    }
+    with Running(tmp_path, env=env) as running:
+        response = running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
+        assert response.status == 200, running.output
+        digest = push_blob(f"http://127.0.0.1:{port}", "env/test", b"stored where the environment says")
+    assert blob_file(root, digest).read_bytes() == b"stored where the environment says"
+    assert not (tmp_path / "registry-data").exists()
+    assert ("ignoring environment variables that name no configuration key: "
+            "REGISTRY_SERVICE_HOST") in running.output
+
+
+def test_environment_overrides_the_config_file(tmp_path):
+    port = free_port()
+    config = write_config(
+        tmp_path,
+        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path / 'file-root'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n",
+    )
+    root = tmp_path / "env-root"
+    with Running(tmp_path, "--config", config,
+                 env={"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(root)}) as running:
+        response = running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
+        assert response.status == 200, running.output
+        digest = push_blob(f"http://127.0.0.1:{port}", "env/file", b"env beats file")
+    assert blob_file(root, digest).exists()
+    assert not (tmp_path / "file-root").exists()
+
+
+@pytest.mark.parametrize("name, value, expected", [
+    ("REGISTRY_REPORTING_BUGSNAG_APIKEY", "x", "reporting: not supported by registryd yet"),
+    ("REGISTRY_STORAGE_DELETE_ENABLED", "maybe", "storage.delete.enabled: expected true or false"),
+    ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "[", "value is not valid YAML"),
+    ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "5", "storage.filesystem.rootdirectory"),
+])
+def test_an_environment_variable_registryd_cannot_use_stops_start_up_naming_it(
+        tmp_path, name, value, expected):
+    status, output = run_to_exit(tmp_path, env={name: value})
+    assert_clean_failure(status, output, name, expected)
+
+
+def test_version_is_registryds(tmp_path):
+    from registryd import __version__
+
+    status, output = run_to_exit(tmp_path, "--version")
+    assert status == 0, output
+    assert output.strip() == f"registryd {__version__}"
 
 
 def test_start_up_log_says_where_data_lives_and_what_listens_where(tmp_path):

@@ -187,6 +187,67 @@ def test_draintimeout_lets_an_upload_in_progress_finish(tmp_path):
     assert "Traceback" not in running.output, running.output
 
 
+def _served_certificate(port, ca_file):
+    """The DER certificate a new TLS connection to C{port} gets."""
+    import socket
+    import ssl
+
+    context = ssl.create_default_context(cafile=ca_file)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        with context.wrap_socket(sock, server_hostname="127.0.0.1") as tls:
+            return tls.getpeercert(binary_form=True)
+
+
+def test_sighup_renews_tls_certificates_without_a_restart(tmp_path):
+    """cert-manager or certbot rewrites the files; SIGHUP makes new
+    connections get the new certificate.  A renewal caught half-way (new
+    certificate, old key) is refused and the old certificate stays."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from tests import certs
+
+    port = free_port()
+    ca = certs.CA()
+    ca_file = certs.write(tmp_path, "ca.crt", ca.pem)
+    certificate, key = certs.server_files(tmp_path, ca)
+    config = write_config(tmp_path, f"""\
+version: 0.1
+storage:
+  inmemory:
+http:
+  addr: 127.0.0.1:{port}
+  tls:
+    certificate: {certificate}
+    key: {key}
+""")
+
+    def der(path):
+        return x509.load_pem_x509_certificate(open(path, "rb").read()).public_bytes(Encoding.DER)
+
+    with Running(tmp_path, "--config", config) as running:
+        wait_until(lambda: "Starting factory" in running.output)
+        first = der(certificate)
+        assert _served_certificate(port, ca_file) == first
+        old_key = open(key, "rb").read()
+
+        certs.server_files(tmp_path, ca)  # renewed: new key and certificate
+        renewed = der(certificate)
+        assert renewed != first
+        running.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: f"configuration {config} applied" in running.output)
+        assert f"TLS of tcp:{port}:interface=127.0.0.1 renewed" in running.output, running.output
+        assert _served_certificate(port, ca_file) == renewed
+
+        certs.server_files(tmp_path, ca)
+        open(key, "wb").write(old_key)  # half-way: this key does not fit the certificate
+        running.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: running.output.count(f"configuration {config} applied") == 2)
+        assert "keeps its certificate" in running.output, running.output
+        assert _served_certificate(port, ca_file) == renewed
+        assert running.process.poll() is None
+
+
 def test_sighup_names_keys_needing_a_restart_as_the_file_spells_them(tmp_path):
     port = free_port()
     text = serving_config(tmp_path, port)

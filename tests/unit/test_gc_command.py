@@ -37,7 +37,7 @@ def test_configuration_errors_exit_2_naming_the_key(tmp_path):
 
 def test_module_dispatcher(capsys):
     assert module_main([]) == 2
-    assert "gc        garbage collection" in capsys.readouterr().out
+    assert "  gc            garbage collection" in capsys.readouterr().err
     assert module_main(["--help"]) == 0
     assert module_main(["frobnicate"]) == 2
     assert "unknown command 'frobnicate'" in capsys.readouterr().err
