@@ -18,8 +18,8 @@ from registryd import __version__
 
 #: name -> (module with run(argv), one-line summary)
 COMMANDS = {
-    "serve": ("registryd.serve_command", "run the registry (as twistd -n registryd)"),
-    "check-config": ("registryd.check_config",
+    "serve": ("registryd.runtime.serve_command", "run the registry (as twistd -n registryd)"),
+    "check-config": ("registryd.runtime.check_config",
                      "check a configuration (and REGISTRY_* overrides); print it"),
     "gc": ("registryd.ops.gc_command", "garbage collection (same as registryd-gc)"),
     "referrers": ("registryd.ops.referrers_command",
