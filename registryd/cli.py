@@ -4,7 +4,7 @@ One entry point for what an operator runs: ``registryd serve`` starts the
 registry (the same service as ``twistd registryd``, in the foreground,
 logging to stdout, no pid file: what a container or a supervisor wants;
 ``twistd`` stays the system-service path), and the offline tools are its
-subcommands (``gc``, ``referrers``; ``registryd-gc`` and
+subcommands (``gc``, ``referrers``, ``retention``; ``registryd-gc`` and
 ``registryd-referrers`` remain as aliases), plus ``check-config``.
 
 Each subcommand maps to a module with a ``run(argv) -> status`` function,
@@ -24,6 +24,8 @@ COMMANDS = {
     "gc": ("registryd.ops.gc_command", "garbage collection (same as registryd-gc)"),
     "referrers": ("registryd.ops.referrers_command",
                   "rebuild the referrers index (same as registryd-referrers)"),
+    "retention": ("registryd.lifecycle.retention_command",
+                  "apply lifecycle.retention: delete the tags and manifests its rules do not keep"),
 }
 
 
