@@ -182,7 +182,7 @@ class QuotaAccounting:
             return QuotaUsage(quota, sum(held.values()), len(names))
         found = QuotaUsage(quota, sum(held.values()), len(names))
         # Imported when used: prometheus_client must not be imported before
-        # worker mode has chosen its multiprocess directory (registryd.workers).
+        # worker mode has chosen its multiprocess directory (registryd.runtime.workers).
         from registryd.ops import metrics
 
         metrics.QUOTA_USED_BYTES.labels(quota.where).set(found.bytes)
