@@ -4,7 +4,7 @@ One entry point for what an operator runs: ``registryd serve`` starts the
 registry (the same service as ``twistd registryd``, in the foreground,
 logging to stdout, no pid file: what a container or a supervisor wants;
 ``twistd`` stays the system-service path), and the offline tools are its
-subcommands (``gc``, ``referrers``; ``registryd-gc`` and
+subcommands (``gc``, ``referrers``, ``retention``; ``registryd-gc`` and
 ``registryd-referrers`` remain as aliases), plus ``check-config``.
 
 Each subcommand maps to a module with a ``run(argv) -> status`` function,
@@ -18,12 +18,14 @@ from registryd import __version__
 
 #: name -> (module with run(argv), one-line summary)
 COMMANDS = {
-    "serve": ("registryd.serve_command", "run the registry (as twistd -n registryd)"),
-    "check-config": ("registryd.check_config",
+    "serve": ("registryd.runtime.serve_command", "run the registry (as twistd -n registryd)"),
+    "check-config": ("registryd.runtime.check_config",
                      "check a configuration (and REGISTRY_* overrides); print it"),
     "gc": ("registryd.ops.gc_command", "garbage collection (same as registryd-gc)"),
     "referrers": ("registryd.ops.referrers_command",
                   "rebuild the referrers index (same as registryd-referrers)"),
+    "retention": ("registryd.lifecycle.retention_command",
+                  "apply lifecycle.retention: delete the tags and manifests its rules do not keep"),
 }
 
 

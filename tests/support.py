@@ -4,6 +4,7 @@ Nothing here imports the reactor at module level: pytest-twisted installs
 its reactor in pytest_configure, after conftest modules are imported.
 """
 
+import contextlib
 import hashlib
 import os
 
@@ -34,9 +35,11 @@ def make_client(reactor):
 
 
 async def start_registry(root, delete_enabled=True, host=None, headers=None, accept_sparse=False,
-                         accept_sparse_images=False, driver=None):
+                         accept_sparse_images=False, driver=None, immutable_tags=None, pulls=None,
+                         quotas=()):
     """Serve a filesystem registry at C{root} on 127.0.0.1:<free port>
-    (or on C{driver}, when given: a wrapped or instrumented one)."""
+    (or on C{driver}, when given: a wrapped or instrumented one).
+    C{pulls}: called with the registry, returns the app's pull recorder."""
     from twisted.internet import reactor
 
     from registryd.http.app import RegistryApp
@@ -48,28 +51,42 @@ async def start_registry(root, delete_enabled=True, host=None, headers=None, acc
     registry = Registry(
         driver or FilesystemDriver(str(root)), delete_enabled=delete_enabled,
         accept_sparse_manifests=accept_sparse, accept_sparse_images=accept_sparse_images,
+        immutable_tags=immutable_tags, quotas=quotas,
     )
-    site = StreamingSite(RegistryApp(registry, urls=URLBuilder(host), headers=headers).resource())
+    site = StreamingSite(RegistryApp(
+        registry, urls=URLBuilder(host), headers=headers,
+        pulls=pulls(registry) if pulls is not None else None,
+    ).resource())
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
     return registry, port
+
+
+@contextlib.asynccontextmanager
+async def serving(tmp_path, **options):
+    """A filesystem registry on a loopback port (L{start_registry}'s
+    C{options}), with a treq client whose connections are closed afterwards."""
+    from twisted.internet import reactor
+
+    root = tmp_path / "registry-data"
+    registry, port = await start_registry(root, **options)
+    client, pool = make_client(reactor)
+    running = RunningRegistry(
+        url=f"http://127.0.0.1:{port.getHost().port}",
+        registry=registry, root=root, port=port, client=client,
+    )
+    try:
+        yield running
+    finally:
+        await pool.closeCachedConnections()
+        await port.stopListening()
 
 
 @pytest_twisted.async_yield_fixture
 async def server(tmp_path):
     """A filesystem registry (deletes enabled) on a loopback port, with a
     treq client whose connections are closed afterwards."""
-    from twisted.internet import reactor
-
-    root = tmp_path / "registry-data"
-    registry, port = await start_registry(root)
-    client, pool = make_client(reactor)
-    running = RunningRegistry(
-        url=f"http://127.0.0.1:{port.getHost().port}",
-        registry=registry, root=root, port=port, client=client,
-    )
-    yield running
-    await pool.closeCachedConnections()
-    await port.stopListening()
+    async with serving(tmp_path) as running:
+        yield running
 
 
 def sha256(data):

@@ -21,22 +21,9 @@ from zope.interface import implementer
 
 from registryd.auth.scope import REPOSITORY_ACTIONS, expand
 from registryd.interfaces import IAccessPolicy
+from registryd.patterns import compile_pattern
 
 USER_PLACEHOLDER = "${user}"
-
-
-def compile_pattern(pattern):
-    """A regex source for a repository pattern (without ``${user}``)."""
-    parts = re.split(r"(\*\*|\*)", pattern)
-    source = []
-    for part in parts:
-        if part == "**":
-            source.append(".*")
-        elif part == "*":
-            source.append("[^/]*")
-        else:
-            source.append(re.escape(part))
-    return "".join(source)
 
 
 @attr.s(frozen=True)

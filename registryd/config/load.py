@@ -79,9 +79,9 @@ def load_yaml(data):
 @functools.lru_cache(maxsize=1)
 def environment_keys():
     """(the keys REGISTRY_* variables may set, the names of secret keys):
-    Distribution's structure (registryd.environment) with registryd's own
+    Distribution's structure (registryd.config.environment) with registryd's own
     keys from the schema's walker."""
-    from registryd import environment
+    from registryd.config import environment
     from registryd.config.root import Config
     from registryd.config.schema import ListOf, SectionOf, iter_keys
 
@@ -101,18 +101,18 @@ def environment_keys():
 
 
 def environment_summary(environ=None):
-    """The :class:`registryd.environment.Overrides` of ``environ`` (default:
+    """The :class:`registryd.config.environment.Overrides` of ``environ`` (default:
     ``os.environ``) alone: which variables name a key, which are ignored."""
     import os
 
-    from registryd import environment
+    from registryd.config import environment
 
     return environment.summary(os.environ if environ is None else environ, environment_keys()[0])
 
 
 def load_config(path, environ=None):
     """Read and validate the configuration file at ``path``, with the
-    ``REGISTRY_*`` overrides of ``environ`` (:mod:`registryd.environment`).
+    ``REGISTRY_*`` overrides of ``environ`` (:mod:`registryd.config.environment`).
 
     :param path: a file name, or None for the defaults (filesystem storage
         in ``./registry-data``, listening on ``tcp:5000``).
@@ -122,7 +122,7 @@ def load_config(path, environ=None):
         problem with a key a variable set names the variable.
     :rtype: ``Config``
     """
-    from registryd import environment
+    from registryd.config import environment
 
     mapping, overrides = read_document(path, environ)
     try:
@@ -140,14 +140,14 @@ def default_document():
 def read_document(path, environ=None):
     """The raw YAML mapping of ``path`` (None: :func:`default_document`) with the
     environment's overrides applied, and the
-    :class:`registryd.environment.Overrides` saying which applied.
+    :class:`registryd.config.environment.Overrides` saying which applied.
 
     :raises ConfigError: unreadable file, invalid YAML (in the file or a
         variable's value).
     """
     import os
 
-    from registryd import environment
+    from registryd.config import environment
 
     if path is None:
         mapping = default_document()

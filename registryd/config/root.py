@@ -16,6 +16,7 @@ from registryd.config.auth import AuthConfig
 from registryd.config.errors import ConfigError, describe, join
 from registryd.config.health import HealthConfig
 from registryd.config.http import HTTPConfig
+from registryd.config.lifecycle import LifecycleConfig
 from registryd.config.log import LOG_LEVELS, LogConfig
 from registryd.config.notifications import NotificationsConfig
 from registryd.config.proxy import ProxyConfig
@@ -165,6 +166,9 @@ class Config:
                     default=None)
     #: the web interface (registryd.ui)
     ui = setting("ui", SectionOf(UIConfig), "The web interface.", factory=UIConfig, own=True)
+    #: immutable tags, quotas, retention (registryd.config.lifecycle)
+    lifecycle = setting("lifecycle", SectionOf(LifecycleConfig),
+                        "Immutable tags, quotas and retention.", factory=LifecycleConfig, own=True)
 
     def with_listen(self, endpoints):
         """This configuration listening on ``endpoints`` instead (``--listen``)."""

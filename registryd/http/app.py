@@ -18,11 +18,23 @@ from werkzeug.routing import RequestRedirect
 from registryd import errors
 from registryd.auth.authorizers import OpenAuthorizer
 from registryd.auth.scope import DELETE, PULL, PUSH, Access
-from registryd.http.api import base, blobs, listing, manifests, referrers, token, uploads
+from registryd.http.api import (
+    base,
+    blobs,
+    details,
+    listing,
+    manifests,
+    referrers,
+    repository,
+    token,
+    uploads,
+    usage,
+)
 from registryd.http.api.routing import RouteTable, endpoint
 from registryd.http.context import new_request_id
 from registryd.http.urls import URLBuilder
 from registryd.http.web import STREAMED
+from registryd.lifecycle.pulls import NO_PULLS
 from registryd.names import check_repository_name
 from registryd.notifications.events import NO_EVENTS
 
@@ -136,7 +148,7 @@ class RegistryApp:
     app = Klein()
 
     def __init__(self, registry, urls=None, headers=None, events=None, health=None,
-                 authorizer=None, token_issuer=None, listing=None, ui=None):
+                 authorizer=None, token_issuer=None, listing=None, ui=None, pulls=None):
         """Collaborators are made by :func:`registryd.runtime.composition.compose`.
 
         :param registry: what the API serves: the :class:`registryd.storage.registry.Registry`,
@@ -151,6 +163,8 @@ class RegistryApp:
         #: where handlers report pushes, pulls, mounts and deletes
         #: (registryd.notifications.Notifier); a no-op without endpoints
         self.events = events if events is not None else NO_EVENTS
+        #: where manifest pulls are counted (registryd.lifecycle.pulls)
+        self.pulls = pulls if pulls is not None else NO_PULLS
         #: registryd.ops.health.HealthChecks: while a periodic check fails,
         #: every request is answered 503, as Distribution does
         self.health = health
@@ -246,6 +260,16 @@ class RegistryApp:
     routes.add("/v2/_catalog", "catalog", {b"GET": endpoint(listing.catalog, Access.catalog())})
     routes.add("/v2/<path:name>/referrers/<digest>", "referrers", {
         b"GET": endpoint(referrers.list_referrers, PULL),
+    })
+    # registryd's extensions (issue 12): "_registryd" is never a name component
+    routes.add("/v2/<path:name>/_registryd/tags", "tag_details", {
+        b"GET": endpoint(details.list_tag_details, PULL),
+    })
+    routes.add("/v2/<path:name>/_registryd/usage", "repository_usage", {
+        b"GET": endpoint(usage.repository_usage, PULL),
+    })
+    routes.add("/v2/<path:name>/_registryd/repository", "delete_repository", {
+        b"DELETE": endpoint(repository.delete_repository, DELETE),
     })
     for token_path in ("/auth/token", "/auth/token/"):
         routes.add(token_path, "auth_token", {

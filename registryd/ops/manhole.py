@@ -63,6 +63,13 @@ manhole.memorylimit; ^C stops it too.  Helpers return plain values:
                            remove uploads started longer ago than older_than
   rebuild_referrers(repo=None, dry_run=False)
                            rebuild the referrers index from the manifests
+  delete_repository(repo, force=False)
+                           remove a repository's tags, manifests, blob links,
+                           referrers index and idle uploads (blobs: gc); a dict;
+                           force=True: also when it has immutable tags
+  retention(dry_run=True, json=False)
+                           lifecycle.retention now: which tags and manifests go, and why
+  usage(repo=None)         quota usage (lifecycle.quotas), and the bytes repo holds
   readonly(on=None)        read-only mode: set it with True/False, show it with ()
   stats()                  a dict: repositories, blobs, bytes, uploads, last gc and purge
   maintenance              the timers' state: last_gc, last_purge, gc_running
@@ -148,8 +155,10 @@ def _seconds(value, what):
     return Duration(numbers="seconds").check(value, what)
 
 
-def make_namespace(registry, maintenance, config, reactor=None):
+def make_namespace(registry, maintenance, config, reactor=None, retention=None):
     """The helpers a manhole session starts with (a fresh dict each time).
+    ``retention``: the daemon's ``registryd.lifecycle.retention_runner.Retention``
+    (by default one for ``config``'s rules, without this process's pulls).
 
     They are called in statement threads (:class:`StatementRunner`); each does its
     work on the reactor thread and returns a plain value."""
@@ -190,6 +199,36 @@ def make_namespace(registry, maintenance, config, reactor=None):
         return await rebuild(
             registry, repositories=None if repo is None else [repo], dry_run=dry_run
         )
+
+    async def delete_repository(repo, force=False):
+        """Remove repository ``repo`` as ``DELETE /v2/<repo>/_registryd/repository``
+        does (whatever storage.delete says: the manhole is the operator's;
+        immutable tags too with force=True); what was removed, and what
+        pushes meanwhile kept."""
+        repository = registry.repository(repo)
+        if not force:
+            await repository.check_removable()
+        return (await repository.remove()).to_dict()
+
+    if retention is None:
+        from registryd.lifecycle.pulls import NO_PULLS
+        from registryd.lifecycle.retention_runner import Retention
+
+        retention = Retention(registry, config.lifecycle.retention, NO_PULLS)
+
+    async def run_retention(dry_run=True, json=False):
+        """lifecycle.retention now (a dry run unless dry_run=False): the
+        report, as lines of text or (json=True) a dict."""
+        report = await retention.run(dry_run=dry_run)
+        return report.to_dict() if json else "\n".join(report.lines())
+
+    async def usage(repo=None):
+        """Quota usage (of the quotas applying to ``repo``, if given), and
+        the bytes ``repo`` holds."""
+        found = {"quotas": [quota.to_dict() for quota in await registry.quotas.report(repo)]}
+        if repo is not None:
+            found["bytes"] = sum((await registry.quotas.repository_usage(repo)).values())
+        return found
 
     def readonly(on=None):
         """Read-only mode: readonly(True), readonly(False); readonly() shows it."""
@@ -250,6 +289,9 @@ def make_namespace(registry, maintenance, config, reactor=None):
         "gc": _on_reactor(reactor, gc),
         "purge_uploads": _on_reactor(reactor, purge_uploads),
         "rebuild_referrers": _on_reactor(reactor, rebuild_referrers),
+        "delete_repository": _on_reactor(reactor, delete_repository),
+        "usage": _on_reactor(reactor, usage),
+        "retention": _on_reactor(reactor, run_retention),
         "readonly": _on_reactor(reactor, readonly),
         "stats": _on_reactor(reactor, stats),
         "on_reactor": on_reactor,

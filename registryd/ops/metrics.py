@@ -125,6 +125,21 @@ PROXY_PULLED_BYTES = Counter(
     ["type"], namespace=NAMESPACE,
 )
 
+# --- quotas (updated by registryd.lifecycle.quotas) -------------------------
+
+QUOTA_USED_BYTES = Gauge(
+    "quota_used_bytes", "Bytes the repositories under a quota hold (deduplicated), by quota.",
+    ["quota"], namespace=NAMESPACE, multiprocess_mode="max",
+)
+QUOTA_LIMIT_BYTES = Gauge(
+    "quota_limit_bytes", "A quota's bound in bytes (absent: none), by quota.",
+    ["quota"], namespace=NAMESPACE, multiprocess_mode="max",
+)
+QUOTA_REPOSITORIES = Gauge(
+    "quota_repositories", "Repositories under a quota, by quota.",
+    ["quota"], namespace=NAMESPACE, multiprocess_mode="max",
+)
+
 # --- garbage collection and upload purging (for registryd.ops) -----------
 
 GC_RUNS = Counter(

@@ -55,6 +55,8 @@ class ProxyRepository:
         )
         #: never written to: the cache refuses pushes (write_refusal)
         self.uploads = local.uploads
+        #: pull times of what the cache serves (registryd.storage.pulls)
+        self.pulls = local.pulls
 
 
 class ProxyRegistry:
@@ -100,6 +102,14 @@ class ProxyRegistry:
     @property
     def read_only(self):
         return self.local.read_only
+
+    @property
+    def immutable_tags(self):
+        return self.local.immutable_tags
+
+    @property
+    def quotas(self):
+        return self.local.quotas
 
     async def repository_page(self, *args, **kwargs):
         """The catalog: what is cached."""

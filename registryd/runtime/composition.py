@@ -25,17 +25,22 @@ from registryd.http.app import RegistryApp
 from registryd.http.listeners import ListenerService
 from registryd.http.urls import URLBuilder
 from registryd.http.web import StreamingSite
+from registryd.lifecycle.pulls import PullFlushing, PullRecorder
+from registryd.lifecycle.quotas import MAX_AGE as QUOTA_MAX_AGE
+from registryd.lifecycle.retention_runner import Retention
 from registryd.notifications.events import Notifier
 from registryd.ops.debug import debug_site
 from registryd.ops.health import Check, HealthChecks
-from registryd.ops.maintenance import Maintenance
+from registryd.ops.maintenance import Maintenance, PeriodicService
 from registryd.ops.operations import Operations, source_address
 from registryd.runtime.logs import LogFormat, LogLevelFilter
 from registryd.storage.instrumented import InstrumentedDriver
 from registryd.storage.registry import Registry
 
 #: Timers that must run in one process only (left out with singletons=False).
-SINGLETON_TIMERS = frozenset({"upload purging", "garbage collection", "proxy cache expiry"})
+SINGLETON_TIMERS = frozenset({
+    "upload purging", "garbage collection", "proxy cache expiry", "retention", "quota usage",
+})
 
 
 @attr.s(frozen=True)
@@ -108,7 +113,12 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
         redirect=config.storage.redirect,
         redirect_base_url=config.storage.redirect_base_url,
         shared_state=shared_state,
+        immutable_tags=config.lifecycle.immutable,
+        quotas=config.lifecycle.quotas,
     )
+    #: manifest pulls counted in memory, written in batches by every process
+    pulls = PullRecorder(registry, reactor if reactor is not None else _global_reactor())
+    retention = Retention(registry, config.lifecycle.retention, pulls)
     health = HealthChecks.from_config(config.health, driver, reactor)
     if shared_state.shared:
         # on demand: /health names Redis when it is away, but the API
@@ -124,7 +134,7 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
         proxy or registry,  # what the HTTP API serves
         urls=urls, headers=config.http.headers, events=events, health=health,
         authorizer=authorizer, token_issuer=token_issuer, listing=config.listing,
-        ui=_ui(config, proxy or registry, checked.auth, urls, events),
+        ui=_ui(config, proxy or registry, checked.auth, urls, events), pulls=pulls,
     )
     access_log = AccessLog(enabled=config.log.accesslog)
     site = StreamingSite(
@@ -147,6 +157,7 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
     timers = list(maintenance.services(clock=reactor))
     if proxy is not None:
         timers += _proxy_services(proxy, maintenance, reactor)
+    timers += _lifecycle_services(registry, retention, maintenance, reactor)
     if not singletons:
         timers = [timer for timer in timers if timer.name not in SINGLETON_TIMERS]
     operations = Operations(
@@ -159,11 +170,14 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
         config_filter=config_filter, reactor=reactor,
         tls_listeners=[(endpoint, server_tls) for endpoint, _, server_tls in secured if server_tls],
     )
-    manhole = _manhole(config, registry, maintenance, operations, reactor)
+    manhole = _manhole(config, registry, maintenance, operations, retention, reactor)
     return Components(
         driver=driver, registry=registry, proxy=proxy, app=app, site=site, listeners=listeners,
         maintenance=maintenance, manhole=manhole, operations=operations,
-        services=[*listeners, *timers, *([manhole] if manhole else []), operations],
+        # the pull flusher first, so it stops last: after the listeners
+        # and the drain, with every pull counted
+        services=[PullFlushing(pulls, clock=reactor), *listeners, *timers,
+                  *([manhole] if manhole else []), operations],
         shared_state=shared_state,
     )
 
@@ -218,7 +232,37 @@ def _proxy_services(cache, maintenance, reactor):
     return list(proxy.services(cache, maintenance, clock=reactor))
 
 
-def _manhole(config, registry, maintenance, operations, reactor):
+def _global_reactor():
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def _lifecycle_services(registry, retention, maintenance, reactor):
+    """lifecycle's timers: retention every lifecycle.retention.interval,
+    and quota usage counted every minute so /metrics shows it also when
+    nobody pushes."""
+    found = []
+    if retention.config.interval and retention.config.rules:
+
+        async def scheduled_retention():
+            if not retention.running:
+                await retention.run()
+
+        found.append(PeriodicService(
+            "retention", retention.config.interval,
+            # one node at a time when the nodes share state (registryd.shared.jobs)
+            maintenance.scheduled("retention", retention.config.interval, scheduled_retention),
+            clock=reactor,
+        ))
+    if registry.quotas:
+        found.append(PeriodicService(
+            "quota usage", QUOTA_MAX_AGE, registry.quotas.report, first_delay=0, clock=reactor,
+        ))
+    return found
+
+
+def _manhole(config, registry, maintenance, operations, retention, reactor):
     """The SSH manhole (manhole:), or None.  registryd.ops.manhole (and
     with it twisted.conch) is imported only when one is configured."""
     if config.manhole is None:
@@ -228,6 +272,7 @@ def _manhole(config, registry, maintenance, operations, reactor):
     return ManholeService(
         config.manhole,
         # each session sees the configuration in force (reloads included)
-        lambda: make_namespace(registry, maintenance, operations.config, reactor),
+        lambda: make_namespace(registry, maintenance, operations.config, reactor,
+                               retention=retention),
         reactor=reactor,
     )

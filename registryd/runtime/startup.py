@@ -59,8 +59,7 @@ def check(config_path=None, listen=()):
 
     :raises StartupError: anything that would stop the registry serving.
     """
-    from registryd import environment
-    from registryd.config import environment_summary
+    from registryd.config import environment, environment_summary
     from registryd.storage.factory import create_storage_driver
 
     prefix = f"configuration {config_path}: " if config_path else ""

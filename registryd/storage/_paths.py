@@ -148,3 +148,26 @@ def proxy_record_dir(name, digest):
 
 def proxy_record(name, digest):
     return f"{proxy_record_dir(name, digest)}/fetched"
+
+
+#: The directory under a repository that holds registryd's own records
+#: (Distribution ignores ``_`` directories it does not know).
+REGISTRYD_DIR = "_registryd"
+
+
+def registryd_records(name):
+    return f"{repository(name)}/{REGISTRYD_DIR}"
+
+
+def clock_marker(name):
+    """Written and removed at once by a removal or retention run as it
+    starts: its modification time, in the storage's own clock and
+    precision, tells links written since (a push on another node) from
+    those the run is to take."""
+    return f"{registryd_records(name)}/clock"
+
+
+def pull_records(name):
+    """When each tag and manifest of repository ``name`` was last pulled
+    (registryd.storage.pulls)."""
+    return f"{registryd_records(name)}/pulls.json"

@@ -46,7 +46,7 @@ class ManifestStore:
     """The manifest revisions and referrers index of repository ``name``."""
 
     def __init__(self, name, driver, blobs, linked_blobs, tags, vacuum, guard, cache, settings,
-                 tag_cache=None):
+                 immutable_tags, tag_locks, quotas, tag_cache=None):
         """
         :param blobs: the global :class:`registryd.storage.blobs.BlobStore`
             (manifest bytes are blobs).
@@ -57,6 +57,12 @@ class ManifestStore:
             (:class:`registryd.storage.cache.ContentCache`).
         :param settings: the registry's switches (delete_enabled,
             manifest_url_policy), read when used.
+        :param immutable_tags: :class:`registryd.lifecycle.immutable.ImmutableTags`:
+            the tags that may not move nor go once pushed.
+        :param tag_locks: keyed locks (:class:`registryd.storage.uploads.UploadLocks`)
+            held from the check of a protected tag until it is written.
+        :param quotas: :class:`registryd.lifecycle.quotas.QuotaAccounting`: admits
+            a push before anything of it is linked, counts what it adds.
         :param tag_cache: what tags resolved to, revalidated by a stat of
             the tag's link (:class:`registryd.storage.cache.TagCache`), or None.
         """
@@ -69,6 +75,9 @@ class ManifestStore:
         self._guard = guard
         self._cache = cache
         self._settings = settings
+        self._immutable = immutable_tags
+        self._tag_locks = tag_locks
+        self._quotas = quotas
         self._tag_cache = tag_cache
 
     async def has(self, digest):
@@ -165,6 +174,32 @@ class ManifestStore:
         # Held from the existence checks until written, so online GC
         # cannot sweep what this manifest is about to reference.
         in_use = [digest] + [ref.digest for ref in manifest.references]
+        protected = sorted({tag for tag in tags if self._immutable.rule_for(self.name, tag)})
+        releases = []
+        try:
+            for tag in protected:
+                releases.append(await self._tag_locks.acquire((self.name, tag)))
+            for tag in protected:
+                await self._check_tag_change(tag, digest)
+            async with self._quotas.admitting(self.name, digest, manifest):
+                return await self._put(digest, body, manifest, tags, in_use, verify, allow_sparse,
+                                       allow_missing_blobs)
+        finally:
+            for release in releases:
+                release()
+
+    async def _check_tag_change(self, tag, wanted):
+        """DENIED if ``tag`` is protected and names a stored manifest other
+        than ``wanted`` (a digest; None: the tag is to be deleted)."""
+        rule = self._immutable.rule_for(self.name, tag)
+        if rule is None:
+            return
+        current = await self._tags.get(tag)
+        if current is not None and current != wanted and await self.has(current):
+            raise self._immutable.refusal(self.name, tag, current, rule, wanted)
+
+    async def _put(self, digest, body, manifest, tags, in_use, verify, allow_sparse,
+                   allow_missing_blobs):
         async with self._guard.using(in_use):
             if verify:
                 await verify_references(
@@ -187,7 +222,8 @@ class ManifestStore:
     @translate_storage_errors
     async def delete(self, reference, removed_tags=None):
         """Delete by digest (the revision, its tags, its referrer entry) or,
-        for a tag reference, only the tag.  The tags deleted along with a
+        for a tag reference, only the tag; DENIED when that would delete an
+        immutable tag.  The tags deleted along with a
         digest are appended to the list ``removed_tags``, if given (their
         delete notifications)."""
         if not self._settings.delete_enabled:
@@ -195,9 +231,14 @@ class ManifestStore:
         if not is_digest_reference(reference):
             check_tag(reference)
             await self.resolve(reference)
+            await self._check_tag_change(reference, None)
             await self._tags.untag(reference)
             return None
         stored = await self.get(reference)
+        if self._immutable:
+            for tag in await self._tags.enumerate():
+                if await self._tags.get(tag) == stored.digest:
+                    await self._check_tag_change(tag, None)
         if not await self.remove(stored.digest, stored.manifest.subject, removed_tags):
             raise errors.ManifestUnknown(detail={"digest": str(stored.digest)})
         return stored.digest
@@ -208,14 +249,17 @@ class ManifestStore:
         descriptor, if it has one); whether the revision was there.  No
         check of storage.delete: for ``delete`` and the registry's own
         housekeeping (the pull-through cache's expiry)."""
-        for tag in await self._tags.enumerate():
-            if await self._tags.get(tag) == digest:
-                await self._tags.untag(tag)
-                if removed_tags is not None:
-                    removed_tags.append(tag)
-        return await self._vacuum.remove_manifest(
-            self.name, digest, subject=subject.digest if subject is not None else None
-        )
+        try:
+            for tag in await self._tags.enumerate():
+                if await self._tags.get(tag) == digest:
+                    await self._tags.untag(tag)
+                    if removed_tags is not None:
+                        removed_tags.append(tag)
+            return await self._vacuum.remove_manifest(
+                self.name, digest, subject=subject.digest if subject is not None else None
+            )
+        finally:
+            self._quotas.forget(self.name)  # counted again when next asked
 
     async def enumerate(self):
         """Digests of this repository's manifest revisions, sorted.

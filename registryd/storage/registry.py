@@ -18,7 +18,10 @@ import heapq
 from zope.interface import implementer
 
 from registryd import errors
+from registryd.digest import ALGORITHMS
 from registryd.interfaces import IRepository
+from registryd.lifecycle.immutable import ImmutableTags
+from registryd.lifecycle.quotas import QuotaAccounting
 from registryd.names import check_repository_name, is_name_component
 from registryd.storage import _paths as paths
 from registryd.storage.blobs import BlobInfo, BlobStore, LinkedBlobStore
@@ -27,6 +30,8 @@ from registryd.storage.errors import translate_storage_errors
 from registryd.storage.fetch_records import FetchRecords
 from registryd.storage.manifest_store import ManifestStore
 from registryd.storage.nodes_guard import NodesGuard
+from registryd.storage.pulls import PullRecords
+from registryd.storage.removal import RepositoryRemoval, storage_now
 from registryd.storage.tags import TagStore
 from registryd.storage.uploads import HashStates, UploadContext, UploadLocks, UploadStore
 from registryd.storage.vacuum import Vacuum
@@ -42,11 +47,21 @@ class Registry:
 
     def __init__(self, driver, delete_enabled=False, accept_sparse_manifests=False,
                  read_only=False, redirect=False, manifest_url_policy=None,
-                 redirect_base_url=None, accept_sparse_images=False, shared_state=None):
+                 redirect_base_url=None, accept_sparse_images=False, immutable_tags=None,
+                 quotas=(), shared_state=None):
         """``shared_state``: the ISharedState of the nodes serving ``driver``
         (registryd.shared); upload locks and the push guard span the nodes
         through it."""
         self.driver = driver
+        #: lifecycle.immutable (registryd.lifecycle.immutable.ImmutableTags):
+        #: tags that may not be moved or deleted once pushed
+        self.immutable_tags = immutable_tags if immutable_tags is not None else ImmutableTags()
+        #: held while a protected tag is checked and written, so two pushes
+        #: in this process cannot both find it free
+        self.tag_locks = UploadLocks()
+        #: lifecycle.quotas and lifecycle.quota: usage, and the admission
+        #: of pushes (registryd.lifecycle.quotas)
+        self.quotas = QuotaAccounting(self, quotas)
         #: storage.redirect: answer blob GETs with a 307 to the driver's
         #: URL (a presigned S3 URL) after the access checks, when it has one
         self.redirect = redirect
@@ -137,8 +152,30 @@ class Registry:
 
     async def repositories(self):
         """Names of the repositories with manifests, sorted (what the
-        catalog counts, as Distribution does)."""
-        return await self._repositories(("_manifests",))
+        catalog lists: see ``_with_revisions``)."""
+        return await self._with_revisions(await self._repositories(("_manifests",)))
+
+    async def _with_revisions(self, names):
+        """Those of ``names`` that hold a manifest revision, in one batch of
+        listings (two per name, one per digest algorithm).
+
+        Deleting a repository, or its last manifest, leaves empty
+        directories behind on a filesystem (removing them could race a
+        push writing into them): such a repository is gone for clients,
+        and must not stay in the catalog.  A revision directory
+        Distribution's delete left without its link still counts, as it
+        does for Distribution."""
+        names = list(names)
+        algorithms = sorted(ALGORITHMS)
+        listings = await self.driver.list_many([
+            f"{paths.manifest_revisions(name)}/{algorithm}"
+            for name in names for algorithm in algorithms
+        ])
+        per_name = len(algorithms)
+        return [
+            name for index, name in enumerate(names)
+            if any(listings[index * per_name:(index + 1) * per_name])
+        ]
 
     @translate_storage_errors
     async def _repositories(self, markers):
@@ -168,7 +205,9 @@ class Registry:
     async def repository_page(self, last=None, limit=None, include=None, markers=("_manifests",)):
         """One page of the catalog: ``(names, more)``, the first ``limit``
         repository names after ``last`` (all if ``limit`` is None) for which
-        ``include(name)`` is true, sorted, and whether more follow.
+        ``include(name)`` is true, sorted, and whether more follow.  Found by
+        ``_manifests`` (the default ``markers``), only repositories holding a
+        manifest revision count (:meth:`_with_revisions`).
 
         A client pages through a large catalog with ``n`` and ``last``; a
         walk of the whole tree per page would make listing N repositories
@@ -192,12 +231,13 @@ class Registry:
                 size = max(limit + 1 - len(found), _PAGE_BATCH)
             batch = [heapq.heappop(heap) for _ in range(min(size, len(heap)))]
             listings = await self.driver.list_many([path for _, path in batch])
+            candidates = []
             for (prefix, path), children in zip(batch, listings):
                 children = children or []
                 if (prefix and (last is None or prefix > last)
                         and any(marker in children for marker in markers)
                         and (include is None or include(prefix))):
-                    found.append(prefix)
+                    candidates.append(prefix)
                 for child in children:
                     if child.endswith(".tmp") or not is_name_component(child):
                         continue  # _manifests, a driver's temporary, a stray name
@@ -205,6 +245,9 @@ class Registry:
                     if last is not None and name < last and not last.startswith(name):
                         continue  # it and all below it sort before last
                     heapq.heappush(heap, (name, f"{path}/{child}"))
+            if candidates and "_manifests" in markers:
+                candidates = await self._with_revisions(candidates)
+            found.extend(candidates)
         found.sort()
         if limit is None:
             return found, False
@@ -229,6 +272,7 @@ class Repository:
 
     def __init__(self, registry, name):
         self.name = name
+        self._registry = registry
         driver = registry.driver
         vacuum = registry.vacuum
         self.blobs = LinkedBlobStore(
@@ -237,9 +281,41 @@ class Repository:
         self.tags = TagStore(name, driver, vacuum, registry.tag_cache)
         self.manifests = ManifestStore(
             name, driver, registry.blobs, self.blobs, self.tags, vacuum, registry.guard,
-            registry.manifest_cache, registry, tag_cache=registry.tag_cache,
+            registry.manifest_cache, registry, registry.immutable_tags, registry.tag_locks,
+            registry.quotas, tag_cache=registry.tag_cache,
         )
         self.uploads = UploadStore(UploadContext(
             name, driver, registry.blobs, self.blobs, vacuum, registry.guard,
             registry.hash_states, registry.upload_lock,
         ))
+        #: when its tags and manifests were last pulled (registryd.storage.pulls)
+        self.pulls = PullRecords(name, driver)
+        self._removal = RepositoryRemoval(self, driver, vacuum, registry.guard)
+
+    @translate_storage_errors
+    async def storage_time(self):
+        """Now, in the storage's own clock (``registryd.storage.removal.storage_now``):
+        what to compare link times with to tell what was written since."""
+        return await storage_now(self._registry.driver, self._registry.vacuum, self.name)
+
+    async def check_removable(self):
+        """DENIED if a tag of this repository is immutable (lifecycle.immutable)."""
+        protection = self._registry.immutable_tags
+        if not protection:
+            return
+        for tag in await self.tags.enumerate():
+            rule = protection.rule_for(self.name, tag)
+            current = await self.tags.get(tag) if rule is not None else None
+            if current is not None:
+                raise protection.refusal(self.name, tag, current, rule)
+
+    @translate_storage_errors
+    async def remove(self):
+        """Remove the repository's tags, manifests, blob links, referrers
+        index and idle uploads, leaving what pushes write meanwhile
+        (``registryd.storage.removal``); a RemovalReport.  No policy
+        checks: storage.delete and protected tags are the callers'."""
+        try:
+            return await self._removal.run()
+        finally:
+            self._registry.quotas.forget(self.name)

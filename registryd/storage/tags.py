@@ -12,7 +12,7 @@ from registryd.interfaces import ITagStore
 from registryd.names import is_valid_tag, valid_tags
 from registryd.storage import _paths as paths
 from registryd.storage.errors import PathNotFound, translate_storage_errors
-from registryd.storage.walking import digest_tree, list_or_empty, read_link
+from registryd.storage.walking import digest_tree, list_or_empty, modified_or_none, read_link
 
 
 def check_tag(tag):
@@ -44,6 +44,10 @@ class TagStore:
         that is not a digest).  Whether that manifest is still there is
         the manifest store's question."""
         return await read_link(self._driver, paths.tag_current_link(self.name, tag))
+
+    async def modified(self, tag):
+        """When ``tag`` was last pointed at a digest, or None."""
+        return await modified_or_none(self._driver, paths.tag_current_link(self.name, tag))
 
     async def validator(self, tag):
         """(size, modification time) of ``tag``'s link, from one stat: what
@@ -78,12 +82,16 @@ class TagStore:
     @translate_storage_errors
     async def all(self):
         """All tags, sorted, as the tags list shows them; NAME_UNKNOWN if
-        the repository has no manifests."""
+        the repository has no manifests (never had any, or all were
+        deleted: a repository emptied by deletes is gone for clients)."""
         try:
             await self._driver.stat(paths.manifests(self.name))
         except PathNotFound:
             raise errors.NameUnknown(detail={"name": self.name}) from None
-        return valid_tags(await list_or_empty(self._driver, paths.tags(self.name)))
+        tags = valid_tags(await list_or_empty(self._driver, paths.tags(self.name)))
+        if not tags and not await digest_tree(self._driver, paths.manifest_revisions(self.name)):
+            raise errors.NameUnknown(detail={"name": self.name})
+        return tags
 
     async def enumerate(self):
         """Every tag in storage, sorted: what garbage collection must treat

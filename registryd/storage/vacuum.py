@@ -75,3 +75,13 @@ class Vacuum:
     async def remove_fetch_record(self, name, digest):
         """The pull-through cache's record of fetching manifest ``digest``."""
         return await self._delete(paths.proxy_record_dir(name, digest))
+
+    async def remove_clock_marker(self, name):
+        """The marker a repository removal or retention run writes as it
+        starts (registryd.storage.removal.storage_now)."""
+        return await self._delete(paths.clock_marker(name))
+
+    async def remove_pull_records(self, name):
+        """When repository ``name``'s tags and manifests were last pulled
+        (registryd.storage.pulls)."""
+        return await self._delete(paths.pull_records(name))

@@ -35,22 +35,28 @@ pytestmark = pytest.mark.e2e
 MiB = 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def nodes(swift, tmp_path_factory):
-    """Nodes A and B on one bucket prefix (5 MiB parts, so that a 12 MiB
-    blob is a real multipart upload)."""
-    prefix = swift.new_prefix("nodes")
-    storage = swift.parameters(prefix, chunksize=5 * MiB)
+def two_nodes(swift, tmp_path_factory, name, node_class=tools.S3Registryd, **parameters):
+    """Start nodes A and B (C{node_class}) on a fresh bucket prefix
+    C{name}; a generator for a fixture, purging the prefix afterwards."""
+    prefix = swift.new_prefix(name)
+    storage = swift.parameters(prefix, **parameters)
     started = []
     try:
         for label in ("a", "b"):
-            node = tools.S3Registryd(storage, tmpdir=tmp_path_factory.mktemp(f"node-{label}"))
+            node = node_class(storage, tmpdir=tmp_path_factory.mktemp(f"{name}-{label}"))
             started.append(node.start())
         yield started[0], started[1]
     finally:
         for node in started:
             node.stop()
         swift.purge(prefix)
+
+
+@pytest.fixture(scope="module")
+def nodes(swift, tmp_path_factory):
+    """Nodes A and B on one bucket prefix (5 MiB parts, so that a 12 MiB
+    blob is a real multipart upload)."""
+    yield from two_nodes(swift, tmp_path_factory, "nodes", chunksize=5 * MiB)
 
 
 def leftovers(swift, node):

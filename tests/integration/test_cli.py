@@ -42,9 +42,9 @@ def test_version(tmp_path):
 def test_help_names_every_subcommand_and_each_has_its_own(tmp_path):
     status, output = run(tmp_path, "--help")
     assert status == 0, output
-    for name in ("serve", "check-config", "gc", "referrers"):
+    for name in ("serve", "check-config", "gc", "referrers", "retention"):
         assert f"\n  {name} " in output, output
-    assert set(COMMANDS) == {"serve", "check-config", "gc", "referrers"}
+    assert set(COMMANDS) == {"serve", "check-config", "gc", "referrers", "retention"}
     for name in COMMANDS:
         status, output = run(tmp_path, name, "--help")
         assert status == 0, (name, output)

@@ -265,8 +265,12 @@ async def test_delete_manifest_and_tag(server):
     response = await server.client.delete(server.v2(f"img/del/manifests/{digest}"))
     assert response.code == 202
     await response.content()
+    # Its last manifest gone, the repository is gone for clients.
     response = await server.client.get(server.v2("img/del/tags/list"))
-    assert json.loads(await response.content())["tags"] == []
+    assert response.code == 404
+    assert await error_codes(response) == ["NAME_UNKNOWN"]
+    response = await server.client.get(server.v2("_catalog"))
+    assert json.loads(await response.content()) == {"repositories": []}
     response = await server.client.get(server.v2(f"img/del/manifests/{digest}"))
     assert response.code == 404
     await response.content()

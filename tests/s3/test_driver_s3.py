@@ -13,9 +13,10 @@ from zope.interface.verify import verifyObject
 from registryd.interfaces import IStorageDriver
 from registryd.storage.drivers import create_driver
 from registryd.storage.drivers import s3 as s3_module
-from registryd.storage.drivers.s3 import TAIL_SUFFIX, S3Driver
+from registryd.storage.drivers.s3 import S3Driver
 from registryd.storage.drivers.s3_client import S3Error
 from registryd.storage.drivers.s3_parameters import MIN_CHUNK_SIZE
+from registryd.storage.drivers.s3_streams import TAIL_SUFFIX
 from registryd.storage.errors import PathNotFound, StorageError, StorageRefused
 from tests.drivers.driver_suite import DriverSuite, MiB
 

@@ -22,6 +22,9 @@ NAMES = [
 ]
 # Directories that exist but are not repositories (no _manifests).
 NOT_REPOSITORIES = ["c", "c/d", "c/d/e", "empty/dir", "library"]
+# Repositories emptied by deletes: manifest directories without a revision.
+EMPTIED = ["a/emptied", "b-emptied", "library/alpine/gone"]
+REVISION = "_manifests/revisions/sha256/" + "ab" * 32 + "/link"
 
 
 @pytest.fixture
@@ -33,7 +36,11 @@ async def populate(registry):
     driver = registry.driver
     base = paths.repositories()
     for name in NAMES:
-        await driver.put_content(f"{base}/{name}/_manifests/tags/latest/current/link", b"x")
+        await driver.put_content(f"{base}/{name}/{REVISION}", b"x")
+    for name in EMPTIED:
+        await driver.put_content(f"{base}/{name}/_manifests/revisions/sha256/.keep", b"")
+        await driver.delete(f"{base}/{name}/_manifests/revisions/sha256/.keep")
+        await driver.put_content(f"{base}/{name}/_manifests/tags/.keep", b"")
     for name in NOT_REPOSITORIES:
         await driver.put_content(f"{base}/{name}/_layers/sha256/ab/link", b"x")
     await driver.put_content(f"{base}/a/_uploads/u/startedat", b"x")
@@ -96,7 +103,7 @@ async def test_random_trees(registry):
         names.add("/".join(rng.choice(alphabet) for _ in range(depth)))
     base = paths.repositories()
     for name in names:
-        await registry.driver.put_content(f"{base}/{name}/_manifests/x", b"x")
+        await registry.driver.put_content(f"{base}/{name}/{REVISION}", b"x")
     everything = await registry.repositories()
     assert everything == sorted(names)
     for limit in (1, 4, 7):

@@ -194,7 +194,7 @@ def test_every_error_of_a_file_is_reported_in_document_order(tmp_path):
         "storage.delete.enabled: expected true or false, got 'yes'",
         "http.tls.key: required",
         ("reporting: not supported by registryd yet (supported here: auth, catalog, gc, health, "
-         "http, log, loglevel, manhole, middleware, notifications, proxy, redis, storage, tags, "
+         "http, lifecycle, log, loglevel, manhole, middleware, notifications, proxy, redis, storage, tags, "
          "ui, validation, version, workers)"),
         "proxy.ttl: expected a duration such as 10s, 500ms or 1m30s, got 'forever'",
         "proxy.remoteurl: required: the URL of the registry to mirror",

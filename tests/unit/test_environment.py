@@ -1,4 +1,4 @@
-"""REGISTRY_* environment overrides (registryd.environment): each of
+"""REGISTRY_* environment overrides (registryd.config.environment): each of
 Distribution's rules, registryd's additions, and hostile input."""
 
 import string
@@ -8,11 +8,11 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registryd import environment
 from registryd.config import (
     Config,
     ConfigError,
     default_document,
+    environment,
     environment_keys,
     environment_summary,
     load_config,

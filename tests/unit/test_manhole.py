@@ -99,6 +99,10 @@ async def test_run_source_prints_values_awaits_deferreds_and_reports_errors():
     assert (status, err) == (1, "ValueError: " + "a" * 500 + "\n")
 
 
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+INDEX = b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}'
+
+
 @pytest_twisted.ensureDeferred
 async def test_namespace_helpers():
     registry = Registry(InMemoryDriver())
@@ -118,6 +122,15 @@ async def test_namespace_helpers():
     assert await in_statement_thread(namespace["uploads"]) == []
     rebuilt = await in_statement_thread(namespace["rebuild_referrers"])
     assert rebuilt.repositories == 0 and not rebuilt.dry_run
+    await registry.repository("team/app").manifests.put("v1", INDEX, OCI_INDEX)
+    assert await in_statement_thread(namespace["repos"]) == ["team/app"]
+    removed = await in_statement_thread(namespace["delete_repository"], "team/app")
+    assert removed["tags"] == ["v1"] and len(removed["manifests"]) == 1 and removed["kept"] == []
+    assert await in_statement_thread(namespace["repos"]) == []
+    assert await in_statement_thread(namespace["retention"]) == (
+        "retention (dry run): 0 repositories, would delete 0 tags and 0 manifests")
+    assert (await in_statement_thread(namespace["retention"], json=True))["dry_run"] is True
+    assert await in_statement_thread(namespace["usage"]) == {"quotas": []}
     runner = StatementRunner()
     out, _, status = await run_source("help_registryd()", namespace, runner)
     assert status == 0 and out == HELP

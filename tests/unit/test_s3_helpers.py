@@ -5,9 +5,9 @@ are cut into copy ranges that S3 accepts."""
 import botocore.exceptions
 import pytest
 
-from registryd.storage.drivers.s3 import copy_ranges
 from registryd.storage.drivers.s3_client import S3Error, translate
 from registryd.storage.drivers.s3_parameters import GiB, MiB
+from registryd.storage.drivers.s3_streams import copy_ranges
 from registryd.storage.errors import PathNotFound, StorageRefused, StorageUnavailable
 
 

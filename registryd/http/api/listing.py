@@ -31,8 +31,14 @@ def paginate(entries, request, default_page=None, max_tags=None):
     return page, (page[-1] if more and page else None)
 
 
-def _link(path, n, last):
+def link_header(path, n, last):
+    """The RFC 5988 ``Link`` to the page after ``last``."""
     return f'<{path}?{urlencode({"n": n, "last": last})}>; rel="next"'
+
+
+def max_tags(ctx):
+    """tags.maxtags, or None when not configured."""
+    return _limits(ctx)[1]
 
 
 def _limits(ctx):
@@ -43,17 +49,23 @@ def _limits(ctx):
     return listing.max_catalog_entries, listing.max_tags
 
 
+def respond_tags_page(ctx, request, repository, endpoint, page, next_last, entries):
+    """A tags listing's answer (tags/list, and registryd's details listing
+    at ``endpoint`` under the repository): ``entries`` for the ``page`` of
+    tag names, with a ``Link`` to the next page when ``next_last`` is set."""
+    headers = []
+    if next_last is not None:
+        path = ctx.urls.local(f"/v2/{repository.name}/{endpoint}")
+        headers.append(("Link", link_header(path, len(page), next_last)))
+    body = json.dumps({"name": repository.name, "tags": entries}).encode("utf-8")
+    return respond(request, 200, headers, body, content_type="application/json")
+
+
 async def list_tags(ctx, request, name):
     repository = ctx.registry.repository(name)
     tags = await repository.tags.all()
-    _, max_tags = _limits(ctx)
-    page, next_last = paginate(tags, request, max_tags=max_tags)
-    headers = []
-    if next_last is not None:
-        path = ctx.urls.local(f"/v2/{repository.name}/tags/list")
-        headers.append(("Link", _link(path, len(page), next_last)))
-    body = json.dumps({"name": repository.name, "tags": page}).encode("utf-8")
-    return respond(request, 200, headers, body, content_type="application/json")
+    page, next_last = paginate(tags, request, max_tags=max_tags(ctx))
+    return respond_tags_page(ctx, request, repository, "tags/list", page, next_last, page)
 
 
 def _page_arguments(request, default_page=None):
@@ -86,6 +98,6 @@ async def catalog(ctx, request):
     next_last = page[-1] if more and page else None
     headers = []
     if next_last is not None:
-        headers.append(("Link", _link(ctx.urls.local("/v2/_catalog"), len(page), next_last)))
+        headers.append(("Link", link_header(ctx.urls.local("/v2/_catalog"), len(page), next_last)))
     body = json.dumps({"repositories": page}).encode("utf-8")
     return respond(request, 200, headers, body, content_type="application/json")

@@ -18,6 +18,8 @@ async def get_manifest(ctx, request, name, reference):
     body = stored.body
     if request.method == b"GET":
         ctx.events.manifest_pulled(request, repository.name, stored, reference)
+    # HEAD too: clients resolve a tag with HEAD, then GET by digest.
+    ctx.pulls.record(repository.name, None if ":" in reference else reference, stored.digest)
     response = respond(request, 200, _manifest_headers(stored), body, content_type=stored.media_type)
     return b"" if request.method == b"HEAD" else response
 

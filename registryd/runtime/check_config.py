@@ -103,8 +103,7 @@ def effective_configuration(path, environ=None):
     the defaults) with the environment's overrides, secrets masked."""
     import yaml
 
-    from registryd import environment
-    from registryd.config import environment_keys, read_document
+    from registryd.config import environment, environment_keys, read_document
 
     mapping, overrides = read_document(path, environ)
     lines = [f"# registryd configuration: {path or '(defaults)'}"]
