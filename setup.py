@@ -68,6 +68,7 @@ setup(
         "bcrypt",  # htpasswd -B entries (auth.htpasswd)
         "botocore>=1.36",  # the s3 storage driver (checksum settings of 1.36)
         "Jinja2",  # the web interface's page templates (registryd.ui)
+        "redis>=5",  # the nodes' shared state (the redis section; registryd.shared)
     ],
     extras_require={
         # playwright: drives the system's chromium in the web interface's

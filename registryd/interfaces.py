@@ -367,3 +367,69 @@ class IRepository(Interface):
     manifests = Attribute("The repository's :class:`IManifestStore`.")
     tags = Attribute("The repository's :class:`ITagStore`.")
     uploads = Attribute("The repository's :class:`IUploadStore`.")
+
+
+class ISharedState(Interface):
+    """State the registryd nodes serving one storage backend share: locks
+    and leases, counters, expiring values, sets of members that expire.
+
+    Names are plain strings chosen by the callers (``brake:...``,
+    ``lease:gc``); an implementation may prefix them.  Durations are
+    seconds.  Every method returns a Deferred and never blocks the reactor.
+    One node without Redis uses the in-process implementation
+    (``registryd.shared.memory``); nodes sharing a Redis use
+    ``registryd.shared.redis_state``, whose methods fail with
+    :class:`registryd.shared.SharedStateUnavailable` when Redis cannot answer
+    within its timeouts, so that callers can fall back to what they know
+    locally.
+    """
+
+    shared = Attribute("True when other nodes see this state (Redis), False in process.")
+
+    def acquire(name, token, ttl):
+        """Take the lock or lease ``name`` for ``token`` (str) for ``ttl``
+        seconds unless someone holds it.  :return: Deferred firing True if taken."""
+
+    def extend(name, token, ttl):
+        """Make ``token``'s hold of ``name`` last ``ttl`` seconds from now.
+        :return: Deferred firing False if ``token`` does not hold it (any more)."""
+
+    def release(name, token):
+        """Let go of ``name`` if ``token`` holds it.  :return: Deferred firing True if it did."""
+
+    def remaining(name):
+        """:return: Deferred firing with the seconds until ``name`` (a lock,
+        lease or value) expires, or None if it does not exist or never expires."""
+
+    def get(name):
+        """:return: Deferred firing with the bytes stored at ``name``, or None."""
+
+    def set(name, value, ttl=None):
+        """Store ``value`` (bytes) at ``name``, expiring after ``ttl`` seconds if given."""
+
+    def delete(name):
+        """Remove ``name`` (value, counter or lock, whoever holds it)."""
+
+    def incr(name, amount=1, ttl=None):
+        """Add ``amount`` to the counter ``name`` (0 if absent); with ``ttl``,
+        the counter expires ``ttl`` seconds after this change.
+        :return: Deferred firing with the new value."""
+
+    def add_member(name, member, ttl):
+        """Put ``member`` (str) in the set ``name`` for ``ttl`` seconds (a
+        member added again lasts until the later expiry)."""
+
+    def remove_member(name, member):
+        """Take ``member`` out of the set ``name``."""
+
+    def is_member(name, member):
+        """:return: Deferred firing True if ``member`` is in ``name`` and has not expired."""
+
+    def members(name):
+        """:return: Deferred firing with the list of ``name``'s members that have not expired."""
+
+    def ping():
+        """:return: Deferred firing once the state answers (fails if it cannot)."""
+
+    def close():
+        """Release connections and threads.  :return: Deferred."""

@@ -17,8 +17,10 @@ off the reactor with a short cache), ``keys`` (key files and ids),
 from registryd.config import ConfigError
 
 
-def create(config):
-    """``(authorizer, issuer or None)`` for a :class:`registryd.config.Config`.
+def create(config, shared_state=None):
+    """``(authorizer, issuer or None)`` for a :class:`registryd.config.Config`;
+    ``shared_state``: the nodes' ISharedState (the login brake uses it when
+    it is shared with other nodes).
 
     :raises ConfigError: a file that cannot be read or used, naming its key.
     """
@@ -29,7 +31,7 @@ def create(config):
         return OpenAuthorizer(), None
     checker = htfile = policy = None
     if auth.htpasswd is not None:
-        checker, htfile = _htpasswd(auth.htpasswd)
+        checker, htfile = _htpasswd(auth.htpasswd, shared_state)
         policy = _policy(auth.access)
     if auth.token is None:
         return BasicAuthorizer(auth.htpasswd.realm, checker, policy), None
@@ -52,14 +54,14 @@ def create(config):
     return authorizer, issuer
 
 
-def _htpasswd(section):
+def _htpasswd(section, shared_state=None):
     from registryd.auth.htpasswd import HtpasswdChecker, HtpasswdError, HtpasswdFile
 
     try:
         htfile = HtpasswdFile(section.path)
     except HtpasswdError as error:
         raise ConfigError("auth.htpasswd.path", str(error)) from None
-    return HtpasswdChecker(htfile), htfile
+    return HtpasswdChecker(htfile, shared_state=shared_state), htfile
 
 
 def _policy(section):

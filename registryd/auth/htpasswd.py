@@ -144,7 +144,9 @@ class HtpasswdChecker:
     #: Bound on remembered successes (expired ones are pruned first).
     cache_size = 10000
 
-    def __init__(self, htfile, clock=time.monotonic, run_in_thread=None):
+    def __init__(self, htfile, clock=time.monotonic, run_in_thread=None, shared_state=None):
+        """``shared_state``: the nodes' ISharedState when it is shared with
+        other nodes (Redis): the brake then counts failures across them."""
         self.htfile = htfile
         self._clock = clock
         if run_in_thread is None:
@@ -159,6 +161,12 @@ class HtpasswdChecker:
         self.bcrypt_runs = 0  # for tests and the curious
         #: the guessing brake per (client address, user): registryd.auth.throttle
         self.throttle = LoginThrottle(clock=clock)
+        #: the same brake across nodes (registryd.auth.shared_brake), or None
+        self.shared_brake = None
+        if shared_state is not None and shared_state.shared:
+            from registryd.auth.shared_brake import SharedLoginBrake
+
+            self.shared_brake = SharedLoginBrake(shared_state, self.throttle)
 
     def _typical_cost(self):
         for entry in self.htfile.users.values():
@@ -218,13 +226,20 @@ class HtpasswdChecker:
         user, password, entry, key = self._credentials(credentials)
         if self._known(key):
             return user
+        shared = self.shared_brake
         with self.throttle.attempt(address, user, key):
+            if shared is not None:
+                await shared.check(address, user)
             try:
                 found = await self._verify(user, password, entry, key)
             except UnauthorizedLogin:
                 self.throttle.failed(address, user)
+                if shared is not None:
+                    await shared.failed(address, user)
                 raise
             self.throttle.succeeded(address, user)
+            if shared is not None:
+                await shared.succeeded(address, user)
         return found
 
     def _check(self, key, password, entry):

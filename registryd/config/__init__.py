@@ -74,6 +74,7 @@ from registryd.config.notifications import (
     NotificationsConfig,
 )
 from registryd.config.proxy import DEFAULT_PROXY_MAX_BLOB_SIZE, DEFAULT_PROXY_TTL, ProxyConfig
+from registryd.config.redis import RedisConfig, RedisTLSConfig
 from registryd.config.root import (
     MAX_WORKERS,
     Config,
@@ -93,6 +94,8 @@ from registryd.config.ui import UIConfig
 from registryd.config.validation import ValidationConfig
 
 __all__ = [
+    "RedisConfig",
+    "RedisTLSConfig",
     "CIPHER_SUITES",
     "DEFAULT_CHECK_TIMEOUT",
     "DEFAULT_ENDPOINT_BACKOFF",

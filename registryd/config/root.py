@@ -20,13 +20,13 @@ from registryd.config.lifecycle import LifecycleConfig
 from registryd.config.log import LOG_LEVELS, LogConfig
 from registryd.config.notifications import NotificationsConfig
 from registryd.config.proxy import ProxyConfig
+from registryd.config.redis import RedisConfig
 from registryd.config.schema import (
     ListOf,
     Parser,
     SectionOf,
     derived,
     extra,
-    ignored,
     not_yet,
     section,
     setting,
@@ -39,7 +39,6 @@ from registryd.config.types import (
     Choice,
     Custom,
     Integer,
-    Mapping,
     String,
 )
 from registryd.config.ui import UIConfig
@@ -128,10 +127,6 @@ def _finish_config(found):
           "Storage middlewares: only redirect (a web server or CDN serving blobs)."),
     not_yet("middleware.registry"),
     not_yet("middleware.repository"),
-    # Distribution's Redis connection serves only its blob descriptor cache
-    # (storage.cache, accepted likewise): an internal registryd's model
-    # does without.
-    ignored("redis", Mapping(), "Distribution's Redis connection for its blob descriptor cache."),
     not_yet("compatibility"),
     not_yet("policy"),
     not_yet("reporting"),
@@ -165,6 +160,9 @@ class Config:
     listing = derived(factory=ListingConfig, written="catalog.maxentries, tags.maxtags")
     #: A ProxyConfig when registryd is a pull-through cache, else None.
     proxy = setting("proxy", SectionOf(ProxyConfig), "A pull-through cache of another registry.",
+                    default=None)
+    #: A RedisConfig when several nodes share state through Redis, else None.
+    redis = setting("redis", SectionOf(RedisConfig), "The nodes' shared state (several nodes).",
                     default=None)
     #: the web interface (registryd.ui)
     ui = setting("ui", SectionOf(UIConfig), "The web interface.", factory=UIConfig, own=True)

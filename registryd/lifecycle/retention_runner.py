@@ -117,7 +117,7 @@ class Retention:
         report = RetentionReport(dry_run)
         self.running = True
         try:
-            with self._registry.guard.collecting():
+            async with self._registry.guard.collecting():
                 for name in await self._registry.repositories():
                     rule = self.config.rule_for(name)
                     if rule is None:
@@ -209,7 +209,7 @@ class Retention:
         if (
             current is None
             or str(current) != decision.digest
-            or self._registry.guard.in_use(current)
+            or await self._registry.guard.in_use(current)
             or self._written_since(await repository.tags.modified(decision.name), started)
         ):
             return Decision(decision.name, False, PUSHED_DURING_RUN, decision.digest)
@@ -224,7 +224,7 @@ class Retention:
             return Decision(decision.name, False, "unreadable: left to garbage collection")
         if (
             decision.name in named_now
-            or self._registry.guard.in_use(digest)
+            or await self._registry.guard.in_use(digest)
             or self._written_since(await repository.manifests.revision_modified(digest), started)
         ):
             return Decision(decision.name, False, PUSHED_DURING_RUN)

@@ -28,7 +28,8 @@ Sweep.  Every blob under ``blobs/`` that is not marked is removed with its
 
 - its data, or a link to it, was written less than the grace period ago
   (a push whose manifest is not there yet: its blobs are fresh), or
-- a push in this process is using it (``registryd.storage.guard``): an
+- a push in this process (or on another node sharing state through Redis:
+  ``registryd.storage.nodes_guard``) is using it (``registryd.storage.guard``): an
   upload that reuses a stored copy, a mount, a manifest that references
   it; a push that wants a blob while it is being deleted waits and then
   finds it gone, so it is uploaded again rather than lost.
@@ -236,7 +237,7 @@ class _Collector:
         untagged = sorted(scan.revisions - keep, key=str)
 
         async def rescued(digest):
-            if self.guard.in_use(digest):
+            if await self.guard.in_use(digest):
                 return True
             modified = await scan.repository.manifests.revision_modified(digest)
             return modified is not None and self._young(modified)
@@ -269,7 +270,7 @@ class _Collector:
             if self.dry_run:
                 self.report.manifests_removed.append((scan.name, str(digest)))
                 return
-            if not self.guard.begin_delete(digest):
+            if not await self.guard.begin_delete(digest):
                 # A push took it up since marking: keep it and all it needs.
                 for kept in self._closure(scan, {digest}):
                     self._mark_manifest(scan, kept)
@@ -277,7 +278,7 @@ class _Collector:
             try:
                 await self._remove_manifest(scan, digest)
             finally:
-                self.guard.end_delete(digest)
+                await self.guard.end_delete(digest)
             self.report.manifests_removed.append((scan.name, str(digest)))
 
         await gather_limited(sweep, [(scan, digest) for scan in scans for digest in scan.candidates])
@@ -302,7 +303,7 @@ class _Collector:
                 self.report.protected.append((str(digest), reason))
                 return
             if not self.dry_run:
-                if not self.guard.begin_delete(digest, [link for _, link in links]):
+                if not await self.guard.begin_delete(digest, [link for _, link in links]):
                     self.report.protected.append((str(digest), "in use by a push"))
                     return
                 try:
@@ -310,7 +311,7 @@ class _Collector:
                     for repository, link in links:
                         await self.vacuum.remove_layer_link(repository, link)
                 finally:
-                    self.guard.end_delete(digest)
+                    await self.guard.end_delete(digest)
             self.report.blobs_removed.append((str(digest), info.size))
             self.report.layer_links_removed += [(repo, str(link)) for repo, link in links]
 
@@ -328,12 +329,12 @@ class _Collector:
                 if self.dry_run:
                     self.report.layer_links_removed.append((repository, str(link)))
                     continue
-                if not self.guard.begin_delete(target, [link]):
+                if not await self.guard.begin_delete(target, [link]):
                     continue
                 try:
                     await self.vacuum.remove_layer_link(repository, link)
                 finally:
-                    self.guard.end_delete(target)
+                    await self.guard.end_delete(target)
                 self.report.layer_links_removed.append((repository, str(link)))
         self.report.layer_links_removed.sort()
 
@@ -344,7 +345,7 @@ class _Collector:
             link_modified = await repositories[repository].blobs.link_modified(link)
             if link_modified is not None and self._young(link_modified):
                 return f"linked into {repository} less than the grace period ago"
-        if self.guard.in_use(digest) or any(self.guard.in_use(link) for _, link in links):
+        if await self.guard.in_use(digest) or any([await self.guard.in_use(link) for _, link in links]):
             return "in use by a push"
         return None
 
@@ -388,7 +389,7 @@ async def collect_garbage(registry, dry_run=False, delete_untagged=False,
         (tests use it to push while a collection is half done).
     """
     collector = _Collector(registry, dry_run, delete_untagged, grace_period, clock, before_sweep)
-    with registry.guard.collecting():
+    async with registry.guard.collecting():
         report = await collector.run()
     log.info(
         "garbage collection{dry}: {summary}",

@@ -148,10 +148,14 @@ class GCAlreadyRunning(Exception):
 class Maintenance:
     """What the maintenance timers and the manhole do to one registry."""
 
-    def __init__(self, registry, config, clock=time.time):
+    def __init__(self, registry, config, clock=time.time, jobs=None):
+        """``jobs``: the nodes' :class:`registryd.shared.jobs.JobLeases`, which
+        lets one node at a time run each timer's work; None: this node
+        runs them all (alone)."""
         self.registry = registry
         self.config = config
         self.clock = clock
+        self.jobs = jobs
         self.gc_running = False
         self.last_gc = None
         self.last_purge = None
@@ -213,6 +217,16 @@ class Maintenance:
 
     # timers
 
+    def scheduled(self, name, interval, work):
+        """``work`` as a timer runs it: through ``jobs`` when the nodes share them."""
+        if self.jobs is None:
+            return work
+
+        async def leased():
+            return await self.jobs.run(name, interval, work)
+
+        return leased
+
     def services(self, clock=None, rng=random.random):
         """The timers ``config`` asks for, as services (not yet started)."""
         found = []
@@ -220,7 +234,8 @@ class Maintenance:
         if purging.enabled:
             delay = rng() * min(MAX_FIRST_PURGE_DELAY, purging.interval)
             found.append(PeriodicService(
-                "upload purging", purging.interval, self.purge_uploads,
+                "upload purging", purging.interval,
+                self.scheduled("upload purging", purging.interval, self.purge_uploads),
                 first_delay=delay, clock=clock,
             ))
         if self.config.gc.interval:
@@ -230,6 +245,7 @@ class Maintenance:
                     await self.gc()
 
             found.append(PeriodicService(
-                "garbage collection", self.config.gc.interval, scheduled_gc, clock=clock,
+                "garbage collection", self.config.gc.interval,
+                self.scheduled("garbage collection", self.config.gc.interval, scheduled_gc), clock=clock,
             ))
         return found

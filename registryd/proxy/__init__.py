@@ -160,5 +160,7 @@ def services(cache, maintenance, clock=None):
                 await maintenance.gc()
 
         interval = max(1.0, min(cache.ttl, MAX_EXPIRY_INTERVAL))
-        found.append(PeriodicService(EXPIRY_TIMER, interval, expire_and_collect, clock=clock))
+        found.append(PeriodicService(
+            EXPIRY_TIMER, interval, maintenance.scheduled(EXPIRY_TIMER, interval, expire_and_collect), clock=clock,
+        ))
     return found

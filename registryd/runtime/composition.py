@@ -30,7 +30,7 @@ from registryd.lifecycle.quotas import MAX_AGE as QUOTA_MAX_AGE
 from registryd.lifecycle.retention_runner import Retention
 from registryd.notifications.events import Notifier
 from registryd.ops.debug import debug_site
-from registryd.ops.health import HealthChecks
+from registryd.ops.health import Check, HealthChecks
 from registryd.ops.maintenance import Maintenance, PeriodicService
 from registryd.ops.operations import Operations, source_address
 from registryd.runtime.logs import LogFormat, LogLevelFilter
@@ -62,6 +62,8 @@ class Components:
     operations = attr.ib()
     #: every child service of RegistryService, in start order
     services = attr.ib()
+    #: what this node shares with the others (registryd.shared; in process when alone)
+    shared_state = attr.ib(default=None)
 
 
 def listen_on(index, endpoint, plain, factory, secure, reactor):
@@ -95,6 +97,11 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
     """
     config = checked.config
     authorizer, token_issuer = checked.auth
+    shared_state = checked.shared_state
+    if shared_state is None:
+        from registryd.shared import shared_state_for
+
+        shared_state = shared_state_for(config, reactor)
     driver = InstrumentedDriver(checked.driver)
     registry = Registry(
         driver,
@@ -105,6 +112,7 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
         read_only=config.storage.maintenance.read_only,
         redirect=config.storage.redirect,
         redirect_base_url=config.storage.redirect_base_url,
+        shared_state=shared_state,
         immutable_tags=config.lifecycle.immutable,
         quotas=config.lifecycle.quotas,
     )
@@ -112,6 +120,10 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
     pulls = PullRecorder(registry, reactor if reactor is not None else _global_reactor())
     retention = Retention(registry, config.lifecycle.retention, pulls)
     health = HealthChecks.from_config(config.health, driver, reactor)
+    if shared_state.shared:
+        # on demand: /health names Redis when it is away, but the API
+        # keeps serving (degraded) rather than answering 503
+        health.on_demand.append(Check("redis", shared_state.ping, reactor=reactor))
     urls = URLBuilder(config.http.host, relative=config.http.relative_urls, prefix=config.http.prefix)
     events = Notifier(
         urls, include_references=config.notifications.include_references,
@@ -138,11 +150,14 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
         listen(index, endpoint, plain, tls.wrap(site, server_tls), server_tls is not None, reactor)
         for index, (endpoint, plain, server_tls) in enumerate(secured)
     ]
-    maintenance = Maintenance(registry, config)
+    from registryd.shared.jobs import JobLeases
+
+    jobs = JobLeases(shared_state, reactor) if shared_state.shared else None
+    maintenance = Maintenance(registry, config, jobs=jobs)
     timers = list(maintenance.services(clock=reactor))
     if proxy is not None:
         timers += _proxy_services(proxy, maintenance, reactor)
-    timers += _lifecycle_services(registry, retention, reactor)
+    timers += _lifecycle_services(registry, retention, maintenance, reactor)
     if not singletons:
         timers = [timer for timer in timers if timer.name not in SINGLETON_TIMERS]
     operations = Operations(
@@ -163,6 +178,7 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
         # and the drain, with every pull counted
         services=[PullFlushing(pulls, clock=reactor), *listeners, *timers,
                   *([manhole] if manhole else []), operations],
+        shared_state=shared_state,
     )
 
 
@@ -222,7 +238,7 @@ def _global_reactor():
     return reactor
 
 
-def _lifecycle_services(registry, retention, reactor):
+def _lifecycle_services(registry, retention, maintenance, reactor):
     """lifecycle's timers: retention every lifecycle.retention.interval,
     and quota usage counted every minute so /metrics shows it also when
     nobody pushes."""
@@ -234,7 +250,10 @@ def _lifecycle_services(registry, retention, reactor):
                 await retention.run()
 
         found.append(PeriodicService(
-            "retention", retention.config.interval, scheduled_retention, clock=reactor,
+            "retention", retention.config.interval,
+            # one node at a time when the nodes share state (registryd.shared.jobs)
+            maintenance.scheduled("retention", retention.config.interval, scheduled_retention),
+            clock=reactor,
         ))
     if registry.quotas:
         found.append(PeriodicService(

@@ -65,6 +65,8 @@ class RegistryService(MultiService):
         self.maintenance = components.maintenance
         self.manhole = components.manhole
         self.operations = components.operations
+        #: what this node shares with the others (registryd.shared)
+        self.shared_state = components.shared_state
         self.workers = workers
         self._owns_process = owns_process
         self._reactor = reactor
@@ -120,6 +122,13 @@ class RegistryService(MultiService):
         print(f"registryd: {error}", file=sys.__stderr__, flush=True)
         raise SystemExit(1)
 
+    def _close_shared_state(self, passthrough):
+        if self.shared_state is None:
+            return passthrough
+        closing = self.shared_state.close()
+        closing.addErrback(lambda _: None)  # Redis away: nothing to close cleanly
+        return closing.addCallback(lambda _: passthrough)
+
     def startService(self):
         self.operations.install_logging()
         if self._owns_process:
@@ -134,6 +143,7 @@ class RegistryService(MultiService):
             result.addBoth(lambda _: MultiService.stopService(self))
         else:
             result = super().stopService()
+        result.addBoth(self._close_shared_state)
         if self._owns_process:
             return result
 

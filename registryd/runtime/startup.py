@@ -48,6 +48,9 @@ class Checked:
     listen = attr.ib(default=())
     #: REGISTRY_* variables that name no configuration key (logged at start-up)
     ignored_environment = attr.ib(default=())
+    #: the nodes' shared state (registryd.shared): Redis with a redis
+    #: section, else in process; None: made from ``config`` when composed
+    shared_state = attr.ib(default=None)
 
 
 def check(config_path=None, listen=()):
@@ -85,10 +88,13 @@ def check(config_path=None, listen=()):
         raise StartupError(
             f"{prefix}{environment.attribute(error, overrides, ConfigError)}"
         ) from None
+    from registryd.shared import shared_state_for
+
+    shared_state = shared_state_for(config)  # connects on first use, not now
     return Checked(
-        config=config, driver=driver, auth=_auth(config, prefix), listeners=listeners,
+        config=config, driver=driver, auth=_auth(config, prefix, shared_state), listeners=listeners,
         config_path=config_path, listen_override=bool(listen), listen=tuple(listen),
-        ignored_environment=overrides.ignored,
+        ignored_environment=overrides.ignored, shared_state=shared_state,
     )
 
 
@@ -164,12 +170,12 @@ def _tls_listeners(config, prefix, where):
     return found
 
 
-def _auth(config, prefix):
+def _auth(config, prefix, shared_state):
     """The authorizer and token issuer (registryd.auth), files read now."""
     from registryd import auth
 
     try:
-        return auth.create(config)
+        return auth.create(config, shared_state)
     except ConfigError as error:
         raise StartupError(f"{prefix}{error}") from None
 
@@ -212,11 +218,14 @@ def from_config(config, config_path=None):
     :func:`check` makes them, a :class:`ConfigError` as it comes."""
     from registryd import auth
     from registryd.http import tls
+    from registryd.shared import shared_state_for
     from registryd.storage.factory import create_storage_driver
 
     options = tls.http_tls_options(config.http.tls)
+    shared_state = shared_state_for(config)
     return Checked(
-        config=config, driver=create_storage_driver(config.storage), auth=auth.create(config),
+        config=config, driver=create_storage_driver(config.storage),
+        auth=auth.create(config, shared_state), shared_state=shared_state,
         listeners=[tls.listener(endpoint, config.http.tls, options) for endpoint in config.http.listen],
         config_path=config_path,
     )

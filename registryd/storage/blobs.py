@@ -134,7 +134,7 @@ class LinkedBlobStore:
     def __init__(self, name, driver, blobs, vacuum, guard, repositories, settings):
         """
         :param blobs: the global :class:`BlobStore`.
-        :param guard: the registry's :class:`registryd.storage.guard.PushGuard`.
+        :param guard: the registry's :class:`registryd.storage.nodes_guard.NodesGuard`.
         :param repositories: ``name -> Repository``, for mounts.
         :param settings: the registry's switches (delete_enabled, redirect,
             redirect_base_url), read when used (they may change).

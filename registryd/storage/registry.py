@@ -28,8 +28,8 @@ from registryd.storage.blobs import BlobInfo, BlobStore, LinkedBlobStore
 from registryd.storage.cache import ContentCache, TagCache
 from registryd.storage.errors import translate_storage_errors
 from registryd.storage.fetch_records import FetchRecords
-from registryd.storage.guard import PushGuard
 from registryd.storage.manifest_store import ManifestStore
+from registryd.storage.nodes_guard import NodesGuard
 from registryd.storage.pulls import PullRecords
 from registryd.storage.removal import RepositoryRemoval, storage_now
 from registryd.storage.tags import TagStore
@@ -48,7 +48,10 @@ class Registry:
     def __init__(self, driver, delete_enabled=False, accept_sparse_manifests=False,
                  read_only=False, redirect=False, manifest_url_policy=None,
                  redirect_base_url=None, accept_sparse_images=False, immutable_tags=None,
-                 quotas=()):
+                 quotas=(), shared_state=None):
+        """``shared_state``: the ISharedState of the nodes serving ``driver``
+        (registryd.shared); upload locks and the push guard span the nodes
+        through it."""
         self.driver = driver
         #: lifecycle.immutable (registryd.lifecycle.immutable.ImmutableTags):
         #: tags that may not be moved or deleted once pushed
@@ -80,9 +83,9 @@ class Registry:
         self.read_only_observers = []
         self._read_only = bool(read_only)
         self.hash_states = HashStates()
-        self.upload_lock = UploadLocks()
-        #: digests pushes are using, kept safe from online GC
-        self.guard = PushGuard()
+        self.upload_lock = UploadLocks(shared_state)
+        #: digests pushes (on any node) are using, kept safe from online GC
+        self.guard = NodesGuard(shared_state)
         #: parsed manifests by digest (immutable content; registryd.storage.cache)
         self.manifest_cache = ContentCache()
         #: what tags resolved to, revalidated by a stat on every use

@@ -9,7 +9,7 @@ enumerators and the vacuum, and leaves alone anything written since:
 
 - a manifest revision or blob link is left when a push in this process
   has held its digest since the removal started (the guard's collecting
-  mode, ``registryd.storage.guard.PushGuard``, as garbage collection uses
+  mode, ``registryd.storage.nodes_guard.NodesGuard``, as garbage collection uses
   it), or when its link is newer than a marker the removal writes when it
   starts (a push on another node: both times are the storage's own clock,
   so only a write within the storage's time precision of the start, a
@@ -72,7 +72,7 @@ class RepositoryRemoval:
         self._guard = guard
 
     async def run(self):
-        with self._guard.collecting():
+        async with self._guard.collecting():
             return await self._run()
 
     async def _run(self):
@@ -97,7 +97,7 @@ class RepositoryRemoval:
         for tag, target in zip(tags, tag_targets):
             if (
                 await repository.tags.get(tag) != target
-                or (target is not None and self._guard.in_use(target))
+                or (target is not None and await self._guard.in_use(target))
                 or written_since(await repository.tags.modified(tag))
             ):
                 kept.append(tag)
@@ -105,7 +105,7 @@ class RepositoryRemoval:
                 removed_tags.append(tag)
         removed_manifests = []
         for digest in manifests:
-            if self._guard.in_use(digest) or written_since(
+            if await self._guard.in_use(digest) or written_since(
                 await repository.manifests.revision_modified(digest)
             ):
                 kept.append(str(digest))
@@ -116,7 +116,7 @@ class RepositoryRemoval:
                 await self._vacuum.remove_referrer(name, subject, referrer)
         removed_links = 0
         for digest in links:
-            if self._guard.in_use(digest) or written_since(
+            if await self._guard.in_use(digest) or written_since(
                 await repository.blobs.link_modified(digest)
             ):
                 kept.append(str(digest))

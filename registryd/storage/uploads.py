@@ -17,11 +17,12 @@ moves buffers.
 import contextlib
 import re
 import time
+import uuid
 from collections import deque
 from datetime import datetime, timezone
 
 import attr
-from twisted.internet import defer
+from twisted.internet import defer, task
 from zope.interface import implementer
 
 from registryd import errors
@@ -68,10 +69,25 @@ class UploadLocks:
     An :class:`Upload` holds its lock from :meth:`UploadStore.resume` (or
     :meth:`UploadStore.start`) until it is closed, so one request's writer is
     the only one appending in this process, and upload purging
-    (``in_use``) leaves it alone."""
+    (``in_use``) leaves it alone.
 
-    def __init__(self):
+    With a ``shared_state`` shared with other nodes (Redis), the holder
+    also takes the upload's lease there (``upload:<id>``), renewed every
+    third of ``lease`` while held, so two PATCHes to one upload through two
+    nodes run one after the other, as they do on one node; a node that
+    dies holding it frees it after ``lease`` seconds.  When the shared
+    state does not answer, the lock is this node's only (as with one
+    node), never an error for the client."""
+
+    #: seconds a node's hold of an upload lasts unless renewed
+    lease = 30.0
+    #: longest pause between two tries for a lease another node holds
+    longest_retry = 0.5
+
+    def __init__(self, shared_state=None, reactor=None):
         self._locks = {}
+        self._shared = shared_state if shared_state is not None and shared_state.shared else None
+        self._reactor = reactor
 
     async def acquire(self, key):
         """Wait for the lock of ``key``; returns the callable that releases it."""
@@ -81,15 +97,55 @@ class UploadLocks:
         await lock.acquire()
         released = []
 
-        def release():
-            if released:
-                return
-            released.append(True)
+        def release_local():
             lock.release()
             if not lock.locked and not lock.waiting:
                 self._locks.pop(key, None)
 
+        try:
+            release_shared = await self._acquire_shared(key)
+        except BaseException:  # cancelled while waiting for another node
+            release_local()
+            raise
+
+        def release():
+            if released:
+                return
+            released.append(True)
+            release_shared()
+            release_local()
+
         return release
+
+    async def _acquire_shared(self, key):
+        """Take the upload's lease in the shared state, waiting while
+        another node holds it; returns what lets it go."""
+        from registryd.shared.errors import SharedStateUnavailable
+
+        if self._shared is None:
+            return lambda: None
+        reactor = self._reactor
+        if reactor is None:
+            from twisted.internet import reactor
+        name, token, pause = f"upload:{key}", uuid.uuid4().hex, 0.02
+        while True:
+            try:
+                if await self._shared.acquire(name, token, self.lease):
+                    break
+            except SharedStateUnavailable:
+                return lambda: None  # degraded: this node's lock only
+            await task.deferLater(reactor, pause, lambda: None)
+            pause = min(pause * 2, self.longest_retry)
+        shared = self._shared
+        renewal = task.LoopingCall(lambda: shared.extend(name, token, self.lease).addErrback(lambda _: None))
+        renewal.clock = reactor
+        renewal.start(self.lease / 3, now=False)
+
+        def release_shared():
+            renewal.stop()
+            shared.release(name, token).addErrback(lambda _: None)
+
+        return release_shared
 
     def __call__(self, key):
         """``async with locks(key):`` hold the lock of ``key`` for a block."""
@@ -202,7 +258,7 @@ class UploadContext:
     #: the repository's registryd.storage.blobs.LinkedBlobStore (linked on completion)
     linked_blobs = attr.ib()
     vacuum = attr.ib()
-    #: registryd.storage.guard.PushGuard
+    #: registryd.storage.nodes_guard.NodesGuard
     guard = attr.ib()
     hash_states = attr.ib()
     locks = attr.ib()

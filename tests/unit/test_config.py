@@ -656,11 +656,45 @@ def test_http2_off_is_accepted_on_is_refused():
         assert info.value.key == key and "HTTP/1.1 only" in str(info.value)
 
 
-def test_redis_section_is_accepted_as_cache_plumbing():
-    parse(minimal("redis:\n  addrs: [localhost:6379]\n  db: 0\n  dialtimeout: 10ms\n"))
+def test_redis_section_of_distribution_2_8():
+    text = ("redis:\n  addr: redis.internal:6380\n  password: s3cret\n  db: 2\n"
+            "  dialtimeout: 10ms\n  readtimeout: 20ms\n  writetimeout: 30ms\n"
+            "  pool: {maxidle: 16, maxactive: 64, idletimeout: 300s}\n  tls: {enabled: false}\n")
+    redis = parse(minimal(text)).redis
+    assert redis.addrs == (("redis.internal", 6380),)
+    assert (redis.password, redis.db, redis.pool_size, redis.idle_timeout, redis.tls) == (
+        "s3cret", 2, 64, 300.0, None)
+    assert (redis.dial_timeout, redis.read_timeout, redis.write_timeout) == pytest.approx((0.01, 0.02, 0.03))
+    assert "s3cret" not in repr(redis)
+    assert parse(minimal("")).redis is None
+
+
+def test_redis_section_of_distribution_3():
+    text = ("redis:\n  addrs: [a:6379, '[::1]:6379']\n  username: registry\n  mastername: mymaster\n"
+            "  poolsize: 5\n  maxidleconns: 2\n  clientname: registryd\n"
+            "  tls: {certificate: /c.pem, key: /k.pem, rootcas: [/ca.pem]}\n")
+    redis = parse(minimal(text)).redis
+    assert redis.addrs == (("a", 6379), ("::1", 6379))
+    assert (redis.username, redis.mastername, redis.pool_size) == ("registry", "mymaster", 5)
+    assert (redis.tls.certificate, redis.tls.key, redis.tls.rootcas) == ("/c.pem", "/k.pem", ("/ca.pem",))
+
+
+@pytest.mark.parametrize("text, key", [
+    ("redis: localhost:6379\n", "redis"),
+    ("redis: {db: 0}\n", "redis"),
+    ("redis: {addr: localhost}\n", "redis.addr"),
+    ("redis: {addrs: []}\n", "redis.addrs"),
+    ("redis: {addrs: [a:1, b]}\n", "redis.addrs[1]"),
+    ("redis: {addr: 'a:1', db: -1}\n", "redis.db"),
+    ("redis: {addr: 'a:1', readtimeout: soon}\n", "redis.readtimeout"),
+    ("redis: {addr: 'a:1', pool: {maxactive: 0}}\n", "redis.pool.maxactive"),
+    ("redis: {addr: 'a:1', tls: {certificate: /c.pem}}\n", "redis.tls"),
+    ("redis: {addr: 'a:1', sentinel: x}\n", "redis.sentinel"),
+])
+def test_redis_section_mistakes_name_their_key(text, key):
     with pytest.raises(ConfigError) as info:
-        parse(minimal("redis: localhost:6379\n"))
-    assert info.value.key == "redis"
+        parse(minimal(text))
+    assert info.value.key == key
 
 
 def test_redirect_middleware():

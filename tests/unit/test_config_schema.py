@@ -59,7 +59,7 @@ def test_every_key_path_is_listed_once_with_a_type_and_a_doc():
 
 def test_secrets_are_marked_and_not_shown():
     secret = {info.path for info in iter_keys(Config) if info.key.secret}
-    assert secret == {"proxy.password", "ui.sessionkey"}
+    assert secret == {"proxy.password", "redis.password", "ui.sessionkey"}
     config = parse_config({"version": 0.1, "storage": {"inmemory": None},
                            "proxy": {"remoteurl": "https://h", "username": "u", "password": "hunter2"}})
     assert "hunter2" not in repr(config)

@@ -309,7 +309,7 @@ async def test_a_push_waits_for_a_deletion_and_then_finds_the_blob_gone(registry
     collecting = defer.ensureDeferred(collect_garbage(registry, clock=later()))
     # The sweep is now blocked inside the deletions of the whole image.
     image = {str(digest)} | {b["digest"] for b in blobs}
-    assert set(registry.guard._deleting) == image
+    assert set(registry.guard.local._deleting) == image
 
     async def put():
         try:

@@ -1,0 +1,137 @@
+"""The shared state of a node that shares it with no one.
+
+Everything lives in dictionaries on the reactor thread, so each operation
+is atomic; expiry is checked when a name is read (and expired names are
+pruned as new ones come, so memory stays bounded by what is live).
+"""
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from registryd.interfaces import ISharedState
+
+
+def _default_reactor():
+    from twisted.internet import reactor
+
+    return reactor
+
+
+@implementer(ISharedState)
+class MemorySharedState:
+    shared = False
+
+    def __init__(self, reactor=None):
+        self._reactor = reactor  # None: the global one, looked up when first needed
+        self._values = {}  # name -> (value, expiry or None)
+        self._sets = {}  # name -> {member: expiry}
+        self._writes = 0
+
+    def _now(self):
+        if self._reactor is None:
+            self._reactor = _default_reactor()
+        return self._reactor.seconds()
+
+    def _expiry(self, ttl):
+        return None if ttl is None else self._now() + ttl
+
+    def _live(self, name):
+        entry = self._values.get(name)
+        if entry is not None and entry[1] is not None and entry[1] <= self._now():
+            del self._values[name]
+            return None
+        return entry
+
+    def _wrote(self):
+        """Every so many writes, drop what has expired unread."""
+        self._writes += 1
+        if self._writes % 1024 == 0:
+            for name in list(self._values):
+                self._live(name)
+            for name in list(self._sets):
+                self._members(name)
+
+    def acquire(self, name, token, ttl):
+        if self._live(name) is not None:
+            return defer.succeed(False)
+        self._values[name] = (token, self._expiry(ttl))
+        self._wrote()
+        return defer.succeed(True)
+
+    def extend(self, name, token, ttl):
+        entry = self._live(name)
+        if entry is None or entry[0] != token:
+            return defer.succeed(False)
+        self._values[name] = (token, self._expiry(ttl))
+        return defer.succeed(True)
+
+    def release(self, name, token):
+        entry = self._live(name)
+        if entry is None or entry[0] != token:
+            return defer.succeed(False)
+        del self._values[name]
+        return defer.succeed(True)
+
+    def remaining(self, name):
+        entry = self._live(name)
+        if entry is None or entry[1] is None:
+            return defer.succeed(None)
+        return defer.succeed(entry[1] - self._now())
+
+    def get(self, name):
+        entry = self._live(name)
+        return defer.succeed(None if entry is None else entry[0])
+
+    def set(self, name, value, ttl=None):
+        self._values[name] = (bytes(value), self._expiry(ttl))
+        self._wrote()
+        return defer.succeed(None)
+
+    def delete(self, name):
+        self._values.pop(name, None)
+        self._sets.pop(name, None)
+        return defer.succeed(None)
+
+    def incr(self, name, amount=1, ttl=None):
+        entry = self._live(name)
+        value = (int(entry[0]) if entry is not None else 0) + amount
+        expiry = self._expiry(ttl) if ttl is not None else (entry[1] if entry is not None else None)
+        self._values[name] = (value, expiry)
+        self._wrote()
+        return defer.succeed(value)
+
+    def _members(self, name):
+        members = self._sets.get(name)
+        if members is None:
+            return {}
+        now = self._now()
+        for member in [m for m, expiry in members.items() if expiry <= now]:
+            del members[member]
+        if not members:
+            del self._sets[name]
+        return members
+
+    def add_member(self, name, member, ttl):
+        members = self._members(name)
+        if not members:
+            members = self._sets[name] = {}
+        members[member] = max(members.get(member, 0.0), self._now() + ttl)
+        self._wrote()
+        return defer.succeed(None)
+
+    def remove_member(self, name, member):
+        self._members(name).pop(member, None)
+        self._members(name)
+        return defer.succeed(None)
+
+    def is_member(self, name, member):
+        return defer.succeed(member in self._members(name))
+
+    def members(self, name):
+        return defer.succeed(sorted(self._members(name)))
+
+    def ping(self):
+        return defer.succeed(None)
+
+    def close(self):
+        return defer.succeed(None)

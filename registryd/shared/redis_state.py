@@ -1,0 +1,276 @@
+"""The shared state of several nodes, in Redis.
+
+The client is redis-py, run in a small thread pool of this module's own
+(one thread per pooled connection, ``pool_size``): the reactor hands each
+operation to a thread and gets a Deferred back, so a slow or dead Redis
+never blocks it.  redis-py rather than txredisapi because it speaks to
+everything Distribution's ``redis`` section can name (one server, a
+Cluster, Sentinels, TLS with client certificates, ACL users) and enforces
+the dial/read/write timeouts on the socket; from the reactor it cost
+225 us per sequential ``INCR`` against txredisapi's 143 us, and 115 us
+against 88 us with 16 in flight (loopback, this project's test machine),
+nothing beside one S3 request.
+
+Every operation also has an overall deadline on the reactor (dial + read +
+write timeouts, plus the same again for a queue of waiting threads): a
+caller never waits longer, whatever Redis does.  A failure or timeout is
+:class:`SharedStateUnavailable`; the first one after a good answer is logged
+once, as is the recovery, and ``problem`` says what is wrong for
+``/health``.
+
+Operations that must be atomic across nodes (release a lock only if this
+node holds it, a set member that expires on its own) are Lua scripts on
+single keys, so they work on a Cluster too; expiry times of set members
+are taken from Redis's clock, never from the nodes'.
+"""
+
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from registryd.interfaces import ISharedState
+from registryd.shared.errors import SharedStateUnavailable
+
+log = Logger()
+
+#: Prefix of every key registryd writes, so one Redis can serve others too.
+PREFIX = "registryd:"
+
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+_NOW_MS = "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+_ADD_MEMBER = (
+    _NOW_MS
+    + """
+local expiry = now + tonumber(ARGV[2])
+local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not old or tonumber(old) < expiry then redis.call('ZADD', KEYS[1], expiry, ARGV[1]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+"""
+)
+_IS_MEMBER = (
+    _NOW_MS
+    + """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) > now then return 1 end
+return 0
+"""
+)
+_MEMBERS = (
+    _NOW_MS
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
+)
+_INCR = """
+local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return value
+"""
+
+
+def _ms(seconds):
+    return max(1, int(round(seconds * 1000)))
+
+
+def make_client(config):
+    """A redis-py client for a :class:`registryd.config.RedisConfig`: one server,
+    a Cluster (several addresses) or the master Sentinels point to
+    (several addresses and a ``mastername``)."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    options = dict(
+        username=config.username,
+        password=config.password,
+        socket_connect_timeout=config.dial_timeout,
+        socket_timeout=max(config.read_timeout, config.write_timeout),
+        max_connections=config.pool_size,
+        # a retry would double the wait a caller may see; the callers fall back
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=config.idle_timeout,
+    )
+    if config.tls is not None:
+        options.update(ssl=True, ssl_certfile=config.tls.certificate, ssl_keyfile=config.tls.key)
+        if config.tls.rootcas:
+            options["ssl_ca_certs"] = config.tls.rootcas[0]
+    if config.mastername:
+        from redis.sentinel import Sentinel
+
+        sentinel_options = dict(
+            socket_connect_timeout=config.dial_timeout, socket_timeout=options["socket_timeout"]
+        )
+        sentinels = Sentinel(
+            list(config.addrs), sentinel_kwargs=sentinel_options, **sentinel_options
+        )
+        del options["socket_connect_timeout"], options["socket_timeout"]
+        return sentinels.master_for(config.mastername, db=config.db, **options)
+    if len(config.addrs) > 1:
+        from redis.cluster import ClusterNode, RedisCluster
+
+        del options["max_connections"]
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in config.addrs],
+            max_connections=config.pool_size,
+            **options,
+        )
+    ((host, port),) = config.addrs
+    return redis.Redis(host=host, port=port, db=config.db, **options)
+
+
+@implementer(ISharedState)
+class RedisSharedState:
+    shared = True
+
+    def __init__(self, client, threads, deadline, reactor=None, description="redis"):
+        """``client``: a redis-py client; ``threads``: how many operations
+        may run at once; ``deadline``: seconds after which an operation
+        counts as failed whatever Redis does."""
+        # None: the global reactor, looked up when first needed (made
+        # before twistd installs the reactor it was asked for)
+        self._reactor = reactor
+        self._client = client
+        self._pool = ThreadPool(minthreads=0, maxthreads=threads, name="registryd-redis")
+        self._started = False
+        self.deadline = deadline
+        self.description = description
+        #: None while Redis answers; else why not (for /health and the log)
+        self.problem = None
+        self._scripts = {
+            name: client.register_script(source)
+            for name, source in dict(
+                extend=_EXTEND,
+                release=_RELEASE,
+                add_member=_ADD_MEMBER,
+                is_member=_IS_MEMBER,
+                members=_MEMBERS,
+                incr=_INCR,
+            ).items()
+        }
+
+    @classmethod
+    def from_config(cls, config, reactor=None):
+        deadline = config.dial_timeout + config.read_timeout + config.write_timeout
+        description = "redis " + ",".join(f"{host}:{port}" for host, port in config.addrs)
+        return cls(make_client(config), config.pool_size, 2 * deadline, reactor, description)
+
+    def _run(self, function, *args, **kwargs):
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        if not self._started:
+            self._pool.start()
+            self._started = True
+            self._reactor.addSystemEventTrigger("during", "shutdown", self._stop_pool)
+        running = deferToThreadPool(self._reactor, self._pool, function, *args, **kwargs)
+        running.addTimeout(self.deadline, self._reactor)
+        running.addCallbacks(self._answered, self._failed)
+        return running
+
+    def _answered(self, result):
+        if self.problem is not None:
+            log.info(
+                "shared state: {what} answers again; shared caches, brake and jobs resume",
+                what=self.description,
+            )
+            self.problem = None
+        return result
+
+    def _failed(self, reason):
+        why = (
+            f"no answer within {self.deadline:g}s"
+            if reason.check(defer.TimeoutError)
+            else (f"{type(reason.value).__name__}: {reason.value}")
+        )
+        if self.problem is None:
+            log.warn(
+                "shared state: {what} unavailable ({why}); serving on without it: caches bypassed, "
+                "login brake per node, scheduled jobs paused",
+                what=self.description,
+                why=why,
+            )
+        self.problem = f"{self.description} unavailable: {why}"
+        raise SharedStateUnavailable(self.problem)
+
+    def _stop_pool(self):
+        if self._started:
+            self._started = False
+            self._pool.stop()
+
+    # ISharedState
+
+    def acquire(self, name, token, ttl):
+        return self._run(lambda: bool(self._client.set(PREFIX + name, token, nx=True, px=_ms(ttl))))
+
+    def extend(self, name, token, ttl):
+        script = self._scripts["extend"]
+        return self._run(lambda: bool(script(keys=[PREFIX + name], args=[token, _ms(ttl)])))
+
+    def release(self, name, token):
+        script = self._scripts["release"]
+        return self._run(lambda: bool(script(keys=[PREFIX + name], args=[token])))
+
+    def remaining(self, name):
+        def remaining():
+            left = self._client.pttl(PREFIX + name)
+            return left / 1000.0 if left >= 0 else None
+
+        return self._run(remaining)
+
+    def get(self, name):
+        return self._run(self._client.get, PREFIX + name)
+
+    def set(self, name, value, ttl=None):
+        px = None if ttl is None else _ms(ttl)
+        return self._run(lambda: self._client.set(PREFIX + name, value, px=px) and None)
+
+    def delete(self, name):
+        return self._run(lambda: self._client.delete(PREFIX + name) and None)
+
+    def incr(self, name, amount=1, ttl=None):
+        script = self._scripts["incr"]
+        ttl_ms = 0 if ttl is None else _ms(ttl)
+        return self._run(lambda: int(script(keys=[PREFIX + name], args=[amount, ttl_ms])))
+
+    def add_member(self, name, member, ttl):
+        script = self._scripts["add_member"]
+        return self._run(lambda: script(keys=[PREFIX + name], args=[member, _ms(ttl)]) and None)
+
+    def remove_member(self, name, member):
+        return self._run(lambda: self._client.zrem(PREFIX + name, member) and None)
+
+    def is_member(self, name, member):
+        script = self._scripts["is_member"]
+        return self._run(lambda: bool(script(keys=[PREFIX + name], args=[member])))
+
+    def members(self, name):
+        script = self._scripts["members"]
+        return self._run(lambda: sorted(m.decode("utf-8") for m in script(keys=[PREFIX + name])))
+
+    def ping(self):
+        return self._run(lambda: self._client.ping() and None)
+
+    def close(self):
+        def closed(result):
+            self._stop_pool()
+            return result
+
+        done = self._run(self._client.close) if self._started else defer.succeed(None)
+        return done.addBoth(closed)
