@@ -340,7 +340,8 @@ UI_PATHS = st.one_of(
     st.builds(lambda name, tail: f"/ui/repositories/{name}{tail}",
               st.from_regex(r"[a-zA-Z0-9._/%-]{0,40}", fullmatch=True),
               st.sampled_from(["", "/-/manifests/", "/-/manifests/sha256:", "/-/delete",
-                               "/-/delete?reference=", "/-/manifests/%00", "?last=%ff"])),
+                               "/-/delete?reference=", "/-/manifests/%00", "?last=%ff",
+                               "/-/remove", "/-/remove?csrf=%ff"])),
 )
 
 
@@ -352,6 +353,8 @@ async def test_hostile_paths_and_forms_get_a_page_never_a_500(open_ui, logged_fa
     @EXAMPLES
     @given(UI_PATHS, st.sampled_from(["GET", "POST", "HEAD"]), st.binary(max_size=200))
     @example("/ui/repositories/team/app/-/delete?reference=1.0", "POST", b"csrf=%ff&reference=%ff")
+    @example("/ui/repositories/team/app/-/remove", "POST", b"csrf=%ff")
+    @example("/ui/repositories/team/app/-/remove", "GET", b"")
     @example("/ui/?q=%ff", "GET", b"")
     @example("/ui/?last=" + "z" * 300, "GET", b"")
     @example("/ui/login", "POST", b"username=\xff&password=\xfe&csrf=x")
