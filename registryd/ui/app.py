@@ -280,11 +280,11 @@ class UIApp:
     def _check_may_delete(self, grant, name):
         """Nothing, if the user may delete in ``name``; else why not."""
         if not self._may_delete(grant, name):
-            if not self.registry.delete_enabled:
-                raise errors.Unsupported("deletes are disabled (storage.delete.enabled is false)")
             refusal = self.registry.write_refusal()  # read-only mode, a pull-through cache
             if refusal is not None:
                 raise refusal
+            if not self.registry.delete_enabled:
+                raise errors.Unsupported("deletes are disabled (storage.delete.enabled is false)")
             raise errors.Denied(f"you may not delete in {name}")
 
     # signing in and out

@@ -256,6 +256,7 @@ async def test_a_state_change_needs_a_post_from_this_origin_with_the_session_tok
 
 @pytest_twisted.ensureDeferred
 async def test_a_pull_only_user_is_offered_no_delete_and_refused_one(basic_ui):
+    """Neither of a tag nor of the repository ('Delete' is in neither link)."""
     bob = Visitor(basic_ui)
     await bob.sign_in(*BOB)
     _, _, page = await bob.get("/ui/repositories/team/app")
@@ -264,6 +265,11 @@ async def test_a_pull_only_user_is_offered_no_delete_and_refused_one(basic_ui):
     assert status == 403
     token = await bob.csrf()
     status, _, page = await bob.post("/ui/repositories/team/app/-/delete", {"csrf": token, "reference": "1.0"})
+    assert status == 403 and "may not delete" in page
+    # Nor the whole repository.
+    status, _, _ = await bob.get("/ui/repositories/team/app/-/remove")
+    assert status == 403
+    status, _, page = await bob.post("/ui/repositories/team/app/-/remove", {"csrf": token})
     assert status == 403 and "may not delete" in page
     assert await tags_of(basic_ui, "team/app") == ["1.0"]
 
@@ -501,15 +507,6 @@ async def test_the_repositories_list_shows_usage_only_with_quotas(lifecycle_ui, 
 
 @pytest_twisted.ensureDeferred
 async def test_a_repository_delete_is_confirmed_refused_while_protected_and_done(lifecycle_ui):
-    bob = Visitor(lifecycle_ui)
-    await bob.sign_in(*BOB)
-    _, _, page = await bob.get("/ui/repositories/team/app")
-    assert 'id="remove-repository"' not in page
-    status, _, _ = await bob.get("/ui/repositories/team/app/-/remove")
-    assert status == 403
-    status, _, page = await bob.post("/ui/repositories/team/app/-/remove", {"csrf": await bob.csrf()})
-    assert status == 403 and "may not delete" in page
-
     alice = Visitor(lifecycle_ui)
     await alice.sign_in(*ALICE)
     _, _, page = await alice.get("/ui/repositories/team/app")
