@@ -104,6 +104,10 @@ class ProxyRegistry:
         return self.local.read_only
 
     @property
+    def delete_enabled(self):
+        return self.local.delete_enabled
+
+    @property
     def immutable_tags(self):
         return self.local.immutable_tags
 

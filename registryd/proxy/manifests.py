@@ -68,6 +68,11 @@ class ProxyManifestStore:
     def has(self, digest):
         return self._local.has(digest)
 
+    def content(self, digest):
+        """What is cached of ``digest`` (None if nothing): the tag details
+        read an image's config from it for its platform."""
+        return self._local.content(digest)
+
     def resolve(self, reference):
         return self._local.resolve(reference)
 

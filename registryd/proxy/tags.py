@@ -42,3 +42,7 @@ class ProxyTagStore:
 
     def history(self, tag):
         return self._local.history(tag)
+
+    def modified(self, tag):
+        """When the cache last pointed ``tag`` at a digest (the tag details' push time)."""
+        return self._local.modified(tag)

@@ -134,7 +134,7 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
         proxy or registry,  # what the HTTP API serves
         urls=urls, headers=config.http.headers, events=events, health=health,
         authorizer=authorizer, token_issuer=token_issuer, listing=config.listing,
-        ui=_ui(config, proxy or registry, checked.auth, urls, events), pulls=pulls,
+        ui=_ui(config, proxy or registry, checked.auth, urls, events, pulls), pulls=pulls,
     )
     access_log = AccessLog(enabled=config.log.accesslog)
     site = StreamingSite(
@@ -182,7 +182,7 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
     )
 
 
-def _ui(config, registry, auth, urls, events):
+def _ui(config, registry, auth, urls, events, pulls):
     """The web interface (registryd.ui), or None with ui.enabled false.
 
     It signs users in through the API's own checker and access policy
@@ -197,7 +197,7 @@ def _ui(config, registry, auth, urls, events):
     from registryd.ui.session import configured_key, process_key
 
     key = configured_key(config.ui.session_key) if config.ui.session_key else process_key()
-    return UIApp(registry, UIAccess.of(*auth), urls, events, key)
+    return UIApp(registry, UIAccess.of(*auth), urls, events, key, pulls)
 
 
 def _debug_listeners(config, health, reactor):

@@ -30,6 +30,7 @@ from registryd.auth.headers import client_host
 from registryd.digest import Digest
 from registryd.http.api.base import query_arg
 from registryd.http.context import new_request_id
+from registryd.lifecycle.pulls import NO_PULLS
 from registryd.names import check_repository_name
 from registryd.storage.manifest_store import is_digest_reference
 from registryd.storage.tags import check_tag
@@ -81,12 +82,15 @@ class UIApp:
         as the API's deletes are.
     :param session_key: the key sessions are signed with
         (:func:`registryd.ui.session.process_key`).
+    :param pulls: the pulls this process has not written yet
+        (registryd.lifecycle.pulls), for the tags' last-pulled times.
     """
 
     app = Klein()
 
-    def __init__(self, registry, access, urls, events, session_key):
+    def __init__(self, registry, access, urls, events, session_key, pulls=NO_PULLS):
         self.registry = registry
+        self.pulls = pulls
         self.access = access
         self.urls = urls
         self.events = events
@@ -182,15 +186,17 @@ class UIApp:
         if last is not None:
             last = last[:256]
         page = await browse.repositories(self.registry, grant, query, last)
+        usage = await browse.usage(self.registry, page.rows)
         return self._page(request, "repositories.html", session=session, user=user,
-                          page=page, query=query)
+                          page=page, query=query, usage=usage)
 
     @app.route("/repositories/<path:name>", methods=["GET"])
     async def repository(self, request, name):
         session, user, grant = self._viewer(request)
         repository = self._readable(grant, name)
         last = query_arg(request, "last")
-        page = await browse.tags(repository, last[:256] if last else None)
+        page = await browse.tags(repository, self.pulls, self.registry.immutable_tags,
+                                 last[:256] if last else None)
         return self._page(
             request, "repository.html", session=session, user=user, name=repository.name,
             page=page, host=self._pull_host(request),
@@ -239,20 +245,47 @@ class UIApp:
                  name=repository.name, reference=reference)
         return self._redirect(request, self._link(f"repositories/{repository.name}"))
 
+    @app.route("/repositories/<path:name>/-/remove", methods=["GET"])
+    async def confirm_remove(self, request, name):
+        session, user, grant = self._viewer(request)
+        repository = self._readable(grant, name)
+        self._check_may_delete(grant, repository.name)
+        await browse.tag_names(repository)  # NAME_UNKNOWN for a repository without manifests
+        return self._page(request, "remove.html", session=session, user=user, name=repository.name)
+
+    @app.route("/repositories/<path:name>/-/remove", methods=["POST"])
+    async def remove(self, request, name):
+        """The whole repository, as ``DELETE /v2/<name>/_registryd/repository``
+        removes it: refused (DENIED, shown on the error page) while an
+        immutable tag is in it."""
+        session, user, grant = self._viewer(request)
+        self._check_form(request, session)
+        repository = self._readable(grant, name)
+        self._check_may_delete(grant, repository.name)
+        await browse.tag_names(repository)
+        await repository.check_removable()
+        await repository.remove()
+        log.info("ui: {user} removed repository {name}", user=user or "-", name=repository.name)
+        return self._redirect(request, self._link())
+
     def _deletable(self, grant, name, request):
         """The tag or digest the delete form names, if the user may delete it."""
-        if not self._may_delete(grant, name):
-            if not self.registry.delete_enabled:
-                raise errors.Unsupported("deletes are disabled (storage.delete.enabled is false)")
-            refusal = self.registry.write_refusal()  # read-only mode, a pull-through cache
-            if refusal is not None:
-                raise refusal
-            raise errors.Denied(f"you may not delete in {name}")
+        self._check_may_delete(grant, name)
         reference = query_arg(request, "reference", unique=True)
         if not reference:
             raise errors.BadRequest("which tag or manifest to delete (reference) is missing")
         _check_reference(reference)
         return reference
+
+    def _check_may_delete(self, grant, name):
+        """Nothing, if the user may delete in ``name``; else why not."""
+        if not self._may_delete(grant, name):
+            refusal = self.registry.write_refusal()  # read-only mode, a pull-through cache
+            if refusal is not None:
+                raise refusal
+            if not self.registry.delete_enabled:
+                raise errors.Unsupported("deletes are disabled (storage.delete.enabled is false)")
+            raise errors.Denied(f"you may not delete in {name}")
 
     # signing in and out
 

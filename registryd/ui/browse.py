@@ -16,7 +16,8 @@ from twisted.internet import defer
 
 from registryd import errors
 from registryd.auth.scope import DELETE, PULL, REPOSITORY
-from registryd.manifests.mediatypes import INDEX_MEDIA_TYPES
+from registryd.lifecycle.details import describe_manifest, describe_tags, platform_name
+from registryd.storage.walking import gather_limited
 
 #: Rows per page of the repository and tag listings.
 PAGE_SIZE = 50
@@ -79,74 +80,34 @@ async def tag_names(repository):
     return await repository.tags.all()
 
 
-@attrs.frozen
-class TagRow:
-    tag: str
-    digest: str
-    media_type: str
-    #: bytes of the manifest and everything it references that the
-    #: registry holds (an index: its platforms' images), None if unknown
-    size: int | None
-    #: "os/architecture[/variant]" of each image of an index
-    platforms: list
-
-
-async def tags(repository, last=None):
-    """The page of ``repository``'s tags after ``last``, each described.
+async def tags(repository, pulls, protection, last=None):
+    """The page of ``repository``'s tags after ``last``, each described
+    (registryd.lifecycle.details, as the API's details listing describes them).
 
     NAME_UNKNOWN when the repository has no manifests."""
     names = await tag_names(repository)
     start = bisect.bisect_right(names, last) if last else 0
     page = names[start:start + PAGE_SIZE]
     more = start + PAGE_SIZE < len(names)
-    rows = await defer.gatherResults(
-        [defer.ensureDeferred(_tag_row(repository, tag)) for tag in page], consumeErrors=True,
-    )
-    rows = [row for row in rows if row is not None]
+    rows = await describe_tags(repository, page, pulls, protection)
     return Page(rows, page[-1] if more and page else None)
 
 
-async def _tag_row(repository, tag):
-    try:
-        stored = await repository.manifests.get(tag)
-    except (errors.ManifestUnknown, errors.TagInvalid):
-        return None  # untagged meanwhile, or a stray directory
-    size, platforms = await _size_and_platforms(repository, stored)
-    return TagRow(tag, str(stored.digest), stored.media_type, size, platforms)
+async def usage(registry, names):
+    """Bytes each of ``names`` holds (registryd.lifecycle.quotas), by name;
+    empty when no quota is configured (the walk is the quotas' cost)."""
+    quotas = registry.quotas
+    if not quotas or not names:
+        return {}
+
+    async def held(name):
+        return sum((await quotas.repository_usage(name)).values())
+
+    return dict(zip(names, await gather_limited(held, names)))
 
 
 def platform_label(platform):
-    if not platform:
-        return None
-    parts = [platform.get("os"), platform.get("architecture"), platform.get("variant")]
-    return "/".join(part for part in parts if part)
-
-
-def image_size(stored):
-    """The manifest's bytes plus its config and layers (as stored: compressed)."""
-    manifest = stored.manifest
-    sizes = [d.size for d in list(manifest.blobs) + list(manifest.external) if d.size is not None]
-    return len(stored.body) + sum(sizes)
-
-
-async def _size_and_platforms(repository, stored):
-    manifest = stored.manifest
-    if stored.media_type not in INDEX_MEDIA_TYPES:
-        return image_size(stored), []
-    platforms = [label for label in (platform_label(d.platform) for d in manifest.manifests) if label]
-    children = await defer.gatherResults(
-        [defer.ensureDeferred(_child(repository, d.digest)) for d in manifest.manifests],
-        consumeErrors=True,
-    )
-    size = len(stored.body) + sum(image_size(child) for child in children if child is not None)
-    return size, platforms
-
-
-async def _child(repository, digest):
-    try:
-        return await repository.manifests.get(str(digest))
-    except errors.ManifestUnknown:
-        return None  # a sparse index (validation.manifests.indexes.platforms: none)
+    return platform_name(platform) or None if platform else None
 
 
 @attrs.frozen
@@ -181,7 +142,7 @@ async def manifest(repository, reference):
     for referrer in referrers:
         referrer["kind"] = referrer_kind(referrer.get("artifactType"))
     tags_here = await _tags_of(repository, stored.digest)
-    size_total, _ = await _size_and_platforms(repository, stored)
+    size_total, _ = await describe_manifest(repository, stored)
     return ManifestDetails(
         digest=str(stored.digest), media_type=stored.media_type, size=len(stored.body),
         artifact_type=parsed.artifact_type, config=config, layers=layers, children=children,

@@ -2,8 +2,10 @@
 Playwright for Python, against registryd under twistd.
 
 Images, an index and referrers are pushed over the API; then the browser
-signs in, browses to an image, its layers and referrers, copies a pull
-command, deletes a tag after confirming, and the tag is gone from the API.
+signs in, browses to an image, its layers and referrers, sees the
+protected (immutable) tag marked, copies a pull command, deletes a tag
+after confirming, and the tag is gone from the API; it deletes a whole
+repository after confirming, and is refused one holding a protected tag.
 An anonymous visitor sees nothing, a pull-only user is offered no delete
 and refused one.  Every request the browser makes is recorded: none may
 leave the registry's origin, and no Content-Security-Policy violation may
@@ -158,7 +160,7 @@ def push_index(url, name, tag, images):
 def registry(registryd_factory, tmp_path):
     """registryd with htpasswd users (alice: everything; bob: pull on
     team/**), holding team/app (an image tagged 1.0 with a signature and an
-    SBOM, an index tagged multi) and alice/private.  The content is pushed
+    SBOM, an index tagged multi, immutable) and alice/private.  The content is pushed
     before auth is turned on (the API helpers send no credentials)."""
     root = tmp_path / "root"
     open_registry = registryd_factory(root=root)
@@ -176,7 +178,7 @@ def registry(registryd_factory, tmp_path):
     secured = registryd_factory(root=root, ready_status=401, extra_config={"auth": {
         "htpasswd": {"realm": "registryd ui", "path": write_htpasswd(tmp_path / "htpasswd")},
         "access": ACCESS,
-    }})
+    }, "lifecycle": {"immutable": [{"repository": "team/**", "tags": ["multi"]}]}})
     secured.image = image
     return secured
 
@@ -207,6 +209,11 @@ def test_browse_copy_and_delete_in_a_browser(browser, registry):
         assert registry.image["digest"][:19] in tagged.inner_text()
         assert "application/vnd.oci.image.manifest.v1+json" in tagged.inner_text()
         assert "linux/amd64, linux/arm64" in page.locator('#tags tr[data-tag="multi"]').inner_text()
+        # The immutable tag is marked protected, the other is not; both
+        # show when they were pushed.
+        assert page.locator('#tags tr[data-tag="multi"] span.protected').is_visible()
+        assert page.locator('#tags tr[data-tag="1.0"] span.protected').count() == 0
+        assert page.locator('#tags tr[data-tag="1.0"] td.pushed').inner_text().startswith("20")
         visit.screenshot("repository")
 
         # The image: its config, layers with sizes, and referrers by kind.
@@ -250,6 +257,28 @@ def test_browse_copy_and_delete_in_a_browser(browser, registry):
         manifest = tools.http_request("HEAD", f"{registry.url}/v2/team/app/manifests/{registry.image['digest']}",
                                       headers=basic("alice", "wonderland"))
         assert manifest.status == 200
+
+        # Deleting team/app whole is refused: its tag multi is immutable.
+        page.click("#remove-repository")
+        page.wait_for_selector("#confirm-remove")
+        with page.expect_navigation() as refused:
+            page.click("#confirm-remove")
+        assert refused.value.status == 403
+        assert "is immutable by" in page.inner_text("main")
+        # alice/private goes after its confirmation, from the API and the list.
+        page.goto(registry.url + "/ui/repositories/alice/private")
+        page.click("#remove-repository")
+        page.wait_for_selector("#confirm-remove")
+        visit.screenshot("remove-repository")
+        page.click("#confirm-remove")
+        page.wait_for_url(registry.url + "/ui/")
+        assert page.locator("#repositories li").all_inner_texts() == ["team/app"]
+        listed = tools.http_request("GET", f"{registry.url}/v2/alice/private/tags/list",
+                                    headers=basic("alice", "wonderland"))
+        assert listed.status == 404
+        tags = tools.http_request("GET", f"{registry.url}/v2/team/app/tags/list",
+                                  headers=basic("alice", "wonderland")).json()["tags"]
+        assert tags == ["multi"]
         visit.check_stayed_home()
     finally:
         visit.close()

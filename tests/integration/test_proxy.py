@@ -761,3 +761,25 @@ async def test_upstream_headers_that_are_not_utf8_get_an_answer_not_a_500(tmp_pa
     finally:
         await proxy.stop()
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cache_s_tags_are_described_and_no_repository_delete_is_offered(pair):
+    """The details listing and the web interface's repository page read
+    push times through the cache's tag store (the local one's), and a
+    cache offers and does no repository delete."""
+    upstream, proxy = pair
+    _, digest, blobs = await push_image(upstream, "team/app", "v1")
+    await pull(proxy, "team/app", "v1", blobs)
+    status, _, body = await get(proxy, "team/app/_registryd/tags")
+    assert status == 200, body
+    [entry] = json.loads(body)["tags"]
+    assert (entry["tag"], entry["digest"]) == ("v1", digest)
+    assert entry["pushed"] is not None and entry["pulled"] is not None
+    response = await proxy.client.get(proxy.url + "/ui/repositories/team/app")
+    page = (await response.content()).decode()
+    assert response.code == 200, page
+    assert f'<td class="pushed"><time>{entry["pushed"]}</time></td>' in page
+    assert 'id="remove-repository"' not in page
+    response = await proxy.client.get(proxy.url + "/ui/repositories/team/app/-/remove")
+    assert response.code == 405 and b"pull-through cache" in await response.content()

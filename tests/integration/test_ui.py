@@ -29,15 +29,18 @@ from tests.integration.test_auth_api import (
 from tests.support import exchange, raw_request_bytes, run_examples
 
 
-async def serve_ui(tmp_path, auth=None):
+async def serve_ui(tmp_path, auth=None, lifecycle=None):
     """registryd composed from a configuration (deletes on, C{auth} as
-    the auth section), as twistd runs it, on a free loopback port."""
+    the auth section, C{lifecycle} as the lifecycle section), as twistd
+    runs it, on a free loopback port."""
     from tests.service_support import start_service
 
     document = {"version": 0.1, "storage": {
         "filesystem": {"rootdirectory": str(tmp_path / "registry-data")}, "delete": {"enabled": True}}}
     if auth is not None:
         document["auth"] = auth
+    if lifecycle is not None:
+        document["lifecycle"] = lifecycle
     text = yaml.safe_dump(document).replace("{", "{{").replace("}", "}}")  # start_service formats it
     return await start_service(tmp_path, text + 'http:\n  addr: "127.0.0.1:{port}"\n')
 
@@ -62,6 +65,24 @@ async def basic_ui(tmp_path):
     alice = basic(*ALICE)
     for name in ("public/app", "team/app", "alice/private"):
         await push_image(running, name, "1.0", alice)
+    yield running
+    await running.stop()
+
+
+#: team/**'s v* tags immutable, and a quota on everything (so usage is shown).
+LIFECYCLE = {"immutable": [{"repository": "team/**", "tags": ["v*"]}],
+             "quotas": [{"repository": "**", "bytes": "1GiB"}]}
+
+
+@pytest_twisted.async_yield_fixture
+async def lifecycle_ui(tmp_path):
+    path = tmp_path / "htpasswd"
+    path.write_text(HTPASSWD)
+    running = await serve_ui(tmp_path, {"htpasswd": {"realm": "registryd test", "path": str(path)},
+                                        "access": ACCESS}, LIFECYCLE)
+    alice = basic(*ALICE)
+    for name, tag in (("public/app", "1.0"), ("team/app", "1.0"), ("team/app", "v1"), ("alice/private", "1.0")):
+        await push_image(running, name, tag, alice)
     yield running
     await running.stop()
 
@@ -235,6 +256,7 @@ async def test_a_state_change_needs_a_post_from_this_origin_with_the_session_tok
 
 @pytest_twisted.ensureDeferred
 async def test_a_pull_only_user_is_offered_no_delete_and_refused_one(basic_ui):
+    """Neither of a tag nor of the repository ('Delete' is in neither link)."""
     bob = Visitor(basic_ui)
     await bob.sign_in(*BOB)
     _, _, page = await bob.get("/ui/repositories/team/app")
@@ -243,6 +265,11 @@ async def test_a_pull_only_user_is_offered_no_delete_and_refused_one(basic_ui):
     assert status == 403
     token = await bob.csrf()
     status, _, page = await bob.post("/ui/repositories/team/app/-/delete", {"csrf": token, "reference": "1.0"})
+    assert status == 403 and "may not delete" in page
+    # Nor the whole repository.
+    status, _, _ = await bob.get("/ui/repositories/team/app/-/remove")
+    assert status == 403
+    status, _, page = await bob.post("/ui/repositories/team/app/-/remove", {"csrf": token})
     assert status == 403 and "may not delete" in page
     assert await tags_of(basic_ui, "team/app") == ["1.0"]
 
@@ -319,7 +346,8 @@ UI_PATHS = st.one_of(
     st.builds(lambda name, tail: f"/ui/repositories/{name}{tail}",
               st.from_regex(r"[a-zA-Z0-9._/%-]{0,40}", fullmatch=True),
               st.sampled_from(["", "/-/manifests/", "/-/manifests/sha256:", "/-/delete",
-                               "/-/delete?reference=", "/-/manifests/%00", "?last=%ff"])),
+                               "/-/delete?reference=", "/-/manifests/%00", "?last=%ff",
+                               "/-/remove", "/-/remove?csrf=%ff"])),
 )
 
 
@@ -331,6 +359,8 @@ async def test_hostile_paths_and_forms_get_a_page_never_a_500(open_ui, logged_fa
     @EXAMPLES
     @given(UI_PATHS, st.sampled_from(["GET", "POST", "HEAD"]), st.binary(max_size=200))
     @example("/ui/repositories/team/app/-/delete?reference=1.0", "POST", b"csrf=%ff&reference=%ff")
+    @example("/ui/repositories/team/app/-/remove", "POST", b"csrf=%ff")
+    @example("/ui/repositories/team/app/-/remove", "GET", b"")
     @example("/ui/?q=%ff", "GET", b"")
     @example("/ui/?last=" + "z" * 300, "GET", b"")
     @example("/ui/login", "POST", b"username=\xff&password=\xfe&csrf=x")
@@ -416,4 +446,94 @@ async def test_in_read_only_mode_no_delete_is_offered_or_done(basic_ui):
     assert "Delete" not in page
     status, _, page = await alice.post("/ui/repositories/team/app/-/delete", {"csrf": token, "reference": "1.0"})
     assert status == 405 and "read-only mode" in page
+    status, _, page = await alice.get("/ui/repositories/team/app/-/remove")
+    assert status == 405 and "read-only mode" in page
+    status, _, page = await alice.post("/ui/repositories/team/app/-/remove", {"csrf": token})
+    assert status == 405 and "read-only mode" in page
     assert await tags_of(basic_ui, "team/app") == ["1.0"]
+
+
+async def api_json(running, path):
+    response = await running.client.get(running.v2(path), headers=basic(*ALICE))
+    assert response.code == 200, path
+    return json.loads(await response.content())
+
+
+def tag_rows(page):
+    """``{tag: (pushed, pulled, protected)}`` as the repository page shows them."""
+    rows = re.findall(
+        r'<tr data-tag="([^"]+)">.*?<td class="pushed"><time>([^<]*)</time></td>\s*'
+        r'<td class="pulled">(?:<time>([^<]*)</time>|never)</td>\s*'
+        r'<td class="protected">(<span class="protected"[^>]*>protected</span>|no)</td>',
+        page, re.S)
+    return {tag: (pushed, pulled or None, marked != "no") for tag, pushed, pulled, marked in rows}
+
+
+@pytest_twisted.ensureDeferred
+async def test_tags_show_pushed_and_pulled_times_and_protection_as_the_api_lists_them(lifecycle_ui):
+    response = await lifecycle_ui.client.get(lifecycle_ui.v2("team/app/manifests/1.0"), headers={
+        **basic(*ALICE), "Accept": "application/vnd.oci.image.manifest.v1+json"})
+    assert response.code == 200
+    await response.content()
+    alice = Visitor(lifecycle_ui)
+    await alice.sign_in(*ALICE)
+    status, _, page = await alice.get("/ui/repositories/team/app")
+    assert status == 200
+    shown = tag_rows(page)
+    listed_by_api = (await api_json(lifecycle_ui, "team/app/_registryd/tags"))["tags"]
+    assert shown == {entry["tag"]: (entry["pushed"], entry["pulled"], entry["protected"])
+                     for entry in listed_by_api}
+    assert shown["1.0"][1] is not None and shown["v1"][1] is None  # pulled / never
+    assert (shown["1.0"][2], shown["v1"][2]) == (False, True)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", shown["v1"][0])
+    assert "lifecycle.immutable[0]" in page  # which rule protects v1
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_repositories_list_shows_usage_only_with_quotas(lifecycle_ui, basic_ui):
+    alice = Visitor(lifecycle_ui)
+    await alice.sign_in(*ALICE)
+    _, _, page = await alice.get("/ui/")
+    shown = dict(re.findall(r'<li><a href="/ui/repositories/([^"]+)">[^<]*</a> '
+                            r'<span class="usage" data-bytes="(\d+)">', page))
+    assert sorted(shown) == ["alice/private", "public/app", "team/app"]
+    for name, held in shown.items():
+        assert int(held) == (await api_json(lifecycle_ui, f"{name}/_registryd/usage"))["bytes"] > 0
+    without_quotas = Visitor(basic_ui)
+    await without_quotas.sign_in(*ALICE)
+    _, _, page = await without_quotas.get("/ui/")
+    assert len(listed(page)) == 3 and 'class="usage"' not in page
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_repository_delete_is_confirmed_refused_while_protected_and_done(lifecycle_ui):
+    alice = Visitor(lifecycle_ui)
+    await alice.sign_in(*ALICE)
+    _, _, page = await alice.get("/ui/repositories/team/app")
+    assert 'href="/ui/repositories/team/app/-/remove"' in page
+    status, _, page = await alice.get("/ui/repositories/team/app/-/remove")
+    assert status == 200 and 'id="confirm-remove"' in page
+    token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    # An immutable tag in it: refused whole, with the reason on the page.
+    status, _, page = await alice.post("/ui/repositories/team/app/-/remove", {"csrf": token})
+    assert status == 403 and "is immutable by" in page
+    assert await tags_of(lifecycle_ui, "team/app") == ["1.0", "v1"]
+
+    # From another origin: refused; from this one: gone, back to the list.
+    alice.origin = "http://evil.example"
+    status, _, _ = await alice.post("/ui/repositories/public/app/-/remove", {"csrf": token})
+    assert status == 403
+    assert await tags_of(lifecycle_ui, "public/app") == ["1.0"]
+    alice.origin = lifecycle_ui.url
+    status, headers, _ = await alice.post("/ui/repositories/public/app/-/remove", {"csrf": token})
+    assert (status, headers.getRawHeaders("location")) == (303, ["/ui/"])
+    response = await lifecycle_ui.client.get(lifecycle_ui.v2("public/app/tags/list"), headers=basic(*ALICE))
+    assert response.code == 404
+    assert json.loads(await response.content())["errors"][0]["code"] == "NAME_UNKNOWN"
+    _, _, page = await alice.get("/ui/")
+    assert listed(page) == ["alice/private", "team/app"]
+    # Gone is gone: its confirmation and its delete are a 404 page.
+    status, _, _ = await alice.get("/ui/repositories/public/app/-/remove")
+    assert status == 404
+    status, _, _ = await alice.post("/ui/repositories/public/app/-/remove", {"csrf": token})
+    assert status == 404
