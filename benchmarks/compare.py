@@ -101,10 +101,12 @@ from tests.e2e import tools  # noqa: E402  (Dockerd, Podman, skopeo)
 
 MIB = 1024 * 1024
 
-ACCEPT_MANIFESTS = ", ".join([
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-])
+ACCEPT_MANIFESTS = ", ".join(
+    [
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
 
 
 def parse_size(text):
@@ -172,8 +174,9 @@ class Client:
             self.sock.close()
             self.sock = None
 
-    def request(self, method, target, headers=None, body=b"", file=None, offset=0, length=0,
-                keep=True):
+    def request(
+        self, method, target, headers=None, body=b"", file=None, offset=0, length=0, keep=True
+    ):
         """Send a request; returns (status, headers dict, body or byte count).
 
         The body is C{body} (bytes) or C{length} bytes of C{file} from
@@ -279,8 +282,12 @@ def push_monolithic(port, name, blob):
         headers, _ = client.expect(202, "POST", f"/v2/{name}/blobs/uploads/")
         with open(blob.path, "rb") as file:
             client.expect(
-                201, "PUT", with_query(target_of(headers["location"]), f"digest={blob.digest}"),
-                {"Content-Type": "application/octet-stream"}, file=file, length=blob.size,
+                201,
+                "PUT",
+                with_query(target_of(headers["location"]), f"digest={blob.digest}"),
+                {"Content-Type": "application/octet-stream"},
+                file=file,
+                length=blob.size,
             )
     finally:
         client.close()
@@ -296,10 +303,16 @@ def push_chunked(port, name, blob, chunk=16 * MIB):
             while offset < blob.size:
                 length = min(chunk, blob.size - offset)
                 headers, _ = client.expect(
-                    202, "PATCH", location,
-                    {"Content-Type": "application/octet-stream",
-                     "Content-Range": f"{offset}-{offset + length - 1}"},
-                    file=file, offset=offset, length=length,
+                    202,
+                    "PATCH",
+                    location,
+                    {
+                        "Content-Type": "application/octet-stream",
+                        "Content-Range": f"{offset}-{offset + length - 1}",
+                    },
+                    file=file,
+                    offset=offset,
+                    length=length,
                 )
                 location = target_of(headers["location"])
                 offset += length
@@ -335,23 +348,33 @@ def pull_verified(port, name, blob):
 
 
 def push_manifest(port, name, tag, config_blob, layer):
-    manifest = json.dumps({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-        "config": {
-            "mediaType": "application/vnd.docker.container.image.v1+json",
-            "size": config_blob.size, "digest": config_blob.digest,
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {
+                "mediaType": "application/vnd.docker.container.image.v1+json",
+                "size": config_blob.size,
+                "digest": config_blob.digest,
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                    "size": layer.size,
+                    "digest": layer.digest,
+                }
+            ],
         },
-        "layers": [{
-            "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
-            "size": layer.size, "digest": layer.digest,
-        }],
-    }, indent=3).encode()
+        indent=3,
+    ).encode()
     client = Client(port)
     try:
         client.expect(
-            201, "PUT", f"/v2/{name}/manifests/{tag}",
-            {"Content-Type": "application/vnd.docker.distribution.manifest.v2+json"}, body=manifest,
+            201,
+            "PUT",
+            f"/v2/{name}/manifests/{tag}",
+            {"Content-Type": "application/vnd.docker.distribution.manifest.v2+json"},
+            body=manifest,
         )
     finally:
         client.close()
@@ -364,7 +387,10 @@ def push_small_blob(port, name, content):
     try:
         headers, _ = client.expect(202, "POST", f"/v2/{name}/blobs/uploads/")
         client.expect(
-            201, "PUT", with_query(target_of(headers["location"]), f"digest={digest}"), body=content,
+            201,
+            "PUT",
+            with_query(target_of(headers["location"]), f"digest={digest}"),
+            body=content,
         )
     finally:
         client.close()
@@ -421,8 +447,13 @@ def populate_listings(root, count, manifest_digest, config_digest, layer_digest)
         for digest in (config_digest, layer_digest):
             a, h = digest.split(":")
             write_link(os.path.join(repository, "_layers", a, h, "link"), digest)
-        write_link(os.path.join(repository, "_manifests", "revisions", alg, hex_, "link"), manifest_digest)
-        write_link(os.path.join(repository, "_manifests", "tags", "latest", "current", "link"), manifest_digest)
+        write_link(
+            os.path.join(repository, "_manifests", "revisions", alg, hex_, "link"), manifest_digest
+        )
+        write_link(
+            os.path.join(repository, "_manifests", "tags", "latest", "current", "link"),
+            manifest_digest,
+        )
 
 
 # ----------------------------------------------------------------- servers
@@ -500,26 +531,28 @@ class Server:
         self.sampler = None
 
     def config_text(self):
-        return "\n".join([
-            "version: 0.1",
-            "log:",
-            "  level: warn",
-            "  accesslog:",
-            "    disabled: true",
-            "storage:",
-            "  filesystem:",
-            f"    rootdirectory: {self.root}",
-            "  delete:",
-            "    enabled: true",
-            "  cache:",
-            "    blobdescriptor: inmemory",
-            *self.extra_storage(),
-            "http:",
-            f"  addr: 127.0.0.1:{self.port}",
-            "  headers:",
-            "    X-Content-Type-Options: [nosniff]",
-            "",
-        ])
+        return "\n".join(
+            [
+                "version: 0.1",
+                "log:",
+                "  level: warn",
+                "  accesslog:",
+                "    disabled: true",
+                "storage:",
+                "  filesystem:",
+                f"    rootdirectory: {self.root}",
+                "  delete:",
+                "    enabled: true",
+                "  cache:",
+                "    blobdescriptor: inmemory",
+                *self.extra_storage(),
+                "http:",
+                f"  addr: 127.0.0.1:{self.port}",
+                "  headers:",
+                "    X-Content-Type-Options: [nosniff]",
+                "",
+            ]
+        )
 
     def extra_storage(self):
         return []
@@ -531,8 +564,13 @@ class Server:
         log = open(os.path.join(self.workdir, "server.log"), "wb")
         started = time.monotonic()
         self.process = subprocess.Popen(
-            self.command(config), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=self.environment(), cwd=self.workdir, start_new_session=True,
+            self.command(config),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.environment(),
+            cwd=self.workdir,
+            start_new_session=True,
         )
         log.close()
         deadline = started + 60
@@ -602,8 +640,15 @@ class Registryd(Server):
 
     def command(self, config):
         return [
-            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-            "-n", "--pidfile=", "registryd", "--config", config, *self.extra_args,
+            sys.executable,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "-n",
+            "--pidfile=",
+            "registryd",
+            "--config",
+            config,
+            *self.extra_args,
         ]
 
     def environment(self):
@@ -661,7 +706,9 @@ def wrk(url, duration, connections, headers=()):
     match = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     if match:
         failures += int(match.group(1))
-    match = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    match = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
     if match:
         failures += sum(int(n) for n in match.groups())
     return rate, p99, failures
@@ -698,8 +745,16 @@ class Table:
         self.others = [name for name in self.names if name != ours]
         self.rows = []
 
-    def add(self, label, figures, unit, target, higher_is_better=True, fmt="{:.0f}",
-            against="docker-registry"):
+    def add(
+        self,
+        label,
+        figures,
+        unit,
+        target,
+        higher_is_better=True,
+        fmt="{:.0f}",
+        against="docker-registry",
+    ):
         """A row of C{figures} (server name -> value).  C{target} is a
         minimum ratio of registryd to C{against} (float), an absolute limit
         (a string like ``"< 150"``, checked against registryd's figure) or
@@ -723,23 +778,41 @@ class Table:
             target_text = f">= {target:g}x {against}"
         else:
             met, target_text = None, ""
-        cells = [fmt.format(figures[name]) if figures.get(name) is not None else "-"
-                 for name in self.names]
+        cells = [
+            fmt.format(figures[name]) if figures.get(name) is not None else "-"
+            for name in self.names
+        ]
         ratio_cells = [f"{ratios[name]:.2f}x" if name in ratios else "-" for name in self.others]
-        self.rows.append((label, *cells, unit, *ratio_cells, target_text,
-                          {True: "yes", False: "NO", None: ""}[met]))
+        self.rows.append(
+            (
+                label,
+                *cells,
+                unit,
+                *ratio_cells,
+                target_text,
+                {True: "yes", False: "NO", None: ""}[met],
+            )
+        )
         shown = ", ".join(f"{name} {cell}" for name, cell in zip(self.names, cells))
         versus = ", ".join(f"{cell} vs {name}" for name, cell in zip(self.others, ratio_cells))
         print(f"  {label}: {shown} {unit} ({versus})", flush=True)
 
     def render(self):
-        header = ("workload", *self.names, "unit", *(f"vs {name}" for name in self.others),
-                  "target", "met")
+        header = (
+            "workload",
+            *self.names,
+            "unit",
+            *(f"vs {name}" for name in self.others),
+            "target",
+            "met",
+        )
         widths = [max(len(str(row[i])) for row in self.rows + [header]) for i in range(len(header))]
         lines = []
         for index, row in enumerate([header] + self.rows):
-            cells = [str(cell).ljust(width) if i == 0 else str(cell).rjust(width)
-                     for i, (cell, width) in enumerate(zip(row, widths))]
+            cells = [
+                str(cell).ljust(width) if i == 0 else str(cell).rjust(width)
+                for i, (cell, width) in enumerate(zip(row, widths))
+            ]
             lines.append("| " + " | ".join(cells) + " |")
             if index == 0:
                 lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -788,25 +861,44 @@ def main():
     parser.add_argument("--entries", type=int, default=10000, help="tags / repositories listed")
     parser.add_argument("--layers", type=int, default=5, help="layers per pushed image (5)")
     parser.add_argument("--layer-size", default="20M", help="bytes per image layer (20M)")
-    parser.add_argument("--quick", action="store_true",
-                        help="64M blobs, 512M big blob, 4 s loads, 2000 entries")
+    parser.add_argument(
+        "--quick", action="store_true", help="64M blobs, 512M big blob, 4 s loads, 2000 entries"
+    )
     parser.add_argument("--workdir", default=None, help="where the roots go (a fresh temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the roots and logs")
-    parser.add_argument("--only", default=",".join(GROUPS),
-                        help=f"comma-separated workload groups (default: all of {', '.join(GROUPS)})")
-    parser.add_argument("--only-requests", default="",
-                        help="with --only requests: comma-separated words, the small-request "
-                             "workloads whose label has one (e.g. 'tag,blob HEAD')")
-    parser.add_argument("--request-rounds", type=int, default=1,
-                        help="rounds of each small-request workload, servers rotated (median)")
-    parser.add_argument("--tree", default=REPO,
-                        help="registryd source tree to run (default: this checkout)")
-    parser.add_argument("--registryd-args", default="--workers auto",
-                        help="twistd registryd arguments (default: '--workers auto', one "
-                             "process per CPU; '' for a single process)")
-    parser.add_argument("--distribution3", default=None, metavar="PATH",
-                        help="a Distribution 3 'registry' binary built from source "
-                             "(default: $DISTRIBUTION3; left out when neither is set)")
+    parser.add_argument(
+        "--only",
+        default=",".join(GROUPS),
+        help=f"comma-separated workload groups (default: all of {', '.join(GROUPS)})",
+    )
+    parser.add_argument(
+        "--only-requests",
+        default="",
+        help="with --only requests: comma-separated words, the small-request "
+        "workloads whose label has one (e.g. 'tag,blob HEAD')",
+    )
+    parser.add_argument(
+        "--request-rounds",
+        type=int,
+        default=1,
+        help="rounds of each small-request workload, servers rotated (median)",
+    )
+    parser.add_argument(
+        "--tree", default=REPO, help="registryd source tree to run (default: this checkout)"
+    )
+    parser.add_argument(
+        "--registryd-args",
+        default="--workers auto",
+        help="twistd registryd arguments (default: '--workers auto', one "
+        "process per CPU; '' for a single process)",
+    )
+    parser.add_argument(
+        "--distribution3",
+        default=None,
+        metavar="PATH",
+        help="a Distribution 3 'registry' binary built from source "
+        "(default: $DISTRIBUTION3; left out when neither is set)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.size, args.big, args.duration, args.entries = "64M", "512M", 4, 2000
@@ -822,10 +914,15 @@ def main():
     workdir = args.workdir_path = tempfile.mkdtemp(prefix="registryd-bench-", dir=args.workdir)
     servers = []
     try:
-        print(f"# {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; data in {workdir}", flush=True)
+        print(
+            f"# {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; data in {workdir}", flush=True
+        )
         if distribution3 is None:
-            print("# Distribution 3 left out: build it (see the module docstring) and pass "
-                  "--distribution3 PATH or set DISTRIBUTION3", flush=True)
+            print(
+                "# Distribution 3 left out: build it (see the module docstring) and pass "
+                "--distribution3 PATH or set DISTRIBUTION3",
+                flush=True,
+            )
         blob = Blob(os.path.join(workdir, "blob"), None, size)
         blob.digest = make_blob(blob.path, size)
         big = Blob(os.path.join(workdir, "big"), None, parse_size(args.big))
@@ -834,7 +931,9 @@ def main():
         servers = [Distribution("docker-registry", workdir)]
         if distribution3 is not None:
             servers.append(Distribution3("distribution3", workdir, distribution3))
-        ours = Registryd("registryd", workdir, args.registryd_args.split(), os.path.abspath(args.tree))
+        ours = Registryd(
+            "registryd", workdir, args.registryd_args.split(), os.path.abspath(args.tree)
+        )
         servers.append(ours)
         table = Table([server.name for server in servers])
         for server in servers:
@@ -842,15 +941,23 @@ def main():
         args.sha256 = sha256_rate()
         print(f"# sha256 on one core: {args.sha256:.0f} MiB/s", flush=True)
         run_workloads(args, table, servers, blob, big)
-        table.add("start-up to first /v2/ answer", {s.name: s.startup * 1000 for s in servers},
-                  "ms", "< 1500", higher_is_better=False)
+        table.add(
+            "start-up to first /v2/ answer",
+            {s.name: s.startup * 1000 for s in servers},
+            "ms",
+            "< 1500",
+            higher_is_better=False,
+        )
         print()
-        versions = " and ".join(["docker-registry 2.8"]
-                                + (["Distribution 3"] if distribution3 else []))
-        print(f"registryd {' '.join(['--config', '...'] + ours.extra_args)} vs {versions}; "
-              f"{size // MIB} MiB blobs, {args.connections} connections, "
-              f"{args.entries} entries, {os.cpu_count()} CPUs, load now {os.getloadavg()[0]:.2f}; "
-              f"sha256 on one core {args.sha256:.0f} MiB/s")
+        versions = " and ".join(
+            ["docker-registry 2.8"] + (["Distribution 3"] if distribution3 else [])
+        )
+        print(
+            f"registryd {' '.join(['--config', '...'] + ours.extra_args)} vs {versions}; "
+            f"{size // MIB} MiB blobs, {args.connections} connections, "
+            f"{args.entries} entries, {os.cpu_count()} CPUs, load now {os.getloadavg()[0]:.2f}; "
+            f"sha256 on one core {args.sha256:.0f} MiB/s"
+        )
         print(table.render())
     finally:
         for server in servers:
@@ -869,7 +976,9 @@ def run_workloads(args, table, servers, blob, big):
         # Set-up, also a warm-up: a blob and a manifest that refers to it.
         push_monolithic(server.port, "bench/warm", blob)
         pull_verified(server.port, "bench/warm", blob)
-        config = push_small_blob(server.port, "bench/warm", b'{"architecture":"amd64","os":"linux"}')
+        config = push_small_blob(
+            server.port, "bench/warm", b'{"architecture":"amd64","os":"linux"}'
+        )
         server.manifest = push_manifest(server.port, "bench/warm", "latest", config, blob)
         server.config_blob = config
     for group in GROUPS:
@@ -888,12 +997,20 @@ def run_push(args, table, servers, blob, big):
         for run in range(args.runs):
             for server in rotated(servers, run):
                 times[server.name].append(
-                    timed(lambda push=push, server=server, run=run:
-                          push(server.port, f"bench/push{run}", blob)))
+                    timed(
+                        lambda push=push, server=server, run=run: push(
+                            server.port, f"bench/push{run}", blob
+                        )
+                    )
+                )
         rates = {name: size_mib / statistics.median(runs) for name, runs in times.items()}
         table.add(label, rates, "MiB/s", target)
-        table.add(f"{label}, share of one-core sha256",
-                  {name: 100 * rate / args.sha256 for name, rate in rates.items()}, "%", None)
+        table.add(
+            f"{label}, share of one-core sha256",
+            {name: 100 * rate / args.sha256 for name, rate in rates.items()},
+            "%",
+            None,
+        )
 
 
 IMAGE_TOOLS = ("docker", "podman", "skopeo")
@@ -904,8 +1021,11 @@ def image_tools_missing():
     need root (a private dockerd, podman on vfs) and the three clients."""
     if os.geteuid() != 0:
         return "not root"
-    missing = [tool for tool in ("dockerd", "containerd", "docker", "podman", "skopeo")
-               if shutil.which(tool) is None and shutil.which(tool, path="/usr/sbin:/sbin") is None]
+    missing = [
+        tool
+        for tool in ("dockerd", "containerd", "docker", "podman", "skopeo")
+        if shutil.which(tool) is None and shutil.which(tool, path="/usr/sbin:/sbin") is None
+    ]
     return f"missing {', '.join(missing)}" if missing else None
 
 
@@ -940,13 +1060,19 @@ class ImagePushers:
         dockerd = self.dockerd.docker("version", "--format", "{{.Server.Version}}").stdout
         podman = self.podman("--version").stdout
         skopeo = tools.skopeo("--version").stdout
-        return ", ".join(["dockerd " + dockerd.decode().strip(), podman.decode().strip(),
-                          skopeo.decode().strip()])
+        return ", ".join(
+            [
+                "dockerd " + dockerd.decode().strip(),
+                podman.decode().strip(),
+                skopeo.decode().strip(),
+            ]
+        )
 
     def _fresh_context(self):
         self.made += 1
         return tools.write_scratch_context(
-            os.path.join(self.workdir, f"context{self.made}"), self.layer_sizes)
+            os.path.join(self.workdir, f"context{self.made}"), self.layer_sizes
+        )
 
     def prepare(self, tool):
         """A new image for C{tool}; returns what L{push} takes."""
@@ -996,8 +1122,11 @@ def run_images(args, table, servers, blob, big):
         print(f"  image pushes left out: {missing}", flush=True)
         return
     size_mib = args.layers * parse_size(args.layer_size) / MIB
-    pushers = ImagePushers(tempfile.mkdtemp(prefix="images-", dir=args.workdir_path),
-                           args.layers, parse_size(args.layer_size))
+    pushers = ImagePushers(
+        tempfile.mkdtemp(prefix="images-", dir=args.workdir_path),
+        args.layers,
+        parse_size(args.layer_size),
+    )
     try:
         pushers.start()
         print("  " + pushers.versions(), flush=True)
@@ -1010,25 +1139,50 @@ def run_images(args, table, servers, blob, big):
                 for server in order:
                     before = server.sampler.cpu_seconds()
                     times[server.name].append(
-                        timed(lambda tool=tool, image=image, server=server, run=run:
-                          pushers.push(tool, image, server, f"r{run}")))
+                        timed(
+                            lambda tool=tool, image=image, server=server, run=run: pushers.push(
+                                tool, image, server, f"r{run}"
+                            )
+                        )
+                    )
                     cpu[server.name].append(server.sampler.cpu_seconds() - before)
                 pushers.discard(tool, image)
-                print(f"    {tool} round {run + 1}: " + ", ".join(
-                    f"{server.name} {times[server.name][-1]:.2f} s (server CPU "
-                    f"{cpu[server.name][-1]:.2f} s)" for server in order), flush=True)
+                print(
+                    f"    {tool} round {run + 1}: "
+                    + ", ".join(
+                        f"{server.name} {times[server.name][-1]:.2f} s (server CPU "
+                        f"{cpu[server.name][-1]:.2f} s)"
+                        for server in order
+                    ),
+                    flush=True,
+                )
             label = f"{tool} push, {args.layers}x{args.layer_size} image"
             seconds = {name: statistics.median(runs) for name, runs in times.items()}
-            table.add(label, seconds, "s", 1.0, higher_is_better=False, fmt="{:.2f}",
-                      against="distribution3")
+            table.add(
+                label,
+                seconds,
+                "s",
+                1.0,
+                higher_is_better=False,
+                fmt="{:.2f}",
+                against="distribution3",
+            )
             # The server's CPU competes with the client's gzip on the same
             # cores; unlike the seconds, it hardly moves with the load.
-            table.add(f"{tool} push, server CPU", {name: statistics.median(runs)
-                                                   for name, runs in cpu.items()},
-                      "s", None, higher_is_better=False, fmt="{:.2f}")
-            table.add(f"{tool} push, share of one-core sha256",
-                      {name: 100 * size_mib / value / args.sha256 for name, value in seconds.items()},
-                      "%", None)
+            table.add(
+                f"{tool} push, server CPU",
+                {name: statistics.median(runs) for name, runs in cpu.items()},
+                "s",
+                None,
+                higher_is_better=False,
+                fmt="{:.2f}",
+            )
+            table.add(
+                f"{tool} push, share of one-core sha256",
+                {name: 100 * size_mib / value / args.sha256 for name, value in seconds.items()},
+                "%",
+                None,
+            )
     finally:
         pushers.stop()
 
@@ -1037,9 +1191,18 @@ def curl_pull(port, name, blob):
     """Seconds curl took to GET the whole blob (curl: a client that is not
     itself the bottleneck of a single stream, as a Python loop would be)."""
     output = subprocess.run(
-        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_total}",
-         f"http://127.0.0.1:{port}/v2/{name}/blobs/{blob.digest}"],
-        check=True, capture_output=True, text=True,
+        [
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download} %{time_total}",
+            f"http://127.0.0.1:{port}/v2/{name}/blobs/{blob.digest}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.split()
     if output[0] != "200" or int(float(output[1])) != blob.size:
         raise HTTPError(f"pull: status {output[0]}, {output[1]} of {blob.size} bytes")
@@ -1056,16 +1219,22 @@ def run_pull(args, table, servers, blob, big):
                 if streams == 1:
                     elapsed = curl_pull(server.port, "bench/warm", blob)
                 else:
-                    elapsed = parallel(lambda server=server: curl_pull(server.port, "bench/warm", blob),
-                                       streams)
+                    elapsed = parallel(
+                        lambda server=server: curl_pull(server.port, "bench/warm", blob), streams
+                    )
                 times[server.name].append(elapsed)
-        table.add(label, {name: streams * size_mib / statistics.median(runs)
-                          for name, runs in times.items()}, "MiB/s", target)
+        table.add(
+            label,
+            {name: streams * size_mib / statistics.median(runs) for name, runs in times.items()},
+            "MiB/s",
+            target,
+        )
 
 
 def small_requests(args, blob, manifest):
     """(label, path, load) of each small-request workload: wrk for GETs,
     hey for HEADs."""
+
     def get(url, seconds, accept=ACCEPT_MANIFESTS):
         return wrk(url, seconds, args.connections, [("Accept", accept)] if accept else [])
 
@@ -1114,30 +1283,38 @@ def run_requests(args, table, servers, blob, big):
                 cpu = sum(used.values()) / max(rate * args.duration, 1) * 1e6
                 figures[server.name].append((rate, p99, failures, cpu))
                 if server.name == "registryd" and sum(used.values()) > 0:
-                    shares.append(sorted((v / sum(used.values()) for v in used.values()),
-                                         reverse=True))
+                    shares.append(
+                        sorted((v / sum(used.values()) for v in used.values()), reverse=True)
+                    )
         for name, runs in figures.items():
             failed = sum(run[2] for run in runs)
             if failed:
                 print(f"  WARNING: {name} had {failed} failed requests in {label}")
 
-        medians = [{name: statistics.median(run[index] for run in runs)
-                    for name, runs in figures.items()} for index in range(4)]
+        medians = [
+            {name: statistics.median(run[index] for run in runs) for name, runs in figures.items()}
+            for index in range(4)
+        ]
         table.add(f"{label}, {args.connections} connections", medians[0], "req/s", 2.0)
-        table.add(f"{label}, p99 latency", medians[1], "ms", 1.0, higher_is_better=False,
-                  fmt="{:.1f}")
-        table.add(f"{label}, server CPU per request", medians[3], "us", None,
-                  higher_is_better=False)
+        table.add(
+            f"{label}, p99 latency", medians[1], "ms", 1.0, higher_is_better=False, fmt="{:.1f}"
+        )
+        table.add(
+            f"{label}, server CPU per request", medians[3], "us", None, higher_is_better=False
+        )
         if shares:
-            print("  registryd CPU by process (largest first): "
-                  + "; ".join(", ".join(f"{share:.0%}" for share in run) for run in shares),
-                  flush=True)
+            print(
+                "  registryd CPU by process (largest first): "
+                + "; ".join(", ".join(f"{share:.0%}" for share in run) for run in shares),
+                flush=True,
+            )
 
 
 def run_listings(args, table, servers, blob, big):
     for server in servers:
-        populate_listings(server.root, args.entries, server.manifest, server.config_blob.digest,
-                          blob.digest)
+        populate_listings(
+            server.root, args.entries, server.manifest, server.config_blob.digest, blob.digest
+        )
     for label, path, key, expected in [
         ("tags list", "/v2/bench/tags/tags/list?n=100000", "tags", args.entries),
         # Distribution refuses n above catalog.maxentries (1000): page.
@@ -1147,9 +1324,16 @@ def run_listings(args, table, servers, blob, big):
         for server in servers:
             entries = fetch_listing(server.port, path, key)  # warm
             if len(entries) < expected:
-                raise HTTPError(f"{server.name} {label}: {len(entries)} entries, expected {expected}")
-            times[server.name] = median_time(
-                lambda server=server, path=path, key=key: fetch_listing(server.port, path, key), 5) * 1000
+                raise HTTPError(
+                    f"{server.name} {label}: {len(entries)} entries, expected {expected}"
+                )
+            times[server.name] = (
+                median_time(
+                    lambda server=server, path=path, key=key: fetch_listing(server.port, path, key),
+                    5,
+                )
+                * 1000
+            )
         table.add(f"{label}, {args.entries} entries", times, "ms", 2.0, higher_is_better=False)
 
 
@@ -1159,14 +1343,27 @@ def run_memory(args, table, servers, blob, big):
         push_monolithic(server.port, "bench/big", big)
         pull(server.port, "bench/big", big)
         time.sleep(0.1)
-    table.add(f"peak RSS moving {big.size // MIB} MiB blobs",
-              {s.name: s.sampler.window_peak / MIB for s in servers}, "MiB", "< 150",
-              higher_is_better=False)
-    table.add(f"peak PSS moving {big.size // MIB} MiB blobs",
-              {s.name: s.sampler.window_pss_peak / MIB for s in servers}, "MiB", None,
-              higher_is_better=False)
-    table.add("peak RSS over the whole run", {s.name: s.sampler.peak / MIB for s in servers},
-              "MiB", None, higher_is_better=False)
+    table.add(
+        f"peak RSS moving {big.size // MIB} MiB blobs",
+        {s.name: s.sampler.window_peak / MIB for s in servers},
+        "MiB",
+        "< 150",
+        higher_is_better=False,
+    )
+    table.add(
+        f"peak PSS moving {big.size // MIB} MiB blobs",
+        {s.name: s.sampler.window_pss_peak / MIB for s in servers},
+        "MiB",
+        None,
+        higher_is_better=False,
+    )
+    table.add(
+        "peak RSS over the whole run",
+        {s.name: s.sampler.peak / MIB for s in servers},
+        "MiB",
+        None,
+        higher_is_better=False,
+    )
 
 
 if __name__ == "__main__":

@@ -54,13 +54,25 @@ def build(root, repositories, images):
             layers = [shared] + [blob(root, os.urandom(512)) for _ in range(2)]
             for digest in [config] + layers:
                 link(repo / "_layers/sha256" / digest.split(":")[1], digest)
-            manifest = json.dumps({
-                "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                           "digest": config, "size": 30},
-                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                            "digest": d, "size": 512} for d in layers],
-            }).encode()
+            manifest = json.dumps(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": {
+                        "mediaType": "application/vnd.oci.image.config.v1+json",
+                        "digest": config,
+                        "size": 30,
+                    },
+                    "layers": [
+                        {
+                            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                            "digest": d,
+                            "size": 512,
+                        }
+                        for d in layers
+                    ],
+                }
+            ).encode()
             digest = blob(root, manifest)
             link(repo / "_manifests/revisions/sha256" / digest.split(":")[1], digest)
             if i == images - 1:
@@ -76,8 +88,10 @@ def build(root, repositories, images):
 
 def config_file(directory, root):
     path = directory / f"{root.name}.yml"
-    path.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root}\n"
-                    "  maintenance:\n    uploadpurging:\n      enabled: false\n")
+    path.write_text(
+        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root}\n"
+        "  maintenance:\n    uploadpurging:\n      enabled: false\n"
+    )
     return path
 
 
@@ -92,8 +106,9 @@ _MEASURE = (
 
 def timed(command, env=None):
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-c", _MEASURE, *map(str, command)],
-                            capture_output=True, env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURE, *map(str, command)], capture_output=True, env=env
+    )
     elapsed = time.monotonic() - started
     if result.returncode != 0:
         sys.exit(f"failed: {' '.join(map(str, command))}\n{result.stderr.decode()[-3000:]}")
@@ -120,23 +135,40 @@ def main():
         shutil.copytree(original, ours)
         shutil.copytree(original, theirs)
         total = len(remaining_blobs(original))
-        print(f"{options.repositories} repositories, {options.repositories * options.images} "
-              f"manifests, {total} blobs{' (--delete-untagged)' if flags else ''}")
+        print(
+            f"{options.repositories} repositories, {options.repositories * options.images} "
+            f"manifests, {total} blobs{' (--delete-untagged)' if flags else ''}"
+        )
 
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
         out, ours_time, ours_rss = timed(
-            [sys.executable, "-m", "registryd", "gc", "--config", config_file(tmp, ours), *flags,
-             "--json"], env)
+            [
+                sys.executable,
+                "-m",
+                "registryd",
+                "gc",
+                "--config",
+                config_file(tmp, ours),
+                *flags,
+                "--json",
+            ],
+            env,
+        )
         report = json.loads(out)
         _, theirs_time, theirs_rss = timed(
             ["docker-registry", "garbage-collect", *flags, config_file(tmp, theirs)],
-            {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")})
+            {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")},
+        )
         ours_left, theirs_left = remaining_blobs(ours), remaining_blobs(theirs)
-        print(f"registryd-gc:                   {ours_time:6.2f} s, peak RSS {ours_rss:6.0f} MiB, "
-              f"removed {total - len(ours_left)} blobs ({report['bytes_reclaimed']} bytes), "
-              f"{len(report['manifests_removed'])} manifests")
-        print(f"docker-registry garbage-collect: {theirs_time:6.2f} s, peak RSS {theirs_rss:6.0f} MiB, "
-              f"removed {total - len(theirs_left)} blobs")
+        print(
+            f"registryd-gc:                   {ours_time:6.2f} s, peak RSS {ours_rss:6.0f} MiB, "
+            f"removed {total - len(ours_left)} blobs ({report['bytes_reclaimed']} bytes), "
+            f"{len(report['manifests_removed'])} manifests"
+        )
+        print(
+            f"docker-registry garbage-collect: {theirs_time:6.2f} s, peak RSS {theirs_rss:6.0f} MiB, "
+            f"removed {total - len(theirs_left)} blobs"
+        )
         same = ours_left == theirs_left
         print("same blobs left:", "yes" if same else f"NO ({len(ours_left ^ theirs_left)} differ)")
         return 0 if same else 1

@@ -78,9 +78,22 @@ def start_registryd(root, port):
         f.write(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\n")
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     process = subprocess.Popen(
-        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "registryd",
-         "--config", config, "--listen", f"tcp:{port}:interface=127.0.0.1"],
-        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "-n",
+            "--pidfile=",
+            "registryd",
+            "--config",
+            config,
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+        ],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 30
     while time.time() < deadline:
@@ -97,7 +110,9 @@ def start_registryd(root, port):
 
 def request(port, method, path, body=None, headers=None, encode_chunked=False):
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    connection.request(method, path, body=body, headers=headers or {}, encode_chunked=encode_chunked)
+    connection.request(
+        method, path, body=body, headers=headers or {}, encode_chunked=encode_chunked
+    )
     response = connection.getresponse()
     payload = response.read()
     return response, payload
@@ -105,7 +120,10 @@ def request(port, method, path, body=None, headers=None, encode_chunked=False):
 
 def push_monolithic(port, name, size, digest):
     response, payload = request(
-        port, "POST", f"/v2/{name}/blobs/uploads/?digest={digest}", body=blocks(size),
+        port,
+        "POST",
+        f"/v2/{name}/blobs/uploads/?digest={digest}",
+        body=blocks(size),
         headers={"Content-Type": "application/octet-stream", "Transfer-Encoding": "chunked"},
         encode_chunked=True,
     )
@@ -128,8 +146,14 @@ def push_chunked(port, name, size, digest, chunk=64 * BLOCK):
                 yield block
 
         response, payload = request(
-            port, "PATCH", location, body=piece(),
-            headers={"Content-Range": f"{offset}-{offset + length - 1}", "Content-Length": str(length)},
+            port,
+            "PATCH",
+            location,
+            body=piece(),
+            headers={
+                "Content-Range": f"{offset}-{offset + length - 1}",
+                "Content-Length": str(length),
+            },
         )
         assert response.status == 202, (response.status, payload)
         location = response.getheader("Location").split(f":{port}", 1)[1]
@@ -167,15 +191,23 @@ def main():
             idle = psutil.Process(process.pid).memory_info().rss
             print(f"blob {mib:.0f} MiB; server RSS at rest {idle / BLOCK:.1f} MiB")
             for label, action in [
-                ("monolithic POST (chunked encoding)", lambda: push_monolithic(args.port, "mem/mono", size, digest)),
-                ("PATCH in 64 MiB chunks + PUT", lambda: push_chunked(args.port, "mem/chunked", size, digest)),
+                (
+                    "monolithic POST (chunked encoding)",
+                    lambda: push_monolithic(args.port, "mem/mono", size, digest),
+                ),
+                (
+                    "PATCH in 64 MiB chunks + PUT",
+                    lambda: push_chunked(args.port, "mem/chunked", size, digest),
+                ),
                 ("GET (pull)", lambda: pull(args.port, "mem/mono", digest)),
             ]:
                 sampler.reset()
                 started = time.perf_counter()
                 action()
                 elapsed = time.perf_counter() - started
-                print(f"{label:40s} {mib / elapsed:8.1f} MiB/s   peak RSS {sampler.peak / BLOCK:7.1f} MiB")
+                print(
+                    f"{label:40s} {mib / elapsed:8.1f} MiB/s   peak RSS {sampler.peak / BLOCK:7.1f} MiB"
+                )
             sampler.stop.set()
         finally:
             process.terminate()

@@ -93,19 +93,30 @@ async def push(client, name, blobs, tag):
     for content in blobs:
         digest = "sha256:" + hashlib.sha256(content).hexdigest()
         response = await client.send(
-            request("POST", f"/v2/{name}/blobs/uploads/?digest={digest}", body=content))
+            request("POST", f"/v2/{name}/blobs/uploads/?digest={digest}", body=content)
+        )
         assert status_of(response) == 201, response
-        descriptors.append({"mediaType": "application/octet-stream", "digest": digest,
-                            "size": len(content)})
+        descriptors.append(
+            {"mediaType": "application/octet-stream", "digest": digest, "size": len(content)}
+        )
     config, *layers = descriptors
     config["mediaType"] = "application/vnd.oci.image.config.v1+json"
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": config, "layers": layers,
-    }).encode()
-    response = await client.send(request(
-        "PUT", f"/v2/{name}/manifests/{tag}",
-        [("Content-Type", "application/vnd.oci.image.manifest.v1+json")], manifest))
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": config,
+            "layers": layers,
+        }
+    ).encode()
+    response = await client.send(
+        request(
+            "PUT",
+            f"/v2/{name}/manifests/{tag}",
+            [("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+            manifest,
+        )
+    )
     assert status_of(response) == 201, response
     return "sha256:" + hashlib.sha256(manifest).hexdigest(), descriptors[1]["digest"]
 
@@ -128,18 +139,33 @@ def token_auth(workdir):
     der = base64.b64encode(certificate.public_bytes(serialization.Encoding.DER)).decode()
     now = int(time.time())
     token = jwt.encode(
-        {"iss": "bench", "sub": "bench", "aud": "registry", "exp": now + 3600, "nbf": now - 5,
-         "iat": now, "jti": "bench", "access": []},
-        key, algorithm="ES256", headers={"x5c": [der]})
-    config = ("auth:\n  token:\n    realm: https://auth.example/token\n    service: registry\n"
-              f"    issuer: bench\n    rootcertbundle: {bundle}\n")
+        {
+            "iss": "bench",
+            "sub": "bench",
+            "aud": "registry",
+            "exp": now + 3600,
+            "nbf": now - 5,
+            "iat": now,
+            "jti": "bench",
+            "access": [],
+        },
+        key,
+        algorithm="ES256",
+        headers={"x5c": [der]},
+    )
+    config = (
+        "auth:\n  token:\n    realm: https://auth.example/token\n    service: registry\n"
+        f"    issuer: bench\n    rootcertbundle: {bundle}\n"
+    )
     return config, token
 
 
 def workloads(manifest, layer):
     return {
         "manifest-tag": request("GET", "/v2/bench/warm/manifests/latest", [("Accept", ACCEPT)]),
-        "manifest-digest": request("GET", f"/v2/bench/warm/manifests/{manifest}", [("Accept", ACCEPT)]),
+        "manifest-digest": request(
+            "GET", f"/v2/bench/warm/manifests/{manifest}", [("Accept", ACCEPT)]
+        ),
         "manifest-head": request("HEAD", "/v2/bench/warm/manifests/latest", [("Accept", ACCEPT)]),
         "blob-head": request("HEAD", f"/v2/bench/warm/blobs/{layer}"),
         "tags-10": request("GET", "/v2/bench/warm/tags/list"),
@@ -173,14 +199,27 @@ async def run(reactor, args):
             file.write(config_text(os.path.join(workdir, "root")))
         components = compose(from_config(load_config(path), path), reactor=reactor)
         client = Client(components.site, reactor)
-        manifest, layer = await push(client, "bench/warm", [b'{"architecture":"amd64","os":"linux"}',
-                                                             os.urandom(1024)], "latest")
+        manifest, layer = await push(
+            client,
+            "bench/warm",
+            [b'{"architecture":"amd64","os":"linux"}', os.urandom(1024)],
+            "latest",
+        )
         for index in range(9):
-            response = await client.send(request(
-                "PUT", f"/v2/bench/warm/manifests/t{index}",
-                [("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
-                (await client.send(request("GET", f"/v2/bench/warm/manifests/{manifest}",
-                                           [("Accept", ACCEPT)]))).split(b"\r\n\r\n", 1)[1]))
+            response = await client.send(
+                request(
+                    "PUT",
+                    f"/v2/bench/warm/manifests/t{index}",
+                    [("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+                    (
+                        await client.send(
+                            request(
+                                "GET", f"/v2/bench/warm/manifests/{manifest}", [("Accept", ACCEPT)]
+                            )
+                        )
+                    ).split(b"\r\n\r\n", 1)[1],
+                )
+            )
             assert status_of(response) == 201, response
         # Tags are pulled long after they were pushed; the tag cache
         # (registryd.storage.cache.TagCache) keeps no link younger than
@@ -203,10 +242,17 @@ async def run(reactor, args):
             pstats.Stats(profile).sort_stats(args.sort).print_stats(args.top)
             return
         for name in chosen:
-            figures = sorted([await measure(clients.get(name, client), table[name], args.requests)
-                              for _ in range(args.rounds)])
-            print(f"{name:16} {figures[len(figures) // 2]:7.1f} us/request "
-                  f"(rounds: {', '.join(f'{f:.1f}' for f in figures)})", flush=True)
+            figures = sorted(
+                [
+                    await measure(clients.get(name, client), table[name], args.requests)
+                    for _ in range(args.rounds)
+                ]
+            )
+            print(
+                f"{name:16} {figures[len(figures) // 2]:7.1f} us/request "
+                f"(rounds: {', '.join(f'{f:.1f}' for f in figures)})",
+                flush=True,
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -216,10 +262,15 @@ def main():
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=3, help="rounds per workload (median)")
     parser.add_argument("--only", default=None, help="comma-separated workloads")
-    parser.add_argument("--profile", default=None, metavar="WORKLOAD",
-                        help="profile one workload with cProfile instead")
-    parser.add_argument("--tree", default=REPO,
-                        help="registryd source tree to measure (default: this checkout)")
+    parser.add_argument(
+        "--profile",
+        default=None,
+        metavar="WORKLOAD",
+        help="profile one workload with cProfile instead",
+    )
+    parser.add_argument(
+        "--tree", default=REPO, help="registryd source tree to measure (default: this checkout)"
+    )
     parser.add_argument("--sort", default="tottime")
     parser.add_argument("--top", type=int, default=40)
     args = parser.parse_args()

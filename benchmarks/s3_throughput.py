@@ -164,7 +164,7 @@ class Blob:
         end = self.length if end is None else end
         whole = len(self.prefix)
         if start < whole:
-            yield self.prefix[start:min(end, whole)]
+            yield self.prefix[start : min(end, whole)]
             start = whole
         with open(self.path, "rb") as file:
             file.seek(start - whole)
@@ -178,35 +178,49 @@ class Blob:
 
 
 def push_monolithic(url, name, blob):
-    status, response, data = request(url, "POST", f"/v2/{name}/blobs/uploads/", b"",
-                                     {"Content-Length": "0"})
+    status, response, data = request(
+        url, "POST", f"/v2/{name}/blobs/uploads/", b"", {"Content-Length": "0"}
+    )
     expect(status, 202, "POST", data)
     target = path_of(response.getheader("Location"))
     separator = "&" if "?" in target else "?"
-    status, _, data = request(url, "PUT", f"{target}{separator}digest={blob.digest}", blob.pieces(),
-                              {"Content-Length": str(blob.length),
-                               "Content-Type": "application/octet-stream"})
+    status, _, data = request(
+        url,
+        "PUT",
+        f"{target}{separator}digest={blob.digest}",
+        blob.pieces(),
+        {"Content-Length": str(blob.length), "Content-Type": "application/octet-stream"},
+    )
     expect(status, 201, "PUT", data)
 
 
 def push_chunked(url, name, blob, chunk=16 * MIB):
-    status, response, data = request(url, "POST", f"/v2/{name}/blobs/uploads/", b"",
-                                     {"Content-Length": "0"})
+    status, response, data = request(
+        url, "POST", f"/v2/{name}/blobs/uploads/", b"", {"Content-Length": "0"}
+    )
     expect(status, 202, "POST", data)
     target = path_of(response.getheader("Location"))
     offset = 0
     while offset < blob.length:
         end = min(offset + chunk, blob.length)
-        status, response, data = request(url, "PATCH", target, blob.pieces(offset, end), {
-            "Content-Length": str(end - offset), "Content-Range": f"{offset}-{end - 1}",
-            "Content-Type": "application/octet-stream",
-        })
+        status, response, data = request(
+            url,
+            "PATCH",
+            target,
+            blob.pieces(offset, end),
+            {
+                "Content-Length": str(end - offset),
+                "Content-Range": f"{offset}-{end - 1}",
+                "Content-Type": "application/octet-stream",
+            },
+        )
         expect(status, 202, "PATCH", data)
         target = path_of(response.getheader("Location"))
         offset = end
     separator = "&" if "?" in target else "?"
-    status, _, data = request(url, "PUT", f"{target}{separator}digest={blob.digest}", b"",
-                              {"Content-Length": "0"})
+    status, _, data = request(
+        url, "PUT", f"{target}{separator}digest={blob.digest}", b"", {"Content-Length": "0"}
+    )
     expect(status, 201, "PUT", data)
 
 
@@ -231,35 +245,69 @@ def push_small_image(url, name, tag, blobs=10, size=256 * 1024):
         data = os.urandom(size)
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         status, response, body = request(
-            url, "POST", f"/v2/{name}/blobs/uploads/?digest={digest}", data,
+            url,
+            "POST",
+            f"/v2/{name}/blobs/uploads/?digest={digest}",
+            data,
             {"Content-Length": str(len(data)), "Content-Type": "application/octet-stream"},
         )
         if status == 202:  # no monolithic POST: PUT to the session
             target = path_of(response.getheader("Location"))
             separator = "&" if "?" in target else "?"
-            status, _, body = request(url, "PUT", f"{target}{separator}digest={digest}", data,
-                                      {"Content-Length": str(len(data))})
+            status, _, body = request(
+                url,
+                "PUT",
+                f"{target}{separator}digest={digest}",
+                data,
+                {"Content-Length": str(len(data))},
+            )
         expect(status, 201, "blob", body)
-        layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest,
-                       "size": len(data)})
+        layers.append(
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": digest,
+                "size": len(data),
+            }
+        )
     config = json.dumps({"architecture": "amd64", "os": "linux", "tag": tag}).encode()
     digest = "sha256:" + hashlib.sha256(config).hexdigest()
-    status, response, body = request(url, "POST", f"/v2/{name}/blobs/uploads/?digest={digest}",
-                                     config, {"Content-Length": str(len(config))})
+    status, response, body = request(
+        url,
+        "POST",
+        f"/v2/{name}/blobs/uploads/?digest={digest}",
+        config,
+        {"Content-Length": str(len(config))},
+    )
     if status == 202:
         target = path_of(response.getheader("Location"))
         separator = "&" if "?" in target else "?"
-        status, _, body = request(url, "PUT", f"{target}{separator}digest={digest}", config,
-                                  {"Content-Length": str(len(config))})
+        status, _, body = request(
+            url,
+            "PUT",
+            f"{target}{separator}digest={digest}",
+            config,
+            {"Content-Length": str(len(config))},
+        )
     expect(status, 201, "config", body)
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest,
-                   "size": len(config)},
-        "layers": layers,
-    }).encode()
-    status, _, body = request(url, "PUT", f"/v2/{name}/manifests/{tag}", manifest,
-                              {"Content-Type": OCI_MANIFEST, "Content-Length": str(len(manifest))})
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": digest,
+                "size": len(config),
+            },
+            "layers": layers,
+        }
+    ).encode()
+    status, _, body = request(
+        url,
+        "PUT",
+        f"/v2/{name}/manifests/{tag}",
+        manifest,
+        {"Content-Type": OCI_MANIFEST, "Content-Length": str(len(manifest))},
+    )
     expect(status, 201, "manifest", body)
 
 
@@ -282,10 +330,13 @@ def run(args):
     try:
         swift.make_bucket()
         servers["registryd"] = tools.S3Registryd(
-            storage_section(swift, "bench-registryd"), log_level="warn", tmpdir=work / "registryd",
+            storage_section(swift, "bench-registryd"),
+            log_level="warn",
+            tmpdir=work / "registryd",
         ).start()
         servers["docker-registry"] = S3Distribution(
-            storage_section(swift, "bench-distribution"), tmpdir=work / "distribution").start()
+            storage_section(swift, "bench-distribution"), tmpdir=work / "distribution"
+        ).start()
         memory = {label: PeakRSS(server.pid) for label, server in servers.items()}
 
         base = work / "blob.bin"
@@ -312,30 +363,40 @@ def run(args):
                 record.setdefault("push (one PUT)", []).append(blob.length / MIB / seconds)
                 chunked = fresh_blob()
                 seconds = timed(push_chunked, url, name, chunked)
-                record.setdefault("push (16 MiB PATCHes)", []).append(chunked.length / MIB / seconds)
+                record.setdefault("push (16 MiB PATCHes)", []).append(
+                    chunked.length / MIB / seconds
+                )
                 seconds = timed(pull, url, name, blob.digest, blob.length)
                 record.setdefault("pull (one GET)", []).append(blob.length / MIB / seconds)
 
                 def concurrent_pulls(url=url, name=name, blob=blob):
-                    threads = [threading.Thread(target=pull, args=(url, name, blob.digest, blob.length))
-                               for _ in range(4)]
+                    threads = [
+                        threading.Thread(target=pull, args=(url, name, blob.digest, blob.length))
+                        for _ in range(4)
+                    ]
                     for thread in threads:
                         thread.start()
                     for thread in threads:
                         thread.join()
 
                 seconds = timed(concurrent_pulls)
-                record.setdefault("pull (4 concurrent GETs)", []).append(4 * blob.length / MIB / seconds)
+                record.setdefault("pull (4 concurrent GETs)", []).append(
+                    4 * blob.length / MIB / seconds
+                )
                 seconds = timed(push_small_image, url, "bench/small", f"r{round_number}")
                 record.setdefault("small image push (10 x 256 KiB), s", []).append(seconds)
-                print(f"round {round_number + 1} {label}: "
-                      + ", ".join(f"{key} {values[-1]:.1f}" for key, values in record.items()),
-                      flush=True)
+                print(
+                    f"round {round_number + 1} {label}: "
+                    + ", ".join(f"{key} {values[-1]:.1f}" for key, values in record.items()),
+                    flush=True,
+                )
 
         peaks = {label: sampler.stop() for label, sampler in memory.items()}
         print()
-        print(f"Blob size {size // MIB} MiB, {args.rounds} rounds, medians; Swift s3api on loopback;"
-              f" {os.cpu_count()} CPUs")
+        print(
+            f"Blob size {size // MIB} MiB, {args.rounds} rounds, medians; Swift s3api on loopback;"
+            f" {os.cpu_count()} CPUs"
+        )
         labels = list(servers)
         print(f"{'workload':<40}{labels[0]:>14}{labels[1]:>18}{'ratio':>8}")
         for workload in results[labels[0]]:
@@ -343,8 +404,10 @@ def run(args):
             unit = "" if workload.endswith(", s") else " MiB/s"
             ratio = values[0] / values[1] if values[1] else float("nan")
             print(f"{workload + unit:<40}{values[0]:>14.1f}{values[1]:>18.1f}{ratio:>8.2f}")
-        print(f"{'peak RSS, MiB':<40}{peaks[labels[0]] / MIB:>14.0f}{peaks[labels[1]] / MIB:>18.0f}"
-              f"{peaks[labels[0]] / peaks[labels[1]]:>8.2f}")
+        print(
+            f"{'peak RSS, MiB':<40}{peaks[labels[0]] / MIB:>14.0f}{peaks[labels[1]] / MIB:>18.0f}"
+            f"{peaks[labels[0]] / peaks[labels[1]]:>8.2f}"
+        )
     finally:
         for server in servers.values():
             server.stop()
@@ -360,7 +423,9 @@ def main():
     args = parser.parse_args()
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     text = args.size
-    args.size = int(float(text[:-1]) * units[text[-1].upper()]) if text[-1].upper() in units else int(text)
+    args.size = (
+        int(float(text[:-1]) * units[text[-1].upper()]) if text[-1].upper() in units else int(text)
+    )
     if args.quick:
         args.size, args.rounds = 64 * MIB, 2
     run(args)

@@ -19,13 +19,19 @@ from registryd import __version__
 #: name -> (module with run(argv), one-line summary)
 COMMANDS = {
     "serve": ("registryd.runtime.serve_command", "run the registry (as twistd -n registryd)"),
-    "check-config": ("registryd.runtime.check_config",
-                     "check a configuration (and REGISTRY_* overrides); print it"),
+    "check-config": (
+        "registryd.runtime.check_config",
+        "check a configuration (and REGISTRY_* overrides); print it",
+    ),
     "gc": ("registryd.ops.gc_command", "garbage collection (same as registryd-gc)"),
-    "referrers": ("registryd.ops.referrers_command",
-                  "rebuild the referrers index (same as registryd-referrers)"),
-    "retention": ("registryd.lifecycle.retention_command",
-                  "apply lifecycle.retention: delete the tags and manifests its rules do not keep"),
+    "referrers": (
+        "registryd.ops.referrers_command",
+        "rebuild the referrers index (same as registryd-referrers)",
+    ),
+    "retention": (
+        "registryd.lifecycle.retention_command",
+        "apply lifecycle.retention: delete the tags and manifests its rules do not keep",
+    ),
 }
 
 

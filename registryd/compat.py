@@ -130,7 +130,8 @@ def accept_one_at_a_time(port):
     if not isinstance(getattr(port, "numberAccepts", None), int):
         raise TwistedChanged(f"{cls.__module__}.{cls.__name__}.numberAccepts", "is not an int")
     fair = type(
-        cls.__name__, (cls,),
+        cls.__name__,
+        (cls,),
         {
             "numberAccepts": property(lambda self: 1, lambda self, value: None),
             _ONE_ACCEPT: True,

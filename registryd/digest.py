@@ -32,7 +32,8 @@ def check_algorithm(algorithm):
     if algorithm not in ALGORITHMS:
         raise DigestInvalid(
             f"unsupported digest algorithm {algorithm!r} (supported: "
-            + ", ".join(sorted(ALGORITHMS)) + ")",
+            + ", ".join(sorted(ALGORITHMS))
+            + ")",
             detail={"algorithm": algorithm},
         )
     return algorithm

@@ -59,13 +59,21 @@ class CA:
             .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                    crl_sign=True, encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False
+            )
             .sign(self.key, hashes.SHA256())
         )
 
@@ -73,8 +81,9 @@ class CA:
     def pem(self):
         return cert_pem(self.certificate)
 
-    def issue(self, common_name, dns=(), ips=(), client=False, key=None, days=1, not_before=None,
-              ca=False):
+    def issue(
+        self, common_name, dns=(), ips=(), client=False, key=None, days=1, not_before=None, ca=False
+    ):
         """C{(key, certificate)} for a server (or client) named so."""
         key = key or new_key()
         names = [x509.DNSName(name) for name in dns] + [
@@ -82,11 +91,14 @@ class CA:
         ]
         usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
         builder = (
-            _builder(_name(common_name), self.certificate.subject, key.public_key(), days, not_before)
+            _builder(
+                _name(common_name), self.certificate.subject, key.public_key(), days, not_before
+            )
             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                critical=False,
             )
         )
         if names:
@@ -111,5 +123,7 @@ def server_files(directory, ca, dns=("localhost",), ips=("127.0.0.1", "::1"), pr
     """Write C{prefix}.crt and C{prefix}.key for a server certificate from
     C{ca}; return their paths."""
     key, certificate = ca.issue(dns[0] if dns else "registryd", dns=dns, ips=ips)
-    return (write(directory, f"{prefix}.crt", cert_pem(certificate)),
-            write(directory, f"{prefix}.key", key_pem(key)))
+    return (
+        write(directory, f"{prefix}.crt", cert_pem(certificate)),
+        write(directory, f"{prefix}.key", key_pem(key)),
+    )

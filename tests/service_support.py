@@ -55,7 +55,8 @@ async def start_service(tmp_path, text, **values):
     service.startService()
     client, pool = make_client(reactor)
     return RunningService(
-        client=client, pool=pool,
+        client=client,
+        pool=pool,
         service=service,
         url=f"http://127.0.0.1:{values['port']}",
         debug_url=f"http://127.0.0.1:{values['debug_port']}",

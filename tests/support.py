@@ -34,9 +34,18 @@ def make_client(reactor):
     return treq.client.HTTPClient(Agent(reactor, pool=pool)), pool
 
 
-async def start_registry(root, delete_enabled=True, host=None, headers=None, accept_sparse=False,
-                         accept_sparse_images=False, driver=None, immutable_tags=None, pulls=None,
-                         quotas=()):
+async def start_registry(
+    root,
+    delete_enabled=True,
+    host=None,
+    headers=None,
+    accept_sparse=False,
+    accept_sparse_images=False,
+    driver=None,
+    immutable_tags=None,
+    pulls=None,
+    quotas=(),
+):
     """Serve a filesystem registry at C{root} on 127.0.0.1:<free port>
     (or on C{driver}, when given: a wrapped or instrumented one).
     C{pulls}: called with the registry, returns the app's pull recorder."""
@@ -49,14 +58,21 @@ async def start_registry(root, delete_enabled=True, host=None, headers=None, acc
     from registryd.storage.registry import Registry
 
     registry = Registry(
-        driver or FilesystemDriver(str(root)), delete_enabled=delete_enabled,
-        accept_sparse_manifests=accept_sparse, accept_sparse_images=accept_sparse_images,
-        immutable_tags=immutable_tags, quotas=quotas,
+        driver or FilesystemDriver(str(root)),
+        delete_enabled=delete_enabled,
+        accept_sparse_manifests=accept_sparse,
+        accept_sparse_images=accept_sparse_images,
+        immutable_tags=immutable_tags,
+        quotas=quotas,
     )
-    site = StreamingSite(RegistryApp(
-        registry, urls=URLBuilder(host), headers=headers,
-        pulls=pulls(registry) if pulls is not None else None,
-    ).resource())
+    site = StreamingSite(
+        RegistryApp(
+            registry,
+            urls=URLBuilder(host),
+            headers=headers,
+            pulls=pulls(registry) if pulls is not None else None,
+        ).resource()
+    )
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
     return registry, port
 
@@ -72,7 +88,10 @@ async def serving(tmp_path, **options):
     client, pool = make_client(reactor)
     running = RunningRegistry(
         url=f"http://127.0.0.1:{port.getHost().port}",
-        registry=registry, root=root, port=port, client=client,
+        registry=registry,
+        root=root,
+        port=port,
+        client=client,
     )
     try:
         yield running
@@ -177,8 +196,11 @@ def logged_failures():
     found = []
 
     def observe(event):
-        if ("log_failure" in event or event.get("isError")
-                or event.get("log_level") in (LogLevel.error, LogLevel.critical)):
+        if (
+            "log_failure" in event
+            or event.get("isError")
+            or event.get("log_level") in (LogLevel.error, LogLevel.critical)
+        ):
             found.append(event)
 
     globalLogPublisher.addObserver(observe)
@@ -201,4 +223,5 @@ def in_reactor(coroutine_function, *args):
     from twisted.internet import defer, reactor, threads
 
     return threads.blockingCallFromThread(
-        reactor, lambda: defer.ensureDeferred(coroutine_function(*args)))
+        reactor, lambda: defer.ensureDeferred(coroutine_function(*args))
+    )

@@ -49,8 +49,9 @@ def create(config, shared_state=None):
         def realm(request):
             return urls.base(request) + path
 
-    authorizer = BearerAuthorizer(realm, auth.token.service, verifier,
-                                  policy if issuer is not None else None)
+    authorizer = BearerAuthorizer(
+        realm, auth.token.service, verifier, policy if issuer is not None else None
+    )
     return authorizer, issuer
 
 
@@ -93,12 +94,24 @@ def _issuer(auth, checker, htfile, policy):
             certificates = load_certificates(server.certificate)
         except KeyFileError as error:
             raise ConfigError("auth.tokenserver.certificate", str(error)) from None
-        if certificates[0].public_key().public_bytes(*_SPKI) != key.public_key().public_bytes(*_SPKI):
-            raise ConfigError("auth.tokenserver.certificate", "does not hold the public key of auth.tokenserver.key")
+        if certificates[0].public_key().public_bytes(*_SPKI) != key.public_key().public_bytes(
+            *_SPKI
+        ):
+            raise ConfigError(
+                "auth.tokenserver.certificate",
+                "does not hold the public key of auth.tokenserver.key",
+            )
     return TokenIssuer(
-        key, auth.token.issuer, auth.token.service, checker, htfile, policy,
-        certificates=certificates, expiration=server.expiration,
-        refresh_expiration=server.refreshexpiration, basic_realm=auth.htpasswd.realm,
+        key,
+        auth.token.issuer,
+        auth.token.service,
+        checker,
+        htfile,
+        policy,
+        certificates=certificates,
+        expiration=server.expiration,
+        refresh_expiration=server.refreshexpiration,
+        basic_realm=auth.htpasswd.realm,
     )
 
 

@@ -107,4 +107,3 @@ class AccessRules:
         """Any caller some rule applies to may list (a filtered) catalog."""
         user_groups = self.groups_of(user) if user is not None else frozenset()
         return any(rule.applies_to(user, user_groups) for rule in self.rules)
-

@@ -40,7 +40,8 @@ def _detail(accesses):
     """Distribution's error detail: one entry per needed action."""
     return [
         {"Type": access.type, "Name": access.name, "Action": action}
-        for access in accesses for action in sorted(access.actions)
+        for access in accesses
+        for action in sorted(access.actions)
     ] or None
 
 
@@ -111,8 +112,12 @@ class TokenGrant:
     def allows(self, type, name, action):
         if self.token.access.allows(type, name, action):
             return True
-        return (self.policy is not None and type == REPOSITORY and action == PULL
-                and PULL in self.policy.actions(self.user, name))
+        return (
+            self.policy is not None
+            and type == REPOSITORY
+            and action == PULL
+            and PULL in self.policy.actions(self.user, name)
+        )
 
     def may_list(self, name):
         if self.policy is not None:
@@ -147,7 +152,8 @@ class BasicAuthorizer:
 
     def _unauthorized(self, message, needed):
         return errors.Unauthorized(
-            message, detail=_detail(needed),
+            message,
+            detail=_detail(needed),
             headers={"WWW-Authenticate": challenge("Basic", realm=self.realm)},
         )
 
@@ -167,9 +173,11 @@ class BasicAuthorizer:
             try:
                 user = await self.checker.authenticate(credentials, client_host(request))
             except UnauthorizedLogin:
-                log.info("failed login for {user!r} from {client}",
-                         user=credentials.username.decode("utf-8", "replace")[:100],
-                         client=request.getClientAddress())
+                log.info(
+                    "failed login for {user!r} from {client}",
+                    user=credentials.username.decode("utf-8", "replace")[:100],
+                    client=request.getClientAddress(),
+                )
                 raise self._unauthorized("invalid username or password", needed) from None
         grant = PolicyGrant(self.policy, user)
         lacking = grant.missing(needed)
@@ -198,11 +206,14 @@ class BearerAuthorizer:
 
     def _challenge(self, request, needed, error=None):
         realm = self.realm(request) if callable(self.realm) else self.realm
-        return challenge("Bearer", realm=realm, service=self.service, scope=_scope(needed), error=error)
+        return challenge(
+            "Bearer", realm=realm, service=self.service, scope=_scope(needed), error=error
+        )
 
     def _unauthorized(self, request, message, needed, error=None):
         return errors.Unauthorized(
-            message, detail=_detail(needed),
+            message,
+            detail=_detail(needed),
             headers={"WWW-Authenticate": self._challenge(request, needed, error)},
         )
 
@@ -229,7 +240,10 @@ class BearerAuthorizer:
         if lacking:
             raise errors.Denied(
                 "the token does not grant the access this request needs",
-                detail=_detail(lacking), user=grant.user,
-                headers={"WWW-Authenticate": self._challenge(request, needed, "insufficient_scope")},
+                detail=_detail(lacking),
+                user=grant.user,
+                headers={
+                    "WWW-Authenticate": self._challenge(request, needed, "insufficient_scope")
+                },
             )
         return grant

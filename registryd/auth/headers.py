@@ -48,7 +48,9 @@ def basic_credentials(credentials):
     try:
         decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
     except (binascii.Error, ValueError):
-        raise MalformedAuthorization("Basic credentials are not base64 of UTF-8 user:password") from None
+        raise MalformedAuthorization(
+            "Basic credentials are not base64 of UTF-8 user:password"
+        ) from None
     user, sep, password = decoded.partition(":")
     if not sep or not user:
         raise MalformedAuthorization("Basic credentials are not user:password")

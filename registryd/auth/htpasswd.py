@@ -66,7 +66,9 @@ def parse_htpasswd(text, source="htpasswd"):
             log.warn(
                 "{source} line {number}: user {user!r} has no bcrypt hash "
                 "(create it with htpasswd -B); ignored",
-                source=source, number=number, user=user,
+                source=source,
+                number=number,
+                user=user,
             )
             continue
         users[user] = hashed.encode("ascii", "replace")
@@ -101,11 +103,16 @@ class HtpasswdFile:
             with open(self.path, encoding="utf-8", errors="replace") as stream:
                 users = parse_htpasswd(stream.read(), self.path)
         except (OSError, HtpasswdError) as error:
-            message = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+            message = (
+                error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+            )
             if initial:
                 raise HtpasswdError(f"cannot read {self.path}: {message}") from None
-            log.error("htpasswd {path}: {message}; keeping the previous users",
-                      path=self.path, message=message)
+            log.error(
+                "htpasswd {path}: {message}; keeping the previous users",
+                path=self.path,
+                message=message,
+            )
             self._signature = None
             return
         if not initial:

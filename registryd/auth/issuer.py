@@ -53,9 +53,20 @@ def _rfc3339(timestamp):
 class TokenIssuer:
     """Signs access and refresh tokens for ``service``."""
 
-    def __init__(self, private_key, issuer, service, checker, htfile, policy,
-                 certificates=(), expiration=300, refresh_expiration=30 * 24 * 3600,
-                 basic_realm=None, clock=time.time):
+    def __init__(
+        self,
+        private_key,
+        issuer,
+        service,
+        checker,
+        htfile,
+        policy,
+        certificates=(),
+        expiration=300,
+        refresh_expiration=30 * 24 * 3600,
+        basic_realm=None,
+        clock=time.time,
+    ):
         self.private_key = private_key
         self.basic_realm = basic_realm or service
         self.public_key = private_key.public_key()
@@ -118,16 +129,18 @@ class TokenIssuer:
 
     def refresh_token(self, user):
         now = int(self._clock())
-        return self._sign({
-            "iss": self.issuer,
-            "sub": user,
-            "aud": self.service,
-            "exp": now + self.refresh_expiration,
-            "iat": now,
-            "jti": uuid.uuid4().hex,
-            TOKEN_USE: "refresh",
-            "pwd": self.htfile.fingerprint(user),
-        })
+        return self._sign(
+            {
+                "iss": self.issuer,
+                "sub": user,
+                "aud": self.service,
+                "exp": now + self.refresh_expiration,
+                "iat": now,
+                "jti": uuid.uuid4().hex,
+                TOKEN_USE: "refresh",
+                "pwd": self.htfile.fingerprint(user),
+            }
+        )
 
     def user_from_refresh_token(self, token):
         """The user a refresh token was issued to, if it is still good."""

@@ -24,7 +24,16 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 #: Asymmetric JWS algorithms registryd verifies (HMAC needs a shared secret
 #: registryd has no place for; "none" is never accepted).
 ASYMMETRIC_ALGORITHMS = (
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
 )
 #: Distribution's names that registryd refuses, with the reason.
 UNSUPPORTED_ALGORITHMS = ("HS256", "HS384", "HS512")
@@ -67,7 +76,11 @@ def public_jwk(public_key):
     raise KeyFileError("unsupported key type")
 
 
-_THUMBPRINT_MEMBERS = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}
+_THUMBPRINT_MEMBERS = {
+    "RSA": ("e", "kty", "n"),
+    "EC": ("crv", "kty", "x", "y"),
+    "OKP": ("crv", "kty", "x"),
+}
 
 
 def jwk_thumbprint(jwk):
@@ -88,7 +101,7 @@ def libtrust_key_id(public_key):
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     encoded = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode("ascii").rstrip("=")
-    return ":".join(encoded[i:i + 4] for i in range(0, len(encoded), 4))
+    return ":".join(encoded[i : i + 4] for i in range(0, len(encoded), 4))
 
 
 def key_ids(public_key):

@@ -61,8 +61,15 @@ class _Pair:
 
 
 class LoginThrottle:
-    def __init__(self, free=FREE, base=BASE, cap=CAP, forget=FORGET,
-                 clock=time.monotonic, max_pairs=MAX_PAIRS):
+    def __init__(
+        self,
+        free=FREE,
+        base=BASE,
+        cap=CAP,
+        forget=FORGET,
+        clock=time.monotonic,
+        max_pairs=MAX_PAIRS,
+    ):
         self.free = free
         self.base = base
         self.cap = cap

@@ -65,8 +65,9 @@ class TokenVerifier:
     #: bound of the kept tokens' text, in bytes
     max_kept_bytes = 4 * 1024 * 1024
 
-    def __init__(self, issuer, service, trusted_keys=(), roots=(), algorithms=None,
-                 clock=time.time):
+    def __init__(
+        self, issuer, service, trusted_keys=(), roots=(), algorithms=None, clock=time.time
+    ):
         """
         :param trusted_keys: ``[(kid or None, public key)]``; each key is
             also found by its thumbprint and libtrust id.
@@ -145,11 +146,17 @@ class TokenVerifier:
             raise InvalidToken(f"signing algorithm {_shorten(algorithm)} is not accepted")
         key = self._signing_key(header)
         if algorithm not in keylib.algorithms_for(key):
-            raise InvalidToken(f"signing algorithm {_shorten(algorithm)} does not fit the signing key")
+            raise InvalidToken(
+                f"signing algorithm {_shorten(algorithm)} does not fit the signing key"
+            )
         try:
             claims = jwt.decode(
-                token, key, algorithms=[algorithm],
-                audience=audience or self.service, issuer=self.issuer, leeway=LEEWAY,
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=audience or self.service,
+                issuer=self.issuer,
+                leeway=LEEWAY,
                 options={"require": ["exp", "iss", "aud"]},
             )
         except jwt.exceptions.ExpiredSignatureError:
@@ -166,8 +173,9 @@ class TokenVerifier:
             raise InvalidToken(f"invalid token: {error}") from None
         is_refresh = claims.get(TOKEN_USE) == "refresh"
         if is_refresh != (purpose == "refresh"):
-            raise InvalidToken("a refresh token is no access token" if is_refresh
-                               else "not a refresh token")
+            raise InvalidToken(
+                "a refresh token is no access token" if is_refresh else "not a refresh token"
+            )
         try:
             access = AccessSet(parse_access_claim(claims.get("access")))
         except ValueError as error:
@@ -202,7 +210,9 @@ class TokenVerifier:
         if not isinstance(x5c, list) or not all(isinstance(c, str) for c in x5c) or len(x5c) > 10:
             raise InvalidToken("malformed x5c header")
         try:
-            chain = [x509.load_der_x509_certificate(base64.b64decode(c, validate=True)) for c in x5c]
+            chain = [
+                x509.load_der_x509_certificate(base64.b64decode(c, validate=True)) for c in x5c
+            ]
         except (ValueError, binascii.Error):
             raise InvalidToken("malformed certificate in the x5c header") from None
         now = datetime.datetime.now(datetime.timezone.utc)

@@ -38,19 +38,30 @@ class GCConfig:
     """gc (registryd's own): online garbage collection."""
 
     #: seconds: blobs (and links, untagged manifests) younger than this stay
-    grace_period = setting("graceperiod", Duration(),
-                           "Blobs, links and manifests younger than this stay.", default=3600.0)
+    grace_period = setting(
+        "graceperiod",
+        Duration(),
+        "Blobs, links and manifests younger than this stay.",
+        default=3600.0,
+    )
     #: seconds between scheduled online collections; None: never
-    interval = setting("interval", Custom(_gc_interval, "duration"),
-                       "Time between online collections; 0: never.", default=None)
-    delete_untagged = setting("deleteuntagged", Boolean(),
-                              "Also remove manifests no tag reaches.", default=False)
+    interval = setting(
+        "interval",
+        Custom(_gc_interval, "duration"),
+        "Time between online collections; 0: never.",
+        default=None,
+    )
+    delete_untagged = setting(
+        "deleteuntagged", Boolean(), "Also remove manifests no tag reaches.", default=False
+    )
     dry_run = setting("dryrun", Boolean(), "Scheduled runs only report.", default=False)
 
 
 def _endpoint_string(value, path):
     if not String().check(value, path).strip():
-        raise ConfigError(path, "expected a Twisted endpoint string such as tcp:5022:interface=127.0.0.1")
+        raise ConfigError(
+            path, "expected a Twisted endpoint string such as tcp:5022:interface=127.0.0.1"
+        )
     return value
 
 
@@ -66,22 +77,45 @@ class ManholeConfig:
 
     #: absolute path of an OpenSSH authorized_keys file
     authorized_keys = setting(
-        "authorized_keys", FilePath(), "The public keys allowed to log in.",
-        required="required: an OpenSSH authorized_keys file with the keys allowed to log in")
-    listen = setting("listen", Custom(_endpoint_string, "Twisted endpoint"), "Where SSH listens.",
-                     default=DEFAULT_MANHOLE_LISTEN)
+        "authorized_keys",
+        FilePath(),
+        "The public keys allowed to log in.",
+        required="required: an OpenSSH authorized_keys file with the keys allowed to log in",
+    )
+    listen = setting(
+        "listen",
+        Custom(_endpoint_string, "Twisted endpoint"),
+        "Where SSH listens.",
+        default=DEFAULT_MANHOLE_LISTEN,
+    )
     user = setting(
         "user",
-        Pattern(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,31}",
-                "expected a user name of letters, digits, '_', '.', '-', got {value!r}"),
-        "The SSH user name.", default="admin")
+        Pattern(
+            r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,31}",
+            "expected a user name of letters, digits, '_', '.', '-', got {value!r}",
+        ),
+        "The SSH user name.",
+        default="admin",
+    )
     #: absolute path; None: DEFAULT_MANHOLE_HOST_KEY
-    host_key = setting("host_key", FilePath(), "The server's key, generated if missing.",
-                       default=None, shown=DEFAULT_MANHOLE_HOST_KEY)
+    host_key = setting(
+        "host_key",
+        FilePath(),
+        "The server's key, generated if missing.",
+        default=None,
+        shown=DEFAULT_MANHOLE_HOST_KEY,
+    )
     #: Seconds one typed statement may compute (waiting on a helper excluded).
-    timelimit = setting("timelimit", Duration(minimum=0.1),
-                        "A statement computing longer is stopped.", default=DEFAULT_MANHOLE_TIME_LIMIT)
+    timelimit = setting(
+        "timelimit",
+        Duration(minimum=0.1),
+        "A statement computing longer is stopped.",
+        default=DEFAULT_MANHOLE_TIME_LIMIT,
+    )
     #: Bytes the daemon's memory may grow by while typed statements run.
     memorylimit = setting(
-        "memorylimit", Integer(1024 * 1024, "expected at least {minimum} bytes, got {value}"),
-        "Bytes the daemon may grow by while statements run.", default=DEFAULT_MANHOLE_MEMORY_LIMIT)
+        "memorylimit",
+        Integer(1024 * 1024, "expected at least {minimum} bytes, got {value}"),
+        "Bytes the daemon may grow by while statements run.",
+        default=DEFAULT_MANHOLE_MEMORY_LIMIT,
+    )

@@ -51,10 +51,12 @@ _REQUIRED_STRING = String(nonempty=True)
 @section()
 @attr.s(frozen=True)
 class HtpasswdConfig:
-    realm = setting("realm", _REQUIRED_STRING, "The realm of the Basic challenge.",
-                    required="required")
-    path = setting("path", _REQUIRED_STRING, "The htpasswd file (bcrypt entries).",
-                   required="required")
+    realm = setting(
+        "realm", _REQUIRED_STRING, "The realm of the Basic challenge.", required="required"
+    )
+    path = setting(
+        "path", _REQUIRED_STRING, "The htpasswd file (bcrypt entries).", required="required"
+    )
 
 
 def _algorithms(value, path):
@@ -66,10 +68,15 @@ def _algorithms(value, path):
         name_path = f"{path}[{index}]"
         String().check(name, name_path)
         if name in UNSUPPORTED_ALGORITHMS:
-            raise ConfigError(name_path, f"{name} (a shared secret) is not supported; "
-                              "sign tokens with an RSA, EC or Ed25519 key")
+            raise ConfigError(
+                name_path,
+                f"{name} (a shared secret) is not supported; "
+                "sign tokens with an RSA, EC or Ed25519 key",
+            )
         if name not in ASYMMETRIC_ALGORITHMS:
-            raise ConfigError(name_path, f"expected one of {', '.join(ASYMMETRIC_ALGORITHMS)}, got {name!r}")
+            raise ConfigError(
+                name_path, f"expected one of {', '.join(ASYMMETRIC_ALGORITHMS)}, got {name!r}"
+            )
     return tuple(value)
 
 
@@ -86,8 +93,12 @@ def _finish_token(found):
 
 
 @section(
-    extra("autoredirect", Boolean(), "The realm is this registry's own autoredirectpath.",
-          default=False),
+    extra(
+        "autoredirect",
+        Boolean(),
+        "The realm is this registry's own autoredirectpath.",
+        default=False,
+    ),
     finish=_finish_token,
 )
 @attr.s(frozen=True)
@@ -95,29 +106,58 @@ class TokenConfig:
     #: The token server URL, or None to point at registryd's own
     #: ``/auth/token`` at the request's base URL (autoredirect/tokenserver).
     realm = setting("realm", _REQUIRED_STRING, "The token server's URL.")
-    service = setting("service", _REQUIRED_STRING, "The audience of the tokens.", required="required")
+    service = setting(
+        "service", _REQUIRED_STRING, "The audience of the tokens.", required="required"
+    )
     issuer = setting("issuer", _REQUIRED_STRING, "The issuer of the tokens.", required="required")
-    rootcertbundle = setting("rootcertbundle", _REQUIRED_STRING,
-                             "PEM certificates whose keys sign tokens.", default=None)
-    jwks = setting("jwks", _REQUIRED_STRING, "A JWKS file of the keys that sign tokens.", default=None)
-    algorithms = setting("signingalgorithms", Custom(_algorithms, "list of algorithm names"),
-                         "The algorithms accepted; default: every supported one.", default=None)
-    autoredirectpath = setting("autoredirectpath", Custom(_absolute_path, "path"),
-                               "The path of registryd's own token endpoint.", default="/auth/token")
+    rootcertbundle = setting(
+        "rootcertbundle", _REQUIRED_STRING, "PEM certificates whose keys sign tokens.", default=None
+    )
+    jwks = setting(
+        "jwks", _REQUIRED_STRING, "A JWKS file of the keys that sign tokens.", default=None
+    )
+    algorithms = setting(
+        "signingalgorithms",
+        Custom(_algorithms, "list of algorithm names"),
+        "The algorithms accepted; default: every supported one.",
+        default=None,
+    )
+    autoredirectpath = setting(
+        "autoredirectpath",
+        Custom(_absolute_path, "path"),
+        "The path of registryd's own token endpoint.",
+        default="/auth/token",
+    )
 
 
 @section()
 @attr.s(frozen=True)
 class TokenServerConfig:
-    key = setting("key", String(), "PEM private key tokens are signed with.",
-                  required="required: the PEM private key tokens are signed with", own=True)
-    certificate = setting("certificate", String(), "Adds x5c to tokens, for Distribution.",
-                          default=None, own=True)
+    key = setting(
+        "key",
+        String(),
+        "PEM private key tokens are signed with.",
+        required="required: the PEM private key tokens are signed with",
+        own=True,
+    )
+    certificate = setting(
+        "certificate", String(), "Adds x5c to tokens, for Distribution.", default=None, own=True
+    )
     # The spec: never less than 60 seconds, for older clients.
-    expiration = setting("expiration", Duration(60, numbers="seconds", whole=True),
-                         "How long an access token lives.", default=300, own=True)
-    refreshexpiration = setting("refreshexpiration", Duration(60, numbers="seconds", whole=True),
-                                "How long a refresh token lives.", default=30 * 24 * 3600, own=True)
+    expiration = setting(
+        "expiration",
+        Duration(60, numbers="seconds", whole=True),
+        "How long an access token lives.",
+        default=300,
+        own=True,
+    )
+    refreshexpiration = setting(
+        "refreshexpiration",
+        Duration(60, numbers="seconds", whole=True),
+        "How long a refresh token lives.",
+        default=30 * 24 * 3600,
+        own=True,
+    )
 
 
 #: auth.access lists of names: users, groups, members.
@@ -147,7 +187,9 @@ def _actions(value, path):
     allowed = REPOSITORY_ACTIONS + (ALL,)
     for index, name in enumerate(names):
         if name not in allowed:
-            raise ConfigError(f"{path}[{index}]", f"expected one of {', '.join(allowed)}, got {name!r}")
+            raise ConfigError(
+                f"{path}[{index}]", f"expected one of {', '.join(allowed)}, got {name!r}"
+            )
     if not names:
         raise ConfigError(path, "expected at least one action")
     return tuple(names)
@@ -156,7 +198,9 @@ def _actions(value, path):
 def _finish_rule(found):
     from registryd.auth.access import Rule
 
-    if not (found.values.get("users") or found.values.get("groups") or found.values.get("anonymous")):
+    if not (
+        found.values.get("users") or found.values.get("groups") or found.values.get("anonymous")
+    ):
         raise ConfigError(found.path, "names nobody: add users, groups or anonymous: true")
     return Rule(**found.values)
 
@@ -166,12 +210,19 @@ def _finish_rule(found):
 class RuleSettings:
     """auth.access.rules[]: read into a registryd.auth.access.Rule."""
 
-    repositories = setting("repositories", Custom(_repositories, "list of patterns"),
-                           "Repository patterns: * within a component, ** across, ${user}.",
-                           required="required")
-    actions = setting("actions", Custom(_actions, "list of actions"), "pull, push, delete or *.",
-                      required="required")
-    users = setting("users", _NAMES, "Users granted (\"*\": any authenticated user).", default=())
+    repositories = setting(
+        "repositories",
+        Custom(_repositories, "list of patterns"),
+        "Repository patterns: * within a component, ** across, ${user}.",
+        required="required",
+    )
+    actions = setting(
+        "actions",
+        Custom(_actions, "list of actions"),
+        "pull, push, delete or *.",
+        required="required",
+    )
+    users = setting("users", _NAMES, 'Users granted ("*": any authenticated user).', default=())
     groups = setting("groups", _NAMES, "Groups granted.", default=())
     anonymous = setting("anonymous", Boolean(), "Everyone, logged in or not.", default=False)
 
@@ -191,28 +242,42 @@ def _finish_access(found):
     for index, rule in enumerate(found.values.get("rules", ())):
         for group in rule.groups:
             if group not in groups:
-                raise ConfigError(f"{found.path_of('rules')}[{index}].groups",
-                                  f"group {group!r} is not defined under {found.path_of('groups')}")
+                raise ConfigError(
+                    f"{found.path_of('rules')}[{index}].groups",
+                    f"group {group!r} is not defined under {found.path_of('groups')}",
+                )
     return found.build()
 
 
 @section(finish=_finish_access)
 @attr.s(frozen=True)
 class AccessConfig:
-    rules = setting("rules", ListOf(SectionOf(RuleSettings), "expected a list of rules, got {got}",
-                                    nullable=False),
-                    "Rules granting actions on repositories; a caller gets their union.",
-                    default=(), converter=as_tuple, own=True)
-    groups = setting("groups", Custom(_groups, "mapping of group to users"), "Groups of users.",
-                     factory=dict, own=True)
+    rules = setting(
+        "rules",
+        ListOf(SectionOf(RuleSettings), "expected a list of rules, got {got}", nullable=False),
+        "Rules granting actions on repositories; a caller gets their union.",
+        default=(),
+        converter=as_tuple,
+        own=True,
+    )
+    groups = setting(
+        "groups",
+        Custom(_groups, "mapping of group to users"),
+        "Groups of users.",
+        factory=dict,
+        own=True,
+    )
 
 
 def _finish_auth(found):
     htpasswd, token, server, access = (
-        found.values.get(name) for name in ("htpasswd", "token", "tokenserver", "access"))
+        found.values.get(name) for name in ("htpasswd", "token", "tokenserver", "access")
+    )
     if server is not None and (token is None or htpasswd is None):
-        raise ConfigError(found.path_of("tokenserver"),
-                          "needs auth.token (what the tokens say) and auth.htpasswd (who may log in)")
+        raise ConfigError(
+            found.path_of("tokenserver"),
+            "needs auth.token (what the tokens say) and auth.htpasswd (who may log in)",
+        )
     if token is not None and htpasswd is not None and server is None:
         raise ConfigError(
             found.path,
@@ -227,10 +292,14 @@ def _finish_auth(found):
         )
     if token is not None and server is None:
         if token.realm is None:
-            raise ConfigError(join(found.path, "token.realm"), "required (or set autoredirect: true)")
+            raise ConfigError(
+                join(found.path, "token.realm"), "required (or set autoredirect: true)"
+            )
         if token.rootcertbundle is None and token.jwks is None:
-            raise ConfigError(join(found.path, "token"),
-                              "required: rootcertbundle or jwks (the keys tokens are signed with)")
+            raise ConfigError(
+                join(found.path, "token"),
+                "required: rootcertbundle or jwks (the keys tokens are signed with)",
+            )
     if not found.raw:
         return None
     return found.build()
@@ -239,10 +308,21 @@ def _finish_auth(found):
 @section(not_yet("silly"), not_yet("none"), finish=_finish_auth)
 @attr.s(frozen=True)
 class AuthConfig:
-    htpasswd = setting("htpasswd", SectionOf(HtpasswdConfig), "HTTP Basic against an htpasswd file.",
-                       default=None)
+    htpasswd = setting(
+        "htpasswd", SectionOf(HtpasswdConfig), "HTTP Basic against an htpasswd file.", default=None
+    )
     token = setting("token", SectionOf(TokenConfig), "Docker's token flow.", default=None)
-    tokenserver = setting("tokenserver", SectionOf(TokenServerConfig),
-                          "registryd issues the tokens itself.", default=None, own=True)
-    access = setting("access", SectionOf(AccessConfig), "Access rules for htpasswd users.",
-                     default=None, own=True)
+    tokenserver = setting(
+        "tokenserver",
+        SectionOf(TokenServerConfig),
+        "registryd issues the tokens itself.",
+        default=None,
+        own=True,
+    )
+    access = setting(
+        "access",
+        SectionOf(AccessConfig),
+        "Access rules for htpasswd users.",
+        default=None,
+        own=True,
+    )

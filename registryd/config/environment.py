@@ -82,20 +82,36 @@ def _also(section, **aliases):
 _LEAF = None
 
 _TLS = _section(
-    certificate=_LEAF, key=_LEAF, clientcas=_List(_LEAF), clientauth=_LEAF, minimumtls=_LEAF,
+    certificate=_LEAF,
+    key=_LEAF,
+    clientcas=_List(_LEAF),
+    clientauth=_LEAF,
+    minimumtls=_LEAF,
     ciphersuites=_List(_LEAF),
     letsencrypt=_section(cachefile=_LEAF, email=_LEAF, hosts=_List(_LEAF), directoryurl=_LEAF),
 )
 
 _ENDPOINT = _section(
-    name=_LEAF, disabled=_LEAF, url=_LEAF, headers=OPEN, timeout=_LEAF, threshold=_LEAF,
-    backoff=_LEAF, ignoredmediatypes=_List(_LEAF),
+    name=_LEAF,
+    disabled=_LEAF,
+    url=_LEAF,
+    headers=OPEN,
+    timeout=_LEAF,
+    threshold=_LEAF,
+    backoff=_LEAF,
+    ignoredmediatypes=_List(_LEAF),
     ignore=_section(mediatypes=_List(_LEAF), actions=_List(_LEAF)),
 )
 
 _CHECK = dict(
-    interval=_LEAF, threshold=_LEAF, timeout=_LEAF, file=_LEAF, uri=_LEAF, headers=OPEN,
-    statuscode=_LEAF, addr=_LEAF,
+    interval=_LEAF,
+    threshold=_LEAF,
+    timeout=_LEAF,
+    file=_LEAF,
+    uri=_LEAF,
+    headers=OPEN,
+    statuscode=_LEAF,
+    addr=_LEAF,
 )
 
 _REDIS_OPTIONS = (
@@ -113,8 +129,12 @@ _REDIS_OPTIONS = (
 DISTRIBUTION = _section(
     version=_LEAF,
     log=_section(
-        accesslog=_section(disabled=_LEAF), level=_LEAF, formatter=_LEAF, fields=OPEN,
-        hooks=_List(OPEN), reportcaller=_LEAF,
+        accesslog=_section(disabled=_LEAF),
+        level=_LEAF,
+        formatter=_LEAF,
+        fields=OPEN,
+        hooks=_List(OPEN),
+        reportcaller=_LEAF,
     ),
     loglevel=_LEAF,
     storage=OPEN,
@@ -123,14 +143,24 @@ DISTRIBUTION = _section(
     reporting=OPEN,  # Distribution 2.8 (bugsnag, newrelic); registryd refuses it
     compatibility=OPEN,  # Distribution 2.8 (schema1); registryd refuses it
     http=_section(
-        addr=_LEAF, net=_LEAF, host=_LEAF, prefix=_LEAF, secret=_LEAF, relativeurls=_LEAF,
-        draintimeout=_LEAF, tls=_TLS, headers=OPEN,
+        addr=_LEAF,
+        net=_LEAF,
+        host=_LEAF,
+        prefix=_LEAF,
+        secret=_LEAF,
+        relativeurls=_LEAF,
+        draintimeout=_LEAF,
+        tls=_TLS,
+        headers=OPEN,
         debug=_section(addr=_LEAF, prometheus=_section(enabled=_LEAF, path=_LEAF)),
-        http2=_section(disabled=_LEAF), h2c=_section(enabled=_LEAF),
+        http2=_section(disabled=_LEAF),
+        h2c=_section(enabled=_LEAF),
     ),
     notifications=_also(
-        _section(events=_section(includereferences=_LEAF), endpoints=_List(_ENDPOINT),
-                 ),
+        _section(
+            events=_section(includereferences=_LEAF),
+            endpoints=_List(_ENDPOINT),
+        ),
         eventconfig="events",
     ),
     redis=_section(
@@ -140,20 +170,28 @@ DISTRIBUTION = _section(
     ),
     health=_also(
         _section(
-            file=_List(_section(**_CHECK)), http=_List(_section(**_CHECK)),
+            file=_List(_section(**_CHECK)),
+            http=_List(_section(**_CHECK)),
             tcp=_List(_section(**_CHECK)),
             storagedriver=_section(enabled=_LEAF, interval=_LEAF, threshold=_LEAF),
         ),
-        filecheckers="file", httpcheckers="http", tcpcheckers="tcp",
+        filecheckers="file",
+        httpcheckers="http",
+        tcpcheckers="tcp",
     ),
     catalog=_section(maxentries=_LEAF),
     tags=_section(maxtags=_LEAF),
     proxy=_section(
-        remoteurl=_LEAF, username=_LEAF, password=_LEAF, ttl=_LEAF, cachewritetimeout=_LEAF,
+        remoteurl=_LEAF,
+        username=_LEAF,
+        password=_LEAF,
+        ttl=_LEAF,
+        cachewritetimeout=_LEAF,
         exec=_section(command=_LEAF, lifetime=_LEAF),
     ),
     validation=_section(
-        enabled=_LEAF, disabled=_LEAF,
+        enabled=_LEAF,
+        disabled=_LEAF,
         manifests=_section(
             urls=_section(allow=_List(_LEAF), deny=_List(_LEAF)),
             indexes=_section(platforms=_LEAF, platformlist=_List(OPEN)),
@@ -161,7 +199,6 @@ DISTRIBUTION = _section(
     ),
     policy=OPEN,
 )
-
 
 
 def with_keys(table, keys):
@@ -194,10 +231,19 @@ def _add_path(table, parts, leaf):
 
 #: Key names whose values are credentials wherever they are (a driver's
 #: parameters, headers): masked by :func:`masked`, with the schema's secret keys.
-SECRET_KEYS = frozenset({
-    "password", "secret", "secretkey", "accesskey", "sessiontoken", "sentinelpassword",
-    "apikey", "licensekey", "authorization",
-})
+SECRET_KEYS = frozenset(
+    {
+        "password",
+        "secret",
+        "secretkey",
+        "accesskey",
+        "sessiontoken",
+        "sentinelpassword",
+        "apikey",
+        "licensekey",
+        "authorization",
+    }
+)
 MASK = "********"
 
 
@@ -237,7 +283,7 @@ def apply(mapping, environ, table=DISTRIBUTION, error=ValueError, loader=yaml.Sa
     result = copy.deepcopy(mapping)
     applied, ignored = [], []
     for name, value in variables(environ):
-        parts = name[len(PREFIX):].split("_")
+        parts = name[len(PREFIX) :].split("_")
         try:
             payload = yaml.load(value, Loader=loader)
         except yaml.YAMLError as problem:
@@ -276,8 +322,10 @@ def _set(node, table, parts, payload, name, error):
     for position, (key, child) in enumerate(steps):
         if isinstance(key, int):
             if key > len(node):
-                raise error(f"{name}: {_dotted(path)}: index {key} is past the list's end "
-                            f"({len(node)} items)")
+                raise error(
+                    f"{name}: {_dotted(path)}: index {key} is past the list's end "
+                    f"({len(node)} items)"
+                )
             if key == len(node):
                 node.append(None)
         else:
@@ -367,8 +415,10 @@ def attribute(error, overrides, error_class):
         return error
     best = None
     for override in overrides.applied:
-        if any(a == b or a.startswith((b + ".", b + "[")) for a, b in
-               ((key, override.path), (override.path, key))):
+        if any(
+            a == b or a.startswith((b + ".", b + "["))
+            for a, b in ((key, override.path), (override.path, key))
+        ):
             if best is None or len(override.path) > len(best.path):
                 best = override
     if best is None:
@@ -381,8 +431,11 @@ def masked(mapping, secret_keys=SECRET_KEYS):
     masked."""
     if isinstance(mapping, dict):
         return {
-            key: (MASK if isinstance(key, str) and key.lower() in secret_keys
-                  and value not in (None, "") else masked(value, secret_keys))
+            key: (
+                MASK
+                if isinstance(key, str) and key.lower() in secret_keys and value not in (None, "")
+                else masked(value, secret_keys)
+            )
             for key, value in mapping.items()
         }
     if isinstance(mapping, list):

@@ -135,7 +135,8 @@ def _cipher_suite(name, path):
     String().check(name, path)
     if name not in CIPHER_SUITES:
         raise ConfigError(
-            path, f"unknown cipher suite {name!r} (use Go's names, e.g. TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)"
+            path,
+            f"unknown cipher suite {name!r} (use Go's names, e.g. TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)",
         )
     return name
 
@@ -145,27 +146,44 @@ def _cipher_suite(name, path):
 class TLSConfig:
     """http.tls: the server certificate and optional client certificates."""
 
-    certificate = setting("certificate", String(nonempty=True),
-                          "PEM file: the certificate, then any chain.", required="required")
+    certificate = setting(
+        "certificate",
+        String(nonempty=True),
+        "PEM file: the certificate, then any chain.",
+        required="required",
+    )
     key = setting("key", String(nonempty=True), "PEM file: the private key.", required="required")
     #: PEM files of CAs whose client certificates are accepted; empty: no
     #: client certificates asked for.
     clientcas = setting(
-        "clientcas", ListOf(String(), "expected a list of CA certificate files, got {got}", nonempty=True),
-        "CAs whose client certificates are required.", default=(), converter=as_tuple)
+        "clientcas",
+        ListOf(String(), "expected a list of CA certificate files, got {got}", nonempty=True),
+        "CAs whose client certificates are required.",
+        default=(),
+        converter=as_tuple,
+    )
     clientauth = setting(
-        "clientauth", Custom(_client_auth, " | ".join(_CLIENT_AUTH_MODES)),
+        "clientauth",
+        Custom(_client_auth, " | ".join(_CLIENT_AUTH_MODES)),
         "Whether client certificates are required or only checked when given.",
-        default="require-and-verify-client-cert")
-    minimumtls = setting("minimumtls", Custom(_minimum_tls, "tls1.2 | tls1.3"),
-                         "Oldest TLS version spoken.", default="tls1.2")
+        default="require-and-verify-client-cert",
+    )
+    minimumtls = setting(
+        "minimumtls",
+        Custom(_minimum_tls, "tls1.2 | tls1.3"),
+        "Oldest TLS version spoken.",
+        default="tls1.2",
+    )
     #: http.tls.ciphersuites: Go (IANA) names of the TLS 1.2 suites offered,
     #: or empty for the default (Twisted's: forward-secret AEAD suites).
     #: TLS 1.3 suites are always on, as in Go.
     ciphersuites = setting(
-        "ciphersuites", ListOf(Custom(_cipher_suite, "cipher suite")),
+        "ciphersuites",
+        ListOf(Custom(_cipher_suite, "cipher suite")),
         "TLS 1.2 suites offered (Go's names); TLS 1.3 suites are always on.",
-        default=(), converter=as_tuple)
+        default=(),
+        converter=as_tuple,
+    )
 
 
 def _debug_addr(value, path):
@@ -185,19 +203,31 @@ class DebugConfig:
     """http.debug: a second, private listener for /health and /metrics."""
 
     #: Twisted server endpoint strings (from http.debug.addr).
-    listen = setting("addr", Custom(_debug_addr, "host:port"), "Where /health and /metrics listen.",
-                     required="required: where the debug listener listens, e.g. localhost:5001",
-                     converter=as_tuple)
-    prometheus_enabled = setting("prometheus.enabled", Boolean(), "Serve Prometheus metrics.",
-                                 default=False)
-    prometheus_path = setting("prometheus.path", Custom(_metrics_path, "path"),
-                              "Where the metrics are served.", default="/metrics")
+    listen = setting(
+        "addr",
+        Custom(_debug_addr, "host:port"),
+        "Where /health and /metrics listen.",
+        required="required: where the debug listener listens, e.g. localhost:5001",
+        converter=as_tuple,
+    )
+    prometheus_enabled = setting(
+        "prometheus.enabled", Boolean(), "Serve Prometheus metrics.", default=False
+    )
+    prometheus_path = setting(
+        "prometheus.path",
+        Custom(_metrics_path, "path"),
+        "Where the metrics are served.",
+        default="/metrics",
+    )
 
 
 def _prefix(value, path):
     String().check(value, path)
     if not (value.startswith("/") and value.endswith("/")) or "//" in value:
-        raise ConfigError(path, f"expected a path with leading and trailing slashes, such as /registry/, got {value!r}")
+        raise ConfigError(
+            path,
+            f"expected a path with leading and trailing slashes, such as /registry/, got {value!r}",
+        )
     if any(part in (".", "..") for part in value.split("/")) or "?" in value or "#" in value:
         raise ConfigError(path, f"expected a plain path, got {value!r}")
     return value if value != "/" else None
@@ -222,18 +252,28 @@ def _finish_http(found):
     if "listen" in found.values:
         listen = (addr_to_endpoint(found.values["listen"], net, found.path_of("addr")),)
     elif net != "tcp":
-        raise ConfigError(found.path_of("addr"), "required when http.net is unix: the socket's path")
+        raise ConfigError(
+            found.path_of("addr"), "required when http.net is unix: the socket's path"
+        )
     else:
         listen = DEFAULT_LISTEN
     return found.build(listen=listen)
 
 
 @section(
-    extra("net", Choice("tcp", "unix"), "unix: http.addr is the path of a UNIX socket.", default="tcp"),
+    extra(
+        "net", Choice("tcp", "unix"), "unix: http.addr is the path of a UNIX socket.", default="tcp"
+    ),
     ignored("secret", String(), "Distribution signs upload state with it; registryd keeps none."),
-    extra("http2.disabled", Custom(_http2_disabled, "true"), "Must be true: registryd speaks HTTP/1.1.",
-          required="required: true (registryd speaks HTTP/1.1 only)"),
-    extra("h2c.enabled", Custom(_h2c_enabled, "false"), "Must be false: registryd speaks HTTP/1.1."),
+    extra(
+        "http2.disabled",
+        Custom(_http2_disabled, "true"),
+        "Must be true: registryd speaks HTTP/1.1.",
+        required="required: true (registryd speaks HTTP/1.1 only)",
+    ),
+    extra(
+        "h2c.enabled", Custom(_h2c_enabled, "false"), "Must be false: registryd speaks HTTP/1.1."
+    ),
     finish=_finish_http,
 )
 @attr.s(frozen=True, slots=True)
@@ -241,26 +281,42 @@ class HTTPConfig:
     """The HTTP side: where to listen and what responses carry."""
 
     #: Twisted server endpoint strings (from http.addr, or --listen).
-    listen = setting("addr", String(), "Where to listen, Go style (:5000, 127.0.0.1:5000, [::1]:5000).",
-                     default=DEFAULT_LISTEN, converter=as_tuple, shown=":5000")
+    listen = setting(
+        "addr",
+        String(),
+        "Where to listen, Go style (:5000, 127.0.0.1:5000, [::1]:5000).",
+        default=DEFAULT_LISTEN,
+        converter=as_tuple,
+        shown=":5000",
+    )
     #: Absolute base URL for generated URLs (http.host), or None to derive
     #: it from each request.
     host = setting("host", HostURL(), "The URL clients reach the registry at.", default=None)
     #: Extra response headers: name -> list of values (http.headers).
     headers = setting("headers", Headers(), "Headers added to every response.", factory=dict)
     #: The debug listener (http.debug), or None.
-    debug = setting("debug", SectionOf(DebugConfig), "A private listener for /health and /metrics.",
-                    default=None)
+    debug = setting(
+        "debug",
+        SectionOf(DebugConfig),
+        "A private listener for /health and /metrics.",
+        default=None,
+    )
     #: http.tls (a :class:`TLSConfig`), or None: every listener except ``ssl:``
     #: endpoints then speaks plain HTTP.
     tls = setting("tls", SectionOf(TLSConfig), "TLS on every listener.", default=None)
     #: http.relativeurls: Location headers without scheme and host.
-    relative_urls = setting("relativeurls", Boolean(), "Location headers as paths only.",
-                            default=False)
+    relative_urls = setting(
+        "relativeurls", Boolean(), "Location headers as paths only.", default=False
+    )
     #: http.prefix: the path the routes are served below ("/path/"), or None.
-    prefix = setting("prefix", Custom(_prefix, "path"), "Serve the API below this path.",
-                     default=None)
+    prefix = setting(
+        "prefix", Custom(_prefix, "path"), "Serve the API below this path.", default=None
+    )
     #: http.draintimeout: seconds a stopping registry lets requests in
     #: progress finish (0: stop at once, closing connections).
-    drain_timeout = setting("draintimeout", Duration(),
-                            "How long requests in progress may finish on SIGTERM.", default=0.0)
+    drain_timeout = setting(
+        "draintimeout",
+        Duration(),
+        "How long requests in progress may finish on SIGTERM.",
+        default=0.0,
+    )

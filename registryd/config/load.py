@@ -156,8 +156,14 @@ def read_document(path, environ=None):
             with open(path, "rb") as stream:
                 data = stream.read()
         except OSError as error:
-            raise ConfigError(f"cannot read configuration file: {error.strerror or error}") from None
+            raise ConfigError(
+                f"cannot read configuration file: {error.strerror or error}"
+            ) from None
         mapping = load_yaml(data)
     return environment.apply(
-        mapping, os.environ if environ is None else environ, environment_keys()[0], ConfigError, Loader
+        mapping,
+        os.environ if environ is None else environ,
+        environment_keys()[0],
+        ConfigError,
+        Loader,
     )

@@ -20,14 +20,23 @@ LOG_LEVELS = ("error", "warn", "info", "debug")
 class LogConfig:
     """log: what is logged, and how lines look."""
 
-    level = setting("level", Choice(*LOG_LEVELS), "How much to log; reloadable (SIGHUP).",
-                    default="info")
+    level = setting(
+        "level", Choice(*LOG_LEVELS), "How much to log; reloadable (SIGHUP).", default="info"
+    )
     #: None: JSON lines when stdout is the systemd journal (JOURNAL_STREAM), text otherwise.
     formatter = setting(
-        "formatter", Choice("text", "json", "logstash"),
-        "Line format; unset: JSON lines under systemd, text otherwise.", default=None)
+        "formatter",
+        Choice("text", "json", "logstash"),
+        "Line format; unset: JSON lines under systemd, text otherwise.",
+        default=None,
+    )
     fields = setting("fields", Mapping(), "Added to every JSON line.", factory=dict)
     #: False when log.accesslog.disabled is true.
     accesslog = setting(
-        "accesslog.disabled", Boolean(), "No structured event per request; reloadable.",
-        default=True, convert=operator.not_, shown=False)
+        "accesslog.disabled",
+        Boolean(),
+        "No structured event per request; reloadable.",
+        default=True,
+        convert=operator.not_,
+        shown=False,
+    )

@@ -13,7 +13,7 @@ DEFAULT_PROXY_TTL = 168 * 3600.0
 #: proxy.maxblobsize's default (registryd's key): the most bytes taken from
 #: upstream for one blob whose size upstream did not announce, and the
 #: largest announced size accepted.
-DEFAULT_PROXY_MAX_BLOB_SIZE = 10 * 1024 ** 3
+DEFAULT_PROXY_MAX_BLOB_SIZE = 10 * 1024**3
 
 
 def _finish_proxy(found):
@@ -30,16 +30,28 @@ class ProxyConfig:
     """proxy: the registry mirrored, and how to log in to it."""
 
     #: absolute http(s) URL, no trailing '/'
-    remote_url = setting("remoteurl", BaseURL(), "The registry to mirror.",
-                         required="required: the URL of the registry to mirror")
+    remote_url = setting(
+        "remoteurl",
+        BaseURL(),
+        "The registry to mirror.",
+        required="required: the URL of the registry to mirror",
+    )
     username = setting("username", String(), "Upstream user (with password).", default=None)
-    password = setting("password", String(), "Upstream password (with username).", default=None,
-                       secret=True)
+    password = setting(
+        "password", String(), "Upstream password (with username).", default=None, secret=True
+    )
     #: seconds cached content is kept after it was fetched; 0: forever
-    ttl = setting("ttl", Duration(), "How long cached content is kept after its fetch; 0: forever.",
-                  default=DEFAULT_PROXY_TTL)
+    ttl = setting(
+        "ttl",
+        Duration(),
+        "How long cached content is kept after its fetch; 0: forever.",
+        default=DEFAULT_PROXY_TTL,
+    )
     #: bytes: the bound on one blob fetched from upstream
     max_blob_size = setting(
-        "maxblobsize", Integer(1, "expected a positive number of bytes, got {value}"),
-        "The most bytes taken from upstream for one blob.", default=DEFAULT_PROXY_MAX_BLOB_SIZE,
-        own=True)
+        "maxblobsize",
+        Integer(1, "expected a positive number of bytes, got {value}"),
+        "The most bytes taken from upstream for one blob.",
+        default=DEFAULT_PROXY_MAX_BLOB_SIZE,
+        own=True,
+    )

@@ -36,7 +36,11 @@ def _go_duration(seconds):
 
 def _default(key):
     """The default as the file would spell it, or "" when there is none to show."""
-    if key.not_yet or isinstance(key.type, (SectionOf, ListOf)) or key.default in (None, {}, (), []):
+    if (
+        key.not_yet
+        or isinstance(key.type, (SectionOf, ListOf))
+        or key.default in (None, {}, (), [])
+    ):
         return ""
     if isinstance(key.type, Duration) and not isinstance(key.default, bool):
         return f"`{_go_duration(key.default)}`"
@@ -56,15 +60,19 @@ def markdown_reference(cls):
         if key.own:
             own_prefixes += (info.path + ".", info.path + "[")
         notes = [
-            note for flag, note in (
+            note
+            for flag, note in (
                 (key.not_yet, "not supported by registryd yet (refused)"),
                 (own, "registryd's own"),
                 (key.ignored, "accepted, without effect"),
                 (key.secret, "secret"),
                 (key.required, "required"),
-            ) if flag
+            )
+            if flag
         ]
-        text = " ".join("; ".join(notes + [key.doc] if key.doc else notes).split()).replace("|", "\\|")
+        text = " ".join("; ".join(notes + [key.doc] if key.doc else notes).split()).replace(
+            "|", "\\|"
+        )
         kind = _type_name(key).replace("|", "\\|")
         lines.append(f"| `{info.path}` | {kind} | {default} | {text} |")
     return "\n".join(lines) + "\n"
@@ -104,16 +112,22 @@ def readme_summary(cls):
         rest = spec(key.type.cls).rest_doc if isinstance(key.type, SectionOf) else None
         inner = ", ".join(f"`{name}`" for name in children) + (f" and {rest}" if rest else "")
         distribution.append(f"`{key.path}`" + (f" ({inner})" if children else ""))
-    return "\n".join([
-        README_BEGIN,
-        "- Distribution's keys: " + ", ".join(distribution) + ".",
-        "- registryd's own: " + ", ".join(own) + ".",
-        "- Accepted without effect (they tune Distribution's internals, such as its blob "
-        "descriptor cache): " + ", ".join(ignored) + ".",
-        "- Refused at start-up, naming the key (features registryd does not have yet): "
-        + ", ".join(refused) + ".",
-        README_END,
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                README_BEGIN,
+                "- Distribution's keys: " + ", ".join(distribution) + ".",
+                "- registryd's own: " + ", ".join(own) + ".",
+                "- Accepted without effect (they tune Distribution's internals, such as its blob "
+                "descriptor cache): " + ", ".join(ignored) + ".",
+                "- Refused at start-up, naming the key (features registryd does not have yet): "
+                + ", ".join(refused)
+                + ".",
+                README_END,
+            ]
+        )
+        + "\n"
+    )
 
 
 def main(argv=None):

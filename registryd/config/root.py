@@ -79,14 +79,17 @@ class ListingConfig:
 
 def _middleware_name(value, path):
     if String().check(value, path) != "redirect":
-        raise ConfigError(path, f"{value!r} is not supported by registryd yet (supported here: redirect)")
+        raise ConfigError(
+            path, f"{value!r} is not supported by registryd yet (supported here: redirect)"
+        )
     return value
 
 
 def _finish_middleware(found):
     if "baseurl" not in found.values or found.values["baseurl"] is None:
-        raise ConfigError(join(found.path, "options.baseurl"),
-                          "required: the URL that serves the storage's files")
+        raise ConfigError(
+            join(found.path, "options.baseurl"), "required: the URL that serves the storage's files"
+        )
     return found.build()
 
 
@@ -95,11 +98,19 @@ def _finish_middleware(found):
 class StorageMiddleware:
     """middleware.storage[]: of Distribution's storage middlewares, ``redirect``."""
 
-    name = setting("name", Custom(_middleware_name, "redirect"), "The middleware: redirect.",
-                   required="required: the middleware's name")
-    baseurl = setting("options.baseurl", HTTPURL(),
-                      "Blob GETs answer 307 to this URL plus the blob's path in the layout.",
-                      default=None, convert=lambda url: url.rstrip("/"))
+    name = setting(
+        "name",
+        Custom(_middleware_name, "redirect"),
+        "The middleware: redirect.",
+        required="required: the middleware's name",
+    )
+    baseurl = setting(
+        "options.baseurl",
+        HTTPURL(),
+        "Blob GETs answer 307 to this URL plus the blob's path in the layout.",
+        default=None,
+        convert=lambda url: url.rstrip("/"),
+    )
 
 
 def _finish_config(found):
@@ -111,20 +122,33 @@ def _finish_config(found):
     redirects = found.extras.get("middleware.storage", [])
     if redirects:
         values["storage"] = attr.evolve(values["storage"], redirect_base_url=redirects[0].baseurl)
-    values["listing"] = ListingConfig(found.extras.get("catalog.maxentries"),
-                                      found.extras.get("tags.maxtags"))
+    values["listing"] = ListingConfig(
+        found.extras.get("catalog.maxentries"), found.extras.get("tags.maxtags")
+    )
     return Config(**values)
 
 
 @section(
-    extra("version", Custom(lambda value, path: value, "0.1"), "The file format: 0.1.",
-          required="required: add 'version: 0.1'"),
+    extra(
+        "version",
+        Custom(lambda value, path: value, "0.1"),
+        "The file format: 0.1.",
+        required="required: add 'version: 0.1'",
+    ),
     extra("loglevel", Choice(*LOG_LEVELS), "Distribution's deprecated log.level."),
-    extra("catalog.maxentries", POSITIVE, "Most repositories per catalog page (and the page size)."),
+    extra(
+        "catalog.maxentries", POSITIVE, "Most repositories per catalog page (and the page size)."
+    ),
     extra("tags.maxtags", POSITIVE, "Most tags per response, then a Link header."),
-    extra("middleware.storage", ListOf(SectionOf(StorageMiddleware), most=1,
-                                       too_many="only one redirect middleware can be configured"),
-          "Storage middlewares: only redirect (a web server or CDN serving blobs)."),
+    extra(
+        "middleware.storage",
+        ListOf(
+            SectionOf(StorageMiddleware),
+            most=1,
+            too_many="only one redirect middleware can be configured",
+        ),
+        "Storage middlewares: only redirect (a web server or CDN serving blobs).",
+    ),
     not_yet("middleware.registry"),
     not_yet("middleware.repository"),
     not_yet("compatibility"),
@@ -137,38 +161,63 @@ class Config:
     """A whole, validated configuration."""
 
     log = setting("log", SectionOf(LogConfig), "Logging.", factory=LogConfig)
-    storage = setting("storage", SectionOf(StorageConfig), "The storage driver and its settings.",
-                      factory=StorageConfig,
-                      required="required: configure exactly one storage driver (e.g. storage.filesystem)")
+    storage = setting(
+        "storage",
+        SectionOf(StorageConfig),
+        "The storage driver and its settings.",
+        factory=StorageConfig,
+        required="required: configure exactly one storage driver (e.g. storage.filesystem)",
+    )
     http = setting("http", SectionOf(HTTPConfig), "Listeners and responses.", factory=HTTPConfig)
-    validation = setting("validation", SectionOf(ValidationConfig), "Manifest checks.",
-                         factory=ValidationConfig)
+    validation = setting(
+        "validation", SectionOf(ValidationConfig), "Manifest checks.", factory=ValidationConfig
+    )
     health = setting("health", SectionOf(HealthConfig), "Health checks.", factory=HealthConfig)
-    notifications = setting("notifications", SectionOf(NotificationsConfig), "Webhooks.",
-                            factory=NotificationsConfig)
-    gc = setting("gc", SectionOf(GCConfig), "Online garbage collection.", factory=GCConfig, own=True)
+    notifications = setting(
+        "notifications", SectionOf(NotificationsConfig), "Webhooks.", factory=NotificationsConfig
+    )
+    gc = setting(
+        "gc", SectionOf(GCConfig), "Online garbage collection.", factory=GCConfig, own=True
+    )
     #: a ManholeConfig when configured
-    manhole = setting("manhole", SectionOf(ManholeConfig), "An SSH Python prompt in the daemon.",
-                      default=None, own=True)
+    manhole = setting(
+        "manhole",
+        SectionOf(ManholeConfig),
+        "An SSH Python prompt in the daemon.",
+        default=None,
+        own=True,
+    )
     #: The auth section (registryd.config.auth.AuthConfig), or None: no
     #: authentication, everyone may do anything.
     auth = setting("auth", SectionOf(AuthConfig), "Authentication and access rules.", default=None)
     #: Processes serving HTTP (registryd.runtime.workers); 1: this process alone.
-    workers = setting("workers", Custom(parse_workers, "integer or auto"),
-                      "Processes serving HTTP: a number, or auto (one per CPU).", default=1, own=True)
+    workers = setting(
+        "workers",
+        Custom(parse_workers, "integer or auto"),
+        "Processes serving HTTP: a number, or auto (one per CPU).",
+        default=1,
+        own=True,
+    )
     #: catalog.maxentries and tags.maxtags
     listing = derived(factory=ListingConfig, written="catalog.maxentries, tags.maxtags")
     #: A ProxyConfig when registryd is a pull-through cache, else None.
-    proxy = setting("proxy", SectionOf(ProxyConfig), "A pull-through cache of another registry.",
-                    default=None)
+    proxy = setting(
+        "proxy", SectionOf(ProxyConfig), "A pull-through cache of another registry.", default=None
+    )
     #: A RedisConfig when several nodes share state through Redis, else None.
-    redis = setting("redis", SectionOf(RedisConfig), "The nodes' shared state (several nodes).",
-                    default=None)
+    redis = setting(
+        "redis", SectionOf(RedisConfig), "The nodes' shared state (several nodes).", default=None
+    )
     #: the web interface (registryd.ui)
     ui = setting("ui", SectionOf(UIConfig), "The web interface.", factory=UIConfig, own=True)
     #: immutable tags, quotas, retention (registryd.config.lifecycle)
-    lifecycle = setting("lifecycle", SectionOf(LifecycleConfig),
-                        "Immutable tags, quotas and retention.", factory=LifecycleConfig, own=True)
+    lifecycle = setting(
+        "lifecycle",
+        SectionOf(LifecycleConfig),
+        "Immutable tags, quotas and retention.",
+        factory=LifecycleConfig,
+        own=True,
+    )
 
     def with_listen(self, endpoints):
         """This configuration listening on ``endpoints`` instead (``--listen``)."""

@@ -56,15 +56,28 @@ class Key:
     default = attr.ib(default=None)
 
 
-def setting(key, type, doc, *, default=attr.NOTHING, factory=None, required=None, secret=False,
-            own=False, convert=None, converter=None, shown=None):
+def setting(
+    key,
+    type,
+    doc,
+    *,
+    default=attr.NOTHING,
+    factory=None,
+    required=None,
+    secret=False,
+    own=False,
+    convert=None,
+    converter=None,
+    shown=None,
+):
     """An attrs field read from the YAML key ``key`` (see :class:`Key`); ``shown``
     is the key's default for the reference when it is not the field's
     (a converted key such as ``accesslog.disabled``)."""
     if factory is not None:
         default = attr.Factory(factory)
-    meta = Key(key, type, doc, required=required, secret=secret, own=own, convert=convert,
-               default=shown)
+    meta = Key(
+        key, type, doc, required=required, secret=secret, own=own, convert=convert, default=shown
+    )
     return attr.ib(default=default, converter=converter, repr=not secret, metadata={METADATA: meta})
 
 
@@ -82,8 +95,9 @@ def derived(default=attr.NOTHING, written=None, **kwargs):
 
 def extra(key, type, doc, *, required=None, secret=False, own=False, convert=None, default=None):
     """A key read for the section's finish function rather than a field."""
-    return Key(key, type, doc, required=required, secret=secret, own=own, convert=convert,
-               default=default)
+    return Key(
+        key, type, doc, required=required, secret=secret, own=own, convert=convert, default=default
+    )
 
 
 def ignored(key, type, doc):
@@ -130,8 +144,10 @@ def section(*keys, finish=None, rest=None, rest_doc=None):
     def decorate(cls):
         fields = [
             attr.evolve(
-                field.metadata[METADATA], field=field.name,
-                default=_field_default(field) if field.metadata[METADATA].default is None
+                field.metadata[METADATA],
+                field=field.name,
+                default=_field_default(field)
+                if field.metadata[METADATA].default is None
                 else field.metadata[METADATA].default,
             )
             for field in attr.fields(cls)
@@ -283,8 +299,15 @@ class SectionOf(ValueType):
 class ListOf(ValueType):
     """A list whose items are ``item`` (null: an empty list)."""
 
-    def __init__(self, item, message="expected a list, got {got}", nonempty=False, nullable=True,
-                 most=None, too_many=None):
+    def __init__(
+        self,
+        item,
+        message="expected a list, got {got}",
+        nonempty=False,
+        nullable=True,
+        most=None,
+        too_many=None,
+    ):
         self.item = item
         self.message = message
         self.nonempty = nonempty
@@ -303,7 +326,9 @@ class ListOf(ValueType):
         return _with_parser(parser, lambda parser: self._items(parser, value, path))
 
     def _items(self, parser, value, path):
-        read = [parser.read(self.item, item, f"{path}[{index}]") for index, item in enumerate(value)]
+        read = [
+            parser.read(self.item, item, f"{path}[{index}]") for index, item in enumerate(value)
+        ]
         if any(item is INVALID for item in read):
             return INVALID
         if self.most is not None and len(read) > self.most:

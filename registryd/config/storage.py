@@ -33,10 +33,15 @@ class UploadPurgingConfig:
     (on: uploads older than a week are removed once a day)."""
 
     enabled = setting("enabled", Boolean(), "Remove abandoned uploads periodically.", default=True)
-    age = setting("age", Duration(minimum=1.0), "Uploads started longer ago are removed.",
-                  default=168 * 3600.0)  # seconds
-    interval = setting("interval", Duration(minimum=1.0), "Time between purges.",
-                       default=24 * 3600.0)  # seconds
+    age = setting(
+        "age",
+        Duration(minimum=1.0),
+        "Uploads started longer ago are removed.",
+        default=168 * 3600.0,
+    )  # seconds
+    interval = setting(
+        "interval", Duration(minimum=1.0), "Time between purges.", default=24 * 3600.0
+    )  # seconds
     dry_run = setting("dryrun", Boolean(), "Only log what would be removed.", default=False)
 
 
@@ -45,12 +50,19 @@ class UploadPurgingConfig:
 class MaintenanceConfig:
     """storage.maintenance: upload purging and read-only mode."""
 
-    upload_purging = setting("uploadpurging", SectionOf(UploadPurgingConfig),
-                             "Purging of abandoned uploads.", factory=UploadPurgingConfig)
+    upload_purging = setting(
+        "uploadpurging",
+        SectionOf(UploadPurgingConfig),
+        "Purging of abandoned uploads.",
+        factory=UploadPurgingConfig,
+    )
     #: storage.maintenance.readonly.enabled: writes answered 405 UNSUPPORTED
-    read_only = setting("readonly.enabled", Boolean(),
-                        "Refuse every write (405 UNSUPPORTED); switchable from the manhole.",
-                        default=False)
+    read_only = setting(
+        "readonly.enabled",
+        Boolean(),
+        "Refuse every write (405 UNSUPPORTED); switchable from the manhole.",
+        default=False,
+    )
 
 
 def _redirect_on(found):
@@ -62,14 +74,21 @@ def _redirect_on(found):
     on = found.extras.get("enabled", False)
     off = found.extras.get("disable", False)
     if on and off:
-        raise ConfigError(found.path_of("disable"),
-                          "true contradicts storage.redirect.enabled: true; keep one of them")
+        raise ConfigError(
+            found.path_of("disable"),
+            "true contradicts storage.redirect.enabled: true; keep one of them",
+        )
     return on and not off
 
 
 @section(
-    extra("enabled", Boolean(), "Blob GETs answer 307 to the driver's (presigned) URL.", own=True,
-          default=False),
+    extra(
+        "enabled",
+        Boolean(),
+        "Blob GETs answer 307 to the driver's (presigned) URL.",
+        own=True,
+        default=False,
+    ),
     extra("disable", Boolean(), "Distribution's switch: true keeps redirects off.", default=False),
     finish=_redirect_on,
 )
@@ -102,7 +121,9 @@ def _finish_storage(found):
     ignored("cache.layerinfo", String(), "The deprecated name of cache.blobdescriptor."),
     ignored("cache.blobdescriptorsize", Integer(), "Size of Distribution's blob descriptor cache."),
     not_yet("tag"),
-    rest=_driver, rest_doc="one driver section", finish=_finish_storage,
+    rest=_driver,
+    rest_doc="one driver section",
+    finish=_finish_storage,
 )
 @attr.s(frozen=True, slots=True)
 class StorageConfig:
@@ -111,14 +132,23 @@ class StorageConfig:
     driver = derived(default="filesystem", written="storage")
     #: the driver section's mapping; key_as_written names it storage.<driver>
     parameters = derived(factory=lambda: {"rootdirectory": DEFAULT_ROOT_DIRECTORY})
-    delete_enabled = setting("delete.enabled", Boolean(),
-                             "Allow DELETE of manifests and blobs by digest.", default=False)
-    maintenance = setting("maintenance", SectionOf(MaintenanceConfig),
-                          "Upload purging and read-only mode.", factory=MaintenanceConfig)
+    delete_enabled = setting(
+        "delete.enabled", Boolean(), "Allow DELETE of manifests and blobs by digest.", default=False
+    )
+    maintenance = setting(
+        "maintenance",
+        SectionOf(MaintenanceConfig),
+        "Upload purging and read-only mode.",
+        factory=MaintenanceConfig,
+    )
     #: storage.redirect: blob GETs answer 307 to the driver's URL (a
     #: presigned S3 URL).  Off unless storage.redirect.enabled is true.
-    redirect = setting("redirect", SectionOf(StorageRedirect),
-                       "Redirects of blob GETs to the store.", default=False)
+    redirect = setting(
+        "redirect",
+        SectionOf(StorageRedirect),
+        "Redirects of blob GETs to the store.",
+        default=False,
+    )
     #: middleware.storage ``redirect``'s baseurl: blob GETs answer 307 to
     #: it plus the blob's path in the storage layout (a web server or CDN
     #: in front of the storage serves it), or None.

@@ -112,7 +112,14 @@ _MAX_NANOSECONDS = 2**63 - 1
 MAX_DURATION = _MAX_NANOSECONDS / 1e9
 
 _DURATION_UNITS = {
-    "ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
+    "ns": 1e-9,
+    "us": 1e-6,
+    "\u00b5s": 1e-6,
+    "\u03bcs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
 }
 _DURATION_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
 _NUMBER = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*")
@@ -180,7 +187,9 @@ class Duration(ValueType):
         by_seconds = self.numbers == "seconds"
         accepted = (str, int, float) if by_seconds else (str, int)
         if isinstance(value, bool) or not isinstance(value, accepted):
-            raise ConfigError(path, f"expected a duration such as 10s or 500ms, got {describe(value)}")
+            raise ConfigError(
+                path, f"expected a duration such as 10s or 500ms, got {describe(value)}"
+            )
         if isinstance(value, int) and abs(value) > _MAX_NANOSECONDS:
             return float("inf")  # refused as out of range (float() would overflow)
         if not isinstance(value, str):
@@ -193,7 +202,9 @@ class Duration(ValueType):
         if seconds is None:
             if not value.strip():
                 raise ConfigError(path, "expected a duration such as 10s or 500ms, got ''")
-            raise ConfigError(path, f"expected a duration such as 10s, 500ms or 1m30s, got {value!r}")
+            raise ConfigError(
+                path, f"expected a duration such as 10s, 500ms or 1m30s, got {value!r}"
+            )
         return seconds
 
 
@@ -251,7 +262,9 @@ class HTTPURL(String):
         try:
             parts = urlsplit(value)
         except ValueError as error:  # "http://[::1": Invalid IPv6 URL
-            raise ConfigError(path, f"expected an absolute http(s) URL, got {value!r}: {error}") from None
+            raise ConfigError(
+                path, f"expected an absolute http(s) URL, got {value!r}: {error}"
+            ) from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(path, f"expected an absolute http(s) URL, got {value!r}")
         return value
@@ -267,7 +280,9 @@ class BaseURL(HTTPURL):
         try:
             _ = parts.port  # raises ValueError for a bad port
         except ValueError as error:
-            raise ConfigError(path, f"expected an absolute http(s) URL, got {value!r}: {error}") from None
+            raise ConfigError(
+                path, f"expected an absolute http(s) URL, got {value!r}: {error}"
+            ) from None
         if parts.query or parts.fragment:
             raise ConfigError(path, f"expected a URL without query or fragment, got {value!r}")
         return value.rstrip("/")
@@ -284,10 +299,13 @@ class HostURL(String):
             url = urlsplit(value)
             _ = url.port  # raises ValueError for a bad port
         except ValueError as error:
-            raise ConfigError(path, f"expected an absolute http(s) URL, got {value!r}: {error}") from None
+            raise ConfigError(
+                path, f"expected an absolute http(s) URL, got {value!r}: {error}"
+            ) from None
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ConfigError(
-                path, f"expected an absolute http(s) URL such as https://registry.example.com, got {value!r}"
+                path,
+                f"expected an absolute http(s) URL such as https://registry.example.com, got {value!r}",
             )
         if url.query or url.fragment:
             raise ConfigError(path, f"expected a URL without query or fragment, got {value!r}")
@@ -329,7 +347,8 @@ class Headers(ValueType):
                 raise ConfigError(key_path, "not a valid HTTP header name")
             if not isinstance(values, list):
                 raise ConfigError(
-                    key_path, f"expected a list of strings such as [nosniff], got {describe(values)}"
+                    key_path,
+                    f"expected a list of strings such as [nosniff], got {describe(values)}",
                 )
             for index, item in enumerate(values):
                 item_path = f"{key_path}[{index}]"

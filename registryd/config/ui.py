@@ -14,8 +14,11 @@ MIN_SESSION_KEY = 32
 def _session_key(value, path):
     text = String().check(value, path)
     if len(text) < MIN_SESSION_KEY:
-        raise ConfigError(path, f"expected at least {MIN_SESSION_KEY} characters "
-                                f"(e.g. the output of: openssl rand -hex 32), got {len(text)}")
+        raise ConfigError(
+            path,
+            f"expected at least {MIN_SESSION_KEY} characters "
+            f"(e.g. the output of: openssl rand -hex 32), got {len(text)}",
+        )
     return text
 
 
@@ -28,6 +31,9 @@ class UIConfig:
     #: the key sessions are signed with; None: one made at start-up (a
     #: restart signs everyone out; worker processes share it)
     session_key = setting(
-        "sessionkey", Custom(_session_key, "string of 32+ characters"),
+        "sessionkey",
+        Custom(_session_key, "string of 32+ characters"),
         "Signs session cookies; set it to keep sessions across restarts and nodes.",
-        default=None, secret=True)
+        default=None,
+        secret=True,
+    )

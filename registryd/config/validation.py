@@ -50,18 +50,31 @@ class ValidationConfig:
     #: the repository; "none" accepts sparse indexes, as mirrors of single
     #: platforms need.
     accept_sparse_manifests = setting(
-        "manifests.indexes.platforms", Choice("all", "none"),
-        "none: accept indexes whose child manifests were not pushed.", default=False,
-        convert=_sparse, shown="all")
+        "manifests.indexes.platforms",
+        Choice("all", "none"),
+        "none: accept indexes whose child manifests were not pushed.",
+        default=False,
+        convert=_sparse,
+        shown="all",
+    )
     #: validation.manifests.images.blobs (registryd's key, in the style of
     #: indexes.platforms): "all" (default) requires an image manifest's
     #: config and layers to be in the repository; "none" accepts sparse
     #: images, whose manifest can be pulled but whose blobs cannot.
     accept_sparse_images = setting(
-        "manifests.images.blobs", Choice("all", "none"),
-        "none: accept image manifests whose config and layers were not pushed.", default=False,
-        convert=_sparse, shown="all", own=True)
+        "manifests.images.blobs",
+        Choice("all", "none"),
+        "none: accept image manifests whose config and layers were not pushed.",
+        default=False,
+        convert=_sparse,
+        shown="all",
+        own=True,
+    )
     #: validation.manifests.urls as a registryd.manifests.verify.URLPolicy;
     #: None (no such section, or validation.disabled) accepts any URL.
-    url_policy = setting("manifests.urls", SectionOf(URLLists),
-                         "URLs non-distributable layers may carry; without it, any.", default=None)
+    url_policy = setting(
+        "manifests.urls",
+        SectionOf(URLLists),
+        "URLs non-distributable layers may carry; without it, any.",
+        default=None,
+    )

@@ -73,7 +73,8 @@ class _RequestMetrics:
         children = self._bytes.get(route)
         if children is None:
             children = self._bytes[route] = (
-                metrics.HTTP_RECEIVED_BYTES.labels(route), metrics.HTTP_SENT_BYTES.labels(route),
+                metrics.HTTP_RECEIVED_BYTES.labels(route),
+                metrics.HTTP_SENT_BYTES.labels(route),
             )
         if received:
             children[0].inc(received)
@@ -86,7 +87,8 @@ class _RequestMetrics:
         if children is None:
             labels = (route, method, str(status))
             children = self._children[key] = (
-                metrics.HTTP_REQUESTS.labels(*labels), metrics.HTTP_REQUEST_DURATION.labels(*labels),
+                metrics.HTTP_REQUESTS.labels(*labels),
+                metrics.HTTP_REQUEST_DURATION.labels(*labels),
             )
         children[0].inc()
         children[1].observe(duration)

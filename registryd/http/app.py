@@ -147,8 +147,19 @@ class RegistryApp:
 
     app = Klein()
 
-    def __init__(self, registry, urls=None, headers=None, events=None, health=None,
-                 authorizer=None, token_issuer=None, listing=None, ui=None, pulls=None):
+    def __init__(
+        self,
+        registry,
+        urls=None,
+        headers=None,
+        events=None,
+        health=None,
+        authorizer=None,
+        token_issuer=None,
+        listing=None,
+        ui=None,
+        pulls=None,
+    ):
         """Collaborators are made by :func:`registryd.runtime.composition.compose`.
 
         :param registry: what the API serves: the :class:`registryd.storage.registry.Registry`,
@@ -231,58 +242,109 @@ class RegistryApp:
 
     routes = RouteTable(app)
     routes.add("/v2/", "api_base", {b"GET": endpoint(_version_check)})
-    routes.add("/v2", "api_base_no_slash", {
-        b"GET": endpoint(_version_check), b"HEAD": endpoint(_version_check),
-    })
-    routes.add("/v2/<path:name>/blobs/<digest>", "blob", {
-        b"GET": endpoint(blobs.get_blob, PULL),
-        b"HEAD": endpoint(blobs.get_blob, PULL),
-        b"DELETE": endpoint(blobs.delete_blob, DELETE),
-    })
+    routes.add(
+        "/v2",
+        "api_base_no_slash",
+        {
+            b"GET": endpoint(_version_check),
+            b"HEAD": endpoint(_version_check),
+        },
+    )
+    routes.add(
+        "/v2/<path:name>/blobs/<digest>",
+        "blob",
+        {
+            b"GET": endpoint(blobs.get_blob, PULL),
+            b"HEAD": endpoint(blobs.get_blob, PULL),
+            b"DELETE": endpoint(blobs.delete_blob, DELETE),
+        },
+    )
     # Uploads authorize before their body is read, and finish what they
     # started when the client leaves.
-    routes.add("/v2/<path:name>/blobs/uploads/", "upload_start", {
-        b"POST": endpoint(uploads.start_upload, PULL, PUSH, body=STREAMED, completes=True),
-    })
-    routes.add("/v2/<path:name>/blobs/uploads/<upload_id>", "upload", {
-        b"GET": endpoint(uploads.upload_status, PULL, PUSH, completes=True),
-        b"PATCH": endpoint(uploads.patch_upload, PULL, PUSH, body=STREAMED, completes=True),
-        b"PUT": endpoint(uploads.finish_upload, PULL, PUSH, body=STREAMED, completes=True),
-        b"DELETE": endpoint(uploads.cancel_upload, PULL, PUSH, completes=True),
-    })
-    routes.add("/v2/<path:name>/manifests/<reference>", "manifest", {
-        b"GET": endpoint(manifests.get_manifest, PULL),
-        b"HEAD": endpoint(manifests.get_manifest, PULL),
-        b"PUT": endpoint(manifests.put_manifest, PULL, PUSH),
-        b"DELETE": endpoint(manifests.delete_manifest, DELETE),
-    })
+    routes.add(
+        "/v2/<path:name>/blobs/uploads/",
+        "upload_start",
+        {
+            b"POST": endpoint(uploads.start_upload, PULL, PUSH, body=STREAMED, completes=True),
+        },
+    )
+    routes.add(
+        "/v2/<path:name>/blobs/uploads/<upload_id>",
+        "upload",
+        {
+            b"GET": endpoint(uploads.upload_status, PULL, PUSH, completes=True),
+            b"PATCH": endpoint(uploads.patch_upload, PULL, PUSH, body=STREAMED, completes=True),
+            b"PUT": endpoint(uploads.finish_upload, PULL, PUSH, body=STREAMED, completes=True),
+            b"DELETE": endpoint(uploads.cancel_upload, PULL, PUSH, completes=True),
+        },
+    )
+    routes.add(
+        "/v2/<path:name>/manifests/<reference>",
+        "manifest",
+        {
+            b"GET": endpoint(manifests.get_manifest, PULL),
+            b"HEAD": endpoint(manifests.get_manifest, PULL),
+            b"PUT": endpoint(manifests.put_manifest, PULL, PUSH),
+            b"DELETE": endpoint(manifests.delete_manifest, DELETE),
+        },
+    )
     routes.add("/v2/<path:name>/tags/list", "tags", {b"GET": endpoint(listing.list_tags, PULL)})
     routes.add("/v2/_catalog", "catalog", {b"GET": endpoint(listing.catalog, Access.catalog())})
-    routes.add("/v2/<path:name>/referrers/<digest>", "referrers", {
-        b"GET": endpoint(referrers.list_referrers, PULL),
-    })
+    routes.add(
+        "/v2/<path:name>/referrers/<digest>",
+        "referrers",
+        {
+            b"GET": endpoint(referrers.list_referrers, PULL),
+        },
+    )
     # registryd's extensions (issue 12): "_registryd" is never a name component
-    routes.add("/v2/<path:name>/_registryd/tags", "tag_details", {
-        b"GET": endpoint(details.list_tag_details, PULL),
-    })
-    routes.add("/v2/<path:name>/_registryd/usage", "repository_usage", {
-        b"GET": endpoint(usage.repository_usage, PULL),
-    })
-    routes.add("/v2/<path:name>/_registryd/repository", "delete_repository", {
-        b"DELETE": endpoint(repository.delete_repository, DELETE),
-    })
+    routes.add(
+        "/v2/<path:name>/_registryd/tags",
+        "tag_details",
+        {
+            b"GET": endpoint(details.list_tag_details, PULL),
+        },
+    )
+    routes.add(
+        "/v2/<path:name>/_registryd/usage",
+        "repository_usage",
+        {
+            b"GET": endpoint(usage.repository_usage, PULL),
+        },
+    )
+    routes.add(
+        "/v2/<path:name>/_registryd/repository",
+        "delete_repository",
+        {
+            b"DELETE": endpoint(repository.delete_repository, DELETE),
+        },
+    )
     for token_path in ("/auth/token", "/auth/token/"):
-        routes.add(token_path, "auth_token", {
-            b"GET": endpoint(_get_token), b"POST": endpoint(_post_token),
-        }, api=False)
+        routes.add(
+            token_path,
+            "auth_token",
+            {
+                b"GET": endpoint(_get_token),
+                b"POST": endpoint(_post_token),
+            },
+            api=False,
+        )
     del token_path
     # Every method, so that what API clients got at / before the web
     # interface (a JSON 404, never a 405) stays the same.
-    routes.add("/", "root", {
-        method: endpoint(_root) for method in (b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS")
-    }, api=False)
+    routes.add(
+        "/",
+        "root",
+        {
+            method: endpoint(_root)
+            for method in (b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS")
+        },
+        api=False,
+    )
     routes.add("/ui", "ui_no_slash", {b"GET": endpoint(_ui_without_slash)}, api=False)
-    routes.add("/ui/", "ui", {b"GET": endpoint(_ui), b"POST": endpoint(_ui)}, api=False, branch=True)
+    routes.add(
+        "/ui/", "ui", {b"GET": endpoint(_ui), b"POST": endpoint(_ui)}, api=False, branch=True
+    )
 
     # errors
 
@@ -299,7 +361,9 @@ class RegistryApp:
             base.check_unrouted_path(request)  # a decoded '/' or newline may be why
         except errors.NameInvalid as error:
             return self._render_error(request, error)
-        return self._render_error(request, errors.NotFound(detail={"path": request.path.decode("latin-1")}))
+        return self._render_error(
+            request, errors.NotFound(detail={"path": request.path.decode("latin-1")})
+        )
 
     @app.handle_errors(MethodNotAllowed)
     def method_not_allowed(self, request, failure):

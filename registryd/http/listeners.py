@@ -49,7 +49,9 @@ def _url(address, scheme):
     host, port = getattr(address, "host", None), getattr(address, "port", None)
     if host is None or port is None:
         name = getattr(address, "name", None)
-        return f"unix:{name.decode() if isinstance(name, bytes) else name}" if name else str(address)
+        return (
+            f"unix:{name.decode() if isinstance(name, bytes) else name}" if name else str(address)
+        )
     if ":" in host:
         host = f"[{host}]"
     return f"{scheme}://{host}:{port}"
@@ -67,8 +69,9 @@ class ListenerService(StreamServerEndpointService):
         ``ssh``).
     """
 
-    def __init__(self, description, factory, reactor=None, what="listening on", scheme="http",
-                 shown=None):
+    def __init__(
+        self, description, factory, reactor=None, what="listening on", scheme="http", shown=None
+    ):
         if reactor is None:
             from twisted.internet import reactor
         super().__init__(endpoints.serverFromString(reactor, description), factory)

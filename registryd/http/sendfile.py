@@ -237,8 +237,9 @@ class SendfileTransfer:
 
 def is_disconnect(failure):
     """Whether a transfer failed because the client went away."""
-    if failure.check(error.ConnectionLost, error.ConnectionDone, BrokenPipeError,
-                     ConnectionResetError):
+    if failure.check(
+        error.ConnectionLost, error.ConnectionDone, BrokenPipeError, ConnectionResetError
+    ):
         return True
     value = failure.value
     return isinstance(value, OSError) and value.errno in (errno.EPIPE, errno.ECONNRESET)

@@ -97,8 +97,14 @@ def acceptable_ciphers(names, key="http.tls.ciphersuites"):
     return ssl.AcceptableCiphers.fromOpenSSLCipherString(wanted)
 
 
-def server_options(certificate, key, tls=None, extra_chain=None, dh_parameters=None,
-                   keys=("http.tls.certificate", "http.tls.key")):
+def server_options(
+    certificate,
+    key,
+    tls=None,
+    extra_chain=None,
+    dh_parameters=None,
+    keys=("http.tls.certificate", "http.tls.key"),
+):
     """CertificateOptions for a server with ``certificate``/``key`` files,
     and client-certificate and version settings from ``tls`` (a
     :class:`registryd.config.TLSConfig`, or None).
@@ -113,7 +119,9 @@ def server_options(certificate, key, tls=None, extra_chain=None, dh_parameters=N
     if extra_chain is not None:
         chain += _certificates(extra_chain, "extraCertChain")
     options = dict(
-        privateKey=private_key, certificate=chain[0], extraCertChain=chain[1:] or None,
+        privateKey=private_key,
+        certificate=chain[0],
+        extraCertChain=chain[1:] or None,
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
     )
     if tls is not None and tls.minimumtls == "tls1.3":
@@ -129,7 +137,8 @@ def server_options(certificate, key, tls=None, extra_chain=None, dh_parameters=N
         for index, path in enumerate(tls.clientcas):
             client_cas += _certificates(path, f"http.tls.clientcas[{index}]")
         options.update(
-            verify=True, caCerts=client_cas,
+            verify=True,
+            caCerts=client_cas,
             requireCertificate=tls.clientauth == "require-and-verify-client-cert",
         )
     # Twisted hands pyOpenSSL its own certificate objects, which newer
@@ -172,8 +181,11 @@ def listener(description, tls, tls_options=None):
     args, kwargs = compat.parse_endpoint_description(description)
     unknown = sorted(set(kwargs) - _SSL_KEYS)
     if unknown:
-        problem = ("sslmethod is not supported: registryd speaks TLS 1.2 or later"
-                   if "sslmethod" in unknown else f"unsupported parameter {unknown[0]}")
+        problem = (
+            "sslmethod is not supported: registryd speaks TLS 1.2 or later"
+            if "sslmethod" in unknown
+            else f"unsupported parameter {unknown[0]}"
+        )
         raise ConfigError(description, problem)
     if len(args) != 2:
         raise ConfigError(description, "expected ssl:PORT[:privateKey=FILE][:certKey=FILE]...")
@@ -186,7 +198,11 @@ def listener(description, tls, tls_options=None):
     else:
         key = certificate = "server.pem"  # Twisted's default
     options = server_options(
-        certificate, key, tls, kwargs.get("extraCertChain"), kwargs.get("dhParameters"),
+        certificate,
+        key,
+        tls,
+        kwargs.get("extraCertChain"),
+        kwargs.get("dhParameters"),
         keys=(f"{description} certKey", f"{description} privateKey"),
     )
     plain = "tcp:" + endpoints.quoteStringArgument(port)

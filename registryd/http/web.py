@@ -171,8 +171,8 @@ class ChunkBuffer:
             if taken + len(chunk) > size:
                 if taken >= wanted:
                     break  # not split to fill up (a copy): the next read takes it
-                self._chunks[0] = chunk[size - taken:]
-                chunk = chunk[:size - taken]
+                self._chunks[0] = chunk[size - taken :]
+                chunk = chunk[: size - taken]
             else:
                 self._chunks.popleft()
             pieces.append(chunk)
@@ -376,8 +376,12 @@ class StreamingRequest(server.Request):
         # channel on this request (discarding the rest of the body) until the
         # body is over, so the next request on the connection parses cleanly.
         body = self._streamed
-        if body is not None and not body.finished and not body.broken \
-                and not compat.request_disconnected(self):
+        if (
+            body is not None
+            and not body.finished
+            and not body.broken
+            and not compat.request_disconnected(self)
+        ):
             body.discard()
             self._cleanup_deferred = True
             return
@@ -408,7 +412,7 @@ def strip_prefix(path, prefix):
     with leading and trailing slashes); a path outside the prefix becomes
     one that no route matches, so it is answered 404."""
     if path.startswith(prefix) or path == prefix[:-1]:
-        return b"/" + path[len(prefix):]
+        return b"/" + path[len(prefix) :]
     return b"/-outside-http.prefix" + path
 
 
@@ -474,11 +478,15 @@ class StreamingHTTPChannel(http.HTTPChannel):
     def lineLengthExceeded(self, line):
         # LineReceiver's default closes the connection without an answer.
         if compat.request_line_received(self):  # so this is a header's line
-            self._refuse(errors.RequestHeadersTooLarge(
-                f"a request header line is longer than {self.MAX_LENGTH} bytes"))
+            self._refuse(
+                errors.RequestHeadersTooLarge(
+                    f"a request header line is longer than {self.MAX_LENGTH} bytes"
+                )
+            )
         else:
-            self._refuse(errors.RequestURITooLong(
-                f"the request line is longer than {self.MAX_LENGTH} bytes"))
+            self._refuse(
+                errors.RequestURITooLong(f"the request line is longer than {self.MAX_LENGTH} bytes")
+            )
 
     def _respondToBadRequestAndDisconnect(self):
         # Overrides a private twisted.web hook (registryd.compat checks it):
@@ -486,12 +494,14 @@ class StreamingHTTPChannel(http.HTTPChannel):
         size, count = compat.received_headers(self)
         if size > self.totalHeadersSize:
             error = errors.RequestHeadersTooLarge(
-                f"the request line and headers are larger than {self.totalHeadersSize} bytes")
+                f"the request line and headers are larger than {self.totalHeadersSize} bytes"
+            )
         elif count > self.maxHeaders:
             error = errors.RequestHeadersTooLarge(f"more than {self.maxHeaders} request headers")
         else:
             error = errors.MalformedRequest(
-                "the request line, a header or the chunked body is not well-formed HTTP/1.1")
+                "the request line, a header or the chunked body is not well-formed HTTP/1.1"
+            )
         self._refuse(error)
 
     def _refuse(self, error):
@@ -508,11 +518,16 @@ class StreamingHTTPChannel(http.HTTPChannel):
             self.persistent = False
             request.body_malformed(error)
             return
-        _log.info("refused a malformed request from {peer}: {status} {message}",
-                  peer=getattr(self.transport.getPeer(), "host", "-"),
-                  status=error.status, message=error.message)
+        _log.info(
+            "refused a malformed request from {peer}: {status} {message}",
+            peer=getattr(self.transport.getPeer(), "host", "-"),
+            status=error.status,
+            message=error.message,
+        )
         self.transport.write(refusal_response(error))
-        if isinstance(self.transport, ProtocolWrapper) or not hasattr(self.transport, "loseWriteConnection"):
+        if isinstance(self.transport, ProtocolWrapper) or not hasattr(
+            self.transport, "loseWriteConnection"
+        ):
             # TLS: a wrapper would pass loseWriteConnection to the TCP
             # connection beneath it, cutting the TLS stream; just close.
             self.transport.loseConnection()
@@ -546,7 +561,9 @@ class StreamingHTTPChannel(http.HTTPChannel):
         prefix = getattr(self.tracked_by, "prefix", None)
         if prefix:
             # Before the request learns its path (and whether it streams).
-            compat.set_channel_path(self, strip_prefix(compat.channel_request_line(self)[1], prefix))
+            compat.set_channel_path(
+                self, strip_prefix(compat.channel_request_line(self)[1], prefix)
+            )
         super().allHeadersReceived()
         request = self.requests[-1]
         if request._streamed is not None and self.length != 0 and not request._dispatched:
@@ -686,7 +703,11 @@ class BlobSender:
         from twisted.internet import reactor
 
         return sendfile.SendfileTransfer(
-            reactor, reactor.getThreadPool(), transport, fileno(), self._reader.offset,
+            reactor,
+            reactor.getThreadPool(),
+            transport,
+            fileno(),
+            self._reader.offset,
             self._remaining,
         )
 

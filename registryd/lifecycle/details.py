@@ -100,9 +100,14 @@ class TagDetails:
     def to_dict(self):
         """The tag's entry of ``GET /v2/<name>/_registryd/tags``."""
         found = {
-            "tag": self.tag, "digest": self.digest, "mediaType": self.media_type,
-            "size": self.size, "platforms": self.platforms, "pushed": self.pushed,
-            "pulled": self.pulled, "protected": self.protected,
+            "tag": self.tag,
+            "digest": self.digest,
+            "mediaType": self.media_type,
+            "size": self.size,
+            "platforms": self.platforms,
+            "pushed": self.pushed,
+            "pulled": self.pulled,
+            "protected": self.protected,
         }
         if self.rule is not None:
             found["rule"] = self.rule.describe()
@@ -130,13 +135,20 @@ async def describe_tags(repository, tags, pulls, protection):
             return None  # untagged meanwhile, or a stray directory
         size, platforms = await describe_manifest(repository, stored)
         digest = str(stored.digest)
-        times = [latest(tag, pulled_tags, pending_tags),
-                 latest(digest, pulled_manifests, pending_manifests)]
+        times = [
+            latest(tag, pulled_tags, pending_tags),
+            latest(digest, pulled_manifests, pending_manifests),
+        ]
         last_pull = max((t for t in times if t is not None), default=None)
         return TagDetails(
-            tag=tag, digest=digest, media_type=stored.media_type, size=size,
-            platforms=platforms, pushed=rfc3339(await repository.tags.modified(tag)),
-            pulled=rfc3339(last_pull), rule=protection.rule_for(repository.name, tag),
+            tag=tag,
+            digest=digest,
+            media_type=stored.media_type,
+            size=size,
+            platforms=platforms,
+            pushed=rfc3339(await repository.tags.modified(tag)),
+            pulled=rfc3339(last_pull),
+            rule=protection.rule_for(repository.name, tag),
         )
 
     return [found for found in await gather_limited(describe, tags) if found is not None]

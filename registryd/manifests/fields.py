@@ -158,7 +158,8 @@ def check_schema_version(doc, expected):
     if isinstance(value, bool) or not isinstance(value, int) or value != expected:
         raise invalid(
             f"schemaVersion must be {expected}, not {json.dumps(value)}",
-            "schemaVersion", schemaVersion=value,
+            "schemaVersion",
+            schemaVersion=value,
         )
 
 
@@ -182,7 +183,9 @@ def get_digest(obj, key, where):
     try:
         return Digest.parse(text)
     except DigestInvalid as e:
-        raise DigestInvalid(f"{path}: {e.message}", detail={"field": path, "digest": text}) from None
+        raise DigestInvalid(
+            f"{path}: {e.message}", detail={"field": path, "digest": text}
+        ) from None
 
 
 def _get_size(obj, where):
@@ -268,11 +271,17 @@ def check_external_urls(descriptor, where):
             parts = urllib.parse.urlsplit(url)
         except ValueError:
             parts = None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or parts.fragment
+        ):
             path = f"{where}.urls[{i}]"
             raise invalid(
                 f"{path} must be an absolute http or https URL without a fragment: {url!r}",
-                path, url=url,
+                path,
+                url=url,
             )
 
 

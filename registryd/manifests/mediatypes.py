@@ -35,14 +35,16 @@ DOCKER_SCHEMA1_LAYER = "application/vnd.docker.container.image.rootfs.diff+x-gta
 
 #: Manifest types registryd accepts on push and stores as manifests.  A
 #: descriptor of one of these types inside an index names a child manifest.
-MANIFEST_MEDIA_TYPES = frozenset({
-    OCI_MANIFEST,
-    OCI_INDEX,
-    DOCKER_MANIFEST,
-    DOCKER_MANIFEST_LIST,
-    DOCKER_SCHEMA1,
-    DOCKER_SCHEMA1_SIGNED,
-})
+MANIFEST_MEDIA_TYPES = frozenset(
+    {
+        OCI_MANIFEST,
+        OCI_INDEX,
+        DOCKER_MANIFEST,
+        DOCKER_MANIFEST_LIST,
+        DOCKER_SCHEMA1,
+        DOCKER_SCHEMA1_SIGNED,
+    }
+)
 
 #: Manifest types whose children are other manifests.
 INDEX_MEDIA_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
@@ -50,20 +52,22 @@ INDEX_MEDIA_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 #: Blob types: content referenced by manifests that is stored as a blob.
 #: Informative only: any type not in MANIFEST_MEDIA_TYPES is treated as a blob
 #: (the OCI spec requires unknown types to be accepted).
-BLOB_MEDIA_TYPES = frozenset({
-    OCI_EMPTY,
-    OCI_IMAGE_CONFIG,
-    DOCKER_IMAGE_CONFIG,
-    OCI_LAYER,
-    OCI_LAYER_GZIP,
-    OCI_LAYER_ZSTD,
-    OCI_LAYER_NONDISTRIBUTABLE,
-    OCI_LAYER_NONDISTRIBUTABLE_GZIP,
-    OCI_LAYER_NONDISTRIBUTABLE_ZSTD,
-    DOCKER_LAYER,
-    DOCKER_FOREIGN_LAYER,
-    DOCKER_SCHEMA1_LAYER,
-})
+BLOB_MEDIA_TYPES = frozenset(
+    {
+        OCI_EMPTY,
+        OCI_IMAGE_CONFIG,
+        DOCKER_IMAGE_CONFIG,
+        OCI_LAYER,
+        OCI_LAYER_GZIP,
+        OCI_LAYER_ZSTD,
+        OCI_LAYER_NONDISTRIBUTABLE,
+        OCI_LAYER_NONDISTRIBUTABLE_GZIP,
+        OCI_LAYER_NONDISTRIBUTABLE_ZSTD,
+        DOCKER_LAYER,
+        DOCKER_FOREIGN_LAYER,
+        DOCKER_SCHEMA1_LAYER,
+    }
+)
 
 #: Manifest types a client may name in a GET's Accept header, in order of
 #: preference when it names several.  A schema 1 manifest is always stored

@@ -63,13 +63,16 @@ def resolve_media_type(doc, content_type):
     if declared is not None and in_body is not None and not _same_type(in_body, declared):
         raise fields.invalid(
             f"media type in body {in_body} does not match Content-Type {declared}",
-            "mediaType", mediaType=in_body, contentType=declared,
+            "mediaType",
+            mediaType=in_body,
+            contentType=declared,
         )
     media_type = declared or in_body or _detect(doc)
     if media_type not in _PARSERS:
         raise fields.invalid(
             f"unsupported manifest media type {media_type!r}",
-            mediaType=media_type, supported=sorted(_PARSERS),
+            mediaType=media_type,
+            supported=sorted(_PARSERS),
         )
     return media_type
 

@@ -76,7 +76,7 @@ def key_id(public_key):
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     encoded = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode("ascii").rstrip("=")
-    return ":".join(encoded[i:i + 4] for i in range(0, len(encoded), 4))
+    return ":".join(encoded[i : i + 4] for i in range(0, len(encoded), 4))
 
 
 def _int_to_bytes(value, length):
@@ -125,7 +125,9 @@ def _key_from_jwk(jwk, where):
             path = f"{where}.{name}"
             raw = b64url_decode(fields.get_string(jwk, name, where, required=True), path)
             if len(raw) != size:
-                raise fields.invalid(f"{path} must be {size} octets for {crv}, not {len(raw)}", path)
+                raise fields.invalid(
+                    f"{path} must be {size} octets for {crv}, not {len(raw)}", path
+                )
             coordinates.append(int.from_bytes(raw, "big"))
         try:
             key = ec.EllipticCurvePublicNumbers(*coordinates, curve()).public_key()
@@ -354,15 +356,17 @@ def sign_schema1(manifest_dict, private_key, *, chain=None, timestamp=None):
     format_tail = payload[format_length:]
 
     when = timestamp or datetime.datetime.now(datetime.timezone.utc)
-    protected = b64url_encode(json.dumps(
-        {
-            "formatLength": format_length,
-            "formatTail": b64url_encode(format_tail),
-            "time": when.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    ).encode("utf-8"))
+    protected = b64url_encode(
+        json.dumps(
+            {
+                "formatLength": format_length,
+                "formatTail": b64url_encode(format_tail),
+                "time": when.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode("utf-8")
+    )
     algorithm, sign = _private_key_algorithm(private_key)
     signature = sign(protected.encode("ascii") + b"." + b64url_encode(payload).encode("ascii"))
 
@@ -378,9 +382,4 @@ def sign_schema1(manifest_dict, private_key, *, chain=None, timestamp=None):
         header = {"jwk": public_key_jwk(private_key.public_key()), "alg": algorithm}
     block = {"header": header, "signature": b64url_encode(signature), "protected": protected}
     signatures = json.dumps([block], indent=3).replace("\n", "\n   ")
-    return (
-        payload[:format_length]
-        + b',\n   "signatures": '
-        + signatures.encode("utf-8")
-        + b"\n}"
-    )
+    return payload[:format_length] + b',\n   "signatures": ' + signatures.encode("utf-8") + b"\n}"

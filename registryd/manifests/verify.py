@@ -71,8 +71,14 @@ def _unique(descriptors):
             yield descriptor.digest
 
 
-async def verify_references(manifest, repository_has_blob, repository_has_manifest,
-                            allow_sparse=False, url_policy=None, allow_missing_blobs=False):
+async def verify_references(
+    manifest,
+    repository_has_blob,
+    repository_has_manifest,
+    allow_sparse=False,
+    url_policy=None,
+    allow_missing_blobs=False,
+):
     """Check that ``manifest``'s blobs and child manifests exist.
 
     :param repository_has_blob: ``digest -> bool``, or a coroutine or
@@ -97,9 +103,11 @@ async def verify_references(manifest, repository_has_blob, repository_has_manife
     """
     check_urls(manifest, url_policy)
     sparse_image = allow_missing_blobs and manifest.config is not None
-    checks = [] if sparse_image else [
-        (digest, repository_has_blob) for digest in _unique(manifest.blobs)
-    ]
+    checks = (
+        []
+        if sparse_image
+        else [(digest, repository_has_blob) for digest in _unique(manifest.blobs)]
+    )
     if not allow_sparse:
         checks += [(digest, repository_has_manifest) for digest in _unique(manifest.manifests)]
     if not checks:

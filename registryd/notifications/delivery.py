@@ -119,7 +119,8 @@ class Endpoint:
                 log.error(
                     "notification endpoint {endpoint}: {count} events are waiting, the "
                     "limit (notifications.journal.maxevents); dropping new events",
-                    endpoint=self.name, count=len(self.pending),
+                    endpoint=self.name,
+                    count=len(self.pending),
                 )
             return
         self.pending.append((line, self.journal.append(line)))
@@ -139,8 +140,13 @@ class Endpoint:
             return
         self._running = True
         self._loop = defer.ensureDeferred(self._run())
-        self._loop.addErrback(lambda failure: log.failure(
-            "notification endpoint {endpoint}: delivery loop failed", failure, endpoint=self.name))
+        self._loop.addErrback(
+            lambda failure: log.failure(
+                "notification endpoint {endpoint}: delivery loop failed",
+                failure,
+                endpoint=self.name,
+            )
+        )
 
     async def stop(self):
         """Stop delivering (an envelope in flight is abandoned and will be
@@ -166,7 +172,9 @@ class Endpoint:
             if delay > 0:
                 await self._sleep(delay)
                 continue
-            batch = [self.pending[index] for index in range(min(self.batch_size, len(self.pending)))]
+            batch = [
+                self.pending[index] for index in range(min(self.batch_size, len(self.pending)))
+            ]
             delivered = await self._deliver([line for line, _ in batch])
             if not self._running:
                 break
@@ -193,7 +201,10 @@ class Endpoint:
 
     async def _post(self, lines):
         response = await self.client.post(
-            self.url, data=envelope(lines), headers=self.headers, allow_redirects=False,
+            self.url,
+            data=envelope(lines),
+            headers=self.headers,
+            allow_redirects=False,
         )
         await response.content()  # read it all: releases the connection
         return response.code
@@ -221,7 +232,9 @@ class Endpoint:
         if delivered:
             log.debug(
                 "notification endpoint {endpoint}: delivered {count} events in {duration:.3f}s",
-                endpoint=self.name, count=len(lines), duration=time.monotonic() - started,
+                endpoint=self.name,
+                count=len(lines),
+                duration=time.monotonic() - started,
             )
             return True
         backing_off = self.failures.record_failure(self._reactor.seconds())
@@ -230,14 +243,20 @@ class Endpoint:
         if self.failures.recent == 1:
             log.warn(
                 "notification endpoint {endpoint} ({url}): {error}; retrying",
-                endpoint=self.name, url=self.url, error=error,
+                endpoint=self.name,
+                url=self.url,
+                error=error,
             )
         elif backing_off:
             log.error(
                 "notification endpoint {endpoint} ({url}) failed {count} times in a row "
                 "({error}); retrying every {backoff:g}s, {pending} events waiting",
-                endpoint=self.name, url=self.url, count=self.failures.recent, error=error,
-                backoff=self.config.backoff, pending=len(self.pending),
+                endpoint=self.name,
+                url=self.url,
+                count=self.failures.recent,
+                error=error,
+                backoff=self.config.backoff,
+                pending=len(self.pending),
             )
         else:
             log.debug("notification endpoint {endpoint}: {error}", endpoint=self.name, error=error)

@@ -69,8 +69,11 @@ def request_record(request):
         "id": request.context.request_id or "",
         # As Distribution's RemoteAddr: the first X-Forwarded-For entry, else
         # X-Real-Ip (a proxy in front says who the client is), else the peer.
-        "addr": (header(b"x-forwarded-for").split(",")[0].strip()
-                 or header(b"x-real-ip").strip() or client_address(request)),
+        "addr": (
+            header(b"x-forwarded-for").split(",")[0].strip()
+            or header(b"x-real-ip").strip()
+            or client_address(request)
+        ),
         "host": header(b"host"),
         "method": request.method.decode("latin-1"),
         "useragent": header(b"user-agent"),
@@ -194,7 +197,9 @@ class Notifier(NullEvents):
     (``set_endpoints``, on SIGHUP).
     """
 
-    def __init__(self, urls, endpoints=(), include_references=False, source_addr=None, instance_id=None):
+    def __init__(
+        self, urls, endpoints=(), include_references=False, source_addr=None, instance_id=None
+    ):
         self.urls = urls
         self.include_references = include_references
         self.source = {
@@ -235,20 +240,31 @@ class Notifier(NullEvents):
     def blob_pulled(self, request, name, blob):
         if not self.endpoints:
             return
-        self.emit(request, PULL, blob_target(
-            name, blob.digest, blob.size, self.urls.blob(request, name, blob.digest)))
+        self.emit(
+            request,
+            PULL,
+            blob_target(name, blob.digest, blob.size, self.urls.blob(request, name, blob.digest)),
+        )
 
     def blob_pushed(self, request, name, blob):
         if not self.endpoints:
             return
-        self.emit(request, PUSH, blob_target(
-            name, blob.digest, blob.size, self.urls.blob(request, name, blob.digest)))
+        self.emit(
+            request,
+            PUSH,
+            blob_target(name, blob.digest, blob.size, self.urls.blob(request, name, blob.digest)),
+        )
 
     def blob_mounted(self, request, name, blob, source):
         if not self.endpoints:
             return
-        self.emit(request, MOUNT, blob_target(
-            name, blob.digest, blob.size, self.urls.blob(request, name, blob.digest), source))
+        self.emit(
+            request,
+            MOUNT,
+            blob_target(
+                name, blob.digest, blob.size, self.urls.blob(request, name, blob.digest), source
+            ),
+        )
 
     def blob_deleted(self, request, name, digest):
         self.emit(request, DELETE, {"digest": str(digest), "repository": name})
@@ -265,7 +281,9 @@ class Notifier(NullEvents):
             return
         url = self.urls.manifest(request, name, stored.digest)
         for tag in tags:
-            self.emit(request, action, manifest_target(name, stored, url, tag, self.include_references))
+            self.emit(
+                request, action, manifest_target(name, stored, url, tag, self.include_references)
+            )
 
     def manifest_deleted(self, request, name, reference, removed_tags=()):
         """A manifest deleted by digest (then one tag delete per tag that

@@ -106,7 +106,8 @@ def read_journal(directory):
     if complete != len(data):
         log.warn(
             "notification journal {path}: dropping an incomplete last line ({size} bytes)",
-            path=events_path, size=len(data) - complete,
+            path=events_path,
+            size=len(data) - complete,
         )
         os.truncate(events_path, complete)
         data = data[:complete]
@@ -117,19 +118,22 @@ def read_journal(directory):
         offset = 0
     if offset < 0 or offset > len(data):
         offset = 0  # the file was truncated after the offset was written
-    elif offset and data[offset - 1:offset] != b"\n":
+    elif offset and data[offset - 1 : offset] != b"\n":
         offset = data.find(b"\n", offset) + 1  # not at a line start: skip to one
     entries = []
     position = offset
     while position < len(data):
         end = data.index(b"\n", position) + 1
-        line = data[position:end - 1]
+        line = data[position : end - 1]
         position = end
         try:
             json.loads(line)
         except ValueError:
-            log.warn("notification journal {path}: skipping a damaged line at byte {at}",
-                     path=events_path, at=end - len(line) - 1)
+            log.warn(
+                "notification journal {path}: skipping a damaged line at byte {at}",
+                path=events_path,
+                at=end - len(line) - 1,
+            )
             continue
         entries.append((line, end))
     return entries, len(data)
@@ -204,7 +208,9 @@ class Journal:
             if isinstance(result, Failure):
                 log.failure(
                     "notification journal {path}: write failed; undelivered events "
-                    "will not survive a restart", result, path=self._events_path,
+                    "will not survive a restart",
+                    result,
+                    path=self._events_path,
                 )
             self._flush()
 

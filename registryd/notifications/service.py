@@ -65,9 +65,13 @@ class NotificationService(Service):
         log.info(
             "notification endpoint {endpoint} ({url}): timeout={timeout:g}s threshold={threshold} "
             "backoff={backoff:g}s headers={headers} {pending} events waiting",
-            endpoint=endpoint.name, url=endpoint_config.url, timeout=endpoint_config.timeout,
-            threshold=endpoint_config.threshold, backoff=endpoint_config.backoff,
-            headers=sorted(endpoint_config.headers), pending=len(endpoint.pending),
+            endpoint=endpoint.name,
+            url=endpoint_config.url,
+            timeout=endpoint_config.timeout,
+            threshold=endpoint_config.threshold,
+            backoff=endpoint_config.backoff,
+            headers=sorted(endpoint_config.headers),
+            pending=len(endpoint.pending),
         )
         return endpoint
 
@@ -81,7 +85,10 @@ class NotificationService(Service):
 
         async def stopping():
             await defer.gatherResults(
-                [defer.ensureDeferred(self._close(endpoint)) for endpoint in self.endpoints.values()]
+                [
+                    defer.ensureDeferred(self._close(endpoint))
+                    for endpoint in self.endpoints.values()
+                ]
             )
             await self._pool.closeCachedConnections()
 
@@ -104,8 +111,12 @@ class NotificationService(Service):
                 endpoint = self.endpoints.pop(name)
                 self.notifier.set_endpoints(self.endpoints.values())
                 await self._close(endpoint)
-                log.info("notification endpoint {endpoint} removed; {pending} undelivered events "
-                         "stay in its journal", endpoint=name, pending=len(endpoint.pending))
+                log.info(
+                    "notification endpoint {endpoint} removed; {pending} undelivered events "
+                    "stay in its journal",
+                    endpoint=name,
+                    pending=len(endpoint.pending),
+                )
         for name, endpoint_config in wanted.items():
             endpoint = self.endpoints.get(name)
             if endpoint is None:
@@ -114,12 +125,16 @@ class NotificationService(Service):
                     endpoint.start()
             elif endpoint.config != endpoint_config:
                 endpoint.configure(endpoint_config)
-                log.info("notification endpoint {endpoint} reconfigured ({url})",
-                         endpoint=name, url=endpoint_config.url)
+                log.info(
+                    "notification endpoint {endpoint} reconfigured ({url})",
+                    endpoint=name,
+                    url=endpoint_config.url,
+                )
         self.notifier.include_references = config.include_references
         self.notifier.set_endpoints(self.endpoints.values())
         self.config = config.__class__(
-            endpoints=config.endpoints, include_references=config.include_references,
+            endpoints=config.endpoints,
+            include_references=config.include_references,
             journal_directory=self.config.journal_directory,
             journal_max_events=self.config.journal_max_events,
         )

@@ -42,8 +42,11 @@ def run_job(prog, config, driver, job):
     outcome = {}
 
     async def work(reactor):
-        registry = Registry(driver, delete_enabled=config.storage.delete_enabled,
-                            immutable_tags=config.lifecycle.immutable)
+        registry = Registry(
+            driver,
+            delete_enabled=config.storage.delete_enabled,
+            immutable_tags=config.lifecycle.immutable,
+        )
         outcome["result"] = await job(registry)
 
     def failed(failure):

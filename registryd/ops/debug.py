@@ -58,7 +58,9 @@ class DebugResource(Resource):
         return body
 
     def _metrics(self, request):
-        return self._text(request, 200, generate_latest(self.registry), CONTENT_TYPE_LATEST.encode())
+        return self._text(
+            request, 200, generate_latest(self.registry), CONTENT_TYPE_LATEST.encode()
+        )
 
     def _health(self, request):
         # The checks run to the end even if the client leaves (a cancelled

@@ -115,7 +115,9 @@ class GCReport:
             "blobs_seen": self.blobs_seen,
             "blobs_removed": [{"digest": d, "size": s} for d, s in self.blobs_removed],
             "bytes_reclaimed": self.bytes_reclaimed,
-            "manifests_removed": [{"repository": r, "digest": d} for r, d in self.manifests_removed],
+            "manifests_removed": [
+                {"repository": r, "digest": d} for r, d in self.manifests_removed
+            ],
             "layer_links_removed": [
                 {"repository": r, "digest": d} for r, d in self.layer_links_removed
             ],
@@ -281,7 +283,9 @@ class _Collector:
                 await self.guard.end_delete(digest)
             self.report.manifests_removed.append((scan.name, str(digest)))
 
-        await gather_limited(sweep, [(scan, digest) for scan in scans for digest in scan.candidates])
+        await gather_limited(
+            sweep, [(scan, digest) for scan in scans for digest in scan.candidates]
+        )
         self.report.manifests_removed.sort()
 
     async def _sweep_blobs(self, scans, blobs):
@@ -345,7 +349,9 @@ class _Collector:
             link_modified = await repositories[repository].blobs.link_modified(link)
             if link_modified is not None and self._young(link_modified):
                 return f"linked into {repository} less than the grace period ago"
-        if await self.guard.in_use(digest) or any([await self.guard.in_use(link) for _, link in links]):
+        if await self.guard.in_use(digest) or any(
+            [await self.guard.in_use(link) for _, link in links]
+        ):
             return "in use by a push"
         return None
 
@@ -376,8 +382,14 @@ class _Collector:
         return self.report
 
 
-async def collect_garbage(registry, dry_run=False, delete_untagged=False,
-                          grace_period=DEFAULT_GRACE_PERIOD, clock=time.time, before_sweep=None):
+async def collect_garbage(
+    registry,
+    dry_run=False,
+    delete_untagged=False,
+    grace_period=DEFAULT_GRACE_PERIOD,
+    clock=time.time,
+    before_sweep=None,
+):
     """Mark and sweep ``registry``'s storage; return a :class:`GCReport`.
 
     :param dry_run: remove nothing; report what would be removed.
@@ -393,6 +405,7 @@ async def collect_garbage(registry, dry_run=False, delete_untagged=False,
         report = await collector.run()
     log.info(
         "garbage collection{dry}: {summary}",
-        dry=" (dry run)" if dry_run else "", summary=report.summary(),
+        dry=" (dry run)" if dry_run else "",
+        summary=report.summary(),
     )
     return report

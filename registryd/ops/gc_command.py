@@ -27,17 +27,27 @@ def _parser():
         prog="registryd-gc",
         description="Remove blobs (and with --delete-untagged, manifests) that nothing references.",
     )
-    parser.add_argument("--config", "-c", metavar="FILE",
-                        help="registryd YAML configuration (required, except with --dry-run: "
-                             "./registry-data then)")
-    parser.add_argument("--dry-run", "-d", action="store_true",
-                        help="remove nothing; print what would be removed")
-    parser.add_argument("--delete-untagged", "-m", action="store_true",
-                        help="also remove manifests that no tag reaches (keeping index "
-                             "children and referrers of kept manifests)")
-    parser.add_argument("--grace-period", metavar="DURATION",
-                        help="keep blobs younger than this, e.g. 1h, 30m or 0 "
-                             "(default: gc.graceperiod, 1h)")
+    parser.add_argument(
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="registryd YAML configuration (required, except with --dry-run: ./registry-data then)",
+    )
+    parser.add_argument(
+        "--dry-run", "-d", action="store_true", help="remove nothing; print what would be removed"
+    )
+    parser.add_argument(
+        "--delete-untagged",
+        "-m",
+        action="store_true",
+        help="also remove manifests that no tag reaches (keeping index "
+        "children and referrers of kept manifests)",
+    )
+    parser.add_argument(
+        "--grace-period",
+        metavar="DURATION",
+        help="keep blobs younger than this, e.g. 1h, 30m or 0 (default: gc.graceperiod, 1h)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
@@ -57,8 +67,11 @@ def run(argv, out=None, err=None):
     from registryd.ops.command import CommandFailed, load_storage, print_report, run_job
 
     if options.config is None and not options.dry_run:
-        print("registryd-gc: --config FILE is required to delete (the registry's configuration, "
-              "naming its storage); add --dry-run to look at ./registry-data without it", file=err)
+        print(
+            "registryd-gc: --config FILE is required to delete (the registry's configuration, "
+            "naming its storage); add --dry-run to look at ./registry-data without it",
+            file=err,
+        )
         return 2
     try:
         config, driver = load_storage("registryd-gc", options.config)
@@ -73,7 +86,9 @@ def run(argv, out=None, err=None):
             from registryd.ops.gc import collect_garbage
 
             return await collect_garbage(
-                registry, dry_run=options.dry_run, delete_untagged=options.delete_untagged,
+                registry,
+                dry_run=options.dry_run,
+                delete_untagged=options.delete_untagged,
                 grace_period=grace_period,
             )
 

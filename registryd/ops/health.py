@@ -131,7 +131,9 @@ def describe_failure(failure, timeout=PROBE_TIMEOUT):
 class Check:
     """One named probe, with Distribution's threshold semantics."""
 
-    def __init__(self, name, probe, interval=10.0, threshold=1, reactor=None, timeout=PROBE_TIMEOUT):
+    def __init__(
+        self, name, probe, interval=10.0, threshold=1, reactor=None, timeout=PROBE_TIMEOUT
+    ):
         self.name = name
         self.probe = probe
         self.interval = interval
@@ -247,7 +249,9 @@ class HealthChecks:
         """A service running the periodic checks while it runs."""
         timers = MultiService()
         for check in self.periodic:
-            timer = TimerService(check.interval, lambda check=check: defer.ensureDeferred(check.run()))
+            timer = TimerService(
+                check.interval, lambda check=check: defer.ensureDeferred(check.run())
+            )
             timer.setName(f"health {check.name}")
             timer.setServiceParent(timers)
         return timers

@@ -53,8 +53,10 @@ class PurgeReport:
     def summary(self):
         verb = "would remove" if self.dry_run else "removed"
         size = sum(upload.size for upload in self.removed)
-        return (f"upload purging: {verb} {len(self.removed)} uploads ({size} bytes) older "
-                f"than {self.older_than:g}s; {self.kept} kept")
+        return (
+            f"upload purging: {verb} {len(self.removed)} uploads ({size} bytes) older "
+            f"than {self.older_than:g}s; {self.kept} kept"
+        )
 
     def __repr__(self):
         prefix = "would remove" if self.dry_run else "removed"
@@ -233,19 +235,27 @@ class Maintenance:
         purging = self.config.storage.maintenance.upload_purging
         if purging.enabled:
             delay = rng() * min(MAX_FIRST_PURGE_DELAY, purging.interval)
-            found.append(PeriodicService(
-                "upload purging", purging.interval,
-                self.scheduled("upload purging", purging.interval, self.purge_uploads),
-                first_delay=delay, clock=clock,
-            ))
+            found.append(
+                PeriodicService(
+                    "upload purging",
+                    purging.interval,
+                    self.scheduled("upload purging", purging.interval, self.purge_uploads),
+                    first_delay=delay,
+                    clock=clock,
+                )
+            )
         if self.config.gc.interval:
 
             async def scheduled_gc():
                 if not self.gc_running:
                     await self.gc()
 
-            found.append(PeriodicService(
-                "garbage collection", self.config.gc.interval,
-                self.scheduled("garbage collection", self.config.gc.interval, scheduled_gc), clock=clock,
-            ))
+            found.append(
+                PeriodicService(
+                    "garbage collection",
+                    self.config.gc.interval,
+                    self.scheduled("garbage collection", self.config.gc.interval, scheduled_gc),
+                    clock=clock,
+                )
+            )
         return found

@@ -110,12 +110,17 @@ def load_or_create_host_key(path, key_path="manhole.host_key"):
         except FileExistsError:
             pass  # another process made one meanwhile: use it
         except OSError as error:
-            raise ConfigError(key_path, f"cannot create {path}: {error.strerror or error}") from None
+            raise ConfigError(
+                key_path, f"cannot create {path}: {error.strerror or error}"
+            ) from None
         else:
             with os.fdopen(fd, "wb") as stream:
                 stream.write(data)
-            log.info("generated manhole host key {path} ({fingerprint})", path=path,
-                     fingerprint=key.fingerprint(keys.FingerprintFormats.SHA256_BASE64))
+            log.info(
+                "generated manhole host key {path} ({fingerprint})",
+                path=path,
+                fingerprint=key.fingerprint(keys.FingerprintFormats.SHA256_BASE64),
+            )
             return key
     try:
         key = keys.Key.fromFile(path)
@@ -273,7 +278,6 @@ def make_namespace(registry, maintenance, config, reactor=None, retention=None):
 
         def __call__(self, *args):
             print(repr(self))
-
 
     def on_reactor(function, *args, **kwargs):
         """Call function on the reactor thread; its value (awaited)."""
@@ -489,8 +493,11 @@ class ManholeSession(manhole_ssh.TerminalSession):
 
     def openShell(self, proto):
         self._terminal = self.transportFactory(
-            proto, self.chainedProtocolFactory(), iconch.IConchUser(self.original),
-            self.width, self.height,
+            proto,
+            self.chainedProtocolFactory(),
+            iconch.IConchUser(self.original),
+            self.width,
+            self.height,
         )
 
     def execCommand(self, proto, command):
@@ -501,10 +508,16 @@ class ManholeSession(manhole_ssh.TerminalSession):
         # is sent when this returns, and clients expect it before any output.
         started = defer.Deferred()
         reactor.callLater(0, started.callback, None)
-        started.addCallback(lambda _: defer.ensureDeferred(run_source(
-            command.decode("utf-8", "replace"), self.namespace_factory(), self.runner,
-            self._commands.append,
-        )))
+        started.addCallback(
+            lambda _: defer.ensureDeferred(
+                run_source(
+                    command.decode("utf-8", "replace"),
+                    self.namespace_factory(),
+                    self.runner,
+                    self._commands.append,
+                )
+            )
+        )
         running = started
 
         def done(outcome):
@@ -559,8 +572,12 @@ class ManholeRealm(manhole_ssh.TerminalRealm):
 
 #: Signature algorithms conch verifies for public key logins.
 USER_KEY_ALGORITHMS = (
-    b"ssh-ed25519", b"ecdsa-sha2-nistp256", b"ecdsa-sha2-nistp384", b"ecdsa-sha2-nistp521",
-    b"rsa-sha2-512", b"rsa-sha2-256",
+    b"ssh-ed25519",
+    b"ecdsa-sha2-nistp256",
+    b"ecdsa-sha2-nistp384",
+    b"ecdsa-sha2-nistp521",
+    b"rsa-sha2-512",
+    b"rsa-sha2-256",
 )
 
 
@@ -604,16 +621,20 @@ class ManholeService(MultiService):
         self.setName("manhole")
         self.host_key = load_or_create_host_key(manhole_config.host_key)
         self.authorized_keys = load_authorized_keys(manhole_config.authorized_keys)
-        self.runner = StatementRunner(
-            reactor, manhole_config.timelimit, manhole_config.memorylimit
-        )
+        self.runner = StatementRunner(reactor, manhole_config.timelimit, manhole_config.memorylimit)
         self.factory = make_factory(
-            manhole_config.user, self.authorized_keys, self.host_key, namespace_factory,
+            manhole_config.user,
+            self.authorized_keys,
+            self.host_key,
+            namespace_factory,
             self.runner,
         )
         self.listener = ListenerService(
-            manhole_config.listen, self.factory, reactor=reactor,
-            what=f"manhole (user {manhole_config.user}) listening on", scheme="ssh",
+            manhole_config.listen,
+            self.factory,
+            reactor=reactor,
+            what=f"manhole (user {manhole_config.user}) listening on",
+            scheme="ssh",
         )
         self.listener.setName(f"manhole {manhole_config.listen}")
         self.listener.setServiceParent(self)

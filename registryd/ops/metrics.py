@@ -40,34 +40,62 @@ NAMESPACE = "registryd"
 #: Request latency buckets: manifest and API calls take milliseconds, blob
 #: transfers up to minutes.
 _LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    300,
 )
 
 # --- HTTP (updated once per request, by registryd.http.accesslog) ---------------
 
 HTTP_REQUESTS = Counter(
-    "http_requests", "HTTP requests answered, by route, method and status.",
-    ["route", "method", "status"], namespace=NAMESPACE,
+    "http_requests",
+    "HTTP requests answered, by route, method and status.",
+    ["route", "method", "status"],
+    namespace=NAMESPACE,
 )
 HTTP_REQUEST_DURATION = Histogram(
     "http_request_duration_seconds",
     "Time from the request line to the end of the response, by route, method and status.",
-    ["route", "method", "status"], namespace=NAMESPACE, buckets=_LATENCY_BUCKETS,
+    ["route", "method", "status"],
+    namespace=NAMESPACE,
+    buckets=_LATENCY_BUCKETS,
 )
 HTTP_REQUESTS_ABORTED = Counter(
-    "http_requests_aborted", "Requests whose connection was lost before the response was complete.",
-    ["route", "method"], namespace=NAMESPACE,
+    "http_requests_aborted",
+    "Requests whose connection was lost before the response was complete.",
+    ["route", "method"],
+    namespace=NAMESPACE,
 )
 HTTP_RECEIVED_BYTES = Counter(
-    "http_received_bytes", "Request body bytes received, by route.", ["route"], namespace=NAMESPACE,
+    "http_received_bytes",
+    "Request body bytes received, by route.",
+    ["route"],
+    namespace=NAMESPACE,
 )
 HTTP_SENT_BYTES = Counter(
-    "http_sent_bytes", "Response body bytes sent, by route.", ["route"], namespace=NAMESPACE,
+    "http_sent_bytes",
+    "Response body bytes sent, by route.",
+    ["route"],
+    namespace=NAMESPACE,
 )
 UPLOADS_IN_PROGRESS = Gauge(
     "uploads_in_progress",
     "Blob upload requests (POST, PATCH, PUT with a body) being received right now.",
-    namespace=NAMESPACE, multiprocess_mode="livesum",
+    namespace=NAMESPACE,
+    multiprocess_mode="livesum",
 )
 
 # --- storage (updated by registryd.storage.instrumented) --------------------
@@ -75,23 +103,31 @@ UPLOADS_IN_PROGRESS = Gauge(
 STORAGE_OPERATION_DURATION = Histogram(
     "storage_operation_duration_seconds",
     "Time taken by storage driver calls, by driver and operation.",
-    ["driver", "operation"], namespace=NAMESPACE,
+    ["driver", "operation"],
+    namespace=NAMESPACE,
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 STORAGE_ERRORS = Counter(
     "storage_errors",
     "Storage driver calls that failed (a missing path is not an error), by driver, operation and error.",
-    ["driver", "operation", "error"], namespace=NAMESPACE,
+    ["driver", "operation", "error"],
+    namespace=NAMESPACE,
 )
 
 # --- health (updated by registryd.ops.health) ------------------------------------
 
 HEALTH_CHECK_UP = Gauge(
-    "health_check_up", "1 while a health check passes, 0 while it fails.", ["check"],
-    namespace=NAMESPACE, multiprocess_mode="livemin",
+    "health_check_up",
+    "1 while a health check passes, 0 while it fails.",
+    ["check"],
+    namespace=NAMESPACE,
+    multiprocess_mode="livemin",
 )
 HEALTH_CHECK_FAILURES = Counter(
-    "health_check_failures", "Failed health check runs, by check.", ["check"], namespace=NAMESPACE,
+    "health_check_failures",
+    "Failed health check runs, by check.",
+    ["check"],
+    namespace=NAMESPACE,
 )
 
 # --- notifications (updated by registryd.notifications) --------------------
@@ -99,16 +135,21 @@ HEALTH_CHECK_FAILURES = Counter(
 NOTIFICATION_EVENTS = Counter(
     "notification_events",
     "Events by endpoint and what became of them: queued, delivered, dropped (queue full) or ignored.",
-    ["endpoint", "outcome"], namespace=NAMESPACE,
+    ["endpoint", "outcome"],
+    namespace=NAMESPACE,
 )
 NOTIFICATION_DELIVERIES = Counter(
     "notification_deliveries",
     "Delivery attempts (one envelope each), by endpoint and result: an HTTP status, or 'error'.",
-    ["endpoint", "result"], namespace=NAMESPACE,
+    ["endpoint", "result"],
+    namespace=NAMESPACE,
 )
 NOTIFICATION_PENDING = Gauge(
-    "notification_pending", "Events waiting to be delivered, by endpoint.", ["endpoint"],
-    namespace=NAMESPACE, multiprocess_mode="livesum",
+    "notification_pending",
+    "Events waiting to be delivered, by endpoint.",
+    ["endpoint"],
+    namespace=NAMESPACE,
+    multiprocess_mode="livesum",
 )
 
 # --- pull-through cache (updated by registryd.proxy) -------------------------
@@ -118,48 +159,73 @@ PROXY_REQUESTS = Counter(
     "Pull-through cache lookups, by type (blob, manifest) and result: hit (served "
     "from the cache), miss (fetched from upstream), stale (upstream unavailable, "
     "the cached tag served).",
-    ["type", "result"], namespace=NAMESPACE,
+    ["type", "result"],
+    namespace=NAMESPACE,
 )
 PROXY_PULLED_BYTES = Counter(
-    "proxy_pulled_bytes", "Bytes fetched from the upstream registry, by type (blob, manifest).",
-    ["type"], namespace=NAMESPACE,
+    "proxy_pulled_bytes",
+    "Bytes fetched from the upstream registry, by type (blob, manifest).",
+    ["type"],
+    namespace=NAMESPACE,
 )
 
 # --- quotas (updated by registryd.lifecycle.quotas) -------------------------
 
 QUOTA_USED_BYTES = Gauge(
-    "quota_used_bytes", "Bytes the repositories under a quota hold (deduplicated), by quota.",
-    ["quota"], namespace=NAMESPACE, multiprocess_mode="max",
+    "quota_used_bytes",
+    "Bytes the repositories under a quota hold (deduplicated), by quota.",
+    ["quota"],
+    namespace=NAMESPACE,
+    multiprocess_mode="max",
 )
 QUOTA_LIMIT_BYTES = Gauge(
-    "quota_limit_bytes", "A quota's bound in bytes (absent: none), by quota.",
-    ["quota"], namespace=NAMESPACE, multiprocess_mode="max",
+    "quota_limit_bytes",
+    "A quota's bound in bytes (absent: none), by quota.",
+    ["quota"],
+    namespace=NAMESPACE,
+    multiprocess_mode="max",
 )
 QUOTA_REPOSITORIES = Gauge(
-    "quota_repositories", "Repositories under a quota, by quota.",
-    ["quota"], namespace=NAMESPACE, multiprocess_mode="max",
+    "quota_repositories",
+    "Repositories under a quota, by quota.",
+    ["quota"],
+    namespace=NAMESPACE,
+    multiprocess_mode="max",
 )
 
 # --- garbage collection and upload purging (for registryd.ops) -----------
 
 GC_RUNS = Counter(
-    "gc_runs", "Garbage collection runs, by result (ok or failed).", ["result"], namespace=NAMESPACE,
+    "gc_runs",
+    "Garbage collection runs, by result (ok or failed).",
+    ["result"],
+    namespace=NAMESPACE,
 )
 GC_DURATION = Histogram(
-    "gc_duration_seconds", "Time taken by garbage collection runs.", namespace=NAMESPACE,
+    "gc_duration_seconds",
+    "Time taken by garbage collection runs.",
+    namespace=NAMESPACE,
     buckets=(0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200),
 )
 GC_BLOBS_DELETED = Counter(
-    "gc_blobs_deleted", "Blobs deleted by garbage collection.", namespace=NAMESPACE,
+    "gc_blobs_deleted",
+    "Blobs deleted by garbage collection.",
+    namespace=NAMESPACE,
 )
 GC_MANIFESTS_DELETED = Counter(
-    "gc_manifests_deleted", "Manifests deleted by garbage collection.", namespace=NAMESPACE,
+    "gc_manifests_deleted",
+    "Manifests deleted by garbage collection.",
+    namespace=NAMESPACE,
 )
 GC_BYTES_FREED = Counter(
-    "gc_freed_bytes", "Bytes of blob data deleted by garbage collection.", namespace=NAMESPACE,
+    "gc_freed_bytes",
+    "Bytes of blob data deleted by garbage collection.",
+    namespace=NAMESPACE,
 )
 UPLOADS_PURGED = Counter(
-    "uploads_purged", "Abandoned uploads removed by upload purging.", namespace=NAMESPACE,
+    "uploads_purged",
+    "Abandoned uploads removed by upload purging.",
+    namespace=NAMESPACE,
 )
 
 
@@ -227,4 +293,3 @@ def process_exited(pid):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid)
-

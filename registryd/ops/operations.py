@@ -58,9 +58,22 @@ class Operations(MultiService):
     # the stub types Service.name as None, the unnamed default
     name = "operations"  # type: ignore[assignment]
 
-    def __init__(self, config, app, health, events, access_log, log_format, log_filter,
-                 debug_listeners=(), config_path=None, listen_override=False,
-                 config_filter=None, tls_listeners=(), reactor=None):
+    def __init__(
+        self,
+        config,
+        app,
+        health,
+        events,
+        access_log,
+        log_format,
+        log_filter,
+        debug_listeners=(),
+        config_path=None,
+        listen_override=False,
+        config_filter=None,
+        tls_listeners=(),
+        reactor=None,
+    ):
         """
         :param config: the validated :class:`registryd.config.Config` in force
             (``config`` follows reloads).
@@ -166,7 +179,9 @@ class Operations(MultiService):
         try:
             new = load_config(path)
         except ConfigError as error:
-            log.error("reload: configuration {path} not applied: {error}", path=path, error=str(error))
+            log.error(
+                "reload: configuration {path} not applied: {error}", path=path, error=str(error)
+            )
             return None
         loaded = new
         if self.config_filter is not None:
@@ -229,8 +244,11 @@ class Operations(MultiService):
                     reactor, reactor.getThreadPool(), tls.reloaded_options, endpoint, tls_config
                 )
             except ConfigError as error:
-                log.error("reload: TLS of {endpoint} keeps its certificate: {error}",
-                          endpoint=endpoint, error=str(error))
+                log.error(
+                    "reload: TLS of {endpoint} keeps its certificate: {error}",
+                    endpoint=endpoint,
+                    error=str(error),
+                )
                 renewed = False
                 continue
             if options is None:  # http.tls removed: a plain listener needs a restart

@@ -58,10 +58,14 @@ class ReferrersReport:
         """The report as text, one change per line, summary last."""
         added, removed = ("would add", "would remove") if self.dry_run else ("added", "removed")
         out = [f"warning: {warning}" for warning in self.warnings]
-        out += [f"{added} {repo}: {referrer} refers to {subject}"
-                for repo, subject, referrer in self.entries_added]
-        out += [f"{removed} {repo}: {referrer} as a referrer of {subject}"
-                for repo, subject, referrer in self.entries_removed]
+        out += [
+            f"{added} {repo}: {referrer} refers to {subject}"
+            for repo, subject, referrer in self.entries_added
+        ]
+        out += [
+            f"{removed} {repo}: {referrer} as a referrer of {subject}"
+            for repo, subject, referrer in self.entries_removed
+        ]
         out.append(self.summary())
         return out
 
@@ -114,7 +118,9 @@ class _Rebuild:
         manifests = repository.manifests
         existing = await manifests.referrer_entries()
         revisions = await manifests.enumerate()
-        subjects = await gather_limited(lambda digest: self._subject_of(manifests, digest), revisions)
+        subjects = await gather_limited(
+            lambda digest: self._subject_of(manifests, digest), revisions
+        )
         self.report.manifests_read += len(revisions)
         wanted = {
             (subject, digest) for digest, subject in zip(revisions, subjects) if subject is not None
@@ -175,4 +181,3 @@ async def rebuild_referrers(registry, repositories=None, dry_run=False, clock=ti
         rebuild.report.repositories += 1
     rebuild.report.duration = clock() - started
     return rebuild.report
-

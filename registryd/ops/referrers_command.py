@@ -24,14 +24,23 @@ def _parser():
     parser = argparse.ArgumentParser(
         prog="registryd-referrers",
         description="Rebuild the referrers index (OCI 1.1 referrers API) from the manifests' "
-                    "subject fields: add missing entries, remove stale ones.",
+        "subject fields: add missing entries, remove stale ones.",
     )
-    parser.add_argument("repositories", nargs="*", metavar="REPOSITORY",
-                        help="repositories to rebuild (default: all)")
-    parser.add_argument("--config", "-c", metavar="FILE",
-                        help="registryd YAML configuration (default: ./registry-data, filesystem)")
-    parser.add_argument("--dry-run", "-d", action="store_true",
-                        help="change nothing; print what would change")
+    parser.add_argument(
+        "repositories",
+        nargs="*",
+        metavar="REPOSITORY",
+        help="repositories to rebuild (default: all)",
+    )
+    parser.add_argument(
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="registryd YAML configuration (default: ./registry-data, filesystem)",
+    )
+    parser.add_argument(
+        "--dry-run", "-d", action="store_true", help="change nothing; print what would change"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 

@@ -319,8 +319,9 @@ class StatementRunner:
     """Runs typed statements in threads, under the watchdog (see the module
     docstring).  One per manhole; its sessions share the limits."""
 
-    def __init__(self, reactor=None, time_limit=30.0, memory_limit=512 * 1024 * 1024,
-                 clock=time.monotonic):
+    def __init__(
+        self, reactor=None, time_limit=30.0, memory_limit=512 * 1024 * 1024, clock=time.monotonic
+    ):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -331,13 +332,21 @@ class StatementRunner:
         self._watchdog = None
         self._resident_ceiling = None
         self._address_space = None  # the limits to restore
-        self.time_error = type("TimeLimitExceeded", (TimeLimitExceeded,), {
-            "message": f"stopped after computing for {time_limit:g}s (manhole.timelimit)",
-        })
-        self.memory_error = type("MemoryLimitExceeded", (MemoryLimitExceeded,), {
-            "message": f"stopped: the daemon grew by more than {memory_limit} bytes"
-                       " (manhole.memorylimit)",
-        })
+        self.time_error = type(
+            "TimeLimitExceeded",
+            (TimeLimitExceeded,),
+            {
+                "message": f"stopped after computing for {time_limit:g}s (manhole.timelimit)",
+            },
+        )
+        self.memory_error = type(
+            "MemoryLimitExceeded",
+            (MemoryLimitExceeded,),
+            {
+                "message": f"stopped: the daemon grew by more than {memory_limit} bytes"
+                " (manhole.memorylimit)",
+            },
+        )
 
     def run(self, function, sink, display=None):
         """Start ``function()`` in a statement thread; returns the :class:`Statement`.
@@ -405,8 +414,9 @@ class StatementRunner:
             try:
                 resource.setrlimit(resource.RLIMIT_AS, self._address_space)
             except (OSError, ValueError) as error:
-                log.warn("manhole: cannot restore the address space limit: {error}",
-                         error=str(error))
+                log.warn(
+                    "manhole: cannot restore the address space limit: {error}", error=str(error)
+                )
             self._address_space = None
 
 

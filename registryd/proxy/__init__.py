@@ -132,8 +132,13 @@ def create(registry, config, reactor=None):
     """The :class:`ProxyRegistry` around ``registry`` for a :class:`registryd.config.ProxyConfig`."""
     from registryd.proxy.upstream import Upstream
 
-    upstream = Upstream(config.remote_url, config.username, config.password, reactor=reactor,
-                        max_blob_size=config.max_blob_size)
+    upstream = Upstream(
+        config.remote_url,
+        config.username,
+        config.password,
+        reactor=reactor,
+        max_blob_size=config.max_blob_size,
+    )
     return ProxyRegistry(registry, upstream, config.ttl)
 
 
@@ -164,7 +169,12 @@ def services(cache, maintenance, clock=None):
                 await maintenance.gc()
 
         interval = max(1.0, min(cache.ttl, MAX_EXPIRY_INTERVAL))
-        found.append(PeriodicService(
-            EXPIRY_TIMER, interval, maintenance.scheduled(EXPIRY_TIMER, interval, expire_and_collect), clock=clock,
-        ))
+        found.append(
+            PeriodicService(
+                EXPIRY_TIMER,
+                interval,
+                maintenance.scheduled(EXPIRY_TIMER, interval, expire_and_collect),
+                clock=clock,
+            )
+        )
     return found

@@ -196,17 +196,25 @@ class UpstreamBlobReader:
                 try:
                     await upload.cancel()
                 except Exception:
-                    log.failure("removing the partial copy of {digest} failed",
-                                digest=str(self.digest))
+                    log.failure(
+                        "removing the partial copy of {digest} failed", digest=str(self.digest)
+                    )
                 if self._closed or isinstance(error, ReaderGone):
-                    log.info("client left: fetch of {name}@{digest} abandoned",
-                             name=self.name, digest=str(self.digest))
+                    log.info(
+                        "client left: fetch of {name}@{digest} abandoned",
+                        name=self.name,
+                        digest=str(self.digest),
+                    )
                     return
                 self._error = error
             else:
                 self._verified = True
-                log.info("cached {name}@{digest} ({size} bytes) from upstream",
-                         name=self.name, digest=str(self.digest), size=blob.size)
+                log.info(
+                    "cached {name}@{digest} ({size} bytes) from upstream",
+                    name=self.name,
+                    digest=str(self.digest),
+                    size=blob.size,
+                )
         finally:
             metrics.PROXY_PULLED_BYTES.labels("blob").inc(self._body.received)
             await upload.close()

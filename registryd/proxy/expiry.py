@@ -31,8 +31,10 @@ class ExpiryReport:
     kept = attr.ib(default=0)
 
     def summary(self):
-        return (f"proxy cache expiry: removed {len(self.removed)} manifests fetched more than "
-                f"{self.ttl:g}s ago; {self.kept} kept")
+        return (
+            f"proxy cache expiry: removed {len(self.removed)} manifests fetched more than "
+            f"{self.ttl:g}s ago; {self.kept} kept"
+        )
 
 
 async def _fetched_at(registry, repository, digest):

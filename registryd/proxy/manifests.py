@@ -106,8 +106,11 @@ class ProxyManifestStore:
                 stored = await self._local_copy(reference)
             except errors.ManifestUnknown:
                 raise unavailable from None  # nothing cached to fall back on
-            log.warn("upstream unavailable: serving {name}:{tag} as cached",
-                     name=self.name, tag=reference)
+            log.warn(
+                "upstream unavailable: serving {name}:{tag} as cached",
+                name=self.name,
+                tag=reference,
+            )
             metrics.PROXY_REQUESTS.labels("manifest", "stale").inc()
             return stored
         if response is None:
@@ -164,7 +167,11 @@ class ProxyManifestStore:
             media_type = None  # generic (application/json): the parsed type will do
         await self._records.write(self.name, actual, media_type, self.clock())
         stored = await self._local.put(
-            str(actual), body, content_type, tags=[tag] if tag else [], verify=False,
+            str(actual),
+            body,
+            content_type,
+            tags=[tag] if tag else [],
+            verify=False,
         )
         log.info("cached {name}@{digest} from upstream", name=self.name, digest=str(actual))
         if media_type and media_type != stored.media_type:

@@ -45,10 +45,16 @@ log = Logger()
 
 #: What a manifest request accepts when the client said nothing: every
 #: type registryd can store, the newest first (as docker sends them).
-ALL_MANIFEST_TYPES = ", ".join([
-    mediatypes.OCI_INDEX, mediatypes.OCI_MANIFEST, mediatypes.DOCKER_MANIFEST_LIST,
-    mediatypes.DOCKER_MANIFEST, mediatypes.DOCKER_SCHEMA1_SIGNED, mediatypes.DOCKER_SCHEMA1,
-])
+ALL_MANIFEST_TYPES = ", ".join(
+    [
+        mediatypes.OCI_INDEX,
+        mediatypes.OCI_MANIFEST,
+        mediatypes.DOCKER_MANIFEST_LIST,
+        mediatypes.DOCKER_MANIFEST,
+        mediatypes.DOCKER_SCHEMA1_SIGNED,
+        mediatypes.DOCKER_SCHEMA1,
+    ]
+)
 
 #: Seconds for connecting and receiving the response headers.
 DEFAULT_TIMEOUT = 60.0
@@ -70,8 +76,10 @@ def header_values(response, name):
     whatever bytes upstream sent (asked for by a ``str`` name, twisted
     decodes them as UTF-8 and raises on anything else: a hostile or broken
     upstream must not make a request fail with a traceback)."""
-    return [value.decode("latin-1")
-            for value in response.headers.getRawHeaders(name.encode("ascii")) or []]
+    return [
+        value.decode("latin-1")
+        for value in response.headers.getRawHeaders(name.encode("ascii")) or []
+    ]
 
 
 def _next_page_query(links):
@@ -208,8 +216,16 @@ async def discard(response):
 class Upstream:
     """The mirrored registry: manifests and blobs by repository name."""
 
-    def __init__(self, url, username=None, password=None, reactor=None,
-                 timeout=DEFAULT_TIMEOUT, clock=time.monotonic, max_blob_size=None):
+    def __init__(
+        self,
+        url,
+        username=None,
+        password=None,
+        reactor=None,
+        timeout=DEFAULT_TIMEOUT,
+        clock=time.monotonic,
+        max_blob_size=None,
+    ):
         """
         :param max_blob_size: the most bytes taken for one blob whose size
             upstream did not announce, and the largest announced size
@@ -227,9 +243,9 @@ class Upstream:
         self._clock = clock
         self._basic = None
         if username is not None:
-            self._basic = "Basic " + base64.b64encode(
-                f"{username}:{password}".encode()
-            ).decode("ascii")
+            self._basic = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode(
+                "ascii"
+            )
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = 8
         self._client = treq.client.HTTPClient(Agent(reactor, pool=self._pool))
@@ -332,8 +348,11 @@ class Upstream:
             # without the scope) lacks credentials, as a 401 says.
             raise errors.UpstreamUnauthorized(
                 "the upstream registry asks for credentials"
-                + (" and refused the ones configured" if self._basic else
-                   "; configure proxy.username and proxy.password"),
+                + (
+                    " and refused the ones configured"
+                    if self._basic
+                    else "; configure proxy.username and proxy.password"
+                ),
                 detail={"upstream": self.url, "name": name},
             )
         if response.code == 403:
@@ -349,11 +368,19 @@ class Upstream:
     async def _send(self, method, url, headers):
         try:
             return await self._client.request(
-                method, url, headers=headers, unbuffered=True, timeout=self.timeout,
+                method,
+                url,
+                headers=headers,
+                unbuffered=True,
+                timeout=self.timeout,
             )
         except Exception as error:
-            log.warn("upstream {method} {url} failed: {error}", method=method, url=url,
-                     error=str(error) or type(error).__name__)
+            log.warn(
+                "upstream {method} {url} failed: {error}",
+                method=method,
+                url=url,
+                error=str(error) or type(error).__name__,
+            )
             raise errors.UpstreamUnavailable(
                 "cannot reach the upstream registry",
                 detail={"upstream": self.url, "reason": str(error) or type(error).__name__},
@@ -427,8 +454,11 @@ class Upstream:
         if response.code in (401, 403):
             raise errors.UpstreamUnauthorized(
                 "the upstream registry's token server refused "
-                + ("the configured credentials" if self._basic else
-                   "an anonymous token; configure proxy.username and proxy.password"),
+                + (
+                    "the configured credentials"
+                    if self._basic
+                    else "an anonymous token; configure proxy.username and proxy.password"
+                ),
                 detail={"upstream": self.url, "status": response.code},
             )
         if response.code != 200:
@@ -447,4 +477,3 @@ class Upstream:
         self.tokens_fetched += 1
         self._tokens[scope] = (token, self._clock() + max(lifetime - TOKEN_MARGIN, 1.0))
         return token
-

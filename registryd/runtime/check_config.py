@@ -24,13 +24,18 @@ def _parser():
     parser = argparse.ArgumentParser(
         prog="registryd check-config",
         description="Check a configuration file with the REGISTRY_* environment overrides "
-                    "as registryd would at start-up; print the effective configuration "
-                    "(secrets masked). Exit status 0 valid, 1 invalid.",
+        "as registryd would at start-up; print the effective configuration "
+        "(secrets masked). Exit status 0 valid, 1 invalid.",
     )
-    parser.add_argument("config", nargs="?", metavar="FILE",
-                        help="YAML configuration (default: none, registryd's defaults)")
-    parser.add_argument("--quiet", "-q", action="store_true",
-                        help="print nothing when the configuration is valid")
+    parser.add_argument(
+        "config",
+        nargs="?",
+        metavar="FILE",
+        help="YAML configuration (default: none, registryd's defaults)",
+    )
+    parser.add_argument(
+        "--quiet", "-q", action="store_true", help="print nothing when the configuration is valid"
+    )
     return parser
 
 
@@ -110,6 +115,7 @@ def effective_configuration(path, environ=None):
     lines += [f"# {item.variable} sets {item.path}" for item in overrides.applied]
     lines += [f"# {name} ignored: it names no configuration key" for name in overrides.ignored]
     secret_keys = environment_keys()[1]
-    body = yaml.safe_dump(environment.masked(mapping, secret_keys), default_flow_style=False,
-                          sort_keys=False)
+    body = yaml.safe_dump(
+        environment.masked(mapping, secret_keys), default_flow_style=False, sort_keys=False
+    )
     return "\n".join(lines) + "\n" + body

@@ -38,9 +38,15 @@ from registryd.storage.instrumented import InstrumentedDriver
 from registryd.storage.registry import Registry
 
 #: Timers that must run in one process only (left out with singletons=False).
-SINGLETON_TIMERS = frozenset({
-    "upload purging", "garbage collection", "proxy cache expiry", "retention", "quota usage",
-})
+SINGLETON_TIMERS = frozenset(
+    {
+        "upload purging",
+        "garbage collection",
+        "proxy cache expiry",
+        "retention",
+        "quota usage",
+    }
+)
 
 
 @attr.s(frozen=True)
@@ -72,7 +78,9 @@ def listen_on(index, endpoint, plain, factory, secure, reactor):
     ``privilegedStartService`` when the port cannot be bound, so start-up
     fails instead of running deaf."""
     listener = ListenerService(
-        plain, factory, reactor=reactor,
+        plain,
+        factory,
+        reactor=reactor,
         scheme="https" if secure else "http",
         shown=endpoint,
     )
@@ -124,21 +132,31 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
         # on demand: /health names Redis when it is away, but the API
         # keeps serving (degraded) rather than answering 503
         health.on_demand.append(Check("redis", shared_state.ping, reactor=reactor))
-    urls = URLBuilder(config.http.host, relative=config.http.relative_urls, prefix=config.http.prefix)
+    urls = URLBuilder(
+        config.http.host, relative=config.http.relative_urls, prefix=config.http.prefix
+    )
     events = Notifier(
-        urls, include_references=config.notifications.include_references,
+        urls,
+        include_references=config.notifications.include_references,
         source_addr=source_address(config.http.listen),
     )
     proxy = _proxy(registry, config, reactor)
     app = RegistryApp(
         proxy or registry,  # what the HTTP API serves
-        urls=urls, headers=config.http.headers, events=events, health=health,
-        authorizer=authorizer, token_issuer=token_issuer, listing=config.listing,
-        ui=_ui(config, proxy or registry, checked.auth, urls, events, pulls), pulls=pulls,
+        urls=urls,
+        headers=config.http.headers,
+        events=events,
+        health=health,
+        authorizer=authorizer,
+        token_issuer=token_issuer,
+        listing=config.listing,
+        ui=_ui(config, proxy or registry, checked.auth, urls, events, pulls),
+        pulls=pulls,
     )
     access_log = AccessLog(enabled=config.log.accesslog)
     site = StreamingSite(
-        app.resource(), access_log=access_log,
+        app.resource(),
+        access_log=access_log,
         prefix=config.http.prefix.encode("utf-8") if config.http.prefix else None,
     )
     # certificates replaceable on reload (registryd.ops.operations)
@@ -161,23 +179,40 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
     if not singletons:
         timers = [timer for timer in timers if timer.name not in SINGLETON_TIMERS]
     operations = Operations(
-        config, app,
-        health=health, events=events, access_log=access_log,
+        config,
+        app,
+        health=health,
+        events=events,
+        access_log=access_log,
         debug_listeners=_debug_listeners(config, health, reactor),
         log_format=LogFormat(config.log.formatter, config.log.fields),
         log_filter=LogLevelFilter(LogLevel.levelWithName(config.log.level)),
-        config_path=checked.config_path, listen_override=checked.listen_override,
-        config_filter=config_filter, reactor=reactor,
+        config_path=checked.config_path,
+        listen_override=checked.listen_override,
+        config_filter=config_filter,
+        reactor=reactor,
         tls_listeners=[(endpoint, server_tls) for endpoint, _, server_tls in secured if server_tls],
     )
     manhole = _manhole(config, registry, maintenance, operations, retention, reactor)
     return Components(
-        driver=driver, registry=registry, proxy=proxy, app=app, site=site, listeners=listeners,
-        maintenance=maintenance, manhole=manhole, operations=operations,
+        driver=driver,
+        registry=registry,
+        proxy=proxy,
+        app=app,
+        site=site,
+        listeners=listeners,
+        maintenance=maintenance,
+        manhole=manhole,
+        operations=operations,
         # the pull flusher first, so it stops last: after the listeners
         # and the drain, with every pull counted
-        services=[PullFlushing(pulls, clock=reactor), *listeners, *timers,
-                  *([manhole] if manhole else []), operations],
+        services=[
+            PullFlushing(pulls, clock=reactor),
+            *listeners,
+            *timers,
+            *([manhole] if manhole else []),
+            operations,
+        ],
         shared_state=shared_state,
     )
 
@@ -249,16 +284,25 @@ def _lifecycle_services(registry, retention, maintenance, reactor):
             if not retention.running:
                 await retention.run()
 
-        found.append(PeriodicService(
-            "retention", retention.config.interval,
-            # one node at a time when the nodes share state (registryd.shared.jobs)
-            maintenance.scheduled("retention", retention.config.interval, scheduled_retention),
-            clock=reactor,
-        ))
+        found.append(
+            PeriodicService(
+                "retention",
+                retention.config.interval,
+                # one node at a time when the nodes share state (registryd.shared.jobs)
+                maintenance.scheduled("retention", retention.config.interval, scheduled_retention),
+                clock=reactor,
+            )
+        )
     if registry.quotas:
-        found.append(PeriodicService(
-            "quota usage", QUOTA_MAX_AGE, registry.quotas.report, first_delay=0, clock=reactor,
-        ))
+        found.append(
+            PeriodicService(
+                "quota usage",
+                QUOTA_MAX_AGE,
+                registry.quotas.report,
+                first_delay=0,
+                clock=reactor,
+            )
+        )
     return found
 
 
@@ -272,7 +316,8 @@ def _manhole(config, registry, maintenance, operations, retention, reactor):
     return ManholeService(
         config.manhole,
         # each session sees the configuration in force (reloads included)
-        lambda: make_namespace(registry, maintenance, operations.config, reactor,
-                               retention=retention),
+        lambda: make_namespace(
+            registry, maintenance, operations.config, reactor, retention=retention
+        ),
         reactor=reactor,
     )

@@ -42,7 +42,11 @@ from registryd import compat
 _log = Logger()
 
 _PRIORITY = {
-    LogLevel.critical: 2, LogLevel.error: 3, LogLevel.warn: 4, LogLevel.info: 6, LogLevel.debug: 7,
+    LogLevel.critical: 2,
+    LogLevel.error: 3,
+    LogLevel.warn: 4,
+    LogLevel.info: 6,
+    LogLevel.debug: 7,
 }
 
 _PLAIN = (str, int, float, bool, type(None))
@@ -68,7 +72,7 @@ def journal_is_stdout(environ=None):
 
 
 def choose_format(formatter, environ=None):
-    """"text", "json" or "logstash" for ``log.formatter`` (None: not set)."""
+    """ "text", "json" or "logstash" for ``log.formatter`` (None: not set)."""
     if formatter is not None:
         return formatter
     return "json" if journal_is_stdout(environ) else "text"
@@ -123,7 +127,8 @@ class LogFormat:
         self.style = choose_format(formatter, environ)
         under_journal = formatter is None and self.style == "json"
         self.formatter = (
-            None if self.style == "text"
+            None
+            if self.style == "text"
             else JSONLineFormatter(fields, self.style, priority_prefix=under_journal)
         )
         self._publisher = publisher
@@ -137,8 +142,11 @@ class LogFormat:
         try:
             observers = compat.log_observers(self._publisher)
         except compat.TwistedChanged as error:
-            _log.warn("log.formatter {style} cannot be applied: {error}", style=self.style,
-                      error=str(error))
+            _log.warn(
+                "log.formatter {style} cannot be applied: {error}",
+                style=self.style,
+                error=str(error),
+            )
             return
         for observer in list(observers):
             if isinstance(observer, FileLogObserver):
@@ -192,8 +200,11 @@ class LogLevelFilter:
         try:
             observers = compat.log_observers(self._publisher)
         except compat.TwistedChanged as error:
-            _log.warn("log.level {level} cannot be applied: {error}", level=self.level.name,
-                      error=str(error))
+            _log.warn(
+                "log.level {level} cannot be applied: {error}",
+                level=self.level.name,
+                error=str(error),
+            )
             return
         predicate = self._predicate = _AtLeast(self.level)
         self._wrapped = {}

@@ -34,8 +34,15 @@ def stop_accepting(listener):
 class RegistryService(MultiService):
     """Storage, model, HTTP application and listeners of one registry."""
 
-    def __init__(self, components, owns_process=False, workers=None, reactor=None,
-                 announce=True, exit_on_listen_failure=False):
+    def __init__(
+        self,
+        components,
+        owns_process=False,
+        workers=None,
+        reactor=None,
+        announce=True,
+        exit_on_listen_failure=False,
+    ):
         """
         :param components: :class:`registryd.runtime.composition.Components`.
         :param owns_process: True under twistd: SIGHUP reloads, and

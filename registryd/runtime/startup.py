@@ -73,7 +73,9 @@ def check(config_path=None, listen=()):
         config = config.with_listen(listen)
         where = "--listen"
     else:
-        where = f"configuration {config_path}: http.addr" if config_path else "default listen endpoint"
+        where = (
+            f"configuration {config_path}: http.addr" if config_path else "default listen endpoint"
+        )
     listeners = _tls_listeners(config, prefix, where)
     for endpoint, (plain, _options) in zip(config.http.listen, listeners):
         problem = endpoint_problem(plain)
@@ -92,9 +94,15 @@ def check(config_path=None, listen=()):
 
     shared_state = shared_state_for(config)  # connects on first use, not now
     return Checked(
-        config=config, driver=driver, auth=_auth(config, prefix, shared_state), listeners=listeners,
-        config_path=config_path, listen_override=bool(listen), listen=tuple(listen),
-        ignored_environment=overrides.ignored, shared_state=shared_state,
+        config=config,
+        driver=driver,
+        auth=_auth(config, prefix, shared_state),
+        listeners=listeners,
+        config_path=config_path,
+        listen_override=bool(listen),
+        listen=tuple(listen),
+        ignored_environment=overrides.ignored,
+        shared_state=shared_state,
     )
 
 
@@ -224,8 +232,12 @@ def from_config(config, config_path=None):
     options = tls.http_tls_options(config.http.tls)
     shared_state = shared_state_for(config)
     return Checked(
-        config=config, driver=create_storage_driver(config.storage),
-        auth=auth.create(config, shared_state), shared_state=shared_state,
-        listeners=[tls.listener(endpoint, config.http.tls, options) for endpoint in config.http.listen],
+        config=config,
+        driver=create_storage_driver(config.storage),
+        auth=auth.create(config, shared_state),
+        shared_state=shared_state,
+        listeners=[
+            tls.listener(endpoint, config.http.tls, options) for endpoint in config.http.listen
+        ],
         config_path=config_path,
     )

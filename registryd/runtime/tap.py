@@ -147,11 +147,16 @@ def makeService(options):
         from registryd.runtime.workers import WorkerPool
 
         pool = WorkerPool(
-            components, workers, config_path=options["config"], listen=options["listen"],
+            components,
+            workers,
+            config_path=options["config"],
+            listen=options["listen"],
             metrics_directory=metrics_directory,
         )
     twistd_options = getattr(options, "parent", None)
     return RegistryService(
-        components, owns_process=True, workers=pool,
+        components,
+        owns_process=True,
+        workers=pool,
         exit_on_listen_failure=bool(twistd_options and twistd_options.get("nodaemon")),
     )

@@ -81,8 +81,10 @@ def share_metrics():
     import tempfile
 
     if "prometheus_client" in sys.modules:
-        log.warn("worker mode: prometheus_client was imported already; "
-                 "/metrics will count the main process only")
+        log.warn(
+            "worker mode: prometheus_client was imported already; "
+            "/metrics will count the main process only"
+        )
         return None
     directory = tempfile.mkdtemp(prefix="registryd-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
@@ -102,8 +104,9 @@ class WorkerPool(Service):
     # the stub types Service.name as None, the unnamed default
     name = "workers"  # type: ignore[assignment]
 
-    def __init__(self, components, count, config_path=None, listen=(), reactor=None,
-                 metrics_directory=None):
+    def __init__(
+        self, components, count, config_path=None, listen=(), reactor=None, metrics_directory=None
+    ):
         """
         :param components: the main process's
             :class:`registryd.runtime.composition.Components`: the workers share its
@@ -147,7 +150,9 @@ class WorkerPool(Service):
         self._stopping = False
         self._registry.read_only_observers.append(self._send_read_only)
         self._started = defer.ensureDeferred(self._start())
-        self._started.addErrback(lambda failure: log.failure("worker processes not started", failure))
+        self._started.addErrback(
+            lambda failure: log.failure("worker processes not started", failure)
+        )
 
     async def _start(self):
         sockets = []
@@ -186,8 +191,11 @@ class WorkerPool(Service):
         environment["PYTHONPATH"] = _package_path() + (os.pathsep + path if path else "")
         self._exited[index] = defer.Deferred()
         self.processes[index] = self._get_reactor().spawnProcess(
-            _WorkerProtocol(self, index), sys.executable, self._arguments(index),
-            env=environment, childFDs=child_fds,
+            _WorkerProtocol(self, index),
+            sys.executable,
+            self._arguments(index),
+            env=environment,
+            childFDs=child_fds,
         )
         self._pids[index] = self.processes[index].pid
         log.info("worker {index} started (pid {pid})", index=index, pid=self._pids[index])
@@ -218,7 +226,9 @@ class WorkerPool(Service):
         self._delays[index] = min(delay * 2, MAX_RESTART_DELAY)
         log.warn(
             "worker {index} exited ({reason}); starting it again in {delay:.0f}s",
-            index=index, reason=reason.getErrorMessage(), delay=delay,
+            index=index,
+            reason=reason.getErrorMessage(),
+            delay=delay,
         )
         self._restarts[index] = self._get_reactor().callLater(delay, self._spawn, index)
 
@@ -468,11 +478,16 @@ def build_worker(arguments, reactor):
 
     tune_allocator()  # as the main process (registryd.runtime.tap)
     components = compose(
-        attr.evolve(checked, config=worker_config(full_config)), reactor=reactor,
-        listen=adopt, singletons=False, config_filter=worker_config,
+        attr.evolve(checked, config=worker_config(full_config)),
+        reactor=reactor,
+        listen=adopt,
+        singletons=False,
+        config_filter=worker_config,
     )
     service = RegistryService(
-        components, owns_process=True, reactor=reactor,
+        components,
+        owns_process=True,
+        reactor=reactor,
         announce=False,  # the main process said where the data is
     )
     return service, components, full_config

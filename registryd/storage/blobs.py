@@ -58,7 +58,9 @@ class BlobStore:
             info = await self._driver.stat(paths.blob_data(stored_as or digest))
         except PathNotFound:
             raise errors.BlobUnknown(detail={"digest": str(digest)}) from None
-        return BlobInfo(digest, info.size, stored_as if stored_as != digest else None, info.modified)
+        return BlobInfo(
+            digest, info.size, stored_as if stored_as != digest else None, info.modified
+        )
 
     async def open(self, blob, offset=0):
         """A reader of a stat'ed blob's data from ``offset``."""

@@ -39,7 +39,8 @@ class _Measure:
         child = self._durations.get(operation)
         if child is None:
             child = self._durations[operation] = metrics.STORAGE_OPERATION_DURATION.labels(
-                self.driver_name, operation)
+                self.driver_name, operation
+            )
         return child
 
     def call(self, operation, function, *args, **kwargs):
@@ -49,9 +50,7 @@ class _Measure:
 
         def observe(outcome):
             duration.observe(time.monotonic() - started)
-            if isinstance(outcome, Failure) and not outcome.check(
-                *_ANSWERS, defer.CancelledError
-            ):
+            if isinstance(outcome, Failure) and not outcome.check(*_ANSWERS, defer.CancelledError):
                 metrics.STORAGE_ERRORS.labels(
                     self.driver_name, operation, outcome.type.__name__
                 ).inc()

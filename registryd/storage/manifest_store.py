@@ -45,8 +45,22 @@ def is_digest_reference(reference):
 class ManifestStore:
     """The manifest revisions and referrers index of repository ``name``."""
 
-    def __init__(self, name, driver, blobs, linked_blobs, tags, vacuum, guard, cache, settings,
-                 immutable_tags, tag_locks, quotas, tag_cache=None):
+    def __init__(
+        self,
+        name,
+        driver,
+        blobs,
+        linked_blobs,
+        tags,
+        vacuum,
+        guard,
+        cache,
+        settings,
+        immutable_tags,
+        tag_locks,
+        quotas,
+        tag_cache=None,
+    ):
         """
         :param blobs: the global :class:`registryd.storage.blobs.BlobStore`
             (manifest bytes are blobs).
@@ -81,7 +95,9 @@ class ManifestStore:
         self._tag_cache = tag_cache
 
     async def has(self, digest):
-        return await read_link(self._driver, paths.manifest_revision_link(self.name, digest)) == digest
+        return (
+            await read_link(self._driver, paths.manifest_revision_link(self.name, digest)) == digest
+        )
 
     @translate_storage_errors
     async def resolve(self, reference):
@@ -144,8 +160,16 @@ class ManifestStore:
         return stored
 
     @translate_storage_errors
-    async def put(self, reference, body, content_type, tags=(), allow_sparse=False,
-                  allow_missing_blobs=False, verify=True):
+    async def put(
+        self,
+        reference,
+        body,
+        content_type,
+        tags=(),
+        allow_sparse=False,
+        allow_missing_blobs=False,
+        verify=True,
+    ):
         """Validate, verify and store a manifest; tag it.  Returns StoredManifest.
 
         ``allow_sparse`` and ``allow_missing_blobs``: see
@@ -182,8 +206,9 @@ class ManifestStore:
             for tag in protected:
                 await self._check_tag_change(tag, digest)
             async with self._quotas.admitting(self.name, digest, manifest):
-                return await self._put(digest, body, manifest, tags, in_use, verify, allow_sparse,
-                                       allow_missing_blobs)
+                return await self._put(
+                    digest, body, manifest, tags, in_use, verify, allow_sparse, allow_missing_blobs
+                )
         finally:
             for release in releases:
                 release()
@@ -198,12 +223,16 @@ class ManifestStore:
         if current is not None and current != wanted and await self.has(current):
             raise self._immutable.refusal(self.name, tag, current, rule, wanted)
 
-    async def _put(self, digest, body, manifest, tags, in_use, verify, allow_sparse,
-                   allow_missing_blobs):
+    async def _put(
+        self, digest, body, manifest, tags, in_use, verify, allow_sparse, allow_missing_blobs
+    ):
         async with self._guard.using(in_use):
             if verify:
                 await verify_references(
-                    manifest, self._linked_blobs.has, self.has, allow_sparse=allow_sparse,
+                    manifest,
+                    self._linked_blobs.has,
+                    self.has,
+                    allow_sparse=allow_sparse,
                     allow_missing_blobs=allow_missing_blobs,
                     url_policy=self._settings.manifest_url_policy,
                 )
@@ -269,9 +298,12 @@ class ManifestStore:
         named = await digest_tree(self._driver, paths.manifest_revisions(self.name))
 
         async def linked(digest):
-            return await modified_or_none(
-                self._driver, paths.manifest_revision_link(self.name, digest)
-            ) is not None
+            return (
+                await modified_or_none(
+                    self._driver, paths.manifest_revision_link(self.name, digest)
+                )
+                is not None
+            )
 
         found = [d for d, ok in zip(named, await gather_limited(linked, named)) if ok]
         return sorted(found, key=str)
@@ -338,7 +370,8 @@ class ManifestStore:
             return descriptor
 
         descriptors = await defer.gatherResults(
-            [defer.ensureDeferred(describe(digest)) for digest in sorted(found, key=str)], consumeErrors=True
+            [defer.ensureDeferred(describe(digest)) for digest in sorted(found, key=str)],
+            consumeErrors=True,
         )
         descriptors = [d for d in descriptors if d is not None]
         if artifact_type is not None:

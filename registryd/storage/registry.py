@@ -45,10 +45,20 @@ _PAGE_BATCH = 256
 class Registry:
     """The whole registry on one storage driver."""
 
-    def __init__(self, driver, delete_enabled=False, accept_sparse_manifests=False,
-                 read_only=False, redirect=False, manifest_url_policy=None,
-                 redirect_base_url=None, accept_sparse_images=False, immutable_tags=None,
-                 quotas=(), shared_state=None):
+    def __init__(
+        self,
+        driver,
+        delete_enabled=False,
+        accept_sparse_manifests=False,
+        read_only=False,
+        redirect=False,
+        manifest_url_policy=None,
+        redirect_base_url=None,
+        accept_sparse_images=False,
+        immutable_tags=None,
+        quotas=(),
+        shared_state=None,
+    ):
         """``shared_state``: the ISharedState of the nodes serving ``driver``
         (registryd.shared); upload locks and the push guard span the nodes
         through it."""
@@ -167,14 +177,18 @@ class Registry:
         does for Distribution."""
         names = list(names)
         algorithms = sorted(ALGORITHMS)
-        listings = await self.driver.list_many([
-            f"{paths.manifest_revisions(name)}/{algorithm}"
-            for name in names for algorithm in algorithms
-        ])
+        listings = await self.driver.list_many(
+            [
+                f"{paths.manifest_revisions(name)}/{algorithm}"
+                for name in names
+                for algorithm in algorithms
+            ]
+        )
         per_name = len(algorithms)
         return [
-            name for index, name in enumerate(names)
-            if any(listings[index * per_name:(index + 1) * per_name])
+            name
+            for index, name in enumerate(names)
+            if any(listings[index * per_name : (index + 1) * per_name])
         ]
 
     @translate_storage_errors
@@ -234,9 +248,12 @@ class Registry:
             candidates = []
             for (prefix, path), children in zip(batch, listings):
                 children = children or []
-                if (prefix and (last is None or prefix > last)
-                        and any(marker in children for marker in markers)
-                        and (include is None or include(prefix))):
+                if (
+                    prefix
+                    and (last is None or prefix > last)
+                    and any(marker in children for marker in markers)
+                    and (include is None or include(prefix))
+                ):
                     candidates.append(prefix)
                 for child in children:
                     if child.endswith(".tmp") or not is_name_component(child):
@@ -276,18 +293,42 @@ class Repository:
         driver = registry.driver
         vacuum = registry.vacuum
         self.blobs = LinkedBlobStore(
-            name, driver, registry.blobs, vacuum, registry.guard, registry.repository, registry,
+            name,
+            driver,
+            registry.blobs,
+            vacuum,
+            registry.guard,
+            registry.repository,
+            registry,
         )
         self.tags = TagStore(name, driver, vacuum, registry.tag_cache)
         self.manifests = ManifestStore(
-            name, driver, registry.blobs, self.blobs, self.tags, vacuum, registry.guard,
-            registry.manifest_cache, registry, registry.immutable_tags, registry.tag_locks,
-            registry.quotas, tag_cache=registry.tag_cache,
+            name,
+            driver,
+            registry.blobs,
+            self.blobs,
+            self.tags,
+            vacuum,
+            registry.guard,
+            registry.manifest_cache,
+            registry,
+            registry.immutable_tags,
+            registry.tag_locks,
+            registry.quotas,
+            tag_cache=registry.tag_cache,
         )
-        self.uploads = UploadStore(UploadContext(
-            name, driver, registry.blobs, self.blobs, vacuum, registry.guard,
-            registry.hash_states, registry.upload_lock,
-        ))
+        self.uploads = UploadStore(
+            UploadContext(
+                name,
+                driver,
+                registry.blobs,
+                self.blobs,
+                vacuum,
+                registry.guard,
+                registry.hash_states,
+                registry.upload_lock,
+            )
+        )
         #: when its tags and manifests were last pulled (registryd.storage.pulls)
         self.pulls = PullRecords(name, driver)
         self._removal = RepositoryRemoval(self, driver, vacuum, registry.guard)

@@ -137,7 +137,9 @@ class UploadLocks:
             await task.deferLater(reactor, pause, lambda: None)
             pause = min(pause * 2, self.longest_retry)
         shared = self._shared
-        renewal = task.LoopingCall(lambda: shared.extend(name, token, self.lease).addErrback(lambda _: None))
+        renewal = task.LoopingCall(
+            lambda: shared.extend(name, token, self.lease).addErrback(lambda _: None)
+        )
         renewal.clock = reactor
         renewal.start(self.lease / 3, now=False)
 
@@ -183,7 +185,10 @@ class UploadInfo:
             "repository": self.repository,
             "id": self.id,
             "started_at": datetime.fromtimestamp(self.started_at, timezone.utc).strftime(
-                "%Y-%m-%dT%H:%M:%SZ") if self.started_at is not None else None,
+                "%Y-%m-%dT%H:%M:%SZ"
+            )
+            if self.started_at is not None
+            else None,
             "age_seconds": round(now - self.started_at) if self.started_at is not None else None,
             "size": self.size,
             "active": self.active,
@@ -538,8 +543,12 @@ class UploadStore:
             algorithm = DEFAULT_ALGORITHM
         writer = await driver.writer(paths.upload_data(self.name, upload_id), append=True)
         return Upload(
-            self._context, upload_id, algorithm, started_at.decode("ascii", "replace"),
-            release, writer,
+            self._context,
+            upload_id,
+            algorithm,
+            started_at.decode("ascii", "replace"),
+            release,
+            writer,
         )
 
     async def enumerate(self):
@@ -560,9 +569,9 @@ class UploadStore:
             started = None
             try:
                 started = parse_started_at(
-                    (await driver.get_content(paths.upload_started_at(self.name, upload_id))).decode(
-                        "ascii", "replace"
-                    )
+                    (
+                        await driver.get_content(paths.upload_started_at(self.name, upload_id))
+                    ).decode("ascii", "replace")
                 )
             except PathNotFound:
                 pass
@@ -579,8 +588,13 @@ class UploadStore:
                     started = (await driver.stat(paths.upload_dir(self.name, upload_id))).modified
                 except PathNotFound:
                     continue  # gone meanwhile
-            found.append(UploadInfo(
-                self.name, upload_id, started, size,
-                active=self._context.locks.in_use(upload_id),
-            ))
+            found.append(
+                UploadInfo(
+                    self.name,
+                    upload_id,
+                    started,
+                    size,
+                    active=self._context.locks.in_use(upload_id),
+                )
+            )
         return found

@@ -81,7 +81,9 @@ class UIAccess:
         :raises errors.TooManyRequests: the guessing brake (registryd.auth.throttle).
         """
         if not self.can_sign_in:
-            raise errors.Unsupported("signing in is not available: tokens come from an external token server")
+            raise errors.Unsupported(
+                "signing in is not available: tokens come from an external token server"
+            )
         if not user or len(user) > MAX_CREDENTIAL or len(password) > MAX_CREDENTIAL:
             raise errors.Unauthorized("invalid username or password")
         credentials = UsernamePassword(user.encode("utf-8"), password.encode("utf-8"))

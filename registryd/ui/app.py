@@ -62,6 +62,7 @@ _STATIC_CACHE = "public, max-age=31536000, immutable"
 def _origin_of(request):
     """This request's own origin, as a browser on a page of it sends it
     in ``Origin`` (behind a TLS-terminating proxy: X-Forwarded-*)."""
+
     def first(name):
         value = request.getHeader(name)
         return value.split(",")[0].strip() if value else None
@@ -117,8 +118,12 @@ class UIApp:
 
     def _set_session(self, request, session):
         request.addCookie(
-            COOKIE, self.sessions.encode(session), path=self._link(), httpOnly=True,
-            secure=request.isSecure() or None, sameSite="strict",
+            COOKIE,
+            self.sessions.encode(session),
+            path=self._link(),
+            httpOnly=True,
+            secure=request.isSecure() or None,
+            sameSite="strict",
         )
 
     def _viewer(self, request):
@@ -145,8 +150,12 @@ class UIApp:
         request.setHeader("Cache-Control", "no-store")
         request.setHeader("Content-Type", "text/html; charset=utf-8")
         body = self.templates.render(
-            template, ui=self._link(), user=user, session=session,
-            can_sign_in=self.access.can_sign_in, **values,
+            template,
+            ui=self._link(),
+            user=user,
+            session=session,
+            can_sign_in=self.access.can_sign_in,
+            **values,
         )
         request.setHeader("Content-Length", str(len(body)))
         return b"" if request.method == b"HEAD" else body
@@ -165,8 +174,11 @@ class UIApp:
         return base.split("://", 1)[-1].split("/", 1)[0] or (request.getHeader("host") or "")
 
     def _may_delete(self, grant, name):
-        return (self.registry.delete_enabled and self.registry.write_refusal() is None
-                and browse.may_delete(grant, name))
+        return (
+            self.registry.delete_enabled
+            and self.registry.write_refusal() is None
+            and browse.may_delete(grant, name)
+        )
 
     def _readable(self, grant, name):
         """Repository ``name``, if the user may pull it; to anyone else it
@@ -187,19 +199,32 @@ class UIApp:
             last = last[:256]
         page = await browse.repositories(self.registry, grant, query, last)
         usage = await browse.usage(self.registry, page.rows)
-        return self._page(request, "repositories.html", session=session, user=user,
-                          page=page, query=query, usage=usage)
+        return self._page(
+            request,
+            "repositories.html",
+            session=session,
+            user=user,
+            page=page,
+            query=query,
+            usage=usage,
+        )
 
     @app.route("/repositories/<path:name>", methods=["GET"])
     async def repository(self, request, name):
         session, user, grant = self._viewer(request)
         repository = self._readable(grant, name)
         last = query_arg(request, "last")
-        page = await browse.tags(repository, self.pulls, self.registry.immutable_tags,
-                                 last[:256] if last else None)
+        page = await browse.tags(
+            repository, self.pulls, self.registry.immutable_tags, last[:256] if last else None
+        )
         return self._page(
-            request, "repository.html", session=session, user=user, name=repository.name,
-            page=page, host=self._pull_host(request),
+            request,
+            "repository.html",
+            session=session,
+            user=user,
+            name=repository.name,
+            page=page,
+            host=self._pull_host(request),
             may_delete=self._may_delete(grant, repository.name),
         )
 
@@ -210,8 +235,14 @@ class UIApp:
         _check_reference(reference)
         details = await browse.manifest(repository, reference)
         return self._page(
-            request, "manifest.html", session=session, user=user, name=repository.name,
-            reference=reference, manifest=details, host=self._pull_host(request),
+            request,
+            "manifest.html",
+            session=session,
+            user=user,
+            name=repository.name,
+            reference=reference,
+            manifest=details,
+            host=self._pull_host(request),
             may_delete=self._may_delete(grant, repository.name),
         )
 
@@ -228,8 +259,13 @@ class UIApp:
             await repository.manifests.resolve(reference)
             tags_going = []
         return self._page(
-            request, "delete.html", session=session, user=user, name=repository.name,
-            reference=reference, tags_going=tags_going,
+            request,
+            "delete.html",
+            session=session,
+            user=user,
+            name=repository.name,
+            reference=reference,
+            tags_going=tags_going,
         )
 
     @app.route("/repositories/<path:name>/-/delete", methods=["POST"])
@@ -241,8 +277,12 @@ class UIApp:
         removed_tags = []
         await repository.manifests.delete(reference, removed_tags=removed_tags)
         self.events.manifest_deleted(request, repository.name, reference, removed_tags)
-        log.info("ui: {user} deleted {name}:{reference}", user=user or "-",
-                 name=repository.name, reference=reference)
+        log.info(
+            "ui: {user} deleted {name}:{reference}",
+            user=user or "-",
+            name=repository.name,
+            reference=reference,
+        )
         return self._redirect(request, self._link(f"repositories/{repository.name}"))
 
     @app.route("/repositories/<path:name>/-/remove", methods=["GET"])
@@ -292,7 +332,9 @@ class UIApp:
     @app.route("/login", methods=["GET"])
     def login_form(self, request):
         session, user, _ = self._viewer(request)
-        return self._page(request, "login.html", session=session, user=user, error=None, username="")
+        return self._page(
+            request, "login.html", session=session, user=user, error=None, username=""
+        )
 
     @app.route("/login", methods=["POST"])
     async def login(self, request):
@@ -305,8 +347,15 @@ class UIApp:
         except (errors.Unauthorized, errors.TooManyRequests) as error:
             for name, value in error.headers.items():
                 request.setHeader(name, value)
-            return self._page(request, "login.html", status=error.status, session=session,
-                              user=None, error=error.message, username=username[:256])
+            return self._page(
+                request,
+                "login.html",
+                status=error.status,
+                session=session,
+                user=None,
+                error=error.message,
+                username=username[:256],
+            )
         # A new session (and CSRF token) at sign-in: nothing set before it
         # carries over.
         self._set_session(request, self.sessions.new(username, fingerprint))
@@ -350,21 +399,30 @@ class UIApp:
     @app.handle_errors(MethodNotAllowed)
     def method_not_allowed(self, request, failure):
         allowed = failure.value.valid_methods or []
-        return self._error_page(request, errors.Unsupported(
-            f"method {request.method.decode('latin-1')} is not allowed here",
-            headers={"Allow": ", ".join(allowed)},
-        ))
+        return self._error_page(
+            request,
+            errors.Unsupported(
+                f"method {request.method.decode('latin-1')} is not allowed here",
+                headers={"Allow": ", ".join(allowed)},
+            ),
+        )
 
     @app.handle_errors(Exception)
     def unexpected_error(self, request, failure):
         if failure.check(CancelledError):
             return None  # the client went away
         request_id = request.context.request_id or new_request_id()
-        log.failure("ui request {request_id} {method} {path} failed", failure,
-                    request_id=request_id, method=request.method.decode("latin-1"),
-                    path=request.path.decode("latin-1"))
-        return self._error_page(request, errors.RegistryError(
-            f"internal server error (request {request_id})", status=500))
+        log.failure(
+            "ui request {request_id} {method} {path} failed",
+            failure,
+            request_id=request_id,
+            method=request.method.decode("latin-1"),
+            path=request.path.decode("latin-1"),
+        )
+        return self._error_page(
+            request,
+            errors.RegistryError(f"internal server error (request {request_id})", status=500),
+        )
 
     def _error_page(self, request, error):
         if request.startedWriting:
@@ -375,8 +433,9 @@ class UIApp:
                 request.setHeader(name, value)
         session = self.sessions.decode(request.getCookie(COOKIE))
         user = self.access.current_user(session)
-        return self._page(request, "error.html", status=error.status, session=session,
-                          user=user, error=error)
+        return self._page(
+            request, "error.html", status=error.status, session=session, user=user, error=error
+        )
 
 
 def _check_reference(reference):

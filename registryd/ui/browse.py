@@ -87,7 +87,7 @@ async def tags(repository, pulls, protection, last=None):
     NAME_UNKNOWN when the repository has no manifests."""
     names = await tag_names(repository)
     start = bisect.bisect_right(names, last) if last else 0
-    page = names[start:start + PAGE_SIZE]
+    page = names[start : start + PAGE_SIZE]
     more = start + PAGE_SIZE < len(names)
     rows = await describe_tags(repository, page, pulls, protection)
     return Page(rows, page[-1] if more and page else None)
@@ -135,8 +135,11 @@ async def manifest(repository, reference):
     stored = await repository.manifests.get(reference)
     parsed = stored.manifest
     config = parsed.config
-    layers = [d for d in list(parsed.blobs) + list(parsed.external)
-              if config is None or d.digest != config.digest]
+    layers = [
+        d
+        for d in list(parsed.blobs) + list(parsed.external)
+        if config is None or d.digest != config.digest
+    ]
     children = [(d, platform_label(d.platform)) for d in parsed.manifests]
     referrers = await repository.manifests.referrers(stored.digest)
     for referrer in referrers:
@@ -144,10 +147,18 @@ async def manifest(repository, reference):
     tags_here = await _tags_of(repository, stored.digest)
     size_total, _ = await describe_manifest(repository, stored)
     return ManifestDetails(
-        digest=str(stored.digest), media_type=stored.media_type, size=len(stored.body),
-        artifact_type=parsed.artifact_type, config=config, layers=layers, children=children,
-        annotations=dict(parsed.annotations or {}), subject=parsed.subject,
-        referrers=referrers, tags=tags_here, size_total=size_total,
+        digest=str(stored.digest),
+        media_type=stored.media_type,
+        size=len(stored.body),
+        artifact_type=parsed.artifact_type,
+        config=config,
+        layers=layers,
+        children=children,
+        annotations=dict(parsed.annotations or {}),
+        subject=parsed.subject,
+        referrers=referrers,
+        tags=tags_here,
+        size_total=size_total,
     )
 
 

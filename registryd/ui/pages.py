@@ -58,7 +58,9 @@ def load_static(directory=STATIC_DIRECTORY):
             continue
         with open(os.path.join(directory, name), "rb") as stream:
             body = stream.read()
-        files[name] = StaticFile(body, _CONTENT_TYPES[extension], hashlib.sha256(body).hexdigest()[:16])
+        files[name] = StaticFile(
+            body, _CONTENT_TYPES[extension], hashlib.sha256(body).hexdigest()[:16]
+        )
     return files
 
 
@@ -79,4 +81,8 @@ class Templates:
 
     def render(self, template, /, **values):
         """The page ``template`` as UTF-8 bytes."""
-        return self._environment.get_template(template).render(static=self._static, **values).encode("utf-8")
+        return (
+            self._environment.get_template(template)
+            .render(static=self._static, **values)
+            .encode("utf-8")
+        )

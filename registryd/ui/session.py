@@ -102,9 +102,12 @@ class SessionCodec:
             user, csrf, expires, fingerprint = payload
         except (ValueError, TypeError, binascii.Error):
             return None
-        if (not isinstance(csrf, str) or not isinstance(expires, int)
-                or not isinstance(user, (str, type(None)))
-                or not isinstance(fingerprint, (str, type(None)))):
+        if (
+            not isinstance(csrf, str)
+            or not isinstance(expires, int)
+            or not isinstance(user, (str, type(None)))
+            or not isinstance(fingerprint, (str, type(None)))
+        ):
             return None
         if expires <= self._clock():
             return None

@@ -21,8 +21,10 @@ _HERE = Path(__file__).resolve().parent
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "e2e: end-to-end test with real daemons (dockerd, docker-registry, "
-        "registryd under twistd) and clients (docker, skopeo)")
+        "markers",
+        "e2e: end-to-end test with real daemons (dockerd, docker-registry, "
+        "registryd under twistd) and clients (docker, skopeo)",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -51,8 +53,11 @@ def _factory(cls, tmp_path):
     def make(root=None, **kwargs):
         counter[0] += 1
         tmpdir = tmp_path / f"{cls.name}-{counter[0]}"
-        server = cls(root=root if root is not None else tmp_path / f"{cls.name}-root",
-                     tmpdir=tmpdir, **kwargs)
+        server = cls(
+            root=root if root is not None else tmp_path / f"{cls.name}-root",
+            tmpdir=tmpdir,
+            **kwargs,
+        )
         started.append(server)
         return server.start()
 

@@ -79,7 +79,9 @@ def host_alias(name, address):
         yield
     finally:
         current = hosts.read_text()
-        hosts.write_text("".join(kept for kept in current.splitlines(keepends=True) if kept != line))
+        hosts.write_text(
+            "".join(kept for kept in current.splitlines(keepends=True) if kept != line)
+        )
 
 
 @contextlib.contextmanager
@@ -123,8 +125,9 @@ class TLSRegistryd(tools.Registryd):
 
 
 def docker_login(dockerd, host, user, password, check=True):
-    return dockerd.docker("login", "--username", user, "--password-stdin", host,
-                          input=password + "\n", check=check)
+    return dockerd.docker(
+        "login", "--username", user, "--password-stdin", host, input=password + "\n", check=check
+    )
 
 
 def files_under(root):
@@ -139,37 +142,58 @@ def test_docker_login_push_pull_with_htpasswd_over_tls(dockerd, skopeo, tmp_path
     server_key, server_cert = ca.issue(HOSTNAME, dns=[HOSTNAME], ips=["127.0.0.1", "::1"])
     client_key, client_cert = client_ca.issue("docker client", client=True)
     files = {
-        "server.crt": certs.cert_pem(server_cert), "server.key": certs.key_pem(server_key),
+        "server.crt": certs.cert_pem(server_cert),
+        "server.key": certs.key_pem(server_key),
         "clients.pem": client_ca.pem,
     }
     paths = {name: certs.write(tmp_path, name, data) for name, data in files.items()}
     context = ssl.create_default_context(cadata=ca.pem.decode())
-    context.load_cert_chain(certs.write(tmp_path, "client.cert", certs.cert_pem(client_cert)),
-                            certs.write(tmp_path, "client.key", certs.key_pem(client_key)))
+    context.load_cert_chain(
+        certs.write(tmp_path, "client.cert", certs.cert_pem(client_cert)),
+        certs.write(tmp_path, "client.key", certs.key_pem(client_key)),
+    )
     config = {
-        "http": {"tls": {"certificate": paths["server.crt"], "key": paths["server.key"],
-                         "clientcas": [paths["clients.pem"]]}},
-        "auth": {"htpasswd": {"realm": "registryd e2e", "path": write_htpasswd(tmp_path / "htpasswd")},
-                 "access": ACCESS},
+        "http": {
+            "tls": {
+                "certificate": paths["server.crt"],
+                "key": paths["server.key"],
+                "clientcas": [paths["clients.pem"]],
+            }
+        },
+        "auth": {
+            "htpasswd": {"realm": "registryd e2e", "path": write_htpasswd(tmp_path / "htpasswd")},
+            "access": ACCESS,
+        },
     }
     hostname = HOSTNAME if use_ipv6 else "127.0.0.1"
     with contextlib.ExitStack() as stack:
         if use_ipv6:
             stack.enter_context(host_alias(HOSTNAME, "::1"))
             alias_added = time.monotonic()
-        registry = TLSRegistryd(root=tmp_path / "root", tmpdir=tmp_path / "registryd",
-                                extra_config=config, hostname=hostname, address=address,
-                                tls_context=context)
+        registry = TLSRegistryd(
+            root=tmp_path / "root",
+            tmpdir=tmp_path / "registryd",
+            extra_config=config,
+            hostname=hostname,
+            address=address,
+            tls_context=context,
+        )
         stack.callback(registry.stop)
         registry.start()
         # Without client certificate, no TLS session at all.
         bare = ssl.create_default_context(cadata=ca.pem.decode())
         with pytest.raises((ssl.SSLError, ConnectionError)):
             tools.http_request("GET", f"{registry.url}/v2/", context=bare)
-        stack.enter_context(docker_certs_d(registry.host, {
-            "ca.crt": ca.pem, "client.cert": certs.cert_pem(client_cert),
-            "client.key": certs.key_pem(client_key),
-        }))
+        stack.enter_context(
+            docker_certs_d(
+                registry.host,
+                {
+                    "ca.crt": ca.pem,
+                    "client.cert": certs.cert_pem(client_cert),
+                    "client.key": certs.key_pem(client_key),
+                },
+            )
+        )
         stack.callback(dockerd.docker, "logout", registry.host, check=False)
         if use_ipv6:
             # dockerd's Go resolver re-reads /etc/hosts at most every 5 s.
@@ -203,22 +227,41 @@ def test_docker_login_push_pull_with_htpasswd_over_tls(dockerd, skopeo, tmp_path
         # skopeo with --creds, verifying the server against the CA and
         # presenting the client certificate from the same directory.
         cert_dir = str(CERTS_D / registry.host)
-        info = tools.skopeo_json("inspect", "--tls-verify=true", "--cert-dir", cert_dir,
-                                 "--creds", "bob:builder", f"docker://{registry.host}/e2e/tls-app:v1")
+        info = tools.skopeo_json(
+            "inspect",
+            "--tls-verify=true",
+            "--cert-dir",
+            cert_dir,
+            "--creds",
+            "bob:builder",
+            f"docker://{registry.host}/e2e/tls-app:v1",
+        )
         assert info["Digest"] == digest
-        denied = skopeo("inspect", "--tls-verify=true", "--cert-dir", cert_dir, "--creds", "bob:nope",
-                        f"docker://{registry.host}/e2e/tls-app:v1", check=False)
+        denied = skopeo(
+            "inspect",
+            "--tls-verify=true",
+            "--cert-dir",
+            cert_dir,
+            "--creds",
+            "bob:nope",
+            f"docker://{registry.host}/e2e/tls-app:v1",
+            check=False,
+        )
         assert denied.returncode != 0
 
 
-def test_docker_and_skopeo_with_the_built_in_token_server(dockerd, skopeo, registryd_factory, tmp_path):
+def test_docker_and_skopeo_with_the_built_in_token_server(
+    dockerd, skopeo, registryd_factory, tmp_path
+):
     key = certs.write(tmp_path, "token.key", certs.key_pem(certs.new_key()))
-    config = {"auth": {
-        "htpasswd": {"realm": "registryd e2e", "path": write_htpasswd(tmp_path / "htpasswd")},
-        "token": {"service": "registryd-e2e", "issuer": "registryd-e2e"},
-        "tokenserver": {"key": key},
-        "access": ACCESS,
-    }}
+    config = {
+        "auth": {
+            "htpasswd": {"realm": "registryd e2e", "path": write_htpasswd(tmp_path / "htpasswd")},
+            "token": {"service": "registryd-e2e", "issuer": "registryd-e2e"},
+            "tokenserver": {"key": key},
+            "access": ACCESS,
+        }
+    }
     registry = registryd_factory(extra_config=config, ready_status=401)
     challenge = tools.http_request("GET", f"{registry.url}/v2/").headers["www-authenticate"]
     assert challenge == f'Bearer realm="{registry.url}/auth/token",service="registryd-e2e"'
@@ -238,7 +281,9 @@ def test_docker_and_skopeo_with_the_built_in_token_server(dockerd, skopeo, regis
         dockerd.build(tools.write_scratch_context(tmp_path / "context-bob"), other)
         before = files_under(registry.root)
         pushed = dockerd.docker("push", other, check=False)
-        assert pushed.returncode != 0 and b"denied" in (pushed.stdout + pushed.stderr).lower(), pushed
+        assert pushed.returncode != 0 and b"denied" in (pushed.stdout + pushed.stderr).lower(), (
+            pushed
+        )
         assert files_under(registry.root) == before
         dockerd.rmi(reference, other)
     finally:
@@ -247,8 +292,16 @@ def test_docker_and_skopeo_with_the_built_in_token_server(dockerd, skopeo, regis
     source = f"docker://{registry.host}/e2e/token-app:v1"
     assert tools.skopeo_json("inspect", "--creds", "bob:builder", source)["Digest"] == digest
     copy = f"docker://{registry.host}/e2e/token-copy:v1"
-    refused = skopeo("copy", "--src-creds", "bob:builder", "--dest-creds", "bob:builder", source, copy,
-                     check=False)
+    refused = skopeo(
+        "copy",
+        "--src-creds",
+        "bob:builder",
+        "--dest-creds",
+        "bob:builder",
+        source,
+        copy,
+        check=False,
+    )
     assert refused.returncode != 0
     skopeo("copy", "--src-creds", "bob:builder", "--dest-creds", "alice:wonderland", source, copy)
     assert tools.skopeo_json("inspect", "--creds", "alice:wonderland", copy)["Digest"] == digest
@@ -258,7 +311,8 @@ def test_docker_and_skopeo_with_the_built_in_token_server(dockerd, skopeo, regis
 
 
 def test_distribution_accepts_tokens_from_the_built_in_token_server(
-        skopeo, registryd_factory, distribution_factory, tmp_path):
+    skopeo, registryd_factory, distribution_factory, tmp_path
+):
     """Debian's docker-registry (Distribution 2.8), configured with the
     token server's certificate as rootcertbundle, takes registryd's tokens:
     skopeo follows Distribution's challenge to registryd's /auth/token."""
@@ -266,18 +320,37 @@ def test_distribution_accepts_tokens_from_the_built_in_token_server(
     key_path = certs.write(tmp_path, "token.key", certs.key_pem(key))
     cert_path = certs.write(tmp_path, "token.crt", certs.cert_pem(certs.self_signed(key)))
     token_config = {"service": "shared-service", "issuer": "registryd-e2e"}
-    issuer = registryd_factory(root=tmp_path / "registryd-root", ready_status=401, extra_config={"auth": {
-        "htpasswd": {"realm": "registryd e2e", "path": write_htpasswd(tmp_path / "htpasswd")},
-        "token": token_config,
-        "tokenserver": {"key": key_path, "certificate": cert_path},
-        "access": ACCESS,
-    }})
-    distribution = distribution_factory(ready_status=401, extra_config={"auth": {"token": dict(
-        token_config, realm=f"{issuer.url}/auth/token", rootcertbundle=cert_path)}})
+    issuer = registryd_factory(
+        root=tmp_path / "registryd-root",
+        ready_status=401,
+        extra_config={
+            "auth": {
+                "htpasswd": {
+                    "realm": "registryd e2e",
+                    "path": write_htpasswd(tmp_path / "htpasswd"),
+                },
+                "token": token_config,
+                "tokenserver": {"key": key_path, "certificate": cert_path},
+                "access": ACCESS,
+            }
+        },
+    )
+    distribution = distribution_factory(
+        ready_status=401,
+        extra_config={
+            "auth": {
+                "token": dict(
+                    token_config, realm=f"{issuer.url}/auth/token", rootcertbundle=cert_path
+                )
+            }
+        },
+    )
     image = tools.make_image(layer_sizes=(16 * 1024,))
     layout = tools.make_oci_layout(tmp_path / "oci", "v1", image)
     target = f"docker://{distribution.host}/e2e/shared:v1"
     refused = skopeo("copy", "--dest-creds", "bob:builder", f"oci:{layout}:v1", target, check=False)
     assert refused.returncode != 0  # bob may only pull: the token lacks push
     skopeo("copy", "--dest-creds", "alice:wonderland", f"oci:{layout}:v1", target)
-    assert tools.skopeo_json("inspect", "--creds", "bob:builder", target)["Digest"] == image["digest"]
+    assert (
+        tools.skopeo_json("inspect", "--creds", "bob:builder", target)["Digest"] == image["digest"]
+    )

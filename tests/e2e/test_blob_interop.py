@@ -93,7 +93,9 @@ def test_distribution_blobs_served_by_registryd(tmp_path, registryd_factory, dis
     _check_served(registryd.url, pushed, "registryd")
 
 
-def test_blob_round_trip_and_delete_across_servers(tmp_path, registryd_factory, distribution_factory):
+def test_blob_round_trip_and_delete_across_servers(
+    tmp_path, registryd_factory, distribution_factory
+):
     """registryd -> docker-registry -> registryd on one root; a blob deleted
     by docker-registry (unlinked from the repository) is gone for registryd,
     and one deleted by registryd is gone for docker-registry."""
@@ -122,8 +124,9 @@ def test_blob_round_trip_and_delete_across_servers(tmp_path, registryd_factory, 
     assert http_request("GET", f"{distribution.url}/v2/{NAME}/blobs/{second_digest}").status == 404
 
 
-def test_registryd_sha512_blobs_served_by_distribution(tmp_path, registryd_factory,
-                                                      distribution_factory):
+def test_registryd_sha512_blobs_served_by_distribution(
+    tmp_path, registryd_factory, distribution_factory
+):
     root = tmp_path / "shared-root"
     registryd = registryd_factory(root)
     pushed = _push_all(registryd.url, _sha512_blobs())
@@ -134,8 +137,9 @@ def test_registryd_sha512_blobs_served_by_distribution(tmp_path, registryd_facto
     _check_served(distribution.url, pushed, "docker-registry")
 
 
-def test_distribution_sha512_blobs_served_by_registryd(tmp_path, registryd_factory,
-                                                      distribution_factory):
+def test_distribution_sha512_blobs_served_by_registryd(
+    tmp_path, registryd_factory, distribution_factory
+):
     root = tmp_path / "shared-root"
     distribution = distribution_factory(root)
     pushed = _push_all(distribution.url, _sha512_blobs())

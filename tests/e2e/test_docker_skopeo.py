@@ -137,8 +137,10 @@ def skopeo_scenario(skopeo, registry, tmp_path, repository="e2e/sk"):
     assert gone.status == 404, gone
     tags = skopeo_json("list-tags", f"docker://{registry.host}/{repository}")
     assert sorted(tags["Tags"]) == ["v3"]
-    assert skopeo_json("inspect", f"docker://{registry.host}/{repository}:v3")["Digest"] == \
-        other["digest"]
+    assert (
+        skopeo_json("inspect", f"docker://{registry.host}/{repository}:v3")["Digest"]
+        == other["digest"]
+    )
     # The other repository is untouched.
     assert skopeo_json("inspect", second)["Digest"] == image["digest"]
 
@@ -149,17 +151,28 @@ EMPTY_CONFIG = b"{}"
 def _artifact(subject_manifest, artifact_type, payload):
     """An OCI artifact (image manifest with artifactType, empty config) whose
     subject is C{subject_manifest} (bytes)."""
-    return json.dumps({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": artifact_type,
-        "config": {"mediaType": OCI_EMPTY, "digest": sha256_digest(EMPTY_CONFIG), "size": 2},
-        "layers": [{"mediaType": "application/vnd.example.data", "digest": sha256_digest(payload),
-                    "size": len(payload)}],
-        "subject": {"mediaType": OCI_MANIFEST, "digest": sha256_digest(subject_manifest),
-                    "size": len(subject_manifest)},
-        "annotations": {"org.example.kind": artifact_type},
-    }, indent=1).encode()
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": artifact_type,
+            "config": {"mediaType": OCI_EMPTY, "digest": sha256_digest(EMPTY_CONFIG), "size": 2},
+            "layers": [
+                {
+                    "mediaType": "application/vnd.example.data",
+                    "digest": sha256_digest(payload),
+                    "size": len(payload),
+                }
+            ],
+            "subject": {
+                "mediaType": OCI_MANIFEST,
+                "digest": sha256_digest(subject_manifest),
+                "size": len(subject_manifest),
+            },
+            "annotations": {"org.example.kind": artifact_type},
+        },
+        indent=1,
+    ).encode()
 
 
 def referrers_scenario(registry, repository="e2e/referrers"):
@@ -173,7 +186,9 @@ def referrers_scenario(registry, repository="e2e/referrers"):
         push_blob(registry.url, repository, blob)
 
     # The subject may be missing when a referrer is pushed.
-    early = put_manifest(registry.url, repository, sha256_digest(signature), signature, OCI_MANIFEST)
+    early = put_manifest(
+        registry.url, repository, sha256_digest(signature), signature, OCI_MANIFEST
+    )
     assert early.headers.get("oci-subject") == image["digest"], early
     push_image(registry.url, repository, "v1", image)
     response = put_manifest(registry.url, repository, sha256_digest(sbom), sbom, OCI_MANIFEST)
@@ -189,8 +204,10 @@ def referrers_scenario(registry, repository="e2e/referrers"):
     assert index.get("mediaType") == OCI_INDEX
     found = {d["digest"]: d for d in index["manifests"]}
     assert set(found) == {sha256_digest(sbom), sha256_digest(signature)}
-    for manifest, kind in ((sbom, "application/vnd.example.sbom+json"),
-                           (signature, "application/vnd.example.signature")):
+    for manifest, kind in (
+        (sbom, "application/vnd.example.sbom+json"),
+        (signature, "application/vnd.example.signature"),
+    ):
         descriptor = found[sha256_digest(manifest)]
         assert descriptor["mediaType"] == OCI_MANIFEST
         assert descriptor["size"] == len(manifest)
@@ -205,14 +222,16 @@ def referrers_scenario(registry, repository="e2e/referrers"):
     else:  # unfiltered answers are allowed, but then must say nothing
         assert sorted(digests) == sorted(found)
 
-    nothing = http_request("GET", f"{registry.url}/v2/{repository}/referrers/"
-                           f"{sha256_digest(b'no such manifest')}")
+    nothing = http_request(
+        "GET", f"{registry.url}/v2/{repository}/referrers/{sha256_digest(b'no such manifest')}"
+    )
     assert nothing.status == 200, nothing
     assert nothing.json()["manifests"] == []
 
     # Deleting a referrer removes it from the list.
-    deleted = http_request("DELETE", f"{registry.url}/v2/{repository}/manifests/"
-                           f"{sha256_digest(signature)}")
+    deleted = http_request(
+        "DELETE", f"{registry.url}/v2/{repository}/manifests/{sha256_digest(signature)}"
+    )
     assert deleted.status == 202, deleted
     after = http_request("GET", url).json()
     assert [d["digest"] for d in after["manifests"]] == [sha256_digest(sbom)]
@@ -266,7 +285,8 @@ def test_catalog_lists_pushed_repositories(registryd):
 
 
 def test_docker_image_from_distribution_served_by_registryd(
-        dockerd, skopeo, tmp_path, registryd_factory, distribution_factory):
+    dockerd, skopeo, tmp_path, registryd_factory, distribution_factory
+):
     root = tmp_path / "shared-root"
     distribution = distribution_factory(root)
     image_id, digest = docker_round_trip(dockerd, distribution, tmp_path, "e2e/from-distribution")
@@ -277,14 +297,16 @@ def test_docker_image_from_distribution_served_by_registryd(
 
     registryd = registryd_factory(root)
     _check_served_image(dockerd, registryd, "e2e/from-distribution", image_id, digest)
-    assert skopeo_json("inspect", f"docker://{registryd.host}/e2e/oci:v1")["Digest"] == \
-        oci["digest"]
+    assert (
+        skopeo_json("inspect", f"docker://{registryd.host}/e2e/oci:v1")["Digest"] == oci["digest"]
+    )
     catalog = http_request("GET", f"{registryd.url}/v2/_catalog").json()["repositories"]
     assert catalog == ["e2e/from-distribution", "e2e/oci"]
 
 
 def test_docker_image_from_registryd_served_by_distribution(
-        dockerd, skopeo, tmp_path, registryd_factory, distribution_factory):
+    dockerd, skopeo, tmp_path, registryd_factory, distribution_factory
+):
     root = tmp_path / "shared-root"
     registryd = registryd_factory(root)
     image_id, digest = docker_round_trip(dockerd, registryd, tmp_path, "e2e/from-registryd")
@@ -295,8 +317,10 @@ def test_docker_image_from_registryd_served_by_distribution(
 
     distribution = distribution_factory(root)
     _check_served_image(dockerd, distribution, "e2e/from-registryd", image_id, digest)
-    assert skopeo_json("inspect", f"docker://{distribution.host}/e2e/oci:v1")["Digest"] == \
-        oci["digest"]
+    assert (
+        skopeo_json("inspect", f"docker://{distribution.host}/e2e/oci:v1")["Digest"]
+        == oci["digest"]
+    )
     catalog = http_request("GET", f"{distribution.url}/v2/_catalog").json()["repositories"]
     assert catalog == ["e2e/from-registryd", "e2e/oci"]
 

@@ -44,12 +44,20 @@ V2 = "docker/registry/v2"
 def image_with(layers):
     """An image (as make_image returns) whose layers are C{layers}."""
     base = make_image(())
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": base["config_digest"],
-                   "size": len(base["config"])},
-        "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": d, "size": len(b)} for d, b in layers],
-    }).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": OCI_CONFIG,
+                "digest": base["config_digest"],
+                "size": len(base["config"]),
+            },
+            "layers": [
+                {"mediaType": OCI_LAYER_GZIP, "digest": d, "size": len(b)} for d, b in layers
+            ],
+        }
+    ).encode()
     return dict(base, manifest=manifest, digest=sha256_digest(manifest), layers=list(layers))
 
 
@@ -64,7 +72,9 @@ def build(distribution_factory, root):
     push_image(url, "gc/app", "v2", made["b"])
     made["c"] = make_image((1700,))
     push_image(url, "gc/app", "v2", made["c"])  # b is now untagged
-    made["d"] = image_with([made["a"]["layers"][0], (sha256_digest(b"d-only" * 100), b"d-only" * 100)])
+    made["d"] = image_with(
+        [made["a"]["layers"][0], (sha256_digest(b"d-only" * 100), b"d-only" * 100)]
+    )
     push_image(url, "gc/gone", "v1", made["d"])
     response = http_request("DELETE", f"{url}/v2/gc/gone/manifests/{made['d']['digest']}")
     assert response.status == 202, response
@@ -72,11 +82,21 @@ def build(distribution_factory, root):
     made["children"] = [make_image((1100,)), make_image((1200,))]
     for child in made["children"]:
         push_image(url, "gc/multi", child["digest"], child)
-    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
-        {"mediaType": OCI_MANIFEST, "digest": child["digest"], "size": len(child["manifest"]),
-         "platform": {"architecture": arch, "os": "linux"}}
-        for child, arch in zip(made["children"], ["amd64", "arm64"])
-    ]}).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": child["digest"],
+                    "size": len(child["manifest"]),
+                    "platform": {"architecture": arch, "os": "linux"},
+                }
+                for child, arch in zip(made["children"], ["amd64", "arm64"])
+            ],
+        }
+    ).encode()
     put_manifest(url, "gc/multi", "latest", index, OCI_INDEX)
     made["index"] = sha256_digest(index)
     server.stop()
@@ -105,7 +125,9 @@ def distribution_gc(tmp_path, root, *flags):
     """Run ``docker-registry garbage-collect``; the digests it names."""
     executable = tools.require_tool("docker-registry")
     config = write_config(tmp_path / f"dist-{root.name}.yml", root)
-    result = tools.run([executable, "garbage-collect", *flags, config], env=tools._clean_env(("REGISTRY_",)))
+    result = tools.run(
+        [executable, "garbage-collect", *flags, config], env=tools._clean_env(("REGISTRY_",))
+    )
     output = result.stdout.decode()
     return set(re.findall(r"blob eligible for deletion: (sha256:[0-9a-f]{64})", output))
 
@@ -167,7 +189,9 @@ def test_same_result_as_docker_registry(tmp_path, distribution_factory, registry
 
     # Dry runs name the same blobs and remove nothing.
     dry = registryd_gc(tmp_path, ours, "--dry-run")
-    assert {b["digest"] for b in dry["blobs_removed"]} == distribution_gc(tmp_path, theirs, "--dry-run")
+    assert {b["digest"] for b in dry["blobs_removed"]} == distribution_gc(
+        tmp_path, theirs, "--dry-run"
+    )
     assert state(ours) == state(theirs) == before
 
     report = registryd_gc(tmp_path, ours)
@@ -196,7 +220,8 @@ def test_same_result_as_docker_registry(tmp_path, distribution_factory, registry
 
 
 def test_delete_untagged_agrees_except_where_distribution_28_breaks_indexes(
-        tmp_path, distribution_factory):
+    tmp_path, distribution_factory
+):
     made = build(distribution_factory, tmp_path / "original")
     ours = copy_aged(tmp_path / "original", tmp_path / "ours")
     theirs = copy_aged(tmp_path / "original", tmp_path / "theirs")
@@ -208,7 +233,8 @@ def test_delete_untagged_agrees_except_where_distribution_28_breaks_indexes(
     # The index's children: manifests, configs and layers.
     children = {child["digest"] for child in made["children"]}
     children_blobs = {
-        digest for child in made["children"]
+        digest
+        for child in made["children"]
         for digest in [child["config_digest"]] + [d for d, _ in child["layers"]]
     }
     assert removed_by_us <= removed_by_them

@@ -30,8 +30,17 @@ def image(dockerd, tmp_path_factory):
         dockerd.docker("import", str(tarball), base, timeout=300)
     tag = "registryd-test:e2e"
     started = time.monotonic()
-    dockerd.docker("build", "--network", "host", "--build-arg", f"BASE={base}",
-                   "-t", tag, str(ROOT), timeout=900)
+    dockerd.docker(
+        "build",
+        "--network",
+        "host",
+        "--build-arg",
+        f"BASE={base}",
+        "-t",
+        tag,
+        str(ROOT),
+        timeout=900,
+    )
     print(f"image build: {time.monotonic() - started:.0f}s")
     yield tag
     dockerd.docker("rmi", "--force", tag, check=False)
@@ -75,13 +84,27 @@ def container(dockerd, image):
     other ports, deletes enabled; a named volume on /var/lib/registry."""
     port, debug_port = tools.free_ports(2)
     volume = f"registryd-e2e-{port}"
-    container_id = dockerd.docker(
-        "run", "-d", "--network", "host", "-v", f"{volume}:/var/lib/registry",
-        "-e", f"REGISTRY_HTTP_ADDR=127.0.0.1:{port}",
-        "-e", f"REGISTRY_HTTP_DEBUG_ADDR=127.0.0.1:{debug_port}",
-        "-e", "REGISTRY_STORAGE_DELETE_ENABLED=true",
-        "--health-interval", "1s", image,
-    ).stdout.decode().strip()
+    container_id = (
+        dockerd.docker(
+            "run",
+            "-d",
+            "--network",
+            "host",
+            "-v",
+            f"{volume}:/var/lib/registry",
+            "-e",
+            f"REGISTRY_HTTP_ADDR=127.0.0.1:{port}",
+            "-e",
+            f"REGISTRY_HTTP_DEBUG_ADDR=127.0.0.1:{debug_port}",
+            "-e",
+            "REGISTRY_STORAGE_DELETE_ENABLED=true",
+            "--health-interval",
+            "1s",
+            image,
+        )
+        .stdout.decode()
+        .strip()
+    )
     running = Container(dockerd, container_id, port, debug_port)
     try:
         yield running
@@ -104,8 +127,13 @@ def test_push_and_pull_through_the_container(dockerd, container, tmp_path):
     assert response.status == 202, response
     dockerd.rmi(reference)
     # the data went to the volume, written by the non-root user
-    owner = dockerd.docker("exec", container.id, "stat", "-c", "%U %u",
-                           "/var/lib/registry/docker/registry/v2").stdout.decode().split()
+    owner = (
+        dockerd.docker(
+            "exec", container.id, "stat", "-c", "%U %u", "/var/lib/registry/docker/registry/v2"
+        )
+        .stdout.decode()
+        .split()
+    )
     assert owner[0] == "registryd" and owner[1] != "0", owner
 
 
@@ -120,20 +148,38 @@ def test_healthcheck_and_debug_listener(dockerd, container):
 def test_the_image_runs_the_registryd_command(dockerd, image):
     from registryd import __version__
 
-    output = dockerd.docker("run", "--rm", "--network", "none", image,
-                            "registryd", "--version").stdout.decode()
+    output = dockerd.docker(
+        "run", "--rm", "--network", "none", image, "registryd", "--version"
+    ).stdout.decode()
     assert output.strip() == f"registryd {__version__}"
     result = dockerd.docker(
-        "run", "--rm", "--network", "none", "-e", "REGISTRY_STORAGE_S3_ACCESSKEY=AKIA-secret",
-        "-e", "REGISTRY_STORAGE_S3_SECRETKEY=also-secret",
-        "-e", "REGISTRY_STORAGE=s3", "-e", "REGISTRY_STORAGE_S3_REGION=us-east-1",
-        "-e", "REGISTRY_STORAGE_S3_BUCKET=registry",
-        image, "registryd", "check-config", "/etc/registryd/config.yml",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-e",
+        "REGISTRY_STORAGE_S3_ACCESSKEY=AKIA-secret",
+        "-e",
+        "REGISTRY_STORAGE_S3_SECRETKEY=also-secret",
+        "-e",
+        "REGISTRY_STORAGE=s3",
+        "-e",
+        "REGISTRY_STORAGE_S3_REGION=us-east-1",
+        "-e",
+        "REGISTRY_STORAGE_S3_BUCKET=registry",
+        image,
+        "registryd",
+        "check-config",
+        "/etc/registryd/config.yml",
     )
     output = result.stdout.decode()
     assert "AKIA-secret" not in output and "also-secret" not in output
     assert "# REGISTRY_STORAGE sets storage" in output
-    result = dockerd.docker("run", "--rm", "--network", "none", "-e", "REGISTRY_HTTP_ADDR=[",
-                            image, check=False)
+    result = dockerd.docker(
+        "run", "--rm", "--network", "none", "-e", "REGISTRY_HTTP_ADDR=[", image, check=False
+    )
     assert result.returncode != 0
-    assert "REGISTRY_HTTP_ADDR: value is not valid YAML" in result.stderr.decode() + result.stdout.decode()
+    assert (
+        "REGISTRY_HTTP_ADDR: value is not valid YAML"
+        in result.stderr.decode() + result.stdout.decode()
+    )

@@ -49,13 +49,17 @@ def manhole(tmp_path, registryd_factory):
         (tmp_path / "admin.pub").read_bytes() + (tmp_path / "admin-rsa.pub").read_bytes()
     )
     ssh.host_key = tmp_path / "state" / "manhole_host_key"
-    ssh.registry = registryd_factory(extra_config={"manhole": {
-        "listen": f"tcp:{ssh.port}:interface=127.0.0.1",
-        "authorized_keys": str(authorized),
-        "host_key": str(ssh.host_key),
-        "timelimit": f"{TIME_LIMIT}s",
-        "memorylimit": MEMORY_LIMIT,
-    }})
+    ssh.registry = registryd_factory(
+        extra_config={
+            "manhole": {
+                "listen": f"tcp:{ssh.port}:interface=127.0.0.1",
+                "authorized_keys": str(authorized),
+                "host_key": str(ssh.host_key),
+                "timelimit": f"{TIME_LIMIT}s",
+                "memorylimit": MEMORY_LIMIT,
+            }
+        }
+    )
     # Learn the host key now, so that no test's first command has ssh's
     # "Permanently added" warning on its stderr.
     assert ssh.run(ssh.admin_key, "1").returncode == 0
@@ -188,7 +192,9 @@ def test_commands_with_the_openssh_client(manhole):
 
     result = manhole.run(manhole.admin_key, "readonly(True)")
     assert result.stdout == b"True\n"
-    response = http_request("POST", f"{url}/v2/e2e/app/blobs/uploads/", b"", {"Content-Length": "0"})
+    response = http_request(
+        "POST", f"{url}/v2/e2e/app/blobs/uploads/", b"", {"Content-Length": "0"}
+    )
     assert response.status == 405 and response.json()["errors"][0]["code"] == "UNSUPPORTED"
     manhole.run(manhole.admin_key, "readonly(False)")
     push_blob(url, "e2e/app", b"writable again")
@@ -210,7 +216,9 @@ def test_interactive_session_on_a_pty(manhole):
     push_image(manhole.registry.url, "e2e/app", "v1", make_image((1000,)))
     process = subprocess.Popen(
         manhole.command(manhole.admin_key, tty=True),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         read_until(process, b">>> ")  # after the banner with the helpers
@@ -234,16 +242,28 @@ def test_wrong_key_is_refused_and_only_publickey_is_offered(manhole):
     assert result.returncode == 255
     assert b"Permission denied (publickey)." in result.stderr
     assert b"Authentications that can continue: publickey\r\n" in result.stderr.replace(
-        b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    assert b"password" not in result.stderr.split(b"Authentications that can continue:")[1].split(b"\n")[0]
+        b"\r\n", b"\n"
+    ).replace(b"\n", b"\r\n")
+    assert (
+        b"password"
+        not in result.stderr.split(b"Authentications that can continue:")[1].split(b"\n")[0]
+    )
     result = manhole.run(manhole.admin_key, "repos()", user="root")
     assert result.returncode == 255 and b"Permission denied (publickey)." in result.stderr
 
 
 #: Every helper, and the namespace's objects a user may try the same on.
 HELPER_RESULTS = (
-    "repos()", "tags('e2e/app')", "uploads()", "gc()", "purge_uploads(older_than='1000h')",
-    "rebuild_referrers(dry_run=True)", "readonly()", "stats()", "maintenance", "config",
+    "repos()",
+    "tags('e2e/app')",
+    "uploads()",
+    "gc()",
+    "purge_uploads(older_than='1000h')",
+    "rebuild_referrers(dry_run=True)",
+    "readonly()",
+    "stats()",
+    "maintenance",
+    "config",
     "registry",
 )
 #: What an admin types over a result: sort, count, iterate, index.
@@ -291,7 +311,9 @@ def test_every_helper_result_sorts_counts_iterates_and_indexes_while_a_client_pu
             assert manhole.run(manhole.admin_key, "sorted(repos())").stdout == b"['e2e/app']\n"
             assert manhole.run(manhole.admin_key, "len(tags('e2e/app'))").stdout == b"1\n"
             assert manhole.run(manhole.admin_key, 'stats()["read_only"]').stdout == b"False\n"
-            assert manhole.run(manhole.admin_key, "for r in repos(): print(r)").stdout == b"e2e/app\n"
+            assert (
+                manhole.run(manhole.admin_key, "for r in repos(): print(r)").stdout == b"e2e/app\n"
+            )
             assert session.statement('stats()["read_only"]') == ["False"]
             assert session.statement("repos()[0]") == ["'e2e/app'"]
             assert session.statement("_.upper()") == ["'E2E/APP'"]
@@ -299,9 +321,12 @@ def test_every_helper_result_sorts_counts_iterates_and_indexes_while_a_client_pu
             # The model's own coroutines run on the reactor, their value shown.
             assert session.statement("on_reactor(registry.repositories)") == ["['e2e/app']"]
             assert session.statement("sorted(registry.repositories())") == [
-                "TypeError: 'coroutine' object is not iterable"]
+                "TypeError: 'coroutine' object is not iterable"
+            ]
             assert session.statement("registry.repositories()") == ["['e2e/app']"]
-            assert manhole.run(manhole.admin_key, "registry.repositories()").stdout == b"['e2e/app']\n"
+            assert (
+                manhole.run(manhole.admin_key, "registry.repositories()").stdout == b"['e2e/app']\n"
+            )
         session.send(b"\x04")
         assert session.process.wait(20) == 0
     finally:
@@ -326,8 +351,11 @@ def test_runaway_statements_are_stopped_while_a_client_pulls(manhole):
             session.read_until(b">>> ")
             assert session.block("while True: pass") == [stopped[:-1]]
             session.send(b"while True: pass\r\r\x03")  # ^C stops it at once
-            assert session.read_until(b"\n>>> ").replace(b"\r", b"").endswith(
-                b"\nKeyboardInterrupt\n>>> ")
+            assert (
+                session.read_until(b"\n>>> ")
+                .replace(b"\r", b"")
+                .endswith(b"\nKeyboardInterrupt\n>>> ")
+            )
             assert session.statement("1 + 1") == ["2"]
         finally:
             session.close()

@@ -60,7 +60,11 @@ class Receiver:
 
 
 def endpoint(url):
-    return {"endpoints": [{"name": "interop", "url": url, "timeout": "2s", "threshold": 3, "backoff": "1s"}]}
+    return {
+        "endpoints": [
+            {"name": "interop", "url": url, "timeout": "2s", "threshold": 3, "backoff": "1s"}
+        ]
+    }
 
 
 def exercise(base_url, image):
@@ -76,8 +80,14 @@ def exercise(base_url, image):
 
 def summary(events):
     return sorted(
-        (e["action"], e["target"].get("mediaType", ""), e["target"].get("digest", ""),
-         e["target"].get("size", -1), e["target"].get("tag", ""), e["target"].get("repository", ""))
+        (
+            e["action"],
+            e["target"].get("mediaType", ""),
+            e["target"].get("digest", ""),
+            e["target"].get("size", -1),
+            e["target"].get("tag", ""),
+            e["target"].get("repository", ""),
+        )
         for e in events
     )
 
@@ -88,7 +98,10 @@ def shapes(events):
     for event in events:
         key = (event["action"], "tag" in event["target"], event["target"].get("mediaType", ""))
         found[key] = (
-            sorted(event), sorted(event["target"]), sorted(event["request"]), sorted(event["source"]),
+            sorted(event),
+            sorted(event["target"]),
+            sorted(event["request"]),
+            sorted(event["source"]),
         )
     return found
 
@@ -98,11 +111,14 @@ def test_same_events_as_distribution(distribution_factory, registryd_factory, tm
     theirs, ours = Receiver(), Receiver()
     try:
         distribution = distribution_factory(
-            root=tmp_path / "distribution-root", extra_config={"notifications": endpoint(theirs.url)})
+            root=tmp_path / "distribution-root",
+            extra_config={"notifications": endpoint(theirs.url)},
+        )
         notifications = endpoint(ours.url)
         notifications["journal"] = {"directory": str(tmp_path / "journal")}
         registryd = registryd_factory(
-            root=tmp_path / "registryd-root", extra_config={"notifications": notifications})
+            root=tmp_path / "registryd-root", extra_config={"notifications": notifications}
+        )
         exercise(distribution.url, image)
         exercise(registryd.url, image)
         expected = theirs.settled(at_least=6)
@@ -112,4 +128,8 @@ def test_same_events_as_distribution(distribution_factory, registryd_factory, tm
         ours.close()
     assert summary(got) == summary(expected)
     assert shapes(got) == shapes(expected)
-    assert ours.content_types == theirs.content_types == {"application/vnd.docker.distribution.events.v1+json"}
+    assert (
+        ours.content_types
+        == theirs.content_types
+        == {"application/vnd.docker.distribution.events.v1+json"}
+    )

@@ -41,8 +41,11 @@ def test_oras_push_pull_files_monolithic_and_chunked(registryd, tmp_path, monkey
     for tag, chunked in (("mono", False), ("chunked", True)):
         target = f"{registryd.host}/e2e/oras:{tag}"
         response = client.push(
-            target, files=[f"in/{name}" for name in files], do_chunked=chunked,
-            chunk_size=1024 * 1024, manifest_annotations={"org.example.kind": tag},
+            target,
+            files=[f"in/{name}" for name in files],
+            do_chunked=chunked,
+            chunk_size=1024 * 1024,
+            manifest_annotations={"org.example.kind": tag},
         )
         assert response.status_code == 201, response.text
         out = tmp_path / f"out-{tag}"
@@ -50,7 +53,10 @@ def test_oras_push_pull_files_monolithic_and_chunked(registryd, tmp_path, monkey
         assert sorted(os.path.basename(p) for p in pulled) == sorted(files)
         for path in pulled:
             original = files[os.path.basename(path)].read_bytes()
-            assert hashlib.sha256(open(path, "rb").read()).digest() == hashlib.sha256(original).digest()
+            assert (
+                hashlib.sha256(open(path, "rb").read()).digest()
+                == hashlib.sha256(original).digest()
+            )
     assert sorted(client.get_tags(f"{registryd.host}/e2e/oras")) == ["chunked", "mono"]
     client.delete_tag(f"{registryd.host}/e2e/oras", "mono")
     assert client.get_tags(f"{registryd.host}/e2e/oras") == ["chunked"]
@@ -66,12 +72,16 @@ def test_oras_artifact_with_subject_is_a_referrer(registryd, tmp_path, monkeypat
     client = client_for(registryd)
     subject = oras.oci.Subject(tools.OCI_MANIFEST, subject_digest, len(image["manifest"]))
     response = client.push(
-        f"{registryd.host}/e2e/oras-ref:sbom", files=["sbom.json"], subject=subject,
+        f"{registryd.host}/e2e/oras-ref:sbom",
+        files=["sbom.json"],
+        subject=subject,
         manifest_annotations={"org.example.kind": "sbom"},
     )
     assert response.status_code == 201, response.text
     assert response.headers.get("OCI-Subject") == subject_digest
-    referrers = tools.http_request("GET", f"{registryd.url}/v2/e2e/oras-ref/referrers/{subject_digest}")
+    referrers = tools.http_request(
+        "GET", f"{registryd.url}/v2/e2e/oras-ref/referrers/{subject_digest}"
+    )
     assert referrers.status == 200
     found = json.loads(referrers.body)["manifests"]
     assert [entry["annotations"] for entry in found] == [{"org.example.kind": "sbom"}]

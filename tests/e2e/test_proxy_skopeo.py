@@ -12,7 +12,8 @@ pytestmark = pytest.mark.e2e
 
 
 def test_skopeo_pulls_through_the_cache_and_from_it_alone(
-        distribution_factory, registryd_factory, skopeo, tmp_path):
+    distribution_factory, registryd_factory, skopeo, tmp_path
+):
     upstream = distribution_factory()
     image = make_image(layer_sizes=(256 * 1024, 64 * 1024))
     digest = push_image(upstream.url, "library/tool", "v1", image)
@@ -28,15 +29,20 @@ def test_skopeo_pulls_through_the_cache_and_from_it_alone(
     second = tmp_path / "second"
     skopeo("copy", f"docker://{cache.host}/library/tool:v1", f"oci:{second}:v1")
     assert oci_layout_digest(second, "v1") == digest
-    inspected = json.loads(skopeo("inspect", "--raw", f"docker://{cache.host}/library/tool@{digest}").stdout)
+    inspected = json.loads(
+        skopeo("inspect", "--raw", f"docker://{cache.host}/library/tool@{digest}").stdout
+    )
     assert [layer["digest"] for layer in inspected["layers"]] == [d for d, _ in image["layers"]]
     # and pushes are refused, as by Distribution's proxy
-    refused = skopeo("copy", f"oci:{first}:v1", f"docker://{cache.host}/library/tool:v2", check=False)
+    refused = skopeo(
+        "copy", f"oci:{first}:v1", f"docker://{cache.host}/library/tool:v2", check=False
+    )
     assert refused.returncode != 0
 
 
 def test_docker_pulls_docker_hub_names_through_the_mirror(
-        dockerd, distribution_factory, registryd_factory):
+    dockerd, distribution_factory, registryd_factory
+):
     """dockerd with ``registry-mirrors`` pointing at registryd's cache:
     ``docker pull tool:v1`` (docker.io/library/tool) is answered by the
     mirror -- there is no other network here, so a pull that worked came
@@ -48,8 +54,11 @@ def test_docker_pulls_docker_hub_names_through_the_mirror(
     dockerd.set_registry_mirrors([cache.url])
     try:
         dockerd.docker("pull", "mirrored:v1")
-        repo_digests = json.loads(dockerd.docker(
-            "image", "inspect", "--format", "{{json .RepoDigests}}", "mirrored:v1").stdout)
+        repo_digests = json.loads(
+            dockerd.docker(
+                "image", "inspect", "--format", "{{json .RepoDigests}}", "mirrored:v1"
+            ).stdout
+        )
         assert repo_digests == [f"mirrored@{digest}"]
     finally:
         dockerd.docker("rmi", "-f", "mirrored:v1", check=False)

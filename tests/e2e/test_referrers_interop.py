@@ -34,13 +34,17 @@ SBOM = "application/vnd.example.sbom+json"
 
 def artifact(subject_digest, subject_size, payload):
     """An OCI 1.1 artifact manifest (empty config) about C{subject_digest}."""
-    return json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": SBOM,
-        "config": {"mediaType": OCI_EMPTY, "digest": sha256_digest(EMPTY), "size": len(EMPTY)},
-        "layers": [{"mediaType": SBOM, "digest": sha256_digest(payload), "size": len(payload)}],
-        "subject": {"mediaType": OCI_MANIFEST, "digest": subject_digest, "size": subject_size},
-        "annotations": {"org.example.kind": "sbom"},
-    }).encode()
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": SBOM,
+            "config": {"mediaType": OCI_EMPTY, "digest": sha256_digest(EMPTY), "size": len(EMPTY)},
+            "layers": [{"mediaType": SBOM, "digest": sha256_digest(payload), "size": len(payload)}],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": subject_digest, "size": subject_size},
+            "annotations": {"org.example.kind": "sbom"},
+        }
+    ).encode()
 
 
 def referrers(url, name, digest):
@@ -82,17 +86,23 @@ def test_referrers_of_a_distribution_root_after_a_rebuild(
     ]
 
     registryd = registryd_factory(root)
-    assert referrers(registryd.url, "ref/app", subject) == [{
-        "mediaType": OCI_MANIFEST, "digest": sha256_digest(body), "size": len(body),
-        "artifactType": SBOM, "annotations": {"org.example.kind": "sbom"},
-    }]
+    assert referrers(registryd.url, "ref/app", subject) == [
+        {
+            "mediaType": OCI_MANIFEST,
+            "digest": sha256_digest(body),
+            "size": len(body),
+            "artifactType": SBOM,
+            "annotations": {"org.example.kind": "sbom"},
+        }
+    ]
     registryd.stop()
 
     # The index is registryd's own directory: docker-registry ignores it.
     distribution = distribution_factory(root)
     for reference in ("v1", subject, sha256_digest(body)):
         response = http_request(
-            "GET", f"{distribution.url}/v2/ref/app/manifests/{reference}",
+            "GET",
+            f"{distribution.url}/v2/ref/app/manifests/{reference}",
             headers={"Accept": OCI_MANIFEST},
         )
         assert response.status == 200, (reference, response)

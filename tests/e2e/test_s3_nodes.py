@@ -68,8 +68,11 @@ def leftovers(swift, node):
 
 
 def location(node, response):
-    return response.headers["location"] if response.headers["location"].startswith("http") \
+    return (
+        response.headers["location"]
+        if response.headers["location"].startswith("http")
         else node.url + response.headers["location"]
+    )
 
 
 def on(node, url):
@@ -103,7 +106,9 @@ def test_concurrent_docker_pushes_of_one_image_through_both(dockerd, nodes, tmp_
     pushes succeed, either node serves the image, and no upload is left
     half-done in the store."""
     a, b = nodes
-    context = tools.write_scratch_context(tmp_path / "context", layer_sizes=(300 * 1024, 200 * 1024))
+    context = tools.write_scratch_context(
+        tmp_path / "context", layer_sizes=(300 * 1024, 200 * 1024)
+    )
     references = [f"{a.host}/nodes/same:v1", f"{b.host}/nodes/same:v1"]
     dockerd.build(context, references[0])
     dockerd.docker("tag", references[0], references[1])
@@ -134,8 +139,9 @@ def test_interleaved_patches_across_nodes(nodes, swift):
     a, b = nodes
     data = os.urandom(12 * MiB + 12345)
     digest = sha256_digest(data)
-    response = http_request("POST", f"{a.url}/v2/nodes/chunked/blobs/uploads/", b"",
-                            {"Content-Length": "0"})
+    response = http_request(
+        "POST", f"{a.url}/v2/nodes/chunked/blobs/uploads/", b"", {"Content-Length": "0"}
+    )
     assert response.status == 202, response
     url = location(a, response)
     chunk = 3 * MiB + 1000
@@ -143,11 +149,16 @@ def test_interleaved_patches_across_nodes(nodes, swift):
     turn = 0
     while offset < len(data):
         node = nodes[turn % 2]
-        piece = data[offset:offset + chunk]
-        response = http_request("PATCH", on(node, url), piece, {
-            "Content-Type": "application/octet-stream",
-            "Content-Range": f"{offset}-{offset + len(piece) - 1}",
-        })
+        piece = data[offset : offset + chunk]
+        response = http_request(
+            "PATCH",
+            on(node, url),
+            piece,
+            {
+                "Content-Type": "application/octet-stream",
+                "Content-Range": f"{offset}-{offset + len(piece) - 1}",
+            },
+        )
         assert response.status == 202, (turn, response)
         offset += len(piece)
         assert response.headers["range"] == f"0-{offset - 1}"
@@ -162,12 +173,14 @@ def test_interleaved_patches_across_nodes(nodes, swift):
     # it rebuilt the hash from the store; the upload stays usable.
     separator = "&" if "?" in url else "?"
     wrong = sha256_digest(b"something else")
-    response = http_request("PUT", f"{on(b, url)}{separator}digest={wrong}", b"",
-                            {"Content-Length": "0"})
+    response = http_request(
+        "PUT", f"{on(b, url)}{separator}digest={wrong}", b"", {"Content-Length": "0"}
+    )
     assert response.status == 400, response
     assert response.json()["errors"][0]["code"] == "DIGEST_INVALID"
-    response = http_request("PUT", f"{on(a, url)}{separator}digest={digest}", b"",
-                            {"Content-Length": "0"})
+    response = http_request(
+        "PUT", f"{on(a, url)}{separator}digest={digest}", b"", {"Content-Length": "0"}
+    )
     assert response.status == 201, response
 
     for node in nodes:
@@ -184,13 +197,17 @@ def test_changes_through_a_are_seen_by_b_at_once(nodes):
     a, b = nodes
     first, second = make_image(labels={"n": "1"}), make_image(labels={"n": "2"})
     push_image(a.url, "nodes/visible", "latest", first)
-    assert get_manifest(b.url, "nodes/visible", "latest").headers["docker-content-digest"] \
+    assert (
+        get_manifest(b.url, "nodes/visible", "latest").headers["docker-content-digest"]
         == first["digest"]
+    )
 
     # A tag moved through A: B serves the new target on its next request.
     push_image(a.url, "nodes/visible", "latest", second)
-    assert get_manifest(b.url, "nodes/visible", "latest").headers["docker-content-digest"] \
+    assert (
+        get_manifest(b.url, "nodes/visible", "latest").headers["docker-content-digest"]
         == second["digest"]
+    )
 
     # A manifest deleted through A is gone on B, tag and all.
     response = http_request("DELETE", f"{a.url}/v2/nodes/visible/manifests/{second['digest']}")
@@ -222,17 +239,21 @@ def test_interrupted_patch_resumes_on_the_other_node(nodes):
 
     a, b = nodes
     data = os.urandom(8 * MiB)
-    response = http_request("POST", f"{a.url}/v2/nodes/cut/blobs/uploads/", b"",
-                            {"Content-Length": "0"})
+    response = http_request(
+        "POST", f"{a.url}/v2/nodes/cut/blobs/uploads/", b"", {"Content-Length": "0"}
+    )
     url = location(a, response)
     target = "/v2/" + url.split("/v2/", 1)[1]
     sent = 6 * MiB + 123
     with socket.create_connection(("127.0.0.1", a.port)) as sock:
-        sock.sendall((
-            f"PATCH {target} HTTP/1.1\r\nHost: {a.host}\r\n"
-            f"Content-Type: application/octet-stream\r\nContent-Length: {len(data)}\r\n"
-            f"Content-Range: 0-{len(data) - 1}\r\n\r\n"
-        ).encode() + data[:sent])
+        sock.sendall(
+            (
+                f"PATCH {target} HTTP/1.1\r\nHost: {a.host}\r\n"
+                f"Content-Type: application/octet-stream\r\nContent-Length: {len(data)}\r\n"
+                f"Content-Range: 0-{len(data) - 1}\r\n\r\n"
+            ).encode()
+            + data[:sent]
+        )
         time.sleep(0.5)
     deadline = time.monotonic() + 20
     while True:
@@ -243,15 +264,21 @@ def test_interrupted_patch_resumes_on_the_other_node(nodes):
     assert (status.status, status.headers.get("range")) == (204, f"0-{sent - 1}")
 
     rest = data[sent:]
-    response = http_request("PATCH", on(b, url), rest, {
-        "Content-Type": "application/octet-stream",
-        "Content-Range": f"{sent}-{len(data) - 1}",
-    })
+    response = http_request(
+        "PATCH",
+        on(b, url),
+        rest,
+        {
+            "Content-Type": "application/octet-stream",
+            "Content-Range": f"{sent}-{len(data) - 1}",
+        },
+    )
     assert response.status == 202, response
     url = location(b, response)
     separator = "&" if "?" in url else "?"
     digest = sha256_digest(data)
-    response = http_request("PUT", f"{on(b, url)}{separator}digest={digest}", b"",
-                            {"Content-Length": "0"})
+    response = http_request(
+        "PUT", f"{on(b, url)}{separator}digest={digest}", b"", {"Content-Length": "0"}
+    )
     assert response.status == 201, response
     assert sha256_digest(http_request("GET", f"{a.url}/v2/nodes/cut/blobs/{digest}").body) == digest

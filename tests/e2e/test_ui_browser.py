@@ -28,11 +28,17 @@ from tests.e2e.test_auth_tls import write_htpasswd
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 ]
-ARTIFACTS = Path(os.environ.get("REGISTRYD_TEST_ARTIFACTS")
-                 or Path(__file__).resolve().parents[1] / "artifacts")
+ARTIFACTS = Path(
+    os.environ.get("REGISTRYD_TEST_ARTIFACTS") or Path(__file__).resolve().parents[1] / "artifacts"
+)
 
 ACCESS = {
     "groups": {"admins": ["alice"]},
@@ -113,7 +119,9 @@ class Visit:
     def check_stayed_home(self):
         assert self.requested, "the browser made no request"
         assert self.outside == [], f"requests left the origin: {self.outside}"
-        assert not [e for e in self.console_errors if "Content Security Policy" in e], self.console_errors
+        assert not [e for e in self.console_errors if "Content Security Policy" in e], (
+            self.console_errors
+        )
 
     def close(self):
         self.context.close()
@@ -129,11 +137,16 @@ def push_artifact(url, name, subject, artifact_type, payload):
     empty = tools.push_blob(url, name, b"{}")
     layer = tools.push_blob(url, name, payload)
     manifest = {
-        "schemaVersion": 2, "mediaType": tools.OCI_MANIFEST, "artifactType": artifact_type,
+        "schemaVersion": 2,
+        "mediaType": tools.OCI_MANIFEST,
+        "artifactType": artifact_type,
         "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
         "layers": [{"mediaType": artifact_type, "digest": layer, "size": len(payload)}],
-        "subject": {"mediaType": tools.OCI_MANIFEST, "digest": subject["digest"],
-                    "size": len(subject["manifest"])},
+        "subject": {
+            "mediaType": tools.OCI_MANIFEST,
+            "digest": subject["digest"],
+            "size": len(subject["manifest"]),
+        },
         "annotations": {"org.opencontainers.image.created": "2026-12-03T00:00:00Z"},
     }
     body = json.dumps(manifest).encode()
@@ -146,10 +159,15 @@ def push_index(url, name, tag, images):
     for image in images.values():
         tools.push_image(url, name, image["digest"], image)
     index = {
-        "schemaVersion": 2, "mediaType": tools.OCI_INDEX,
+        "schemaVersion": 2,
+        "mediaType": tools.OCI_INDEX,
         "manifests": [
-            {"mediaType": tools.OCI_MANIFEST, "digest": image["digest"], "size": len(image["manifest"]),
-             "platform": {"os": platform.split("/")[0], "architecture": platform.split("/")[1]}}
+            {
+                "mediaType": tools.OCI_MANIFEST,
+                "digest": image["digest"],
+                "size": len(image["manifest"]),
+                "platform": {"os": platform.split("/")[0], "architecture": platform.split("/")[1]},
+            }
             for platform, image in images.items()
         ],
     }
@@ -169,16 +187,31 @@ def registry(registryd_factory, tmp_path):
     tools.push_image(url, "team/app", "1.0", image)
     push_artifact(url, "team/app", image, SIGNATURE, b'{"critical": {}}')
     push_artifact(url, "team/app", image, SBOM, b'{"spdxVersion": "SPDX-2.3"}')
-    push_index(url, "team/app", "multi", {
-        "linux/amd64": tools.make_image(layer_sizes=(20 * 1024,)),
-        "linux/arm64": tools.make_image(layer_sizes=(21 * 1024,)),
-    })
+    push_index(
+        url,
+        "team/app",
+        "multi",
+        {
+            "linux/amd64": tools.make_image(layer_sizes=(20 * 1024,)),
+            "linux/arm64": tools.make_image(layer_sizes=(21 * 1024,)),
+        },
+    )
     tools.push_image(url, "alice/private", "latest", tools.make_image(layer_sizes=(1024,)))
     open_registry.stop()
-    secured = registryd_factory(root=root, ready_status=401, extra_config={"auth": {
-        "htpasswd": {"realm": "registryd ui", "path": write_htpasswd(tmp_path / "htpasswd")},
-        "access": ACCESS,
-    }, "lifecycle": {"immutable": [{"repository": "team/**", "tags": ["multi"]}]}})
+    secured = registryd_factory(
+        root=root,
+        ready_status=401,
+        extra_config={
+            "auth": {
+                "htpasswd": {
+                    "realm": "registryd ui",
+                    "path": write_htpasswd(tmp_path / "htpasswd"),
+                },
+                "access": ACCESS,
+            },
+            "lifecycle": {"immutable": [{"repository": "team/**", "tags": ["multi"]}]},
+        },
+    )
     secured.image = image
     return secured
 
@@ -222,7 +255,9 @@ def test_browse_copy_and_delete_in_a_browser(browser, registry):
         assert page.inner_text("#digest") == registry.image["digest"]
         layers = page.locator("#layers tbody tr").all_inner_texts()
         assert len(layers) == 2
-        assert [digest[:19] in row for (digest, _), row in zip(registry.image["layers"], layers)] == [True, True]
+        assert [
+            digest[:19] in row for (digest, _), row in zip(registry.image["layers"], layers)
+        ] == [True, True]
         assert "kB" in layers[0]
         kinds = page.locator("#referrers td.kind").all_inner_texts()
         assert sorted(kinds) == ["SBOM", "signature"]
@@ -244,18 +279,23 @@ def test_browse_copy_and_delete_in_a_browser(browser, registry):
         page.locator('#tags tr[data-tag="1.0"] a.danger').click()
         page.wait_for_selector("#confirm-delete")
         visit.screenshot("delete")
-        tags = tools.http_request("GET", f"{registry.url}/v2/team/app/tags/list",
-                                  headers=basic("alice", "wonderland")).json()["tags"]
+        tags = tools.http_request(
+            "GET", f"{registry.url}/v2/team/app/tags/list", headers=basic("alice", "wonderland")
+        ).json()["tags"]
         assert tags == ["1.0", "multi"], "showing the confirmation deleted something"
         page.click("#confirm-delete")
         page.wait_for_url("**/ui/repositories/team/app")
         assert page.locator('#tags tr[data-tag="1.0"]').count() == 0
-        tags = tools.http_request("GET", f"{registry.url}/v2/team/app/tags/list",
-                                  headers=basic("alice", "wonderland")).json()["tags"]
+        tags = tools.http_request(
+            "GET", f"{registry.url}/v2/team/app/tags/list", headers=basic("alice", "wonderland")
+        ).json()["tags"]
         assert tags == ["multi"]
         # The manifest stays, under its digest.
-        manifest = tools.http_request("HEAD", f"{registry.url}/v2/team/app/manifests/{registry.image['digest']}",
-                                      headers=basic("alice", "wonderland"))
+        manifest = tools.http_request(
+            "HEAD",
+            f"{registry.url}/v2/team/app/manifests/{registry.image['digest']}",
+            headers=basic("alice", "wonderland"),
+        )
         assert manifest.status == 200
 
         # Deleting team/app whole is refused: its tag multi is immutable.
@@ -273,11 +313,15 @@ def test_browse_copy_and_delete_in_a_browser(browser, registry):
         page.click("#confirm-remove")
         page.wait_for_url(registry.url + "/ui/")
         assert page.locator("#repositories li").all_inner_texts() == ["team/app"]
-        listed = tools.http_request("GET", f"{registry.url}/v2/alice/private/tags/list",
-                                    headers=basic("alice", "wonderland"))
+        listed = tools.http_request(
+            "GET",
+            f"{registry.url}/v2/alice/private/tags/list",
+            headers=basic("alice", "wonderland"),
+        )
         assert listed.status == 404
-        tags = tools.http_request("GET", f"{registry.url}/v2/team/app/tags/list",
-                                  headers=basic("alice", "wonderland")).json()["tags"]
+        tags = tools.http_request(
+            "GET", f"{registry.url}/v2/team/app/tags/list", headers=basic("alice", "wonderland")
+        ).json()["tags"]
         assert tags == ["multi"]
         visit.check_stayed_home()
     finally:
@@ -292,7 +336,9 @@ def test_anonymous_sees_nothing_and_a_pull_only_user_cannot_delete(browser, regi
         assert anonymous.page.locator("#no-repositories").is_visible()
         response = anonymous.page.goto(registry.url + "/ui/repositories/team/app")
         assert response.status == 404
-        assert "team/app" not in anonymous.page.inner_text("main").replace("/ui/repositories/team/app", "")
+        assert "team/app" not in anonymous.page.inner_text("main").replace(
+            "/ui/repositories/team/app", ""
+        )
         anonymous.check_stayed_home()
     finally:
         anonymous.close()
@@ -321,8 +367,9 @@ def test_anonymous_sees_nothing_and_a_pull_only_user_cannot_delete(browser, regi
             return response.status;
         }""")
         assert status == 403
-        tags = tools.http_request("GET", f"{registry.url}/v2/team/app/tags/list",
-                                  headers=basic("alice", "wonderland")).json()["tags"]
+        tags = tools.http_request(
+            "GET", f"{registry.url}/v2/team/app/tags/list", headers=basic("alice", "wonderland")
+        ).json()["tags"]
         assert tags == ["1.0", "multi"]
         response = page.goto(registry.url + "/ui/repositories/alice/private")
         assert response.status == 404

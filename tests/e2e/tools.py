@@ -109,7 +109,10 @@ class Tmpfs:
         os.makedirs(self.directory, exist_ok=True)
         result = subprocess.run(
             ["mount", "-t", "tmpfs", "-o", f"size={self.size},mode=0755", "tmpfs", self.directory],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            check=False,
         )
         if result.returncode != 0:
             _skip_or_fail(f"cannot mount a tmpfs on {self.directory}: {result.stdout.strip()}")
@@ -119,8 +122,18 @@ class Tmpfs:
         for _ in range(2):  # a lazy unmount if something still holds it
             if not _mounts_under(self.directory):
                 return
-            subprocess.run(["umount", self.directory], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-        subprocess.run(["umount", "-l", self.directory], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+            subprocess.run(
+                ["umount", self.directory],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=False,
+            )
+        subprocess.run(
+            ["umount", "-l", self.directory],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
 
     def remount(self, read_only):
         option = "ro" if read_only else "rw"
@@ -183,7 +196,10 @@ def run(args, *, input=None, env=None, check=True, timeout=300, cwd=None):
         input = input.encode()
     try:
         result = subprocess.run(
-            [str(a) for a in args], input=input, env=env, cwd=cwd,
+            [str(a) for a in args],
+            input=input,
+            env=env,
+            cwd=cwd,
             capture_output=True,
             stdin=None if input is not None else subprocess.DEVNULL,
             timeout=timeout,
@@ -261,7 +277,9 @@ def _remove_tree(directory):
     if not directory or not os.path.exists(directory):
         return
     for point in _mounts_under(directory):
-        subprocess.run(["umount", "-l", point], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            ["umount", "-l", point], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
     if _mounts_under(directory):
         return
     shutil.rmtree(directory, ignore_errors=True)
@@ -298,8 +316,9 @@ def http_request(method, url, body=None, headers=None, timeout=60, context=None)
     is fetched with the C{ssl.SSLContext} C{context}."""
     parts = urlsplit(url)
     if parts.scheme == "https":
-        connection = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
-                                                 context=context)
+        connection = http.client.HTTPSConnection(
+            parts.hostname, parts.port, timeout=timeout, context=context
+        )
     else:
         connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     path = parts.path or "/"
@@ -340,36 +359,58 @@ def push_blob(base_url, name, data, chunk_size=None, algorithm="sha256"):
     """
     digest = f"{algorithm}:" + hashlib.new(algorithm, data).hexdigest()
     response = _expect(
-        http_request("POST", f"{base_url}/v2/{name}/blobs/uploads/", b"",
-                     {"Content-Length": "0"}),
-        202, f"start upload to {name}")
+        http_request("POST", f"{base_url}/v2/{name}/blobs/uploads/", b"", {"Content-Length": "0"}),
+        202,
+        f"start upload to {name}",
+    )
     location = _absolute(base_url, response.headers["location"])
     if chunk_size:
         offset = 0
         while offset < len(data):
-            chunk = data[offset:offset + chunk_size]
-            response = _expect(http_request("PATCH", location, chunk, {
-                "Content-Type": "application/octet-stream",
-                "Content-Length": str(len(chunk)),
-                "Content-Range": f"{offset}-{offset + len(chunk) - 1}",
-            }), 202, f"upload chunk at {offset} to {name}")
+            chunk = data[offset : offset + chunk_size]
+            response = _expect(
+                http_request(
+                    "PATCH",
+                    location,
+                    chunk,
+                    {
+                        "Content-Type": "application/octet-stream",
+                        "Content-Length": str(len(chunk)),
+                        "Content-Range": f"{offset}-{offset + len(chunk) - 1}",
+                    },
+                ),
+                202,
+                f"upload chunk at {offset} to {name}",
+            )
             location = _absolute(base_url, response.headers["location"])
             offset += len(chunk)
         body = b""
     else:
         body = data
     separator = "&" if "?" in location else "?"
-    _expect(http_request("PUT", f"{location}{separator}digest={digest}", body, {
-        "Content-Type": "application/octet-stream",
-        "Content-Length": str(len(body)),
-    }), 201, f"finish upload of {digest} to {name}")
+    _expect(
+        http_request(
+            "PUT",
+            f"{location}{separator}digest={digest}",
+            body,
+            {
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(len(body)),
+            },
+        ),
+        201,
+        f"finish upload of {digest} to {name}",
+    )
     return digest
 
 
 def get_blob(base_url, name, digest):
     """The bytes of blob C{digest} in repository C{name} (HTTP 200 expected)."""
-    response = _expect(http_request("GET", f"{base_url}/v2/{name}/blobs/{digest}"),
-                       200, f"GET blob {digest} from {name}")
+    response = _expect(
+        http_request("GET", f"{base_url}/v2/{name}/blobs/{digest}"),
+        200,
+        f"GET blob {digest} from {name}",
+    )
     return response.body
 
 
@@ -380,15 +421,26 @@ def put_manifest(base_url, name, reference, manifest, media_type=None):
         manifest = json.dumps(manifest, separators=(",", ":")).encode()
     if media_type is None:
         media_type = json.loads(manifest).get("mediaType", OCI_MANIFEST)
-    return _expect(http_request("PUT", f"{base_url}/v2/{name}/manifests/{reference}", manifest, {
-        "Content-Type": media_type, "Content-Length": str(len(manifest)),
-    }), 201, f"PUT manifest {name}:{reference}")
+    return _expect(
+        http_request(
+            "PUT",
+            f"{base_url}/v2/{name}/manifests/{reference}",
+            manifest,
+            {
+                "Content-Type": media_type,
+                "Content-Length": str(len(manifest)),
+            },
+        ),
+        201,
+        f"PUT manifest {name}:{reference}",
+    )
 
 
 def get_manifest(base_url, name, reference, accept=MANIFEST_ACCEPT, method="GET"):
     """GET (or HEAD) manifest C{reference}; returns the L{Response}."""
-    return http_request(method, f"{base_url}/v2/{name}/manifests/{reference}",
-                        headers={"Accept": accept})
+    return http_request(
+        method, f"{base_url}/v2/{name}/manifests/{reference}", headers={"Accept": accept}
+    )
 
 
 def wait_for_http(url, process, log_path, timeout, expect=200, context=None):
@@ -398,8 +450,10 @@ def wait_for_http(url, process, log_path, timeout, expect=200, context=None):
     last = None
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise ToolError(f"process exited with status {process.returncode} before {url} "
-                            f"answered; log {log_path}:\n{_log_tail(log_path)}")
+            raise ToolError(
+                f"process exited with status {process.returncode} before {url} "
+                f"answered; log {log_path}:\n{_log_tail(log_path)}"
+            )
         try:
             response = http_request("GET", url, timeout=2, context=context)
             if response.status == expect:
@@ -408,8 +462,10 @@ def wait_for_http(url, process, log_path, timeout, expect=200, context=None):
         except OSError as error:
             last = repr(error)
         time.sleep(0.05)
-    raise ToolError(f"{url} did not answer {expect} within {timeout}s (last: {last}); "
-                    f"log {log_path}:\n{_log_tail(log_path)}")
+    raise ToolError(
+        f"{url} did not answer {expect} within {timeout}s (last: {last}); "
+        f"log {log_path}:\n{_log_tail(log_path)}"
+    )
 
 
 # ---------------------------------------------------------------- images
@@ -442,21 +498,38 @@ def make_image(layer_sizes=(64 * 1024, 32 * 1024), labels=None):
         blob, diff_id = _tar_gz_layer({f"layer{index}/data.bin": os.urandom(size)})
         layers.append((sha256_digest(blob), blob))
         diff_ids.append(diff_id)
-    config = json.dumps({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Labels": dict(labels or {})},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "history": [{"created_by": f"e2e layer {i}"} for i in range(len(layers))],
-    }, separators=(",", ":"), sort_keys=True).encode()
-    manifest = json.dumps({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": sha256_digest(config), "size": len(config)},
-        "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": d, "size": len(b)} for d, b in layers],
-    }, indent=2).encode()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Labels": dict(labels or {})},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "history": [{"created_by": f"e2e layer {i}"} for i in range(len(layers))],
+        },
+        separators=(",", ":"),
+        sort_keys=True,
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": OCI_CONFIG,
+                "digest": sha256_digest(config),
+                "size": len(config),
+            },
+            "layers": [
+                {"mediaType": OCI_LAYER_GZIP, "digest": d, "size": len(b)} for d, b in layers
+            ],
+        },
+        indent=2,
+    ).encode()
     return {
-        "manifest": manifest, "digest": sha256_digest(manifest),
-        "config": config, "config_digest": sha256_digest(config), "layers": layers,
+        "manifest": manifest,
+        "digest": sha256_digest(manifest),
+        "config": config,
+        "config_digest": sha256_digest(config),
+        "layers": layers,
     }
 
 
@@ -480,13 +553,21 @@ def make_oci_layout(directory, tag, image):
     for digest, data in everything + image["layers"]:
         (blobs / digest.split(":", 1)[1]).write_bytes(data)
     (directory / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-    (directory / "index.json").write_text(json.dumps({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": OCI_MANIFEST, "digest": image["digest"], "size": len(image["manifest"]),
-            "annotations": {"org.opencontainers.image.ref.name": tag},
-        }],
-    }))
+    (directory / "index.json").write_text(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "manifests": [
+                    {
+                        "mediaType": OCI_MANIFEST,
+                        "digest": image["digest"],
+                        "size": len(image["manifest"]),
+                        "annotations": {"org.opencontainers.image.ref.name": tag},
+                    }
+                ],
+            }
+        )
+    )
     return directory
 
 
@@ -602,12 +683,15 @@ class Dockerd:
         self._write_daemon_json()
         self.host = f"unix://{base}/docker.sock"
         self.docker_path = docker
-        self._env = _clean_env(("DOCKER_",), {
-            "DOCKER_HOST": self.host,
-            "DOCKER_CONFIG": f"{base}/config",
-            "DOCKER_BUILDKIT": "0",
-            "DOCKER_CLI_HINTS": "false",
-        })
+        self._env = _clean_env(
+            ("DOCKER_",),
+            {
+                "DOCKER_HOST": self.host,
+                "DOCKER_CONFIG": f"{base}/config",
+                "DOCKER_BUILDKIT": "0",
+                "DOCKER_CLI_HINTS": "false",
+            },
+        )
         daemon_env = _clean_env(("DOCKER_",))
 
         containerd_log = self.log_dir / "containerd.log"
@@ -615,8 +699,12 @@ class Dockerd:
         with open(containerd_log, "ab") as log:
             self.containerd_process = subprocess.Popen(
                 [containerd, "--config", f"{base}/containerd.toml", "--log-level", "warn"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=daemon_env, cwd=base, start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=daemon_env,
+                cwd=base,
+                start_new_session=True,
             )
         self._wait_for_socket(f"{base}/ctd.sock", self.containerd_process, containerd_log, timeout)
 
@@ -624,18 +712,34 @@ class Dockerd:
         self._logs.append(dockerd_log)
         with open(dockerd_log, "ab") as log:
             self.dockerd_process = subprocess.Popen(
-                [dockerd,
-                 "--config-file", f"{base}/daemon.json",
-                 "--host", self.host,
-                 "--containerd", f"{base}/ctd.sock",
-                 "--data-root", f"{base}/data",
-                 "--exec-root", f"{base}/exec",
-                 "--pidfile", f"{base}/docker.pid",
-                 "--storage-driver=vfs",
-                 "--iptables=false", "--ip6tables=false", "--ip-forward=false",
-                 "--ip-masq=false", "--bridge=none", "--userland-proxy=false"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=daemon_env, cwd=base, start_new_session=True,
+                [
+                    dockerd,
+                    "--config-file",
+                    f"{base}/daemon.json",
+                    "--host",
+                    self.host,
+                    "--containerd",
+                    f"{base}/ctd.sock",
+                    "--data-root",
+                    f"{base}/data",
+                    "--exec-root",
+                    f"{base}/exec",
+                    "--pidfile",
+                    f"{base}/docker.pid",
+                    "--storage-driver=vfs",
+                    "--iptables=false",
+                    "--ip6tables=false",
+                    "--ip-forward=false",
+                    "--ip-masq=false",
+                    "--bridge=none",
+                    "--userland-proxy=false",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=daemon_env,
+                cwd=base,
+                start_new_session=True,
             )
         self._wait_for_ping(timeout - (time.monotonic() - started), dockerd_log)
         self.docker("info")  # the CLI works against it too
@@ -647,22 +751,28 @@ class Dockerd:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise ToolError(f"containerd exited with status {process.returncode}; "
-                                f"log {log_path}:\n{_log_tail(log_path)}")
+                raise ToolError(
+                    f"containerd exited with status {process.returncode}; "
+                    f"log {log_path}:\n{_log_tail(log_path)}"
+                )
             if os.path.exists(path):
                 return
             time.sleep(0.05)
-        raise ToolError(f"containerd socket {path} did not appear within {timeout}s; "
-                        f"log {log_path}:\n{_log_tail(log_path)}")
+        raise ToolError(
+            f"containerd socket {path} did not appear within {timeout}s; "
+            f"log {log_path}:\n{_log_tail(log_path)}"
+        )
 
     def _wait_for_ping(self, timeout, log_path):
-        path = self.host[len("unix://"):]
+        path = self.host[len("unix://") :]
         deadline = time.monotonic() + max(timeout, 1)
         last = None
         while time.monotonic() < deadline:
             if self.dockerd_process.poll() is not None:
-                raise ToolError(f"dockerd exited with status {self.dockerd_process.returncode}; "
-                                f"log {log_path}:\n{_log_tail(log_path)}")
+                raise ToolError(
+                    f"dockerd exited with status {self.dockerd_process.returncode}; "
+                    f"log {log_path}:\n{_log_tail(log_path)}"
+                )
             try:
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                     sock.settimeout(2)
@@ -675,16 +785,22 @@ class Dockerd:
             except OSError as error:
                 last = repr(error)
             time.sleep(0.1)
-        raise ToolError(f"dockerd did not answer /_ping within {timeout:.0f}s (last: {last}); "
-                        f"log {log_path}:\n{_log_tail(log_path)}")
+        raise ToolError(
+            f"dockerd did not answer /_ping within {timeout:.0f}s (last: {last}); "
+            f"log {log_path}:\n{_log_tail(log_path)}"
+        )
 
     def _write_daemon_json(self, mirrors=()):
-        (Path(self.base) / "daemon.json").write_text(json.dumps({
-            "deprecated-key-path": f"{self.base}/key.json",
-            "insecure-registries": ["127.0.0.0/8"],
-            "registry-mirrors": list(mirrors),
-            "log-level": "info",
-        }))
+        (Path(self.base) / "daemon.json").write_text(
+            json.dumps(
+                {
+                    "deprecated-key-path": f"{self.base}/key.json",
+                    "insecure-registries": ["127.0.0.0/8"],
+                    "registry-mirrors": list(mirrors),
+                    "log-level": "info",
+                }
+            )
+        )
 
     def set_registry_mirrors(self, mirrors, timeout=30):
         """Make dockerd pull Docker Hub images through C{mirrors} (URLs),
@@ -695,7 +811,9 @@ class Dockerd:
         wanted = [url.rstrip("/") + "/" for url in mirrors]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            shown = json.loads(self.docker("info", "--format", "{{json .RegistryConfig.Mirrors}}").stdout)
+            shown = json.loads(
+                self.docker("info", "--format", "{{json .RegistryConfig.Mirrors}}").stdout
+            )
             if (shown or []) == wanted:
                 return
             time.sleep(0.1)
@@ -709,8 +827,13 @@ class Dockerd:
         full_env = dict(self._env)
         if env:
             full_env.update(env)
-        return run([self.docker_path, "--host", self.host, *args],
-                   input=input, env=full_env, check=check, timeout=timeout)
+        return run(
+            [self.docker_path, "--host", self.host, *args],
+            input=input,
+            env=full_env,
+            check=check,
+            timeout=timeout,
+        )
 
     def build(self, context, tag, *extra):
         """``docker build -t TAG CONTEXT`` with the legacy builder; returns
@@ -719,7 +842,11 @@ class Dockerd:
         return self.image_id(tag)
 
     def image_id(self, reference):
-        return self.docker("image", "inspect", "--format", "{{.Id}}", reference).stdout.decode().strip()
+        return (
+            self.docker("image", "inspect", "--format", "{{.Id}}", reference)
+            .stdout.decode()
+            .strip()
+        )
 
     def inspect(self, reference):
         """``docker image inspect`` of one image, as a dict."""
@@ -790,15 +917,18 @@ class Podman:
         directory.mkdir(parents=True)
         conf = directory / "storage.conf"
         conf.write_text(
-            "[storage]\ndriver = \"vfs\"\n"
-            f"runroot = \"{directory / 'run'}\"\ngraphroot = \"{directory / 'graph'}\"\n"
+            '[storage]\ndriver = "vfs"\n'
+            f'runroot = "{directory / "run"}"\ngraphroot = "{directory / "graph"}"\n'
         )
-        self.env = _clean_env(("CONTAINERS_", "REGISTRY_AUTH_FILE"), {
-            "CONTAINERS_STORAGE_CONF": str(conf),
-            "REGISTRY_AUTH_FILE": str(directory / "auth.json"),
-            "XDG_RUNTIME_DIR": str(directory / "xdg"),
-            "TMPDIR": str(directory / "tmp"),
-        })
+        self.env = _clean_env(
+            ("CONTAINERS_", "REGISTRY_AUTH_FILE"),
+            {
+                "CONTAINERS_STORAGE_CONF": str(conf),
+                "REGISTRY_AUTH_FILE": str(directory / "auth.json"),
+                "XDG_RUNTIME_DIR": str(directory / "xdg"),
+                "TMPDIR": str(directory / "tmp"),
+            },
+        )
         (directory / "xdg").mkdir()
         (directory / "tmp").mkdir()
         (directory / "auth.json").write_text('{"auths": {}}')
@@ -920,18 +1050,31 @@ class _RegistryProcess:
             self.log_path = self.tmpdir / f"{self.name}-{self.port}.log"
             with open(self.log_path, "ab") as log:
                 self.process = subprocess.Popen(
-                    self.command(config_path), stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=subprocess.STDOUT, env=self.environment(), cwd=str(self.tmpdir),
+                    self.command(config_path),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self.environment(),
+                    cwd=str(self.tmpdir),
                     start_new_session=True,
                 )
             try:
-                wait_for_http(f"{self.url}/v2/", self.process, self.log_path, self.start_timeout,
-                              expect=self.ready_status, context=self.tls_context)
+                wait_for_http(
+                    f"{self.url}/v2/",
+                    self.process,
+                    self.log_path,
+                    self.start_timeout,
+                    expect=self.ready_status,
+                    context=self.tls_context,
+                )
             except ToolError:
                 log_text = Path(self.log_path).read_bytes()
                 self.stop()
-                if (self.requested_port is None and attempt < 4
-                        and any(m in log_text for m in self.port_in_use)):
+                if (
+                    self.requested_port is None
+                    and attempt < 4
+                    and any(m in log_text for m in self.port_in_use)
+                ):
                     continue
                 raise
             self.start_seconds = time.monotonic() - started
@@ -1002,10 +1145,16 @@ class Registryd(_RegistryProcess):
 
     def command(self, config_path):
         return [
-            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-            "-n", "--pidfile=", "registryd",
-            "--listen", f"tcp:{self.port}:interface=127.0.0.1",
-            "--config", str(config_path),
+            sys.executable,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "-n",
+            "--pidfile=",
+            "registryd",
+            "--listen",
+            f"tcp:{self.port}:interface=127.0.0.1",
+            "--config",
+            str(config_path),
         ]
 
     def environment(self):
@@ -1039,7 +1188,8 @@ def _skopeo_dir():
         _skopeo_home = _short_tempdir("s")
         atexit.register(shutil.rmtree, _skopeo_home, True)
         Path(_skopeo_home, "policy.json").write_text(
-            '{"default":[{"type":"insecureAcceptAnything"}]}')
+            '{"default":[{"type":"insecureAcceptAnything"}]}'
+        )
         Path(_skopeo_home, "auth.json").write_text('{"auths":{}}')
         Path(_skopeo_home, "tmp").mkdir()
     return _skopeo_home
@@ -1082,11 +1232,14 @@ def skopeo(*args, input=None, env=None, check=True, timeout=300):
         command.append(subcommand)
         command.extend(_SKOPEO_TLS_FLAGS.get(subcommand, ()))
         command.extend(rest)
-    full_env = _clean_env(("REGISTRY_AUTH_FILE",), {
-        "REGISTRY_AUTH_FILE": f"{home}/auth.json",
-        "DOCKER_CONFIG": home,
-        "XDG_RUNTIME_DIR": home,
-    })
+    full_env = _clean_env(
+        ("REGISTRY_AUTH_FILE",),
+        {
+            "REGISTRY_AUTH_FILE": f"{home}/auth.json",
+            "DOCKER_CONFIG": home,
+            "XDG_RUNTIME_DIR": home,
+        },
+    )
     if env:
         full_env.update(env)
     return run(command, input=input, env=full_env, check=check, timeout=timeout)
@@ -1116,12 +1269,27 @@ class SSH:
 
     def command(self, key, *args, user="admin", tty=False, verbose=False):
         return [
-            self.executable, "-F", "none",
-            "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
-            "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "IdentitiesOnly=yes",
-            "-o", "ConnectTimeout=10", "-i", str(key), "-p", str(self.port),
-            *(["-tt"] if tty else ["-T"]), *(["-v"] if verbose else []),
-            f"{user}@127.0.0.1", *args,
+            self.executable,
+            "-F",
+            "none",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-i",
+            str(key),
+            "-p",
+            str(self.port),
+            *(["-tt"] if tty else ["-T"]),
+            *(["-v"] if verbose else []),
+            f"{user}@127.0.0.1",
+            *args,
         ]
 
     def run(self, key, source=None, **kwargs):
@@ -1140,8 +1308,11 @@ def debian_sources(suite="bookworm", paths=None):
     import glob
 
     if paths is None:
-        paths = ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list")),
-                 *sorted(glob.glob("/etc/apt/sources.list.d/*.sources"))]
+        paths = [
+            "/etc/apt/sources.list",
+            *sorted(glob.glob("/etc/apt/sources.list.d/*.list")),
+            *sorted(glob.glob("/etc/apt/sources.list.d/*.sources")),
+        ]
     wanted = {suite, f"{suite}-updates", f"{suite}-security"}
     lines = []
 
@@ -1176,8 +1347,10 @@ def debian_sources(suite="bookworm", paths=None):
 
 #: What a base image for tests leaves out, as debian:bookworm-slim does.
 _SLIM_DPKG_OPTIONS = [
-    "path-exclude=/usr/share/man/*", "path-exclude=/usr/share/locale/*",
-    "path-exclude=/usr/share/doc/*", "path-include=/usr/share/doc/*/copyright",
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/locale/*",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
     "path-exclude=/usr/share/info/*",
 ]
 #: This machine's CA bundle, trusted by the test base image, so that pip and
@@ -1196,8 +1369,10 @@ def debian_base_tar(suite="bookworm", cache_dir=None, timeout=600):
     if not sources:
         _skip_or_fail(f"no Debian {suite} mirror in /etc/apt/sources.list*")
     ca_bundle = Path(_HOST_CA_BUNDLE).read_bytes() if os.path.exists(_HOST_CA_BUNDLE) else b""
-    key = hashlib.sha256(json.dumps([suite, sources, _SLIM_DPKG_OPTIONS]).encode()
-                         + hashlib.sha256(ca_bundle).digest()).hexdigest()[:16]
+    key = hashlib.sha256(
+        json.dumps([suite, sources, _SLIM_DPKG_OPTIONS]).encode()
+        + hashlib.sha256(ca_bundle).digest()
+    ).hexdigest()[:16]
     cache_dir = Path(cache_dir or Path(tempfile.gettempdir()) / "registryd-image-cache")
     cache_dir.mkdir(parents=True, exist_ok=True)
     tarball = cache_dir / f"debian-{suite}-{key}.tar"
@@ -1208,8 +1383,8 @@ def debian_base_tar(suite="bookworm", cache_dir=None, timeout=600):
     command += [f"--dpkgopt={option}" for option in _SLIM_DPKG_OPTIONS]
     if ca_bundle:
         command.append(
-            "--customize-hook=mkdir -p \"$1/usr/local/share/ca-certificates\" && "
-            f"cp {_HOST_CA_BUNDLE} \"$1/usr/local/share/ca-certificates/host-ca-bundle.crt\""
+            '--customize-hook=mkdir -p "$1/usr/local/share/ca-certificates" && '
+            f'cp {_HOST_CA_BUNDLE} "$1/usr/local/share/ca-certificates/host-ca-bundle.crt"'
         )
     command += [suite, str(partial), *sources]
     try:

@@ -42,7 +42,14 @@ ACCESS = {
 
 class Running:
     def __init__(self, url, root, port, client, pool, app):
-        self.url, self.root, self.port, self.client, self.pool, self.app = url, root, port, client, pool, app
+        self.url, self.root, self.port, self.client, self.pool, self.app = (
+            url,
+            root,
+            port,
+            client,
+            pool,
+            app,
+        )
 
     def v2(self, path):
         return f"{self.url}/v2/{path}"
@@ -65,8 +72,10 @@ async def serve(tmp_path, auth=None, tls=None, listen="tcp:0:interface=127.0.0.1
     from registryd.storage.registry import Registry
 
     root = tmp_path / "registry-data"
-    document = {"version": 0.1, "storage": {"filesystem": {"rootdirectory": str(root)},
-                                            "delete": {"enabled": True}}}
+    document = {
+        "version": 0.1,
+        "storage": {"filesystem": {"rootdirectory": str(root)}, "delete": {"enabled": True}},
+    }
     if auth is not None:
         document["auth"] = auth
     if tls is not None:
@@ -129,16 +138,31 @@ async def push_image(running, name, tag, headers):
     layer = os.urandom(1000)
     config_digest = await push_blob(running, name, config, headers)
     layer_digest = await push_blob(running, name, layer, headers)
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": config_digest, "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": layer_digest, "size": len(layer)}],
-    }).encode()
-    response = await request(running, "PUT", f"{name}/manifests/{tag}",
-                             {**headers, "Content-Type": "application/vnd.oci.image.manifest.v1+json"},
-                             manifest)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer_digest,
+                    "size": len(layer),
+                }
+            ],
+        }
+    ).encode()
+    response = await request(
+        running,
+        "PUT",
+        f"{name}/manifests/{tag}",
+        {**headers, "Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+        manifest,
+    )
     assert response.code == 201, await response.content()
     await response.content()
     return layer_digest
@@ -151,8 +175,10 @@ async def push_image(running, name, tag, headers):
 async def basic_registry(tmp_path):
     path = tmp_path / "htpasswd"
     path.write_text(HTPASSWD)
-    running = await serve(tmp_path, auth={"htpasswd": {"realm": "registryd test", "path": str(path)},
-                                          "access": ACCESS})
+    running = await serve(
+        tmp_path,
+        auth={"htpasswd": {"realm": "registryd test", "path": str(path)}, "access": ACCESS},
+    )
     yield running
     await stop(running)
 
@@ -164,8 +190,11 @@ async def guess_while_alice_logs_in(running, login):
     401s, then 429 TOOMANYREQUESTS with Retry-After before any bcrypt; a
     guesser obeying Retry-After needs the sum of the delays (on the
     throttle's clock, advanced by the test rather than waited for)."""
-    checker = running.app.authorizer.checker if running.app.token_issuer is None \
+    checker = (
+        running.app.authorizer.checker
+        if running.app.token_issuer is None
         else running.app.token_issuer.checker
+    )
     throttle = checker.throttle
     # A whole number of seconds: the sums below are then exact (a float
     # such as time.monotonic()'s made 123 s of Retry-After add up to 122.99...).
@@ -232,20 +261,26 @@ async def test_basic_challenge_and_login(basic_registry):
     assert header(response, "WWW-Authenticate") is None
 
 
-@pytest.mark.parametrize("headers, message", [
-    (basic("alice", "wrong"), "invalid username or password"),
-    (basic("mallory", "wonderland"), "invalid username or password"),
-    ({"Authorization": "Basic !!!"}, "Basic credentials are not base64"),
-    ({"Authorization": "Basic " + base64.b64encode(b"alice").decode()}, "not user:password"),
-    ({"Authorization": "Basic"}, "is not '<scheme> <credentials>'"),
-    ({"Authorization": "Bearer abc"}, "only Basic authentication"),
-    ({"Authorization": ["Basic YTpi", "Basic YTpi"]}, "more than one Authorization header"),
-])
+@pytest.mark.parametrize(
+    "headers, message",
+    [
+        (basic("alice", "wrong"), "invalid username or password"),
+        (basic("mallory", "wonderland"), "invalid username or password"),
+        ({"Authorization": "Basic !!!"}, "Basic credentials are not base64"),
+        ({"Authorization": "Basic " + base64.b64encode(b"alice").decode()}, "not user:password"),
+        ({"Authorization": "Basic"}, "is not '<scheme> <credentials>'"),
+        ({"Authorization": "Bearer abc"}, "only Basic authentication"),
+        ({"Authorization": ["Basic YTpi", "Basic YTpi"]}, "more than one Authorization header"),
+    ],
+)
 @pytest_twisted.ensureDeferred
 async def test_bad_credentials_are_refused_and_write_nothing(basic_registry, headers, message):
     before = basic_registry.files()
-    for method, path in [("GET", ""), ("POST", "alice/app/blobs/uploads/"),
-                         ("GET", "public/app/manifests/latest")]:
+    for method, path in [
+        ("GET", ""),
+        ("POST", "alice/app/blobs/uploads/"),
+        ("GET", "public/app/manifests/latest"),
+    ]:
         response = await request(basic_registry, method, path, headers)
         assert response.code == 401, (method, path)
         assert header(response, "WWW-Authenticate") == 'Basic realm="registryd test"'
@@ -275,8 +310,9 @@ async def test_pull_only_user_cannot_push_and_nothing_is_written(basic_registry)
         codes = await error_of(response)
         assert codes[0][0] == "DENIED"
     # and anonymous callers are asked to authenticate, also with a body
-    response = await request(basic_registry, "POST", f"team/app/blobs/uploads/?digest={sha256(data)}",
-                             None, data)
+    response = await request(
+        basic_registry, "POST", f"team/app/blobs/uploads/?digest={sha256(data)}", None, data
+    )
     assert response.code == 401
     await response.content()
     assert basic_registry.files() == before
@@ -285,8 +321,9 @@ async def test_pull_only_user_cannot_push_and_nothing_is_written(basic_registry)
     location = header(response, "Location")
     await response.content()
     for method in ("GET", "PATCH", "PUT", "DELETE"):
-        response = await request(basic_registry, method, location + "?digest=" + sha256(b""),
-                                 basic(*BOB), b"")
+        response = await request(
+            basic_registry, method, location + "?digest=" + sha256(b""), basic(*BOB), b""
+        )
         assert response.code == 403, method
         await response.content()
 
@@ -295,8 +332,12 @@ async def test_pull_only_user_cannot_push_and_nothing_is_written(basic_registry)
 async def test_anonymous_pull_where_rules_allow_it(basic_registry):
     await push_image(basic_registry, "public/tools", "v1", basic(*ALICE))
     await push_image(basic_registry, "team/app", "v1", basic(*ALICE))
-    response = await request(basic_registry, "GET", "public/tools/manifests/v1",
-                             {"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    response = await request(
+        basic_registry,
+        "GET",
+        "public/tools/manifests/v1",
+        {"Accept": "application/vnd.oci.image.manifest.v1+json"},
+    )
     assert response.code == 200
     await response.content()
     response = await request(basic_registry, "GET", "public/tools/tags/list")
@@ -326,15 +367,18 @@ async def test_mount_needs_pull_on_the_source_else_falls_back(basic_registry):
     secret = await push_image(basic_registry, "secret/db", "v1", basic(*ALICE))
     shared = await push_image(basic_registry, "team/app", "v1", basic(*ALICE))
     for query in (f"mount={secret}&from=secret/db", f"mount={secret}"):
-        response = await request(basic_registry, "POST", f"bob/copy/blobs/uploads/?{query}", basic(*BOB))
+        response = await request(
+            basic_registry, "POST", f"bob/copy/blobs/uploads/?{query}", basic(*BOB)
+        )
         assert response.code == 202, query  # a normal upload: nothing about secret/db leaks
         assert header(response, "Docker-Upload-UUID")
         await response.content()
     response = await request(basic_registry, "HEAD", f"bob/copy/blobs/{secret}", basic(*BOB))
     assert response.code == 404
     for query in (f"mount={shared}&from=team/app", f"mount={shared}"):
-        response = await request(basic_registry, "POST", f"bob/copy{len(query)}/blobs/uploads/?{query}",
-                                 basic(*BOB))
+        response = await request(
+            basic_registry, "POST", f"bob/copy{len(query)}/blobs/uploads/?{query}", basic(*BOB)
+        )
         assert response.code == 201, query
         assert header(response, "Docker-Content-Digest") == shared
         await response.content()
@@ -380,8 +424,9 @@ async def token_registry(tmp_path):
 async def get_token(running, scopes, headers=None, **params):
     from urllib.parse import urlencode
 
-    query = urlencode([("service", "registry.test")] + [("scope", s) for s in scopes]
-                      + sorted(params.items()))
+    query = urlencode(
+        [("service", "registry.test")] + [("scope", s) for s in scopes] + sorted(params.items())
+    )
     response = await request(running, "GET", f"{running.url}/auth/token?{query}", headers)
     return response
 
@@ -405,13 +450,26 @@ async def test_bearer_challenge_names_the_needed_scope(token_registry):
     realm = f"{token_registry.url}/auth/token"
     cases = [
         ("GET", "", f'Bearer realm="{realm}",service="registry.test"'),
-        ("POST", "team/app/blobs/uploads/",
-         f'Bearer realm="{realm}",service="registry.test",scope="repository:team/app:pull,push"'),
-        ("GET", "team/app/manifests/v1",
-         f'Bearer realm="{realm}",service="registry.test",scope="repository:team/app:pull"'),
-        ("DELETE", f"team/app/blobs/{sha256(b'x')}",
-         f'Bearer realm="{realm}",service="registry.test",scope="repository:team/app:delete"'),
-        ("GET", "_catalog", f'Bearer realm="{realm}",service="registry.test",scope="registry:catalog:*"'),
+        (
+            "POST",
+            "team/app/blobs/uploads/",
+            f'Bearer realm="{realm}",service="registry.test",scope="repository:team/app:pull,push"',
+        ),
+        (
+            "GET",
+            "team/app/manifests/v1",
+            f'Bearer realm="{realm}",service="registry.test",scope="repository:team/app:pull"',
+        ),
+        (
+            "DELETE",
+            f"team/app/blobs/{sha256(b'x')}",
+            f'Bearer realm="{realm}",service="registry.test",scope="repository:team/app:delete"',
+        ),
+        (
+            "GET",
+            "_catalog",
+            f'Bearer realm="{realm}",service="registry.test",scope="registry:catalog:*"',
+        ),
     ]
     for method, path, expected in cases:
         response = await request(token_registry, method, path)
@@ -425,7 +483,9 @@ async def test_token_flow_push_and_pull(token_registry):
     token = await token_for(token_registry, ["repository:alice/app:pull,push"], ALICE)
     claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["sub"] == "alice" and claims["aud"] == "registry.test"
-    assert claims["access"] == [{"type": "repository", "name": "alice/app", "actions": ["pull", "push"]}]
+    assert claims["access"] == [
+        {"type": "repository", "name": "alice/app", "actions": ["pull", "push"]}
+    ]
     await push_image(token_registry, "alice/app", "v1", bearer(token))
     login = await token_for(token_registry, [], ALICE)
     response = await request(token_registry, "GET", "", bearer(login))
@@ -441,11 +501,14 @@ async def test_token_for_a_pull_only_user_lacks_push(token_registry):
     claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["access"] == [{"type": "repository", "name": "team/app", "actions": ["pull"]}]
     before = token_registry.files()
-    response = await request(token_registry, "POST", "team/app/blobs/uploads/", bearer(token), b"x" * 10)
+    response = await request(
+        token_registry, "POST", "team/app/blobs/uploads/", bearer(token), b"x" * 10
+    )
     assert response.code == 403
     assert header(response, "WWW-Authenticate") == (
         f'Bearer realm="{token_registry.url}/auth/token",service="registry.test",'
-        'scope="repository:team/app:pull,push",error="insufficient_scope"')
+        'scope="repository:team/app:pull,push",error="insufficient_scope"'
+    )
     assert (await error_of(response))[0][0] == "DENIED"
     assert token_registry.files() == before
     response = await request(token_registry, "GET", "team/app/tags/list", bearer(token))
@@ -456,7 +519,9 @@ async def test_token_for_a_pull_only_user_lacks_push(token_registry):
 async def test_anonymous_tokens(token_registry):
     admin = await token_for(token_registry, ["repository:public/x:pull,push"], ALICE)
     await push_image(token_registry, "public/x", "v1", bearer(admin))
-    token = await token_for(token_registry, ["repository:public/x:pull,push", "repository:team/a:pull"])
+    token = await token_for(
+        token_registry, ["repository:public/x:pull,push", "repository:team/a:pull"]
+    )
     claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["sub"] == ""
     assert claims["access"] == [{"type": "repository", "name": "public/x", "actions": ["pull"]}]
@@ -478,14 +543,18 @@ async def test_token_endpoint_refusals(token_registry):
     response = await get_token(token_registry, [], {"Authorization": "Basic %%%"})
     assert response.code == 401
     await response.content()
-    response = await request(token_registry, "GET", f"{token_registry.url}/auth/token?service=other")
+    response = await request(
+        token_registry, "GET", f"{token_registry.url}/auth/token?service=other"
+    )
     assert response.code == 400
     assert "other" in (await error_of(response))[0][1]
     response = await get_token(token_registry, ["repository:a"])
     assert response.code == 400
     await response.content()
     # Distribution's autoredirectpath spelling works too
-    response = await request(token_registry, "GET", f"{token_registry.url}/auth/token/?service=registry.test")
+    response = await request(
+        token_registry, "GET", f"{token_registry.url}/auth/token/?service=registry.test"
+    )
     assert response.code == 200 and json.loads(await response.content())["token"]
 
 
@@ -499,30 +568,50 @@ async def test_no_token_server_without_tokenserver(basic_registry):
 async def post_form(running, **form):
     from urllib.parse import urlencode
 
-    return await request(running, "POST", f"{running.url}/auth/token",
-                         {"Content-Type": "application/x-www-form-urlencoded"},
-                         urlencode(form).encode())
+    return await request(
+        running,
+        "POST",
+        f"{running.url}/auth/token",
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        urlencode(form).encode(),
+    )
 
 
 @pytest_twisted.ensureDeferred
 async def test_oauth2_post_and_refresh_tokens(token_registry):
-    response = await post_form(token_registry, grant_type="password", username="alice",
-                               password="wonderland", service="registry.test", client_id="test",
-                               access_type="offline", scope="repository:alice/x:pull,push")
+    response = await post_form(
+        token_registry,
+        grant_type="password",
+        username="alice",
+        password="wonderland",
+        service="registry.test",
+        client_id="test",
+        access_type="offline",
+        scope="repository:alice/x:pull,push",
+    )
     assert response.code == 200, await response.content()
     body = json.loads(await response.content())
     assert body["scope"] == "repository:alice/x:pull,push"
     assert body["expires_in"] == 300 and body["access_token"]
     refresh = body["refresh_token"]
-    response = await post_form(token_registry, grant_type="refresh_token", refresh_token=refresh,
-                               service="registry.test", client_id="test",
-                               scope="repository:alice/y:push repository:team/z:push")
+    response = await post_form(
+        token_registry,
+        grant_type="refresh_token",
+        refresh_token=refresh,
+        service="registry.test",
+        client_id="test",
+        scope="repository:alice/y:push repository:team/z:push",
+    )
     body = json.loads(await response.content())
     assert response.code == 200
     assert body["scope"] == "repository:alice/y:push repository:team/z:push"  # alice is an admin
     assert body["refresh_token"] == refresh
-    await push_image(token_registry, "alice/y", "v1",
-                     bearer(await token_for(token_registry, ["repository:alice/y:pull,push"], ALICE)))
+    await push_image(
+        token_registry,
+        "alice/y",
+        "v1",
+        bearer(await token_for(token_registry, ["repository:alice/y:pull,push"], ALICE)),
+    )
     # the refresh token is not an access token, and a forged one is refused
     response = await request(token_registry, "GET", "", bearer(refresh))
     assert response.code == 401
@@ -546,9 +635,15 @@ class ForeignSigner:
 
     def token(self, actions=("pull", "push"), name="alice/app", **claims):
         now = int(time.time())
-        body = {"iss": self.issuer, "sub": "alice", "aud": self.service, "exp": now + 300,
-                "nbf": now, "iat": now,
-                "access": [{"type": "repository", "name": name, "actions": list(actions)}]}
+        body = {
+            "iss": self.issuer,
+            "sub": "alice",
+            "aud": self.service,
+            "exp": now + 300,
+            "nbf": now,
+            "iat": now,
+            "access": [{"type": "repository", "name": name, "actions": list(actions)}],
+        }
         body.update(claims)
         kid = keys.jwk_thumbprint(keys.public_jwk(self.key.public_key()))
         return jwt.encode(body, self.key, algorithm="ES256", headers={"kid": kid})
@@ -563,19 +658,30 @@ async def test_bad_tokens_are_refused_and_write_nothing(token_registry):
         (own.token(aud="another-registry"), 401, "token is not for service 'registry.test' (aud)"),
         (own.token(iss="someone"), 401, "token is from an untrusted issuer (iss)"),
         (ForeignSigner().token(), 401, "token signed by an untrusted key"),
-        (own.token(actions=["pull"]), 403, "the token does not grant the access this request needs"),
-        (own.token(name="alice/other"), 403, "the token does not grant the access this request needs"),
+        (
+            own.token(actions=["pull"]),
+            403,
+            "the token does not grant the access this request needs",
+        ),
+        (
+            own.token(name="alice/other"),
+            403,
+            "the token does not grant the access this request needs",
+        ),
         ("not a token", 401, "Bearer token has characters a token cannot have"),
         ("a.b.c", 401, "malformed token"),
     ]
     before = token_registry.files()
     for token, status, message in cases:
-        response = await request(token_registry, "POST", "alice/app/blobs/uploads/", bearer(token),
-                                 b"data" * 100)
+        response = await request(
+            token_registry, "POST", "alice/app/blobs/uploads/", bearer(token), b"data" * 100
+        )
         assert response.code == status, message
         challenge = header(response, "WWW-Authenticate")
         assert challenge.startswith(f'Bearer realm="{token_registry.url}/auth/token"')
-        assert challenge.endswith('error="invalid_token"' if status == 401 else 'error="insufficient_scope"')
+        assert challenge.endswith(
+            'error="invalid_token"' if status == 401 else 'error="insufficient_scope"'
+        )
         code, text = (await error_of(response))[0]
         assert code == ("UNAUTHORIZED" if status == 401 else "DENIED")
         assert text.startswith(message), text
@@ -587,18 +693,33 @@ async def test_bad_tokens_are_refused_and_write_nothing(token_registry):
 
 @pytest_twisted.ensureDeferred
 async def test_external_token_server_with_jwks_and_rootcertbundle(tmp_path):
-    jwks_signer, bundle_signer = ForeignSigner(issuer="auth.example"), ForeignSigner(issuer="auth.example")
+    jwks_signer, bundle_signer = (
+        ForeignSigner(issuer="auth.example"),
+        ForeignSigner(issuer="auth.example"),
+    )
     jwk = dict(keys.public_jwk(jwks_signer.key.public_key()), kid="key-1")
     jwks = certs.write(tmp_path, "jwks.json", json.dumps({"keys": [jwk]}).encode())
-    bundle = certs.write(tmp_path, "bundle.pem", certs.cert_pem(certs.self_signed(bundle_signer.key)))
-    running = await serve(tmp_path, auth={"token": {
-        "realm": "https://auth.example/token", "service": "registry.test", "issuer": "auth.example",
-        "jwks": jwks, "rootcertbundle": bundle}})
+    bundle = certs.write(
+        tmp_path, "bundle.pem", certs.cert_pem(certs.self_signed(bundle_signer.key))
+    )
+    running = await serve(
+        tmp_path,
+        auth={
+            "token": {
+                "realm": "https://auth.example/token",
+                "service": "registry.test",
+                "issuer": "auth.example",
+                "jwks": jwks,
+                "rootcertbundle": bundle,
+            }
+        },
+    )
     try:
         response = await request(running, "GET", "alice/app/tags/list")
         assert header(response, "WWW-Authenticate") == (
             'Bearer realm="https://auth.example/token",service="registry.test",'
-            'scope="repository:alice/app:pull"')
+            'scope="repository:alice/app:pull"'
+        )
         await response.content()
         for token in (jwks_signer.token(), bundle_signer.token()):
             response = await request(running, "GET", "alice/app/tags/list", bearer(token))
@@ -611,7 +732,9 @@ async def test_external_token_server_with_jwks_and_rootcertbundle(tmp_path):
         response = await request(running, "GET", "_catalog", bearer(jwks_signer.token()))
         assert response.code == 403
         await response.content()
-        catalog = jwks_signer.token(access=[{"type": "registry", "name": "catalog", "actions": ["*"]}])
+        catalog = jwks_signer.token(
+            access=[{"type": "registry", "name": "catalog", "actions": ["*"]}]
+        )
         response = await request(running, "GET", "_catalog", bearer(catalog))
         assert response.code == 200
         assert json.loads(await response.content()) == {"repositories": []}
@@ -673,13 +796,16 @@ async def test_tls_listener_with_http_tls(tmp_path):
         status, body = await deferToThread(https_get, port, context=client_context(ca))
         assert (status, body) == (200, b"{}")
         # A refusal by the HTTP channel comes out through TLS too.
-        status, body = await deferToThread(https_get, port, context=client_context(ca),
-                                           headers={"X-Big": "b" * 20000})
+        status, body = await deferToThread(
+            https_get, port, context=client_context(ca), headers={"X-Big": "b" * 20000}
+        )
         assert status == 431 and json.loads(body)["errors"][0]["code"] == "UNSUPPORTED"
         # A blob comes out through TLS too (not sendfile'd past it).
         data = os.urandom(3 * 1024 * 1024 + 5)
         digest = await store_blob(running, "a/b", data)
-        status, body = await deferToThread(https_get, port, f"/v2/a/b/blobs/{digest}", client_context(ca))
+        status, body = await deferToThread(
+            https_get, port, f"/v2/a/b/blobs/{digest}", client_context(ca)
+        )
         assert status == 200 and body == data
         from OpenSSL import SSL
 
@@ -708,10 +834,14 @@ async def test_tls_cipher_suites(tmp_path):
 
     ca = certs.CA()
     certificate, key = certs.server_files(tmp_path, ca)  # an ECDSA certificate
-    running = await serve(tmp_path, tls={
-        "certificate": certificate, "key": key,
-        "ciphersuites": ["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_AES_128_GCM_SHA256"],
-    })
+    running = await serve(
+        tmp_path,
+        tls={
+            "certificate": certificate,
+            "key": key,
+            "ciphersuites": ["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_AES_128_GCM_SHA256"],
+        },
+    )
     port = running.port.getHost().port
 
     def tls12(cipher):
@@ -720,7 +850,9 @@ async def test_tls_cipher_suites(tmp_path):
         return context
 
     try:
-        status, _ = await deferToThread(https_get, port, context=tls12("ECDHE-ECDSA-AES128-GCM-SHA256"))
+        status, _ = await deferToThread(
+            https_get, port, context=tls12("ECDHE-ECDSA-AES128-GCM-SHA256")
+        )
         assert status == 200
         with pytest.raises((ssl.SSLError, ConnectionError)):
             await deferToThread(https_get, port, context=tls12("ECDHE-ECDSA-AES256-GCM-SHA384"))
@@ -752,11 +884,15 @@ async def test_tls_client_certificates(tmp_path):
 
     def client_files(issuer, name):
         client_key, client_cert = issuer.issue(name, client=True)
-        return (certs.write(tmp_path, f"{name}.crt", certs.cert_pem(client_cert)),
-                certs.write(tmp_path, f"{name}.key", certs.key_pem(client_key)))
+        return (
+            certs.write(tmp_path, f"{name}.crt", certs.cert_pem(client_cert)),
+            certs.write(tmp_path, f"{name}.key", certs.key_pem(client_key)),
+        )
 
     good, strange = client_files(client_ca, "good"), client_files(stranger_ca, "strange")
-    running = await serve(tmp_path, tls={"certificate": certificate, "key": key, "clientcas": [clientcas]})
+    running = await serve(
+        tmp_path, tls={"certificate": certificate, "key": key, "clientcas": [clientcas]}
+    )
     port = running.port.getHost().port
     try:
         status, _ = await deferToThread(https_get, port, context=client_context(ca, good))
@@ -766,8 +902,15 @@ async def test_tls_client_certificates(tmp_path):
                 await deferToThread(https_get, port, context=client_context(ca, identity))
     finally:
         await stop(running)
-    running = await serve(tmp_path, tls={"certificate": certificate, "key": key, "clientcas": [clientcas],
-                                         "clientauth": "verify-client-cert-if-given"})
+    running = await serve(
+        tmp_path,
+        tls={
+            "certificate": certificate,
+            "key": key,
+            "clientcas": [clientcas],
+            "clientauth": "verify-client-cert-if-given",
+        },
+    )
     port = running.port.getHost().port
     try:
         for identity in (None, good):
@@ -788,9 +931,13 @@ async def test_ssl_endpoint_strings(tmp_path):
 
     ca = certs.CA()
     certificate, key = certs.server_files(tmp_path, ca)
-    running = await serve(tmp_path, listen=f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={certificate}")
+    running = await serve(
+        tmp_path, listen=f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={certificate}"
+    )
     try:
-        status, body = await deferToThread(https_get, running.port.getHost().port, context=client_context(ca))
+        status, body = await deferToThread(
+            https_get, running.port.getHost().port, context=client_context(ca)
+        )
         assert (status, body) == (200, b"{}")
     finally:
         await stop(running)
@@ -809,15 +956,22 @@ async def test_ssl_endpoint_strings(tmp_path):
 
 #: Deterministic (the same examples on every run, on a busy machine too)
 #: and never timed: each example is a request over the loopback.
-EXAMPLES = settings(max_examples=150, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+EXAMPLES = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 #: Any JSON value, or a long string: what a client may put in a JOSE
 #: header or claim (small enough that the request's head stays under
 #: the server's 16 KiB limit, so the token reaches the verifier).
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=6,
 ) | st.just("A" * 1500)
 HEADER_FIELDS = ["alg", "kid", "crit", "typ", "x5c", "jwk", "b64", "cty", "zip"]
@@ -836,8 +990,11 @@ def forge(header, payload, key=None):
     from jwt.algorithms import ECAlgorithm
 
     signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(payload).encode())}"
-    signature = (ECAlgorithm(ECAlgorithm.SHA256).sign(signing_input.encode(), key)
-                 if key is not None else b"junk")
+    signature = (
+        ECAlgorithm(ECAlgorithm.SHA256).sign(signing_input.encode(), key)
+        if key is not None
+        else b"junk"
+    )
     return f"{signing_input}.{b64url(signature)}"
 
 
@@ -849,14 +1006,24 @@ def hostile_tokens(draw, running):
     issuer = running.app.token_issuer
     header = {"alg": "ES256", "kid": issuer.kid}
     for field in draw(st.lists(st.sampled_from(HEADER_FIELDS), max_size=3, unique=True)):
-        header[field] = draw(JSON_VALUES | st.sampled_from(["none", "HS256", "RS256", "EdDSA", issuer.kid]))
+        header[field] = draw(
+            JSON_VALUES | st.sampled_from(["none", "HS256", "RS256", "EdDSA", issuer.kid])
+        )
     now = int(time.time())
-    claims = {"iss": issuer.issuer, "aud": issuer.service, "sub": "alice", "exp": now + 300,
-              "access": [], "token_use": draw(st.sampled_from(["refresh", None]))}
+    claims = {
+        "iss": issuer.issuer,
+        "aud": issuer.service,
+        "sub": "alice",
+        "exp": now + 300,
+        "access": [],
+        "token_use": draw(st.sampled_from(["refresh", None])),
+    }
     for claim in draw(st.lists(st.sampled_from(CLAIMS), max_size=3, unique=True)):
         claims[claim] = draw(JSON_VALUES)
     payload = claims if draw(st.integers(0, 4)) else draw(JSON_VALUES)
-    segments = forge(header, payload, issuer.private_key if draw(st.booleans()) else None).split(".")
+    segments = forge(header, payload, issuer.private_key if draw(st.booleans()) else None).split(
+        "."
+    )
     if not draw(st.integers(0, 5)):
         segments[draw(st.integers(0, 2))] = draw(st.text(alphabet=TOKEN68, max_size=40))
     return ".".join(segments)
@@ -866,8 +1033,12 @@ async def answer(running, method, url, headers, data=None):
     """C{(status, WWW-Authenticate, Content-Type, JSON body or None)}."""
     response = await running.client.request(method, url, headers=headers, data=data)
     body = await response.content()
-    return (response.code, header(response, "WWW-Authenticate"), header(response, "Content-Type"),
-            json.loads(body) if body else None)
+    return (
+        response.code,
+        header(response, "WWW-Authenticate"),
+        header(response, "Content-Type"),
+        json.loads(body) if body else None,
+    )
 
 
 def error_codes(body):
@@ -888,7 +1059,9 @@ async def test_hostile_bearer_tokens_are_invalid_token_never_500(token_registry,
     @example(forge({"alg": "ES256", "kid": None, "crit": "exp"}, {}))
     @example(forge({"alg": "ES256", "jwk": {"kty": ["EC"]}}, {}))
     def check(token):
-        status, challenge, content_type, body = in_reactor(answer, token_registry, "GET", url, bearer(token))
+        status, challenge, content_type, body = in_reactor(
+            answer, token_registry, "GET", url, bearer(token)
+        )
         assert status in (401, 403), (status, body)
         assert content_type == "application/json"
         if status == 401:
@@ -915,11 +1088,22 @@ async def test_hostile_refresh_tokens_are_refused_never_500(token_registry, logg
     @example(forge({"alg": "ES256", "kid": 7}, {}))
     @example(forge({"alg": "ES256", "crit": [None]}, {}))
     def check(token):
-        form = urlencode({"grant_type": "refresh_token", "refresh_token": token,
-                          "service": "registry.test", "client_id": "t"}).encode()
+        form = urlencode(
+            {
+                "grant_type": "refresh_token",
+                "refresh_token": token,
+                "service": "registry.test",
+                "client_id": "t",
+            }
+        ).encode()
         status, _, content_type, body = in_reactor(
-            answer, token_registry, "POST", url,
-            {"Content-Type": "application/x-www-form-urlencoded"}, form)
+            answer,
+            token_registry,
+            "POST",
+            url,
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            form,
+        )
         assert (status, content_type) == (401, "application/json"), body
         assert error_codes(body) == ["UNAUTHORIZED"]
         assert logged_failures == []
@@ -928,10 +1112,45 @@ async def test_hostile_refresh_tokens_are_refused_never_500(token_registry, logg
 
 
 SEGMENTS = [
-    "v2", "auth", "token", "blobs", "uploads", "manifests", "tags", "list", "_catalog", "referrers",
-    "alice", "app", "App", "latest", "sha256:" + "a" * 64, "", ".", "..", "%2f", "%2F", "%5c",
-    "%00", "%ff", "%fe%ff", "%c3%28", "%e2%82", "%zz", "%", "%4", "%41", "a b", "\x00", "\x01",
-    "\x7f", "\xe9", ";", "~", "*", "%20",
+    "v2",
+    "auth",
+    "token",
+    "blobs",
+    "uploads",
+    "manifests",
+    "tags",
+    "list",
+    "_catalog",
+    "referrers",
+    "alice",
+    "app",
+    "App",
+    "latest",
+    "sha256:" + "a" * 64,
+    "",
+    ".",
+    "..",
+    "%2f",
+    "%2F",
+    "%5c",
+    "%00",
+    "%ff",
+    "%fe%ff",
+    "%c3%28",
+    "%e2%82",
+    "%zz",
+    "%",
+    "%4",
+    "%41",
+    "a b",
+    "\x00",
+    "\x01",
+    "\x7f",
+    "\xe9",
+    ";",
+    "~",
+    "*",
+    "%20",
 ]
 
 
@@ -940,12 +1159,16 @@ def hostile_paths(draw):
     """Request targets near and far from the API's: double and missing
     slashes, ``..``, escapes of separators and of invalid UTF-8, invalid
     escapes, control bytes, raw non-ASCII, very long ones."""
-    start = draw(st.sampled_from(["/v2/", "/v2/", "/v2/alice/", "/v2//", "//v2/", "/v2", "/auth/", "/"]))
+    start = draw(
+        st.sampled_from(["/v2/", "/v2/", "/v2/alice/", "/v2//", "//v2/", "/v2", "/auth/", "/"])
+    )
     segments = draw(st.lists(st.sampled_from(SEGMENTS), max_size=6))
     path = start + "/".join(segments) + draw(st.sampled_from(["", "/", "//"]))
     if not draw(st.integers(0, 5)):
         path += "/" + "a" * draw(st.integers(1000, 20000))
-    path += draw(st.sampled_from(["", "?", "?n=%ff", "?scope=repository:alice/../x:pull", "?last=%"]))
+    path += draw(
+        st.sampled_from(["", "?", "?n=%ff", "?scope=repository:alice/../x:pull", "?last=%"])
+    )
     return path.encode("latin-1")
 
 
@@ -964,8 +1187,11 @@ async def test_hostile_paths_get_json_errors_never_500(token_registry, logged_fa
     port = token_registry.port.getHost().port
 
     @EXAMPLES
-    @given(st.sampled_from(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]), hostile_paths(),
-           st.sampled_from(HOSTS))
+    @given(
+        st.sampled_from(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
+        hostile_paths(),
+        st.sampled_from(HOSTS),
+    )
     @example("GET", b"/v2//", None)
     @example("GET", b"//v2/", None)
     @example("POST", b"/v2/alice/app/blobs/uploads", None)
@@ -1007,10 +1233,18 @@ async def test_token_server_refuses_scopes_naming_invalid_repositories(token_reg
         [(code, message)] = await error_of(response)
         assert message.startswith("scope 'repository:"), message
         assert code == ("NAME_INVALID" if name in api_invalid else "UNSUPPORTED"), (name, code)
-        response = await post_form(token_registry, grant_type="password", username="alice",
-                                   password="wonderland", service="registry.test", scope=scope)
+        response = await post_form(
+            token_registry,
+            grant_type="password",
+            username="alice",
+            password="wonderland",
+            service="registry.test",
+            scope=scope,
+        )
         assert response.code == 400, name
         await response.content()
     token = await token_for(token_registry, ["repository:alice/secret-app:pull"], ALICE)
     claims = jwt.decode(token, options={"verify_signature": False})
-    assert claims["access"] == [{"type": "repository", "name": "alice/secret-app", "actions": ["pull"]}]
+    assert claims["access"] == [
+        {"type": "repository", "name": "alice/secret-app", "actions": ["pull"]}
+    ]

@@ -24,7 +24,8 @@ def header(response, name):
 async def push_monolithic(server, name, data, digest=None):
     digest = digest or sha256(data)
     response = await server.client.post(
-        server.v2(f"{name}/blobs/uploads/?digest={digest}"), data=data,
+        server.v2(f"{name}/blobs/uploads/?digest={digest}"),
+        data=data,
         headers={"Content-Type": "application/octet-stream"},
     )
     await response.content()
@@ -70,7 +71,8 @@ async def test_chunked_upload_and_status(server):
     await response.content()
     location = header(response, "Location")
     response = await server.client.patch(
-        location, data=data[:40_000],
+        location,
+        data=data[:40_000],
         headers={"Content-Range": "0-39999", "Content-Type": "application/octet-stream"},
     )
     assert response.code == 202, await response.content()
@@ -104,7 +106,7 @@ async def test_streamed_patch_then_put_with_final_chunk(server):
 
     def chunks():
         for i in range(0, 2 * 1024 * 1024, 65536):
-            yield data[i:i + 65536]
+            yield data[i : i + 65536]
 
     response = await server.client.post(server.v2("s/blobs/uploads/"))
     await response.content()
@@ -117,13 +119,17 @@ async def test_streamed_patch_then_put_with_final_chunk(server):
         def __init__(self, data):
             super().__init__(io.BytesIO(data))
             from twisted.web.iweb import UNKNOWN_LENGTH
+
             self.length = UNKNOWN_LENGTH
 
-    response = await server.client.patch(header(response, "Location"), data=Unknown(data[:2 * 1024 * 1024]))
+    response = await server.client.patch(
+        header(response, "Location"), data=Unknown(data[: 2 * 1024 * 1024])
+    )
     assert response.code == 202, await response.content()
     assert header(response, "Range") == f"0-{2 * 1024 * 1024 - 1}"
     response = await server.client.put(
-        header(response, "Location") + f"?digest={sha256(data)}", data=data[2 * 1024 * 1024:],
+        header(response, "Location") + f"?digest={sha256(data)}",
+        data=data[2 * 1024 * 1024 :],
     )
     assert response.code == 201, await response.content()
 
@@ -140,7 +146,9 @@ async def test_monolithic_post_sha512(server):
     hexd = sha512(data).split(":")[1]
     link = server.root / f"docker/registry/v2/repositories/a/b/c/_layers/sha512/{hexd}/link"
     assert link.read_bytes() == sha512(data).encode()
-    assert (server.root / f"docker/registry/v2/blobs/sha512/{hexd[:2]}/{hexd}/data").read_bytes() == data
+    assert (
+        server.root / f"docker/registry/v2/blobs/sha512/{hexd[:2]}/{hexd}/data"
+    ).read_bytes() == data
 
 
 @pytest_twisted.ensureDeferred
@@ -205,7 +213,9 @@ async def test_cross_repository_mount(server):
     data = os.urandom(10_000)
     digest = sha256(data)
     await push_monolithic(server, "src/repo", data)
-    response = await server.client.post(server.v2(f"dst/one/blobs/uploads/?mount={digest}&from=src/repo"))
+    response = await server.client.post(
+        server.v2(f"dst/one/blobs/uploads/?mount={digest}&from=src/repo")
+    )
     assert response.code == 201, await response.content()
     assert header(response, "Location").endswith(f"/v2/dst/one/blobs/{digest}")
     assert header(response, "Docker-Content-Digest") == digest
@@ -219,12 +229,16 @@ async def test_cross_repository_mount(server):
         assert await response.content() == data
     # cannot mount: a normal upload session starts instead
     missing = sha256(b"not pushed")
-    response = await server.client.post(server.v2(f"dst/three/blobs/uploads/?mount={missing}&from=src/repo"))
+    response = await server.client.post(
+        server.v2(f"dst/three/blobs/uploads/?mount={missing}&from=src/repo")
+    )
     assert response.code == 202
     assert header(response, "Docker-Upload-UUID")
     await response.content()
     # the blob must be linked in the source repository, not just stored
-    response = await server.client.post(server.v2(f"dst/four/blobs/uploads/?mount={digest}&from=elsewhere"))
+    response = await server.client.post(
+        server.v2(f"dst/four/blobs/uploads/?mount={digest}&from=elsewhere")
+    )
     assert response.code == 202
     await response.content()
 
@@ -256,7 +270,9 @@ async def test_delete_disabled(tmp_path):
     try:
         base = f"http://127.0.0.1:{port.getHost().port}"
         data = b"keep me"
-        response = await client.post(f"{base}/v2/keep/blobs/uploads/?digest={sha256(data)}", data=data)
+        response = await client.post(
+            f"{base}/v2/keep/blobs/uploads/?digest={sha256(data)}", data=data
+        )
         assert response.code == 201
         await response.content()
         response = await client.delete(f"{base}/v2/keep/blobs/{sha256(data)}")
@@ -289,7 +305,9 @@ async def test_location_honours_forwarded_headers(server):
         headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "registry.example.com"},
     )
     await response.content()
-    assert header(response, "Location").startswith("https://registry.example.com/v2/fwd/blobs/uploads/")
+    assert header(response, "Location").startswith(
+        "https://registry.example.com/v2/fwd/blobs/uploads/"
+    )
 
 
 @pytest_twisted.ensureDeferred
@@ -332,7 +350,9 @@ async def test_upload_error_paths(server):
     assert response.code == 400
     assert await error_code(response) == ["DIGEST_INVALID"]
     # a malformed Content-Range
-    response = await server.client.patch(location, data=b"abc", headers={"Content-Range": "bytes=x-y"})
+    response = await server.client.patch(
+        location, data=b"abc", headers={"Content-Range": "bytes=x-y"}
+    )
     assert response.code == 416
     assert await error_code(response) == ["RANGE_INVALID"]
     # Content-Range disagreeing with the body's length
@@ -348,8 +368,11 @@ async def test_upload_error_paths(server):
     assert response.code == 404
     assert await error_code(response) == ["BLOB_UPLOAD_UNKNOWN"]
     # NUL and encoded separators in the path
-    for path in (f"/v2/errs%00/blobs/uploads/{upload_id}", f"/v2/errs%2F..%2F/blobs/uploads/{upload_id}",
-                 f"/v2/errs/blobs/uploads/..%2F{upload_id}"):
+    for path in (
+        f"/v2/errs%00/blobs/uploads/{upload_id}",
+        f"/v2/errs%2F..%2F/blobs/uploads/{upload_id}",
+        f"/v2/errs/blobs/uploads/..%2F{upload_id}",
+    ):
         status, _, body = await raw_request(server, "GET", path)
         assert status in (400, 404), (path, status)
         assert json.loads(body)["errors"][0]["code"] in ("NAME_INVALID", "BLOB_UPLOAD_UNKNOWN")
@@ -367,8 +390,9 @@ async def test_methods_are_case_sensitive(server):
     header (as Distribution's router answers), never a 500 or another
     method's handler."""
     data = b"case matters"
-    status, _, _ = await raw_request(server, "POST", f"/v2/case/blobs/uploads/?digest={sha256(data)}",
-                                     body=data)
+    status, _, _ = await raw_request(
+        server, "POST", f"/v2/case/blobs/uploads/?digest={sha256(data)}", body=data
+    )
     assert status == 201
     upload = await server.client.post(server.v2("case/blobs/uploads/"))
     location = upload.headers.getRawHeaders("Location")[0].split(server.url, 1)[1]

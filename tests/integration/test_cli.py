@@ -75,8 +75,11 @@ proxy:
 
 def test_check_config_prints_the_effective_configuration_with_secrets_masked(tmp_path):
     config = write_config(tmp_path, CONFIG.format(root=tmp_path / "root", port=5000))
-    env = {"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(tmp_path / "env-root"),
-           "REGISTRY_PROXY_PASSWORD": "from-the-environment", "REGISTRY_SERVICE_PORT": "5000"}
+    env = {
+        "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(tmp_path / "env-root"),
+        "REGISTRY_PROXY_PASSWORD": "from-the-environment",
+        "REGISTRY_SERVICE_PORT": "5000",
+    }
     status, output = run(tmp_path, "check-config", config, env=env)
     assert status == 0, output
     for secret in ("do-not-print-me", "do-not-print-this-either", "from-the-environment"):
@@ -85,19 +88,29 @@ def test_check_config_prints_the_effective_configuration_with_secrets_masked(tmp
     assert "# REGISTRY_SERVICE_PORT ignored" in output
     effective = yaml.safe_load(output)
     assert effective["storage"]["filesystem"]["rootdirectory"] == str(tmp_path / "env-root")
-    assert effective["proxy"] == {"remoteurl": "https://registry-1.docker.io",
-                                  "username": "someone", "password": "********"}
+    assert effective["proxy"] == {
+        "remoteurl": "https://registry-1.docker.io",
+        "username": "someone",
+        "password": "********",
+    }
     assert effective["http"]["secret"] == "********"
     assert not (tmp_path / "env-root").exists()  # checking writes nothing
 
 
-@pytest.mark.parametrize("env, expected", [
-    ({"REGISTRY_STORAGE_DELETE_ENABLED": "maybe"},
-     "REGISTRY_STORAGE_DELETE_ENABLED: storage.delete.enabled: expected true or false"),
-    ({"REGISTRY_HTTP_ADDR": "127.0.0.1:99999"}, "http.addr: port 99999 is out of range"),
-    ({"REGISTRY_HTTP_TLS_CERTIFICATE": "/nonexistent.crt", "REGISTRY_HTTP_TLS_KEY": "/k"},
-     "cannot read /nonexistent.crt"),
-])
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        (
+            {"REGISTRY_STORAGE_DELETE_ENABLED": "maybe"},
+            "REGISTRY_STORAGE_DELETE_ENABLED: storage.delete.enabled: expected true or false",
+        ),
+        ({"REGISTRY_HTTP_ADDR": "127.0.0.1:99999"}, "http.addr: port 99999 is out of range"),
+        (
+            {"REGISTRY_HTTP_TLS_CERTIFICATE": "/nonexistent.crt", "REGISTRY_HTTP_TLS_KEY": "/k"},
+            "cannot read /nonexistent.crt",
+        ),
+    ],
+)
 def test_check_config_fails_with_one_line_naming_the_problem(tmp_path, env, expected):
     config = write_config(tmp_path, CONFIG.format(root=tmp_path / "root", port=5000))
     status, output = run(tmp_path, "check-config", config, env=env)
@@ -138,4 +151,6 @@ def test_serve_reports_a_bad_configuration_in_one_line(tmp_path):
     status, output = run(tmp_path, "serve", env={"REGISTRY_STORAGE_DELETE_ENABLED": "maybe"})
     assert status == 1, output
     assert "Traceback" not in output
-    assert "REGISTRY_STORAGE_DELETE_ENABLED: storage.delete.enabled" in output.strip().splitlines()[-1]
+    assert (
+        "REGISTRY_STORAGE_DELETE_ENABLED: storage.delete.enabled" in output.strip().splitlines()[-1]
+    )

@@ -90,13 +90,17 @@ async def test_health_checks_the_storage_when_asked(running, tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_periodic_storage_check_with_threshold_turns_the_api_off_and_on(tmp_path):
-    running = await start_service(tmp_path, BASE + """\
+    running = await start_service(
+        tmp_path,
+        BASE
+        + """\
 health:
   storagedriver:
     enabled: true
     interval: 100ms
     threshold: 2
-""")
+""",
+    )
     check = running.service.operations.health.periodic[0]
     try:
         await wait_for((tmp_path / "registry-data" / "registryd" / "health").exists)
@@ -110,7 +114,9 @@ health:
             status, _, body = await get(running.v2(""))
             assert status == 503
             assert json.loads(body)["errors"][0]["code"] == "UNAVAILABLE"
-            assert metrics.sample("registryd_health_check_up", check="storagedriver_filesystem") == 0
+            assert (
+                metrics.sample("registryd_health_check_up", check="storagedriver_filesystem") == 0
+            )
         finally:
             restore()
         await wait_for(lambda: check.healthy)
@@ -124,12 +130,17 @@ health:
 @pytest_twisted.ensureDeferred
 async def test_file_check_takes_the_node_out_of_rotation(tmp_path):
     down = tmp_path / "down"
-    running = await start_service(tmp_path, BASE + """\
+    running = await start_service(
+        tmp_path,
+        BASE
+        + """\
 health:
   file:
     - file: {down}
       interval: 100ms
-""", down=str(down))
+""",
+        down=str(down),
+    )
     try:
         status, _, _ = await get(running.debug_url + "/health")
         assert status == 200
@@ -165,7 +176,10 @@ async def test_http_and_tcp_checks_take_the_node_out_while_a_dependency_fails(tm
     tcp = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
     uri = f"http://127.0.0.1:{web.getHost().port}/ready"
     addr = f"127.0.0.1:{tcp.getHost().port}"
-    running = await start_service(tmp_path, BASE + """\
+    running = await start_service(
+        tmp_path,
+        BASE
+        + """\
 health:
   http:
     - uri: {uri}
@@ -175,7 +189,10 @@ health:
     - addr: {addr}
       interval: 100ms
       timeout: 1s
-""", uri=uri, addr=addr)
+""",
+        uri=uri,
+        addr=addr,
+    )
     health = running.service.operations.health
     try:
         await wait_for(lambda: all(check.failures == 0 for check in health.periodic))
@@ -196,8 +213,9 @@ health:
         status, _, body = await get(running.debug_url + "/health")
         assert status == 503 and list(json.loads(body)) == [addr]
         assert json.loads(body)[addr].startswith(f"connection to {addr} failed")
-        tcp = reactor.listenTCP(int(addr.rsplit(":", 1)[1]), Factory.forProtocol(Protocol),
-                                interface="127.0.0.1")
+        tcp = reactor.listenTCP(
+            int(addr.rsplit(":", 1)[1]), Factory.forProtocol(Protocol), interface="127.0.0.1"
+        )
         await wait_for(lambda: health.healthy)
         status, _, _ = await get(running.v2(""))
         assert status == 200
@@ -277,12 +295,21 @@ async def test_metrics_count_requests_bytes_and_storage_by_route(running):
     assert delta("registryd_http_requests_total", **blob_get) == 2
     assert delta("registryd_http_request_duration_seconds_count", **blob_get) == 2
     assert delta("registryd_http_request_duration_seconds_bucket", le="+Inf", **blob_get) == 2
-    assert delta("registryd_http_requests_total", route="upload_start", method="POST", status="201") == 1
+    assert (
+        delta("registryd_http_requests_total", route="upload_start", method="POST", status="201")
+        == 1
+    )
     assert delta("registryd_http_requests_total", route="manifest", method="GET", status="404") == 1
     assert delta("registryd_http_sent_bytes_total", route="blob") == 2 * len(data)
     assert delta("registryd_http_received_bytes_total", route="upload_start") == len(data)
-    assert delta("registryd_storage_operation_duration_seconds_count",
-                 driver="filesystem", operation="reader") == 2
+    assert (
+        delta(
+            "registryd_storage_operation_duration_seconds_count",
+            driver="filesystem",
+            operation="reader",
+        )
+        == 2
+    )
     # labels are routes, never paths
     assert not any("metrics/repo" in str(labels) for _, labels in after)
     # metrics without labels are there from the start (garbage collection)
@@ -361,10 +388,18 @@ async def test_one_access_log_event_per_request(running, access_events):
     await wait_for(lambda: len(access_events) == 2)
     push, pull = access_events
     assert (push["method"], push["status"], push["bytes_in"], push["route"]) == (
-        "POST", 201, len(data), "upload_start")
+        "POST",
+        201,
+        len(data),
+        "upload_start",
+    )
     assert push["path"] == f"/v2/log/repo/blobs/uploads/?digest={sha256(data)}"
     assert (pull["method"], pull["status"], pull["bytes_out"], pull["route"]) == (
-        "GET", 200, len(data), "blob")
+        "GET",
+        200,
+        len(data),
+        "blob",
+    )
     assert pull["user_agent"] == "tester/1.0"
     assert pull["user"] == "-"
     assert pull["client"].startswith("127.0.0.1:")
@@ -381,10 +416,16 @@ async def test_one_access_log_event_per_request(running, access_events):
 async def test_access_log_can_be_disabled_metrics_stay(tmp_path, access_events):
     running = await start_service(tmp_path, BASE + "log:\n  accesslog:\n    disabled: true\n")
     try:
-        before = metrics.sample("registryd_http_requests_total", route="api_base", method="GET", status="200")
+        before = metrics.sample(
+            "registryd_http_requests_total", route="api_base", method="GET", status="200"
+        )
         assert (await get(running.v2("")))[0] == 200
-        assert metrics.sample(
-            "registryd_http_requests_total", route="api_base", method="GET", status="200") == before + 1
+        assert (
+            metrics.sample(
+                "registryd_http_requests_total", route="api_base", method="GET", status="200"
+            )
+            == before + 1
+        )
         assert access_events == []
     finally:
         await running.stop()
@@ -420,7 +461,9 @@ async def test_reload_applies_headers_and_level_and_names_what_needs_a_restart(r
     assert running.service.operations.log_filter.level.name == "error"
     assert running.service.config.log.level == "error"
     # the storage did not move
-    assert running.service.config.storage.parameters["rootdirectory"] == str(tmp_path / "registry-data")
+    assert running.service.config.storage.parameters["rootdirectory"] == str(
+        tmp_path / "registry-data"
+    )
 
 
 @pytest_twisted.ensureDeferred
@@ -442,16 +485,21 @@ async def test_a_client_that_leaves_mid_upload_is_logged_as_aborted(running, acc
     port = int(running.url.rsplit(":", 1)[1])
     before = metrics.sample("registryd_http_requests_aborted_total", route="upload", method="PATCH")
     connection = await endpoints.connectProtocol(
-        endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port), protocol.Protocol())
+        endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port), protocol.Protocol()
+    )
     connection.transport.write(
-        f"PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".encode() + b"x" * 300)
+        f"PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".encode() + b"x" * 300
+    )
     await wait_for(lambda: metrics.sample("registryd_uploads_in_progress") >= 1)
     connection.transport.abortConnection()
     await wait_for(lambda: any(e["method"] == "PATCH" for e in access_events))
     patch = [e for e in access_events if e["method"] == "PATCH"][0]
     assert (patch["status"], patch["aborted"], patch["route"]) == (499, True, "upload")
     assert patch["bytes_in"] == 300
-    assert metrics.sample("registryd_http_requests_aborted_total", route="upload", method="PATCH") == before + 1
+    assert (
+        metrics.sample("registryd_http_requests_aborted_total", route="upload", method="PATCH")
+        == before + 1
+    )
     # the bytes that arrived are kept: the upload resumes at 300
     response = await running.client.get(location)
     assert response.headers.getRawHeaders("range") == ["0-299"]
@@ -465,7 +513,9 @@ async def test_reload_hooks_for_worker_processes(running):
 
     seen = []
     operations = running.service.operations
-    operations.config_filter = lambda config: attr.evolve(config, http=attr.evolve(config.http, debug=None))
+    operations.config_filter = lambda config: attr.evolve(
+        config, http=attr.evolve(config.http, debug=None)
+    )
     operations.on_reload(seen.append)
     with open(running.config_path, "a") as stream:
         stream.write("log:\n  level: warn\n")

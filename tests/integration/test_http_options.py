@@ -47,8 +47,14 @@ async def test_prefix_serves_the_api_below_it_and_nothing_outside(tmp_path):
         await content(response)
         location = response.headers.getRawHeaders("Location")[0]
         assert location.startswith(base + "/v2/pre/app/blobs/uploads/")
-        response = await client.patch(location, data=data, headers={
-            "Content-Type": "application/octet-stream", "Content-Range": f"0-{len(data) - 1}"})
+        response = await client.patch(
+            location,
+            data=data,
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Range": f"0-{len(data) - 1}",
+            },
+        )
         assert response.code == 202, await content(response)
         await content(response)
         location = response.headers.getRawHeaders("Location")[0]
@@ -65,20 +71,31 @@ async def test_prefix_serves_the_api_below_it_and_nothing_outside(tmp_path):
 
         # Pagination links carry the prefix too.
         for tag in ("a", "b"):
-            manifest = json.dumps({
-                "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                           "digest": digest, "size": len(data)},
-                "layers": [], "annotations": {"tag": tag},
-            }).encode()
-            response = await client.put(f"{base}/v2/pre/app/manifests/{tag}", data=manifest, headers={
-                "Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+            manifest = json.dumps(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": {
+                        "mediaType": "application/vnd.oci.image.config.v1+json",
+                        "digest": digest,
+                        "size": len(data),
+                    },
+                    "layers": [],
+                    "annotations": {"tag": tag},
+                }
+            ).encode()
+            response = await client.put(
+                f"{base}/v2/pre/app/manifests/{tag}",
+                data=manifest,
+                headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+            )
             assert response.code == 201, await content(response)
             await content(response)
         response = await client.get(f"{base}/v2/pre/app/tags/list?n=1")
         assert json.loads(await content(response))["tags"] == ["a"]
         assert response.headers.getRawHeaders("Link") == [
-            '</nested/registry/v2/pre/app/tags/list?n=1&last=a>; rel="next"']
+            '</nested/registry/v2/pre/app/tags/list?n=1&last=a>; rel="next"'
+        ]
     finally:
         await running.stop()
 
@@ -87,7 +104,9 @@ async def test_prefix_serves_the_api_below_it_and_nothing_outside(tmp_path):
 async def test_relative_urls_keep_the_prefix(tmp_path):
     running = await start_service(tmp_path, CONFIG, relative="true")
     try:
-        response = await running.client.post(running.url + "/nested/registry/v2/pre/app/blobs/uploads/")
+        response = await running.client.post(
+            running.url + "/nested/registry/v2/pre/app/blobs/uploads/"
+        )
         assert response.code == 202
         await content(response)
         location = response.headers.getRawHeaders("Location")[0]
@@ -118,18 +137,29 @@ async def test_catalog_maxentries_and_tags_maxtags(tmp_path):
         config = b'{"architecture": "amd64", "os": "linux"}'
         digest = "sha256:" + hashlib.sha256(config).hexdigest()
         for name in ("r1", "r2", "r3", "r4"):
-            response = await client.post(f"{base}/v2/{name}/blobs/uploads/?digest={digest}", data=config)
+            response = await client.post(
+                f"{base}/v2/{name}/blobs/uploads/?digest={digest}", data=config
+            )
             assert response.code == 201, await content(response)
             await content(response)
             for tag in ("t1", "t2", "t3"):
-                manifest = json.dumps({
-                    "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                               "digest": digest, "size": len(config)},
-                    "layers": [],
-                }).encode()
-                response = await client.put(f"{base}/v2/{name}/manifests/{tag}", data=manifest, headers={
-                    "Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+                manifest = json.dumps(
+                    {
+                        "schemaVersion": 2,
+                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "config": {
+                            "mediaType": "application/vnd.oci.image.config.v1+json",
+                            "digest": digest,
+                            "size": len(config),
+                        },
+                        "layers": [],
+                    }
+                ).encode()
+                response = await client.put(
+                    f"{base}/v2/{name}/manifests/{tag}",
+                    data=manifest,
+                    headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+                )
                 assert response.code == 201
                 await content(response)
 
@@ -139,13 +169,17 @@ async def test_catalog_maxentries_and_tags_maxtags(tmp_path):
         assert response.headers.getRawHeaders("Link") == ['</v2/_catalog?n=3&last=r3>; rel="next"']
         response = await client.get(base + "/v2/_catalog?n=4")
         assert response.code == 400
-        assert json.loads(await content(response))["errors"][0]["code"] == "PAGINATION_NUMBER_INVALID"
+        assert (
+            json.loads(await content(response))["errors"][0]["code"] == "PAGINATION_NUMBER_INVALID"
+        )
 
         # tags: never more than maxtags per response, with a Link to the rest.
         for query in ("", "?n=10"):
             response = await client.get(f"{base}/v2/r1/tags/list{query}")
             assert json.loads(await content(response))["tags"] == ["t1", "t2"]
-            assert response.headers.getRawHeaders("Link") == ['</v2/r1/tags/list?n=2&last=t2>; rel="next"']
+            assert response.headers.getRawHeaders("Link") == [
+                '</v2/r1/tags/list?n=2&last=t2>; rel="next"'
+            ]
         response = await client.get(f"{base}/v2/r1/tags/list?n=2&last=t2")
         assert json.loads(await content(response))["tags"] == ["t3"]
         assert response.headers.getRawHeaders("Link") is None
@@ -193,7 +227,10 @@ async def test_redirect_middleware_sends_blob_gets_to_a_web_server(tmp_path):
         await content(response)
         hex_digest = digest.split(":", 1)[1]
         location = response.headers.getRawHeaders("Location")[0]
-        assert location == f"{baseurl}docker/registry/v2/blobs/sha256/{hex_digest[:2]}/{hex_digest}/data"
+        assert (
+            location
+            == f"{baseurl}docker/registry/v2/blobs/sha256/{hex_digest[:2]}/{hex_digest}/data"
+        )
         response = await client.get(location)
         assert response.code == 200 and await content(response) == data
         response = await client.head(f"{base}/v2/cdn/app/blobs/{digest}", allow_redirects=False)

@@ -45,8 +45,14 @@ class Manhole:
         from twisted.internet import reactor
 
         endpoint = SSHCommandClientEndpoint.newConnection(
-            reactor, command.encode(), user, "127.0.0.1", self.port,
-            keys=[key] if key else None, password=password, knownHosts=self.known_hosts,
+            reactor,
+            command.encode(),
+            user,
+            "127.0.0.1",
+            self.port,
+            keys=[key] if key else None,
+            password=password,
+            knownHosts=self.known_hosts,
             ui=None,
         )
         proto = await endpoint.connect(protocol.Factory.forProtocol(_Collect))
@@ -63,7 +69,9 @@ async def manhole(server, tmp_path):
     config = Config()
     maintenance = Maintenance(server.registry, config)
     factory = make_factory(
-        "admin", [admin_key.public()], host_key,
+        "admin",
+        [admin_key.public()],
+        host_key,
         lambda: make_namespace(server.registry, maintenance, config),
     )
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
@@ -78,17 +86,26 @@ async def _push_tagged(server, name, tag):
     import json
 
     config = b"{}"
-    response = await server.client.post(server.v2(f"{name}/blobs/uploads/?digest={sha256(config)}"), data=config)
+    response = await server.client.post(
+        server.v2(f"{name}/blobs/uploads/?digest={sha256(config)}"), data=config
+    )
     assert response.code == 201
     await response.content()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": sha256(config), "size": len(config)},
-        "layers": [],
-    }).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": sha256(config),
+                "size": len(config),
+            },
+            "layers": [],
+        }
+    ).encode()
     response = await server.client.put(
-        server.v2(f"{name}/manifests/{tag}"), data=manifest,
+        server.v2(f"{name}/manifests/{tag}"),
+        data=manifest,
         headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
     )
     assert response.code == 201, await response.content()
@@ -153,8 +170,14 @@ async def test_a_command_is_stopped_when_its_client_goes(manhole):
     runner = manhole.factory.portal.realm.runner
     runner.time_limit = 600
     endpoint = SSHCommandClientEndpoint.newConnection(
-        reactor, b"while True: pass", b"admin", "127.0.0.1", manhole.port,
-        keys=[manhole.admin_key], knownHosts=manhole.known_hosts, ui=None,
+        reactor,
+        b"while True: pass",
+        b"admin",
+        "127.0.0.1",
+        manhole.port,
+        keys=[manhole.admin_key],
+        knownHosts=manhole.known_hosts,
+        ui=None,
     )
     proto = await endpoint.connect(protocol.Factory.forProtocol(_Collect))
     deadline = reactor.seconds() + 60

@@ -23,14 +23,20 @@ async def error_codes(response):
 
 
 async def push_blob(server, name, data):
-    response = await server.client.post(server.v2(f"{name}/blobs/uploads/?digest={sha256(data)}"), data=data)
+    response = await server.client.post(
+        server.v2(f"{name}/blobs/uploads/?digest={sha256(data)}"), data=data
+    )
     assert response.code == 201, await response.content()
     await response.content()
     return {"mediaType": "application/octet-stream", "digest": sha256(data), "size": len(data)}
 
 
-async def push_image(server, name, layers=2, config_type="application/vnd.oci.image.config.v1+json"):
-    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers"}}).encode()
+async def push_image(
+    server, name, layers=2, config_type="application/vnd.oci.image.config.v1+json"
+):
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers"}}
+    ).encode()
     config_descriptor = await push_blob(server, name, config)
     config_descriptor["mediaType"] = config_type
     layer_descriptors = []
@@ -64,13 +70,16 @@ async def test_put_get_head_by_tag_and_digest(server):
     assert header(response, "Location").endswith(f"/v2/img/app/manifests/{digest}")
     await response.content()
     for reference in ("v1", digest):
-        response = await server.client.get(server.v2(f"img/app/manifests/{reference}"),
-                                           headers={"Accept": OCI_MANIFEST})
+        response = await server.client.get(
+            server.v2(f"img/app/manifests/{reference}"), headers={"Accept": OCI_MANIFEST}
+        )
         assert response.code == 200
         assert await response.content() == body  # the exact bytes
         assert header(response, "Content-Type") == OCI_MANIFEST
         assert header(response, "Docker-Content-Digest") == digest
-        status, headers, payload = await raw_request(server, "HEAD", f"/v2/img/app/manifests/{reference}")
+        status, headers, payload = await raw_request(
+            server, "HEAD", f"/v2/img/app/manifests/{reference}"
+        )
         assert status == 200 and payload == b""
         assert headers["content-length"] == str(len(body))
         assert headers["docker-content-digest"] == digest
@@ -84,12 +93,24 @@ async def test_put_get_head_by_tag_and_digest(server):
 
 @pytest_twisted.ensureDeferred
 async def test_missing_blobs_are_named(server):
-    body = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": sha256(b"nope"), "size": 4},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(b"also nope"), "size": 9}],
-    }).encode()
+    body = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": sha256(b"nope"),
+                "size": 4,
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": sha256(b"also nope"),
+                    "size": 9,
+                }
+            ],
+        }
+    ).encode()
     response = await put_manifest(server, "img/missing", "v1", body)
     assert response.code == 400
     errors = json.loads(await response.content())["errors"]
@@ -108,9 +129,12 @@ async def test_non_distributable_layer_urls_checked_when_configured(server):
     from registryd.manifests.verify import URLPolicy
 
     image = json.loads(await push_image(server, "img/foreign", layers=1))
-    foreign = {"mediaType": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-               "digest": sha256(b"windows base layer"), "size": 18,
-               "urls": ["https://www.example.com/base.tar.gz"]}
+    foreign = {
+        "mediaType": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        "digest": sha256(b"windows base layer"),
+        "size": 18,
+        "urls": ["https://www.example.com/base.tar.gz"],
+    }
     image["layers"].append(foreign)
     body = json.dumps(image).encode()
     response = await put_manifest(server, "img/foreign", "v1", body)
@@ -147,7 +171,9 @@ async def test_put_by_digest_with_tags(server):
     body = await push_image(server, "img/t")
     digest = sha256(body)
     response = await server.client.put(
-        server.v2(f"img/t/manifests/{digest}?tag=a&tag=b"), data=body, headers={"Content-Type": OCI_MANIFEST}
+        server.v2(f"img/t/manifests/{digest}?tag=a&tag=b"),
+        data=body,
+        headers={"Content-Type": OCI_MANIFEST},
     )
     assert response.code == 201, await response.content()
     assert response.headers.getRawHeaders("OCI-Tag") == ["a, b"]
@@ -157,8 +183,12 @@ async def test_put_by_digest_with_tags(server):
 
 def oci_tags(response):
     """The OCI-Tag list (RFC 9110 section 5: fields joined by commas)."""
-    return [tag.strip() for value in response.headers.getRawHeaders("OCI-Tag") or []
-            for tag in value.split(",") if tag.strip()]
+    return [
+        tag.strip()
+        for value in response.headers.getRawHeaders("OCI-Tag") or []
+        for tag in value.split(",")
+        if tag.strip()
+    ]
 
 
 @pytest_twisted.ensureDeferred
@@ -172,7 +202,8 @@ async def test_oci_tag_names_each_accepted_tag(server):
     for digest in (sha256(body), sha512(body)):
         response = await server.client.put(
             server.v2(f"img/ot/manifests/{digest}?tag=1.2.3&tag=1.2&tag=1&tag=latest&tag=1"),
-            data=body, headers={"Content-Type": OCI_MANIFEST},
+            data=body,
+            headers={"Content-Type": OCI_MANIFEST},
         )
         assert response.code == 201, await response.content()
         await response.content()
@@ -242,7 +273,9 @@ async def test_catalog(server):
         await response.content()
     await push_blob(server, "blobs/only", b"no manifests here")
     response = await server.client.get(server.v2("_catalog"))
-    assert json.loads(await response.content()) == {"repositories": ["a", "b/one", "b/two", "c/d/e"]}
+    assert json.loads(await response.content()) == {
+        "repositories": ["a", "b/one", "b/two", "c/d/e"]
+    }
     response = await server.client.get(server.v2("_catalog?n=2"))
     assert json.loads(await response.content()) == {"repositories": ["a", "b/one"]}
     assert header(response, "Link") == '</v2/_catalog?n=2&last=b%2Fone>; rel="next"'
@@ -286,13 +319,21 @@ async def test_referrers(server):
     await push_blob(server, name, EMPTY_CONFIG)
     artifacts = []
     for artifact_type in ("application/vnd.example.sbom", "application/vnd.example.sig"):
-        artifact = json.dumps({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
-            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(EMPTY_CONFIG), "size": 2},
-            "layers": [],
-            "subject": {"mediaType": OCI_MANIFEST, "digest": subject_digest, "size": len(body)},
-            "annotations": {"org.example": artifact_type},
-        }).encode()
+        artifact = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "artifactType": artifact_type,
+                "config": {
+                    "mediaType": "application/vnd.oci.empty.v1+json",
+                    "digest": sha256(EMPTY_CONFIG),
+                    "size": 2,
+                },
+                "layers": [],
+                "subject": {"mediaType": OCI_MANIFEST, "digest": subject_digest, "size": len(body)},
+                "annotations": {"org.example": artifact_type},
+            }
+        ).encode()
         response = await put_manifest(server, name, sha256(artifact), artifact)
         assert response.code == 201, await response.content()
         assert header(response, "OCI-Subject") == subject_digest
@@ -304,7 +345,10 @@ async def test_referrers(server):
     index = json.loads(await response.content())
     assert index["mediaType"] == OCI_INDEX
     assert sorted(d["digest"] for d in index["manifests"]) == sorted(sha256(a) for a in artifacts)
-    assert {d["artifactType"] for d in index["manifests"]} == {"application/vnd.example.sbom", "application/vnd.example.sig"}
+    assert {d["artifactType"] for d in index["manifests"]} == {
+        "application/vnd.example.sbom",
+        "application/vnd.example.sig",
+    }
     response = await server.client.get(
         server.v2(f"{name}/referrers/{subject_digest}?artifactType=application/vnd.example.sig")
     )
@@ -330,11 +374,20 @@ async def test_referrers(server):
 @pytest_twisted.ensureDeferred
 async def test_oci_index_requires_children(server):
     child = await push_image(server, "img/idx")
-    index = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_INDEX,
-        "manifests": [{"mediaType": OCI_MANIFEST, "digest": sha256(child), "size": len(child),
-                       "platform": {"architecture": "amd64", "os": "linux"}}],
-    }).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": sha256(child),
+                    "size": len(child),
+                    "platform": {"architecture": "amd64", "os": "linux"},
+                }
+            ],
+        }
+    ).encode()
     response = await put_manifest(server, "img/idx", "multi", index, OCI_INDEX)
     assert response.code == 400
     assert await error_codes(response) == ["MANIFEST_BLOB_UNKNOWN"]
@@ -355,21 +408,39 @@ async def test_sparse_index_accepted_when_configured(tmp_path):
 
     registry, port = await start_registry(tmp_path / "sparse", accept_sparse=True)
     client, pool = make_client(reactor)
-    server = RunningRegistry(f"http://127.0.0.1:{port.getHost().port}", registry, tmp_path / "sparse", port, client)
+    server = RunningRegistry(
+        f"http://127.0.0.1:{port.getHost().port}", registry, tmp_path / "sparse", port, client
+    )
     try:
-        index = json.dumps({
-            "schemaVersion": 2, "mediaType": OCI_INDEX,
-            "manifests": [{"mediaType": OCI_MANIFEST, "digest": sha256(b"arm64 only elsewhere"), "size": 20,
-                           "platform": {"architecture": "arm64", "os": "linux"}}],
-        }).encode()
+        index = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": [
+                    {
+                        "mediaType": OCI_MANIFEST,
+                        "digest": sha256(b"arm64 only elsewhere"),
+                        "size": 20,
+                        "platform": {"architecture": "arm64", "os": "linux"},
+                    }
+                ],
+            }
+        ).encode()
         response = await put_manifest(server, "mirror/img", "v1", index, OCI_INDEX)
         assert response.code == 201, await response.content()
         # blobs are still required of image manifests
-        body = json.dumps({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(b"c"), "size": 1},
-            "layers": [],
-        }).encode()
+        body = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": sha256(b"c"),
+                    "size": 1,
+                },
+                "layers": [],
+            }
+        ).encode()
         response = await put_manifest(server, "mirror/img", "v2", body)
         assert response.code == 400
         await response.content()
@@ -390,21 +461,38 @@ async def test_sparse_images_accepted_when_configured(tmp_path):
     from tests.support import RunningRegistry, make_client, start_registry
 
     missing = [sha256(b"config elsewhere"), sha256(b"layer elsewhere")]
-    body = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": missing[0], "size": 16},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": missing[1], "size": 15}],
-    }).encode()
-    index = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_INDEX,
-        "manifests": [{"mediaType": OCI_MANIFEST, "digest": sha256(b"not pushed"), "size": 10}],
-    }).encode()
+    body = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": missing[0],
+                "size": 16,
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": missing[1],
+                    "size": 15,
+                }
+            ],
+        }
+    ).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [{"mediaType": OCI_MANIFEST, "digest": sha256(b"not pushed"), "size": 10}],
+        }
+    ).encode()
     for sparse in (True, False):
         root = tmp_path / f"sparse-{sparse}"
         registry, port = await start_registry(root, accept_sparse_images=sparse)
         client, pool = make_client(reactor)
-        server = RunningRegistry(f"http://127.0.0.1:{port.getHost().port}", registry, root, port, client)
+        server = RunningRegistry(
+            f"http://127.0.0.1:{port.getHost().port}", registry, root, port, client
+        )
         try:
             response = await put_manifest(server, "mirror/img", "arm64", body)
             if not sparse:
@@ -416,8 +504,9 @@ async def test_sparse_images_accepted_when_configured(tmp_path):
             assert response.code == 201, await response.content()
             await response.content()
             for reference in ("arm64", sha256(body)):
-                response = await server.client.get(server.v2(f"mirror/img/manifests/{reference}"),
-                                                   headers={"Accept": OCI_MANIFEST})
+                response = await server.client.get(
+                    server.v2(f"mirror/img/manifests/{reference}"), headers={"Accept": OCI_MANIFEST}
+                )
                 assert response.code == 200 and await response.content() == body
             for digest in missing:
                 response = await server.client.get(server.v2(f"mirror/img/blobs/{digest}"))
@@ -440,7 +529,10 @@ async def test_signed_schema1_round_trip(server):
     name = "legacy/app"
     layer = await push_blob(server, name, os.urandom(1000))
     manifest = {
-        "schemaVersion": 1, "name": name, "tag": "v1", "architecture": "amd64",
+        "schemaVersion": 1,
+        "name": name,
+        "tag": "v1",
+        "architecture": "amd64",
         "fsLayers": [{"blobSum": layer["digest"]}],
         "history": [{"v1Compatibility": json.dumps({"id": "a" * 64})}],
     }
@@ -460,7 +552,9 @@ async def test_signed_schema1_round_trip(server):
     assert response.code == 400
     assert await error_codes(response) in (["MANIFEST_UNVERIFIED"], ["MANIFEST_INVALID"])
     unsigned = json.dumps(manifest).encode()
-    response = await put_manifest(server, name, "v3", unsigned, "application/vnd.docker.distribution.manifest.v1+json")
+    response = await put_manifest(
+        server, name, "v3", unsigned, "application/vnd.docker.distribution.manifest.v1+json"
+    )
     assert response.code == 400
     assert await error_codes(response) == ["MANIFEST_UNVERIFIED"]
     response = await server.client.get(server.v2(f"{name}/tags/list"))
@@ -481,11 +575,15 @@ async def test_a_tag_moved_by_another_node_is_never_served_stale(server):
     second = await push_image(server, "moved/app")
     for body in (first, second):
         assert (await put_manifest(server, "moved/app", sha256(body), body)).code == 201
-    link = server.root / "docker/registry/v2/repositories/moved/app/_manifests/tags/latest/current/link"
+    link = (
+        server.root
+        / "docker/registry/v2/repositories/moved/app/_manifests/tags/latest/current/link"
+    )
 
     async def served():
         response = await server.client.get(
-            server.v2("moved/app/manifests/latest"), headers={"Accept": OCI_MANIFEST})
+            server.v2("moved/app/manifests/latest"), headers={"Accept": OCI_MANIFEST}
+        )
         await response.content()
         return response.code, header(response, "Docker-Content-Digest")
 

@@ -46,7 +46,10 @@ async def start(tmp_path, receiver, name="listener", timeout="2s", extra="", **v
 
 
 def actions(events):
-    return [(event["action"], event["target"].get("mediaType"), event["target"].get("tag")) for event in events]
+    return [
+        (event["action"], event["target"].get("mediaType"), event["target"].get("tag"))
+        for event in events
+    ]
 
 
 @pytest_twisted.async_yield_fixture
@@ -68,7 +71,8 @@ async def test_push_pull_mount_delete_events(tmp_path, receiver):
         layer = json.loads(body)["layers"][0]["digest"]
         response = await running.client.get(
             running.v2("team/app/manifests/v1"),
-            headers={"User-Agent": "puller/2", "X-Forwarded-For": "203.0.113.7, 10.0.0.1"})
+            headers={"User-Agent": "puller/2", "X-Forwarded-For": "203.0.113.7, 10.0.0.1"},
+        )
         assert response.code == 200
         await response.content()
         response = await running.client.head(running.v2("team/app/manifests/v1"))  # no event
@@ -76,7 +80,8 @@ async def test_push_pull_mount_delete_events(tmp_path, receiver):
         response = await running.client.get(running.v2(f"team/app/blobs/{layer}"))
         await response.content()
         response = await running.client.post(
-            running.v2(f"team/copy/blobs/uploads/?mount={layer}&from=team/app"))
+            running.v2(f"team/copy/blobs/uploads/?mount={layer}&from=team/app")
+        )
         assert response.code == 201
         await response.content()
         response = await running.client.delete(running.v2(f"team/copy/blobs/{layer}"))
@@ -132,24 +137,34 @@ async def test_push_pull_mount_delete_events(tmp_path, receiver):
 
 @pytest_twisted.ensureDeferred
 async def test_ignore_rules_filter_per_endpoint(tmp_path, receiver):
-    running = await start(tmp_path, receiver, extra="""\
+    running = await start(
+        tmp_path,
+        receiver,
+        extra="""\
       ignoredmediatypes: [application/octet-stream]
       ignore:
         actions: [pull]
-""")
+""",
+    )
     try:
-        before = metrics.sample("registryd_notification_events_total", endpoint="listener", outcome="ignored")
+        before = metrics.sample(
+            "registryd_notification_events_total", endpoint="listener", outcome="ignored"
+        )
         body = await push_image(running, "filter/app", layers=1)
         response = await put_manifest(running, "filter/app", "latest", body)
         await response.content()
         response = await running.client.get(running.v2("filter/app/manifests/latest"))
         await response.content()
         await wait_for(lambda: len(receiver.events) == 1)
-        after = metrics.sample("registryd_notification_events_total", endpoint="listener", outcome="ignored")
+        after = metrics.sample(
+            "registryd_notification_events_total", endpoint="listener", outcome="ignored"
+        )
         assert after - before == 3  # two blob pushes and the pull
     finally:
         await running.stop()
-    assert actions(receiver.events) == [("push", "application/vnd.oci.image.manifest.v1+json", "latest")]
+    assert actions(receiver.events) == [
+        ("push", "application/vnd.oci.image.manifest.v1+json", "latest")
+    ]
 
 
 @pytest_twisted.ensureDeferred
@@ -166,7 +181,10 @@ async def test_events_wait_while_the_receiver_is_down_then_arrive(tmp_path, rece
         assert metrics.sample("registryd_notification_pending", endpoint="listener") == 2
         receiver.start()
         await wait_for(lambda: len(receiver.events) == 2)
-        assert [e["target"]["digest"] for e in receiver.events] == [sha256(b"first"), sha256(b"second")]
+        assert [e["target"]["digest"] for e in receiver.events] == [
+            sha256(b"first"),
+            sha256(b"second"),
+        ]
         await wait_for(lambda: not endpoint.pending)
         assert endpoint.failures.recent == 0
     finally:
@@ -178,11 +196,17 @@ async def test_error_answers_are_retried_until_accepted(tmp_path, receiver):
     receiver.statuses = [500, 503, 404]
     running = await start(tmp_path, receiver)
     try:
-        before = metrics.sample("registryd_notification_deliveries_total", endpoint="listener", result="500")
+        before = metrics.sample(
+            "registryd_notification_deliveries_total", endpoint="listener", result="500"
+        )
         await push_blob(running, "retry/app", b"data")
         await wait_for(lambda: len(receiver.events) == 1)
-        assert metrics.sample(
-            "registryd_notification_deliveries_total", endpoint="listener", result="500") == before + 1
+        assert (
+            metrics.sample(
+                "registryd_notification_deliveries_total", endpoint="listener", result="500"
+            )
+            == before + 1
+        )
     finally:
         await running.stop()
     assert receiver.statuses == []
@@ -247,14 +271,23 @@ async def test_queue_limit_drops_new_events(tmp_path, receiver):
     running = await start(tmp_path, receiver, extra="", journal=str(tmp_path / "j"))
     running.service.operations.notifications.endpoints["listener"].max_events = 2
     try:
-        before = metrics.sample("registryd_notification_events_total", endpoint="listener", outcome="dropped")
+        before = metrics.sample(
+            "registryd_notification_events_total", endpoint="listener", outcome="dropped"
+        )
         for n in range(4):
             await push_blob(running, "limit/app", b"blob %d" % n)
-        assert metrics.sample(
-            "registryd_notification_events_total", endpoint="listener", outcome="dropped") == before + 2
+        assert (
+            metrics.sample(
+                "registryd_notification_events_total", endpoint="listener", outcome="dropped"
+            )
+            == before + 2
+        )
         receiver.start()
         await wait_for(lambda: len(receiver.events) == 2)
-        assert [e["target"]["digest"] for e in receiver.events] == [sha256(b"blob 0"), sha256(b"blob 1")]
+        assert [e["target"]["digest"] for e in receiver.events] == [
+            sha256(b"blob 0"),
+            sha256(b"blob 1"),
+        ]
     finally:
         await running.stop()
 
@@ -268,7 +301,9 @@ async def test_reload_adds_changes_and_removes_endpoints(tmp_path, receiver):
         await wait_for(lambda: len(receiver.events) == 1)
         # point the endpoint elsewhere, and add a second one that ignores pushes
         text = open(running.config_path).read().replace(receiver.url, other.url)
-        text += f"    - name: second\n      url: {receiver.url}\n      ignore: {{actions: [push]}}\n"
+        text += (
+            f"    - name: second\n      url: {receiver.url}\n      ignore: {{actions: [push]}}\n"
+        )
         open(running.config_path, "w").write(text)
         assert await running.service.operations.reload() == []
         await push_blob(running, "reload/app", b"two")
@@ -292,19 +327,24 @@ async def test_reload_adds_changes_and_removes_endpoints(tmp_path, receiver):
 
 @pytest_twisted.ensureDeferred
 async def test_reload_can_start_notifications(tmp_path, receiver):
-    running = await start_service(tmp_path, """\
+    running = await start_service(
+        tmp_path,
+        """\
 version: 0.1
 storage:
   filesystem:
     rootdirectory: {root}
 http:
   addr: 127.0.0.1:{port}
-""")
+""",
+    )
     try:
         assert running.service.app.events.enabled is False
         with open(running.config_path, "a") as stream:
-            stream.write(f"notifications:\n  journal: {{directory: {tmp_path / 'j'}}}\n"
-                         f"  endpoints:\n  - {{name: late, url: '{receiver.url}'}}\n")
+            stream.write(
+                f"notifications:\n  journal: {{directory: {tmp_path / 'j'}}}\n"
+                f"  endpoints:\n  - {{name: late, url: '{receiver.url}'}}\n"
+            )
         assert await running.service.operations.reload() == []
         await push_blob(running, "late/app", b"x")
         await wait_for(lambda: len(receiver.events) == 1)
@@ -327,9 +367,13 @@ async def test_a_pull_cut_short_by_the_client_is_no_pull(tmp_path, receiver):
 
         def read_a_little_and_leave():
             with socket.create_connection(("127.0.0.1", port)) as sock:
-                sock.sendall(f"GET /v2/cut/app/blobs/{sha256(data)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                sock.sendall(
+                    f"GET /v2/cut/app/blobs/{sha256(data)} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+                )
                 sock.recv(65536)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                sock.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )
 
         await deferToThread(read_a_little_and_leave)
         response = await running.client.get(running.v2(f"cut/app/blobs/{sha256(data)}"))

@@ -29,7 +29,9 @@ def header(response, name):
 
 
 async def upload(server, name, data):
-    response = await server.client.post(server.v2(f"{name}/blobs/uploads/?digest={sha256(data)}"), data=data)
+    response = await server.client.post(
+        server.v2(f"{name}/blobs/uploads/?digest={sha256(data)}"), data=data
+    )
     assert response.code == 201, await response.content()
     await response.content()
 
@@ -47,13 +49,25 @@ def make_image(layers=2):
         data = os.urandom(20_000)
         blobs[sha256(data)] = data
     digests = list(blobs)
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": digests[0], "size": len(blobs[digests[0]])},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": d, "size": len(blobs[d])} for d in digests[1:]],
-    }).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": digests[0],
+                "size": len(blobs[digests[0]]),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": d,
+                    "size": len(blobs[d]),
+                }
+                for d in digests[1:]
+            ],
+        }
+    ).encode()
     return manifest, blobs
 
 
@@ -68,7 +82,10 @@ async def push(server, name, tag, image, stats):
             await upload(server, name, data)
     for _ in range(5):
         response = await server.client.put(
-            server.v2(f"{name}/manifests/{tag}"), data=manifest, headers={"Content-Type": OCI_MANIFEST})
+            server.v2(f"{name}/manifests/{tag}"),
+            data=manifest,
+            headers={"Content-Type": OCI_MANIFEST},
+        )
         body = await response.content()
         if response.code == 201:
             return
@@ -123,7 +140,9 @@ async def test_concurrent_pushes_never_lose_referenced_blobs(server):
             reports.append(await maintenance.gc(dry_run=False))
 
     collecting = defer.ensureDeferred(collector())
-    await defer.gatherResults([defer.ensureDeferred(pusher(n)) for n in range(4)], consumeErrors=True)
+    await defer.gatherResults(
+        [defer.ensureDeferred(pusher(n)) for n in range(4)], consumeErrors=True
+    )
     pushing = False
     await collecting
     reports.append(await maintenance.gc(dry_run=False))

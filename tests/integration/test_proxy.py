@@ -43,13 +43,24 @@ proxy:
 
 def image_manifest(config, layer):
     """The bytes of a one-layer OCI image manifest."""
-    return json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": sha256(config), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": sha256(layer), "size": len(layer)}],
-    }).encode()
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": sha256(config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": sha256(layer),
+                    "size": len(layer),
+                }
+            ],
+        }
+    ).encode()
 
 
 async def push_image(upstream, name, tag, headers=None, layer=None):
@@ -61,8 +72,13 @@ async def push_image(upstream, name, tag, headers=None, layer=None):
     for data in (config, layer):
         blobs[await push_blob(upstream, name, data, headers)] = data
     manifest = image_manifest(config, layer)
-    response = await request(upstream, "PUT", f"{name}/manifests/{tag}",
-                             {**headers, "Content-Type": OCI_MANIFEST}, manifest)
+    response = await request(
+        upstream,
+        "PUT",
+        f"{name}/manifests/{tag}",
+        {**headers, "Content-Type": OCI_MANIFEST},
+        manifest,
+    )
     assert response.code == 201, await response.content()
     await response.content()
     return manifest, sha256(manifest), blobs
@@ -124,8 +140,9 @@ async def pair(tmp_path):
 
 async def pull(proxy, name, reference, blobs):
     """Pull an image through the proxy, checking every byte; returns the manifest."""
-    status, headers, body = await get(proxy, f"{name}/manifests/{reference}",
-                                      headers={"Accept": OCI_MANIFEST})
+    status, headers, body = await get(
+        proxy, f"{name}/manifests/{reference}", headers={"Accept": OCI_MANIFEST}
+    )
     assert status == 200, body
     assert header(headers, "Docker-Content-Digest") == sha256(body)
     assert header(headers, "Content-Type") == OCI_MANIFEST
@@ -141,8 +158,13 @@ async def test_pull_through_caches_and_serves_when_upstream_is_gone(pair, tmp_pa
     from registryd.ops import metrics
 
     def counts():
-        return {(kind, result): metrics.sample("registryd_proxy_requests_total", type=kind, result=result)
-                for kind in ("blob", "manifest") for result in ("hit", "miss", "stale")}
+        return {
+            (kind, result): metrics.sample(
+                "registryd_proxy_requests_total", type=kind, result=result
+            )
+            for kind in ("blob", "manifest")
+            for result in ("hit", "miss", "stale")
+        }
 
     def pulled(kind):
         return metrics.sample("registryd_proxy_pulled_bytes_total", type=kind)
@@ -256,14 +278,16 @@ async def test_an_uncached_blob_answers_head_and_ranges_as_upstream_has_it(pair,
     assert header(headers, "Docker-Content-Digest") == digest
     root = proxy_root(tmp_path)
     assert not blob_file(root, digest).exists()
-    status, headers, body = await get(proxy, f"team/app/blobs/{digest}",
-                                      headers={"Range": "bytes=10-19"})
+    status, headers, body = await get(
+        proxy, f"team/app/blobs/{digest}", headers={"Range": "bytes=10-19"}
+    )
     assert status == 200 and body == layer
     assert header(headers, "Accept-Ranges") is None
     await wait_for(lambda: blob_file(root, digest).exists())
     # cached now: ranges as for any stored blob
-    status, headers, body = await get(proxy, f"team/app/blobs/{digest}",
-                                      headers={"Range": "bytes=10-19"})
+    status, headers, body = await get(
+        proxy, f"team/app/blobs/{digest}", headers={"Range": "bytes=10-19"}
+    )
     assert status == 206 and body == layer[10:20]
 
 
@@ -294,15 +318,20 @@ async def test_pushes_uploads_and_deletes_are_refused(pair, tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_upstream_with_basic_auth(tmp_path):
     (tmp_path / "htpasswd").write_text(HTPASSWD)
-    upstream = await serve(tmp_path / "upstream", auth={
-        "htpasswd": {"realm": "upstream", "path": str(tmp_path / "htpasswd")}, "access": ACCESS})
+    upstream = await serve(
+        tmp_path / "upstream",
+        auth={
+            "htpasswd": {"realm": "upstream", "path": str(tmp_path / "htpasswd")},
+            "access": ACCESS,
+        },
+    )
     _, _, private = await push_image(upstream, "team/app", "v1", basic(*ALICE))
     public, _, public_blobs = await push_image(upstream, "public/tools", "v1", basic(*ALICE))
-    with_credentials = await start_proxy(tmp_path / "a", upstream.url,
-                                         "  username: alice\n  password: wonderland\n")
+    with_credentials = await start_proxy(
+        tmp_path / "a", upstream.url, "  username: alice\n  password: wonderland\n"
+    )
     anonymous = await start_proxy(tmp_path / "b", upstream.url)
-    wrong = await start_proxy(tmp_path / "c", upstream.url,
-                              "  username: alice\n  password: nope\n")
+    wrong = await start_proxy(tmp_path / "c", upstream.url, "  username: alice\n  password: nope\n")
     try:
         await pull(with_credentials, "team/app", "v1", private)
         assert await pull(anonymous, "public/tools", "v1", public_blobs) == public
@@ -324,21 +353,30 @@ async def test_upstream_with_token_auth(tmp_path):
     (tmp_path / "htpasswd").write_text(HTPASSWD)
     (tmp_path / "upstream").mkdir()
     key_path = certs.write(tmp_path / "upstream", "token.key", certs.key_pem(certs.new_key()))
-    upstream = await serve(tmp_path / "upstream", auth={
-        "htpasswd": {"realm": "upstream", "path": str(tmp_path / "htpasswd")},
-        "token": {"service": "registry.test", "issuer": "registryd-test"},
-        "tokenserver": {"key": key_path},
-        "access": ACCESS,
-    })
-    response = await request(upstream, "GET", f"{upstream.url}/auth/token?service=registry.test"
-                             "&scope=repository:team/app:pull,push&scope=repository:public/tools:"
-                             "pull,push", basic(*ALICE))
+    upstream = await serve(
+        tmp_path / "upstream",
+        auth={
+            "htpasswd": {"realm": "upstream", "path": str(tmp_path / "htpasswd")},
+            "token": {"service": "registry.test", "issuer": "registryd-test"},
+            "tokenserver": {"key": key_path},
+            "access": ACCESS,
+        },
+    )
+    response = await request(
+        upstream,
+        "GET",
+        f"{upstream.url}/auth/token?service=registry.test"
+        "&scope=repository:team/app:pull,push&scope=repository:public/tools:"
+        "pull,push",
+        basic(*ALICE),
+    )
     token = json.loads(await response.content())["token"]
     bearer = {"Authorization": f"Bearer {token}"}
     _, _, private = await push_image(upstream, "team/app", "v1", bearer)
     public, _, public_blobs = await push_image(upstream, "public/tools", "v1", bearer)
-    with_credentials = await start_proxy(tmp_path / "a", upstream.url,
-                                         "  username: alice\n  password: wonderland\n")
+    with_credentials = await start_proxy(
+        tmp_path / "a", upstream.url, "  username: alice\n  password: wonderland\n"
+    )
     anonymous = await start_proxy(tmp_path / "b", upstream.url)
     try:
         await pull(with_credentials, "team/app", "v1", private)
@@ -422,9 +460,9 @@ async def test_concurrent_fetches_of_one_blob(pair, tmp_path):
     upstream, proxy = pair
     layer = os.urandom(3 * 1024 * 1024 + 17)
     await push_image(upstream, "team/app", "v1", layer=layer)
-    results = await defer.gatherResults([
-        defer.ensureDeferred(get(proxy, f"team/app/blobs/{sha256(layer)}")) for _ in range(4)
-    ])
+    results = await defer.gatherResults(
+        [defer.ensureDeferred(get(proxy, f"team/app/blobs/{sha256(layer)}")) for _ in range(4)]
+    )
     assert [(status, body == layer) for status, _, body in results] == [(200, True)] * 4
     root = proxy_root(tmp_path)
     assert blob_file(root, sha256(layer)).read_bytes() == layer
@@ -530,7 +568,10 @@ async def test_an_upstream_that_stalls_mid_blob_is_given_up(tmp_path):
             body = None
         assert body is None or len(body) < len(data)
         # what was relayed is what upstream sent before it stalled
-        assert metrics.sample("registryd_proxy_pulled_bytes_total", type="blob") - pulled == len(data) // 2
+        assert (
+            metrics.sample("registryd_proxy_pulled_bytes_total", type="blob") - pulled
+            == len(data) // 2
+        )
         root = proxy_root(tmp_path)
         assert not blob_file(root, digest).exists()
         await wait_for(lambda: uploads_left(root, "team/app") == [])

@@ -28,7 +28,9 @@ async def refused(response):
 
 
 async def push_blob(server, name, data):
-    response = await server.client.post(server.v2(f"{name}/blobs/uploads/?digest={sha256(data)}"), data=data)
+    response = await server.client.post(
+        server.v2(f"{name}/blobs/uploads/?digest={sha256(data)}"), data=data
+    )
     assert response.code == 201, await response.content()
     await response.content()
     return sha256(data)
@@ -38,14 +40,21 @@ async def push_blob(server, name, data):
 async def test_writes_are_refused_reads_served(server):
     config = b"{}"
     config_digest = await push_blob(server, "app", config)
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": config_digest, "size": len(config)},
-        "layers": [],
-    }).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": len(config),
+            },
+            "layers": [],
+        }
+    ).encode()
     response = await server.client.put(
-        server.v2("app/manifests/v1"), data=manifest, headers={"Content-Type": OCI_MANIFEST})
+        server.v2("app/manifests/v1"), data=manifest, headers={"Content-Type": OCI_MANIFEST}
+    )
     assert response.code == 201
     await response.content()
     response = await server.client.post(server.v2("app/blobs/uploads/"))
@@ -56,17 +65,26 @@ async def test_writes_are_refused_reads_served(server):
     big = os.urandom(3 * 1024 * 1024)
     client = server.client
     assert await refused(await client.post(server.v2("app/blobs/uploads/")))
-    assert await refused(await client.post(server.v2(f"app/blobs/uploads/?digest={sha256(big)}"), data=big))
-    assert await refused(await client.post(server.v2(f"new/blobs/uploads/?mount={config_digest}&from=app")))
+    assert await refused(
+        await client.post(server.v2(f"app/blobs/uploads/?digest={sha256(big)}"), data=big)
+    )
+    assert await refused(
+        await client.post(server.v2(f"new/blobs/uploads/?mount={config_digest}&from=app"))
+    )
     assert await refused(await client.patch(upload, data=big))
     assert await refused(await client.put(f"{upload}?digest={sha256(b'')}"))
     assert await refused(await client.delete(upload))
-    assert await refused(await client.put(
-        server.v2("app/manifests/v2"), data=manifest, headers={"Content-Type": OCI_MANIFEST}))
+    assert await refused(
+        await client.put(
+            server.v2("app/manifests/v2"), data=manifest, headers={"Content-Type": OCI_MANIFEST}
+        )
+    )
     assert await refused(await client.delete(server.v2(f"app/manifests/{sha256(manifest)}")))
     assert await refused(await client.delete(server.v2(f"app/blobs/{config_digest}")))
     # The connection stays usable after a refused streamed body.
-    status, headers, _ = await raw_request(server, "POST", "/v2/app/blobs/uploads/", body=b"x" * 1000)
+    status, headers, _ = await raw_request(
+        server, "POST", "/v2/app/blobs/uploads/", body=b"x" * 1000
+    )
     assert status == 405 and headers["allow"] == "GET, HEAD"
     # Nothing was written: no new repository, no new upload, tag unchanged.
     assert sorted(os.listdir(server.root / "docker/registry/v2/repositories")) == ["app"]
@@ -98,10 +116,12 @@ def test_the_configuration_switches_it_on():
     from registryd.runtime.service import RegistryService
     from registryd.runtime.startup import from_config
 
-    config = parse_config(yaml.safe_load(
-        "version: 0.1\nstorage:\n  inmemory:\n  maintenance:\n    readonly: {enabled: true}\n"
-        "http: {addr: '127.0.0.1:0'}\n"
-    ))
+    config = parse_config(
+        yaml.safe_load(
+            "version: 0.1\nstorage:\n  inmemory:\n  maintenance:\n    readonly: {enabled: true}\n"
+            "http: {addr: '127.0.0.1:0'}\n"
+        )
+    )
     service = RegistryService(compose(from_config(config)))
     assert service.registry.read_only is True
     assert service.getServiceNamed("upload purging").interval == 86400.0

@@ -27,7 +27,8 @@ MIB = 1024 * 1024
 async def push(server, name, data):
     digest = sha256(data)
     response = await server.client.post(
-        server.v2(f"{name}/blobs/uploads/?digest={digest}"), data=data,
+        server.v2(f"{name}/blobs/uploads/?digest={digest}"),
+        data=data,
         headers={"Content-Type": "application/octet-stream"},
     )
     await response.content()
@@ -79,7 +80,7 @@ class RawClient:
                 if delay:
                     time.sleep(delay)
                 self._fill(limit)
-            piece, self.buffer = self.buffer[: length - received], self.buffer[length - received:]
+            piece, self.buffer = self.buffer[: length - received], self.buffer[length - received :]
             hasher.update(piece)
             received += len(piece)
         return int(lines[0].split()[1]), headers, "sha256:" + hasher.hexdigest()
@@ -203,7 +204,9 @@ async def test_client_leaving_mid_body_leaks_nothing(server, sendfile_calls):
         client.send(_request(port, f"/v2/sf/gone/blobs/{digest}"))
         while len(client.buffer) < MIB:
             client._fill()
-        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        client.sock.setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+        )
         client.close()  # a reset, mid-body
 
     for _ in range(3):

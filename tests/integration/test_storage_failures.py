@@ -124,7 +124,9 @@ async def test_full_disk_is_a_named_503_nothing_half_written_and_the_push_resume
 
     # A monolithic push fails the same way and leaves no upload behind.
     other = os.urandom(2 * MiB)
-    status, headers, body = await call(disk, "POST", f"app/blobs/uploads/?digest={sha256(other)}", other)
+    status, headers, body = await call(
+        disk, "POST", f"app/blobs/uploads/?digest={sha256(other)}", other
+    )
     assert_unavailable(status, headers, body, "storage full: no space left on device (ENOSPC)")
     assert [path for path in files_under(disk.root) if path.endswith("/data")] == [stored]
 
@@ -136,7 +138,10 @@ async def test_full_disk_is_a_named_503_nothing_half_written_and_the_push_resume
     os.unlink(filler)  # the operator frees space: service resumes, no restart
     assert await health(disk) == (200, {})
     status, headers, body = await call(
-        disk, "PATCH", upload, blob[len(kept):],
+        disk,
+        "PATCH",
+        upload,
+        blob[len(kept) :],
         {"Content-Range": f"{len(kept)}-{len(blob) - 1}"},
     )
     assert status == 202, body
@@ -151,12 +156,16 @@ async def test_full_disk_is_a_named_503_nothing_half_written_and_the_push_resume
 @pytest_twisted.ensureDeferred
 async def test_read_only_root_refuses_pushes_by_name_serves_pulls_and_recovers(disk):
     pulled = os.urandom(5000)
-    status, _, body = await call(disk, "POST", f"app/blobs/uploads/?digest={sha256(pulled)}", pulled)
+    status, _, body = await call(
+        disk, "POST", f"app/blobs/uploads/?digest={sha256(pulled)}", pulled
+    )
     assert status == 201, body
 
     disk.tmpfs.remount(read_only=True)
     pushed = os.urandom(5000)
-    status, headers, body = await call(disk, "POST", f"app/blobs/uploads/?digest={sha256(pushed)}", pushed)
+    status, headers, body = await call(
+        disk, "POST", f"app/blobs/uploads/?digest={sha256(pushed)}", pushed
+    )
     assert_unavailable(status, headers, body, "storage is read-only (EROFS) writing /")
     status, headers, body = await call(disk, "POST", "app/blobs/uploads/")
     assert_unavailable(status, headers, body, "storage is read-only (EROFS)")
@@ -168,7 +177,9 @@ async def test_read_only_root_refuses_pushes_by_name_serves_pulls_and_recovers(d
 
     disk.tmpfs.remount(read_only=False)
     assert await health(disk) == (200, {})
-    status, _, body = await call(disk, "POST", f"app/blobs/uploads/?digest={sha256(pushed)}", pushed)
+    status, _, body = await call(
+        disk, "POST", f"app/blobs/uploads/?digest={sha256(pushed)}", pushed
+    )
     assert status == 201, body
 
 
@@ -190,7 +201,9 @@ def test_unwritable_root_is_a_named_503_until_permissions_are_fixed(tmp_path):
 
     def request(method, url, data=None):
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, data, method=method), timeout=30) as answer:
+            with urllib.request.urlopen(
+                urllib.request.Request(url, data, method=method), timeout=30
+            ) as answer:
                 return answer.status, answer.headers, answer.read()
         except urllib.error.HTTPError as error:
             return error.code, error.headers, error.read()
@@ -212,7 +225,9 @@ def test_unwritable_root_is_a_named_503_until_permissions_are_fixed(tmp_path):
             assert status == 503, body
             [error] = json.loads(body)["errors"]
             assert error["code"] == "UNAVAILABLE"
-            assert error["message"].startswith("storage permission denied (EACCES) writing /"), error
+            assert error["message"].startswith("storage permission denied (EACCES) writing /"), (
+                error
+            )
             assert headers["Retry-After"] == "10"
             status, _, body = request("GET", f"{debug}/health")
             assert status == 503

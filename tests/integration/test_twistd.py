@@ -69,8 +69,12 @@ def run_to_exit(tmp_path, *arguments, timeout=60, prefix=(), env=None, command=N
 def run_to_exit_apart(tmp_path, *arguments, timeout=60):
     """Run twistd registryd until it exits; return (status, stdout, stderr)."""
     result = subprocess.run(
-        twistd_command(*arguments), cwd=tmp_path, env=environment(), capture_output=True,
-        text=True, timeout=timeout,
+        twistd_command(*arguments),
+        cwd=tmp_path,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     return result.returncode, result.stdout, result.stderr
 
@@ -129,12 +133,17 @@ def test_bad_value_fails_naming_its_key(tmp_path):
 def test_every_bad_value_of_the_file_is_named_at_once(tmp_path):
     """One run shows all of a file's mistakes, one line each, in document order."""
     config = write_config(
-        tmp_path, "version: 0.1\nlog: {level: loud}\nstorage:\n  inmemory:\n  delete: {enabled: 1}\n"
+        tmp_path,
+        "version: 0.1\nlog: {level: loud}\nstorage:\n  inmemory:\n  delete: {enabled: 1}\n",
     )
     status, output = run_to_exit(tmp_path, "--config", config)
-    assert_clean_failure(status, output, f"configuration {config}: storage.delete.enabled: expected true")
+    assert_clean_failure(
+        status, output, f"configuration {config}: storage.delete.enabled: expected true"
+    )
     previous = output.strip().splitlines()[-2]
-    assert previous.endswith(f": configuration {config}: log.level: expected one of error, warn, info, debug, got 'loud'")
+    assert previous.endswith(
+        f": configuration {config}: log.level: expected one of error, warn, info, debug, got 'loud'"
+    )
 
 
 def test_bad_driver_parameter_fails_naming_its_key(tmp_path):
@@ -179,9 +188,12 @@ def test_unbindable_port_fails_start_up_in_one_line(tmp_path, workers):
         taken.listen()
         port = taken.getsockname()[1]
         status, stdout, stderr = run_to_exit_apart(
-            tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1", *workers)
+            tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1", *workers
+        )
     assert_one_line_failure(
-        status, stdout, stderr,
+        status,
+        stdout,
+        stderr,
         f"registryd: cannot listen on tcp:{port}:interface=127.0.0.1: "
         "address already in use (another registry running?)",
     )
@@ -197,14 +209,26 @@ def test_unbindable_port_fails_a_daemonising_twistd_too(tmp_path):
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [*TWISTD, f"--pidfile={pid_file}", f"--logfile={log_file}", "registryd",
-             "--listen", f"127.0.0.1:{port}"],
-            cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=60,
+            [
+                *TWISTD,
+                f"--pidfile={pid_file}",
+                f"--logfile={log_file}",
+                "registryd",
+                "--listen",
+                f"127.0.0.1:{port}",
+            ],
+            cwd=tmp_path,
+            env=environment(),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"cannot listen on tcp:{port}:interface=127.0.0.1" in result.stderr
-    line = (f"registryd: cannot listen on tcp:{port}:interface=127.0.0.1: address already in use "
-            "(another registry running?)")
+    line = (
+        f"registryd: cannot listen on tcp:{port}:interface=127.0.0.1: address already in use "
+        "(another registry running?)"
+    )
     # the daemon removes its pid file just after telling the parent: wait for it
     deadline = time.monotonic() + 30
     while pid_file.exists() or line not in log_file.read_text():
@@ -218,17 +242,22 @@ def test_unbindable_debug_port_names_its_endpoint(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         debug_port = taken.getsockname()[1]
-        config = write_config(tmp_path, f"""\
+        config = write_config(
+            tmp_path,
+            f"""\
 version: 0.1
 storage:
   inmemory:
 http:
   addr: 127.0.0.1:{port}
   debug: {{addr: "127.0.0.1:{debug_port}"}}
-""")
+""",
+        )
         status, stdout, stderr = run_to_exit_apart(tmp_path, "--config", config)
     assert_one_line_failure(
-        status, stdout, stderr,
+        status,
+        stdout,
+        stderr,
         f"registryd: cannot listen on tcp:{debug_port}:interface=127.0.0.1: "
         "address already in use (another registry running?)",
     )
@@ -241,13 +270,16 @@ LISTEN_SYNTAX = (
 )
 
 
-@pytest.mark.parametrize("given, problem", [
-    ("5000", LISTEN_SYNTAX),
-    ("nonsense:1234", f"Unknown endpoint type: 'nonsense'; {LISTEN_SYNTAX}"),
-    ("tcp:abc", f"invalid literal for int() with base 10: 'abc'; {LISTEN_SYNTAX}"),
-    ("127.0.0.1:99999", "port 99999 is out of range (0-65535)"),
-    ("[example]:5000", "expected an IPv6 address inside [], got 'example'"),
-])
+@pytest.mark.parametrize(
+    "given, problem",
+    [
+        ("5000", LISTEN_SYNTAX),
+        ("nonsense:1234", f"Unknown endpoint type: 'nonsense'; {LISTEN_SYNTAX}"),
+        ("tcp:abc", f"invalid literal for int() with base 10: 'abc'; {LISTEN_SYNTAX}"),
+        ("127.0.0.1:99999", "port 99999 is out of range (0-65535)"),
+        ("[example]:5000", "expected an IPv6 address inside [], got 'example'"),
+    ],
+)
 def test_bad_listen_fails_in_one_line_showing_the_syntax(tmp_path, given, problem):
     status, stdout, stderr = run_to_exit_apart(tmp_path, "--listen", given)
     assert_one_line_failure(status, stdout, stderr, f"registryd: --listen {given!r}: {problem}")
@@ -256,11 +288,17 @@ def test_bad_listen_fails_in_one_line_showing_the_syntax(tmp_path, given, proble
 def test_bad_option_fails_in_one_line(tmp_path):
     status, stdout, stderr = run_to_exit_apart(tmp_path, "--workers", "many")
     assert_one_line_failure(
-        status, stdout, stderr, "registryd: --workers: expected a number of processes or 'auto', got 'many'")
+        status,
+        stdout,
+        stderr,
+        "registryd: --workers: expected a number of processes or 'auto', got 'many'",
+    )
 
 
 def test_every_error_of_a_configuration_file_is_reported_at_once(tmp_path):
-    config = write_config(tmp_path, """\
+    config = write_config(
+        tmp_path,
+        """\
 version: 0.1
 storage:
   inmemory:
@@ -269,7 +307,8 @@ http:
   addr: somewhere
 gc:
   graceperiod: soon
-""")
+""",
+    )
     status, stdout, stderr = run_to_exit_apart(tmp_path, "--config", config)
     assert status == 1, stdout + stderr
     assert stderr.splitlines() == [
@@ -283,14 +322,17 @@ gc:
 
 
 def storage_config(tmp_path, root):
-    return write_config(tmp_path, f"""\
+    return write_config(
+        tmp_path,
+        f"""\
 version: 0.1
 storage:
   filesystem:
     rootdirectory: {root}
 http:
   addr: 127.0.0.1:{free_port()}
-""")
+""",
+    )
 
 
 def assert_one_line(status, output, expected):
@@ -304,12 +346,16 @@ def test_read_only_storage_root_stops_start_up_with_one_line(tmp_path):
         root = tmp_path / "disk" / "registry-data"
         status, output = run_to_exit(tmp_path, "--config", storage_config(tmp_path, root))
         assert_one_line(
-            status, output,
+            status,
+            output,
             f"registryd: storage root {root}: cannot create it: Read-only file system (EROFS)",
         )
-        status, output = run_to_exit(tmp_path, "--config", storage_config(tmp_path, tmpfs.directory))
+        status, output = run_to_exit(
+            tmp_path, "--config", storage_config(tmp_path, tmpfs.directory)
+        )
         assert_one_line(
-            status, output,
+            status,
+            output,
             f"registryd: storage root {tmpfs.directory}: cannot write in it: "
             "Read-only file system (EROFS)",
         )
@@ -319,7 +365,9 @@ def test_storage_root_that_is_a_file_stops_start_up_with_one_line(tmp_path):
     root = tmp_path / "registry-data"
     root.write_text("not a directory")
     status, output = run_to_exit(tmp_path, "--config", storage_config(tmp_path, root))
-    assert_one_line(status, output, f"registryd: storage root {root}: exists and is not a directory")
+    assert_one_line(
+        status, output, f"registryd: storage root {root}: exists and is not a directory"
+    )
 
 
 def test_unwritable_storage_root_stops_start_up_with_one_line(tmp_path):
@@ -334,14 +382,18 @@ def test_unwritable_storage_root_stops_start_up_with_one_line(tmp_path):
         tmp_path, "--config", storage_config(tmp_path, root), prefix=prefix
     )
     assert_one_line(
-        status, output, f"registryd: storage root {root}: cannot write in it: Permission denied (EACCES)"
+        status,
+        output,
+        f"registryd: storage root {root}: cannot write in it: Permission denied (EACCES)",
     )
     missing = root / "below"
     status, output = run_to_exit(
         tmp_path, "--config", storage_config(tmp_path, missing), prefix=prefix
     )
     assert_one_line(
-        status, output, f"registryd: storage root {missing}: cannot create it: Permission denied (EACCES)"
+        status,
+        output,
+        f"registryd: storage root {missing}: cannot create it: Permission denied (EACCES)",
     )
 
 
@@ -351,7 +403,9 @@ def test_read_only_maintenance_mode_starts_on_a_read_only_root(tmp_path):
     port = free_port()
     with Tmpfs(tmp_path / "disk", size="1m") as tmpfs:
         tmpfs.remount(read_only=True)
-        config = write_config(tmp_path, f"""\
+        config = write_config(
+            tmp_path,
+            f"""\
 version: 0.1
 storage:
   filesystem:
@@ -361,7 +415,8 @@ storage:
       enabled: true
 http:
   addr: 127.0.0.1:{port}
-""")
+""",
+        )
         with Running(tmp_path, "--config", config) as running:
             response = running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
             assert response.status == 200, running.output
@@ -440,7 +495,13 @@ def test_serves_the_api_base_from_an_empty_directory_with_defaults(tmp_path):
         status = running.stop()
     assert status in (0, -signal.SIGTERM), running.output
     hexdigest = digest.split(":")[1]
-    blob = tmp_path / "registry-data/docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
+    blob = (
+        tmp_path
+        / "registry-data/docker/registry/v2/blobs/sha256"
+        / hexdigest[:2]
+        / hexdigest
+        / "data"
+    )
     assert blob.read_bytes() == data
 
 
@@ -525,11 +586,14 @@ def test_environment_overrides_apply_without_a_config_file(tmp_path):
     with Running(tmp_path, env=env) as running:
         response = running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
         assert response.status == 200, running.output
-        digest = push_blob(f"http://127.0.0.1:{port}", "env/test", b"stored where the environment says")
+        digest = push_blob(
+            f"http://127.0.0.1:{port}", "env/test", b"stored where the environment says"
+        )
     assert blob_file(root, digest).read_bytes() == b"stored where the environment says"
     assert not (tmp_path / "registry-data").exists()
-    assert ("ignoring environment variables that name no configuration key: "
-            "REGISTRY_SERVICE_HOST") in running.output
+    assert (
+        "ignoring environment variables that name no configuration key: REGISTRY_SERVICE_HOST"
+    ) in running.output
 
 
 def test_environment_overrides_the_config_file(tmp_path):
@@ -540,8 +604,9 @@ def test_environment_overrides_the_config_file(tmp_path):
         f"http:\n  addr: 127.0.0.1:{port}\n",
     )
     root = tmp_path / "env-root"
-    with Running(tmp_path, "--config", config,
-                 env={"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(root)}) as running:
+    with Running(
+        tmp_path, "--config", config, env={"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(root)}
+    ) as running:
         response = running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
         assert response.status == 200, running.output
         digest = push_blob(f"http://127.0.0.1:{port}", "env/file", b"env beats file")
@@ -549,14 +614,22 @@ def test_environment_overrides_the_config_file(tmp_path):
     assert not (tmp_path / "file-root").exists()
 
 
-@pytest.mark.parametrize("name, value, expected", [
-    ("REGISTRY_REPORTING_BUGSNAG_APIKEY", "x", "reporting: not supported by registryd yet"),
-    ("REGISTRY_STORAGE_DELETE_ENABLED", "maybe", "storage.delete.enabled: expected true or false"),
-    ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "[", "value is not valid YAML"),
-    ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "5", "storage.filesystem.rootdirectory"),
-])
+@pytest.mark.parametrize(
+    "name, value, expected",
+    [
+        ("REGISTRY_REPORTING_BUGSNAG_APIKEY", "x", "reporting: not supported by registryd yet"),
+        (
+            "REGISTRY_STORAGE_DELETE_ENABLED",
+            "maybe",
+            "storage.delete.enabled: expected true or false",
+        ),
+        ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "[", "value is not valid YAML"),
+        ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "5", "storage.filesystem.rootdirectory"),
+    ],
+)
 def test_an_environment_variable_registryd_cannot_use_stops_start_up_naming_it(
-        tmp_path, name, value, expected):
+    tmp_path, name, value, expected
+):
     status, output = run_to_exit(tmp_path, env={name: value})
     assert_clean_failure(status, output, name, expected)
 
@@ -580,7 +653,9 @@ def test_start_up_log_says_where_data_lives_and_what_listens_where(tmp_path):
     port, debug_port, manhole_port = free_ports(3)
     public = keys.Key(ed25519.Ed25519PrivateKey.generate()).public().toString("openssh")
     (tmp_path / "authorized_keys").write_bytes(public + b"\n")
-    config = write_config(tmp_path, f"""\
+    config = write_config(
+        tmp_path,
+        f"""\
 version: 0.1
 storage:
   filesystem: {{rootdirectory: ./store}}
@@ -590,7 +665,8 @@ http:
 manhole:
   listen: tcp:{manhole_port}:interface=127.0.0.1
   authorized_keys: authorized_keys
-""")
+""",
+    )
     with Running(tmp_path, "--config", config, "--listen", f"127.0.0.1:{port}") as running:
         response = running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
         assert response.status == 200, running.output

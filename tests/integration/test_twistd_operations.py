@@ -43,7 +43,9 @@ def test_debian_stock_config_without_auth_starts_and_reloads_on_sighup(tmp_path)
     root = tmp_path / "docker-registry"
     stock = without_sections(DEBIAN_STOCK, "auth")
     # Only where it listens and stores is changed, to run as a test.
-    text = stock.replace("/var/lib/docker-registry", str(root)).replace(":5000", f"127.0.0.1:{port}")
+    text = stock.replace("/var/lib/docker-registry", str(root)).replace(
+        ":5000", f"127.0.0.1:{port}"
+    )
     assert "health:" in text and "storagedriver:" in text
     config = write_config(tmp_path, text)
     with Running(tmp_path, "--config", config) as running:
@@ -53,8 +55,10 @@ def test_debian_stock_config_without_auth_starts_and_reloads_on_sighup(tmp_path)
         # the periodic storage check ran (it writes its probe file)
         wait_until((root / "registryd" / "health").exists)
         # SIGHUP: a new header applies, the new debug listener needs a restart
-        text = text.replace("X-Content-Type-Options: [nosniff]",
-                            "X-Content-Type-Options: [nosniff]\n    X-Reloaded: [after-sighup]")
+        text = text.replace(
+            "X-Content-Type-Options: [nosniff]",
+            "X-Content-Type-Options: [nosniff]\n    X-Reloaded: [after-sighup]",
+        )
         text = text.replace("http:\n", f"http:\n  debug:\n    addr: 127.0.0.1:{debug_port}\n")
         with open(config, "w") as stream:
             stream.write(text)
@@ -68,7 +72,9 @@ def test_debian_stock_config_without_auth_starts_and_reloads_on_sighup(tmp_path)
 
 def test_json_log_lines_with_access_log(tmp_path):
     port = free_port()
-    config = write_config(tmp_path, f"""\
+    config = write_config(
+        tmp_path,
+        f"""\
 version: 0.1
 log:
   formatter: json
@@ -78,10 +84,12 @@ storage:
     rootdirectory: {tmp_path / "data"}
 http:
   addr: 127.0.0.1:{port}
-""")
+""",
+    )
     with Running(tmp_path, "--config", config) as running:
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/v2/", headers={"User-Agent": "json-test/1"})
+            f"http://127.0.0.1:{port}/v2/", headers={"User-Agent": "json-test/1"}
+        )
         running.wait_until_serving(request)
         wait_until(lambda: "json-test/1" in running.output)
     records = [json.loads(line) for line in running.output.splitlines() if line.startswith("{")]
@@ -89,7 +97,11 @@ http:
     assert access, running.output
     record = access[-1]
     assert (record["method"], record["path"], record["status"], record["route"]) == (
-        "GET", "/v2/", 200, "api_base")
+        "GET",
+        "/v2/",
+        200,
+        "api_base",
+    )
     assert record["user_agent"] == "json-test/1"
     assert record["service"] == "registry"
     assert record["level"] == "info"
@@ -104,7 +116,9 @@ def test_a_journal_in_use_by_another_process_stops_start_up_cleanly(tmp_path):
 
     journal = tmp_path / "journal" / "hook"
     journal.mkdir(parents=True)
-    config = write_config(tmp_path, f"""\
+    config = write_config(
+        tmp_path,
+        f"""\
 version: 0.1
 storage:
   inmemory:
@@ -114,7 +128,8 @@ notifications:
   journal: {{directory: {tmp_path / "journal"}}}
   endpoints:
     - {{name: hook, url: "http://127.0.0.1:9/"}}
-""")
+""",
+    )
     with open(journal / "lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as another registryd would
         status, output = run_to_exit(tmp_path, "--config", config)
@@ -135,7 +150,10 @@ def draining_config(tmp_path, port, http="", more=""):
     lines)."""
     return write_config(
         tmp_path,
-        serving_config(tmp_path, port) + "  draintimeout: 20s\n  relativeurls: true\n" + http + more,
+        serving_config(tmp_path, port)
+        + "  draintimeout: 20s\n  relativeurls: true\n"
+        + http
+        + more,
     )
 
 
@@ -147,8 +165,12 @@ def test_draintimeout_lets_an_upload_in_progress_finish(tmp_path):
     config = draining_config(tmp_path, port)
     with Running(tmp_path, "--config", config) as running:
         running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
-        response = urllib.request.urlopen(urllib.request.Request(
-            f"http://127.0.0.1:{port}/v2/drain/app/blobs/uploads/", method="POST"), timeout=10)
+        response = urllib.request.urlopen(
+            urllib.request.Request(
+                f"http://127.0.0.1:{port}/v2/drain/app/blobs/uploads/", method="POST"
+            ),
+            timeout=10,
+        )
         location = response.headers["Location"]
         assert location.startswith("/v2/drain/app/blobs/uploads/")  # http.relativeurls
 
@@ -161,7 +183,8 @@ def test_draintimeout_lets_an_upload_in_progress_finish(tmp_path):
         data = os.urandom(300_000)
         busy.sendall(
             f"PATCH {location} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
-            f"Content-Length: {len(data)}\r\n\r\n".encode() + data[:100_000]
+            f"Content-Length: {len(data)}\r\n\r\n".encode()
+            + data[:100_000]
         )
         time.sleep(0.5)
         running.process.send_signal(signal.SIGTERM)
@@ -211,7 +234,9 @@ def test_sighup_renews_tls_certificates_without_a_restart(tmp_path):
     ca = certs.CA()
     ca_file = certs.write(tmp_path, "ca.crt", ca.pem)
     certificate, key = certs.server_files(tmp_path, ca)
-    config = write_config(tmp_path, f"""\
+    config = write_config(
+        tmp_path,
+        f"""\
 version: 0.1
 storage:
   inmemory:
@@ -220,7 +245,8 @@ http:
   tls:
     certificate: {certificate}
     key: {key}
-""")
+""",
+    )
 
     def der(path):
         return x509.load_pem_x509_certificate(open(path, "rb").read()).public_bytes(Encoding.DER)
@@ -255,11 +281,16 @@ def test_sighup_names_keys_needing_a_restart_as_the_file_spells_them(tmp_path):
     with Running(tmp_path, "--config", config) as running:
         running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
         with open(config, "w") as stream:
-            stream.write(text + "  relativeurls: true\ngc:\n  graceperiod: 2h\n  deleteuntagged: true\n")
+            stream.write(
+                text + "  relativeurls: true\ngc:\n  graceperiod: 2h\n  deleteuntagged: true\n"
+            )
         running.process.send_signal(signal.SIGHUP)
         wait_until(lambda: f"configuration {config} applied" in running.output)
-    changed = [line.split("reload: ", 1)[1] for line in running.output.splitlines()
-               if "; restart registryd to apply it" in line]
+    changed = [
+        line.split("reload: ", 1)[1]
+        for line in running.output.splitlines()
+        if "; restart registryd to apply it" in line
+    ]
     assert sorted(changed) == [
         "gc.deleteuntagged changed; restart registryd to apply it",
         "gc.graceperiod changed; restart registryd to apply it",

@@ -35,13 +35,20 @@ async def serve_ui(tmp_path, auth=None, lifecycle=None):
     runs it, on a free loopback port."""
     from tests.service_support import start_service
 
-    document = {"version": 0.1, "storage": {
-        "filesystem": {"rootdirectory": str(tmp_path / "registry-data")}, "delete": {"enabled": True}}}
+    document = {
+        "version": 0.1,
+        "storage": {
+            "filesystem": {"rootdirectory": str(tmp_path / "registry-data")},
+            "delete": {"enabled": True},
+        },
+    }
     if auth is not None:
         document["auth"] = auth
     if lifecycle is not None:
         document["lifecycle"] = lifecycle
-    text = yaml.safe_dump(document).replace("{", "{{").replace("}", "}}")  # start_service formats it
+    text = (
+        yaml.safe_dump(document).replace("{", "{{").replace("}", "}}")
+    )  # start_service formats it
     return await start_service(tmp_path, text + 'http:\n  addr: "127.0.0.1:{port}"\n')
 
 
@@ -60,8 +67,9 @@ async def open_ui(tmp_path):
 async def basic_ui(tmp_path):
     path = tmp_path / "htpasswd"
     path.write_text(HTPASSWD)
-    running = await serve_ui(tmp_path, {"htpasswd": {"realm": "registryd test", "path": str(path)},
-                                        "access": ACCESS})
+    running = await serve_ui(
+        tmp_path, {"htpasswd": {"realm": "registryd test", "path": str(path)}, "access": ACCESS}
+    )
     alice = basic(*ALICE)
     for name in ("public/app", "team/app", "alice/private"):
         await push_image(running, name, "1.0", alice)
@@ -70,18 +78,28 @@ async def basic_ui(tmp_path):
 
 
 #: team/**'s v* tags immutable, and a quota on everything (so usage is shown).
-LIFECYCLE = {"immutable": [{"repository": "team/**", "tags": ["v*"]}],
-             "quotas": [{"repository": "**", "bytes": "1GiB"}]}
+LIFECYCLE = {
+    "immutable": [{"repository": "team/**", "tags": ["v*"]}],
+    "quotas": [{"repository": "**", "bytes": "1GiB"}],
+}
 
 
 @pytest_twisted.async_yield_fixture
 async def lifecycle_ui(tmp_path):
     path = tmp_path / "htpasswd"
     path.write_text(HTPASSWD)
-    running = await serve_ui(tmp_path, {"htpasswd": {"realm": "registryd test", "path": str(path)},
-                                        "access": ACCESS}, LIFECYCLE)
+    running = await serve_ui(
+        tmp_path,
+        {"htpasswd": {"realm": "registryd test", "path": str(path)}, "access": ACCESS},
+        LIFECYCLE,
+    )
     alice = basic(*ALICE)
-    for name, tag in (("public/app", "1.0"), ("team/app", "1.0"), ("team/app", "v1"), ("alice/private", "1.0")):
+    for name, tag in (
+        ("public/app", "1.0"),
+        ("team/app", "1.0"),
+        ("team/app", "v1"),
+        ("alice/private", "1.0"),
+    ):
         await push_image(running, name, tag, alice)
     yield running
     await running.stop()
@@ -105,7 +123,8 @@ class Visitor:
         if self.cookie is not None:
             headers["Cookie"] = self.cookie
         response = await self.running.client.request(
-            method, self.running.url + path, headers=headers, data=data, allow_redirects=False)
+            method, self.running.url + path, headers=headers, data=data, allow_redirects=False
+        )
         body = await response.content()
         for value in response.headers.getRawHeaders("set-cookie", []):
             self.set_cookies.append(value)
@@ -125,7 +144,9 @@ class Visitor:
 
     async def sign_in(self, user, password):
         csrf = await self.csrf("/ui/login")
-        status, headers, _ = await self.post("/ui/login", {"csrf": csrf, "username": user, "password": password})
+        status, headers, _ = await self.post(
+            "/ui/login", {"csrf": csrf, "username": user, "password": password}
+        )
         assert status == 303, status
         return headers
 
@@ -142,7 +163,9 @@ async def tags_of(running, name):
 @pytest_twisted.ensureDeferred
 async def test_root_leads_a_browser_to_the_ui_and_api_clients_to_their_404(open_ui):
     visitor = Visitor(open_ui)
-    status, headers, _ = await visitor.get("/", {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    status, headers, _ = await visitor.get(
+        "/", {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    )
     assert (status, headers.getRawHeaders("location")) == (302, ["/ui/"])
     status, headers, body = await visitor.get("/", {"Accept": "application/json"})
     assert status == 404
@@ -164,15 +187,23 @@ async def test_pages_carry_a_strict_policy_and_reference_only_their_origin(open_
     digest = re.search(r"/-/manifests/(sha256:[0-9a-f]{64})", page).group(1)
     visitor = Visitor(open_ui)
     for path, status in [
-        ("/ui/", 200), ("/ui/?q=team", 200), ("/ui/repositories/team/app", 200),
-        (f"/ui/repositories/team/app/-/manifests/{digest}", 200), ("/ui/login", 200),
+        ("/ui/", 200),
+        ("/ui/?q=team", 200),
+        ("/ui/repositories/team/app", 200),
+        (f"/ui/repositories/team/app/-/manifests/{digest}", 200),
+        ("/ui/login", 200),
         ("/ui/repositories/team/app/-/delete?reference=1.0", 200),
-        ("/ui/repositories/no/such", 404), ("/ui/nothing-here", 404), ("/ui/repositories/UPPER", 400),
+        ("/ui/repositories/no/such", 404),
+        ("/ui/nothing-here", 404),
+        ("/ui/repositories/UPPER", 400),
     ]:
         answered, headers, page = await visitor.get(path)
         assert answered == status, (path, answered)
         assert headers.getRawHeaders("content-security-policy") == [CONTENT_SECURITY_POLICY]
-        assert "default-src 'self'" in CONTENT_SECURITY_POLICY and "unsafe" not in CONTENT_SECURITY_POLICY
+        assert (
+            "default-src 'self'" in CONTENT_SECURITY_POLICY
+            and "unsafe" not in CONTENT_SECURITY_POLICY
+        )
         assert headers.getRawHeaders("x-frame-options") == ["DENY"]
         assert headers.getRawHeaders("cache-control") == ["no-store"]
         # Scripts and styles come from files; every link stays on this host.
@@ -237,7 +268,9 @@ async def test_a_state_change_needs_a_post_from_this_origin_with_the_session_tok
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/ui/" in cookie
 
     # The pre-sign-in token is dead: sign-in starts a new session.
-    status, _, _ = await alice.post("/ui/repositories/team/app/-/delete", {"csrf": csrf, "reference": "1.0"})
+    status, _, _ = await alice.post(
+        "/ui/repositories/team/app/-/delete", {"csrf": csrf, "reference": "1.0"}
+    )
     assert status == 403
     # A GET only asks for confirmation.
     status, _, page = await alice.get("/ui/repositories/team/app/-/delete?reference=1.0")
@@ -245,11 +278,15 @@ async def test_a_state_change_needs_a_post_from_this_origin_with_the_session_tok
     assert await tags_of(basic_ui, "team/app") == ["1.0"]
     token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
     alice.origin = "http://evil.example"
-    status, _, _ = await alice.post("/ui/repositories/team/app/-/delete", {"csrf": token, "reference": "1.0"})
+    status, _, _ = await alice.post(
+        "/ui/repositories/team/app/-/delete", {"csrf": token, "reference": "1.0"}
+    )
     assert status == 403
     assert await tags_of(basic_ui, "team/app") == ["1.0"]
     alice.origin = basic_ui.url
-    status, headers, _ = await alice.post("/ui/repositories/team/app/-/delete", {"csrf": token, "reference": "1.0"})
+    status, headers, _ = await alice.post(
+        "/ui/repositories/team/app/-/delete", {"csrf": token, "reference": "1.0"}
+    )
     assert (status, headers.getRawHeaders("location")) == (303, ["/ui/repositories/team/app"])
     assert await tags_of(basic_ui, "team/app") == []
 
@@ -264,7 +301,9 @@ async def test_a_pull_only_user_is_offered_no_delete_and_refused_one(basic_ui):
     status, _, _ = await bob.get("/ui/repositories/team/app/-/delete?reference=1.0")
     assert status == 403
     token = await bob.csrf()
-    status, _, page = await bob.post("/ui/repositories/team/app/-/delete", {"csrf": token, "reference": "1.0"})
+    status, _, page = await bob.post(
+        "/ui/repositories/team/app/-/delete", {"csrf": token, "reference": "1.0"}
+    )
     assert status == 403 and "may not delete" in page
     # Nor the whole repository.
     status, _, _ = await bob.get("/ui/repositories/team/app/-/remove")
@@ -283,14 +322,17 @@ async def test_signing_in_is_braked_with_the_api_s_brake(basic_ui):
     for _ in range(20):  # the wait doubles after 5 failures: a 429 must come
         token = await guesser.csrf("/ui/login")
         status, headers, page = await guesser.post(
-            "/ui/login", {"csrf": token, "username": "alice", "password": "guess"})
+            "/ui/login", {"csrf": token, "username": "alice", "password": "guess"}
+        )
         statuses.append(status)
         if status == 429:
             assert headers.getRawHeaders("retry-after")
             assert 'id="login-error"' in page
             break
     assert statuses[:5] == [401] * 5 and statuses[-1] == 429, statuses
-    response = await basic_ui.client.get(basic_ui.v2("team/app/tags/list"), headers=basic("alice", "guess"))
+    response = await basic_ui.client.get(
+        basic_ui.v2("team/app/tags/list"), headers=basic("alice", "guess")
+    )
     assert response.code == 429
     await response.content()
 
@@ -330,7 +372,9 @@ async def test_with_the_built_in_token_server_users_sign_in_the_same_way(token_u
     _, _, page = await bob.get("/ui/")
     assert listed(page) == [] and 'href="/ui/login"' in page
     csrf = await bob.csrf("/ui/login")
-    status, _, page = await bob.post("/ui/login", {"csrf": csrf, "username": "bob", "password": "wrong"})
+    status, _, page = await bob.post(
+        "/ui/login", {"csrf": csrf, "username": "bob", "password": "wrong"}
+    )
     assert status == 401 and "invalid username or password" in page
     await bob.sign_in(*BOB)
     _, _, page = await bob.get("/ui/")
@@ -342,12 +386,25 @@ async def test_with_the_built_in_token_server_users_sign_in_the_same_way(token_u
 
 UI_PATHS = st.one_of(
     st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=80).map(
-        lambda text: "/ui/" + quote(text, safe="/?&=:@-._~%")),
-    st.builds(lambda name, tail: f"/ui/repositories/{name}{tail}",
-              st.from_regex(r"[a-zA-Z0-9._/%-]{0,40}", fullmatch=True),
-              st.sampled_from(["", "/-/manifests/", "/-/manifests/sha256:", "/-/delete",
-                               "/-/delete?reference=", "/-/manifests/%00", "?last=%ff",
-                               "/-/remove", "/-/remove?csrf=%ff"])),
+        lambda text: "/ui/" + quote(text, safe="/?&=:@-._~%")
+    ),
+    st.builds(
+        lambda name, tail: f"/ui/repositories/{name}{tail}",
+        st.from_regex(r"[a-zA-Z0-9._/%-]{0,40}", fullmatch=True),
+        st.sampled_from(
+            [
+                "",
+                "/-/manifests/",
+                "/-/manifests/sha256:",
+                "/-/delete",
+                "/-/delete?reference=",
+                "/-/manifests/%00",
+                "?last=%ff",
+                "/-/remove",
+                "/-/remove?csrf=%ff",
+            ]
+        ),
+    ),
 )
 
 
@@ -366,8 +423,10 @@ async def test_hostile_paths_and_forms_get_a_page_never_a_500(open_ui, logged_fa
     @example("/ui/login", "POST", b"username=\xff&password=\xfe&csrf=x")
     @example("/ui/repositories/team/app/-/manifests/sha256:" + "0" * 64, "GET", b"")
     def check(path, method, body):
-        headers = [("Content-Type", "application/x-www-form-urlencoded"),
-                   ("Origin", f"http://127.0.0.1:{port}")]
+        headers = [
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Origin", f"http://127.0.0.1:{port}"),
+        ]
         status, _, _ = exchange(port, raw_request_bytes(port, method, path, headers, body))
         assert status < 500, (path, method, body)
         assert logged_failures == []
@@ -385,13 +444,17 @@ async def test_deleting_a_manifest_takes_its_tags(basic_ui):
     status, _, page = await alice.get(f"/ui/repositories/team/app/-/delete?reference={digest}")
     assert status == 200 and "the tags 1.0" in page
     token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
-    status, _, _ = await alice.post("/ui/repositories/team/app/-/delete", {"csrf": token, "reference": digest})
+    status, _, _ = await alice.post(
+        "/ui/repositories/team/app/-/delete", {"csrf": token, "reference": digest}
+    )
     assert status == 303
     # Its only manifest gone, so is the repository: tags list NAME_UNKNOWN.
     response = await basic_ui.client.get(basic_ui.v2("team/app/tags/list"), headers=basic(*ALICE))
     assert response.code == 404
     assert json.loads(await response.content())["errors"][0]["code"] == "NAME_UNKNOWN"
-    response = await basic_ui.client.head(basic_ui.v2(f"team/app/manifests/{digest}"), headers=basic(*ALICE))
+    response = await basic_ui.client.head(
+        basic_ui.v2(f"team/app/manifests/{digest}"), headers=basic(*ALICE)
+    )
     assert response.code == 404
     status, _, _ = await alice.get(f"/ui/repositories/team/app/-/manifests/{digest}")
     assert status == 404
@@ -406,27 +469,36 @@ async def test_the_service_serves_the_ui_unless_turned_off(tmp_path):
     from tests.service_support import start_service
 
     key = "k" * 40
-    running = await start_service(tmp_path, """
+    running = await start_service(
+        tmp_path,
+        """
         version: 0.1
         storage: {{filesystem: {{rootdirectory: {root}}}}}
         http: {{addr: "127.0.0.1:{port}"}}
         ui: {{sessionkey: {key}}}
-    """, key=key)
+    """,
+        key=key,
+    )
     try:
         response = await running.client.get(running.url + "/ui/")
         assert response.code == 200
         await response.content()
-        cookie = SimpleCookie(response.headers.getRawHeaders("set-cookie")[0])[COOKIE.decode()].value
+        cookie = SimpleCookie(response.headers.getRawHeaders("set-cookie")[0])[
+            COOKIE.decode()
+        ].value
         assert SessionCodec(configured_key(key)).decode(cookie.encode()) is not None
     finally:
         await running.stop()
 
-    running = await start_service(tmp_path, """
+    running = await start_service(
+        tmp_path,
+        """
         version: 0.1
         storage: {{filesystem: {{rootdirectory: {root}}}}}
         http: {{addr: "127.0.0.1:{port}"}}
         ui: {{enabled: false}}
-    """)
+    """,
+    )
     try:
         for path, accept in [("/ui/", "text/html"), ("/", "text/html")]:
             response = await running.client.get(running.url + path, headers={"Accept": accept})
@@ -444,7 +516,9 @@ async def test_in_read_only_mode_no_delete_is_offered_or_done(basic_ui):
     basic_ui.service.registry.read_only = True
     _, _, page = await alice.get("/ui/repositories/team/app")
     assert "Delete" not in page
-    status, _, page = await alice.post("/ui/repositories/team/app/-/delete", {"csrf": token, "reference": "1.0"})
+    status, _, page = await alice.post(
+        "/ui/repositories/team/app/-/delete", {"csrf": token, "reference": "1.0"}
+    )
     assert status == 405 and "read-only mode" in page
     status, _, page = await alice.get("/ui/repositories/team/app/-/remove")
     assert status == 405 and "read-only mode" in page
@@ -465,14 +539,18 @@ def tag_rows(page):
         r'<tr data-tag="([^"]+)">.*?<td class="pushed"><time>([^<]*)</time></td>\s*'
         r'<td class="pulled">(?:<time>([^<]*)</time>|never)</td>\s*'
         r'<td class="protected">(<span class="protected"[^>]*>protected</span>|no)</td>',
-        page, re.S)
+        page,
+        re.S,
+    )
     return {tag: (pushed, pulled or None, marked != "no") for tag, pushed, pulled, marked in rows}
 
 
 @pytest_twisted.ensureDeferred
 async def test_tags_show_pushed_and_pulled_times_and_protection_as_the_api_lists_them(lifecycle_ui):
-    response = await lifecycle_ui.client.get(lifecycle_ui.v2("team/app/manifests/1.0"), headers={
-        **basic(*ALICE), "Accept": "application/vnd.oci.image.manifest.v1+json"})
+    response = await lifecycle_ui.client.get(
+        lifecycle_ui.v2("team/app/manifests/1.0"),
+        headers={**basic(*ALICE), "Accept": "application/vnd.oci.image.manifest.v1+json"},
+    )
     assert response.code == 200
     await response.content()
     alice = Visitor(lifecycle_ui)
@@ -481,8 +559,10 @@ async def test_tags_show_pushed_and_pulled_times_and_protection_as_the_api_lists
     assert status == 200
     shown = tag_rows(page)
     listed_by_api = (await api_json(lifecycle_ui, "team/app/_registryd/tags"))["tags"]
-    assert shown == {entry["tag"]: (entry["pushed"], entry["pulled"], entry["protected"])
-                     for entry in listed_by_api}
+    assert shown == {
+        entry["tag"]: (entry["pushed"], entry["pulled"], entry["protected"])
+        for entry in listed_by_api
+    }
     assert shown["1.0"][1] is not None and shown["v1"][1] is None  # pulled / never
     assert (shown["1.0"][2], shown["v1"][2]) == (False, True)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", shown["v1"][0])
@@ -494,8 +574,13 @@ async def test_the_repositories_list_shows_usage_only_with_quotas(lifecycle_ui, 
     alice = Visitor(lifecycle_ui)
     await alice.sign_in(*ALICE)
     _, _, page = await alice.get("/ui/")
-    shown = dict(re.findall(r'<li><a href="/ui/repositories/([^"]+)">[^<]*</a> '
-                            r'<span class="usage" data-bytes="(\d+)">', page))
+    shown = dict(
+        re.findall(
+            r'<li><a href="/ui/repositories/([^"]+)">[^<]*</a> '
+            r'<span class="usage" data-bytes="(\d+)">',
+            page,
+        )
+    )
     assert sorted(shown) == ["alice/private", "public/app", "team/app"]
     for name, held in shown.items():
         assert int(held) == (await api_json(lifecycle_ui, f"{name}/_registryd/usage"))["bytes"] > 0
@@ -527,7 +612,9 @@ async def test_a_repository_delete_is_confirmed_refused_while_protected_and_done
     alice.origin = lifecycle_ui.url
     status, headers, _ = await alice.post("/ui/repositories/public/app/-/remove", {"csrf": token})
     assert (status, headers.getRawHeaders("location")) == (303, ["/ui/"])
-    response = await lifecycle_ui.client.get(lifecycle_ui.v2("public/app/tags/list"), headers=basic(*ALICE))
+    response = await lifecycle_ui.client.get(
+        lifecycle_ui.v2("public/app/tags/list"), headers=basic(*ALICE)
+    )
     assert response.code == 404
     assert json.loads(await response.content())["errors"][0]["code"] == "NAME_UNKNOWN"
     _, _, page = await alice.get("/ui/")

@@ -21,8 +21,9 @@ from tests.integration.test_ui import listed, serve_ui
 
 REPOSITORIES = 10_000
 BUDGET = 1.0
-ARTIFACTS = Path(os.environ.get("REGISTRYD_TEST_ARTIFACTS")
-                 or Path(__file__).resolve().parents[1] / "artifacts")
+ARTIFACTS = Path(
+    os.environ.get("REGISTRYD_TEST_ARTIFACTS") or Path(__file__).resolve().parents[1] / "artifacts"
+)
 
 
 def repository_name(number):
@@ -69,20 +70,29 @@ async def test_ten_thousand_repositories_render_in_under_a_second(tmp_path):
         numbers = list(range(1, REPOSITORIES))
         for start in range(0, len(numbers), 200):
             await defer.gatherResults(
-                [defer.ensureDeferred(make(n)) for n in numbers[start:start + 200]], consumeErrors=True)
+                [defer.ensureDeferred(make(n)) for n in numbers[start : start + 200]],
+                consumeErrors=True,
+            )
         build = time.monotonic() - started
 
         figures = {"repositories": REPOSITORIES, "build_seconds": round(build, 1)}
         page = await timed(running.client, f"{running.url}/ui/", figures, "first_page")
         assert listed(page)[:2] == [repository_name(0), repository_name(100)]
         assert len(listed(page)) == 50
-        page = await timed(running.client, f"{running.url}/ui/?last={repository_name(5050)}", figures,
-                           "later_page")
+        page = await timed(
+            running.client, f"{running.url}/ui/?last={repository_name(5050)}", figures, "later_page"
+        )
         assert listed(page)[0] == repository_name(5150)
         page = await timed(running.client, f"{running.url}/ui/?q=app-0999", figures, "search")
-        assert listed(page) == [repository_name(n) for n in sorted(range(9990, 10000), key=repository_name)]
-        page = await timed(running.client, f"{running.url}/ui/repositories/{repository_name(4321)}",
-                           figures, "repository_page")
+        assert listed(page) == [
+            repository_name(n) for n in sorted(range(9990, 10000), key=repository_name)
+        ]
+        page = await timed(
+            running.client,
+            f"{running.url}/ui/repositories/{repository_name(4321)}",
+            figures,
+            "repository_page",
+        )
         assert 'data-tag="latest"' in page
         write_figures(figures)
         for what in ("first_page", "later_page", "search", "repository_page"):

@@ -19,8 +19,9 @@ KIB = 1024
 
 
 def storage_writes():
-    return metrics.sample("registryd_storage_operation_duration_seconds_count",
-                          driver="filesystem", operation="write")
+    return metrics.sample(
+        "registryd_storage_operation_duration_seconds_count", driver="filesystem", operation="write"
+    )
 
 
 def trickle_chunked_patch(port, path, pieces):
@@ -29,9 +30,11 @@ def trickle_chunked_patch(port, path, pieces):
     status and headers."""
     with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                     "Content-Type: application/octet-stream\r\n"
-                     "Transfer-Encoding: chunked\r\n\r\n".encode())
+        sock.sendall(
+            f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Content-Type: application/octet-stream\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+        )
         for piece in pieces:
             sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
             time.sleep(0.002)  # pacing, as a slow client's; nothing waits on it
@@ -49,7 +52,7 @@ async def test_a_trickled_patch_is_written_in_gathered_pieces(tmp_path):
         assert response.code == 202
         path = response.headers.getRawHeaders("Location")[0].split(running.url, 1)[-1]
         data = os.urandom(2048 * KIB)
-        pieces = [data[i:i + 64 * KIB] for i in range(0, len(data), 64 * KIB)]
+        pieces = [data[i : i + 64 * KIB] for i in range(0, len(data), 64 * KIB)]
         before = storage_writes()
         port = int(running.url.rsplit(":", 1)[1])
         status, headers = await deferToThread(trickle_chunked_patch, port, path, pieces)
@@ -59,9 +62,11 @@ async def test_a_trickled_patch_is_written_in_gathered_pieces(tmp_path):
         # however the bytes arrived; one write per 64 KiB piece before.
         bound = len(data) // RequestBody.gather + 1
         assert 1 <= writes <= bound, f"{writes} storage writes for {len(pieces)} pieces"
-        response = await running.client.put(f"{running.url}{path}&digest={sha256(data)}"
-                                            if "?" in path else
-                                            f"{running.url}{path}?digest={sha256(data)}")
+        response = await running.client.put(
+            f"{running.url}{path}&digest={sha256(data)}"
+            if "?" in path
+            else f"{running.url}{path}?digest={sha256(data)}"
+        )
         await response.content()
         assert response.code == 201
     finally:

@@ -46,7 +46,9 @@ async def wait_for_offset(server, location, expected, attempts=100):
         if header(response, "Range") == f"0-{expected - 1}":
             return
         await deferLater(reactor, 0.05, lambda: None)
-    raise AssertionError(f"upload never reached {expected} bytes; last Range {header(response, 'Range')}")
+    raise AssertionError(
+        f"upload never reached {expected} bytes; last Range {header(response, 'Range')}"
+    )
 
 
 @pytest_twisted.ensureDeferred
@@ -55,7 +57,9 @@ async def test_dropped_patch_keeps_bytes_and_resumes(server):
     location = await new_upload(server)
     path = location.split(server.url, 1)[1]
     cut = 1_234_567
-    await deferToThread(_send_partial_patch, server.port.getHost().port, path, len(data), data[:cut])
+    await deferToThread(
+        _send_partial_patch, server.port.getHost().port, path, len(data), data[:cut]
+    )
     await wait_for_offset(server, location, cut)
     response = await server.client.patch(
         location, data=data[cut:], headers={"Content-Range": f"{cut}-{len(data) - 1}"}
@@ -97,7 +101,9 @@ async def test_upload_survives_restart(tmp_path):
         assert header(response, "Range") == "0-999999"
         await response.content()
         response = await client.patch(
-            base2 + upload_path, data=data[1_000_000:], headers={"Content-Range": f"1000000-{len(data) - 1}"}
+            base2 + upload_path,
+            data=data[1_000_000:],
+            headers={"Content-Range": f"1000000-{len(data) - 1}"},
         )
         assert response.code == 202
         await response.content()
@@ -117,15 +123,19 @@ async def test_two_clients_push_same_blob_at_once(server):
     digest = sha256(data)
 
     async def push(name):
-        response = await server.client.post(server.v2(f"{name}/blobs/uploads/?digest={digest}"), data=data)
+        response = await server.client.post(
+            server.v2(f"{name}/blobs/uploads/?digest={digest}"), data=data
+        )
         await response.content()
         return response.code
 
-    codes = await defer.gatherResults([
-        defer.ensureDeferred(push("race/one")),
-        defer.ensureDeferred(push("race/two")),
-        defer.ensureDeferred(push("race/one")),
-    ])
+    codes = await defer.gatherResults(
+        [
+            defer.ensureDeferred(push("race/one")),
+            defer.ensureDeferred(push("race/two")),
+            defer.ensureDeferred(push("race/one")),
+        ]
+    )
     assert codes == [201, 201, 201]
     for name in ("race/one", "race/two"):
         response = await server.client.get(server.v2(f"{name}/blobs/{digest}"))
@@ -146,7 +156,10 @@ async def test_early_error_keeps_connection_usable(server):
         with socket.create_connection(("127.0.0.1", port)) as sock:
             sock.sendall(
                 b"PATCH /v2/x/blobs/uploads/00000000-0000-4000-8000-000000000000 HTTP/1.1\r\n"
-                b"Host: h\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+                b"Host: h\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+                + body
                 + b"GET /v2/ HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
             )
             received = b""
@@ -169,14 +182,15 @@ async def test_chunked_transfer_encoding_patch(server):
     location = await new_upload(server, "chunked/te")
     path = location.split(server.url, 1)[1]
     data = os.urandom(700_000)
-    pieces = [data[i:i + 100_000] for i in range(0, len(data), 100_000)]
+    pieces = [data[i : i + 100_000] for i in range(0, len(data), 100_000)]
     body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
 
     def send(port):
         with socket.create_connection(("127.0.0.1", port)) as sock:
             sock.sendall(
                 f"PATCH {path} HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
-                "Connection: close\r\n\r\n".encode() + body
+                "Connection: close\r\n\r\n".encode()
+                + body
             )
             out = b""
             while chunk := sock.recv(65536):
@@ -210,8 +224,11 @@ async def test_each_upload_request_opens_one_writer(tmp_path):
     url = f"http://127.0.0.1:{port.getHost().port}"
 
     def writers_opened():
-        return sample("registryd_storage_operation_duration_seconds_count",
-                      driver="filesystem", operation="writer")
+        return sample(
+            "registryd_storage_operation_duration_seconds_count",
+            driver="filesystem",
+            operation="writer",
+        )
 
     async def opened_by(method, location, body=b"", headers=None):
         before = writers_opened()
@@ -224,16 +241,24 @@ async def test_each_upload_request_opens_one_writer(tmp_path):
         response, opened = await opened_by("POST", f"{url}/v2/one/writer/blobs/uploads/")
         assert response.code == 202 and opened == 0  # nothing to write yet
         location = header(response, "Location")
-        response, opened = await opened_by("PATCH", location, first, {
-            "Content-Range": f"0-{len(first) - 1}", "Content-Type": "application/octet-stream",
-        })
+        response, opened = await opened_by(
+            "PATCH",
+            location,
+            first,
+            {
+                "Content-Range": f"0-{len(first) - 1}",
+                "Content-Type": "application/octet-stream",
+            },
+        )
         assert response.code == 202 and opened == 1
         response, opened = await opened_by("GET", location)
         assert header(response, "Range") == f"0-{len(first) - 1}" and opened == 1
         digest = sha256(first + second)
         location = header(response, "Location")
         response, opened = await opened_by(
-            "PUT", location + ("&" if "?" in location else "?") + f"digest={digest}", second,
+            "PUT",
+            location + ("&" if "?" in location else "?") + f"digest={digest}",
+            second,
             {"Content-Range": f"{len(first)}-{len(first) + len(second) - 1}"},
         )
         assert response.code == 201 and opened == 1
@@ -244,7 +269,9 @@ async def test_each_upload_request_opens_one_writer(tmp_path):
         await port.stopListening()
 
 
-async def test_malformed_chunked_patch_is_answered_and_keeps_the_bytes_before(server, logged_failures):
+async def test_malformed_chunked_patch_is_answered_and_keeps_the_bytes_before(
+    server, logged_failures
+):
     """A streamed PATCH whose chunked encoding breaks after 100,000 good
     bytes gets a JSON 400 from the upload handler (Twisted wrote a bare
     400 into the connection, whatever the handler was doing), the
@@ -257,7 +284,8 @@ async def test_malformed_chunked_patch_is_answered_and_keeps_the_bytes_before(se
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(
                 f"PATCH {path} HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
-                + b"%x\r\n%s\r\n" % (len(good), good) + b"not-a-chunk-size\r\n"
+                + b"%x\r\n%s\r\n" % (len(good), good)
+                + b"not-a-chunk-size\r\n"
             )
             out = b""
             while chunk := sock.recv(65536):
@@ -281,7 +309,8 @@ async def test_percent_encoded_upload_paths_stream_like_any_other(server):
     buffered and then refused for lack of a streamed body."""
     data = b"spelled oddly"
     status, _, body = await raw_request(
-        server, "POST", f"/v2/enc/blob%73/uploads/?digest={sha256(data)}", body=data)
+        server, "POST", f"/v2/enc/blob%73/uploads/?digest={sha256(data)}", body=data
+    )
     assert status == 201, body
     response = await server.client.get(server.v2(f"enc/blobs/{sha256(data)}"))
     assert await response.content() == data

@@ -57,14 +57,33 @@ async def test_oversized_and_malformed_requests_get_json_errors(server, logged_f
     (414, 431 or 400), then closes the connection."""
     port = server.port.getHost().port
     cases = [
-        (b"GET /v2/" + b"a" * 20000 + b" HTTP/1.1\r\n\r\n", 414, "the request line is longer than 16384 bytes"),
+        (
+            b"GET /v2/" + b"a" * 20000 + b" HTTP/1.1\r\n\r\n",
+            414,
+            "the request line is longer than 16384 bytes",
+        ),
         (head(b"X-Big: " + b"b" * 20000), 431, "a request header line is longer than 16384 bytes"),
         (head(*[b"X-Many: 1"] * 501), 431, "more than 500 request headers"),
-        (head(*[b"X-Part: " + b"p" * 8000] * 3), 431,
-         "the request line and headers are larger than 16384 bytes"),
-        (head(b"no colon here"), 400, "the request line, a header or the chunked body is not well-formed"),
-        (head(b"Content-Length: -1"), 400, "the request line, a header or the chunked body is not well-formed"),
-        (head(request_line=b"GET /v2/\x00 HTTP/1.1"), 400, "the request line, a header or the chunked body"),
+        (
+            head(*[b"X-Part: " + b"p" * 8000] * 3),
+            431,
+            "the request line and headers are larger than 16384 bytes",
+        ),
+        (
+            head(b"no colon here"),
+            400,
+            "the request line, a header or the chunked body is not well-formed",
+        ),
+        (
+            head(b"Content-Length: -1"),
+            400,
+            "the request line, a header or the chunked body is not well-formed",
+        ),
+        (
+            head(request_line=b"GET /v2/\x00 HTTP/1.1"),
+            400,
+            "the request line, a header or the chunked body",
+        ),
     ]
     for request_bytes, status, message in cases:
         answer = await deferToThread(refused, port, request_bytes)
@@ -88,7 +107,9 @@ async def test_refusal_reaches_a_client_still_sending(server):
     flood = head(*[b"X-Flood-%d: %s" % (i, b"f" * 1000) for i in range(800)])
     status, headers, body, closed = await deferToThread(refused, port, flood, 16384)
     assert (status, closed) == (431, True)
-    assert body["errors"][0]["message"] == "the request line and headers are larger than 16384 bytes"
+    assert (
+        body["errors"][0]["message"] == "the request line and headers are larger than 16384 bytes"
+    )
 
 
 def test_twisted_internals_the_channel_relies_on_are_there():
@@ -104,20 +125,53 @@ def test_twisted_internals_the_channel_relies_on_are_there():
         assert callable(getattr(http.HTTPChannel, name, None)), name
         assert name in vars(StreamingHTTPChannel), name
     channel = http.HTTPChannel()
-    for name in ("_receivedHeaderSize", "_receivedHeaderCount", "maxHeaders", "totalHeadersSize",
-                 "MAX_LENGTH"):
+    for name in (
+        "_receivedHeaderSize",
+        "_receivedHeaderCount",
+        "maxHeaders",
+        "totalHeadersSize",
+        "MAX_LENGTH",
+    ):
         assert isinstance(getattr(channel, name, None), int), name
     assert not hasattr(channel, "_command")  # set once a request line is parsed
 
 
-REQUEST_LINES = [b"GET /v2/ HTTP/1.1", b"GET /v2/ HTTP/1.0", b"GET /v2/ HTTP/2.0", b"GET /v2/", b"GET",
-                 b"BREW /v2/ HTTP/1.1", b"GET  /v2/ HTTP/1.1", b"get /v2/ HTTP/1.1", b"GET /v2/ FTP/1.1",
-                 b"GET /v2/ HTTP/1.1 extra", b"\x00 / HTTP/1.1", b"GET /v2/" + b"a" * 17000 + b" HTTP/1.1"]
-HEADER_LINES = [b"no colon", b": no name", b"X-A: b\x00c", b"X-A: b\rc", b"X-A: b\nc", b"Content-Length: x",
-                b"Content-Length: -1", b"Content-Length: 1, 2", b"Content-Length: 99999999999999999999",
-                b"Transfer-Encoding: gzip", b"Transfer-Encoding: chunked", b" folded", b"\tfolded",
-                b"X\x7f: y", b"X Y: z", b"Host: \xff", b"Host: a..b", b"Connection: keep-alive, close",
-                b"X-Long: " + b"l" * 17000, b"X-Fine: yes"]
+REQUEST_LINES = [
+    b"GET /v2/ HTTP/1.1",
+    b"GET /v2/ HTTP/1.0",
+    b"GET /v2/ HTTP/2.0",
+    b"GET /v2/",
+    b"GET",
+    b"BREW /v2/ HTTP/1.1",
+    b"GET  /v2/ HTTP/1.1",
+    b"get /v2/ HTTP/1.1",
+    b"GET /v2/ FTP/1.1",
+    b"GET /v2/ HTTP/1.1 extra",
+    b"\x00 / HTTP/1.1",
+    b"GET /v2/" + b"a" * 17000 + b" HTTP/1.1",
+]
+HEADER_LINES = [
+    b"no colon",
+    b": no name",
+    b"X-A: b\x00c",
+    b"X-A: b\rc",
+    b"X-A: b\nc",
+    b"Content-Length: x",
+    b"Content-Length: -1",
+    b"Content-Length: 1, 2",
+    b"Content-Length: 99999999999999999999",
+    b"Transfer-Encoding: gzip",
+    b"Transfer-Encoding: chunked",
+    b" folded",
+    b"\tfolded",
+    b"X\x7f: y",
+    b"X Y: z",
+    b"Host: \xff",
+    b"Host: a..b",
+    b"Connection: keep-alive, close",
+    b"X-Long: " + b"l" * 17000,
+    b"X-Fine: yes",
+]
 
 
 @pytest_twisted.ensureDeferred
@@ -135,17 +189,32 @@ async def test_hostile_request_heads_get_json_answers(server, logged_failures):
     port = server.port.getHost().port
     # (no empty line: it would end the head early, making the rest a second request)
     lines = st.sampled_from(HEADER_LINES) | st.binary(min_size=1, max_size=40).filter(
-        lambda line: b"\r\n" not in line)
+        lambda line: b"\r\n" not in line
+    )
 
-    @settings(max_examples=200, deadline=None, derandomize=True, database=None,
-              suppress_health_check=[HealthCheck.too_slow])
-    @given(st.sampled_from(REQUEST_LINES), st.lists(lines, max_size=8), st.sampled_from([0, 0, 0, 499, 600]))
+    @settings(
+        max_examples=200,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(
+        st.sampled_from(REQUEST_LINES),
+        st.lists(lines, max_size=8),
+        st.sampled_from([0, 0, 0, 499, 600]),
+    )
     def check(request_line, header_lines, padding):
         # Content-Length: 0 last: a request whose framing parsed has no
         # body to wait for (an earlier length or chunked header makes it
         # a 400); Connection: close ends the exchange.
-        request_bytes = head(*header_lines, *[b"X-Pad: p"] * padding, b"Content-Length: 0",
-                             b"Connection: close", request_line=request_line)
+        request_bytes = head(
+            *header_lines,
+            *[b"X-Pad: p"] * padding,
+            b"Content-Length: 0",
+            b"Connection: close",
+            request_line=request_line,
+        )
         status, headers, body, closed = refused(port, request_bytes)
         assert status in (200, 400, 404, 405, 414, 431), (status, body)
         assert headers["content-type"] == "application/json"

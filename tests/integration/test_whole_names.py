@@ -34,10 +34,22 @@ async def test_tag_with_trailing_newline_is_refused_and_nothing_is_written(serve
     assert response.code == 201, await response.content()
     before = stored_paths(server.root)
     for method in ("PUT", "GET", "HEAD", "DELETE"):
-        await refused(server, method, "/v2/img/app/manifests/secret%0a", 400, "TAG_INVALID",
-                      body=body if method == "PUT" else b"")
-    await refused(server, "PUT", f"/v2/img/app/manifests/{sha256(body)}?tag=secret%0a",
-                  400, "TAG_INVALID", body=body)
+        await refused(
+            server,
+            method,
+            "/v2/img/app/manifests/secret%0a",
+            400,
+            "TAG_INVALID",
+            body=body if method == "PUT" else b"",
+        )
+    await refused(
+        server,
+        "PUT",
+        f"/v2/img/app/manifests/{sha256(body)}?tag=secret%0a",
+        400,
+        "TAG_INVALID",
+        body=body,
+    )
     assert stored_paths(server.root) == before
     status, _, payload = await raw_request(server, "GET", "/v2/img/app/tags/list")
     assert status == 200 and json.loads(payload)["tags"] == ["v1"]
@@ -58,7 +70,9 @@ async def test_repository_name_with_trailing_newline_is_refused(server):
         ("GET", "/v2/img/app%0a/tags/list"),
         ("GET", f"/v2/img/app%0a/referrers/{digest}"),
     ]:
-        await refused(server, method, path, 400, "NAME_INVALID", body=b"x" if "digest=" in path else b"")
+        await refused(
+            server, method, path, 400, "NAME_INVALID", body=b"x" if "digest=" in path else b""
+        )
     assert stored_paths(server.root) == before
 
 
@@ -107,7 +121,9 @@ async def test_range_ending_before_it_starts_is_not_satisfiable(server):
         status, headers, _ = await raw_request(server, "GET", path, headers=[("Range", value)])
         assert status == 416, (value[:40], status)
         assert headers["content-range"] == f"bytes */{len(data)}"
-    status, headers, payload = await raw_request(server, "GET", path, headers=[("Range", "bytes=500-500")])
+    status, headers, payload = await raw_request(
+        server, "GET", path, headers=[("Range", "bytes=500-500")]
+    )
     assert status == 206 and payload == data[500:501]
 
 

@@ -47,7 +47,8 @@ def wait_for(condition, timeout=30, message="condition"):
 
 def established(process, port):
     return sum(
-        1 for connection in process.net_connections("tcp")
+        1
+        for connection in process.net_connections("tcp")
         if connection.status == "ESTABLISHED" and connection.laddr.port == port
     )
 
@@ -125,10 +126,12 @@ def blob_gets_counted(debug_port):
     total = 0.0
     for family in text_string_to_metric_families(body.decode()):
         for sample in family.samples:
-            if (sample.name == "registryd_http_requests_total"
-                    and sample.labels.get("route") == "blob"
-                    and sample.labels.get("method") == "GET"
-                    and sample.labels.get("status") == "200"):
+            if (
+                sample.name == "registryd_http_requests_total"
+                and sample.labels.get("route") == "blob"
+                and sample.labels.get("method") == "GET"
+                and sample.labels.get("status") == "200"
+            ):
                 assert "pid" not in sample.labels
                 total += sample.value
     return total
@@ -178,11 +181,17 @@ workers: 2
         location = response.getheader("Location").split(f":{port}", 1)[1]
         chunk = 256 * 1024
         for offset in range(0, len(data), chunk):
-            piece = data[offset:offset + chunk]
-            response, body = request(port, "PATCH", location, piece, {
-                "Content-Range": f"{offset}-{offset + len(piece) - 1}",
-                "Content-Type": "application/octet-stream",
-            })
+            piece = data[offset : offset + chunk]
+            response, body = request(
+                port,
+                "PATCH",
+                location,
+                piece,
+                {
+                    "Content-Range": f"{offset}-{offset + len(piece) - 1}",
+                    "Content-Type": "application/octet-stream",
+                },
+            )
             assert response.status == 202, body
             location = response.getheader("Location").split(f":{port}", 1)[1]
         response, body = request(port, "PUT", f"{location}?digest={digest}")
@@ -193,8 +202,9 @@ workers: 2
         # and on the connections each process holds: /metrics counts them
         # all, whichever process served them
         for connection in connections:
-            response, pulled = request(port, "GET", f"/v2/work/app/blobs/{digest}",
-                                       connection=connection)
+            response, pulled = request(
+                port, "GET", f"/v2/work/app/blobs/{digest}", connection=connection
+            )
             assert response.status == 200 and pulled == data
             connection.close()
         pulls = 10 + len(connections)
@@ -215,8 +225,10 @@ workers: 2
         for _ in range(6):
             response, _ = request(port, "GET", f"/v2/work/app/blobs/{digest}")
             assert response.status == 200
-        wait_for(lambda: len([e for e in sink.events if e["action"] == "pull"]) >= pulls + 6,
-                 message="6 more pull events")
+        wait_for(
+            lambda: len([e for e in sink.events if e["action"] == "pull"]) >= pulls + 6,
+            message="6 more pull events",
+        )
         wait_for(lambda: blob_gets_counted(debug_port) == pulls + 6, message="6 more counted")
 
         # A worker that dies is started again; what it counted still counts.
@@ -246,7 +258,8 @@ def uploads_in_progress(debug_port):
     return sum(
         sample.value
         for family in text_string_to_metric_families(body.decode())
-        for sample in family.samples if sample.name == "registryd_uploads_in_progress"
+        for sample in family.samples
+        if sample.name == "registryd_uploads_in_progress"
     )
 
 
@@ -284,7 +297,8 @@ def test_a_worker_lets_its_upload_in_progress_finish_on_stop(tmp_path):
 
     port, debug_port = free_ports(2)
     config = draining_config(
-        tmp_path, port,
+        tmp_path,
+        port,
         http=f"  debug:\n    addr: 127.0.0.1:{debug_port}\n    prometheus: {{enabled: true}}\n",
         more="workers: 2\n",
     )
@@ -300,9 +314,12 @@ def test_a_worker_lets_its_upload_in_progress_finish_on_stop(tmp_path):
         data = os.urandom(300_000)
         busy.sendall(
             f"PATCH {location} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
-            f"Content-Length: {len(data)}\r\n\r\n".encode() + data[:100_000]
+            f"Content-Length: {len(data)}\r\n\r\n".encode()
+            + data[:100_000]
         )
-        wait_for(lambda: uploads_in_progress(debug_port) == 1, message="the worker receiving the upload")
+        wait_for(
+            lambda: uploads_in_progress(debug_port) == 1, message="the worker receiving the upload"
+        )
         running.process.send_signal(signal.SIGTERM)
         wait_for(lambda: "letting requests finish" in running.output, message="draining")
         busy.sendall(data[100_000:])
@@ -386,7 +403,8 @@ workers: 2
 
         worker.kill()  # its replacement starts read-only too
         replacement = wait_for(
-            lambda: [w for w in workers_of(running) if w.pid != worker.pid], message="a new worker",
+            lambda: [w for w in workers_of(running) if w.pid != worker.pid],
+            message="a new worker",
         )[0]
         wait_for(lambda: running.output.count("read-only mode on") == 3, message="new one told")
         assert statuses_of_both_processes(replacement) == {405}
@@ -418,10 +436,12 @@ def test_a_tag_pushed_through_one_process_is_pulled_fresh_through_the_other(tmp_
             digest = "sha256:" + hashlib.sha256(content).hexdigest()
             response, _ = request(port, "POST", f"/v2/app/blobs/uploads/?digest={digest}", content)
             assert response.status == 201
-            blobs.append({"mediaType": "application/octet-stream", "digest": digest,
-                          "size": len(content)})
-        return json.dumps({"schemaVersion": 2, "mediaType": media_type, "config": blobs[0],
-                           "layers": blobs[1:]}).encode()
+            blobs.append(
+                {"mediaType": "application/octet-stream", "digest": digest, "size": len(content)}
+            )
+        return json.dumps(
+            {"schemaVersion": 2, "mediaType": media_type, "config": blobs[0], "layers": blobs[1:]}
+        ).encode()
 
     link = store / "docker/registry/v2/repositories/app/_manifests/tags/latest/current/link"
     with Running(tmp_path, "--config", config) as running:
@@ -436,14 +456,25 @@ def test_a_tag_pushed_through_one_process_is_pulled_fresh_through_the_other(tmp_
             by_process[process.pid] = connection
 
         def pull(process):
-            response, _ = request(port, "GET", "/v2/app/manifests/latest",
-                                  headers={"Accept": media_type}, connection=by_process[process.pid])
+            response, _ = request(
+                port,
+                "GET",
+                "/v2/app/manifests/latest",
+                headers={"Accept": media_type},
+                connection=by_process[process.pid],
+            )
             return response.status, response.getheader("Docker-Content-Digest")
 
         for age, (pusher, puller) in enumerate([(main, worker), (worker, main), (main, worker)]):
             body = bodies[age % 2]
-            response, _ = request(port, "PUT", "/v2/app/manifests/latest", body,
-                                  {"Content-Type": media_type}, connection=by_process[pusher.pid])
+            response, _ = request(
+                port,
+                "PUT",
+                "/v2/app/manifests/latest",
+                body,
+                {"Content-Type": media_type},
+                connection=by_process[pusher.pid],
+            )
             assert response.status == 201
             # Aged past the cache's settled time: both processes keep it.
             os.utime(link, (0, time.time() - 60 - age))

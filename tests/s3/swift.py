@@ -66,8 +66,10 @@ class SwiftS3:
         environment = dict(os.environ)
         environment.update({key: str(value) for key, value in self.ports.items()})
         return subprocess.run(
-            ["bash", str(self.script), mode, str(self.state)], env=environment,
-            stdin=subprocess.DEVNULL, capture_output=True,
+            ["bash", str(self.script), mode, str(self.state)],
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
             timeout=timeout,
         )
 
@@ -78,7 +80,7 @@ class SwiftS3:
             return stderr
         for line in result.stdout.decode().splitlines():
             if line.startswith("export ") and "=" in line:
-                name, value = line[len("export "):].split("=", 1)
+                name, value = line[len("export ") :].split("=", 1)
                 self.env[name] = value.strip("'\"")
         return None
 
@@ -111,10 +113,14 @@ class SwiftS3:
             from botocore.config import Config
 
             self._client = botocore.session.get_session().create_client(
-                "s3", endpoint_url=self.endpoint, region_name=self.region,
-                aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key,
+                "s3",
+                endpoint_url=self.endpoint,
+                region_name=self.region,
+                aws_access_key_id=self.access_key,
+                aws_secret_access_key=self.secret_key,
                 config=Config(
-                    s3={"addressing_style": "path"}, signature_version="s3v4",
+                    s3={"addressing_style": "path"},
+                    signature_version="s3v4",
                     request_checksum_calculation="when_required",
                     response_checksum_validation="when_required",
                 ),
@@ -127,7 +133,10 @@ class SwiftS3:
         except self.client.exceptions.BucketAlreadyOwnedByYou:
             pass
         except self.client.exceptions.ClientError as error:
-            if error.response["Error"]["Code"] not in ("BucketAlreadyExists", "BucketAlreadyOwnedByYou"):
+            if error.response["Error"]["Code"] not in (
+                "BucketAlreadyExists",
+                "BucketAlreadyOwnedByYou",
+            ):
                 raise
         return name
 
@@ -153,16 +162,25 @@ class SwiftS3:
             self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
         keys = self.keys(prefix, bucket)
         for start in range(0, len(keys), 1000):
-            self.client.delete_objects(Bucket=bucket, Delete={
-                "Objects": [{"Key": key} for key in keys[start:start + 1000]], "Quiet": True,
-            })
+            self.client.delete_objects(
+                Bucket=bucket,
+                Delete={
+                    "Objects": [{"Key": key} for key in keys[start : start + 1000]],
+                    "Quiet": True,
+                },
+            )
 
     def parameters(self, prefix, **extra):
         """A ``storage.s3`` section for this store, under C{prefix}."""
         section = {
-            "bucket": BUCKET, "region": self.region, "regionendpoint": self.endpoint,
-            "forcepathstyle": True, "secure": False, "accesskey": self.access_key,
-            "secretkey": self.secret_key, "rootdirectory": f"/{prefix}",
+            "bucket": BUCKET,
+            "region": self.region,
+            "regionendpoint": self.endpoint,
+            "forcepathstyle": True,
+            "secure": False,
+            "accesskey": self.access_key,
+            "secretkey": self.secret_key,
+            "rootdirectory": f"/{prefix}",
         }
         section.update(extra)
         return section

@@ -92,13 +92,16 @@ async def test_writer_streams_parts_while_writing(swift, prefix):
         writer = await driver.writer("/uploads/u/data")
         largest_buffer = 0
         for start in range(0, len(data), MiB):
-            await writer.write(data[start:start + MiB])
+            await writer.write(data[start : start + MiB])
             largest_buffer = max(largest_buffer, len(writer._buffer))
         assert largest_buffer < MIN_CHUNK_SIZE + MiB
         uploads = await in_thread(swift.multipart_uploads, prefix)
         assert [key for key, _ in uploads] == [f"{prefix}/uploads/u/data"]
-        listed = await in_thread(lambda: swift.client.list_parts(
-            Bucket="registryd-tests", Key=uploads[0][0], UploadId=uploads[0][1]))
+        listed = await in_thread(
+            lambda: swift.client.list_parts(
+                Bucket="registryd-tests", Key=uploads[0][0], UploadId=uploads[0][1]
+            )
+        )
         assert [part["Size"] for part in listed["Parts"]] == [MIN_CHUNK_SIZE, MIN_CHUNK_SIZE]
         with pytest.raises(PathNotFound):
             await driver.stat("/uploads/u/data")
@@ -190,7 +193,9 @@ async def test_upload_without_parts_holds_nothing(swift, prefix, monkeypatch, ab
     try:
         await driver.put_content("/u/data", b"committed")
         key = f"{prefix}/u/data"
-        await in_thread(lambda: swift.client.create_multipart_upload(Bucket="registryd-tests", Key=key))
+        await in_thread(
+            lambda: swift.client.create_multipart_upload(Bucket="registryd-tests", Key=key)
+        )
         writer = await driver.writer("/u/data", append=True)
         assert writer.size == len(b"committed")
         await writer.write(b" and more")
@@ -218,7 +223,7 @@ async def test_reactor_not_blocked_while_streaming(swift, prefix):
         data = os.urandom(12 * MiB)
         writer = await driver.writer("/blob")
         for start in range(0, len(data), 2 * MiB):
-            await writer.write(data[start:start + 2 * MiB])
+            await writer.write(data[start : start + 2 * MiB])
         await writer.commit()
         reader = await driver.reader("/blob")
         read = bytearray()
@@ -257,7 +262,10 @@ async def test_reader_reopens_a_broken_connection(driver):
 @pytest_twisted.ensureDeferred
 async def test_large_move_is_a_multipart_copy(swift, prefix):
     driver = make_driver(
-        swift, prefix, multipartcopythresholdsize=MIN_CHUNK_SIZE, multipartcopychunksize=MIN_CHUNK_SIZE
+        swift,
+        prefix,
+        multipartcopythresholdsize=MIN_CHUNK_SIZE,
+        multipartcopychunksize=MIN_CHUNK_SIZE,
     )
     try:
         data = os.urandom(12 * MiB)
@@ -265,8 +273,11 @@ async def test_large_move_is_a_multipart_copy(swift, prefix):
         await writer.write(data)
         await writer.commit()
         await driver.move("/uploads/u/data", "/blobs/sha256/ab/data")
-        head = await in_thread(lambda: swift.client.head_object(
-            Bucket="registryd-tests", Key=f"{prefix}/blobs/sha256/ab/data"))
+        head = await in_thread(
+            lambda: swift.client.head_object(
+                Bucket="registryd-tests", Key=f"{prefix}/blobs/sha256/ab/data"
+            )
+        )
         assert head["ETag"].strip('"').endswith("-2")  # two copied parts
         assert sha(await driver.get_content("/blobs/sha256/ab/data")) == sha(data)
         with pytest.raises(PathNotFound):
@@ -296,7 +307,9 @@ async def test_delete_is_batched_and_aborts_uploads(swift, prefix, monkeypatch):
         for index in range(10):
             await driver.put_content(f"/tree/{index % 3}/file{index}", b"x")
         key = f"{prefix}/tree/upload"
-        await in_thread(lambda: swift.client.create_multipart_upload(Bucket="registryd-tests", Key=key))
+        await in_thread(
+            lambda: swift.client.create_multipart_upload(Bucket="registryd-tests", Key=key)
+        )
         await driver.put_content("/kept", b"y")
         await driver.delete("/tree")
         assert await in_thread(swift.keys, prefix) == [f"{prefix}/kept"]
@@ -331,8 +344,9 @@ async def test_redirect_urls_are_presigned(driver):
     assert "X-Amz-Signature=" in url
 
     def fetch(method):
-        with urllib.request.urlopen(urllib.request.Request(url if method == "GET" else head_url,
-                                                           method=method), timeout=10) as response:
+        with urllib.request.urlopen(
+            urllib.request.Request(url if method == "GET" else head_url, method=method), timeout=10
+        ) as response:
             return response.status, response.read(), response.headers.get("Content-Length")
 
     head_url = await driver.redirect_url("/blobs/data", "HEAD")

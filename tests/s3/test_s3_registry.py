@@ -56,8 +56,10 @@ async def serve(storage, redirect=False, auth=None):
     from registryd.storage.factory import create_storage_driver
     from registryd.storage.registry import Registry
 
-    document = {"version": 0.1, "storage": {"s3": storage, "delete": {"enabled": True},
-                                            "redirect": {"enabled": redirect}}}
+    document = {
+        "version": 0.1,
+        "storage": {"s3": storage, "delete": {"enabled": True}, "redirect": {"enabled": redirect}},
+    }
     if auth is not None:
         document["auth"] = auth
     config = parse_config(yaml.safe_load(yaml.safe_dump(document)))
@@ -88,7 +90,9 @@ async def push_blob(running, name, data, headers=None):
     assert response.code == 202, response.body
     location = running.location(response)
     separator = "&" if "?" in location else "?"
-    response = await running.request("PUT", f"{location}{separator}digest={sha256(data)}", headers, data)
+    response = await running.request(
+        "PUT", f"{location}{separator}digest={sha256(data)}", headers, data
+    )
     assert response.code == 201, response.body
     return sha256(data)
 
@@ -96,15 +100,29 @@ async def push_blob(running, name, data, headers=None):
 async def push_image(running, name, tag, headers=None):
     config = json.dumps({"architecture": "amd64", "os": "linux", "n": os.urandom(8).hex()}).encode()
     layer = os.urandom(3000)
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": await push_blob(running, name, config, headers), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": await push_blob(running, name, layer, headers), "size": len(layer)}],
-    }).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": await push_blob(running, name, config, headers),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": await push_blob(running, name, layer, headers),
+                    "size": len(layer),
+                }
+            ],
+        }
+    ).encode()
     response = await running.request(
-        "PUT", f"{name}/manifests/{tag}", {**(headers or {}), "Content-Type": OCI_MANIFEST}, manifest
+        "PUT",
+        f"{name}/manifests/{tag}",
+        {**(headers or {}), "Content-Type": OCI_MANIFEST},
+        manifest,
     )
     assert response.code == 201, response.body
     return manifest, layer
@@ -122,7 +140,8 @@ async def test_blob_get_redirects_to_the_store_after_the_access_check(swift, pre
     htpasswd = tmp_path / "htpasswd"
     htpasswd.write_text(HTPASSWD)
     running = await serve(
-        swift.parameters(prefix), redirect=True,
+        swift.parameters(prefix),
+        redirect=True,
         auth={"htpasswd": {"realm": "s3 test", "path": str(htpasswd)}},
     )
     try:
@@ -176,9 +195,14 @@ async def faulty(swift, prefix):
     after 1 s and at most 4 run at once."""
     host, port = swift.endpoint.rsplit("//", 1)[1].split(":")
     store = FaultyStore(host, int(port)).start()
-    running = await serve(swift.parameters(
-        prefix, regionendpoint=store.endpoint, requesttimeout=1, maxrequests=4,
-    ))
+    running = await serve(
+        swift.parameters(
+            prefix,
+            regionendpoint=store.endpoint,
+            requesttimeout=1,
+            maxrequests=4,
+        )
+    )
     running.store = store
     yield running
     await stop(running)
@@ -253,10 +277,14 @@ async def test_requests_do_not_pile_up_on_a_hanging_store(faulty):
     await push_image(faulty, "app", "v1")
     await faulty.store.set_mode("hang")
     started = time.monotonic()
-    responses = await defer.gatherResults([
-        defer.ensureDeferred(faulty.request("GET", "app/manifests/v1", {"Accept": OCI_MANIFEST}))
-        for _ in range(20)
-    ])
+    responses = await defer.gatherResults(
+        [
+            defer.ensureDeferred(
+                faulty.request("GET", "app/manifests/v1", {"Accept": OCI_MANIFEST})
+            )
+            for _ in range(20)
+        ]
+    )
     elapsed = time.monotonic() - started
     assert [response.code for response in responses] == [503] * 20
     assert elapsed < 20, f"took {elapsed:.1f}s"
@@ -274,7 +302,9 @@ async def test_upload_keeps_its_bytes_through_an_outage(faulty):
     first, second = os.urandom(4000), os.urandom(3000)
     response = await faulty.request("POST", "app/blobs/uploads/")
     location = faulty.location(response)
-    response = await faulty.request("PATCH", location, {"Content-Range": f"0-{len(first) - 1}"}, first)
+    response = await faulty.request(
+        "PATCH", location, {"Content-Range": f"0-{len(first) - 1}"}, first
+    )
     assert response.code == 202, response.body
     location = faulty.location(response)
 

@@ -43,7 +43,9 @@ def imported(tree, module, is_package, known):
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found.update(owner(alias.name) for alias in node.names if alias.name.startswith("registryd"))
+            found.update(
+                owner(alias.name) for alias in node.names if alias.name.startswith("registryd")
+            )
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
@@ -102,10 +104,25 @@ def test_no_import_cycles_between_registryds_modules():
 #: Collaborators registryd.runtime.composition passes to constructors; setting one
 #: on another object after construction is the wiring the composition root
 #: replaced.
-COLLABORATORS = frozenset({
-    "authorizer", "token_issuer", "proxy", "health", "events", "urls", "access_log", "prefix",
-    "config_path", "listen_override", "config_filter", "app", "site", "driver", "registry",
-})
+COLLABORATORS = frozenset(
+    {
+        "authorizer",
+        "token_issuer",
+        "proxy",
+        "health",
+        "events",
+        "urls",
+        "access_log",
+        "prefix",
+        "config_path",
+        "listen_override",
+        "config_filter",
+        "app",
+        "site",
+        "driver",
+        "registry",
+    }
+)
 
 
 def assigned_attributes(tree):
@@ -140,12 +157,21 @@ def test_collaborators_are_passed_to_constructors_not_set_afterwards():
 def test_operations_does_not_reach_into_the_service():
     path, tree = modules()["registryd.ops.operations"]
     reaching = sorted(
-        {ast.unparse(node) for node in ast.walk(tree)
-         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-         and node.value.id == "service"}
-        | {ast.unparse(node) for node in ast.walk(tree)
-           if isinstance(node, ast.Attribute) and node.attr == "service"
-           and isinstance(node.value, ast.Name) and node.value.id == "self"}
+        {
+            ast.unparse(node)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "service"
+        }
+        | {
+            ast.unparse(node)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute)
+            and node.attr == "service"
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "self"
+        }
     )
     assert reaching == []
 
@@ -164,7 +190,9 @@ def twisted_private_names():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("twisted"):
                 candidates = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
             elif isinstance(node, ast.Import):
-                candidates = [alias.name for alias in node.names if alias.name.startswith("twisted")]
+                candidates = [
+                    alias.name for alias in node.names if alias.name.startswith("twisted")
+                ]
             else:
                 continue
             for candidate in candidates:
@@ -186,9 +214,13 @@ def twisted_private_names():
             tree = ast.parse(stream.read())
         for node in ast.walk(tree):
             name = (
-                node.attr if isinstance(node, ast.Attribute)
-                else node.name if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-                else node.id if isinstance(node, ast.Name) else ""
+                node.attr
+                if isinstance(node, ast.Attribute)
+                else node.name
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                else node.id
+                if isinstance(node, ast.Name)
+                else ""
             )
             if name.startswith("_") and not name.startswith("__"):
                 names.add(name)
@@ -219,9 +251,12 @@ def attribute_uses(tree):
         if isinstance(node, ast.Attribute):
             yield node.attr, node
         elif (
-            isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-            and node.func.id in ("getattr", "hasattr", "setattr") and len(node.args) >= 2
-            and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "hasattr", "setattr")
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
         ):
             yield node.args[1].value, node.args[1]
 
@@ -242,7 +277,8 @@ def test_private_twisted_names_are_used_only_in_compat():
         if name == "registryd.compat":
             continue
         functions = {
-            node.name for node in ast.walk(tree)
+            node.name
+            for node in ast.walk(tree)
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
         }
         for attribute, node in attribute_uses(tree):
@@ -269,7 +305,11 @@ def test_offline_tools_make_their_driver_without_the_daemon():
         "    'klein', 'twisted.web.server', 'twisted.internet.reactor'))))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "PYTHONPATH": ROOT},
     )
     assert result.returncode == 0, result.stderr

@@ -55,10 +55,18 @@ def test_scope_round_trip_and_port_in_name():
     assert Access.catalog().scope() == "registry:catalog:*"
 
 
-@pytest.mark.parametrize("text", [
-    "repository", "repository:name", "Repository:a:pull", "repository::pull",
-    "repository:a:b:c:pull", "repository:a:PULL", "repo sitory:a:pull",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "repository",
+        "repository:name",
+        "Repository:a:pull",
+        "repository::pull",
+        "repository:a:b:c:pull",
+        "repository:a:PULL",
+        "repo sitory:a:pull",
+    ],
+)
 def test_malformed_scopes_are_refused(text):
     with pytest.raises(ScopeInvalid):
         parse_scope(text)
@@ -66,7 +74,11 @@ def test_malformed_scopes_are_refused(text):
 
 def test_scopes_may_be_space_separated():
     found = parse_scopes(["repository:a:pull repository:b:push", "", "registry:catalog:*"])
-    assert [a.scope() for a in found] == ["repository:a:pull", "repository:b:push", "registry:catalog:*"]
+    assert [a.scope() for a in found] == [
+        "repository:a:pull",
+        "repository:b:push",
+        "registry:catalog:*",
+    ]
 
 
 def test_access_set_star_and_missing():
@@ -74,7 +86,9 @@ def test_access_set_star_and_missing():
     assert granted.allows("repository", "a", "pull")
     assert not granted.allows("repository", "a", "push")
     assert granted.allows("repository", "b", "delete")
-    missing = granted.missing([Access.repository("a", "pull", "push"), Access.repository("b", "push")])
+    missing = granted.missing(
+        [Access.repository("a", "pull", "push"), Access.repository("b", "push")]
+    )
     assert missing == [Access.repository("a", "push")]
 
 
@@ -101,25 +115,39 @@ def test_authorization_header_parsing():
     assert headers.authorization(request_with(b"bEaReR abc.def.ghi")) == ("bearer", "abc.def.ghi")
 
 
-@pytest.mark.parametrize("values", [
-    [b"Basic"], [b"Basic "], [b"Bearer a", b"Bearer b"], [b"Basic \xff\xfe"],
-])
+@pytest.mark.parametrize(
+    "values",
+    [
+        [b"Basic"],
+        [b"Basic "],
+        [b"Bearer a", b"Bearer b"],
+        [b"Basic \xff\xfe"],
+    ],
+)
 def test_malformed_authorization_headers(values):
     with pytest.raises(headers.MalformedAuthorization):
         headers.authorization(request_with(*values))
 
 
-@pytest.mark.parametrize("value", ["!!!", base64.b64encode(b"no-colon").decode(),
-                                   base64.b64encode(b":nouser").decode(),
-                                   base64.b64encode(b"\xff:x").decode()])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "!!!",
+        base64.b64encode(b"no-colon").decode(),
+        base64.b64encode(b":nouser").decode(),
+        base64.b64encode(b"\xff:x").decode(),
+    ],
+)
 def test_malformed_basic_credentials(value):
     with pytest.raises(headers.MalformedAuthorization):
         headers.basic_credentials(value)
 
 
 def test_challenge_quotes_values():
-    assert headers.challenge("Bearer", realm='a"b', service="s", scope=None) == \
-        'Bearer realm="a\\"b",service="s"'
+    assert (
+        headers.challenge("Bearer", realm='a"b', service="s", scope=None)
+        == 'Bearer realm="a\\"b",service="s"'
+    )
 
 
 # --- keys ---------------------------------------------------------------------
@@ -127,11 +155,14 @@ def test_challenge_quotes_values():
 
 def test_jwk_thumbprint_matches_rfc_7638_example():
     jwk = {
-        "kty": "RSA", "e": "AQAB", "alg": "RS256", "kid": "2011-04-29",
+        "kty": "RSA",
+        "e": "AQAB",
+        "alg": "RS256",
+        "kid": "2011-04-29",
         "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSo"
-             "c_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGj"
-             "QR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-b"
-             "FTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+        "c_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGj"
+        "QR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-b"
+        "FTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
     }
     assert keys.jwk_thumbprint(jwk) == "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
 
@@ -148,7 +179,9 @@ def test_algorithms_fit_key_types():
 
 
 def test_jwks_with_symmetric_keys_is_refused(tmp_path):
-    path = certs.write(tmp_path, "jwks.json", json.dumps({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}).encode())
+    path = certs.write(
+        tmp_path, "jwks.json", json.dumps({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}).encode()
+    )
     with pytest.raises(keys.KeyFileError, match="symmetric"):
         keys.load_jwks(path)
 
@@ -181,7 +214,9 @@ def test_access_rules():
     assert policy.actions("bob", "alice/tools") == set()
     assert policy.actions("carol", "carol/x") == {"pull", "push", "delete"}
     assert policy.may_list_catalog(None) and policy.may_list_catalog("carol")
-    assert not AccessRules([Rule(repositories=["a"], users=["x"], actions=["pull"])]).may_list_catalog(None)
+    assert not AccessRules(
+        [Rule(repositories=["a"], users=["x"], actions=["pull"])]
+    ).may_list_catalog(None)
 
 
 def test_user_placeholder_cannot_be_widened_by_the_user_name():
@@ -253,8 +288,12 @@ async def test_checker_accepts_htpasswd_B_entries_and_caches_success(tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_checker_refuses_wrong_password_and_unknown_user_without_caching(tmp_path):
     checker = checker_for(tmp_path, ALICE)
-    for user, password in [(b"alice", b"wrong"), (b"alice", b"wrong"), (b"nobody", b"wonderland"),
-                           (b"alice", b"wonderland" + b"x" * 80)]:
+    for user, password in [
+        (b"alice", b"wrong"),
+        (b"alice", b"wrong"),
+        (b"nobody", b"wonderland"),
+        (b"alice", b"wonderland" + b"x" * 80),
+    ]:
         with pytest.raises(UnauthorizedLogin):
             await checker.requestAvatarId(UsernamePassword(user, password))
     assert checker.bcrypt_runs == 4  # failures are never cached; unknown users pay bcrypt too
@@ -265,9 +304,9 @@ async def test_concurrent_checks_share_one_bcrypt_run(tmp_path):
     from twisted.internet import defer
 
     checker = checker_for(tmp_path, ALICE)
-    results = await defer.gatherResults([
-        checker.requestAvatarId(UsernamePassword(b"alice", b"wonderland")) for _ in range(4)
-    ])
+    results = await defer.gatherResults(
+        [checker.requestAvatarId(UsernamePassword(b"alice", b"wonderland")) for _ in range(4)]
+    )
     assert results == ["alice"] * 4 and checker.bcrypt_runs == 1
 
 
@@ -297,13 +336,24 @@ class Signer:
 
     def token(self, grants=(), headers=None, **claims):
         now = int(time.time())
-        body = {"iss": self.issuer, "sub": "alice", "aud": self.service, "exp": now + 300,
-                "nbf": now - 5, "iat": now, "jti": "x",
-                "access": [{"type": t, "name": n, "actions": list(a)} for t, n, a in grants]}
+        body = {
+            "iss": self.issuer,
+            "sub": "alice",
+            "aud": self.service,
+            "exp": now + 300,
+            "nbf": now - 5,
+            "iat": now,
+            "jti": "x",
+            "access": [{"type": t, "name": n, "actions": list(a)} for t, n, a in grants],
+        }
         body.update(claims)
         body = {k: v for k, v in body.items() if v is not None}
-        return jwt.encode(body, self.key, algorithm=self.algorithm,
-                          headers=headers if headers is not None else {"kid": self.kid})
+        return jwt.encode(
+            body,
+            self.key,
+            algorithm=self.algorithm,
+            headers=headers if headers is not None else {"kid": self.kid},
+        )
 
 
 def verifier_for(signer, **kwargs):
@@ -322,16 +372,19 @@ def test_valid_token_by_kid_thumbprint_and_libtrust_id():
     assert verifier_for(rsa).verify(rsa.token(aud=["other", "registry"])).subject == "alice"
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(exp=int(time.time()) - 3600), "expired"),
-    (dict(nbf=int(time.time()) + 3600), "not valid yet"),
-    (dict(aud="another-registry"), "not for service"),
-    (dict(iss="someone-else"), "untrusted issuer"),
-    (dict(exp=None), "exp"),
-    (dict(access="everything"), "access claim"),
-    (dict(access=[{"type": "repository", "name": "a", "actions": "pull"}]), "access claim"),
-    (dict(token_use="refresh"), "refresh token"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(exp=int(time.time()) - 3600), "expired"),
+        (dict(nbf=int(time.time()) + 3600), "not valid yet"),
+        (dict(aud="another-registry"), "not for service"),
+        (dict(iss="someone-else"), "untrusted issuer"),
+        (dict(exp=None), "exp"),
+        (dict(access="everything"), "access claim"),
+        (dict(access=[{"type": "repository", "name": "a", "actions": "pull"}]), "access claim"),
+        (dict(token_use="refresh"), "refresh token"),
+    ],
+)
 def test_invalid_claims(change, message):
     signer = Signer()
     with pytest.raises(InvalidToken, match=message):
@@ -347,11 +400,17 @@ def test_untrusted_keys_and_algorithms():
         verifier.verify(stranger.token(headers={"kid": signer.kid}))
     with pytest.raises(InvalidToken, match="names no signing key"):
         verifier.verify(signer.token(headers={}))
-    unsigned = jwt.encode({"iss": "issuer", "aud": "registry", "exp": int(time.time()) + 60}, None,
-                          algorithm="none", headers={"kid": signer.kid})
+    unsigned = jwt.encode(
+        {"iss": "issuer", "aud": "registry", "exp": int(time.time()) + 60},
+        None,
+        algorithm="none",
+        headers={"kid": signer.kid},
+    )
     with pytest.raises(InvalidToken, match="not accepted"):
         verifier.verify(unsigned)
-    hmac_token = jwt.encode({"iss": "issuer"}, b"k" * 32, algorithm="HS256", headers={"kid": signer.kid})
+    hmac_token = jwt.encode(
+        {"iss": "issuer"}, b"k" * 32, algorithm="HS256", headers={"kid": signer.kid}
+    )
     with pytest.raises(InvalidToken, match="not accepted"):
         verifier.verify(hmac_token)
     with pytest.raises(InvalidToken, match="not accepted"):
@@ -373,7 +432,9 @@ def test_jwk_header_must_be_a_trusted_key():
 def x5c(*certificates):
     from cryptography.hazmat.primitives import serialization
 
-    return [base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode() for c in certificates]
+    return [
+        base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode() for c in certificates
+    ]
 
 
 def test_x5c_chain_to_rootcertbundle():
@@ -387,13 +448,21 @@ def test_x5c_chain_to_rootcertbundle():
     sub = certs.CA.__new__(certs.CA)
     sub.key, sub.certificate = intermediate_key, intermediate
     _, leaf2 = sub.issue("token signer 2", key=signer.key)
-    assert verifier.verify(signer.token(headers={"x5c": x5c(leaf2, intermediate)})).subject == "alice"
+    assert (
+        verifier.verify(signer.token(headers={"x5c": x5c(leaf2, intermediate)})).subject == "alice"
+    )
     # the self-signed signing certificate itself as the bundle (Distribution's usual set-up)
     own = certs.self_signed(signer.key)
-    assert TokenVerifier("issuer", "registry", roots=[own]).verify(
-        signer.token(headers={"x5c": x5c(own)})).subject == "alice"
+    assert (
+        TokenVerifier("issuer", "registry", roots=[own])
+        .verify(signer.token(headers={"x5c": x5c(own)}))
+        .subject
+        == "alice"
+    )
     # and by kid alone: bundle keys are trusted keys
-    assert TokenVerifier("issuer", "registry", roots=[own]).verify(signer.token()).subject == "alice"
+    assert (
+        TokenVerifier("issuer", "registry", roots=[own]).verify(signer.token()).subject == "alice"
+    )
 
 
 def test_x5c_chain_not_leading_to_a_root_is_refused():
@@ -413,8 +482,12 @@ def test_x5c_chain_not_leading_to_a_root_is_refused():
         verifier.verify(signer.token(headers={"x5c": ["not base64!"]}))
     import datetime
 
-    _, expired = ca.issue("old", key=signer.key, days=1,
-                          not_before=datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=3))
+    _, expired = ca.issue(
+        "old",
+        key=signer.key,
+        days=1,
+        not_before=datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=3),
+    )
     with pytest.raises(InvalidToken, match="expired"):
         verifier.verify(signer.token(headers={"x5c": x5c(expired)}))
 
@@ -426,24 +499,58 @@ def issuer_for(tmp_path, policy=None, **kwargs):
     path = tmp_path / "htpasswd"
     path.write_text(f"{ALICE}\n{BOB}\n")
     htfile = HtpasswdFile(str(path))
-    return TokenIssuer(certs.new_key(), "registryd", "registry", HtpasswdChecker(htfile), htfile,
-                       policy or rules(), **kwargs), path
+    return TokenIssuer(
+        certs.new_key(),
+        "registryd",
+        "registry",
+        HtpasswdChecker(htfile),
+        htfile,
+        policy or rules(),
+        **kwargs,
+    ), path
 
 
 def test_issuer_grants_the_intersection(tmp_path):
     issuer, _ = issuer_for(tmp_path)
-    requested = parse_scopes(["repository:team/x:pull,push,delete repository:secret/x:pull",
-                              "registry:catalog:* repository:bob/y:*"])
+    requested = parse_scopes(
+        [
+            "repository:team/x:pull,push,delete repository:secret/x:pull",
+            "registry:catalog:* repository:bob/y:*",
+        ]
+    )
     granted = issuer.grant("bob", requested)
     assert [a.scope() for a in granted] == [
-        "repository:team/x:pull,push", "registry:catalog:*", "repository:bob/y:pull,push,delete"]
+        "repository:team/x:pull,push",
+        "registry:catalog:*",
+        "repository:bob/y:pull,push,delete",
+    ]
     assert issuer.grant(None, requested) == [Access.catalog()]  # anonymous rule exists
-    assert [a.scope() for a in issuer.grant(None, parse_scopes(["repository:public/a:pull,push"]))] == \
-        ["repository:public/a:pull"]
+    assert [
+        a.scope() for a in issuer.grant(None, parse_scopes(["repository:public/a:pull,push"]))
+    ] == ["repository:public/a:pull"]
 
 
-NAME_PARTS = ["alice", "secret", "app", "..", ".", "", "App", "a-b", "a__b", "a___b", "-a", "a.",
-              "x" * 300, "%2e%2e", "\u00e9", "localhost:5000", "a\x00", "*", "${user}"]
+NAME_PARTS = [
+    "alice",
+    "secret",
+    "app",
+    "..",
+    ".",
+    "",
+    "App",
+    "a-b",
+    "a__b",
+    "a___b",
+    "-a",
+    "a.",
+    "x" * 300,
+    "%2e%2e",
+    "\u00e9",
+    "localhost:5000",
+    "a\x00",
+    "*",
+    "${user}",
+]
 
 
 def test_issuer_grants_only_repository_names_the_api_accepts(tmp_path):
@@ -456,9 +563,12 @@ def test_issuer_grants_only_repository_names_the_api_accepts(tmp_path):
 
     from registryd.names import check_repository_name
 
-    issuer, _ = issuer_for(tmp_path, policy=AccessRules(
-        [Rule(["${user}/**"], users=["*"], actions=["pull", "push"])]))
-    names = st.lists(st.sampled_from(NAME_PARTS), min_size=1, max_size=5).map("/".join) | st.text(max_size=30)
+    issuer, _ = issuer_for(
+        tmp_path, policy=AccessRules([Rule(["${user}/**"], users=["*"], actions=["pull", "push"])])
+    )
+    names = st.lists(st.sampled_from(NAME_PARTS), min_size=1, max_size=5).map("/".join) | st.text(
+        max_size=30
+    )
 
     @settings(max_examples=300, derandomize=True, database=None, deadline=None)
     @given(names, st.sampled_from(["pull", "push", "*", "pull,push", ""]))
@@ -503,8 +613,9 @@ def test_issuer_x5c_header_when_a_certificate_is_configured(tmp_path):
     path = tmp_path / "htpasswd"
     path.write_text(ALICE + "\n")
     htfile = HtpasswdFile(str(path))
-    issuer = TokenIssuer(key, "registryd", "registry", HtpasswdChecker(htfile), htfile, rules(),
-                         certificates=[own])
+    issuer = TokenIssuer(
+        key, "registryd", "registry", HtpasswdChecker(htfile), htfile, rules(), certificates=[own]
+    )
     token, _, _ = issuer.access_token("alice", [])
     assert jwt.get_unverified_header(token)["x5c"] == x5c(own)
     assert TokenVerifier("registryd", "registry", roots=[own]).verify(token).subject == "alice"
@@ -523,21 +634,29 @@ def test_grants_provide_the_interface():
 def test_token_grant_reads_beyond_the_token_only_with_the_built_in_issuer():
     signer = Signer()
     verified = verifier_for(signer).verify(
-        signer.token([("repository", "team/x", ["pull"]), ("registry", "catalog", ["*"])], sub="bob"))
+        signer.token(
+            [("repository", "team/x", ["pull"]), ("registry", "catalog", ["*"])], sub="bob"
+        )
+    )
     external = TokenGrant(verified)
     assert external.allows("repository", "team/x", "pull")
     assert not external.allows("repository", "team/y", "pull")
     assert external.may_list("anything")  # external catalog grant: the whole catalog
     own = TokenGrant(verified, rules())
-    assert own.allows("repository", "team/y", "pull") and not own.allows("repository", "team/y", "push")
+    assert own.allows("repository", "team/y", "pull") and not own.allows(
+        "repository", "team/y", "push"
+    )
     assert own.may_list("team/y") and not own.may_list("secret/z")
 
 
 def test_authorizers_provide_the_interface(tmp_path):
     checker = checker_for(tmp_path, ALICE)
     signer = Signer()
-    for authorizer in [OpenAuthorizer(), BasicAuthorizer("r", checker, rules()),
-                       BearerAuthorizer("https://auth", "registry", verifier_for(signer))]:
+    for authorizer in [
+        OpenAuthorizer(),
+        BasicAuthorizer("r", checker, rules()),
+        BearerAuthorizer("https://auth", "registry", verifier_for(signer)),
+    ]:
         verifyObject(IAuthorizer, authorizer)
 
 
@@ -548,10 +667,14 @@ async def test_bearer_authorizer_challenges():
     needed = [Access.repository("a/b", "pull", "push")]
     with pytest.raises(errors.Unauthorized) as info:
         await authorizer.authorize(request_with(), needed)
-    assert info.value.headers["WWW-Authenticate"] == \
-        'Bearer realm="https://auth/token",service="registry",scope="repository:a/b:pull,push"'
-    assert info.value.detail == [{"Type": "repository", "Name": "a/b", "Action": "pull"},
-                                 {"Type": "repository", "Name": "a/b", "Action": "push"}]
+    assert (
+        info.value.headers["WWW-Authenticate"]
+        == 'Bearer realm="https://auth/token",service="registry",scope="repository:a/b:pull,push"'
+    )
+    assert info.value.detail == [
+        {"Type": "repository", "Name": "a/b", "Action": "pull"},
+        {"Type": "repository", "Name": "a/b", "Action": "push"},
+    ]
     with pytest.raises(errors.Unauthorized) as info:
         await authorizer.authorize(request_with(b"Bearer " + signer.token(exp=1).encode()), needed)
     assert 'error="invalid_token"' in info.value.headers["WWW-Authenticate"]
@@ -560,10 +683,12 @@ async def test_bearer_authorizer_challenges():
         await authorizer.authorize(request_with(b"Bearer " + token.encode()), needed)
     assert info.value.status == 403
     assert info.value.headers["WWW-Authenticate"].endswith(
-        'scope="repository:a/b:pull,push",error="insufficient_scope"')
+        'scope="repository:a/b:pull,push",error="insufficient_scope"'
+    )
     assert info.value.detail == [{"Type": "repository", "Name": "a/b", "Action": "push"}]
-    grant = await authorizer.authorize(request_with(b"Bearer " + token.encode()),
-                                       [Access.repository("a/b", "pull")])
+    grant = await authorizer.authorize(
+        request_with(b"Bearer " + token.encode()), [Access.repository("a/b", "pull")]
+    )
     assert grant.user == "alice"
 
 
@@ -587,7 +712,7 @@ def sample_auth_blocks():
         else:
             current = None
     access = []
-    for line in lines[lines.index("#   access:"):]:
+    for line in lines[lines.index("#   access:") :]:
         if not line.startswith("#   "):
             break  # the end of the auth example
         access.append(line[2:])
@@ -602,8 +727,10 @@ def test_sample_config_auth_examples_parse():
 
     blocks = sample_auth_blocks()
     assert len(blocks) == 3
-    parsed = [parse_config(yaml.safe_load("version: 0.1\nstorage: {inmemory: }\n" + b)).auth
-              for b in blocks]
+    parsed = [
+        parse_config(yaml.safe_load("version: 0.1\nstorage: {inmemory: }\n" + b)).auth
+        for b in blocks
+    ]
     assert parsed[0].htpasswd and not parsed[0].token
     assert parsed[1].token.jwks and not parsed[1].htpasswd
     assert parsed[2].tokenserver and len(parsed[2].access.rules) == 4
@@ -630,8 +757,9 @@ async def test_a_synchronous_runner_answers_too(tmp_path):
 
     path = tmp_path / "htpasswd"
     path.write_text(ALICE + "\n")
-    checker = HtpasswdChecker(HtpasswdFile(str(path)),
-                              run_in_thread=lambda f, *a: defer.succeed(f(*a)))
+    checker = HtpasswdChecker(
+        HtpasswdFile(str(path)), run_in_thread=lambda f, *a: defer.succeed(f(*a))
+    )
     assert await checker.requestAvatarId(UsernamePassword(b"alice", b"wonderland")) == "alice"
     assert _checkpw(b"x", b"not a hash") is False
 

@@ -17,8 +17,23 @@ from registryd.storage.drivers.memory import InMemoryDriver
 from registryd.storage.registry import Registry
 
 NAMES = [
-    "a", "a-b", "a.b", "a/b", "a/b/c", "a/b-c", "a/b.c", "a-b/c", "a0", "b", "b/a", "c/d/e/f",
-    "library/alpine", "library/alpine-mini", "library/alpine/extra", "z9", "zz/top",
+    "a",
+    "a-b",
+    "a.b",
+    "a/b",
+    "a/b/c",
+    "a/b-c",
+    "a/b.c",
+    "a-b/c",
+    "a0",
+    "b",
+    "b/a",
+    "c/d/e/f",
+    "library/alpine",
+    "library/alpine-mini",
+    "library/alpine/extra",
+    "z9",
+    "zz/top",
 ]
 # Directories that exist but are not repositories (no _manifests).
 NOT_REPOSITORIES = ["c", "c/d", "c/d/e", "empty/dir", "library"]
@@ -51,7 +66,7 @@ def expected_page(everything, last, limit, include=None):
     start = bisect.bisect_right(names, last) if last else 0
     if limit is None:
         return names[start:], False
-    return names[start:start + limit], start + limit < len(names)
+    return names[start : start + limit], start + limit < len(names)
 
 
 @pytest_twisted.ensureDeferred
@@ -60,8 +75,21 @@ async def test_every_page_matches_the_full_walk(registry):
     everything = await registry.repositories()
     assert everything == sorted(NAMES)
     for limit in (None, 0, 1, 2, 3, 5, 100):
-        for last in [None, "", "0", "a", "a-", "a/b", "a/b/c", "b", "library", "library/alpine",
-                     "m", "zz/top", "zzz"] + NAMES:
+        for last in [
+            None,
+            "",
+            "0",
+            "a",
+            "a-",
+            "a/b",
+            "a/b/c",
+            "b",
+            "library",
+            "library/alpine",
+            "m",
+            "zz/top",
+            "zzz",
+        ] + NAMES:
             got = await registry.repository_page(last or None, limit)
             assert got == expected_page(everything, last, limit), (last, limit)
 
@@ -108,4 +136,6 @@ async def test_random_trees(registry):
     assert everything == sorted(names)
     for limit in (1, 4, 7):
         for last in [None] + rng.sample(sorted(names), 10) + ["a/", "b-", "c/c/c"]:
-            assert await registry.repository_page(last, limit) == expected_page(everything, last, limit)
+            assert await registry.repository_page(last, limit) == expected_page(
+                everything, last, limit
+            )

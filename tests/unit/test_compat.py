@@ -179,7 +179,8 @@ def test_parse_endpoint_description_is_twisteds_parser_with_escapes():
         r"ssl:5443:privateKey=C\:/keys/a.key:certKey=b.crt:interface=\:\:1"
     )
     assert (args, kwargs) == (
-        ["ssl", "5443"], {"privateKey": "C:/keys/a.key", "certKey": "b.crt", "interface": "::1"}
+        ["ssl", "5443"],
+        {"privateKey": "C:/keys/a.key", "certKey": "b.crt", "interface": "::1"},
     ), changed("twisted.internet.endpoints._parse", f"returned {(args, kwargs)!r}")
 
 

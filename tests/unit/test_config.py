@@ -296,7 +296,8 @@ def test_converted_addresses_parse_back_to_what_the_go_address_meant(addr, kind,
 
 
 @pytest.mark.parametrize(
-    "addr", ["5000", "localhost", ":http", "1.2.3.4:", ":70000", "[::1]5000", "::1:5000", "[host]:1", ""]
+    "addr",
+    ["5000", "localhost", ":http", "1.2.3.4:", ":70000", "[::1]5000", "::1:5000", "[host]:1", ""],
 )
 def test_bad_addr_names_http_addr(addr):
     message = error_for(minimal(f"http:\n  addr: '{addr}'\n"))
@@ -313,13 +314,17 @@ def test_bad_addr_names_http_addr(addr):
         ("health:\n  http:\n  - {uri: 'http://h/', method: GET}\n", "health.http[0].method"),
         ("health:\n  storagedriver: {timeout: 1s}\n", "health.storagedriver.timeout"),
         ("notifications:\n  endpoints: []\n  other: 1\n", "notifications.other"),
-        ("notifications:\n  endpoints:\n  - {name: a, url: 'http://h/', queue: 5}\n",
-         "notifications.endpoints[0].queue"),
+        (
+            "notifications:\n  endpoints:\n  - {name: a, url: 'http://h/', queue: 5}\n",
+            "notifications.endpoints[0].queue",
+        ),
         ("compatibility:\n  schema1: {enabled: true}\n", "compatibility"),
         ("reporting:\n  bugsnag: {}\n", "reporting"),
         ("middleware:\n  registry: []\n", "middleware.registry"),
-        ("http:\n  tls:\n    certificate: /c\n    key: /k\n    letsencrypt: {}\n",
-         "http.tls.letsencrypt"),
+        (
+            "http:\n  tls:\n    certificate: /c\n    key: /k\n    letsencrypt: {}\n",
+            "http.tls.letsencrypt",
+        ),
         ("http:\n  debug:\n    addr: :5001\n    tls: {}\n", "http.debug.tls"),
         ("log:\n  hooks: []\n", "log.hooks"),
         ("  maintenance:\n    purging: {enabled: false}\n", "storage.maintenance.purging"),
@@ -365,19 +370,28 @@ def test_the_first_unsupported_key_in_document_order_is_named():
         ("version: 0.1\nstorage: [filesystem]\n", "storage"),
         ("version: 0.1\nstorage: {filesystem: {}, inmemory: }\n", "storage.inmemory"),
         ("version: 0.1\nstorage: {filesystem: /srv}\n", "storage.filesystem"),
-        ("version: 0.1\nstorage: {inmemory: , delete: {enabled: 'yes'}}\n", "storage.delete.enabled"),
+        (
+            "version: 0.1\nstorage: {inmemory: , delete: {enabled: 'yes'}}\n",
+            "storage.delete.enabled",
+        ),
         ("version: 0.1\nstorage: {inmemory: , delete: true}\n", "storage.delete"),
-        ("version: 0.1\nstorage: {inmemory: , cache: {blobdescriptorsize: many}}\n",
-         "storage.cache.blobdescriptorsize"),
-        ("version: 0.1\nstorage: {inmemory: , cache: {blobdescriptor: 1}}\n",
-         "storage.cache.blobdescriptor"),
+        (
+            "version: 0.1\nstorage: {inmemory: , cache: {blobdescriptorsize: many}}\n",
+            "storage.cache.blobdescriptorsize",
+        ),
+        (
+            "version: 0.1\nstorage: {inmemory: , cache: {blobdescriptor: 1}}\n",
+            "storage.cache.blobdescriptor",
+        ),
         ("version: 0.1\nstorage: {inmemory: , 5: x}\n", "storage.5"),
         ("version: 0.1\nstorage: {inmemory: }\nlog: {level: verbose}\n", "log.level"),
         ("version: 0.1\nstorage: {inmemory: }\nlog: {level: 3}\n", "log.level"),
         ("version: 0.1\nstorage: {inmemory: }\nlog: {formatter: xml}\n", "log.formatter"),
         ("version: 0.1\nstorage: {inmemory: }\nlog: {fields: [a]}\n", "log.fields"),
-        ("version: 0.1\nstorage: {inmemory: }\nlog: {accesslog: {disabled: 1}}\n",
-         "log.accesslog.disabled"),
+        (
+            "version: 0.1\nstorage: {inmemory: }\nlog: {accesslog: {disabled: 1}}\n",
+            "log.accesslog.disabled",
+        ),
         ("version: 0.1\nstorage: {inmemory: }\nlog: debug\n", "log"),
         ("version: 0.1\nstorage: {inmemory: }\nloglevel: loud\n", "loglevel"),
         ("version: 0.1\nstorage: {inmemory: }\nhttp: {addr: 5000}\n", "http.addr"),
@@ -390,11 +404,22 @@ def test_the_first_unsupported_key_in_document_order_is_named():
         ("version: 0.1\nstorage: {inmemory: }\nhttp: {host: 'https://r:99999'}\n", "http.host"),
         ("version: 0.1\nstorage: {inmemory: }\nhttp: {host: 'https://r/?a=b'}\n", "http.host"),
         ("version: 0.1\nstorage: {inmemory: }\nhttp: {headers: [a]}\n", "http.headers"),
-        ("version: 0.1\nstorage: {inmemory: }\nhttp: {headers: {X-A: nosniff}}\n", "http.headers.X-A"),
-        ("version: 0.1\nstorage: {inmemory: }\nhttp: {headers: {X-A: [1]}}\n", "http.headers.X-A[0]"),
-        ("version: 0.1\nstorage: {inmemory: }\nhttp: {headers: {X-A: [ok, \"a\\nb\"]}}\n",
-         "http.headers.X-A[1]"),
-        ("version: 0.1\nstorage: {inmemory: }\nhttp: {headers: {'X A': [v]}}\n", "http.headers.X A"),
+        (
+            "version: 0.1\nstorage: {inmemory: }\nhttp: {headers: {X-A: nosniff}}\n",
+            "http.headers.X-A",
+        ),
+        (
+            "version: 0.1\nstorage: {inmemory: }\nhttp: {headers: {X-A: [1]}}\n",
+            "http.headers.X-A[0]",
+        ),
+        (
+            'version: 0.1\nstorage: {inmemory: }\nhttp: {headers: {X-A: [ok, "a\\nb"]}}\n',
+            "http.headers.X-A[1]",
+        ),
+        (
+            "version: 0.1\nstorage: {inmemory: }\nhttp: {headers: {'X A': [v]}}\n",
+            "http.headers.X A",
+        ),
         ("version: 0.1\nstorage: {inmemory: }\nhttp: [addr]\n", "http"),
     ],
 )
@@ -437,7 +462,9 @@ def test_comments_only_file_is_empty(tmp_path):
     assert "empty" in str(info.value)
 
 
-@pytest.mark.parametrize("text, got", [("- a\n- b\n", "a list"), ("hello\n", "'hello'"), ("5\n", "5")])
+@pytest.mark.parametrize(
+    "text, got", [("- a\n- b\n", "a list"), ("hello\n", "'hello'"), ("5\n", "5")]
+)
 def test_non_mapping_top_level(tmp_path, text, got):
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text))
@@ -445,7 +472,9 @@ def test_non_mapping_top_level(tmp_path, text, got):
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path):
-    path = write(tmp_path, "version: 0.1\nstorage:\n  inmemory:\nhttp:\n  addr: :5000\n   headers: x\n")
+    path = write(
+        tmp_path, "version: 0.1\nstorage:\n  inmemory:\nhttp:\n  addr: :5000\n   headers: x\n"
+    )
     with pytest.raises(ConfigError) as info:
         load_config(path)
     message = str(info.value)
@@ -461,8 +490,11 @@ def test_yaml_unclosed_bracket(tmp_path):
 
 
 def test_duplicate_keys_are_refused_with_their_line(tmp_path):
-    path = write(tmp_path, "version: 0.1\nstorage:\n  inmemory:\n  delete: {enabled: true}\n"
-                           "  delete: {enabled: false}\n")
+    path = write(
+        tmp_path,
+        "version: 0.1\nstorage:\n  inmemory:\n  delete: {enabled: true}\n"
+        "  delete: {enabled: false}\n",
+    )
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert str(info.value) == "invalid YAML at line 5, column 3: duplicate key 'delete'"
@@ -548,13 +580,15 @@ def test_validation_sparse_images():
         parse_config(dict(base, validation={"manifests": {"images": {"layers": "none"}}}))
 
 
-
 def test_validation_manifest_urls():
     from registryd.manifests.verify import URLPolicy
 
     base = {"version": 0.1, "storage": {"inmemory": None}}
     assert parse_config(base).validation.url_policy is None  # any URL, as before
-    urls = {"allow": [r"^https?://([^/]+\.)*example\.com/"], "deny": [r"^https?://www\.example\.com/"]}
+    urls = {
+        "allow": [r"^https?://([^/]+\.)*example\.com/"],
+        "deny": [r"^https?://www\.example\.com/"],
+    }
     config = parse_config(dict(base, validation={"manifests": {"urls": urls}}))
     assert config.validation.url_policy == URLPolicy(urls["allow"], urls["deny"])
     config = parse_config(dict(base, validation={"manifests": {"urls": {}}}))
@@ -574,8 +608,12 @@ def test_validation_manifest_urls():
 
 
 def test_debug_listener_and_prometheus():
-    config = parse(minimal("http:\n  debug:\n    addr: 127.0.0.1:5001\n    prometheus:\n"
-                           "      enabled: true\n      path: /debug/metrics\n"))
+    config = parse(
+        minimal(
+            "http:\n  debug:\n    addr: 127.0.0.1:5001\n    prometheus:\n"
+            "      enabled: true\n      path: /debug/metrics\n"
+        )
+    )
     assert config.http.debug.listen == ("tcp:5001:interface=127.0.0.1",)
     assert config.http.debug.prometheus_enabled is True
     assert config.http.debug.prometheus_path == "/debug/metrics"
@@ -591,8 +629,14 @@ def test_debug_listener_and_prometheus():
     [
         ("http:\n  debug:\n    prometheus: {enabled: true}\n", "http.debug.addr"),
         ("http:\n  debug:\n    addr: 5001\n", "http.debug.addr"),
-        ("http:\n  debug:\n    addr: :5001\n    prometheus: {enabled: 1}\n", "http.debug.prometheus.enabled"),
-        ("http:\n  debug:\n    addr: :5001\n    prometheus: {path: metrics}\n", "http.debug.prometheus.path"),
+        (
+            "http:\n  debug:\n    addr: :5001\n    prometheus: {enabled: 1}\n",
+            "http.debug.prometheus.enabled",
+        ),
+        (
+            "http:\n  debug:\n    addr: :5001\n    prometheus: {path: metrics}\n",
+            "http.debug.prometheus.path",
+        ),
         ("health:\n  storagedriver: {enabled: yes please}\n", "health.storagedriver.enabled"),
         ("health:\n  storagedriver: {interval: 10}\n", "health.storagedriver.interval"),
         ("health:\n  storagedriver: {interval: 10 seconds}\n", "health.storagedriver.interval"),
@@ -602,32 +646,59 @@ def test_debug_listener_and_prometheus():
         ("health:\n  file: {file: /x}\n", "health.file"),
         ("health:\n  http:\n  - {interval: 1s}\n", "health.http[0].uri"),
         ("health:\n  http:\n  - {uri: 'ftp://h/'}\n", "health.http[0].uri"),
-        ("health:\n  http:\n  - {uri: 'http://h/', statuscode: 1000}\n", "health.http[0].statuscode"),
+        (
+            "health:\n  http:\n  - {uri: 'http://h/', statuscode: 1000}\n",
+            "health.http[0].statuscode",
+        ),
         ("health:\n  http:\n  - {uri: 'http://h/', headers: {A: b}}\n", "health.http[0].headers.A"),
         ("health:\n  http:\n  - {uri: 'http://h/', timeout: soon}\n", "health.http[0].timeout"),
         ("health:\n  tcp:\n  - {addr: 'redis'}\n", "health.tcp[0].addr"),
         ("health:\n  tcp:\n  - {addr: 'redis:99999'}\n", "health.tcp[0].addr"),
         ("health:\n  tcp:\n  - {timeout: 1s}\n", "health.tcp[0].addr"),
         ("health:\n  tcp:\n  - {addr: 'h:1', threshold: -2}\n", "health.tcp[0].threshold"),
-        ("notifications:\n  endpoints:\n  - {url: 'http://h/'}\n", "notifications.endpoints[0].name"),
+        (
+            "notifications:\n  endpoints:\n  - {url: 'http://h/'}\n",
+            "notifications.endpoints[0].name",
+        ),
         ("notifications:\n  endpoints:\n  - {name: a}\n", "notifications.endpoints[0].url"),
-        ("notifications:\n  endpoints:\n  - {name: a, url: 'ftp://h/'}\n", "notifications.endpoints[0].url"),
-        ("notifications:\n  endpoints:\n  - {name: ../a, url: 'http://h/'}\n", "notifications.endpoints[0].name"),
-        ("notifications:\n  endpoints:\n  - {name: a, url: 'http://h/'}\n  - {name: a, url: 'http://i/'}\n",
-         "notifications.endpoints[1].name"),
-        ("notifications:\n  endpoints:\n  - {name: a, url: 'http://h/', timeout: soon}\n",
-         "notifications.endpoints[0].timeout"),
-        ("notifications:\n  endpoints:\n  - {name: a, url: 'http://h/', threshold: 1.5}\n",
-         "notifications.endpoints[0].threshold"),
-        ("notifications:\n  endpoints:\n  - {name: a, url: 'http://h/', headers: {A: b}}\n",
-         "notifications.endpoints[0].headers.A"),
-        ("notifications:\n  endpoints:\n  - {name: a, url: 'http://h/', ignore: {actions: [fetch]}}\n",
-         "notifications.endpoints[0].ignore.actions[0]"),
-        ("notifications:\n  endpoints:\n  - {name: a, url: 'http://h/', ignoredmediatypes: [1]}\n",
-         "notifications.endpoints[0].ignoredmediatypes[0]"),
+        (
+            "notifications:\n  endpoints:\n  - {name: a, url: 'ftp://h/'}\n",
+            "notifications.endpoints[0].url",
+        ),
+        (
+            "notifications:\n  endpoints:\n  - {name: ../a, url: 'http://h/'}\n",
+            "notifications.endpoints[0].name",
+        ),
+        (
+            "notifications:\n  endpoints:\n  - {name: a, url: 'http://h/'}\n  - {name: a, url: 'http://i/'}\n",
+            "notifications.endpoints[1].name",
+        ),
+        (
+            "notifications:\n  endpoints:\n  - {name: a, url: 'http://h/', timeout: soon}\n",
+            "notifications.endpoints[0].timeout",
+        ),
+        (
+            "notifications:\n  endpoints:\n  - {name: a, url: 'http://h/', threshold: 1.5}\n",
+            "notifications.endpoints[0].threshold",
+        ),
+        (
+            "notifications:\n  endpoints:\n  - {name: a, url: 'http://h/', headers: {A: b}}\n",
+            "notifications.endpoints[0].headers.A",
+        ),
+        (
+            "notifications:\n  endpoints:\n  - {name: a, url: 'http://h/', ignore: {actions: [fetch]}}\n",
+            "notifications.endpoints[0].ignore.actions[0]",
+        ),
+        (
+            "notifications:\n  endpoints:\n  - {name: a, url: 'http://h/', ignoredmediatypes: [1]}\n",
+            "notifications.endpoints[0].ignoredmediatypes[0]",
+        ),
         ("notifications:\n  endpoints: {name: a}\n", "notifications.endpoints"),
         ("notifications:\n  journal: {maxevents: 0}\n", "notifications.journal.maxevents"),
-        ("notifications:\n  events: {includereferences: 1}\n", "notifications.events.includereferences"),
+        (
+            "notifications:\n  events: {includereferences: 1}\n",
+            "notifications.events.includereferences",
+        ),
     ],
 )
 def test_operations_bad_values_name_their_key(text, key):
@@ -648,49 +719,69 @@ def test_tls_cipher_suites():
 
 def test_http2_off_is_accepted_on_is_refused():
     parse(minimal("http:\n  http2: {disabled: true}\n  h2c: {enabled: false}\n"))
-    for text, key in [("http:\n  http2: {disabled: false}\n", "http.http2.disabled"),
-                      ("http:\n  http2: {}\n", "http.http2.disabled"),
-                      ("http:\n  h2c: {enabled: true}\n", "http.h2c.enabled")]:
+    for text, key in [
+        ("http:\n  http2: {disabled: false}\n", "http.http2.disabled"),
+        ("http:\n  http2: {}\n", "http.http2.disabled"),
+        ("http:\n  h2c: {enabled: true}\n", "http.h2c.enabled"),
+    ]:
         with pytest.raises(ConfigError) as info:
             parse(minimal(text))
         assert info.value.key == key and "HTTP/1.1 only" in str(info.value)
 
 
 def test_redis_section_of_distribution_2_8():
-    text = ("redis:\n  addr: redis.internal:6380\n  password: s3cret\n  db: 2\n"
-            "  dialtimeout: 10ms\n  readtimeout: 20ms\n  writetimeout: 30ms\n"
-            "  pool: {maxidle: 16, maxactive: 64, idletimeout: 300s}\n  tls: {enabled: false}\n")
+    text = (
+        "redis:\n  addr: redis.internal:6380\n  password: s3cret\n  db: 2\n"
+        "  dialtimeout: 10ms\n  readtimeout: 20ms\n  writetimeout: 30ms\n"
+        "  pool: {maxidle: 16, maxactive: 64, idletimeout: 300s}\n  tls: {enabled: false}\n"
+    )
     redis = parse(minimal(text)).redis
     assert redis.addrs == (("redis.internal", 6380),)
     assert (redis.password, redis.db, redis.pool_size, redis.idle_timeout, redis.tls) == (
-        "s3cret", 2, 64, 300.0, None)
-    assert (redis.dial_timeout, redis.read_timeout, redis.write_timeout) == pytest.approx((0.01, 0.02, 0.03))
+        "s3cret",
+        2,
+        64,
+        300.0,
+        None,
+    )
+    assert (redis.dial_timeout, redis.read_timeout, redis.write_timeout) == pytest.approx(
+        (0.01, 0.02, 0.03)
+    )
     assert "s3cret" not in repr(redis)
     assert parse(minimal("")).redis is None
 
 
 def test_redis_section_of_distribution_3():
-    text = ("redis:\n  addrs: [a:6379, '[::1]:6379']\n  username: registry\n  mastername: mymaster\n"
-            "  poolsize: 5\n  maxidleconns: 2\n  clientname: registryd\n"
-            "  tls: {certificate: /c.pem, key: /k.pem, rootcas: [/ca.pem]}\n")
+    text = (
+        "redis:\n  addrs: [a:6379, '[::1]:6379']\n  username: registry\n  mastername: mymaster\n"
+        "  poolsize: 5\n  maxidleconns: 2\n  clientname: registryd\n"
+        "  tls: {certificate: /c.pem, key: /k.pem, rootcas: [/ca.pem]}\n"
+    )
     redis = parse(minimal(text)).redis
     assert redis.addrs == (("a", 6379), ("::1", 6379))
     assert (redis.username, redis.mastername, redis.pool_size) == ("registry", "mymaster", 5)
-    assert (redis.tls.certificate, redis.tls.key, redis.tls.rootcas) == ("/c.pem", "/k.pem", ("/ca.pem",))
+    assert (redis.tls.certificate, redis.tls.key, redis.tls.rootcas) == (
+        "/c.pem",
+        "/k.pem",
+        ("/ca.pem",),
+    )
 
 
-@pytest.mark.parametrize("text, key", [
-    ("redis: localhost:6379\n", "redis"),
-    ("redis: {db: 0}\n", "redis"),
-    ("redis: {addr: localhost}\n", "redis.addr"),
-    ("redis: {addrs: []}\n", "redis.addrs"),
-    ("redis: {addrs: [a:1, b]}\n", "redis.addrs[1]"),
-    ("redis: {addr: 'a:1', db: -1}\n", "redis.db"),
-    ("redis: {addr: 'a:1', readtimeout: soon}\n", "redis.readtimeout"),
-    ("redis: {addr: 'a:1', pool: {maxactive: 0}}\n", "redis.pool.maxactive"),
-    ("redis: {addr: 'a:1', tls: {certificate: /c.pem}}\n", "redis.tls"),
-    ("redis: {addr: 'a:1', sentinel: x}\n", "redis.sentinel"),
-])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("redis: localhost:6379\n", "redis"),
+        ("redis: {db: 0}\n", "redis"),
+        ("redis: {addr: localhost}\n", "redis.addr"),
+        ("redis: {addrs: []}\n", "redis.addrs"),
+        ("redis: {addrs: [a:1, b]}\n", "redis.addrs[1]"),
+        ("redis: {addr: 'a:1', db: -1}\n", "redis.db"),
+        ("redis: {addr: 'a:1', readtimeout: soon}\n", "redis.readtimeout"),
+        ("redis: {addr: 'a:1', pool: {maxactive: 0}}\n", "redis.pool.maxactive"),
+        ("redis: {addr: 'a:1', tls: {certificate: /c.pem}}\n", "redis.tls"),
+        ("redis: {addr: 'a:1', sentinel: x}\n", "redis.sentinel"),
+    ],
+)
 def test_redis_section_mistakes_name_their_key(text, key):
     with pytest.raises(ConfigError) as info:
         parse(minimal(text))
@@ -698,16 +789,25 @@ def test_redis_section_mistakes_name_their_key(text, key):
 
 
 def test_redirect_middleware():
-    text = ("middleware:\n  storage:\n    - name: redirect\n"
-            "      options: {baseurl: 'https://cdn.example.com:5443/'}\n")
+    text = (
+        "middleware:\n  storage:\n    - name: redirect\n"
+        "      options: {baseurl: 'https://cdn.example.com:5443/'}\n"
+    )
     assert parse(minimal(text)).storage.redirect_base_url == "https://cdn.example.com:5443"
     assert parse(minimal("")).storage.redirect_base_url is None
     for bad, key in [
-        ("middleware:\n  storage:\n    - name: cloudfront\n      options: {baseurl: 'https://x/'}\n",
-         "middleware.storage[0].name"),
-        ("middleware:\n  storage:\n    - name: redirect\n", "middleware.storage[0].options.baseurl"),
-        ("middleware:\n  storage:\n    - name: redirect\n      options: {baseurl: 'ftp://x/'}\n",
-         "middleware.storage[0].options.baseurl"),
+        (
+            "middleware:\n  storage:\n    - name: cloudfront\n      options: {baseurl: 'https://x/'}\n",
+            "middleware.storage[0].name",
+        ),
+        (
+            "middleware:\n  storage:\n    - name: redirect\n",
+            "middleware.storage[0].options.baseurl",
+        ),
+        (
+            "middleware:\n  storage:\n    - name: redirect\n      options: {baseurl: 'ftp://x/'}\n",
+            "middleware.storage[0].options.baseurl",
+        ),
         ("middleware:\n  registry:\n    - name: x\n", "middleware.registry"),
     ]:
         with pytest.raises(ConfigError) as info:
@@ -719,16 +819,21 @@ def test_listing_limits():
     config = parse(minimal("catalog:\n  maxentries: 500\ntags:\n  maxtags: 100\n"))
     assert (config.listing.max_catalog_entries, config.listing.max_tags) == (500, 100)
     assert parse(minimal("")).listing.max_catalog_entries is None
-    for text, key in [("catalog:\n  maxentries: 0\n", "catalog.maxentries"),
-                      ("tags:\n  maxtags: many\n", "tags.maxtags"),
-                      ("tags:\n  concurrencylimit: 8\n", "tags.concurrencylimit")]:
+    for text, key in [
+        ("catalog:\n  maxentries: 0\n", "catalog.maxentries"),
+        ("tags:\n  maxtags: many\n", "tags.maxtags"),
+        ("tags:\n  concurrencylimit: 8\n", "tags.concurrencylimit"),
+    ]:
         with pytest.raises(ConfigError) as info:
             parse(minimal(text))
         assert info.value.key == key
 
 
 def test_http_prefix():
-    assert parse(minimal("http:\n  prefix: /my/nested/registry/\n")).http.prefix == "/my/nested/registry/"
+    assert (
+        parse(minimal("http:\n  prefix: /my/nested/registry/\n")).http.prefix
+        == "/my/nested/registry/"
+    )
     assert parse(minimal("http:\n  prefix: /\n")).http.prefix is None
     for bad in ("registry/", "/registry", "/a//b/", "/a/../b/", "/a?x/"):
         with pytest.raises(ConfigError) as info:
@@ -741,8 +846,10 @@ def test_relative_urls_and_drain_timeout():
     assert config.http.relative_urls is True and config.http.drain_timeout == 60.0
     config = parse(minimal(""))
     assert config.http.relative_urls is False and config.http.drain_timeout == 0.0
-    for text, key in [("http:\n  relativeurls: maybe\n", "http.relativeurls"),
-                      ("http:\n  draintimeout: a while\n", "http.draintimeout")]:
+    for text, key in [
+        ("http:\n  relativeurls: maybe\n", "http.relativeurls"),
+        ("http:\n  draintimeout: a while\n", "http.draintimeout"),
+    ]:
         with pytest.raises(ConfigError) as info:
             parse(minimal(text))
         assert info.value.key == key
@@ -750,54 +857,87 @@ def test_relative_urls_and_drain_timeout():
 
 def test_health_http_and_tcp_checks():
     """Distribution's example section, as its documentation gives it."""
-    config = parse(minimal(
-        "health:\n"
-        "  http:\n"
-        "    - uri: http://server.to.check/must/return/200\n"
-        "      headers:\n"
-        "        Authorization: [Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==]\n"
-        "      statuscode: 200\n"
-        "      timeout: 3s\n"
-        "      interval: 10s\n"
-        "      threshold: 3\n"
-        "    - uri: https://other/\n"
-        "  tcp:\n"
-        "    - addr: redis-server.domain.com:6379\n"
-        "      timeout: 3s\n"
-        "      interval: 10s\n"
-        "      threshold: 3\n"
-        "    - addr: '[::1]:80'\n"
-    ))
+    config = parse(
+        minimal(
+            "health:\n"
+            "  http:\n"
+            "    - uri: http://server.to.check/must/return/200\n"
+            "      headers:\n"
+            "        Authorization: [Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==]\n"
+            "      statuscode: 200\n"
+            "      timeout: 3s\n"
+            "      interval: 10s\n"
+            "      threshold: 3\n"
+            "    - uri: https://other/\n"
+            "  tcp:\n"
+            "    - addr: redis-server.domain.com:6379\n"
+            "      timeout: 3s\n"
+            "      interval: 10s\n"
+            "      threshold: 3\n"
+            "    - addr: '[::1]:80'\n"
+        )
+    )
     first, second = config.health.http
     assert (first.uri, first.status_code, first.timeout, first.interval, first.threshold) == (
-        "http://server.to.check/must/return/200", 200, 3.0, 10.0, 3)
+        "http://server.to.check/must/return/200",
+        200,
+        3.0,
+        10.0,
+        3,
+    )
     assert first.headers == {"Authorization": ["Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="]}
-    assert (second.status_code, second.timeout, second.interval, second.threshold) == (200, 5.0, 10.0, 1)
+    assert (second.status_code, second.timeout, second.interval, second.threshold) == (
+        200,
+        5.0,
+        10.0,
+        1,
+    )
     redis, local = config.health.tcp
     assert (redis.host, redis.port, redis.timeout, redis.threshold) == (
-        "redis-server.domain.com", 6379, 3.0, 3)
+        "redis-server.domain.com",
+        6379,
+        3.0,
+        3,
+    )
     assert (local.addr, local.host, local.port, local.threshold) == ("[::1]:80", "::1", 80, 1)
 
 
 def test_health_section():
-    config = parse(minimal(
-        "health:\n  storagedriver:\n    enabled: true\n    interval: 1m30s\n    threshold: 3\n"
-        "  file:\n  - file: /run/registryd/down\n    interval: 500ms\n  - file: /other\n"
-    ))
+    config = parse(
+        minimal(
+            "health:\n  storagedriver:\n    enabled: true\n    interval: 1m30s\n    threshold: 3\n"
+            "  file:\n  - file: /run/registryd/down\n    interval: 500ms\n  - file: /other\n"
+        )
+    )
     assert config.health.storagedriver is True
     assert config.health.interval == 90.0
     assert config.health.threshold == 3
     assert [(f.path, f.interval) for f in config.health.files] == [
-        ("/run/registryd/down", 0.5), ("/other", 10.0)]
+        ("/run/registryd/down", 0.5),
+        ("/other", 10.0),
+    ]
     # Distribution's defaults: 10s, and one failure is enough
     config = parse(minimal("health:\n  storagedriver: {enabled: false}\n"))
-    assert (config.health.storagedriver, config.health.interval, config.health.threshold) == (False, 10.0, 1)
+    assert (config.health.storagedriver, config.health.interval, config.health.threshold) == (
+        False,
+        10.0,
+        1,
+    )
 
 
 @pytest.mark.parametrize(
     "value, seconds",
-    [("10s", 10.0), ("500ms", 0.5), ("1m30s", 90.0), ("1.5h", 5400.0), ("250us", 0.00025),
-     ("2\u00b5s", 2e-6), ("0", 0.0), (1_000_000_000, 1.0), ("1h2m3s4ms", 3723.004)],
+    [
+        ("10s", 10.0),
+        ("500ms", 0.5),
+        ("1m30s", 90.0),
+        ("1.5h", 5400.0),
+        ("250us", 0.00025),
+        ("2\u00b5s", 2e-6),
+        ("0", 0.0),
+        (1_000_000_000, 1.0),
+        ("1h2m3s4ms", 3723.004),
+    ],
 )
 def test_go_durations(value, seconds):
     from registryd.config import parse_duration as _duration
@@ -818,8 +958,10 @@ def test_notifications_section_with_distribution_defaults(tmp_path, monkeypatch)
     import os
 
     monkeypatch.chdir(tmp_path)
-    config = parse(minimal(textwrap.dedent(
-        """\
+    config = parse(
+        minimal(
+            textwrap.dedent(
+                """\
         notifications:
           events:
             includereferences: true
@@ -843,7 +985,9 @@ def test_notifications_section_with_distribution_defaults(tmp_path, monkeypatch)
               url: http://localhost:5004/callback
               disabled: true
         """
-    )))
+            )
+        )
+    )
     notifications = config.notifications
     assert notifications.include_references is True
     assert notifications.journal_directory == os.path.join(str(tmp_path), "notifications")
@@ -853,7 +997,9 @@ def test_notifications_section_with_distribution_defaults(tmp_path, monkeypatch)
     assert first.headers == {"Authorization": ["Bearer token"]}
     assert (first.timeout, first.threshold, first.backoff) == (0.5, 5, 2.0)
     assert first.ignored_media_types == (
-        "application/octet-stream", "application/vnd.oci.image.config.v1+json")
+        "application/octet-stream",
+        "application/vnd.oci.image.config.v1+json",
+    )
     assert first.ignored_actions == ("pull", "mount")
     assert (second.timeout, second.threshold, second.backoff) == (1.0, 10, 1.0)
     assert second.headers == {} and second.ignored_actions == ()
@@ -862,15 +1008,23 @@ def test_notifications_section_with_distribution_defaults(tmp_path, monkeypatch)
 
 
 def test_notifications_journal_section():
-    config = parse(minimal("notifications:\n  journal: {directory: /var/lib/registryd/events, maxevents: 10}\n"))
+    config = parse(
+        minimal(
+            "notifications:\n  journal: {directory: /var/lib/registryd/events, maxevents: 10}\n"
+        )
+    )
     assert config.notifications.journal_directory == "/var/lib/registryd/events"
     assert config.notifications.journal_max_events == 10
     assert config.notifications.endpoints == ()
 
 
 def test_log_formatter_fields_and_accesslog():
-    config = parse(minimal("log:\n  formatter: JSON\n  fields: {service: registry}\n"
-                           "  accesslog: {disabled: true}\n"))
+    config = parse(
+        minimal(
+            "log:\n  formatter: JSON\n  fields: {service: registry}\n"
+            "  accesslog: {disabled: true}\n"
+        )
+    )
     assert config.log.formatter == "json"
     assert config.log.fields == {"service": "registry"}
     assert config.log.accesslog is False
@@ -887,35 +1041,55 @@ def test_maintenance_defaults_are_distributions():
     maintenance = parse(minimal()).storage.maintenance
     assert maintenance == MaintenanceConfig()
     assert maintenance.upload_purging == UploadPurgingConfig(
-        enabled=True, age=168 * 3600.0, interval=24 * 3600.0, dry_run=False)
+        enabled=True, age=168 * 3600.0, interval=24 * 3600.0, dry_run=False
+    )
     assert maintenance.read_only is False
 
 
 def test_maintenance_section():
-    config = parse(minimal(
-        "  maintenance:\n"
-        "    uploadpurging:\n      enabled: true\n      age: 2h30m\n      interval: 45m\n"
-        "      dryrun: true\n"
-        "    readonly:\n      enabled: true\n"
-    ))
+    config = parse(
+        minimal(
+            "  maintenance:\n"
+            "    uploadpurging:\n      enabled: true\n      age: 2h30m\n      interval: 45m\n"
+            "      dryrun: true\n"
+            "    readonly:\n      enabled: true\n"
+        )
+    )
     purging = config.storage.maintenance.upload_purging
     assert (purging.enabled, purging.age, purging.interval, purging.dry_run) == (
-        True, 9000.0, 2700.0, True)
+        True,
+        9000.0,
+        2700.0,
+        True,
+    )
     assert config.storage.maintenance.read_only is True
     off = parse(minimal("  maintenance:\n    uploadpurging: {enabled: false}\n"))
     assert off.storage.maintenance.upload_purging.enabled is False
 
 
-@pytest.mark.parametrize("text, key, problem", [
-    ("    uploadpurging: {age: soon}\n", "storage.maintenance.uploadpurging.age", "duration"),
-    ("    uploadpurging: {interval: 0s}\n", "storage.maintenance.uploadpurging.interval",
-     "at least 1s"),
-    ("    uploadpurging: {enabled: yes please}\n", "storage.maintenance.uploadpurging.enabled",
-     "true or false"),
-    ("    uploadpurging: {ages: 1h}\n", "storage.maintenance.uploadpurging.ages", "unknown key"),
-    ("    readonly: {enabled: 1}\n", "storage.maintenance.readonly.enabled", "true or false"),
-    ("    readonly: true\n", "storage.maintenance.readonly", "mapping"),
-])
+@pytest.mark.parametrize(
+    "text, key, problem",
+    [
+        ("    uploadpurging: {age: soon}\n", "storage.maintenance.uploadpurging.age", "duration"),
+        (
+            "    uploadpurging: {interval: 0s}\n",
+            "storage.maintenance.uploadpurging.interval",
+            "at least 1s",
+        ),
+        (
+            "    uploadpurging: {enabled: yes please}\n",
+            "storage.maintenance.uploadpurging.enabled",
+            "true or false",
+        ),
+        (
+            "    uploadpurging: {ages: 1h}\n",
+            "storage.maintenance.uploadpurging.ages",
+            "unknown key",
+        ),
+        ("    readonly: {enabled: 1}\n", "storage.maintenance.readonly.enabled", "true or false"),
+        ("    readonly: true\n", "storage.maintenance.readonly", "mapping"),
+    ],
+)
 def test_maintenance_errors_name_the_key(text, key, problem):
     message = error_for(minimal("  maintenance:\n" + text))
     assert message.startswith(f"{key}: ") and problem in message
@@ -925,11 +1099,16 @@ def test_gc_section():
     from registryd.config import GCConfig
 
     assert parse(minimal()).gc == GCConfig(
-        grace_period=3600.0, interval=None, delete_untagged=False, dry_run=False)
-    config = parse(minimal("gc:\n  graceperiod: 30m\n  interval: 24h\n  deleteuntagged: true\n"
-                           "  dryrun: true\n"))
+        grace_period=3600.0, interval=None, delete_untagged=False, dry_run=False
+    )
+    config = parse(
+        minimal(
+            "gc:\n  graceperiod: 30m\n  interval: 24h\n  deleteuntagged: true\n  dryrun: true\n"
+        )
+    )
     assert config.gc == GCConfig(
-        grace_period=1800.0, interval=86400.0, delete_untagged=True, dry_run=True)
+        grace_period=1800.0, interval=86400.0, delete_untagged=True, dry_run=True
+    )
     assert parse(minimal("gc: {interval: 0}\n")).gc.interval is None
     assert parse(minimal("gc: {graceperiod: 0s}\n")).gc.grace_period == 0.0
     assert error_for(minimal("gc: {interval: 10ms}\n")).startswith("gc.interval: must be 0")
@@ -944,30 +1123,50 @@ def test_manhole_section(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = parse(minimal("manhole:\n  authorized_keys: keys\n"))
     assert config.manhole == ManholeConfig(
-        authorized_keys=str(tmp_path / "keys"), listen="tcp:5022:interface=127.0.0.1",
-        user="admin", host_key=str(tmp_path / "manhole_host_key"))
-    config = parse(minimal(
-        "manhole:\n  listen: tcp:2222:interface=10.0.0.1\n  authorized_keys: /etc/k\n"
-        "  user: ops\n  host_key: /var/lib/registryd/hostkey\n"
-        "  timelimit: 1m30s\n  memorylimit: 1073741824\n"))
+        authorized_keys=str(tmp_path / "keys"),
+        listen="tcp:5022:interface=127.0.0.1",
+        user="admin",
+        host_key=str(tmp_path / "manhole_host_key"),
+    )
+    config = parse(
+        minimal(
+            "manhole:\n  listen: tcp:2222:interface=10.0.0.1\n  authorized_keys: /etc/k\n"
+            "  user: ops\n  host_key: /var/lib/registryd/hostkey\n"
+            "  timelimit: 1m30s\n  memorylimit: 1073741824\n"
+        )
+    )
     assert config.manhole == ManholeConfig(
-        authorized_keys="/etc/k", listen="tcp:2222:interface=10.0.0.1", user="ops",
-        host_key="/var/lib/registryd/hostkey", timelimit=90.0, memorylimit=1073741824)
-    assert (ManholeConfig(authorized_keys="/k").timelimit, ManholeConfig(authorized_keys="/k").memorylimit) == (
-        30.0, 512 * 1024 * 1024)
+        authorized_keys="/etc/k",
+        listen="tcp:2222:interface=10.0.0.1",
+        user="ops",
+        host_key="/var/lib/registryd/hostkey",
+        timelimit=90.0,
+        memorylimit=1073741824,
+    )
+    assert (
+        ManholeConfig(authorized_keys="/k").timelimit,
+        ManholeConfig(authorized_keys="/k").memorylimit,
+    ) == (30.0, 512 * 1024 * 1024)
 
 
-@pytest.mark.parametrize("text, key, problem", [
-    ("manhole: {}\n", "manhole.authorized_keys", "required"),
-    ("manhole: {authorized_keys: k, user: 'a b'}\n", "manhole.user", "user name"),
-    ("manhole: {authorized_keys: k, listen: ''}\n", "manhole.listen", "endpoint"),
-    ("manhole: {authorized_keys: ''}\n", "manhole.authorized_keys", "file path"),
-    ("manhole: {authorized_keys: k, password: x}\n", "manhole.password", "unknown key"),
-    ("manhole: {authorized_keys: k, timelimit: 10ms}\n", "manhole.timelimit", "at least 0.1s"),
-    ("manhole: {authorized_keys: k, timelimit: forever}\n", "manhole.timelimit", "duration"),
-    ("manhole: {authorized_keys: k, memorylimit: 1000}\n", "manhole.memorylimit", "at least 1048576"),
-    ("manhole: {authorized_keys: k, memorylimit: 1G}\n", "manhole.memorylimit", "integer"),
-])
+@pytest.mark.parametrize(
+    "text, key, problem",
+    [
+        ("manhole: {}\n", "manhole.authorized_keys", "required"),
+        ("manhole: {authorized_keys: k, user: 'a b'}\n", "manhole.user", "user name"),
+        ("manhole: {authorized_keys: k, listen: ''}\n", "manhole.listen", "endpoint"),
+        ("manhole: {authorized_keys: ''}\n", "manhole.authorized_keys", "file path"),
+        ("manhole: {authorized_keys: k, password: x}\n", "manhole.password", "unknown key"),
+        ("manhole: {authorized_keys: k, timelimit: 10ms}\n", "manhole.timelimit", "at least 0.1s"),
+        ("manhole: {authorized_keys: k, timelimit: forever}\n", "manhole.timelimit", "duration"),
+        (
+            "manhole: {authorized_keys: k, memorylimit: 1000}\n",
+            "manhole.memorylimit",
+            "at least 1048576",
+        ),
+        ("manhole: {authorized_keys: k, memorylimit: 1G}\n", "manhole.memorylimit", "integer"),
+    ],
+)
 def test_manhole_errors_name_the_key(text, key, problem):
     message = error_for(minimal(text))
     assert message.startswith(f"{key}: ") and problem in message
@@ -1012,24 +1211,48 @@ def test_redirect_values_must_be_booleans(key):
 
 
 def test_http_tls_section():
-    config = parse(minimal(
-        "http:\n  tls:\n    certificate: /etc/c.pem\n    key: /etc/k.pem\n"
-        "    clientcas: [/etc/ca1.pem, /etc/ca2.pem]\n    minimumtls: tls1.3\n"
-    ))
+    config = parse(
+        minimal(
+            "http:\n  tls:\n    certificate: /etc/c.pem\n    key: /etc/k.pem\n"
+            "    clientcas: [/etc/ca1.pem, /etc/ca2.pem]\n    minimumtls: tls1.3\n"
+        )
+    )
     tls = config.http.tls
-    assert (tls.certificate, tls.key, tls.clientcas) == ("/etc/c.pem", "/etc/k.pem", ("/etc/ca1.pem", "/etc/ca2.pem"))
+    assert (tls.certificate, tls.key, tls.clientcas) == (
+        "/etc/c.pem",
+        "/etc/k.pem",
+        ("/etc/ca1.pem", "/etc/ca2.pem"),
+    )
     assert tls.clientauth == "require-and-verify-client-cert" and tls.minimumtls == "tls1.3"
     assert parse(minimal()).http.tls is None
 
 
-@pytest.mark.parametrize("text, start", [
-    ("    certificate: /c\n", "http.tls.key: required"),
-    ("    certificate: /c\n    key: /k\n    minimumtls: tls1.0\n", "http.tls.minimumtls: tls1.0 is not supported"),
-    ("    certificate: /c\n    key: /k\n    clientauth: request-client-cert\n", "http.tls.clientauth: expected one of"),
-    ("    certificate: /c\n    key: /k\n    clientcas: /ca\n", "http.tls.clientcas: expected a list"),
-    ("    certificate: /c\n    key: /k\n    ciphersuites: TLS_AES_128_GCM_SHA256\n", "http.tls.ciphersuites: expected a list"),
-    ("    certificate: /c\n    key: /k\n    letsencrypt: {email: a@b}\n", "http.tls.letsencrypt: not supported by registryd yet"),
-])
+@pytest.mark.parametrize(
+    "text, start",
+    [
+        ("    certificate: /c\n", "http.tls.key: required"),
+        (
+            "    certificate: /c\n    key: /k\n    minimumtls: tls1.0\n",
+            "http.tls.minimumtls: tls1.0 is not supported",
+        ),
+        (
+            "    certificate: /c\n    key: /k\n    clientauth: request-client-cert\n",
+            "http.tls.clientauth: expected one of",
+        ),
+        (
+            "    certificate: /c\n    key: /k\n    clientcas: /ca\n",
+            "http.tls.clientcas: expected a list",
+        ),
+        (
+            "    certificate: /c\n    key: /k\n    ciphersuites: TLS_AES_128_GCM_SHA256\n",
+            "http.tls.ciphersuites: expected a list",
+        ),
+        (
+            "    certificate: /c\n    key: /k\n    letsencrypt: {email: a@b}\n",
+            "http.tls.letsencrypt: not supported by registryd yet",
+        ),
+    ],
+)
 def test_http_tls_errors_name_the_key(text, start):
     assert error_for(minimal("http:\n  tls:\n" + text)).startswith(start)
 
@@ -1051,43 +1274,76 @@ auth:
 def test_auth_sections():
     auth = parse(minimal(AUTH_ALL)).auth
     assert auth.htpasswd.realm == "team" and auth.htpasswd.path == "/etc/registryd/htpasswd"
-    assert (auth.token.service, auth.token.issuer, auth.token.realm) == ("registry.example.com", "registryd", None)
+    assert (auth.token.service, auth.token.issuer, auth.token.realm) == (
+        "registry.example.com",
+        "registryd",
+        None,
+    )
     assert auth.tokenserver.expiration == 600 and auth.tokenserver.key == "/etc/registryd/token.key"
     assert auth.access.groups == {"admins": ("alice",)}
     assert [rule.actions for rule in auth.access.rules] == [{"pull"}, {"*"}, {"pull", "push"}]
     assert parse(minimal()).auth is None
-    external = parse(minimal(
-        "auth:\n  token: {realm: https://auth.example.com/token, service: s, issuer: i,"
-        " rootcertbundle: /b.pem, signingalgorithms: [RS256, ES256]}\n")).auth
+    external = parse(
+        minimal(
+            "auth:\n  token: {realm: https://auth.example.com/token, service: s, issuer: i,"
+            " rootcertbundle: /b.pem, signingalgorithms: [RS256, ES256]}\n"
+        )
+    ).auth
     assert external.token.algorithms == ("RS256", "ES256") and external.htpasswd is None
 
 
-@pytest.mark.parametrize("text, start", [
-    ("auth:\n  htpasswd: {realm: r}\n", "auth.htpasswd.path: required"),
-    ("auth:\n  token: {service: s, issuer: i, rootcertbundle: /b}\n", "auth.token.realm: required"),
-    ("auth:\n  token: {realm: r, service: s, issuer: i}\n", "auth.token: required: rootcertbundle or jwks"),
-    ("auth:\n  token: {realm: r, service: s, issuer: i, jwks: /j, signingalgorithms: [HS256]}\n",
-     "auth.token.signingalgorithms[0]: HS256 (a shared secret) is not supported"),
-    ("auth:\n  htpasswd: {realm: r, path: /p}\n  token: {realm: r, service: s, issuer: i, jwks: /j}\n",
-     "auth: configure one of htpasswd and token"),
-    ("auth:\n  tokenserver: {key: /k}\n", "auth.tokenserver: needs auth.token"),
-    ("auth:\n  token: {realm: r, service: s, issuer: i, jwks: /j}\n  access: {rules: []}\n",
-     "auth.access: access rules need auth.htpasswd"),
-    ("auth:\n  htpasswd: {realm: r, path: /p}\n  access:\n    rules:\n"
-     "      - {repositories: [a], groups: [devs], actions: [pull]}\n",
-     "auth.access.rules[0].groups: group 'devs' is not defined"),
-    ("auth:\n  htpasswd: {realm: r, path: /p}\n  access:\n    rules:\n"
-     "      - {repositories: [a], users: [x], actions: [pull, fly]}\n",
-     "auth.access.rules[0].actions[1]: expected one of pull, push, delete, *"),
-    ("auth:\n  htpasswd: {realm: r, path: /p}\n  access:\n    rules:\n"
-     "      - {repositories: [a], actions: [pull]}\n",
-     "auth.access.rules[0]: names nobody"),
-    ("auth:\n  htpasswd: {realm: r, path: /p}\n  access:\n    rules:\n"
-     "      - {repositories: ['A B'], users: [x], actions: [pull]}\n",
-     "auth.access.rules[0].repositories[0]: expected a repository name pattern"),
-    ("auth:\n  htpasswd: {realm: r, path: /p}\n  token: {service: s, issuer: i}\n"
-     "  tokenserver: {key: /k, expiration: 30}\n", "auth.tokenserver.expiration: expected at least 60"),
-])
+@pytest.mark.parametrize(
+    "text, start",
+    [
+        ("auth:\n  htpasswd: {realm: r}\n", "auth.htpasswd.path: required"),
+        (
+            "auth:\n  token: {service: s, issuer: i, rootcertbundle: /b}\n",
+            "auth.token.realm: required",
+        ),
+        (
+            "auth:\n  token: {realm: r, service: s, issuer: i}\n",
+            "auth.token: required: rootcertbundle or jwks",
+        ),
+        (
+            "auth:\n  token: {realm: r, service: s, issuer: i, jwks: /j, signingalgorithms: [HS256]}\n",
+            "auth.token.signingalgorithms[0]: HS256 (a shared secret) is not supported",
+        ),
+        (
+            "auth:\n  htpasswd: {realm: r, path: /p}\n  token: {realm: r, service: s, issuer: i, jwks: /j}\n",
+            "auth: configure one of htpasswd and token",
+        ),
+        ("auth:\n  tokenserver: {key: /k}\n", "auth.tokenserver: needs auth.token"),
+        (
+            "auth:\n  token: {realm: r, service: s, issuer: i, jwks: /j}\n  access: {rules: []}\n",
+            "auth.access: access rules need auth.htpasswd",
+        ),
+        (
+            "auth:\n  htpasswd: {realm: r, path: /p}\n  access:\n    rules:\n"
+            "      - {repositories: [a], groups: [devs], actions: [pull]}\n",
+            "auth.access.rules[0].groups: group 'devs' is not defined",
+        ),
+        (
+            "auth:\n  htpasswd: {realm: r, path: /p}\n  access:\n    rules:\n"
+            "      - {repositories: [a], users: [x], actions: [pull, fly]}\n",
+            "auth.access.rules[0].actions[1]: expected one of pull, push, delete, *",
+        ),
+        (
+            "auth:\n  htpasswd: {realm: r, path: /p}\n  access:\n    rules:\n"
+            "      - {repositories: [a], actions: [pull]}\n",
+            "auth.access.rules[0]: names nobody",
+        ),
+        (
+            "auth:\n  htpasswd: {realm: r, path: /p}\n  access:\n    rules:\n"
+            "      - {repositories: ['A B'], users: [x], actions: [pull]}\n",
+            "auth.access.rules[0].repositories[0]: expected a repository name pattern",
+        ),
+        (
+            "auth:\n  htpasswd: {realm: r, path: /p}\n  token: {service: s, issuer: i}\n"
+            "  tokenserver: {key: /k, expiration: 30}\n",
+            "auth.tokenserver.expiration: expected at least 60",
+        ),
+    ],
+)
 def test_auth_errors_name_the_key(text, start):
     assert error_for(minimal(text)).startswith(start)
 
@@ -1100,7 +1356,9 @@ def test_auth_files_are_checked_when_the_registry_is_made(tmp_path):
     htpasswd.write_text("alice:$2y$05$PycBSUOjqvPLzhT6YjpAKuzt7V1wNOQVjs8NEy5jOODS3euN/ejFO\n")
     key = tmp_path / "token.key"
     key.write_text("not a key")
-    text = AUTH_ALL.replace("/etc/registryd/htpasswd", str(htpasswd)).replace("/etc/registryd/token.key", str(key))
+    text = AUTH_ALL.replace("/etc/registryd/htpasswd", str(htpasswd)).replace(
+        "/etc/registryd/token.key", str(key)
+    )
     with pytest.raises(ConfigError) as info:
         create(parse(minimal(text)))
     assert info.value.key == "auth.tokenserver.key"
@@ -1126,13 +1384,16 @@ def test_workers_default_number_and_auto():
     assert parse(minimal("workers: auto\n")).workers == max(1, os.cpu_count() or 1)
 
 
-@pytest.mark.parametrize("value, problem", [
-    ("0", "expected 1 to 256 processes, got 0"),
-    ("1000", "expected 1 to 256 processes, got 1000"),
-    ("many", "expected a number of processes or 'auto'"),
-    ("true", "expected an integer"),
-    ("[2]", "expected an integer"),
-])
+@pytest.mark.parametrize(
+    "value, problem",
+    [
+        ("0", "expected 1 to 256 processes, got 0"),
+        ("1000", "expected 1 to 256 processes, got 1000"),
+        ("many", "expected a number of processes or 'auto'"),
+        ("true", "expected an integer"),
+        ("[2]", "expected an integer"),
+    ],
+)
 def test_workers_errors_name_the_key(value, problem):
     assert error_for(minimal(f"workers: {value}\n")).startswith(f"workers: {problem}")
 
@@ -1146,32 +1407,54 @@ def test_proxy_defaults_and_values():
     assert config.proxy.remote_url == "https://registry-1.docker.io"
     assert config.proxy.username is None and config.proxy.password is None
     assert config.proxy.ttl == 168 * 3600.0
-    config = parse(minimal(
-        "proxy:\n  remoteurl: http://127.0.0.1:5000\n  username: u\n  password: p\n  ttl: 1h30m\n"
-    ))
+    config = parse(
+        minimal(
+            "proxy:\n  remoteurl: http://127.0.0.1:5000\n  username: u\n  password: p\n  ttl: 1h30m\n"
+        )
+    )
     assert (config.proxy.username, config.proxy.password, config.proxy.ttl) == ("u", "p", 5400.0)
     assert "p" not in repr(config.proxy).split("username")[1]  # the password is not shown
     assert parse(minimal("proxy:\n  remoteurl: http://h\n  ttl: 0\n")).proxy.ttl == 0
-    assert config.proxy.max_blob_size == 10 * 1024 ** 3
-    assert parse(minimal("proxy:\n  remoteurl: http://h\n  maxblobsize: 1048576\n")).proxy.max_blob_size == 1048576
+    assert config.proxy.max_blob_size == 10 * 1024**3
+    assert (
+        parse(
+            minimal("proxy:\n  remoteurl: http://h\n  maxblobsize: 1048576\n")
+        ).proxy.max_blob_size
+        == 1048576
+    )
 
 
-@pytest.mark.parametrize("text, key, words", [
-    ("proxy: {}\n", "proxy.remoteurl", "required"),
-    ("proxy:\n  remoteurl: registry-1.docker.io\n", "proxy.remoteurl", "absolute http(s) URL"),
-    ("proxy:\n  remoteurl: ftp://h/\n", "proxy.remoteurl", "absolute http(s) URL"),
-    ("proxy:\n  remoteurl: https://h:99999\n", "proxy.remoteurl", "absolute http(s) URL"),
-    ("proxy:\n  remoteurl: https://h/?x=1\n", "proxy.remoteurl", "without query"),
-    ("proxy:\n  remoteurl: 5\n", "proxy.remoteurl", "expected a string"),
-    ("proxy:\n  remoteurl: https://h\n  username: u\n", "proxy.password", "required"),
-    ("proxy:\n  remoteurl: https://h\n  password: p\n", "proxy.username", "required"),
-    ("proxy:\n  remoteurl: https://h\n  ttl: forever\n", "proxy.ttl", "duration"),
-    ("proxy:\n  remoteurl: https://h\n  maxblobsize: 0\n", "proxy.maxblobsize", "positive number of bytes"),
-    ("proxy:\n  remoteurl: https://h\n  maxblobsize: 1GB\n", "proxy.maxblobsize", "expected an integer"),
-    ("proxy:\n  remoteurl: https://h\n  ttl: -1h\n", "proxy.ttl", ""),
-    ("proxy:\n  remoteurl: https://h\n  exec: {command: helper}\n", "proxy.exec", "not supported"),
-    ("proxy: [https://h]\n", "proxy", "expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "text, key, words",
+    [
+        ("proxy: {}\n", "proxy.remoteurl", "required"),
+        ("proxy:\n  remoteurl: registry-1.docker.io\n", "proxy.remoteurl", "absolute http(s) URL"),
+        ("proxy:\n  remoteurl: ftp://h/\n", "proxy.remoteurl", "absolute http(s) URL"),
+        ("proxy:\n  remoteurl: https://h:99999\n", "proxy.remoteurl", "absolute http(s) URL"),
+        ("proxy:\n  remoteurl: https://h/?x=1\n", "proxy.remoteurl", "without query"),
+        ("proxy:\n  remoteurl: 5\n", "proxy.remoteurl", "expected a string"),
+        ("proxy:\n  remoteurl: https://h\n  username: u\n", "proxy.password", "required"),
+        ("proxy:\n  remoteurl: https://h\n  password: p\n", "proxy.username", "required"),
+        ("proxy:\n  remoteurl: https://h\n  ttl: forever\n", "proxy.ttl", "duration"),
+        (
+            "proxy:\n  remoteurl: https://h\n  maxblobsize: 0\n",
+            "proxy.maxblobsize",
+            "positive number of bytes",
+        ),
+        (
+            "proxy:\n  remoteurl: https://h\n  maxblobsize: 1GB\n",
+            "proxy.maxblobsize",
+            "expected an integer",
+        ),
+        ("proxy:\n  remoteurl: https://h\n  ttl: -1h\n", "proxy.ttl", ""),
+        (
+            "proxy:\n  remoteurl: https://h\n  exec: {command: helper}\n",
+            "proxy.exec",
+            "not supported",
+        ),
+        ("proxy: [https://h]\n", "proxy", "expected a mapping"),
+    ],
+)
 def test_proxy_bad_values_name_their_key(text, key, words):
     with pytest.raises(ConfigError) as info:
         parse(minimal(text))
@@ -1237,7 +1520,11 @@ def test_all_errors_of_a_file_are_reported_one_line_each():
     with pytest.raises(ConfigErrors) as info:
         parse_config(yaml.safe_load(text))
     assert [error.key for error in info.value.errors] == [
-        "storage.delete.enabled", "http.addr", "bogus", "gc.graceperiod"]
+        "storage.delete.enabled",
+        "http.addr",
+        "bogus",
+        "gc.graceperiod",
+    ]
     assert str(info.value).splitlines() == [str(error) for error in info.value.errors]
     # code reading one error sees the first
     assert info.value.key == "storage.delete.enabled"
@@ -1254,17 +1541,54 @@ def test_a_file_of_many_errors_reports_a_bounded_number_of_lines():
     assert lines[-1] == f"... and {1000 - ConfigErrors.MAX_REPORTED} more problems"
 
 
-_SECTIONS = ("log", "storage", "http", "validation", "health", "notifications", "gc", "auth",
-             "proxy", "catalog", "tags", "workers", "manhole", "bogus")
-_scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.text(max_size=8),
-                     st.sampled_from(["10s", "0", "true", ":5000", "/tmp/x", "info"]))
+_SECTIONS = (
+    "log",
+    "storage",
+    "http",
+    "validation",
+    "health",
+    "notifications",
+    "gc",
+    "auth",
+    "proxy",
+    "catalog",
+    "tags",
+    "workers",
+    "manhole",
+    "bogus",
+)
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 10**6),
+    st.text(max_size=8),
+    st.sampled_from(["10s", "0", "true", ":5000", "/tmp/x", "info"]),
+)
 _values = st.recursive(
     _scalars,
     lambda inner: st.one_of(
         st.lists(inner, max_size=3),
-        st.dictionaries(st.sampled_from(["enabled", "addr", "level", "graceperiod", "x",
-                                         "rootdirectory", "inmemory", "filesystem", "delete",
-                                         "interval", "url", "name", "endpoints"]), inner, max_size=4),
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "enabled",
+                    "addr",
+                    "level",
+                    "graceperiod",
+                    "x",
+                    "rootdirectory",
+                    "inmemory",
+                    "filesystem",
+                    "delete",
+                    "interval",
+                    "url",
+                    "name",
+                    "endpoints",
+                ]
+            ),
+            inner,
+            max_size=4,
+        ),
     ),
     max_leaves=12,
 )
@@ -1277,6 +1601,7 @@ def test_each_reported_error_is_what_its_section_alone_reports(sections):
     every problem is one line starting with a key path; and collecting
     changes nothing about what is found: the problems of the whole file
     are exactly those of each top-level section parsed on its own."""
+
     def document(mapping):  # with a valid storage section unless it has one
         whole = {"version": "0.1"}
         if "storage" not in mapping:

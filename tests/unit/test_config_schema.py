@@ -46,10 +46,21 @@ def error_lines(text):
 def test_every_key_path_is_listed_once_with_a_type_and_a_doc():
     paths = [info.path for info in iter_keys(Config)]
     assert len(paths) == len(set(paths))
-    for expected in ("version", "storage.delete.enabled", "storage.maintenance.uploadpurging.age",
-                     "http.tls.ciphersuites", "health.http[].uri", "notifications.endpoints[].ignore.actions",
-                     "auth.access.rules[].repositories", "middleware.storage[].options.baseurl",
-                     "catalog.maxentries", "proxy.ttl", "gc.graceperiod", "manhole.host_key", "workers"):
+    for expected in (
+        "version",
+        "storage.delete.enabled",
+        "storage.maintenance.uploadpurging.age",
+        "http.tls.ciphersuites",
+        "health.http[].uri",
+        "notifications.endpoints[].ignore.actions",
+        "auth.access.rules[].repositories",
+        "middleware.storage[].options.baseurl",
+        "catalog.maxentries",
+        "proxy.ttl",
+        "gc.graceperiod",
+        "manhole.host_key",
+        "workers",
+    ):
         assert expected in paths
     for info in iter_keys(Config):
         if not info.key.not_yet:
@@ -60,15 +71,22 @@ def test_every_key_path_is_listed_once_with_a_type_and_a_doc():
 def test_secrets_are_marked_and_not_shown():
     secret = {info.path for info in iter_keys(Config) if info.key.secret}
     assert secret == {"proxy.password", "redis.password", "ui.sessionkey"}
-    config = parse_config({"version": 0.1, "storage": {"inmemory": None},
-                           "proxy": {"remoteurl": "https://h", "username": "u", "password": "hunter2"}})
+    config = parse_config(
+        {
+            "version": 0.1,
+            "storage": {"inmemory": None},
+            "proxy": {"remoteurl": "https://h", "username": "u", "password": "hunter2"},
+        }
+    )
     assert "hunter2" not in repr(config)
 
 
 def test_every_duration_key_reads_by_the_one_rule():
     """Every key whose value is a time span is read by types.Duration (the
     one rule), not by a parser of its own."""
-    spans = re.compile(r"(^|\.)(timeout|interval|age|ttl|graceperiod|backoff|draintimeout|\w*expiration)$")
+    spans = re.compile(
+        r"(^|\.)(timeout|interval|age|ttl|graceperiod|backoff|draintimeout|\w*expiration)$"
+    )
     keys = [info for info in iter_keys(Config) if spans.search(info.path)]
     assert len(keys) >= 12
     for info in keys:
@@ -78,7 +96,9 @@ def test_every_duration_key_reads_by_the_one_rule():
 def test_markdown_reference_has_a_row_per_key():
     rows = markdown_reference(Config).splitlines()[2:]
     assert len(rows) == len(list(iter_keys(Config)))
-    assert "| `storage.maintenance.uploadpurging.age` | duration | `168h` |" in markdown_reference(Config)
+    assert "| `storage.maintenance.uploadpurging.age` | duration | `168h` |" in markdown_reference(
+        Config
+    )
 
 
 def test_readme_key_list_is_the_schemas():
@@ -132,7 +152,9 @@ def sample_key_paths(text):
 def known(path):
     """C{path} is a key, a group of keys, or a name inside a free-form
     mapping (auth.access.groups.<group>) of the schema."""
-    if find_key(Config, path) or any(info.path.startswith(path + ".") for info in iter_keys(Config)):
+    if find_key(Config, path) or any(
+        info.path.startswith(path + ".") for info in iter_keys(Config)
+    ):
         return True
     parent = path.rpartition(".")[0]
     while parent:
@@ -164,7 +186,14 @@ def test_the_sample_walker_finds_unknown_keys():
     """The test above can fail: a misspelt key in a commented example is found."""
     text = "gc:\n  graceperiod: 1h\n  # intervall: 24h\nproxy:\n#   remoteurl: x\n#   tll: 1h\n"
     paths = list(sample_key_paths(text))
-    assert paths == ["gc", "gc.graceperiod", "gc.intervall", "proxy", "proxy.remoteurl", "proxy.tll"]
+    assert paths == [
+        "gc",
+        "gc.graceperiod",
+        "gc.intervall",
+        "proxy",
+        "proxy.remoteurl",
+        "proxy.tll",
+    ]
     assert not known("gc.intervall") and not known("proxy.tll") and known("gc.interval")
 
 
@@ -173,7 +202,8 @@ def test_the_sample_walker_finds_unknown_keys():
 
 def test_every_error_of_a_file_is_reported_in_document_order(tmp_path):
     path = tmp_path / "config.yml"
-    path.write_text(textwrap.dedent("""\
+    path.write_text(
+        textwrap.dedent("""\
         version: 0.1
         log:
           level: loud
@@ -186,16 +216,19 @@ def test_every_error_of_a_file_is_reported_in_document_order(tmp_path):
         reporting: {}
         proxy:
           ttl: forever
-        """))
+        """)
+    )
     with pytest.raises(ConfigErrors) as info:
         load_config(str(path))
     assert str(info.value).split("\n") == [
         "log.level: expected one of error, warn, info, debug, got 'loud'",
         "storage.delete.enabled: expected true or false, got 'yes'",
         "http.tls.key: required",
-        ("reporting: not supported by registryd yet (supported here: auth, catalog, gc, health, "
-         "http, lifecycle, log, loglevel, manhole, middleware, notifications, proxy, redis, storage, tags, "
-         "ui, validation, version, workers)"),
+        (
+            "reporting: not supported by registryd yet (supported here: auth, catalog, gc, health, "
+            "http, lifecycle, log, loglevel, manhole, middleware, notifications, proxy, redis, storage, tags, "
+            "ui, validation, version, workers)"
+        ),
         "proxy.ttl: expected a duration such as 10s, 500ms or 1m30s, got 'forever'",
         "proxy.remoteurl: required: the URL of the registry to mirror",
     ]
@@ -228,8 +261,11 @@ def test_errors_in_list_items_are_all_reported():
             - {url: 'http://h/', timeout: soon}
         """)
     assert [line.split(":")[0] for line in lines] == [
-        "notifications.endpoints[0].url", "notifications.endpoints[1].name",
-        "notifications.endpoints[2].timeout", "notifications.endpoints[2].name"]
+        "notifications.endpoints[0].url",
+        "notifications.endpoints[1].name",
+        "notifications.endpoints[2].timeout",
+        "notifications.endpoints[2].name",
+    ]
 
 
 # --- the one duration rule -------------------------------------------------------------------
@@ -237,7 +273,11 @@ def test_errors_in_list_items_are_all_reported():
 UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-@given(st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from(sorted(UNITS))), min_size=1, max_size=4))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 10_000), st.sampled_from(sorted(UNITS))), min_size=1, max_size=4
+    )
+)
 def test_go_duration_strings_are_the_sum_of_their_parts(parts):
     text = "".join(f"{number}{unit}" for number, unit in parts)
     expected = sum(number * UNITS[unit] for number, unit in parts)
@@ -254,25 +294,57 @@ def test_a_number_is_read_in_the_keys_unit(number):
 
 def test_registryd_s_second_keys_take_go_durations_too():
     base = {"version": 0.1, "storage": {"inmemory": None}}
-    auth = {"htpasswd": {"realm": "r", "path": "/p"}, "token": {"service": "s", "issuer": "i"},
-            "tokenserver": {"key": "/k", "expiration": "5m", "refreshexpiration": "720h"}}
+    auth = {
+        "htpasswd": {"realm": "r", "path": "/p"},
+        "token": {"service": "s", "issuer": "i"},
+        "tokenserver": {"key": "/k", "expiration": "5m", "refreshexpiration": "720h"},
+    }
     server = parse_config(dict(base, auth=auth)).auth.tokenserver
     assert (server.expiration, server.refreshexpiration) == (300, 720 * 3600)
     assert isinstance(server.expiration, int)  # it goes into JSON as expires_in
     from registryd.storage.drivers.s3_parameters import parse_parameters
 
-    assert parse_parameters({"bucket": "registry", "region": "eu-west-1", "requesttimeout": "1m30s"}).request_timeout == 90.0
+    assert (
+        parse_parameters(
+            {"bucket": "registry", "region": "eu-west-1", "requesttimeout": "1m30s"}
+        ).request_timeout
+        == 90.0
+    )
 
 
 # --- hostile input ---------------------------------------------------------------------------------
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=12),
-    st.sampled_from(["10s", "0", ":5000", "[::1", "http://[::1", "https://h:99999/", "/p/", "auto",
-                     "none", "redirect", "*", "**", "${user}/**", "RS256", "(", "tls1.0"]),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=12),
+    st.sampled_from(
+        [
+            "10s",
+            "0",
+            ":5000",
+            "[::1",
+            "http://[::1",
+            "https://h:99999/",
+            "/p/",
+            "auto",
+            "none",
+            "redirect",
+            "*",
+            "**",
+            "${user}/**",
+            "RS256",
+            "(",
+            "tls1.0",
+        ]
+    ),
 )
-KEY_NAMES = sorted({part.rstrip("[]") for info in iter_keys(Config) for part in info.path.split(".")}
-                   | {"inmemory", "filesystem", "s3", "junk"})
+KEY_NAMES = sorted(
+    {part.rstrip("[]") for info in iter_keys(Config) for part in info.path.split(".")}
+    | {"inmemory", "filesystem", "s3", "junk"}
+)
 documents = st.recursive(
     scalars,
     lambda inner: st.one_of(
@@ -305,13 +377,21 @@ def test_any_file_gives_a_config_or_a_config_error(tmp_path_factory, data):
         pass
 
 
-@pytest.mark.parametrize("text, key", [
-    ("health:\n  http:\n  - {uri: 'http://[::1'}\n", "health.http[0].uri"),
-    ("notifications:\n  endpoints:\n  - {name: a, url: 'https://[v6'}\n", "notifications.endpoints[0].url"),
-    ("proxy:\n  remoteurl: 'https://[::1/'\n", "proxy.remoteurl"),
-    ("middleware:\n  storage:\n  - {name: redirect, options: {baseurl: 'http://[x'}}\n",
-     "middleware.storage[0].options.baseurl"),
-])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("health:\n  http:\n  - {uri: 'http://[::1'}\n", "health.http[0].uri"),
+        (
+            "notifications:\n  endpoints:\n  - {name: a, url: 'https://[v6'}\n",
+            "notifications.endpoints[0].url",
+        ),
+        ("proxy:\n  remoteurl: 'https://[::1/'\n", "proxy.remoteurl"),
+        (
+            "middleware:\n  storage:\n  - {name: redirect, options: {baseurl: 'http://[x'}}\n",
+            "middleware.storage[0].options.baseurl",
+        ),
+    ],
+)
 def test_an_unparseable_url_is_a_config_error(text, key):
     """urlsplit raises ValueError for an unclosed IPv6 bracket; that is the
     operator's mistake, named, not a traceback."""
@@ -329,5 +409,9 @@ def test_keys_as_written_come_from_the_schema():
     assert key_as_written("auth.token.algorithms") == "auth.token.signingalgorithms"
     assert key_as_written("storage.redirect_base_url") == "middleware.storage"
     assert key_as_written("listing.max_tags") == "tags.maxtags"
-    assert key_as_written("storage.parameters", parse_config(
-        {"version": 0.1, "storage": {"inmemory": None}})) == "storage.inmemory"
+    assert (
+        key_as_written(
+            "storage.parameters", parse_config({"version": 0.1, "storage": {"inmemory": None}})
+        )
+        == "storage.inmemory"
+    )

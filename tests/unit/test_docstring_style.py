@@ -50,7 +50,16 @@ def f(x):
     # C{comment}
 '''
     assert [marker for _, marker in epytext_markers(epytext)] == [
-        "C{", "L{", "I{", "B{", "@param", "@raise", "@return", "@ivar", "@rtype", "C{",
+        "C{",
+        "L{",
+        "I{",
+        "B{",
+        "@param",
+        "@raise",
+        "@return",
+        "@ivar",
+        "@rtype",
+        "C{",
     ]
     assert [line for line, _ in epytext_markers(epytext)] == [3, 3, 3, 3, 5, 6, 7, 8, 9, 11]
     rest = '''

@@ -22,7 +22,10 @@ def run_python(code, pythonpath):
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join(pythonpath))
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
-        env=environment, capture_output=True, text=True, timeout=60,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -80,8 +83,9 @@ def test_third_party_plugin_directory_found(tmp_path):
     __init__.py) elsewhere on sys.path; its factories are found."""
     plugins = tmp_path / "registryd" / "plugins"
     plugins.mkdir(parents=True)
-    (plugins / "thirdparty_driver.py").write_text(textwrap.dedent(
-        """
+    (plugins / "thirdparty_driver.py").write_text(
+        textwrap.dedent(
+            """
         from twisted.plugin import IPlugin
         from zope.interface import implementer
 
@@ -100,7 +104,8 @@ def test_third_party_plugin_directory_found(tmp_path):
 
         thirdparty = Factory()
         """
-    ))
+        )
+    )
     output = run_python(
         """
         from registryd.storage.drivers import create_driver, find_driver_factories
@@ -110,5 +115,6 @@ def test_third_party_plugin_directory_found(tmp_path):
         [PROJECT, str(tmp_path)],
     )
     assert output.split("\n")[:2] == [
-        "['filesystem', 'inmemory', 's3', 'thirdparty']", "InMemoryDriver"
+        "['filesystem', 'inmemory', 's3', 'thirdparty']",
+        "InMemoryDriver",
     ]

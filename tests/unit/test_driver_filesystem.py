@@ -41,7 +41,9 @@ async def test_paths_map_under_root(driver, root):
     await driver.put_content("/docker/registry/v2/repositories/a/b/link", b"sha256:00")
     assert (root / "docker/registry/v2/repositories/a/b/link").read_bytes() == b"sha256:00"
     (root / "docker/registry/v2/written-elsewhere").write_bytes(b"by another process")
-    assert await driver.get_content("/docker/registry/v2/written-elsewhere") == b"by another process"
+    assert (
+        await driver.get_content("/docker/registry/v2/written-elsewhere") == b"by another process"
+    )
 
 
 @pytest_twisted.ensureDeferred

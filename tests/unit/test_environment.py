@@ -67,10 +67,13 @@ def test_without_a_file_the_overrides_apply_to_the_defaults():
 
 
 def test_values_are_parsed_as_yaml(config_file):
-    config = load_config(config_file, {
-        "REGISTRY_STORAGE_DELETE_ENABLED": "true",
-        "REGISTRY_CATALOG_MAXENTRIES": "50",
-    })
+    config = load_config(
+        config_file,
+        {
+            "REGISTRY_STORAGE_DELETE_ENABLED": "true",
+            "REGISTRY_CATALOG_MAXENTRIES": "50",
+        },
+    )
     assert config.storage.delete_enabled is True
     assert config.listing.max_catalog_entries == 50
     mapping = document(config_file, REGISTRY_HTTP_TLS_CIPHERSUITES="[TLS_AES_128_GCM_SHA256]")
@@ -100,32 +103,46 @@ def test_a_word_selects_the_storage_driver_then_longer_names_fill_it(config_file
     ``storage: s3`` form) first, then REGISTRY_STORAGE_S3_*."""
     mapping = document(
         config_file,
-        REGISTRY_STORAGE_S3_REGION="us-east-1", REGISTRY_STORAGE_S3_BUCKET="registry",
-        REGISTRY_STORAGE="s3", REGISTRY_STORAGE_DELETE_ENABLED="true",
+        REGISTRY_STORAGE_S3_REGION="us-east-1",
+        REGISTRY_STORAGE_S3_BUCKET="registry",
+        REGISTRY_STORAGE="s3",
+        REGISTRY_STORAGE_DELETE_ENABLED="true",
     )
     assert mapping["storage"] == {
-        "s3": {"bucket": "registry", "region": "us-east-1"}, "delete": {"enabled": True},
+        "s3": {"bucket": "registry", "region": "us-east-1"},
+        "delete": {"enabled": True},
     }
     config = parse_config(mapping)
     assert config.storage.driver == "s3"
 
 
 def test_auth_is_selected_the_same_way(config_file):
-    mapping = document(config_file, REGISTRY_AUTH="htpasswd",
-                       REGISTRY_AUTH_HTPASSWD_REALM="r", REGISTRY_AUTH_HTPASSWD_PATH="/p")
+    mapping = document(
+        config_file,
+        REGISTRY_AUTH="htpasswd",
+        REGISTRY_AUTH_HTPASSWD_REALM="r",
+        REGISTRY_AUTH_HTPASSWD_PATH="/p",
+    )
     assert mapping["auth"] == {"htpasswd": {"realm": "r", "path": "/p"}}
 
 
 def test_driver_variables_without_selection_add_a_second_driver_which_is_refused(config_file):
-    with pytest.raises(ConfigError, match=r"^REGISTRY_STORAGE_S3_BUCKET: storage.s3: only one storage driver"):
+    with pytest.raises(
+        ConfigError, match=r"^REGISTRY_STORAGE_S3_BUCKET: storage.s3: only one storage driver"
+    ):
         load_config(config_file, {"REGISTRY_STORAGE_S3_BUCKET": "b"})
 
 
 def test_existing_keys_match_case_insensitively_and_new_keys_are_lower_case(tmp_path):
     path = tmp_path / "c.yml"
     path.write_text("version: 0.1\nstorage:\n  filesystem:\n    rootDirectory: /a\n")
-    mapping = read_document(str(path), {"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": "/b",
-                                        "REGISTRY_HTTP_HEADERS_X-FRAME-OPTIONS": "[DENY]"})[0]
+    mapping = read_document(
+        str(path),
+        {
+            "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": "/b",
+            "REGISTRY_HTTP_HEADERS_X-FRAME-OPTIONS": "[DENY]",
+        },
+    )[0]
     assert mapping["storage"]["filesystem"] == {"rootDirectory": "/b"}
     assert mapping["http"]["headers"] == {"x-frame-options": ["DENY"]}
 
@@ -144,30 +161,39 @@ def test_list_items_are_indexed_and_one_past_the_end_appends(config_file):
 
 
 def test_an_index_past_the_end_is_refused_naming_the_variable(config_file):
-    with pytest.raises(ConfigError, match=r"^REGISTRY_NOTIFICATIONS_ENDPOINTS_2_NAME: "
-                                          r"notifications.endpoints: index 2 is past the list's end"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^REGISTRY_NOTIFICATIONS_ENDPOINTS_2_NAME: "
+        r"notifications.endpoints: index 2 is past the list's end",
+    ):
         load_config(config_file, {"REGISTRY_NOTIFICATIONS_ENDPOINTS_2_NAME": "x"})
 
 
 def test_a_list_index_that_is_not_a_number_is_refused(config_file):
-    with pytest.raises(ConfigError, match=r"^REGISTRY_NOTIFICATIONS_ENDPOINTS_FIRST_NAME: "
-                                          r"notifications.endpoints: expected a list index"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^REGISTRY_NOTIFICATIONS_ENDPOINTS_FIRST_NAME: "
+        r"notifications.endpoints: expected a list index",
+    ):
         load_config(config_file, {"REGISTRY_NOTIFICATIONS_ENDPOINTS_FIRST_NAME": "x"})
 
 
 def test_go_field_names_and_yaml_names_both_match(config_file):
     """Distribution matches its Go field names (EventConfig, FileCheckers);
     registryd also takes the YAML names."""
-    for name in ("REGISTRY_NOTIFICATIONS_EVENTCONFIG_INCLUDEREFERENCES",
-                 "REGISTRY_NOTIFICATIONS_EVENTS_INCLUDEREFERENCES"):
+    for name in (
+        "REGISTRY_NOTIFICATIONS_EVENTCONFIG_INCLUDEREFERENCES",
+        "REGISTRY_NOTIFICATIONS_EVENTS_INCLUDEREFERENCES",
+    ):
         assert load_config(config_file, {name: "true"}).notifications.include_references is True
     for name in ("REGISTRY_HEALTH_FILECHECKERS_0_FILE", "REGISTRY_HEALTH_FILE_0_FILE"):
         assert document(config_file, **{name: "/down"})["health"] == {"file": [{"file": "/down"}]}
 
 
 def test_keys_with_underscores_match_with_their_underscores(config_file):
-    mapping = document(config_file, REGISTRY_MANHOLE_AUTHORIZED_KEYS="/keys",
-                       REGISTRY_MANHOLE_HOST_KEY="/host")
+    mapping = document(
+        config_file, REGISTRY_MANHOLE_AUTHORIZED_KEYS="/keys", REGISTRY_MANHOLE_HOST_KEY="/host"
+    )
     assert mapping["manhole"] == {"authorized_keys": "/keys", "host_key": "/host"}
 
 
@@ -199,8 +225,10 @@ def test_variables_naming_nothing_anyone_knows_are_ignored(config_file):
     """Kubernetes' variables for a service called "registry", and names no
     Distribution field has: ignored, as Distribution does, and reported."""
     environ = {
-        "REGISTRY_PORT": "tcp://10.0.0.7:5000", "REGISTRY_PORT_5000_TCP_ADDR": "10.0.0.7",
-        "REGISTRY_SERVICE_HOST": "10.0.0.7", "REGISTRY_HTTP_NOSUCHFIELD": "1",
+        "REGISTRY_PORT": "tcp://10.0.0.7:5000",
+        "REGISTRY_PORT_5000_TCP_ADDR": "10.0.0.7",
+        "REGISTRY_SERVICE_HOST": "10.0.0.7",
+        "REGISTRY_HTTP_NOSUCHFIELD": "1",
         "REGISTRY_GC_NOSUCHKEY": "1",
     }
     mapping, overrides = read_document(config_file, environ)
@@ -210,14 +238,18 @@ def test_variables_naming_nothing_anyone_knows_are_ignored(config_file):
     assert load_config(config_file, environ) == load_config(config_file, {})
 
 
-@pytest.mark.parametrize("name, value, key", [
-    ("REGISTRY_REPORTING_BUGSNAG_APIKEY", "k", "reporting: not supported by registryd yet"),
-    ("REGISTRY_HTTP_TLS_LETSENCRYPT_EMAIL", "a@b", "http.tls.letsencrypt"),
-    ("REGISTRY_MIDDLEWARE_REGISTRY", "[{name: cloudfront}]", "middleware.registry"),
-    ("REGISTRY_STORAGE_CACHE_NOSUCHKEY", "1", "storage.cache.nosuchkey: unknown key"),
-])
+@pytest.mark.parametrize(
+    "name, value, key",
+    [
+        ("REGISTRY_REPORTING_BUGSNAG_APIKEY", "k", "reporting: not supported by registryd yet"),
+        ("REGISTRY_HTTP_TLS_LETSENCRYPT_EMAIL", "a@b", "http.tls.letsencrypt"),
+        ("REGISTRY_MIDDLEWARE_REGISTRY", "[{name: cloudfront}]", "middleware.registry"),
+        ("REGISTRY_STORAGE_CACHE_NOSUCHKEY", "1", "storage.cache.nosuchkey: unknown key"),
+    ],
+)
 def test_a_variable_setting_a_key_registryd_refuses_is_refused_naming_it(
-        config_file, name, value, key):
+    config_file, name, value, key
+):
     with pytest.raises(ConfigError) as caught:
         load_config(config_file, {name: value})
     lines = str(caught.value).splitlines()  # one per problem (a TLS section has more)
@@ -225,19 +257,27 @@ def test_a_variable_setting_a_key_registryd_refuses_is_refused_naming_it(
 
 
 def test_overrides_say_which_key_each_variable_set(config_file):
-    _, overrides = read_document(config_file, {
-        "REGISTRY_STORAGE": "inmemory", "REGISTRY_NOTIFICATIONS_ENDPOINTS_0_NAME": "n",
-    })
+    _, overrides = read_document(
+        config_file,
+        {
+            "REGISTRY_STORAGE": "inmemory",
+            "REGISTRY_NOTIFICATIONS_ENDPOINTS_0_NAME": "n",
+        },
+    )
     assert overrides.applied == (
-        environment.Override("REGISTRY_NOTIFICATIONS_ENDPOINTS_0_NAME", "notifications.endpoints[0].name"),
+        environment.Override(
+            "REGISTRY_NOTIFICATIONS_ENDPOINTS_0_NAME", "notifications.endpoints[0].name"
+        ),
         environment.Override("REGISTRY_STORAGE", "storage"),
     )
 
 
 def test_secrets_are_masked():
-    mapping = {"storage": {"s3": {"accesskey": "AKIA", "secretkey": "s3cr3t", "bucket": "b"}},
-               "proxy": {"password": "p", "username": "u"},
-               "http": {"secret": "", "headers": {"Authorization": ["Basic x"]}}}
+    mapping = {
+        "storage": {"s3": {"accesskey": "AKIA", "secretkey": "s3cr3t", "bucket": "b"}},
+        "proxy": {"password": "p", "username": "u"},
+        "http": {"secret": "", "headers": {"Authorization": ["Basic x"]}},
+    }
     assert environment.masked(mapping) == {
         "storage": {"s3": {"accesskey": "********", "secretkey": "********", "bucket": "b"}},
         "proxy": {"password": "********", "username": "u"},
@@ -256,15 +296,53 @@ def test_the_file_mapping_is_not_changed():
 _PART = st.text(alphabet=string.ascii_uppercase + string.digits + "-.", min_size=0, max_size=12)
 _NAMES = st.builds(
     lambda parts: "REGISTRY_" + "_".join(parts),
-    st.lists(st.one_of(_PART, st.sampled_from(
-        ["STORAGE", "FILESYSTEM", "S3", "HTTP", "TLS", "NOTIFICATIONS", "ENDPOINTS", "0", "1",
-         "HEALTH", "FILE", "LOG", "AUTH", "MANHOLE", "AUTHORIZED", "KEYS", "HEADERS", "PROXY"])),
-        min_size=0, max_size=5),
+    st.lists(
+        st.one_of(
+            _PART,
+            st.sampled_from(
+                [
+                    "STORAGE",
+                    "FILESYSTEM",
+                    "S3",
+                    "HTTP",
+                    "TLS",
+                    "NOTIFICATIONS",
+                    "ENDPOINTS",
+                    "0",
+                    "1",
+                    "HEALTH",
+                    "FILE",
+                    "LOG",
+                    "AUTH",
+                    "MANHOLE",
+                    "AUTHORIZED",
+                    "KEYS",
+                    "HEADERS",
+                    "PROXY",
+                ]
+            ),
+        ),
+        min_size=0,
+        max_size=5,
+    ),
 )
 _VALUES = st.one_of(
     st.text(max_size=30),
-    st.sampled_from(["true", "[", "{a: 1}", "[1, 2]", "s3", "~", "", "&a [*a]", "!!python/none x",
-                     "9" * 5000, "{a: 1, a: 2}"]),
+    st.sampled_from(
+        [
+            "true",
+            "[",
+            "{a: 1}",
+            "[1, 2]",
+            "s3",
+            "~",
+            "",
+            "&a [*a]",
+            "!!python/none x",
+            "9" * 5000,
+            "{a: 1, a: 2}",
+        ]
+    ),
 )
 
 

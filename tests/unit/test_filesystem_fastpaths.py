@@ -130,7 +130,7 @@ async def test_writes_with_writeback_and_commit(driver, tmp_path, monkeypatch):
     data = os.urandom(1024 * 1024)
     writer = await driver.writer("/up/data")
     for offset in range(0, len(data), 100_000):
-        await writer.write(data[offset:offset + 100_000])
+        await writer.write(data[offset : offset + 100_000])
     await writer.close()
     writer = await driver.writer("/up/data", append=True)
     await writer.write(b"tail")

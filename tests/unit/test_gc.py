@@ -72,10 +72,15 @@ async def push_image(registry, name, tag=None, layers=None, subject=None, artifa
 
 async def push_index(registry, name, tag, children):
     index = {
-        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
         "manifests": [
-            {"mediaType": OCI_MANIFEST, "digest": str(digest), "size": len(body),
-             "platform": {"architecture": arch, "os": "linux"}}
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": str(digest),
+                "size": len(body),
+                "platform": {"architecture": arch, "os": "linux"},
+            }
             for (digest, _, body), arch in zip(children, ["amd64", "arm64", "s390x"])
         ],
     }
@@ -362,11 +367,13 @@ async def test_manifests_are_read_leniently(registry):
     """An unknown manifest type still protects what it names; a body that
     is not JSON is reported and protects nothing but itself."""
     blob = await push_blob(registry, "app")
-    strange = json.dumps({
-        "mediaType": "application/vnd.example.future+json",
-        "parts": [{"thing": {"digest": blob["digest"]}}],
-        "subject": {"digest": str(Digest.of(b"not kept"))},
-    }).encode()
+    strange = json.dumps(
+        {
+            "mediaType": "application/vnd.example.future+json",
+            "parts": [{"thing": {"digest": blob["digest"]}}],
+            "subject": {"digest": str(Digest.of(b"not kept"))},
+        }
+    ).encode()
     not_json = b"\x00not json"
     for body in (strange, not_json):
         digest = Digest.of(body)

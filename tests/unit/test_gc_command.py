@@ -90,8 +90,12 @@ def test_without_config_it_refuses_to_delete_in_one_line(tmp_path):
     blob = _old_unreferenced_blob(tmp_path / "registry-data")
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     refused = subprocess.run(
-        [sys.executable, "-m", "registryd", "gc"], capture_output=True, text=True, env=env,
-        cwd=tmp_path, timeout=60,
+        [sys.executable, "-m", "registryd", "gc"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
     )
     assert refused.returncode == 2
     assert refused.stdout == ""
@@ -101,8 +105,12 @@ def test_without_config_it_refuses_to_delete_in_one_line(tmp_path):
     )
     assert blob.exists()
     looked = subprocess.run(
-        [sys.executable, "-m", "registryd", "gc", "--dry-run"], capture_output=True, text=True,
-        env=env, cwd=tmp_path, timeout=60,
+        [sys.executable, "-m", "registryd", "gc", "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
     )
     assert looked.returncode == 0, looked.stderr
     assert f"would remove blob sha256:ab{'0' * 62} (10 bytes)" in looked.stdout.splitlines()
@@ -118,5 +126,9 @@ def test_every_configuration_error_is_a_line_of_its_own(tmp_path):
     err = io.StringIO()
     assert run(["--config", str(config)], err=err) == 2
     lines = err.getvalue().splitlines()
-    assert [line.split(": ")[2] for line in lines] == ["storage.delete.enabled", "gc.graceperiod", "bogus"]
+    assert [line.split(": ")[2] for line in lines] == [
+        "storage.delete.enabled",
+        "gc.graceperiod",
+        "bogus",
+    ]
     assert all(line.startswith(f"registryd-gc: configuration {config}: ") for line in lines)

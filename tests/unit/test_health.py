@@ -89,14 +89,22 @@ async def test_file_probe(tmp_path):
 async def test_checks_from_config():
     driver = InMemoryDriver()
     checks = HealthChecks.from_config(HealthConfig(), driver)
-    assert [c.name for c in checks.on_demand] == ["storagedriver_inmemory"] and checks.periodic == []
+    assert [c.name for c in checks.on_demand] == [
+        "storagedriver_inmemory"
+    ] and checks.periodic == []
     assert await checks.status() == {}
     assert checks.healthy
-    config = HealthConfig(storagedriver=True, interval=2.0, threshold=3,
-                          files=[FileCheckConfig("/nonexistent/flag", 1.0)])
+    config = HealthConfig(
+        storagedriver=True,
+        interval=2.0,
+        threshold=3,
+        files=[FileCheckConfig("/nonexistent/flag", 1.0)],
+    )
     checks = HealthChecks.from_config(config, driver)
     assert [(c.name, c.interval, c.threshold) for c in checks.periodic] == [
-        ("storagedriver_inmemory", 2.0, 3), ("/nonexistent/flag", 1.0, 1)]
+        ("storagedriver_inmemory", 2.0, 3),
+        ("/nonexistent/flag", 1.0, 1),
+    ]
     assert checks.on_demand == []
 
 
@@ -145,7 +153,9 @@ async def test_http_probe_checks_the_status_and_sends_the_headers():
     port = _listen(site)
     uri = f"http://127.0.0.1:{port.getHost().port}/ping"
     try:
-        check = Check(uri, http_probe(uri, {"Authorization": ["Basic eDp5"]}, 200, 1.0), timeout=1.0)
+        check = Check(
+            uri, http_probe(uri, {"Authorization": ["Basic eDp5"]}, 200, 1.0), timeout=1.0
+        )
         assert await check.run() is None
         assert answer.seen == [["Basic eDp5"]]
         answer.status = 503
@@ -192,4 +202,6 @@ async def test_http_and_tcp_checks_from_config():
     )
     checks = HealthChecks.from_config(config, InMemoryDriver())
     assert [(c.name, c.interval, c.threshold, c.timeout) for c in checks.periodic] == [
-        ("http://127.0.0.1:9/x", 5.0, 3, 2.0), ("127.0.0.1:9", 4.0, 2, 1.5)]
+        ("http://127.0.0.1:9/x", 5.0, 3, 2.0),
+        ("127.0.0.1:9", 4.0, 2, 1.5),
+    ]

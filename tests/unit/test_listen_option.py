@@ -17,17 +17,20 @@ def parsed_listen(*values):
     return [listen_endpoint(value) for value in values]
 
 
-@pytest.mark.parametrize("given, endpoint", [
-    ("127.0.0.1:5000", "tcp:5000:interface=127.0.0.1"),
-    (":5000", "tcp:5000"),
-    ("0.0.0.0:5000", "tcp:5000:interface=0.0.0.0"),
-    ("[::1]:5000", "tcp6:5000:interface=\\:\\:1"),
-    ("localhost:5000", "tcp:5000:interface=localhost"),
-    ("tcp:5000:interface=127.0.0.1", "tcp:5000:interface=127.0.0.1"),
-    ("tcp6:5000", "tcp6:5000"),
-    ("ssl:5443:privateKey=k.pem", "ssl:5443:privateKey=k.pem"),  # checked with http.tls later
-    ("unix:/run/registryd.sock", "unix:/run/registryd.sock"),
-])
+@pytest.mark.parametrize(
+    "given, endpoint",
+    [
+        ("127.0.0.1:5000", "tcp:5000:interface=127.0.0.1"),
+        (":5000", "tcp:5000"),
+        ("0.0.0.0:5000", "tcp:5000:interface=0.0.0.0"),
+        ("[::1]:5000", "tcp6:5000:interface=\\:\\:1"),
+        ("localhost:5000", "tcp:5000:interface=localhost"),
+        ("tcp:5000:interface=127.0.0.1", "tcp:5000:interface=127.0.0.1"),
+        ("tcp6:5000", "tcp6:5000"),
+        ("ssl:5443:privateKey=k.pem", "ssl:5443:privateKey=k.pem"),  # checked with http.tls later
+        ("unix:/run/registryd.sock", "unix:/run/registryd.sock"),
+    ],
+)
 def test_distribution_addresses_become_endpoints(given, endpoint):
     assert parsed_listen(given) == [endpoint]
 
@@ -59,6 +62,8 @@ def test_any_listen_value_is_an_endpoint_or_one_line(value):
         [endpoint] = parsed_listen(value)
     except StartupError as error:
         text = str(error)
-        assert text.startswith(f"--listen {value!r}: ") and "\n" not in text.replace(repr(value), "")
+        assert text.startswith(f"--listen {value!r}: ") and "\n" not in text.replace(
+            repr(value), ""
+        )
         return
     assert endpoint == value or endpoint.startswith(("tcp:", "tcp6:"))

@@ -151,24 +151,29 @@ async def test_a_guesser_cannot_parallelise(tmp_path):
     others are refused at once; the same password sent concurrently (an
     uncached docker push) shares one check."""
     alice = checker(tmp_path, Clock())
-    answers = await defer.gatherResults([
-        defer.ensureDeferred(login(alice, b"guess%d" % n)) for n in range(8)
-    ])
+    answers = await defer.gatherResults(
+        [defer.ensureDeferred(login(alice, b"guess%d" % n)) for n in range(8)]
+    )
     assert answers.count(401) == 1 and answers.count((429, 1.0)) == 7
     assert alice.bcrypt_runs == 1
-    answers = await defer.gatherResults([
-        defer.ensureDeferred(login(alice, b"wonderland")) for _ in range(4)
-    ])
+    answers = await defer.gatherResults(
+        [defer.ensureDeferred(login(alice, b"wonderland")) for _ in range(4)]
+    )
     assert answers == ["alice"] * 4 and alice.bcrypt_runs == 2
 
 
-@given(st.lists(st.tuples(
-    st.sampled_from(["10.0.0.1", "10.0.0.2", "::1"]),
-    st.sampled_from(["alice", "bob", "", "x" * 300]),
-    st.sampled_from(["k1", "k2"]),
-    st.sampled_from(["fail", "succeed", "nested"]),
-    st.floats(min_value=0, max_value=200),
-), max_size=60))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["10.0.0.1", "10.0.0.2", "::1"]),
+            st.sampled_from(["alice", "bob", "", "x" * 300]),
+            st.sampled_from(["k1", "k2"]),
+            st.sampled_from(["fail", "succeed", "nested"]),
+            st.floats(min_value=0, max_value=200),
+        ),
+        max_size=60,
+    )
+)
 def test_any_sequence_keeps_the_bounds(steps):
     """Whatever clients do: at most max_pairs pairs are kept, a refusal's
     Retry-After is between 1 s and the cap, and a pair never waits longer

@@ -59,7 +59,9 @@ def test_failures_carry_their_traceback():
         raise ZeroDivisionError("division by zero")
     except ZeroDivisionError:
         failure = Failure()
-    record = json.loads(JSONLineFormatter()(event(log_failure=failure, log_level=LogLevel.critical)))
+    record = json.loads(
+        JSONLineFormatter()(event(log_failure=failure, log_level=LogLevel.critical))
+    )
     assert "ZeroDivisionError" in record["traceback"]
     assert record["level"] == "critical"
 

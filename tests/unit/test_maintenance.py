@@ -142,16 +142,17 @@ def test_timers_follow_the_configuration(registry):
     assert [(s.name, s.interval, s.first_delay) for s in services] == [
         ("upload purging", DAY, 1800.0)
     ]
-    config = _config(
-        "  maintenance:\n    uploadpurging: {enabled: false}\n"
-        "gc: {interval: 6h}\n"
-    )
+    config = _config("  maintenance:\n    uploadpurging: {enabled: false}\ngc: {interval: 6h}\n")
     services = Maintenance(registry, config).services(clock=task.Clock())
     assert [(s.name, s.interval, s.first_delay) for s in services] == [
         ("garbage collection", 6 * 3600.0, 6 * 3600.0)
     ]
-    assert Maintenance(registry, _config(
-        "  maintenance:\n    uploadpurging: {enabled: false}\n")).services() == []
+    assert (
+        Maintenance(
+            registry, _config("  maintenance:\n    uploadpurging: {enabled: false}\n")
+        ).services()
+        == []
+    )
 
 
 @pytest_twisted.ensureDeferred
@@ -214,8 +215,9 @@ async def test_online_runs_are_counted_in_metrics(registry):
 async def test_scheduled_collection_runs_every_interval(registry):
     orphan = b"y" * 50
     await registry.driver.put_content(paths.blob_data(Digest.of(orphan)), orphan)
-    config = _config("  maintenance:\n    uploadpurging: {enabled: false}\n"
-                     "gc: {interval: 1h, graceperiod: 0s}\n")
+    config = _config(
+        "  maintenance:\n    uploadpurging: {enabled: false}\ngc: {interval: 1h, graceperiod: 0s}\n"
+    )
     maintenance = Maintenance(registry, config)
     clock = task.Clock()
     (timer,) = maintenance.services(clock=clock)

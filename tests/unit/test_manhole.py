@@ -57,8 +57,12 @@ def test_authorized_keys(tmp_path):
     first, second = new_key(), new_key()
     path = tmp_path / "authorized_keys"
     path.write_bytes(
-        b"# admins\n\n" + first.public().toString("OPENSSH") + b" alice@example\n"
-        + b"garbage line\n" + second.public().toString("OPENSSH") + b"\n"
+        b"# admins\n\n"
+        + first.public().toString("OPENSSH")
+        + b" alice@example\n"
+        + b"garbage line\n"
+        + second.public().toString("OPENSSH")
+        + b"\n"
     )
     assert load_authorized_keys(str(path)) == [first.public(), second.public()]
     with pytest.raises(ConfigError) as info:
@@ -92,15 +96,20 @@ async def test_run_source_prints_values_awaits_deferreds_and_reports_errors():
     # An error's own __str__ runs in the statement's thread, under the watchdog.
     out, err, status = await run_source(
         "class Odd(Exception):\n  def __str__(self):\n    while True: pass\nraise Odd()",
-        namespace, StatementRunner(time_limit=0.5),
+        namespace,
+        StatementRunner(time_limit=0.5),
     )
     assert (status, err) == (1, "Odd\n")
-    out, err, status = await run_source("raise ValueError('a' * 10**6 + '\\nmore')", namespace, runner)
+    out, err, status = await run_source(
+        "raise ValueError('a' * 10**6 + '\\nmore')", namespace, runner
+    )
     assert (status, err) == (1, "ValueError: " + "a" * 500 + "\n")
 
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-INDEX = b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}'
+INDEX = (
+    b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}'
+)
 
 
 @pytest_twisted.ensureDeferred
@@ -128,7 +137,8 @@ async def test_namespace_helpers():
     assert removed["tags"] == ["v1"] and len(removed["manifests"]) == 1 and removed["kept"] == []
     assert await in_statement_thread(namespace["repos"]) == []
     assert await in_statement_thread(namespace["retention"]) == (
-        "retention (dry run): 0 repositories, would delete 0 tags and 0 manifests")
+        "retention (dry run): 0 repositories, would delete 0 tags and 0 manifests"
+    )
     assert (await in_statement_thread(namespace["retention"], json=True))["dry_run"] is True
     assert await in_statement_thread(namespace["usage"]) == {"quotas": []}
     runner = StatementRunner()
@@ -155,7 +165,11 @@ async def test_helper_results_are_plain_values_that_sort_count_iterate_and_index
     for helper in ("repos()", "uploads()", "stats()", "readonly()"):
         for use in ("sorted({})", "len({})", "[x for x in {}]", "{}[0]", "list({})"):
             out, err, status = await run_source(use.format(helper), namespace, runner)
-            assert (status == 0 and not err) or (status == 1 and err.count("\n") == 1), (use, helper, err)
+            assert (status == 0 and not err) or (status == 1 and err.count("\n") == 1), (
+                use,
+                helper,
+                err,
+            )
     assert await run_source('stats()["read_only"]', namespace, runner) == ("False\n", "", 0)
     assert await run_source("sorted(repos())", namespace, runner) == ("[]\n", "", 0)
     out, err, status = await run_source("len(gc())", namespace, runner)
@@ -176,7 +190,10 @@ async def test_a_runaway_statement_is_stopped_and_the_reactor_keeps_turning():
         )
     finally:
         ticker.stop()
-    assert status == 1 and err == "TimeLimitExceeded: stopped after computing for 0.5s (manhole.timelimit)\n"
+    assert (
+        status == 1
+        and err == "TimeLimitExceeded: stopped after computing for 0.5s (manhole.timelimit)\n"
+    )
     assert len(ticks) > 5  # the reactor ran meanwhile
     assert not runner.running and reactor.running
 
@@ -190,10 +207,13 @@ async def test_a_statement_blocked_outside_python_is_left_behind():
     runner = StatementRunner(time_limit=0.2)
     started = runner.clock()
     out, err, status = await run_source("import time; time.sleep(60)", {}, runner)
-    assert (status, err) == (1, (
-        "TimeLimitExceeded: stopped after computing for 0.2s (manhole.timelimit);"
-        " it goes on in the background\n"
-    ))
+    assert (status, err) == (
+        1,
+        (
+            "TimeLimitExceeded: stopped after computing for 0.2s (manhole.timelimit);"
+            " it goes on in the background\n"
+        ),
+    )
     assert runner.clock() - started < 0.2 + statements.ABANDON_AFTER + 30  # not 60 s
     assert not runner.running
 
@@ -203,17 +223,19 @@ async def test_waiting_for_a_helper_does_not_count_against_the_time_limit():
     from twisted.internet import reactor, task
 
     runner = StatementRunner(time_limit=0.3)
-    namespace = {"slow": lambda: call_on_reactor(reactor, task.deferLater, reactor, 1.0, lambda: "done")}
+    namespace = {
+        "slow": lambda: call_on_reactor(reactor, task.deferLater, reactor, 1.0, lambda: "done")
+    }
     assert await run_source("slow()", namespace, runner) == ("done\n", "", 0)
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_statement_growing_the_daemon_is_stopped():
     runner = StatementRunner(time_limit=60, memory_limit=64 * 1024 * 1024)
-    out, err, status = await run_source(
-        "x = []\nwhile True: x.append(b'x' * 100000)", {}, runner
+    out, err, status = await run_source("x = []\nwhile True: x.append(b'x' * 100000)", {}, runner)
+    assert status == 1 and err.startswith(
+        "MemoryLimitExceeded: stopped: the daemon grew by more than"
     )
-    assert status == 1 and err.startswith("MemoryLimitExceeded: stopped: the daemon grew by more than")
     # One allocation in C that the watchdog cannot interrupt meets the address-space cap.
     out, err, status = await run_source("len('x' * 10**10)", {}, runner)
     assert (status, err) == (1, "MemoryError\n")

@@ -55,8 +55,11 @@ def oci_index(**overrides):
         "mediaType": mt.OCI_INDEX,
         "manifests": [
             desc(mt.OCI_MANIFEST, CHILD1, platform={"architecture": "amd64", "os": "linux"}),
-            desc(mt.OCI_MANIFEST, CHILD2,
-                 platform={"architecture": "arm64", "os": "linux", "variant": "v8"}),
+            desc(
+                mt.OCI_MANIFEST,
+                CHILD2,
+                platform={"architecture": "arm64", "os": "linux", "variant": "v8"},
+            ),
         ],
     }
     doc.update(overrides)
@@ -130,8 +133,9 @@ def test_oci_manifest():
 
 
 def test_oci_manifest_descriptors_keep_their_fields():
-    layer = desc(mt.OCI_LAYER_GZIP, LAYER1, 32654, annotations={"a": "b"},
-                 urls=["https://example.com/layer"])
+    layer = desc(
+        mt.OCI_LAYER_GZIP, LAYER1, 32654, annotations={"a": "b"}, urls=["https://example.com/layer"]
+    )
     manifest = parse(oci_manifest(layers=[layer]))
     parsed = manifest.blobs[1]
     assert parsed.media_type == mt.OCI_LAYER_GZIP
@@ -155,7 +159,9 @@ def test_oci_manifest_without_any_media_type_is_detected(content_type):
     assert digests(manifest.blobs) == [CONFIG, LAYER1, LAYER2]
 
 
-@pytest.mark.parametrize("content_type", [None, "application/json", "Application/JSON; charset=utf-8"])
+@pytest.mark.parametrize(
+    "content_type", [None, "application/json", "Application/JSON; charset=utf-8"]
+)
 def test_generic_content_type_takes_the_body_media_type(content_type):
     assert parse(docker_manifest(), content_type).media_type == mt.DOCKER_MANIFEST
     assert parse(oci_index(), content_type).media_type == mt.OCI_INDEX
@@ -257,8 +263,13 @@ def test_artifact_with_empty_config_and_no_layers():
 
 
 def test_artifact_without_layers_field():
-    manifest = parse(oci_manifest(layers=None, config=desc(mt.OCI_EMPTY, EMPTY, 2),
-                                  artifactType="application/vnd.example.sig"))
+    manifest = parse(
+        oci_manifest(
+            layers=None,
+            config=desc(mt.OCI_EMPTY, EMPTY, 2),
+            artifactType="application/vnd.example.sig",
+        )
+    )
     assert digests(manifest.blobs) == [EMPTY]
 
 
@@ -292,8 +303,11 @@ def test_subject_must_be_a_valid_descriptor():
 
 
 def test_referrers_descriptor():
-    doc = oci_manifest(subject=desc(mt.OCI_MANIFEST, SUBJECT), artifactType="application/vnd.x",
-                       annotations={"k": "v"})
+    doc = oci_manifest(
+        subject=desc(mt.OCI_MANIFEST, SUBJECT),
+        artifactType="application/vnd.x",
+        annotations={"k": "v"},
+    )
     manifest = parse(doc)
     body = encode(doc)
     assert manifest.descriptor().to_dict() == {
@@ -308,18 +322,23 @@ def test_referrers_descriptor():
 # Descriptors
 
 
-@pytest.mark.parametrize("bad_digest", [
-    "sha256:abc",
-    "sha256:" + "A" * 64,
-    "not-a-digest",
-    "",
-])
+@pytest.mark.parametrize(
+    "bad_digest",
+    [
+        "sha256:abc",
+        "sha256:" + "A" * 64,
+        "not-a-digest",
+        "",
+    ],
+)
 def test_malformed_digest(bad_digest):
     with pytest.raises(DigestInvalid) as caught:
         parse(oci_manifest(layers=[desc(mt.OCI_LAYER_GZIP, bad_digest)]))
     assert caught.value.message.startswith("layers[0].digest: ")
-    assert assert_json_error(caught.value)["detail"] == {"field": "layers[0].digest",
-                                                         "digest": bad_digest}
+    assert assert_json_error(caught.value)["detail"] == {
+        "field": "layers[0].digest",
+        "digest": bad_digest,
+    }
 
 
 def test_unsupported_digest_algorithm():
@@ -340,8 +359,11 @@ def test_digest_must_be_a_string():
 
 def test_negative_size():
     with pytest.raises(ManifestInvalid, match=r"layers\[1\].size must not be negative") as caught:
-        parse(oci_manifest(layers=[desc(mt.OCI_LAYER_GZIP, LAYER1),
-                                   desc(mt.OCI_LAYER_GZIP, LAYER2, -1)]))
+        parse(
+            oci_manifest(
+                layers=[desc(mt.OCI_LAYER_GZIP, LAYER1), desc(mt.OCI_LAYER_GZIP, LAYER2, -1)]
+            )
+        )
     assert assert_json_error(caught.value)["detail"] == {"field": "layers[1].size", "size": -1}
 
 
@@ -400,12 +422,15 @@ def test_embedded_data_must_match_the_digest():
 # Non-distributable and foreign layers
 
 
-@pytest.mark.parametrize("media_type", [
-    mt.OCI_LAYER_NONDISTRIBUTABLE,
-    mt.OCI_LAYER_NONDISTRIBUTABLE_GZIP,
-    mt.OCI_LAYER_NONDISTRIBUTABLE_ZSTD,
-    mt.DOCKER_FOREIGN_LAYER,
-])
+@pytest.mark.parametrize(
+    "media_type",
+    [
+        mt.OCI_LAYER_NONDISTRIBUTABLE,
+        mt.OCI_LAYER_NONDISTRIBUTABLE_GZIP,
+        mt.OCI_LAYER_NONDISTRIBUTABLE_ZSTD,
+        mt.DOCKER_FOREIGN_LAYER,
+    ],
+)
 def test_non_distributable_layers_with_urls_are_not_required(media_type):
     foreign = desc(media_type, LAYER1, urls=["https://example.com/layer.tar"])
     manifest = parse(oci_manifest(layers=[foreign, desc(mt.OCI_LAYER_GZIP, LAYER2)]))
@@ -413,8 +438,11 @@ def test_non_distributable_layers_with_urls_are_not_required(media_type):
 
 
 def test_docker_foreign_layer_with_urls_is_not_required():
-    foreign = desc(mt.DOCKER_FOREIGN_LAYER, LAYER1,
-                   urls=["https://mcr.microsoft.com/v2/windows/blobs/" + LAYER1])
+    foreign = desc(
+        mt.DOCKER_FOREIGN_LAYER,
+        LAYER1,
+        urls=["https://mcr.microsoft.com/v2/windows/blobs/" + LAYER1],
+    )
     manifest = parse(docker_manifest(layers=[foreign, desc(mt.DOCKER_LAYER, LAYER2)]))
     assert digests(manifest.blobs) == [CONFIG, LAYER2]
 
@@ -448,10 +476,15 @@ async def test_url_policy_as_distribution_applies_it():
     def present(digest):
         return True
 
-    policy = URLPolicy(allow=[r"^https?://([^/]+\.)*example\.com/"], deny=[r"^https?://www\.example\.com/"])
-    assert await verify_references(
-        manifest_with("https://mirror.example.com/layer"), present, present, url_policy=policy
-    ) is None
+    policy = URLPolicy(
+        allow=[r"^https?://([^/]+\.)*example\.com/"], deny=[r"^https?://www\.example\.com/"]
+    )
+    assert (
+        await verify_references(
+            manifest_with("https://mirror.example.com/layer"), present, present, url_policy=policy
+        )
+        is None
+    )
     for url, reason in [
         ("https://www.example.com/layer", "matches a validation.manifests.urls.deny pattern"),
         ("https://elsewhere.test/layer", "matches no validation.manifests.urls.allow pattern"),
@@ -468,8 +501,9 @@ async def test_url_policy_as_distribution_applies_it():
     assert await verify_references(manifest_with("https://x.test/"), present, present) is None
 
 
-@pytest.mark.parametrize("url", ["ftp://example.com/x", "/relative", "https://example.com/x#frag",
-                                 "https://"])
+@pytest.mark.parametrize(
+    "url", ["ftp://example.com/x", "/relative", "https://example.com/x#frag", "https://"]
+)
 def test_foreign_layer_urls_must_be_http(url):
     foreign = desc(mt.DOCKER_FOREIGN_LAYER, LAYER1, urls=["https://ok.example/x", url])
     with pytest.raises(ManifestInvalid, match=r"layers\[0\].urls\[1\] must be an absolute http"):
@@ -484,8 +518,11 @@ def test_oci_index():
     manifest = parse(oci_index(subject=subject, annotations={"a": "b"}))
     assert manifest.media_type == mt.OCI_INDEX
     assert digests(manifest.manifests) == [CHILD1, CHILD2]
-    assert manifest.manifests[1].platform == {"architecture": "arm64", "os": "linux",
-                                              "variant": "v8"}
+    assert manifest.manifests[1].platform == {
+        "architecture": "arm64",
+        "os": "linux",
+        "variant": "v8",
+    }
     assert manifest.blobs == []
     assert manifest.config is None
     assert manifest.subject.digest == Digest.parse(SUBJECT)
@@ -543,8 +580,11 @@ def test_index_platform_must_name_architecture_and_os():
 
 def test_index_entry_bad_digest():
     with pytest.raises(DigestInvalid, match=r"manifests\[1\].digest"):
-        parse(oci_index(manifests=[desc(mt.OCI_MANIFEST, CHILD1),
-                                   desc(mt.OCI_MANIFEST, "sha256:xyz")]))
+        parse(
+            oci_index(
+                manifests=[desc(mt.OCI_MANIFEST, CHILD1), desc(mt.OCI_MANIFEST, "sha256:xyz")]
+            )
+        )
 
 
 # Docker schema 2 and manifest list
@@ -646,9 +686,14 @@ def test_body_must_be_bytes():
 
 
 def test_exact_bytes_are_kept():
-    body = b'{"schemaVersion":2,"mediaType":"' + mt.OCI_MANIFEST.encode() + (
-        b'","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"'
-        + EMPTY.encode() + b'","size":2},   "layers":[]}\n'
+    body = (
+        b'{"schemaVersion":2,"mediaType":"'
+        + mt.OCI_MANIFEST.encode()
+        + (
+            b'","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"'
+            + EMPTY.encode()
+            + b'","size":2},   "layers":[]}\n'
+        )
     )
     manifest = parse_manifest(body, mt.OCI_MANIFEST)
     assert manifest.body == body
@@ -695,8 +740,11 @@ async def test_verify_reports_every_missing_blob():
 
 @pytest_twisted.ensureDeferred
 async def test_verify_index_children():
-    entries = [desc(mt.OCI_MANIFEST, CHILD1), desc(mt.OCI_MANIFEST, CHILD2),
-               desc("application/vnd.example.data", LAYER1)]
+    entries = [
+        desc(mt.OCI_MANIFEST, CHILD1),
+        desc(mt.OCI_MANIFEST, CHILD2),
+        desc("application/vnd.example.data", LAYER1),
+    ]
     manifest = parse(oci_index(manifests=entries))
     has_blob = answer(set())
     with pytest.raises(ManifestBlobUnknown) as caught:
@@ -796,14 +844,17 @@ def test_mediatypes():
     assert not mt.is_non_distributable(mt.DOCKER_LAYER)
 
 
-@pytest.mark.parametrize("doc,content_type", [
-    (oci_manifest(), mt.OCI_MANIFEST),
-    (oci_manifest(mediaType=None), mt.OCI_MANIFEST),
-    (oci_index(), mt.OCI_INDEX),
-    (oci_index(mediaType=None), mt.OCI_INDEX),
-    (docker_manifest(), mt.DOCKER_MANIFEST),
-    (docker_list(), mt.DOCKER_MANIFEST_LIST),
-])
+@pytest.mark.parametrize(
+    "doc,content_type",
+    [
+        (oci_manifest(), mt.OCI_MANIFEST),
+        (oci_manifest(mediaType=None), mt.OCI_MANIFEST),
+        (oci_index(), mt.OCI_INDEX),
+        (oci_index(mediaType=None), mt.OCI_INDEX),
+        (docker_manifest(), mt.DOCKER_MANIFEST),
+        (docker_list(), mt.DOCKER_MANIFEST_LIST),
+    ],
+)
 def test_stored_bodies_reparse_without_content_type(doc, content_type):
     # A stored manifest is read back without its push's Content-Type.
     body = encode(doc)

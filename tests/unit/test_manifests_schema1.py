@@ -104,15 +104,20 @@ def signature_blocks(body):
 def with_signatures(body, blocks):
     """C{body} re-assembled with other signature blocks, as libtrust does."""
     head, _, _ = body.partition(b',\n   "signatures": ')
-    return (head + b',\n   "signatures": '
-            + json.dumps(blocks, indent=3).replace("\n", "\n   ").encode() + b"\n}")
+    return (
+        head
+        + b',\n   "signatures": '
+        + json.dumps(blocks, indent=3).replace("\n", "\n   ").encode()
+        + b"\n}"
+    )
 
 
 def es256_block(key, protected, payload):
     """A hand-made signature block over C{payload} with any protected header."""
     protected = b64url_encode(json.dumps(protected).encode())
-    der = key.sign(protected.encode() + b"." + b64url_encode(payload).encode(),
-                   ec.ECDSA(hashes.SHA256()))
+    der = key.sign(
+        protected.encode() + b"." + b64url_encode(payload).encode(), ec.ECDSA(hashes.SHA256())
+    )
     r, s = decode_dss_signature(der)
     return {
         "header": {"jwk": public_key_jwk(key.public_key()), "alg": "ES256"},
@@ -197,16 +202,27 @@ def test_sign_ignores_existing_signatures(key):
     parse(body)
 
 
-@pytest.mark.parametrize("content_type", [
-    mt.DOCKER_SCHEMA1_SIGNED, mt.DOCKER_SCHEMA1, None, "application/json",
-])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        mt.DOCKER_SCHEMA1_SIGNED,
+        mt.DOCKER_SCHEMA1,
+        None,
+        "application/json",
+    ],
+)
 def test_content_types(key, content_type):
     assert parse(sign_schema1(schema1(), key), content_type).media_type == mt.DOCKER_SCHEMA1_SIGNED
 
 
-@pytest.mark.parametrize("curve,alg", [
-    (ec.SECP256R1, "ES256"), (ec.SECP384R1, "ES384"), (ec.SECP521R1, "ES512"),
-])
+@pytest.mark.parametrize(
+    "curve,alg",
+    [
+        (ec.SECP256R1, "ES256"),
+        (ec.SECP384R1, "ES384"),
+        (ec.SECP521R1, "ES512"),
+    ],
+)
 def test_ec_curves(curve, alg):
     body = sign_schema1(schema1(), ec.generate_private_key(curve()))
     assert signature_blocks(body)[0]["header"]["alg"] == alg
@@ -225,10 +241,12 @@ def test_x5c_chain(key):
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name)
+        .subject_name(name)
+        .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(1)
-        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
         .sign(key, hashes.SHA256())
     )
     body = sign_schema1(schema1(), key, chain=[cert])
@@ -363,13 +381,16 @@ def test_no_public_key(key):
         parse(with_signatures(body, [block]))
 
 
-@pytest.mark.parametrize("jwk_change,error,message", [
-    ({"kty": "oct"}, ManifestUnverified, "unsupported key type 'oct'"),
-    ({"crv": "P-192"}, ManifestUnverified, "unsupported elliptic curve"),
-    ({"x": "AAAA"}, ManifestInvalid, "must be 32 octets"),
-    ({"x": "not base64!"}, ManifestInvalid, "not valid base64url"),
-    ({"y": b64url_encode(b"\x01" * 32), "kid": None}, ManifestInvalid, "not a point on P-256"),
-])
+@pytest.mark.parametrize(
+    "jwk_change,error,message",
+    [
+        ({"kty": "oct"}, ManifestUnverified, "unsupported key type 'oct'"),
+        ({"crv": "P-192"}, ManifestUnverified, "unsupported elliptic curve"),
+        ({"x": "AAAA"}, ManifestInvalid, "must be 32 octets"),
+        ({"x": "not base64!"}, ManifestInvalid, "not valid base64url"),
+        ({"y": b64url_encode(b"\x01" * 32), "kid": None}, ManifestInvalid, "not a point on P-256"),
+    ],
+)
 def test_malformed_jwk(key, jwk_change, error, message):
     body = sign_schema1(schema1(), key)
     block = signature_blocks(body)[0]
@@ -379,12 +400,15 @@ def test_malformed_jwk(key, jwk_change, error, message):
         parse(with_signatures(body, [block]))
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("protected", "!!!", r"protected is not valid base64url"),
-    ("protected", b64url_encode(b"[1]"), r"protected must be a JSON object"),
-    ("signature", "a", r"signature is not valid base64url"),
-    ("header", "jwk", r"header must be an object"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("protected", "!!!", r"protected is not valid base64url"),
+        ("protected", b64url_encode(b"[1]"), r"protected must be a JSON object"),
+        ("signature", "a", r"signature is not valid base64url"),
+        ("header", "jwk", r"header must be an object"),
+    ],
+)
 def test_malformed_signature_block(key, field, value, message):
     body = sign_schema1(schema1(), key)
     block = signature_blocks(body)[0]
@@ -393,13 +417,16 @@ def test_malformed_signature_block(key, field, value, message):
         parse(with_signatures(body, [block]))
 
 
-@pytest.mark.parametrize("protected,message", [
-    ({"formatTail": "Cn0"}, "formatLength must be an integer"),
-    ({"formatLength": -1, "formatTail": "Cn0"}, "formatLength must be an integer"),
-    ({"formatLength": 10**9, "formatTail": "Cn0"}, "formatLength must be an integer"),
-    ({"formatLength": "12", "formatTail": "Cn0"}, "formatLength must be an integer"),
-    ({"formatLength": 10}, r"protected.formatTail is required"),
-])
+@pytest.mark.parametrize(
+    "protected,message",
+    [
+        ({"formatTail": "Cn0"}, "formatLength must be an integer"),
+        ({"formatLength": -1, "formatTail": "Cn0"}, "formatLength must be an integer"),
+        ({"formatLength": 10**9, "formatTail": "Cn0"}, "formatLength must be an integer"),
+        ({"formatLength": "12", "formatTail": "Cn0"}, "formatLength must be an integer"),
+        ({"formatLength": 10}, r"protected.formatTail is required"),
+    ],
+)
 def test_malformed_protected_header(key, protected, message):
     body = sign_schema1(schema1(), key)
     block = es256_block(key, protected, payload_of(body))
@@ -412,8 +439,11 @@ def test_signatures_must_agree_on_the_payload(key, other_key):
     first = signature_blocks(body)[0]
     length = len(payload_of(body)) - 2
     # Validly signed, but over "...\n }" rather than "...\n}".
-    second = es256_block(other_key, {"formatLength": length, "formatTail": b64url_encode(b"\n }")},
-                         payload_of(body)[:length] + b"\n }")
+    second = es256_block(
+        other_key,
+        {"formatLength": length, "formatTail": b64url_encode(b"\n }")},
+        payload_of(body)[:length] + b"\n }",
+    )
     with pytest.raises(ManifestInvalid, match="signatures disagree on the signed payload"):
         parse(with_signatures(body, [first, second]))
 

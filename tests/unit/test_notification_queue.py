@@ -71,12 +71,18 @@ def test_manifest_target_with_tag_and_references():
     from registryd.manifests import parse_manifest
     from registryd.storage.manifest_store import StoredManifest
 
-    body = json.dumps({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": DIGEST, "size": 2},
-        "layers": [],
-    }).encode()
+    body = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": DIGEST,
+                "size": 2,
+            },
+            "layers": [],
+        }
+    ).encode()
     manifest = parse_manifest(body, "application/vnd.oci.image.manifest.v1+json")
     stored = StoredManifest(Digest.of(body), manifest.media_type, body, manifest)
     target = manifest_target("repo", stored, "http://r/v2/repo/manifests/x", tag="v1")
@@ -88,11 +94,15 @@ def test_manifest_target_with_tag_and_references():
     target = manifest_target("repo", stored, "u", include_references=True)
     assert "tag" not in target
     assert target["references"] == [
-        {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": DIGEST, "size": 2}]
+        {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": DIGEST, "size": 2}
+    ]
 
 
 def test_envelope_is_the_events_json():
-    lines = [encode_event(build_event("push", {"digest": DIGEST})), encode_event(build_event("pull", {}))]
+    lines = [
+        encode_event(build_event("push", {"digest": DIGEST})),
+        encode_event(build_event("pull", {})),
+    ]
     assert all(b"\n" not in line for line in lines)
     document = json.loads(envelope(lines))
     assert [event["action"] for event in document["events"]] == ["push", "pull"]
@@ -113,18 +123,43 @@ def test_encoded_event_is_one_line_even_with_newlines_in_values():
     "media_types, actions, event, ignored",
     [
         ((), (), {"action": "pull", "target": {"mediaType": BLOB_MEDIA_TYPE}}, False),
-        ((BLOB_MEDIA_TYPE,), (), {"action": "pull", "target": {"mediaType": BLOB_MEDIA_TYPE}}, True),
-        ((BLOB_MEDIA_TYPE,), (), {"action": "push", "target": {"mediaType": "application/x"}}, False),
+        (
+            (BLOB_MEDIA_TYPE,),
+            (),
+            {"action": "pull", "target": {"mediaType": BLOB_MEDIA_TYPE}},
+            True,
+        ),
+        (
+            (BLOB_MEDIA_TYPE,),
+            (),
+            {"action": "push", "target": {"mediaType": "application/x"}},
+            False,
+        ),
         ((), ("pull",), {"action": "pull", "target": {"mediaType": "application/x"}}, True),
         ((), ("pull",), {"action": "push", "target": {"mediaType": "application/x"}}, False),
         # either list matches (OR)
-        (("application/x",), ("delete",), {"action": "push", "target": {"mediaType": "application/x"}}, True),
+        (
+            ("application/x",),
+            ("delete",),
+            {"action": "push", "target": {"mediaType": "application/x"}},
+            True,
+        ),
         (("application/x",), ("delete",), {"action": "delete", "target": {"digest": DIGEST}}, True),
         # delete targets have no media type: media type rules never match them
         ((BLOB_MEDIA_TYPE,), (), {"action": "delete", "target": {"digest": DIGEST}}, False),
         # Distribution's "only pushes" recipe
-        ((), ("pull", "delete", "mount"), {"action": "push", "target": {"mediaType": BLOB_MEDIA_TYPE}}, False),
-        ((), ("pull", "delete", "mount"), {"action": "mount", "target": {"mediaType": BLOB_MEDIA_TYPE}}, True),
+        (
+            (),
+            ("pull", "delete", "mount"),
+            {"action": "push", "target": {"mediaType": BLOB_MEDIA_TYPE}},
+            False,
+        ),
+        (
+            (),
+            ("pull", "delete", "mount"),
+            {"action": "mount", "target": {"mediaType": BLOB_MEDIA_TYPE}},
+            True,
+        ),
     ],
 )
 def test_ignore_rules(media_types, actions, event, ignored):

@@ -48,7 +48,9 @@ from registryd.storage.registry import Registry
 # Moderate counts keep the module to seconds on a busy machine; no deadline,
 # since a loaded machine is slow, not wrong.
 PROPERTIES = settings(
-    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 
 # The spec's grammars, as the spec writes them.
@@ -67,12 +69,18 @@ def bounded(grammar):
     most 8), for generating: from_regex of nested unbounded repeats is slow
     and yields names mostly over the 255-character limit.  A sublanguage,
     so every string generated is in the grammar (checked where used)."""
-    return re.sub(r"(?<![\\\[])([*+])(?![^\[]*\])", lambda m: "{0,3}" if m.group(1) == "*" else "{1,8}", grammar)
+    return re.sub(
+        r"(?<![\\\[])([*+])(?![^\[]*\])",
+        lambda m: "{0,3}" if m.group(1) == "*" else "{1,8}",
+        grammar,
+    )
+
 
 #: Text that is mostly near the grammars: their alphabets, separators,
 #: whitespace, controls and some of everything else.
 nearby = st.text(
-    alphabet=st.sampled_from("abz09AZ._-_/:+=*\n\r\t \x00\x7f\u00b2\u0661\u00b5\u03bcsmhnu(),;") | st.characters(),
+    alphabet=st.sampled_from("abz09AZ._-_/:+=*\n\r\t \x00\x7f\u00b2\u0661\u00b5\u03bcsmhnu(),;")
+    | st.characters(),
     max_size=80,
 )
 anything = nearby | st.text(max_size=80)
@@ -213,7 +221,13 @@ def test_registered_digests_round_trip_and_variants_are_refused(text):
     assert str(Digest.parse(text)) == text
     assert str(Digest.parse(text.encode("ascii"))) == text
     algorithm, encoded = text.split(":")
-    for variant in (text + "\n", text[:-1], text + "0", f"{algorithm}:{encoded.upper()}", "\n" + text):
+    for variant in (
+        text + "\n",
+        text[:-1],
+        text + "0",
+        f"{algorithm}:{encoded.upper()}",
+        "\n" + text,
+    ):
         if variant != text:
             with pytest.raises(errors.DigestInvalid):
                 Digest.parse(variant)
@@ -273,7 +287,11 @@ def test_range_parser_raises_only_range_not_satisfiable_and_stays_inside_the_blo
 
 
 @PROPERTIES
-@given(sizes, st.integers(min_value=0, max_value=2 * 10**6), st.integers(min_value=0, max_value=2 * 10**6))
+@given(
+    sizes,
+    st.integers(min_value=0, max_value=2 * 10**6),
+    st.integers(min_value=0, max_value=2 * 10**6),
+)
 def test_range_of_the_grammar_round_trips(size, first, last):
     """``bytes=first-last`` gives (first, min(last, size - 1)) inside the
     blob, else 416; ``bytes=first-`` the rest; ``bytes=-n`` the last n."""
@@ -312,7 +330,9 @@ def test_content_range_parser_raises_only_range_invalid(header):
 
 
 @PROPERTIES
-@given(st.integers(min_value=0, max_value=MAX_DECIMAL), st.integers(min_value=0, max_value=MAX_DECIMAL))
+@given(
+    st.integers(min_value=0, max_value=MAX_DECIMAL), st.integers(min_value=0, max_value=MAX_DECIMAL)
+)
 def test_content_range_of_the_grammar_round_trips(start, end):
     header = f"{start}-{end}"
     if end < start:
@@ -386,7 +406,16 @@ def test_decimal_refuses_what_int_would_mis_read_or_fail_on():
 
 # --- durations (configuration) -----------------------------------------------
 
-_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "\u00b5s": 1e-6,
+    "\u03bcs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
 # Go's time.ParseDuration, unsigned: ([0-9]+(\.[0-9]*)?|\.[0-9]+)unit, repeated.
 GO_DURATION = r"(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h))+"
 

@@ -97,9 +97,7 @@ async def test_stale_entries_are_removed(registry):
     subject directory; a name that is not a digest is not touched."""
     subject, referrers = await image_with_referrers(registry)
     gone = Digest.of(b"a manifest that was deleted")
-    await registry.driver.put_content(
-        paths.referrer_link("app", subject, gone), str(gone).encode()
-    )
+    await registry.driver.put_content(paths.referrer_link("app", subject, gone), str(gone).encode())
     other_subject = Digest.of(b"some other subject")
     wrong = Digest.parse(referrers[0])
     await registry.driver.put_content(
@@ -158,9 +156,12 @@ async def test_unreadable_manifests_are_warnings_not_failures(registry):
     await remove_index(registry, "app")
 
     report = await rebuild_referrers(registry)
-    assert sorted(report.warnings) == sorted([
-        f"app@{broken}: manifest is not JSON", f"app@{missing}: manifest data is missing",
-    ])
+    assert sorted(report.warnings) == sorted(
+        [
+            f"app@{broken}: manifest is not JSON",
+            f"app@{missing}: manifest data is missing",
+        ]
+    )
     assert await referrer_digests(registry, "app", subject) == referrers
     assert report.to_dict()["warnings"] == report.warnings
     assert report.lines()[-1] == report.summary()

@@ -84,8 +84,9 @@ def test_an_empty_piece_is_not_the_end():
     reads_between=st.lists(st.booleans(), max_size=40),
     broken=st.booleans(),
 )
-def test_every_byte_arrives_once_in_order_and_the_reader_never_starves(pieces, reads_between,
-                                                                       broken):
+def test_every_byte_arrives_once_in_order_and_the_reader_never_starves(
+    pieces, reads_between, broken
+):
     """Whatever the piece sizes and however reads interleave with them:
     the reads return exactly the bytes pushed, in order; every read short
     of C{gather} is the last before the end (or the break); and while a

@@ -16,24 +16,38 @@ from registryd.http.web import BUFFERED, STREAMED
 
 body_mode = RegistryApp.routes.body_mode
 
-METHODS = [b"GET", b"HEAD", b"POST", b"PATCH", b"PUT", b"DELETE", b"OPTIONS", b"BREW", b"post", b"patch"]
+METHODS = [
+    b"GET",
+    b"HEAD",
+    b"POST",
+    b"PATCH",
+    b"PUT",
+    b"DELETE",
+    b"OPTIONS",
+    b"BREW",
+    b"post",
+    b"patch",
+]
 
 
-@pytest.mark.parametrize("method, path, mode", [
-    (b"POST", b"/v2/a/b/blobs/uploads/", STREAMED),
-    (b"POST", b"/v2/a/blobs/uploads/?digest=sha256:00&mount=x", STREAMED),
-    (b"PATCH", b"/v2/a/blobs/uploads/u-1", STREAMED),
-    (b"PUT", b"/v2/a/blobs/uploads/u-1?digest=sha256:00", STREAMED),
-    (b"POST", b"/v2/a/blob%73/uploads/", STREAMED),  # klein decodes %73: it is the upload route
-    (b"PUT", b"/v2/a/manifests/latest", BUFFERED),
-    (b"POST", b"/auth/token", BUFFERED),
-    (b"GET", b"/v2/a/blobs/uploads/u-1", BUFFERED),
-    (b"DELETE", b"/v2/a/blobs/uploads/u-1", BUFFERED),
-    (b"POST", b"/v2/a/blobs/uploads", BUFFERED),  # no route: a redirect
-    (b"PATCH", b"/v2/a/blobs/uploads/u-1/more", BUFFERED),
-    (b"POST", b"/v2/%ff/blobs/uploads/", BUFFERED),  # not UTF-8: no route takes it
-    (b"POST", b"/elsewhere/blobs/uploads/", BUFFERED),
-])
+@pytest.mark.parametrize(
+    "method, path, mode",
+    [
+        (b"POST", b"/v2/a/b/blobs/uploads/", STREAMED),
+        (b"POST", b"/v2/a/blobs/uploads/?digest=sha256:00&mount=x", STREAMED),
+        (b"PATCH", b"/v2/a/blobs/uploads/u-1", STREAMED),
+        (b"PUT", b"/v2/a/blobs/uploads/u-1?digest=sha256:00", STREAMED),
+        (b"POST", b"/v2/a/blob%73/uploads/", STREAMED),  # klein decodes %73: it is the upload route
+        (b"PUT", b"/v2/a/manifests/latest", BUFFERED),
+        (b"POST", b"/auth/token", BUFFERED),
+        (b"GET", b"/v2/a/blobs/uploads/u-1", BUFFERED),
+        (b"DELETE", b"/v2/a/blobs/uploads/u-1", BUFFERED),
+        (b"POST", b"/v2/a/blobs/uploads", BUFFERED),  # no route: a redirect
+        (b"PATCH", b"/v2/a/blobs/uploads/u-1/more", BUFFERED),
+        (b"POST", b"/v2/%ff/blobs/uploads/", BUFFERED),  # not UTF-8: no route takes it
+        (b"POST", b"/elsewhere/blobs/uploads/", BUFFERED),
+    ],
+)
 def test_body_mode_is_the_routes(method, path, mode):
     assert body_mode(method, path) == mode
 
@@ -48,8 +62,15 @@ def test_body_mode_of_any_request_target(method, path):
 _SEGMENT = st.text(
     st.characters(blacklist_characters="/?#%", blacklist_categories=("Cs",)), min_size=1, max_size=8
 )
-_TAILS = ["blobs/uploads/", "blobs/uploads/u-1", "manifests/latest", "blobs/sha256:00",
-          "tags/list", "referrers/sha256:00", "blobs/uploads"]
+_TAILS = [
+    "blobs/uploads/",
+    "blobs/uploads/u-1",
+    "manifests/latest",
+    "blobs/sha256:00",
+    "tags/list",
+    "referrers/sha256:00",
+    "blobs/uploads",
+]
 
 
 @given(
@@ -76,10 +97,12 @@ def request_with_args(args):
     return request
 
 
-@given(st.dictionaries(
-    st.sampled_from([b"n", b"last", b"tag", b"scope"]),
-    st.lists(st.binary(max_size=12), min_size=1, max_size=3),
-))
+@given(
+    st.dictionaries(
+        st.sampled_from([b"n", b"last", b"tag", b"scope"]),
+        st.lists(st.binary(max_size=12), min_size=1, max_size=3),
+    )
+)
 def test_query_arguments_of_any_bytes(args):
     """Any query argument bytes are either their UTF-8 text or a 400
     BadRequest naming the parameter; never anything else."""
@@ -106,4 +129,7 @@ def test_query_arguments_of_any_bytes(args):
 def test_bad_request_is_the_specs_shape():
     error = errors.BadRequest("parameter 'n' given more than once")
     assert error.status == 400
-    assert error.to_dict() == {"code": "UNSUPPORTED", "message": "parameter 'n' given more than once"}
+    assert error.to_dict() == {
+        "code": "UNSUPPORTED",
+        "message": "parameter 'n' given more than once",
+    }

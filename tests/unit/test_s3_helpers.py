@@ -13,8 +13,10 @@ from registryd.storage.errors import PathNotFound, StorageRefused, StorageUnavai
 
 def client_error(status, code, message="", operation="GetObject"):
     return botocore.exceptions.ClientError(
-        {"Error": {"Code": code, "Message": message},
-         "ResponseMetadata": {"HTTPStatusCode": status}},
+        {
+            "Error": {"Code": code, "Message": message},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        },
         operation,
     )
 
@@ -26,24 +28,35 @@ def test_missing_keys_are_path_not_found(status, code):
     assert error.path == "/a/b"
 
 
-@pytest.mark.parametrize("status, code", [
-    (503, "SlowDown"), (500, "InternalError"), (503, "ServiceUnavailable"), (502, ""),
-    (504, "GatewayTimeout"), (429, "TooManyRequests"), (400, "RequestTimeout"),
-])
+@pytest.mark.parametrize(
+    "status, code",
+    [
+        (503, "SlowDown"),
+        (500, "InternalError"),
+        (503, "ServiceUnavailable"),
+        (502, ""),
+        (504, "GatewayTimeout"),
+        (429, "TooManyRequests"),
+        (400, "RequestTimeout"),
+    ],
+)
 def test_outages_are_unavailable(status, code):
     error = translate(client_error(status, code, "busy"), "put_object", "/x")
     assert isinstance(error, StorageUnavailable)
     assert "S3 put_object /x" in str(error) and str(status) in str(error)
 
 
-@pytest.mark.parametrize("status, code, condition", [
-    (403, "AccessDenied", "storage permission denied (S3 AccessDenied)"),
-    (403, "SignatureDoesNotMatch", "storage permission denied (S3 SignatureDoesNotMatch)"),
-    (403, "InvalidAccessKeyId", "storage permission denied (S3 InvalidAccessKeyId)"),
-    (404, "NoSuchBucket", "storage missing: no such bucket (S3 NoSuchBucket)"),
-    (403, "QuotaExceeded", "storage full (S3 QuotaExceeded)"),
-    (507, "XMinioStorageFull", "storage full (S3 XMinioStorageFull)"),
-])
+@pytest.mark.parametrize(
+    "status, code, condition",
+    [
+        (403, "AccessDenied", "storage permission denied (S3 AccessDenied)"),
+        (403, "SignatureDoesNotMatch", "storage permission denied (S3 SignatureDoesNotMatch)"),
+        (403, "InvalidAccessKeyId", "storage permission denied (S3 InvalidAccessKeyId)"),
+        (404, "NoSuchBucket", "storage missing: no such bucket (S3 NoSuchBucket)"),
+        (403, "QuotaExceeded", "storage full (S3 QuotaExceeded)"),
+        (507, "XMinioStorageFull", "storage full (S3 XMinioStorageFull)"),
+    ],
+)
 def test_refusals_of_the_whole_store_are_named_and_retryable(status, code, condition):
     """Like a full or read-only disk: a 503 naming the condition, not a 500."""
     error = translate(client_error(status, code, "no"), "put_object", "/x")
@@ -51,10 +64,15 @@ def test_refusals_of_the_whole_store_are_named_and_retryable(status, code, condi
     assert str(error) == f"{condition} in S3 put_object /x"
 
 
-@pytest.mark.parametrize("status, code", [
-    (404, "NoSuchUpload"), (501, "NotImplemented"), (416, "InvalidRange"),
-    (400, "InvalidArgument"),
-])
+@pytest.mark.parametrize(
+    "status, code",
+    [
+        (404, "NoSuchUpload"),
+        (501, "NotImplemented"),
+        (416, "InvalidRange"),
+        (400, "InvalidArgument"),
+    ],
+)
 def test_other_refusals_are_s3_errors_with_their_code(status, code):
     error = translate(client_error(status, code, "no"), "get_object", "/x")
     assert type(error) is S3Error
@@ -66,13 +84,16 @@ def test_a_404_without_a_path_is_not_path_not_found():
     assert type(translate(client_error(404, "NoSuchKey"), "list_parts")) is S3Error
 
 
-@pytest.mark.parametrize("error", [
-    botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:9"),
-    botocore.exceptions.ConnectTimeoutError(endpoint_url="http://127.0.0.1:9"),
-    botocore.exceptions.ReadTimeoutError(endpoint_url="http://127.0.0.1:9"),
-    botocore.exceptions.ConnectionClosedError(endpoint_url="http://127.0.0.1:9"),
-    ConnectionResetError("reset"),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:9"),
+        botocore.exceptions.ConnectTimeoutError(endpoint_url="http://127.0.0.1:9"),
+        botocore.exceptions.ReadTimeoutError(endpoint_url="http://127.0.0.1:9"),
+        botocore.exceptions.ConnectionClosedError(endpoint_url="http://127.0.0.1:9"),
+        ConnectionResetError("reset"),
+    ],
+)
 def test_connection_failures_are_unavailable(error):
     assert isinstance(translate(error, "head_object", "/x"), StorageUnavailable)
 
@@ -88,13 +109,16 @@ def test_programming_errors_are_not_translated():
     assert translate(ValueError("bug"), "head_object", "/x") is None
 
 
-@pytest.mark.parametrize("size, chunk, expected", [
-    (0, 32 * MiB, []),
-    (6 * MiB, 32 * MiB, [(0, 6 * MiB - 1)]),
-    (64 * MiB, 32 * MiB, [(0, 32 * MiB - 1), (32 * MiB, 64 * MiB - 1)]),
-    # A 1 MiB remainder joins the last piece instead of being a too-small part.
-    (12 * MiB, 5 * MiB, [(0, 5 * MiB - 1), (5 * MiB, 12 * MiB - 1)]),
-])
+@pytest.mark.parametrize(
+    "size, chunk, expected",
+    [
+        (0, 32 * MiB, []),
+        (6 * MiB, 32 * MiB, [(0, 6 * MiB - 1)]),
+        (64 * MiB, 32 * MiB, [(0, 32 * MiB - 1), (32 * MiB, 64 * MiB - 1)]),
+        # A 1 MiB remainder joins the last piece instead of being a too-small part.
+        (12 * MiB, 5 * MiB, [(0, 5 * MiB - 1), (5 * MiB, 12 * MiB - 1)]),
+    ],
+)
 def test_copy_ranges(size, chunk, expected):
     assert copy_ranges(size, chunk) == expected
 

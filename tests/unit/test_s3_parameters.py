@@ -39,14 +39,28 @@ def test_defaults_are_distributions():
 
 def test_distribution_sample_section():
     """The s3 section of Distribution's about-configuration.md sample."""
-    params = parse_parameters({
-        "accesskey": "awsaccesskey", "secretkey": "awssecretkey", "region": "us-west-1",
-        "regionendpoint": "http://myobjects.local", "forcepathstyle": True, "accelerate": False,
-        "bucket": "bucketname", "encrypt": True, "keyid": "mykeyid", "secure": True,
-        "v4auth": True, "chunksize": 5242880, "multipartcopychunksize": 33554432,
-        "multipartcopymaxconcurrency": 100, "multipartcopythresholdsize": 33554432,
-        "rootdirectory": "/s3/object/name/prefix", "usefipsendpoint": False, "loglevel": "debug",
-    })
+    params = parse_parameters(
+        {
+            "accesskey": "awsaccesskey",
+            "secretkey": "awssecretkey",
+            "region": "us-west-1",
+            "regionendpoint": "http://myobjects.local",
+            "forcepathstyle": True,
+            "accelerate": False,
+            "bucket": "bucketname",
+            "encrypt": True,
+            "keyid": "mykeyid",
+            "secure": True,
+            "v4auth": True,
+            "chunksize": 5242880,
+            "multipartcopychunksize": 33554432,
+            "multipartcopymaxconcurrency": 100,
+            "multipartcopythresholdsize": 33554432,
+            "rootdirectory": "/s3/object/name/prefix",
+            "usefipsendpoint": False,
+            "loglevel": "debug",
+        }
+    )
     assert params.endpoint == "http://myobjects.local"
     assert params.root == "s3/object/name/prefix"
     assert params.key_id == "mykeyid" and params.encrypt
@@ -54,9 +68,18 @@ def test_distribution_sample_section():
     assert (params.access_key, params.secret_key) == ("awsaccesskey", "awssecretkey")
 
 
-@pytest.mark.parametrize("value, expected", [
-    (True, True), ("true", True), ("1", True), ("T", True), (False, False), ("false", False), ("0", False),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (True, True),
+        ("true", True),
+        ("1", True),
+        ("T", True),
+        (False, False),
+        ("false", False),
+        ("0", False),
+    ],
+)
 def test_booleans_as_go_parses_them(value, expected):
     assert parse(forcepathstyle=value).force_path_style is expected
 
@@ -93,12 +116,15 @@ def test_region_required_without_endpoint():
     refused("region", region="Not A Region")
 
 
-@pytest.mark.parametrize("endpoint, secure, expected", [
-    ("http://minio.local:9000", True, "http://minio.local:9000"),
-    ("https://s3.example.com/", True, "https://s3.example.com"),
-    ("minio.local:9000", True, "https://minio.local:9000"),
-    ("minio.local:9000", False, "http://minio.local:9000"),
-])
+@pytest.mark.parametrize(
+    "endpoint, secure, expected",
+    [
+        ("http://minio.local:9000", True, "http://minio.local:9000"),
+        ("https://s3.example.com/", True, "https://s3.example.com"),
+        ("minio.local:9000", True, "https://minio.local:9000"),
+        ("minio.local:9000", False, "http://minio.local:9000"),
+    ],
+)
 def test_regionendpoint(endpoint, secure, expected):
     assert parse(regionendpoint=endpoint, secure=secure).endpoint == expected
 
@@ -159,9 +185,12 @@ def test_unknown_and_unsupported_keys():
 
 
 def test_errors_reach_the_operator_with_the_key_path():
-    config = parse_config({
-        "version": "0.1", "storage": {"s3": {"bucket": "bkt", "region": "us-east-1", "chunksize": 1}},
-    })
+    config = parse_config(
+        {
+            "version": "0.1",
+            "storage": {"s3": {"bucket": "bkt", "region": "us-east-1", "chunksize": 1}},
+        }
+    )
     with pytest.raises(ConfigError) as caught:
         create_storage_driver(config.storage)
     assert str(caught.value).startswith("storage.s3.chunksize: must be between")
@@ -170,11 +199,20 @@ def test_errors_reach_the_operator_with_the_key_path():
 def test_driver_made_without_contacting_the_store():
     """Start-up does not need the store: a registry whose store is down
     starts, and answers 503 until the store is back."""
-    config = parse_config({
-        "version": "0.1",
-        "storage": {"s3": {"bucket": "bkt", "regionendpoint": "http://127.0.0.1:9", "accesskey": "a",
-                           "secretkey": "s", "forcepathstyle": True}},
-    })
+    config = parse_config(
+        {
+            "version": "0.1",
+            "storage": {
+                "s3": {
+                    "bucket": "bkt",
+                    "regionendpoint": "http://127.0.0.1:9",
+                    "accesskey": "a",
+                    "secretkey": "s",
+                    "forcepathstyle": True,
+                }
+            },
+        }
+    )
     driver = create_storage_driver(config.storage)
     assert driver.name == "s3"
     driver.close()

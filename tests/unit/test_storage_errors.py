@@ -19,13 +19,16 @@ from registryd.storage.errors import (
 )
 
 
-@pytest.mark.parametrize("number, condition", [
-    (errno.ENOSPC, "storage full: no space left on device (ENOSPC)"),
-    (errno.EDQUOT, "storage full: disk quota exceeded (EDQUOT)"),
-    (errno.EROFS, "storage is read-only (EROFS)"),
-    (errno.EACCES, "storage permission denied (EACCES)"),
-    (errno.EPERM, "storage operation not permitted (EPERM)"),
-])
+@pytest.mark.parametrize(
+    "number, condition",
+    [
+        (errno.ENOSPC, "storage full: no space left on device (ENOSPC)"),
+        (errno.EDQUOT, "storage full: disk quota exceeded (EDQUOT)"),
+        (errno.EROFS, "storage is read-only (EROFS)"),
+        (errno.EACCES, "storage permission denied (EACCES)"),
+        (errno.EPERM, "storage operation not permitted (EPERM)"),
+    ],
+)
 def test_os_errors_of_the_whole_storage_are_named(number, condition):
     refused = StorageRefused.from_os_error(OSError(number, "whatever"), "writing", "/a/b")
     assert isinstance(refused, StorageUnavailable)
@@ -49,7 +52,9 @@ def refusing(error):
 @pytest_twisted.ensureDeferred
 async def test_outages_are_503_with_the_reason_and_retry_after():
     with pytest.raises(errors.Unavailable) as raised:
-        await refusing(StorageRefused.from_os_error(OSError(errno.ENOSPC, "x"), "writing", "/u/data"))()
+        await refusing(
+            StorageRefused.from_os_error(OSError(errno.ENOSPC, "x"), "writing", "/u/data")
+        )()
     error = raised.value
     reason = "storage full: no space left on device (ENOSPC) writing /u/data"
     assert (error.status, error.code, error.message) == (503, "UNAVAILABLE", reason)
@@ -91,5 +96,8 @@ def test_each_condition_is_logged_once_per_interval():
         globalLogPublisher.removeObserver(events.append)
     reasons = [event["reason"] for event in events if "reason" in event]
     assert reasons == [
-        str(full), str(read_only), "S3 get_object /a: no answer within 1s", str(full)
+        str(full),
+        str(read_only),
+        "S3 get_object /a: no answer within 1s",
+        str(full),
     ]

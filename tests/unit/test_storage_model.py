@@ -22,7 +22,9 @@ STORAGE = PACKAGE / "storage"
 
 @functools.lru_cache(maxsize=1)
 def _modules():
-    return [(path, ast.parse(path.read_text(), str(path))) for path in sorted(PACKAGE.rglob("*.py"))]
+    return [
+        (path, ast.parse(path.read_text(), str(path))) for path in sorted(PACKAGE.rglob("*.py"))
+    ]
 
 
 def _inside_storage(path):
@@ -42,8 +44,10 @@ def test_the_layout_is_private_to_the_storage_model():
                 names = [alias.name for alias in node.names]
             else:
                 continue
-            if any(name.startswith(("registryd.storage._paths", "registryd.storage.paths"))
-                   for name in names):
+            if any(
+                name.startswith(("registryd.storage._paths", "registryd.storage.paths"))
+                for name in names
+            ):
                 offenders.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
     assert offenders == []
     assert not (STORAGE / "paths.py").exists()
@@ -70,13 +74,17 @@ def test_the_vacuum_is_the_only_deleter():
     for path, tree in _modules():
         relative = path.relative_to(PACKAGE)
         if relative.parts[:2] == ("storage", "drivers") or relative.name in (
-            "vacuum.py", "instrumented.py",
+            "vacuum.py",
+            "instrumented.py",
         ):
             continue
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr == "delete"
-                    and "driver" in ast.unparse(node.func.value)):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "delete"
+                and "driver" in ast.unparse(node.func.value)
+            ):
                 offenders.append(f"{relative}:{node.lineno} {ast.unparse(node)}")
         if '.rsplit("/", 1)[0]' in path.read_text():
             offenders.append(f"{relative}: rsplit")

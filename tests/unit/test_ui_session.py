@@ -54,9 +54,13 @@ def signed(codec, payload):
     return body + b"." + codec._sign(body)
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-                    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=5), inner, max_size=5),
-                    max_leaves=20)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=5), inner, max_size=5)
+    ),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -84,7 +88,9 @@ def test_a_short_configured_key_is_refused_naming_the_key():
 
     with pytest.raises(ConfigError) as info:
         parse_config({"version": 0.1, "storage": {"inmemory": {}}, "ui": {"sessionkey": "short"}})
-    assert str(info.value) == ("ui.sessionkey: expected at least 32 characters "
-                               "(e.g. the output of: openssl rand -hex 32), got 5")
+    assert str(info.value) == (
+        "ui.sessionkey: expected at least 32 characters "
+        "(e.g. the output of: openssl rand -hex 32), got 5"
+    )
     config = parse_config({"version": 0.1, "storage": {"inmemory": {}}})
     assert (config.ui.enabled, config.ui.session_key) == (True, None)

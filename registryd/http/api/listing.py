@@ -26,7 +26,7 @@ def paginate(entries, request, default_page=None, max_tags=None):
     start = bisect.bisect_right(entries, last) if last else 0
     if n is None:
         return entries[start:], None
-    page = entries[start:start + n]
+    page = entries[start : start + n]
     more = start + n < len(entries)
     return page, (page[-1] if more and page else None)
 
@@ -83,7 +83,9 @@ def _page_arguments(request, default_page=None):
 
 async def catalog(ctx, request):
     max_entries, _ = _limits(ctx)
-    default = DEFAULT_CATALOG_PAGE if max_entries is None else min(DEFAULT_CATALOG_PAGE, max_entries)
+    default = (
+        DEFAULT_CATALOG_PAGE if max_entries is None else min(DEFAULT_CATALOG_PAGE, max_entries)
+    )
     n, last = _page_arguments(request, default)
     if max_entries is not None and n > max_entries:
         raise errors.PaginationNumberInvalid(

@@ -20,7 +20,9 @@ async def get_manifest(ctx, request, name, reference):
         ctx.events.manifest_pulled(request, repository.name, stored, reference)
     # HEAD too: clients resolve a tag with HEAD, then GET by digest.
     ctx.pulls.record(repository.name, None if ":" in reference else reference, stored.digest)
-    response = respond(request, 200, _manifest_headers(stored), body, content_type=stored.media_type)
+    response = respond(
+        request, 200, _manifest_headers(stored), body, content_type=stored.media_type
+    )
     return b"" if request.method == b"HEAD" else response
 
 
@@ -30,7 +32,10 @@ async def put_manifest(ctx, request, name, reference):
     content_type = request.getHeader("content-type")
     tags = query_args(request, "tag")
     stored = await repository.manifests.put(
-        reference, body, content_type, tags=tags,
+        reference,
+        body,
+        content_type,
+        tags=tags,
         allow_sparse=ctx.registry.accept_sparse_manifests,
         allow_missing_blobs=ctx.registry.accept_sparse_images,
     )

@@ -134,7 +134,10 @@ class RouteTable:
 
         view.__name__ = name
         self._klein.route(
-            url, methods=[m.decode("ascii") for m in methods], endpoint=name, branch=branch,
+            url,
+            methods=[m.decode("ascii") for m in methods],
+            endpoint=name,
+            branch=branch,
         )(view)
         return view
 

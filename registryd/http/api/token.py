@@ -36,8 +36,10 @@ async def _check_password(issuer, credentials, request):
     try:
         return await issuer.checker.authenticate(credentials, client_host(request))
     except UnauthorizedLogin:
-        log.info("failed token server login for {user!r}",
-                 user=credentials.username.decode("utf-8", "replace")[:100])
+        log.info(
+            "failed token server login for {user!r}",
+            user=credentials.username.decode("utf-8", "replace")[:100],
+        )
         raise _unauthorized(issuer, "invalid username or password") from None
 
 
@@ -93,7 +95,10 @@ async def post_token(issuer, request):
     granted = issuer.grant(user, requested)
     token, issued_at, expires_in = issuer.access_token(user, granted)
     body = {
-        "access_token": token, "token": token, "expires_in": expires_in, "issued_at": issued_at,
+        "access_token": token,
+        "token": token,
+        "expires_in": expires_in,
+        "issued_at": issued_at,
         "scope": " ".join(access.scope() for access in granted),
     }
     if refresh_token is not None:
@@ -104,5 +109,6 @@ async def post_token(issuer, request):
 def _answer(request, body):
     request.setHeader("Cache-Control", "no-store")
     request.setHeader("Pragma", "no-cache")
-    return respond(request, 200, body=json.dumps(body).encode("utf-8"),
-                   content_type="application/json")
+    return respond(
+        request, 200, body=json.dumps(body).encode("utf-8"), content_type="application/json"
+    )

@@ -76,10 +76,14 @@ async def start_upload(ctx, request, name):
         blob = await _try_mount(ctx, request, repository, Digest.parse(mount), source)
         if blob is not None:
             ctx.events.blob_mounted(request, repository.name, blob, source)
-            return respond(request, 201, [
-                ("Location", ctx.urls.blob(request, repository.name, blob.digest)),
-                ("Docker-Content-Digest", str(blob.digest)),
-            ])
+            return respond(
+                request,
+                201,
+                [
+                    ("Location", ctx.urls.blob(request, repository.name, blob.digest)),
+                    ("Docker-Content-Digest", str(blob.digest)),
+                ],
+            )
     digest = query_arg(request, "digest")
     algorithm = query_arg(request, "digest-algorithm") or DEFAULT_ALGORITHM
     check_algorithm(algorithm)
@@ -125,10 +129,14 @@ async def _monolithic(ctx, request, repository, digest, body):
             await upload.cancel()
             raise
     ctx.events.blob_pushed(request, repository.name, blob)
-    return respond(request, 201, [
-        ("Location", ctx.urls.blob(request, repository.name, blob.digest)),
-        ("Docker-Content-Digest", str(blob.digest)),
-    ])
+    return respond(
+        request,
+        201,
+        [
+            ("Location", ctx.urls.blob(request, repository.name, blob.digest)),
+            ("Docker-Content-Digest", str(blob.digest)),
+        ],
+    )
 
 
 async def upload_status(ctx, request, name, upload_id):
@@ -158,10 +166,14 @@ async def finish_upload(ctx, request, name, upload_id):
             await upload.append(body)
         blob = await upload.complete(digest, expected_size)
     ctx.events.blob_pushed(request, repository.name, blob)
-    return respond(request, 201, [
-        ("Location", ctx.urls.blob(request, repository.name, blob.digest)),
-        ("Docker-Content-Digest", str(blob.digest)),
-    ])
+    return respond(
+        request,
+        201,
+        [
+            ("Location", ctx.urls.blob(request, repository.name, blob.digest)),
+            ("Docker-Content-Digest", str(blob.digest)),
+        ],
+    )
 
 
 async def cancel_upload(ctx, request, name, upload_id):

@@ -34,9 +34,7 @@ class UnknownDriver(ValueError):
         self.name = name
         self.available = tuple(sorted(available))
         choices = ", ".join(self.available) or "none"
-        super().__init__(
-            f"storage: unknown storage driver {name!r} (available: {choices})"
-        )
+        super().__init__(f"storage: unknown storage driver {name!r} (available: {choices})")
 
 
 class InvalidParameter(ValueError):

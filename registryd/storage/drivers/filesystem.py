@@ -90,7 +90,6 @@ def _parse_max_threads(value):
     return value
 
 
-
 def _failure(path, error, doing):
     """The storage error for an OSError of ``doing`` ``path``: a full,
     read-only or inaccessible root is named as such (StorageRefused, a

@@ -34,7 +34,6 @@ def from_parameters(parameters):
     return InMemoryDriver()
 
 
-
 class _File:
     __slots__ = ("data", "modified")
 

@@ -81,8 +81,11 @@ def _open_cached(full, flags):
         return WOULD_BLOCK
     how = _OpenHow(flags, 0, _RESOLVE_CACHED)
     fd = syscall(
-        ctypes.c_long(_SYS_OPENAT2), ctypes.c_long(_AT_FDCWD), ctypes.c_char_p(os.fsencode(full)),
-        ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)),
+        ctypes.c_long(_SYS_OPENAT2),
+        ctypes.c_long(_AT_FDCWD),
+        ctypes.c_char_p(os.fsencode(full)),
+        ctypes.byref(how),
+        ctypes.c_size_t(ctypes.sizeof(how)),
     )
     if fd >= 0:
         return fd
@@ -163,4 +166,3 @@ def start_writeback(fd, offset, length):
     if _sync_file_range is None:
         return False
     return _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE) == 0
-

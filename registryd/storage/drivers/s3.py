@@ -125,7 +125,6 @@ def from_parameters(parameters):
     return S3Driver(parse_parameters(parameters))
 
 
-
 def _is_a_directory(path):
     return StorageError(f"{path}: is a directory")
 
@@ -139,7 +138,6 @@ async def _all(awaitables):
         if not success:
             value.raiseException()
     return [value for _, value in outcomes]
-
 
 
 @implementer(IStorageDriver)
@@ -226,7 +224,9 @@ class S3Driver:
 
         data = await caller.run(fetch, "get_object", path)
         if expected is not None and len(data) != expected:
-            raise StorageError(f"{path}: changed while being read ({len(data)} bytes, not {expected})")
+            raise StorageError(
+                f"{path}: changed while being read ({len(data)} bytes, not {expected})"
+            )
         return data
 
     async def _has_children(self, parts, path):
@@ -256,7 +256,11 @@ class S3Driver:
             raise _is_a_directory(path)
         known = self.known_directories
         ancestors = [self._key(parts[:depth]) for depth in range(len(parts) - 1, 0, -1)]
-        if not ancestors or ancestors[0] in known or await self._has_prefix(ancestors[0] + "/", path):
+        if (
+            not ancestors
+            or ancestors[0] in known
+            or await self._has_prefix(ancestors[0] + "/", path)
+        ):
             if await self._has_prefix(self._key(parts) + "/", path):
                 raise _is_a_directory(path)
         else:
@@ -276,7 +280,7 @@ class S3Driver:
                 checks.append(self._has_prefix(above + "/", path))
             results = await _all(checks)
             if results[0] is not None:
-                shown = ancestor[len(self._prefix):]
+                shown = ancestor[len(self._prefix) :]
                 raise StorageError(f"{path}: not a directory: /{shown}")
             if len(results) == 1 or results[1]:
                 return
@@ -287,9 +291,7 @@ class S3Driver:
         found = []
         marker = {}
         while True:
-            response = await self._call(
-                "list_multipart_uploads", path, Prefix=key, **marker
-            )
+            response = await self._call("list_multipart_uploads", path, Prefix=key, **marker)
             for upload in response.get("Uploads", ()):
                 if upload.get("Key") == key:
                     initiated = upload.get("Initiated")
@@ -347,21 +349,24 @@ class S3Driver:
         parts = []
         marker = {}
         while True:
-            response = await self._call(
-                "list_parts", path, Key=key, UploadId=upload_id, **marker
-            )
+            response = await self._call("list_parts", path, Key=key, UploadId=upload_id, **marker)
             for part in response.get("Parts", ()):
-                parts.append({
-                    "PartNumber": part["PartNumber"], "ETag": part.get("ETag", ""),
-                    "Size": part["Size"],
-                })
+                parts.append(
+                    {
+                        "PartNumber": part["PartNumber"],
+                        "ETag": part.get("ETag", ""),
+                        "Size": part["Size"],
+                    }
+                )
             if not response.get("IsTruncated"):
                 break
             marker = {"PartNumberMarker": response["NextPartNumberMarker"]}
         parts.sort(key=lambda part: part["PartNumber"])
         numbers = [part["PartNumber"] for part in parts]
         if numbers != list(range(1, len(parts) + 1)):
-            raise StorageError(f"{path}: multipart upload {upload_id} has parts {numbers[:20]}, not 1..n")
+            raise StorageError(
+                f"{path}: multipart upload {upload_id} has parts {numbers[:20]}, not 1..n"
+            )
         return parts
 
     async def _read_tail(self, key, upload_id, part_count, path):
@@ -387,13 +392,15 @@ class S3Driver:
         """Delete ``keys`` in batches; missing keys are fine."""
         keys = list(keys)
         for start in range(0, len(keys), DELETE_BATCH):
-            batch = keys[start:start + DELETE_BATCH]
+            batch = keys[start : start + DELETE_BATCH]
             response = await self._call(
-                "delete_objects", path,
+                "delete_objects",
+                path,
                 Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
             )
             errors = [
-                error for error in response.get("Errors", ())
+                error
+                for error in response.get("Errors", ())
                 if error.get("Code") not in ("NoSuchKey", "NotFound")
             ]
             if errors:
@@ -434,7 +441,9 @@ class S3Driver:
     async def _put_content(self, path, content):
         parts = check_path(path)
         await self._check_creatable(path, parts)
-        await self._call("put_object", path, Key=self._key(parts), Body=content, **self._write_args())
+        await self._call(
+            "put_object", path, Key=self._key(parts), Body=content, **self._write_args()
+        )
 
     def reader(self, path, offset=0):
         return defer.ensureDeferred(self._reader(path, offset))
@@ -487,9 +496,9 @@ class S3Driver:
         key = self._key(parts)
         if not append:
             # A fresh file: any unfinished multipart upload of it is void.
-            _, uploads = await _all([
-                self._check_creatable(path, parts), self._uploads_under(parts, path, tree=False)
-            ])
+            _, uploads = await _all(
+                [self._check_creatable(path, parts), self._uploads_under(parts, path, tree=False)]
+            )
             for upload_key, upload_id in uploads:
                 await self._abort(upload_key, upload_id, path)
             return S3Writer(self, path, key, append=False, tail_found=True)
@@ -499,8 +508,14 @@ class S3Driver:
         if found is not None:
             upload_id, part_list, tail, tail_found = found
             return S3Writer(
-                self, path, key, append=True, upload_id=upload_id, parts=part_list,
-                buffer=tail, tail_found=tail_found,
+                self,
+                path,
+                key,
+                append=True,
+                upload_id=upload_id,
+                parts=part_list,
+                buffer=tail,
+                tail_found=tail_found,
             )
         if head is None:
             await self._check_creatable(path, parts)
@@ -521,7 +536,8 @@ class S3Driver:
         if head is not None:
             modified = head.get("LastModified")
             return FileInfo(
-                path=path, size=head["ContentLength"],
+                path=path,
+                size=head["ContentLength"],
                 modified=modified.timestamp() if modified is not None else 0.0,
             )
         if await self._has_children(parts, path):
@@ -539,15 +555,19 @@ class S3Driver:
         token = {}
         while True:
             response = await self._call(
-                "list_objects_v2", path, Prefix=prefix, Delimiter="/",
-                MaxKeys=self.list_page_size, **token
+                "list_objects_v2",
+                path,
+                Prefix=prefix,
+                Delimiter="/",
+                MaxKeys=self.list_page_size,
+                **token,
             )
             for item in response.get("Contents", ()):
-                name = item["Key"][len(prefix):]
+                name = item["Key"][len(prefix) :]
                 if name and not name.endswith(TAIL_SUFFIX):
                     names.add(name)
             for item in response.get("CommonPrefixes", ()):
-                name = item["Prefix"][len(prefix):].rstrip("/")
+                name = item["Prefix"][len(prefix) :].rstrip("/")
                 if name and "/" not in name:
                     names.add(name)
             if not response.get("IsTruncated"):
@@ -590,7 +610,9 @@ class S3Driver:
         head, *_ = await _all(checks)
         if head is None:
             if await self._has_children(source_parts, source):
-                raise StorageError(f"{source}: moving directories is not supported by the s3 driver")
+                raise StorageError(
+                    f"{source}: moving directories is not supported by the s3 driver"
+                )
             raise PathNotFound(source)
         if source_parts == destination_parts:
             return
@@ -601,7 +623,10 @@ class S3Driver:
         copy_source = {"Bucket": self.bucket, "Key": source_key}
         if size <= self.params.copy_threshold_size:
             await self._call(
-                "copy_object", source, Key=destination_key, CopySource=copy_source,
+                "copy_object",
+                source,
+                Key=destination_key,
+                CopySource=copy_source,
                 **self._write_args(content_type=False),
             )
             return
@@ -611,12 +636,19 @@ class S3Driver:
         upload_id = created["UploadId"]
         try:
             parts = await self._copy_parts(
-                copy_source, source, destination_key, upload_id,
-                copy_ranges(size, self.params.copy_chunk_size), first_number=1,
+                copy_source,
+                source,
+                destination_key,
+                upload_id,
+                copy_ranges(size, self.params.copy_chunk_size),
+                first_number=1,
             )
             await self._call(
-                "complete_multipart_upload", destination, Key=destination_key,
-                UploadId=upload_id, MultipartUpload={"Parts": _completed(parts)},
+                "complete_multipart_upload",
+                destination,
+                Key=destination_key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": _completed(parts)},
             )
         except BaseException:
             try:
@@ -637,13 +669,19 @@ class S3Driver:
             await slots.acquire()
             try:
                 response = await self._call(
-                    "upload_part_copy", path, Key=key, UploadId=upload_id, PartNumber=number,
-                    CopySource=copy_source, CopySourceRange=f"bytes={first}-{last}",
+                    "upload_part_copy",
+                    path,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource=copy_source,
+                    CopySourceRange=f"bytes={first}-{last}",
                 )
             finally:
                 slots.release()
             return {
-                "PartNumber": number, "ETag": response["CopyPartResult"]["ETag"],
+                "PartNumber": number,
+                "ETag": response["CopyPartResult"]["ETag"],
                 "Size": last - first + 1,
             }
 
@@ -663,16 +701,19 @@ class S3Driver:
             self.known_directories.forget(key)
         else:
             self.known_directories = KnownDirectories(self.known_directories.limit)
+
         def list_page(token):
             return self._call(
                 "list_objects_v2", path, Prefix=prefix, MaxKeys=self.list_page_size, **token
             )
 
-        head, uploads, response = await _all([
-            self._head(key, path) if parts else defer.succeed(None),
-            self._uploads_under(parts, path, tree=True),
-            list_page({}),
-        ])
+        head, uploads, response = await _all(
+            [
+                self._head(key, path) if parts else defer.succeed(None),
+                self._uploads_under(parts, path, tree=True),
+                list_page({}),
+            ]
+        )
         found = head is not None or bool(uploads)
         for upload_key, upload_id in uploads:
             await self._abort(upload_key, upload_id, path)
@@ -706,6 +747,8 @@ class S3Driver:
         client, params = self._caller.client, {"Bucket": self.bucket, "Key": self._key(parts)}
 
         def presign():
-            return client.generate_presigned_url(operation, Params=params, ExpiresIn=REDIRECT_EXPIRY)
+            return client.generate_presigned_url(
+                operation, Params=params, ExpiresIn=REDIRECT_EXPIRY
+            )
 
         return await self._caller.run(presign, "presign", path)

@@ -46,10 +46,19 @@ from registryd.storage.errors import (
 )
 
 #: S3 error codes that mean "try again later", whatever the HTTP status.
-RETRYABLE_CODES = frozenset({
-    "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling",
-    "ThrottlingException", "RequestLimitExceeded", "TooManyRequests", "OperationAborted",
-})
+RETRYABLE_CODES = frozenset(
+    {
+        "InternalError",
+        "ServiceUnavailable",
+        "SlowDown",
+        "RequestTimeout",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequests",
+        "OperationAborted",
+    }
+)
 #: Codes that mean the store refuses registryd as a whole, whatever the
 #: key: credentials revoked or wrong, the bucket gone or over its quota.
 #: Like a full or read-only disk (StorageRefused): a retryable 503 naming
@@ -115,19 +124,27 @@ def translate(error, operation, path=None):
         code = str(details.get("Code", ""))
         message = details.get("Message") or ""
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if path is not None and (code in NOT_FOUND_CODES or (status == 404 and not code.startswith("NoSuch"))):
+        if path is not None and (
+            code in NOT_FOUND_CODES or (status == 404 and not code.startswith("NoSuch"))
+        ):
             return PathNotFound(path)
-        outage = status is not None and (status >= 500 or status == 429) and status not in (501, 505)
+        outage = (
+            status is not None and (status >= 500 or status == 429) and status not in (501, 505)
+        )
         if code in REFUSED_CODES:
             return StorageRefused(f"{REFUSED_CODES[code]} (S3 {code})", f"in S3 {operation}", path)
         if code in RETRYABLE_CODES or outage:
-            return StorageUnavailable(f"{where}: the store answered {status} {code} {message}".rstrip())
+            return StorageUnavailable(
+                f"{where}: the store answered {status} {code} {message}".rstrip()
+            )
         return S3Error(f"{where}: {status} {code} {message}".rstrip(), code=code, status=status)
     if isinstance(error, (be.ConnectionError, be.HTTPClientError, be.IncompleteReadError, OSError)):
         return StorageUnavailable(f"{where}: {error}")
     if isinstance(error, (be.NoCredentialsError, be.PartialCredentialsError)):
         return StorageRefused(
-            f"storage permission denied (no usable S3 credentials: {error})", f"in S3 {operation}", path
+            f"storage permission denied (no usable S3 credentials: {error})",
+            f"in S3 {operation}",
+            path,
         )
     if isinstance(error, be.BotoCoreError):
         return StorageError(f"{where}: {error}")

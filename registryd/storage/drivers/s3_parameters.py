@@ -39,30 +39,71 @@ DEFAULT_REQUEST_TIMEOUT = 30.0
 
 #: Distribution's storage classes; "NONE" sends no storage class at all.
 STORAGE_CLASSES = (
-    "NONE", "STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA",
-    "INTELLIGENT_TIERING", "OUTPOSTS", "GLACIER_IR", "EXPRESS_ONEZONE",
+    "NONE",
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "OUTPOSTS",
+    "GLACIER_IR",
+    "EXPRESS_ONEZONE",
 )
 OBJECT_ACLS = (
-    "private", "public-read", "public-read-write", "authenticated-read",
-    "aws-exec-read", "bucket-owner-read", "bucket-owner-full-control",
+    "private",
+    "public-read",
+    "public-read-write",
+    "authenticated-read",
+    "aws-exec-read",
+    "bucket-owner-read",
+    "bucket-owner-full-control",
 )
 LOG_LEVELS = (
-    "off", "debug", "debugwithsigning", "debugwithhttpbody", "debugwithrequestretries",
-    "debugwithrequesterrors", "debugwitheventstreambody",
+    "off",
+    "debug",
+    "debugwithsigning",
+    "debugwithhttpbody",
+    "debugwithrequestretries",
+    "debugwithrequesterrors",
+    "debugwitheventstreambody",
 )
 
 #: Keys of Distribution's s3 driver that registryd does not implement yet.
 NOT_YET = frozenset({"redirectendpoint"})
 
-KNOWN = frozenset({
-    "accesskey", "secretkey", "region", "regionendpoint", "forcepathstyle", "bucket",
-    "encrypt", "keyid", "secure", "skipverify", "v4auth", "chunksize",
-    "multipartcopychunksize", "multipartcopymaxconcurrency", "multipartcopythresholdsize",
-    "rootdirectory", "storageclass", "useragent", "usedualstack", "accelerate",
-    "usefipsendpoint", "objectacl", "loglevel",
-    # registryd's own
-    "maxrequests", "requesttimeout",
-}) | NOT_YET
+KNOWN = (
+    frozenset(
+        {
+            "accesskey",
+            "secretkey",
+            "region",
+            "regionendpoint",
+            "forcepathstyle",
+            "bucket",
+            "encrypt",
+            "keyid",
+            "secure",
+            "skipverify",
+            "v4auth",
+            "chunksize",
+            "multipartcopychunksize",
+            "multipartcopymaxconcurrency",
+            "multipartcopythresholdsize",
+            "rootdirectory",
+            "storageclass",
+            "useragent",
+            "usedualstack",
+            "accelerate",
+            "usefipsendpoint",
+            "objectacl",
+            "loglevel",
+            # registryd's own
+            "maxrequests",
+            "requesttimeout",
+        }
+    )
+    | NOT_YET
+)
 
 _SECTION = "storage.s3"
 _REGION = re.compile(r"[a-z0-9][a-z0-9-]*")
@@ -154,7 +195,9 @@ def _seconds(section, name, default):
     except ConfigError as error:
         raise InvalidParameter(error.key, error.problem) from None
     if not 0 < value <= 3600:
-        raise InvalidParameter(_key(name), f"must be more than 0 and at most 3600 seconds, got {value:g}")
+        raise InvalidParameter(
+            _key(name), f"must be more than 0 and at most 3600 seconds, got {value:g}"
+        )
     return value
 
 
@@ -212,7 +255,8 @@ def parse_parameters(parameters):
     if (access_key is None) != (secret_key is None):
         given, missing = ("accesskey", "secretkey") if access_key else ("secretkey", "accesskey")
         raise InvalidParameter(
-            _key(missing), f"required when {given} is given (or leave both out to use the "
+            _key(missing),
+            f"required when {given} is given (or leave both out to use the "
             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY environment or an instance role)",
         )
     root = _string(section, "rootdirectory", default="")
@@ -238,9 +282,15 @@ def parse_parameters(parameters):
         encrypt=encrypt,
         key_id=key_id if encrypt else None,
         root=root,
-        chunk_size=_integer(section, "chunksize", DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE),
+        chunk_size=_integer(
+            section, "chunksize", DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE
+        ),
         copy_chunk_size=_integer(
-            section, "multipartcopychunksize", DEFAULT_COPY_CHUNK_SIZE, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE
+            section,
+            "multipartcopychunksize",
+            DEFAULT_COPY_CHUNK_SIZE,
+            MIN_CHUNK_SIZE,
+            MAX_CHUNK_SIZE,
         ),
         copy_max_concurrency=_integer(
             section, "multipartcopymaxconcurrency", DEFAULT_COPY_MAX_CONCURRENCY, 1, 10_000

@@ -51,8 +51,6 @@ def copy_ranges(size, chunk):
     return ranges
 
 
-
-
 class _Sequence:
     """Runs coroutine functions one at a time, in submission order.
 
@@ -87,7 +85,6 @@ class _Sequence:
         done = defer.Deferred()
         self._tail.addCallback(lambda _: done.callback(None))
         return done
-
 
 
 def _completed(parts):
@@ -175,8 +172,19 @@ class S3Writer(WriterBase):
     ``_buffer``.  All work happens in order in a :class:`_Sequence`.
     """
 
-    def __init__(self, driver, path, key, append, upload_id=None, parts=(), base_size=0,
-                 base_exists=False, buffer=b"", tail_found=False):
+    def __init__(
+        self,
+        driver,
+        path,
+        key,
+        append,
+        upload_id=None,
+        parts=(),
+        base_size=0,
+        base_exists=False,
+        buffer=b"",
+        tail_found=False,
+    ):
         self.path = path
         self._driver = driver
         self._key = key
@@ -248,9 +256,9 @@ class S3Writer(WriterBase):
             if len(self._buffer) < self._chunk_size:
                 break
             with memoryview(self._buffer) as view:
-                part = bytes(view[:self._chunk_size])  # one copy, not two
+                part = bytes(view[: self._chunk_size])  # one copy, not two
             await self._upload_part(part)
-            del self._buffer[:self._chunk_size]
+            del self._buffer[: self._chunk_size]
 
     async def _ensure_upload(self):
         """Make sure a multipart upload holds the committed base content."""
@@ -316,7 +324,10 @@ class S3Writer(WriterBase):
             self._buffer.clear()
         if self._buffer:
             await self._driver._call(
-                "put_object", self.path, Key=self._key + TAIL_SUFFIX, Body=bytes(self._buffer),
+                "put_object",
+                self.path,
+                Key=self._key + TAIL_SUFFIX,
+                Body=bytes(self._buffer),
                 Metadata={TAIL_UPLOAD: self._upload_id, TAIL_PARTS: str(len(self._parts))},
                 **self._driver._write_args(),
             )
@@ -339,7 +350,8 @@ class S3Writer(WriterBase):
             self._buffer.clear()
         await self._repair_copied_parts()
         await self._call(
-            "complete_multipart_upload", UploadId=self._upload_id,
+            "complete_multipart_upload",
+            UploadId=self._upload_id,
             MultipartUpload={"Parts": _completed(self._parts)},
         )
         self._upload_id = None
@@ -356,8 +368,11 @@ class S3Writer(WriterBase):
             if not _usable_etag(part["ETag"]):
                 first, last = offset, offset + part["Size"] - 1
                 response = await self._call(
-                    "upload_part_copy", UploadId=self._upload_id, PartNumber=part["PartNumber"],
-                    CopySource=copy_source, CopySourceRange=f"bytes={first}-{last}",
+                    "upload_part_copy",
+                    UploadId=self._upload_id,
+                    PartNumber=part["PartNumber"],
+                    CopySource=copy_source,
+                    CopySourceRange=f"bytes={first}-{last}",
                 )
                 part["ETag"] = response["CopyPartResult"]["ETag"]
             offset += part["Size"]
@@ -375,4 +390,3 @@ class S3Writer(WriterBase):
             await self._driver._abort(self._key, self._upload_id, self.path)
             self._upload_id = None
         await self._driver._delete_keys([self._key, self._key + TAIL_SUFFIX], self.path)
-
