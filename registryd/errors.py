@@ -118,6 +118,16 @@ class Unsupported(RegistryError):
     code, status, message = "UNSUPPORTED", 405, "the operation is unsupported"
 
 
+def method_not_allowed(method, allowed):
+    """The 405 for a request whose ``method`` (bytes) the route does not
+    take, naming the ``allowed`` ones in ``Allow`` (the API and the web
+    interface render it each in their own way)."""
+    return Unsupported(
+        f"method {method.decode('latin-1')} is not allowed here",
+        headers={"Allow": ", ".join(allowed)},
+    )
+
+
 class BadRequest(RegistryError):
     """A request registryd cannot read: a query parameter that is not UTF-8
     or given twice, a token request missing a field or naming another

@@ -399,13 +399,7 @@ class UIApp:
     @app.handle_errors(MethodNotAllowed)
     def method_not_allowed(self, request, failure):
         allowed = failure.value.valid_methods or []
-        return self._error_page(
-            request,
-            errors.Unsupported(
-                f"method {request.method.decode('latin-1')} is not allowed here",
-                headers={"Allow": ", ".join(allowed)},
-            ),
-        )
+        return self._error_page(request, errors.method_not_allowed(request.method, allowed))
 
     @app.handle_errors(Exception)
     def unexpected_error(self, request, failure):
