@@ -21,13 +21,6 @@ from registryd.storage.errors import PathNotFound, StorageError, StorageRefused
 from tests.drivers.driver_suite import DriverSuite, MiB
 
 
-@pytest.fixture
-def prefix(swift):
-    prefix = swift.new_prefix()
-    yield prefix
-    swift.purge(prefix)
-
-
 def make_driver(swift, prefix, **extra):
     return create_driver("s3", swift.parameters(prefix, **extra))
 

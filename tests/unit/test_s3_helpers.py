@@ -133,7 +133,7 @@ def test_copy_ranges_stay_within_s3_limits():
 
 
 def test_known_directories_forget_below_and_stay_bounded():
-    from registryd.storage.drivers.s3 import KnownDirectories
+    from registryd.storage.drivers.s3_tree import KnownDirectories
 
     known = KnownDirectories(limit=3)
     for key in ("root/a", "root/a/b", "root/ab"):
