@@ -14,6 +14,7 @@ flight, so memory never grows with the blob and the reactor thread only
 moves buffers.
 """
 
+import collections
 import contextlib
 import re
 import time
@@ -196,10 +197,19 @@ class UploadInfo:
 
 
 class HashStates:
-    """Running hashes of uploads in progress, in process memory only."""
+    """Running hashes of uploads in progress, in process memory only, at
+    most ``limit`` of them (the least recently used go first: a lost
+    state costs a re-read, never a wrong answer).
 
-    def __init__(self):
-        self._states = {}
+    An entry also says that this process started or continued the upload
+    and has not removed it since: its resume then needs no request to
+    learn that the upload exists and which digest algorithm it uses
+    (:meth:`UploadStore.resume`).
+    """
+
+    def __init__(self, limit=65536):
+        self.limit = limit
+        self._states = collections.OrderedDict()
 
     def take(self, upload_id, algorithm, offset):
         """Remove and return the hasher for ``upload_id`` if it covers
@@ -209,8 +219,17 @@ class HashStates:
             return state[1]
         return None
 
+    def algorithm(self, upload_id):
+        """The digest algorithm of an upload this process holds a state
+        of, or None."""
+        state = self._states.get(upload_id)
+        return state[1].name if state is not None else None
+
     def put(self, upload_id, offset, hasher):
         self._states[upload_id] = (offset, hasher)
+        self._states.move_to_end(upload_id)
+        while len(self._states) > self.limit:
+            self._states.popitem(last=False)
 
     def forget(self, upload_id):
         self._states.pop(upload_id, None)
@@ -279,12 +298,15 @@ class Upload:
     and commits with the same writer.  Use it as ``async with``.
     """
 
-    def __init__(self, context, upload_id, algorithm, started_at, release, writer=None, size=0):
+    def __init__(self, context, upload_id, algorithm, release, writer=None, size=0, new=False):
+        """
+        :param new: just started (:meth:`UploadStore.start`): no data is
+            stored yet, so the first writer need not look for any.
+        """
         self._context = context
         self.name = context.name
         self.id = upload_id
         self.algorithm = algorithm
-        self.started_at = started_at
         self._release = release
         self._writer = writer
         self.size = writer.size if writer is not None else size
@@ -489,7 +511,7 @@ class UploadStore:
         started_at = rfc3339_now()
         release = await context.locks.acquire(upload_id)
         try:
-            await context.driver.put_content(paths.upload_data(self.name, upload_id), b"")
+            # No data file yet: the first append or complete() makes it.
             if algorithm != DEFAULT_ALGORITHM:
                 await context.driver.put_content(
                     paths.upload_algorithm(self.name, upload_id), algorithm.encode("ascii")
@@ -505,7 +527,9 @@ class UploadStore:
                 await context.vacuum.remove_upload(self.name, upload_id)
             release()
             raise
-        return Upload(context, upload_id, algorithm, started_at, release)
+        # Known here from now on: resuming it needs no look-up (HashStates).
+        context.hash_states.put(upload_id, 0, new_hasher(algorithm))
+        return Upload(context, upload_id, algorithm, release)
 
     @translate_storage_errors
     async def resume(self, upload_id):
@@ -530,26 +554,41 @@ class UploadStore:
         return upload
 
     async def _open(self, upload_id, release):
+        """The upload with its appending writer open.
+
+        An upload this process started or continued (it holds its state,
+        :class:`HashStates`) is known to exist and its algorithm is known:
+        no request asks.  Otherwise one listing of the upload's directory
+        tells both (``startedat`` marks an upload; the algorithm file is
+        read only where there is one).  An upload removed by another node
+        meanwhile is then continued rather than refused; the digest check
+        at the end still guards what becomes a blob, and upload purging
+        removes what is left.
+        """
+        driver = self._context.driver
+        algorithm = self._context.hash_states.algorithm(upload_id)
+        if algorithm is None:
+            algorithm = await self._stored_algorithm(upload_id)
+        writer = await driver.writer(paths.upload_data(self.name, upload_id), append=True)
+        return Upload(self._context, upload_id, algorithm, release, writer)
+
+    async def _stored_algorithm(self, upload_id):
+        """The digest algorithm of stored upload ``upload_id``;
+        BLOB_UPLOAD_UNKNOWN when there is no such upload."""
         driver = self._context.driver
         try:
-            started_at = await driver.get_content(paths.upload_started_at(self.name, upload_id))
+            names = await driver.list(paths.upload_dir(self.name, upload_id))
         except PathNotFound:
-            raise errors.BlobUploadUnknown(detail={"uuid": upload_id}) from None
+            names = []
+        if paths.upload_started_at(self.name, upload_id).rsplit("/", 1)[1] not in names:
+            raise errors.BlobUploadUnknown(detail={"uuid": upload_id})
+        algorithm_file = paths.upload_algorithm(self.name, upload_id)
+        if algorithm_file.rsplit("/", 1)[1] not in names:
+            return DEFAULT_ALGORITHM
         try:
-            algorithm = (
-                await driver.get_content(paths.upload_algorithm(self.name, upload_id))
-            ).decode("ascii")
+            return (await driver.get_content(algorithm_file)).decode("ascii")
         except PathNotFound:
-            algorithm = DEFAULT_ALGORITHM
-        writer = await driver.writer(paths.upload_data(self.name, upload_id), append=True)
-        return Upload(
-            self._context,
-            upload_id,
-            algorithm,
-            started_at.decode("ascii", "replace"),
-            release,
-            writer,
-        )
+            return DEFAULT_ALGORITHM
 
     async def enumerate(self):
         """Every upload directory of the repository, as :class:`UploadInfo` records

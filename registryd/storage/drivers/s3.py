@@ -74,6 +74,7 @@ from registryd.storage.drivers.s3_tree import (
     DIRECTORY,
     FILE,
     KnownDirectories,
+    RecentSizes,
     probe_state,
 )
 from registryd.storage.errors import InvalidOffset, PathNotFound, StorageError, StorageUnavailable
@@ -128,6 +129,7 @@ class S3Driver:
         # so that a walk never starves pushes and pulls.
         self._walk_slots = defer.DeferredSemaphore(max(1, params.max_requests // 2))
         self.known_directories = KnownDirectories()
+        self.recent_sizes = RecentSizes()
 
     def __repr__(self):
         return f"<S3Driver bucket={self.bucket!r} prefix={self._prefix!r}>"
@@ -421,9 +423,9 @@ class S3Driver:
     async def _put_content(self, path, content):
         parts = check_path(path)
         await self._check_creatable(path, parts)
-        await self._call(
-            "put_object", path, Key=self._key(parts), Body=content, **self._write_args()
-        )
+        key = self._key(parts)
+        await self._call("put_object", path, Key=key, Body=content, **self._write_args())
+        self.recent_sizes.remember(key, len(content))
 
     def reader(self, path, offset=0):
         return defer.ensureDeferred(self._reader(path, offset))
@@ -584,6 +586,8 @@ class S3Driver:
             raise _is_a_directory(source)
         source_key = self._key(source_parts)
         destination_key = self._key(destination_parts)
+        if await self._move_recent(source, source_key, destination, destination_parts):
+            return
         checks = [self._head(source_key, source)]
         if source_parts != destination_parts:
             checks.append(self._check_creatable(destination, destination_parts))
@@ -597,7 +601,38 @@ class S3Driver:
         if source_parts == destination_parts:
             return
         await self._copy(source_key, source, destination_key, destination, head["ContentLength"])
+        await self._finish_move(source, source_key, destination_key, head["ContentLength"])
+
+    async def _move_recent(self, source, source_key, destination, destination_parts):
+        """Move a small file this driver just wrote with one CopyObject and
+        no HEAD first (:class:`~registryd.storage.drivers.s3_tree.RecentSizes`);
+        whether it did.  When the copy fails (the file is gone, or was
+        rewritten larger than one CopyObject takes), the caller moves it
+        the long way, which names the problem."""
+        size = self.recent_sizes.get(source_key)
+        destination_key = self._key(destination_parts)
+        if size is None or size > self.params.copy_threshold_size or source_key == destination_key:
+            return False
+        await self._check_creatable(destination, destination_parts)
+        try:
+            await self._call(
+                "copy_object",
+                source,
+                Key=destination_key,
+                CopySource={"Bucket": self.bucket, "Key": source_key},
+                **self._write_args(content_type=False),
+            )
+        except (PathNotFound, S3Error):
+            self.recent_sizes.forget(source_key)
+            return False
+        await self._finish_move(source, source_key, destination_key, size)
+        return True
+
+    async def _finish_move(self, source, source_key, destination_key, size):
+        """Delete a moved file's source, once its copy is in place."""
         await self._call("delete_object", source, Key=source_key)
+        self.recent_sizes.forget(source_key)
+        self.recent_sizes.remember(destination_key, size)
 
     async def _copy(self, source_key, source, destination_key, destination, size):
         copy_source = {"Bucket": self.bucket, "Key": source_key}
@@ -679,8 +714,10 @@ class S3Driver:
         prefix = self._dir_prefix(parts)
         if parts:
             self.known_directories.forget(key)
+            self.recent_sizes.forget(key)
         else:
             self.known_directories = KnownDirectories(self.known_directories.limit)
+            self.recent_sizes = RecentSizes(self.recent_sizes.limit)
 
         def list_page(token):
             return self._call(

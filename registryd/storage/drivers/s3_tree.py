@@ -12,6 +12,9 @@ few:
   is in a fresh directory but what was written since, and the registry's
   layout never writes a directory where another writer puts a file, so a
   new file directly in a fresh directory needs no check at all.
+- :class:`RecentSizes` remembers the sizes of small files this driver
+  just wrote, so that moving one (an upload becoming a blob) needs no
+  HEAD to choose between a single copy and a multipart copy.
 - :func:`probe_state` reads one listing (``Prefix=<key>``, ``Delimiter=/``)
   that tells at once whether ``key`` is a file, a directory or absent:
   one request where a HEAD and a LIST were two.  An absent directory
@@ -74,6 +77,40 @@ class KnownDirectories:
 
     def __len__(self):
         return len(self._keys)
+
+
+class RecentSizes:
+    """Sizes of the files this driver wrote last, at most ``limit``.
+
+    Only ever used to skip the HEAD before a server-side copy of a file
+    not larger than ``copy_threshold``: such a copy is one CopyObject
+    whatever the size turns out to be, so a size gone stale (another node
+    rewrote the file) cannot make a wrong copy; a file gone meanwhile
+    fails the copy, which the caller then retries the long way.
+    """
+
+    def __init__(self, limit=4096):
+        self.limit = limit
+        self._sizes = collections.OrderedDict()
+
+    def remember(self, key, size):
+        self._sizes[key] = size
+        self._sizes.move_to_end(key)
+        while len(self._sizes) > self.limit:
+            self._sizes.popitem(last=False)
+
+    def get(self, key):
+        return self._sizes.get(key)
+
+    def forget(self, key):
+        """Forget ``key`` and every file below it."""
+        self._sizes.pop(key, None)
+        below = key + "/"
+        for known in [k for k in self._sizes if k.startswith(below)]:
+            del self._sizes[known]
+
+    def __len__(self):
+        return len(self._sizes)
 
 
 def probe_state(key, response):
