@@ -201,38 +201,39 @@ class HashStates:
     most ``limit`` of them (the least recently used go first: a lost
     state costs a re-read, never a wrong answer).
 
-    An entry also says that this process started or continued the upload
-    and has not removed it since: its resume then needs no request to
-    learn that the upload exists and which digest algorithm it uses
-    (:meth:`UploadStore.resume`).
+    Keyed by ``(repository name, upload id)``: an upload id is valid in its
+    own repository only.  An entry also says that this process started or
+    continued the upload and has not removed it since: resuming it then
+    needs no request to learn that it exists and which digest algorithm
+    it uses (:meth:`UploadStore.resume`).
     """
 
     def __init__(self, limit=65536):
         self.limit = limit
         self._states = collections.OrderedDict()
 
-    def take(self, upload_id, algorithm, offset):
-        """Remove and return the hasher for ``upload_id`` if it covers
+    def take(self, key, algorithm, offset):
+        """Remove and return the hasher for upload ``key`` if it covers
         exactly ``offset`` bytes with ``algorithm``; else None."""
-        state = self._states.pop(upload_id, None)
+        state = self._states.pop(key, None)
         if state is not None and state[0] == offset and state[1].name == algorithm:
             return state[1]
         return None
 
-    def algorithm(self, upload_id):
+    def algorithm(self, key):
         """The digest algorithm of an upload this process holds a state
         of, or None."""
-        state = self._states.get(upload_id)
+        state = self._states.get(key)
         return state[1].name if state is not None else None
 
-    def put(self, upload_id, offset, hasher):
-        self._states[upload_id] = (offset, hasher)
-        self._states.move_to_end(upload_id)
+    def put(self, key, offset, hasher):
+        self._states[key] = (offset, hasher)
+        self._states.move_to_end(key)
         while len(self._states) > self.limit:
             self._states.popitem(last=False)
 
-    def forget(self, upload_id):
-        self._states.pop(upload_id, None)
+    def forget(self, key):
+        self._states.pop(key, None)
 
     def __len__(self):
         return len(self._states)
@@ -306,6 +307,7 @@ class Upload:
         self._context = context
         self.name = context.name
         self.id = upload_id
+        self._state_key = (context.name, upload_id)
         self.algorithm = algorithm
         self._release = release
         self._writer = writer
@@ -383,7 +385,7 @@ class Upload:
             if failures:
                 # writer.size counts the failed writes too: a fresh writer
                 # asks storage what it holds.
-                states.forget(self.id)
+                states.forget(self._state_key)
                 self._writer = None
                 try:
                     await writer.close()
@@ -394,9 +396,9 @@ class Upload:
                 # _pump waited for every write: the bytes are stored.
                 self.size = writer.size
                 if hasher is not None:
-                    states.put(self.id, writer.size, hasher)
+                    states.put(self._state_key, writer.size, hasher)
                 else:
-                    states.forget(self.id)
+                    states.forget(self._state_key)
             if self.size - start >= RELEASE_AFTER:
                 release_memory_later()  # the chunks' heap space (registryd.runtime.tuning)
         if failures:
@@ -412,7 +414,7 @@ class Upload:
         them once committed.
         """
         algorithm = algorithm or self.algorithm
-        hasher = self._context.hash_states.take(self.id, algorithm, offset)
+        hasher = self._context.hash_states.take(self._state_key, algorithm, offset)
         if hasher is not None:
             return hasher
         hasher = new_hasher(algorithm)
@@ -470,7 +472,7 @@ class Upload:
         hasher = await self._hasher_at(self.size, digest.algorithm)
         actual = Digest.from_hasher(hasher)
         # Keep the state: a retry with the right digest needs no rehash.
-        context.hash_states.put(self.id, self.size, hasher)
+        context.hash_states.put(self._state_key, self.size, hasher)
         if actual != digest:
             raise errors.DigestInvalid(
                 f"upload content has digest {actual}, not {digest}",
@@ -528,7 +530,7 @@ class UploadStore:
             release()
             raise
         # Known here from now on: resuming it needs no look-up (HashStates).
-        context.hash_states.put(upload_id, 0, new_hasher(algorithm))
+        context.hash_states.put((self.name, upload_id), 0, new_hasher(algorithm))
         return Upload(context, upload_id, algorithm, release)
 
     @translate_storage_errors
@@ -566,7 +568,7 @@ class UploadStore:
         removes what is left.
         """
         driver = self._context.driver
-        algorithm = self._context.hash_states.algorithm(upload_id)
+        algorithm = self._context.hash_states.algorithm((self.name, upload_id))
         if algorithm is None:
             algorithm = await self._stored_algorithm(upload_id)
         writer = await driver.writer(paths.upload_data(self.name, upload_id), append=True)
