@@ -208,7 +208,7 @@ class HashStates:
     it uses (:meth:`UploadStore.resume`).
     """
 
-    def __init__(self, limit=65536):
+    def __init__(self, limit=16384):
         self.limit = limit
         self._states = collections.OrderedDict()
 

@@ -249,18 +249,23 @@ class S3Driver:
         for ancestor in ancestors:
             known.add(ancestor)
 
+    def _delimited_page(self, prefix, path, **token):
+        """One page of the names right below ``prefix``: keys, and common
+        prefixes for what lies deeper."""
+        return self._call(
+            "list_objects_v2",
+            path,
+            Prefix=prefix,
+            Delimiter="/",
+            MaxKeys=self.list_page_size,
+            **token,
+        )
+
     async def _probe(self, key, path):
         """Whether ``key`` is a file, a directory or absent, from one
         listing (:func:`~registryd.storage.drivers.s3_tree.probe_state`);
         when that page cannot tell, a HEAD and a one-key LIST do."""
-        response = await self._call(
-            "list_objects_v2",
-            path,
-            Prefix=key,
-            Delimiter="/",
-            MaxKeys=self.list_page_size,
-        )
-        state = probe_state(key, response)
+        state = probe_state(key, await self._delimited_page(key, path))
         if state in (FILE, DIRECTORY, ABSENT):
             return state
         if await self._head(key, path) is not None:
@@ -536,14 +541,7 @@ class S3Driver:
         names = set()
         token = {}
         while True:
-            response = await self._call(
-                "list_objects_v2",
-                path,
-                Prefix=prefix,
-                Delimiter="/",
-                MaxKeys=self.list_page_size,
-                **token,
-            )
+            response = await self._delimited_page(prefix, path, **token)
             for item in response.get("Contents", ()):
                 name = item["Key"][len(prefix) :]
                 if name and not name.endswith(TAIL_SUFFIX):

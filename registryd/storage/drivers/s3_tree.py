@@ -27,7 +27,31 @@ import collections
 FILE, DIRECTORY, ABSENT, UNDECIDED = "file", "directory", "absent", "undecided"
 
 
-class KnownDirectories:
+class _BoundedKeys:
+    """Keys with a value each, most recent last, at most ``limit`` of them."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self._entries = collections.OrderedDict()
+
+    def _set(self, key, value):
+        self._entries[key] = value
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.limit:
+            self._entries.popitem(last=False)
+
+    def forget(self, key):
+        """Forget ``key`` and every key below it."""
+        self._entries.pop(key, None)
+        below = key + "/"
+        for known in [k for k in self._entries if k.startswith(below)]:
+            del self._entries[known]
+
+    def __len__(self):
+        return len(self._entries)
+
+
+class KnownDirectories(_BoundedKeys):
     """Keys this driver has seen to be directories, most recent last, at
     most ``limit`` of them, each marked fresh or not.
 
@@ -47,39 +71,24 @@ class KnownDirectories:
     """
 
     def __init__(self, limit=16384):
-        self.limit = limit
-        self._keys = collections.OrderedDict()
+        super().__init__(limit)
 
     def __contains__(self, key):
-        if key in self._keys:
-            self._keys.move_to_end(key)
+        if key in self._entries:
+            self._entries.move_to_end(key)
             return True
         return False
 
     def is_fresh(self, key):
-        return self._keys.get(key, False) is True
+        return self._entries.get(key, False) is True
 
     def add(self, key, fresh=False):
         """Remember ``key`` as a directory; ``fresh`` when this driver found
         it absent.  A directory already known keeps what it was known as."""
-        if key not in self._keys:
-            self._keys[key] = fresh
-        self._keys.move_to_end(key)
-        while len(self._keys) > self.limit:
-            self._keys.popitem(last=False)
-
-    def forget(self, key):
-        """Forget ``key`` and every directory below it."""
-        self._keys.pop(key, None)
-        below = key + "/"
-        for known in [k for k in self._keys if k.startswith(below)]:
-            del self._keys[known]
-
-    def __len__(self):
-        return len(self._keys)
+        self._set(key, self._entries.get(key, fresh))
 
 
-class RecentSizes:
+class RecentSizes(_BoundedKeys):
     """Sizes of the files this driver wrote last, at most ``limit``.
 
     Only ever used to skip the HEAD before a server-side copy of a file
@@ -90,27 +99,13 @@ class RecentSizes:
     """
 
     def __init__(self, limit=4096):
-        self.limit = limit
-        self._sizes = collections.OrderedDict()
+        super().__init__(limit)
 
     def remember(self, key, size):
-        self._sizes[key] = size
-        self._sizes.move_to_end(key)
-        while len(self._sizes) > self.limit:
-            self._sizes.popitem(last=False)
+        self._set(key, size)
 
     def get(self, key):
-        return self._sizes.get(key)
-
-    def forget(self, key):
-        """Forget ``key`` and every file below it."""
-        self._sizes.pop(key, None)
-        below = key + "/"
-        for known in [k for k in self._sizes if k.startswith(below)]:
-            del self._sizes[known]
-
-    def __len__(self):
-        return len(self._sizes)
+        return self._entries.get(key)
 
 
 def probe_state(key, response):
