@@ -220,11 +220,11 @@ class HashStates:
             return state[1]
         return None
 
-    def algorithm(self, key):
-        """The digest algorithm of an upload this process holds a state
-        of, or None."""
+    def known(self, key):
+        """(digest algorithm, offset) of an upload this process holds a
+        state of, or None."""
         state = self._states.get(key)
-        return state[1].name if state is not None else None
+        return (state[1].name, state[0]) if state is not None else None
 
     def put(self, key, offset, hasher):
         self._states[key] = (offset, hasher)
@@ -560,18 +560,25 @@ class UploadStore:
 
         An upload this process started or continued (it holds its state,
         :class:`HashStates`) is known to exist and its algorithm is known:
-        no request asks.  Otherwise one listing of the upload's directory
-        tells both (``startedat`` marks an upload; the algorithm file is
-        read only where there is one).  An upload removed by another node
-        meanwhile is then continued rather than refused; the digest check
-        at the end still guards what becomes a blob, and upload purging
-        removes what is left.
+        no request asks, unless the writer finds other than the bytes this
+        process last saw (another node appended, finished or cancelled it).
+        Otherwise one listing of the upload's directory tells both
+        (``startedat`` marks an upload; the algorithm file is read only
+        where there is one).  So the one change this process cannot see
+        is another node removing an upload that never received a byte: it
+        is continued here rather than refused, and the digest check at the
+        end still guards what becomes a blob.
         """
         driver = self._context.driver
-        algorithm = self._context.hash_states.algorithm((self.name, upload_id))
-        if algorithm is None:
-            algorithm = await self._stored_algorithm(upload_id)
+        known = self._context.hash_states.known((self.name, upload_id))
+        algorithm = known[0] if known is not None else await self._stored_algorithm(upload_id)
         writer = await driver.writer(paths.upload_data(self.name, upload_id), append=True)
+        if known is not None and writer.size != known[1]:
+            try:
+                await self._stored_algorithm(upload_id)
+            except errors.BlobUploadUnknown:
+                await writer.close()
+                raise
         return Upload(self._context, upload_id, algorithm, release, writer)
 
     async def _stored_algorithm(self, upload_id):
