@@ -299,11 +299,7 @@ class Upload:
     and commits with the same writer.  Use it as ``async with``.
     """
 
-    def __init__(self, context, upload_id, algorithm, release, writer=None, size=0, new=False):
-        """
-        :param new: just started (:meth:`UploadStore.start`): no data is
-            stored yet, so the first writer need not look for any.
-        """
+    def __init__(self, context, upload_id, algorithm, release, writer=None, size=0):
         self._context = context
         self.name = context.name
         self.id = upload_id
