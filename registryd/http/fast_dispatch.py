@@ -69,6 +69,7 @@ class FastRoute:
     """One route of the table, as the fast dispatch matches it.
 
     :ivar name: the klein endpoint name.
+    :ivar url: its werkzeug pattern.
     :ivar pattern: :func:`compile_pattern` of its URL.
     :ivar methods: the methods it takes (bytes; HEAD wherever GET).
     :ivar view: the route table's view, ``async (app, request, **params)``.
@@ -77,6 +78,7 @@ class FastRoute:
     """
 
     name: str
+    url: str
     pattern: re.Pattern
     methods: frozenset
     view: object
@@ -93,8 +95,38 @@ class ExactRoutes:
             them matches).
         :param branches: the branch routes' URLs: no path at or below one
             is matched here."""
-        self._routes = tuple(routes)
         self._branches = tuple(branch.rstrip("/").encode("ascii") for branch in branches)
+        # Each route is tried only on paths that have its literal last (or,
+        # before a one-segment converter, second to last) segment, or that
+        # are its whole URL: a dozen regular expressions per request would
+        # cost more than the rest of the matching.
+        self._whole = {}
+        self._by_last = {}
+        self._by_second_last = {}
+        self._always = []
+        for route in routes:
+            index, key = _literal_segment(route.url)
+            if index == "whole":
+                self._whole.setdefault(key, []).append(route)
+            elif index == "last":
+                self._by_last.setdefault(key, []).append(route)
+            elif index == "second_last":
+                self._by_second_last.setdefault(key, []).append(route)
+            else:
+                self._always.append(route)
+        for index in (self._whole, self._by_last, self._by_second_last):
+            for key, found in index.items():
+                index[key] = tuple(found)
+        self._always = tuple(self._always)
+
+    def _candidates(self, text):
+        segments = text.rsplit("/", 2)
+        return (
+            self._whole.get(text, ())
+            + self._by_last.get(segments[-1], ())
+            + self._by_second_last.get(segments[-2], ())
+            + self._always
+        )
 
     def match(self, method, path):
         """``(route, params)`` for ``method`` on ``path`` (bytes, without the
@@ -103,7 +135,7 @@ class ExactRoutes:
             return None
         text = path.decode("ascii")
         found = None
-        for route in self._routes:
+        for route in self._candidates(text):
             matched = route.pattern.fullmatch(text)
             if matched is not None:
                 if found is not None:
@@ -112,6 +144,29 @@ class ExactRoutes:
         if found is None or method not in found[0].methods:
             return None
         return found
+
+
+def _literal_segment(url):
+    """Which segment of a path ``url`` (a werkzeug pattern) matches is a
+    literal one, as ``(where, text)``: ``("whole", url)`` without converters,
+    ``("last", ...)`` when it ends with a literal segment, ``("second_last",
+    ...)`` when a one-segment converter follows a literal segment, else
+    ``("none", None)``."""
+    converters = list(_CONVERTER.finditer(url))
+    if not converters:
+        return "whole", url
+    last = converters[-1]
+    tail = url[last.end() :]
+    if "/" in tail:
+        return "last", tail.rsplit("/", 1)[1]
+    if tail or last.group(1) == "path":
+        return "none", None
+    before = url[: last.start()]
+    start = converters[-2].end() if len(converters) > 1 else 0
+    literal = before[start:]
+    if literal.endswith("/") and literal[:-1].count("/") >= 1:
+        return "second_last", literal[:-1].rsplit("/", 1)[1]
+    return "none", None
 
 
 class FastDispatch:

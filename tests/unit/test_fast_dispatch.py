@@ -167,10 +167,13 @@ def test_a_converter_it_cannot_match_is_refused():
     assert compile_pattern("/v2/<path:name>/tags/list").fullmatch("/v2/a/b/tags/list")
 
 
+GET = frozenset([b"GET"])
+
+
 def test_two_matching_routes_are_left_to_klein():
     """Where two patterns take a path, werkzeug's order decides: declined."""
-    one = FastRoute("one", compile_pattern("/v2/<path:name>/x"), frozenset([b"GET"]), None, 3)
-    two = FastRoute("two", compile_pattern("/v2/a/<rest>"), frozenset([b"GET"]), None, 3)
+    one = FastRoute("one", "/v2/<path:name>/x", compile_pattern("/v2/<path:name>/x"), GET, None, 3)
+    two = FastRoute("two", "/v2/a/<rest>", compile_pattern("/v2/a/<rest>"), GET, None, 3)
     routes = ExactRoutes([one, two])
     assert routes.match(b"GET", b"/v2/a/x") is None
     assert routes.match(b"GET", b"/v2/b/x")[0] is one

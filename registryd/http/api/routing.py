@@ -147,6 +147,7 @@ class RouteTable:
             self._fast_routes.append(
                 FastRoute(
                     name,
+                    url,
                     compile_pattern(url),
                     frozenset(table),
                     view,
