@@ -177,3 +177,40 @@ def test_two_matching_routes_are_left_to_klein():
     routes = ExactRoutes([one, two])
     assert routes.match(b"GET", b"/v2/a/x") is None
     assert routes.match(b"GET", b"/v2/b/x")[0] is one
+
+
+def test_a_view_that_waits_is_resumed_as_twisted_would():
+    """A view's first step runs in place; when it waits, the rest runs as
+    ``Deferred.fromCoroutine`` would run it: results and failures of what
+    it awaits come back into it, and cancelling cancels what it waits for."""
+    from twisted.internet import defer
+
+    from registryd.http.fast_dispatch import _resume
+
+    first, second, seen = defer.Deferred(), defer.Deferred(), []
+
+    async def view():
+        seen.append(await first)
+        try:
+            await second
+        except ValueError as error:
+            seen.append(str(error))
+        third = defer.Deferred()
+        seen.append(third)
+        try:
+            await third
+        except defer.CancelledError:
+            seen.append("cancelled")
+            raise
+        return "unreachable"
+
+    coroutine = view()
+    running = defer.Deferred.fromCoroutine(_resume(coroutine, coroutine.send(None)))
+    first.callback("one")
+    second.errback(ValueError("two"))
+    assert seen[:2] == ["one", "two"] and not running.called
+    running.cancel()
+    assert seen[3] == "cancelled" and seen[2].called
+    failures = []
+    running.addErrback(failures.append)
+    assert failures[0].check(defer.CancelledError)
