@@ -43,10 +43,21 @@ _ANY_CONVERTER = re.compile(r"<[^>]*>")
 #: decoded path) and no query (``request.path`` has none).
 _PLAIN_PATH = re.compile(rb"/v2/(?:[A-Za-z0-9._:+=@~-]+/)*[A-Za-z0-9._:+=@~-]*")
 
-#: A Host (with its port) werkzeug takes as it is: ASCII labels of at most
-#: 63 characters, none empty (``str.encode("idna")``, which werkzeug's
-#: ``Map.bind`` runs, refuses anything else with BadHost).
-_PLAIN_HOST = re.compile(r"(?:[A-Za-z0-9_:-]{1,63}\.)*[A-Za-z0-9_:-]{1,63}\.?")
+#: A host name werkzeug takes as it is, once klein appended the port:
+#: ASCII labels of at most 63 characters (57 and ``:65535``), none empty
+#: (``str.encode("idna")``, which werkzeug's ``Map.bind`` runs, refuses
+#: anything else with BadHost).
+_PLAIN_HOST = re.compile(r"(?:[A-Za-z0-9_:-]{1,57}\.)*[A-Za-z0-9_:-]{1,57}\.?")
+
+
+def plain_host(host):
+    """Whether ``host`` (bytes, the request's host name without its port) is
+    one werkzeug takes with any port appended: then the fast dispatch need
+    not ask it."""
+    try:
+        return _PLAIN_HOST.fullmatch(host.decode("ascii")) is not None
+    except UnicodeDecodeError:
+        return False
 
 
 def compile_pattern(url):
@@ -202,10 +213,7 @@ class FastDispatch:
         host = request.getRequestHostname()
         if host in self._hosts:
             return True
-        try:
-            plain = _PLAIN_HOST.fullmatch(host.decode("ascii")) is not None
-        except UnicodeDecodeError:
-            plain = False
+        plain = plain_host(host)
         if plain:
             if len(self._hosts) >= 64:
                 self._hosts.clear()  # bounded: a client may send any Host

@@ -214,3 +214,31 @@ def test_a_view_that_waits_is_resumed_as_twisted_would():
     failures = []
     running.addErrback(failures.append)
     assert failures[0].check(defer.CancelledError)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.text(st.sampled_from("aZ9_-:"), max_size=8),
+            st.integers(55, 70).map(lambda length: "a" * length),
+            st.text(max_size=4),
+        ),
+        min_size=1,
+        max_size=4,
+    ).map(".".join),
+    st.sampled_from(["", ":1", ":65535"]),
+)
+def test_a_host_it_takes_is_one_werkzeug_takes(host, port):
+    """The fast dispatch skips werkzeug's host check (IDNA, BadHost: a 400
+    from klein) only for host names werkzeug takes with any port."""
+    from werkzeug.exceptions import BadHost
+
+    from registryd.http.fast_dispatch import plain_host
+
+    encoded = host.encode("utf-8")
+    if plain_host(encoded):
+        try:
+            URL_MAP.bind(host + port, "")
+        except BadHost:
+            pytest.fail(f"werkzeug refuses {host + port!r}")
