@@ -237,7 +237,7 @@ def report(rows, size, args):
     print()
     print(
         "| nodes | push MiB/s (per node) | manifest GET req/s (per node) | p99 ms "
-        "| blob pull MiB/s (per node) | CPU s: nodes / Swift / Redis / client+wrk |"
+        "| blob pull MiB/s (per node) | CPU s: nodes / Swift / Redis / client+wrk of available |"
     )
     print("|---|---|---|---|---|---|")
     for count, figures, cpu, wall, _ in rows:
