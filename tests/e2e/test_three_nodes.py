@@ -30,16 +30,7 @@ import time
 import pytest
 
 from tests.e2e import tools
-from tests.e2e.tools import (
-    OCI_MANIFEST,
-    free_port,
-    get_manifest,
-    http_request,
-    make_image,
-    push_image,
-    put_manifest,
-    sha256_digest,
-)
+from tests.e2e.tools import get_manifest, http_request, make_image
 from tests.integration.test_auth_api import HTPASSWD, basic
 from tests.support import raw_request_bytes, read_response_head
 
@@ -71,7 +62,7 @@ class Node(tools.S3Registryd):
         self.debug_port = None
 
     def config(self):
-        self.debug_port = free_port()
+        self.debug_port = tools.free_port()
         document = super().config()
         document["http"] = {
             "debug": {"addr": f"127.0.0.1:{self.debug_port}", "prometheus": {"enabled": True}}
@@ -173,7 +164,7 @@ def verify_image(node, name, tag, image):
     response = get_manifest(node.url, name, tag)
     assert response.status == 200, (node.label, name, tag, response)
     assert response.headers["docker-content-digest"] == image["digest"]
-    assert sha256_digest(response.body) == image["digest"]
+    assert tools.sha256_digest(response.body) == image["digest"]
     for digest, data in [(image["config_digest"], image["config"])] + image["layers"]:
         blob = http_request("GET", f"{node.url}/v2/{name}/blobs/{digest}")
         assert blob.status == 200, (node.label, name, digest, blob)
@@ -229,7 +220,7 @@ def test_one_image_pushed_by_docker_through_three_nodes_at_once(dockerd, trio, t
             manifest = get_manifest(node.url, "three/same", "v1").json()
             for layer in [manifest["config"]] + manifest["layers"]:
                 blob = http_request("GET", f"{node.url}/v2/three/same/blobs/{layer['digest']}")
-                assert blob.status == 200 and sha256_digest(blob.body) == layer["digest"]
+                assert blob.status == 200 and tools.sha256_digest(blob.body) == layer["digest"]
     finally:
         dockerd.rmi(*references)
 
@@ -251,7 +242,7 @@ def push_as_docker_does(node, name, tag, image):
             "PUT",
             f"{node.url}/v2/{name}/manifests/{tag}",
             image["manifest"],
-            {"Content-Type": OCI_MANIFEST},
+            {"Content-Type": tools.OCI_MANIFEST},
         )
         if response.status == 201:
             return refused
@@ -286,10 +277,10 @@ def test_gc_on_a_during_pushes_through_b_and_c_loses_nothing(trio, skopeo, tmp_p
             ]
             garbage.append(make_image((32 * 1024,)))
             pushes = [
-                pool.submit(push_image, node.url, name, tag, image)
+                pool.submit(tools.push_image, node.url, name, tag, image)
                 for node, name, tag, image in fresh
             ]
-            pushes.append(pool.submit(push_image, b.url, "gc/garbage", "doomed", garbage[-1]))
+            pushes.append(pool.submit(tools.push_image, b.url, "gc/garbage", "doomed", garbage[-1]))
             again = None
             if round_ >= REPUSH_AFTER:
                 again = ("gc/garbage", f"again{round_}", garbage[round_ - REPUSH_AFTER])
@@ -353,13 +344,13 @@ def test_a_tag_moved_on_a_is_never_stale_on_b_or_c(trio):
     blobs) and read through B and C the moment A answers 201."""
     a, b, c = trio
     base = make_image((16 * 1024,))
-    push_image(a.url, "three/moving", "latest", base)
+    tools.push_image(a.url, "three/moving", "latest", base)
     manifest = json.loads(base["manifest"])
     for round_ in range(20):
         manifest["annotations"] = {"round": str(round_)}
         body = json.dumps(manifest).encode()
-        put_manifest(a.url, "three/moving", "latest", body, OCI_MANIFEST)
-        digest = sha256_digest(body)
+        tools.put_manifest(a.url, "three/moving", "latest", body, tools.OCI_MANIFEST)
+        digest = tools.sha256_digest(body)
         for node in (b, c):
             for method in ("HEAD", "GET"):
                 response = get_manifest(node.url, "three/moving", "latest", method=method)
@@ -434,7 +425,7 @@ def patch_pair(trio, redis, pair):
     assert response_c.headers["range"] == f"0-{len(first) - 1}"
     status = http_request("GET", f"{a.url}{path}")
     assert (status.status, status.headers["range"]) == (204, f"0-{len(first) - 1}")
-    digest = sha256_digest(first)
+    digest = tools.sha256_digest(first)
     separator = "&" if "?" in path else "?"
     response = http_request("PUT", f"{a.url}{path}{separator}digest={digest}", b"")
     assert response.status == 201, response
@@ -460,7 +451,7 @@ class Traffic:
             count = len(self.pushed)
             image = make_image((64 * 1024, 16 * 1024))
             try:
-                push_image(self.pusher.url, "away/app", f"t{count}", image)
+                tools.push_image(self.pusher.url, "away/app", f"t{count}", image)
                 verify_image(self.puller, "away/app", f"t{count}", image)
             except Exception as error:  # recorded, asserted on by the test
                 self.errors.append(f"t{count}: {error!r}")
