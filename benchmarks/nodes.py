@@ -103,7 +103,7 @@ def swift_processes(swift):
 
 
 def spread(count, nodes, work):
-    """C{count} threads, thread i running C{work(i, nodes[i % len(nodes)])};
+    """``count`` threads, thread i running ``work(i, nodes[i % len(nodes)])``;
     the wall-clock seconds until all are done (the first error re-raised)."""
     errors = []
 

@@ -106,7 +106,7 @@ class RedisServer:
         raise ToolError("redis-server closed the connection during INFO")
 
     def monitor(self):
-        """A L{Monitor} of the commands this server runs from now on."""
+        """A :class:`Monitor` of the commands this server runs from now on."""
         return Monitor(self.port)
 
     def flush(self):
@@ -143,7 +143,7 @@ class Monitor:
 
     def wait_for(self, *words, timeout=120):
         """The first line run from now on whose arguments begin with
-        C{words} (compared ignoring case), e.g. ``("SET", key)``."""
+        ``words`` (compared ignoring case), e.g. ``("SET", key)``."""
         wanted = " ".join(f'"{word}"' for word in words).lower()
         deadline = time.monotonic() + timeout
         while True:

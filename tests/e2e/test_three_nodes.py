@@ -93,8 +93,8 @@ class Node(tools.S3Registryd):
 
 
 def start_trio(swift, tmp_path_factory, redis, name, extra_for=None, ready_status=None):
-    """Nodes A, B and C on a fresh prefix C{name} of the session's bucket
-    and on C{redis}; C{extra_for} maps a label to that node's extra
+    """Nodes A, B and C on a fresh prefix ``name`` of the session's bucket
+    and on ``redis``; ``extra_for`` maps a label to that node's extra
     configuration.  A generator for a fixture: purges the prefix after."""
     prefix = swift.new_prefix(name)
     storage = swift.parameters(prefix)
@@ -150,7 +150,7 @@ def guarded_trio(swift, tmp_path_factory, redis):
 
 
 def eventually(predicate, what, timeout=120):
-    """Wait (polling) until C{predicate()} holds; generous, for a busy machine."""
+    """Wait (polling) until ``predicate()`` holds; generous, for a busy machine."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -159,7 +159,7 @@ def eventually(predicate, what, timeout=120):
 
 
 def verify_image(node, name, tag, image):
-    """C{image} (from make_image) is served whole by C{node} as C{name:tag}:
+    """``image`` (from make_image) is served whole by ``node`` as ``name:tag``:
     the tag's manifest, the config and every layer, each matching its digest."""
     response = get_manifest(node.url, name, tag)
     assert response.status == 200, (node.label, name, tag, response)
@@ -172,13 +172,13 @@ def verify_image(node, name, tag, image):
 
 
 def verify_all(node, images):
-    """L{verify_image} for each (name, tag, image) of C{images}, four at once."""
+    """:func:`verify_image` for each (name, tag, image) of ``images``, four at once."""
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda entry: verify_image(node, *entry), images))
 
 
 def wrong_logins_until_braked(nodes, user, attempts):
-    """Wrong passwords for C{user} round-robin over C{nodes}; the number
+    """Wrong passwords for ``user`` round-robin over ``nodes``; the number
     answered 401 before the first 429 (which must come)."""
     for attempt in range(attempts):
         node = nodes[attempt % len(nodes)]
@@ -229,7 +229,7 @@ def test_one_image_pushed_by_docker_through_three_nodes_at_once(dockerd, trio, t
 
 
 def push_as_docker_does(node, name, tag, image):
-    """Push C{image} the way docker does: HEAD each blob, upload those
+    """Push ``image`` the way docker does: HEAD each blob, upload those
     missing, PUT the manifest; when the manifest is refused because a
     blob went meanwhile (a collection took it after the HEAD), upload
     what is missing and PUT again.  Returns how many PUTs were refused."""
