@@ -232,12 +232,14 @@ def push_as_docker_does(node, name, tag, image):
     """Push ``image`` the way docker does: HEAD each blob, upload those
     missing, PUT the manifest; when the manifest is refused because a
     blob went meanwhile (a collection took it after the HEAD), upload
-    what is missing and PUT again.  Returns how many PUTs were refused."""
-    refused = 0
+    what is missing and PUT again.  Returns (PUTs refused, blobs found
+    gone and uploaded again)."""
+    refused = uploaded = 0
     while True:
         for digest, data in [(image["config_digest"], image["config"])] + image["layers"]:
             if http_request("HEAD", f"{node.url}/v2/{name}/blobs/{digest}").status != 200:
                 assert tools.push_blob(node.url, name, data) == digest
+                uploaded += 1
         response = http_request(
             "PUT",
             f"{node.url}/v2/{name}/manifests/{tag}",
@@ -245,7 +247,7 @@ def push_as_docker_does(node, name, tag, image):
             {"Content-Type": tools.OCI_MANIFEST},
         )
         if response.status == 201:
-            return refused
+            return refused, uploaded
         assert response.status == 400, response
         assert response.json()["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN", response
         refused += 1
@@ -267,7 +269,7 @@ def test_gc_on_a_during_pushes_through_b_and_c_loses_nothing(trio, skopeo, tmp_p
     deleted_before = a.metric("registryd_gc_blobs_deleted_total")
     pushed = []  # (name, tag, image) acknowledged
     garbage = []
-    refused = survived = 0
+    refused = uploaded = survived = 0
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         for round_ in range(GC_ROUNDS):
             runs = a.metric("registryd_gc_runs_total", result="ok")
@@ -286,7 +288,9 @@ def test_gc_on_a_during_pushes_through_b_and_c_loses_nothing(trio, skopeo, tmp_p
                 again = ("gc/garbage", f"again{round_}", garbage[round_ - REPUSH_AFTER])
                 pushes.append(pool.submit(push_as_docker_does, c, *again))
             results = [push.result() for push in pushes]
-            refused += results[-1] if again else 0
+            if again:
+                refused += results[-1][0]
+                uploaded += results[-1][1]
             response = http_request(
                 "DELETE", f"{c.url}/v2/gc/garbage/manifests/{garbage[-1]['digest']}"
             )
@@ -315,7 +319,8 @@ def test_gc_on_a_during_pushes_through_b_and_c_loses_nothing(trio, skopeo, tmp_p
     runs = a.metric("registryd_gc_runs_total", result="ok")
     print(
         f"\nGC under push: {survived} rounds survived, {len(pushed)} images intact, "
-        f"{deleted:g} blobs collected by A in {runs:g} runs, {refused} re-push PUTs refused"
+        f"{deleted:g} blobs collected by A in {runs:g} runs, {refused} re-push PUTs refused, "
+        f"{uploaded} blobs found collected by re-pushes"
     )
 
 
