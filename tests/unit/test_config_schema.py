@@ -371,7 +371,7 @@ def test_any_document_gives_a_config_or_config_errors_one_line_each(document):
     [
         ({"a\nb": 1}, "a\nb"),
         ({"lifecycle": {"quota\r\n": 1}}, "quota\r\n"),
-        ({"storage": {"s3": {"region\x00": "x"}}}, "region\x00"),
+        ({"http": {"addr\x00": "x"}}, "addr\x00"),
     ],
 )
 def test_a_key_with_a_newline_is_named_quoted_on_one_line(document, key):
