@@ -222,7 +222,7 @@ async def run(reactor, args):
             )
             assert status_of(response) == 201, response
         # Tags are pulled long after they were pushed; the tag cache
-        # (registryd.storage.cache.TagCache) keeps no link younger than
+        # (registryd.storage.cache.LinkCache) keeps no link younger than
         # its settled time, so let the pushed ones age past it.
         await task.deferLater(reactor, 2.5, lambda: None)
         table = workloads(manifest, layer)
