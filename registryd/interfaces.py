@@ -431,6 +431,10 @@ class ISharedState(Interface):
     def cache_lookup(names):
         """Entries of the nodes' metadata cache (``registryd.storage.shared_cache``).
 
+        A member of the cache (``cache_join``) whose hold has expired may
+        have missed forgetting what it wrote: the first lookup that finds
+        one begins a new epoch.
+
         :return: Deferred firing with one ``(value, stamp)`` per name:
             ``value`` the bytes last stored by ``cache_fill`` under the current
             epoch and not forgotten since, else None; ``stamp`` what
@@ -448,10 +452,16 @@ class ISharedState(Interface):
         """Drop the cache entries ``names`` and make every earlier stamp of
         them stale (what is kept of them expires after ``ttl`` seconds)."""
 
-    def cache_new_epoch():
-        """Make every cache entry stored so far invisible to every node:
-        what a node does before trusting the cache again after it could not
-        reach it (its writes meanwhile forgot nothing)."""
+    def cache_join(member, ttl):
+        """Hold membership ``member`` (str) of the cache for ``ttl`` seconds
+        from now: a node that stops renewing it (cut off from the state)
+        ends the epoch when it expires."""
+
+    def cache_new_epoch(member, ttl):
+        """Hold membership ``member`` for ``ttl`` seconds and make every
+        cache entry stored so far invisible to every node: what a node does
+        before trusting the cache (again: after it could not reach it, its
+        writes forgot nothing)."""
 
     def ping():
         """:return: Deferred firing once the state answers (fails if it cannot)."""

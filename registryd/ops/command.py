@@ -52,7 +52,9 @@ def run_job(prog, config, driver, job):
             delete_enabled=config.storage.delete_enabled,
             immutable_tags=config.lifecycle.immutable,
             shared_state=shared_state,
-            shared_cache=shared_cache_for(shared_state) if shared_state is not None else None,
+            shared_cache=shared_cache_for(shared_state, reactor)
+            if shared_state is not None
+            else None,
         )
         try:
             outcome["result"] = await job(registry)

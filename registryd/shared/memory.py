@@ -35,6 +35,7 @@ class MemorySharedState:
         self._epoch = 0
         self._versions = 0  # the last version a forget gave (versions only grow)
         self._floor = 0  # the newest version of an entry dropped whole
+        self._cache_members = {}  # member -> expiry
 
     def _now(self):
         if self._reactor is None:
@@ -161,7 +162,21 @@ class MemorySharedState:
         while len(self._cache) > self.max_cache_entries:
             self._dropped(next(iter(self._cache)))
 
+    def _sweep_cache_members(self):
+        now = self._now()
+        expired = [member for member, expiry in self._cache_members.items() if expiry <= now]
+        for member in expired:
+            del self._cache_members[member]
+        if expired:
+            self._epoch += 1
+
+    def cache_join(self, member, ttl):
+        self._sweep_cache_members()
+        self._cache_members[member] = self._now() + ttl
+        return defer.succeed(None)
+
     def cache_lookup(self, names):
+        self._sweep_cache_members()
         found = []
         for name in names:
             entry = self._cache_entry(name)
@@ -184,7 +199,8 @@ class MemorySharedState:
             self._keep(name, [self._epoch, None, self._versions, self._now() + ttl])
         return defer.succeed(None)
 
-    def cache_new_epoch(self):
+    def cache_new_epoch(self, member, ttl):
+        self.cache_join(member, ttl)
         self._epoch += 1
         return defer.succeed(None)
 

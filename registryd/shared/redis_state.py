@@ -91,16 +91,30 @@ return value
 # script is atomic over them.
 _CACHE = "{cache}:"
 _CACHE_EPOCH = PREFIX + _CACHE + "epoch"
-_CACHE_LOOKUP = """
+_CACHE_MEMBERS = PREFIX + _CACHE + "members"
+_CACHE_LOOKUP = (
+    _NOW_MS
+    + """
+if redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) > 0 then redis.call('INCR', KEYS[1]) end
 local epoch = redis.call('GET', KEYS[1]) or '0'
 local out = {}
-for i = 2, #KEYS do
+for i = 3, #KEYS do
   local entry = redis.call('HMGET', KEYS[i], 'e', 'd', 'v')
   if entry[1] == epoch and entry[2] then out[#out + 1] = entry[2] else out[#out + 1] = false end
   out[#out + 1] = epoch .. ':' .. (entry[3] or '0')
 end
 return out
 """
+)
+_CACHE_JOIN = (
+    _NOW_MS
+    + """
+if redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) > 0 then redis.call('INCR', KEYS[1]) end
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+if ARGV[3] == '1' then redis.call('INCR', KEYS[1]) end
+return 1
+"""
+)
 _CACHE_FILL = """
 local epoch = redis.call('GET', KEYS[1]) or '0'
 local version = redis.call('HGET', KEYS[2], 'v') or '0'
@@ -199,6 +213,7 @@ class RedisSharedState:
                 cache_lookup=_CACHE_LOOKUP,
                 cache_fill=_CACHE_FILL,
                 cache_forget=_CACHE_FORGET,
+                cache_join=_CACHE_JOIN,
             ).items()
         }
 
@@ -304,7 +319,7 @@ class RedisSharedState:
 
     def cache_lookup(self, names):
         script = self._scripts["cache_lookup"]
-        keys = [_CACHE_EPOCH] + [PREFIX + _CACHE + name for name in names]
+        keys = [_CACHE_EPOCH, _CACHE_MEMBERS] + [PREFIX + _CACHE + name for name in names]
 
         def lookup():
             found = script(keys=keys)
@@ -322,8 +337,17 @@ class RedisSharedState:
         keys = [PREFIX + _CACHE + name for name in names]
         return self._run(lambda: script(keys=keys, args=[_ms(ttl)]) and None)
 
-    def cache_new_epoch(self):
-        return self._run(lambda: self._client.incr(_CACHE_EPOCH) and None)
+    def _cache_join(self, member, ttl, new_epoch):
+        script = self._scripts["cache_join"]
+        keys = [_CACHE_EPOCH, _CACHE_MEMBERS]
+        args = [member, _ms(ttl), "1" if new_epoch else "0"]
+        return self._run(lambda: script(keys=keys, args=args) and None)
+
+    def cache_join(self, member, ttl):
+        return self._cache_join(member, ttl, False)
+
+    def cache_new_epoch(self, member, ttl):
+        return self._cache_join(member, ttl, True)
 
     def ping(self):
         return self._run(lambda: self._client.ping() and None)

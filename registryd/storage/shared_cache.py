@@ -27,8 +27,9 @@ reach it cannot make them forget; entries expire after ``ttl`` seconds,
 which bounds that case.)
 """
 
-import time
+import uuid
 
+from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -53,44 +54,66 @@ def blob_entry(digest):
     return f"blob:{digest}"
 
 
-def shared_cache_for(state):
+def shared_cache_for(state, reactor):
     """The metadata cache of a node using ``state``: shared when other
     nodes see the state (Redis); None for a node alone, whose per-process
     caches revalidate against storage instead (worker processes and nodes
     on one bucket without Redis share nothing else)."""
-    return SharedMetadataCache(state) if state.shared else None
+    return SharedMetadataCache(state, reactor) if state.shared else None
 
 
-class SharedMetadataCache:
+class SharedMetadataCache(Service):
     """Entries of the nodes' metadata cache in ``state`` (an ISharedState
     that other nodes see), bypassed while it does not answer.
 
+    Running (a service of the node), it holds a membership of the cache
+    that it renews every ``lease / 3`` seconds; a node cut off from Redis
+    stops renewing, and once its membership has expired the next lookup
+    of any node begins a new epoch.  So what a node could not forget is
+    trusted elsewhere for at most ``lease`` seconds, and never after the
+    node reaches Redis again (it begins a new epoch before it trusts a
+    hit or answers a write).  It begins one when it starts, too: a node
+    that stopped while cut off may have left entries it never forgot.
+
+    :param reactor: for ``callLater`` (renewals, and tries every
+        ``retry_after`` seconds while the state does not answer).
     :param ttl: seconds an entry lives after it was stored or forgotten
-        (bounds what a node cut off from the others can leave stale, and
-        Redis's memory).
-    :param retry_after: seconds between tries to reach the state again
-        from lookups while it is away (a write always tries).
-    :param clock: seconds, monotonic.
+        (Redis's memory).
     """
 
-    def __init__(self, state, clock=time.monotonic, ttl=600.0, retry_after=1.0):
+    def __init__(self, state, reactor, ttl=600.0, lease=3.0, retry_after=0.5):
         self._state = state
-        self._clock = clock
+        self._reactor = reactor
         self.ttl = ttl
+        self.lease = lease
         self.retry_after = retry_after
-        #: False after a failure, until a new epoch has begun
-        self.trusted = True
-        self._renewing = None  # the Deferred of a new epoch being started
-        self._last_try = None
+        #: this node's name among the cache's members
+        self.member = uuid.uuid4().hex
+        #: False until a new epoch has begun after the last failure
+        self.trusted = False
+        self._failures = 0  # failures seen (a new epoch must begin after the last)
+        self._renewing = None  # callers waiting for the new epoch being begun
+        self._next = None  # the delayed call of the next renewal or try
         #: what the cache saved and cost (``/metrics``, the tests)
         self.hits = 0
         self.misses = 0
         self.bypassed = 0
 
+    def startService(self):
+        super().startService()
+        self._schedule(0)
+
+    def stopService(self):
+        super().stopService()
+        if self._next is not None and self._next.active():
+            self._next.cancel()
+        self._next = None
+        self.trusted = False
+
     async def lookup(self, names):
         """``(value, stamp)`` per name (value None: a miss), or None while
         the cache is bypassed (ask storage and do not fill)."""
-        if not self.trusted and not await self._renew(force=False):
+        if not self.trusted:
             self.bypassed += 1
             return None
         try:
@@ -128,10 +151,12 @@ class SharedMetadataCache:
             self._distrust()
 
     async def forget(self, *names):
-        """Make every node drop ``names`` (a write changed them), or, if
-        the state cannot be reached, make sure nothing is trusted until a
-        new epoch has begun."""
-        if not self.trusted and not await self._renew(force=True):
+        """Make every node drop ``names`` (a write changed them): at once,
+        or, while the state is away, by a new epoch begun before this node
+        trusts the cache again.  Waits (within the state's timeouts) for
+        one try at that, so that a write answered once Redis is back has
+        been forgotten."""
+        if not self.trusted and not await self._renew():
             return
         try:
             await self._state.cache_forget(names, self.ttl)
@@ -139,34 +164,70 @@ class SharedMetadataCache:
             self._distrust()
 
     def _distrust(self):
-        self.trusted = False
+        self._failures += 1
+        if self.trusted:
+            self.trusted = False
+            self._schedule(self.retry_after)
 
-    def _renew(self, force):
-        """Try to begin a new epoch (one try at a time, shared by whoever
-        asks meanwhile; lookups try at most every ``retry_after`` seconds).
-        :return: Deferred firing with whether the cache is trusted again."""
+    def _schedule(self, delay):
+        if self._next is not None and self._next.active():
+            if self._next.getTime() <= self._reactor.seconds() + delay:
+                return
+            self._next.cancel()
+        self._next = self._reactor.callLater(delay, self._tick)
+
+    def _tick(self):
+        """Renew the membership, or (not trusted) try to begin a new epoch."""
+        self._next = None
+        if not self.running:
+            return
+        if not self.trusted:
+            self._renew()
+            return
+        failures = self._failures
+        renewing = self._state.cache_join(self.member, self.lease)
+        renewing.addCallbacks(self._joined, self._failed, callbackArgs=(failures,))
+
+    def _joined(self, _, failures):
+        if failures == self._failures and self.trusted:
+            self._schedule(self.lease / 3)
+
+    def _failed(self, reason):
+        if not reason.check(SharedStateUnavailable):
+            log.failure("storage metadata cache: renewing its membership", reason)
+        self._distrust()
+        self._schedule(self.retry_after)
+
+    def _renew(self):
+        """Begin a new epoch (one try at a time, shared by whoever asks
+        meanwhile).  :return: Deferred firing with whether the cache is
+        trusted again."""
         if self._renewing is None:
-            now = self._clock()
-            if not force and self._last_try is not None and now - self._last_try < self.retry_after:
-                return defer.succeed(False)
-            self._last_try = now
             self._renewing = []
-            self._state.cache_new_epoch().addCallbacks(self._renewed, self._not_renewed)
+            failures = self._failures
+            began = self._state.cache_new_epoch(self.member, self.lease)
+            began.addCallbacks(self._renewed, self._not_renewed, callbackArgs=(failures,))
         waiting = defer.Deferred()
         self._renewing.append(waiting)
         return waiting
 
-    def _renewed(self, _):
-        self.trusted = True
-        log.info("storage metadata cache: a new epoch began; shared cache entries trusted again")
-        self._tell(True)
+    def _renewed(self, _, failures):
+        if failures == self._failures:  # nothing failed while it began
+            if not self.trusted and self._failures:
+                log.info("storage metadata cache: a new epoch began; shared entries trusted")
+            self.trusted = True
+        if self.running:
+            self._schedule(self.lease / 3 if self.trusted else 0)
+        self._tell()
 
     def _not_renewed(self, reason):
         if not reason.check(SharedStateUnavailable):
-            log.failure("storage metadata cache: starting a new epoch", reason)
-        self._tell(False)
+            log.failure("storage metadata cache: beginning a new epoch", reason)
+        if self.running:
+            self._schedule(self.retry_after)
+        self._tell()
 
-    def _tell(self, trusted):
+    def _tell(self):
         waiting, self._renewing = self._renewing, None
         for each in waiting:
-            each.callback(trusted)
+            each.callback(self.trusted)
