@@ -33,6 +33,7 @@ from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from registryd.ops import metrics
 from registryd.shared.errors import SharedStateUnavailable
 
 log = Logger()
@@ -94,10 +95,15 @@ class SharedMetadataCache(Service):
         self._failures = 0  # failures seen (a new epoch must begin after the last)
         self._renewing = None  # callers waiting for the new epoch being begun
         self._next = None  # the delayed call of the next renewal or try
-        #: what the cache saved and cost (``/metrics``, the tests)
+        #: what the cache saved and cost (the tests; ``/metrics`` sums all nodes'
+        #: processes: ``registryd_metadata_cache_lookups_total``)
         self.hits = 0
         self.misses = 0
         self.bypassed = 0
+        self._counted = {
+            result: metrics.METADATA_CACHE_LOOKUPS.labels(result)
+            for result in ("hit", "miss", "bypassed")
+        }
 
     def startService(self):
         super().startService()
@@ -114,19 +120,25 @@ class SharedMetadataCache(Service):
         """``(value, stamp)`` per name (value None: a miss), or None while
         the cache is bypassed (ask storage and do not fill)."""
         if not self.trusted:
-            self.bypassed += 1
+            self._count("bypassed")
             return None
         try:
             found = await self._state.cache_lookup(names)
         except SharedStateUnavailable:
             self._distrust()
-            self.bypassed += 1
+            self._count("bypassed")
             return None
-        if all(value is not None for value, _ in found):
-            self.hits += 1
-        else:
-            self.misses += 1
+        self._count("hit" if all(value is not None for value, _ in found) else "miss")
         return found
+
+    def _count(self, result):
+        if result == "hit":
+            self.hits += 1
+        elif result == "miss":
+            self.misses += 1
+        else:
+            self.bypassed += 1
+        self._counted[result].inc()
 
     async def through(self, name, load):
         """The value (str) of entry ``name``: the cache's, or else what

@@ -14,9 +14,11 @@ import hashlib
 import time
 
 import pytest_twisted
+import treq
 from twisted.internet import reactor, task
 
 from tests.integration.test_auth_api import ALICE, HTPASSWD, basic
+from tests.integration.test_health_metrics import parse_metrics
 from tests.integration.test_shared_nodes import NODE, push_image_through, put_manifest
 from tests.s3.faults import FaultyStore
 from tests.service_support import start_service
@@ -110,6 +112,9 @@ async def test_a_tag_moved_on_one_node_is_never_served_stale_by_the_other(nodes)
     # the second and third reads of each round, and the first from the
     # second round on, are hits: the cache was used, not bypassed
     assert cache(a).hits + cache(b).hits - hits >= 3 * 60
+    response = await treq.get(a.debug_url + "/metrics", persistent=False)
+    samples = parse_metrics(await response.content())
+    assert samples[("registryd_metadata_cache_lookups_total", (("result", "hit"),))] >= 3 * 60
 
 
 @pytest_twisted.ensureDeferred
