@@ -15,11 +15,10 @@ import time
 
 import pytest_twisted
 import treq
-from twisted.internet import reactor, task
 
 from tests.integration.test_auth_api import ALICE, HTPASSWD, basic
 from tests.integration.test_health_metrics import parse_metrics
-from tests.integration.test_shared_nodes import NODE, push_image_through, put_manifest
+from tests.integration.test_shared_nodes import NODE, push_image_through, put_manifest, until
 from tests.s3.faults import FaultyStore
 from tests.service_support import start_service
 
@@ -59,14 +58,6 @@ async def nodes(tmp_path, redis_server):
 
 def cache(node):
     return node.service.registry.shared_cache
-
-
-async def until(predicate, what, timeout=60.0):
-    """Poll the sync ``predicate`` on the reactor until it holds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        await task.deferLater(reactor, 0.02, lambda: None)
 
 
 async def request(node, method, path):
