@@ -197,6 +197,12 @@ class LinkedBlobStore:
 
     async def _stat_revalidated(self, digest):
         cache = self._link_cache
+        if not cache.seen(self.name, digest):
+            # asked for the first time: as without a cache (two calls,
+            # not three), noted so that the next ask keeps an entry
+            blob = await self._stat_stored(digest)
+            cache.note(self.name, digest)
+            return blob
         try:
             info = await self._driver.stat(paths.layer_link(self.name, digest))
         except PathNotFound:

@@ -105,6 +105,22 @@ class LinkCache:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
+    def seen(self, repository, name):
+        """Whether the link was asked for before (it has an entry, or a
+        :meth:`note`)."""
+        return (repository, name) in self._entries
+
+    def note(self, repository, name):
+        """Remember that the link was asked for, with nothing to serve:
+        a link asked for once (a blob a push has just linked, checked by
+        its manifest) is not worth the stat that validates an entry; one
+        asked for again is validated and kept."""
+        key = (repository, name)
+        if key not in self._entries:
+            self._entries[key] = (None, None)  # no validator matches it
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
     def invalidate(self, repository, name):
         """Forget the link (this process rewrote or removed it)."""
         self._entries.pop((repository, name), None)

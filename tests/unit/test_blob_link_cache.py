@@ -73,7 +73,12 @@ async def test_a_settled_link_costs_one_storage_call_per_blob_stat(processes):
     digest = await push_blob(a, b"layer bytes")
     settle(root, digest)
     blobs = a.repository("team/app").blobs
+    counted.calls.clear()
     first = await blobs.stat(digest)
+    # asked once (a manifest's check of a blob just pushed): what it cost
+    # without the cache, a link read and a data stat
+    assert counted.calls == ["get_content", "stat"]
+    assert await blobs.stat(digest) == first  # validated and kept
     counted.calls.clear()
     for _ in range(3):
         assert await blobs.stat(digest) == first
