@@ -177,7 +177,7 @@ async def run(reactor, args):
         with open(path, "w") as file:
             file.write(config_text(os.path.join(workdir, "root"), redis=args.redis))
         components = compose(from_config(load_config(path), path), reactor=reactor)
-        shared_cache = components.registry.shared_cache
+        shared_cache = getattr(components.registry, "shared_cache", None)  # older trees: none
         if shared_cache is not None:
             shared_cache.startService()
             while not shared_cache.trusted:
