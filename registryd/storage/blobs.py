@@ -16,7 +16,7 @@ from registryd.digest import ALGORITHMS, Digest
 from registryd.interfaces import IBlobStore, ILinkedBlobStore
 from registryd.storage import _paths as paths
 from registryd.storage.errors import PathNotFound, translate_storage_errors
-from registryd.storage.shared_cache import blob_entry, link_entry
+from registryd.storage.shared_cache import blob_entry, link_entry, parsed
 from registryd.storage.walking import (
     digest_tree,
     list_or_empty,
@@ -24,6 +24,13 @@ from registryd.storage.walking import (
     parse_digest,
     read_link,
 )
+
+
+def _size(text):
+    """A blob size from the nodes' metadata cache (ValueError if it is none)."""
+    if not text.isdigit():
+        raise ValueError(text)
+    return int(text)
 
 
 @attr.s(frozen=True, slots=True)
@@ -222,9 +229,11 @@ class LinkedBlobStore:
         cache = self._shared_cache
         entries = [link_entry(self.name, digest), blob_entry(digest)]
         found = await cache.lookup(entries)
-        if found is not None and found[0][0] is not None and found[1][0] is not None:
-            stored_as = Digest.parse(found[0][0].decode("ascii"))
-            return BlobInfo(digest, int(found[1][0]), stored_as if stored_as != digest else None)
+        if found is not None:
+            stored_as = parsed(found[0][0], Digest.parse)
+            size = parsed(found[1][0], _size)
+            if stored_as is not None and size is not None:
+                return BlobInfo(digest, size, stored_as if stored_as != digest else None)
         blob = await self._stat_stored(digest)
         if found is not None:
             await cache.fill(entries[0], found[0][1], str(blob.data_digest))

@@ -42,6 +42,16 @@ def is_digest_reference(reference):
     return ":" in reference
 
 
+#: a linked revision's entry in the nodes' metadata cache
+_LINKED = "linked"
+
+
+def _is_linked(text):
+    if text != _LINKED:
+        raise ValueError(text)
+    return True
+
+
 @implementer(IManifestStore)
 class ManifestStore:
     """The manifest revisions and referrers index of repository ``name``."""
@@ -107,10 +117,10 @@ class ManifestStore:
             return await self._linked(digest)
 
         async def load():
-            return "1" if await self._linked(digest) else None
+            return _LINKED if await self._linked(digest) else None
 
         entry = revision_entry(self.name, digest)
-        return await self._shared_cache.through(entry, load) is not None
+        return await self._shared_cache.through(entry, load, _is_linked) is not None
 
     async def _linked(self, digest):
         return (
@@ -170,8 +180,7 @@ class ManifestStore:
             digest = await self._resolve_tag_stored(tag)
             return None if digest is None else str(digest)
 
-        found = await self._shared_cache.through(tag_entry(self.name, tag), load)
-        return None if found is None else Digest.parse(found)
+        return await self._shared_cache.through(tag_entry(self.name, tag), load, Digest.parse)
 
     @translate_storage_errors
     async def get(self, reference, accept=None):

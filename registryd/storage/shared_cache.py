@@ -33,6 +33,7 @@ from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from registryd import errors
 from registryd.ops import metrics
 from registryd.shared.errors import SharedStateUnavailable
 
@@ -53,6 +54,18 @@ def link_entry(repository, digest):
 
 def blob_entry(digest):
     return f"blob:{digest}"
+
+
+def parsed(value, parse):
+    """``parse`` of a cached value (bytes), or None when there is none or
+    it does not parse: what Redis holds is not trusted to be well formed
+    (another program may write it), and a bad entry is a miss."""
+    if value is None:
+        return None
+    try:
+        return parse(value.decode("utf-8"))
+    except (ValueError, errors.RegistryError):
+        return None
 
 
 def shared_cache_for(state, reactor):
@@ -140,17 +153,22 @@ class SharedMetadataCache(Service):
             self.bypassed += 1
         self._counted[result].inc()
 
-    async def through(self, name, load):
-        """The value (str) of entry ``name``: the cache's, or else what
-        ``await load()`` reads from storage (None: nothing to keep), kept
-        for the next lookup on any node."""
+    async def through(self, name, load, parse):
+        """The value of entry ``name``: ``parse`` of the cache's text, or
+        else of what ``await load()`` reads from storage (a str; None:
+        nothing to keep, and the answer), kept for the next lookup on any
+        node."""
         found = await self.lookup([name])
-        if found is not None and found[0][0] is not None:
-            return found[0][0].decode("utf-8")
-        value = await load()
-        if value is not None and found is not None:
-            await self.fill(name, found[0][1], value)
-        return value
+        if found is not None:
+            value = parsed(found[0][0], parse)
+            if value is not None:
+                return value
+        text = await load()
+        if text is None:
+            return None
+        if found is not None:
+            await self.fill(name, found[0][1], text)
+        return parse(text)
 
     async def fill(self, name, stamp, value):
         """Store what storage said (``value``: str) for ``name``, read
@@ -214,13 +232,14 @@ class SharedMetadataCache(Service):
         """Begin a new epoch (one try at a time, shared by whoever asks
         meanwhile).  :return: Deferred firing with whether the cache is
         trusted again."""
-        if self._renewing is None:
-            self._renewing = []
-            failures = self._failures
-            began = self._state.cache_new_epoch(self.member, self.lease)
-            began.addCallbacks(self._renewed, self._not_renewed, callbackArgs=(failures,))
         waiting = defer.Deferred()
-        self._renewing.append(waiting)
+        if self._renewing is not None:
+            self._renewing.append(waiting)
+            return waiting
+        self._renewing = [waiting]
+        failures = self._failures
+        began = self._state.cache_new_epoch(self.member, self.lease)  # may answer at once
+        began.addCallbacks(self._renewed, self._not_renewed, callbackArgs=(failures,))
         return waiting
 
     def _renewed(self, _, failures):
