@@ -18,13 +18,14 @@ the old value before a write cannot put it back after the write's forget.
 
 When the shared state does not answer (Redis down, slow, or cut off),
 lookups fall back to storage and the writes of this node forget nothing
-there; so before this node trusts the cache again it starts a new epoch,
+there; so before this node trusts the cache again it begins a new epoch,
 which hides every entry stored so far from every node.  Each node that
 saw a failure does so as soon as Redis answers it again, before its next
 lookup or write is done, so nothing written meanwhile is served stale
-after Redis returns.  (A node cut off from Redis while the others still
-reach it cannot make them forget; entries expire after ``ttl`` seconds,
-which bounds that case.)
+after Redis returns.  A node cut off from Redis while the others still
+reach it cannot make them forget; its membership of the cache, which it
+can no longer renew, expires within ``lease`` seconds, and the first
+lookup or renewal that finds it expired begins a new epoch for all.
 """
 
 import uuid
@@ -108,8 +109,8 @@ class SharedMetadataCache(Service):
         self._failures = 0  # failures seen (a new epoch must begin after the last)
         self._renewing = None  # callers waiting for the new epoch being begun
         self._next = None  # the delayed call of the next renewal or try
-        #: what the cache saved and cost (the tests; ``/metrics`` sums all nodes'
-        #: processes: ``registryd_metadata_cache_lookups_total``)
+        #: what the cache saved and cost, in this process (the tests;
+        #: ``registryd_metadata_cache_lookups_total`` sums the node's processes)
         self.hits = 0
         self.misses = 0
         self.bypassed = 0
