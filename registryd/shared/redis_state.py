@@ -83,6 +83,55 @@ if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return value
 """
 
+# The metadata cache (registryd.storage.shared_cache): an entry is a hash of
+# its value ``d``, the epoch it was stored under ``e`` and a version ``v``
+# that every forget raises; a lookup's stamp is "epoch:version", and a fill
+# stores only under the same stamp.  Every key shares the hash tag
+# ``{cache}``, so the epoch and the entries are in one Cluster slot and each
+# script is atomic over them.
+_CACHE = "{cache}:"
+_CACHE_EPOCH = PREFIX + _CACHE + "epoch"
+_CACHE_MEMBERS = PREFIX + _CACHE + "members"
+_CACHE_LOOKUP = (
+    _NOW_MS
+    + """
+if redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) > 0 then redis.call('INCR', KEYS[1]) end
+local epoch = redis.call('GET', KEYS[1]) or '0'
+local out = {}
+for i = 3, #KEYS do
+  local entry = redis.call('HMGET', KEYS[i], 'e', 'd', 'v')
+  if entry[1] == epoch and entry[2] then out[#out + 1] = entry[2] else out[#out + 1] = false end
+  out[#out + 1] = epoch .. ':' .. (entry[3] or '0')
+end
+return out
+"""
+)
+_CACHE_JOIN = (
+    _NOW_MS
+    + """
+if redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) > 0 then redis.call('INCR', KEYS[1]) end
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+if ARGV[3] == '1' then redis.call('INCR', KEYS[1]) end
+return 1
+"""
+)
+_CACHE_FILL = """
+local epoch = redis.call('GET', KEYS[1]) or '0'
+local version = redis.call('HGET', KEYS[2], 'v') or '0'
+if epoch .. ':' .. version ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], 'e', epoch, 'd', ARGV[2], 'v', version)
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+_CACHE_FORGET = """
+for i = 1, #KEYS do
+  redis.call('HINCRBY', KEYS[i], 'v', 1)
+  redis.call('HDEL', KEYS[i], 'd')
+  redis.call('PEXPIRE', KEYS[i], ARGV[1])
+end
+return 1
+"""
+
 
 def _ms(seconds):
     return max(1, int(round(seconds * 1000)))
@@ -161,6 +210,10 @@ class RedisSharedState:
                 is_member=_IS_MEMBER,
                 members=_MEMBERS,
                 incr=_INCR,
+                cache_lookup=_CACHE_LOOKUP,
+                cache_fill=_CACHE_FILL,
+                cache_forget=_CACHE_FORGET,
+                cache_join=_CACHE_JOIN,
             ).items()
         }
 
@@ -263,6 +316,38 @@ class RedisSharedState:
     def members(self, name):
         script = self._scripts["members"]
         return self._run(lambda: sorted(m.decode("utf-8") for m in script(keys=[PREFIX + name])))
+
+    def cache_lookup(self, names):
+        script = self._scripts["cache_lookup"]
+        keys = [_CACHE_EPOCH, _CACHE_MEMBERS] + [PREFIX + _CACHE + name for name in names]
+
+        def lookup():
+            found = script(keys=keys)
+            return [(found[i], found[i + 1].decode("ascii")) for i in range(0, len(found), 2)]
+
+        return self._run(lookup)
+
+    def cache_fill(self, name, stamp, value, ttl):
+        script = self._scripts["cache_fill"]
+        keys = [_CACHE_EPOCH, PREFIX + _CACHE + name]
+        return self._run(lambda: bool(script(keys=keys, args=[stamp, value, _ms(ttl)])))
+
+    def cache_forget(self, names, ttl):
+        script = self._scripts["cache_forget"]
+        keys = [PREFIX + _CACHE + name for name in names]
+        return self._run(lambda: script(keys=keys, args=[_ms(ttl)]) and None)
+
+    def _cache_join(self, member, ttl, new_epoch):
+        script = self._scripts["cache_join"]
+        keys = [_CACHE_EPOCH, _CACHE_MEMBERS]
+        args = [member, _ms(ttl), "1" if new_epoch else "0"]
+        return self._run(lambda: script(keys=keys, args=args) and None)
+
+    def cache_join(self, member, ttl):
+        return self._cache_join(member, ttl, False)
+
+    def cache_new_epoch(self, member, ttl):
+        return self._cache_join(member, ttl, True)
 
     def ping(self):
         return self._run(lambda: self._client.ping() and None)
