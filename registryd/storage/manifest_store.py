@@ -19,7 +19,7 @@ from registryd.interfaces import IManifestStore
 from registryd.manifests import parse_manifest, verify_references
 from registryd.storage import _paths as paths
 from registryd.storage.errors import translate_storage_errors
-from registryd.storage.shared_cache import revision_entry, tag_entry
+from registryd.storage.shared_cache import for_lookups, revision_entry, tag_entry
 from registryd.storage.tags import check_tag
 from registryd.storage.walking import (
     digest_tree,
@@ -92,7 +92,8 @@ class ManifestStore:
         :param tag_cache: what tags resolved to, revalidated by a stat of
             the tag's link (:class:`registryd.storage.cache.LinkCache`), or None.
         :param shared_cache: the nodes' :class:`registryd.storage.shared_cache.SharedMetadataCache`
-            of tags and revisions (used instead of ``tag_cache``), or None.
+            of tags and revisions (used instead of ``tag_cache`` when reads
+            consult it), or None.
         """
         self.name = name
         self._driver = driver
@@ -107,7 +108,8 @@ class ManifestStore:
         self._tag_locks = tag_locks
         self._quotas = quotas
         self._tag_cache = tag_cache
-        self._shared_cache = shared_cache
+        # reads only: this store's writes forget through TagStore and Vacuum
+        self._shared_cache = for_lookups(shared_cache)
 
     async def has(self, digest):
         """Is revision ``digest`` linked (a manifest GET by digest, a

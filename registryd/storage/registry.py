@@ -70,7 +70,8 @@ class Registry:
         (registryd.shared); upload locks and the push guard span the nodes
         through it.  ``shared_cache``: the nodes'
         :class:`registryd.storage.shared_cache.SharedMetadataCache` (with
-        Redis), trusted instead of the per-process link caches, or None."""
+        Redis), trusted instead of the per-process link caches when reads
+        consult it (``redis.metadatacache``), or None."""
         self.driver = driver
         #: lifecycle.immutable (registryd.lifecycle.immutable.ImmutableTags):
         #: tags that may not be moved or deleted once pushed
