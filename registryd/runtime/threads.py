@@ -1,7 +1,9 @@
 """Running blocking work off the reactor thread, in order.
 
 Hashing and file I/O release the GIL, so doing them in threads both keeps
-the reactor responsive and lets them use the machine's other core.
+the reactor responsive and lets them use the machine's other core.  The
+threads are registryd's own (:class:`WorkerThreads`): a hand-off through
+Twisted's thread pool costs several times more.
 
 A :class:`SerialWorker` runs the callables given to it one at a time, in
 submission order, in a thread pool.  Unlike ``deferToThread``, its
@@ -17,13 +19,97 @@ import threading
 from collections import deque
 
 from twisted.internet import defer
+from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+_log = Logger()
+
+
+_shared_threads = None
+
+
+def shared_threads():
+    """The :class:`WorkerThreads` that :class:`SerialWorker` runs in when
+    given no pool: made on first use, shared by the process."""
+    global _shared_threads
+    if _shared_threads is None:
+        _shared_threads = WorkerThreads(max_threads=32, name="registryd-serial")
+    return _shared_threads
 
 
 def _default_reactor_and_pool():
     from twisted.internet import reactor
 
-    return reactor, reactor.getThreadPool()
+    return reactor, shared_threads()
+
+
+class WorkerThreads:
+    """Long-lived daemon threads taking callables from one C-level queue.
+
+    Twisted's thread pool hands each call over through its ``Team``, a
+    coordinator and a ``queue.Queue`` per thread, all Python with the GIL
+    held: during an image push (hasher and writer hand-offs for every
+    piece of five uploads at once) that coordination and the futex
+    wake-ups it causes cost the server more CPU than hashing did.  Here a
+    hand-off is one ``SimpleQueue.put`` (C), which wakes a waiting thread
+    or starts one, up to ``max_threads``; a thread ends after
+    ``idle_timeout`` seconds without work.  A callable's exceptions are
+    its own business (callers deliver outcomes themselves): one that
+    escapes is logged.
+
+    Daemon threads: what runs here must leave storage consistent if the
+    process exits midway (the filesystem driver writes through a temporary
+    file and a rename; an upload's bytes are its offset, whatever a cut
+    write left).  Provides ``callInThread``, as Twisted's pool does, so
+    :class:`SerialWorker` takes either.
+    """
+
+    idle_timeout = 30.0
+
+    def __init__(self, max_threads=16, name="registryd-worker"):
+        self.max_threads = max_threads
+        self._name = name
+        self._work = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        # Under _lock:
+        self._threads = 0  # started and not ended
+        self._idle = 0  # waiting for work and not promised a queued call
+
+    @property
+    def threads(self):
+        """Threads started and not ended."""
+        return self._threads
+
+    def callInThread(self, function, *args):  # noqa: N802 (Twisted's pool's name)
+        """Run ``function(*args)`` in one of the threads, soon."""
+        with self._lock:
+            if self._idle:
+                self._idle -= 1  # promised to a waiting thread
+                start = False
+            else:
+                start = self._threads < self.max_threads
+                self._threads += start
+        self._work.put((function, args))
+        if start:
+            threading.Thread(target=self._loop, name=self._name, daemon=True).start()
+
+    def _loop(self):
+        while True:
+            try:
+                function, args = self._work.get(timeout=self.idle_timeout)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle:  # nobody is about to put work for us
+                        self._idle -= 1
+                        self._threads -= 1
+                        return
+                continue
+            try:
+                function(*args)
+            except BaseException:
+                _log.failure("a call in {name} failed", name=self._name)
+            with self._lock:
+                self._idle += 1
 
 
 class SerialWorker:
@@ -137,31 +223,30 @@ class BlockingExecutor:
     small file does, and a manifest GET does three such reads.  Here,
     handing work over is one put on a C-level queue, and finished calls
     come back in batches: one reactor wake-up for all that finished
-    meanwhile.  Threads start as work needs them, up to ``max_threads``
-    (the filesystem driver's ``maxthreads``: at most that many blocking
-    calls at once, as in Distribution), and end after ``idle_timeout``
-    seconds without work.  They are daemon threads: what runs in them must
-    leave storage consistent if the process exits midway (the filesystem
-    driver writes through a temporary file and a rename).
+    meanwhile.  The calls run in ``threads`` (:class:`WorkerThreads`,
+    made with ``max_threads`` and ``name`` when not given: the filesystem
+    driver's ``maxthreads``, at most that many blocking calls at once, as
+    in Distribution), which its owner may share with its
+    :class:`SerialWorker` instances.
     """
 
-    idle_timeout = 30.0
-
-    def __init__(self, reactor=None, max_threads=16, name="registryd-io"):
+    def __init__(self, reactor=None, max_threads=16, name="registryd-io", threads=None):
         self._reactor = reactor
-        self.max_threads = max_threads
-        self._name = name
-        self._work = queue.SimpleQueue()
+        #: the threads calls run in (:class:`WorkerThreads`), which may be
+        #: shared with other work of the same owner
+        self.worker_threads = threads or WorkerThreads(max_threads, name)
         self._lock = threading.Lock()
         # Under _lock:
-        self._threads = 0  # started and not ended
-        self._idle = 0  # waiting for work and not promised a queued call
         self._done = deque()  # (result, success, value) for the reactor
         self._delivering = False
 
     @property
+    def max_threads(self):
+        return self.worker_threads.max_threads
+
+    @property
     def threads(self):
-        return self._threads
+        return self.worker_threads.threads
 
     def _get_reactor(self):
         if self._reactor is None:
@@ -173,44 +258,21 @@ class BlockingExecutor:
     def run(self, function, *args):
         """``function(*args)`` in a thread; a Deferred fires with the result
         on the reactor thread (not at all if the caller cancelled it)."""
-        reactor = self._get_reactor()
         result = defer.Deferred()
-        with self._lock:
-            if self._idle:
-                self._idle -= 1  # promised to a waiting thread
-                start = False
-            else:
-                start = self._threads < self.max_threads
-                self._threads += start
-        self._work.put((function, args, result))
-        if start:
-            threading.Thread(
-                target=self._loop, args=(reactor,), name=self._name, daemon=True
-            ).start()
+        self.worker_threads.callInThread(self._call, self._get_reactor(), function, args, result)
         return result
 
-    def _loop(self, reactor):
-        while True:
-            try:
-                function, args, result = self._work.get(timeout=self.idle_timeout)
-            except queue.Empty:
-                with self._lock:
-                    if self._idle:  # nobody is about to put work for us
-                        self._idle -= 1
-                        self._threads -= 1
-                        return
-                continue
-            try:
-                outcome = (result, True, function(*args))
-            except BaseException:
-                outcome = (result, False, Failure())
-            with self._lock:
-                self._done.append(outcome)
-                deliver = not self._delivering
-                self._delivering = True
-                self._idle += 1
-            if deliver:
-                reactor.callFromThread(self._deliver)
+    def _call(self, reactor, function, args, result):
+        try:
+            outcome = (result, True, function(*args))
+        except BaseException:
+            outcome = (result, False, Failure())
+        with self._lock:
+            self._done.append(outcome)
+            deliver = not self._delivering
+            self._delivering = True
+        if deliver:
+            reactor.callFromThread(self._deliver)
 
     def _deliver(self):
         with self._lock:

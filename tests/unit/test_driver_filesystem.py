@@ -131,6 +131,30 @@ async def test_reactor_not_blocked_by_large_io(driver):
     assert max(gaps) < 0.25, f"reactor stalled for {max(gaps):.3f}s"
 
 
+@pytest_twisted.ensureDeferred
+async def test_streaming_writes_run_in_the_drivers_own_threads(root):
+    """A writer's writes run in the driver's threads (bounded by
+    ``maxthreads``), not in Twisted's thread pool, whose per-call
+    coordination cost an image push more CPU than hashing did."""
+    import threading
+
+    driver = FilesystemDriver(root, max_threads=2)
+    seen = set()
+    writer = await driver.writer("/blobs/threads")
+    real_write = writer._file.write
+
+    def write(data):
+        seen.add(threading.current_thread().name)
+        return real_write(data)
+
+    writer._file.write = write
+    for _ in range(8):
+        await writer.write(b"x" * 1024)
+    await writer.commit()
+    assert seen == {"registryd-filesystem"}
+    assert driver._executor.worker_threads.threads <= 2
+
+
 # Configuration
 
 

@@ -45,6 +45,27 @@ def test_a_trickling_body_is_handed_on_in_gathered_pieces():
     assert len(result_of(pending)) == RequestBody.gather
 
 
+def test_a_waiting_reader_is_woken_once_its_piece_is_gathered():
+    """Each socket read does not wake the waiting reader only for it to
+    wait again: that cost every read of a push a Deferred and a coroutine
+    step on the reactor thread."""
+    body, _ = new_body()
+    wake_ups = []
+    real_wake = body._wake
+
+    def wake():
+        wake_ups.append(body._waiter is not None)
+        real_wake()
+
+    body._wake = wake
+    pending = read(body)
+    piece = b"x" * (16 * KIB)
+    for _ in range(RequestBody.gather // len(piece)):
+        body._received(piece)
+    assert len(result_of(pending)) == RequestBody.gather
+    assert wake_ups.count(True) == 1
+
+
 def test_the_end_and_a_broken_connection_release_what_was_gathered():
     body, _ = new_body()
     pending = read(body)

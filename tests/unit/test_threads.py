@@ -5,8 +5,10 @@ import time
 
 import pytest
 import pytest_twisted
+from twisted.internet import defer
 
-from registryd.runtime.threads import BlockingExecutor, SerialWorker
+from registryd.runtime.threads import BlockingExecutor, SerialWorker, WorkerThreads
+from tests.support import logged_failures  # noqa: F401 (a fixture)
 
 
 @pytest_twisted.ensureDeferred
@@ -154,7 +156,7 @@ async def test_blocking_executor_threads_end_when_idle():
     from twisted.internet import reactor, task
 
     executor = BlockingExecutor(max_threads=4)
-    executor.idle_timeout = 0.05
+    executor.worker_threads.idle_timeout = 0.05
     from twisted.internet import defer
 
     await defer.gatherResults([executor.run(time.sleep, 0.01) for _ in range(4)])
@@ -165,3 +167,30 @@ async def test_blocking_executor_threads_end_when_idle():
         await task.deferLater(reactor, 0.02, lambda: None)
     assert executor.threads == 0
     assert await executor.run(lambda: "again") == "again"
+
+
+@pytest_twisted.ensureDeferred
+async def test_serial_worker_runs_in_registryds_threads_by_default():
+    """Without a pool, a SerialWorker hands work to registryd's own
+    :class:`WorkerThreads` (one C-level queue put), not Twisted's pool."""
+    worker = SerialWorker()
+    name = await worker.submit(lambda: threading.current_thread().name)
+    assert name == "registryd-serial"
+
+
+@pytest_twisted.ensureDeferred
+async def test_worker_threads_survive_a_failing_call(logged_failures):  # noqa: F811
+    """An exception escaping a call is logged; the thread takes the next."""
+    from twisted.internet import reactor
+
+    threads = WorkerThreads(max_threads=1, name="registryd-test")
+    done = defer.Deferred()
+
+    def fail():
+        raise ValueError("boom")
+
+    threads.callInThread(fail)
+    threads.callInThread(lambda: reactor.callFromThread(done.callback, "next ran"))
+    assert await done == "next ran"
+    assert threads.threads == 1
+    assert [event["log_failure"].type for event in logged_failures] == [ValueError]

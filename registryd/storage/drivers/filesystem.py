@@ -5,7 +5,7 @@ It is the embedded default, so it has to be safe on a busy registry:
 - The reactor never waits for the disk.  One-shot calls run in the
   driver's own threads (:class:`~registryd.runtime.threads.BlockingExecutor`,
   ``maxthreads`` of them at most); each open reader and writer has its own
-  :class:`~registryd.runtime.threads.SerialWorker` in the reactor's thread pool,
+  :class:`~registryd.runtime.threads.SerialWorker` in those same threads,
   so its reads or writes happen in order without holding a thread between
   them, and a client that disconnects mid-upload (klein cancels the
   handler) still gets every queued write applied before the file is
@@ -62,9 +62,9 @@ def from_parameters(parameters):
     start-up, so a later ``chdir`` (twistd daemonising) cannot move it.
     ``maxthreads`` is accepted as Distribution accepts it (an integer or a
     decimal string) so existing configs work; as there, it bounds how many
-    one-shot blocking calls (stat, small reads and writes, listings) run
-    at once (:class:`registryd.runtime.threads.BlockingExecutor`).  Streaming readers and
-    writers run in the reactor's thread pool.
+    blocking calls (stat, small reads and writes, listings, and the reads
+    and writes of streaming readers and writers) run at once
+    (:class:`registryd.runtime.threads.WorkerThreads`).
     """
     section = check_parameters("filesystem", parameters, {"rootdirectory", "maxthreads"})
     root = section.get("rootdirectory", DEFAULT_ROOT)
@@ -386,8 +386,9 @@ class FilesystemDriver:
         return self._executor.run(function, *args)
 
     def _serial_worker(self):
-        reactor = self._get_reactor()
-        return SerialWorker(reactor, reactor.getThreadPool())
+        # In the driver's own threads, not Twisted's pool: a hand-off there
+        # costs several times more (registryd.runtime.threads.WorkerThreads).
+        return SerialWorker(self._get_reactor(), self._executor.worker_threads)
 
     async def _open(self, worker, function, *args):
         """Run an opening function on ``worker``; if the caller gives up
