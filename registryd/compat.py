@@ -33,7 +33,7 @@ hook's existence and its callers are checked here, by the tests):
 """
 
 from twisted.internet import endpoints
-from twisted.web import server
+from twisted.web import http, server
 
 import twisted
 
@@ -227,6 +227,37 @@ def cleanup_request(request):
     """Twisted's own end of a finished request (``server.Request._cleanup``:
     the channel moves on to the next request), bypassing an override."""
     server.Request._cleanup(request)
+
+
+#: What ``HTTPChannel`` catches from a transfer decoder to answer 400
+#: (``twisted.web.http._MalformedChunkedDataError``).
+MalformedChunkedData = getattr(http, "_MalformedChunkedDataError", None)
+#: What a transfer decoder raises when the connection ends mid-body
+#: (``twisted.web.http._DataLoss``).
+ChunkedDataLoss = getattr(http, "_DataLoss", None)
+#: The characters Twisted allows in chunk extensions
+#: (``twisted.web.http._chunkExtChars``).
+CHUNK_EXTENSION_CHARACTERS = getattr(http, "_chunkExtChars", None)
+#: The longest chunk-size line Twisted accepts (public).
+MAX_CHUNK_SIZE_LINE = getattr(http, "maxChunkSizeLineLength", None)
+#: Twisted's decoder of chunked bodies (``twisted.web.http._ChunkedTransferDecoder``),
+#: looked up once: ``twisted.web.http`` is a deprecation proxy, slow to ask.
+_ChunkedTransferDecoder = getattr(http, "_ChunkedTransferDecoder", None)
+
+
+def replace_chunked_decoder(channel, factory):
+    """If the request an ``HTTPChannel`` is reading has a chunked body and
+    no byte of it was decoded yet, decode it with
+    ``factory(data_callback, finish_callback)`` instead of Twisted's
+    ``_ChunkedTransferDecoder`` (``HTTPChannel._transferDecoder``, chosen
+    from the headers and fed by ``rawDataReceived``)."""
+    decoder = getattr(channel, "_transferDecoder", None)
+    if (
+        type(decoder) is _ChunkedTransferDecoder
+        and decoder.state == "CHUNK_LENGTH"
+        and not decoder._buffer
+    ):
+        channel._transferDecoder = factory(decoder.dataCallback, decoder.finishCallback)
 
 
 # --- twisted.conch ------------------------------------------------------------

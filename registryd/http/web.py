@@ -41,7 +41,7 @@ from twisted.web import http, server
 from zope.interface import implementer
 
 from registryd import compat, errors
-from registryd.http import sendfile
+from registryd.http import chunked, sendfile
 from registryd.http.api.base import API_VERSION_HEADER
 from registryd.http.context import RequestContext
 from registryd.manifests.parse import MAX_MANIFEST_SIZE
@@ -566,6 +566,9 @@ class StreamingHTTPChannel(http.HTTPChannel):
         super().dataReceived(data)
 
     def allHeadersReceived(self):
+        # Before any body byte: a chunked body goes through registryd's
+        # decoder, several times cheaper per chunk than Twisted's.
+        compat.replace_chunked_decoder(self, chunked.ChunkedDecoder)
         prefix = getattr(self.tracked_by, "prefix", None)
         if prefix:
             # Before the request learns its path (and whether it streams).

@@ -322,3 +322,97 @@ async def test_percent_encoded_upload_paths_stream_like_any_other(server):
     assert status == 201, body
     response = await server.client.get(server.v2(f"enc/chunked/blobs/{sha256(data)}"))
     assert await response.content() == data
+
+
+def _twisted_verdict(body):
+    """What Twisted's own decoder makes of a chunked ``body``: ("complete",
+    the bytes) , ("malformed", None) or ("incomplete", None)."""
+    from twisted.web import http as twisted_http
+
+    from registryd import compat
+
+    decoded = []
+    finished = []
+    decoder = twisted_http._ChunkedTransferDecoder(decoded.append, finished.append)
+    try:
+        decoder.dataReceived(body)
+    except compat.MalformedChunkedData:
+        return "malformed", None
+    return ("complete", b"".join(decoded)) if finished else ("incomplete", None)
+
+
+_DAMAGE = [
+    b"",
+    b"x\r\nA\r\n",
+    b"-1\r\nA\r\n",
+    b"0x1\r\nA\r\n",
+    b" 1\r\nA\r\n",
+    b"1\r\nAB\r\n",
+    b"1\r\nA\n",
+    b"1;\x01\r\nA\r\n",
+    b"1;" + b"e" * 1100 + b"\r\nA\r\n",
+    b"1;name=value\r\nA\r\n",
+    b"\r\n",
+    b"1\r\nA\r\n0\r\nTrailer: yes\r\n",
+]
+
+
+@pytest_twisted.ensureDeferred
+async def test_hostile_chunked_patch_bodies_are_taken_or_refused_as_twisted_would(
+    server, logged_failures
+):
+    """A chunked PATCH body (registryd's decoder, registryd.http.chunked)
+    is stored when Twisted's decoder would take it and refused with the
+    spec's JSON 400 when Twisted's would refuse it; nothing is logged as a
+    failure."""
+    from urllib.parse import urlsplit
+
+    from hypothesis import HealthCheck, assume, given, settings
+    from hypothesis import strategies as st
+
+    from tests.support import exchange, run_examples
+
+    port = server.port.getHost().port
+
+    @settings(
+        max_examples=60,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(
+        st.lists(st.binary(min_size=1, max_size=3000), max_size=4),
+        st.sampled_from(_DAMAGE),
+        st.integers(min_value=0, max_value=4),
+    )
+    def check(chunks, damage, where):
+        encoded = [b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks]
+        encoded.insert(where % (len(encoded) + 1), damage)
+        body = b"".join(encoded) + b"0\r\n\r\n"
+        verdict, decoded = _twisted_verdict(body)
+        assume(verdict != "incomplete")
+        status, headers, _ = exchange(
+            port,
+            b"POST /v2/te/hostile/blobs/uploads/ HTTP/1.1\r\nHost: h\r\n"
+            b"Content-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        assert status == 202
+        path = urlsplit(headers["location"]).path
+        status, headers, answer = exchange(
+            port,
+            f"PATCH {path} HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+            "Connection: close\r\n\r\n".encode()
+            + body,
+        )
+        if verdict == "malformed":
+            assert status == 400, (body, status, answer)
+            assert headers["content-type"] == "application/json"
+            assert b'"errors"' in answer and b"not well-formed" in answer
+        else:
+            assert status == 202, (body, status, answer)
+            if decoded:
+                assert headers["range"] == f"0-{len(decoded) - 1}"
+
+    await run_examples(check)
+    assert logged_failures == []

@@ -366,6 +366,58 @@ def test_bad_request_hook_and_header_counters():
     )
 
 
+def test_replace_chunked_decoder_and_the_errors_the_channel_answers():
+    """registryd.http.chunked replaces Twisted's decoder of a chunked body
+    before its first byte, and raises what the channel answers with 400."""
+    made = []
+    refused = []
+
+    class Decoder:
+        def __init__(self, data_callback, finish_callback):
+            made.append(self)
+            self.data_callback = data_callback
+            self.finish_callback = finish_callback
+
+        def dataReceived(self, data):  # noqa: N802
+            if data.startswith(b"!"):
+                raise compat.MalformedChunkedData("malformed")
+            self.data_callback(data[:-1])
+            self.finish_callback(b"")
+
+        def noMoreData(self):  # noqa: N802
+            pass
+
+    class Channel(http.HTTPChannel):
+        def allHeadersReceived(self):
+            compat.replace_chunked_decoder(self, Decoder)
+            super().allHeadersReceived()
+
+        def _respondToBadRequestAndDisconnect(self):
+            refused.append(True)
+            super()._respondToBadRequestAndDisconnect()
+
+    site = server.Site(Hello())
+    site.protocol = Channel
+    channel, transport = channel_for(site)
+    channel.dataReceived(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert made == [], "a body that is not chunked keeps Twisted's decoder"
+    channel.dataReceived(b"GET /b HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert len(made) == 1, changed(
+        "twisted.web.http.HTTPChannel._transferDecoder",
+        "is not Twisted's _ChunkedTransferDecoder (dataCallback, finishCallback) for a chunked body",
+    )
+    channel.dataReceived(b"body.")
+    assert transport.value().endswith(b"hello /b"), changed(
+        "twisted.web.http.HTTPChannel._transferDecoder", "is not what rawDataReceived feeds"
+    )
+    assert compat.ChunkedDataLoss is not None and compat.CHUNK_EXTENSION_CHARACTERS
+    assert compat.MAX_CHUNK_SIZE_LINE == 1024
+    channel.dataReceived(b"GET /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n!")
+    assert refused == [True], changed(
+        "twisted.web.http._MalformedChunkedDataError", "is not what HTTPChannel answers with 400"
+    )
+
+
 # --- twisted.conch --------------------------------------------------------------
 
 
