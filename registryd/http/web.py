@@ -41,7 +41,7 @@ from twisted.web import http, server
 from zope.interface import implementer
 
 from registryd import compat, errors
-from registryd.http import chunked, sendfile
+from registryd.http import chunked, coalesce, sendfile
 from registryd.http.api.base import API_VERSION_HEADER
 from registryd.http.context import RequestContext
 from registryd.manifests.parse import MAX_MANIFEST_SIZE
@@ -216,9 +216,12 @@ class RequestBody(ChunkBuffer):
     #: came.
     gather = 256 * 1024
 
-    def __init__(self, transport, length):
+    def __init__(self, transport, length, coalescer=None):
+        """:param coalescer: a :class:`~registryd.http.coalesce.ReadCoalescer`
+        for the connection's socket, or None (TLS, tests)"""
         super().__init__()
         self._transport = transport
+        self._coalescer = coalescer
         self._default_read_size = None
         read_size = compat.socket_read_size(transport)
         if read_size is not None and read_size < self.read_size:
@@ -245,6 +248,8 @@ class RequestBody(ChunkBuffer):
             self.received += len(data)
             return
         self._push(data)
+        if self._coalescer is not None:
+            self._coalescer.arm(None if self.length is None else self.length - self.received)
 
     def _finish(self):
         self._restore_read_size()
@@ -255,6 +260,9 @@ class RequestBody(ChunkBuffer):
         self._break(reason)
 
     def _restore_read_size(self):
+        if self._coalescer is not None:
+            self._coalescer.release()
+            self._coalescer = None
         if self._default_read_size is not None:
             compat.set_socket_read_size(self._transport, self._default_read_size)
             self._default_read_size = None
@@ -263,6 +271,9 @@ class RequestBody(ChunkBuffer):
         """Drop what is buffered and whatever still arrives: the handler
         has answered without wanting the rest."""
         self._discarding = True
+        if self._coalescer is not None:
+            self._coalescer.release()
+            self._coalescer = None
         self._chunks.clear()
         self._buffered = 0
         self._resume()
@@ -332,7 +343,14 @@ class StreamingRequest(server.Request):
         method, path, _version = compat.channel_request_line(channel)
         if channel.site.body_mode(method, path) == STREAMED:
             self.content = io.BytesIO()
-            self._streamed = _EmptyBody() if length == 0 else RequestBody(channel.transport, length)
+            if length == 0:
+                self._streamed = _EmptyBody()
+            else:
+                self._streamed = RequestBody(
+                    channel.transport,
+                    length,
+                    coalesce.ReadCoalescer.for_transport(channel.transport, channel.callLater),
+                )
             self.context.body = self._streamed
         else:
             self.content = self.context.body = LimitedBuffer(MAX_MANIFEST_SIZE)

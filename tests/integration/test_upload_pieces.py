@@ -71,3 +71,55 @@ async def test_a_trickled_patch_is_written_in_gathered_pieces(tmp_path):
         assert response.code == 201
     finally:
         await running.stop()
+
+
+def trickle_patch(port, path, pieces):
+    """As :func:`trickle_chunked_patch`, with a Content-Length."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(
+            f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Content-Type: application/octet-stream\r\n"
+            f"Content-Length: {sum(map(len, pieces))}\r\n\r\n".encode()
+        )
+        for piece in pieces:
+            sock.sendall(piece)
+            time.sleep(0.002)  # pacing, as a slow client's; nothing waits on it
+        status, headers, _ = read_response_head(sock)
+        return status, headers
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_trickled_body_is_read_from_the_socket_in_few_large_reads(tmp_path, monkeypatch):
+    """The kernel reports the socket readable only once a large read waits
+    (``SO_RCVLOWAT``, registryd.http.coalesce): 32 KiB sends reach the
+    server in reads of 256 KiB, not one read each.  Patience is made
+    endless here, so only the mark decides; a body of known length is
+    never waited for beyond its end, so the last read still comes."""
+    from registryd.http.coalesce import ReadCoalescer
+
+    monkeypatch.setattr(ReadCoalescer, "patience", 3600.0)
+    reads = []
+    real_received = RequestBody._received
+
+    def received(self, data):
+        reads.append(len(data))
+        return real_received(self, data)
+
+    monkeypatch.setattr(RequestBody, "_received", received)
+    running = await start_service(tmp_path, BASE)
+    try:
+        response = await running.client.post(running.v2("trickle/reads/blobs/uploads/"))
+        await response.content()
+        path = response.headers.getRawHeaders("Location")[0].split(running.url, 1)[-1]
+        data = os.urandom(2048 * KIB)
+        pieces = [data[i : i + 32 * KIB] for i in range(0, len(data), 32 * KIB)]
+        port = int(running.url.rsplit(":", 1)[1])
+        status, headers = await deferToThread(trickle_patch, port, path, pieces)
+        assert (status, headers["range"]) == (202, f"0-{len(data) - 1}")
+        assert sum(reads) == len(data)
+        # Every read but the first (it may come with the headers) takes at
+        # least the mark, or the rest of the body.
+        assert len(reads) <= len(data) // ReadCoalescer.low_water_mark + 2, reads
+    finally:
+        await running.stop()
