@@ -67,8 +67,9 @@ class Registry:
         #: tags that may not be moved or deleted once pushed
         self.immutable_tags = immutable_tags if immutable_tags is not None else ImmutableTags()
         #: held while a protected tag is checked and written, so two pushes
-        #: in this process cannot both find it free
-        self.tag_locks = UploadLocks()
+        #: (through any of the nodes sharing ``shared_state``) cannot both
+        #: find it free
+        self.tag_locks = UploadLocks(shared_state, namespace="tag")
         #: lifecycle.quotas and lifecycle.quota: usage, and the admission
         #: of pushes (registryd.lifecycle.quotas)
         self.quotas = QuotaAccounting(self, quotas)
