@@ -12,8 +12,8 @@ from twisted.internet import defer
 
 from tests.integration.test_health_metrics import BASE
 from tests.integration.test_manifests_api import push_image, put_manifest
-from tests.support import sha256
 from tests.service_support import start_service
+from tests.support import sha256
 
 NODE = (
     BASE
