@@ -45,6 +45,7 @@ SINGLETON_TIMERS = frozenset(
         "proxy cache expiry",
         "retention",
         "quota usage",
+        "pull times to storage",
     }
 )
 
@@ -121,6 +122,7 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
         redirect=config.storage.redirect,
         redirect_base_url=config.storage.redirect_base_url,
         shared_state=shared_state,
+        shared_clock=reactor,
         immutable_tags=config.lifecycle.immutable,
         quotas=config.lifecycle.quotas,
     )
@@ -275,8 +277,9 @@ def _global_reactor():
 
 def _lifecycle_services(registry, retention, maintenance, reactor):
     """lifecycle's timers: retention every lifecycle.retention.interval,
-    and quota usage counted every minute so /metrics shows it also when
-    nobody pushes."""
+    the nodes' shared pull times written to storage every minute (one node
+    at a time), and quota usage counted every minute so /metrics shows it
+    also when nobody pushes."""
     found = []
     if retention.config.interval and retention.config.rules:
 
@@ -290,6 +293,21 @@ def _lifecycle_services(registry, retention, maintenance, reactor):
                 retention.config.interval,
                 # one node at a time when the nodes share state (registryd.shared.jobs)
                 maintenance.scheduled("retention", retention.config.interval, scheduled_retention),
+                clock=reactor,
+            )
+        )
+    if registry.shared_pulls is not None:
+        from registryd.lifecycle.shared_pulls import PERSIST_INTERVAL
+
+        async def persist_pulls():
+            await registry.shared_pulls.persist(registry)
+
+        found.append(
+            PeriodicService(
+                "pull times to storage",
+                PERSIST_INTERVAL,
+                # one node at a time (registryd.shared.jobs)
+                maintenance.scheduled("pull times to storage", PERSIST_INTERVAL, persist_pulls),
                 clock=reactor,
             )
         )

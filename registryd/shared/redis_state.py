@@ -77,6 +77,27 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
 )
+# ARGV: ttl in ms, then field, number pairs; a number is kept if larger
+_MERGE_LATEST = """
+for i = 2, #ARGV, 2 do
+  local old = redis.call('HGET', KEYS[1], ARGV[i])
+  if not old or tonumber(old) < tonumber(ARGV[i + 1]) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+# ARGV: field, bound pairs (bound '' : remove whatever the number)
+_REMOVE_FIELDS = """
+for i = 1, #ARGV, 2 do
+  local old = redis.call('HGET', KEYS[1], ARGV[i])
+  if old and (ARGV[i + 1] == '' or tonumber(old) <= tonumber(ARGV[i + 1])) then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return 1
+"""
 _INCR = """
 local value = redis.call('INCRBY', KEYS[1], ARGV[1])
 if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -161,6 +182,8 @@ class RedisSharedState:
                 is_member=_IS_MEMBER,
                 members=_MEMBERS,
                 incr=_INCR,
+                merge_latest=_MERGE_LATEST,
+                remove_fields=_REMOVE_FIELDS,
             ).items()
         }
 
@@ -263,6 +286,29 @@ class RedisSharedState:
     def members(self, name):
         script = self._scripts["members"]
         return self._run(lambda: sorted(m.decode("utf-8") for m in script(keys=[PREFIX + name])))
+
+    def merge_latest(self, name, values, ttl):
+        script = self._scripts["merge_latest"]
+        args = [_ms(ttl)]
+        for field, number in values.items():
+            args += [field, repr(float(number))]
+        return self._run(lambda: script(keys=[PREFIX + name], args=args) and None)
+
+    def latest(self, name):
+        def latest():
+            table = self._client.hgetall(PREFIX + name)
+            return {field.decode("utf-8"): float(number) for field, number in table.items()}
+
+        return self._run(latest)
+
+    def remove_fields(self, name, fields):
+        script = self._scripts["remove_fields"]
+        args = []
+        for field, bound in fields.items():
+            args += [field, "" if bound is None else repr(float(bound))]
+        if not args:
+            return defer.succeed(None)
+        return self._run(lambda: script(keys=[PREFIX + name], args=args) and None)
 
     def ping(self):
         return self._run(lambda: self._client.ping() and None)

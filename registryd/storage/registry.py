@@ -22,6 +22,7 @@ from registryd.digest import ALGORITHMS
 from registryd.interfaces import IRepository
 from registryd.lifecycle.immutable import ImmutableTags
 from registryd.lifecycle.quotas import QuotaAccounting
+from registryd.lifecycle.shared_pulls import SharedPullTimes
 from registryd.names import check_repository_name, is_name_component
 from registryd.storage import _paths as paths
 from registryd.storage.blobs import BlobInfo, BlobStore, LinkedBlobStore
@@ -58,10 +59,13 @@ class Registry:
         immutable_tags=None,
         quotas=(),
         shared_state=None,
+        shared_clock=None,
     ):
         """``shared_state``: the ISharedState of the nodes serving ``driver``
-        (registryd.shared); upload locks and the push guard span the nodes
-        through it."""
+        (registryd.shared); upload locks, the push guard, protected tags'
+        locks and pull times span the nodes through it (``shared_clock``:
+        the IReactorTime stamping shared pull times; the global reactor by
+        default)."""
         self.driver = driver
         #: lifecycle.immutable (registryd.lifecycle.immutable.ImmutableTags):
         #: tags that may not be moved or deleted once pushed
@@ -108,6 +112,11 @@ class Registry:
         self.vacuum = Vacuum(driver, self.hash_states)
         #: the pull-through cache's fetch records (registryd.proxy.expiry)
         self.fetch_records = FetchRecords(driver)
+        #: pull times the nodes share (registryd.lifecycle.shared_pulls), or
+        #: None for a node alone
+        self.shared_pulls = None
+        if shared_state is not None and shared_state.shared:
+            self.shared_pulls = SharedPullTimes(shared_state, shared_clock or _global_reactor())
 
     @property
     def read_only(self):
@@ -303,6 +312,8 @@ class Repository:
             registry,
         )
         self.tags = TagStore(name, driver, vacuum, registry.tag_cache)
+        #: when its tags and manifests were last pulled (registryd.storage.pulls)
+        self.pulls = PullRecords(name, driver, registry.shared_pulls)
         self.manifests = ManifestStore(
             name,
             driver,
@@ -317,6 +328,7 @@ class Repository:
             registry.tag_locks,
             registry.quotas,
             tag_cache=registry.tag_cache,
+            pulls=self.pulls,
         )
         self.uploads = UploadStore(
             UploadContext(
@@ -330,8 +342,6 @@ class Repository:
                 registry.upload_lock,
             )
         )
-        #: when its tags and manifests were last pulled (registryd.storage.pulls)
-        self.pulls = PullRecords(name, driver)
         self._removal = RepositoryRemoval(self, driver, vacuum, registry.guard)
 
     @translate_storage_errors
@@ -361,3 +371,10 @@ class Repository:
             return await self._removal.run()
         finally:
             self._registry.quotas.forget(self.name)
+            await self.pulls.forget_repository()
+
+
+def _global_reactor():
+    from twisted.internet import reactor
+
+    return reactor

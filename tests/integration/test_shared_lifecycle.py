@@ -12,6 +12,7 @@ from twisted.internet import defer
 
 from tests.integration.test_health_metrics import BASE
 from tests.integration.test_manifests_api import push_image, put_manifest
+from tests.integration.test_shared_nodes import set_calls, until
 from tests.service_support import start_service
 from tests.support import sha256
 
@@ -92,3 +93,123 @@ async def test_an_immutable_tag_is_created_once_by_concurrent_puts_on_two_nodes(
             assert response.headers.getRawHeaders("Docker-Content-Digest") == [sha256(winner)]
     for response in responses:
         await response.content()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_protected_tag_waits_for_its_lock_held_by_another_node(nodes, redis_server):
+    """Another node holds the lock of protected tag ``v-held`` (the test
+    takes it in Redis as that node would).  PUTs of two different
+    manifests through A and B both wait for it (seen retrying it) instead
+    of writing the tag; once it is let go, one wins and the other is
+    refused.  With per-node locks A writes at once, whatever other nodes
+    hold."""
+    a, b = nodes
+    body_a, body_b = await push_image(a, "team/app"), await push_image(b, "team/app")
+    lock = "registryd:tag:team/app:v-held"
+    assert redis_server.command("SET", lock, "another-node", "PX", "60000") == b"+OK"
+    answered = []
+    tries = set_calls(redis_server)
+    put_a = defer.ensureDeferred(put_manifest(a, "team/app", "v-held", body_a))
+    put_a.addBoth(lambda result: answered.append("a") or result)
+    await until(
+        lambda: answered or set_calls(redis_server) >= tries + 2, "A answers or waits for the lock"
+    )
+    assert not answered, "A wrote a protected tag while another node held its lock"
+    put_b = defer.ensureDeferred(put_manifest(b, "team/app", "v-held", body_b))
+    put_b.addBoth(lambda result: answered.append("b") or result)
+    await until(lambda: set_calls(redis_server) >= tries + 5, "A and B wait for the lock")
+    assert not answered
+    assert redis_server.command("DEL", lock) == b":1"
+    responses = [await put_a, await put_b]
+    assert sorted(response.code for response in responses) == [201, 403]
+    for response in responses:
+        await response.content()
+
+
+def redis_calls(redis_server):
+    """Commands Redis has run so far (all kinds)."""
+    return sum(
+        int(line.split("calls=")[1].split(",")[0])
+        for line in redis_server.info("commandstats").splitlines()
+        if line.startswith("cmdstat_")
+    )
+
+
+async def details(node, name):
+    response = await node.client.get(node.v2(f"{name}/_registryd/tags"))
+    assert response.code == 200, await response.content()
+    return {entry["tag"]: entry for entry in json.loads(await response.content())["tags"]}
+
+
+async def ui_pulled(node, name):
+    """The pulled time the web interface's repository page shows, by tag."""
+    from tests.integration.test_ui import tag_rows
+
+    response = await node.client.get(f"{node.url}/ui/repositories/{name}")
+    assert response.code == 200
+    return {
+        tag: pulled for tag, (_, pulled, _) in tag_rows((await response.content()).decode()).items()
+    }
+
+
+async def pull(node, name, reference):
+    response = await node.client.get(
+        node.v2(f"{name}/manifests/{reference}"),
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+    )
+    assert response.code == 200
+    await response.content()
+
+
+@pytest_twisted.ensureDeferred
+async def test_pulls_through_a_are_seen_on_b_after_a_flush_through_redis(nodes, redis_server):
+    """Pulls through A cost no Redis command until A flushes; after the
+    flush (one merge per repository) the details API and the web
+    interface of B show them, before anything is written to storage; the
+    scheduled job writes them to storage later (one node's run)."""
+    a, b = nodes
+    body = await push_image(a, "pulls/app")
+    assert (await put_manifest(a, "pulls/app", "v1", body)).code == 201
+    assert (await details(b, "pulls/app"))["v1"]["pulled"] is None
+    calls = redis_calls(redis_server)
+    for _ in range(20):
+        await pull(a, "pulls/app", "v1")
+    # INFO itself is counted once per call of redis_calls
+    assert redis_calls(redis_server) == calls + 1, "a pull made a Redis round trip"
+    await a.service.app.pulls.flush()
+    assert redis_server.command("EXISTS", "registryd:pulls:tags:pulls/app") == b":1"
+    stored = b.service.registry.repository("pulls/app").pulls
+    assert await stored._stored() == ({}, {})  # not in storage yet: B reads Redis
+    pulled = (await details(b, "pulls/app"))["v1"]["pulled"]
+    assert pulled is not None
+    assert (await ui_pulled(b, "pulls/app"))["v1"] == pulled
+    assert await b.service.registry.shared_pulls.persist(b.service.registry) == 1
+    tags, manifests = await stored._stored()
+    assert set(tags) == {"v1"} and set(manifests) == {sha256(body)}
+    assert await b.service.registry.shared_pulls.persist(b.service.registry) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_deleted_tag_loses_its_pull_times(nodes):
+    """v1 is pulled, its time flushed to Redis and persisted to storage;
+    v1 is deleted through B and later pushed again through A (another
+    image): the new v1 was never pulled, on either node.  (The pull records used to keep
+    deleted tags, so a re-pushed tag showed its predecessor's pulls.)"""
+    a, b = nodes
+    first, second = await push_image(a, "pulls/gone"), await push_image(a, "pulls/gone")
+    assert (await put_manifest(a, "pulls/gone", "v1", first)).code == 201
+    assert (await put_manifest(a, "pulls/gone", "keep", second)).code == 201
+    await pull(a, "pulls/gone", "v1")
+    await pull(a, "pulls/gone", "keep")
+    await a.service.app.pulls.flush()
+    await a.service.registry.shared_pulls.persist(a.service.registry)
+    response = await b.client.delete(b.v2("pulls/gone/manifests/v1"))
+    assert response.code == 202, await response.content()
+    await response.content()
+    third = await push_image(a, "pulls/gone")
+    assert (await put_manifest(a, "pulls/gone", "v1", third)).code == 201
+    for node in (a, b):
+        listed = await details(node, "pulls/gone")
+        assert listed["v1"]["pulled"] is None and listed["keep"]["pulled"] is not None
+        tags, _ = await node.service.registry.repository("pulls/gone").pulls.read()
+        assert set(tags) == {"keep"}

@@ -126,6 +126,28 @@ async def test_set_members_expire_one_by_one(node):
 
 
 @pytest_twisted.ensureDeferred
+async def test_tables_keep_the_latest_number_of_each_field_across_nodes(node):
+    """Pull times merged by several nodes: each field keeps its largest
+    number whatever the order; a removal bounded by a number leaves a
+    field merged again since; the table expires as a whole."""
+    a, b = node(), node()
+    assert await b.latest("times") == {}
+    await a.merge_latest("times", {"v1": 100.5, "v2": 50.0}, ttl=60)
+    await b.merge_latest("times", {"v1": 90.0, "v2": 70.25, "tag:with:colons": 1.0}, ttl=60)
+    assert await a.latest("times") == {"v1": 100.5, "v2": 70.25, "tag:with:colons": 1.0}
+    assert 0 < await a.remaining("times") <= 60
+    await b.remove_fields("times", {"v1": 100.0, "v2": 70.25, "tag:with:colons": None})
+    assert await a.latest("times") == {"v1": 100.5}
+    await a.remove_fields("times", {})
+    await a.merge_latest("short", {"x": 1.0}, ttl=0.2)
+
+    async def expired():
+        return await b.latest("short") == {}
+
+    await until(expired)
+
+
+@pytest_twisted.ensureDeferred
 async def test_redis_gone_fails_fast_and_recovers(redis_server):
     state = redis_state(redis_server, dial_timeout=0.5, read_timeout=0.5, write_timeout=0.5)
     try:
