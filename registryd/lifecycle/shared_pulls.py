@@ -88,7 +88,9 @@ class SharedPullTimes:
                 try:
                     merged = await registry.stored_repository(name).pulls.merge(tags, manifests)
                 except (StorageError, RegistryError) as error:
-                    log.warn("pull times of {name} not persisted yet: {error}", name=name, error=error)
+                    log.warn(
+                        "pull times of {name} not persisted yet: {error}", name=name, error=error
+                    )
                     continue
                 if merged:
                     await self._state.remove_fields(_DIRTY, {name: marked})

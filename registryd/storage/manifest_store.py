@@ -297,7 +297,7 @@ class ManifestStore:
                 self.name, digest, subject=subject.digest if subject is not None else None
             )
         finally:
-            self._quotas.forget(self.name)  # counted again when next asked
+            await self._quotas.forget(self.name)  # counted again when next asked
 
     async def _forget_pulls(self, tags):
         """Deleted ``tags`` take their pull times with them (a tag pushed

@@ -75,8 +75,14 @@ class Registry:
         #: find it free
         self.tag_locks = UploadLocks(shared_state, namespace="tag")
         #: lifecycle.quotas and lifecycle.quota: usage, and the admission
-        #: of pushes (registryd.lifecycle.quotas)
-        self.quotas = QuotaAccounting(self, quotas)
+        #: of pushes, one at a time per quota across the nodes
+        #: (registryd.lifecycle.quotas)
+        self.quotas = QuotaAccounting(
+            self,
+            quotas,
+            locks=UploadLocks(shared_state, namespace="quota"),
+            shared_state=shared_state,
+        )
         #: storage.redirect: answer blob GETs with a 307 to the driver's
         #: URL (a presigned S3 URL) after the access checks, when it has one
         self.redirect = redirect
@@ -370,7 +376,7 @@ class Repository:
         try:
             return await self._removal.run()
         finally:
-            self._registry.quotas.forget(self.name)
+            await self._registry.quotas.forget(self.name)
             await self.pulls.forget_repository()
 
 

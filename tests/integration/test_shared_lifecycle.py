@@ -213,3 +213,75 @@ async def test_a_deleted_tag_loses_its_pull_times(nodes):
         assert listed["v1"]["pulled"] is None and listed["keep"]["pulled"] is not None
         tags, _ = await node.service.registry.repository("pulls/gone").pulls.read()
         assert set(tags) == {"keep"}
+
+
+async def quota_refused(response):
+    assert response.code == 403, await response.content()
+    [error] = json.loads(await response.content())["errors"]
+    assert error["code"] == "DENIED" and "exceeded" in error["message"]
+    return error
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_push_through_a_counts_against_the_quota_on_b_at_once(nodes):
+    """B has counted small/a while it held a tiny image.  A then pushes an
+    image into small/a; B is sent one for small/b at once: A's push counts
+    on B (the repository's change counter moved, so B counts it again), and
+    the two images together would overrun the quota: refused.  Trusting
+    its own count (for up to a minute), B used to accept it."""
+    a, b = nodes
+    tiny = await push_image(b, "small/a", layers=0)
+    assert (await put_manifest(b, "small/a", "tiny", tiny)).code == 201
+    first, second = await push_image(a, "small/a"), await push_image(b, "small/b")
+    assert (await put_manifest(a, "small/a", "v1", first)).code == 201
+    error = await quota_refused(await put_manifest(b, "small/b", "v1", second))
+    assert error["detail"]["repositories"] == 2
+    response = await b.client.get(b.v2("small/a/_registryd/usage"))
+    [usage] = json.loads(await response.content())["quotas"]
+    assert usage["bytes"] > len(first) + 4000
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_pushes_through_two_nodes_cannot_both_take_the_last_bytes(nodes):
+    """Pushes into an empty quota through A and B at the same moment, each
+    fitting alone but not together: the quota's lock in Redis admits one
+    after the other, so exactly one is accepted."""
+    a, b = nodes
+    for attempt in range(3):
+        names = (f"small/race{attempt}-a", f"small/race{attempt}-b")
+        bodies = (await push_image(a, names[0]), await push_image(b, names[1]))
+        responses = await defer.gatherResults(
+            [
+                defer.ensureDeferred(put_manifest(node, name, "v1", body))
+                for node, name, body in zip((a, b), names, bodies)
+            ]
+        )
+        assert sorted(response.code for response in responses) == [201, 403]
+        for response in responses:
+            await response.content()
+        # free the quota for the next round
+        [accepted] = [
+            (node, name, body)
+            for node, name, body, response in zip((a, b), names, bodies, responses)
+            if response.code == 201
+        ]
+        node, name, body = accepted
+        response = await node.client.delete(node.v2(f"{name}/manifests/{sha256(body)}"))
+        assert response.code == 202, await response.content()
+
+
+@pytest_twisted.ensureDeferred
+async def test_quota_counts_are_made_again_from_storage_when_redis_returns(nodes, redis_server):
+    """B has counted small/a (a tiny image).  Redis goes away; A pushes an
+    image into small/a (admitted as by a node alone); Redis comes back
+    empty.  B does not trust its count from before: the epoch is new, so
+    it counts small/a from storage, and a push that would overrun the
+    quota with A's image is refused."""
+    a, b = nodes
+    tiny = await push_image(b, "small/a", layers=0)
+    assert (await put_manifest(b, "small/a", "tiny", tiny)).code == 201
+    first, second = await push_image(a, "small/a"), await push_image(b, "small/b")
+    redis_server.stop()
+    assert (await put_manifest(a, "small/a", "v1", first)).code == 201
+    redis_server.start()
+    await quota_refused(await put_manifest(b, "small/b", "v1", second))
