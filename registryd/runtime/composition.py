@@ -195,7 +195,7 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
         reactor=reactor,
         tls_listeners=[(endpoint, server_tls) for endpoint, _, server_tls in secured if server_tls],
     )
-    manhole = _manhole(config, registry, maintenance, operations, retention, reactor)
+    manhole = _manhole(config, registry, maintenance, operations, retention, events, reactor)
     return Components(
         driver=driver,
         registry=registry,
@@ -324,7 +324,7 @@ def _lifecycle_services(registry, retention, maintenance, reactor):
     return found
 
 
-def _manhole(config, registry, maintenance, operations, retention, reactor):
+def _manhole(config, registry, maintenance, operations, retention, events, reactor):
     """The SSH manhole (manhole:), or None.  registryd.ops.manhole (and
     with it twisted.conch) is imported only when one is configured."""
     if config.manhole is None:
@@ -335,7 +335,7 @@ def _manhole(config, registry, maintenance, operations, retention, reactor):
         config.manhole,
         # each session sees the configuration in force (reloads included)
         lambda: make_namespace(
-            registry, maintenance, operations.config, reactor, retention=retention
+            registry, maintenance, operations.config, reactor, retention=retention, events=events
         ),
         reactor=reactor,
     )
