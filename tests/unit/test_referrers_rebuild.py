@@ -198,3 +198,44 @@ async def test_python_m_registryd_referrers_on_a_directory(tmp_path):
     assert bad.returncode == 2 and b"registryd-referrers: 'UPPER/case':" in bad.stderr
     unknown = subprocess.run(command + ["nobody"], capture_output=True, env=env, timeout=60)
     assert unknown.returncode == 1 and b"registryd-referrers: failed" in unknown.stderr
+
+
+@pytest_twisted.ensureDeferred
+async def test_referrers_needs_config_to_write_like_gc(tmp_path):
+    """Without ``--config`` the tool refuses to write (exit status 2, one
+    line saying why), as ``registryd gc`` refuses to delete: run in the
+    wrong directory it used to rebuild whatever ``./registry-data`` held
+    and report success.  ``--dry-run`` still looks at ``./registry-data``."""
+    root = tmp_path / "registry-data"
+    registry = Registry(FilesystemDriver(str(root)))
+    subject, referrers = await image_with_referrers(registry)
+    await remove_index(registry, "app")
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    for command in (["referrers"], ["referrers", "app"]):
+        refused = subprocess.run(
+            [sys.executable, "-m", "registryd", *command],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
+        )
+        assert refused.returncode == 2
+        assert refused.stdout == ""
+        assert refused.stderr == (
+            "registryd-referrers: --config FILE is required to write the index (the registry's "
+            "configuration, naming its storage); add --dry-run to look at ./registry-data "
+            "without it\n"
+        )
+    assert not (root / "docker/registry/v2/repositories/app/_referrers").exists()
+    looked = subprocess.run(
+        [sys.executable, "-m", "registryd", "referrers", "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert looked.returncode == 0, looked.stderr
+    assert f"would add app: {referrers[0]} refers to {subject}" in looked.stdout.splitlines()
+    assert not (root / "docker/registry/v2/repositories/app/_referrers").exists()
