@@ -33,8 +33,8 @@ class RunningService:
 
 
 async def start_service(tmp_path, text, **values):
-    """Write C{text} (YAML; ``{port}``, ``{debug_port}``, ``{root}`` and any
-    C{values} are substituted) to a file, load it, start a RegistryService."""
+    """Write ``text`` (YAML; ``{port}``, ``{debug_port}``, ``{root}`` and any
+    ``values`` are substituted) to a file, load it, start a RegistryService."""
     from twisted.internet import reactor
 
     from registryd.config import load_config
@@ -65,7 +65,7 @@ async def start_service(tmp_path, text, **values):
 
 
 async def wait_for(predicate, timeout=10.0, interval=0.02):
-    """Poll C{predicate} (sync) on the reactor until it is true."""
+    """Poll ``predicate`` (sync) on the reactor until it is true."""
     from twisted.internet import reactor, task
 
     deadline = time.monotonic() + timeout
@@ -78,9 +78,9 @@ async def wait_for(predicate, timeout=10.0, interval=0.02):
 class Receiver:
     """A real webhook receiver: a twisted.web server on a loopback port.
 
-    Records every POSTed envelope with its headers.  C{statuses} lists the
-    answers to give, in order (then 200); C{hang} keeps requests open
-    forever.  L{stop} and L{start} take it down and up on the same port.
+    Records every POSTed envelope with its headers.  ``statuses`` lists the
+    answers to give, in order (then 200); ``hang`` keeps requests open
+    forever.  ``stop`` and ``start`` take it down and up on the same port.
     """
 
     def __init__(self, port=None):

@@ -66,7 +66,7 @@ async def get(node, url, headers=None):
 @pytest_twisted.ensureDeferred
 async def test_guesses_spread_over_nodes_are_braked_as_on_one(nodes):
     """Wrong passwords for alice alternate between A and B.  Alone, each
-    node lets C{free} (5) failures through before braking: 10 in all.
+    node lets ``free`` (5) failures through before braking: 10 in all.
     Sharing the count, the pair closes after 5 failures wherever they
     happened (for 1 s, then 2, 4...: the test allows for a very slow
     machine taking a whole delay between two requests, twice)."""
@@ -133,7 +133,7 @@ async def until_healthy(node, timeout=60.0):
 @implementer(IBodyProducer)
 class HeldBody:
     """A request body sent in two halves: the second only once
-    L{go_on} fires, so the request stays in progress meanwhile."""
+    ``go_on`` fires, so the request stays in progress meanwhile."""
 
     def __init__(self, data):
         self.data = data
@@ -162,7 +162,7 @@ class HeldBody:
 
 
 async def until(predicate, what, timeout=60.0):
-    """Poll the sync C{predicate} on the reactor until it holds."""
+    """Poll the sync ``predicate`` on the reactor until it holds."""
     import time
 
     from twisted.internet import reactor, task
@@ -232,7 +232,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 async def push_image_through(node, name, tag, auth):
-    """Blobs and manifest through C{node}; returns (manifest bytes, {digest: data})."""
+    """Blobs and manifest through ``node``; returns (manifest bytes, {digest: data})."""
     from tests.integration.test_online_gc import make_image
 
     manifest, blobs = make_image()

@@ -19,7 +19,7 @@ def stored_paths(root):
 
 
 async def refused(server, method, path, status, code, body=b""):
-    """Send C{method} C{path} raw; check the status and (but for HEAD) the
+    """Send ``method`` ``path`` raw; check the status and (but for HEAD) the
     spec error code."""
     got, _, payload = await raw_request(server, method, path, body=body)
     assert got == status, (method, path, got, payload[:300])

@@ -74,7 +74,7 @@ def test_python_m_registryd_gc_collects_a_directory(tmp_path):
 
 
 def _old_unreferenced_blob(root):
-    """An unreferenced blob older than the grace period under C{root}."""
+    """An unreferenced blob older than the grace period under ``root``."""
     blob = root / "docker/registry/v2/blobs/sha256/ab" / ("ab" + "0" * 62)
     blob.mkdir(parents=True)
     (blob / "data").write_bytes(b"x" * 10)

@@ -65,7 +65,7 @@ CHUNK_RANGE = r"[0-9]+-[0-9]+"  # OCI spec: Content-Range of a chunk
 
 
 def bounded(grammar):
-    """C{grammar} with its repeats bounded (``*`` at most 3 times, ``+`` at
+    """``grammar`` with its repeats bounded (``*`` at most 3 times, ``+`` at
     most 8), for generating: from_regex of nested unbounded repeats is slow
     and yields names mostly over the 255-character limit.  A sublanguage,
     so every string generated is in the grammar (checked where used)."""
@@ -97,7 +97,7 @@ def registered_digests():
 
 
 def outcome(function, *args):
-    """C{function(*args)}'s result, or the exception it raised."""
+    """``function(*args)``'s result, or the exception it raised."""
     try:
         return function(*args)
     except Exception as error:  # noqa: BLE001 - the property inspects it
@@ -105,9 +105,9 @@ def outcome(function, *args):
 
 
 def accepts_within(grammar, parser, text, error):
-    """(a) and (b) for a validator that returns its input: C{parser(text)}
-    returns C{text} or raises C{error}, nothing else; when it returns,
-    C{grammar} fullmatches C{text}.  Whether it accepted."""
+    """(a) and (b) for a validator that returns its input: ``parser(text)``
+    returns ``text`` or raises ``error``, nothing else; when it returns,
+    ``grammar`` fullmatches ``text``.  Whether it accepted."""
     result = outcome(parser, text)
     if isinstance(result, Exception):
         assert isinstance(result, error), repr(result)

@@ -2,9 +2,9 @@
 the Redis one on a real ``redis-server``; and what the Redis one does when
 Redis is gone.
 
-For Redis, C{node()} makes a new client each time: two of them are two
+For Redis, ``node()`` makes a new client each time: two of them are two
 registryd nodes, and what one writes the other must see.  In process,
-there is one node, so C{node()} is always the same state.
+there is one node, so ``node()`` is always the same state.
 """
 
 import time
@@ -41,7 +41,7 @@ def node(request):
 
 
 async def until(predicate, timeout=30.0):
-    """Wait (on the reactor) until the async C{predicate} holds."""
+    """Wait (on the reactor) until the async ``predicate`` holds."""
     deadline = time.monotonic() + timeout
     while not await predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {predicate}"
