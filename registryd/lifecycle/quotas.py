@@ -211,7 +211,12 @@ class QuotaAccounting:
         except SharedStateUnavailable:
             self._missed_changes = True
             return None
-        return (epoch, int(changes or 0))
+        try:
+            return (epoch, int(changes or 0))
+        except ValueError:
+            # not a node's counter; a node's INCR of it fails, which starts
+            # a new epoch, so a count made now is never trusted past a change
+            return (epoch, -1)
 
     async def _changed(self, name):
         """Count a change of repository ``name`` on the shared counter;

@@ -225,7 +225,8 @@ class RedisSharedState:
         if self.problem is None:
             log.warn(
                 "shared state: {what} unavailable ({why}); serving on without it: caches bypassed, "
-                "login brake per node, scheduled jobs paused",
+                "login brake, upload, tag and quota locks per node, pull times to storage, "
+                "scheduled jobs paused",
                 what=self.description,
                 why=why,
             )
@@ -296,8 +297,13 @@ class RedisSharedState:
 
     def latest(self, name):
         def latest():
-            table = self._client.hgetall(PREFIX + name)
-            return {field.decode("utf-8"): float(number) for field, number in table.items()}
+            found = {}
+            for field, number in self._client.hgetall(PREFIX + name).items():
+                try:  # only this module writes these; anything else is skipped
+                    found[field.decode("utf-8")] = float(number)
+                except ValueError:
+                    continue
+            return found
 
         return self._run(latest)
 

@@ -285,3 +285,28 @@ async def test_quota_counts_are_made_again_from_storage_when_redis_returns(nodes
     assert (await put_manifest(a, "small/a", "v1", first)).code == 201
     redis_server.start()
     await quota_refused(await put_manifest(b, "small/b", "v1", second))
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_gone_pull_times_go_to_storage_and_protected_tags_still_work(
+    nodes, redis_server
+):
+    """With Redis away, A's flush writes the pull times to storage, as a
+    node alone does, and B (which cannot read Redis either) shows them;
+    a protected tag is still created once and then refused a move (the
+    per-node lock), and no request fails."""
+    a, b = nodes
+    first, second = await push_image(a, "team/down"), await push_image(a, "team/down")
+    assert (await put_manifest(a, "team/down", "v1", first)).code == 201
+    redis_server.stop()
+    try:
+        await pull(a, "team/down", "v1")
+        await a.service.app.pulls.flush()
+        tags, _ = await b.service.registry.repository("team/down").pulls._stored()
+        assert set(tags) == {"v1"}
+        assert (await details(b, "team/down"))["v1"]["pulled"] is not None
+        assert (await put_manifest(b, "team/down", "v2", second)).code == 201
+        response = await put_manifest(a, "team/down", "v2", first)
+        assert response.code == 403, await response.content()
+    finally:
+        redis_server.start()
