@@ -6,6 +6,7 @@ Nothing here imports the reactor at module level (pytest-twisted installs
 it in pytest_configure).
 """
 
+import contextlib
 import json
 import textwrap
 import time
@@ -62,6 +63,25 @@ async def start_service(tmp_path, text, **values):
         debug_url=f"http://127.0.0.1:{values['debug_port']}",
         config_path=str(path),
     )
+
+
+@contextlib.asynccontextmanager
+async def running_nodes(tmp_path, text, labels="ab", **values):
+    """One service per label (nodes of one registry: each its own
+    directory and ports, all on the storage root ``tmp_path/registry-data``),
+    started in order and stopped afterwards."""
+    started = []
+    try:
+        for label in labels:
+            directory = tmp_path / label
+            directory.mkdir()
+            started.append(
+                await start_service(directory, text, root=str(tmp_path / "registry-data"), **values)
+            )
+        yield started
+    finally:
+        for node in started:
+            await node.stop()
 
 
 async def wait_for(predicate, timeout=10.0, interval=0.02):

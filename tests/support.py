@@ -13,6 +13,23 @@ import pytest
 import pytest_twisted
 
 
+def registryd_command(*args, cwd):
+    """``python -m registryd ARGS`` in a process of its own, in directory
+    ``cwd`` and importing this tree; its CompletedProcess (text output)."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run(
+        [sys.executable, "-m", "registryd", *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=root),
+        cwd=cwd,
+        timeout=60,
+    )
+
+
 @attr.s
 class RunningRegistry:
     url = attr.ib()

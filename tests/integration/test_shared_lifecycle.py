@@ -13,7 +13,7 @@ from twisted.internet import defer
 from tests.integration.test_health_metrics import BASE
 from tests.integration.test_manifests_api import push_image, put_manifest
 from tests.integration.test_shared_nodes import set_calls, until
-from tests.service_support import start_service
+from tests.service_support import running_nodes
 from tests.support import sha256
 
 NODE = (
@@ -39,24 +39,10 @@ QUOTA_BYTES = 7000
 
 @pytest_twisted.async_yield_fixture
 async def nodes(tmp_path, redis_server):
-    started = []
-    try:
-        for label in "ab":
-            directory = tmp_path / label
-            directory.mkdir()
-            started.append(
-                await start_service(
-                    directory,
-                    NODE,
-                    root=str(tmp_path / "registry-data"),
-                    redis=redis_server.addr,
-                    quota_bytes=QUOTA_BYTES,
-                )
-            )
+    async with running_nodes(
+        tmp_path, NODE, redis=redis_server.addr, quota_bytes=QUOTA_BYTES
+    ) as started:
         yield started
-    finally:
-        for node in started:
-            await node.stop()
 
 
 @pytest_twisted.ensureDeferred

@@ -15,7 +15,7 @@ from zope.interface import implementer
 
 from tests.integration.test_auth_api import ALICE, HTPASSWD, basic
 from tests.integration.test_health_metrics import BASE
-from tests.service_support import start_service
+from tests.service_support import running_nodes
 
 # a node of the health tests' configuration, with users and the shared Redis
 NODE = (
@@ -38,24 +38,10 @@ redis:
 async def nodes(tmp_path, redis_server):
     htpasswd = tmp_path / "htpasswd"
     htpasswd.write_text(HTPASSWD)
-    started = []
-    try:
-        for label in "ab":
-            directory = tmp_path / label
-            directory.mkdir()
-            started.append(
-                await start_service(
-                    directory,
-                    NODE,
-                    root=str(tmp_path / "registry-data"),
-                    htpasswd=str(htpasswd),
-                    redis=redis_server.addr,
-                )
-            )
+    async with running_nodes(
+        tmp_path, NODE, htpasswd=str(htpasswd), redis=redis_server.addr
+    ) as started:
         yield started
-    finally:
-        for node in started:
-            await node.stop()
 
 
 async def get(node, url, headers=None):

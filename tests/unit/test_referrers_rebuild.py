@@ -23,6 +23,7 @@ from registryd.storage.drivers.filesystem import FilesystemDriver
 from registryd.storage.drivers.memory import InMemoryDriver
 from registryd.storage.errors import PathNotFound
 from registryd.storage.registry import Registry
+from tests.support import registryd_command
 from tests.unit.test_gc import OCI_MANIFEST, push_image
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -210,16 +211,8 @@ async def test_referrers_needs_config_to_write_like_gc(tmp_path):
     registry = Registry(FilesystemDriver(str(root)))
     subject, referrers = await image_with_referrers(registry)
     await remove_index(registry, "app")
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     for command in (["referrers"], ["referrers", "app"]):
-        refused = subprocess.run(
-            [sys.executable, "-m", "registryd", *command],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=tmp_path,
-            timeout=60,
-        )
+        refused = registryd_command(*command, cwd=tmp_path)
         assert refused.returncode == 2
         assert refused.stdout == ""
         assert refused.stderr == (
@@ -228,14 +221,7 @@ async def test_referrers_needs_config_to_write_like_gc(tmp_path):
             "without it\n"
         )
     assert not (root / "docker/registry/v2/repositories/app/_referrers").exists()
-    looked = subprocess.run(
-        [sys.executable, "-m", "registryd", "referrers", "--dry-run"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-    )
+    looked = registryd_command("referrers", "--dry-run", cwd=tmp_path)
     assert looked.returncode == 0, looked.stderr
     assert f"would add app: {referrers[0]} refers to {subject}" in looked.stdout.splitlines()
     assert not (root / "docker/registry/v2/repositories/app/_referrers").exists()
