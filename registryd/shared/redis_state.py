@@ -13,7 +13,11 @@ nothing beside one S3 request.
 
 Every operation also has an overall deadline on the reactor (dial + read +
 write timeouts, plus the same again for a queue of waiting threads): a
-caller never waits longer, whatever Redis does.  A failure or timeout is
+caller never waits longer, whatever Redis does.  After a failure, the
+operations of the next ``retry_pause`` seconds fail at once without
+asking Redis: a request that makes several (a push takes a lock, reads
+counters, writes one) waits for one deadline at most, not one each, and
+the first operation after the pause finds out whether Redis is back.  A failure or timeout is
 :class:`SharedStateUnavailable`; the first one after a good answer is logged
 once, as is the recovery, and ``problem`` says what is wrong for
 ``/health``.
@@ -158,6 +162,8 @@ def make_client(config):
 @implementer(ISharedState)
 class RedisSharedState:
     shared = True
+    #: seconds after a failure during which operations fail at once
+    retry_pause = 1.0
 
     def __init__(self, client, threads, deadline, reactor=None, description="redis"):
         """``client``: a redis-py client; ``threads``: how many operations
@@ -173,6 +179,7 @@ class RedisSharedState:
         self.description = description
         #: None while Redis answers; else why not (for /health and the log)
         self.problem = None
+        self._quiet_until = None  # reactor time before which calls fail at once
         self._scripts = {
             name: client.register_script(source)
             for name, source in dict(
@@ -202,12 +209,15 @@ class RedisSharedState:
             self._pool.start()
             self._started = True
             self._reactor.addSystemEventTrigger("during", "shutdown", self._stop_pool)
+        if self._quiet_until is not None and self._reactor.seconds() < self._quiet_until:
+            return defer.fail(SharedStateUnavailable(self.problem))
         running = deferToThreadPool(self._reactor, self._pool, function, *args, **kwargs)
         running.addTimeout(self.deadline, self._reactor)
         running.addCallbacks(self._answered, self._failed)
         return running
 
     def _answered(self, result):
+        self._quiet_until = None
         if self.problem is not None:
             log.info(
                 "shared state: {what} answers again; shared caches, brake and jobs resume",
@@ -231,6 +241,7 @@ class RedisSharedState:
                 why=why,
             )
         self.problem = f"{self.description} unavailable: {why}"
+        self._quiet_until = self._reactor.seconds() + self.retry_pause
         raise SharedStateUnavailable(self.problem)
 
     def _stop_pool(self):

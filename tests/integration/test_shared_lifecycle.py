@@ -12,7 +12,7 @@ from twisted.internet import defer
 
 from tests.integration.test_health_metrics import BASE
 from tests.integration.test_manifests_api import push_image, put_manifest
-from tests.integration.test_shared_nodes import set_calls, until
+from tests.integration.test_shared_nodes import set_calls, until, until_healthy
 from tests.service_support import running_nodes
 from tests.support import sha256
 
@@ -260,9 +260,9 @@ async def test_concurrent_pushes_through_two_nodes_cannot_both_take_the_last_byt
 async def test_quota_counts_are_made_again_from_storage_when_redis_returns(nodes, redis_server):
     """B has counted small/a (a tiny image).  Redis goes away; A pushes an
     image into small/a (admitted as by a node alone); Redis comes back
-    empty.  B does not trust its count from before: the epoch is new, so
-    it counts small/a from storage, and a push that would overrun the
-    quota with A's image is refused."""
+    empty.  Once B finds Redis back, it does not trust its count from
+    before: the epoch is new, so it counts small/a from storage, and a push
+    that would overrun the quota with A's image is refused."""
     a, b = nodes
     tiny = await push_image(b, "small/a", layers=0)
     assert (await put_manifest(b, "small/a", "tiny", tiny)).code == 201
@@ -270,6 +270,9 @@ async def test_quota_counts_are_made_again_from_storage_when_redis_returns(nodes
     redis_server.stop()
     assert (await put_manifest(a, "small/a", "v1", first)).code == 201
     redis_server.start()
+    # B sees Redis back (its scheduled jobs may have found it away: for a
+    # moment after that B does not ask it, and admits as a node alone)
+    await until_healthy(b)
     await quota_refused(await put_manifest(b, "small/b", "v1", second))
 
 

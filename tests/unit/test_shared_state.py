@@ -198,3 +198,45 @@ async def test_redis_that_never_answers_times_out_within_the_deadline(redis_serv
     finally:
         state._stop_pool()
         sleeper._stop_pool()
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_a_timeout_the_next_operations_fail_at_once(redis_server):
+    """Redis stops answering (DEBUG SLEEP): the first operation fails
+    after the deadline; those right after it fail at once instead of each
+    waiting a deadline (a push makes several); after ``retry_pause`` the
+    next one asks Redis again and finds it back."""
+    state = redis_state(redis_server, dial_timeout=0.2, read_timeout=0.2, write_timeout=0.2)
+    sleeper = redis_state(redis_server, read_timeout=10.0)
+    try:
+        await state.ping()
+        sleeping = sleeper._run(sleeper._client.execute_command, "DEBUG", "SLEEP", "3")
+        await task.deferLater(reactor, 0.3, lambda: None)
+        with pytest.raises(SharedStateUnavailable):
+            await state.get("x")
+        started = time.monotonic()
+        for operation in (
+            lambda: state.acquire("l", "t", 1),
+            lambda: state.incr("c"),
+            lambda: state.get("x"),
+            lambda: state.latest("t"),
+            lambda: state.set("x", b"1"),
+        ):  # one after the other, as one request's steps
+            with pytest.raises(SharedStateUnavailable):
+                await operation()
+        # each asking Redis would cost at least its read timeout (0.2 s)
+        assert time.monotonic() - started < 0.2
+        await sleeping
+
+        async def back():
+            try:
+                await state.ping()
+            except SharedStateUnavailable:
+                return False
+            return True
+
+        await until(back)
+        assert state.problem is None and await state.incr("c") == 1
+    finally:
+        state._stop_pool()
+        sleeper._stop_pool()
