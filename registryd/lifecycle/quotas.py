@@ -41,14 +41,11 @@ import time
 import uuid
 
 import attr
-from twisted.logger import Logger
 
 from registryd import errors
 from registryd.patterns import compile_pattern
 from registryd.shared.errors import SharedStateUnavailable
 from registryd.storage.walking import gather_limited
-
-log = Logger()
 
 #: Seconds a repository's counted usage (and the list of repositories) is
 #: trusted before it is counted again from storage (other nodes' pushes).
