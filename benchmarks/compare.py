@@ -40,7 +40,11 @@ Workloads:
 * push: ``POST`` then one ``PUT ?digest=`` carrying the whole blob
   (the spec's monolithic upload), and ``POST``, ``PATCH`` in 16 MiB
   ``Content-Range`` chunks, ``PUT ?digest=`` (chunked upload); the body is
-  sent from a file with ``sendfile`` so the client costs little CPU.
+  sent from a file with ``sendfile`` so the client costs little CPU.  Also
+  each server's CPU time per MiB pushed (all its processes and threads),
+  and sha256's own CPU per MiB as a share of it.  ``--no-fsync`` runs
+  registryd without ``fsync`` (a ``sitecustomize`` of the benchmark's: not
+  a registryd setting), to measure what durability costs.
 * images: a fresh image of ``--layers`` (5) layers of ``--layer-size``
   (20 MiB) random data, built by a private dockerd
   (``tests.e2e.tools.Dockerd``), pushed by ``docker push`` (which gzips
@@ -60,6 +64,12 @@ Workloads:
   machine moves it less than requests/s); ``--request-rounds`` rounds in
   rotated order (median), ``--only-requests`` picks workloads by label.
   Also printed: how registryd's CPU was shared among its processes.
+  Then ``/v2/`` with token auth, against a second instance of each server
+  requiring bearer tokens signed by one key of the run
+  (:mod:`benchmarks.tokens`): registryd with its own token server
+  (``auth.tokenserver``, the token fetched from its ``/auth/token``), the
+  Distributions with ``auth: token:`` (``rootcertbundle``: the key's
+  certificate) and a token minted with that key.
 * listings: tags of a repository with 10,000 tags and the catalog of
   10,000 repositories, written directly in Distribution's on-disk layout
   (which registryd shares) and fetched completely (following ``Link``).
@@ -77,6 +87,8 @@ Needs ``apt-get install docker-registry wrk hey curl`` and psutil.
 """
 
 import argparse
+import base64
+import copy
 import hashlib
 import http.client
 import json
@@ -97,6 +109,7 @@ import psutil
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from benchmarks import tokens  # noqa: E402
 from tests.e2e import tools  # noqa: E402  (Dockerd, Podman, skopeo)
 
 MIB = 1024 * 1024
@@ -520,9 +533,15 @@ class RSSSampler(threading.Thread):
 
 
 class Server:
+    #: the ``auth`` section (YAML), empty for none
+    auth_config = ""
+
     def __init__(self, name, workdir):
         self.name = name
-        self.workdir = os.path.join(workdir, name)
+        self._place(os.path.join(workdir, name))
+
+    def _place(self, directory):
+        self.workdir = directory
         self.root = os.path.join(self.workdir, "root")
         os.makedirs(self.root)
         self.port = free_port()
@@ -530,28 +549,46 @@ class Server:
         self.startup = None
         self.sampler = None
 
+    def with_token_auth(self, key):
+        """Another server like this one (same name, its own root and port,
+        not started) that requires bearer tokens signed by ``key``
+        (:class:`benchmarks.tokens.SigningKey`)."""
+        other = copy.copy(self)
+        other._place(self.workdir + "-token")
+        other.auth_config = key.external_token_config()
+        other.signing_key = key
+        return other
+
+    def bearer_token(self):
+        """A token this server (made by :meth:`with_token_auth`) accepts:
+        minted with the key, as an external token server would."""
+        return self.signing_key.mint()
+
     def config_text(self):
-        return "\n".join(
-            [
-                "version: 0.1",
-                "log:",
-                "  level: warn",
-                "  accesslog:",
-                "    disabled: true",
-                "storage:",
-                "  filesystem:",
-                f"    rootdirectory: {self.root}",
-                "  delete:",
-                "    enabled: true",
-                "  cache:",
-                "    blobdescriptor: inmemory",
-                *self.extra_storage(),
-                "http:",
-                f"  addr: 127.0.0.1:{self.port}",
-                "  headers:",
-                "    X-Content-Type-Options: [nosniff]",
-                "",
-            ]
+        return (
+            "\n".join(
+                [
+                    "version: 0.1",
+                    "log:",
+                    "  level: warn",
+                    "  accesslog:",
+                    "    disabled: true",
+                    "storage:",
+                    "  filesystem:",
+                    f"    rootdirectory: {self.root}",
+                    "  delete:",
+                    "    enabled: true",
+                    "  cache:",
+                    "    blobdescriptor: inmemory",
+                    *self.extra_storage(),
+                    "http:",
+                    f"  addr: 127.0.0.1:{self.port}",
+                    "  headers:",
+                    "    X-Content-Type-Options: [nosniff]",
+                    "",
+                ]
+            )
+            + self.auth_config
         )
 
     def extra_storage(self):
@@ -580,7 +617,7 @@ class Server:
             try:
                 connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
                 connection.request("GET", "/v2/")
-                if connection.getresponse().status == 200:
+                if connection.getresponse().status in (200, 401):  # 401: token auth
                     break
             except OSError:
                 pass
@@ -633,10 +670,58 @@ class Distribution3(Distribution):
 
 
 class Registryd(Server):
+    #: a directory put first on the server's PYTHONPATH (``--no-fsync``)
+    site_directory = None
+
     def __init__(self, name, workdir, extra_args=(), tree=REPO):
         super().__init__(name, workdir)
         self.extra_args = list(extra_args)
         self.tree = tree
+
+    def without_fsync(self):
+        """Make every process of the server (workers too: they inherit
+        PYTHONPATH) skip ``os.fsync``, through a ``sitecustomize`` of the
+        benchmark's own: measures what durability costs a push, without a
+        switch for it in registryd."""
+        self.site_directory = os.path.join(self.workdir, "site")
+        os.makedirs(self.site_directory, exist_ok=True)
+        with open(os.path.join(self.site_directory, "sitecustomize.py"), "w") as file:
+            file.write("import os\n\nos.fsync = lambda fd: None  # compare.py --no-fsync\n")
+
+    def with_token_auth(self, key):
+        """As :meth:`Server.with_token_auth`, with registryd's own token
+        server (``auth.tokenserver``, signing with ``key``, for the
+        htpasswd user ``bench``) also accepting tokens from the key's
+        external issuer."""
+        other = super().with_token_auth(key)
+        import bcrypt
+
+        htpasswd = os.path.join(other.workdir, "htpasswd")
+        with open(htpasswd, "wb") as file:
+            file.write(b"bench:" + bcrypt.hashpw(b"bench", bcrypt.gensalt(rounds=5)) + b"\n")
+        other.auth_config = (
+            key.external_token_config().replace("    realm: https://auth.example/token\n", "")
+            + f"  htpasswd:\n    realm: bench\n    path: {htpasswd}\n"
+            + f"  tokenserver:\n    key: {key.key_path}\n"
+            + f"    certificate: {key.certificate_path}\n    expiration: 3600\n"
+        )
+        return other
+
+    def bearer_token(self):
+        """A token from registryd's own token server (``/auth/token``)."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        credentials = base64.b64encode(b"bench:bench").decode()
+        connection.request(
+            "GET",
+            f"/auth/token?service={tokens.SERVICE}",
+            headers={"Authorization": f"Basic {credentials}"},
+        )
+        response = connection.getresponse()
+        body = response.read()
+        connection.close()
+        if response.status != 200:
+            raise HTTPError(f"registryd /auth/token: {response.status} {body[:200]!r}")
+        return json.loads(body)["token"]
 
     def command(self, config):
         return [
@@ -653,7 +738,10 @@ class Registryd(Server):
 
     def environment(self):
         path = os.environ.get("PYTHONPATH")
-        return dict(os.environ, PYTHONPATH=self.tree + (os.pathsep + path if path else ""))
+        first = [self.site_directory] if self.site_directory else []
+        return dict(
+            os.environ, PYTHONPATH=os.pathsep.join(first + [self.tree] + ([path] if path else []))
+        )
 
 
 # -------------------------------------------------------------- measuring
@@ -821,16 +909,20 @@ class Table:
 
 def sha256_rate(total=512 * MIB):
     """MiB/s of Python's sha256 on one core of this machine, now: the
-    ceiling of a push that hashes on one core (median of three)."""
+    ceiling of a push that hashes on one core (median of three); and the
+    CPU milliseconds it spends per MiB (its thread's CPU time, which a busy
+    machine disturbs far less than the rate)."""
     data = os.urandom(MIB)
     rates = []
+    costs = []
     for _ in range(3):
         hasher = hashlib.sha256()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         for _ in range(total // MIB):
             hasher.update(data)
         rates.append(total / MIB / (time.perf_counter() - started))
-    return statistics.median(rates)
+        costs.append(1000 * (time.thread_time() - cpu) / (total / MIB))
+    return statistics.median(rates), statistics.median(costs)
 
 
 def rotated(servers, run):
@@ -853,7 +945,9 @@ def find_distribution3(option):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", default="256M", help="blob size for push and pull (256M)")
+    parser.add_argument(
+        "--size", default=None, help="blob size for push and pull (256M; --quick: 64M)"
+    )
     parser.add_argument("--big", default="2G", help="blob moved while watching RSS (2G)")
     parser.add_argument("--runs", type=int, default=3, help="runs per push/pull figure (median)")
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk load (8)")
@@ -893,6 +987,12 @@ def main():
         "process per CPU; '' for a single process)",
     )
     parser.add_argument(
+        "--no-fsync",
+        action="store_true",
+        help="registryd skips fsync (a sitecustomize of the benchmark's; registryd has "
+        "no such switch): what durability costs a push, against a run without it",
+    )
+    parser.add_argument(
         "--distribution3",
         default=None,
         metavar="PATH",
@@ -901,7 +1001,13 @@ def main():
     )
     args = parser.parse_args()
     if args.quick:
-        args.size, args.big, args.duration, args.entries = "64M", "512M", 4, 2000
+        args.size, args.big, args.duration, args.entries = (
+            args.size or "64M",
+            "512M",
+            4,
+            2000,
+        )
+    args.size = args.size or "256M"
     for tool in ("docker-registry", "wrk", "hey", "curl"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is needed: apt-get install {tool}")
@@ -934,12 +1040,18 @@ def main():
         ours = Registryd(
             "registryd", workdir, args.registryd_args.split(), os.path.abspath(args.tree)
         )
+        if args.no_fsync:
+            ours.without_fsync()
+            print("# registryd without fsync (--no-fsync): not durable, for comparison", flush=True)
         servers.append(ours)
         table = Table([server.name for server in servers])
         for server in servers:
             server.start()
-        args.sha256 = sha256_rate()
-        print(f"# sha256 on one core: {args.sha256:.0f} MiB/s", flush=True)
+        args.sha256, args.sha256_cpu = sha256_rate()
+        print(
+            f"# sha256 on one core: {args.sha256:.0f} MiB/s, {args.sha256_cpu:.2f} ms CPU per MiB",
+            flush=True,
+        )
         run_workloads(args, table, servers, blob, big)
         table.add(
             "start-up to first /v2/ answer",
@@ -956,7 +1068,7 @@ def main():
             f"registryd {' '.join(['--config', '...'] + ours.extra_args)} vs {versions}; "
             f"{size // MIB} MiB blobs, {args.connections} connections, "
             f"{args.entries} entries, {os.cpu_count()} CPUs, load now {os.getloadavg()[0]:.2f}; "
-            f"sha256 on one core {args.sha256:.0f} MiB/s"
+            f"sha256 on one core {args.sha256:.0f} MiB/s ({args.sha256_cpu:.2f} ms CPU per MiB)"
         )
         print(table.render())
     finally:
@@ -988,14 +1100,21 @@ def run_workloads(args, table, servers, blob, big):
 
 
 def run_push(args, table, servers, blob, big):
+    """Monolithic and chunked pushes of the blob, ``--runs`` times each in
+    rotated order (median): MiB/s, as a share of the run's one-core sha256,
+    and the server's CPU time per MiB (summed over its processes and
+    threads: steadier than MiB/s on a shared machine, and what a machine
+    with more cores multiplies)."""
     size_mib = blob.size / MIB
     for label, push, target in [
         ("monolithic push", push_monolithic, 8),
         ("chunked push (16 MiB PATCHes)", push_chunked, 6),
     ]:
         times = {server.name: [] for server in servers}
+        cpu = {server.name: [] for server in servers}
         for run in range(args.runs):
             for server in rotated(servers, run):
+                before = server.sampler.cpu_seconds()
                 times[server.name].append(
                     timed(
                         lambda push=push, server=server, run=run: push(
@@ -1003,11 +1122,29 @@ def run_push(args, table, servers, blob, big):
                         )
                     )
                 )
+                cpu[server.name].append(server.sampler.cpu_seconds() - before)
         rates = {name: size_mib / statistics.median(runs) for name, runs in times.items()}
         table.add(label, rates, "MiB/s", target)
         table.add(
             f"{label}, share of one-core sha256",
             {name: 100 * rate / args.sha256 for name, rate in rates.items()},
+            "%",
+            None,
+        )
+        per_mib = {name: 1000 * statistics.median(runs) / size_mib for name, runs in cpu.items()}
+        table.add(
+            f"{label}, server CPU per MiB",
+            per_mib,
+            "ms",
+            None,
+            higher_is_better=False,
+            fmt="{:.2f}",
+        )
+        # sha256's own CPU per MiB as a share of the server's: on a busy
+        # machine the steadier reading of how close a push is to hashing.
+        table.add(
+            f"{label}, sha256's CPU as a share of the server's",
+            {name: 100 * args.sha256_cpu / cost for name, cost in per_mib.items()},
             "%",
             None,
         )
@@ -1253,10 +1390,8 @@ def small_requests(args, blob, manifest):
 
 def run_requests(args, table, servers, blob, big):
     """Each small-request workload against each server, in rotated order,
-    ``--rounds`` times (median); with requests/s and p99, the servers' CPU
-    time per request (psutil: the sum over their processes, which a
-    noisy machine disturbs less than throughput), and how registryd's
-    CPU was shared among its processes (do its workers all serve?)."""
+    ``--rounds`` times (median); then ``/v2/`` with token auth, against a
+    second instance of each server that requires tokens."""
     for server in servers:
         for index in range(9):  # ten tags for the tags list
             push_manifest(server.port, "bench/warm", f"t{index}", server.config_blob, blob)
@@ -1268,46 +1403,101 @@ def run_requests(args, table, servers, blob, big):
     for label, path, load in small_requests(args, blob, servers[0].manifest):
         if chosen and not any(word in label for word in chosen):
             continue
-        figures = {server.name: [] for server in servers}
-        shares = []
-        for run in range(args.request_rounds):
-            for server in rotated(servers, run):
-                target = path.replace(servers[0].manifest, server.manifest)
-                url = f"http://127.0.0.1:{server.port}{target}"
-                load(url, 1)  # warm up
-                process = psutil.Process(server.process.pid)
-                before = process_cpu_seconds(process)
-                rate, p99, failures = load(url, args.duration)
-                after = process_cpu_seconds(process)
-                used = {pid: after[pid] - before.get(pid, 0.0) for pid in after}
-                cpu = sum(used.values()) / max(rate * args.duration, 1) * 1e6
-                figures[server.name].append((rate, p99, failures, cpu))
-                if server.name == "registryd" and sum(used.values()) > 0:
-                    shares.append(
-                        sorted((v / sum(used.values()) for v in used.values()), reverse=True)
-                    )
-        for name, runs in figures.items():
-            failed = sum(run[2] for run in runs)
-            if failed:
-                print(f"  WARNING: {name} had {failed} failed requests in {label}")
 
-        medians = [
-            {name: statistics.median(run[index] for run in runs) for name, runs in figures.items()}
-            for index in range(4)
-        ]
-        table.add(f"{label}, {args.connections} connections", medians[0], "req/s", 2.0)
-        table.add(
-            f"{label}, p99 latency", medians[1], "ms", 1.0, higher_is_better=False, fmt="{:.1f}"
+        def request_for(server, path=path, load=load):
+            target = path.replace(servers[0].manifest, server.manifest)
+            url = f"http://127.0.0.1:{server.port}{target}"
+            return lambda seconds: load(url, seconds)
+
+        measure_requests(args, table, servers, label, request_for)
+    if not chosen or any(word in TOKEN_LABEL for word in chosen):
+        run_token_requests(args, table, servers)
+
+
+TOKEN_LABEL = "/v2/ with token auth"
+
+
+def run_token_requests(args, table, servers):
+    """``GET /v2/`` with a bearer token: each server again, requiring
+    tokens signed by one key of this run (:mod:`benchmarks.tokens`).
+    registryd issues its token with its own token server
+    (``auth.tokenserver``); the Distributions get one minted with the same
+    key, as their external token server would.  The target: requests/s at
+    least Distribution 3's and a p99 no worse."""
+    key = tokens.SigningKey(args.workdir_path)
+    secured = [server.with_token_auth(key) for server in servers]
+    try:
+        for server in secured:
+            server.start()
+
+        def request_for(server):
+            url = f"http://127.0.0.1:{server.port}/v2/"
+            headers = [("Authorization", f"Bearer {server.bearer_token()}")]
+            return lambda seconds: wrk(url, seconds, args.connections, headers)
+
+        measure_requests(
+            args, table, secured, TOKEN_LABEL, request_for, target=1.0, against="distribution3"
         )
-        table.add(
-            f"{label}, server CPU per request", medians[3], "us", None, higher_is_better=False
+    finally:
+        for server in secured:
+            server.stop()
+
+
+def measure_requests(
+    args, table, servers, label, request_for, target=2.0, against="docker-registry"
+):
+    """One small-request workload (``request_for(server)``: a load taking
+    seconds, returning requests/s, p99 and failures) on each server,
+    ``--request-rounds`` times in rotated order; with requests/s and p99,
+    the servers' CPU time per request (psutil: the sum over their
+    processes, which a noisy machine disturbs less than throughput), and
+    how registryd's CPU was shared among its processes (do its workers all
+    serve?)."""
+    figures = {server.name: [] for server in servers}
+    shares = []
+    for run in range(args.request_rounds):
+        for server in rotated(servers, run):
+            load = request_for(server)
+            rate, _, failures = load(1)  # warm up
+            if failures and rate == 0:
+                raise HTTPError(f"{server.name} {label}: every request failed")
+            process = psutil.Process(server.process.pid)
+            before = process_cpu_seconds(process)
+            rate, p99, failures = load(args.duration)
+            after = process_cpu_seconds(process)
+            used = {pid: after[pid] - before.get(pid, 0.0) for pid in after}
+            cpu = sum(used.values()) / max(rate * args.duration, 1) * 1e6
+            figures[server.name].append((rate, p99, failures, cpu))
+            if server.name == "registryd" and sum(used.values()) > 0:
+                shares.append(sorted((v / sum(used.values()) for v in used.values()), reverse=True))
+    for name, runs in figures.items():
+        failed = sum(run[2] for run in runs)
+        if failed:
+            print(f"  WARNING: {name} had {failed} failed requests in {label}")
+
+    medians = [
+        {name: statistics.median(run[index] for run in runs) for name, runs in figures.items()}
+        for index in range(4)
+    ]
+    table.add(
+        f"{label}, {args.connections} connections", medians[0], "req/s", target, against=against
+    )
+    table.add(
+        f"{label}, p99 latency",
+        medians[1],
+        "ms",
+        1.0,
+        higher_is_better=False,
+        fmt="{:.1f}",
+        against=against,
+    )
+    table.add(f"{label}, server CPU per request", medians[3], "us", None, higher_is_better=False)
+    if shares:
+        print(
+            "  registryd CPU by process (largest first): "
+            + "; ".join(", ".join(f"{share:.0%}" for share in run) for run in shares),
+            flush=True,
         )
-        if shares:
-            print(
-                "  registryd CPU by process (largest first): "
-                + "; ".join(", ".join(f"{share:.0%}" for share in run) for run in shares),
-                flush=True,
-            )
 
 
 def run_listings(args, table, servers, blob, big):

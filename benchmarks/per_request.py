@@ -126,38 +126,10 @@ def token_auth(workdir):
     token signed by a key whose self-signed certificate is the
     rootcertbundle, carried in the token's ``x5c`` header (as Distribution's
     token servers do)."""
-    import base64
+    from benchmarks.tokens import SigningKey
 
-    import jwt
-    from cryptography.hazmat.primitives import serialization
-
-    from tests import certs
-
-    key = certs.new_key("ec")
-    certificate = certs.self_signed(key)
-    bundle = certs.write(workdir, "token.crt", certs.cert_pem(certificate))
-    der = base64.b64encode(certificate.public_bytes(serialization.Encoding.DER)).decode()
-    now = int(time.time())
-    token = jwt.encode(
-        {
-            "iss": "bench",
-            "sub": "bench",
-            "aud": "registry",
-            "exp": now + 3600,
-            "nbf": now - 5,
-            "iat": now,
-            "jti": "bench",
-            "access": [],
-        },
-        key,
-        algorithm="ES256",
-        headers={"x5c": [der]},
-    )
-    config = (
-        "auth:\n  token:\n    realm: https://auth.example/token\n    service: registry\n"
-        f"    issuer: bench\n    rootcertbundle: {bundle}\n"
-    )
-    return config, token
+    key = SigningKey(workdir)
+    return key.external_token_config(), key.mint()
 
 
 def workloads(manifest, layer):

@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Push and pull throughput on S3: registryd's s3 driver and Debian's
 docker-registry (CNCF Distribution 2.8) s3 driver, side by side, on the
-same OpenStack Swift (s3api) on loopback.
+same OpenStack Swift (s3api) on loopback; with ``--distribution3`` also
+CNCF Distribution 3's.
 
     python benchmarks/s3_throughput.py             # 256 MiB blobs, 3 rounds
     python benchmarks/s3_throughput.py --quick     # 64 MiB blobs, 2 rounds
+    python benchmarks/s3_throughput.py --size 16M --rounds 1 \
+        --distribution3 /work/dist3/registry       # Distribution 3 too
 
 Swift is started with the project's ``swift-s3.sh`` (tests/s3/swift.py)
 into a temporary directory on free ports and stopped at the end.  Both
@@ -23,6 +26,12 @@ Workloads:
 * pull: one ``GET`` of the whole blob; and 4 concurrent ``GET``s.
 * small image: 10 blobs of 256 KiB and a manifest (per-request overhead,
   where S3 round trips dominate).
+* small blob: ``POST`` + ``PUT ?digest=`` of 3 KiB, and a two-blob image
+  (config, layer, manifest, tag), in S3 requests, the figure that
+  tests/s3/test_s3_push_requests.py keeps registryd's within.
+* S3 requests per push of each workload, counted in Swift's proxy access
+  log (every request a registry sends, retries and parts included; the
+  registries take turns, so each window holds one registry's requests).
 * peak RSS of the registry process over the run (bounded memory while
   streaming blobs of any size through multipart uploads).
 
@@ -85,6 +94,55 @@ class S3Distribution(tools.DistributionRegistry):
         # apply it to Distribution's HTTP transport); credentials come from
         # the configuration.
         return tools._clean_env(("REGISTRY_", "OTEL_", "AWS_"))
+
+
+class S3Distribution3(S3Distribution):
+    """CNCF Distribution 3 (``registry serve CONFIG``): the same
+    configuration as Distribution 2.8's."""
+
+    name = "distribution3-s3"
+
+    def __init__(self, storage, executable, **kwargs):
+        super().__init__(storage, **kwargs)
+        self.executable = executable
+
+
+class SwiftRequests:
+    """The S3 requests Swift's proxy served, from its access log.
+
+    s3api's requests arrive as ``/<bucket>...`` from a client address
+    (the proxy's own Swift subrequests are ``/v1/...`` from ``-``).  A
+    line is written once the response is done, which may be just after
+    the registry has it: :meth:`settled` waits until the count stops
+    changing.
+    """
+
+    def __init__(self, log_path, bucket):
+        self.log_path = Path(log_path)
+        self.marker = f" /{bucket}"
+
+    def count(self):
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return 0
+        return sum(
+            1
+            for line in text.splitlines()
+            if line.startswith("proxy-server: 127.0.0.1 ") and self.marker in line
+        )
+
+    def settled(self, quiet=0.3, longest=10.0):
+        """The count, once it held still for ``quiet`` seconds."""
+        deadline = time.monotonic() + longest
+        last = self.count()
+        while time.monotonic() < deadline:
+            time.sleep(quiet)
+            now = self.count()
+            if now == last:
+                return now
+            last = now
+        return last
 
 
 class PeakRSS:
@@ -314,10 +372,33 @@ def push_small_image(url, name, tag, blobs=10, size=256 * 1024):
 # ------------------------------------------------------------------ runs
 
 
+def push_small_blob(url, name, size=3000):
+    """``POST`` then ``PUT ?digest=`` with a small body."""
+    blob = os.urandom(size)
+    status, response, data = request(
+        url, "POST", f"/v2/{name}/blobs/uploads/", b"", {"Content-Length": "0"}
+    )
+    expect(status, 202, "POST", data)
+    target = path_of(response.getheader("Location"))
+    separator = "&" if "?" in target else "?"
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    status, _, data = request(
+        url, "PUT", f"{target}{separator}digest={digest}", blob, {"Content-Length": str(size)}
+    )
+    expect(status, 201, "PUT", data)
+
+
 def timed(function, *args):
     started = time.monotonic()
     function(*args)
     return time.monotonic() - started
+
+
+def measured(requests, function, *args):
+    """(seconds, S3 requests) of ``function(*args)``."""
+    before = requests.settled()
+    seconds = timed(function, *args)
+    return seconds, requests.settled() - before
 
 
 def run(args):
@@ -337,6 +418,13 @@ def run(args):
         servers["docker-registry"] = S3Distribution(
             storage_section(swift, "bench-distribution"), tmpdir=work / "distribution"
         ).start()
+        if args.distribution3:
+            servers["distribution3"] = S3Distribution3(
+                storage_section(swift, "bench-distribution3"),
+                args.distribution3,
+                tmpdir=work / "distribution3",
+            ).start()
+        swift_requests = SwiftRequests(swift.state / "log" / "proxy.log", swift.make_bucket())
         memory = {label: PeakRSS(server.pid) for label, server in servers.items()}
 
         base = work / "blob.bin"
@@ -348,6 +436,7 @@ def run(args):
         size = (args.size // MIB) * MIB
 
         results = {label: {} for label in servers}
+        requests = {label: {} for label in servers}
         counter = [0]
 
         def fresh_blob():
@@ -358,14 +447,17 @@ def run(args):
             for label, server in servers.items():
                 url, name = server.url, "bench/app"
                 record = results[label]
+                counted = requests[label]
                 blob = fresh_blob()
-                seconds = timed(push_monolithic, url, name, blob)
+                seconds, sent = measured(swift_requests, push_monolithic, url, name, blob)
                 record.setdefault("push (one PUT)", []).append(blob.length / MIB / seconds)
+                counted.setdefault("push (one PUT)", []).append(sent)
                 chunked = fresh_blob()
-                seconds = timed(push_chunked, url, name, chunked)
+                seconds, sent = measured(swift_requests, push_chunked, url, name, chunked)
                 record.setdefault("push (16 MiB PATCHes)", []).append(
                     chunked.length / MIB / seconds
                 )
+                counted.setdefault("push (16 MiB PATCHes)", []).append(sent)
                 seconds = timed(pull, url, name, blob.digest, blob.length)
                 record.setdefault("pull (one GET)", []).append(blob.length / MIB / seconds)
 
@@ -383,8 +475,25 @@ def run(args):
                 record.setdefault("pull (4 concurrent GETs)", []).append(
                     4 * blob.length / MIB / seconds
                 )
-                seconds = timed(push_small_image, url, "bench/small", f"r{round_number}")
+                seconds, sent = measured(
+                    swift_requests, push_small_image, url, "bench/small", f"r{round_number}"
+                )
                 record.setdefault("small image push (10 x 256 KiB), s", []).append(seconds)
+                counted.setdefault("small image push (10 x 256 KiB)", []).append(sent)
+                seconds, sent = measured(swift_requests, push_small_blob, url, "bench/small")
+                record.setdefault("small blob push (3 KB, POST + PUT), s", []).append(seconds)
+                counted.setdefault("small blob push (3 KB, POST + PUT)", []).append(sent)
+                seconds, sent = measured(
+                    swift_requests,
+                    push_small_image,
+                    url,
+                    "bench/two",
+                    f"r{round_number}",
+                    1,
+                    3000,
+                )
+                record.setdefault("two-blob image push (3 KB layer), s", []).append(seconds)
+                counted.setdefault("two-blob image push (3 KB layer)", []).append(sent)
                 print(
                     f"round {round_number + 1} {label}: "
                     + ", ".join(f"{key} {values[-1]:.1f}" for key, values in record.items()),
@@ -398,16 +507,29 @@ def run(args):
             f" {os.cpu_count()} CPUs"
         )
         labels = list(servers)
-        print(f"{'workload':<40}{labels[0]:>14}{labels[1]:>18}{'ratio':>8}")
-        for workload in results[labels[0]]:
-            values = [statistics.median(results[label][workload]) for label in labels]
-            unit = "" if workload.endswith(", s") else " MiB/s"
-            ratio = values[0] / values[1] if values[1] else float("nan")
-            print(f"{workload + unit:<40}{values[0]:>14.1f}{values[1]:>18.1f}{ratio:>8.2f}")
+        ratios = [f"/{label[:6]}" for label in labels[1:]]
         print(
-            f"{'peak RSS, MiB':<40}{peaks[labels[0]] / MIB:>14.0f}{peaks[labels[1]] / MIB:>18.0f}"
-            f"{peaks[labels[0]] / peaks[labels[1]]:>8.2f}"
+            f"{'workload':<46}"
+            + "".join(f"{label:>18}" for label in labels)
+            + "".join(f"{ratio:>10}" for ratio in ratios)
         )
+
+        def row(name, values, form):
+            ratios = [values[0] / value if value else float("nan") for value in values[1:]]
+            print(
+                f"{name:<46}"
+                + "".join(f"{value:>18{form}}" for value in values)
+                + "".join(f"{ratio:>10.2f}" for ratio in ratios)
+            )
+
+        for workload in results[labels[0]]:
+            unit = "" if workload.endswith(", s") else " MiB/s"
+            values = [statistics.median(results[label][workload]) for label in labels]
+            row(workload + unit, values, ".1f")
+        for workload in requests[labels[0]]:
+            values = [statistics.median(requests[label][workload]) for label in labels]
+            row(f"S3 requests: {workload}", values, ".0f")
+        row("peak RSS, MiB", [peaks[label] / MIB for label in labels], ".0f")
     finally:
         for server in servers.values():
             server.stop()
@@ -420,6 +542,11 @@ def main():
     parser.add_argument("--size", default="256M", help="blob size (default 256M)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="64 MiB blobs, 2 rounds")
+    parser.add_argument(
+        "--distribution3",
+        metavar="EXECUTABLE",
+        help="also CNCF Distribution 3's registry binary (e.g. /work/dist3/registry)",
+    )
     args = parser.parse_args()
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     text = args.size

@@ -152,6 +152,25 @@ def parse_endpoint_description(description):
     return parse(description)
 
 
+def socket_read_size(transport):
+    """How many bytes a socket transport asks ``recv`` for at a time
+    (``twisted.internet.tcp.Connection.bufferSize``, which ``doRead``
+    reads: 64 KiB by default); None if it does not look like a socket
+    transport (TLS, tests' string transports): its reads then stay as
+    they are."""
+    size = getattr(transport, "bufferSize", None)
+    if not isinstance(size, int) or isinstance(size, bool):
+        return None
+    return size
+
+
+def set_socket_read_size(transport, size):
+    """Make a socket transport whose :func:`socket_read_size` is not None
+    ask ``recv`` for up to ``size`` bytes at a time, from its next read
+    on (``bufferSize``, read by ``doRead`` on every read)."""
+    transport.bufferSize = size
+
+
 def write_buffer_empty(transport):
     """Whether a Twisted ``FileDescriptor`` transport wrote out all it was
     given (``dataBuffer``, ``offset``, ``_tempDataLen``); None if it does

@@ -12,6 +12,7 @@ from klein import Klein
 from klein.resource import KleinResource
 from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
+from twisted.web.server import NOT_DONE_YET
 from werkzeug.exceptions import BadHost, MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
@@ -32,6 +33,7 @@ from registryd.http.api import (
 )
 from registryd.http.api.routing import RouteTable, endpoint
 from registryd.http.context import new_request_id
+from registryd.http.fast_dispatch import FastDispatch
 from registryd.http.urls import URLBuilder
 from registryd.http.web import STREAMED
 from registryd.lifecycle.pulls import NO_PULLS
@@ -119,15 +121,25 @@ class _RegistryResource(KleinResource):
     server failure: it gets a JSON 400 here.
 
     Also tells the site each request's body mode, from the route table
-    (``body_mode``, registryd.http.web.StreamingSite).
+    (``body_mode``, registryd.http.web.StreamingSite), and hands the plain
+    request targets of the hot routes to the fast dispatch
+    (:mod:`registryd.http.fast_dispatch`), which runs the same views and error
+    handlers without klein's per-request routing work.
     """
 
     def __init__(self, klein_app, registry_app):
         super().__init__(klein_app)
         self._registry_app = registry_app
         self.body_mode = registry_app.routes.body_mode
+        self._fast = FastDispatch(
+            registry_app.exact_routes, registry_app, registry_app.error_handlers
+        )
 
     def render(self, request):
+        found = self._fast.match(request)
+        if found is not None:
+            self._fast.render(request, *found)
+            return NOT_DONE_YET
         try:
             b"/".join(request.prepath + request.postpath).decode("utf-8")
             request.getRequestHostname().decode("utf-8")
@@ -345,17 +357,17 @@ class RegistryApp:
     routes.add(
         "/ui/", "ui", {b"GET": endpoint(_ui), b"POST": endpoint(_ui)}, api=False, branch=True
     )
+    #: the routes precompiled for the fast dispatch (registryd.http.fast_dispatch)
+    exact_routes = routes.exact_routes()
 
     # errors
 
-    @app.handle_errors(errors.RegistryError)
     def registry_error(self, request, failure):
         return self._render_error(request, failure.value)
 
     # werkzeug's router answers a path it would spell differently (a
     # missing trailing slash, '//') with a redirect; Distribution answers
     # 404 for every path that is not exactly an endpoint's, and so do we.
-    @app.handle_errors(NotFound, RequestRedirect)
     def not_found(self, request, failure):
         try:
             base.check_unrouted_path(request)  # a decoded '/' or newline may be why
@@ -365,12 +377,10 @@ class RegistryApp:
             request, errors.NotFound(detail={"path": request.path.decode("latin-1")})
         )
 
-    @app.handle_errors(MethodNotAllowed)
     def method_not_allowed(self, request, failure):
         allowed = failure.value.valid_methods or []
         return self._render_error(request, errors.method_not_allowed(request.method, allowed))
 
-    @app.handle_errors(Exception)
     def unexpected_error(self, request, failure):
         if failure.check(CancelledError):
             return None  # the client went away; nothing to answer
@@ -386,6 +396,18 @@ class RegistryApp:
             "internal server error", detail={"request_id": request_id}, status=500
         )
         return self._render_error(request, error)
+
+    #: The error handlers, in the order they are tried: klein's, and the
+    #: fast dispatch's (registryd.http.fast_dispatch) from this one list.
+    error_handlers = (
+        ((errors.RegistryError,), registry_error),
+        ((NotFound, RequestRedirect), not_found),
+        ((MethodNotAllowed,), method_not_allowed),
+        ((Exception,), unexpected_error),
+    )
+    for _types, _handler in error_handlers:
+        app.handle_errors(*_types)(_handler)
+    del _types, _handler
 
     def _render_error(self, request, error):
         if request.startedWriting:

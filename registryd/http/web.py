@@ -212,10 +212,10 @@ class RequestBody(ChunkBuffer):
         super().__init__()
         self._transport = transport
         self._default_read_size = None
-        read_size = getattr(transport, "bufferSize", None)
-        if isinstance(read_size, int) and read_size < self.read_size:
+        read_size = compat.socket_read_size(transport)
+        if read_size is not None and read_size < self.read_size:
             self._default_read_size = read_size
-            transport.bufferSize = self.read_size
+            compat.set_socket_read_size(transport, self.read_size)
         self.length = length  # declared Content-Length, None if chunked
         self._discarding = False
 
@@ -248,7 +248,7 @@ class RequestBody(ChunkBuffer):
 
     def _restore_read_size(self):
         if self._default_read_size is not None:
-            self._transport.bufferSize = self._default_read_size
+            compat.set_socket_read_size(self._transport, self._default_read_size)
             self._default_read_size = None
 
     def discard(self):

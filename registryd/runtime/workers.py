@@ -374,12 +374,44 @@ class _MainProcessLink(protocol.Protocol):
             self.transport.write(data)
 
     def connectionLost(self, reason):
-        from twisted.internet.error import ReactorNotRunning
+        stop_reactor(self._reactor)
 
-        try:
-            self._reactor.stop()
-        except ReactorNotRunning:
-            pass  # already stopping
+
+def stop_reactor(reactor):
+    """Stop ``reactor`` unless it is stopping already.
+
+    A worker is told to stop several ways that may all arrive: the main
+    process's ``SIGTERM``, the signal a supervisor sends to every process
+    of the group (systemd's ``KillMode=control-group``, Ctrl-C's ``SIGINT``
+    in a terminal, ``timeout``), and the end of its stdin when the main
+    process is gone.  The second ``reactor.stop()`` raises
+    ``ReactorNotRunning``, which Twisted logged with a traceback."""
+    from twisted.internet.error import ReactorNotRunning
+
+    try:
+        reactor.stop()
+    except ReactorNotRunning:
+        pass  # already stopping
+
+
+def stop_on_signals(reactor, signals=(signal.SIGTERM, signal.SIGINT)):
+    """Make ``signals`` stop ``reactor`` however often they come.
+
+    Replaces the handlers the running reactor installed
+    (``ReactorBase.sigTerm``/``sigInt``, which call ``reactor.stop()``
+    unguarded); call it once the reactor runs, after it installed them.
+    Each signal is logged, as Twisted's handlers log it."""
+
+    def handler(number, frame):
+        log.info(
+            "received {signal}: shutting down (pid {pid})",
+            signal=signal.Signals(number).name,
+            pid=os.getpid(),
+        )
+        reactor.callFromThread(stop_reactor, reactor)
+
+    for number in signals:
+        signal.signal(number, handler)
 
 
 def worker_config(config):
@@ -528,6 +560,7 @@ def main(argv=None):
     _forward_notifications(components, full_config, link)
 
     def start():
+        stop_on_signals(reactor)
         service.privilegedStartService()
         service.startService()
         link.send(b"ready\n")

@@ -14,6 +14,7 @@ locks) is an optimisation that a restart or another node cannot make wrong.
 """
 
 import heapq
+from collections import OrderedDict
 
 from zope.interface import implementer
 
@@ -41,6 +42,11 @@ __all__ = ["BlobInfo", "Registry", "Repository"]
 
 #: Fewest directories listed in one driver call by a catalog page walk.
 _PAGE_BATCH = 256
+
+#: Repositories kept made (:meth:`Registry.repository`), least recently used
+#: out beyond this: a pull made one per request, and building its stores
+#: cost more CPU than a small manifest's whole answer from storage.
+MAX_KEPT_REPOSITORIES = 1024
 
 
 class Registry:
@@ -123,6 +129,11 @@ class Registry:
         self.shared_pulls = None
         if shared_state is not None and shared_state.shared:
             self.shared_pulls = SharedPullTimes(shared_state, shared_clock or _global_reactor())
+        #: name -> Repository, most recently used last: a repository holds
+        #: no state of its own (everything is in the driver or in the
+        #: registry-wide collaborators above), so one per name serves every
+        #: request for it
+        self._repositories_made = OrderedDict()
 
     @property
     def read_only(self):
@@ -152,8 +163,20 @@ class Registry:
         )
 
     def repository(self, name):
-        """The repository ``name`` (validated); it need not exist yet."""
-        return Repository(self, check_repository_name(name))
+        """The repository ``name`` (validated); it need not exist yet.
+
+        Made once per name and kept (up to :data:`MAX_KEPT_REPOSITORIES`):
+        a repository's stores are stateless views over the driver, so
+        reusing one changes nothing but the CPU a request costs."""
+        made = self._repositories_made
+        repository = made.get(name)
+        if repository is not None:
+            made.move_to_end(name)
+            return repository
+        repository = made[name] = Repository(self, check_repository_name(name))
+        if len(made) > MAX_KEPT_REPOSITORIES:
+            made.popitem(last=False)
+        return repository
 
     def stored_repository(self, name):
         """The repository ``name`` as found by an enumerator (``repositories``

@@ -14,6 +14,7 @@ flight, so memory never grows with the blob and the reactor thread only
 moves buffers.
 """
 
+import collections
 import contextlib
 import re
 import time
@@ -203,24 +204,43 @@ class UploadInfo:
 
 
 class HashStates:
-    """Running hashes of uploads in progress, in process memory only."""
+    """Running hashes of uploads in progress, in process memory only, at
+    most ``limit`` of them (the least recently used go first: a lost
+    state costs a re-read, never a wrong answer).
 
-    def __init__(self):
-        self._states = {}
+    Keyed by ``(repository name, upload id)``: an upload id is valid in its
+    own repository only.  An entry also says that this process started or
+    continued the upload and has not removed it since: resuming it then
+    needs no request to learn that it exists and which digest algorithm
+    it uses (:meth:`UploadStore.resume`).
+    """
 
-    def take(self, upload_id, algorithm, offset):
-        """Remove and return the hasher for ``upload_id`` if it covers
+    def __init__(self, limit=16384):
+        self.limit = limit
+        self._states = collections.OrderedDict()
+
+    def take(self, key, algorithm, offset):
+        """Remove and return the hasher for upload ``key`` if it covers
         exactly ``offset`` bytes with ``algorithm``; else None."""
-        state = self._states.pop(upload_id, None)
+        state = self._states.pop(key, None)
         if state is not None and state[0] == offset and state[1].name == algorithm:
             return state[1]
         return None
 
-    def put(self, upload_id, offset, hasher):
-        self._states[upload_id] = (offset, hasher)
+    def known(self, key):
+        """(digest algorithm, offset) of an upload this process holds a
+        state of, or None."""
+        state = self._states.get(key)
+        return (state[1].name, state[0]) if state is not None else None
 
-    def forget(self, upload_id):
-        self._states.pop(upload_id, None)
+    def put(self, key, offset, hasher):
+        self._states[key] = (offset, hasher)
+        self._states.move_to_end(key)
+        while len(self._states) > self.limit:
+            self._states.popitem(last=False)
+
+    def forget(self, key):
+        self._states.pop(key, None)
 
     def __len__(self):
         return len(self._states)
@@ -286,12 +306,12 @@ class Upload:
     and commits with the same writer.  Use it as ``async with``.
     """
 
-    def __init__(self, context, upload_id, algorithm, started_at, release, writer=None, size=0):
+    def __init__(self, context, upload_id, algorithm, release, writer=None, size=0):
         self._context = context
         self.name = context.name
         self.id = upload_id
+        self._state_key = (context.name, upload_id)
         self.algorithm = algorithm
-        self.started_at = started_at
         self._release = release
         self._writer = writer
         self.size = writer.size if writer is not None else size
@@ -368,7 +388,7 @@ class Upload:
             if failures:
                 # writer.size counts the failed writes too: a fresh writer
                 # asks storage what it holds.
-                states.forget(self.id)
+                states.forget(self._state_key)
                 self._writer = None
                 try:
                     await writer.close()
@@ -379,9 +399,9 @@ class Upload:
                 # _pump waited for every write: the bytes are stored.
                 self.size = writer.size
                 if hasher is not None:
-                    states.put(self.id, writer.size, hasher)
+                    states.put(self._state_key, writer.size, hasher)
                 else:
-                    states.forget(self.id)
+                    states.forget(self._state_key)
             if self.size - start >= RELEASE_AFTER:
                 release_memory_later()  # the chunks' heap space (registryd.runtime.tuning)
         if failures:
@@ -397,7 +417,7 @@ class Upload:
         them once committed.
         """
         algorithm = algorithm or self.algorithm
-        hasher = self._context.hash_states.take(self.id, algorithm, offset)
+        hasher = self._context.hash_states.take(self._state_key, algorithm, offset)
         if hasher is not None:
             return hasher
         hasher = new_hasher(algorithm)
@@ -455,7 +475,7 @@ class Upload:
         hasher = await self._hasher_at(self.size, digest.algorithm)
         actual = Digest.from_hasher(hasher)
         # Keep the state: a retry with the right digest needs no rehash.
-        context.hash_states.put(self.id, self.size, hasher)
+        context.hash_states.put(self._state_key, self.size, hasher)
         if actual != digest:
             raise errors.DigestInvalid(
                 f"upload content has digest {actual}, not {digest}",
@@ -496,7 +516,7 @@ class UploadStore:
         started_at = rfc3339_now()
         release = await context.locks.acquire(upload_id)
         try:
-            await context.driver.put_content(paths.upload_data(self.name, upload_id), b"")
+            # No data file yet: the first append or complete() makes it.
             if algorithm != DEFAULT_ALGORITHM:
                 await context.driver.put_content(
                     paths.upload_algorithm(self.name, upload_id), algorithm.encode("ascii")
@@ -512,7 +532,9 @@ class UploadStore:
                 await context.vacuum.remove_upload(self.name, upload_id)
             release()
             raise
-        return Upload(context, upload_id, algorithm, started_at, release)
+        # Known here from now on: resuming it needs no look-up (HashStates).
+        context.hash_states.put((self.name, upload_id), 0, new_hasher(algorithm))
+        return Upload(context, upload_id, algorithm, release)
 
     @translate_storage_errors
     async def resume(self, upload_id):
@@ -537,26 +559,48 @@ class UploadStore:
         return upload
 
     async def _open(self, upload_id, release):
+        """The upload with its appending writer open.
+
+        An upload this process started or continued (it holds its state,
+        :class:`HashStates`) is known to exist and its algorithm is known:
+        no request asks, unless the writer finds other than the bytes this
+        process last saw (another node appended, finished or cancelled it).
+        Otherwise one listing of the upload's directory tells both
+        (``startedat`` marks an upload; the algorithm file is read only
+        where there is one).  So the one change this process cannot see
+        is another node removing an upload that never received a byte: it
+        is continued here rather than refused, and the digest check at the
+        end still guards what becomes a blob.
+        """
+        driver = self._context.driver
+        known = self._context.hash_states.known((self.name, upload_id))
+        algorithm = known[0] if known is not None else await self._stored_algorithm(upload_id)
+        writer = await driver.writer(paths.upload_data(self.name, upload_id), append=True)
+        if known is not None and writer.size != known[1]:
+            try:
+                await self._stored_algorithm(upload_id)
+            except errors.BlobUploadUnknown:
+                await writer.close()
+                raise
+        return Upload(self._context, upload_id, algorithm, release, writer)
+
+    async def _stored_algorithm(self, upload_id):
+        """The digest algorithm of stored upload ``upload_id``;
+        BLOB_UPLOAD_UNKNOWN when there is no such upload."""
         driver = self._context.driver
         try:
-            started_at = await driver.get_content(paths.upload_started_at(self.name, upload_id))
+            names = await driver.list(paths.upload_dir(self.name, upload_id))
         except PathNotFound:
-            raise errors.BlobUploadUnknown(detail={"uuid": upload_id}) from None
+            names = []
+        if paths.upload_started_at(self.name, upload_id).rsplit("/", 1)[1] not in names:
+            raise errors.BlobUploadUnknown(detail={"uuid": upload_id})
+        algorithm_file = paths.upload_algorithm(self.name, upload_id)
+        if algorithm_file.rsplit("/", 1)[1] not in names:
+            return DEFAULT_ALGORITHM
         try:
-            algorithm = (
-                await driver.get_content(paths.upload_algorithm(self.name, upload_id))
-            ).decode("ascii")
+            return (await driver.get_content(algorithm_file)).decode("ascii")
         except PathNotFound:
-            algorithm = DEFAULT_ALGORITHM
-        writer = await driver.writer(paths.upload_data(self.name, upload_id), append=True)
-        return Upload(
-            self._context,
-            upload_id,
-            algorithm,
-            started_at.decode("ascii", "replace"),
-            release,
-            writer,
-        )
+            return DEFAULT_ALGORITHM
 
     async def enumerate(self):
         """Every upload directory of the repository, as :class:`UploadInfo` records

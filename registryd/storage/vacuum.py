@@ -69,7 +69,7 @@ class Vacuum:
 
     async def remove_upload(self, name, upload_id):
         """Upload ``upload_id`` of repository ``name`` and its running hash."""
-        self._hash_states.forget(upload_id)
+        self._hash_states.forget((name, upload_id))
         return await self._delete(paths.upload_dir(name, upload_id))
 
     async def remove_fetch_record(self, name, digest):

@@ -289,11 +289,10 @@ def connection_to(worker, main, port, attempts=200):
             other.close()
 
 
-def test_a_worker_lets_its_upload_in_progress_finish_on_stop(tmp_path):
-    """http.draintimeout in worker mode: on SIGTERM a worker process, too,
-    stops accepting and lets the request it is serving finish."""
+def draining_workers_config(tmp_path):
+    """(port, debug port, configuration path): two processes, a debug
+    listener with metrics and ``http.draintimeout`` of 20 s."""
     from tests.integration.test_twistd_operations import draining_config
-    from tests.support import read_response_head
 
     port, debug_port = free_ports(2)
     config = draining_config(
@@ -302,33 +301,79 @@ def test_a_worker_lets_its_upload_in_progress_finish_on_stop(tmp_path):
         http=f"  debug:\n    addr: 127.0.0.1:{debug_port}\n    prometheus: {{enabled: true}}\n",
         more="workers: 2\n",
     )
-    with Running(tmp_path, "--config", config) as running:
-        running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
-        worker = wait_for(lambda: workers_of(running), message="a worker process")[0]
-        wait_for(lambda: request(port, "GET", "/v2/")[0].status == 200, message="serving")
-        response, _ = request(port, "POST", "/v2/drain/app/blobs/uploads/")
-        assert response.status == 202
-        location = response.getheader("Location")
+    return port, debug_port, config
 
-        busy = connection_to(worker, psutil.Process(running.process.pid), port)
-        data = os.urandom(300_000)
-        busy.sendall(
-            f"PATCH {location} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
-            f"Content-Length: {len(data)}\r\n\r\n".encode()
-            + data[:100_000]
-        )
-        wait_for(
-            lambda: uploads_in_progress(debug_port) == 1, message="the worker receiving the upload"
-        )
+
+def upload_in_progress_on_the_worker(running, port, debug_port):
+    """A PATCH the worker process is receiving, a third of its body sent:
+    (the worker, its socket, the whole body).  While it lasts, a draining
+    worker cannot finish stopping."""
+    running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
+    worker = wait_for(lambda: workers_of(running), message="a worker process")[0]
+    wait_for(lambda: request(port, "GET", "/v2/")[0].status == 200, message="serving")
+    response, _ = request(port, "POST", "/v2/drain/app/blobs/uploads/")
+    assert response.status == 202
+    location = response.getheader("Location")
+
+    busy = connection_to(worker, psutil.Process(running.process.pid), port)
+    data = os.urandom(300_000)
+    busy.sendall(
+        f"PATCH {location} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n".encode()
+        + data[:100_000]
+    )
+    wait_for(
+        lambda: uploads_in_progress(debug_port) == 1, message="the worker receiving the upload"
+    )
+    return worker, busy, data
+
+
+def finish_upload_in_progress(busy, data):
+    """Send the rest of :func:`upload_in_progress_on_the_worker`'s body: the
+    worker answers it (closing the connection: it is stopping)."""
+    from tests.support import read_response_head
+
+    busy.sendall(data[100_000:])
+    status, headers, _ = read_response_head(busy)
+    assert status == 202, status
+    assert headers["range"] == f"0-{len(data) - 1}"
+    assert headers.get("connection") == "close"
+    busy.close()
+
+
+def test_a_worker_lets_its_upload_in_progress_finish_on_stop(tmp_path):
+    """http.draintimeout in worker mode: on SIGTERM a worker process, too,
+    stops accepting and lets the request it is serving finish."""
+    port, debug_port, config = draining_workers_config(tmp_path)
+    with Running(tmp_path, "--config", config) as running:
+        _, busy, data = upload_in_progress_on_the_worker(running, port, debug_port)
         running.process.send_signal(signal.SIGTERM)
         wait_for(lambda: "letting requests finish" in running.output, message="draining")
-        busy.sendall(data[100_000:])
-        status, headers, _ = read_response_head(busy)
-        assert status == 202, status
-        assert headers["range"] == f"0-{len(data) - 1}"
-        assert headers.get("connection") == "close"
-        busy.close()
+        finish_upload_in_progress(busy, data)
         assert running.process.wait(timeout=60) in (0, -signal.SIGTERM), running.output
+    assert "Traceback" not in running.output, running.output
+
+
+def test_a_worker_told_to_stop_twice_stops_once_without_a_traceback(tmp_path):
+    """A worker gets ``SIGTERM`` twice when the whole process group is
+    signalled (systemd's ``KillMode=control-group``, Ctrl-C, ``timeout``):
+    once directly, once forwarded by the main process.  Twisted's handler
+    called ``reactor.stop()`` again and logged ``ReactorNotRunning`` with a
+    traceback.  The upload in progress keeps the worker stopping between
+    the two signals, so the second always finds it stopping."""
+    port, debug_port, config = draining_workers_config(tmp_path)
+    with Running(tmp_path, "--config", config) as running:
+        worker, busy, data = upload_in_progress_on_the_worker(running, port, debug_port)
+        os.kill(worker.pid, signal.SIGTERM)  # the group's signal, reaching the worker first
+        wait_for(lambda: "letting requests finish" in running.output, message="worker draining")
+        running.process.send_signal(signal.SIGTERM)  # the main process forwards it
+        wait_for(
+            lambda: running.output.lower().count("sigterm") >= 3,
+            message="the worker's second SIGTERM (and the main process's)",
+        )
+        finish_upload_in_progress(busy, data)
+        assert running.process.wait(timeout=60) in (0, -signal.SIGTERM), running.output
+    assert "ReactorNotRunning" not in running.output, running.output
     assert "Traceback" not in running.output, running.output
 
 

@@ -21,13 +21,6 @@ from registryd.storage.errors import PathNotFound, StorageError, StorageRefused
 from tests.drivers.driver_suite import DriverSuite, MiB
 
 
-@pytest.fixture
-def prefix(swift):
-    prefix = swift.new_prefix()
-    yield prefix
-    swift.purge(prefix)
-
-
 def make_driver(swift, prefix, **extra):
     return create_driver("s3", swift.parameters(prefix, **extra))
 
@@ -397,3 +390,27 @@ async def test_encrypt_asks_for_server_side_encryption(swift, prefix):
         assert "encryption" in str(caught.value).lower()
     finally:
         driver.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_tree_checks_see_past_a_page_of_siblings(swift, prefix):
+    """A directory's probe is one listing of names starting with it; when
+    siblings sorting before ``name/`` fill that page, the driver asks the
+    long way and still tells a file, a directory and nothing apart."""
+    writer = make_driver(swift, prefix)
+    for path in ["/d/a-1", "/d/a-2", "/d/a", "/e/a-1", "/e/a-2", "/e/a/x"]:
+        await writer.put_content(path, b"x")
+    for path in ["/f/a-1", "/f/a-2", "/f/a.3"]:
+        await writer.put_content(path, b"x")
+    await writer.close()
+    driver = make_driver(swift, prefix)  # knows no directories yet
+    driver.list_page_size = 2
+    try:
+        with pytest.raises(StorageError, match="not a directory"):
+            await driver.put_content("/d/a/below", b"y")
+        await driver.put_content("/e/a/y", b"y")  # a directory
+        await driver.put_content("/f/a/y", b"y")  # nothing there yet
+        assert await driver.list("/e/a") == ["x", "y"]
+        assert await driver.get_content("/f/a/y") == b"y"
+    finally:
+        await driver.close()

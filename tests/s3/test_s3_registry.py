@@ -78,13 +78,6 @@ async def stop(running):
     await running.driver.close()
 
 
-@pytest.fixture
-def prefix(swift):
-    prefix = swift.new_prefix("http")
-    yield prefix
-    swift.purge(prefix)
-
-
 async def push_blob(running, name, data, headers=None):
     response = await running.request("POST", f"{name}/blobs/uploads/", headers)
     assert response.code == 202, response.body
@@ -330,31 +323,3 @@ async def test_upload_keeps_its_bytes_through_an_outage(faulty):
     assert response.code == 201, response.body
     response = await faulty.request("GET", f"app/blobs/{digest}")
     assert response.body == first + second
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_small_push_costs_few_store_requests(swift, prefix):
-    """What a store (and its bill) feels: S3 requests per pushed blob and
-    manifest, counted at botocore, once the repository's directories are
-    known (registryd.storage.drivers.s3.KnownDirectories).  Measured: 30
-    per blob (POST + PUT) and 84 per image of two blobs and a tag, down
-    from 39 and 110 before the driver remembered directories."""
-    import collections
-
-    running = await serve(swift.parameters(prefix))
-    counts = collections.Counter()
-
-    def count(model, **kwargs):
-        counts[model.name] += 1
-
-    running.driver._caller.client.meta.events.register("before-call.s3", count)
-    try:
-        await push_image(running, "count/app", "v1")
-        counts.clear()
-        await push_blob(running, "count/app", os.urandom(3000))
-        assert sum(counts.values()) <= 30, dict(counts)
-        counts.clear()
-        await push_image(running, "count/app", "v2")
-        assert sum(counts.values()) <= 84, dict(counts)
-    finally:
-        await stop(running)

@@ -216,6 +216,57 @@ async def test_write_buffer_empty_follows_a_socket_transports_buffers():
     assert compat.write_buffer_empty(StringTransport()) is None
 
 
+@pytest_twisted.ensureDeferred
+async def test_socket_read_size_is_what_a_tcp_transport_asks_recv_for():
+    """Request bodies stream in 1 MiB reads (``registryd.http.web.RequestBody``),
+    not Twisted's 64 KiB: with the bytes already waiting in the kernel, one
+    read brings more than 64 KiB once the size is raised."""
+    from twisted.internet import reactor
+
+    connected, reads = [], []
+
+    class Server(protocol.Protocol):
+        def connectionMade(self):
+            connected.append(self.transport)
+
+        def dataReceived(self, data):
+            reads.append(len(data))
+
+    port = reactor.listenTCP(0, protocol.Factory.forProtocol(Server), interface="127.0.0.1")
+    client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=10)
+    try:
+        await wait_for(lambda: connected)
+        transport = connected[0]
+        assert "bufferSize" in inspect.getsource(tcp.Connection.doRead), changed(
+            "twisted.internet.tcp.Connection.doRead", "no longer reads bufferSize"
+        )
+        assert compat.socket_read_size(transport) == 64 * 1024, changed(
+            "twisted.internet.tcp.Connection.bufferSize", "is not 64 KiB"
+        )
+        transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        transport.stopReading()  # the bytes wait in the kernel
+        compat.set_socket_read_size(transport, 1 << 20)
+        assert compat.socket_read_size(transport) == 1 << 20
+        sent = 0
+        client.setblocking(False)
+        while sent < 2 << 20:
+            try:
+                sent += client.send(b"x" * (256 << 10))
+            except BlockingIOError:
+                break
+        assert sent > 64 * 1024, f"the kernel buffered only {sent} bytes"
+        transport.startReading()
+        await wait_for(lambda: sum(reads) == sent)
+        assert max(reads) > 64 * 1024, changed(
+            "twisted.internet.tcp.Connection.bufferSize", f"is not obeyed (reads: {reads[:8]})"
+        )
+        assert max(reads) <= 1 << 20
+    finally:
+        client.close()
+        await port.stopListening()
+    assert compat.socket_read_size(StringTransport()) is None
+
+
 # --- twisted.web ----------------------------------------------------------------
 
 

@@ -133,7 +133,7 @@ def test_copy_ranges_stay_within_s3_limits():
 
 
 def test_known_directories_forget_below_and_stay_bounded():
-    from registryd.storage.drivers.s3 import KnownDirectories
+    from registryd.storage.drivers.s3_tree import KnownDirectories
 
     known = KnownDirectories(limit=3)
     for key in ("root/a", "root/a/b", "root/ab"):
@@ -145,3 +145,100 @@ def test_known_directories_forget_below_and_stay_bounded():
     for key in ("k1", "k2", "k3"):
         known.add(key)
     assert len(known) == 3 and "root/ab" not in known  # least recently used went first
+
+
+def test_fresh_directories_stay_fresh_until_forgotten():
+    from registryd.storage.drivers.s3_tree import KnownDirectories
+
+    known = KnownDirectories()
+    known.add("r/a", fresh=True)
+    known.add("r/b")
+    assert known.is_fresh("r/a") and not known.is_fresh("r/b") and not known.is_fresh("r/c")
+    known.add("r/a")  # seen again with children: still what this driver made it
+    assert known.is_fresh("r/a")
+    known.forget("r/a")
+    known.add("r/a")  # found again after a delete: not fresh any more
+    assert not known.is_fresh("r/a")
+
+
+def test_recent_sizes_forget_below_and_stay_bounded():
+    from registryd.storage.drivers.s3_tree import RecentSizes
+
+    sizes = RecentSizes(limit=2)
+    sizes.remember("r/a/data", 3)
+    sizes.remember("r/ab", 4)
+    sizes.forget("r/a")
+    assert sizes.get("r/a/data") is None and sizes.get("r/ab") == 4
+    sizes.remember("k1", 1)
+    sizes.remember("k2", 2)
+    assert len(sizes) == 2 and sizes.get("r/ab") is None
+
+
+def delimited_page(keys, prefix, max_keys):
+    """What ``ListObjectsV2(Prefix=prefix, Delimiter="/", MaxKeys=max_keys)``
+    answers over ``keys``, as S3 orders and cuts it (by UTF-8 bytes, which
+    is code point order)."""
+    entries = {}
+    for key in keys:
+        if not key.startswith(prefix):
+            continue
+        rest = key[len(prefix) :]
+        if "/" in rest:
+            name = prefix + rest[: rest.index("/") + 1]
+            entries[name] = {"Prefix": name}
+        else:
+            entries[key] = {"Key": key}
+    names = sorted(entries)
+    page = [entries[name] for name in names[:max_keys]]
+    return {
+        "Contents": [item for item in page if "Key" in item],
+        "CommonPrefixes": [item for item in page if "Prefix" in item],
+        "IsTruncated": len(names) > max_keys,
+    }
+
+
+def test_probe_state_reads_one_delimited_page_right():
+    """Whatever the bucket holds and wherever the page is cut, the answer
+    is the truth or UNDECIDED (then the driver asks the long way); it is
+    UNDECIDED only when the page stopped before ``key/``'s place."""
+    from hypothesis import example, given, settings
+    from hypothesis import strategies as st
+
+    from registryd.storage.drivers.s3_tree import ABSENT, DIRECTORY, FILE, UNDECIDED, probe_state
+
+    name = st.text(alphabet="ab-./\u00e9", min_size=1, max_size=6)
+
+    @settings(max_examples=400, deadline=None)
+    @given(keys=st.sets(name, max_size=12), key=name, max_keys=st.integers(1, 5))
+    @example(keys={"a-1", "a-2", "a/x"}, key="a", max_keys=1)
+    @example(keys={"a", "a/x"}, key="a", max_keys=1)
+    def check(keys, key, max_keys):
+        if key.endswith("/"):
+            return
+        # the store is a tree: no key is also a directory
+        keys = {k for k in keys if not any(other.startswith(k + "/") for other in keys)}
+        state = probe_state(key, delimited_page(keys, key, max_keys))
+        is_file = key in keys
+        is_dir = any(k.startswith(key + "/") for k in keys)
+        if state == FILE:
+            assert is_file
+        elif state == DIRECTORY:
+            assert is_dir
+        elif state == ABSENT:
+            assert not is_file and not is_dir
+        else:
+            assert state == UNDECIDED
+            assert not is_file
+
+    check()
+
+
+def test_probe_state_survives_odd_pages():
+    """A page from a store that leaves fields out or sends empty ones."""
+    from registryd.storage.drivers.s3_tree import ABSENT, UNDECIDED, probe_state
+
+    assert probe_state("a", {}) == ABSENT
+    assert probe_state("a", {"Contents": None, "CommonPrefixes": None}) == ABSENT
+    assert probe_state("a", {"Contents": [{}], "CommonPrefixes": [{}], "IsTruncated": True}) == (
+        UNDECIDED
+    )

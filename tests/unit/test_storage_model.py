@@ -165,3 +165,22 @@ def test_handlers_have_no_proxy_branch():
             elif isinstance(node, ast.Constant) and node.value == "proxy":
                 offenders.append(f"{relative}:{node.lineno} 'proxy'")
     assert offenders == []
+
+
+def test_a_repository_is_made_once_per_name_and_kept_bounded(registry, monkeypatch):
+    """Requests for one name share one Repository (building its stores per
+    request cost more CPU than a manifest's answer), and the kept ones are
+    bounded: the least recently used go first."""
+    from registryd.errors import NameInvalid
+    from registryd.storage import registry as model
+
+    monkeypatch.setattr(model, "MAX_KEPT_REPOSITORIES", 3)
+    first = registry.repository("a/b")
+    assert registry.repository("a/b") is first
+    for name in ("c", "d", "e"):
+        registry.repository(name)
+    assert registry.repository("a/b") is not first  # evicted, made anew
+    assert len(registry._repositories_made) == 3
+    with pytest.raises(NameInvalid):
+        registry.repository("Not/Valid")
+    assert "Not/Valid" not in registry._repositories_made

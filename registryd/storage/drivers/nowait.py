@@ -61,6 +61,18 @@ _syscall = _load_syscall()
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
 _PATH_FLAGS = getattr(os, "O_PATH", 0) | os.O_CLOEXEC
 
+# The call's arguments, made once: building the ctypes objects on each call
+# cost three times the system call (a blob HEAD makes two of them).  The
+# kernel only reads the open_how structures, so threads may share them.
+_OPENAT2 = ctypes.c_long(_SYS_OPENAT2)
+_CWD = ctypes.c_long(_AT_FDCWD)
+_HOW_SIZE = ctypes.c_size_t(ctypes.sizeof(_OpenHow))
+_HOWS = {
+    flags: (how, ctypes.byref(how))
+    for flags in (_READ_FLAGS, _PATH_FLAGS)
+    for how in [_OpenHow(flags, 0, _RESOLVE_CACHED)]
+}
+
 
 def available():
     """Whether this kernel and platform offer the non-blocking paths."""
@@ -79,14 +91,7 @@ def _open_cached(full, flags):
     syscall = _syscall
     if syscall is None:
         return WOULD_BLOCK
-    how = _OpenHow(flags, 0, _RESOLVE_CACHED)
-    fd = syscall(
-        ctypes.c_long(_SYS_OPENAT2),
-        ctypes.c_long(_AT_FDCWD),
-        ctypes.c_char_p(os.fsencode(full)),
-        ctypes.byref(how),
-        ctypes.c_size_t(ctypes.sizeof(how)),
-    )
+    fd = syscall(_OPENAT2, _CWD, os.fsencode(full), _HOWS[flags][1], _HOW_SIZE)
     if fd >= 0:
         return fd
     code = ctypes.get_errno()

@@ -49,7 +49,6 @@ bucket.  The one thing remembered is which paths are directories
 or HEAD per level; it never changes what is read.
 """
 
-import collections
 import time
 
 from twisted.internet import defer
@@ -70,6 +69,14 @@ from registryd.storage.drivers.s3_streams import (
     _completed,
     copy_ranges,
 )
+from registryd.storage.drivers.s3_tree import (
+    ABSENT,
+    DIRECTORY,
+    FILE,
+    KnownDirectories,
+    RecentSizes,
+    probe_state,
+)
 from registryd.storage.errors import InvalidOffset, PathNotFound, StorageError, StorageUnavailable
 
 #: How long presigned redirect URLs stay valid (Distribution's 20 minutes).
@@ -79,45 +86,6 @@ DELETE_BATCH = 1000
 #: A multipart upload without parts this old (plus three request
 #: timeouts) was abandoned by a writer that failed or died.
 ABANDONED_AFTER = 3600
-
-
-class KnownDirectories:
-    """Keys this driver has seen to be directories, most recent last, at
-    most ``limit`` of them.
-
-    Used only by the tree checks before a write (is an ancestor a file?):
-    a directory seen once stays one, unless this driver deletes it or
-    creates a file in its place, both of which forget it.  An entry can go
-    stale only if another node empties a directory and then creates a
-    *file* under its name, which the registry's layout never does; the
-    worst outcome would be an object below an object, never wrong data.
-    """
-
-    def __init__(self, limit=16384):
-        self.limit = limit
-        self._keys = collections.OrderedDict()
-
-    def __contains__(self, key):
-        if key in self._keys:
-            self._keys.move_to_end(key)
-            return True
-        return False
-
-    def add(self, key):
-        self._keys[key] = None
-        self._keys.move_to_end(key)
-        while len(self._keys) > self.limit:
-            self._keys.popitem(last=False)
-
-    def forget(self, key):
-        """Forget ``key`` and every directory below it."""
-        self._keys.pop(key, None)
-        below = key + "/"
-        for known in [k for k in self._keys if k.startswith(below)]:
-            del self._keys[known]
-
-    def __len__(self):
-        return len(self._keys)
 
 
 def from_parameters(parameters):
@@ -161,6 +129,7 @@ class S3Driver:
         # so that a walk never starves pushes and pulls.
         self._walk_slots = defer.DeferredSemaphore(max(1, params.max_requests // 2))
         self.known_directories = KnownDirectories()
+        self.recent_sizes = RecentSizes()
 
     def __repr__(self):
         return f"<S3Driver bucket={self.bucket!r} prefix={self._prefix!r}>"
@@ -242,48 +211,66 @@ class S3Driver:
 
         Cheap because the store is kept a tree (no key is both a file and
         a prefix of others), and because directories are remembered
-        (:class:`KnownDirectories`).  When the parent is a known directory, one
-        LIST tells whether this path is a directory.  Otherwise the
-        parent's children are listed first: if it has none, neither has
-        this path, and the ancestors are walked upwards -- a HEAD each (is
-        it a file?), concurrently with the LIST of the next one up -- until
-        one is known or has children.  Requests, not round trips, are what
-        a store (and its bill) feels, so nothing is asked speculatively.
+        (:class:`~registryd.storage.drivers.s3_tree.KnownDirectories`).
+        When the parent is a known directory, one LIST tells whether this
+        path is a directory, and none is needed when the parent is fresh.
+        Otherwise the unknown ancestors are probed from the top down, one
+        listing each (:meth:`_probe`): the first that is absent answers for
+        everything below it.  Requests, not round trips, are what a store
+        (and its bill) feels, so nothing is asked speculatively.
         Afterwards every ancestor is known to be a directory (or about to
         be, once the file is written), and this path is not one.
         """
         if not parts:
             raise _is_a_directory(path)
         known = self.known_directories
-        ancestors = [self._key(parts[:depth]) for depth in range(len(parts) - 1, 0, -1)]
-        if (
-            not ancestors
-            or ancestors[0] in known
-            or await self._has_prefix(ancestors[0] + "/", path)
-        ):
-            if await self._has_prefix(self._key(parts) + "/", path):
+        key = self._key(parts)
+        ancestors = [self._key(parts[:depth]) for depth in range(1, len(parts))]
+        unknown = len(ancestors)
+        while unknown > 0 and ancestors[unknown - 1] not in known:
+            unknown -= 1
+        # ancestors[unknown:] are not known; ancestors[unknown - 1] is (or the root).
+        parent_fresh = bool(ancestors) and known.is_fresh(ancestors[-1])
+        for depth in range(unknown, len(ancestors)):
+            state = await self._probe(ancestors[depth], path)
+            if state == FILE:
+                shown = ancestors[depth][len(self._prefix) :]
+                raise StorageError(f"{path}: not a directory: /{shown}")
+            if state == ABSENT:
+                for created in ancestors[depth:]:
+                    known.add(created, fresh=True)
+                parent_fresh = True
+                break
+            known.add(ancestors[depth])
+        if not (parent_fresh and key not in known):
+            if await self._has_prefix(key + "/", path):
                 raise _is_a_directory(path)
-        else:
-            await self._check_not_files(path, ancestors)
-        known.forget(self._key(parts))
+        known.forget(key)
         for ancestor in ancestors:
             known.add(ancestor)
 
-    async def _check_not_files(self, path, ancestors):
-        """None of ``ancestors`` (deepest first; the first has no children)
-        is a file: walk up until one is a directory."""
-        known = self.known_directories
-        for index, ancestor in enumerate(ancestors):
-            above = ancestors[index + 1] if index + 1 < len(ancestors) else None
-            checks = [self._head(ancestor, path)]
-            if above is not None and above not in known:
-                checks.append(self._has_prefix(above + "/", path))
-            results = await _all(checks)
-            if results[0] is not None:
-                shown = ancestor[len(self._prefix) :]
-                raise StorageError(f"{path}: not a directory: /{shown}")
-            if len(results) == 1 or results[1]:
-                return
+    def _delimited_page(self, prefix, path, **token):
+        """One page of the names right below ``prefix``: keys, and common
+        prefixes for what lies deeper."""
+        return self._call(
+            "list_objects_v2",
+            path,
+            Prefix=prefix,
+            Delimiter="/",
+            MaxKeys=self.list_page_size,
+            **token,
+        )
+
+    async def _probe(self, key, path):
+        """Whether ``key`` is a file, a directory or absent, from one
+        listing (:func:`~registryd.storage.drivers.s3_tree.probe_state`);
+        when that page cannot tell, a HEAD and a one-key LIST do."""
+        state = probe_state(key, await self._delimited_page(key, path))
+        if state in (FILE, DIRECTORY, ABSENT):
+            return state
+        if await self._head(key, path) is not None:
+            return FILE
+        return DIRECTORY if await self._has_prefix(key + "/", path) else ABSENT
 
     async def _find_uploads(self, key, path):
         """The open multipart uploads of ``key``, newest first: (upload id,
@@ -441,9 +428,9 @@ class S3Driver:
     async def _put_content(self, path, content):
         parts = check_path(path)
         await self._check_creatable(path, parts)
-        await self._call(
-            "put_object", path, Key=self._key(parts), Body=content, **self._write_args()
-        )
+        key = self._key(parts)
+        await self._call("put_object", path, Key=key, Body=content, **self._write_args())
+        self.recent_sizes.remember(key, len(content))
 
     def reader(self, path, offset=0):
         return defer.ensureDeferred(self._reader(path, offset))
@@ -554,14 +541,7 @@ class S3Driver:
         names = set()
         token = {}
         while True:
-            response = await self._call(
-                "list_objects_v2",
-                path,
-                Prefix=prefix,
-                Delimiter="/",
-                MaxKeys=self.list_page_size,
-                **token,
-            )
+            response = await self._delimited_page(prefix, path, **token)
             for item in response.get("Contents", ()):
                 name = item["Key"][len(prefix) :]
                 if name and not name.endswith(TAIL_SUFFIX):
@@ -604,6 +584,8 @@ class S3Driver:
             raise _is_a_directory(source)
         source_key = self._key(source_parts)
         destination_key = self._key(destination_parts)
+        if await self._move_recent(source, source_key, destination, destination_parts):
+            return
         checks = [self._head(source_key, source)]
         if source_parts != destination_parts:
             checks.append(self._check_creatable(destination, destination_parts))
@@ -617,7 +599,38 @@ class S3Driver:
         if source_parts == destination_parts:
             return
         await self._copy(source_key, source, destination_key, destination, head["ContentLength"])
+        await self._finish_move(source, source_key, destination_key, head["ContentLength"])
+
+    async def _move_recent(self, source, source_key, destination, destination_parts):
+        """Move a small file this driver just wrote with one CopyObject and
+        no HEAD first (:class:`~registryd.storage.drivers.s3_tree.RecentSizes`);
+        whether it did.  When the copy fails (the file is gone, or was
+        rewritten larger than one CopyObject takes), the caller moves it
+        the long way, which names the problem."""
+        size = self.recent_sizes.get(source_key)
+        destination_key = self._key(destination_parts)
+        if size is None or size > self.params.copy_threshold_size or source_key == destination_key:
+            return False
+        await self._check_creatable(destination, destination_parts)
+        try:
+            await self._call(
+                "copy_object",
+                source,
+                Key=destination_key,
+                CopySource={"Bucket": self.bucket, "Key": source_key},
+                **self._write_args(content_type=False),
+            )
+        except (PathNotFound, S3Error):
+            self.recent_sizes.forget(source_key)
+            return False
+        await self._finish_move(source, source_key, destination_key, size)
+        return True
+
+    async def _finish_move(self, source, source_key, destination_key, size):
+        """Delete a moved file's source, once its copy is in place."""
         await self._call("delete_object", source, Key=source_key)
+        self.recent_sizes.forget(source_key)
+        self.recent_sizes.remember(destination_key, size)
 
     async def _copy(self, source_key, source, destination_key, destination, size):
         copy_source = {"Bucket": self.bucket, "Key": source_key}
@@ -699,21 +712,21 @@ class S3Driver:
         prefix = self._dir_prefix(parts)
         if parts:
             self.known_directories.forget(key)
+            self.recent_sizes.forget(key)
         else:
             self.known_directories = KnownDirectories(self.known_directories.limit)
+            self.recent_sizes = RecentSizes(self.recent_sizes.limit)
 
         def list_page(token):
             return self._call(
                 "list_objects_v2", path, Prefix=prefix, MaxKeys=self.list_page_size, **token
             )
 
-        head, uploads, response = await _all(
-            [
-                self._head(key, path) if parts else defer.succeed(None),
-                self._uploads_under(parts, path, tree=True),
-                list_page({}),
-            ]
-        )
+        uploads, response = await _all([self._uploads_under(parts, path, tree=True), list_page({})])
+        # Something below: a directory, so not a file too (the store is a tree).
+        head = None
+        if parts and not response.get("Contents"):
+            head = await self._head(key, path)
         found = head is not None or bool(uploads)
         for upload_key, upload_id in uploads:
             await self._abort(upload_key, upload_id, path)

@@ -301,6 +301,7 @@ class S3Writer(WriterBase):
             base = await self._driver._get_bytes(self._key, self.path, expected=self._base_size)
             content = base + content
         await self._call("put_object", Body=content, **self._driver._write_args())
+        self._driver.recent_sizes.remember(self._key, len(content))
         self._base_size = len(content)
         self._base_exists = True
         self._buffer.clear()
@@ -354,6 +355,7 @@ class S3Writer(WriterBase):
             UploadId=self._upload_id,
             MultipartUpload={"Parts": _completed(self._parts)},
         )
+        self._driver.recent_sizes.remember(self._key, self.size)
         self._upload_id = None
         await self._delete_tail()
 
@@ -389,4 +391,5 @@ class S3Writer(WriterBase):
         if self._upload_id is not None:
             await self._driver._abort(self._key, self._upload_id, self.path)
             self._upload_id = None
+        self._driver.recent_sizes.forget(self._key)
         await self._driver._delete_keys([self._key, self._key + TAIL_SUFFIX], self.path)
