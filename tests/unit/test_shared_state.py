@@ -48,6 +48,15 @@ async def until(predicate, timeout=30.0):
         await task.deferLater(reactor, 0.02, lambda: None)
 
 
+async def answers(state):
+    """Whether ``state`` reaches Redis now."""
+    try:
+        await state.ping()
+    except SharedStateUnavailable:
+        return False
+    return True
+
+
 @pytest_twisted.ensureDeferred
 async def test_provides_the_interface(node):
     assert verifyObject(ISharedState, node())
@@ -166,14 +175,7 @@ async def test_redis_gone_fails_fast_and_recovers(redis_server):
         assert state.problem and redis_server.addr in state.problem
         redis_server.start()
 
-        async def back():
-            try:
-                await state.ping()
-            except SharedStateUnavailable:
-                return False
-            return True
-
-        await until(back)
+        await until(lambda: answers(state))
         assert state.problem is None
         assert await state.incr("c") == 1
     finally:
@@ -183,7 +185,10 @@ async def test_redis_gone_fails_fast_and_recovers(redis_server):
 @pytest_twisted.ensureDeferred
 async def test_redis_that_never_answers_times_out_within_the_deadline(redis_server):
     """A Redis that accepts and then says nothing (here: paused with
-    DEBUG SLEEP) costs a caller at most the configured timeouts."""
+    DEBUG SLEEP) costs a caller at most the configured timeouts; the
+    operations right after a failure fail at once instead of each waiting
+    a deadline (a push makes several); after ``retry_pause`` the next one
+    asks Redis again and finds it back."""
     state = redis_state(redis_server, dial_timeout=0.2, read_timeout=0.2, write_timeout=0.2)
     sleeper = redis_state(redis_server, read_timeout=10.0)
     try:
@@ -194,26 +199,6 @@ async def test_redis_that_never_answers_times_out_within_the_deadline(redis_serv
         with pytest.raises(SharedStateUnavailable):
             await state.get("x")
         assert time.monotonic() - started < 2.5
-        await sleeping
-    finally:
-        state._stop_pool()
-        sleeper._stop_pool()
-
-
-@pytest_twisted.ensureDeferred
-async def test_after_a_timeout_the_next_operations_fail_at_once(redis_server):
-    """Redis stops answering (DEBUG SLEEP): the first operation fails
-    after the deadline; those right after it fail at once instead of each
-    waiting a deadline (a push makes several); after ``retry_pause`` the
-    next one asks Redis again and finds it back."""
-    state = redis_state(redis_server, dial_timeout=0.2, read_timeout=0.2, write_timeout=0.2)
-    sleeper = redis_state(redis_server, read_timeout=10.0)
-    try:
-        await state.ping()
-        sleeping = sleeper._run(sleeper._client.execute_command, "DEBUG", "SLEEP", "3")
-        await task.deferLater(reactor, 0.3, lambda: None)
-        with pytest.raises(SharedStateUnavailable):
-            await state.get("x")
         started = time.monotonic()
         for operation in (
             lambda: state.acquire("l", "t", 1),
@@ -227,15 +212,7 @@ async def test_after_a_timeout_the_next_operations_fail_at_once(redis_server):
         # each asking Redis would cost at least its read timeout (0.2 s)
         assert time.monotonic() - started < 0.2
         await sleeping
-
-        async def back():
-            try:
-                await state.ping()
-            except SharedStateUnavailable:
-                return False
-            return True
-
-        await until(back)
+        await until(lambda: answers(state))
         assert state.problem is None and await state.incr("c") == 1
     finally:
         state._stop_pool()
