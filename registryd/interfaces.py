@@ -443,6 +443,41 @@ class ISharedState(Interface):
         bound}``, and a field goes if its bound is None or its number is
         not above the bound (so a field merged again since stays)."""
 
+    def cache_lookup(names):
+        """Entries of the nodes' metadata cache (``registryd.storage.shared_cache``).
+
+        A member of the cache (``cache_join``) whose hold has expired may
+        have missed forgetting what it wrote: the first lookup that finds
+        one begins a new epoch.
+
+        :return: Deferred firing with one ``(value, stamp)`` per name:
+            ``value`` the bytes last stored by ``cache_fill`` under the current
+            epoch and not forgotten since, else None; ``stamp`` what
+            ``cache_fill`` needs to store a value read from storage after this
+            lookup."""
+
+    def cache_fill(name, stamp, value, ttl):
+        """Store ``value`` (bytes) at the cache entry ``name`` for ``ttl``
+        seconds, only if nothing forgot it and no new epoch began since the
+        lookup that gave ``stamp``: a value read from storage before a write
+        never lands after that write's ``cache_forget``.
+        :return: Deferred firing True if stored."""
+
+    def cache_forget(names, ttl):
+        """Drop the cache entries ``names`` and make every earlier stamp of
+        them stale (what is kept of them expires after ``ttl`` seconds)."""
+
+    def cache_join(member, ttl):
+        """Hold membership ``member`` (str) of the cache for ``ttl`` seconds
+        from now: a node that stops renewing it (cut off from the state)
+        ends the epoch when it expires."""
+
+    def cache_new_epoch(member, ttl):
+        """Hold membership ``member`` for ``ttl`` seconds and make every
+        cache entry stored so far invisible to every node: what a node does
+        before trusting the cache (again: after it could not reach it, its
+        writes forgot nothing)."""
+
     def ping():
         """:return: Deferred firing once the state answers (fails if it cannot)."""
 

@@ -105,9 +105,60 @@ class RedisServer:
                     return rest[: int(header[1:])].decode()
         raise ToolError("redis-server closed the connection during INFO")
 
+    def monitor(self):
+        """A :class:`Monitor` of the commands this server runs from now on."""
+        return Monitor(self.port)
+
     def flush(self):
         if self.command("FLUSHALL") != b"+OK":
             raise ToolError("redis-server did not flush")
+
+
+class Monitor:
+    """The commands redis-server runs from now on (``MONITOR``), for a test
+    to wait until one is seen: proof that a node got that far (a lock
+    tried, say), where counting commands would also count other nodes'.
+    A context manager; closes its connection on exit."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.buffer = b""
+        self.sock.sendall(b"MONITOR\r\n")
+        if self._line(time.monotonic() + 30) != "+OK":
+            raise ToolError("redis-server refused MONITOR")
+
+    def _line(self, deadline):
+        while b"\r\n" not in self.buffer:
+            if time.monotonic() > deadline:
+                raise TimeoutError("no such command seen")
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                raise ToolError("redis-server closed the MONITOR connection")
+            self.buffer += data
+        line, self.buffer = self.buffer.split(b"\r\n", 1)
+        return line.decode("utf-8", "replace")
+
+    def wait_for(self, *words, timeout=120):
+        """The first line run from now on whose arguments begin with
+        ``words`` (compared ignoring case), e.g. ``("SET", key)``."""
+        wanted = " ".join(f'"{word}"' for word in words).lower()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._line(deadline)
+            except TimeoutError:
+                raise AssertionError(f"redis-server ran no {wanted} within {timeout}s") from None
+            if wanted in line.lower():
+                return line
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.sock.close()
 
 
 def redis_state(server, **overrides):

@@ -115,5 +115,13 @@ def describe(value):
 
 
 def join(path, key):
-    """The dotted path of ``key`` inside ``path`` (the top level is "")."""
-    return f"{path}.{key}" if path else str(key)
+    """The dotted path of ``key`` inside ``path`` (the top level is "").
+
+    A key that is not printable text (a newline, a control character) is
+    quoted with ``repr``, so that every error stays one line naming the key
+    as it can be found in the file.
+    """
+    text = str(key)
+    if not text.isprintable():
+        text = repr(text)
+    return f"{path}.{text}" if path else text

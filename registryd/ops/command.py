@@ -11,8 +11,10 @@ import json
 from twisted.internet import defer, task
 
 from registryd.config import ConfigError, error_lines, load_config
+from registryd.shared import shared_state_for
 from registryd.storage.factory import create_storage_driver
 from registryd.storage.registry import Registry
+from registryd.storage.shared_cache import shared_cache_for
 
 
 class CommandFailed(Exception):
@@ -56,12 +58,23 @@ def run_job(prog, config, driver, job):
     outcome = {}
 
     async def work(reactor):
+        # With a redis section, what the job removes is forgotten from the
+        # nodes' metadata cache, as a node's own removals are.
+        shared_state = shared_state_for(config, reactor) if config.redis is not None else None
         registry = Registry(
             driver,
             delete_enabled=config.storage.delete_enabled,
             immutable_tags=config.lifecycle.immutable,
+            shared_state=shared_state,
+            shared_cache=shared_cache_for(shared_state, reactor)
+            if shared_state is not None
+            else None,
         )
-        outcome["result"] = await job(registry)
+        try:
+            outcome["result"] = await job(registry)
+        finally:
+            if shared_state is not None:
+                await shared_state.close()
 
     def failed(failure):
         outcome["failure"] = failure.getErrorMessage()

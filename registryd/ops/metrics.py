@@ -169,6 +169,17 @@ PROXY_PULLED_BYTES = Counter(
     namespace=NAMESPACE,
 )
 
+# --- the nodes' metadata cache (updated by registryd.storage.shared_cache) ---
+
+METADATA_CACHE_LOOKUPS = Counter(
+    "metadata_cache_lookups",
+    "Lookups in the metadata cache the nodes share in Redis, by result: hit (storage "
+    "not asked), miss (read from storage, then stored), bypassed (Redis away or not "
+    "trusted yet: read from storage).",
+    ["result"],
+    namespace=NAMESPACE,
+)
+
 # --- quotas (updated by registryd.lifecycle.quotas) -------------------------
 
 QUOTA_USED_BYTES = Gauge(

@@ -36,6 +36,7 @@ from registryd.ops.operations import Operations, source_address
 from registryd.runtime.logs import LogFormat, LogLevelFilter
 from registryd.storage.instrumented import InstrumentedDriver
 from registryd.storage.registry import Registry
+from registryd.storage.shared_cache import shared_cache_for
 
 #: Timers that must run in one process only (left out with singletons=False).
 SINGLETON_TIMERS = frozenset(
@@ -123,6 +124,7 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
         redirect_base_url=config.storage.redirect_base_url,
         shared_state=shared_state,
         shared_clock=reactor,
+        shared_cache=shared_cache_for(shared_state, reactor or _global_reactor()),
         immutable_tags=config.lifecycle.immutable,
         quotas=config.lifecycle.quotas,
     )
@@ -206,9 +208,11 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
         maintenance=maintenance,
         manhole=manhole,
         operations=operations,
-        # the pull flusher first, so it stops last: after the listeners
+        # the pull flusher early, so it stops late: after the listeners
         # and the drain, with every pull counted
         services=[
+            # first, so it stops last: every write until then forgets
+            *([registry.shared_cache] if registry.shared_cache is not None else []),
             PullFlushing(pulls, clock=reactor),
             *listeners,
             *timers,

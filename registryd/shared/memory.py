@@ -5,6 +5,8 @@ is atomic; expiry is checked when a name is read (and expired names are
 pruned as new ones come, so memory stays bounded by what is live).
 """
 
+from collections import OrderedDict
+
 from twisted.internet import defer
 from zope.interface import implementer
 
@@ -21,12 +23,20 @@ def _default_reactor():
 class MemorySharedState:
     shared = False
 
+    #: most metadata cache entries kept (least recently stored out first)
+    max_cache_entries = 65536
+
     def __init__(self, reactor=None):
         self._reactor = reactor  # None: the global one, looked up when first needed
         self._values = {}  # name -> (value, expiry or None)
         self._sets = {}  # name -> {member: expiry}
         self._tables = {}  # name -> ({field: number}, expiry)
         self._writes = 0
+        self._cache = OrderedDict()  # name -> [epoch, value or None, version, expiry]
+        self._epoch = 0
+        self._versions = 0  # the last version a forget gave (versions only grow)
+        self._floor = 0  # the newest version of an entry dropped whole
+        self._cache_members = {}  # member -> expiry
 
     def _now(self):
         if self._reactor is None:
@@ -164,6 +174,70 @@ class MemorySharedState:
                     del table[field]
             if not table:
                 del self._tables[name]
+        return defer.succeed(None)
+
+    def _cache_entry(self, name):
+        entry = self._cache.get(name)
+        if entry is not None and entry[3] <= self._now():
+            self._dropped(name)
+            return None
+        return entry
+
+    def _dropped(self, name):
+        """Forget an entry whole; a stamp given before must not match a
+        later lookup's, so absent entries report the newest version dropped."""
+        entry = self._cache.pop(name)
+        self._floor = max(self._floor, entry[2])
+
+    def _version(self, entry):
+        return self._floor if entry is None else entry[2]
+
+    def _keep(self, name, entry):
+        self._cache.pop(name, None)
+        self._cache[name] = entry
+        while len(self._cache) > self.max_cache_entries:
+            self._dropped(next(iter(self._cache)))
+
+    def _sweep_cache_members(self):
+        now = self._now()
+        expired = [member for member, expiry in self._cache_members.items() if expiry <= now]
+        for member in expired:
+            del self._cache_members[member]
+        if expired:
+            self._epoch += 1
+
+    def cache_join(self, member, ttl):
+        self._sweep_cache_members()
+        self._cache_members[member] = self._now() + ttl
+        return defer.succeed(None)
+
+    def cache_lookup(self, names):
+        self._sweep_cache_members()
+        found = []
+        for name in names:
+            entry = self._cache_entry(name)
+            hit = entry is not None and entry[0] == self._epoch and entry[1] is not None
+            found.append((entry[1] if hit else None, (self._epoch, self._version(entry))))
+        return defer.succeed(found)
+
+    def cache_fill(self, name, stamp, value, ttl):
+        entry = self._cache_entry(name)
+        version = self._version(entry)
+        if stamp != (self._epoch, version):
+            return defer.succeed(False)
+        self._keep(name, [self._epoch, bytes(value), version, self._now() + ttl])
+        return defer.succeed(True)
+
+    def cache_forget(self, names, ttl):
+        for name in names:
+            self._cache_entry(name)  # expired: dropped first
+            self._versions += 1
+            self._keep(name, [self._epoch, None, self._versions, self._now() + ttl])
+        return defer.succeed(None)
+
+    def cache_new_epoch(self, member, ttl):
+        self.cache_join(member, ttl)
+        self._epoch += 1
         return defer.succeed(None)
 
     def ping(self):

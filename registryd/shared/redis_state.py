@@ -17,10 +17,10 @@ caller never waits longer, whatever Redis does.  After a failure, the
 operations of the next ``retry_pause`` seconds fail at once without
 asking Redis: a request that makes several (a push takes a lock, reads
 counters, writes one) waits for one deadline at most, not one each, and
-the first operation after the pause finds out whether Redis is back.  A failure or timeout is
-:class:`SharedStateUnavailable`; the first one after a good answer is logged
-once, as is the recovery, and ``problem`` says what is wrong for
-``/health``.
+the first operation after the pause finds out whether Redis is back.  A
+failure or timeout is :class:`SharedStateUnavailable`; the first one after
+a good answer is logged once, as is the recovery, and ``problem`` says
+what is wrong for ``/health``.
 
 Operations that must be atomic across nodes (release a lock only if this
 node holds it, a set member that expires on its own) are Lua scripts on
@@ -108,6 +108,55 @@ if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return value
 """
 
+# The metadata cache (registryd.storage.shared_cache): an entry is a hash of
+# its value ``d``, the epoch it was stored under ``e`` and a version ``v``
+# that every forget raises; a lookup's stamp is "epoch:version", and a fill
+# stores only under the same stamp.  Every key shares the hash tag
+# ``{cache}``, so the epoch and the entries are in one Cluster slot and each
+# script is atomic over them.
+_CACHE = "{cache}:"
+_CACHE_EPOCH = PREFIX + _CACHE + "epoch"
+_CACHE_MEMBERS = PREFIX + _CACHE + "members"
+_CACHE_LOOKUP = (
+    _NOW_MS
+    + """
+if redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) > 0 then redis.call('INCR', KEYS[1]) end
+local epoch = redis.call('GET', KEYS[1]) or '0'
+local out = {}
+for i = 3, #KEYS do
+  local entry = redis.call('HMGET', KEYS[i], 'e', 'd', 'v')
+  if entry[1] == epoch and entry[2] then out[#out + 1] = entry[2] else out[#out + 1] = false end
+  out[#out + 1] = epoch .. ':' .. (entry[3] or '0')
+end
+return out
+"""
+)
+_CACHE_JOIN = (
+    _NOW_MS
+    + """
+if redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) > 0 then redis.call('INCR', KEYS[1]) end
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+if ARGV[3] == '1' then redis.call('INCR', KEYS[1]) end
+return 1
+"""
+)
+_CACHE_FILL = """
+local epoch = redis.call('GET', KEYS[1]) or '0'
+local version = redis.call('HGET', KEYS[2], 'v') or '0'
+if epoch .. ':' .. version ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], 'e', epoch, 'd', ARGV[2], 'v', version)
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+_CACHE_FORGET = """
+for i = 1, #KEYS do
+  redis.call('HINCRBY', KEYS[i], 'v', 1)
+  redis.call('HDEL', KEYS[i], 'd')
+  redis.call('PEXPIRE', KEYS[i], ARGV[1])
+end
+return 1
+"""
+
 
 def _ms(seconds):
     return max(1, int(round(seconds * 1000)))
@@ -191,6 +240,10 @@ class RedisSharedState:
                 incr=_INCR,
                 merge_latest=_MERGE_LATEST,
                 remove_fields=_REMOVE_FIELDS,
+                cache_lookup=_CACHE_LOOKUP,
+                cache_fill=_CACHE_FILL,
+                cache_forget=_CACHE_FORGET,
+                cache_join=_CACHE_JOIN,
             ).items()
         }
 
@@ -326,6 +379,38 @@ class RedisSharedState:
         if not args:
             return defer.succeed(None)
         return self._run(lambda: script(keys=[PREFIX + name], args=args) and None)
+
+    def cache_lookup(self, names):
+        script = self._scripts["cache_lookup"]
+        keys = [_CACHE_EPOCH, _CACHE_MEMBERS] + [PREFIX + _CACHE + name for name in names]
+
+        def lookup():
+            found = script(keys=keys)
+            return [(found[i], found[i + 1].decode("ascii")) for i in range(0, len(found), 2)]
+
+        return self._run(lookup)
+
+    def cache_fill(self, name, stamp, value, ttl):
+        script = self._scripts["cache_fill"]
+        keys = [_CACHE_EPOCH, PREFIX + _CACHE + name]
+        return self._run(lambda: bool(script(keys=keys, args=[stamp, value, _ms(ttl)])))
+
+    def cache_forget(self, names, ttl):
+        script = self._scripts["cache_forget"]
+        keys = [PREFIX + _CACHE + name for name in names]
+        return self._run(lambda: script(keys=keys, args=[_ms(ttl)]) and None)
+
+    def _cache_join(self, member, ttl, new_epoch):
+        script = self._scripts["cache_join"]
+        keys = [_CACHE_EPOCH, _CACHE_MEMBERS]
+        args = [member, _ms(ttl), "1" if new_epoch else "0"]
+        return self._run(lambda: script(keys=keys, args=args) and None)
+
+    def cache_join(self, member, ttl):
+        return self._cache_join(member, ttl, False)
+
+    def cache_new_epoch(self, member, ttl):
+        return self._cache_join(member, ttl, True)
 
     def ping(self):
         return self._run(lambda: self._client.ping() and None)

@@ -12,10 +12,11 @@ import attr
 from zope.interface import implementer
 
 from registryd import errors
-from registryd.digest import ALGORITHMS
+from registryd.digest import ALGORITHMS, Digest
 from registryd.interfaces import IBlobStore, ILinkedBlobStore
 from registryd.storage import _paths as paths
 from registryd.storage.errors import PathNotFound, translate_storage_errors
+from registryd.storage.shared_cache import blob_entry, link_entry, parsed
 from registryd.storage.walking import (
     digest_tree,
     list_or_empty,
@@ -23,6 +24,13 @@ from registryd.storage.walking import (
     parse_digest,
     read_link,
 )
+
+
+def _size(text):
+    """A blob size from the nodes' metadata cache (ValueError if it is none)."""
+    if not text.isdigit():
+        raise ValueError(text)
+    return int(text)
 
 
 @attr.s(frozen=True, slots=True)
@@ -128,13 +136,29 @@ class BlobStore:
 class LinkedBlobStore:
     """The blobs one repository links (``_layers``)."""
 
-    def __init__(self, name, driver, blobs, vacuum, guard, repositories, settings):
+    def __init__(
+        self,
+        name,
+        driver,
+        blobs,
+        vacuum,
+        guard,
+        repositories,
+        settings,
+        link_cache=None,
+        shared_cache=None,
+    ):
         """
         :param blobs: the global :class:`BlobStore`.
         :param guard: the registry's :class:`registryd.storage.nodes_guard.NodesGuard`.
         :param repositories: ``name -> Repository``, for mounts.
         :param settings: the registry's switches (delete_enabled, redirect,
             redirect_base_url), read when used (they may change).
+        :param link_cache: the registry's blob-link
+            :class:`registryd.storage.cache.LinkCache` (where the data is and
+            its size, revalidated by a stat of the link), or None.
+        :param shared_cache: the nodes' :class:`registryd.storage.shared_cache.SharedMetadataCache`
+            (used instead of ``link_cache``), or None.
         """
         self.name = name
         self._driver = driver
@@ -143,6 +167,8 @@ class LinkedBlobStore:
         self._guard = guard
         self._repositories = repositories
         self._settings = settings
+        self._link_cache = link_cache
+        self._shared_cache = shared_cache
 
     async def has(self, digest):
         try:
@@ -153,11 +179,64 @@ class LinkedBlobStore:
 
     @translate_storage_errors
     async def stat(self, digest):
-        """The blob if it is linked into this repository and its data exists."""
+        """The blob if it is linked into this repository and its data exists.
+
+        Blob HEADs and GETs and every pushed manifest's references ask
+        this; with the nodes' shared cache a hit asks storage nothing, with
+        the link cache one stat of the link replaces reading it and
+        stat'ing the data."""
+        if self._shared_cache is not None:
+            return await self._stat_shared(digest)
+        if self._link_cache is not None:
+            return await self._stat_revalidated(digest)
+        return await self._stat_stored(digest)
+
+    async def _stat_stored(self, digest):
         stored_as = await self.target(digest)
         if stored_as is None:
             raise errors.BlobUnknown(detail={"digest": str(digest)})
         return await self._blobs.stat(digest, stored_as)
+
+    async def _stat_revalidated(self, digest):
+        cache = self._link_cache
+        if not cache.seen(self.name, digest):
+            # asked for the first time: as without a cache (two calls,
+            # not three), noted so that the next ask keeps an entry
+            blob = await self._stat_stored(digest)
+            cache.note(self.name, digest)
+            return blob
+        try:
+            info = await self._driver.stat(paths.layer_link(self.name, digest))
+        except PathNotFound:
+            cache.invalidate(self.name, digest)
+            raise errors.BlobUnknown(detail={"digest": str(digest)}) from None
+        validator = (info.size, info.modified)
+        cached = cache.get(self.name, digest, validator)
+        if cached is not None:
+            stored_as, size = cached
+            return BlobInfo(digest, size, stored_as)
+        # Read after the stat: a link rewritten in between misses next time.
+        blob = await self._stat_stored(digest)
+        cache.put(self.name, digest, validator, (blob.stored_as, blob.size))
+        return blob
+
+    async def _stat_shared(self, digest):
+        cache = self._shared_cache
+        entries = [link_entry(self.name, digest), blob_entry(digest)]
+        found = await cache.lookup(entries)
+        if found is not None:
+            stored_as = parsed(found[0][0], Digest.parse)
+            size = parsed(found[1][0], _size)
+            if stored_as is not None and size is not None:
+                return BlobInfo(digest, size, stored_as if stored_as != digest else None)
+        blob = await self._stat_stored(digest)
+        if found is not None:
+            await cache.fill(entries[0], found[0][1], str(blob.data_digest))
+            if blob.data_digest == digest:
+                # keyed by where the data is, which the vacuum forgets with
+                # it: a blob stored under another digest is never a hit
+                await cache.fill(entries[1], found[1][1], str(blob.size))
+        return blob
 
     async def target(self, digest):
         """The digest the link ``digest`` names (where its data is), or None."""
@@ -187,6 +266,10 @@ class LinkedBlobStore:
     async def link(self, digest, stored_as=None):
         target = str(stored_as or digest).encode("ascii")
         await self._driver.put_content(paths.layer_link(self.name, digest), target)
+        if self._link_cache is not None:
+            self._link_cache.invalidate(self.name, digest)
+        if self._shared_cache is not None:
+            await self._shared_cache.forget(link_entry(self.name, digest))
 
     @translate_storage_errors
     async def delete(self, digest):

@@ -1,11 +1,13 @@
-"""In-process caches: of immutable content, and of tags revalidated by stat.
+"""In-process caches: of immutable content, and of links revalidated by stat.
 
 :class:`ContentCache` keeps only what a digest fully determines: the bytes
 stored under a digest never change, so no other node and no restart can
-make an entry wrong.  What can change (tags, links, whether a repository
-has a blob or a manifest) is read from storage, or (:class:`TagCache`)
-revalidated against it on every use: a cache hit only saves reading and
-parsing once storage has confirmed nothing changed.
+make an entry wrong.  What can change (tags, blob links, whether a
+repository has a manifest) is read from storage, or (:class:`LinkCache`,
+for tags and blob links) revalidated against it on every use: a cache hit
+only saves reading once storage has confirmed nothing changed.  Nodes that
+share a Redis trust a cache held there instead
+(:mod:`registryd.storage.shared_cache`).
 """
 
 import time
@@ -50,13 +52,14 @@ class ContentCache:
         return self._bytes
 
 
-class TagCache:
-    """What a tag resolved to (a digest whose revision is linked), kept with
-    the validator of the tag's link file it was read under: its size and
+class LinkCache:
+    """What a link of a repository resolved to (a tag: the digest whose
+    revision is linked; a blob link: where its data is and its size), kept
+    with the validator of the link file it was read under: its size and
     modification time from one stat.
 
     A lookup is only a hit when a stat made for this request shows the
-    same validator, so a tag re-pointed or deleted through another process
+    same validator, so a link rewritten or deleted through another process
     or node is never served stale: rewriting the link (a new file renamed
     over the old) changes its time, deleting it fails the stat.  Link
     files of one algorithm have equal sizes, and file times come from a
@@ -65,9 +68,8 @@ class TagCache:
     read is therefore not kept (git's "racy" rule), which also bounds the
     clock difference between nodes sharing storage that this tolerates.
 
-    The store of one registry: ``get``/``put``/``invalidate`` by (repository,
-    tag), least recently used out beyond ``max_entries``, so that a shared
-    implementation (registryd's shared state) can stand in for it.
+    ``get``/``put``/``invalidate`` by (repository, name: a tag or a digest),
+    least recently used out beyond ``max_entries``.
     """
 
     settled = 2.0
@@ -77,10 +79,10 @@ class TagCache:
         self._clock = clock
         self._entries = OrderedDict()
 
-    def get(self, repository, tag, validator):
-        """The digest cached for ``tag`` of ``repository`` if it was read
-        under ``validator``, else None."""
-        key = (repository, tag)
+    def get(self, repository, name, validator):
+        """The value cached for link ``name`` of ``repository`` if it was
+        read under ``validator``, else None."""
+        key = (repository, name)
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -90,22 +92,38 @@ class TagCache:
         self._entries.move_to_end(key)
         return entry[1]
 
-    def put(self, repository, tag, validator, digest):
-        """Keep ``digest`` for the tag, read under ``validator``
-        ((size, modification time) of its link), unless the link is too
-        new to tell a later rewrite from it."""
-        key = (repository, tag)
+    def put(self, repository, name, validator, value):
+        """Keep ``value`` for the link, read under ``validator``
+        ((size, modification time) of it), unless the link is too new to
+        tell a later rewrite from it."""
+        key = (repository, name)
         if self._clock() - validator[1] < self.settled:
             self._entries.pop(key, None)
             return
-        self._entries[key] = (validator, digest)
+        self._entries[key] = (validator, value)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
-    def invalidate(self, repository, tag):
-        """Forget the tag (this process re-pointed or removed it)."""
-        self._entries.pop((repository, tag), None)
+    def seen(self, repository, name):
+        """Whether the link was asked for before (it has an entry, or a
+        :meth:`note`)."""
+        return (repository, name) in self._entries
+
+    def note(self, repository, name):
+        """Remember that the link was asked for, with nothing to serve:
+        a link asked for once (a blob a push has just linked, checked by
+        its manifest) is not worth the stat that validates an entry; one
+        asked for again is validated and kept."""
+        key = (repository, name)
+        if key not in self._entries:
+            self._entries[key] = (None, None)  # no validator matches it
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def invalidate(self, repository, name):
+        """Forget the link (this process rewrote or removed it)."""
+        self._entries.pop((repository, name), None)
 
     def __len__(self):
         return len(self._entries)

@@ -19,6 +19,7 @@ from registryd.interfaces import IManifestStore
 from registryd.manifests import parse_manifest, verify_references
 from registryd.storage import _paths as paths
 from registryd.storage.errors import translate_storage_errors
+from registryd.storage.shared_cache import revision_entry, tag_entry
 from registryd.storage.tags import check_tag
 from registryd.storage.walking import (
     digest_tree,
@@ -41,6 +42,16 @@ def is_digest_reference(reference):
     return ":" in reference
 
 
+#: a linked revision's entry in the nodes' metadata cache
+_LINKED = "linked"
+
+
+def _is_linked(text):
+    if text != _LINKED:
+        raise ValueError(text)
+    return True
+
+
 @implementer(IManifestStore)
 class ManifestStore:
     """The manifest revisions and referrers index of repository ``name``."""
@@ -61,6 +72,7 @@ class ManifestStore:
         quotas,
         tag_cache=None,
         pulls=None,
+        shared_cache=None,
     ):
         """
         :param blobs: the global :class:`registryd.storage.blobs.BlobStore`
@@ -79,10 +91,12 @@ class ManifestStore:
         :param quotas: :class:`registryd.lifecycle.quotas.QuotaAccounting`: admits
             a push before anything of it is linked, counts what it adds.
         :param tag_cache: what tags resolved to, revalidated by a stat of
-            the tag's link (:class:`registryd.storage.cache.TagCache`), or None.
+            the tag's link (:class:`registryd.storage.cache.LinkCache`), or None.
         :param pulls: this repository's pull record
             (:class:`registryd.storage.pulls.PullRecords`), whose deleted tags
             are forgotten, or None.
+        :param shared_cache: the nodes' :class:`registryd.storage.shared_cache.SharedMetadataCache`
+            of tags and revisions (used instead of ``tag_cache``), or None.
         """
         self.name = name
         self._driver = driver
@@ -98,8 +112,22 @@ class ManifestStore:
         self._quotas = quotas
         self._tag_cache = tag_cache
         self._pulls = pulls
+        self._shared_cache = shared_cache
 
     async def has(self, digest):
+        """Is revision ``digest`` linked (a manifest GET by digest, a
+        pushed index's children)?  With the nodes' shared cache, a hit asks
+        storage nothing."""
+        if self._shared_cache is None:
+            return await self._linked(digest)
+
+        async def load():
+            return _LINKED if await self._linked(digest) else None
+
+        entry = revision_entry(self.name, digest)
+        return await self._shared_cache.through(entry, load, _is_linked) is not None
+
+    async def _linked(self, digest):
         return (
             await read_link(self._driver, paths.manifest_revision_link(self.name, digest)) == digest
         )
@@ -125,10 +153,11 @@ class ManifestStore:
         resolved to before still holds (the link unchanged; a revision a
         tag names is only removed after the tag, as every delete and GC
         does), instead of reading the link and the revision's link."""
+        if self._shared_cache is not None:
+            return await self._resolve_tag_shared(tag)
         cache = self._tag_cache
         if cache is None:
-            digest = await self._tags.get(tag)
-            return digest if digest is not None and await self.has(digest) else None
+            return await self._resolve_tag_stored(tag)
         validator = await self._tags.validator(tag)
         if validator is None:
             cache.invalidate(self.name, tag)
@@ -136,13 +165,27 @@ class ManifestStore:
         digest = cache.get(self.name, tag, validator)
         if digest is not None:
             return digest
-        digest = await self._tags.get(tag)
-        if digest is None or not await self.has(digest):
+        digest = await self._resolve_tag_stored(tag)
+        if digest is None:
             return None
         # Read after the stat: if the tag moved in between, the validator
         # is older than what was read and the next stat misses.
         cache.put(self.name, tag, validator, digest)
         return digest
+
+    async def _resolve_tag_stored(self, tag):
+        digest = await self._tags.get(tag)
+        return digest if digest is not None and await self.has(digest) else None
+
+    async def _resolve_tag_shared(self, tag):
+        """The nodes' shared cache holds what the tag resolved to; every
+        write of the tag, and the removal of it, forgets it on all nodes."""
+
+        async def load():
+            digest = await self._resolve_tag_stored(tag)
+            return None if digest is None else str(digest)
+
+        return await self._shared_cache.through(tag_entry(self.name, tag), load, Digest.parse)
 
     @translate_storage_errors
     async def get(self, reference, accept=None):

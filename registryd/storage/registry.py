@@ -27,7 +27,7 @@ from registryd.lifecycle.shared_pulls import SharedPullTimes
 from registryd.names import check_repository_name, is_name_component
 from registryd.storage import _paths as paths
 from registryd.storage.blobs import BlobInfo, BlobStore, LinkedBlobStore
-from registryd.storage.cache import ContentCache, TagCache
+from registryd.storage.cache import ContentCache, LinkCache
 from registryd.storage.errors import translate_storage_errors
 from registryd.storage.fetch_records import FetchRecords
 from registryd.storage.manifest_store import ManifestStore
@@ -65,13 +65,16 @@ class Registry:
         immutable_tags=None,
         quotas=(),
         shared_state=None,
+        shared_cache=None,
         shared_clock=None,
     ):
         """``shared_state``: the ISharedState of the nodes serving ``driver``
         (registryd.shared); upload locks, the push guard, protected tags'
         locks and pull times span the nodes through it (``shared_clock``:
         the IReactorTime stamping shared pull times; the global reactor by
-        default)."""
+        default).  ``shared_cache``: the nodes'
+        :class:`registryd.storage.shared_cache.SharedMetadataCache` (with
+        Redis), trusted instead of the per-process link caches, or None."""
         self.driver = driver
         #: lifecycle.immutable (registryd.lifecycle.immutable.ImmutableTags):
         #: tags that may not be moved or deleted once pushed
@@ -117,11 +120,15 @@ class Registry:
         self.manifest_cache = ContentCache()
         #: what tags resolved to, revalidated by a stat on every use
         #: (registryd.storage.cache)
-        self.tag_cache = TagCache()
+        self.tag_cache = LinkCache()
+        #: where linked blobs' data is and its size, likewise
+        self.blob_link_cache = LinkCache()
+        #: tags, revisions, blob links and sizes the nodes share (Redis)
+        self.shared_cache = shared_cache
         #: the registry-wide blob store (content by digest)
         self.blobs = BlobStore(driver)
         #: the one way anything is removed from storage
-        self.vacuum = Vacuum(driver, self.hash_states)
+        self.vacuum = Vacuum(driver, self.hash_states, shared_cache)
         #: the pull-through cache's fetch records (registryd.proxy.expiry)
         self.fetch_records = FetchRecords(driver)
         #: pull times the nodes share (registryd.lifecycle.shared_pulls), or
@@ -339,8 +346,10 @@ class Repository:
             registry.guard,
             registry.repository,
             registry,
+            link_cache=registry.blob_link_cache,
+            shared_cache=registry.shared_cache,
         )
-        self.tags = TagStore(name, driver, vacuum, registry.tag_cache)
+        self.tags = TagStore(name, driver, vacuum, registry.tag_cache, registry.shared_cache)
         #: when its tags and manifests were last pulled (registryd.storage.pulls)
         self.pulls = PullRecords(name, driver, registry.shared_pulls)
         self.manifests = ManifestStore(
@@ -358,6 +367,7 @@ class Repository:
             registry.quotas,
             tag_cache=registry.tag_cache,
             pulls=self.pulls,
+            shared_cache=registry.shared_cache,
         )
         self.uploads = UploadStore(
             UploadContext(

@@ -12,6 +12,7 @@ from registryd.interfaces import ITagStore
 from registryd.names import is_valid_tag, valid_tags
 from registryd.storage import _paths as paths
 from registryd.storage.errors import PathNotFound, translate_storage_errors
+from registryd.storage.shared_cache import tag_entry
 from registryd.storage.walking import digest_tree, list_or_empty, modified_or_none, read_link
 
 
@@ -28,16 +29,20 @@ def check_tag(tag):
 class TagStore:
     """The tags of repository ``name``.
 
-    :param cache: the registry's :class:`registryd.storage.cache.TagCache`: the
-        tags this store re-points or removes are forgotten there (other
+    :param cache: the registry's tag :class:`registryd.storage.cache.LinkCache`:
+        the tags this store re-points or removes are forgotten there (other
         processes' changes are caught by its validators).
+    :param shared_cache: the nodes' :class:`registryd.storage.shared_cache.SharedMetadataCache`,
+        or None: a tag this store re-points is forgotten on every node
+        (removals are the vacuum's).
     """
 
-    def __init__(self, name, driver, vacuum, cache=None):
+    def __init__(self, name, driver, vacuum, cache=None, shared_cache=None):
         self.name = name
         self._driver = driver
         self._vacuum = vacuum
         self._cache = cache
+        self._shared_cache = shared_cache
 
     async def get(self, tag):
         """The digest ``tag`` names now, or None (no such tag, or a link
@@ -70,6 +75,8 @@ class TagStore:
         self._forget(tag)
         await self._driver.put_content(paths.tag_current_link(self.name, tag), link)
         self._forget(tag)
+        if self._shared_cache is not None:
+            await self._shared_cache.forget(tag_entry(self.name, tag))
 
     async def untag(self, tag):
         """Remove ``tag`` and its history; whether it was there."""

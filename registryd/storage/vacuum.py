@@ -9,20 +9,36 @@ is not an error, since a concurrent removal or an earlier interrupted one
 may have got there first.  Each returns whether there was something to
 remove.  Policy (dry runs, the grace period, the push guard, whether
 deletes are enabled) belongs to the callers; the vacuum only removes.
+
+Being the one deleter, it is also where every node is told to forget a
+removed tag, manifest revision, blob link or blob from the nodes' metadata
+cache (:mod:`registryd.storage.shared_cache`), once storage has removed it
+(or failed to: part of it may be gone).
 """
 
 from registryd.storage import _paths as paths
 from registryd.storage.errors import PathNotFound
+from registryd.storage.shared_cache import blob_entry, link_entry, revision_entry, tag_entry
 
 
 class Vacuum:
     """Removes blobs, manifests, tags, links and uploads from one driver."""
 
-    def __init__(self, driver, hash_states):
+    def __init__(self, driver, hash_states, shared_cache=None):
         self._driver = driver
         #: running upload hashes (registryd.storage.uploads.HashStates),
         #: forgotten with their upload
         self._hash_states = hash_states
+        #: the nodes' SharedMetadataCache, or None (no Redis)
+        self._shared_cache = shared_cache
+
+    async def _delete_cached(self, path, entry):
+        """Delete ``path``, then make every node forget the cache ``entry``."""
+        try:
+            return await self._delete(path)
+        finally:
+            if self._shared_cache is not None:
+                await self._shared_cache.forget(entry)
 
     async def _delete(self, path):
         try:
@@ -34,17 +50,21 @@ class Vacuum:
     async def remove_blob(self, digest):
         """The blob's data in the global store (its repositories' links
         are ``remove_layer_link``'s)."""
-        return await self._delete(paths.blob_dir(digest))
+        return await self._delete_cached(paths.blob_dir(digest), blob_entry(digest))
 
     async def remove_layer_link(self, name, digest):
         """Repository ``name``'s link to blob ``digest``."""
-        return await self._delete(paths.layer_link_dir(name, digest))
+        return await self._delete_cached(
+            paths.layer_link_dir(name, digest), link_entry(name, digest)
+        )
 
     async def remove_manifest(self, name, digest, tags=(), subject=None):
         """Revision ``digest`` of repository ``name``; also its entry in the
         history of each of ``tags`` and in the referrers index of
         ``subject`` (a digest), when given.  True if the revision was there."""
-        removed = await self._delete(paths.manifest_revision_dir(name, digest))
+        removed = await self._delete_cached(
+            paths.manifest_revision_dir(name, digest), revision_entry(name, digest)
+        )
         for tag in tags:
             await self._delete(paths.tag_index_dir(name, tag, digest))
         if subject is not None:
@@ -53,7 +73,7 @@ class Vacuum:
 
     async def remove_tag(self, name, tag):
         """Tag ``tag`` of repository ``name``, with its history."""
-        return await self._delete(paths.tag_dir(name, tag))
+        return await self._delete_cached(paths.tag_dir(name, tag), tag_entry(name, tag))
 
     async def remove_referrer(self, name, subject, referrer):
         """``referrer``'s entry in the referrers index of ``subject``."""

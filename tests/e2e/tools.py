@@ -1197,7 +1197,8 @@ def _skopeo_dir():
 
 class S3Registryd(Registryd):
     """registryd under twistd with a ``storage.s3`` section (``storage``),
-    deletes on, upload purging off; ``log_level`` if given."""
+    deletes on, upload purging off; ``log_level`` if given; then
+    ``extra_config`` merged in, as for :class:`Registryd`."""
 
     name = "registryd-s3"
 
@@ -1217,7 +1218,7 @@ class S3Registryd(Registryd):
         }
         if self.log_level is not None:
             document["log"] = {"level": self.log_level}
-        return document
+        return _merge(document, self.extra_config)
 
 
 def skopeo(*args, input=None, env=None, check=True, timeout=300):

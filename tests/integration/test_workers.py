@@ -463,7 +463,7 @@ workers: 2
 
 
 def test_a_tag_pushed_through_one_process_is_pulled_fresh_through_the_other(tmp_path):
-    """Each process keeps what tags resolved to (registryd.storage.cache.TagCache);
+    """Each process keeps what tags resolved to (registryd.storage.cache.LinkCache);
     a tag re-pointed through one process is served as it is now by the
     other, which had the old target cached."""
     port = free_port()

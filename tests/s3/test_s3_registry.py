@@ -44,9 +44,10 @@ class Running:
         return response
 
 
-async def serve(storage, redirect=False, auth=None):
+async def serve(storage, redirect=False, auth=None, shared_state=None, shared_cache=None):
     """registryd on a loopback port, built as RegistryService builds it,
-    on a ``storage.s3`` section."""
+    on a ``storage.s3`` section (and the nodes' ``shared_state`` and
+    metadata ``shared_cache``, when given)."""
     from twisted.internet import reactor
 
     from registryd.auth import create
@@ -64,7 +65,13 @@ async def serve(storage, redirect=False, auth=None):
         document["auth"] = auth
     config = parse_config(yaml.safe_load(yaml.safe_dump(document)))
     driver = create_storage_driver(config.storage)
-    registry = Registry(driver, delete_enabled=True, redirect=config.storage.redirect)
+    registry = Registry(
+        driver,
+        delete_enabled=True,
+        redirect=config.storage.redirect,
+        shared_state=shared_state,
+        shared_cache=shared_cache,
+    )
     authorizer, token_issuer = create(config)
     app = RegistryApp(registry, authorizer=authorizer, token_issuer=token_issuer)
     port = reactor.listenTCP(0, StreamingSite(app.resource()), interface="127.0.0.1")
@@ -323,3 +330,71 @@ async def test_upload_keeps_its_bytes_through_an_outage(faulty):
     assert response.code == 201, response.body
     response = await faulty.request("GET", f"app/blobs/{digest}")
     assert response.body == first + second
+
+
+async def store_requests_per_read(running, name, tag, manifest, layer):
+    """S3 requests (counted at botocore) that one manifest GET by tag, by
+    digest, a manifest HEAD and a blob HEAD each cost, once warm."""
+    import collections
+
+    counts = collections.Counter()
+
+    def count(model, **kwargs):
+        counts[model.name] += 1
+
+    digest = sha256(manifest)
+    reads = {
+        "manifest GET by tag": ("GET", f"{name}/manifests/{tag}"),
+        "manifest GET by digest": ("GET", f"{name}/manifests/{digest}"),
+        "manifest HEAD by tag": ("HEAD", f"{name}/manifests/{tag}"),
+        "blob HEAD": ("HEAD", f"{name}/blobs/{sha256(layer)}"),
+    }
+    events = running.driver._caller.client.meta.events
+    events.register("before-call.s3", count)
+    try:
+        found = {}
+        for what, (method, path) in reads.items():
+            assert (await running.request(method, path)).code == 200
+            counts.clear()
+            assert (await running.request(method, path)).code == 200
+            found[what] = sum(counts.values())
+        return found
+    finally:
+        events.unregister("before-call.s3", count)
+
+
+@pytest_twisted.ensureDeferred
+async def test_with_redis_small_reads_cost_no_store_requests(swift, prefix, redis_server):
+    """With the nodes' metadata cache in Redis (registryd.storage.shared_cache),
+    a warm manifest GET by tag or digest, manifest HEAD and blob HEAD ask
+    the store nothing: the tag, the revision, the blob link and the blob's
+    size are hits in Redis and the manifest's bytes are in process.
+    Without Redis, each still asks the store (a tag's link is stat'ed, a
+    revision's link read, a blob's link stat'ed or read and its data
+    stat'ed), since another node may have changed them."""
+    from twisted.internet import reactor
+
+    from registryd.storage.shared_cache import SharedMetadataCache
+    from tests.redis_server import redis_state
+
+    state = redis_state(redis_server)
+    cache = SharedMetadataCache(state, reactor)
+    cache.startService()
+    running = await serve(swift.parameters(prefix), shared_state=state, shared_cache=cache)
+    alone = await serve(swift.parameters(prefix))
+    try:
+        deadline = time.monotonic() + 60
+        while not cache.trusted:
+            assert time.monotonic() < deadline, "the cache never began its epoch"
+            await running.request("GET", "")
+        manifest, layer = await push_image(running, "count/app", "v1")
+        with_redis = await store_requests_per_read(running, "count/app", "v1", manifest, layer)
+        without = await store_requests_per_read(alone, "count/app", "v1", manifest, layer)
+        print(f"S3 requests per warm read, with Redis {with_redis}, without {without}")
+        assert set(with_redis.values()) == {0}, with_redis
+        assert all(count >= 1 for count in without.values()), without
+    finally:
+        cache.stopService()
+        await stop(running)
+        await stop(alone)
+        state._stop_pool()

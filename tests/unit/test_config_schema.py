@@ -366,6 +366,24 @@ def test_any_document_gives_a_config_or_config_errors_one_line_each(document):
             assert "\n" not in str(single) and str(single).strip()
 
 
+@pytest.mark.parametrize(
+    ("document", "key"),
+    [
+        ({"a\nb": 1}, "a\nb"),
+        ({"lifecycle": {"quota\r\n": 1}}, "quota\r\n"),
+        ({"http": {"addr\x00": "x"}}, "addr\x00"),
+    ],
+)
+def test_a_key_with_a_newline_is_named_quoted_on_one_line(document, key):
+    """Hypothesis found it: an unknown key with a newline was echoed raw,
+    splitting its error over two lines of the journal."""
+    with pytest.raises(ConfigError) as raised:
+        parse_config(dict(document, version=0.1))
+    lines = [str(single) for single in raised.value.errors]
+    assert all(line.isprintable() for line in lines), lines
+    assert any(repr(key) in line for line in lines), lines
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=200) | st.text(max_size=200).map(lambda text: text.encode()))
 def test_any_file_gives_a_config_or_a_config_error(tmp_path_factory, data):

@@ -115,6 +115,125 @@ async def test_values_are_seen_by_every_node(node):
 
 
 @pytest_twisted.ensureDeferred
+async def test_cache_entries_are_seen_by_every_node_until_one_forgets_them(node):
+    a, b = node(), node()
+    [(value, stamp)] = await a.cache_lookup(["tag:app:v1"])
+    assert value is None
+    assert await a.cache_fill("tag:app:v1", stamp, b"sha256:aa", 30)
+    assert await b.cache_lookup(["tag:app:v1", "tag:app:v2"]) == [
+        (b"sha256:aa", stamp),
+        (None, (await b.cache_lookup(["tag:app:v2"]))[0][1]),
+    ]
+    await b.cache_forget(["tag:app:v1"], 30)
+    [(value, _)] = await a.cache_lookup(["tag:app:v1"])
+    assert value is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_value_read_before_a_forget_is_never_stored_after_it(node):
+    """A reads the old value from storage after its lookup; B writes
+    storage and forgets; A's fill comes last and must be refused, or A's
+    old value would be served by every node from then on."""
+    a, b = node(), node()
+    [(_, stamp)] = await a.cache_lookup(["tag:app:v1"])
+    await b.cache_forget(["tag:app:v1"], 30)
+    assert not await a.cache_fill("tag:app:v1", stamp, b"sha256:old", 30)
+    [(value, stamp)] = await b.cache_lookup(["tag:app:v1"])
+    assert value is None
+    assert await b.cache_fill("tag:app:v1", stamp, b"sha256:new", 30)
+    assert (await a.cache_lookup(["tag:app:v1"]))[0][0] == b"sha256:new"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_new_epoch_hides_every_entry_stored_before(node):
+    a, b = node(), node()
+    [(_, stamp)] = await a.cache_lookup(["blob:sha256:aa"])
+    assert await a.cache_fill("blob:sha256:aa", stamp, b"42", 30)
+    await b.cache_new_epoch("b", 30)
+    [(value, newer)] = await a.cache_lookup(["blob:sha256:aa"])
+    assert value is None
+    assert not await a.cache_fill("blob:sha256:aa", stamp, b"42", 30)  # stamped before
+    assert await a.cache_fill("blob:sha256:aa", newer, b"42", 30)
+    assert (await b.cache_lookup(["blob:sha256:aa"]))[0][0] == b"42"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_member_that_stops_renewing_ends_the_epoch(node):
+    """A node cut off from the state may have forgotten nothing of what it
+    wrote since: once its membership expires, no entry stored before is
+    served."""
+    a, b = node(), node()
+    await a.cache_join("a", 0.2)
+    [(_, stamp)] = await b.cache_lookup(["tag:app:v1"])
+    assert await b.cache_fill("tag:app:v1", stamp, b"sha256:aa", 30)
+
+    async def hidden():
+        return (await b.cache_lookup(["tag:app:v1"]))[0][0] is None
+
+    await until(hidden)
+
+
+def test_the_in_process_cache_is_bounded_and_stays_correct_when_it_evicts():
+    """Entries beyond the bound go, least recently stored first; a stamp
+    taken before an evicted entry was forgotten must still be refused."""
+    state = MemorySharedState(reactor=reactor)
+    state.max_cache_entries = 2
+    [(_, stamp)] = state.cache_lookup(["x"]).result
+    state.cache_forget(["x"], 30)  # a write
+    for name in ("y", "z"):  # pushes x's record out
+        state.cache_forget([name], 30)
+    assert len(state._cache) == 2
+    assert state.cache_fill("x", stamp, b"old", 30).result is False
+
+
+def test_no_interleaving_lets_a_fill_store_what_storage_no_longer_holds():
+    """Readers look up, read storage and fill; writers write storage and
+    forget; the bound evicts; epochs begin: in every order hypothesis
+    finds, a hit is what storage holds."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    steps = st.lists(
+        st.tuples(
+            st.sampled_from(["lookup", "read", "fill", "write", "epoch"]),
+            st.integers(0, 2),  # reader or key
+        ),
+        max_size=60,
+    )
+
+    @settings(max_examples=1000, deadline=None)
+    @given(steps)
+    def run(steps):
+        state = MemorySharedState(reactor=reactor)
+        state.max_cache_entries = 1
+        storage = {0: 0, 1: 0, 2: 0}
+        readers = {}  # reader -> (key, stamp, value read or None)
+        for number, (action, n) in enumerate(steps):
+            key = f"k{n}"
+            if action == "lookup":
+                [(value, stamp)] = state.cache_lookup([key]).result
+                if value is not None:
+                    assert int(value) == storage[n], (key, value, storage)
+                readers[n] = (n, stamp, None)
+            elif action == "read" and n in readers:
+                k, stamp, _ = readers[n]
+                readers[n] = (k, stamp, storage[k])
+            elif action == "fill" and n in readers and readers[n][2] is not None:
+                k, stamp, value = readers.pop(n)
+                state.cache_fill(f"k{k}", stamp, str(value).encode(), 30)
+            elif action == "write":
+                storage[n] = number + 1
+                state.cache_forget([key], 30)
+            elif action == "epoch":
+                state.cache_new_epoch("m", 30)
+        for n, held in storage.items():
+            [(value, _)] = state.cache_lookup([f"k{n}"]).result
+            assert value is None or int(value) == held, (n, value, storage)
+
+    run()
+
+
+@pytest_twisted.ensureDeferred
 async def test_set_members_expire_one_by_one(node):
     a, b = node(), node()
     await a.add_member("held", "sha256:aa", 0.2)

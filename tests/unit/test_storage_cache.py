@@ -1,6 +1,6 @@
-"""ContentCache (a bounded LRU of immutable content by digest) and TagCache."""
+"""ContentCache (a bounded LRU of immutable content by digest) and LinkCache."""
 
-from registryd.storage.cache import ContentCache, TagCache
+from registryd.storage.cache import ContentCache, LinkCache
 
 
 def test_hit_miss_and_lru_eviction_by_size():
@@ -27,12 +27,12 @@ def test_replacing_an_entry_keeps_the_size_right():
     assert cache.get("a") == "A2" and cache.size == 50
 
 
-# TagCache: what a tag resolved to, under the validator of its link
+# LinkCache: what a tag resolved to, under the validator of its link
 
 
 def test_tag_cache_hits_only_under_the_same_validator():
     now = [1000.0]
-    cache = TagCache(clock=lambda: now[0])
+    cache = LinkCache(clock=lambda: now[0])
     cache.put("app", "v1", (71, 900.0), "sha256:a")
     assert cache.get("app", "v1", (71, 900.0)) == "sha256:a"
     assert cache.get("other", "v1", (71, 900.0)) is None
@@ -49,16 +49,16 @@ def test_tag_cache_keeps_no_link_written_within_the_settled_time():
     """Two writes within one tick of the file clock could leave the same
     validator: a link that new is not trusted to tell them apart."""
     now = [1000.0]
-    cache = TagCache(clock=lambda: now[0])
+    cache = LinkCache(clock=lambda: now[0])
     cache.put("app", "v1", (71, 999.0), "sha256:a")
     assert cache.get("app", "v1", (71, 999.0)) is None
-    now[0] = 999.0 + TagCache.settled
+    now[0] = 999.0 + LinkCache.settled
     cache.put("app", "v1", (71, 999.0), "sha256:a")
     assert cache.get("app", "v1", (71, 999.0)) == "sha256:a"
 
 
 def test_tag_cache_is_bounded():
-    cache = TagCache(max_entries=2, clock=lambda: 1000.0)
+    cache = LinkCache(max_entries=2, clock=lambda: 1000.0)
     for tag in ("a", "b", "c"):
         cache.put("app", tag, (71, 1.0), f"sha256:{tag}")
     assert len(cache) == 2 and cache.get("app", "a", (71, 1.0)) is None

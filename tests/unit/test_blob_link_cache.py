@@ -1,0 +1,105 @@
+"""Blob descriptors without Redis: a repository's blob stat (blob HEAD and
+GET, a pushed manifest's references) revalidated by one stat of the blob's
+link (registryd.storage.cache.LinkCache) instead of reading the link and
+stat'ing the data.  Two Registry objects on one filesystem root stand for
+two processes (worker processes, or nodes on one bucket without Redis):
+what one removes or rewrites, the other sees at once.
+"""
+
+import os
+
+import pytest
+import pytest_twisted
+
+from registryd import errors
+from registryd.digest import Digest
+from registryd.storage.drivers.filesystem import FilesystemDriver
+from registryd.storage.registry import Registry
+from tests.unit.test_gc import _Source
+
+
+class CountingDriver:
+    """A real driver, with the calls the model makes of it counted."""
+
+    def __init__(self, driver):
+        self._driver = driver
+        self.calls = []
+
+    def __getattr__(self, name):
+        attribute = getattr(self._driver, name)
+        if not callable(attribute):
+            return attribute
+
+        def counted(*args, **kwargs):
+            self.calls.append(name)
+            return attribute(*args, **kwargs)
+
+        return counted
+
+
+@pytest.fixture
+def processes(tmp_path):
+    """(registry of process A, with its driver counted; registry of B)."""
+    counted = CountingDriver(FilesystemDriver(tmp_path / "root"))
+    return (
+        Registry(counted, delete_enabled=True),
+        Registry(FilesystemDriver(tmp_path / "root"), delete_enabled=True),
+        counted,
+        tmp_path / "root",
+    )
+
+
+async def push_blob(registry, data):
+    digest = Digest.of(data)
+    async with await registry.repository("team/app").uploads.start() as upload:
+        await upload.append(_Source(data))
+        await upload.complete(digest)
+    return digest
+
+
+def settle(root, digest):
+    """Date the blob's link 10 s back: older than the cache's settled time
+    (a link written within it is not kept, as the same clock tick could
+    hide a rewrite)."""
+    link = root / "docker/registry/v2/repositories/team/app/_layers" / digest.algorithm
+    link = link / digest.hex / "link"
+    then = os.stat(link).st_mtime - 10
+    os.utime(link, (then, then))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_settled_link_costs_one_storage_call_per_blob_stat(processes):
+    a, _, counted, root = processes
+    digest = await push_blob(a, b"layer bytes")
+    settle(root, digest)
+    blobs = a.repository("team/app").blobs
+    counted.calls.clear()
+    first = await blobs.stat(digest)
+    # asked once (a manifest's check of a blob just pushed): what it cost
+    # without the cache, a link read and a data stat
+    assert counted.calls == ["get_content", "stat"]
+    assert await blobs.stat(digest) == first  # validated and kept
+    counted.calls.clear()
+    for _ in range(3):
+        assert await blobs.stat(digest) == first
+    assert counted.calls == ["stat"] * 3  # was a link read and a data stat each
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_another_process_unlinks_or_relinks_is_seen_at_once(processes):
+    a, b, _, root = processes
+    data = b"layer bytes"
+    digest = await push_blob(a, data)
+    settle(root, digest)
+    blobs_a = a.repository("team/app").blobs
+    for _ in range(2):
+        assert (await blobs_a.stat(digest)).size == len(data)
+    assert await b.vacuum.remove_layer_link("team/app", digest)
+    with pytest.raises(errors.BlobUnknown):
+        await blobs_a.stat(digest)
+    # linked again by B to other data (Distribution links a sha512 name to
+    # sha256 data): A follows the new link, not its cached descriptor
+    other = await push_blob(b, b"other, longer layer bytes")
+    await b.repository("team/app").blobs.link(digest, other)
+    blob = await blobs_a.stat(digest)
+    assert (blob.stored_as, blob.size) == (other, len(b"other, longer layer bytes"))
