@@ -17,7 +17,9 @@ caller never waits longer, whatever Redis does.  After a failure, the
 operations of the next ``retry_pause`` seconds fail at once without
 asking Redis: a request that makes several (a push takes a lock, reads
 counters, writes one) waits for one deadline at most, not one each, and
-the first operation after the pause finds out whether Redis is back.  A
+the first operation after the pause finds out whether Redis is back (the
+metadata cache's operations always ask: they bypass the cache by
+themselves, and each must try).  A
 failure or timeout is :class:`SharedStateUnavailable`; the first one after
 a good answer is logged once, as is the recovery, and ``problem`` says
 what is wrong for ``/health``.
@@ -254,6 +256,18 @@ class RedisSharedState:
         return cls(make_client(config), config.pool_size, 2 * deadline, reactor, description)
 
     def _run(self, function, *args, **kwargs):
+        """Run ``function`` in a thread, within the deadline; at once
+        :class:`SharedStateUnavailable` during the pause after a failure."""
+        return self._call(function, args, kwargs, pause=True)
+
+    def _always(self, function):
+        """As :meth:`_run`, but asking Redis even during the pause: the
+        metadata cache's operations, whose guarantee (a write answered once
+        Redis is back has been forgotten by every node) needs each to try
+        (``registryd.storage.shared_cache`` bypasses itself meanwhile)."""
+        return self._call(function, (), {}, pause=False)
+
+    def _call(self, function, args, kwargs, pause):
         if self._reactor is None:
             from twisted.internet import reactor
 
@@ -262,7 +276,7 @@ class RedisSharedState:
             self._pool.start()
             self._started = True
             self._reactor.addSystemEventTrigger("during", "shutdown", self._stop_pool)
-        if self._quiet_until is not None and self._reactor.seconds() < self._quiet_until:
+        if pause and self._quiet_until is not None and self._reactor.seconds() < self._quiet_until:
             return defer.fail(SharedStateUnavailable(self.problem))
         running = deferToThreadPool(self._reactor, self._pool, function, *args, **kwargs)
         running.addTimeout(self.deadline, self._reactor)
@@ -388,23 +402,23 @@ class RedisSharedState:
             found = script(keys=keys)
             return [(found[i], found[i + 1].decode("ascii")) for i in range(0, len(found), 2)]
 
-        return self._run(lookup)
+        return self._always(lookup)
 
     def cache_fill(self, name, stamp, value, ttl):
         script = self._scripts["cache_fill"]
         keys = [_CACHE_EPOCH, PREFIX + _CACHE + name]
-        return self._run(lambda: bool(script(keys=keys, args=[stamp, value, _ms(ttl)])))
+        return self._always(lambda: bool(script(keys=keys, args=[stamp, value, _ms(ttl)])))
 
     def cache_forget(self, names, ttl):
         script = self._scripts["cache_forget"]
         keys = [PREFIX + _CACHE + name for name in names]
-        return self._run(lambda: script(keys=keys, args=[_ms(ttl)]) and None)
+        return self._always(lambda: script(keys=keys, args=[_ms(ttl)]) and None)
 
     def _cache_join(self, member, ttl, new_epoch):
         script = self._scripts["cache_join"]
         keys = [_CACHE_EPOCH, _CACHE_MEMBERS]
         args = [member, _ms(ttl), "1" if new_epoch else "0"]
-        return self._run(lambda: script(keys=keys, args=args) and None)
+        return self._always(lambda: script(keys=keys, args=args) and None)
 
     def cache_join(self, member, ttl):
         return self._cache_join(member, ttl, False)
