@@ -112,15 +112,6 @@ async def test_a_protected_tag_waits_for_its_lock_held_by_another_node(nodes, re
         await response.content()
 
 
-def redis_calls(redis_server):
-    """Commands Redis has run so far (all kinds)."""
-    return sum(
-        int(line.split("calls=")[1].split(",")[0])
-        for line in redis_server.info("commandstats").splitlines()
-        if line.startswith("cmdstat_")
-    )
-
-
 async def details(node, name):
     response = await node.client.get(node.v2(f"{name}/_registryd/tags"))
     assert response.code == 200, await response.content()
@@ -149,7 +140,7 @@ async def pull(node, name, reference):
 
 @pytest_twisted.ensureDeferred
 async def test_pulls_through_a_are_seen_on_b_after_a_flush_through_redis(nodes, redis_server):
-    """Pulls through A cost no Redis command until A flushes; after the
+    """Pulls through A write nothing to Redis until A flushes; after the
     flush (one merge per repository) the details API and the web
     interface of B show them, before anything is written to storage; the
     scheduled job writes them to storage later (one node's run)."""
@@ -157,11 +148,10 @@ async def test_pulls_through_a_are_seen_on_b_after_a_flush_through_redis(nodes, 
     body = await push_image(a, "pulls/app")
     assert (await put_manifest(a, "pulls/app", "v1", body)).code == 201
     assert (await details(b, "pulls/app"))["v1"]["pulled"] is None
-    calls = redis_calls(redis_server)
     for _ in range(20):
         await pull(a, "pulls/app", "v1")
-    # INFO itself is counted once per call of redis_calls
-    assert redis_calls(redis_server) == calls + 1, "a pull made a Redis round trip"
+    # (a manifest GET may ask the nodes' metadata cache; pull times wait)
+    assert redis_server.command("KEYS", "registryd:pulls:*") == b"*0", "a pull was written"
     await a.service.app.pulls.flush()
     assert redis_server.command("EXISTS", "registryd:pulls:tags:pulls/app") == b":1"
     stored = b.service.registry.repository("pulls/app").pulls
