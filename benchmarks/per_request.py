@@ -5,7 +5,8 @@
     python benchmarks/per_request.py --requests 20000 --only manifest-tag
     python benchmarks/per_request.py --profile manifest-tag   # cProfile's top entries
     python benchmarks/per_request.py --tree /work/main        # another checkout's registryd
-    python benchmarks/per_request.py --redis 127.0.0.1:6379   # with the nodes' shared cache
+    python benchmarks/per_request.py --redis 127.0.0.1:6379   # with the nodes' shared state
+    python benchmarks/per_request.py --redis 127.0.0.1:6379 --metadatacache on  # reads consult it
 
 A registry is composed exactly as ``twistd registryd`` composes it
 (``registryd.runtime.startup.from_config`` and ``registryd.runtime.composition.compose``:
@@ -43,7 +44,7 @@ ACCEPT = (
 )
 
 
-def config_text(root, auth=None, redis=None):
+def config_text(root, auth=None, redis=None, metadatacache=None):
     text = (
         "version: 0.1\n"
         "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
@@ -52,6 +53,8 @@ def config_text(root, auth=None, redis=None):
     )
     if redis:  # the nodes' shared state and metadata cache (registryd.storage.shared_cache)
         text += f"redis:\n  addr: {redis}\n"
+        if metadatacache:  # on a filesystem, auto (the default) does not consult it
+            text += f"  metadatacache: {metadatacache}\n"
     return text + (auth or "")
 
 
@@ -175,7 +178,13 @@ async def run(reactor, args):
     try:
         path = os.path.join(workdir, "config.yml")
         with open(path, "w") as file:
-            file.write(config_text(os.path.join(workdir, "root"), redis=args.redis))
+            file.write(
+                config_text(
+                    os.path.join(workdir, "root"),
+                    redis=args.redis,
+                    metadatacache=args.metadatacache,
+                )
+            )
         components = compose(from_config(load_config(path), path), reactor=reactor)
         shared_cache = getattr(components.registry, "shared_cache", None)  # older trees: none
         if shared_cache is not None:
@@ -246,6 +255,12 @@ def main():
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument(
         "--redis", default=None, help="HOST:PORT of a redis-server: the nodes' shared cache"
+    )
+    parser.add_argument(
+        "--metadatacache",
+        default=None,
+        choices=("auto", "on", "off"),
+        help="with --redis: redis.metadatacache (default auto: not consulted on a filesystem)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds per workload (median)")
     parser.add_argument("--only", default=None, help="comma-separated workloads")

@@ -149,6 +149,21 @@ class IStorageWriter(Interface):
         """
 
 
+class ILocalMetadata(Interface):
+    """A marker of storage drivers whose metadata reads (a small file, a
+    stat) are local and cheap: a filesystem, memory.
+
+    With a ``redis`` section (``redis.metadatacache: auto``, the default)
+    the nodes' metadata cache (:mod:`registryd.storage.shared_cache`) is
+    consulted only for drivers *without* this marker: one Redis call
+    (about 290 µs of CPU through redis-py's threads) saves 1 to 3 requests
+    on S3, but costs more than the one stat with which the per-process
+    caches (:mod:`registryd.storage.cache`) revalidate an entry on a
+    local or shared filesystem.  A third-party driver that does not
+    declare itself is taken to be remote, so it keeps the cache.
+    """
+
+
 class IStorageDriverFactory(Interface):
     """Makes a storage driver from its configuration section.
 

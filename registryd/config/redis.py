@@ -15,12 +15,22 @@ from registryd.config.types import (
     NON_NEGATIVE,
     POSITIVE,
     Boolean,
+    Choice,
+    Custom,
     Duration,
     FilePath,
     Integer,
     String,
     TCPAddress,
 )
+
+
+def _metadata_cache_setting(value, path):
+    """auto, on or off; YAML reads a bare ``on``/``off`` as a boolean, so
+    true and false are taken for them."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return Choice("auto", "on", "off").check(value, path)
 
 
 def _finish_tls(found):
@@ -116,6 +126,15 @@ class RedisConfig:
     )
     write_timeout = setting(
         "writetimeout", Duration(minimum=0.001), "Sending may take this long.", default=3.0
+    )
+    #: auto | on | off: whether reads consult the nodes' metadata cache
+    metadata_cache = setting(
+        "metadatacache",
+        Custom(_metadata_cache_setting, "auto | on | off"),
+        "Reads consult the nodes' metadata cache: auto: when the storage driver's "
+        "are remote (s3, third-party drivers; not filesystem, inmemory); on; off.",
+        default="auto",
+        own=True,
     )
     pool_size = attr.ib(default=8)
     idle_timeout = attr.ib(default=300.0)

@@ -14,7 +14,7 @@ from registryd.config import ConfigError, error_lines, load_config
 from registryd.shared import shared_state_for
 from registryd.storage.factory import create_storage_driver
 from registryd.storage.registry import Registry
-from registryd.storage.shared_cache import shared_cache_for
+from registryd.storage.shared_cache import consulted_for, shared_cache_for
 
 
 class CommandFailed(Exception):
@@ -66,7 +66,11 @@ def run_job(prog, config, driver, job):
             delete_enabled=config.storage.delete_enabled,
             immutable_tags=config.lifecycle.immutable,
             shared_state=shared_state,
-            shared_cache=shared_cache_for(shared_state, reactor)
+            shared_cache=shared_cache_for(
+                shared_state,
+                reactor,
+                consulted=consulted_for(config.redis.metadata_cache, driver),
+            )
             if shared_state is not None
             else None,
         )

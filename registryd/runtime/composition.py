@@ -36,7 +36,7 @@ from registryd.ops.operations import Operations, source_address
 from registryd.runtime.logs import LogFormat, LogLevelFilter
 from registryd.storage.instrumented import InstrumentedDriver
 from registryd.storage.registry import Registry
-from registryd.storage.shared_cache import shared_cache_for
+from registryd.storage.shared_cache import consulted_for, shared_cache_for
 
 #: Timers that must run in one process only (left out with singletons=False).
 SINGLETON_TIMERS = frozenset(
@@ -124,7 +124,11 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
         redirect_base_url=config.storage.redirect_base_url,
         shared_state=shared_state,
         shared_clock=reactor,
-        shared_cache=shared_cache_for(shared_state, reactor or _global_reactor()),
+        shared_cache=shared_cache_for(
+            shared_state,
+            reactor or _global_reactor(),
+            consulted=_metadata_cache_consulted(config, checked.driver),
+        ),
         immutable_tags=config.lifecycle.immutable,
         quotas=config.lifecycle.quotas,
     )
@@ -271,6 +275,17 @@ def _proxy_services(cache, maintenance, reactor):
     from registryd import proxy
 
     return list(proxy.services(cache, maintenance, clock=reactor))
+
+
+def _metadata_cache_consulted(config, driver):
+    """Whether this node's reads consult the nodes' metadata cache: decided
+    here, once, from ``redis.metadatacache`` and what the storage driver
+    declares (:func:`registryd.storage.shared_cache.consulted_for`); the
+    workers and ``registryd gc`` decide alike from the same file.  Without
+    a ``redis`` section there is no shared cache to consult."""
+    if config.redis is None:
+        return False
+    return consulted_for(config.redis.metadata_cache, driver)
 
 
 def _global_reactor():

@@ -16,7 +16,7 @@ from registryd.digest import ALGORITHMS, Digest
 from registryd.interfaces import IBlobStore, ILinkedBlobStore
 from registryd.storage import _paths as paths
 from registryd.storage.errors import PathNotFound, translate_storage_errors
-from registryd.storage.shared_cache import blob_entry, link_entry, parsed
+from registryd.storage.shared_cache import blob_entry, for_lookups, link_entry, parsed
 from registryd.storage.walking import (
     digest_tree,
     list_or_empty,
@@ -158,7 +158,8 @@ class LinkedBlobStore:
             :class:`registryd.storage.cache.LinkCache` (where the data is and
             its size, revalidated by a stat of the link), or None.
         :param shared_cache: the nodes' :class:`registryd.storage.shared_cache.SharedMetadataCache`
-            (used instead of ``link_cache``), or None.
+            (used instead of ``link_cache`` when reads consult it; ``link``
+            forgets through it either way), or None.
         """
         self.name = name
         self._driver = driver
@@ -168,7 +169,8 @@ class LinkedBlobStore:
         self._repositories = repositories
         self._settings = settings
         self._link_cache = link_cache
-        self._shared_cache = shared_cache
+        self._shared_cache = shared_cache  # forgets what link() changes
+        self._shared_lookups = for_lookups(shared_cache)  # None: stat() revalidates
 
     async def has(self, digest):
         try:
@@ -185,7 +187,7 @@ class LinkedBlobStore:
         this; with the nodes' shared cache a hit asks storage nothing, with
         the link cache one stat of the link replaces reading it and
         stat'ing the data."""
-        if self._shared_cache is not None:
+        if self._shared_lookups is not None:
             return await self._stat_shared(digest)
         if self._link_cache is not None:
             return await self._stat_revalidated(digest)
@@ -221,7 +223,7 @@ class LinkedBlobStore:
         return blob
 
     async def _stat_shared(self, digest):
-        cache = self._shared_cache
+        cache = self._shared_lookups
         entries = [link_entry(self.name, digest), blob_entry(digest)]
         found = await cache.lookup(entries)
         if found is not None:

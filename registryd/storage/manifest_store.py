@@ -19,7 +19,7 @@ from registryd.interfaces import IManifestStore
 from registryd.manifests import parse_manifest, verify_references
 from registryd.storage import _paths as paths
 from registryd.storage.errors import translate_storage_errors
-from registryd.storage.shared_cache import revision_entry, tag_entry
+from registryd.storage.shared_cache import for_lookups, revision_entry, tag_entry
 from registryd.storage.tags import check_tag
 from registryd.storage.walking import (
     digest_tree,
@@ -96,7 +96,8 @@ class ManifestStore:
             (:class:`registryd.storage.pulls.PullRecords`), whose deleted tags
             are forgotten, or None.
         :param shared_cache: the nodes' :class:`registryd.storage.shared_cache.SharedMetadataCache`
-            of tags and revisions (used instead of ``tag_cache``), or None.
+            of tags and revisions (used instead of ``tag_cache`` when reads
+            consult it), or None.
         """
         self.name = name
         self._driver = driver
@@ -112,7 +113,8 @@ class ManifestStore:
         self._quotas = quotas
         self._tag_cache = tag_cache
         self._pulls = pulls
-        self._shared_cache = shared_cache
+        # reads only: this store's writes forget through TagStore and Vacuum
+        self._shared_cache = for_lookups(shared_cache)
 
     async def has(self, digest):
         """Is revision ``digest`` linked (a manifest GET by digest, a

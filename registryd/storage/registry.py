@@ -74,7 +74,8 @@ class Registry:
         the IReactorTime stamping shared pull times; the global reactor by
         default).  ``shared_cache``: the nodes'
         :class:`registryd.storage.shared_cache.SharedMetadataCache` (with
-        Redis), trusted instead of the per-process link caches, or None."""
+        Redis), trusted instead of the per-process link caches when reads
+        consult it (``redis.metadatacache``), or None."""
         self.driver = driver
         #: lifecycle.immutable (registryd.lifecycle.immutable.ImmutableTags):
         #: tags that may not be moved or deleted once pushed

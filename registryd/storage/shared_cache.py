@@ -35,6 +35,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from registryd import errors
+from registryd.interfaces import ILocalMetadata
 from registryd.ops import metrics
 from registryd.shared.errors import SharedStateUnavailable
 
@@ -69,12 +70,35 @@ def parsed(value, parse):
         return None
 
 
-def shared_cache_for(state, reactor):
+def consulted_for(setting, driver):
+    """Whether reads consult the nodes' metadata cache, by
+    ``redis.metadatacache`` (``auto``, ``on``, ``off``) and the storage
+    driver: with ``auto``, only when its metadata reads are remote (no
+    :class:`registryd.interfaces.ILocalMetadata` marker: S3, third-party
+    drivers).  On a filesystem, shared by the nodes or not, one stat
+    revalidates the per-process caches for less CPU than a Redis call,
+    and is as fresh across nodes."""
+    if setting == "auto":
+        return not ILocalMetadata.providedBy(driver)
+    return setting == "on"
+
+
+def shared_cache_for(state, reactor, consulted=True):
     """The metadata cache of a node using ``state``: shared when other
     nodes see the state (Redis); None for a node alone, whose per-process
     caches revalidate against storage instead (worker processes and nodes
-    on one bucket without Redis share nothing else)."""
-    return SharedMetadataCache(state, reactor) if state.shared else None
+    on one bucket without Redis share nothing else).  Not ``consulted``
+    (:func:`consulted_for`), it is still made: the node's writes make
+    every node forget what they change, so nodes whose settings differ
+    (a rolling change of ``redis.metadatacache``) never serve each other
+    stale entries."""
+    return SharedMetadataCache(state, reactor, consulted=consulted) if state.shared else None
+
+
+def for_lookups(cache):
+    """``cache`` if reads consult it, else None (reads then revalidate
+    the per-process caches against storage)."""
+    return cache if cache is not None and cache.consulted else None
 
 
 class SharedMetadataCache(Service):
@@ -94,11 +118,16 @@ class SharedMetadataCache(Service):
         ``retry_after`` seconds while the state does not answer).
     :param ttl: seconds an entry lives after it was stored or forgotten
         (Redis's memory).
+    :param consulted: False: only forget (the stores' reads do not look
+        entries up, :func:`for_lookups`); the membership is still held,
+        since what a cut-off node could not forget must stop being trusted.
     """
 
-    def __init__(self, state, reactor, ttl=600.0, lease=3.0, retry_after=0.5):
+    def __init__(self, state, reactor, ttl=600.0, lease=3.0, retry_after=0.5, consulted=True):
         self._state = state
         self._reactor = reactor
+        #: whether reads look entries up (else this node only forgets)
+        self.consulted = consulted
         self.ttl = ttl
         self.lease = lease
         self.retry_after = retry_after

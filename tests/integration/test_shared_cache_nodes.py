@@ -1,9 +1,14 @@
 """The nodes' metadata cache (registryd.storage.shared_cache): two whole
-registryd nodes on one storage root and one real ``redis-server``.  Each
-node serves tags, manifests and blob HEADs from the cache shared in Redis
-(its hit counter grows), and a write on one node (a tag moved, a delete,
-a repository delete, a garbage collection) is never served stale by the
-other, also while one node cannot reach Redis and after it can again.
+registryd nodes on one storage root and one real ``redis-server``.  With
+``redis.metadatacache: on`` each node serves tags, manifests and blob
+HEADs from the cache shared in Redis (its hit counter grows), and a write
+on one node (a tag moved, a delete, a repository delete, a garbage
+collection) is never served stale by the other, also while one node
+cannot reach Redis and after it can again.  With ``auto`` (the default)
+on this filesystem root no read asks the cache, and the per-process
+caches' stat of each link keeps the nodes as fresh; with one node ``on``
+and one ``auto`` (a rolling change) the ``auto`` node's writes still make
+the other forget.
 
 Node A reaches Redis through a TCP proxy (``tests.s3.faults.FaultyStore``)
 that can refuse connections or hang, so that A alone is cut off while B
@@ -11,6 +16,7 @@ still uses Redis: the case a cache of the nodes must survive.
 """
 
 import hashlib
+import os
 import time
 
 import pytest_twisted
@@ -26,25 +32,49 @@ AUTH = basic(*ALICE)
 MEMBERS = "registryd:{cache}:members"
 
 
+CONSULTING = NODE + "  metadatacache: {metadatacache}\n"
+
+#: redis.metadatacache of nodes A and B: both consult the cache; neither
+#: (the filesystem's default); A does and B does not (a rolling change)
+SETTINGS = [("on", "on"), ("auto", "auto"), ("on", "auto")]
+
+
 @pytest_twisted.async_yield_fixture
 async def nodes(tmp_path, redis_server):
-    """Nodes A (Redis through the proxy: ``a.proxy``) and B (direct)."""
+    """Nodes A (Redis through the proxy: ``a.proxy``) and B (direct),
+    both consulting the cache."""
+    async for started in two_nodes(tmp_path, redis_server, ("on", "on")):
+        yield started
+
+
+@pytest_twisted.async_yield_fixture(params=SETTINGS, ids="-".join)
+async def any_nodes(request, tmp_path, redis_server):
+    """Nodes A and B with each pair of :data:`SETTINGS`."""
+    async for started in two_nodes(tmp_path, redis_server, request.param):
+        yield started
+
+
+async def two_nodes(tmp_path, redis_server, settings):
     htpasswd = tmp_path / "htpasswd"
     htpasswd.write_text(HTPASSWD)
     host, port = redis_server.addr.rsplit(":", 1)
     proxy = FaultyStore(host, int(port)).start()
     started = []
     try:
-        for label, redis in (("a", f"127.0.0.1:{proxy.port}"), ("b", redis_server.addr)):
+        addrs = (("a", f"127.0.0.1:{proxy.port}"), ("b", redis_server.addr))
+        for (label, redis), setting in zip(addrs, settings, strict=True):
             directory = tmp_path / label
             directory.mkdir()
             node = await start_service(
                 directory,
-                NODE,
+                CONSULTING,
                 root=str(tmp_path / "registry-data"),
                 htpasswd=str(htpasswd),
                 redis=redis,
+                metadatacache=setting,
             )
+            node.root = str(tmp_path / "registry-data")
+            node.metadatacache = setting
             started.append(node)
         for node in started:
             await until(lambda node=node: cache(node).trusted, "the node trusts the cache")
@@ -58,6 +88,23 @@ async def nodes(tmp_path, redis_server):
 
 def cache(node):
     return node.service.registry.shared_cache
+
+
+def lookups(node):
+    """The cache lookups ``node``'s reads made (this process's counters)."""
+    return cache(node).hits + cache(node).misses + cache(node).bypassed
+
+
+def settle(root):
+    """Date every file under the storage root back a minute: what a link
+    resolved to is then kept by the per-process caches (they keep nothing
+    read from a link under 2 s old), so a read that follows a move on the
+    other node meets a cached entry that only the stat of the link can
+    show to be stale."""
+    past = time.time() - 60
+    for directory, _, files in os.walk(root):
+        for name in files:
+            os.utime(os.path.join(directory, name), (past, past))
 
 
 async def request(node, method, path):
@@ -85,38 +132,62 @@ async def two_images(node, name):
     return images
 
 
+async def lookups_total(node):
+    """``registryd_metadata_cache_lookups_total`` of every result, from
+    ``/metrics`` (the process's: both nodes')."""
+    response = await treq.get(node.debug_url + "/metrics", persistent=False)
+    samples = parse_metrics(await response.content())
+    return sum(
+        value
+        for (name, _), value in samples.items()
+        if name == "registryd_metadata_cache_lookups_total"
+    )
+
+
 @pytest_twisted.ensureDeferred
-async def test_a_tag_moved_on_one_node_is_never_served_stale_by_the_other(nodes):
+async def test_a_tag_moved_on_one_node_is_never_served_stale_by_the_other(any_nodes):
     """60 moves of one tag between two manifests, alternately through A
-    and B; after each, the other node (which had the old digest cached
-    and served it from Redis) serves the new one at once, by GET and HEAD."""
-    a, b = nodes
+    and B; after each, the other node (which had the old digest cached,
+    in Redis or, not consulting it, in its own tag cache) serves the new
+    one at once, by GET and HEAD.  A node consults Redis only with ``on``:
+    with ``auto`` on a filesystem its reads make no lookup at all."""
+    a, b = any_nodes
+    consulting = [node for node in any_nodes if node.metadatacache == "on"]
+    local = [node for node in any_nodes if node.metadatacache == "auto"]
     images = await two_images(a, "alice/app")
-    hits = cache(a).hits + cache(b).hits
+    hits = sum(cache(node).hits for node in consulting)
+    total, made = await lookups_total(a), sum(lookups(node) for node in any_nodes)
     for move in range(60):
         writer, reader = (a, b) if move % 2 == 0 else (b, a)
         digest, manifest, _ = images[move % 2]
+        settle(a.root)
         assert await tag_names(reader, "alice/app", "latest") in (None, images[1 - move % 2][0])
+        assert await tag_names(reader, "alice/app", "latest") in (None, images[1 - move % 2][0])
+        if move and reader in local:  # what the move must not leave stale
+            assert reader.service.registry.tag_cache.seen("alice/app", "latest")
         await put_manifest(writer, "alice/app", "latest", manifest, AUTH)
         assert await tag_names(reader, "alice/app", "latest") == digest
         assert await tag_names(reader, "alice/app", "latest") == digest
-    # the second and third reads of each round, and the first from the
-    # second round on, are hits: the cache was used, not bypassed
-    assert cache(a).hits + cache(b).hits - hits >= 3 * 60
-    response = await treq.get(a.debug_url + "/metrics", persistent=False)
-    samples = parse_metrics(await response.content())
-    assert samples[("registryd_metadata_cache_lookups_total", (("result", "hit"),))] >= 3 * 60
+    for node in local:
+        assert lookups(node) == 0
+        assert node.service.shared_state.shared  # the brake, locks, guard, leases: Redis
+    # a consulting node's reads from the second on each round are hits
+    assert sum(cache(node).hits for node in consulting) - hits >= 3 * 30 * len(consulting)
+    # /metrics counts the same lookups: none for a node that does not consult
+    assert await lookups_total(a) - total == sum(lookups(node) for node in any_nodes) - made
 
 
 @pytest_twisted.ensureDeferred
-async def test_deletes_on_one_node_are_seen_at_once_by_the_other(nodes):
-    """B has the tag, the manifest by digest and the blobs cached; each
-    removal through A (blob DELETE, tag DELETE, manifest DELETE, GC,
-    repository DELETE) is a 404 on B right after."""
+async def test_deletes_on_one_node_are_seen_at_once_by_the_other(any_nodes):
+    """B has the tag, the manifest by digest and the blobs cached (in
+    Redis, or in its own link caches); each removal through A (blob
+    DELETE, tag DELETE, manifest DELETE, GC, repository DELETE) is a 404
+    on B right after."""
     from registryd.ops.gc import collect_garbage
 
-    a, b = nodes
+    a, b = any_nodes
     (one, _, one_blobs), (two, _, two_blobs) = await two_images(a, "alice/app")
+    settle(a.root)
     paths = (
         ["alice/app/manifests/one", f"alice/app/manifests/{one}"]
         + ["alice/app/manifests/two", f"alice/app/manifests/{two}"]

@@ -44,10 +44,11 @@ class Running:
         return response
 
 
-async def serve(storage, redirect=False, auth=None, shared_state=None, shared_cache=None):
+async def serve(storage, redirect=False, auth=None, shared_state=None, metadatacache="auto"):
     """registryd on a loopback port, built as RegistryService builds it,
-    on a ``storage.s3`` section (and the nodes' ``shared_state`` and
-    metadata ``shared_cache``, when given)."""
+    on a ``storage.s3`` section (and the nodes' ``shared_state`` with
+    their metadata cache, running, consulted as ``redis.metadatacache``
+    decides for this driver, when given)."""
     from twisted.internet import reactor
 
     from registryd.auth import create
@@ -56,6 +57,7 @@ async def serve(storage, redirect=False, auth=None, shared_state=None, shared_ca
     from registryd.http.web import StreamingSite
     from registryd.storage.factory import create_storage_driver
     from registryd.storage.registry import Registry
+    from registryd.storage.shared_cache import consulted_for, shared_cache_for
 
     document = {
         "version": 0.1,
@@ -65,6 +67,11 @@ async def serve(storage, redirect=False, auth=None, shared_state=None, shared_ca
         document["auth"] = auth
     config = parse_config(yaml.safe_load(yaml.safe_dump(document)))
     driver = create_storage_driver(config.storage)
+    shared_cache = None
+    if shared_state is not None:
+        consulted = consulted_for(metadatacache, driver)
+        shared_cache = shared_cache_for(shared_state, reactor, consulted=consulted)
+        shared_cache.startService()
     registry = Registry(
         driver,
         delete_enabled=True,
@@ -80,6 +87,8 @@ async def serve(storage, redirect=False, auth=None, shared_state=None, shared_ca
 
 
 async def stop(running):
+    if running.registry.shared_cache is not None:
+        running.registry.shared_cache.stopService()
     await running.pool.closeCachedConnections()
     await running.port.stopListening()
     await running.driver.close()
@@ -366,21 +375,18 @@ async def store_requests_per_read(running, name, tag, manifest, layer):
 @pytest_twisted.ensureDeferred
 async def test_with_redis_small_reads_cost_no_store_requests(swift, prefix, redis_server):
     """With the nodes' metadata cache in Redis (registryd.storage.shared_cache),
-    a warm manifest GET by tag or digest, manifest HEAD and blob HEAD ask
-    the store nothing: the tag, the revision, the blob link and the blob's
+    consulted on S3 with ``redis.metadatacache: auto`` (S3's metadata reads
+    are requests), a warm manifest GET by tag or digest, manifest HEAD and
+    blob HEAD ask the store nothing: the tag, the revision, the blob link and the blob's
     size are hits in Redis and the manifest's bytes are in process.
     Without Redis, each still asks the store (a tag's link is stat'ed, a
     revision's link read, a blob's link stat'ed or read and its data
     stat'ed), since another node may have changed them."""
-    from twisted.internet import reactor
-
-    from registryd.storage.shared_cache import SharedMetadataCache
     from tests.redis_server import redis_state
 
     state = redis_state(redis_server)
-    cache = SharedMetadataCache(state, reactor)
-    cache.startService()
-    running = await serve(swift.parameters(prefix), shared_state=state, shared_cache=cache)
+    running = await serve(swift.parameters(prefix), shared_state=state)
+    cache = running.registry.shared_cache
     alone = await serve(swift.parameters(prefix))
     try:
         deadline = time.monotonic() + 60
@@ -394,7 +400,6 @@ async def test_with_redis_small_reads_cost_no_store_requests(swift, prefix, redi
         assert set(with_redis.values()) == {0}, with_redis
         assert all(count >= 1 for count in without.values()), without
     finally:
-        cache.stopService()
         await stop(running)
         await stop(alone)
         state._stop_pool()

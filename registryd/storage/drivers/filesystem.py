@@ -42,7 +42,7 @@ from collections import OrderedDict
 from twisted.internet import defer
 from zope.interface import implementer
 
-from registryd.interfaces import IStorageDriver, IStorageReader, IStorageWriter
+from registryd.interfaces import ILocalMetadata, IStorageDriver, IStorageReader, IStorageWriter
 from registryd.runtime.threads import BlockingExecutor, SerialWorker
 from registryd.storage.base import FileInfo, ReaderBase, WriterBase, as_bytes, check_path
 from registryd.storage.drivers import InvalidParameter, check_parameters, nowait
@@ -311,7 +311,7 @@ def _delete(full, path):
             os.unlink(full)
 
 
-@implementer(IStorageDriver)
+@implementer(IStorageDriver, ILocalMetadata)
 class FilesystemDriver:
     """Files under ``root``, one host file per driver path."""
 

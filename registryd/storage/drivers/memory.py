@@ -22,7 +22,7 @@ import time
 from twisted.internet import defer
 from zope.interface import implementer
 
-from registryd.interfaces import IStorageDriver, IStorageReader, IStorageWriter
+from registryd.interfaces import ILocalMetadata, IStorageDriver, IStorageReader, IStorageWriter
 from registryd.storage.base import FileInfo, ReaderBase, WriterBase, as_bytes, check_path
 from registryd.storage.drivers import check_parameters
 from registryd.storage.errors import InvalidOffset, PathNotFound, StorageError
@@ -54,7 +54,7 @@ def _is_a_directory(path):
     return StorageError(f"{path}: is a directory")
 
 
-@implementer(IStorageDriver)
+@implementer(IStorageDriver, ILocalMetadata)
 class InMemoryDriver:
     """Files in a dict tree, gone when the process ends."""
 
