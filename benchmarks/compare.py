@@ -139,7 +139,7 @@ def free_port():
 
 
 def make_blob(path, size):
-    """A file of C{size} bytes that compresses poorly; returns its digest.
+    """A file of ``size`` bytes that compresses poorly; returns its digest.
 
     1 MiB of random bytes, each copy stamped with its index, so nothing in
     the path can deduplicate blocks; much faster to make than urandom."""
@@ -192,8 +192,8 @@ class Client:
     ):
         """Send a request; returns (status, headers dict, body or byte count).
 
-        The body is C{body} (bytes) or C{length} bytes of C{file} from
-        C{offset}.  With C{keep} false a response body is only counted."""
+        The body is ``body`` (bytes) or ``length`` bytes of ``file`` from
+        ``offset``.  With ``keep`` false a response body is only counted."""
         self._connect()
         if file is not None:
             size = length
@@ -444,7 +444,7 @@ def write_link(path, digest):
 
 
 def populate_listings(root, count, manifest_digest, config_digest, layer_digest):
-    """C{count} tags on ``bench/tags`` and C{count} repositories
+    """``count`` tags on ``bench/tags`` and ``count`` repositories
     ``catalog/r<N>``, each with a tagged manifest, written directly in the
     layout both servers use (the manifest and its blobs exist already)."""
     base = os.path.join(root, "docker", "registry", "v2", "repositories")
@@ -473,7 +473,7 @@ def populate_listings(root, count, manifest_digest, config_digest, layer_digest)
 
 
 def process_cpu_seconds(process):
-    """CPU time (user and system) of each of C{process}'s processes and
+    """CPU time (user and system) of each of ``process``'s processes and
     its children so far: {pid: seconds}."""
     found = {}
     try:
@@ -843,8 +843,8 @@ class Table:
         fmt="{:.0f}",
         against="docker-registry",
     ):
-        """A row of C{figures} (server name -> value).  C{target} is a
-        minimum ratio of registryd to C{against} (float), an absolute limit
+        """A row of ``figures`` (server name -> value).  ``target`` is a
+        minimum ratio of registryd to ``against`` (float), an absolute limit
         (a string like ``"< 150"``, checked against registryd's figure) or
         None; a ratio target against a server that did not run is not
         checked."""
@@ -926,14 +926,14 @@ def sha256_rate(total=512 * MIB):
 
 
 def rotated(servers, run):
-    """C{servers} starting with the C{run}-th: a run's first server meets a
+    """``servers`` starting with the ``run``-th: a run's first server meets a
     colder machine (or a busier one), so each takes that place in turn."""
     shift = run % len(servers)
     return list(servers[shift:]) + list(servers[:shift])
 
 
 def find_distribution3(option):
-    """The Distribution 3 executable: C{option}, else ``$DISTRIBUTION3``;
+    """The Distribution 3 executable: ``option``, else ``$DISTRIBUTION3``;
     None when neither names one (that server is then left out)."""
     path = option or os.environ.get("DISTRIBUTION3")
     if not path:
@@ -1100,7 +1100,7 @@ def run_workloads(args, table, servers, blob, big):
 
 
 def run_push(args, table, servers, blob, big):
-    """Monolithic and chunked pushes of the blob, C{--runs} times each in
+    """Monolithic and chunked pushes of the blob, ``--runs`` times each in
     rotated order (median): MiB/s, as a share of the run's one-core sha256,
     and the server's CPU time per MiB (summed over its processes and
     threads: steadier than MiB/s on a shared machine, and what a machine
@@ -1167,7 +1167,7 @@ def image_tools_missing():
 
 
 class ImagePushers:
-    """Fresh images of C{layers} random layers of C{layer_size} bytes, and
+    """Fresh images of ``layers`` random layers of ``layer_size`` bytes, and
     the three clients that push them: a private dockerd (which gzips each
     layer while it streams it in chunked ``PATCH``es, several layers at a
     time), podman and skopeo (containers/image: also gzip while streaming;
@@ -1212,7 +1212,7 @@ class ImagePushers:
         )
 
     def prepare(self, tool):
-        """A new image for C{tool}; returns what L{push} takes."""
+        """A new image for ``tool``; returns what ``push`` takes."""
         if tool == "podman":
             local = f"localhost/bench-image{self.made + 1}:latest"
             context = self._fresh_context()
@@ -1231,7 +1231,7 @@ class ImagePushers:
         return archive
 
     def push(self, tool, image, server, tag):
-        """Push C{image} (from L{prepare}) to C{server} as ``bench/<tool>:<tag>``."""
+        """Push ``image`` (from ``prepare``) to ``server`` as ``bench/<tool>:<tag>``."""
         target = f"127.0.0.1:{server.port}/bench/{tool}:{tag}"
         if tool == "docker":
             self.dockerd.docker("tag", image, target)
@@ -1243,7 +1243,7 @@ class ImagePushers:
             tools.skopeo("copy", "--quiet", f"docker-archive:{image}", f"docker://{target}")
 
     def discard(self, tool, image):
-        """Free the space C{image} took (vfs keeps every layer whole)."""
+        """Free the space ``image`` took (vfs keeps every layer whole)."""
         if tool == "docker":
             self.dockerd.rmi(image, *self._tagged)
             self._tagged.clear()
@@ -1390,7 +1390,7 @@ def small_requests(args, blob, manifest):
 
 def run_requests(args, table, servers, blob, big):
     """Each small-request workload against each server, in rotated order,
-    C{--rounds} times (median); then C{/v2/} with token auth, against a
+    ``--rounds`` times (median); then ``/v2/`` with token auth, against a
     second instance of each server that requires tokens."""
     for server in servers:
         for index in range(9):  # ten tags for the tags list
@@ -1448,7 +1448,7 @@ def measure_requests(
 ):
     """One small-request workload (``request_for(server)``: a load taking
     seconds, returning requests/s, p99 and failures) on each server,
-    C{--request-rounds} times in rotated order; with requests/s and p99,
+    ``--request-rounds`` times in rotated order; with requests/s and p99,
     the servers' CPU time per request (psutil: the sum over their
     processes, which a noisy machine disturbs less than throughput), and
     how registryd's CPU was shared among its processes (do its workers all

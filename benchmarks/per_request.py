@@ -59,7 +59,7 @@ def config_text(root, auth=None, redis=None, metadatacache=None):
 
 
 class Client:
-    """One keep-alive connection to C{site}, without a socket."""
+    """One keep-alive connection to ``site``, without a socket."""
 
     def __init__(self, site, reactor):
         from twisted.internet.address import IPv4Address
@@ -71,7 +71,7 @@ class Client:
         self.channel.makeConnection(self.transport)
 
     async def send(self, raw):
-        """Send request bytes C{raw}; the response bytes."""
+        """Send request bytes ``raw``; the response bytes."""
         from twisted.internet import task
 
         self.transport.clear()
@@ -98,7 +98,7 @@ def status_of(response):
 
 
 async def push(client, name, blobs, tag):
-    """Push C{blobs} (config first) and a manifest naming them; its digest."""
+    """Push ``blobs`` (config first) and a manifest naming them; its digest."""
     descriptors = []
     for content in blobs:
         digest = "sha256:" + hashlib.sha256(content).hexdigest()
@@ -132,9 +132,9 @@ async def push(client, name, blobs, tag):
 
 
 def token_auth(workdir):
-    """(auth configuration, bearer token) for C{/v2/} with token auth: a
+    """(auth configuration, bearer token) for ``/v2/`` with token auth: a
     token signed by a key whose self-signed certificate is the
-    rootcertbundle, carried in the token's C{x5c} header (as Distribution's
+    rootcertbundle, carried in the token's ``x5c`` header (as Distribution's
     token servers do)."""
     from benchmarks.tokens import SigningKey
 
@@ -156,7 +156,7 @@ def workloads(manifest, layer):
 
 
 async def measure(client, raw, count):
-    """CPU microseconds per request over C{count} requests of C{raw}."""
+    """CPU microseconds per request over ``count`` requests of ``raw``."""
     expected = status_of(await client.send(raw))
     started = time.process_time()
     for _ in range(count):

@@ -205,8 +205,8 @@ def path_of(location):
 
 
 class Blob:
-    """A blob file: C{prefix} (16 distinct bytes per push, so no push finds
-    the blob already stored) then the shared random C{path}."""
+    """A blob file: ``prefix`` (16 distinct bytes per push, so no push finds
+    the blob already stored) then the shared random ``path``."""
 
     def __init__(self, path, size, prefix):
         self.path, self.size, self.prefix = path, size, prefix
@@ -218,7 +218,7 @@ class Blob:
         self.length = len(prefix) + size
 
     def pieces(self, start=0, end=None):
-        """The bytes from C{start} to C{end}, in 1 MiB pieces."""
+        """The bytes from ``start`` to ``end``, in 1 MiB pieces."""
         end = self.length if end is None else end
         whole = len(self.prefix)
         if start < whole:

@@ -443,6 +443,21 @@ class ISharedState(Interface):
     def members(name):
         """:return: Deferred firing with the list of ``name``'s members that have not expired."""
 
+    def merge_latest(name, values, ttl):
+        """Merge ``values`` (``{field: number}``) into the table ``name``,
+        keeping the larger number of each field (times only grow, so any
+        order of merges by any nodes gives the same table); the table
+        expires ``ttl`` seconds after this merge."""
+
+    def latest(name):
+        """:return: Deferred firing with the table ``name`` as
+        ``{field: float}`` (empty if absent)."""
+
+    def remove_fields(name, fields):
+        """Remove fields of the table ``name``: ``fields`` is ``{field:
+        bound}``, and a field goes if its bound is None or its number is
+        not above the bound (so a field merged again since stays)."""
+
     def cache_lookup(names):
         """Entries of the nodes' metadata cache (``registryd.storage.shared_cache``).
 

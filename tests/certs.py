@@ -84,7 +84,7 @@ class CA:
     def issue(
         self, common_name, dns=(), ips=(), client=False, key=None, days=1, not_before=None, ca=False
     ):
-        """C{(key, certificate)} for a server (or client) named so."""
+        """``(key, certificate)`` for a server (or client) named so."""
         key = key or new_key()
         names = [x509.DNSName(name) for name in dns] + [
             x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips
@@ -107,7 +107,7 @@ class CA:
 
 
 def self_signed(key, common_name="token signer", days=1):
-    """A self-signed certificate for C{key} (a token server's usual
+    """A self-signed certificate for ``key`` (a token server's usual
     ``rootcertbundle``)."""
     subject = _name(common_name)
     return _builder(subject, subject, key.public_key(), days).sign(key, hashes.SHA256())
@@ -120,8 +120,8 @@ def write(directory, name, data):
 
 
 def server_files(directory, ca, dns=("localhost",), ips=("127.0.0.1", "::1"), prefix="server"):
-    """Write C{prefix}.crt and C{prefix}.key for a server certificate from
-    C{ca}; return their paths."""
+    """Write ``prefix``.crt and ``prefix``.key for a server certificate from
+    ``ca``; return their paths."""
     key, certificate = ca.issue(dns[0] if dns else "registryd", dns=dns, ips=ips)
     return (
         write(directory, f"{prefix}.crt", cert_pem(certificate)),

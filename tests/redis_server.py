@@ -91,7 +91,7 @@ class RedisServer:
             return None
 
     def info(self, section):
-        """INFO C{section} as text."""
+        """INFO ``section`` as text."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
             sock.sendall(f"INFO {section}\r\n".encode())
             reply = b""
@@ -162,7 +162,7 @@ class Monitor:
 
 
 def redis_state(server, **overrides):
-    """A registryd.shared.redis_state client of C{server}, as one node
+    """A registryd.shared.redis_state client of ``server``, as one node
     makes it from its redis section (short timeouts unless overridden)."""
     from twisted.internet import reactor
 

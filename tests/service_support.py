@@ -6,6 +6,7 @@ Nothing here imports the reactor at module level (pytest-twisted installs
 it in pytest_configure).
 """
 
+import contextlib
 import json
 import textwrap
 import time
@@ -33,8 +34,8 @@ class RunningService:
 
 
 async def start_service(tmp_path, text, **values):
-    """Write C{text} (YAML; ``{port}``, ``{debug_port}``, ``{root}`` and any
-    C{values} are substituted) to a file, load it, start a RegistryService."""
+    """Write ``text`` (YAML; ``{port}``, ``{debug_port}``, ``{root}`` and any
+    ``values`` are substituted) to a file, load it, start a RegistryService."""
     from twisted.internet import reactor
 
     from registryd.config import load_config
@@ -64,8 +65,27 @@ async def start_service(tmp_path, text, **values):
     )
 
 
+@contextlib.asynccontextmanager
+async def running_nodes(tmp_path, text, labels="ab", **values):
+    """One service per label (nodes of one registry: each its own
+    directory and ports, all on the storage root ``tmp_path/registry-data``),
+    started in order and stopped afterwards."""
+    started = []
+    try:
+        for label in labels:
+            directory = tmp_path / label
+            directory.mkdir()
+            started.append(
+                await start_service(directory, text, root=str(tmp_path / "registry-data"), **values)
+            )
+        yield started
+    finally:
+        for node in started:
+            await node.stop()
+
+
 async def wait_for(predicate, timeout=10.0, interval=0.02):
-    """Poll C{predicate} (sync) on the reactor until it is true."""
+    """Poll ``predicate`` (sync) on the reactor until it is true."""
     from twisted.internet import reactor, task
 
     deadline = time.monotonic() + timeout
@@ -78,9 +98,9 @@ async def wait_for(predicate, timeout=10.0, interval=0.02):
 class Receiver:
     """A real webhook receiver: a twisted.web server on a loopback port.
 
-    Records every POSTed envelope with its headers.  C{statuses} lists the
-    answers to give, in order (then 200); C{hang} keeps requests open
-    forever.  L{stop} and L{start} take it down and up on the same port.
+    Records every POSTed envelope with its headers.  ``statuses`` lists the
+    answers to give, in order (then 200); ``hang`` keeps requests open
+    forever.  ``stop`` and ``start`` take it down and up on the same port.
     """
 
     def __init__(self, port=None):

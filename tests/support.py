@@ -13,6 +13,23 @@ import pytest
 import pytest_twisted
 
 
+def registryd_command(*args, cwd):
+    """``python -m registryd ARGS`` in a process of its own, in directory
+    ``cwd`` and importing this tree; its CompletedProcess (text output)."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run(
+        [sys.executable, "-m", "registryd", *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=root),
+        cwd=cwd,
+        timeout=60,
+    )
+
+
 @attr.s
 class RunningRegistry:
     url = attr.ib()
@@ -46,9 +63,9 @@ async def start_registry(
     pulls=None,
     quotas=(),
 ):
-    """Serve a filesystem registry at C{root} on 127.0.0.1:<free port>
-    (or on C{driver}, when given: a wrapped or instrumented one).
-    C{pulls}: called with the registry, returns the app's pull recorder."""
+    """Serve a filesystem registry at ``root`` on 127.0.0.1:<free port>
+    (or on ``driver``, when given: a wrapped or instrumented one).
+    ``pulls``: called with the registry, returns the app's pull recorder."""
     from twisted.internet import reactor
 
     from registryd.http.app import RegistryApp
@@ -79,8 +96,8 @@ async def start_registry(
 
 @contextlib.asynccontextmanager
 async def serving(tmp_path, **options):
-    """A filesystem registry on a loopback port (L{start_registry}'s
-    C{options}), with a treq client whose connections are closed afterwards."""
+    """A filesystem registry on a loopback port (``start_registry``'s
+    ``options``), with a treq client whose connections are closed afterwards."""
     from twisted.internet import reactor
 
     root = tmp_path / "registry-data"
@@ -121,7 +138,7 @@ def random_bytes(size):
 
 
 def exchange(port, request_bytes, read_body=True, timeout=10):
-    """Send C{request_bytes} to 127.0.0.1:C{port} on a fresh blocking socket;
+    """Send ``request_bytes`` to 127.0.0.1:``port`` on a fresh blocking socket;
     return the response as (status, {lowercase header: first value}, body).
     Blocks: call it from a thread, never from the reactor's."""
     import socket
@@ -142,7 +159,7 @@ def exchange(port, request_bytes, read_body=True, timeout=10):
 def read_response_head(sock):
     """Read one response's head from a blocking socket: (status, {lowercase
     header: first value}, body bytes read past the head).
-    @raise ConnectionError: the server closed without a response."""
+    :raises ConnectionError: the server closed without a response."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
@@ -162,8 +179,8 @@ def read_response_head(sock):
 
 
 def raw_request_bytes(port, method, path, headers=(), body=b"", host=None):
-    """One HTTP/1.1 request exactly as written (C{path} str or bytes), with
-    Host (C{host}, else the server's address), ``Connection: close`` and,
+    """One HTTP/1.1 request exactly as written (``path`` str or bytes), with
+    Host (``host``, else the server's address), ``Connection: close`` and,
     for a body or an upload method, Content-Length."""
     if isinstance(path, str):
         path = path.encode("latin-1")
@@ -209,8 +226,8 @@ def logged_failures():
 
 
 def run_examples(test):
-    """Run a hypothesis-decorated C{test} in a thread, so that it can make
-    blocking requests (L{exchange}, or L{in_reactor}) to a server that the
+    """Run a hypothesis-decorated ``test`` in a thread, so that it can make
+    blocking requests (``exchange``, or ``in_reactor``) to a server that the
     reactor, in the test's thread, serves meanwhile."""
     from twisted.internet.threads import deferToThread
 
@@ -218,7 +235,7 @@ def run_examples(test):
 
 
 def in_reactor(coroutine_function, *args):
-    """From a thread (see L{run_examples}): run C{coroutine_function(*args)}
+    """From a thread (see ``run_examples``): run ``coroutine_function(*args)``
     in the reactor and wait for its result."""
     from twisted.internet import defer, reactor, threads
 

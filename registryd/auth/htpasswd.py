@@ -215,14 +215,35 @@ class HtpasswdChecker:
             return defer.succeed(user)
         return self._verify(user, password, entry, key)
 
-    def _verify(self, user, password, entry, key):
+    def _verify(self, user, password, entry, key, guard=None):
+        """Join the running check of the same credentials, or start one.
+        ``guard``: an async callable taken before bcrypt runs and released
+        after (the nodes' one-check-per-pair lock,
+        :meth:`registryd.auth.shared_brake.SharedLoginBrake.checking`); its
+        refusal answers everyone waiting."""
         result = defer.Deferred()
         if key in self._running:
             self._running[key].append((result, user))
-        else:
+        elif guard is None:
             self._running[key] = [(result, user)]
             self._check(key, password, entry)
+        else:
+            self._running[key] = [(result, user)]
+            defer.ensureDeferred(self._guarded_check(key, password, entry, guard))
         return result
+
+    async def _guarded_check(self, key, password, entry, guard):
+        try:
+            release = await guard()
+        except Exception as refusal:  # TOOMANYREQUESTS, for every waiter
+            for waiter, _ in self._running.pop(key, ()):
+                if not waiter.called:
+                    waiter.errback(refusal)
+            return
+        try:
+            await self._check(key, password, entry)
+        finally:
+            release()
 
     async def authenticate(self, credentials, address):
         """The user name, for credentials sent from client ``address``:
@@ -235,10 +256,15 @@ class HtpasswdChecker:
             return user
         shared = self.shared_brake
         with self.throttle.attempt(address, user, key):
+            guard = None
             if shared is not None:
                 await shared.check(address, user)
+
+                def guard():
+                    return shared.checking(address, user)
+
             try:
-                found = await self._verify(user, password, entry, key)
+                found = await self._verify(user, password, entry, key, guard)
             except UnauthorizedLogin:
                 self.throttle.failed(address, user)
                 if shared is not None:
@@ -250,7 +276,8 @@ class HtpasswdChecker:
         return found
 
     def _check(self, key, password, entry):
-        """Run bcrypt in a thread; answer everyone waiting on ``key``."""
+        """Run bcrypt in a thread; answer everyone waiting on ``key``.
+        A Deferred firing once they are answered."""
         self.bcrypt_runs += 1
         stored = entry if entry is not None else self._dummy
         checking = self._run_in_thread(_checkpw, password, stored)
@@ -271,7 +298,7 @@ class HtpasswdChecker:
                 else:
                     waiter.errback(UnauthorizedLogin("invalid username or password"))
 
-        checking.addErrback(failed).addCallback(answer)
+        return checking.addErrback(failed).addCallback(answer)
 
     def _remember(self, key):
         now = self._clock()

@@ -3,9 +3,13 @@ batches.
 
 A manifest GET or HEAD that succeeded calls ``PullRecorder.record``: a dict
 update on the reactor thread, nothing awaited.  Every ``FLUSH_INTERVAL``
-seconds, and when the service stops, the pending times are merged into
-each repository's pull record in storage (``registryd.storage.pulls``),
-which every node and worker process merges into rather than overwrites.
+seconds, as soon as ``FLUSH_ENTRIES`` entries are pending, and when the
+service stops, the pending times are written: into the nodes' shared
+state when there is one (``registryd.lifecycle.shared_pulls``: one merge
+per repository, seen by every node at once, persisted to storage by one
+node at a time), else (one node, or Redis not answering) merged into each
+repository's pull record in storage (``registryd.storage.pulls``), which
+every node and worker process merges into rather than overwrites.
 A flush that fails keeps its entries for the next one; memory stays
 bounded (``MAX_PENDING`` entries; beyond, new pulls are not counted until
 a flush succeeds, and the log says so once).
@@ -16,12 +20,15 @@ from twisted.logger import Logger
 
 from registryd.errors import RegistryError
 from registryd.ops.maintenance import PeriodicService
+from registryd.shared.errors import SharedStateUnavailable
 from registryd.storage.errors import StorageError
 
 log = Logger()
 
 #: Seconds between writes of the pending pull times.
 FLUSH_INTERVAL = 5.0
+#: Pending entries that start a flush before the interval is up.
+FLUSH_ENTRIES = 10_000
 #: Most (repository, tag or digest) entries kept in memory between flushes.
 MAX_PENDING = 100_000
 
@@ -29,15 +36,18 @@ MAX_PENDING = 100_000
 class PullRecorder:
     """Pending pull times of every repository, and their flushing."""
 
-    def __init__(self, registry, clock, max_pending=MAX_PENDING):
+    def __init__(self, registry, clock, max_pending=MAX_PENDING, flush_entries=FLUSH_ENTRIES):
         """
         :param registry: the ``registryd.storage.registry.Registry`` whose
-            repositories' ``pulls`` records the times go to.
+            repositories' ``pulls`` records (or whose ``shared_pulls``, when
+            the nodes share state) the times go to.
         :param clock: an IReactorTime (its ``seconds()`` stamps the pulls).
+        :param flush_entries: pending entries that start a flush at once.
         """
         self._registry = registry
         self._clock = clock
         self._max_pending = max_pending
+        self._flush_entries = flush_entries
         self._pending = {}  # name -> ({tag: time}, {digest: time})
         self._count = 0
         self._warned = False
@@ -65,6 +75,8 @@ class PullRecorder:
                     continue
                 self._count += 1
             entries[key] = now
+        if self._count >= self._flush_entries and self._flushing is None:
+            self.flush()  # failures are logged and kept for the next flush
 
     def pending(self, name):
         """``(tags, manifests)`` not yet written for repository ``name``."""
@@ -93,8 +105,15 @@ class PullRecorder:
     async def _flush(self):
         pending, self._pending, self._count = self._pending, {}, 0
         self._warned = False
+        shared = self._registry.shared_pulls
         for name, (tags, manifests) in pending.items():
             try:
+                if shared is not None:
+                    try:
+                        await shared.merge(name, tags, manifests)
+                        continue
+                    except SharedStateUnavailable:
+                        shared = None  # as with one node: the rest into storage
                 written = await self._registry.stored_repository(name).pulls.merge(tags, manifests)
             except (StorageError, RegistryError) as error:
                 log.warn("pull times of {name} not written yet: {error}", name=name, error=error)

@@ -12,22 +12,39 @@ is garbage collection's.
 A manifest PUT that would take a quota over is refused with 403 DENIED
 naming the quota and its usage, before anything of it is linked
 (``QuotaAccounting.admitting``, around the storage model's linking).  Pushes
-under one quota are admitted one at a time in this process, so two cannot
-both fit into the last free bytes.  Each admission lists the repositories
-again, so one another node created counts at once; a repository this node
-has counted is counted again from storage after ``MAX_AGE`` seconds, so
-another node's pushes into it are seen within that.
+under one quota are admitted one at a time, so two cannot both fit into
+the last free bytes: in this process, and across the nodes that share
+state (Redis), through the quota's lock there (``quota:<id>``, the keyed
+locks of :class:`registryd.storage.uploads.UploadLocks`).  Each admission
+lists the repositories again, so one another node created counts at once.
+
+What a repository holds is counted from storage and kept by each node;
+with shared state, every change to a repository (a push admitted, a
+manifest or the repository removed) increments its counter
+``quota:changes:<name>``, and a node's count is used only while the
+counter still reads what it read when counting, so a push through one
+node counts against the quota on every other node at once.  The counters
+belong to an epoch (``quota:epoch``, chosen by the first node that finds
+none): a Redis that lost its data (restarted) has a new epoch, and every
+node counts again from storage rather than trust what it counted before.
+So does a node that served while Redis was away (its pushes then went
+uncounted by the counters): its first answer from Redis again starts a
+new epoch.  While Redis is away, each node admits as it would alone, with
+its counts trusted for ``MAX_AGE`` seconds (another node's pushes are
+seen within that), which is also the longest any count is trusted.
 """
 
 import contextlib
+import hashlib
 import re
 import time
+import uuid
 
 import attr
-from twisted.internet import defer
 
 from registryd import errors
 from registryd.patterns import compile_pattern
+from registryd.shared.errors import SharedStateUnavailable
 from registryd.storage.walking import gather_limited
 
 #: Seconds a repository's counted usage (and the list of repositories) is
@@ -67,6 +84,12 @@ class Quota:
     def __hash__(self):
         return hash(self._key())
 
+    @property
+    def lock_name(self):
+        """The name of this quota's lock, the same on every node with the
+        same configuration."""
+        return hashlib.sha256(repr(self._key()).encode("utf-8")).hexdigest()[:32]
+
     def applies_to(self, name):
         return bool(self._pattern.fullmatch(name))
 
@@ -99,19 +122,40 @@ class QuotaUsage:
 class QuotaAccounting:
     """Counts usage through the storage model and admits pushes."""
 
-    def __init__(self, registry, quotas=(), clock=time.monotonic, max_age=MAX_AGE):
+    def __init__(
+        self,
+        registry,
+        quotas=(),
+        locks=None,
+        shared_state=None,
+        clock=time.monotonic,
+        max_age=MAX_AGE,
+    ):
         """
         :param registry: the ``registryd.storage.registry.Registry`` counted.
         :param quotas: ``Quota``s, the global one (if any) among them.
+        :param locks: keyed locks (:class:`registryd.storage.uploads.UploadLocks`)
+            held while a push is admitted, one per quota; shared by the
+            nodes when made with their shared state.
+        :param shared_state: the nodes' ISharedState, for the counters of
+            changes (used when ``shared``).
         """
+        if locks is None:
+            from registryd.storage.uploads import UploadLocks
+
+            locks = UploadLocks(namespace="quota")
         self._registry = registry
         self.quotas = tuple(quotas)
+        self._locks = locks
+        self._shared = shared_state if shared_state is not None and shared_state.shared else None
         self._clock = clock
         self._max_age = max_age
-        self._usage = {}  # name -> (counted at, {digest: size})
+        # name -> (counted at, {digest: size}, (epoch, changes) or None)
+        self._usage = {}
         self._names = None  # (counted at, set of names)
         self._sizes = {}  # blob digest (str) -> stored size
-        self._locks = {}  # quota -> DeferredLock
+        #: this node served without the shared counters: start a new epoch
+        self._missed_changes = False
 
     def __bool__(self):
         return bool(self.quotas)
@@ -139,10 +183,59 @@ class QuotaAccounting:
             found[str(blob.digest)] = await self._blob_size(blob)
         return found
 
-    async def repository_usage(self, name):
-        """``{digest: size}`` of what repository ``name``'s manifests hold."""
+    async def _epoch(self):
+        """The counters' epoch (bytes), a new one when Redis has none or
+        this node missed changes; None while Redis does not answer."""
+        if self._shared is None:
+            return None
+        try:
+            epoch = await self._shared.get("quota:epoch")
+            if epoch is None or self._missed_changes:
+                epoch = uuid.uuid4().hex.encode("ascii")
+                await self._shared.set("quota:epoch", epoch)
+                self._missed_changes = False
+            return epoch
+        except SharedStateUnavailable:
+            self._missed_changes = True
+            return None
+
+    async def _version(self, name, epoch):
+        """``(epoch, changes of name)``, or None without shared counters."""
+        if epoch is None:
+            return None
+        try:
+            changes = await self._shared.get(f"quota:changes:{name}")
+        except SharedStateUnavailable:
+            self._missed_changes = True
+            return None
+        try:
+            return (epoch, int(changes or 0))
+        except ValueError:
+            # not a node's counter; a node's INCR of it fails, which starts
+            # a new epoch, so a count made now is never trusted past a change
+            return (epoch, -1)
+
+    async def _changed(self, name):
+        """Count a change of repository ``name`` on the shared counter;
+        its new value, or None without shared counters."""
+        if self._shared is None:
+            return None
+        try:
+            return await self._shared.incr(f"quota:changes:{name}")
+        except SharedStateUnavailable:
+            self._missed_changes = True
+            return None
+
+    async def repository_usage(self, name, epoch=None):
+        """``{digest: size}`` of what repository ``name``'s manifests hold.
+        ``epoch``: the counters' epoch of this admission or report."""
+        version = await self._version(name, epoch)
         cached = self._usage.get(name)
-        if cached is not None and self._clock() - cached[0] < self._max_age:
+        if (
+            cached is not None
+            and self._clock() - cached[0] < self._max_age
+            and (version is None or cached[2] == version)
+        ):
             return cached[1]
         repository = self._registry.stored_repository(name)
         counted = {}
@@ -156,7 +249,7 @@ class QuotaAccounting:
 
         for found in await gather_limited(count, await repository.manifests.enumerate()):
             counted.update(found)
-        self._usage[name] = (self._clock(), counted)
+        self._usage[name] = (self._clock(), counted, version)
         return counted
 
     async def _repository_names(self, fresh=False):
@@ -174,9 +267,10 @@ class QuotaAccounting:
         names = {name for name in await self._repository_names(fresh) if quota.applies_to(name)}
         if adding is not None:
             names.add(adding[0])
+        epoch = await self._epoch()
         held = {}
         for name in sorted(names):
-            held.update(await self.repository_usage(name))
+            held.update(await self.repository_usage(name, epoch))
         if adding is not None:
             held.update(adding[1])
             return QuotaUsage(quota, sum(held.values()), len(names))
@@ -204,28 +298,35 @@ class QuotaAccounting:
         if not quotas:
             yield
             return
-        locks = [
-            self._locks.setdefault(quota, defer.DeferredLock())
-            for quota in sorted(quotas, key=lambda q: q.where)
-        ]
-        held = []
+        releases = []
         try:
-            for lock in locks:
-                await lock.acquire()
-                held.append(lock)
+            for quota in sorted(quotas, key=lambda q: q.lock_name):
+                releases.append(await self._locks.acquire(quota.lock_name))
             adding = await self.contribution(digest, manifest)
             for quota in quotas:
                 before = await self.usage(quota, fresh=True)
                 after = await self.usage(quota, (name, adding))
                 self._check(quota, before, after, name)
             yield
-            usage = await self.repository_usage(name)
-            usage.update(adding)
+            self._counted_push(name, adding, await self._changed(name))
             if self._names is not None:
                 self._names[1].add(name)
         finally:
-            for lock in held:
-                lock.release()
+            for release in reversed(releases):
+                release()
+
+    def _counted_push(self, name, adding, changes):
+        """Add a linked push to this node's count of ``name`` when the
+        shared counter moved only by it (``changes``: its new value), else
+        leave the repository to be counted again."""
+        cached = self._usage.pop(name, None)
+        if cached is None:
+            return
+        counted_at, counted, version = cached
+        if version is None and changes is None:
+            self._usage[name] = (counted_at, {**counted, **adding}, None)
+        elif version is not None and changes == version[1] + 1:
+            self._usage[name] = (counted_at, {**counted, **adding}, (version[0], changes))
 
     def _check(self, quota, before, after, name):
         """Refuse a push that adds a repository or bytes beyond ``quota``
@@ -247,7 +348,9 @@ class QuotaAccounting:
                 detail=after.to_dict(),
             )
 
-    def forget(self, name):
-        """Repository ``name`` lost manifests: count it again when asked."""
+    async def forget(self, name):
+        """Repository ``name`` lost manifests: count it again when asked,
+        on every node."""
         self._usage.pop(name, None)
         self._names = None
+        await self._changed(name)

@@ -24,7 +24,15 @@ GET blob (after it was sent)  pull      mediaType application/octet-stream,
 blob upload completed         push      same as blob pull
 POST ?mount= that mounted     mount     same, plus fromRepository
 DELETE blob                   delete    digest, repository
+DELETE repository (also the   delete    repository
+web interface's and the
+manhole's delete_repository)
 ============================  ========  =====================================
+
+A repository delete is Distribution 3's ``RepoDeleted``: action
+``delete`` with only ``repository`` in the target (no digest, no tag), one
+event for the whole repository, not one per manifest or tag removed with
+it.  The manhole's has no request: its ``request`` and ``actor`` are empty.
 
 HEAD requests send nothing (Distribution sends pulls for some of them:
 they move no content, and clients issue many).  With
@@ -185,6 +193,9 @@ class NullEvents:
     def manifest_deleted(self, request, name, reference, removed_tags=()):
         pass
 
+    def repository_deleted(self, request, name):
+        pass
+
 
 NO_EVENTS = NullEvents()
 
@@ -216,13 +227,18 @@ class Notifier(NullEvents):
         return bool(self.endpoints)
 
     def emit(self, request, action, target):
-        """Queue one event for every endpoint that does not ignore it.
+        """Queue one event for every endpoint that does not ignore it
+        (``request`` None: an operator's action, from no request).
         Never raises: a notification problem must not fail a request."""
         if not self.endpoints:
             return
         try:
             event = build_event(
-                action, target, request_record(request), request.context.user, self.source
+                action,
+                target,
+                request_record(request) if request is not None else None,
+                request.context.user if request is not None else None,
+                self.source,
             )
             line = None
             for endpoint in self.endpoints:
@@ -294,3 +310,7 @@ class Notifier(NullEvents):
                 self.emit(request, DELETE, {"repository": name, "tag": tag})
         else:
             self.emit(request, DELETE, {"repository": name, "tag": reference})
+
+    def repository_deleted(self, request, name):
+        """A whole repository removed; ``request`` None from the manhole."""
+        self.emit(request, DELETE, {"repository": name})

@@ -25,6 +25,20 @@ class CommandFailed(Exception):
         self.status = status
 
 
+def require_config(prog, config_path, dry_run, verb):
+    """:class:`CommandFailed` (status 2) when a tool that would ``verb``
+    (write, delete) storage is given no ``--config``: run in the wrong
+    directory, a default of ``./registry-data`` would quietly work on some
+    other (or no) registry and report success, so only a dry run may do
+    without it, as Distribution's tools require their configuration file."""
+    if config_path is None and not dry_run:
+        raise CommandFailed(
+            f"{prog}: --config FILE is required to {verb} (the registry's configuration, "
+            "naming its storage); add --dry-run to look at ./registry-data without it",
+            2,
+        )
+
+
 def load_storage(prog, config_path):
     """(configuration, storage driver) for ``config_path`` (None: the
     embedded default, ./registry-data); :class:`CommandFailed` (status 2) naming

@@ -64,16 +64,16 @@ def run(argv, out=None, err=None):
     options = _parser().parse_args(argv)
 
     from registryd.config import ConfigError, parse_duration
-    from registryd.ops.command import CommandFailed, load_storage, print_report, run_job
+    from registryd.ops.command import (
+        CommandFailed,
+        load_storage,
+        print_report,
+        require_config,
+        run_job,
+    )
 
-    if options.config is None and not options.dry_run:
-        print(
-            "registryd-gc: --config FILE is required to delete (the registry's configuration, "
-            "naming its storage); add --dry-run to look at ./registry-data without it",
-            file=err,
-        )
-        return 2
     try:
+        require_config("registryd-gc", options.config, options.dry_run, "delete")
         config, driver = load_storage("registryd-gc", options.config)
         grace_period = config.gc.grace_period
         if options.grace_period is not None:

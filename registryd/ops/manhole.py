@@ -160,10 +160,12 @@ def _seconds(value, what):
     return Duration(numbers="seconds").check(value, what)
 
 
-def make_namespace(registry, maintenance, config, reactor=None, retention=None):
+def make_namespace(registry, maintenance, config, reactor=None, retention=None, events=None):
     """The helpers a manhole session starts with (a fresh dict each time).
     ``retention``: the daemon's ``registryd.lifecycle.retention_runner.Retention``
     (by default one for ``config``'s rules, without this process's pulls).
+    ``events``: the daemon's notifier (``registryd.notifications.events``),
+    told of repositories removed; none by default.
 
     They are called in statement threads (:class:`StatementRunner`); each does its
     work on the reactor thread and returns a plain value."""
@@ -213,7 +215,10 @@ def make_namespace(registry, maintenance, config, reactor=None, retention=None):
         repository = registry.repository(repo)
         if not force:
             await repository.check_removable()
-        return (await repository.remove()).to_dict()
+        report = await repository.remove()
+        if events is not None:
+            events.repository_deleted(None, repository.name)
+        return report.to_dict()
 
     if retention is None:
         from registryd.lifecycle.pulls import NO_PULLS

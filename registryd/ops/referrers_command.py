@@ -7,6 +7,11 @@ storage::
     registryd-referrers --config /etc/registryd/registryd.yaml --dry-run
     registryd-referrers --config /etc/registryd/registryd.yaml library/app
 
+``--config`` is required to write the index, as ``registryd-gc``
+requires it to delete: without it a run in the wrong directory would
+rebuild some other ``./registry-data`` and report success.  Only
+``--dry-run`` may do without it, looking at ``./registry-data``.
+
 Safe while the registry runs.  Exit status: 0 done, 1 failed, 2 bad usage,
 configuration or repository name.
 """
@@ -16,7 +21,13 @@ import sys
 
 from registryd.errors import RegistryError
 from registryd.names import check_repository_name
-from registryd.ops.command import CommandFailed, load_storage, print_report, run_job
+from registryd.ops.command import (
+    CommandFailed,
+    load_storage,
+    print_report,
+    require_config,
+    run_job,
+)
 from registryd.ops.referrers import rebuild_referrers
 
 
@@ -36,7 +47,7 @@ def _parser():
         "--config",
         "-c",
         metavar="FILE",
-        help="registryd YAML configuration (default: ./registry-data, filesystem)",
+        help="registryd YAML configuration (required, except with --dry-run: ./registry-data then)",
     )
     parser.add_argument(
         "--dry-run", "-d", action="store_true", help="change nothing; print what would change"
@@ -56,6 +67,7 @@ def run(argv, out=None, err=None):
     options = _parser().parse_args(argv)
     prog = "registryd-referrers"
     try:
+        require_config(prog, options.config, options.dry_run, "write the index")
         for name in options.repositories:
             try:
                 check_repository_name(name)

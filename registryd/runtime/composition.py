@@ -46,6 +46,7 @@ SINGLETON_TIMERS = frozenset(
         "proxy cache expiry",
         "retention",
         "quota usage",
+        "pull times to storage",
     }
 )
 
@@ -122,6 +123,7 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
         redirect=config.storage.redirect,
         redirect_base_url=config.storage.redirect_base_url,
         shared_state=shared_state,
+        shared_clock=reactor,
         shared_cache=shared_cache_for(
             shared_state,
             reactor or _global_reactor(),
@@ -199,7 +201,7 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
         reactor=reactor,
         tls_listeners=[(endpoint, server_tls) for endpoint, _, server_tls in secured if server_tls],
     )
-    manhole = _manhole(config, registry, maintenance, operations, retention, reactor)
+    manhole = _manhole(config, registry, maintenance, operations, retention, events, reactor)
     return Components(
         driver=driver,
         registry=registry,
@@ -294,8 +296,9 @@ def _global_reactor():
 
 def _lifecycle_services(registry, retention, maintenance, reactor):
     """lifecycle's timers: retention every lifecycle.retention.interval,
-    and quota usage counted every minute so /metrics shows it also when
-    nobody pushes."""
+    the nodes' shared pull times written to storage every minute (one node
+    at a time), and quota usage counted every minute so /metrics shows it
+    also when nobody pushes."""
     found = []
     if retention.config.interval and retention.config.rules:
 
@@ -312,6 +315,21 @@ def _lifecycle_services(registry, retention, maintenance, reactor):
                 clock=reactor,
             )
         )
+    if registry.shared_pulls is not None:
+        from registryd.lifecycle.shared_pulls import PERSIST_INTERVAL
+
+        async def persist_pulls():
+            await registry.shared_pulls.persist(registry)
+
+        found.append(
+            PeriodicService(
+                "pull times to storage",
+                PERSIST_INTERVAL,
+                # one node at a time (registryd.shared.jobs)
+                maintenance.scheduled("pull times to storage", PERSIST_INTERVAL, persist_pulls),
+                clock=reactor,
+            )
+        )
     if registry.quotas:
         found.append(
             PeriodicService(
@@ -325,7 +343,7 @@ def _lifecycle_services(registry, retention, maintenance, reactor):
     return found
 
 
-def _manhole(config, registry, maintenance, operations, retention, reactor):
+def _manhole(config, registry, maintenance, operations, retention, events, reactor):
     """The SSH manhole (manhole:), or None.  registryd.ops.manhole (and
     with it twisted.conch) is imported only when one is configured."""
     if config.manhole is None:
@@ -336,7 +354,7 @@ def _manhole(config, registry, maintenance, operations, retention, reactor):
         config.manhole,
         # each session sees the configuration in force (reloads included)
         lambda: make_namespace(
-            registry, maintenance, operations.config, reactor, retention=retention
+            registry, maintenance, operations.config, reactor, retention=retention, events=events
         ),
         reactor=reactor,
     )

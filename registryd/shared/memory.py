@@ -30,6 +30,7 @@ class MemorySharedState:
         self._reactor = reactor  # None: the global one, looked up when first needed
         self._values = {}  # name -> (value, expiry or None)
         self._sets = {}  # name -> {member: expiry}
+        self._tables = {}  # name -> ({field: number}, expiry)
         self._writes = 0
         self._cache = OrderedDict()  # name -> [epoch, value or None, version, expiry]
         self._epoch = 0
@@ -60,6 +61,8 @@ class MemorySharedState:
                 self._live(name)
             for name in list(self._sets):
                 self._members(name)
+            for name in list(self._tables):
+                self._table(name)
 
     def acquire(self, name, token, ttl):
         if self._live(name) is not None:
@@ -83,7 +86,7 @@ class MemorySharedState:
         return defer.succeed(True)
 
     def remaining(self, name):
-        entry = self._live(name)
+        entry = self._live(name) or self._table(name)
         if entry is None or entry[1] is None:
             return defer.succeed(None)
         return defer.succeed(entry[1] - self._now())
@@ -100,6 +103,7 @@ class MemorySharedState:
     def delete(self, name):
         self._values.pop(name, None)
         self._sets.pop(name, None)
+        self._tables.pop(name, None)
         return defer.succeed(None)
 
     def incr(self, name, amount=1, ttl=None):
@@ -139,6 +143,38 @@ class MemorySharedState:
 
     def members(self, name):
         return defer.succeed(sorted(self._members(name)))
+
+    def _table(self, name):
+        entry = self._tables.get(name)
+        if entry is not None and entry[1] <= self._now():
+            del self._tables[name]
+            return None
+        return entry
+
+    def merge_latest(self, name, values, ttl):
+        entry = self._table(name)
+        table = entry[0] if entry is not None else {}
+        for field, number in values.items():
+            if table.get(field, float("-inf")) < number:
+                table[field] = float(number)
+        self._tables[name] = (table, self._now() + ttl)
+        self._wrote()
+        return defer.succeed(None)
+
+    def latest(self, name):
+        entry = self._table(name)
+        return defer.succeed(dict(entry[0]) if entry is not None else {})
+
+    def remove_fields(self, name, fields):
+        entry = self._table(name)
+        if entry is not None:
+            table = entry[0]
+            for field, bound in fields.items():
+                if field in table and (bound is None or table[field] <= bound):
+                    del table[field]
+            if not table:
+                del self._tables[name]
+        return defer.succeed(None)
 
     def _cache_entry(self, name):
         entry = self._cache.get(name)

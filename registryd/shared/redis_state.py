@@ -13,10 +13,16 @@ nothing beside one S3 request.
 
 Every operation also has an overall deadline on the reactor (dial + read +
 write timeouts, plus the same again for a queue of waiting threads): a
-caller never waits longer, whatever Redis does.  A failure or timeout is
-:class:`SharedStateUnavailable`; the first one after a good answer is logged
-once, as is the recovery, and ``problem`` says what is wrong for
-``/health``.
+caller never waits longer, whatever Redis does.  After a failure, the
+operations of the next ``retry_pause`` seconds fail at once without
+asking Redis: a request that makes several (a push takes a lock, reads
+counters, writes one) waits for one deadline at most, not one each, and
+the first operation after the pause finds out whether Redis is back (the
+metadata cache's operations always ask: they bypass the cache by
+themselves, and each must try).  A
+failure or timeout is :class:`SharedStateUnavailable`; the first one after
+a good answer is logged once, as is the recovery, and ``problem`` says
+what is wrong for ``/health``.
 
 Operations that must be atomic across nodes (release a lock only if this
 node holds it, a set member that expires on its own) are Lua scripts on
@@ -77,6 +83,27 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
 )
+# ARGV: ttl in ms, then field, number pairs; a number is kept if larger
+_MERGE_LATEST = """
+for i = 2, #ARGV, 2 do
+  local old = redis.call('HGET', KEYS[1], ARGV[i])
+  if not old or tonumber(old) < tonumber(ARGV[i + 1]) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+# ARGV: field, bound pairs (bound '' : remove whatever the number)
+_REMOVE_FIELDS = """
+for i = 1, #ARGV, 2 do
+  local old = redis.call('HGET', KEYS[1], ARGV[i])
+  if old and (ARGV[i + 1] == '' or tonumber(old) <= tonumber(ARGV[i + 1])) then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return 1
+"""
 _INCR = """
 local value = redis.call('INCRBY', KEYS[1], ARGV[1])
 if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -186,6 +213,8 @@ def make_client(config):
 @implementer(ISharedState)
 class RedisSharedState:
     shared = True
+    #: seconds after a failure during which operations fail at once
+    retry_pause = 1.0
 
     def __init__(self, client, threads, deadline, reactor=None, description="redis"):
         """``client``: a redis-py client; ``threads``: how many operations
@@ -201,6 +230,7 @@ class RedisSharedState:
         self.description = description
         #: None while Redis answers; else why not (for /health and the log)
         self.problem = None
+        self._quiet_until = None  # reactor time before which calls fail at once
         self._scripts = {
             name: client.register_script(source)
             for name, source in dict(
@@ -210,6 +240,8 @@ class RedisSharedState:
                 is_member=_IS_MEMBER,
                 members=_MEMBERS,
                 incr=_INCR,
+                merge_latest=_MERGE_LATEST,
+                remove_fields=_REMOVE_FIELDS,
                 cache_lookup=_CACHE_LOOKUP,
                 cache_fill=_CACHE_FILL,
                 cache_forget=_CACHE_FORGET,
@@ -224,6 +256,18 @@ class RedisSharedState:
         return cls(make_client(config), config.pool_size, 2 * deadline, reactor, description)
 
     def _run(self, function, *args, **kwargs):
+        """Run ``function`` in a thread, within the deadline; at once
+        :class:`SharedStateUnavailable` during the pause after a failure."""
+        return self._call(function, args, kwargs, pause=True)
+
+    def _always(self, function):
+        """As :meth:`_run`, but asking Redis even during the pause: the
+        metadata cache's operations, whose guarantee (a write answered once
+        Redis is back has been forgotten by every node) needs each to try
+        (``registryd.storage.shared_cache`` bypasses itself meanwhile)."""
+        return self._call(function, (), {}, pause=False)
+
+    def _call(self, function, args, kwargs, pause):
         if self._reactor is None:
             from twisted.internet import reactor
 
@@ -232,12 +276,15 @@ class RedisSharedState:
             self._pool.start()
             self._started = True
             self._reactor.addSystemEventTrigger("during", "shutdown", self._stop_pool)
+        if pause and self._quiet_until is not None and self._reactor.seconds() < self._quiet_until:
+            return defer.fail(SharedStateUnavailable(self.problem))
         running = deferToThreadPool(self._reactor, self._pool, function, *args, **kwargs)
         running.addTimeout(self.deadline, self._reactor)
         running.addCallbacks(self._answered, self._failed)
         return running
 
     def _answered(self, result):
+        self._quiet_until = None
         if self.problem is not None:
             log.info(
                 "shared state: {what} answers again; shared caches, brake and jobs resume",
@@ -255,11 +302,13 @@ class RedisSharedState:
         if self.problem is None:
             log.warn(
                 "shared state: {what} unavailable ({why}); serving on without it: caches bypassed, "
-                "login brake per node, scheduled jobs paused",
+                "login brake, upload, tag and quota locks per node, pull times to storage, "
+                "scheduled jobs paused",
                 what=self.description,
                 why=why,
             )
         self.problem = f"{self.description} unavailable: {why}"
+        self._quiet_until = self._reactor.seconds() + self.retry_pause
         raise SharedStateUnavailable(self.problem)
 
     def _stop_pool(self):
@@ -317,6 +366,34 @@ class RedisSharedState:
         script = self._scripts["members"]
         return self._run(lambda: sorted(m.decode("utf-8") for m in script(keys=[PREFIX + name])))
 
+    def merge_latest(self, name, values, ttl):
+        script = self._scripts["merge_latest"]
+        args = [_ms(ttl)]
+        for field, number in values.items():
+            args += [field, repr(float(number))]
+        return self._run(lambda: script(keys=[PREFIX + name], args=args) and None)
+
+    def latest(self, name):
+        def latest():
+            found = {}
+            for field, number in self._client.hgetall(PREFIX + name).items():
+                try:  # only this module writes these; anything else is skipped
+                    found[field.decode("utf-8")] = float(number)
+                except ValueError:
+                    continue
+            return found
+
+        return self._run(latest)
+
+    def remove_fields(self, name, fields):
+        script = self._scripts["remove_fields"]
+        args = []
+        for field, bound in fields.items():
+            args += [field, "" if bound is None else repr(float(bound))]
+        if not args:
+            return defer.succeed(None)
+        return self._run(lambda: script(keys=[PREFIX + name], args=args) and None)
+
     def cache_lookup(self, names):
         script = self._scripts["cache_lookup"]
         keys = [_CACHE_EPOCH, _CACHE_MEMBERS] + [PREFIX + _CACHE + name for name in names]
@@ -325,23 +402,23 @@ class RedisSharedState:
             found = script(keys=keys)
             return [(found[i], found[i + 1].decode("ascii")) for i in range(0, len(found), 2)]
 
-        return self._run(lookup)
+        return self._always(lookup)
 
     def cache_fill(self, name, stamp, value, ttl):
         script = self._scripts["cache_fill"]
         keys = [_CACHE_EPOCH, PREFIX + _CACHE + name]
-        return self._run(lambda: bool(script(keys=keys, args=[stamp, value, _ms(ttl)])))
+        return self._always(lambda: bool(script(keys=keys, args=[stamp, value, _ms(ttl)])))
 
     def cache_forget(self, names, ttl):
         script = self._scripts["cache_forget"]
         keys = [PREFIX + _CACHE + name for name in names]
-        return self._run(lambda: script(keys=keys, args=[_ms(ttl)]) and None)
+        return self._always(lambda: script(keys=keys, args=[_ms(ttl)]) and None)
 
     def _cache_join(self, member, ttl, new_epoch):
         script = self._scripts["cache_join"]
         keys = [_CACHE_EPOCH, _CACHE_MEMBERS]
         args = [member, _ms(ttl), "1" if new_epoch else "0"]
-        return self._run(lambda: script(keys=keys, args=args) and None)
+        return self._always(lambda: script(keys=keys, args=args) and None)
 
     def cache_join(self, member, ttl):
         return self._cache_join(member, ttl, False)

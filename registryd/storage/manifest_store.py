@@ -71,6 +71,7 @@ class ManifestStore:
         tag_locks,
         quotas,
         tag_cache=None,
+        pulls=None,
         shared_cache=None,
     ):
         """
@@ -91,6 +92,9 @@ class ManifestStore:
             a push before anything of it is linked, counts what it adds.
         :param tag_cache: what tags resolved to, revalidated by a stat of
             the tag's link (:class:`registryd.storage.cache.LinkCache`), or None.
+        :param pulls: this repository's pull record
+            (:class:`registryd.storage.pulls.PullRecords`), whose deleted tags
+            are forgotten, or None.
         :param shared_cache: the nodes' :class:`registryd.storage.shared_cache.SharedMetadataCache`
             of tags and revisions (used instead of ``tag_cache`` when reads
             consult it), or None.
@@ -108,6 +112,7 @@ class ManifestStore:
         self._tag_locks = tag_locks
         self._quotas = quotas
         self._tag_cache = tag_cache
+        self._pulls = pulls
         # reads only: this store's writes forget through TagStore and Vacuum
         self._shared_cache = for_lookups(shared_cache)
 
@@ -307,6 +312,7 @@ class ManifestStore:
             await self.resolve(reference)
             await self._check_tag_change(reference, None)
             await self._tags.untag(reference)
+            await self._forget_pulls([reference])
             return None
         stored = await self.get(reference)
         if self._immutable:
@@ -323,17 +329,26 @@ class ManifestStore:
         descriptor, if it has one); whether the revision was there.  No
         check of storage.delete: for ``delete`` and the registry's own
         housekeeping (the pull-through cache's expiry)."""
+        untagged = []
         try:
             for tag in await self._tags.enumerate():
                 if await self._tags.get(tag) == digest:
                     await self._tags.untag(tag)
+                    untagged.append(tag)
                     if removed_tags is not None:
                         removed_tags.append(tag)
+            await self._forget_pulls(untagged)
             return await self._vacuum.remove_manifest(
                 self.name, digest, subject=subject.digest if subject is not None else None
             )
         finally:
-            self._quotas.forget(self.name)  # counted again when next asked
+            await self._quotas.forget(self.name)  # counted again when next asked
+
+    async def _forget_pulls(self, tags):
+        """Deleted ``tags`` take their pull times with them (a tag pushed
+        again later was never pulled)."""
+        if self._pulls is not None and tags:
+            await self._pulls.forget_tags(tags)
 
     async def enumerate(self):
         """Digests of this repository's manifest revisions, sorted.

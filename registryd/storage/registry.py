@@ -23,6 +23,7 @@ from registryd.digest import ALGORITHMS
 from registryd.interfaces import IRepository
 from registryd.lifecycle.immutable import ImmutableTags
 from registryd.lifecycle.quotas import QuotaAccounting
+from registryd.lifecycle.shared_pulls import SharedPullTimes
 from registryd.names import check_repository_name, is_name_component
 from registryd.storage import _paths as paths
 from registryd.storage.blobs import BlobInfo, BlobStore, LinkedBlobStore
@@ -65,10 +66,13 @@ class Registry:
         quotas=(),
         shared_state=None,
         shared_cache=None,
+        shared_clock=None,
     ):
         """``shared_state``: the ISharedState of the nodes serving ``driver``
-        (registryd.shared); upload locks and the push guard span the nodes
-        through it.  ``shared_cache``: the nodes'
+        (registryd.shared); upload locks, the push guard, protected tags'
+        locks and pull times span the nodes through it (``shared_clock``:
+        the IReactorTime stamping shared pull times; the global reactor by
+        default).  ``shared_cache``: the nodes'
         :class:`registryd.storage.shared_cache.SharedMetadataCache` (with
         Redis), trusted instead of the per-process link caches when reads
         consult it (``redis.metadatacache``), or None."""
@@ -77,11 +81,18 @@ class Registry:
         #: tags that may not be moved or deleted once pushed
         self.immutable_tags = immutable_tags if immutable_tags is not None else ImmutableTags()
         #: held while a protected tag is checked and written, so two pushes
-        #: in this process cannot both find it free
-        self.tag_locks = UploadLocks()
+        #: (through any of the nodes sharing ``shared_state``) cannot both
+        #: find it free
+        self.tag_locks = UploadLocks(shared_state, namespace="tag")
         #: lifecycle.quotas and lifecycle.quota: usage, and the admission
-        #: of pushes (registryd.lifecycle.quotas)
-        self.quotas = QuotaAccounting(self, quotas)
+        #: of pushes, one at a time per quota across the nodes
+        #: (registryd.lifecycle.quotas)
+        self.quotas = QuotaAccounting(
+            self,
+            quotas,
+            locks=UploadLocks(shared_state, namespace="quota"),
+            shared_state=shared_state,
+        )
         #: storage.redirect: answer blob GETs with a 307 to the driver's
         #: URL (a presigned S3 URL) after the access checks, when it has one
         self.redirect = redirect
@@ -121,6 +132,11 @@ class Registry:
         self.vacuum = Vacuum(driver, self.hash_states, shared_cache)
         #: the pull-through cache's fetch records (registryd.proxy.expiry)
         self.fetch_records = FetchRecords(driver)
+        #: pull times the nodes share (registryd.lifecycle.shared_pulls), or
+        #: None for a node alone
+        self.shared_pulls = None
+        if shared_state is not None and shared_state.shared:
+            self.shared_pulls = SharedPullTimes(shared_state, shared_clock or _global_reactor())
         #: name -> Repository, most recently used last: a repository holds
         #: no state of its own (everything is in the driver or in the
         #: registry-wide collaborators above), so one per name serves every
@@ -335,6 +351,8 @@ class Repository:
             shared_cache=registry.shared_cache,
         )
         self.tags = TagStore(name, driver, vacuum, registry.tag_cache, registry.shared_cache)
+        #: when its tags and manifests were last pulled (registryd.storage.pulls)
+        self.pulls = PullRecords(name, driver, registry.shared_pulls)
         self.manifests = ManifestStore(
             name,
             driver,
@@ -349,6 +367,7 @@ class Repository:
             registry.tag_locks,
             registry.quotas,
             tag_cache=registry.tag_cache,
+            pulls=self.pulls,
             shared_cache=registry.shared_cache,
         )
         self.uploads = UploadStore(
@@ -363,8 +382,6 @@ class Repository:
                 registry.upload_lock,
             )
         )
-        #: when its tags and manifests were last pulled (registryd.storage.pulls)
-        self.pulls = PullRecords(name, driver)
         self._removal = RepositoryRemoval(self, driver, vacuum, registry.guard)
 
     @translate_storage_errors
@@ -393,4 +410,11 @@ class Repository:
         try:
             return await self._removal.run()
         finally:
-            self._registry.quotas.forget(self.name)
+            await self._registry.quotas.forget(self.name)
+            await self.pulls.forget_repository()
+
+
+def _global_reactor():
+    from twisted.internet import reactor
+
+    return reactor

@@ -78,15 +78,21 @@ class UploadLocks:
     nodes run one after the other, as they do on one node; a node that
     dies holding it frees it after ``lease`` seconds.  When the shared
     state does not answer, the lock is this node's only (as with one
-    node), never an error for the client."""
+    node), never an error for the client.
+
+    The same locks serve other keys that must be held across nodes (a
+    protected tag while it is checked and written, a quota while a push is
+    admitted): ``namespace`` prefixes their names in the shared state, and
+    a tuple key is joined with ``:`` (no repository name or tag has one)."""
 
     #: seconds a node's hold of an upload lasts unless renewed
     lease = 30.0
     #: longest pause between two tries for a lease another node holds
     longest_retry = 0.5
 
-    def __init__(self, shared_state=None, reactor=None):
+    def __init__(self, shared_state=None, reactor=None, namespace="upload"):
         self._locks = {}
+        self._namespace = namespace
         self._shared = shared_state if shared_state is not None and shared_state.shared else None
         self._reactor = reactor
 
@@ -128,7 +134,8 @@ class UploadLocks:
         reactor = self._reactor
         if reactor is None:
             from twisted.internet import reactor
-        name, token, pause = f"upload:{key}", uuid.uuid4().hex, 0.02
+        joined = ":".join(key) if isinstance(key, tuple) else key
+        name, token, pause = f"{self._namespace}:{joined}", uuid.uuid4().hex, 0.02
         while True:
             try:
                 if await self._shared.acquire(name, token, self.lease):

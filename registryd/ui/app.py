@@ -305,6 +305,7 @@ class UIApp:
         await browse.tag_names(repository)
         await repository.check_removable()
         await repository.remove()
+        self.events.repository_deleted(request, repository.name)
         log.info("ui: {user} removed repository {name}", user=user or "-", name=repository.name)
         return self._redirect(request, self._link())
 

@@ -71,7 +71,7 @@ PATH_CALLS = {
 
 
 async def read_all(reader, piece):
-    """Read C{reader} to its end in C{piece}-sized reads; the bytes and the
+    """Read ``reader`` to its end in ``piece``-sized reads; the bytes and the
     number of reads."""
     chunks = []
     while True:
@@ -84,7 +84,7 @@ async def read_all(reader, piece):
 
 
 class DriverSuite:
-    """Tests of IStorageDriver semantics; subclasses provide C{driver}."""
+    """Tests of IStorageDriver semantics; subclasses provide ``driver``."""
 
     # Interfaces
 

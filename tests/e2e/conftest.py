@@ -101,6 +101,6 @@ def distribution(distribution_factory):
 
 @pytest.fixture
 def skopeo():
-    """The L{tools.skopeo} runner, once skopeo is known to be installed."""
+    """The ``tools.skopeo`` runner, once skopeo is known to be installed."""
     tools.require_tool("skopeo")
     return tools.skopeo

@@ -86,7 +86,7 @@ def host_alias(name, address):
 
 @contextlib.contextmanager
 def docker_certs_d(host, files):
-    """``/etc/docker/certs.d/<host>/`` with C{files}; removed afterwards,
+    """``/etc/docker/certs.d/<host>/`` with ``files``; removed afterwards,
     with any parent directory this created."""
     created = [p for p in (CERTS_D.parent, CERTS_D) if not p.exists()]
     directory = CERTS_D / host

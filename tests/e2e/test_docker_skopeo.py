@@ -150,7 +150,7 @@ EMPTY_CONFIG = b"{}"
 
 def _artifact(subject_manifest, artifact_type, payload):
     """An OCI artifact (image manifest with artifactType, empty config) whose
-    subject is C{subject_manifest} (bytes)."""
+    subject is ``subject_manifest`` (bytes)."""
     return json.dumps(
         {
             "schemaVersion": 2,
@@ -326,7 +326,7 @@ def test_docker_image_from_registryd_served_by_distribution(
 
 
 def _check_served_image(dockerd, registry, repository, image_id, digest):
-    """C{registry} serves the image another server stored: tag, manifest
+    """``registry`` serves the image another server stored: tag, manifest
     digest, skopeo's view, and a docker pull that yields the same image."""
     reference = f"{registry.host}/{repository}:v1"
     info = skopeo_json("inspect", f"docker://{reference}")

@@ -42,7 +42,7 @@ V2 = "docker/registry/v2"
 
 
 def image_with(layers):
-    """An image (as make_image returns) whose layers are C{layers}."""
+    """An image (as make_image returns) whose layers are ``layers``."""
     base = make_image(())
     manifest = json.dumps(
         {

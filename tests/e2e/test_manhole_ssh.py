@@ -24,7 +24,7 @@ pytestmark = pytest.mark.e2e
 
 
 def read_until(process, marker, timeout=20):
-    """Read the process's stdout until C{marker} (bytes) appears."""
+    """Read the process's stdout until ``marker`` (bytes) appears."""
     seen = b""
     deadline = time.monotonic() + timeout
     while marker not in seen:
@@ -126,7 +126,7 @@ class PtySession:
         self.seen = b""
 
     def read_until(self, marker, timeout=30):
-        """Everything up to and including C{marker}, from what was not yet read."""
+        """Everything up to and including ``marker``, from what was not yet read."""
         deadline = time.monotonic() + timeout
         while marker not in self.seen:
             remaining = deadline - time.monotonic()
@@ -143,7 +143,7 @@ class PtySession:
         return found + marker
 
     def statement(self, line, timeout=30):
-        """Type C{line}; the lines it printed before the next prompt."""
+        """Type ``line``; the lines it printed before the next prompt."""
         os.write(self.master, line.encode() + b"\r")
         text = self.read_until(b"\n>>> ", timeout)[: -len(b"\n>>> ")]
         lines = text.decode("utf-8", "replace").replace("\r", "").split("\n")
@@ -151,7 +151,7 @@ class PtySession:
         return lines[1:]
 
     def block(self, line):
-        """Type the one-line compound statement C{line} and the empty line
+        """Type the one-line compound statement ``line`` and the empty line
         that ends it; the lines it printed."""
         os.write(self.master, line.encode() + b"\r")
         self.read_until(b"... ")
@@ -274,7 +274,7 @@ ERROR_LINE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*(: .*)?")
 
 def pushed_app(url):
     """A small image pushed as e2e/app:v1, for the helpers to find and a
-    L{Puller} to pull."""
+    ``Puller`` to pull."""
     image = make_image((4000,))
     push_image(url, "e2e/app", "v1", image)
     return image

@@ -43,7 +43,7 @@ class Receiver:
         self.thread.start()
 
     def settled(self, at_least, quiet=1.0, timeout=30):
-        """The events, once at least C{at_least} came and none for C{quiet}s."""
+        """The events, once at least ``at_least`` came and none for ``quiet``s."""
         deadline = time.monotonic() + timeout
         count, since = -1, time.monotonic()
         while time.monotonic() < deadline:

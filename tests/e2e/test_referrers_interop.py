@@ -33,7 +33,7 @@ SBOM = "application/vnd.example.sbom+json"
 
 
 def artifact(subject_digest, subject_size, payload):
-    """An OCI 1.1 artifact manifest (empty config) about C{subject_digest}."""
+    """An OCI 1.1 artifact manifest (empty config) about ``subject_digest``."""
     return json.dumps(
         {
             "schemaVersion": 2,

@@ -36,8 +36,8 @@ MiB = 1024 * 1024
 
 
 def two_nodes(swift, tmp_path_factory, name, node_class=tools.S3Registryd, **parameters):
-    """Start nodes A and B (C{node_class}) on a fresh bucket prefix
-    C{name}; a generator for a fixture, purging the prefix afterwards."""
+    """Start nodes A and B (``node_class``) on a fresh bucket prefix
+    ``name``; a generator for a fixture, purging the prefix afterwards."""
     prefix = swift.new_prefix(name)
     storage = swift.parameters(prefix, **parameters)
     started = []
@@ -76,7 +76,7 @@ def location(node, response):
 
 
 def on(node, url):
-    """C{url} (an upload location from any node) addressed to C{node}."""
+    """``url`` (an upload location from any node) addressed to ``node``."""
     path = url.split("/v2/", 1)[1]
     return f"{node.url}/v2/{path}"
 

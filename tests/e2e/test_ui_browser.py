@@ -74,7 +74,7 @@ def browser(playwright):
 
 
 class Visit:
-    """A browser context on the registry at C{origin} that records every
+    """A browser context on the registry at ``origin`` that records every
     request, refuses (and records) any that would leave the origin, and
     records Content-Security-Policy violations the page reports."""
 
@@ -132,7 +132,7 @@ def basic(user, password):
 
 
 def push_artifact(url, name, subject, artifact_type, payload):
-    """An OCI 1.1 artifact manifest referring to C{subject} (a signature,
+    """An OCI 1.1 artifact manifest referring to ``subject`` (a signature,
     an SBOM); its digest."""
     empty = tools.push_blob(url, name, b"{}")
     layer = tools.push_blob(url, name, payload)
@@ -155,7 +155,7 @@ def push_artifact(url, name, subject, artifact_type, payload):
 
 
 def push_index(url, name, tag, images):
-    """An OCI index of C{images} ({"os/arch": image}) tagged C{tag}."""
+    """An OCI index of ``images`` ({"os/arch": image}) tagged ``tag``."""
     for image in images.values():
         tools.push_image(url, name, image["digest"], image)
     index = {

@@ -72,7 +72,7 @@ class ToolError(RuntimeError):
 
 
 def require_tool(name):
-    """The absolute path of executable C{name}.
+    """The absolute path of executable ``name``.
 
     When it is missing, the current test is skipped -- unless the
     environment variable ``CI`` is ``true``: a missing tool in CI means the
@@ -95,7 +95,7 @@ def require_root(what):
 
 
 class Tmpfs:
-    """A small tmpfs mounted on C{directory}: a real disk that fills up
+    """A small tmpfs mounted on ``directory``: a real disk that fills up
     (ENOSPC) and can be remounted read-only (EROFS), for tests of storage
     failures.  Use it as a context manager: it is unmounted on exit, also
     when the test fails."""
@@ -165,7 +165,7 @@ def _skip_or_fail(message):
 
 
 def free_ports(count):
-    """C{count} distinct TCP ports on 127.0.0.1 that were free a moment ago.
+    """``count`` distinct TCP ports on 127.0.0.1 that were free a moment ago.
 
     All probe sockets stay bound until every port is chosen: some kernels
     hand the same ephemeral port to successive bind-and-close probes, so
@@ -185,13 +185,13 @@ def free_ports(count):
 
 def free_port():
     """One TCP port on 127.0.0.1 that was free a moment ago (see
-    L{free_ports}; ask for several at once when a test needs several)."""
+    ``free_ports``; ask for several at once when a test needs several)."""
     return free_ports(1)[0]
 
 
 def run(args, *, input=None, env=None, check=True, timeout=300, cwd=None):
-    """Run C{args}, capturing output (bytes); on failure with C{check},
-    raise L{ToolError} showing the command, status, stdout and stderr."""
+    """Run ``args``, capturing output (bytes); on failure with ``check``,
+    raise ``ToolError`` showing the command, status, stdout and stderr."""
     if isinstance(input, str):
         input = input.encode()
     try:
@@ -244,7 +244,7 @@ def _clean_env(drop_prefixes=(), extra=None):
 
 
 def _terminate(process, timeout=20):
-    """SIGTERM C{process} (a Popen), SIGKILL it after C{timeout} seconds."""
+    """SIGTERM ``process`` (a Popen), SIGKILL it after ``timeout`` seconds."""
     if process is None or process.poll() is not None:
         return
     process.send_signal(signal.SIGTERM)
@@ -256,7 +256,7 @@ def _terminate(process, timeout=20):
 
 
 def _mounts_under(directory):
-    """Mount points at or below C{directory} (deepest first)."""
+    """Mount points at or below ``directory`` (deepest first)."""
     directory = os.path.realpath(directory)
     found = []
     try:
@@ -271,7 +271,7 @@ def _mounts_under(directory):
 
 
 def _remove_tree(directory):
-    """Unmount whatever a daemon left mounted below C{directory} (dockerd
+    """Unmount whatever a daemon left mounted below ``directory`` (dockerd
     bind-mounts its data root onto itself), then delete the tree.  Never
     deletes through a mount point that could not be unmounted."""
     if not directory or not os.path.exists(directory):
@@ -294,8 +294,8 @@ def _short_tempdir(prefix):
 
 
 class Response:
-    """A registry API response: C{status}, C{headers} (lower-case names,
-    last value wins; C{header_list} keeps all) and C{body} bytes."""
+    """A registry API response: ``status``, ``headers`` (lower-case names,
+    last value wins; ``header_list`` keeps all) and ``body`` bytes."""
 
     def __init__(self, status, headers, body):
         self.status = status
@@ -312,8 +312,8 @@ class Response:
 
 def http_request(method, url, body=None, headers=None, timeout=60, context=None):
     """One HTTP request with the standard library; never raises for an HTTP
-    status and never follows redirects.  C{url} is absolute; an https URL
-    is fetched with the C{ssl.SSLContext} C{context}."""
+    status and never follows redirects.  ``url`` is absolute; an https URL
+    is fetched with the ``ssl.SSLContext`` ``context``."""
     parts = urlsplit(url)
     if parts.scheme == "https":
         connection = http.client.HTTPSConnection(
@@ -351,10 +351,10 @@ def sha256_digest(data):
 
 
 def push_blob(base_url, name, data, chunk_size=None, algorithm="sha256"):
-    """Upload C{data} as a blob of repository C{name}; return its digest.
+    """Upload ``data`` as a blob of repository ``name``; return its digest.
 
     Monolithic (``POST`` then ``PUT ?digest=`` with the body) unless
-    C{chunk_size} is given, in which case the body goes in ``PATCH`` chunks
+    ``chunk_size`` is given, in which case the body goes in ``PATCH`` chunks
     with ``Content-Range`` and the ``PUT`` carries no body.
     """
     digest = f"{algorithm}:" + hashlib.new(algorithm, data).hexdigest()
@@ -405,7 +405,7 @@ def push_blob(base_url, name, data, chunk_size=None, algorithm="sha256"):
 
 
 def get_blob(base_url, name, digest):
-    """The bytes of blob C{digest} in repository C{name} (HTTP 200 expected)."""
+    """The bytes of blob ``digest`` in repository ``name`` (HTTP 200 expected)."""
     response = _expect(
         http_request("GET", f"{base_url}/v2/{name}/blobs/{digest}"),
         200,
@@ -415,8 +415,8 @@ def get_blob(base_url, name, digest):
 
 
 def put_manifest(base_url, name, reference, manifest, media_type=None):
-    """PUT C{manifest} (bytes, or a dict serialised here) as C{reference}
-    (tag or digest); return the L{Response} (status 201 expected)."""
+    """PUT ``manifest`` (bytes, or a dict serialised here) as ``reference``
+    (tag or digest); return the ``Response`` (status 201 expected)."""
     if not isinstance(manifest, bytes):
         manifest = json.dumps(manifest, separators=(",", ":")).encode()
     if media_type is None:
@@ -437,15 +437,15 @@ def put_manifest(base_url, name, reference, manifest, media_type=None):
 
 
 def get_manifest(base_url, name, reference, accept=MANIFEST_ACCEPT, method="GET"):
-    """GET (or HEAD) manifest C{reference}; returns the L{Response}."""
+    """GET (or HEAD) manifest ``reference``; returns the ``Response``."""
     return http_request(
         method, f"{base_url}/v2/{name}/manifests/{reference}", headers={"Accept": accept}
     )
 
 
 def wait_for_http(url, process, log_path, timeout, expect=200, context=None):
-    """Poll C{url} until it answers C{expect}; raise L{ToolError} with the
-    log's tail if C{process} exits first or C{timeout} seconds pass."""
+    """Poll ``url`` until it answers ``expect``; raise ``ToolError`` with the
+    log's tail if ``process`` exits first or ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -472,7 +472,7 @@ def wait_for_http(url, process, log_path, timeout, expect=200, context=None):
 
 
 def _tar_gz_layer(files):
-    """A gzip'd tar of C{files} ({path: bytes}), reproducible; returns
+    """A gzip'd tar of ``files`` ({path: bytes}), reproducible; returns
     (compressed bytes, diff_id)."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -534,8 +534,8 @@ def make_image(layer_sizes=(64 * 1024, 32 * 1024), labels=None):
 
 
 def push_image(base_url, name, reference, image):
-    """Push an image from L{make_image} (blobs, then the manifest as
-    C{reference}) over the HTTP API; return the manifest digest."""
+    """Push an image from ``make_image`` (blobs, then the manifest as
+    ``reference``) over the HTTP API; return the manifest digest."""
     for digest, blob in [(image["config_digest"], image["config"])] + image["layers"]:
         pushed = push_blob(base_url, name, blob)
         assert pushed == digest, (pushed, digest)
@@ -544,8 +544,8 @@ def push_image(base_url, name, reference, image):
 
 
 def make_oci_layout(directory, tag, image):
-    """Write C{image} (from L{make_image}) as an OCI image layout at
-    C{directory}, tagged C{tag} (``skopeo copy oci:<directory>:<tag> ...``)."""
+    """Write ``image`` (from ``make_image``) as an OCI image layout at
+    ``directory``, tagged ``tag`` (``skopeo copy oci:<directory>:<tag> ...``)."""
     directory = Path(directory)
     blobs = directory / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
@@ -572,7 +572,7 @@ def make_oci_layout(directory, tag, image):
 
 
 def oci_layout_digest(directory, tag):
-    """The manifest digest tagged C{tag} in the OCI layout at C{directory}."""
+    """The manifest digest tagged ``tag`` in the OCI layout at ``directory``."""
     index = json.loads((Path(directory) / "index.json").read_text())
     for descriptor in index["manifests"]:
         if descriptor.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag:
@@ -664,8 +664,8 @@ class Dockerd:
     def start(self, tmpdir=None, timeout=60):
         """Start containerd and dockerd; wait until the API answers.
 
-        Logs go to C{tmpdir} (kept for post-mortems) if given, else into
-        the private directory, which L{stop} deletes.
+        Logs go to ``tmpdir`` (kept for post-mortems) if given, else into
+        the private directory, which ``stop`` deletes.
         """
         require_root("dockerd")
         dockerd = require_tool("dockerd")
@@ -803,7 +803,7 @@ class Dockerd:
         )
 
     def set_registry_mirrors(self, mirrors, timeout=30):
-        """Make dockerd pull Docker Hub images through C{mirrors} (URLs),
+        """Make dockerd pull Docker Hub images through ``mirrors`` (URLs),
         live: daemon.json rewritten, then SIGHUP (a reloadable setting).
         Tests share the daemon: set them back to () when done."""
         self._write_daemon_json(mirrors)
@@ -821,7 +821,7 @@ class Dockerd:
 
     def docker(self, *args, input=None, env=None, check=True, timeout=300):
         """Run the docker CLI against this daemon; returns a
-        CompletedProcess with bytes C{stdout}/C{stderr}."""
+        CompletedProcess with bytes ``stdout``/``stderr``."""
         if self._env is None:
             raise ToolError("Dockerd.docker() called before start()")
         full_env = dict(self._env)
@@ -888,7 +888,7 @@ class Dockerd:
 
 
 def _pids_mentioning(text):
-    """PIDs (other than ours) whose command line contains C{text}."""
+    """PIDs (other than ours) whose command line contains ``text``."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
@@ -906,7 +906,7 @@ def _pids_mentioning(text):
 
 
 class Podman:
-    """podman as root with a private storage (vfs under C{directory}),
+    """podman as root with a private storage (vfs under ``directory``),
     cgroupfs and file events: it needs no systemd and leaves nothing
     behind.  Call it with podman's arguments."""
 
@@ -979,14 +979,14 @@ def _merge(base, extra):
 
 
 class _RegistryProcess:
-    """Shared machinery: a registry serving C{root} over HTTP on 127.0.0.1."""
+    """Shared machinery: a registry serving ``root`` over HTTP on 127.0.0.1."""
 
     name = "registry"
     start_timeout = 20
     #: Log lines meaning "the port was taken": retry with another one.
     port_in_use = (b"address already in use", b"Couldn't listen", b"CannotListenError")
-    #: "https" with an C{ssl.SSLContext} in C{tls_context} for a TLS
-    #: listener; C{ready_status} is what /v2/ answers once up (401 with auth).
+    #: "https" with an ``ssl.SSLContext`` in ``tls_context`` for a TLS
+    #: listener; ``ready_status`` is what /v2/ answers once up (401 with auth).
     scheme = "http"
     tls_context = None
     ready_status = 200
@@ -1020,7 +1020,7 @@ class _RegistryProcess:
 
     def config(self):
         """The YAML configuration (as a dict): a filesystem root with
-        deletes enabled, this server's own defaults, then C{extra_config}."""
+        deletes enabled, this server's own defaults, then ``extra_config``."""
         config = {
             "version": "0.1",
             "storage": {
@@ -1087,7 +1087,7 @@ class _RegistryProcess:
         _terminate(self.process, timeout=10)
 
     def cleanup(self):
-        """L{stop}, and delete the temporary directory if this object made it."""
+        """``stop``, and delete the temporary directory if this object made it."""
         self.stop()
         if self._own_tmp:
             _remove_tree(str(self.tmpdir))
@@ -1196,9 +1196,9 @@ def _skopeo_dir():
 
 
 class S3Registryd(Registryd):
-    """registryd under twistd with a ``storage.s3`` section (C{storage}),
-    deletes on, upload purging off; C{log_level} if given; then
-    C{extra_config} merged in, as for L{Registryd}."""
+    """registryd under twistd with a ``storage.s3`` section (``storage``),
+    deletes on, upload purging off; ``log_level`` if given; then
+    ``extra_config`` merged in, as for :class:`Registryd`."""
 
     name = "registryd-s3"
 
@@ -1253,7 +1253,7 @@ def skopeo_json(*args):
 
 class SSH:
     """The real OpenSSH client (and ssh-keygen) against a manhole on
-    127.0.0.1:C{port}; keys and known_hosts live in C{directory}."""
+    127.0.0.1:``port``; keys and known_hosts live in ``directory``."""
 
     def __init__(self, port, directory):
         self.executable = require_tool("ssh")
@@ -1302,7 +1302,7 @@ class SSH:
 
 
 def debian_sources(suite="bookworm", paths=None):
-    """``deb URI SUITE COMPONENTS`` lines for C{suite} (and its -updates and
+    """``deb URI SUITE COMPONENTS`` lines for ``suite`` (and its -updates and
     -security suites) from this machine's apt configuration, one-line and
     deb822 formats alike: the mirror apt already uses, never a host named
     here.  Other repositories (third-party suites) are left out."""
@@ -1361,9 +1361,9 @@ _HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
 def debian_base_tar(suite="bookworm", cache_dir=None, timeout=600):
-    """A ``docker import``-able tarball of a minimal Debian C{suite} made
-    by mmdebstrap from this machine's mirror (L{debian_sources}), cached
-    under C{cache_dir} by a hash of everything that goes into it."""
+    """A ``docker import``-able tarball of a minimal Debian ``suite`` made
+    by mmdebstrap from this machine's mirror (``debian_sources``), cached
+    under ``cache_dir`` by a hash of everything that goes into it."""
     mmdebstrap = require_tool("mmdebstrap")
     require_root("mmdebstrap --mode=root")
     sources = debian_sources(suite)

@@ -402,7 +402,7 @@ async def test_htpasswd_changes_apply_without_restart(basic_registry, tmp_path):
 
 def token_server_auth(tmp_path):
     """An auth section making registryd the token server of the HTPASSWD
-    users under ACCESS (files written in C{tmp_path})."""
+    users under ACCESS (files written in ``tmp_path``)."""
     path = tmp_path / "htpasswd"
     path.write_text(HTPASSWD)
     key_path = certs.write(tmp_path, "token.key", certs.key_pem(certs.new_key()))
@@ -984,8 +984,8 @@ def b64url(data):
 
 
 def forge(header, payload, key=None):
-    """A compact JWS of any JSON C{header} and C{payload}, ES256-signed
-    with C{key} (else a junk signature): PyJWT's encoder would refuse
+    """A compact JWS of any JSON ``header`` and ``payload``, ES256-signed
+    with ``key`` (else a junk signature): PyJWT's encoder would refuse
     the hostile headers this is for."""
     from jwt.algorithms import ECAlgorithm
 
@@ -1030,7 +1030,7 @@ def hostile_tokens(draw, running):
 
 
 async def answer(running, method, url, headers, data=None):
-    """C{(status, WWW-Authenticate, Content-Type, JSON body or None)}."""
+    """``(status, WWW-Authenticate, Content-Type, JSON body or None)``."""
     response = await running.client.request(method, url, headers=headers, data=data)
     body = await response.content()
     return (

@@ -188,6 +188,29 @@ async def test_range_requests(server):
 
 
 @pytest_twisted.ensureDeferred
+async def test_malformed_ranges_are_refused_as_distribution_refuses_them(server):
+    """A ``bytes`` range that is not first-last, first- or -suffix gets
+    416 RANGE_INVALID, as Distribution's http.ServeContent answers ("invalid
+    range"); it used to be ignored, sending the whole blob to a client that
+    asked for a part.  A range of another unit is still ignored (RFC 9110
+    section 14.2: MUST), and so are several ranges (no multipart)."""
+    data = bytes(range(256)) * 40
+    await push_monolithic(server, "r", data)
+    url = server.v2(f"r/blobs/{sha256(data)}")
+    for malformed in ("bytes=abc", "bytes=10-5", "bytes=1-2-3", "bytes=-", "bytes 0-9", "0-9"):
+        response = await server.client.get(url, headers={"Range": malformed})
+        assert response.code == 416, malformed
+        assert await error_code(response) == ["RANGE_INVALID"]
+        assert header(response, "Content-Range") is None
+    for ignored in ("items=0-9", "bytes=0-1,5-9", "bytes="):
+        response = await server.client.get(url, headers={"Range": ignored})
+        assert response.code == 200, ignored
+        assert await response.content() == data
+    response = await server.client.get(url, headers={"Range": "bytes=0-1, 99999-"})
+    assert response.code == 206 and await response.content() == data[:2]
+
+
+@pytest_twisted.ensureDeferred
 async def test_errors(server):
     response = await server.client.get(server.v2("UPPER/blobs/" + sha256(b"x")))
     assert response.code == 400 and await error_code(response) == ["NAME_INVALID"]

@@ -385,3 +385,51 @@ async def test_a_pull_cut_short_by_the_client_is_no_pull(tmp_path, receiver):
     finally:
         await running.stop()
     assert [e["action"] for e in receiver.events] == ["push", "pull"]  # the complete pull only
+
+
+@pytest_twisted.ensureDeferred
+async def test_repository_deletes_send_distributions_repository_delete_event(tmp_path, receiver):
+    """``DELETE /v2/<name>/_registryd/repository``, the manhole's
+    ``delete_repository`` and the web interface's remove each send one
+    event as Distribution 3's RepoDeleted: action ``delete``, the target
+    naming only the repository.  They used to send nothing."""
+    from twisted.internet import reactor, threads
+
+    from registryd.ops.manhole import make_namespace
+    from tests.integration.test_ui import Visitor
+
+    running = await start(tmp_path, receiver)
+    try:
+        for name in ("team/app", "team/other", "team/ui"):
+            body = await push_image(running, name, layers=1)
+            response = await put_manifest(running, name, "v1", body)
+            assert response.code == 201
+            await response.content()
+        await wait_for(lambda: len(receiver.events) == 9)
+        response = await running.client.delete(running.v2("team/app/_registryd/repository"))
+        assert response.code == 202, await response.content()
+        await wait_for(lambda: len(receiver.events) == 10)
+        service = running.service
+        namespace = make_namespace(
+            service.registry,
+            service.maintenance,
+            service.operations.config,
+            reactor,
+            events=service.app.events,
+        )
+        await threads.deferToThread(namespace["delete_repository"], "team/other")
+        await wait_for(lambda: len(receiver.events) == 11)
+        visitor = Visitor(running)
+        token = await visitor.csrf("/ui/repositories/team/ui/-/remove")
+        status, _, _ = await visitor.post("/ui/repositories/team/ui/-/remove", {"csrf": token})
+        assert status == 303
+        await wait_for(lambda: len(receiver.events) == 12)
+    finally:
+        await running.stop()
+    api, manhole, ui = receiver.events[9:]
+    assert (api["action"], api["target"]) == ("delete", {"repository": "team/app"})
+    assert api["request"]["method"] == "DELETE"
+    assert (manhole["action"], manhole["target"]) == ("delete", {"repository": "team/other"})
+    assert manhole["request"] == {} and manhole["actor"] == {}
+    assert (ui["action"], ui["target"]) == ("delete", {"repository": "team/ui"})
+    assert ui["request"]["method"] == "POST"

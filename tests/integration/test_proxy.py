@@ -583,7 +583,7 @@ async def test_an_upstream_that_stalls_mid_blob_is_given_up(tmp_path):
 class Endless:
     """A twisted.web upstream whose blob GETs start with the blob's bytes
     and then stream on without end (chunked, or under a claimed
-    C{Content-Length}), for as long as the proxy reads."""
+    ``Content-Length``), for as long as the proxy reads."""
 
     def __init__(self, data, claimed_length=None):
         from twisted.internet import reactor

@@ -15,7 +15,7 @@ from zope.interface import implementer
 
 from tests.integration.test_auth_api import ALICE, HTPASSWD, basic
 from tests.integration.test_health_metrics import BASE
-from tests.service_support import start_service
+from tests.service_support import running_nodes
 
 # a node of the health tests' configuration, with users and the shared Redis
 NODE = (
@@ -38,24 +38,10 @@ redis:
 async def nodes(tmp_path, redis_server):
     htpasswd = tmp_path / "htpasswd"
     htpasswd.write_text(HTPASSWD)
-    started = []
-    try:
-        for label in "ab":
-            directory = tmp_path / label
-            directory.mkdir()
-            started.append(
-                await start_service(
-                    directory,
-                    NODE,
-                    root=str(tmp_path / "registry-data"),
-                    htpasswd=str(htpasswd),
-                    redis=redis_server.addr,
-                )
-            )
+    async with running_nodes(
+        tmp_path, NODE, htpasswd=str(htpasswd), redis=redis_server.addr
+    ) as started:
         yield started
-    finally:
-        for node in started:
-            await node.stop()
 
 
 async def get(node, url, headers=None):
@@ -66,7 +52,7 @@ async def get(node, url, headers=None):
 @pytest_twisted.ensureDeferred
 async def test_guesses_spread_over_nodes_are_braked_as_on_one(nodes):
     """Wrong passwords for alice alternate between A and B.  Alone, each
-    node lets C{free} (5) failures through before braking: 10 in all.
+    node lets ``free`` (5) failures through before braking: 10 in all.
     Sharing the count, the pair closes after 5 failures wherever they
     happened (for 1 s, then 2, 4...: the test allows for a very slow
     machine taking a whole delay between two requests, twice)."""
@@ -133,7 +119,7 @@ async def until_healthy(node, timeout=60.0):
 @implementer(IBodyProducer)
 class HeldBody:
     """A request body sent in two halves: the second only once
-    L{go_on} fires, so the request stays in progress meanwhile."""
+    ``go_on`` fires, so the request stays in progress meanwhile."""
 
     def __init__(self, data):
         self.data = data
@@ -162,7 +148,7 @@ class HeldBody:
 
 
 async def until(predicate, what, timeout=60.0):
-    """Poll the sync C{predicate} on the reactor until it holds."""
+    """Poll the sync ``predicate`` on the reactor until it holds."""
     import time
 
     from twisted.internet import reactor, task
@@ -232,7 +218,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 async def push_image_through(node, name, tag, auth):
-    """Blobs and manifest through C{node}; returns (manifest bytes, {digest: data})."""
+    """Blobs and manifest through ``node``; returns (manifest bytes, {digest: data})."""
     from tests.integration.test_online_gc import make_image
 
     manifest, blobs = make_image()
@@ -286,3 +272,70 @@ async def test_gc_on_a_keeps_old_blobs_a_push_on_b_takes_up_between_mark_and_swe
     assert response.code == 202, await response.content()
     report = await collect_garbage(a.service.registry, grace_period=0)
     assert {blob for blob, _ in report.blobs_removed} == set(blobs) | {digest}
+
+
+class BcryptRuns:
+    """Wraps a checker's way of running bcrypt in a thread (the real
+    bcrypt still runs) to see when runs start and end; the first run
+    stays unstarted until ``go_on`` fires, so a check is in progress for
+    as long as the test needs."""
+
+    def __init__(self, checker, shared, hold_first=False):
+        self.shared = shared  # {"running": n, "most": n, "started": n} of all nodes
+        self.go_on = defer.Deferred()
+        self.first_started = defer.Deferred()
+        self._hold = hold_first
+        self._run = checker._run_in_thread
+        checker._run_in_thread = self
+
+    def __call__(self, function, *args):
+        self.shared["running"] += 1
+        self.shared["started"] += 1
+        self.shared["most"] = max(self.shared["most"], self.shared["running"])
+
+        async def run():
+            try:
+                if self._hold:
+                    self._hold = False
+                    self.first_started.callback(None)
+                    await self.go_on
+                return await self._run(function, *args)
+            finally:
+                self.shared["running"] -= 1
+
+        return defer.ensureDeferred(run())
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_bcrypt_at_a_time_per_address_and_user_across_nodes(nodes, redis_server):
+    """A guess for alice is being checked on A (its bcrypt held back)
+    when another guess for alice arrives at B from the same address: B
+    does not start a bcrypt of its own; it waits for the pair's lock
+    (seen retrying it in Redis), and checks once A's check is over.  So
+    a guesser cannot run checks in parallel by spreading them over the
+    nodes.  With the rule per node, B's bcrypt starts at once (two
+    running)."""
+    a, b = nodes
+    counts = {"running": 0, "most": 0, "started": 0}
+    held = BcryptRuns(a.service.app.authorizer.checker, counts, hold_first=True)
+    BcryptRuns(b.service.app.authorizer.checker, counts)
+    on_a = defer.ensureDeferred(get(a, a.v2(""), basic("alice", "guess on A")))
+    await held.first_started
+    tries = set_calls(redis_server)
+    on_b = defer.ensureDeferred(get(b, b.v2(""), basic("alice", "guess on B")))
+    await until(
+        lambda: counts["started"] > 1 or set_calls(redis_server) >= tries + 2,
+        "B starts a bcrypt or waits for the pair's lock",
+    )
+    assert counts["started"] == 1, "B checked while A was checking the same pair"
+    held.go_on.callback(None)
+    assert (await on_a)[0] == 401
+    assert (await on_b)[0] == 401
+    assert counts == {"running": 0, "most": 1, "started": 2}
+    # the right password, through both nodes at once (docker sends the same
+    # credentials in parallel): both get in, one check after the other
+    answers = await defer.gatherResults(
+        [defer.ensureDeferred(get(node, node.v2(""), basic(*ALICE))) for node in (a, b)]
+    )
+    assert [code for code, _, _ in answers] == [200, 200]
+    assert counts["most"] == 1

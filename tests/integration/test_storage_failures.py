@@ -27,7 +27,7 @@ MiB = 1024 * 1024
 @pytest_twisted.async_yield_fixture
 async def disk(tmp_path):
     """A registry service whose storage root is on a fresh 8 MiB tmpfs;
-    C{disk.tmpfs} remounts it, C{disk.root} is the storage root."""
+    ``disk.tmpfs`` remounts it, ``disk.root`` is the storage root."""
     with Tmpfs(tmp_path / "disk", size="8m") as tmpfs:
         root = tmp_path / "disk" / "registry-data"
         running = await start_service(tmp_path, BASE, root=str(root))
@@ -40,7 +40,7 @@ async def disk(tmp_path):
 
 
 async def call(running, method, url, data=None, headers=None):
-    """(status, headers, body) of one request; C{url} relative to /v2/."""
+    """(status, headers, body) of one request; ``url`` relative to /v2/."""
     if not url.startswith("http"):
         url = running.v2(url)
     response = await running.client.request(method, url, data=data, headers=headers or {})
@@ -53,7 +53,7 @@ async def health(running):
 
 
 def fill_disk(tmpfs, leave):
-    """A filler file that leaves C{leave} bytes free; returns its path."""
+    """A filler file that leaves ``leave`` bytes free; returns its path."""
     filler = os.path.join(tmpfs.directory, "filler")
     with open(filler, "wb") as stream:
         stream.write(b"\0" * (tmpfs.free() - leave))
@@ -62,7 +62,7 @@ def fill_disk(tmpfs, leave):
 
 
 def assert_unavailable(status, headers, body, *expected):
-    """A retryable 503 UNAVAILABLE whose message contains C{expected}."""
+    """A retryable 503 UNAVAILABLE whose message contains ``expected``."""
     assert status == 503, body
     [error] = json.loads(body)["errors"]
     assert error["code"] == "UNAVAILABLE", error

@@ -36,14 +36,14 @@ TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 def twistd_command(*arguments, prefix=()):
     """twistd in the foreground, without a pid file, running registryd
-    (under the C{prefix} command, e.g. one dropping privileges)."""
+    (under the ``prefix`` command, e.g. one dropping privileges)."""
     return [*prefix, *TWISTD, "--nodaemon", "--pidfile=", "registryd", *arguments]
 
 
 def environment(extra=None):
     """This environment with the source tree first on the path, without
     REGISTRY_* variables (they would override the tests' configuration),
-    plus C{extra}."""
+    plus ``extra``."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("REGISTRY_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
     env.update(extra or {})
@@ -51,8 +51,8 @@ def environment(extra=None):
 
 
 def run_to_exit(tmp_path, *arguments, timeout=60, prefix=(), env=None, command=None):
-    """Run twistd registryd (under C{prefix}; or C{command(*arguments)})
-    until it exits, with C{env} added to the environment; return (status,
+    """Run twistd registryd (under ``prefix``; or ``command(*arguments)``)
+    until it exits, with ``env`` added to the environment; return (status,
     all output)."""
     result = subprocess.run(
         command(*arguments) if command else twistd_command(*arguments, prefix=prefix),
@@ -175,7 +175,7 @@ def test_bad_listen_endpoint_fails(tmp_path):
 
 
 def assert_one_line_failure(status, stdout, stderr, line):
-    """Exit status 1 and exactly C{line} on stderr: no usage block, no
+    """Exit status 1 and exactly ``line`` on stderr: no usage block, no
     traceback (on either stream)."""
     assert (status, stderr) == (1, line + "\n"), stdout + stderr
     assert "Traceback" not in stdout and "Usage:" not in stdout, stdout

@@ -27,7 +27,7 @@ def wait_until(predicate, timeout=20):
 
 def serving_config(tmp_path, port):
     """A configuration storing under tmp_path/data, listening on
-    127.0.0.1:C{port}, ending in the http section (add its keys)."""
+    127.0.0.1:``port``, ending in the http section (add its keys)."""
     return f"""\
 version: 0.1
 storage:
@@ -146,7 +146,7 @@ def _connect(port):
 
 def draining_config(tmp_path, port, http="", more=""):
     """A configuration file with http.draintimeout (20s) and relative URLs,
-    plus C{http} (YAML lines in the http section) and C{more} (top-level
+    plus ``http`` (YAML lines in the http section) and ``more`` (top-level
     lines)."""
     return write_config(
         tmp_path,
@@ -211,7 +211,7 @@ def test_draintimeout_lets_an_upload_in_progress_finish(tmp_path):
 
 
 def _served_certificate(port, ca_file):
-    """The DER certificate a new TLS connection to C{port} gets."""
+    """The DER certificate a new TLS connection to ``port`` gets."""
     import socket
     import ssl
 

@@ -30,8 +30,8 @@ from tests.support import exchange, raw_request_bytes, run_examples
 
 
 async def serve_ui(tmp_path, auth=None, lifecycle=None):
-    """registryd composed from a configuration (deletes on, C{auth} as
-    the auth section, C{lifecycle} as the lifecycle section), as twistd
+    """registryd composed from a configuration (deletes on, ``auth`` as
+    the auth section, ``lifecycle`` as the lifecycle section), as twistd
     runs it, on a free loopback port."""
     from tests.service_support import start_service
 

@@ -37,8 +37,8 @@ def write_figures(figures):
 
 
 async def timed(client, url, figures, what):
-    """The page at C{url}, fetched three times; the first and the fastest
-    time go into C{figures}."""
+    """The page at ``url``, fetched three times; the first and the fastest
+    time go into ``figures``."""
     times = []
     for _ in range(3):
         started = time.monotonic()

@@ -25,7 +25,7 @@ async def new_upload(server, name="stream/test"):
 
 
 def _send_partial_patch(port, path, declared, payload):
-    """Send a PATCH declaring C{declared} bytes, send only C{payload}, hang up."""
+    """Send a PATCH declaring ``declared`` bytes, send only ``payload``, hang up."""
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(
             f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"

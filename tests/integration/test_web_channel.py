@@ -29,8 +29,8 @@ async def test_tls_client_hello_on_plain_port_is_refused_at_once(server):
 
 
 def refused(port, request_bytes, send_buffer=None):
-    """Send C{request_bytes}; return (status, headers, JSON body, whether
-    the server then closed the connection).  A small C{send_buffer} keeps
+    """Send ``request_bytes``; return (status, headers, JSON body, whether
+    the server then closed the connection).  A small ``send_buffer`` keeps
     the client sending for as long as the server has not read its bytes."""
     with socket.socket() as sock:
         sock.settimeout(10)
@@ -114,7 +114,7 @@ async def test_refusal_reaches_a_client_still_sending(server):
 
 def test_twisted_internals_the_channel_relies_on_are_there():
     """registryd.http.web.StreamingHTTPChannel overrides Twisted's private
-    C{_respondToBadRequestAndDisconnect} and reads its header counters to
+    ``_respondToBadRequestAndDisconnect`` and reads its header counters to
     tell 431 from 400.  If Twisted renames them, the overrides would
     silently stop working: this says so by name."""
     from twisted.web import http

@@ -19,7 +19,7 @@ def stored_paths(root):
 
 
 async def refused(server, method, path, status, code, body=b""):
-    """Send C{method} C{path} raw; check the status and (but for HEAD) the
+    """Send ``method`` ``path`` raw; check the status and (but for HEAD) the
     spec error code."""
     got, _, payload = await raw_request(server, method, path, body=body)
     assert got == status, (method, path, got, payload[:300])
@@ -120,7 +120,8 @@ async def test_range_ending_before_it_starts_is_not_satisfiable(server):
     for value in ("bytes=500-0", "bytes=1-0", "bytes=0-" + "9" * 5000, "bytes=" + "9" * 5000 + "-"):
         status, headers, _ = await raw_request(server, "GET", path, headers=[("Range", value)])
         assert status == 416, (value[:40], status)
-        assert headers["content-range"] == f"bytes */{len(data)}"
+        # Go's parseRange calls these invalid, not beyond the blob: no Content-Range
+        assert "content-range" not in headers
     status, headers, payload = await raw_request(
         server, "GET", path, headers=[("Range", "bytes=500-500")]
     )

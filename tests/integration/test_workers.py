@@ -264,7 +264,7 @@ def uploads_in_progress(debug_port):
 
 
 def connection_to(worker, main, port, attempts=200):
-    """A socket connected to C{port} that C{worker} accepted (the kernel
+    """A socket connected to ``port`` that ``worker`` accepted (the kernel
     gives each new connection to one of the processes sharing the socket:
     open connections until one lands there)."""
     others = []

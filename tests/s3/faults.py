@@ -70,7 +70,7 @@ class _Factory(protocol.ServerFactory):
 
 
 class FaultyStore:
-    """C{endpoint} is what the registry under test should use."""
+    """``endpoint`` is what the registry under test should use."""
 
     def __init__(self, target_host, target_port):
         self.target = (target_host, target_port)

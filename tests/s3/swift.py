@@ -45,8 +45,8 @@ def script_path():
 
 
 class SwiftS3:
-    """A running Swift with s3api: C{endpoint}, C{access_key},
-    C{secret_key}, C{region}, C{state}; and helpers for tests."""
+    """A running Swift with s3api: ``endpoint``, ``access_key``,
+    ``secret_key``, ``region``, ``state``; and helpers for tests."""
 
     def __init__(self, state):
         self.state = Path(state)
@@ -145,7 +145,7 @@ class SwiftS3:
         return f"{label}-{uuid.uuid4().hex[:12]}"
 
     def keys(self, prefix, bucket=BUCKET):
-        """Every key under C{prefix}/, sorted."""
+        """Every key under ``prefix``/, sorted."""
         found = []
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=bucket, Prefix=f"{prefix}/"):
@@ -157,7 +157,7 @@ class SwiftS3:
         return [(item["Key"], item["UploadId"]) for item in response.get("Uploads", ())]
 
     def purge(self, prefix, bucket=BUCKET):
-        """Delete everything under C{prefix}/, open multipart uploads too."""
+        """Delete everything under ``prefix``/, open multipart uploads too."""
         for key, upload_id in self.multipart_uploads(prefix, bucket):
             self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
         keys = self.keys(prefix, bucket)
@@ -171,7 +171,7 @@ class SwiftS3:
             )
 
     def parameters(self, prefix, **extra):
-        """A ``storage.s3`` section for this store, under C{prefix}."""
+        """A ``storage.s3`` section for this store, under ``prefix``."""
         section = {
             "bucket": BUCKET,
             "region": self.region,

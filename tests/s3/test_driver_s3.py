@@ -33,7 +33,7 @@ def driver(swift, prefix):
 
 
 class TestS3Driver(DriverSuite):
-    """The shared suite; the module's C{driver} fixture provides a driver
+    """The shared suite; the module's ``driver`` fixture provides a driver
     on a fresh key prefix of the session's bucket."""
 
 

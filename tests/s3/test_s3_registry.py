@@ -222,7 +222,7 @@ async def restore(faulty):
     """Let the store answer again, then wait until every S3 call abandoned
     during the outage has ended, and give later calls a generous budget.
 
-    An abandoned call (its client got the 503 after C{requesttimeout})
+    An abandoned call (its client got the 503 after ``requesttimeout``)
     runs on in its thread until botocore's own timeouts and retries end
     it: after a hang that is seconds, and the switch back makes all of
     them retry at once.  Checked right away, recovery raced them for the

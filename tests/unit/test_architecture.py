@@ -31,7 +31,7 @@ def modules():
 
 
 def imported(tree, module, is_package, known):
-    """The registryd modules C{module} imports, anywhere in it (an import
+    """The registryd modules ``module`` imports, anywhere in it (an import
     inside a function makes a cycle as much as one at the top)."""
 
     def owner(name):
@@ -127,7 +127,7 @@ COLLABORATORS = frozenset(
 
 def assigned_attributes(tree):
     """(line, target source) of every assignment to an attribute of an
-    object other than C{self}."""
+    object other than ``self``."""
     for node in ast.walk(tree):
         targets = []
         if isinstance(node, ast.Assign):
@@ -179,7 +179,7 @@ def test_operations_does_not_reach_into_the_service():
 def twisted_private_names():
     """Every underscore-prefixed name in the source of the Twisted modules
     registryd imports and of the modules their classes come from (their
-    base classes' included): attributes set in C{__init__} are found too.
+    base classes' included): attributes set in ``__init__`` are found too.
     These are the names registryd must reach only through registryd.compat."""
     import importlib
     import inspect
@@ -245,8 +245,8 @@ def registryd_definitions():
 
 
 def attribute_uses(tree):
-    """(attribute name, node) of every C{x.name} and every
-    C{getattr/hasattr/setattr(x, "name", ...)} in C{tree}."""
+    """(attribute name, node) of every ``x.name`` and every
+    ``getattr/hasattr/setattr(x, "name", ...)`` in ``tree``."""
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute):
             yield node.attr, node

@@ -55,7 +55,7 @@ health:
 
 
 def without_sections(text, *names):
-    """C{text} without the named top-level sections (and their bodies)."""
+    """``text`` without the named top-level sections (and their bodies)."""
     kept, skipping = [], False
     for line in text.splitlines(keepends=True):
         if line[:1].strip():  # a top-level key
@@ -81,7 +81,7 @@ def parse(text):
 
 
 def minimal(extra=""):
-    """A valid file (inmemory storage) with C{extra} lines appended as written
+    """A valid file (inmemory storage) with ``extra`` lines appended as written
     (indent them to continue the storage section)."""
     return "version: 0.1\nstorage:\n  inmemory:\n" + extra
 

@@ -150,7 +150,7 @@ def sample_key_paths(text):
 
 
 def known(path):
-    """C{path} is a key, a group of keys, or a name inside a free-form
+    """``path`` is a key, a group of keys, or a name inside a free-form
     mapping (auth.access.groups.<group>) of the schema."""
     if find_key(Config, path) or any(
         info.path.startswith(path + ".") for info in iter_keys(Config)

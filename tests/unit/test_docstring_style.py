@@ -1,4 +1,4 @@
-"""One docstring markup across registryd/: reST (``literal``, :class:`X`,
+"""One docstring markup across registryd/, tests/ and benchmarks/: reST (``literal``, :class:`X`,
 ``:param x:`` fields), which most of the code already used when the two
 styles were counted.  Epytext markers (``C{x}``, ``L{x}``, ``@param x:``)
 in a docstring, string or comment are reported by file and line, so a
@@ -12,7 +12,10 @@ import re
 import tokenize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PACKAGE = os.path.join(ROOT, "registryd")
+#: the trees whose docstrings, strings and comments are checked
+CHECKED = ("registryd", "tests", "benchmarks")
+#: this file, whose strings show the epytext it detects
+THIS_FILE = os.path.abspath(__file__)
 
 #: Epytext's inline markup (``C{code}``, ``L{link}``, ``I{italic}``,
 #: ``B{bold}``) and its fields; the reST equivalents are ``code``,
@@ -76,16 +79,29 @@ def f(x):
     assert epytext_markers(rest) == []
 
 
-def test_registryd_docstrings_use_rest_only():
-    offenders = []
-    for directory, _, files in os.walk(PACKAGE):
-        for name in sorted(files):
-            if name.endswith(".py"):
+def python_files():
+    """Every ``.py`` file of the ``CHECKED`` trees but this one."""
+    for tree in CHECKED:
+        for directory, _, files in os.walk(os.path.join(ROOT, tree)):
+            for name in sorted(files):
                 path = os.path.join(directory, name)
-                with open(path, encoding="utf-8") as stream:
-                    source = stream.read()
-                relative = os.path.relpath(path, ROOT)
-                offenders.extend(
-                    f"{relative}:{line}: {marker}" for line, marker in epytext_markers(source)
-                )
+                if name.endswith(".py") and os.path.abspath(path) != THIS_FILE:
+                    yield path
+
+
+def test_the_checked_trees_include_the_tests_and_benchmarks():
+    """The tests and benchmarks are checked too (they were left in epytext
+    when registryd/ was converted)."""
+    relative = {os.path.relpath(path, ROOT) for path in python_files()}
+    assert "tests/support.py" in relative and "benchmarks/compare.py" in relative
+    assert "tests/unit/test_docstring_style.py" not in relative
+
+
+def test_docstrings_use_rest_only():
+    offenders = []
+    for path in python_files():
+        with open(path, encoding="utf-8") as stream:
+            source = stream.read()
+        relative = os.path.relpath(path, ROOT)
+        offenders.extend(f"{relative}:{line}: {marker}" for line, marker in epytext_markers(source))
     assert offenders == [], "epytext markup (use reST):\n" + "\n".join(offenders)

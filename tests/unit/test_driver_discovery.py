@@ -17,7 +17,7 @@ PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(registryd.__file__)))
 
 
 def run_python(code, pythonpath):
-    """Run C{code} in a fresh interpreter: plugin paths and imports are
+    """Run ``code`` in a fresh interpreter: plugin paths and imports are
     decided once per process."""
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join(pythonpath))
     result = subprocess.run(

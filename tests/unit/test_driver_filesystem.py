@@ -28,7 +28,7 @@ def driver(root):
 
 class TestFilesystemDriver(DriverSuite):
     """The shared suite, on a root that does not exist yet; the module's
-    C{driver} fixture provides the driver."""
+    ``driver`` fixture provides the driver."""
 
 
 # Host layout

@@ -32,7 +32,7 @@ HOUR = 3600.0
 
 
 def later(hours=2):
-    """A clock C{hours} ahead: everything written so far is old."""
+    """A clock ``hours`` ahead: everything written so far is old."""
     return lambda: time.time() + hours * HOUR
 
 
@@ -54,7 +54,7 @@ async def push_blob(registry, name, data=None, algorithm="sha256"):
 
 
 async def push_image(registry, name, tag=None, layers=None, subject=None, artifact_type=None):
-    """An OCI image (fresh config and two layers unless C{layers} given);
+    """An OCI image (fresh config and two layers unless ``layers`` given);
     returns (manifest digest, [blob descriptors])."""
     config = await push_blob(registry, name, json.dumps({"n": os.urandom(8).hex()}).encode())
     config["mediaType"] = CONFIG

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from registryd.__main__ import main as module_main
 from registryd.ops.gc_command import run
+from tests.support import registryd_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,7 +75,7 @@ def test_python_m_registryd_gc_collects_a_directory(tmp_path):
 
 
 def _old_unreferenced_blob(root):
-    """An unreferenced blob older than the grace period under C{root}."""
+    """An unreferenced blob older than the grace period under ``root``."""
     blob = root / "docker/registry/v2/blobs/sha256/ab" / ("ab" + "0" * 62)
     blob.mkdir(parents=True)
     (blob / "data").write_bytes(b"x" * 10)
@@ -88,15 +89,7 @@ def test_without_config_it_refuses_to_delete_in_one_line(tmp_path):
     registryd-gc to delete: run in the directory of some ./registry-data
     by mistake, it changes nothing and says what to add."""
     blob = _old_unreferenced_blob(tmp_path / "registry-data")
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    refused = subprocess.run(
-        [sys.executable, "-m", "registryd", "gc"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-    )
+    refused = registryd_command("gc", cwd=tmp_path)
     assert refused.returncode == 2
     assert refused.stdout == ""
     assert refused.stderr == (
@@ -104,14 +97,7 @@ def test_without_config_it_refuses_to_delete_in_one_line(tmp_path):
         "naming its storage); add --dry-run to look at ./registry-data without it\n"
     )
     assert blob.exists()
-    looked = subprocess.run(
-        [sys.executable, "-m", "registryd", "gc", "--dry-run"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-    )
+    looked = registryd_command("gc", "--dry-run", cwd=tmp_path)
     assert looked.returncode == 0, looked.stderr
     assert f"would remove blob sha256:ab{'0' * 62} (10 bytes)" in looked.stdout.splitlines()
     assert blob.exists()

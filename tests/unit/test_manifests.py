@@ -704,7 +704,7 @@ def test_exact_bytes_are_kept():
 
 
 def answer(known):
-    """An async predicate: is the digest one of C{known}?"""
+    """An async predicate: is the digest one of ``known``?"""
     calls = []
 
     async def has(digest):

@@ -102,7 +102,7 @@ def signature_blocks(body):
 
 
 def with_signatures(body, blocks):
-    """C{body} re-assembled with other signature blocks, as libtrust does."""
+    """``body`` re-assembled with other signature blocks, as libtrust does."""
     head, _, _ = body.partition(b',\n   "signatures": ')
     return (
         head
@@ -113,7 +113,7 @@ def with_signatures(body, blocks):
 
 
 def es256_block(key, protected, payload):
-    """A hand-made signature block over C{payload} with any protected header."""
+    """A hand-made signature block over ``payload`` with any protected header."""
     protected = b64url_encode(json.dumps(protected).encode())
     der = key.sign(
         protected.encode() + b"." + b64url_encode(payload).encode(), ec.ECDSA(hashes.SHA256())

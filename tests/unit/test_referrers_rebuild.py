@@ -23,6 +23,7 @@ from registryd.storage.drivers.filesystem import FilesystemDriver
 from registryd.storage.drivers.memory import InMemoryDriver
 from registryd.storage.errors import PathNotFound
 from registryd.storage.registry import Registry
+from tests.support import registryd_command
 from tests.unit.test_gc import OCI_MANIFEST, push_image
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -198,3 +199,29 @@ async def test_python_m_registryd_referrers_on_a_directory(tmp_path):
     assert bad.returncode == 2 and b"registryd-referrers: 'UPPER/case':" in bad.stderr
     unknown = subprocess.run(command + ["nobody"], capture_output=True, env=env, timeout=60)
     assert unknown.returncode == 1 and b"registryd-referrers: failed" in unknown.stderr
+
+
+@pytest_twisted.ensureDeferred
+async def test_referrers_needs_config_to_write_like_gc(tmp_path):
+    """Without ``--config`` the tool refuses to write (exit status 2, one
+    line saying why), as ``registryd gc`` refuses to delete: run in the
+    wrong directory it used to rebuild whatever ``./registry-data`` held
+    and report success.  ``--dry-run`` still looks at ``./registry-data``."""
+    root = tmp_path / "registry-data"
+    registry = Registry(FilesystemDriver(str(root)))
+    subject, referrers = await image_with_referrers(registry)
+    await remove_index(registry, "app")
+    for command in (["referrers"], ["referrers", "app"]):
+        refused = registryd_command(*command, cwd=tmp_path)
+        assert refused.returncode == 2
+        assert refused.stdout == ""
+        assert refused.stderr == (
+            "registryd-referrers: --config FILE is required to write the index (the registry's "
+            "configuration, naming its storage); add --dry-run to look at ./registry-data "
+            "without it\n"
+        )
+    assert not (root / "docker/registry/v2/repositories/app/_referrers").exists()
+    looked = registryd_command("referrers", "--dry-run", cwd=tmp_path)
+    assert looked.returncode == 0, looked.stderr
+    assert f"would add app: {referrers[0]} refers to {subject}" in looked.stdout.splitlines()
+    assert not (root / "docker/registry/v2/repositories/app/_referrers").exists()

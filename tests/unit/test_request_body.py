@@ -1,6 +1,6 @@
 """registryd.http.web.RequestBody: a body that trickles in (``docker push``
 gzipping while it sends) reaches the upload handler in gathered pieces of
-C{gather} bytes, never as each socket read brought it, and no byte is lost,
+``gather`` bytes, never as each socket read brought it, and no byte is lost,
 reordered or held back at the end or on a broken connection."""
 
 from hypothesis import given, settings
@@ -110,7 +110,7 @@ def test_every_byte_arrives_once_in_order_and_the_reader_never_starves(
 ):
     """Whatever the piece sizes and however reads interleave with them:
     the reads return exactly the bytes pushed, in order; every read short
-    of C{gather} is the last before the end (or the break); and while a
+    of ``gather`` is the last before the end (or the break); and while a
     read waits, the connection is never left paused (no deadlock)."""
     body, transport = new_body()
     sent = bytearray()

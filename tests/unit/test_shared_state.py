@@ -2,9 +2,9 @@
 the Redis one on a real ``redis-server``; and what the Redis one does when
 Redis is gone.
 
-For Redis, C{node()} makes a new client each time: two of them are two
+For Redis, ``node()`` makes a new client each time: two of them are two
 registryd nodes, and what one writes the other must see.  In process,
-there is one node, so C{node()} is always the same state.
+there is one node, so ``node()`` is always the same state.
 """
 
 import time
@@ -41,11 +41,20 @@ def node(request):
 
 
 async def until(predicate, timeout=30.0):
-    """Wait (on the reactor) until the async C{predicate} holds."""
+    """Wait (on the reactor) until the async ``predicate`` holds."""
     deadline = time.monotonic() + timeout
     while not await predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {predicate}"
         await task.deferLater(reactor, 0.02, lambda: None)
+
+
+async def answers(state):
+    """Whether ``state`` reaches Redis now."""
+    try:
+        await state.ping()
+    except SharedStateUnavailable:
+        return False
+    return True
 
 
 @pytest_twisted.ensureDeferred
@@ -245,6 +254,28 @@ async def test_set_members_expire_one_by_one(node):
 
 
 @pytest_twisted.ensureDeferred
+async def test_tables_keep_the_latest_number_of_each_field_across_nodes(node):
+    """Pull times merged by several nodes: each field keeps its largest
+    number whatever the order; a removal bounded by a number leaves a
+    field merged again since; the table expires as a whole."""
+    a, b = node(), node()
+    assert await b.latest("times") == {}
+    await a.merge_latest("times", {"v1": 100.5, "v2": 50.0}, ttl=60)
+    await b.merge_latest("times", {"v1": 90.0, "v2": 70.25, "tag:with:colons": 1.0}, ttl=60)
+    assert await a.latest("times") == {"v1": 100.5, "v2": 70.25, "tag:with:colons": 1.0}
+    assert 0 < await a.remaining("times") <= 60
+    await b.remove_fields("times", {"v1": 100.0, "v2": 70.25, "tag:with:colons": None})
+    assert await a.latest("times") == {"v1": 100.5}
+    await a.remove_fields("times", {})
+    await a.merge_latest("short", {"x": 1.0}, ttl=0.2)
+
+    async def expired():
+        return await b.latest("short") == {}
+
+    await until(expired)
+
+
+@pytest_twisted.ensureDeferred
 async def test_redis_gone_fails_fast_and_recovers(redis_server):
     state = redis_state(redis_server, dial_timeout=0.5, read_timeout=0.5, write_timeout=0.5)
     try:
@@ -263,14 +294,7 @@ async def test_redis_gone_fails_fast_and_recovers(redis_server):
         assert state.problem and redis_server.addr in state.problem
         redis_server.start()
 
-        async def back():
-            try:
-                await state.ping()
-            except SharedStateUnavailable:
-                return False
-            return True
-
-        await until(back)
+        await until(lambda: answers(state))
         assert state.problem is None
         assert await state.incr("c") == 1
     finally:
@@ -280,7 +304,10 @@ async def test_redis_gone_fails_fast_and_recovers(redis_server):
 @pytest_twisted.ensureDeferred
 async def test_redis_that_never_answers_times_out_within_the_deadline(redis_server):
     """A Redis that accepts and then says nothing (here: paused with
-    DEBUG SLEEP) costs a caller at most the configured timeouts."""
+    DEBUG SLEEP) costs a caller at most the configured timeouts; the
+    operations right after a failure fail at once instead of each waiting
+    a deadline (a push makes several); after ``retry_pause`` the next one
+    asks Redis again and finds it back."""
     state = redis_state(redis_server, dial_timeout=0.2, read_timeout=0.2, write_timeout=0.2)
     sleeper = redis_state(redis_server, read_timeout=10.0)
     try:
@@ -291,7 +318,21 @@ async def test_redis_that_never_answers_times_out_within_the_deadline(redis_serv
         with pytest.raises(SharedStateUnavailable):
             await state.get("x")
         assert time.monotonic() - started < 2.5
+        started = time.monotonic()
+        for operation in (
+            lambda: state.acquire("l", "t", 1),
+            lambda: state.incr("c"),
+            lambda: state.get("x"),
+            lambda: state.latest("t"),
+            lambda: state.set("x", b"1"),
+        ):  # one after the other, as one request's steps
+            with pytest.raises(SharedStateUnavailable):
+                await operation()
+        # each asking Redis would cost at least its read timeout (0.2 s)
+        assert time.monotonic() - started < 0.2
         await sleeping
+        await until(lambda: answers(state))
+        assert state.problem is None and await state.incr("c") == 1
     finally:
         state._stop_pool()
         sleeper._stop_pool()

@@ -55,7 +55,7 @@ def test_the_layout_is_private_to_the_storage_model():
 
 def test_only_the_model_touches_the_driver():
     """Handlers, admin tools and the pull-through cache reach storage only
-    through the model: none of them uses a registry's C{driver}."""
+    through the model: none of them uses a registry's ``driver``."""
     offenders = []
     for path, tree in _modules():
         relative = path.relative_to(PACKAGE)

@@ -10,42 +10,72 @@ from registryd.digest import Digest
 from registryd.http.api.base import decimal, respond, shielded
 from registryd.http.web import BlobSender
 
-# RFC 9110 single byte range (``bytes=first-last``, ``bytes=first-``,
-# ``bytes=-suffix``), matched whole.
-RANGE_PATTERN = r"bytes=([0-9]*)-([0-9]*)"
-_RANGE = re.compile(RANGE_PATTERN)
+# RFC 9110 byte ranges: the unit, then byte-range-specs separated by commas
+# (``first-last``, ``first-``, ``-suffix``), each matched whole.
+_UNIT = re.compile(r"[ \t]*([!#$%&'*+.^_`|~0-9A-Za-z-]+)[ \t]*=")
+_SPEC = re.compile(r"([0-9]*)-([0-9]*)")
 
 
 def parse_range(header, size):
-    """Resolve a ``Range`` header against a blob of ``size`` bytes.
+    """Resolve a ``Range`` header against a blob of ``size`` bytes, as
+    Distribution does (``http.ServeContent``'s ``parseRange``), where RFC
+    9110 allows it.
 
     Returns (first, last) inclusive, or None to send the whole blob: no
-    header, a syntactically invalid one, or several ranges (RFC 9110 lets a
-    server ignore Range; single ranges are what registry clients send).
-    Raises RangeNotSatisfiable (416 with ``Content-Range: bytes */<size>``)
-    when the range lies outside the blob, ends before it starts, or holds a
-    number beyond int64: what Distribution answers, through Go's net/http.
+    header, an empty ``bytes=``, a range unit other than ``bytes`` (RFC
+    9110 section 14.2: an origin server MUST ignore a unit it does not
+    understand; Go answers 416 to those), or several ranges (registryd
+    sends no multipart responses; Go does; registry clients ask for one
+    range).
+    Raises RangeNotSatisfiable (416): without ``Content-Range`` for a
+    ``bytes`` range that is syntactically invalid (not ``first-last``,
+    ``first-`` or ``-suffix``, a last before its first, a number beyond
+    int64: Go's "invalid range"; RFC 9110 lets a server ignore or reject
+    it, and registryd rejects it as Distribution does, so a client's bug
+    shows instead of a whole blob arriving where a part was asked for);
+    with ``Content-Range: bytes */<size>`` when every range starts beyond
+    the blob, or for a suffix of 0 bytes or of an empty blob.
     """
     if not header:
         return None
-    match = _RANGE.fullmatch(header.strip().replace(" ", ""))
-    if not match:
+    unit = _UNIT.match(header)
+    if unit is not None and unit.group(1).lower() != "bytes":
         return None
-    if match.group(1) == "" and match.group(2) == "":
-        return None
-    first, last = (None if text == "" else decimal(text) for text in match.groups())
+    invalid = errors.RangeNotSatisfiable(
+        "invalid range: expected bytes=first-last, bytes=first- or bytes=-suffix",
+        detail={"range": header[:100], "size": size},
+    )
+    if unit is None:
+        raise invalid
     unsatisfiable = errors.RangeNotSatisfiable(
         detail={"range": header[:100], "size": size}, headers={"Content-Range": f"bytes */{size}"}
     )
-    if match.group(1) == "":  # suffix: the last N bytes
-        if last is None or last == 0 or size == 0:
+    ranges, beyond = [], False
+    for spec in header[unit.end() :].split(","):
+        match = _SPEC.fullmatch(spec.strip(" \t"))
+        if spec.strip(" \t") == "":
+            continue
+        if match is None or match.group(0) == "-":
+            raise invalid
+        first, last = (None if text == "" else decimal(text) for text in match.groups())
+        if match.group(1) == "":  # suffix: the last N bytes
+            if last is None:
+                raise invalid
+            if last == 0 or size == 0:
+                raise unsatisfiable
+            ranges.append((max(size - last, 0), size - 1))
+            continue
+        if first is None or (match.group(2) != "" and (last is None or last < first)):
+            raise invalid
+        if first >= size:
+            beyond = True  # no overlap; others may still have some
+            continue
+        ranges.append((first, size - 1 if last is None else min(last, size - 1)))
+    if not ranges:
+        if beyond:
             raise unsatisfiable
-        return max(size - last, 0), size - 1
-    if first is None or (match.group(2) != "" and (last is None or last < first)):
-        raise unsatisfiable
-    if first >= size:
-        raise unsatisfiable
-    return first, size - 1 if last is None else min(last, size - 1)
+        return None
+    return ranges[0] if len(ranges) == 1 else None
 
 
 async def get_blob(ctx, request, name, digest):

@@ -5,7 +5,9 @@ component, so it never collides with a repository).  The removal itself is
 the storage model's (``registryd.storage.removal``): tags, manifests, blob
 links, the referrers index and idle uploads, leaving what pushes write
 meanwhile; blobs are left to garbage collection.  A repository holding
-an immutable tag (lifecycle.immutable) is refused whole.
+an immutable tag (lifecycle.immutable) is refused whole.  A removal sends
+Distribution's repository ``delete`` notification
+(``registryd.notifications.events``).
 """
 
 from registryd import errors
@@ -21,4 +23,5 @@ async def delete_repository(ctx, request, name):
     report = await repository.remove()
     if not (report.tags or report.manifests or report.blob_links or report.uploads or report.kept):
         raise errors.NameUnknown(detail={"name": repository.name})
+    ctx.events.repository_deleted(request, repository.name)
     return respond(request, 202)
