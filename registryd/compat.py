@@ -246,17 +246,13 @@ _ChunkedTransferDecoder = getattr(http, "_ChunkedTransferDecoder", None)
 
 
 def replace_chunked_decoder(channel, factory):
-    """If the request an ``HTTPChannel`` is reading has a chunked body and
-    no byte of it was decoded yet, decode it with
+    """If the request an ``HTTPChannel`` is reading has a chunked body
+    (call it from ``allHeadersReceived``, before any byte of it), decode it with
     ``factory(data_callback, finish_callback)`` instead of Twisted's
     ``_ChunkedTransferDecoder`` (``HTTPChannel._transferDecoder``, chosen
     from the headers and fed by ``rawDataReceived``)."""
     decoder = getattr(channel, "_transferDecoder", None)
-    if (
-        type(decoder) is _ChunkedTransferDecoder
-        and decoder.state == "CHUNK_LENGTH"
-        and not decoder._buffer
-    ):
+    if type(decoder) is _ChunkedTransferDecoder and decoder.state == "CHUNK_LENGTH":
         channel._transferDecoder = factory(decoder.dataCallback, decoder.finishCallback)
 
 
