@@ -112,7 +112,44 @@ class WorkerThreads:
                 self._idle += 1
 
 
-class SerialWorker:
+class _ReactorDelivery:
+    """Runs calls in threads and hands their outcomes to the reactor thread
+    in batches: one ``callFromThread`` for all that finished meanwhile.
+    Subclasses say what delivering means (``_deliver``, on the reactor
+    thread, taking :meth:`_take_finished`)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        # Under _lock:
+        self._done = deque()  # (result, success, value) for the reactor
+        self._delivering = False  # a delivery to the reactor is scheduled
+
+    def _call_and_deliver(self, reactor, result, function, args, kwargs):
+        """In a thread: run ``function``, queue its outcome for ``result``."""
+        try:
+            outcome = (result, True, function(*args, **kwargs))
+        except BaseException:
+            outcome = (result, False, Failure())
+        with self._lock:
+            self._done.append(outcome)
+            deliver = not self._delivering
+            self._delivering = True
+        if deliver:
+            reactor.callFromThread(self._deliver)
+
+    def _take_finished(self):
+        """On the reactor thread: the outcomes queued so far."""
+        with self._lock:
+            done = list(self._done)
+            self._done.clear()
+            self._delivering = False
+        return done
+
+    def _deliver(self):
+        raise NotImplementedError
+
+
+class SerialWorker(_ReactorDelivery):
     """Runs blocking callables one after another in a thread pool.
 
     A pool thread that finds more work queued behind the item it finished
@@ -134,14 +171,12 @@ class SerialWorker:
             default_reactor, default_pool = _default_reactor_and_pool()
             reactor = reactor or default_reactor
             pool = pool or default_pool
+        super().__init__()
         self._reactor = reactor
         self._pool = pool
-        self._lock = threading.Lock()
         # Shared with the pool thread, under _lock:
         self._queue = deque()  # (function, args, kwargs, result) not started
         self._running = False  # a pool thread owns the queue
-        self._done = deque()  # (result, success, value) for the reactor
-        self._delivering = False  # a delivery to the reactor is scheduled
         # Reactor thread only:
         self._outstanding = 0  # submitted, result not yet delivered
         self._idle_waiters = []
@@ -182,25 +217,12 @@ class SerialWorker:
                     self._running = False
                     return
                 function, args, kwargs, result = self._queue.popleft()
-            try:
-                outcome = (result, True, function(*args, **kwargs))
-            except BaseException:
-                outcome = (result, False, Failure())
-            with self._lock:
-                self._done.append(outcome)
-                deliver = not self._delivering
-                self._delivering = True
-            if deliver:
-                self._reactor.callFromThread(self._deliver)
+            self._call_and_deliver(self._reactor, result, function, args, kwargs)
         self._pool.callInThread(self._run)
 
     def _deliver(self):
         """On the reactor thread: fire the Deferreds of finished items."""
-        with self._lock:
-            done = list(self._done)
-            self._done.clear()
-            self._delivering = False
-        for result, success, value in done:
+        for result, success, value in self._take_finished():
             self._outstanding -= 1
             if result.called:  # cancelled by its caller: the work ran anyway
                 continue
@@ -214,7 +236,7 @@ class SerialWorker:
                 waiter.callback(None)
 
 
-class BlockingExecutor:
+class BlockingExecutor(_ReactorDelivery):
     """Runs short blocking calls (a stat, a small file read) in threads of
     its own, for callers on the reactor thread.
 
@@ -231,14 +253,11 @@ class BlockingExecutor:
     """
 
     def __init__(self, reactor=None, max_threads=16, name="registryd-io", threads=None):
+        super().__init__()
         self._reactor = reactor
         #: the threads calls run in (:class:`WorkerThreads`), which may be
         #: shared with other work of the same owner
         self.worker_threads = threads or WorkerThreads(max_threads, name)
-        self._lock = threading.Lock()
-        # Under _lock:
-        self._done = deque()  # (result, success, value) for the reactor
-        self._delivering = False
 
     @property
     def max_threads(self):
@@ -259,27 +278,13 @@ class BlockingExecutor:
         """``function(*args)`` in a thread; a Deferred fires with the result
         on the reactor thread (not at all if the caller cancelled it)."""
         result = defer.Deferred()
-        self.worker_threads.callInThread(self._call, self._get_reactor(), function, args, result)
+        self.worker_threads.callInThread(
+            self._call_and_deliver, self._get_reactor(), result, function, args, {}
+        )
         return result
 
-    def _call(self, reactor, function, args, result):
-        try:
-            outcome = (result, True, function(*args))
-        except BaseException:
-            outcome = (result, False, Failure())
-        with self._lock:
-            self._done.append(outcome)
-            deliver = not self._delivering
-            self._delivering = True
-        if deliver:
-            reactor.callFromThread(self._deliver)
-
     def _deliver(self):
-        with self._lock:
-            done = list(self._done)
-            self._done.clear()
-            self._delivering = False
-        for result, success, value in done:
+        for result, success, value in self._take_finished():
             if result.called:  # cancelled by its caller: the call ran anyway
                 continue
             if success:
