@@ -249,7 +249,9 @@ class RequestBody(ChunkBuffer):
             return
         self._push(data)
         if self._coalescer is not None:
-            self._coalescer.arm(None if self.length is None else self.length - self.received)
+            self._coalescer.arm(
+                self.received, None if self.length is None else self.length - self.received
+            )
 
     def _finish(self):
         self._restore_read_size()

@@ -112,14 +112,19 @@ async def test_a_trickled_body_is_read_from_the_socket_in_few_large_reads(tmp_pa
         response = await running.client.post(running.v2("trickle/reads/blobs/uploads/"))
         await response.content()
         path = response.headers.getRawHeaders("Location")[0].split(running.url, 1)[-1]
-        data = os.urandom(2048 * KIB)
+        data = os.urandom(4096 * KIB)
         pieces = [data[i : i + 32 * KIB] for i in range(0, len(data), 32 * KIB)]
         port = int(running.url.rsplit(":", 1)[1])
         status, headers = await deferToThread(trickle_patch, port, path, pieces)
         assert (status, headers["range"]) == (202, f"0-{len(data) - 1}")
         assert sum(reads) == len(data)
-        # Every read but the first (it may come with the headers) takes at
-        # least the mark, or the rest of the body.
-        assert len(reads) <= len(data) // ReadCoalescer.low_water_mark + 2, reads
+        # The first MiB is read as it comes (a small body never waits);
+        # after it, every read takes at least the mark, or the rest.
+        starts = [sum(reads[:index]) for index in range(len(reads))]
+        later = [size for start, size in zip(starts, reads) if start >= ReadCoalescer.after]
+        assert (
+            len(later) <= (len(data) - ReadCoalescer.after) // ReadCoalescer.low_water_mark + 1
+        ), reads
+        assert len(pieces) > 3 * (len(data) // ReadCoalescer.low_water_mark)
     finally:
         await running.stop()

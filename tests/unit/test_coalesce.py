@@ -16,6 +16,7 @@ from twisted.internet import task
 from registryd.http.coalesce import ReadCoalescer
 
 KIB = 1024
+MIB = 1024 * KIB
 
 
 @pytest.fixture
@@ -52,13 +53,13 @@ def test_a_chunked_body_is_read_once_the_mark_waits_or_patience_runs_out(connect
     clock = task.Clock()
     coalescer = ReadCoalescer(receiver, clock.callLater)
     coalescer.low_water_mark = 64 * KIB
-    coalescer.arm()
+    coalescer.arm(MIB)
     send_and_wait_for_arrival(sender, receiver, 32 * KIB)
     assert not readable(receiver), "32 KiB reported before the 64 KiB mark"
     send_and_wait_for_arrival(sender, receiver, 32 * KIB)
     assert readable(receiver)
     receiver.recv(128 * KIB)
-    coalescer.arm()
+    coalescer.arm(MIB)
     send_and_wait_for_arrival(sender, receiver, 1 * KIB)
     assert not readable(receiver)
     clock.advance(coalescer.patience)  # the sender has finished: take what came
@@ -70,17 +71,27 @@ def test_a_body_of_known_length_is_never_waited_for_beyond_its_end(connection):
     sender, receiver = connection
     clock = task.Clock()
     coalescer = ReadCoalescer(receiver, clock.callLater)
-    coalescer.arm(remaining=10 * KIB)
+    coalescer.arm(MIB, remaining=10 * KIB)
     send_and_wait_for_arrival(sender, receiver, 10 * KIB)
     assert readable(receiver)
     assert clock.getDelayedCalls() == []  # no timer: the mark is exact
+
+
+def test_a_small_body_is_never_waited_for(connection):
+    sender, receiver = connection
+    clock = task.Clock()
+    coalescer = ReadCoalescer(receiver, clock.callLater)
+    coalescer.arm(coalescer.after - 1)
+    send_and_wait_for_arrival(sender, receiver, 1)
+    assert readable(receiver)
+    assert clock.getDelayedCalls() == []
 
 
 def test_release_restores_the_kernels_default(connection):
     sender, receiver = connection
     clock = task.Clock()
     coalescer = ReadCoalescer(receiver, clock.callLater)
-    coalescer.arm()
+    coalescer.arm(MIB)
     coalescer.release()
     assert clock.getDelayedCalls() == []
     send_and_wait_for_arrival(sender, receiver, 1)
@@ -93,7 +104,7 @@ def test_a_closed_socket_leaves_reads_as_they_are(connection):
     clock = task.Clock()
     coalescer = ReadCoalescer(receiver, clock.callLater)
     receiver.close()
-    coalescer.arm()  # setsockopt fails: no exception, nothing changes
+    coalescer.arm(MIB)  # setsockopt fails: no exception, nothing changes
     coalescer.release()
 
 
