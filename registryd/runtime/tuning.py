@@ -23,10 +23,10 @@ The hasher and writer threads free those buffers too, and glibc gives
 each thread that contends for the allocator an arena of its own (up to
 eight per core), each keeping its freed space: measured over docker,
 podman and skopeo pushes (three layers at a time) on two processes, the
-peak RSS was 188-209 MiB with glibc's default and 155 MiB with two arenas
-per process (:data:`ARENA_MAX`), pushes as fast.  The buffers are large
-and few (a handful per upload), so two arenas are no contention to speak
-of.
+peak RSS was 188-209 MiB with glibc's default, 155 MiB with two arenas
+per process and 148 MiB with one (:data:`ARENA_MAX`), pushes as fast.
+CPython allocates its objects with the GIL held, so threads hardly ever
+contend for the allocator's lock: one arena costs no speed.
 
 Only glibc has ``mallopt`` and ``malloc_trim``; elsewhere these do nothing.
 """
@@ -42,8 +42,8 @@ _M_ARENA_MAX = -8
 #: Allocations below this come from the heap (glibc's maximum for the
 #: dynamic threshold is 32 MiB; 4 MiB covers every read and chunk).
 MMAP_THRESHOLD = 4 * 1024 * 1024
-#: Arenas per process: the reactor's and one the worker threads share.
-ARENA_MAX = 2
+#: Arenas per process: one, shared by the reactor and the worker threads.
+ARENA_MAX = 1
 
 #: Free memory the heap keeps at its top instead of returning it at once.
 TRIM_THRESHOLD = 16 * 1024 * 1024
