@@ -297,29 +297,38 @@ def pull(url, name, digest, expected):
         conn.close()
 
 
+def push_whole_blob(url, name, data, what, content_type=None):
+    """Push ``data`` in one request, as clients do for small blobs: a
+    monolithic ``POST ?digest=``, or a ``PUT`` to the session a registry
+    without monolithic POSTs opens instead; its digest."""
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    status, response, body = request(
+        url,
+        "POST",
+        f"/v2/{name}/blobs/uploads/?digest={digest}",
+        data,
+        {"Content-Length": str(len(data))}
+        | ({"Content-Type": content_type} if content_type else {}),
+    )
+    if status == 202:  # no monolithic POST: PUT to the session
+        target = path_of(response.getheader("Location"))
+        separator = "&" if "?" in target else "?"
+        status, _, body = request(
+            url,
+            "PUT",
+            f"{target}{separator}digest={digest}",
+            data,
+            {"Content-Length": str(len(data))},
+        )
+    expect(status, 201, what, body)
+    return digest
+
+
 def push_small_image(url, name, tag, blobs=10, size=256 * 1024):
     layers = []
     for _ in range(blobs):
         data = os.urandom(size)
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        status, response, body = request(
-            url,
-            "POST",
-            f"/v2/{name}/blobs/uploads/?digest={digest}",
-            data,
-            {"Content-Length": str(len(data)), "Content-Type": "application/octet-stream"},
-        )
-        if status == 202:  # no monolithic POST: PUT to the session
-            target = path_of(response.getheader("Location"))
-            separator = "&" if "?" in target else "?"
-            status, _, body = request(
-                url,
-                "PUT",
-                f"{target}{separator}digest={digest}",
-                data,
-                {"Content-Length": str(len(data))},
-            )
-        expect(status, 201, "blob", body)
+        digest = push_whole_blob(url, name, data, "blob", "application/octet-stream")
         layers.append(
             {
                 "mediaType": "application/vnd.oci.image.layer.v1.tar",
@@ -328,25 +337,7 @@ def push_small_image(url, name, tag, blobs=10, size=256 * 1024):
             }
         )
     config = json.dumps({"architecture": "amd64", "os": "linux", "tag": tag}).encode()
-    digest = "sha256:" + hashlib.sha256(config).hexdigest()
-    status, response, body = request(
-        url,
-        "POST",
-        f"/v2/{name}/blobs/uploads/?digest={digest}",
-        config,
-        {"Content-Length": str(len(config))},
-    )
-    if status == 202:
-        target = path_of(response.getheader("Location"))
-        separator = "&" if "?" in target else "?"
-        status, _, body = request(
-            url,
-            "PUT",
-            f"{target}{separator}digest={digest}",
-            config,
-            {"Content-Length": str(len(config))},
-        )
-    expect(status, 201, "config", body)
+    digest = push_whole_blob(url, name, config, "config")
     manifest = json.dumps(
         {
             "schemaVersion": 2,
