@@ -240,9 +240,13 @@ class _ListingCache:
     max_directories = 4096
     max_names = 256 * 1024
 
-    def __init__(self):
+    def __init__(self, max_directories=None, max_names=None):
         self._entries = OrderedDict()
         self._names = 0
+        if max_directories is not None:
+            self.max_directories = max_directories
+        if max_names is not None:
+            self.max_names = max_names
 
     def get(self, full):
         entry = self._entries.get(full)
@@ -258,6 +262,19 @@ class _ListingCache:
             return None
         self._entries.move_to_end(full)
         return list(entry[1])
+
+    def kept(self, full):
+        """``(key, names)`` as kept for ``full``, unchecked, or None: a
+        walk's thread compares the key with a fresh stat
+        (:func:`_list_many`), then :meth:`touch` marks the listing used."""
+        return self._entries.get(full)
+
+    def touch(self, full):
+        if full in self._entries:
+            self._entries.move_to_end(full)
+
+    def forget(self, full):
+        self._drop(full)
 
     def put(self, full, key, names):
         self._drop(full)
@@ -275,14 +292,44 @@ class _ListingCache:
             self._names -= len(entry[1])
 
 
-def _list_many(pairs):
-    listings = []
-    for full, path in pairs:
+#: What :func:`_list_many` answers for a directory whose stat shows the key
+#: its kept listing was taken under: the caller reuses that listing.
+_UNCHANGED = object()
+
+
+def _list_many(wanted):
+    """For each ``(full, path, known_key)``: None when ``full`` is not a
+    directory, :data:`_UNCHANGED` when a stat shows ``known_key`` again (the
+    kept listing holds), else ``(key or None, sorted names)`` as in
+    :func:`_list_with_key`.
+
+    A walk (the catalog) asks for thousands of small directories at a
+    time, most of them unchanged since the last walk: one stat per
+    directory (one system call) replaces opening, reading and closing it
+    and sorting its names, and the loop is kept tight (no context manager
+    per directory) since it runs once per directory of the page."""
+    answers = []
+    append = answers.append
+    settled_before = time.time() - _ListingCache.settled
+    is_dir = stat_module.S_ISDIR
+    for full, path, known_key in wanted:
         try:
-            listings.append(_list(full, path))
-        except PathNotFound:
-            listings.append(None)
-    return listings
+            info = os.stat(full)
+            if not is_dir(info.st_mode):
+                append(None)
+                continue
+            key = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_ctime_ns)
+            if key == known_key:
+                append(_UNCHANGED)
+                continue
+            names = sorted(os.listdir(full))
+        except (FileNotFoundError, NotADirectoryError):
+            append(None)
+            continue
+        except OSError as error:
+            raise _failure(path, error, "reading") from error
+        append((key if info.st_mtime < settled_before else None, names))
+    return answers
 
 
 def _move(full_source, source, full_destination, destination):
@@ -328,6 +375,14 @@ class FilesystemDriver:
         self._reactor = reactor
         self._executor = BlockingExecutor(reactor, max_threads, name="registryd-filesystem")
         self._listings = _ListingCache()
+        #: the listings walks (list_many: the catalog) reuse, apart from
+        #: tags lists' so a walk of many repositories does not push those
+        #: out; sized for a catalog of about 10,000 repositories (a
+        #: repository's directory and its revisions' directory each)
+        self._walk_listings = _ListingCache(max_directories=32 * 1024, max_names=256 * 1024)
+        # _host_path's prefix: os.path.join of many parts cost more than
+        # the stat a cached listing needs
+        self._root_prefix = self.root.rstrip("/")
 
     def __repr__(self):
         return f"<FilesystemDriver at {self.root!r}>"
@@ -364,7 +419,9 @@ class FilesystemDriver:
     # Paths
 
     def _host_path(self, path):
-        return os.path.join(self.root, *check_path(path))
+        # check_path refuses empty, "." and ".." parts: the driver path
+        # appended to the root is the host path
+        return self._root_prefix + path if check_path(path) else self.root
 
     def _host_file_path(self, path, error):
         """A host path for an operation on a file: the root is a directory."""
@@ -473,9 +530,36 @@ class FilesystemDriver:
         return self._in_thread(_list_with_key, full, path).addCallback(keep)
 
     def list_many(self, paths):
-        return defer.maybeDeferred(
-            lambda: self._in_thread(_list_many, [(self._host_path(path), path) for path in paths])
-        )
+        return defer.maybeDeferred(self._list_many, paths)
+
+    def _list_many(self, paths):
+        """One thread hop for all ``paths``; directories unchanged since a
+        walk listed them are only stat-ed there (:func:`_list_many`)."""
+        kept = self._walk_listings
+        wanted = []
+        entries = []
+        for path in paths:
+            full = self._host_path(path)
+            entry = kept.kept(full)
+            entries.append(entry)
+            wanted.append((full, path, None if entry is None else entry[0]))
+
+        def keep(answers):
+            listings = []
+            for (full, _, _), entry, answer in zip(wanted, entries, answers):
+                if answer is _UNCHANGED:
+                    kept.touch(full)
+                    listings.append(list(entry[1]))
+                elif answer is None:
+                    kept.forget(full)
+                    listings.append(None)
+                else:
+                    key, names = answer
+                    kept.put(full, key, names)
+                    listings.append(names)
+            return listings
+
+        return self._in_thread(_list_many, wanted).addCallback(keep)
 
     def move(self, source, destination):
         return defer.maybeDeferred(self._move, source, destination)
