@@ -212,9 +212,29 @@ def _list_with_key(full, path):
     with _reading(path):
         info = os.stat(full)
         names = sorted(os.listdir(full))
-    if time.time() - info.st_mtime < _ListingCache.settled:
+    if not _settled(info, time.time()):
         return None, names
     return _listing_key(info), names
+
+
+def _settled(info, now):
+    """Whether a listing taken after the stat ``info`` (of a directory, at
+    ``now``) may be kept: whether a later change of the directory is
+    certain to show in its times.
+
+    File times come from a coarse clock, so two changes within one of its
+    ticks can leave a directory's times as the first one set them: a
+    listing taken between the two would look current.  A time with
+    digits below the millisecond comes from a filesystem keeping
+    nanoseconds, whose clock ticks every few milliseconds (the kernel's
+    tick: 10 ms at most); once ``settled_fine`` has passed, that tick is
+    over.  Any other time may come from a filesystem counting whole
+    seconds (ext4's small inodes, FAT's two seconds, some NFS servers):
+    those wait ``settled``.  (A nanosecond time that happens to fall on
+    a whole millisecond only waits longer.)"""
+    if info.st_mtime_ns % 1_000_000:
+        return now - info.st_mtime >= _ListingCache.settled_fine
+    return now - info.st_mtime >= _ListingCache.settled
 
 
 class _ListingCache:
@@ -228,15 +248,18 @@ class _ListingCache:
     the directory in a thread (for a small one, the thread's round trip
     is most of a tags list's cost).  File times are taken from a coarse
     clock (a few ms), so two changes within one tick could leave the time
-    as it was: a directory changed less than ``settled`` seconds before it
-    was listed is not cached.  Another process or node changing the
-    directory changes its times the same way.
+    as it was: a directory changed less than ``settled_fine`` seconds
+    before it was listed (``settled`` on a filesystem whose times may count
+    whole seconds or milliseconds: :func:`_settled`) is not cached.
+    Another process or node changing the directory changes its times the
+    same way.
 
     Bounded by directories (``max_directories``) and by the names kept in
     all (``max_names``), least recently used first out.
     """
 
     settled = 2.0
+    settled_fine = 0.1
     max_directories = 4096
     max_names = 256 * 1024
 
@@ -310,7 +333,7 @@ def _list_many(wanted):
     per directory) since it runs once per directory of the page."""
     answers = []
     append = answers.append
-    settled_before = time.time() - _ListingCache.settled
+    now = time.time()
     is_dir = stat_module.S_ISDIR
     for full, path, known_key in wanted:
         try:
@@ -328,7 +351,7 @@ def _list_many(wanted):
             continue
         except OSError as error:
             raise _failure(path, error, "reading") from error
-        append((key if info.st_mtime < settled_before else None, names))
+        append((key if _settled(info, now) else None, names))
     return answers
 
 
