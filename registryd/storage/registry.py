@@ -354,20 +354,20 @@ class _Siblings:
     unvisited child of each directory is in the heap, which is enough as
     the children sort among themselves as their names do."""
 
-    __slots__ = ("_prefix", "_path", "_children", "_index", "_also")
+    __slots__ = ("_name_prefix", "_directory_path", "_listed", "_next_index", "_before_last")
 
     def __init__(self, name, path, children, last):
-        self._prefix = f"{name}/" if name else ""
-        self._path = path
-        self._children = children
-        self._index, self._also = self._start(children, last)
+        self._name_prefix = f"{name}/" if name else ""
+        self._directory_path = path
+        self._listed = children
+        self._next_index, self._before_last = self._start(children, last)
 
     def _start(self, children, last):
         """Where to start in ``children``, and the children before it to
         visit anyway: those whose names are a beginning of ``last``
         (below ``a`` are names after ``a-b``; ``a/b``'s children may
         follow ``a/b/c``)."""
-        prefix = self._prefix
+        prefix = self._name_prefix
         if last is None:
             return 0, ()
         if not last.startswith(prefix):
@@ -396,20 +396,20 @@ class _Siblings:
 
     def following(self):
         """The heap entry of the child after those handed out so far, or None."""
-        if self._also:
-            child, self._also = self._also[0], self._also[1:]
+        if self._before_last:
+            child, self._before_last = self._before_last[0], self._before_last[1:]
             if _is_walked(child):
-                return (self._prefix + child, f"{self._path}/{child}", self)
+                return (self._name_prefix + child, f"{self._directory_path}/{child}", self)
             return self.following()
-        children = self._children
-        index = self._index
+        children = self._listed
+        index = self._next_index
         while index < len(children):
             child = children[index]
             index += 1
             if _is_walked(child):
-                self._index = index
-                return (self._prefix + child, f"{self._path}/{child}", self)
-        self._index = index
+                self._next_index = index
+                return (self._name_prefix + child, f"{self._directory_path}/{child}", self)
+        self._next_index = index
         return None
 
 

@@ -36,6 +36,8 @@ import os
 import secrets
 import shutil
 import stat as stat_module
+import struct
+import sys
 import time
 from collections import OrderedDict
 
@@ -201,9 +203,14 @@ def _list(full, path):
         return sorted(os.listdir(full))
 
 
+#: A listing's key packed: 40 bytes where a tuple of four ints took about
+#: 200 (a catalog walk keeps two keys per repository).
+_KEY = struct.Struct("QQqq")
+
+
 def _listing_key(info):
     """What changes whenever a directory's entries change."""
-    return (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_ctime_ns)
+    return _KEY.pack(info.st_dev, info.st_ino, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def _list_with_key(full, path):
@@ -341,11 +348,13 @@ def _list_many(wanted):
             if not is_dir(info.st_mode):
                 append(None)
                 continue
-            key = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_ctime_ns)
+            key = _listing_key(info)
             if key == known_key:
                 append(_UNCHANGED)
                 continue
-            names = sorted(os.listdir(full))
+            # Interned: every repository's directory holds the same few
+            # names (_layers, _manifests), kept once instead of each time.
+            names = sorted(map(sys.intern, os.listdir(full)))
         except (FileNotFoundError, NotADirectoryError):
             append(None)
             continue
@@ -401,8 +410,9 @@ class FilesystemDriver:
         #: the listings walks (list_many: the catalog) reuse, apart from
         #: tags lists' so a walk of many repositories does not push those
         #: out; sized for a catalog of about 10,000 repositories (a
-        #: repository's directory and its revisions' directory each)
-        self._walk_listings = _ListingCache(max_directories=32 * 1024, max_names=256 * 1024)
+        #: repository's directory and its revisions' directory each; at
+        #: most about 15 MiB of names, revision digests being the longest)
+        self._walk_listings = _ListingCache(max_directories=32 * 1024, max_names=128 * 1024)
         # _host_path's prefix: os.path.join of many parts cost more than
         # the stat a cached listing needs
         self._root_prefix = self.root.rstrip("/")
