@@ -76,6 +76,11 @@ def from_parameters(parameters):
     return FilesystemDriver(os.path.abspath(root), max_threads=max_threads)
 
 
+#: Host paths remembered by a driver (about 200 bytes each); all are
+#: forgotten when there would be more.
+_MAX_HOST_PATHS = 4096
+
+
 def _parse_max_threads(value):
     key = "storage.filesystem.maxthreads"
     if isinstance(value, str):
@@ -100,24 +105,42 @@ def _failure(path, error, doing):
     return StorageError(f"{path}: {error.strerror or error}")
 
 
-@contextlib.contextmanager
+class _Translating:
+    """A context translating the OSErrors of a call on ``path`` into storage
+    errors.  A class rather than a generator context: every stat and small
+    read on the reactor thread enters one, and a generator's costs several
+    times more."""
+
+    __slots__ = ("_path", "_doing", "_absent")
+
+    def __init__(self, path, doing, absent):
+        self._path = path
+        self._doing = doing
+        #: whether "nothing there" is PathNotFound (reads) or a failure
+        self._absent = absent
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if kind is None or not issubclass(kind, OSError):
+            return False
+        if self._absent and issubclass(kind, _ABSENT):
+            raise PathNotFound(self._path) from None
+        raise _failure(self._path, error, self._doing) from error
+
+
+_ABSENT = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+
 def _reading(path, doing="reading"):
     """Translate OSErrors of read-side calls; "nothing there" is PathNotFound."""
-    try:
-        yield
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        raise PathNotFound(path) from None
-    except OSError as error:
-        raise _failure(path, error, doing) from error
+    return _Translating(path, doing, True)
 
 
-@contextlib.contextmanager
 def _writing(path):
     """Translate OSErrors of write-side calls: all are StorageError."""
-    try:
-        yield
-    except OSError as error:
-        raise _failure(path, error, "writing") from error
+    return _Translating(path, "writing", False)
 
 
 # The functions below run in threads.
@@ -328,6 +351,8 @@ class FilesystemDriver:
         self._reactor = reactor
         self._executor = BlockingExecutor(reactor, max_threads, name="registryd-filesystem")
         self._listings = _ListingCache()
+        #: driver path -> host path, for :meth:`_host_path`
+        self._host_paths = {}
 
     def __repr__(self):
         return f"<FilesystemDriver at {self.root!r}>"
@@ -364,14 +389,22 @@ class FilesystemDriver:
     # Paths
 
     def _host_path(self, path):
-        return os.path.join(self.root, *check_path(path))
+        """The host path of driver path ``path``, once :func:`check_path` let it
+        through.  Remembered: a registry asks the same few link paths over
+        and over, and checking and joining one costs more than its stat."""
+        full = self._host_paths.get(path) if type(path) is str else None
+        if full is None:
+            full = os.path.join(self.root, *check_path(path))
+            if len(self._host_paths) >= _MAX_HOST_PATHS:
+                self._host_paths.clear()
+            self._host_paths[path] = full
+        return full
 
     def _host_file_path(self, path, error):
         """A host path for an operation on a file: the root is a directory."""
-        parts = check_path(path)
-        if not parts:
+        if path == "/":
             raise error(path)
-        return os.path.join(self.root, *parts)
+        return self._host_path(path)
 
     # Threads
 
