@@ -23,6 +23,7 @@ from registryd.storage.walking import (
     modified_or_none,
     parse_digest,
     read_link,
+    stat_path,
 )
 
 
@@ -63,7 +64,7 @@ class BlobStore:
     async def stat(self, digest, stored_as=None):
         """The blob's data in the global store; BLOB_UNKNOWN if absent."""
         try:
-            info = await self._driver.stat(paths.blob_data(stored_as or digest))
+            info = await stat_path(self._driver, paths.blob_data(stored_as or digest))
         except PathNotFound:
             raise errors.BlobUnknown(detail={"digest": str(digest)}) from None
         return BlobInfo(
@@ -208,7 +209,7 @@ class LinkedBlobStore:
             cache.note(self.name, digest)
             return blob
         try:
-            info = await self._driver.stat(paths.layer_link(self.name, digest))
+            info = await stat_path(self._driver, paths.layer_link(self.name, digest))
         except PathNotFound:
             cache.invalidate(self.name, digest)
             raise errors.BlobUnknown(detail={"digest": str(digest)}) from None

@@ -42,7 +42,13 @@ from collections import OrderedDict
 from twisted.internet import defer
 from zope.interface import implementer
 
-from registryd.interfaces import ILocalMetadata, IStorageDriver, IStorageReader, IStorageWriter
+from registryd.interfaces import (
+    IImmediateMetadata,
+    ILocalMetadata,
+    IStorageDriver,
+    IStorageReader,
+    IStorageWriter,
+)
 from registryd.runtime.threads import BlockingExecutor, SerialWorker
 from registryd.storage.base import FileInfo, ReaderBase, WriterBase, as_bytes, check_path
 from registryd.storage.drivers import InvalidParameter, check_parameters, nowait
@@ -111,10 +117,10 @@ class _Translating:
     read on the reactor thread enters one, and a generator's costs several
     times more."""
 
-    __slots__ = ("_path", "_doing", "_absent")
+    __slots__ = ("_driver_path", "_doing", "_absent")
 
     def __init__(self, path, doing, absent):
-        self._path = path
+        self._driver_path = path
         self._doing = doing
         #: whether "nothing there" is PathNotFound (reads) or a failure
         self._absent = absent
@@ -126,8 +132,8 @@ class _Translating:
         if kind is None or not issubclass(kind, OSError):
             return False
         if self._absent and issubclass(kind, _ABSENT):
-            raise PathNotFound(self._path) from None
-        raise _failure(self._path, error, self._doing) from error
+            raise PathNotFound(self._driver_path) from None
+        raise _failure(self._driver_path, error, self._doing) from error
 
 
 _ABSENT = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
@@ -334,7 +340,7 @@ def _delete(full, path):
             os.unlink(full)
 
 
-@implementer(IStorageDriver, ILocalMetadata)
+@implementer(IStorageDriver, ILocalMetadata, IImmediateMetadata)
 class FilesystemDriver:
     """Files under ``root``, one host file per driver path."""
 
@@ -479,24 +485,31 @@ class FilesystemDriver:
         return defer.maybeDeferred(self._stat, path)
 
     def _stat(self, path):
+        info = self.stat_now(path)
+        if info is not None:
+            return info
+        return self._in_thread(_stat, self._host_path(path), path)
+
+    def stat_now(self, path):
         full = self._host_path(path)
         with _reading(path):
             result = nowait.stat_cached(full)
-        if result is not nowait.WOULD_BLOCK:
-            return _file_info(path, result)
-        return self._in_thread(_stat, full, path)
+        return None if result is nowait.WOULD_BLOCK else _file_info(path, result)
 
     def list(self, path):
         return defer.maybeDeferred(self._list, path)
 
-    def _list(self, path):
-        full = self._host_path(path)
+    def list_now(self, path):
         try:
-            names = self._listings.get(full)
+            return self._listings.get(self._host_path(path))
         except OSError:
-            names = None  # gone or unreadable: the thread reports it
+            return None  # gone or unreadable: list's thread reports it
+
+    def _list(self, path):
+        names = self.list_now(path)
         if names is not None:
             return names
+        full = self._host_path(path)
 
         def keep(result):
             key, names = result
