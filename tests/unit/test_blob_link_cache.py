@@ -3,7 +3,8 @@ GET, a pushed manifest's references) revalidated by a stat of the blob's
 link (registryd.storage.cache.LinkCache) instead of reading the link, and
 a stat of the data.  Two Registry objects on one filesystem root stand for
 two processes (worker processes, or nodes on one bucket without Redis):
-what one removes or rewrites, the other sees at once.
+what one removes or rewrites, the other sees at once.  Also what a tags
+list asks of storage.
 """
 
 import os
@@ -130,3 +131,22 @@ async def test_data_another_process_removes_is_unknown_at_once(processes):
     for digest in (collected, removed):
         with pytest.raises(errors.BlobUnknown):
             await blobs_a.stat(digest)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tags_list_with_tags_asks_for_the_listing_alone(processes):
+    """The tags directory is inside ``_manifests``: a listing with tags in
+    it shows the repository has manifests without a stat of its own; an
+    empty one still asks whether the repository is there."""
+    a, _, counted, root = processes
+    await a.repository("team/app").tags.tag("v1", Digest.of(b"a manifest"))
+    tags = root / "docker/registry/v2/repositories/team/app/_manifests/tags"
+    then = os.stat(tags).st_mtime - 60  # a listing is kept once settled
+    os.utime(tags, (then, then))
+    store = a.repository("team/app").tags
+    assert await store.all() == ["v1"]
+    counted.calls.clear()
+    assert await store.all() == ["v1"]
+    assert counted.calls == ["list_now"]
+    with pytest.raises(errors.NameUnknown):
+        await a.repository("team/none").tags.all()
