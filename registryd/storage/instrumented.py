@@ -65,7 +65,7 @@ class _Measure:
             self._observe(Failure(), operation, started)
             raise
         if result is not None:
-            self._observe(result, operation, started)
+            self._duration(operation).observe(time.monotonic() - started)
         return result
 
     def _observe(self, outcome, operation, started):

@@ -131,9 +131,15 @@ class _Translating:
     def __exit__(self, kind, error, traceback):
         if kind is None or not issubclass(kind, OSError):
             return False
-        if self._absent and issubclass(kind, _ABSENT):
-            raise PathNotFound(self._driver_path) from None
-        raise _failure(self._driver_path, error, self._doing) from error
+        _raise_translated(error, self._driver_path, self._doing, self._absent)
+
+
+def _raise_translated(error, path, doing, absent):
+    """Raise the storage error for OSError ``error`` of ``doing`` ``path``:
+    with ``absent``, "nothing there" is PathNotFound."""
+    if absent and isinstance(error, _ABSENT):
+        raise PathNotFound(path) from None
+    raise _failure(path, error, doing) from error
 
 
 _ABSENT = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
@@ -492,8 +498,10 @@ class FilesystemDriver:
 
     def stat_now(self, path):
         full = self._host_path(path)
-        with _reading(path):
+        try:
             result = nowait.stat_cached(full)
+        except OSError as error:
+            _raise_translated(error, path, "reading", absent=True)
         return None if result is nowait.WOULD_BLOCK else _file_info(path, result)
 
     def list(self, path):
