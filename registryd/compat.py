@@ -217,6 +217,17 @@ def received_headers(channel):
     return channel._receivedHeaderSize, channel._receivedHeaderCount
 
 
+def response_header_table(request):
+    """The dict a ``twisted.web`` Request keeps its response headers in
+    (``Headers._rawHeaders``: canonical name -> list of values), for setting
+    headers whose names are canonical already and whose values have no line
+    breaks without ``setHeader``'s per-call encoding and sanitising."""
+    table = getattr(request.responseHeaders, "_rawHeaders", None)
+    if type(table) is not dict:
+        raise TwistedChanged("twisted.web.http_headers.Headers._rawHeaders", "is not a dict")
+    return table
+
+
 def request_disconnected(request):
     """Whether a ``twisted.web`` Request lost its connection
     (``Request._disconnected``)."""

@@ -164,6 +164,33 @@ class ILocalMetadata(Interface):
     """
 
 
+class IImmediateMetadata(Interface):
+    """Storage drivers that can answer a stat or a listing at once, on the
+    reactor thread, when that cannot block: the filesystem from the
+    kernel's caches (:mod:`registryd.storage.drivers.nowait`), memory.
+
+    The hot reads (a blob ``HEAD``'s two stats, a tags list, a tag's
+    revalidation) try these first and fall back to :class:`IStorageDriver`'s
+    Deferred methods on None: the Deferreds, their callbacks and the
+    instrumentation's around a stat answered from the caches cost twice the
+    stat (:func:`registryd.storage.walking.stat_path`).
+    """
+
+    def stat_now(path):
+        """What ``stat(path)`` would give, if known without waiting.
+
+        :returns: a ``FileInfo``, or None when only ``stat`` can tell;
+            raises PathNotFound.
+        """
+
+    def list_now(path):
+        """What ``list(path)`` would give, if known without waiting.
+
+        :returns: a sorted list of names, or None when only ``list`` can
+            tell; raises PathNotFound.
+        """
+
+
 class IStorageDriverFactory(Interface):
     """Makes a storage driver from its configuration section.
 

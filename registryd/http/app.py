@@ -16,7 +16,7 @@ from twisted.web.server import NOT_DONE_YET
 from werkzeug.exceptions import BadHost, MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
-from registryd import errors
+from registryd import compat, errors
 from registryd.auth.authorizers import OpenAuthorizer
 from registryd.auth.scope import DELETE, PULL, PUSH, Access
 from registryd.http.api import (
@@ -41,6 +41,9 @@ from registryd.names import check_repository_name
 from registryd.notifications.events import NO_EVENTS
 
 log = Logger()
+
+#: the API version header's name as twisted.web keys it
+_API_VERSION = base.header_name(base.API_VERSION_HEADER[0])
 
 
 async def _version_check(app, request):
@@ -212,9 +215,10 @@ class RegistryApp:
         id, the grant and the user on the request's context."""
         context = request.context
         context.request_id = new_request_id()
-        request.setHeader(*base.API_VERSION_HEADER)
+        table = compat.response_header_table(request)
+        table[_API_VERSION] = [base.API_VERSION_HEADER[1]]
         for header, value in self._headers:
-            request.responseHeaders.addRawHeader(header, value)
+            table.setdefault(header, []).append(value)
         if self.health is not None and not self.health.healthy:
             raise errors.Unavailable("health checks failing", detail=self.health.failing())
         base.check_raw_path(request)
@@ -240,9 +244,14 @@ class RegistryApp:
                 raise refusal
 
     def set_headers(self, headers):
-        """The extra response headers (http.headers); reloadable."""
+        """The extra response headers (http.headers); reloadable.  Kept as
+        twisted.web keys and sends them (the configuration refused names
+        that are not tokens and values with line breaks), so each request
+        adds them without encoding them again."""
         self._headers = [
-            (name, value) for name, values in (headers or {}).items() for value in values
+            (base.header_name(name), value if isinstance(value, bytes) else value.encode("utf-8"))
+            for name, values in (headers or {}).items()
+            for value in values
         ]
 
     def resource(self):

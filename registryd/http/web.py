@@ -496,6 +496,16 @@ class StreamingHTTPChannel(http.HTTPChannel):
     _refusal_discarded = 0
     _linger_call = None
 
+    _host = None
+
+    def getHost(self):
+        # Every request asks (twisted.web's Request.__init__), and a
+        # connection's local address never changes: one getsockname per
+        # connection instead of one per request.
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
+
     def connectionLost(self, reason):
         if self._linger_call is not None and self._linger_call.active():
             self._linger_call.cancel()

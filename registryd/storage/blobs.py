@@ -23,6 +23,7 @@ from registryd.storage.walking import (
     modified_or_none,
     parse_digest,
     read_link,
+    stat_path,
 )
 
 
@@ -63,7 +64,7 @@ class BlobStore:
     async def stat(self, digest, stored_as=None):
         """The blob's data in the global store; BLOB_UNKNOWN if absent."""
         try:
-            info = await self._driver.stat(paths.blob_data(stored_as or digest))
+            info = await stat_path(self._driver, paths.blob_data(stored_as or digest))
         except PathNotFound:
             raise errors.BlobUnknown(detail={"digest": str(digest)}) from None
         return BlobInfo(
@@ -155,8 +156,8 @@ class LinkedBlobStore:
         :param settings: the registry's switches (delete_enabled, redirect,
             redirect_base_url), read when used (they may change).
         :param link_cache: the registry's blob-link
-            :class:`registryd.storage.cache.LinkCache` (where the data is and
-            its size, revalidated by a stat of the link), or None.
+            :class:`registryd.storage.cache.LinkCache` (where the data is,
+            revalidated by a stat of the link), or None.
         :param shared_cache: the nodes' :class:`registryd.storage.shared_cache.SharedMetadataCache`
             (used instead of ``link_cache`` when reads consult it; ``link``
             forgets through it either way), or None.
@@ -185,8 +186,8 @@ class LinkedBlobStore:
 
         Blob HEADs and GETs and every pushed manifest's references ask
         this; with the nodes' shared cache a hit asks storage nothing, with
-        the link cache one stat of the link replaces reading it and
-        stat'ing the data."""
+        the link cache a stat of the link replaces reading it (the data is
+        stat'ed either way: another process may have removed it)."""
         if self._shared_lookups is not None:
             return await self._stat_shared(digest)
         if self._link_cache is not None:
@@ -208,18 +209,21 @@ class LinkedBlobStore:
             cache.note(self.name, digest)
             return blob
         try:
-            info = await self._driver.stat(paths.layer_link(self.name, digest))
+            info = await stat_path(self._driver, paths.layer_link(self.name, digest))
         except PathNotFound:
             cache.invalidate(self.name, digest)
             raise errors.BlobUnknown(detail={"digest": str(digest)}) from None
         validator = (info.size, info.modified)
         cached = cache.get(self.name, digest, validator)
         if cached is not None:
-            stored_as, size = cached
-            return BlobInfo(digest, size, stored_as)
+            # The data is stat'ed too, never taken from the cache: the
+            # vacuum of another process (a worker's or node's garbage
+            # collection, Distribution's, or someone's rm) may have removed
+            # it while the link stays, and that blob must be unknown at once.
+            return await self._blobs.stat(digest, cached[0])
         # Read after the stat: a link rewritten in between misses next time.
         blob = await self._stat_stored(digest)
-        cache.put(self.name, digest, validator, (blob.stored_as, blob.size))
+        cache.put(self.name, digest, validator, (blob.data_digest,))
         return blob
 
     async def _stat_shared(self, digest):

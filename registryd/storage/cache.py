@@ -54,7 +54,7 @@ class ContentCache:
 
 class LinkCache:
     """What a link of a repository resolved to (a tag: the digest whose
-    revision is linked; a blob link: where its data is and its size), kept
+    revision is linked; a blob link: where its data is), kept
     with the validator of the link file it was read under: its size and
     modification time from one stat.
 

@@ -13,7 +13,13 @@ from registryd.names import is_valid_tag, valid_tags
 from registryd.storage import _paths as paths
 from registryd.storage.errors import PathNotFound, translate_storage_errors
 from registryd.storage.shared_cache import tag_entry
-from registryd.storage.walking import digest_tree, list_or_empty, modified_or_none, read_link
+from registryd.storage.walking import (
+    digest_tree,
+    list_or_empty,
+    modified_or_none,
+    read_link,
+    stat_path,
+)
 
 
 def check_tag(tag):
@@ -58,7 +64,7 @@ class TagStore:
         """(size, modification time) of ``tag``'s link, from one stat: what
         changes whenever the tag is re-pointed; None if there is no tag."""
         try:
-            info = await self._driver.stat(paths.tag_current_link(self.name, tag))
+            info = await stat_path(self._driver, paths.tag_current_link(self.name, tag))
         except PathNotFound:
             return None
         return (info.size, info.modified)
@@ -91,12 +97,14 @@ class TagStore:
         """All tags, sorted, as the tags list shows them; NAME_UNKNOWN if
         the repository has no manifests (never had any, or all were
         deleted: a repository emptied by deletes is gone for clients)."""
+        tags = valid_tags(await list_or_empty(self._driver, paths.tags(self.name)))
+        if tags:
+            return tags  # listed under _manifests: the repository has it
         try:
             await self._driver.stat(paths.manifests(self.name))
         except PathNotFound:
             raise errors.NameUnknown(detail={"name": self.name}) from None
-        tags = valid_tags(await list_or_empty(self._driver, paths.tags(self.name)))
-        if not tags and not await digest_tree(self._driver, paths.manifest_revisions(self.name)):
+        if not await digest_tree(self._driver, paths.manifest_revisions(self.name)):
             raise errors.NameUnknown(detail={"name": self.name})
         return tags
 

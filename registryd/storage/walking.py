@@ -10,6 +10,7 @@ from twisted.internet import defer
 
 from registryd import errors
 from registryd.digest import Digest
+from registryd.interfaces import IImmediateMetadata
 from registryd.storage.errors import PathNotFound
 
 #: Storage requests in flight at once while walking.
@@ -44,9 +45,24 @@ async def gather_limited(function, items, limit=CONCURRENCY):
     return results
 
 
+async def stat_path(driver, path):
+    """``driver.stat(path)``, answered at once where the driver can
+    (:class:`registryd.interfaces.IImmediateMetadata`): the hot reads' way
+    to stat."""
+    if IImmediateMetadata.providedBy(driver):
+        info = driver.stat_now(path)
+        if info is not None:
+            return info
+    return await driver.stat(path)
+
+
 async def list_or_empty(driver, path):
     """The names in directory ``path``; none when it does not exist."""
     try:
+        if IImmediateMetadata.providedBy(driver):
+            names = driver.list_now(path)
+            if names is not None:
+                return names
         return await driver.list(path)
     except PathNotFound:
         return []

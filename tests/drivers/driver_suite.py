@@ -17,6 +17,7 @@ Behaviour the interface leaves open (whether empty directories survive a
 delete, what a listing of a never-written root is) is not tested here.
 """
 
+import contextlib
 import hashlib
 import os
 import time
@@ -26,7 +27,12 @@ import pytest_twisted
 from twisted.internet import defer
 from zope.interface.verify import verifyObject
 
-from registryd.interfaces import IStorageDriver, IStorageReader, IStorageWriter
+from registryd.interfaces import (
+    IImmediateMetadata,
+    IStorageDriver,
+    IStorageReader,
+    IStorageWriter,
+)
 from registryd.storage.errors import InvalidOffset, InvalidPath, PathNotFound, StorageError
 
 MiB = 1024 * 1024
@@ -364,6 +370,30 @@ class DriverSuite:
         for path in ["/missing", "/dir/missing", "/dir/sub/file/below"]:
             with pytest.raises(PathNotFound):
                 await driver.stat(path)
+
+    @pytest_twisted.ensureDeferred
+    async def test_immediate_answers_are_the_deferred_ones(self, driver):
+        """A driver that answers some stats and listings at once
+        (IImmediateMetadata) answers them as its Deferred methods do, or
+        not at all (None)."""
+        if not IImmediateMetadata.providedBy(driver):
+            pytest.skip("this driver answers through Deferreds only")
+        for path in ["/r/b", "/r/a", "/r/c/x"]:
+            await driver.put_content(path, b"12345")
+        for path in ["/r", "/r/a", "/r/c", "/r/c/x", "/"]:
+            now = driver.stat_now(path)
+            assert now is None or now == await driver.stat(path), path
+        for path in ["/r", "/r/c", "/"]:
+            now = driver.list_now(path)
+            assert now is None or now == await driver.list(path), path
+        for path in ["/missing", "/r/missing", "/r/a/below"]:
+            for answer_now in (driver.stat_now, driver.list_now):
+                with contextlib.suppress(PathNotFound):
+                    assert answer_now(path) is None, path
+        for path in BAD_PATHS:
+            for answer_now in (driver.stat_now, driver.list_now):
+                with pytest.raises(InvalidPath):
+                    answer_now(path)
 
     # list
 

@@ -5,6 +5,7 @@ import os
 
 import pytest_twisted
 
+from registryd.digest import Digest
 from tests.support import raw_request, sha256, sha512
 
 
@@ -431,3 +432,47 @@ async def test_methods_are_case_sensitive(server):
         assert json.loads(body)["errors"][0]["code"] == "UNSUPPORTED"
     response = await server.client.get(server.v2(f"case/blobs/{sha256(data)}"))
     assert await response.content() == data  # the lowercase delete deleted nothing
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_removed_blob_is_never_answered_from_the_cache(server):
+    """A blob asked for again is answered from the link cache, revalidated
+    by a stat of its link and of its data; whichever goes (the link by a
+    DELETE, the data by another process's garbage collection, which
+    removes the data before the links, or by hand, as Distribution's
+    garbage collection leaves the links), the next HEAD and GET are 404."""
+    import shutil
+
+    from registryd.storage.drivers.filesystem import FilesystemDriver
+    from registryd.storage.registry import Registry
+
+    other = Registry(FilesystemDriver(str(server.root)), delete_enabled=True)
+    layers = server.root / "docker/registry/v2/repositories/gone/app/_layers/sha256"
+    blobs = server.root / "docker/registry/v2/blobs/sha256"
+
+    async def warm():
+        data = os.urandom(100)
+        digest = sha256(data)
+        await push_monolithic(server, "gone/app", data)
+        link = layers / digest.split(":")[1] / "link"
+        then = os.stat(link).st_mtime - 60  # older than the cache's settled time
+        os.utime(link, (then, then))
+        for _ in range(3):
+            response = await server.client.head(server.v2(f"gone/app/blobs/{digest}"))
+            assert (response.code, header(response, "Content-Length")) == (200, "100")
+        return digest
+
+    async def answers(digest):
+        head = await server.client.head(server.v2(f"gone/app/blobs/{digest}"))
+        get = await server.client.get(server.v2(f"gone/app/blobs/{digest}"))
+        assert await error_code(get) == ["BLOB_UNKNOWN"]
+        return head.code, get.code
+
+    deleted, collected, removed = [await warm() for _ in range(3)]
+    assert len(server.registry.blob_link_cache) == 3
+    response = await server.client.delete(server.v2(f"gone/app/blobs/{deleted}"))
+    assert response.code == 202
+    assert await other.vacuum.remove_blob(Digest.parse(collected))
+    shutil.rmtree(blobs / removed.split(":")[1][:2] / removed.split(":")[1])
+    for digest in (deleted, collected, removed):
+        assert await answers(digest) == (404, 404)

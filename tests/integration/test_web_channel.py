@@ -223,3 +223,31 @@ async def test_hostile_request_heads_get_json_answers(server, logged_failures):
         assert logged_failures == []
 
     await run_examples(check)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_connection_asks_its_local_address_once(server, monkeypatch):
+    """twisted.web asks the channel for the local address of every request
+    (a getsockname system call each); the channel asks its connection once."""
+    from twisted.internet import tcp
+
+    asked = []
+    get_host = tcp.Server.getHost
+
+    def counted(connection):
+        asked.append(connection)
+        return get_host(connection)
+
+    monkeypatch.setattr(tcp.Server, "getHost", counted)
+
+    def three_requests(port):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            for _ in range(3):
+                sock.sendall(head())
+                status, headers, body = read_response_head(sock)
+                while len(body) < int(headers["content-length"]):
+                    body += sock.recv(65536)
+                assert status == 200
+        return len(asked)
+
+    assert await deferToThread(three_requests, server.port.getHost().port) == 1

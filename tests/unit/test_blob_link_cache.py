@@ -1,12 +1,14 @@
 """Blob descriptors without Redis: a repository's blob stat (blob HEAD and
-GET, a pushed manifest's references) revalidated by one stat of the blob's
-link (registryd.storage.cache.LinkCache) instead of reading the link and
-stat'ing the data.  Two Registry objects on one filesystem root stand for
+GET, a pushed manifest's references) revalidated by a stat of the blob's
+link (registryd.storage.cache.LinkCache) instead of reading the link, and
+a stat of the data.  Two Registry objects on one filesystem root stand for
 two processes (worker processes, or nodes on one bucket without Redis):
-what one removes or rewrites, the other sees at once.
+what one removes or rewrites, the other sees at once.  Also what a tags
+list asks of storage.
 """
 
 import os
+import shutil
 
 import pytest
 import pytest_twisted
@@ -27,8 +29,8 @@ class CountingDriver:
 
     def __getattr__(self, name):
         attribute = getattr(self._driver, name)
-        if not callable(attribute):
-            return attribute
+        if not callable(attribute) or name.startswith("__"):
+            return attribute  # zope.interface's __provides__: the driver's
 
         def counted(*args, **kwargs):
             self.calls.append(name)
@@ -68,7 +70,7 @@ def settle(root, digest):
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_settled_link_costs_one_storage_call_per_blob_stat(processes):
+async def test_a_settled_link_costs_two_stats_per_blob_stat(processes):
     a, _, counted, root = processes
     digest = await push_blob(a, b"layer bytes")
     settle(root, digest)
@@ -76,13 +78,15 @@ async def test_a_settled_link_costs_one_storage_call_per_blob_stat(processes):
     counted.calls.clear()
     first = await blobs.stat(digest)
     # asked once (a manifest's check of a blob just pushed): what it cost
-    # without the cache, a link read and a data stat
-    assert counted.calls == ["get_content", "stat"]
+    # without the cache, a link read and a data stat (answered at once
+    # from the kernel's caches, without a Deferred)
+    assert counted.calls == ["get_content", "stat_now"]
     assert await blobs.stat(digest) == first  # validated and kept
     counted.calls.clear()
     for _ in range(3):
         assert await blobs.stat(digest) == first
-    assert counted.calls == ["stat"] * 3  # was a link read and a data stat each
+    # a stat of the link instead of reading it, and of the data
+    assert counted.calls == ["stat_now", "stat_now"] * 3
 
 
 @pytest_twisted.ensureDeferred
@@ -103,3 +107,46 @@ async def test_what_another_process_unlinks_or_relinks_is_seen_at_once(processes
     await b.repository("team/app").blobs.link(digest, other)
     blob = await blobs_a.stat(digest)
     assert (blob.stored_as, blob.size) == (other, len(b"other, longer layer bytes"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_data_another_process_removes_is_unknown_at_once(processes):
+    """The data of a blob goes while its repositories' links stay: the
+    vacuum of another process removes it first (garbage collection by
+    another worker or ``registryd gc``, stopped before it came to the
+    links), Distribution's garbage collection leaves the links, or someone
+    removes the directory.  The next stat of a link the cache kept says
+    the blob is unknown."""
+    a, b, _, root = processes
+    blobs_a = a.repository("team/app").blobs
+    collected = await push_blob(a, b"collected layer")
+    removed = await push_blob(a, b"removed layer")
+    for digest in (collected, removed):
+        settle(root, digest)
+        for _ in range(2):  # kept in the cache
+            await blobs_a.stat(digest)
+    assert len(a.blob_link_cache) == 2
+    assert await b.vacuum.remove_blob(collected)
+    shutil.rmtree(root / "docker/registry/v2/blobs" / removed.algorithm / removed.hex[:2])
+    for digest in (collected, removed):
+        with pytest.raises(errors.BlobUnknown):
+            await blobs_a.stat(digest)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tags_list_with_tags_asks_for_the_listing_alone(processes):
+    """The tags directory is inside ``_manifests``: a listing with tags in
+    it shows the repository has manifests without a stat of its own; an
+    empty one still asks whether the repository is there."""
+    a, _, counted, root = processes
+    await a.repository("team/app").tags.tag("v1", Digest.of(b"a manifest"))
+    tags = root / "docker/registry/v2/repositories/team/app/_manifests/tags"
+    then = os.stat(tags).st_mtime - 60  # a listing is kept once settled
+    os.utime(tags, (then, then))
+    store = a.repository("team/app").tags
+    assert await store.all() == ["v1"]
+    counted.calls.clear()
+    assert await store.all() == ["v1"]
+    assert counted.calls == ["list_now"]
+    with pytest.raises(errors.NameUnknown):
+        await a.repository("team/none").tags.all()

@@ -308,6 +308,33 @@ def test_channel_request_line_and_set_channel_path_before_dispatch():
     )
 
 
+def test_response_header_table_is_what_the_response_is_written_from():
+    class Tagged(resource.Resource):
+        isLeaf = True
+
+        def render_GET(self, request):
+            request.setHeader("X-Before", "set by setHeader")
+            table = compat.response_header_table(request)
+            table[b"ETag"] = [b'"sha256:abc"']
+            table.setdefault(b"X-Before", []).append(b"added")
+            table[b"Content-Length"] = [b"2"]
+            assert request.responseHeaders.getRawHeaders(b"etag") == [b'"sha256:abc"'], changed(
+                "twisted.web.http_headers.Headers._rawHeaders", "is not what getRawHeaders reads"
+            )
+            return b"ok"
+
+    channel, transport = channel_for(server.Site(Tagged()))
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    head = transport.value().split(b"\r\n\r\n")[0].split(b"\r\n")
+    assert b'ETag: "sha256:abc"' in head and b"Content-Length: 2" in head, changed(
+        "twisted.web.http_headers.Headers._rawHeaders", f"is not what is sent: {head!r}"
+    )
+    assert [line for line in head if line.startswith(b"X-Before")] == [
+        b"X-Before: set by setHeader",
+        b"X-Before: added",
+    ]
+
+
 def test_request_disconnected_and_the_cleanup_hook():
     cleaned = []
 

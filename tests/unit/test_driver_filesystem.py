@@ -9,10 +9,13 @@ import warnings
 
 import pytest
 import pytest_twisted
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from registryd.storage.drivers import InvalidParameter, create_driver
+from registryd.storage.base import check_path
+from registryd.storage.drivers import InvalidParameter, create_driver, nowait
 from registryd.storage.drivers.filesystem import FilesystemDriver
-from registryd.storage.errors import StorageError
+from registryd.storage.errors import InvalidPath, StorageError
 from tests.drivers.driver_suite import DriverSuite, MiB
 
 
@@ -200,3 +203,43 @@ def test_unknown_parameter_named(tmp_path):
         create_driver("filesystem", {"rootdirectory": str(tmp_path), "rootdir": "/x"})
     assert caught.value.key == "storage.filesystem.rootdir"
     assert "maxthreads, rootdirectory" in str(caught.value)
+
+
+# Answers on the reactor thread (IImmediateMetadata)
+
+
+@pytest_twisted.ensureDeferred
+async def test_cached_stats_and_settled_listings_are_answered_at_once(driver, root):
+    """What the kernel's caches have is answered without a Deferred: a
+    stat, and a listing kept while its directory is unchanged (settled:
+    older than the file clock's coarseness)."""
+    if not nowait.available():
+        pytest.skip("no openat2(RESOLVE_CACHED) here: every stat goes to a thread")
+    await driver.put_content("/tags/a/link", b"x")
+    await driver.put_content("/tags/b/link", b"x")
+    assert driver.stat_now("/tags/a/link") == await driver.stat("/tags/a/link")
+    assert driver.list_now("/tags") is None  # never listed
+    then = time.time() - 60
+    os.utime(root / "tags", (then, then))
+    assert await driver.list("/tags") == ["a", "b"]
+    assert driver.list_now("/tags") == ["a", "b"]
+    await driver.put_content("/tags/c/link", b"x")  # the directory changes
+    assert driver.list_now("/tags") is None
+
+
+@given(st.text(alphabet="/.a\\\x00\n\x85-", max_size=12))
+@settings(max_examples=300, deadline=None)
+def test_host_paths_are_what_check_path_allows_and_joins(tmp_path_factory, path):
+    """Host paths are remembered per driver path; whatever the path, the
+    answer is check_path's, asked once or again, and a refused path is
+    refused every time."""
+    driver = FilesystemDriver(tmp_path_factory.getbasetemp() / "root")
+    try:
+        expected = os.path.join(driver.root, *check_path(path))
+    except InvalidPath:
+        for _ in range(2):
+            with pytest.raises(InvalidPath):
+                driver.stat_now(path)
+        return
+    for _ in range(2):
+        assert driver._host_path(path) == expected

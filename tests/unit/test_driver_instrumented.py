@@ -6,6 +6,7 @@ import os
 import pytest
 import pytest_twisted
 
+from registryd.interfaces import IImmediateMetadata
 from registryd.ops import metrics
 from registryd.storage.drivers.filesystem import FilesystemDriver
 from registryd.storage.drivers.memory import InMemoryDriver
@@ -74,3 +75,28 @@ def test_other_attributes_are_the_wrapped_drivers(tmp_path):
     assert driver.root == inner.root
     assert driver.name == "filesystem"
     assert driver.wrapped is inner
+
+
+@pytest_twisted.ensureDeferred
+async def test_answers_at_once_are_measured_as_the_calls_they_replace():
+    """A stat or listing answered without a Deferred (IImmediateMetadata)
+    is timed as its Deferred call would be; a missing path is an answer,
+    not an error; and a driver that cannot answer at once is not made to
+    look as if it could."""
+    driver = InstrumentedDriver(InMemoryDriver())
+    assert IImmediateMetadata.providedBy(driver)
+    await driver.put_content("/tags/a", b"x")
+    before = calls("stat", "inmemory"), calls("list", "inmemory")
+    assert driver.stat_now("/tags/a").size == 1
+    assert driver.list_now("/tags") == ["a"]
+    assert (calls("stat", "inmemory"), calls("list", "inmemory")) == (before[0] + 1, before[1] + 1)
+    missing = errors("stat", "PathNotFound", "inmemory")
+    with pytest.raises(PathNotFound):
+        driver.stat_now("/missing")
+    assert calls("stat", "inmemory") == before[0] + 2
+    assert errors("stat", "PathNotFound", "inmemory") == missing
+
+    class DeferredOnly:
+        name = "remote"
+
+    assert not IImmediateMetadata.providedBy(InstrumentedDriver(DeferredOnly()))

@@ -5,12 +5,36 @@ import re
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
 
-from registryd import errors
+from registryd import compat, errors
 
 log = Logger()
 
+
+def header_name(name):
+    """``name`` (str or bytes) as twisted.web keys it (``Content-Length``,
+    ``ETag``), through Twisted's public API: once per name, for
+    :func:`set_known_headers`.  Raises what ``setHeader`` would for a name
+    that is not an HTTP token."""
+    headers = Headers()
+    headers.setRawHeaders(name, [b""])
+    return next(iter(headers.getAllRawHeaders()))[0]
+
+
+def set_known_headers(request, headers):
+    """Set response headers ``(name, value)``, replacing any of the same name,
+    where each name comes from :func:`header_name` and each value is bytes
+    registryd made (a digest, a size, a constant, a checked configured
+    value): nothing to encode or sanitise.  ``setHeader`` does both on
+    every call, and a blob ``HEAD`` sets ten headers."""
+    table = compat.response_header_table(request)
+    for name, value in headers:
+        table[name] = [value]
+
+
 API_VERSION_HEADER = (b"Docker-Distribution-API-Version", b"registry/2.0")
+_CONTENT_LENGTH = header_name("Content-Length")
 
 # Encoded '/', '\' or NUL in a /v2/ path: twisted.web decodes path segments,
 # which would let them change a name's structure.  Refused outright.
@@ -84,7 +108,7 @@ def respond(request, status, headers=(), body=b"", content_type=None):
         request.setHeader(name, value)
     if content_type is not None:
         request.setHeader("Content-Type", content_type)
-    request.setHeader("Content-Length", str(len(body)))
+    set_known_headers(request, [(_CONTENT_LENGTH, b"%d" % len(body))])
     return body
 
 

@@ -7,7 +7,13 @@ from twisted.python.failure import Failure
 
 from registryd import errors
 from registryd.digest import Digest
-from registryd.http.api.base import decimal, respond, shielded
+from registryd.http.api.base import (
+    decimal,
+    header_name,
+    respond,
+    set_known_headers,
+    shielded,
+)
 from registryd.http.web import BlobSender
 
 # RFC 9110 byte ranges: the unit, then byte-range-specs separated by commas
@@ -78,35 +84,52 @@ def parse_range(header, size):
     return ranges[0] if len(ranges) == 1 else None
 
 
+# The response headers of a blob, named as twisted.web keys them
+# (registryd.http.api.base.set_known_headers).
+_DIGEST = header_name("Docker-Content-Digest")
+_ACCEPT_RANGES = (header_name("Accept-Ranges"), b"bytes")
+_ETAG = header_name("ETag")
+_CACHE_CONTROL = (header_name("Cache-Control"), b"max-age=31536000")
+_CONTENT_RANGE = header_name("Content-Range")
+_CONTENT_TYPE = (header_name("Content-Type"), b"application/octet-stream")
+_CONTENT_LENGTH = header_name("Content-Length")
+
+
 async def get_blob(ctx, request, name, digest):
     repository = ctx.registry.repository(name)
     digest = Digest.parse(digest)
     blob = await repository.blobs.stat(digest)
     redirect = await repository.blobs.redirect(blob, request.method.decode("ascii"))
-    headers = [
-        ("Docker-Content-Digest", str(digest)),
-        ("ETag", f'"{digest}"'),
-        ("Cache-Control", "max-age=31536000"),
-    ]
-    if blob.seekable:
-        headers.insert(1, ("Accept-Ranges", "bytes"))
+    digest_text = str(digest)
     if redirect is not None and request.method == b"GET":
         ctx.events.blob_pulled(request, repository.name, blob)
-        return respond(request, 307, headers + [("Location", redirect)])
+        headers = [("Docker-Content-Digest", digest_text)]
+        if blob.seekable:
+            headers.append(("Accept-Ranges", "bytes"))
+        headers += [
+            ("ETag", f'"{digest_text}"'),
+            ("Cache-Control", "max-age=31536000"),
+            ("Location", redirect),
+        ]
+        return respond(request, 307, headers)
     # A blob that can only be read from its start (one a pull-through
     # cache is fetching) is sent whole: RFC 9110 lets a server ignore Range.
     span = parse_range(request.getHeader("range"), blob.size) if blob.seekable else None
+    encoded = digest_text.encode("ascii")
+    headers = [(_DIGEST, encoded)]
+    if blob.seekable:
+        headers.append(_ACCEPT_RANGES)
+    headers += [(_ETAG, b'"%s"' % encoded), _CACHE_CONTROL]
     if span is None:
         status, offset, length = 200, 0, blob.size
     else:
         status, offset, length = 206, span[0], span[1] - span[0] + 1
-        headers.append(("Content-Range", f"bytes {span[0]}-{span[1]}/{blob.size}"))
-    request.setResponseCode(status)
-    for header, value in headers:
-        request.setHeader(header, value)
-    request.setHeader("Content-Type", "application/octet-stream")
+        headers.append((_CONTENT_RANGE, b"bytes %d-%d/%d" % (span[0], span[1], blob.size)))
+    headers.append(_CONTENT_TYPE)
     if length is not None:  # None: upstream did not announce it
-        request.setHeader("Content-Length", str(length))
+        headers.append((_CONTENT_LENGTH, b"%d" % length))
+    request.setResponseCode(status)
+    set_known_headers(request, headers)
     if request.method == b"HEAD" or length == 0:
         if request.method == b"GET":
             ctx.events.blob_pulled(request, repository.name, blob)

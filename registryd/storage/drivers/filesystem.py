@@ -44,7 +44,13 @@ from collections import OrderedDict
 from twisted.internet import defer
 from zope.interface import implementer
 
-from registryd.interfaces import ILocalMetadata, IStorageDriver, IStorageReader, IStorageWriter
+from registryd.interfaces import (
+    IImmediateMetadata,
+    ILocalMetadata,
+    IStorageDriver,
+    IStorageReader,
+    IStorageWriter,
+)
 from registryd.runtime.threads import BlockingExecutor, SerialWorker
 from registryd.storage.base import FileInfo, ReaderBase, WriterBase, as_bytes, check_path
 from registryd.storage.drivers import InvalidParameter, check_parameters, nowait
@@ -78,6 +84,11 @@ def from_parameters(parameters):
     return FilesystemDriver(os.path.abspath(root), max_threads=max_threads)
 
 
+#: Host paths remembered by a driver (about 200 bytes each); all are
+#: forgotten when there would be more.
+_MAX_HOST_PATHS = 4096
+
+
 def _parse_max_threads(value):
     key = "storage.filesystem.maxthreads"
     if isinstance(value, str):
@@ -102,24 +113,48 @@ def _failure(path, error, doing):
     return StorageError(f"{path}: {error.strerror or error}")
 
 
-@contextlib.contextmanager
+class _Translating:
+    """A context translating the OSErrors of a call on ``path`` into storage
+    errors.  A class rather than a generator context: every stat and small
+    read on the reactor thread enters one, and a generator's costs several
+    times more."""
+
+    __slots__ = ("_driver_path", "_doing", "_absent")
+
+    def __init__(self, path, doing, absent):
+        self._driver_path = path
+        self._doing = doing
+        #: whether "nothing there" is PathNotFound (reads) or a failure
+        self._absent = absent
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if kind is None or not issubclass(kind, OSError):
+            return False
+        _raise_translated(error, self._driver_path, self._doing, self._absent)
+
+
+def _raise_translated(error, path, doing, absent):
+    """Raise the storage error for OSError ``error`` of ``doing`` ``path``:
+    with ``absent``, "nothing there" is PathNotFound."""
+    if absent and isinstance(error, _ABSENT):
+        raise PathNotFound(path) from None
+    raise _failure(path, error, doing) from error
+
+
+_ABSENT = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+
 def _reading(path, doing="reading"):
     """Translate OSErrors of read-side calls; "nothing there" is PathNotFound."""
-    try:
-        yield
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        raise PathNotFound(path) from None
-    except OSError as error:
-        raise _failure(path, error, doing) from error
+    return _Translating(path, doing, True)
 
 
-@contextlib.contextmanager
 def _writing(path):
     """Translate OSErrors of write-side calls: all are StorageError."""
-    try:
-        yield
-    except OSError as error:
-        raise _failure(path, error, "writing") from error
+    return _Translating(path, "writing", False)
 
 
 # The functions below run in threads.
@@ -390,7 +425,7 @@ def _delete(full, path):
             os.unlink(full)
 
 
-@implementer(IStorageDriver, ILocalMetadata)
+@implementer(IStorageDriver, ILocalMetadata, IImmediateMetadata)
 class FilesystemDriver:
     """Files under ``root``, one host file per driver path."""
 
@@ -413,8 +448,10 @@ class FilesystemDriver:
         #: repository's directory and its revisions' directory each; at
         #: most about 15 MiB of names, revision digests being the longest)
         self._walk_listings = _ListingCache(max_directories=32 * 1024, max_names=128 * 1024)
-        # _host_path's prefix: os.path.join of many parts cost more than
-        # the stat a cached listing needs
+        #: driver path -> host path, for :meth:`_host_path`
+        self._host_paths = {}
+        # _joined's prefix: os.path.join of many parts costs more than the
+        # stat a walk's kept listing needs
         self._root_prefix = self.root.rstrip("/")
 
     def __repr__(self):
@@ -452,16 +489,30 @@ class FilesystemDriver:
     # Paths
 
     def _host_path(self, path):
+        """The host path of driver path ``path``, once :func:`check_path` let it
+        through.  Remembered: a registry asks the same few link paths over
+        and over, and checking and joining one costs more than its stat."""
+        full = self._host_paths.get(path) if type(path) is str else None
+        if full is None:
+            full = self._joined(path)
+            if len(self._host_paths) >= _MAX_HOST_PATHS:
+                self._host_paths.clear()
+            self._host_paths[path] = full
+        return full
+
+    def _joined(self, path):
+        """The host path of driver path ``path``, checked and not remembered:
+        a walk's thousands of directories (:meth:`list_many`) would push
+        the hot link paths out of :meth:`_host_path`'s memory."""
         # check_path refuses empty, "." and ".." parts: the driver path
         # appended to the root is the host path
         return self._root_prefix + path if check_path(path) else self.root
 
     def _host_file_path(self, path, error):
         """A host path for an operation on a file: the root is a directory."""
-        parts = check_path(path)
-        if not parts:
+        if path == "/":
             raise error(path)
-        return os.path.join(self.root, *parts)
+        return self._host_path(path)
 
     # Threads
 
@@ -536,24 +587,33 @@ class FilesystemDriver:
         return defer.maybeDeferred(self._stat, path)
 
     def _stat(self, path):
+        info = self.stat_now(path)
+        if info is not None:
+            return info
+        return self._in_thread(_stat, self._host_path(path), path)
+
+    def stat_now(self, path):
         full = self._host_path(path)
-        with _reading(path):
+        try:
             result = nowait.stat_cached(full)
-        if result is not nowait.WOULD_BLOCK:
-            return _file_info(path, result)
-        return self._in_thread(_stat, full, path)
+        except OSError as error:
+            _raise_translated(error, path, "reading", absent=True)
+        return None if result is nowait.WOULD_BLOCK else _file_info(path, result)
 
     def list(self, path):
         return defer.maybeDeferred(self._list, path)
 
-    def _list(self, path):
-        full = self._host_path(path)
+    def list_now(self, path):
         try:
-            names = self._listings.get(full)
+            return self._listings.get(self._host_path(path))
         except OSError:
-            names = None  # gone or unreadable: the thread reports it
+            return None  # gone or unreadable: list's thread reports it
+
+    def _list(self, path):
+        names = self.list_now(path)
         if names is not None:
             return names
+        full = self._host_path(path)
 
         def keep(result):
             key, names = result
@@ -572,7 +632,7 @@ class FilesystemDriver:
         wanted = []
         entries = []
         for path in paths:
-            full = self._host_path(path)
+            full = self._joined(path)
             entry = kept.kept(full)
             entries.append(entry)
             wanted.append((full, path, None if entry is None else entry[0]))

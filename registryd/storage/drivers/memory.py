@@ -22,7 +22,13 @@ import time
 from twisted.internet import defer
 from zope.interface import implementer
 
-from registryd.interfaces import ILocalMetadata, IStorageDriver, IStorageReader, IStorageWriter
+from registryd.interfaces import (
+    IImmediateMetadata,
+    ILocalMetadata,
+    IStorageDriver,
+    IStorageReader,
+    IStorageWriter,
+)
 from registryd.storage.base import FileInfo, ReaderBase, WriterBase, as_bytes, check_path
 from registryd.storage.drivers import check_parameters
 from registryd.storage.errors import InvalidOffset, PathNotFound, StorageError
@@ -54,7 +60,7 @@ def _is_a_directory(path):
     return StorageError(f"{path}: is a directory")
 
 
-@implementer(IStorageDriver, ILocalMetadata)
+@implementer(IStorageDriver, ILocalMetadata, IImmediateMetadata)
 class InMemoryDriver:
     """Files in a dict tree, gone when the process ends."""
 
@@ -175,8 +181,14 @@ class InMemoryDriver:
             return FileInfo(path=path, size=0, modified=node.modified, is_dir=True)
         return FileInfo(path=path, size=len(node.data), modified=node.modified)
 
+    def stat_now(self, path):
+        return self._stat(path)
+
     def list(self, path):
         return defer.maybeDeferred(self._list, path)
+
+    def list_now(self, path):
+        return self._list(path)
 
     def _list(self, path):
         node = self._find(check_path(path))
