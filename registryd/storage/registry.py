@@ -13,6 +13,7 @@ may share one backend; what is kept in memory here (running upload hashes,
 locks) is an optimisation that a restart or another node cannot make wrong.
 """
 
+import bisect
 import heapq
 from collections import OrderedDict
 
@@ -42,6 +43,13 @@ __all__ = ["BlobInfo", "Registry", "Repository"]
 
 #: Fewest directories listed in one driver call by a catalog page walk.
 _PAGE_BATCH = 256
+
+#: Directories listed in one driver call by a walk without a page size.
+_WHOLE_BATCH = 1024
+
+#: The order ``Registry._with_revisions`` looks for revisions in: the
+#: usual algorithm first, so the others are asked about rarely.
+_REVISION_ALGORITHMS = sorted(ALGORITHMS, key=lambda algorithm: algorithm != "sha256")
 
 #: Repositories kept made (:meth:`Registry.repository`), least recently used
 #: out beyond this: a pull made one per request, and building its stores
@@ -213,8 +221,10 @@ class Registry:
         return await self._with_revisions(await self._repositories(("_manifests",)))
 
     async def _with_revisions(self, names):
-        """Those of ``names`` that hold a manifest revision, in one batch of
-        listings (two per name, one per digest algorithm).
+        """Those of ``names`` that hold a manifest revision, in order: one
+        batch of listings per digest algorithm, sha256's first, each
+        asking only about the names no earlier algorithm settled (nearly
+        every revision is sha256, so that is about one listing per name).
 
         Deleting a repository, or its last manifest, leaves empty
         directories behind on a filesystem (removing them could race a
@@ -223,20 +233,17 @@ class Registry:
         Distribution's delete left without its link still counts, as it
         does for Distribution."""
         names = list(names)
-        algorithms = sorted(ALGORITHMS)
-        listings = await self.driver.list_many(
-            [
-                f"{paths.manifest_revisions(name)}/{algorithm}"
-                for name in names
-                for algorithm in algorithms
-            ]
-        )
-        per_name = len(algorithms)
-        return [
-            name
-            for index, name in enumerate(names)
-            if any(listings[index * per_name : (index + 1) * per_name])
-        ]
+        with_revision = set()
+        unsettled = names
+        for algorithm in _REVISION_ALGORITHMS:
+            if not unsettled:
+                break
+            listings = await self.driver.list_many(
+                [f"{paths.manifest_revisions(name)}/{algorithm}" for name in unsettled]
+            )
+            with_revision.update(name for name, found in zip(unsettled, listings) if found)
+            unsettled = [name for name, found in zip(unsettled, listings) if not found]
+        return [name for name in names if name in with_revision]
 
     @translate_storage_errors
     async def _repositories(self, markers):
@@ -277,9 +284,13 @@ class Registry:
         ``last``, and stops once nothing left to visit can sort before the
         names it has: a page costs about ``limit`` directory listings.
         (A depth-first walk would not do: ``a/b`` sorts after ``a-b``.)
+        A listed directory's children enter the heap one at a time, each
+        when its previous sibling leaves (:class:`_Siblings`), starting at
+        ``last``: a page of a directory of 10,000 repositories costs the
+        page, not 10,000 names.
         Listings go to the driver in batches, as in ``repositories``.
         """
-        heap = [("", paths.repositories())]
+        heap = [("", paths.repositories(), None)]
         found = []
         while heap:
             if limit is not None and len(found) > limit:
@@ -287,14 +298,23 @@ class Registry:
                 if heap[0][0] > found[limit]:
                     break  # whatever is left sorts after a full page
             if limit is None:
-                size = len(heap)
+                size = _WHOLE_BATCH
             else:
                 size = max(limit + 1 - len(found), _PAGE_BATCH)
-            batch = [heapq.heappop(heap) for _ in range(min(size, len(heap)))]
-            listings = await self.driver.list_many([path for _, path in batch])
+            batch = []
+            while heap and len(batch) < size:
+                entry = heap[0]
+                following = entry[2].following() if entry[2] is not None else None
+                if following is None:
+                    heapq.heappop(heap)
+                else:
+                    heapq.heapreplace(heap, following)
+                batch.append(entry)
+            listings = await self.driver.list_many([path for _, path, _ in batch])
             candidates = []
-            for (prefix, path), children in zip(batch, listings):
-                children = children or []
+            for (prefix, path, _), children in zip(batch, listings):
+                if not children:
+                    continue
                 if (
                     prefix
                     and (last is None or prefix > last)
@@ -302,13 +322,9 @@ class Registry:
                     and (include is None or include(prefix))
                 ):
                     candidates.append(prefix)
-                for child in children:
-                    if child.endswith(".tmp") or not is_name_component(child):
-                        continue  # _manifests, a driver's temporary, a stray name
-                    name = f"{prefix}/{child}" if prefix else child
-                    if last is not None and name < last and not last.startswith(name):
-                        continue  # it and all below it sort before last
-                    heapq.heappush(heap, (name, f"{path}/{child}"))
+                first = _Siblings.first_of(prefix, path, children, last)
+                if first is not None:
+                    heapq.heappush(heap, first)
             if candidates and "_manifests" in markers:
                 candidates = await self._with_revisions(candidates)
             found.extend(candidates)
@@ -326,6 +342,87 @@ class Registry:
             if await self.stored_repository(name).blobs.has(digest):
                 return name
         return None
+
+
+class _Siblings:
+    """The children of one listed directory, as the catalog walk
+    (:meth:`Registry.repository_page`) visits them: in order, starting
+    with the first that can matter after ``last``, skipping what is no
+    name component (``_manifests``, a driver's temporary, a stray name).
+
+    Each heap entry is ``(name, driver path, siblings)``; only the next
+    unvisited child of each directory is in the heap, which is enough as
+    the children sort among themselves as their names do."""
+
+    __slots__ = ("_name_prefix", "_directory_path", "_listed", "_next_index", "_before_last")
+
+    def __init__(self, name, path, children, last):
+        self._name_prefix = f"{name}/" if name else ""
+        self._directory_path = path
+        self._listed = children
+        self._next_index, self._before_last = self._start(children, last)
+
+    def _start(self, children, last):
+        """Where to start in ``children``, and the children before it to
+        visit anyway: those whose names are a beginning of ``last``
+        (below ``a`` are names after ``a-b``; ``a/b``'s children may
+        follow ``a/b/c``)."""
+        prefix = self._name_prefix
+        if last is None:
+            return 0, ()
+        if not last.startswith(prefix):
+            # All of them sort on the same side of last.
+            return (0, ()) if prefix > last else (len(children), ())
+        rest = last[len(prefix) :]
+        index = bisect.bisect_left(children, rest)
+        also = sorted(
+            {
+                rest[:length]
+                for length in range(1, len(rest))
+                if _in_sorted(children, rest[:length], index)
+            }
+        )
+        return index, also
+
+    @classmethod
+    def first_of(cls, name, path, children, last):
+        """The heap entry of the first child of directory ``name`` (at
+        ``path``, listed as ``children``) to visit, or None.  A repository's
+        own directory (``_layers``, ``_manifests``...) has none: most
+        directories of a walk, so that answer is found without more."""
+        if not any(map(_is_walked, children)):
+            return None
+        return cls(name, path, children, last).following()
+
+    def following(self):
+        """The heap entry of the child after those handed out so far, or None."""
+        if self._before_last:
+            child, self._before_last = self._before_last[0], self._before_last[1:]
+            if _is_walked(child):
+                return (self._name_prefix + child, f"{self._directory_path}/{child}", self)
+            return self.following()
+        children = self._listed
+        index = self._next_index
+        while index < len(children):
+            child = children[index]
+            index += 1
+            if _is_walked(child):
+                self._next_index = index
+                return (self._name_prefix + child, f"{self._directory_path}/{child}", self)
+        self._next_index = index
+        return None
+
+
+def _is_walked(child):
+    """Whether a walk descends into ``child``: a name component, and not a
+    driver's temporary."""
+    return not child.endswith(".tmp") and is_name_component(child)
+
+
+def _in_sorted(items, item, end):
+    """Whether ``item`` is among the first ``end`` of sorted ``items``."""
+    index = bisect.bisect_left(items, item, 0, end)
+    return index < end and items[index] == item
 
 
 @implementer(IRepository)

@@ -74,10 +74,13 @@ async def test_listings_are_reused_until_the_directory_changes(driver, tmp_path)
     assert await driver.list("/tags") == names  # callers get their own copy
 
     (base / "new").mkdir()  # changes the directory's times
+    # Changed "just now" however busy the machine (a time ahead of the
+    # clock, with nanoseconds): not kept (a coarse clock tick could hide a
+    # second change), so the next listing reads the directory again.
+    just_now = time.time_ns() + 3_600_000_000_123
+    os.utime(base, ns=(just_now, just_now))
     assert await driver.list("/tags") == sorted(names + ["new"])
     calls = counting.calls
-    # Changed within the last moments: not kept (a coarse clock tick could
-    # hide a second change), so the next listing reads the directory again.
     assert await driver.list("/tags") == sorted(names + ["new"])
     assert counting.calls == calls + 1
 
@@ -152,3 +155,70 @@ async def test_reader_offers_its_descriptor_until_closed(driver):
     await reader.close()
     with pytest.raises(ValueError):
         reader.fileno()
+
+
+def age_tree(top, seconds=60):
+    """Date every directory under ``top`` ``seconds`` back (with
+    nanoseconds, as ext4 keeps them): settled, so walks may keep them."""
+    past = time.time_ns() - seconds * 1_000_000_000 + 123
+    for directory, _, _ in os.walk(top):
+        os.utime(directory, ns=(past, past))
+
+
+@pytest_twisted.ensureDeferred
+async def test_walk_listings_are_stats_while_directories_are_unchanged(
+    driver, tmp_path, monkeypatch
+):
+    """A walk (the catalog) lists thousands of small directories that rarely
+    change: the second time, each costs one stat in the thread, and the
+    listing kept from the first walk is answered, a copy per caller."""
+    from registryd.storage.drivers import filesystem
+
+    for path in ("/r/a/x", "/r/b/y", "/r/b/z"):
+        await driver.put_content(path, b"")
+    age_tree(tmp_path / "root")
+    answers = []
+    real = filesystem._list_many
+    monkeypatch.setattr(
+        filesystem, "_list_many", lambda wanted: answers.append(real(wanted)) or answers[-1]
+    )
+    wanted = ["/r", "/r/a", "/r/b", "/r/missing", "/r/a/x"]
+    expected = [["a", "b"], ["x"], ["y", "z"], None, None]
+    assert await driver.list_many(wanted) == expected
+    listed = await driver.list_many(wanted)
+    assert listed == expected
+    assert answers[-1][:3] == [filesystem._UNCHANGED] * 3
+    listed[0].append("mutated by a caller")
+    assert await driver.list_many(wanted) == expected
+
+    (tmp_path / "root" / "r" / "b" / "new").write_bytes(b"")
+    assert (await driver.list_many(["/r/b"])) == [["new", "y", "z"]]
+    os.unlink(tmp_path / "root" / "r" / "a" / "x")
+    assert (await driver.list_many(["/r/a", "/r"])) == [[], ["a", "b"]]
+    shutil.rmtree(tmp_path / "root" / "r" / "a")
+    assert (await driver.list_many(["/r/a", "/r"])) == [None, ["b"]]
+
+
+def test_a_listing_is_kept_once_its_directory_times_are_past_the_clock_tick(tmp_path):
+    """Two changes within one tick of the filesystem's clock can leave a
+    directory's times as the first set them, so a listing taken between
+    them is kept only once that tick is surely over: 0.1 s for times with
+    nanoseconds (the kernel's tick is 10 ms at most), 2 s for times that
+    may count whole seconds or milliseconds."""
+    from registryd.storage.drivers.filesystem import _settled
+
+    directory = tmp_path / "d"
+    directory.mkdir()
+    now = time.time()
+
+    def settled_with_mtime(nanoseconds):
+        os.utime(directory, ns=(nanoseconds, nanoseconds))
+        return _settled(os.stat(directory), now)
+
+    whole_second = int(now - 1) * 1_000_000_000
+    assert settled_with_mtime(int((now - 0.5) * 1e9) // 1000 * 1000 + 7)
+    assert not settled_with_mtime(int((now - 0.05) * 1e9) // 1000 * 1000 + 7)
+    assert not settled_with_mtime(whole_second)
+    assert not settled_with_mtime(whole_second + 1_000_000)  # milliseconds
+    assert settled_with_mtime(whole_second - 2_000_000_000)
+    assert not settled_with_mtime(int((now + 30) * 1e9) + 7)  # another node's clock ahead

@@ -36,6 +36,8 @@ import os
 import secrets
 import shutil
 import stat as stat_module
+import struct
+import sys
 import time
 from collections import OrderedDict
 
@@ -236,9 +238,14 @@ def _list(full, path):
         return sorted(os.listdir(full))
 
 
+#: A listing's key packed: 40 bytes where a tuple of four ints took about
+#: 200 (a catalog walk keeps two keys per repository).
+_KEY = struct.Struct("QQqq")
+
+
 def _listing_key(info):
     """What changes whenever a directory's entries change."""
-    return (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_ctime_ns)
+    return _KEY.pack(info.st_dev, info.st_ino, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def _list_with_key(full, path):
@@ -247,9 +254,29 @@ def _list_with_key(full, path):
     with _reading(path):
         info = os.stat(full)
         names = sorted(os.listdir(full))
-    if time.time() - info.st_mtime < _ListingCache.settled:
+    if not _settled(info, time.time()):
         return None, names
     return _listing_key(info), names
+
+
+def _settled(info, now):
+    """Whether a listing taken after the stat ``info`` (of a directory, at
+    ``now``) may be kept: whether a later change of the directory is
+    certain to show in its times.
+
+    File times come from a coarse clock, so two changes within one of its
+    ticks can leave a directory's times as the first one set them: a
+    listing taken between the two would look current.  A time with
+    digits below the millisecond comes from a filesystem keeping
+    nanoseconds, whose clock ticks every few milliseconds (the kernel's
+    tick: 10 ms at most); once ``settled_fine`` has passed, that tick is
+    over.  Any other time may come from a filesystem counting whole
+    seconds (ext4's small inodes, FAT's two seconds, some NFS servers):
+    those wait ``settled``.  (A nanosecond time that happens to fall on
+    a whole millisecond only waits longer.)"""
+    if info.st_mtime_ns % 1_000_000:
+        return now - info.st_mtime >= _ListingCache.settled_fine
+    return now - info.st_mtime >= _ListingCache.settled
 
 
 class _ListingCache:
@@ -263,21 +290,28 @@ class _ListingCache:
     the directory in a thread (for a small one, the thread's round trip
     is most of a tags list's cost).  File times are taken from a coarse
     clock (a few ms), so two changes within one tick could leave the time
-    as it was: a directory changed less than ``settled`` seconds before it
-    was listed is not cached.  Another process or node changing the
-    directory changes its times the same way.
+    as it was: a directory changed less than ``settled_fine`` seconds
+    before it was listed (``settled`` on a filesystem whose times may count
+    whole seconds or milliseconds: :func:`_settled`) is not cached.
+    Another process or node changing the directory changes its times the
+    same way.
 
     Bounded by directories (``max_directories``) and by the names kept in
     all (``max_names``), least recently used first out.
     """
 
     settled = 2.0
+    settled_fine = 0.1
     max_directories = 4096
     max_names = 256 * 1024
 
-    def __init__(self):
+    def __init__(self, max_directories=None, max_names=None):
         self._entries = OrderedDict()
         self._names = 0
+        if max_directories is not None:
+            self.max_directories = max_directories
+        if max_names is not None:
+            self.max_names = max_names
 
     def get(self, full):
         entry = self._entries.get(full)
@@ -293,6 +327,19 @@ class _ListingCache:
             return None
         self._entries.move_to_end(full)
         return list(entry[1])
+
+    def kept(self, full):
+        """``(key, names)`` as kept for ``full``, unchecked, or None: a
+        walk's thread compares the key with a fresh stat
+        (:func:`_list_many`), then :meth:`touch` marks the listing used."""
+        return self._entries.get(full)
+
+    def touch(self, full):
+        if full in self._entries:
+            self._entries.move_to_end(full)
+
+    def forget(self, full):
+        self._drop(full)
 
     def put(self, full, key, names):
         self._drop(full)
@@ -310,14 +357,46 @@ class _ListingCache:
             self._names -= len(entry[1])
 
 
-def _list_many(pairs):
-    listings = []
-    for full, path in pairs:
+#: What :func:`_list_many` answers for a directory whose stat shows the key
+#: its kept listing was taken under: the caller reuses that listing.
+_UNCHANGED = object()
+
+
+def _list_many(wanted):
+    """For each ``(full, path, known_key)``: None when ``full`` is not a
+    directory, :data:`_UNCHANGED` when a stat shows ``known_key`` again (the
+    kept listing holds), else ``(key or None, sorted names)`` as in
+    :func:`_list_with_key`.
+
+    A walk (the catalog) asks for thousands of small directories at a
+    time, most of them unchanged since the last walk: one stat per
+    directory (one system call) replaces opening, reading and closing it
+    and sorting its names, and the loop is kept tight (no context manager
+    per directory) since it runs once per directory of the page."""
+    answers = []
+    append = answers.append
+    now = time.time()
+    is_dir = stat_module.S_ISDIR
+    for full, path, known_key in wanted:
         try:
-            listings.append(_list(full, path))
-        except PathNotFound:
-            listings.append(None)
-    return listings
+            info = os.stat(full)
+            if not is_dir(info.st_mode):
+                append(None)
+                continue
+            key = _listing_key(info)
+            if key == known_key:
+                append(_UNCHANGED)
+                continue
+            # Interned: every repository's directory holds the same few
+            # names (_layers, _manifests), kept once instead of each time.
+            names = sorted(map(sys.intern, os.listdir(full)))
+        except (FileNotFoundError, NotADirectoryError):
+            append(None)
+            continue
+        except OSError as error:
+            raise _failure(path, error, "reading") from error
+        append((key if _settled(info, now) else None, names))
+    return answers
 
 
 def _move(full_source, source, full_destination, destination):
@@ -363,8 +442,17 @@ class FilesystemDriver:
         self._reactor = reactor
         self._executor = BlockingExecutor(reactor, max_threads, name="registryd-filesystem")
         self._listings = _ListingCache()
+        #: the listings walks (list_many: the catalog) reuse, apart from
+        #: tags lists' so a walk of many repositories does not push those
+        #: out; sized for a catalog of about 10,000 repositories (a
+        #: repository's directory and its revisions' directory each; at
+        #: most about 15 MiB of names, revision digests being the longest)
+        self._walk_listings = _ListingCache(max_directories=32 * 1024, max_names=128 * 1024)
         #: driver path -> host path, for :meth:`_host_path`
         self._host_paths = {}
+        # _joined's prefix: os.path.join of many parts costs more than the
+        # stat a walk's kept listing needs
+        self._root_prefix = self.root.rstrip("/")
 
     def __repr__(self):
         return f"<FilesystemDriver at {self.root!r}>"
@@ -406,11 +494,19 @@ class FilesystemDriver:
         and over, and checking and joining one costs more than its stat."""
         full = self._host_paths.get(path) if type(path) is str else None
         if full is None:
-            full = os.path.join(self.root, *check_path(path))
+            full = self._joined(path)
             if len(self._host_paths) >= _MAX_HOST_PATHS:
                 self._host_paths.clear()
             self._host_paths[path] = full
         return full
+
+    def _joined(self, path):
+        """The host path of driver path ``path``, checked and not remembered:
+        a walk's thousands of directories (:meth:`list_many`) would push
+        the hot link paths out of :meth:`_host_path`'s memory."""
+        # check_path refuses empty, "." and ".." parts: the driver path
+        # appended to the root is the host path
+        return self._root_prefix + path if check_path(path) else self.root
 
     def _host_file_path(self, path, error):
         """A host path for an operation on a file: the root is a directory."""
@@ -527,9 +623,36 @@ class FilesystemDriver:
         return self._in_thread(_list_with_key, full, path).addCallback(keep)
 
     def list_many(self, paths):
-        return defer.maybeDeferred(
-            lambda: self._in_thread(_list_many, [(self._host_path(path), path) for path in paths])
-        )
+        return defer.maybeDeferred(self._list_many, paths)
+
+    def _list_many(self, paths):
+        """One thread hop for all ``paths``; directories unchanged since a
+        walk listed them are only stat-ed there (:func:`_list_many`)."""
+        kept = self._walk_listings
+        wanted = []
+        entries = []
+        for path in paths:
+            full = self._joined(path)
+            entry = kept.kept(full)
+            entries.append(entry)
+            wanted.append((full, path, None if entry is None else entry[0]))
+
+        def keep(answers):
+            listings = []
+            for (full, _, _), entry, answer in zip(wanted, entries, answers):
+                if answer is _UNCHANGED:
+                    kept.touch(full)
+                    listings.append(list(entry[1]))
+                elif answer is None:
+                    kept.forget(full)
+                    listings.append(None)
+                else:
+                    key, names = answer
+                    kept.put(full, key, names)
+                    listings.append(names)
+            return listings
+
+        return self._in_thread(_list_many, wanted).addCallback(keep)
 
     def move(self, source, destination):
         return defer.maybeDeferred(self._move, source, destination)
