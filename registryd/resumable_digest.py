@@ -29,6 +29,10 @@ import struct
 
 from registryd.digest import check_algorithm
 
+#: Bytes hashed beyond which a stored state is refused: SHA-256 counts
+#: bits in 64 bits, and nothing uploads 2 EiB.
+MAX_LENGTH = 1 << 61
+
 
 class _Layout:
     """One algorithm's OpenSSL context (``SHA256_CTX``/``SHA512_CTX`` on a
@@ -78,6 +82,8 @@ class _Layout:
         offset += 8 * struct.calcsize(self.word)
         data = state[offset : offset + self.block]
         (length,) = struct.unpack_from(">Q", state, offset + self.block)
+        if length >= MAX_LENGTH:
+            raise ValueError(f"not a {self.name} hash state: length {length}")
         pending = length % self.block
         bits = length * 8
         shift = 8 * struct.calcsize(self.word)
