@@ -529,3 +529,54 @@ def test_a_tag_pushed_through_one_process_is_pulled_fresh_through_the_other(tmp_
         for connection in by_process.values():
             connection.close()
     assert "Traceback" not in running.output, running.output
+
+
+def test_an_upload_received_by_one_process_is_completed_by_the_other_without_reading_it_back(
+    tmp_path,
+):
+    """``docker push``, podman and skopeo send a layer's ``PATCH`` on one
+    pooled connection and its ``PUT`` on whichever is free, often one that
+    the other process accepted.  That process finishes the upload from the
+    running hash the ``PATCH`` stored beside it, instead of reading the
+    whole upload back and hashing it again (what made two processes cost
+    more per push than one)."""
+    port = free_port()
+    store = tmp_path / "store"
+    config = write_config(
+        tmp_path,
+        f"version: 0.1\nlog:\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {store}\nhttp:\n  addr: 127.0.0.1:{port}\nworkers: 2\n",
+    )
+    data = os.urandom(8 * 1024 * 1024 + 5)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with Running(tmp_path, "--config", config) as running:
+        running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
+        worker = wait_for(lambda: workers_of(running), message="a worker process")[0]
+        main = psutil.Process(running.process.pid)
+        connections = {}
+        for process, other in ((main, worker), (worker, main)):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            connection.sock = connection_to(process, other, port)
+            connections[process.pid] = connection
+        response, _ = request(
+            port, "POST", "/v2/app/blobs/uploads/", connection=connections[main.pid]
+        )
+        location = response.getheader("Location").split(f":{port}", 1)[1]
+        response, body = request(
+            port,
+            "PATCH",
+            location,
+            data,
+            {"Content-Type": "application/octet-stream"},
+            connection=connections[main.pid],
+        )
+        assert response.status == 202, body
+        read_before = worker.io_counters().read_chars
+        response, body = request(
+            port, "PUT", f"{location}?digest={digest}", connection=connections[worker.pid]
+        )
+        assert response.status == 201, body
+        read_by_worker = worker.io_counters().read_chars - read_before
+        for connection in connections.values():
+            connection.close()
+    assert read_by_worker < 64 * 1024, f"the worker read {read_by_worker} bytes to finish"
