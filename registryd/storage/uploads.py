@@ -371,8 +371,12 @@ class Upload:
                 release()
 
     @translate_storage_errors
-    async def append(self, source):
+    async def append(self, source, completing=False):
         """Append everything ``source`` yields; returns the new size.
+
+        The running hash is stored for whichever process continues the
+        upload, unless ``completing``: the caller completes it right after
+        (a monolithic upload, a ``PUT`` with a last chunk), in this process.
 
         If the source fails midway (the client went away), every byte that
         arrived is still written and hashed before the error propagates, so
@@ -420,7 +424,7 @@ class Upload:
                 release_memory_later()  # the chunks' heap space (registryd.runtime.tuning)
         if failures:
             failures[0].raiseException()
-        if hasher is not None and self.size > start:
+        if hasher is not None and self.size > start and not completing:
             await self._store_hash_state(hasher, self.size)
         return self.size
 
