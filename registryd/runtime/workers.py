@@ -9,7 +9,7 @@ descriptors are inherited; the kernel hands each new connection to one
 process).  Nothing is shared in memory: every process serves the same
 storage, where all authoritative state already lives (an upload's running
 hash is kept in the process that received its bytes and stored beside the
-upload at the end of each request, so the process a client's next request
+upload at the end of each request (in worker mode only), so the process a client's next request
 reaches continues from it: :mod:`registryd.resumable_digest`), exactly as
 several nodes behind a load balancer would.
 
@@ -516,6 +516,7 @@ def build_worker(arguments, reactor):
         listen=adopt,
         singletons=False,
         config_filter=worker_config,
+        processes=2,  # at least: the main process and this one
     )
     service = RegistryService(
         components,

@@ -4,11 +4,12 @@ An upload lives in storage as ``_uploads/<uuid>/data`` plus ``startedat``
 (Distribution's layout), so it survives a restart and can be continued by
 another registryd node on the same backend.  The running hash is an
 optimisation kept in process memory, keyed by upload id and the offset it
-covers, and stored beside the data at the end of each request that
-appended (``hashstates/<algorithm>/<offset>``, Distribution's layout and
-encoding: :mod:`registryd.resumable_digest`), so that another process or
-node continuing the upload (with ``--workers``, a client's next request
-often reaches another process) starts from it.  When neither has it (a
+covers.  Where other processes or nodes serve the same uploads (with
+``--workers`` a client's next request often reaches another process) it is
+also stored beside the data at the end of each request that appended
+(``hashstates/<algorithm>/<offset>``, Distribution's layout and encoding:
+:mod:`registryd.resumable_digest`), and whoever continues the upload
+starts from it.  When neither has it (a
 write failed, no libcrypto) it is rebuilt by re-reading the stored data
 from the last stored state, or from the start.  The stored bytes are
 always the truth: a wrong state can only make the digest check fail.
@@ -229,8 +230,13 @@ class HashStates:
     it uses (:meth:`UploadStore.resume`).
     """
 
-    def __init__(self, limit=16384):
+    def __init__(self, limit=16384, stored=False):
+        """:param stored: also store each upload's state beside it at the end
+        of a request that appended, for the other processes or nodes that
+        continue its uploads (a request by request S3 ``PUT``, or a small
+        file, that only pays where there are such)."""
         self.limit = limit
+        self.stored = stored
         self._states = collections.OrderedDict()
 
     def take(self, key, algorithm, offset):
@@ -424,7 +430,7 @@ class Upload:
                 release_memory_later()  # the chunks' heap space (registryd.runtime.tuning)
         if failures:
             failures[0].raiseException()
-        if hasher is not None and self.size > start and not completing:
+        if hasher is not None and self.size > start and states.stored and not completing:
             await self._store_hash_state(hasher, self.size)
         return self.size
 

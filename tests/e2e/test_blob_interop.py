@@ -201,12 +201,12 @@ def _swap_received_bytes(root, name, upload_id, size):
 def test_an_upload_registryd_received_is_completed_by_distribution_from_its_stored_hash(
     tmp_path, registryd_factory, distribution_factory
 ):
-    """registryd stores an upload's running hash as Distribution does (path
-    and Go's encoding): Distribution finishes the upload without hashing
-    the received bytes again."""
+    """registryd in worker mode stores an upload's running hash as
+    Distribution does (path and Go's encoding): Distribution finishes the
+    upload without hashing the received bytes again."""
     root = tmp_path / "shared-root"
     data = os.urandom(100_003)  # not a whole number of SHA-256 blocks
-    registryd = registryd_factory(root)
+    registryd = registryd_factory(root, extra_config={"workers": 2})
     upload_id = _begin_upload(registryd.url, NAME, data)
     registryd.stop()
     started_at = (_upload_dir(root, NAME, upload_id) / "startedat").read_text()

@@ -82,7 +82,7 @@ async def test_another_node_completes_an_upload_from_its_stored_running_hash():
     its PATCH: that one continues from the hash the PATCH stored (as
     Distribution does) instead of reading the upload back."""
     driver = InMemoryDriver()
-    node_a, node_b = Registry(driver), Registry(driver)
+    node_a, node_b = (Registry(driver, store_hash_states=True) for _ in "ab")
     data = os.urandom(100_003)
     async with await node_a.repository("app").uploads.start() as upload:
         await upload.append(_Source(data))
@@ -99,7 +99,7 @@ async def test_a_node_reads_back_only_what_follows_the_last_usable_stored_hash()
     or foreign) and names that are not offsets are passed over, and only
     the bytes after the state used are read back."""
     driver = InMemoryDriver()
-    node_a, node_b = Registry(driver), Registry(driver)
+    node_a, node_b = (Registry(driver, store_hash_states=True) for _ in "ab")
     first, second = os.urandom(5000), os.urandom(3000)
     async with await node_a.repository("app").uploads.start("sha512") as upload:
         await upload.append(_Source(first))
@@ -112,3 +112,13 @@ async def test_a_node_reads_back_only_what_follows_the_last_usable_stored_hash()
     async with await node_b.repository("app").uploads.resume(upload.id) as resumed:
         blob = await resumed.complete(Digest.of(first + second, "sha512"))
     assert blob.digest == Digest.of(first + second, "sha512")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_registry_alone_stores_no_running_hash():
+    """One process without nodes: nobody else continues its uploads, and a
+    stored state would cost every ``PATCH`` a write (an S3 request)."""
+    registry = Registry(InMemoryDriver())
+    async with await registry.repository("app").uploads.start() as upload:
+        await upload.append(_Source(b"x" * 3000))
+    assert await registry.driver.list(paths.upload_dir("app", upload.id)) == ["data", "startedat"]
