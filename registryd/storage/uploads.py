@@ -9,9 +9,9 @@ covers.  Where other processes or nodes serve the same uploads (with
 also stored beside the data at the end of each request that appended
 (``hashstates/<algorithm>/<offset>``, Distribution's layout and encoding:
 :mod:`registryd.resumable_digest`), and whoever continues the upload
-starts from it.  When neither has it (a
-write failed, no libcrypto) it is rebuilt by re-reading the stored data
-from the last stored state, or from the start.  The stored bytes are
+starts from it.  When neither has it (a write failed, no libcrypto) it is
+rebuilt by re-reading the stored data from the last stored state, or from
+the start.  The stored bytes are
 always the truth: a wrong state can only make the digest check fail.
 
 Bytes flow: source (the request body) -> hasher (a thread) and writer (the
@@ -232,9 +232,9 @@ class HashStates:
 
     def __init__(self, limit=16384, stored=False):
         """:param stored: also store each upload's state beside it at the end
-        of a request that appended, for the other processes or nodes that
-        continue its uploads (a request by request S3 ``PUT``, or a small
-        file, that only pays where there are such)."""
+        of a request that appended, for the other processes or nodes
+        that continue its uploads (one small file, or one S3 ``PUT``,
+        per request: worth it only where there are such)."""
         self.limit = limit
         self.stored = stored
         self._states = collections.OrderedDict()
@@ -462,7 +462,13 @@ class Upload:
         except PathNotFound:
             return None
         offsets = sorted(
-            (int(name) for name in names if name.isdecimal() and 0 < int(name) <= offset),
+            # (a name too long for an offset is someone else's: int() refuses
+            # thousands of digits)
+            (
+                int(name)
+                for name in names
+                if name.isdecimal() and len(name) <= 20 and 0 < int(name) <= offset
+            ),
             reverse=True,
         )
         for at in offsets:

@@ -108,6 +108,7 @@ async def test_a_node_reads_back_only_what_follows_the_last_usable_stored_hash()
     states = paths.upload_hash_states("app", upload.id, "sha512")
     await driver.put_content(f"{states}/8000", b"sha\x07 damaged")
     await driver.put_content(f"{states}/latest", b"not an offset")
+    await driver.put_content(f"{states}/{'9' * 5000}", b"nor this")
     await _swap_stored_bytes(driver, "app", upload.id, 0, len(first))
     async with await node_b.repository("app").uploads.resume(upload.id) as resumed:
         blob = await resumed.complete(Digest.of(first + second, "sha512"))
