@@ -178,9 +178,13 @@ class ChunkBuffer:
             chunk = self._chunks[0]
             if taken + len(chunk) > size:
                 if taken >= wanted:
-                    break  # not split to fill up (a copy): the next read takes it
-                self._chunks[0] = chunk[size - taken :]
-                chunk = chunk[: size - taken]
+                    break  # not split to fill up: the next read takes it whole
+                # Split without copying: both halves are views of the piece
+                # that came in (which stays in memory until its rest is read,
+                # within the high-water mark), copied once below.
+                view = memoryview(chunk)
+                self._chunks[0] = view[size - taken :]
+                chunk = view[: size - taken]
             else:
                 self._chunks.popleft()
             pieces.append(chunk)
@@ -188,7 +192,12 @@ class ChunkBuffer:
         self._buffered -= taken
         if self._buffered < self.low_water:
             self._resume()
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        if len(pieces) == 1:
+            piece = pieces[0]
+            # bytes for the hasher and writer (a view here is the rest of a
+            # split piece: its one copy)
+            return piece if isinstance(piece, bytes) else bytes(piece)
+        return b"".join(pieces)
 
 
 class RequestBody(ChunkBuffer):

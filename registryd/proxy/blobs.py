@@ -184,7 +184,7 @@ class UpstreamBlobReader:
         try:
             try:
                 try:
-                    await upload.append(_Feed(self))
+                    await upload.append(_Feed(self), completing=True)
                     blob = await upload.complete(self.digest, self.size)
                 except (errors.DigestInvalid, errors.SizeInvalid) as error:
                     raise errors.UpstreamUnavailable(

@@ -90,7 +90,9 @@ def listen_on(index, endpoint, plain, factory, secure, reactor):
     return listener
 
 
-def compose(checked, reactor=None, listen=listen_on, singletons=True, config_filter=None):
+def compose(
+    checked, reactor=None, listen=listen_on, singletons=True, config_filter=None, processes=1
+):
     """Build a registry from a :class:`registryd.runtime.startup.Checked`.
 
     :param reactor: for listeners, timers and clients; the global one by
@@ -102,6 +104,9 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
         scheduled GC or proxy cache expiry (the main process runs them).
     :param config_filter: maps a reloaded configuration to what this
         process applies (a worker's: :func:`registryd.runtime.workers.worker_config`).
+    :param processes: how many processes serve these sockets and storage
+        (``--workers``; a worker says 2, more than one being what counts):
+        with several, uploads store their running hash for each other.
     :raises OSError: a notification journal that cannot be opened, or
         :class:`registryd.notifications.journal.JournalLocked`.
     """
@@ -131,6 +136,7 @@ def compose(checked, reactor=None, listen=listen_on, singletons=True, config_fil
         ),
         immutable_tags=config.lifecycle.immutable,
         quotas=config.lifecycle.quotas,
+        store_hash_states=processes > 1,
     )
     #: manifest pulls counted in memory, written in batches by every process
     pulls = PullRecorder(registry, reactor if reactor is not None else _global_reactor())

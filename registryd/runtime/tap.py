@@ -133,7 +133,7 @@ def makeService(options):
 
     tune_allocator()  # large upload buffers from the heap, not fresh mmaps
     try:
-        components = compose(options.checked)
+        components = compose(options.checked, processes=workers)
     except (JournalLocked, OSError) as error:
         # e.g. a notification journal directory that cannot be created, or
         # that another registryd uses: one line, not a traceback

@@ -7,10 +7,11 @@ With ``workers: N`` (or ``--workers N``), the process twistd starts (the
 *worker* processes that accept connections on the same sockets (the
 descriptors are inherited; the kernel hands each new connection to one
 process).  Nothing is shared in memory: every process serves the same
-storage, where all authoritative state already lives (upload hash states
-are a per-process optimisation, rebuilt from storage when an upload
-continues in another process), exactly as several nodes behind a load
-balancer would.
+storage, where all authoritative state already lives (an upload's running
+hash is kept in the process that received its bytes and stored beside the
+upload at the end of each request (in worker mode only), so the process a client's next request
+reaches continues from it: :mod:`registryd.resumable_digest`), exactly as
+several nodes behind a load balancer would.
 
 What must exist once stays in the main process: the manhole, the debug
 listener (its ``/metrics`` sums the metrics of every process, which they
@@ -515,6 +516,7 @@ def build_worker(arguments, reactor):
         listen=adopt,
         singletons=False,
         config_filter=worker_config,
+        processes=2,  # at least: the main process and this one
     )
     service = RegistryService(
         components,

@@ -65,6 +65,16 @@ def upload_started_at(name, upload_id):
     return f"{upload_dir(name, upload_id)}/startedat"
 
 
+def upload_hash_states(name, upload_id, algorithm):
+    """Where an upload's running hash is stored at each offset a request
+    of it ended at (Distribution's layout: either can resume the other's)."""
+    return f"{upload_dir(name, upload_id)}/hashstates/{algorithm}"
+
+
+def upload_hash_state(name, upload_id, algorithm, offset):
+    return f"{upload_hash_states(name, upload_id, algorithm)}/{offset}"
+
+
 def upload_algorithm(name, upload_id):
     """registryd's own note of the digest algorithm chosen at POST
     (``?digest-algorithm=``); Distribution has no such file and its uploads

@@ -75,6 +75,7 @@ class Registry:
         shared_state=None,
         shared_cache=None,
         shared_clock=None,
+        store_hash_states=False,
     ):
         """``shared_state``: the ISharedState of the nodes serving ``driver``
         (registryd.shared); upload locks, the push guard, protected tags'
@@ -83,7 +84,10 @@ class Registry:
         default).  ``shared_cache``: the nodes'
         :class:`registryd.storage.shared_cache.SharedMetadataCache` (with
         Redis), trusted instead of the per-process link caches when reads
-        consult it (``redis.metadatacache``), or None."""
+        consult it (``redis.metadatacache``), or None.  ``store_hash_states``:
+        other processes or nodes continue this one's uploads (``--workers``,
+        or nodes sharing ``shared_state``): store each upload's running hash
+        for them (:class:`registryd.storage.uploads.HashStates`)."""
         self.driver = driver
         #: lifecycle.immutable (registryd.lifecycle.immutable.ImmutableTags):
         #: tags that may not be moved or deleted once pushed
@@ -121,7 +125,9 @@ class Registry:
         #: passes the switch on to the other processes)
         self.read_only_observers = []
         self._read_only = bool(read_only)
-        self.hash_states = HashStates()
+        self.hash_states = HashStates(
+            stored=store_hash_states or bool(shared_state is not None and shared_state.shared)
+        )
         self.upload_lock = UploadLocks(shared_state)
         #: digests pushes (on any node) are using, kept safe from online GC
         self.guard = NodesGuard(shared_state)

@@ -4,9 +4,15 @@ An upload lives in storage as ``_uploads/<uuid>/data`` plus ``startedat``
 (Distribution's layout), so it survives a restart and can be continued by
 another registryd node on the same backend.  The running hash is an
 optimisation kept in process memory, keyed by upload id and the offset it
-covers: when it is missing or covers a different offset (a restart, another
-node appended, a write failed) it is rebuilt by re-reading the stored data.
-The stored bytes are always the truth.
+covers.  Where other processes or nodes serve the same uploads (with
+``--workers`` a client's next request often reaches another process) it is
+also stored beside the data at the end of each request that appended
+(``hashstates/<algorithm>/<offset>``, Distribution's layout and encoding:
+:mod:`registryd.resumable_digest`), and whoever continues the upload
+starts from it.  When neither has it (a write failed, no libcrypto) it is
+rebuilt by re-reading the stored data from the last stored state, or from
+the start.  The stored bytes are
+always the truth: a wrong state can only make the digest check fail.
 
 Bytes flow: source (the request body) -> hasher (a thread) and writer (the
 driver, its own thread) in parallel, in order, with a bounded amount in
@@ -24,16 +30,23 @@ from datetime import datetime, timezone
 
 import attr
 from twisted.internet import defer, task
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from registryd import errors
-from registryd.digest import DEFAULT_ALGORITHM, Digest, check_algorithm, new_hasher
+from registryd.digest import DEFAULT_ALGORITHM, Digest, check_algorithm
 from registryd.interfaces import IUploadStore
 from registryd.names import check_upload_id, new_upload_id
+from registryd.resumable_digest import new_resumable_hasher, restore, state_of
 from registryd.runtime.threads import SerialWorker
 from registryd.runtime.tuning import release_memory_later
 from registryd.storage import _paths as paths
-from registryd.storage.errors import PathNotFound, StorageError, translate_storage_errors
+from registryd.storage.errors import (
+    InvalidOffset,
+    PathNotFound,
+    StorageError,
+    translate_storage_errors,
+)
 
 #: Bytes taken from the source per step, and at most in flight to the
 #: hasher and writer at once.
@@ -42,6 +55,8 @@ MAX_IN_FLIGHT = 6 * CHUNK_SIZE
 #: An append that moved this much gives its buffers' memory back after.
 RELEASE_AFTER = 16 * 1024 * 1024
 
+
+log = Logger()
 
 _FRACTION = re.compile(r"\.(\d+)")
 
@@ -215,8 +230,13 @@ class HashStates:
     it uses (:meth:`UploadStore.resume`).
     """
 
-    def __init__(self, limit=16384):
+    def __init__(self, limit=16384, stored=False):
+        """:param stored: also store each upload's state beside it at the end
+        of a request that appended, for the other processes or nodes
+        that continue its uploads (one small file, or one S3 ``PUT``,
+        per request: worth it only where there are such)."""
         self.limit = limit
+        self.stored = stored
         self._states = collections.OrderedDict()
 
     def take(self, key, algorithm, offset):
@@ -357,8 +377,12 @@ class Upload:
                 release()
 
     @translate_storage_errors
-    async def append(self, source):
+    async def append(self, source, completing=False):
         """Append everything ``source`` yields; returns the new size.
+
+        The running hash is stored for whichever process continues the
+        upload, unless ``completing``: the caller completes it right after
+        (a monolithic upload, a ``PUT`` with a last chunk), in this process.
 
         If the source fails midway (the client went away), every byte that
         arrived is still written and hashed before the error propagates, so
@@ -406,7 +430,58 @@ class Upload:
                 release_memory_later()  # the chunks' heap space (registryd.runtime.tuning)
         if failures:
             failures[0].raiseException()
+        if hasher is not None and self.size > start and states.stored and not completing:
+            await self._store_hash_state(hasher, self.size)
         return self.size
+
+    async def _store_hash_state(self, hasher, offset):
+        """Store ``hasher`` (covering the first ``offset`` bytes) for whichever
+        process finishes the upload; before the request is answered, so the
+        client's next one finds it wherever it lands.  Not stored is not
+        fatal: that process then reads the bytes back."""
+        state = state_of(hasher)
+        if state is None:
+            return
+        path = paths.upload_hash_state(self.name, self.id, hasher.name, offset)
+        try:
+            await self._driver.put_content(path, state)
+        except StorageError as error:
+            log.warn(
+                "upload {id}: running hash not stored ({error}); "
+                "finishing it elsewhere reads its bytes again",
+                id=self.id,
+                error=error,
+            )
+
+    async def _stored_hasher(self, algorithm, offset):
+        """``(hasher, at)``: the stored state of the largest offset ``at`` up
+        to ``offset`` (1 or more) that can be read and restored, or None."""
+        directory = paths.upload_hash_states(self.name, self.id, algorithm)
+        try:
+            names = await self._driver.list(directory)
+        except PathNotFound:
+            return None
+        offsets = sorted(
+            # (a name too long for an offset is someone else's: int() refuses
+            # thousands of digits)
+            (
+                int(name)
+                for name in names
+                if name.isdecimal() and len(name) <= 20 and 0 < int(name) <= offset
+            ),
+            reverse=True,
+        )
+        for at in offsets:
+            try:
+                state = await self._driver.get_content(
+                    paths.upload_hash_state(self.name, self.id, algorithm, at)
+                )
+            except PathNotFound:
+                continue
+            hasher = restore(algorithm, state)
+            if hasher is not None:
+                return hasher, at
+        return None
 
     async def _hasher_at(self, offset, algorithm=None, lazy=False):
         """A hasher that has seen the first ``offset`` stored bytes.
@@ -420,12 +495,15 @@ class Upload:
         hasher = self._context.hash_states.take(self._state_key, algorithm, offset)
         if hasher is not None:
             return hasher
-        hasher = new_hasher(algorithm)
         if offset == 0:
+            return new_resumable_hasher(algorithm)
+        stored = await self._stored_hasher(algorithm, offset)
+        hasher, start = stored if stored is not None else (new_resumable_hasher(algorithm), 0)
+        if start == offset:
             return hasher
         try:
-            reader = await self._driver.reader(self._data_path, 0)
-        except PathNotFound:
+            reader = await self._driver.reader(self._data_path, start)
+        except (PathNotFound, InvalidOffset):
             if lazy:
                 return None
             raise errors.BlobUploadInvalid("upload data is missing; restart the upload") from None
@@ -433,7 +511,7 @@ class Upload:
             await reader.close()
             return None
         worker = SerialWorker()
-        remaining = offset
+        remaining = offset - start
 
         class Limited:
             async def read(self, n):
@@ -533,7 +611,7 @@ class UploadStore:
             release()
             raise
         # Known here from now on: resuming it needs no look-up (HashStates).
-        context.hash_states.put((self.name, upload_id), 0, new_hasher(algorithm))
+        context.hash_states.put((self.name, upload_id), 0, new_resumable_hasher(algorithm))
         return Upload(context, upload_id, algorithm, release)
 
     @translate_storage_errors

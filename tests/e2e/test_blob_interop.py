@@ -148,3 +148,93 @@ def test_distribution_sha512_blobs_served_by_registryd(
 
     registryd = registryd_factory(root)
     _check_served(registryd.url, pushed, "registryd")
+
+
+# --- an upload one server received, completed by the other --------------------
+
+#: Distribution signs the ``_state`` query parameter of its upload URLs with
+#: ``http.secret``; set, so that the test can make a URL for an upload
+#: registryd began.
+_SECRET = "interop-secret"
+
+
+def _distribution_upload_url(base_url, name, upload_id, offset, started_at):
+    """Distribution 2.8's URL for continuing upload ``upload_id`` (its
+    ``_state``: HMAC-SHA256 of the JSON state with ``http.secret``, then the
+    JSON, base64url), as its ``POST`` or ``PATCH`` would have answered."""
+    import base64
+    import hmac
+    import json
+
+    state = json.dumps(
+        {"Name": name, "UUID": upload_id, "Offset": offset, "StartedAt": started_at},
+        separators=(",", ":"),
+    ).encode()
+    signature = hmac.new(_SECRET.encode(), state, hashlib.sha256).digest()
+    token = base64.urlsafe_b64encode(signature + state).decode()
+    return f"{base_url}/v2/{name}/blobs/uploads/{upload_id}?_state={token}"
+
+
+def _begin_upload(url, name, data):
+    """POST and one PATCH of ``data``; the upload's id."""
+    response = http_request("POST", f"{url}/v2/{name}/blobs/uploads/", b"")
+    assert response.status == 202, response
+    location = response.headers["location"]
+    location = location if location.startswith("http") else url + location
+    response = http_request("PATCH", location, data, {"Content-Type": "application/octet-stream"})
+    assert response.status == 202, response
+    return response.headers["docker-upload-uuid"]
+
+
+def _upload_dir(root, name, upload_id):
+    return root / "docker/registry/v2/repositories" / name / "_uploads" / upload_id
+
+
+def _swap_received_bytes(root, name, upload_id, size):
+    """Replace the received bytes with others of the same length: the
+    completing server can then only give the original digest from the
+    running hash the first one stored (re-reading the data gives another),
+    which is how these tests see that the stored hash was used."""
+    (_upload_dir(root, name, upload_id) / "data").write_bytes(os.urandom(size))
+
+
+def test_an_upload_registryd_received_is_completed_by_distribution_from_its_stored_hash(
+    tmp_path, registryd_factory, distribution_factory
+):
+    """registryd in worker mode stores an upload's running hash as
+    Distribution does (path and Go's encoding): Distribution finishes the
+    upload without hashing the received bytes again."""
+    root = tmp_path / "shared-root"
+    data = os.urandom(100_003)  # not a whole number of SHA-256 blocks
+    registryd = registryd_factory(root, extra_config={"workers": 2})
+    upload_id = _begin_upload(registryd.url, NAME, data)
+    registryd.stop()
+    started_at = (_upload_dir(root, NAME, upload_id) / "startedat").read_text()
+    _swap_received_bytes(root, NAME, upload_id, len(data))
+
+    distribution = distribution_factory(root, extra_config={"http": {"secret": _SECRET}})
+    location = _distribution_upload_url(distribution.url, NAME, upload_id, len(data), started_at)
+    response = http_request(
+        "PUT", f"{location}&digest={_sha256(data)}", b"", {"Content-Length": "0"}
+    )
+    assert response.status == 201, response
+
+
+def test_an_upload_distribution_received_is_completed_by_registryd_from_its_stored_hash(
+    tmp_path, registryd_factory, distribution_factory
+):
+    root = tmp_path / "shared-root"
+    data = os.urandom(100_003)
+    distribution = distribution_factory(root)
+    upload_id = _begin_upload(distribution.url, NAME, data)
+    distribution.stop()
+    _swap_received_bytes(root, NAME, upload_id, len(data))
+
+    registryd = registryd_factory(root)
+    response = http_request(
+        "PUT",
+        f"{registryd.url}/v2/{NAME}/blobs/uploads/{upload_id}?digest={_sha256(data)}",
+        b"",
+        {"Content-Length": "0"},
+    )
+    assert response.status == 201, response

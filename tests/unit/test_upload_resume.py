@@ -2,6 +2,8 @@
 started or continued an upload remembers (no look-up to resume it), and
 what another node on the same storage reads instead (one listing)."""
 
+import os
+
 import pytest
 import pytest_twisted
 
@@ -62,3 +64,62 @@ def test_upload_states_are_bounded():
     assert len(states) == 2
     assert states.known(("app", "a")) is None  # the oldest went first
     assert states.known(("app", "c")) == ("sha256", 0)
+
+
+async def _swap_stored_bytes(driver, name, upload_id, start, size):
+    """Replace ``size`` stored bytes from ``start`` with others: a node that
+    hashes them again gets another digest, so a completion that still
+    matches the original one shows which bytes were not read back."""
+    path = paths.upload_data(name, upload_id)
+    data = bytearray(await driver.get_content(path))
+    data[start : start + size] = os.urandom(size)
+    await driver.put_content(path, bytes(data))
+
+
+@pytest_twisted.ensureDeferred
+async def test_another_node_completes_an_upload_from_its_stored_running_hash():
+    """With ``--workers`` a client's PUT often reaches another process than
+    its PATCH: that one continues from the hash the PATCH stored (as
+    Distribution does) instead of reading the upload back."""
+    driver = InMemoryDriver()
+    node_a, node_b = (Registry(driver, store_hash_states=True) for _ in "ab")
+    data = os.urandom(100_003)
+    async with await node_a.repository("app").uploads.start() as upload:
+        await upload.append(_Source(data))
+    assert await driver.list(paths.upload_hash_states("app", upload.id, "sha256")) == ["100003"]
+    await _swap_stored_bytes(driver, "app", upload.id, 0, len(data))
+    async with await node_b.repository("app").uploads.resume(upload.id) as resumed:
+        blob = await resumed.complete(Digest.of(data))
+    assert blob.digest == Digest.of(data)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_reads_back_only_what_follows_the_last_usable_stored_hash():
+    """States are kept per offset; one that cannot be restored (damaged,
+    or foreign) and names that are not offsets are passed over, and only
+    the bytes after the state used are read back."""
+    driver = InMemoryDriver()
+    node_a, node_b = (Registry(driver, store_hash_states=True) for _ in "ab")
+    first, second = os.urandom(5000), os.urandom(3000)
+    async with await node_a.repository("app").uploads.start("sha512") as upload:
+        await upload.append(_Source(first))
+    async with await node_a.repository("app").uploads.resume(upload.id) as resumed:
+        await resumed.append(_Source(second))
+    states = paths.upload_hash_states("app", upload.id, "sha512")
+    await driver.put_content(f"{states}/8000", b"sha\x07 damaged")
+    await driver.put_content(f"{states}/latest", b"not an offset")
+    await driver.put_content(f"{states}/{'9' * 5000}", b"nor this")
+    await _swap_stored_bytes(driver, "app", upload.id, 0, len(first))
+    async with await node_b.repository("app").uploads.resume(upload.id) as resumed:
+        blob = await resumed.complete(Digest.of(first + second, "sha512"))
+    assert blob.digest == Digest.of(first + second, "sha512")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_registry_alone_stores_no_running_hash():
+    """One process without nodes: nobody else continues its uploads, and a
+    stored state would cost every ``PATCH`` a write (an S3 request)."""
+    registry = Registry(InMemoryDriver())
+    async with await registry.repository("app").uploads.start() as upload:
+        await upload.append(_Source(b"x" * 3000))
+    assert await registry.driver.list(paths.upload_dir("app", upload.id)) == ["data", "startedat"]

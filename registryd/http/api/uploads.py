@@ -123,7 +123,7 @@ async def _monolithic(ctx, request, repository, digest, body):
     """``POST ?digest=`` with the whole blob as body: 201 or nothing kept."""
     async with await repository.uploads.start(digest.algorithm) as upload:
         try:
-            await upload.append(body)
+            await upload.append(body, completing=True)
             blob = await upload.complete(digest, _size_parameter(request))
         except BaseException:
             await upload.cancel()
@@ -163,7 +163,7 @@ async def finish_upload(ctx, request, name, upload_id):
         body = request.context.body
         _check_chunk(request, upload, ctx.urls, body)
         if not (body.finished and body.received == 0):
-            await upload.append(body)
+            await upload.append(body, completing=True)
         blob = await upload.complete(digest, expected_size)
     ctx.events.blob_pushed(request, repository.name, blob)
     return respond(
