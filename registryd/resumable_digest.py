@@ -128,7 +128,35 @@ def _load_functions():
             functions[algorithm] = (init, update, final)
     except (OSError, AttributeError):
         return None
-    return functions
+    return functions if _functions_agree_with_hashlib(functions) else None
+
+
+def _functions_agree_with_hashlib(functions):
+    """Whether ``functions`` hash as ``hashlib`` does, through a context
+    laid out as :class:`_Layout` says, state export and restore included.
+
+    The layout of OpenSSL's contexts is a public struct that has not
+    changed in decades, but a digest is what makes a blob visible: a
+    libcrypto that disagreed (another build, another ABI) must make
+    uploads fall back to ``hashlib``, not accept wrong digests."""
+    sample = bytes(range(256)) * 3
+    try:
+        for algorithm, (init, update, final) in functions.items():
+            layout = _LAYOUTS[algorithm]
+            context = ctypes.create_string_buffer(layout.context_size)
+            init(context)
+            update(context, sample[:100], 100)
+            restored = ctypes.create_string_buffer(
+                layout.from_go(layout.to_go(context.raw)), layout.context_size
+            )
+            update(restored, sample[100:], len(sample) - 100)
+            out = ctypes.create_string_buffer(layout.digest_size)
+            final(out, restored)
+            if out.raw != hashlib.new(algorithm, sample).digest():
+                return False
+    except (ctypes.ArgumentError, ValueError, struct.error):
+        return False
+    return True
 
 
 _FUNCTIONS = _load_functions()

@@ -91,3 +91,23 @@ def test_any_well_formed_state_restores_and_hashes(algorithm, data):
     hasher.update(b"more")
     assert len(hasher.digest()) == hashlib.new(algorithm).digest_size
     assert restore("sha512" if algorithm == "sha256" else "sha256", state) is None
+
+
+def test_libcrypto_functions_that_disagree_with_hashlib_are_not_used():
+    """The functions loaded from libcrypto are checked against hashlib
+    (through the context layout, state export and restore) before any
+    upload uses them.  A context that is not laid out as expected (the
+    stand-in: an init that leaves its first chaining word elsewhere, as
+    another ABI might) fails that check, so uploads fall back to hashlib."""
+    functions = resumable_digest._load_functions()
+    assert functions is not None
+    assert resumable_digest._functions_agree_with_hashlib(functions)
+    init, update, final = functions["sha256"]
+
+    def misplaced_init(context):
+        result = init(context)
+        context[0:4] = context[4:8]
+        return result
+
+    other_abi = dict(functions, sha256=(misplaced_init, update, final))
+    assert not resumable_digest._functions_agree_with_hashlib(other_abi)
