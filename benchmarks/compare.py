@@ -952,7 +952,12 @@ def main():
     parser.add_argument("--runs", type=int, default=3, help="runs per push/pull figure (median)")
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk load (8)")
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--entries", type=int, default=10000, help="tags / repositories listed")
+    parser.add_argument(
+        "--entries",
+        type=int,
+        default=None,
+        help="tags / repositories listed (10000; --quick: 2000)",
+    )
     parser.add_argument("--layers", type=int, default=5, help="layers per pushed image (5)")
     parser.add_argument("--layer-size", default="20M", help="bytes per image layer (20M)")
     parser.add_argument(
@@ -1005,9 +1010,10 @@ def main():
             args.size or "64M",
             "512M",
             4,
-            2000,
+            args.entries or 2000,
         )
     args.size = args.size or "256M"
+    args.entries = args.entries or 10000
     for tool in ("docker-registry", "wrk", "hey", "curl"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is needed: apt-get install {tool}")
