@@ -685,6 +685,38 @@ manhole:
         assert [entry for entry in lines if entry.endswith("] " + line)] != [], running.output
 
 
+def test_start_up_warns_of_a_short_grace_period_with_scheduled_gc(tmp_path):
+    """Scheduled GC whose grace period a push can outlast: the registry
+    starts and logs one warning naming both keys and what to set."""
+    port = free_port()
+    config = write_config(
+        tmp_path,
+        f"""\
+version: 0.1
+storage:
+  filesystem: {{rootdirectory: ./store}}
+http:
+  addr: 127.0.0.1:{port}
+gc:
+  interval: 6h
+  graceperiod: 90s
+""",
+    )
+    wanted = (
+        "] warning: gc.graceperiod 1m30s with gc.interval 6h: a scheduled collection can "
+        "remove the blobs a push in progress uploaded more than 1m30s before its manifest; "
+        "set gc.graceperiod to at least 10m"
+    )
+    with Running(tmp_path, "--config", config) as running:
+        response = running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
+        assert response.status == 200, running.output
+        deadline = time.monotonic() + 30
+        while wanted not in running.output:
+            assert time.monotonic() < deadline, running.output
+            time.sleep(0.05)
+    assert running.output.count("warning: gc.graceperiod") == 1, running.output
+
+
 @pytest.mark.parametrize("given", ["[::1]", "localhost", "0.0.0.0", ""])
 def test_distribution_style_listen_addresses_serve(tmp_path, given):
     """Distribution's http.addr syntax given to --listen is translated:
