@@ -82,6 +82,21 @@ manhole.memorylimit; ^C stops it too.  Helpers return plain values:
 # --- keys ----------------------------------------------------------------------
 
 
+def parse_key(data):
+    """conch's ``Key.fromString``, failing only with ``BadKeyError`` (or
+    ``EncryptedKeyError``): its parsers meet a corrupt or truncated key,
+    or a file of another kind, with whatever their unpacking raises
+    (``ValueError``, ``struct.error``, ``IndexError``, ``AssertionError``
+    for a line starting with ``{``), which would be a traceback at start-up.
+    """
+    try:
+        return keys.Key.fromString(data)
+    except (keys.BadKeyError, keys.EncryptedKeyError):
+        raise
+    except Exception as error:  # any garbage, any exception: see above
+        raise keys.BadKeyError(" ".join(str(error).split()) or type(error).__name__) from None
+
+
 def load_authorized_keys(path, key_path="manhole.authorized_keys"):
     """The public keys in the OpenSSH authorized_keys file at ``path``.
 
@@ -89,7 +104,7 @@ def load_authorized_keys(path, key_path="manhole.authorized_keys"):
     """
     try:
         with open(path, "rb") as stream:
-            found = list(readAuthorizedKeyFile(stream))
+            found = list(readAuthorizedKeyFile(stream, parse_key))
     except OSError as error:
         raise ConfigError(key_path, f"cannot read {path}: {error.strerror or error}") from None
     if not found:
@@ -123,9 +138,15 @@ def load_or_create_host_key(path, key_path="manhole.host_key"):
             )
             return key
     try:
-        key = keys.Key.fromFile(path)
-    except (OSError, keys.BadKeyError, ValueError) as error:
-        raise ConfigError(key_path, f"cannot load host key {path}: {error}") from None
+        with open(path, "rb") as stream:
+            key = parse_key(stream.read())
+    except keys.EncryptedKeyError:
+        raise ConfigError(
+            key_path, f"{path} is encrypted; the host key must have no passphrase"
+        ) from None
+    except (OSError, keys.BadKeyError) as error:
+        message = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise ConfigError(key_path, f"cannot load host key {path}: {message}") from None
     if key.isPublic():
         raise ConfigError(key_path, f"{path} is a public key; the host key must be private")
     return key
