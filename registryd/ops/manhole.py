@@ -181,6 +181,24 @@ def _seconds(value, what):
     return Duration(numbers="seconds").check(value, what)
 
 
+def _switch(value, name):
+    """A helper's on/off argument: True or False (1 or 0, as Python
+    spells them too).  Anything else is refused before the helper does
+    anything, rather than read by its truth: ``readonly("false")`` or
+    ``delete_repository(repo, force="no")`` would do what was not typed."""
+    if isinstance(value, bool) or (type(value) is int and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {repr(value)[:100]}")
+
+
+def _name(repo, name="repo"):
+    """A helper's repository name argument: a string (the registry checks
+    it against the spec's grammar, one line when it is not one)."""
+    if not isinstance(repo, str):
+        raise TypeError(f"{name} must be a repository name (a string), got {repr(repo)[:100]}")
+    return repo
+
+
 def make_namespace(registry, maintenance, config, reactor=None, retention=None, events=None):
     """The helpers a manhole session starts with (a fresh dict each time).
     ``retention``: the daemon's ``registryd.lifecycle.retention_runner.Retention``
@@ -201,7 +219,7 @@ def make_namespace(registry, maintenance, config, reactor=None, retention=None, 
 
     async def tags(repo):
         """Tags of repository ``repo``, sorted."""
-        return await registry.repository(repo).tags.all()
+        return await registry.repository(_name(repo)).tags.all()
 
     async def uploads():
         """Uploads in storage, oldest first."""
@@ -210,6 +228,8 @@ def make_namespace(registry, maintenance, config, reactor=None, retention=None, 
 
     async def gc(dry_run=True, delete_untagged=False, grace_period=None):
         """Garbage collection now (a dry run unless dry_run=False)."""
+        dry_run = _switch(dry_run, "dry_run")
+        delete_untagged = _switch(delete_untagged, "delete_untagged")
         if grace_period is not None:
             grace_period = _seconds(grace_period, "grace_period")
         return await maintenance.gc(
@@ -218,14 +238,18 @@ def make_namespace(registry, maintenance, config, reactor=None, retention=None, 
 
     async def purge_uploads(older_than="168h", dry_run=False):
         """Remove uploads started more than older_than ago."""
-        return await maintenance.purge_uploads(_seconds(older_than, "older_than"), dry_run)
+        return await maintenance.purge_uploads(
+            _seconds(older_than, "older_than"), _switch(dry_run, "dry_run")
+        )
 
     async def rebuild_referrers(repo=None, dry_run=False):
         """Rebuild the referrers index (of one repository, or all)."""
         from registryd.ops.referrers import rebuild_referrers as rebuild
 
         return await rebuild(
-            registry, repositories=None if repo is None else [repo], dry_run=dry_run
+            registry,
+            repositories=None if repo is None else [_name(repo)],
+            dry_run=_switch(dry_run, "dry_run"),
         )
 
     async def delete_repository(repo, force=False):
@@ -233,8 +257,8 @@ def make_namespace(registry, maintenance, config, reactor=None, retention=None, 
         does (whatever storage.delete says: the manhole is the operator's;
         immutable tags too with force=True); what was removed, and what
         pushes meanwhile kept."""
-        repository = registry.repository(repo)
-        if not force:
+        repository = registry.repository(_name(repo))
+        if not _switch(force, "force"):
             await repository.check_removable()
         report = await repository.remove()
         if events is not None:
@@ -250,12 +274,15 @@ def make_namespace(registry, maintenance, config, reactor=None, retention=None, 
     async def run_retention(dry_run=True, json=False):
         """lifecycle.retention now (a dry run unless dry_run=False): the
         report, as lines of text or (json=True) a dict."""
+        dry_run, json = _switch(dry_run, "dry_run"), _switch(json, "json")
         report = await retention.run(dry_run=dry_run)
         return report.to_dict() if json else "\n".join(report.lines())
 
     async def usage(repo=None):
         """Quota usage (of the quotas applying to ``repo``, if given), and
         the bytes ``repo`` holds."""
+        if repo is not None:  # checked as every repository name (usage walks its tree)
+            repo = registry.repository(_name(repo)).name
         found = {"quotas": [quota.to_dict() for quota in await registry.quotas.report(repo)]}
         if repo is not None:
             found["bytes"] = sum((await registry.quotas.repository_usage(repo)).values())
@@ -264,7 +291,7 @@ def make_namespace(registry, maintenance, config, reactor=None, retention=None, 
     def readonly(on=None):
         """Read-only mode: readonly(True), readonly(False); readonly() shows it."""
         if on is not None:
-            maintenance.set_read_only(on)
+            maintenance.set_read_only(_switch(on, "on"))
         return registry.read_only
 
     async def stats():
