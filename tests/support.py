@@ -137,23 +137,36 @@ def random_bytes(size):
     return os.urandom(size)
 
 
-def exchange(port, request_bytes, read_body=True, timeout=10):
+#: Seconds a test request may wait for its answer before the test fails
+#: saying so: far beyond any answer on a busy machine, far below a hung
+#: CI job's limit.
+ANSWER_TIMEOUT = 120
+
+
+def exchange(port, request_bytes, read_body=True, timeout=ANSWER_TIMEOUT):
     """Send ``request_bytes`` to 127.0.0.1:``port`` on a fresh blocking socket;
     return the response as (status, {lowercase header: first value}, body).
-    Blocks: call it from a thread, never from the reactor's."""
+    Blocks: call it from a thread, never from the reactor's.
+
+    :raises TimeoutError: no answer (or no more of it) within ``timeout``
+        seconds of silence, naming the request."""
     import socket
 
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(request_bytes)
-        status, headers, rest = read_response_head(sock)
-        length = int(headers.get("content-length", "0"))
-        if read_body:
-            while len(rest) < length:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                rest += chunk
-        return status, headers, rest
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(request_bytes)
+            status, headers, rest = read_response_head(sock)
+            length = int(headers.get("content-length", "0"))
+            if read_body:
+                while len(rest) < length:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    rest += chunk
+            return status, headers, rest
+    except socket.timeout:
+        line = request_bytes.split(b"\r\n", 1)[0][:200]
+        raise TimeoutError(f"127.0.0.1:{port} did not answer {line!r} within {timeout} s") from None
 
 
 def read_response_head(sock):
@@ -234,11 +247,24 @@ def run_examples(test):
     return deferToThread(test)
 
 
-def in_reactor(coroutine_function, *args):
+def in_reactor(coroutine_function, *args, timeout=ANSWER_TIMEOUT):
     """From a thread (see ``run_examples``): run ``coroutine_function(*args)``
-    in the reactor and wait for its result."""
+    in the reactor and wait for its result.
+
+    A request the server never answers must fail the test, not hang it
+    (hypothesis would wait on it for good):
+    :raises TimeoutError: no result within ``timeout`` seconds, naming
+        the call (which is cancelled)."""
     from twisted.internet import defer, reactor, threads
 
-    return threads.blockingCallFromThread(
-        reactor, lambda: defer.ensureDeferred(coroutine_function(*args))
-    )
+    def timed_out(_cancelled, _timeout):
+        shown = ", ".join(repr(arg)[:100] for arg in args)
+        raise TimeoutError(
+            f"{coroutine_function.__name__}({shown}) did not finish within {timeout} s"
+        )
+
+    def start():
+        running = defer.ensureDeferred(coroutine_function(*args))
+        return running.addTimeout(timeout, reactor, onTimeoutCancel=timed_out)
+
+    return threads.blockingCallFromThread(reactor, start)

@@ -171,6 +171,14 @@ class TokenVerifier:
             raise InvalidToken("token signature is invalid") from None
         except jwt.exceptions.PyJWTError as error:
             raise InvalidToken(f"invalid token: {error}") from None
+        for claim in _NUMERIC_DATES:
+            value = claims.get(claim)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float))
+            ):
+                # PyJWT compares int(value): "99999999999" passes, and the
+                # kept-token bound (exp + leeway) then fails on a string.
+                raise InvalidToken(f"claim {claim} is not a number: {_shorten(value)}")
         is_refresh = claims.get(TOKEN_USE) == "refresh"
         if is_refresh != (purpose == "refresh"):
             raise InvalidToken(
@@ -234,6 +242,10 @@ class TokenVerifier:
 
 
 _DER = serialization.Encoding.DER
+
+#: Claims that are JSON numbers of seconds (RFC 7519's NumericDate), as
+#: Distribution's Go structs read them: a string there is no time.
+_NUMERIC_DATES = ("exp", "nbf", "iat")
 
 
 def _shorten(value, limit=80):

@@ -8,6 +8,7 @@ document order and every problem collected (:class:`Parser`), so
 
 import functools
 import os
+import re
 
 import attr
 
@@ -55,8 +56,12 @@ def parse_workers(value, path="workers"):
         text = value.strip().lower()
         if text == "auto":
             return max(1, os.cpu_count() or 1)
-        if not text.isdigit():
-            raise ConfigError(path, f"expected a number of processes or 'auto', got {value!r}")
+        # ASCII digits only, and few: str.isdigit takes '\u00b2', and int()
+        # raises ValueError beyond 4300 digits
+        if not re.fullmatch(r"[0-9]{1,20}", text):
+            raise ConfigError(
+                path, f"expected a number of processes or 'auto', got {value[:100]!r}"
+            )
         value = int(text)
     Integer().check(value, path)
     if not 1 <= value <= MAX_WORKERS:

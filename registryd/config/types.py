@@ -143,6 +143,21 @@ def go_duration(text):
     return seconds
 
 
+def format_go_duration(seconds):
+    """``seconds`` as a Go duration string, as a file would say it
+    (``1h``, ``5m30s``, ``250ms``): :func:`go_duration` reads it back."""
+    if seconds == 0:
+        return "0"
+    text, rest = "", float(seconds)
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        count, rest = divmod(rest, size)
+        if count:
+            text += f"{int(count)}{unit}"  # not :g, which says 2.56205e+06h
+    if rest:
+        text += f"{rest * 1000:g}ms"
+    return text
+
+
 class Duration(ValueType):
     """registryd's one duration rule, as float seconds of at least ``minimum``.
 

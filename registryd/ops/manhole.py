@@ -82,6 +82,21 @@ manhole.memorylimit; ^C stops it too.  Helpers return plain values:
 # --- keys ----------------------------------------------------------------------
 
 
+def parse_key(data):
+    """conch's ``Key.fromString``, failing only with ``BadKeyError`` (or
+    ``EncryptedKeyError``): its parsers meet a corrupt or truncated key,
+    or a file of another kind, with whatever their unpacking raises
+    (``ValueError``, ``struct.error``, ``IndexError``, ``AssertionError``
+    for a line starting with ``{``), which would be a traceback at start-up.
+    """
+    try:
+        return keys.Key.fromString(data)
+    except (keys.BadKeyError, keys.EncryptedKeyError):
+        raise
+    except Exception as error:  # any garbage, any exception: see above
+        raise keys.BadKeyError(" ".join(str(error).split()) or type(error).__name__) from None
+
+
 def load_authorized_keys(path, key_path="manhole.authorized_keys"):
     """The public keys in the OpenSSH authorized_keys file at ``path``.
 
@@ -89,7 +104,7 @@ def load_authorized_keys(path, key_path="manhole.authorized_keys"):
     """
     try:
         with open(path, "rb") as stream:
-            found = list(readAuthorizedKeyFile(stream))
+            found = list(readAuthorizedKeyFile(stream, parse_key))
     except OSError as error:
         raise ConfigError(key_path, f"cannot read {path}: {error.strerror or error}") from None
     if not found:
@@ -123,9 +138,15 @@ def load_or_create_host_key(path, key_path="manhole.host_key"):
             )
             return key
     try:
-        key = keys.Key.fromFile(path)
-    except (OSError, keys.BadKeyError, ValueError) as error:
-        raise ConfigError(key_path, f"cannot load host key {path}: {error}") from None
+        with open(path, "rb") as stream:
+            key = parse_key(stream.read())
+    except keys.EncryptedKeyError:
+        raise ConfigError(
+            key_path, f"{path} is encrypted; the host key must have no passphrase"
+        ) from None
+    except (OSError, keys.BadKeyError) as error:
+        message = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise ConfigError(key_path, f"cannot load host key {path}: {message}") from None
     if key.isPublic():
         raise ConfigError(key_path, f"{path} is a public key; the host key must be private")
     return key
@@ -160,6 +181,24 @@ def _seconds(value, what):
     return Duration(numbers="seconds").check(value, what)
 
 
+def _switch(value, name):
+    """A helper's on/off argument: True or False (1 or 0, as Python
+    spells them too).  Anything else is refused before the helper does
+    anything, rather than read by its truth: ``readonly("false")`` or
+    ``delete_repository(repo, force="no")`` would do what was not typed."""
+    if isinstance(value, bool) or (type(value) is int and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {repr(value)[:100]}")
+
+
+def _name(repo, name="repo"):
+    """A helper's repository name argument: a string (the registry checks
+    it against the spec's grammar, one line when it is not one)."""
+    if not isinstance(repo, str):
+        raise TypeError(f"{name} must be a repository name (a string), got {repr(repo)[:100]}")
+    return repo
+
+
 def make_namespace(registry, maintenance, config, reactor=None, retention=None, events=None):
     """The helpers a manhole session starts with (a fresh dict each time).
     ``retention``: the daemon's ``registryd.lifecycle.retention_runner.Retention``
@@ -180,7 +219,7 @@ def make_namespace(registry, maintenance, config, reactor=None, retention=None, 
 
     async def tags(repo):
         """Tags of repository ``repo``, sorted."""
-        return await registry.repository(repo).tags.all()
+        return await registry.repository(_name(repo)).tags.all()
 
     async def uploads():
         """Uploads in storage, oldest first."""
@@ -189,6 +228,8 @@ def make_namespace(registry, maintenance, config, reactor=None, retention=None, 
 
     async def gc(dry_run=True, delete_untagged=False, grace_period=None):
         """Garbage collection now (a dry run unless dry_run=False)."""
+        dry_run = _switch(dry_run, "dry_run")
+        delete_untagged = _switch(delete_untagged, "delete_untagged")
         if grace_period is not None:
             grace_period = _seconds(grace_period, "grace_period")
         return await maintenance.gc(
@@ -197,14 +238,18 @@ def make_namespace(registry, maintenance, config, reactor=None, retention=None, 
 
     async def purge_uploads(older_than="168h", dry_run=False):
         """Remove uploads started more than older_than ago."""
-        return await maintenance.purge_uploads(_seconds(older_than, "older_than"), dry_run)
+        return await maintenance.purge_uploads(
+            _seconds(older_than, "older_than"), _switch(dry_run, "dry_run")
+        )
 
     async def rebuild_referrers(repo=None, dry_run=False):
         """Rebuild the referrers index (of one repository, or all)."""
         from registryd.ops.referrers import rebuild_referrers as rebuild
 
         return await rebuild(
-            registry, repositories=None if repo is None else [repo], dry_run=dry_run
+            registry,
+            repositories=None if repo is None else [_name(repo)],
+            dry_run=_switch(dry_run, "dry_run"),
         )
 
     async def delete_repository(repo, force=False):
@@ -212,8 +257,8 @@ def make_namespace(registry, maintenance, config, reactor=None, retention=None, 
         does (whatever storage.delete says: the manhole is the operator's;
         immutable tags too with force=True); what was removed, and what
         pushes meanwhile kept."""
-        repository = registry.repository(repo)
-        if not force:
+        repository = registry.repository(_name(repo))
+        if not _switch(force, "force"):
             await repository.check_removable()
         report = await repository.remove()
         if events is not None:
@@ -229,12 +274,15 @@ def make_namespace(registry, maintenance, config, reactor=None, retention=None, 
     async def run_retention(dry_run=True, json=False):
         """lifecycle.retention now (a dry run unless dry_run=False): the
         report, as lines of text or (json=True) a dict."""
+        dry_run, json = _switch(dry_run, "dry_run"), _switch(json, "json")
         report = await retention.run(dry_run=dry_run)
         return report.to_dict() if json else "\n".join(report.lines())
 
     async def usage(repo=None):
         """Quota usage (of the quotas applying to ``repo``, if given), and
         the bytes ``repo`` holds."""
+        if repo is not None:  # checked as every repository name (usage walks its tree)
+            repo = registry.repository(_name(repo)).name
         found = {"quotas": [quota.to_dict() for quota in await registry.quotas.report(repo)]}
         if repo is not None:
             found["bytes"] = sum((await registry.quotas.repository_usage(repo)).values())
@@ -243,7 +291,7 @@ def make_namespace(registry, maintenance, config, reactor=None, retention=None, 
     def readonly(on=None):
         """Read-only mode: readonly(True), readonly(False); readonly() shows it."""
         if on is not None:
-            maintenance.set_read_only(on)
+            maintenance.set_read_only(_switch(on, "on"))
         return registry.read_only
 
     async def stats():

@@ -43,18 +43,21 @@ def run(argv, out=None, err=None):
     out = out or sys.stdout
     err = err or sys.stderr
     options = _parser().parse_args(argv)
-    problems = _problems(options.config)
+    problems, advice = _problems(options.config)
     if problems:
         for problem in problems:
             print(f"registryd check-config: {problem}", file=err)
         return 1
+    for line in advice:  # valid, but risky: said even with --quiet
+        print(f"registryd check-config: warning: {line}", file=err)
     if not options.quiet:
         print(effective_configuration(options.config), file=out, end="")
     return 0
 
 
 def _problems(path):
-    """One line per reason registryd would not start, or []."""
+    """(one line per reason registryd would not start, or []; the start-up
+    warnings of a configuration that would start)."""
     from twisted.python import usage
 
     from registryd.runtime.tap import Options
@@ -63,14 +66,14 @@ def _problems(path):
     try:
         options.check(["--config", path] if path else [])
     except usage.UsageError as error:  # one line per problem
-        return str(error).splitlines() or [str(error)]
+        return str(error).splitlines() or [str(error)], ()
     problems = []
     where = f"configuration {path}: " if path else ""
     for key, directory in _writable_directories(options.checked.config, options.checked.driver):
         problem = _directory_problem(directory)
         if problem:
             problems.append(f"{where}{key} {directory}: {problem}")
-    return problems
+    return problems, options.checked.advice
 
 
 def _writable_directories(config, driver):

@@ -21,6 +21,7 @@ import ipaddress
 import attr
 
 from registryd.config import ConfigError, addr_to_endpoint, error_lines, load_config
+from registryd.config.advice import config_advice
 
 
 class StartupError(Exception):
@@ -51,6 +52,9 @@ class Checked:
     #: the nodes' shared state (registryd.shared): Redis with a redis
     #: section, else in process; None: made from ``config`` when composed
     shared_state = attr.ib(default=None)
+    #: warnings about risky but valid settings (registryd.config.advice),
+    #: logged at start-up
+    advice = attr.ib(default=())
 
 
 def check(config_path=None, listen=()):
@@ -103,6 +107,7 @@ def check(config_path=None, listen=()):
         listen=tuple(listen),
         ignored_environment=overrides.ignored,
         shared_state=shared_state,
+        advice=config_advice(config),
     )
 
 

@@ -116,20 +116,22 @@ def makeService(options):
 
         metrics_directory = share_metrics()  # before anything imports prometheus_client
 
+    from twisted.logger import Logger
+
     from registryd.notifications.journal import JournalLocked
     from registryd.runtime.composition import compose
     from registryd.runtime.service import RegistryService
     from registryd.runtime.tuning import tune_allocator
 
     if options.checked.ignored_environment:
-        from twisted.logger import Logger
-
         # like Distribution: e.g. Kubernetes' REGISTRY_SERVICE_HOST for a
         # service named "registry"; logged once logging has started
         Logger().warn(
             "ignoring environment variables that name no configuration key: {names}",
             names=", ".join(options.checked.ignored_environment),
         )
+    for advice in options.checked.advice:
+        Logger().warn("warning: {advice}", advice=advice)
 
     tune_allocator()  # large upload buffers from the heap, not fresh mmaps
     try:

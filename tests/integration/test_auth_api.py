@@ -968,7 +968,12 @@ EXAMPLES = settings(
 #: header or claim (small enough that the request's head stays under
 #: the server's 16 KiB limit, so the token reaches the verifier).
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+    | st.integers(0, 2**40).map(str),  # a time as a string: "exp": "99999999999"
     lambda inner: (
         st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
     ),
@@ -1045,6 +1050,21 @@ def error_codes(body):
     return [error["code"] for error in body["errors"]]
 
 
+def signed_with_string_exp(running, **claims):
+    """A token the token server's own key signed whose ``exp`` is a
+    string of digits: PyJWT checks ``int(exp)``, so it passes there."""
+    issuer = running.app.token_issuer
+    payload = {
+        "iss": issuer.issuer,
+        "aud": issuer.service,
+        "sub": "alice",
+        "exp": str(int(time.time()) + 3600),
+        "access": [],
+        **claims,
+    }
+    return forge({"alg": "ES256", "kid": issuer.kid}, payload, issuer.private_key)
+
+
 @pytest_twisted.ensureDeferred
 async def test_hostile_bearer_tokens_are_invalid_token_never_500(token_registry, logged_failures):
     """A bearer token with any JSON in its JOSE header (kid, crit, alg... of
@@ -1058,6 +1078,7 @@ async def test_hostile_bearer_tokens_are_invalid_token_never_500(token_registry,
     @example(forge({"alg": "ES256", "kid": ["x"]}, {}))
     @example(forge({"alg": "ES256", "kid": None, "crit": "exp"}, {}))
     @example(forge({"alg": "ES256", "jwk": {"kty": ["EC"]}}, {}))
+    @example(signed_with_string_exp(token_registry))
     def check(token):
         status, challenge, content_type, body = in_reactor(
             answer, token_registry, "GET", url, bearer(token)
@@ -1087,6 +1108,7 @@ async def test_hostile_refresh_tokens_are_refused_never_500(token_registry, logg
     @example(forge({"alg": {}, "kid": "x"}, {}))
     @example(forge({"alg": "ES256", "kid": 7}, {}))
     @example(forge({"alg": "ES256", "crit": [None]}, {}))
+    @example(signed_with_string_exp(token_registry, token_use="refresh"))
     def check(token):
         form = urlencode(
             {

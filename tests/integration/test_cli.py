@@ -132,6 +132,19 @@ def test_check_config_checks_the_storage_root_can_be_written(tmp_path):
     assert run(tmp_path, "check-config", "--quiet", config) == (0, "")
 
 
+def test_check_config_warns_of_a_short_grace_period_with_scheduled_gc(tmp_path):
+    """Valid (exit status 0, also with ``--quiet``), with one warning line
+    on stderr naming both keys."""
+    text = CONFIG.format(root=tmp_path / "root", port=5000)
+    config = write_config(tmp_path, text + "gc: {interval: 1h, graceperiod: 2m}\n")
+    status, output = run(tmp_path, "check-config", "--quiet", config)
+    assert status == 0, output
+    assert output.startswith(
+        "registryd check-config: warning: gc.graceperiod 2m with gc.interval 1h: "
+    ), output
+    assert len(output.splitlines()) == 1, output
+
+
 def test_serve_runs_the_registry_in_the_foreground(tmp_path):
     """Like twistd -n registryd, without a pid file; SIGTERM stops it."""
     port = free_port()

@@ -456,6 +456,14 @@ class Running:
                 time.sleep(0.1)
         pytest.fail(f"nothing served {url} within {timeout}s:\n{self.output}")
 
+    def wait_for_output(self, *texts, timeout=30):
+        """Wait until the output holds every one of ``texts`` (logging
+        lags behind serving)."""
+        deadline = time.monotonic() + timeout
+        while not all(text in self.output for text in texts):
+            assert time.monotonic() < deadline, self.output
+            time.sleep(0.05)
+
     def stop(self):
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -676,13 +684,28 @@ manhole:
             f"debug listener (/health, /metrics) on http://127.0.0.1:{debug_port}",
             f"manhole (user admin) listening on ssh://127.0.0.1:{manhole_port}",
         ]
-        deadline = time.monotonic() + 30
-        while not all(line in running.output for line in wanted):
-            assert time.monotonic() < deadline, running.output
-            time.sleep(0.05)
+        running.wait_for_output(*wanted)
     lines = running.output.splitlines()
     for line in wanted:  # each once, as a line's message
         assert [entry for entry in lines if entry.endswith("] " + line)] != [], running.output
+
+
+def test_start_up_warns_of_a_short_grace_period_with_scheduled_gc(tmp_path):
+    """Scheduled GC whose grace period a push can outlast: the registry
+    starts and logs one warning naming both keys and what to set."""
+    port = free_port()
+    gc = "gc: {interval: 6h, graceperiod: 90s}\n"
+    config = write_config(tmp_path, f"version: 0.1\nstorage: {{inmemory: }}\n{gc}")
+    wanted = (
+        "] warning: gc.graceperiod 1m30s with gc.interval 6h: a scheduled collection can "
+        "remove the blobs a push in progress uploaded more than 1m30s before its manifest; "
+        "set gc.graceperiod to at least 10m"
+    )
+    with Running(tmp_path, "--config", config, "--listen", f"127.0.0.1:{port}") as running:
+        response = running.wait_until_serving(f"http://127.0.0.1:{port}/v2/")
+        assert response.status == 200, running.output
+        running.wait_for_output(wanted)
+    assert running.output.count("warning: gc.graceperiod") == 1, running.output
 
 
 @pytest.mark.parametrize("given", ["[::1]", "localhost", "0.0.0.0", ""])

@@ -12,7 +12,7 @@ import socket
 import pytest
 import pytest_twisted
 from twisted.application import strports
-from twisted.internet import protocol, tcp
+from twisted.internet import protocol, task, tcp
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogPublisher
 from twisted.python import versions
@@ -277,6 +277,13 @@ class Hello(resource.Resource):
         return b"hello " + request.path
 
 
+def hello_site():
+    """A twisted.web Site answering :class:`Hello`, on a clock of its own:
+    its channels' idle timeouts (60 s) must not land on the global reactor,
+    where they would fire a minute later in another test."""
+    return server.Site(Hello(), reactor=task.Clock())
+
+
 def channel_for(site):
     if site.protocol is not None and not isinstance(site.protocol, type):
         site.protocol = http.HTTPChannel  # not the HTTP/2-negotiating wrapper
@@ -295,7 +302,7 @@ def test_channel_request_line_and_set_channel_path_before_dispatch():
             compat.set_channel_path(self, b"/elsewhere")
             super().allHeadersReceived()
 
-    site = server.Site(Hello())
+    site = hello_site()
     site.protocol = Channel
     channel, transport = channel_for(site)
     assert compat.channel_request_line(channel) == (b"", b"", b"")
@@ -346,7 +353,7 @@ def test_request_disconnected_and_the_cleanup_hook():
     assert callable(getattr(server.Request, "_cleanup", None)), changed(
         "twisted.web.server.Request._cleanup", "is gone"
     )
-    site = server.Site(Hello())
+    site = hello_site()
     site.requestFactory = Request
     channel, transport = channel_for(site)
     channel.dataReceived(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -376,7 +383,7 @@ def test_bad_request_hook_and_header_counters():
             seen.append((compat.request_line_received(self), compat.received_headers(self)))
             super()._respondToBadRequestAndDisconnect()
 
-    site = server.Site(Hello())
+    site = hello_site()
     site.protocol = Channel
     channel, transport = channel_for(site)
     assert compat.request_line_received(channel) is False
@@ -423,7 +430,7 @@ def test_replace_chunked_decoder_and_the_errors_the_channel_answers():
             refused.append(True)
             super()._respondToBadRequestAndDisconnect()
 
-    site = server.Site(Hello())
+    site = hello_site()
     site.protocol = Channel
     channel, transport = channel_for(site)
     channel.dataReceived(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")

@@ -1116,6 +1116,35 @@ def test_gc_section():
     assert error_for(minimal("gc: {schedule: daily}\n")).startswith("gc.schedule: unknown key")
 
 
+@pytest.mark.parametrize(
+    "gc, warned",
+    [
+        ("gc: {interval: 1h, graceperiod: 5m}\n", ("5m", "1h")),
+        ("gc: {interval: 24h, graceperiod: 0s}\n", ("0s", "24h")),
+        ("gc: {interval: 30m, graceperiod: 9m59s}\n", ("9m59s", "30m")),
+        ("gc: {interval: 1h, graceperiod: 10m}\n", None),
+        ("gc: {interval: 1h}\n", None),  # the default hour
+        ("gc: {graceperiod: 1m}\n", None),  # no schedule: collections by hand only
+        ("gc: {interval: 0, graceperiod: 1m}\n", None),
+        ("", None),
+    ],
+)
+def test_a_short_grace_period_with_scheduled_gc_is_warned_about(gc, warned):
+    """Scheduled collections with a grace period under 10 minutes can take
+    the blobs of a push in progress: one line naming both keys, their
+    values and what to set; nothing otherwise."""
+    from registryd.config.advice import config_advice
+
+    advice = config_advice(parse(minimal(gc)))
+    if warned is None:
+        assert advice == ()
+        return
+    grace, interval = warned
+    [line] = advice
+    assert line.startswith(f"gc.graceperiod {grace} with gc.interval {interval}: "), line
+    assert "set gc.graceperiod to at least 10m" in line and "\n" not in line, line
+
+
 def test_manhole_section(tmp_path, monkeypatch):
     from registryd.config import ManholeConfig
 

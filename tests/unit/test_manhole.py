@@ -306,3 +306,73 @@ def test_sessions_and_realm_provide_conch_interfaces():
     session = user.original.getComponent(ISession)
     verifyObject(ISession, session)
     assert session.namespace_factory is dict
+
+
+#: What an operator may type as a helper's argument: Python values of
+#: every kind, and the words that mean "no" to a person but are true to
+#: Python.
+ARGUMENTS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-2, 3),
+    st.floats(allow_nan=False),
+    st.text(max_size=20),
+    st.sampled_from(["false", "no", "off", "0", "", "True", "team/app", "Team/App", "a//b"]),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+SWITCHES = [
+    ("gc", "dry_run"),
+    ("gc", "delete_untagged"),
+    ("purge_uploads", "dry_run"),
+    ("rebuild_referrers", "dry_run"),
+    ("retention", "dry_run"),
+    ("retention", "json"),
+    ("readonly", "on"),
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(SWITCHES), ARGUMENTS)
+@pytest_twisted.ensureDeferred
+async def test_a_helper_switch_takes_true_or_false_and_refuses_the_rest_doing_nothing(
+    switch, value
+):
+    """``readonly("false")`` turned read-only mode on, and ``gc(dry_run=False,
+    delete_untagged="no")`` deleted untagged manifests: a switch is read
+    only when it is True or False (1 or 0); anything else is a one-line
+    TypeError naming it, before the helper does anything."""
+    registry = Registry(InMemoryDriver())
+    namespace = make_namespace(registry, Maintenance(registry, Config()), Config())
+    helper, argument = switch
+    keyword = {} if helper == "readonly" else {"dry_run": True}
+    keyword[argument] = value
+    try:
+        await in_statement_thread(namespace[helper], **keyword)
+    except TypeError as error:
+        assert not (isinstance(value, bool) or (type(value) is int and value in (0, 1)))
+        assert str(error).startswith(f"{argument} must be True or False, got ")
+        assert "\n" not in str(error)
+    else:
+        assert value is None or isinstance(value, bool) or value in (0, 1), value
+    assert registry.read_only is (helper == "readonly" and value in (True, 1))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(["tags", "delete_repository", "usage", "rebuild_referrers"]), ARGUMENTS)
+@pytest_twisted.ensureDeferred
+async def test_a_helper_given_any_repository_answers_or_refuses_it_in_one_line(helper, repo):
+    """A repository argument that is no string is a TypeError naming it; a
+    string off the spec's grammar is NAME_INVALID (one the registry lacks,
+    NAME_UNKNOWN where the helper needs it); each in one line."""
+    from registryd import errors
+
+    registry = Registry(InMemoryDriver())
+    namespace = make_namespace(registry, Maintenance(registry, Config()), Config())
+    try:
+        await in_statement_thread(namespace[helper], repo)
+    except TypeError as error:
+        assert str(error).startswith("repo must be a repository name"), str(error)
+        assert not isinstance(repo, str) and "\n" not in str(error)
+    except errors.RegistryError as error:  # NAME_INVALID, NAME_UNKNOWN
+        assert isinstance(repo, str) and "\n" not in str(error)
