@@ -15,8 +15,10 @@ def no_timer_left_on_the_reactor():
     before = set(reactor.getDelayedCalls())
     yield
     left = [c for c in reactor.getDelayedCalls() if c not in before and c.active()]
-    for call in left:
-        call.cancel()
-    assert not left, "timers left on the global reactor: " + ", ".join(
+    # Described before cancelling: a cancelled call forgets its function.
+    described = ", ".join(
         f"{call.func!r:.100} in {call.getTime() - reactor.seconds():.0f} s" for call in left
     )
+    for call in left:
+        call.cancel()
+    assert not left, "timers left on the global reactor: " + described

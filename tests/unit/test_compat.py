@@ -330,7 +330,7 @@ def test_response_header_table_is_what_the_response_is_written_from():
             )
             return b"ok"
 
-    channel, transport = channel_for(server.Site(Tagged()))
+    channel, transport = channel_for(server.Site(Tagged(), reactor=task.Clock()))
     channel.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     head = transport.value().split(b"\r\n\r\n")[0].split(b"\r\n")
     assert b'ETag: "sha256:abc"' in head and b"Content-Length: 2" in head, changed(
