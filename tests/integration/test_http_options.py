@@ -225,6 +225,10 @@ async def test_redirect_middleware_sends_blob_gets_to_a_web_server(tmp_path):
         response = await client.get(f"{base}/v2/cdn/app/blobs/{digest}", allow_redirects=False)
         assert response.code == 307
         await content(response)
+        # the blob's own headers come with the redirect, as Distribution's
+        assert response.headers.getRawHeaders("Docker-Content-Digest") == [digest]
+        assert response.headers.getRawHeaders("ETag") == [f'"{digest}"']
+        assert response.headers.getRawHeaders("Accept-Ranges") == ["bytes"]
         hex_digest = digest.split(":", 1)[1]
         location = response.headers.getRawHeaders("Location")[0]
         assert (

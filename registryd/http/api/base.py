@@ -34,7 +34,8 @@ def set_known_headers(request, headers):
 
 
 API_VERSION_HEADER = (b"Docker-Distribution-API-Version", b"registry/2.0")
-_CONTENT_LENGTH = header_name("Content-Length")
+#: Content-Length as twisted.web keys it (:func:`set_known_headers`)
+CONTENT_LENGTH = header_name("Content-Length")
 
 # Encoded '/', '\' or NUL in a /v2/ path: twisted.web decodes path segments,
 # which would let them change a name's structure.  Refused outright.
@@ -108,7 +109,7 @@ def respond(request, status, headers=(), body=b"", content_type=None):
         request.setHeader(name, value)
     if content_type is not None:
         request.setHeader("Content-Type", content_type)
-    set_known_headers(request, [(_CONTENT_LENGTH, b"%d" % len(body))])
+    set_known_headers(request, [(CONTENT_LENGTH, b"%d" % len(body))])
     return body
 
 

@@ -8,6 +8,7 @@ from twisted.python.failure import Failure
 from registryd import errors
 from registryd.digest import Digest
 from registryd.http.api.base import (
+    CONTENT_LENGTH,
     decimal,
     header_name,
     respond,
@@ -92,7 +93,6 @@ _ETAG = header_name("ETag")
 _CACHE_CONTROL = (header_name("Cache-Control"), b"max-age=31536000")
 _CONTENT_RANGE = header_name("Content-Range")
 _CONTENT_TYPE = (header_name("Content-Type"), b"application/octet-stream")
-_CONTENT_LENGTH = header_name("Content-Length")
 
 
 async def get_blob(ctx, request, name, digest):
@@ -100,26 +100,18 @@ async def get_blob(ctx, request, name, digest):
     digest = Digest.parse(digest)
     blob = await repository.blobs.stat(digest)
     redirect = await repository.blobs.redirect(blob, request.method.decode("ascii"))
-    digest_text = str(digest)
-    if redirect is not None and request.method == b"GET":
-        ctx.events.blob_pulled(request, repository.name, blob)
-        headers = [("Docker-Content-Digest", digest_text)]
-        if blob.seekable:
-            headers.append(("Accept-Ranges", "bytes"))
-        headers += [
-            ("ETag", f'"{digest_text}"'),
-            ("Cache-Control", "max-age=31536000"),
-            ("Location", redirect),
-        ]
-        return respond(request, 307, headers)
-    # A blob that can only be read from its start (one a pull-through
-    # cache is fetching) is sent whole: RFC 9110 lets a server ignore Range.
-    span = parse_range(request.getHeader("range"), blob.size) if blob.seekable else None
-    encoded = digest_text.encode("ascii")
+    encoded = str(digest).encode("ascii")
     headers = [(_DIGEST, encoded)]
     if blob.seekable:
         headers.append(_ACCEPT_RANGES)
     headers += [(_ETAG, b'"%s"' % encoded), _CACHE_CONTROL]
+    if redirect is not None and request.method == b"GET":
+        ctx.events.blob_pulled(request, repository.name, blob)
+        set_known_headers(request, headers)
+        return respond(request, 307, [("Location", redirect)])
+    # A blob that can only be read from its start (one a pull-through
+    # cache is fetching) is sent whole: RFC 9110 lets a server ignore Range.
+    span = parse_range(request.getHeader("range"), blob.size) if blob.seekable else None
     if span is None:
         status, offset, length = 200, 0, blob.size
     else:
@@ -127,7 +119,7 @@ async def get_blob(ctx, request, name, digest):
         headers.append((_CONTENT_RANGE, b"bytes %d-%d/%d" % (span[0], span[1], blob.size)))
     headers.append(_CONTENT_TYPE)
     if length is not None:  # None: upstream did not announce it
-        headers.append((_CONTENT_LENGTH, b"%d" % length))
+        headers.append((CONTENT_LENGTH, b"%d" % length))
     request.setResponseCode(status)
     set_known_headers(request, headers)
     if request.method == b"HEAD" or length == 0:
