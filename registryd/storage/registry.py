@@ -269,7 +269,7 @@ class Registry:
                 if prefix and any(marker in children for marker in markers):
                     found.append(prefix)
                 for child in children:
-                    if child.endswith(".tmp") or not is_name_component(child):
+                    if not _is_walked(child):
                         continue  # _manifests, a driver's temporary, a stray name
                     next_level.append((f"{prefix}/{child}" if prefix else child, f"{path}/{child}"))
             level = next_level
