@@ -196,7 +196,7 @@ def pipelined(connection, size, hasher, directory):
         to_hash.put((view, buffer))
         return free.get()
 
-    receive_pieces(connection, size, lambda view, buffer: take(view, buffer))
+    receive_pieces(connection, size, take)
     to_hash.put(None)
     for thread in threads:
         thread.join()
