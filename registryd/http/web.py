@@ -602,6 +602,8 @@ class StreamingHTTPChannel(http.HTTPChannel):
                 )
                 self.transport.loseConnection()
                 return
+        if compat.receive_whole_head(self, data):
+            return
         super().dataReceived(data)
 
     def allHeadersReceived(self):

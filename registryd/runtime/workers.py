@@ -494,6 +494,7 @@ def build_worker(arguments, reactor):
     prometheus_client (as registryd.runtime.composition does)."""
     from registryd.runtime.composition import compose
     from registryd.runtime.service import RegistryService
+    from registryd.compat import dispatch_events_directly
     from registryd.runtime.tuning import tune_allocator
 
     try:
@@ -510,6 +511,7 @@ def build_worker(arguments, reactor):
         return adopted
 
     tune_allocator()  # as the main process (registryd.runtime.tap)
+    dispatch_events_directly(reactor)
     components = compose(
         attr.evolve(checked, config=worker_config(full_config)),
         reactor=reactor,
