@@ -215,9 +215,7 @@ def dispatch_events_directly(reactor):
     ``mainLoop`` calls), so only a reactor given here changes."""
     if epollreactor is None or not isinstance(reactor, epollreactor.EPollReactor):
         return False
-    if not all(
-        hasattr(reactor, name) for name in ("_poller", "_selectables", "_doReadOrWrite")
-    ):
+    if not all(hasattr(reactor, name) for name in ("_poller", "_selectables", "_doReadOrWrite")):
         raise TwistedChanged("twisted.internet.epollreactor.EPollReactor", "lost its poll state")
     reactor.doIteration = types.MethodType(_poll_and_dispatch, reactor)
     return True
@@ -417,9 +415,7 @@ def receive_whole_head(channel, data):
         or not channel.persistent
     ):
         return False
-    head = _simple_head(
-        data, min(channel.totalHeadersSize, channel.MAX_LENGTH), channel.maxHeaders
-    )
+    head = _simple_head(data, min(channel.totalHeadersSize, channel.MAX_LENGTH), channel.maxHeaders)
     if head is None:
         return False
     method, target, version, headers, size = head

@@ -492,9 +492,9 @@ def build_worker(arguments, reactor):
     The web stack is imported only here: the main process imports this
     module for :func:`share_metrics`, which must run before anything imports
     prometheus_client (as registryd.runtime.composition does)."""
+    from registryd.compat import dispatch_events_directly
     from registryd.runtime.composition import compose
     from registryd.runtime.service import RegistryService
-    from registryd.compat import dispatch_events_directly
     from registryd.runtime.tuning import tune_allocator
 
     try:

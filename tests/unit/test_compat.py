@@ -606,9 +606,7 @@ def test_receive_whole_head_waits_for_the_request_in_progress():
     assert channel.requests == []
 
 
-_tokens = st.text(
-    alphabet="abcXYZ09-!#$%&'*+.^_`|~", min_size=1, max_size=8
-).map(str.encode)
+_tokens = st.text(alphabet="abcXYZ09-!#$%&'*+.^_`|~", min_size=1, max_size=8).map(str.encode)
 _any_bytes = st.binary(max_size=12)
 
 
@@ -616,7 +614,9 @@ _any_bytes = st.binary(max_size=12)
 def request_heads(draw):
     """Heads Twisted takes and heads it refuses, mixed: the fast path must
     take only the first kind and read them exactly as Twisted does."""
-    method = draw(st.one_of(st.sampled_from([b"GET", b"HEAD", b"DELETE", b"OPTIONS"]), _tokens, _any_bytes))
+    method = draw(
+        st.one_of(st.sampled_from([b"GET", b"HEAD", b"DELETE", b"OPTIONS"]), _tokens, _any_bytes)
+    )
     target = draw(
         st.one_of(
             st.sampled_from([b"/v2/", b"/v2/a/b/manifests/latest", b"*", b"/%20?x=1"]),
@@ -631,7 +631,9 @@ def request_heads(draw):
         )
     )
     names = st.one_of(
-        st.sampled_from([b"Host", b"accept", b"USER-AGENT", b"Content-Length", b"Transfer-Encoding", b"Etag"]),
+        st.sampled_from(
+            [b"Host", b"accept", b"USER-AGENT", b"Content-Length", b"Transfer-Encoding", b"Etag"]
+        ),
         _tokens,
         _any_bytes,
     )
