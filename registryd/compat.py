@@ -45,7 +45,7 @@ import twisted
 try:
     from twisted.internet import epollreactor
 except ImportError:  # no epoll: not Linux
-    epollreactor = None
+    epollreactor = None  # type: ignore[assignment]
 
 _log = Logger()
 
