@@ -315,11 +315,11 @@ class _WorkerProtocol(protocol.ProcessProtocol):
     def __init__(self, pool, index):
         self._pool = pool
         self._index = index
-        self._buffer = b""
+        self._partial_line = b""
 
     def childDataReceived(self, fd, data):
-        self._buffer += data
-        *lines, self._buffer = self._buffer.split(b"\n")
+        self._partial_line += data
+        *lines, self._partial_line = self._partial_line.split(b"\n")
         for line in lines:
             if line == b"ready":
                 self._pool._worker_ready(self._index)
@@ -359,11 +359,11 @@ class _MainProcessLink(protocol.Protocol):
     def __init__(self, reactor, set_read_only=lambda on: None):
         self._reactor = reactor
         self._set_read_only = set_read_only
-        self._buffer = b""
+        self._partial_line = b""
 
     def dataReceived(self, data):
-        self._buffer += data
-        *lines, self._buffer = self._buffer.split(b"\n")
+        self._partial_line += data
+        *lines, self._partial_line = self._partial_line.split(b"\n")
         for line in lines:
             if line in (b"read-only on", b"read-only off"):
                 self._set_read_only(line == b"read-only on")
