@@ -610,49 +610,56 @@ _tokens = st.text(alphabet="abcXYZ09-!#$%&'*+.^_`|~", min_size=1, max_size=8).ma
 _any_bytes = st.binary(max_size=12)
 
 
+def _mostly(good, bad):
+    """``good`` nine times in ten: heads Twisted accepts must be common
+    enough for the fast path to be exercised, hostile ones still many."""
+    return st.integers(0, 9).flatmap(lambda n: bad if n == 0 else good)
+
+
 @st.composite
 def request_heads(draw):
     """Heads Twisted takes and heads it refuses, mixed: the fast path must
     take only the first kind and read them exactly as Twisted does."""
     method = draw(
-        st.one_of(st.sampled_from([b"GET", b"HEAD", b"DELETE", b"OPTIONS"]), _tokens, _any_bytes)
+        _mostly(st.sampled_from([b"GET", b"HEAD", b"DELETE", b"OPTIONS"]) | _tokens, _any_bytes)
     )
     target = draw(
-        st.one_of(
+        _mostly(
             st.sampled_from([b"/v2/", b"/v2/a/b/manifests/latest", b"*", b"/%20?x=1"]),
             st.binary(min_size=0, max_size=12).map(lambda path: b"/" + path),
         )
     )
-    version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2", b"http/1.1", b""]))
+    version = draw(
+        _mostly(
+            st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]),
+            st.sampled_from([b"HTTP/2", b"http/1.1", b""]),
+        )
+    )
     line = draw(
-        st.one_of(
+        _mostly(
             st.just(method + b" " + target + b" " + version),
             st.builds(lambda a, b: a + b, st.just(method + b" " + target), _any_bytes),
         )
     )
-    names = st.one_of(
-        st.sampled_from(
-            [b"Host", b"accept", b"USER-AGENT", b"Content-Length", b"Transfer-Encoding", b"Etag"]
-        ),
-        _tokens,
-        _any_bytes,
+    names = _mostly(
+        st.sampled_from([b"Host", b"accept", b"USER-AGENT", b"Etag"]) | _tokens,
+        st.sampled_from([b"Content-Length", b"Transfer-Encoding"]) | _any_bytes,
     )
-    values = st.one_of(
-        st.sampled_from([b"", b" a ", b"\tb", b"1", b"chunked", b"x\x00y", b"a\rb", b"a\nb"]),
-        _any_bytes,
+    values = _mostly(
+        st.sampled_from([b"", b" a ", b"\tb", b"1", b"chunked"]) | _tokens,
+        st.sampled_from([b"x\x00y", b"a\rb", b"a\nb"]) | _any_bytes,
     )
     headers = draw(
         st.lists(
-            st.one_of(
+            _mostly(
                 st.builds(lambda name, value: name + b":" + value, names, values),
-                st.builds(lambda value: b" " + value, values),  # folded
-                _any_bytes,
+                st.builds(lambda value: b" " + value, values) | _any_bytes,  # folded, garbage
             ),
             max_size=6,
         )
     )
     head = b"\r\n".join([line, *headers]) + b"\r\n\r\n"
-    tail = draw(st.sampled_from([b"", b"", b"x", b"GET / HTTP/1.1\r\n\r\n"]))
+    tail = draw(_mostly(st.just(b""), st.sampled_from([b"x", b"GET / HTTP/1.1\r\n\r\n"])))
     return head + tail
 
 
@@ -666,8 +673,9 @@ def test_receive_whole_head_answers_every_head_as_twisted(data):
     assert answered(fast_transport) == answered(slow_transport)
     assert fast_transport.disconnecting == slow_transport.disconnecting
     assert len(fast.requests) == len(slow.requests)
-    if taken:  # only heads Twisted answers
-        assert slow_transport.value().startswith((b"HTTP/1.1 200 ", b"HTTP/1.0 200 "))
+    if taken:  # only heads Twisted reads: never its 400
+        assert slow_transport.value()[:13] not in (b"HTTP/1.1 400 ", b"HTTP/1.0 400 ")
+        assert slow_transport.value()[9:13] in (b"200 ", b"405 ")  # "*": 405
 
 
 def test_receive_whole_head_takes_a_good_share_of_the_generated_heads():
@@ -683,7 +691,7 @@ def test_receive_whole_head_takes_a_good_share_of_the_generated_heads():
         taken_total.extend(taken)
 
     feed()
-    assert len(taken_total) >= 10
+    assert len(taken_total) >= 30  # of 300
 
 
 def _head_of(headers, target=b"/a"):
