@@ -38,6 +38,7 @@ from twisted.internet import endpoints
 from twisted.logger import Logger
 from twisted.protocols import basic
 from twisted.web import http, http_headers, server
+from twisted.web import resource as resource_module
 from twisted.web.iweb import INonQueuedRequestFactory
 
 import twisted
@@ -284,6 +285,14 @@ def response_header_table(request):
     if type(table) is not dict:
         raise TwistedChanged("twisted.web.http_headers.Headers._rawHeaders", "is not a dict")
     return table
+
+
+def encodes_responses(resource):
+    """Whether ``twisted.web.server.Request.process`` would ask
+    ``resource`` for a response encoder (it provides the private
+    ``twisted.web.resource._IEncodingResource``, as
+    ``EncodingResourceWrapper`` does)."""
+    return resource_module._IEncodingResource.providedBy(resource)
 
 
 def request_disconnected(request):
