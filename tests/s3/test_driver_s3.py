@@ -86,7 +86,7 @@ async def test_writer_streams_parts_while_writing(swift, prefix):
         largest_buffer = 0
         for start in range(0, len(data), MiB):
             await writer.write(data[start : start + MiB])
-            largest_buffer = max(largest_buffer, len(writer._buffer))
+            largest_buffer = max(largest_buffer, len(writer._unsent))
         assert largest_buffer < MIN_CHUNK_SIZE + MiB
         uploads = await in_thread(swift.multipart_uploads, prefix)
         assert [key for key, _ in uploads] == [f"{prefix}/uploads/u/data"]
