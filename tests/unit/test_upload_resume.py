@@ -128,22 +128,23 @@ async def test_a_registry_alone_stores_no_running_hash_of_a_small_upload():
 
 @pytest_twisted.ensureDeferred
 async def test_a_registry_alone_stores_the_running_hash_of_a_large_upload():
-    """From :data:`registryd.storage.uploads.STORE_ALONE_FROM` bytes on, a
-    process restarted in the middle of the push would read back more than
-    storing the state costs: each request that appends stores it, and a
-    restarted process (a new Registry) completes the upload from it."""
-    from registryd.storage.uploads import STORE_ALONE_FROM
-
+    """From ``store_alone_from`` bytes on (64 MiB, lowered here to keep the
+    test small: ``tests/e2e/test_upload_restart.py`` pushes past the real
+    one), a process restarted in the middle of the push would read back
+    more than storing the state costs: each request that appends stores
+    it, and a restarted process (a new Registry) completes the upload
+    from it."""
     driver = InMemoryDriver()
     registry = Registry(driver)
-    first, second = os.urandom(STORE_ALONE_FROM - 1), os.urandom(2)
+    registry.hash_states.store_alone_from = 5000
+    first, second = os.urandom(4999), os.urandom(2)
     async with await registry.repository("app").uploads.start() as upload:
         await upload.append(_Source(first))
     states = paths.upload_hash_states("app", upload.id, "sha256")
     assert await driver.list(paths.upload_dir("app", upload.id)) == ["data", "startedat"]
     async with await registry.repository("app").uploads.resume(upload.id) as resumed:
         await resumed.append(_Source(second))
-    assert await driver.list(states) == [str(STORE_ALONE_FROM + 1)]
+    assert await driver.list(states) == ["5001"]
     await _swap_stored_bytes(driver, "app", upload.id, 0, len(first))
     restarted = Registry(driver)
     async with await restarted.repository("app").uploads.resume(upload.id) as resumed:
