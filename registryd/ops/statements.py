@@ -201,10 +201,21 @@ class _Output:
 
 
 def _raise_in_thread(ident, error_class):
-    """Raise ``error_class`` in thread ``ident`` at its next bytecode (None:
-    forget one raised there and not yet seen)."""
-    error = ctypes.py_object(error_class) if error_class is not None else None
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), error)
+    """Raise ``error_class`` in thread ``ident`` at its next bytecode.
+
+    Never called to forget a raised one (``NULL``): CPython 3.11 then
+    leaves the interpreter's asynchronous-exception signal set (only the
+    thread that takes an exception resets it), and from then on every
+    thread running under ``sys.settrace`` (a debugger, coverage,
+    hypothesis explaining a failure) spins at its next function entry for
+    ever.  A statement takes a pending stop instead
+    (:func:`_take_pending_stop`)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(error_class))
+
+
+def _take_pending_stop():
+    """Nothing, as a Python function: entering it is where the calling
+    thread takes an exception :func:`_raise_in_thread` left for it."""
 
 
 def _memory():
@@ -241,6 +252,9 @@ class Statement:
         self.stop_error = None
         self._stopped_at = None
         self.returned = False
+        #: held by the watchdog from its look at ``returned`` to its raise,
+        #: and by the statement to set it: after that, no stop can come
+        self._stopping = threading.Lock()
         #: The error that ended it, in one line (:func:`describe`), or None.
         self.description = None
         self.thread = threading.Thread(target=self._run, name="manhole statement", daemon=True)
@@ -260,10 +274,12 @@ class Statement:
             # The watchdog may have raised a stop once more just as the
             # statement ended: it must not escape the thread (a traceback in
             # the log, a session never answered).  Once ``returned`` is set
-            # it raises none, and the one it may have left pending is cleared.
+            # it raises none, and the one it may have left pending is taken
+            # here, at the next function entry.
             try:
-                self.returned = True
-                _raise_in_thread(threading.get_ident(), None)
+                with self._stopping:
+                    self.returned = True
+                _take_pending_stop()
                 _current.statement = None
                 self._runner.reactor.callFromThread(self._finish, error)
                 return
@@ -298,8 +314,9 @@ class Statement:
         if self.stop_error is None:
             self.stop_error = error_class
             self._stopped_at = self._runner.clock()
-        if self.thread.ident is not None and not self.returned:
-            _raise_in_thread(self.thread.ident, self.stop_error)
+        with self._stopping:
+            if self.thread.ident is not None and not self.returned:
+                _raise_in_thread(self.thread.ident, self.stop_error)
 
     def check(self, now):
         """The watchdog's look at this statement."""

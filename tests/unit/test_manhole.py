@@ -24,6 +24,7 @@ from registryd.ops.manhole import (
 from registryd.ops.statements import StatementRunner, call_on_reactor
 from registryd.storage.drivers.memory import InMemoryDriver
 from registryd.storage.registry import Registry
+from tests.support import in_reactor, run_examples
 
 
 def new_key():
@@ -77,6 +78,15 @@ def test_authorized_keys(tmp_path):
 def in_statement_thread(function, *args, **kwargs):
     """Call a helper where the manhole calls it: off the reactor thread."""
     return threads.deferToThread(function, *args, **kwargs)
+
+
+async def call_helper(helper, arguments):
+    """For :func:`tests.support.in_reactor` (which passes positional
+    arguments only): ``helper(*arguments)``, or ``helper(**arguments)``
+    for a dict, in a statement thread."""
+    if isinstance(arguments, dict):
+        return await in_statement_thread(helper, **arguments)
+    return await in_statement_thread(helper, *arguments)
 
 
 @pytest_twisted.ensureDeferred
@@ -256,13 +266,52 @@ async def test_interrupting_a_statement_raises_keyboard_interrupt_there():
     assert isinstance(error, KeyboardInterrupt) and out == ["started", "\n"]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-@given(source=st.text(max_size=40))
 @pytest_twisted.ensureDeferred
-async def test_any_command_text_gives_output_or_one_line_error(source):
-    runner = StatementRunner(time_limit=1)
-    out, err, status = await run_source(source, {}, runner)
-    assert (status == 0 and err == "") or err.count("\n") == 1
+async def test_a_traced_thread_runs_on_after_statements_end():
+    """A statement's end cleared "its" pending stop with
+    ``PyThreadState_SetAsyncExc(ident, NULL)``, which on CPython 3.11 left
+    the interpreter's asynchronous-exception signal set for good: from
+    then on any thread running under ``sys.settrace`` (a debugger,
+    coverage, hypothesis explaining a failing example) spun at its next
+    function entry for ever.  Each kind of end is tried: returned,
+    failed, stopped by the time limit."""
+    import sys
+    import threading
+
+    from tests.service_support import wait_for
+
+    for source in ["1 + 1", "undefined_name", "while True: pass"]:
+        out, err, status = await run_source(source, {}, StatementRunner(time_limit=0.5))
+        assert status == (0 if source == "1 + 1" else 1), (source, err)
+
+    def traced():
+        sys.settrace(lambda frame, event, arg: None)
+        try:
+            sum(abs(n) for n in range(100))  # a call: a function entry, traced
+        finally:
+            sys.settrace(None)
+
+    # A daemon thread, not the reactor's pool: one that spins must not
+    # keep the test process from exiting.
+    thread = threading.Thread(target=traced, daemon=True)
+    thread.start()
+    await wait_for(lambda: not thread.is_alive(), timeout=60)
+
+
+@pytest_twisted.ensureDeferred
+async def test_any_command_text_gives_output_or_one_line_error():
+    """Examples run in a thread (:func:`tests.support.run_examples`), each
+    waiting for the reactor with a time limit (:func:`tests.support.in_reactor`):
+    a statement that never ends fails its example, named, instead of
+    hanging the test as awaiting it on the reactor's greenlet would."""
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(source=st.text(max_size=40))
+    def check(source):
+        out, err, status = in_reactor(run_source, source, {}, StatementRunner(time_limit=1))
+        assert (status == 0 and err == "") or err.count("\n") == 1, (source, err)
+
+    await run_examples(check)
 
 
 def test_twistd_options_refuse_a_bad_manhole_before_starting(tmp_path):
@@ -332,47 +381,52 @@ SWITCHES = [
 ]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
-@given(st.sampled_from(SWITCHES), ARGUMENTS)
 @pytest_twisted.ensureDeferred
-async def test_a_helper_switch_takes_true_or_false_and_refuses_the_rest_doing_nothing(
-    switch, value
-):
+async def test_a_helper_switch_takes_true_or_false_and_refuses_the_rest_doing_nothing():
     """``readonly("false")`` turned read-only mode on, and ``gc(dry_run=False,
     delete_untagged="no")`` deleted untagged manifests: a switch is read
     only when it is True or False (1 or 0); anything else is a one-line
     TypeError naming it, before the helper does anything."""
-    registry = Registry(InMemoryDriver())
-    namespace = make_namespace(registry, Maintenance(registry, Config()), Config())
-    helper, argument = switch
-    keyword = {} if helper == "readonly" else {"dry_run": True}
-    keyword[argument] = value
-    try:
-        await in_statement_thread(namespace[helper], **keyword)
-    except TypeError as error:
-        assert not (isinstance(value, bool) or (type(value) is int and value in (0, 1)))
-        assert str(error).startswith(f"{argument} must be True or False, got ")
-        assert "\n" not in str(error)
-    else:
-        assert value is None or isinstance(value, bool) or value in (0, 1), value
-    assert registry.read_only is (helper == "readonly" and value in (True, 1))
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(SWITCHES), ARGUMENTS)
+    def check(switch, value):
+        registry = Registry(InMemoryDriver())
+        namespace = make_namespace(registry, Maintenance(registry, Config()), Config())
+        helper, argument = switch
+        keyword = {} if helper == "readonly" else {"dry_run": True}
+        keyword[argument] = value
+        try:
+            in_reactor(call_helper, namespace[helper], keyword)
+        except TypeError as error:
+            assert not (isinstance(value, bool) or (type(value) is int and value in (0, 1)))
+            assert str(error).startswith(f"{argument} must be True or False, got ")
+            assert "\n" not in str(error)
+        else:
+            assert value is None or isinstance(value, bool) or value in (0, 1), value
+        assert registry.read_only is (helper == "readonly" and value in (True, 1))
+
+    await run_examples(check)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
-@given(st.sampled_from(["tags", "delete_repository", "usage", "rebuild_referrers"]), ARGUMENTS)
 @pytest_twisted.ensureDeferred
-async def test_a_helper_given_any_repository_answers_or_refuses_it_in_one_line(helper, repo):
+async def test_a_helper_given_any_repository_answers_or_refuses_it_in_one_line():
     """A repository argument that is no string is a TypeError naming it; a
     string off the spec's grammar is NAME_INVALID (one the registry lacks,
     NAME_UNKNOWN where the helper needs it); each in one line."""
     from registryd import errors
 
-    registry = Registry(InMemoryDriver())
-    namespace = make_namespace(registry, Maintenance(registry, Config()), Config())
-    try:
-        await in_statement_thread(namespace[helper], repo)
-    except TypeError as error:
-        assert str(error).startswith("repo must be a repository name"), str(error)
-        assert not isinstance(repo, str) and "\n" not in str(error)
-    except errors.RegistryError as error:  # NAME_INVALID, NAME_UNKNOWN
-        assert isinstance(repo, str) and "\n" not in str(error)
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(["tags", "delete_repository", "usage", "rebuild_referrers"]), ARGUMENTS)
+    def check(helper, repo):
+        registry = Registry(InMemoryDriver())
+        namespace = make_namespace(registry, Maintenance(registry, Config()), Config())
+        try:
+            in_reactor(call_helper, namespace[helper], (repo,))
+        except TypeError as error:
+            assert str(error).startswith("repo must be a repository name"), str(error)
+            assert not isinstance(repo, str) and "\n" not in str(error)
+        except errors.RegistryError as error:  # NAME_INVALID, NAME_UNKNOWN
+            assert isinstance(repo, str) and "\n" not in str(error)
+
+    await run_examples(check)

@@ -116,10 +116,37 @@ async def test_a_node_reads_back_only_what_follows_the_last_usable_stored_hash()
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_registry_alone_stores_no_running_hash():
-    """One process without nodes: nobody else continues its uploads, and a
-    stored state would cost every ``PATCH`` a write (an S3 request)."""
+async def test_a_registry_alone_stores_no_running_hash_of_a_small_upload():
+    """One process without nodes: nobody else continues its uploads, and
+    reading a small one back after a restart costs less than a stored
+    state would cost every ``PATCH`` (a write, an S3 request)."""
     registry = Registry(InMemoryDriver())
     async with await registry.repository("app").uploads.start() as upload:
         await upload.append(_Source(b"x" * 3000))
     assert await registry.driver.list(paths.upload_dir("app", upload.id)) == ["data", "startedat"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_registry_alone_stores_the_running_hash_of_a_large_upload():
+    """From ``store_alone_from`` bytes on (64 MiB, lowered here to keep the
+    test small: ``tests/e2e/test_upload_restart.py`` pushes past the real
+    one), a process restarted in the middle of the push would read back
+    more than storing the state costs: each request that appends stores
+    it, and a restarted process (a new Registry) completes the upload
+    from it."""
+    driver = InMemoryDriver()
+    registry = Registry(driver)
+    registry.hash_states.store_alone_from = 5000
+    first, second = os.urandom(4999), os.urandom(2)
+    async with await registry.repository("app").uploads.start() as upload:
+        await upload.append(_Source(first))
+    states = paths.upload_hash_states("app", upload.id, "sha256")
+    assert await driver.list(paths.upload_dir("app", upload.id)) == ["data", "startedat"]
+    async with await registry.repository("app").uploads.resume(upload.id) as resumed:
+        await resumed.append(_Source(second))
+    assert await driver.list(states) == ["5001"]
+    await _swap_stored_bytes(driver, "app", upload.id, 0, len(first))
+    restarted = Registry(driver)
+    async with await restarted.repository("app").uploads.resume(upload.id) as resumed:
+        blob = await resumed.complete(Digest.of(first + second))
+    assert blob.digest == Digest.of(first + second)
