@@ -17,7 +17,7 @@ one chunked PATCH of 32 KiB chunks paced at ``--rate`` MB/s per layer,
 PUT with the digest; three layers at once) and spend almost no CPU, so
 the server CPU per push (all its processes, psutil) is steady from round
 to round.  Each server first gets an unpaced push it is not measured by
-(a new process's first push pays for its threads and caches); then each
+(the worker processes' start-up lands in it); then each
 round pushes a new image to each server, in rotated order; the figure is
 the median.
 """
@@ -121,8 +121,10 @@ def main():
     try:
         for server in servers:
             server.start()
-            # A new process's first push pays for its threads, imports and
-            # caches (about 0.15 s more): not what a push costs.
+            # The worker processes' start-up (about 0.15 s of imports) lands
+            # in what they serve first after the main process answers /v2/,
+            # and a new process's threads and caches are cold: not what a
+            # push costs.
             push_image(server, "bench/warm-up", [os.urandom(size)] * AT_ONCE, 0)
         for round_ in range(args.rounds):
             layers = [os.urandom(size) for _ in range(args.layers)]
