@@ -32,10 +32,23 @@ hook's existence and its callers are checked here, by the tests):
   (``registryd.ops.manhole``: hand the session its namespace factory).
 """
 
+import types
+
 from twisted.internet import endpoints
-from twisted.web import http, server
+from twisted.logger import Logger
+from twisted.protocols import basic
+from twisted.web import http, http_headers, server
+from twisted.web import resource as resource_module
+from twisted.web.iweb import INonQueuedRequestFactory
 
 import twisted
+
+try:
+    from twisted.internet import epollreactor
+except ImportError:  # no epoll: not Linux
+    epollreactor = None  # type: ignore[assignment]
+
+_log = Logger()
 
 #: The installed Twisted's version, for messages.
 TWISTED_VERSION = twisted.__version__
@@ -182,6 +195,52 @@ def write_buffer_empty(transport):
         return None
 
 
+# --- twisted.internet: the epoll reactor's dispatch ---------------------------
+
+
+def dispatch_events_directly(reactor):
+    """Make an epoll reactor hand each I/O event to its selectable with a
+    plain call; ``False`` (nothing changed) for any other reactor.
+
+    ``EPollReactor.doPoll`` calls each reader and writer through
+    ``twisted.python.log.callWithLogger``, which pushes a legacy log context
+    naming the connection (the ``[HTTPChannel,3,127.0.0.1]`` prefix of
+    legacy ``log.msg`` lines) and catches what escapes: 1.2 us per event,
+    and a small request is two events (its read, then its write).  Here
+    the same loop (``EPollReactor._poller``, ``_selectables``,
+    ``_doReadOrWrite``, its per-iteration body) calls ``_doReadOrWrite``
+    directly, which catches and logs what a reader or writer raises itself;
+    what escapes it is logged here.  Legacy log lines written during an
+    event lose the connection prefix; registryd's own (``twisted.logger``)
+    never had it.  Set on the reactor instance (``doIteration``, what
+    ``mainLoop`` calls), so only a reactor given here changes."""
+    if epollreactor is None or not isinstance(reactor, epollreactor.EPollReactor):
+        return False
+    if not all(hasattr(reactor, name) for name in ("_poller", "_selectables", "_doReadOrWrite")):
+        raise TwistedChanged("twisted.internet.epollreactor.EPollReactor", "lost its poll state")
+    reactor.doIteration = types.MethodType(_poll_and_dispatch, reactor)
+    return True
+
+
+def _poll_and_dispatch(reactor, timeout):
+    # EPollReactor.doPoll, calling _doReadOrWrite without a log context.
+    if timeout is None:
+        timeout = -1
+    selectables = reactor._selectables
+    try:
+        events = reactor._poller.poll(timeout, len(selectables))
+    except InterruptedError:
+        return
+    dispatch = reactor._doReadOrWrite
+    for fd, event in events:
+        selectable = selectables.get(fd)
+        if selectable is not None:
+            try:
+                dispatch(selectable, fd, event)
+            except Exception:
+                _log.failure("dispatching an I/O event to {selectable!r}", selectable=selectable)
+
+
 # --- twisted.web ------------------------------------------------------------
 
 
@@ -228,6 +287,14 @@ def response_header_table(request):
     return table
 
 
+def encodes_responses(resource):
+    """Whether ``twisted.web.server.Request.process`` would ask
+    ``resource`` for a response encoder (it provides the private
+    ``twisted.web.resource._IEncodingResource``, as
+    ``EncodingResourceWrapper`` does)."""
+    return resource_module._IEncodingResource.providedBy(resource)
+
+
 def request_disconnected(request):
     """Whether a ``twisted.web`` Request lost its connection
     (``Request._disconnected``)."""
@@ -265,6 +332,136 @@ def replace_chunked_decoder(channel, factory):
     decoder = getattr(channel, "_transferDecoder", None)
     if type(decoder) is _ChunkedTransferDecoder and decoder.state == "CHUNK_LENGTH":
         channel._transferDecoder = factory(decoder.dataCallback, decoder.finishCallback)
+
+
+# --- twisted.web: a request head read in one piece ----------------------------
+
+#: Bytes of a token (RFC 9110 section 5.6.2), what Twisted accepts as a
+#: method (``twisted.web._abnf._istoken``).
+_TOKEN_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-.^_`|~"
+#: Bytes Twisted accepts in a request-target (``twisted.web.http._parseRequestLine``
+#: refuses a byte ``<= 32`` or ``> 176``).
+_TARGET_BYTES = bytes(range(33, 177))
+_HTTP_VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
+#: Headers that give a request a body: a head that has one is read line by
+#: line, by Twisted, which chooses the body's decoder.
+_BODY_HEADERS = (b"Content-Length", b"Transfer-Encoding")
+_HEAD_END = b"\r\n\r\n"
+_header_names = http_headers._nameEncoder
+_InvalidHeaderName = http_headers.InvalidHeaderName
+_line_receiver_data = basic.LineReceiver.dataReceived
+
+
+def _simple_head(data, limit, max_headers):
+    """``(method, target, version, [(name, value)...], size)`` of ``data``
+    when it is exactly one bodiless request head that Twisted's
+    ``HTTPChannel.lineReceived`` would accept as it is, with every check
+    Twisted makes (request line, token header names in their canonical
+    case, values without NUL, CR or LF, stripped of spaces and tabs; at
+    most ``limit`` bytes and ``max_headers`` headers); ``None`` for
+    anything else (more or less than one head, a body, a folded header, an
+    error), which Twisted then reads itself."""
+    end = data.find(_HEAD_END)
+    if end <= 0 or end + 4 != len(data) or len(data) > limit:
+        return None
+    lines = data[:end].split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3:
+        return None
+    method, target, version = parts
+    if (
+        version not in _HTTP_VERSIONS
+        or not method
+        or method.translate(None, _TOKEN_BYTES)
+        or not target
+        or target.translate(None, _TARGET_BYTES)
+    ):
+        return None
+    if len(lines) - 1 > max_headers:
+        return None
+    headers = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or line[0] in b" \t":
+            return None
+        try:
+            name = _header_names.encode(name)
+        except _InvalidHeaderName:
+            return None
+        if name in _BODY_HEADERS:
+            return None
+        value = value.strip(b" \t")
+        if len(value.translate(None, b"\x00\r\n")) != len(value):
+            return None
+        headers.append((name, value))
+    return method, target, version, headers, end - 2 * (len(lines) - 1)
+
+
+def receive_whole_head(channel, data):
+    """Let an ``HTTPChannel`` read a bodiless request head that arrived in
+    one piece without its line-by-line parser; ``False`` (nothing done)
+    unless the channel waits for a new request and ``data`` is such a head.
+
+    ``LineReceiver.dataReceived`` and ``HTTPChannel.lineReceived`` cost a
+    small request more CPU than routing and answering it (about a fifth of
+    a blob ``HEAD``): a call per line, each with Twisted's per-line state
+    machine.  Here the head is checked as Twisted checks it
+    (:func:`_simple_head`) and the channel is left in the state its own
+    parser leaves it in at the end of the head (``HTTPChannel.__first_line``,
+    ``_command``, ``_path``, ``_version``, the header counters, the request's
+    ``requestHeaders._rawHeaders``); then ``allHeadersReceived`` and
+    ``allContentReceived`` run as they do there.  Anything else (a body,
+    pipelined requests, a folded or malformed header, a head split over
+    reads) goes through Twisted's parser, which refuses what is wrong.
+    ``tests/unit/test_compat.py`` checks both give the same requests for
+    generated heads."""
+    if (
+        not channel.line_mode
+        or channel._buffer
+        or channel._busyReceiving
+        or channel.paused
+        or not channel._HTTPChannel__first_line
+        or not channel.persistent
+    ):
+        return False
+    head = _simple_head(data, min(channel.totalHeadersSize, channel.MAX_LENGTH), channel.maxHeaders)
+    if head is None:
+        return False
+    method, target, version, headers, size = head
+    channel.resetTimeout()
+    channel._busyReceiving = True
+    try:
+        factory = channel.requestFactory
+        if INonQueuedRequestFactory.providedBy(factory):
+            request = factory(channel)
+        else:
+            request = factory(channel, len(channel.requests))
+        channel.requests.append(request)
+        channel._HTTPChannel__first_line = 0
+        channel._command = method
+        channel._path = target
+        channel._version = version
+        table = request.requestHeaders._rawHeaders
+        for name, value in headers:
+            values = table.get(name)
+            if values is None:
+                table[name] = [value]
+            else:
+                values.append(value)
+        channel._receivedHeaderSize = size
+        channel._receivedHeaderCount = len(headers)
+        channel.allHeadersReceived()
+        if channel.length == 0:
+            channel.allContentReceived()
+        else:
+            channel.setRawMode()
+    finally:
+        channel._busyReceiving = False
+    if channel._buffer:
+        # What arrived while the request ran (requestDone gives the channel
+        # what it buffered): Twisted's parser takes it from here.
+        _line_receiver_data(channel, b"")
+    return True
 
 
 # --- twisted.conch ------------------------------------------------------------

@@ -315,11 +315,11 @@ class _WorkerProtocol(protocol.ProcessProtocol):
     def __init__(self, pool, index):
         self._pool = pool
         self._index = index
-        self._buffer = b""
+        self._partial_line = b""
 
     def childDataReceived(self, fd, data):
-        self._buffer += data
-        *lines, self._buffer = self._buffer.split(b"\n")
+        self._partial_line += data
+        *lines, self._partial_line = self._partial_line.split(b"\n")
         for line in lines:
             if line == b"ready":
                 self._pool._worker_ready(self._index)
@@ -359,11 +359,11 @@ class _MainProcessLink(protocol.Protocol):
     def __init__(self, reactor, set_read_only=lambda on: None):
         self._reactor = reactor
         self._set_read_only = set_read_only
-        self._buffer = b""
+        self._partial_line = b""
 
     def dataReceived(self, data):
-        self._buffer += data
-        *lines, self._buffer = self._buffer.split(b"\n")
+        self._partial_line += data
+        *lines, self._partial_line = self._partial_line.split(b"\n")
         for line in lines:
             if line in (b"read-only on", b"read-only off"):
                 self._set_read_only(line == b"read-only on")
@@ -492,6 +492,7 @@ def build_worker(arguments, reactor):
     The web stack is imported only here: the main process imports this
     module for :func:`share_metrics`, which must run before anything imports
     prometheus_client (as registryd.runtime.composition does)."""
+    from registryd.compat import dispatch_events_directly
     from registryd.runtime.composition import compose
     from registryd.runtime.service import RegistryService
     from registryd.runtime.tuning import tune_allocator
@@ -510,6 +511,7 @@ def build_worker(arguments, reactor):
         return adopted
 
     tune_allocator()  # as the main process (registryd.runtime.tap)
+    dispatch_events_directly(reactor)
     components = compose(
         attr.evolve(checked, config=worker_config(full_config)),
         reactor=reactor,

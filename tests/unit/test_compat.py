@@ -11,10 +11,12 @@ import socket
 
 import pytest
 import pytest_twisted
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.application import strports
-from twisted.internet import protocol, task, tcp
+from twisted.internet import abstract, protocol, task, tcp
 from twisted.internet.testing import StringTransport
-from twisted.logger import LogPublisher
+from twisted.logger import LogPublisher, globalLogPublisher
 from twisted.python import versions
 from twisted.web import http, resource, server
 
@@ -488,3 +490,309 @@ def test_terminal_realms_get_avatar_hook():
         "twisted.conch.manhole_ssh.TerminalRealm._getAvatar", "is not what requestAvatar calls"
     )
     assert avatar.original.getComponent(iconch.ISession) is not None
+
+
+# --- twisted.web: a request head read in one piece --------------------------------
+
+
+class Echo(resource.Resource):
+    """Answers what the request was: method, target, version, headers."""
+
+    isLeaf = True
+
+    def render(self, request):
+        lines = [request.method, request.uri, request.clientproto]
+        for name, values in sorted(request.requestHeaders.getAllRawHeaders()):
+            lines += [name + b": " + value for value in values]
+        return b"\n".join(lines)
+
+
+def echo_channel(fast, small_limits=False):
+    """An HTTPChannel answering :class:`Echo`, whose ``dataReceived``
+    tries :func:`compat.receive_whole_head` first when ``fast``; and the
+    heads the fast path took.  With ``small_limits``, at most 4 headers,
+    90 bytes per line and 120 per head: limits generated heads reach."""
+    taken = []
+
+    class Channel(http.HTTPChannel):
+        if small_limits:
+            maxHeaders = 4
+            totalHeadersSize = 120
+            MAX_LENGTH = 90
+
+        def dataReceived(self, data):
+            if fast and compat.receive_whole_head(self, data):
+                taken.append(data)
+                return
+            super().dataReceived(data)
+
+    site = server.Site(Echo(), reactor=task.Clock())
+    site.protocol = Channel
+    channel, transport = channel_for(site)
+    return channel, transport, taken
+
+
+def answered(transport):
+    """What a channel sent, without the Date headers (they name the second)."""
+    return [line for line in transport.value().split(b"\r\n") if not line.startswith(b"Date: ")]
+
+
+def test_receive_whole_head_reads_simple_heads_as_twisted_does():
+    head = (
+        b"HEAD /v2/a/blobs/sha256:0123 HTTP/1.1\r\nHost: 127.0.0.1:5000\r\n"
+        b"user-agent: hey/0.0.1\r\nAccept:  a/b, c/d \t\r\nAccept: e/f\r\nX-Empty:\r\n\r\n"
+    )
+    fast, fast_transport, taken = echo_channel(fast=True)
+    slow, slow_transport, _ = echo_channel(fast=False)
+    for channel in (fast, slow):
+        channel.dataReceived(head)
+        channel.dataReceived(head.replace(b"HEAD", b"GET", 1))
+    assert len(taken) == 2, "the fast path did not take a simple head"
+    assert answered(fast_transport) == answered(slow_transport)
+    assert b"Accept: a/b, c/d" in fast_transport.value()
+    assert fast.requests == [] and not fast_transport.disconnecting
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi",
+        b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nHost: a\r\n",
+        b"GET /a HTTP/1.1\r\nX-Folded: a\r\n b\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nX Bad: a\r\n\r\n",
+        b"GET /a HTTP/2.0\r\nHost: a\r\n\r\n",
+        b"\r\nGET /a HTTP/1.1\r\nHost: a\r\n\r\n",
+    ],
+)
+def test_receive_whole_head_leaves_anything_else_to_twisted(data):
+    fast, fast_transport, taken = echo_channel(fast=True)
+    slow, slow_transport, _ = echo_channel(fast=False)
+    fast.dataReceived(data)
+    slow.dataReceived(data)
+    assert taken == []
+    assert answered(fast_transport) == answered(slow_transport)
+
+
+def test_receive_whole_head_waits_for_the_request_in_progress():
+    """A head that arrives while a request is answered is buffered, as
+    Twisted buffers it, and read when that request ends."""
+
+    class Slow(resource.Resource):
+        isLeaf = True
+        waiting = []
+
+        def render(self, request):
+            self.waiting.append(request)
+            return server.NOT_DONE_YET
+
+    site = server.Site(Slow(), reactor=task.Clock())
+
+    class Channel(http.HTTPChannel):
+        def dataReceived(self, data):
+            if not compat.receive_whole_head(self, data):
+                super().dataReceived(data)
+
+    site.protocol = Channel
+    channel, transport = channel_for(site)
+    channel.dataReceived(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n")
+    channel.dataReceived(b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert [request.path for request in Slow.waiting] == [b"/1"]
+    Slow.waiting[0].write(b"one")
+    Slow.waiting[0].finish()
+    assert [request.path for request in Slow.waiting] == [b"/1", b"/2"]
+    Slow.waiting[1].finish()
+    assert channel.requests == []
+
+
+_tokens = st.text(alphabet="abcXYZ09-!#$%&'*+.^_`|~", min_size=1, max_size=8).map(str.encode)
+_any_bytes = st.binary(max_size=12)
+
+
+def _mostly(good, bad):
+    """``good`` nine times in ten: heads Twisted accepts must be common
+    enough for the fast path to be exercised, hostile ones still many."""
+    return st.integers(0, 9).flatmap(lambda n: bad if n == 0 else good)
+
+
+@st.composite
+def request_heads(draw):
+    """Heads Twisted takes and heads it refuses, mixed: the fast path must
+    take only the first kind and read them exactly as Twisted does."""
+    method = draw(
+        _mostly(st.sampled_from([b"GET", b"HEAD", b"DELETE", b"OPTIONS"]) | _tokens, _any_bytes)
+    )
+    target = draw(
+        _mostly(
+            st.sampled_from([b"/v2/", b"/v2/a/b/manifests/latest", b"*", b"/%20?x=1"]),
+            st.binary(min_size=0, max_size=12).map(lambda path: b"/" + path),
+        )
+    )
+    version = draw(
+        _mostly(
+            st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]),
+            st.sampled_from([b"HTTP/2", b"http/1.1", b""]),
+        )
+    )
+    line = draw(
+        _mostly(
+            st.just(method + b" " + target + b" " + version),
+            st.builds(lambda a, b: a + b, st.just(method + b" " + target), _any_bytes),
+        )
+    )
+    names = _mostly(
+        st.sampled_from([b"Host", b"accept", b"USER-AGENT", b"Etag"]) | _tokens,
+        st.sampled_from([b"Content-Length", b"Transfer-Encoding"]) | _any_bytes,
+    )
+    values = _mostly(
+        st.sampled_from([b"", b" a ", b"\tb", b"1", b"chunked"]) | _tokens,
+        st.sampled_from([b"x\x00y", b"a\rb", b"a\nb"]) | _any_bytes,
+    )
+    headers = draw(
+        st.lists(
+            _mostly(
+                st.builds(lambda name, value: name + b":" + value, names, values),
+                st.builds(lambda value: b" " + value, values) | _any_bytes,  # folded, garbage
+            ),
+            max_size=6,
+        )
+    )
+    head = b"\r\n".join([line, *headers]) + b"\r\n\r\n"
+    tail = draw(_mostly(st.just(b""), st.sampled_from([b"x", b"GET / HTTP/1.1\r\n\r\n"])))
+    return head + tail
+
+
+@given(request_heads())
+@settings(max_examples=500, derandomize=True, database=None, deadline=None)
+def test_receive_whole_head_answers_every_head_as_twisted(data):
+    fast, fast_transport, taken = echo_channel(fast=True, small_limits=True)
+    slow, slow_transport, _ = echo_channel(fast=False, small_limits=True)
+    fast.dataReceived(data)
+    slow.dataReceived(data)
+    assert answered(fast_transport) == answered(slow_transport)
+    assert fast_transport.disconnecting == slow_transport.disconnecting
+    assert len(fast.requests) == len(slow.requests)
+    if taken:  # only heads Twisted reads: never its 400
+        assert slow_transport.value()[:13] not in (b"HTTP/1.1 400 ", b"HTTP/1.0 400 ")
+        assert slow_transport.value()[9:13] in (b"200 ", b"405 ")  # "*": 405
+
+
+def test_receive_whole_head_takes_a_good_share_of_the_generated_heads():
+    """The property above would hold trivially if the fast path never took
+    a head: it does take the well-formed ones."""
+    taken_total = []
+
+    @given(request_heads())
+    @settings(max_examples=300, derandomize=True, database=None, deadline=None)
+    def feed(data):
+        channel, _transport, taken = echo_channel(fast=True)
+        channel.dataReceived(data)
+        taken_total.extend(taken)
+
+    feed()
+    assert len(taken_total) >= 30  # of 300
+
+
+def _head_of(headers, target=b"/a"):
+    return b"GET " + target + b" HTTP/1.1\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _head_of([b"X-%d: v" % n for n in range(4)]),  # maxHeaders
+        _head_of([b"X-%d: v" % n for n in range(5)]),
+        _head_of([b"X: " + b"v" * 80]),  # MAX_LENGTH: 90 bytes per line
+        _head_of([b"X: " + b"v" * 88]),
+        _head_of([b"X: " + b"v" * 30, b"Y: " + b"v" * 30, b"Z: " + b"v" * 20]),  # 120 per head
+        _head_of([b"X: " + b"v" * 30, b"Y: " + b"v" * 30, b"Z: " + b"v" * 40]),
+        _head_of([], target=b"/" + b"a" * 74),  # the request line against MAX_LENGTH
+        _head_of([], target=b"/" + b"a" * 78),
+    ],
+)
+def test_receive_whole_head_keeps_twisteds_limits(data):
+    """At and just over each of Twisted's limits, the same answer."""
+    fast, fast_transport, taken = echo_channel(fast=True, small_limits=True)
+    slow, slow_transport, _ = echo_channel(fast=False, small_limits=True)
+    fast.dataReceived(data)
+    slow.dataReceived(data)
+    assert answered(fast_transport) == answered(slow_transport)
+    assert fast_transport.disconnecting == slow_transport.disconnecting
+
+
+# --- twisted.internet: the epoll reactor's dispatch --------------------------------
+
+
+class _Exploding(abstract.FileDescriptor):
+    """A reader over one end of a socket pair whose read fails, and whose
+    connection-lost handler fails too: the failure ``_doReadOrWrite``
+    itself lets escape."""
+
+    def __init__(self, reactor, sock):
+        super().__init__(reactor)
+        self.socket = sock
+
+    def fileno(self):
+        return self.socket.fileno()
+
+    def doRead(self):
+        raise ValueError("read failed")
+
+    def connectionLost(self, reason):
+        super().connectionLost(reason)
+        raise RuntimeError("and so did connectionLost")
+
+
+def test_dispatch_events_directly_serves_connections_and_logs_escaping_failures():
+    from twisted.internet import epollreactor
+
+    reactor = epollreactor.EPollReactor()
+    assert compat.dispatch_events_directly(reactor) is True
+    assert compat.dispatch_events_directly(task.Clock()) is False
+    received = []
+    logged = []
+
+    class Echo(protocol.Protocol):
+        def dataReceived(self, data):
+            self.transport.write(data.upper())
+
+    publisher = globalLogPublisher
+    observer = logged.append
+    publisher.addObserver(observer)
+    exploding, other = socket.socketpair()
+    try:
+        port = reactor.listenTCP(0, protocol.Factory.forProtocol(Echo), interface="127.0.0.1")
+        client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=30)
+        client.sendall(b"hello")
+        reader = _Exploding(reactor, exploding)
+        reactor.addReader(reader)
+        other.send(b"x")
+        client.setblocking(False)
+        for _ in range(2000):
+            reactor.doIteration(0.01)
+            try:
+                received.append(client.recv(100))
+            except BlockingIOError:
+                continue
+            if b"".join(received) == b"HELLO" and logged:
+                break
+        assert b"".join(received) == b"HELLO"
+        failures = [event for event in logged if event.get("log_failure") is not None]
+        assert any(
+            event["log_failure"].check(RuntimeError)
+            and "dispatching an I/O event" in event.get("log_format", "")
+            for event in failures
+        ), changed(
+            "twisted.internet.epollreactor.EPollReactor._doReadOrWrite",
+            "lets nothing escape, or the loop lost it",
+        )
+        client.close()
+        port.stopListening()
+    finally:
+        publisher.removeObserver(observer)
+        reactor.removeAll()
+        exploding.close()
+        other.close()
+        reactor.waker.connectionLost(None)
+        reactor._poller.close()

@@ -167,9 +167,9 @@ class S3Writer(WriterBase):
     """A file being written as a multipart upload; see the module doc.
 
     State: ``_parts`` uploaded to the open multipart upload ``_upload_id``
-    (all at least 5 MiB), then ``_buffer``.  Without an open upload, the
+    (all at least 5 MiB), then ``_unsent``.  Without an open upload, the
     file is ``_base_size`` bytes of committed object followed by
-    ``_buffer``.  All work happens in order in a :class:`_Sequence`.
+    ``_unsent``.  All work happens in order in a :class:`_Sequence`.
     """
 
     def __init__(
@@ -193,9 +193,9 @@ class S3Writer(WriterBase):
         self._parts = list(parts)
         self._base_size = base_size
         self._base_exists = base_exists
-        self._buffer = bytearray(buffer)
+        self._unsent = bytearray(buffer)
         self._tail_found = tail_found  # a tail object may exist: delete it when done
-        self.size = sum(part["Size"] for part in self._parts) + base_size + len(self._buffer)
+        self.size = sum(part["Size"] for part in self._parts) + base_size + len(self._unsent)
         self._sequence = _Sequence()
         self._closed = False
         self._failed = False
@@ -246,19 +246,19 @@ class S3Writer(WriterBase):
     async def _write(self, data):
         if self._failed:
             raise StorageError(f"{self.path}: an earlier write failed")
-        self._buffer += data
-        if len(self._buffer) >= self._chunk_size:
+        self._unsent += data
+        if len(self._unsent) >= self._chunk_size:
             await self._guard(self._flush_full_parts())
 
     async def _flush_full_parts(self):
-        while len(self._buffer) >= self._chunk_size:
+        while len(self._unsent) >= self._chunk_size:
             await self._ensure_upload()
-            if len(self._buffer) < self._chunk_size:
+            if len(self._unsent) < self._chunk_size:
                 break
-            with memoryview(self._buffer) as view:
+            with memoryview(self._unsent) as view:
                 part = bytes(view[: self._chunk_size])  # one copy, not two
             await self._upload_part(part)
-            del self._buffer[: self._chunk_size]
+            del self._unsent[: self._chunk_size]
 
     async def _ensure_upload(self):
         """Make sure a multipart upload holds the committed base content."""
@@ -266,7 +266,7 @@ class S3Writer(WriterBase):
             return
         if 0 < self._base_size < MIN_CHUNK_SIZE:
             base = await self._driver._get_bytes(self._key, self.path, expected=self._base_size)
-            self._buffer[0:0] = base
+            self._unsent[0:0] = base
             self._base_size = 0
         created = await self._call("create_multipart_upload", **self._driver._write_args())
         self._upload_id = created["UploadId"]
@@ -296,7 +296,7 @@ class S3Writer(WriterBase):
 
     async def _put_whole(self):
         """The file as one object: the committed base (under a part) and the buffer."""
-        content = bytes(self._buffer)
+        content = bytes(self._unsent)
         if self._base_size:
             base = await self._driver._get_bytes(self._key, self.path, expected=self._base_size)
             content = base + content
@@ -304,7 +304,7 @@ class S3Writer(WriterBase):
         self._driver.recent_sizes.remember(self._key, len(content))
         self._base_size = len(content)
         self._base_exists = True
-        self._buffer.clear()
+        self._unsent.clear()
 
     async def _persist(self):
         """close(): keep everything written, for a later appending writer."""
@@ -314,21 +314,21 @@ class S3Writer(WriterBase):
 
     async def _persist_buffer(self):
         if self._upload_id is None:
-            if not self._buffer and self._append:
+            if not self._unsent and self._append:
                 return  # nothing new
             if self._base_size < MIN_CHUNK_SIZE:
                 await self._put_whole()
                 return
             await self._ensure_upload()
-        if len(self._buffer) >= MIN_CHUNK_SIZE:
-            await self._upload_part(bytes(self._buffer))
-            self._buffer.clear()
-        if self._buffer:
+        if len(self._unsent) >= MIN_CHUNK_SIZE:
+            await self._upload_part(bytes(self._unsent))
+            self._unsent.clear()
+        if self._unsent:
             await self._driver._call(
                 "put_object",
                 self.path,
                 Key=self._key + TAIL_SUFFIX,
-                Body=bytes(self._buffer),
+                Body=bytes(self._unsent),
                 Metadata={TAIL_UPLOAD: self._upload_id, TAIL_PARTS: str(len(self._parts))},
                 **self._driver._write_args(),
             )
@@ -339,16 +339,16 @@ class S3Writer(WriterBase):
 
     async def _complete(self):
         if self._upload_id is None:
-            if self._buffer and self._base_size >= MIN_CHUNK_SIZE:
+            if self._unsent and self._base_size >= MIN_CHUNK_SIZE:
                 await self._ensure_upload()
             else:
-                if self._buffer or not self._base_exists or not self._append:
+                if self._unsent or not self._base_exists or not self._append:
                     await self._put_whole()
                 await self._delete_tail()
                 return
-        if self._buffer or not self._parts:
-            await self._upload_part(bytes(self._buffer))
-            self._buffer.clear()
+        if self._unsent or not self._parts:
+            await self._upload_part(bytes(self._unsent))
+            self._unsent.clear()
         await self._repair_copied_parts()
         await self._call(
             "complete_multipart_upload",
