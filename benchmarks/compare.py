@@ -217,6 +217,24 @@ class Client:
                 sent += n
         return self._response(method, keep)
 
+    def expect_chunked(self, status, method, target, pieces, headers=None):
+        """Send a request whose body is ``pieces`` (an iterable of bytes),
+        each one chunk of ``Transfer-Encoding: chunked`` and one ``send``,
+        as Go's clients stream a layer; (headers, body) of the answer,
+        which must have ``status``."""
+        self._connect()
+        lines = [f"{method} {target} HTTP/1.1", f"Host: 127.0.0.1:{self.port}"]
+        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+        lines.append("Transfer-Encoding: chunked")
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        for piece in pieces:
+            self.sock.sendall(b"%x\r\n%b\r\n" % (len(piece), piece))
+        self.sock.sendall(b"0\r\n\r\n")
+        got, headers, body = self._response(method, True)
+        if got != status:
+            raise HTTPError(f"{method} {target}: expected {status}, got {got}: {body!r:.300}")
+        return headers, body
+
     def _fill(self):
         data = self.sock.recv(65536)
         if not data:

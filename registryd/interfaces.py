@@ -149,6 +149,38 @@ class IStorageWriter(Interface):
         """
 
 
+class IObservedWriter(Interface):
+    """A writer that can also hand each piece it writes to an observer, in
+    the thread job that writes it: an optional capability of
+    :class:`IStorageWriter` providers whose writes run in threads of their
+    own (the filesystem driver's).
+
+    An upload's bytes must be both hashed and written.  Done as two thread
+    hand-offs per piece (a hasher thread and the writer's), each costs a
+    futex wake-up, the GIL passed back and forth and a reactor wake-up for
+    its Deferred: during an image push, more of the server's CPU than the
+    hashing itself.  With this, one job per piece does both
+    (:mod:`registryd.storage.upload_sinks`).  Drivers without it (S3,
+    memory) keep the two separate sinks.
+    """
+
+    def write_observed(data, observer):
+        """Append ``data`` as ``write`` does; once it is written, call
+        ``observer(data)`` in the same thread job, in write order.
+
+        A failed write does not call the observer, and neither does any
+        write after it (the writer refuses to write past a gap).
+        :returns: Deferred firing with None when both are done; it fails
+            with the write's or the observer's error.
+        """
+
+    def drain():
+        """A Deferred firing with None once every write made so far,
+        observer included, has finished (succeeded or failed); cancelling
+        the Deferred of a write does not stop it, so this is how a caller
+        knows its observer is no longer running."""
+
+
 class ILocalMetadata(Interface):
     """A marker of storage drivers whose metadata reads (a small file, a
     stat) are local and cheap: a filesystem, memory.

@@ -168,8 +168,8 @@ class ResumableHasher:
     :meth:`state` exports and :meth:`restore` takes back.
 
     ``update`` releases the GIL while OpenSSL hashes (ctypes does, as
-    ``hashlib`` does for large data), so the hasher thread of an upload
-    runs beside the reactor."""
+    ``hashlib`` does for large data), so the thread hashing an upload (its
+    writer's, or a hasher thread) runs beside the reactor."""
 
     __slots__ = ("name", "_layout", "_context", "_update", "_final")
 

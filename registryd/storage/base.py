@@ -67,6 +67,11 @@ class WriterBase:
         return defer.fail(StorageError(f"{self.path}: writer is closed"))
 
     def write(self, data):
+        return self._take(data, self._accept)
+
+    def _take(self, data, accept, *args):
+        """The checks of :meth:`write`, then ``accept(data, *args)`` (a
+        Deferred): what a subclass's other ways of writing share."""
         if self._closed:
             return self._closed_error()
         try:
@@ -74,7 +79,7 @@ class WriterBase:
         except TypeError:
             return defer.fail()
         self.size += len(data)
-        return self._accept(data)
+        return accept(data, *args)
 
     def _accept(self, data):
         raise NotImplementedError

@@ -21,6 +21,7 @@ from zope.interface import alsoProvides, implementer
 
 from registryd.interfaces import (
     IImmediateMetadata,
+    IObservedWriter,
     IStorageDriver,
     IStorageReader,
     IStorageWriter,
@@ -106,7 +107,7 @@ class InstrumentedDriver:
 
     def writer(self, path, append=False):
         result = self._measure.call("writer", self.wrapped.writer, path, append)
-        return result.addCallback(_InstrumentedWriter, self._measure)
+        return result.addCallback(_instrumented_writer, self._measure)
 
     def stat(self, path):
         return self._measure.call("stat", self.wrapped.stat, path)
@@ -181,3 +182,22 @@ class _InstrumentedWriter:
 
     def cancel(self):
         return self._measure.call("cancel", self._writer.cancel)
+
+
+@implementer(IObservedWriter)
+class _InstrumentedObservedWriter(_InstrumentedWriter):
+    """A writer that has :class:`IObservedWriter`, measured: the wrapper
+    keeps the capability (an upload checks for it) and times its writes
+    as ``write``."""
+
+    def write_observed(self, data, observer):
+        return self._measure.call("write", self._writer.write_observed, data, observer)
+
+    def drain(self):
+        return self._writer.drain()
+
+
+def _instrumented_writer(writer, measure):
+    if IObservedWriter.providedBy(writer):
+        return _InstrumentedObservedWriter(writer, measure)
+    return _InstrumentedWriter(writer, measure)

@@ -16,10 +16,12 @@ rebuilt by re-reading the stored data from the last stored state, or from
 the start.  The stored bytes are
 always the truth: a wrong state can only make the digest check fail.
 
-Bytes flow: source (the request body) -> hasher (a thread) and writer (the
-driver, its own thread) in parallel, in order, with a bounded amount in
-flight, so memory never grows with the blob and the reactor thread only
-moves buffers.
+Bytes flow: source (the request body) -> the writer's thread, which also
+hashes each piece where the driver can (the filesystem's), else the
+writer (the driver's own thread) and a hasher thread in parallel; in
+order, with a bounded amount in flight, so memory never grows with the
+blob and the reactor thread only moves buffers
+(:mod:`registryd.storage.upload_sinks`).
 """
 
 import collections
@@ -27,7 +29,6 @@ import contextlib
 import re
 import time
 import uuid
-from collections import deque
 from datetime import datetime, timezone
 
 import attr
@@ -49,11 +50,8 @@ from registryd.storage.errors import (
     StorageError,
     translate_storage_errors,
 )
+from registryd.storage.upload_sinks import pump, upload_sink
 
-#: Bytes taken from the source per step, and at most in flight to the
-#: hasher and writer at once.
-CHUNK_SIZE = 1024 * 1024
-MAX_IN_FLIGHT = 6 * CHUNK_SIZE
 #: An append that moved this much gives its buffers' memory back after.
 RELEASE_AFTER = 16 * 1024 * 1024
 #: Bytes an upload has received from which a process alone (no other
@@ -286,38 +284,6 @@ class HashStates:
         return len(self._states)
 
 
-async def _pump(source, sinks):
-    """Move all of ``source`` into every sink, in order, bounded in flight.
-
-    ``source.read(n)`` returns Deferred bytes (b"" at the end); each sink is
-    a callable taking a chunk and returning a Deferred.  Whatever happens
-    (the source fails, the caller is cancelled), every chunk already taken
-    from the source is handed to every sink before this returns or raises;
-    the caller then waits for the sinks to finish their queued work.
-    Returns the number of bytes moved.
-    """
-    pending = deque()
-    in_flight = 0
-    moved = 0
-    while True:
-        chunk = await source.read(CHUNK_SIZE)
-        if not chunk:
-            break
-        moved += len(chunk)
-        pending.append(
-            (len(chunk), defer.gatherResults([sink(chunk) for sink in sinks], consumeErrors=True))
-        )
-        in_flight += len(chunk)
-        while in_flight > MAX_IN_FLIGHT:
-            size, done = pending.popleft()
-            await done
-            in_flight -= size
-    while pending:
-        _, done = pending.popleft()
-        await done
-    return moved
-
-
 @attr.s(frozen=True)
 class UploadContext:
     """What every upload of one repository works with: its collaborators
@@ -415,20 +381,13 @@ class Upload:
         # multipart upload another node began): then this append only
         # writes, and complete() hashes the committed data.
         hasher = await self._hasher_at(start, lazy=True)
-        hash_worker = SerialWorker()
-        failures = []
-
-        def write(chunk):
-            return writer.write(chunk).addErrback(failures.append)
-
-        def digest(chunk):
-            return hash_worker.submit(hasher.update, chunk)
-
+        sink = upload_sink(writer, hasher)
+        failures = sink.failures
         try:
-            await _pump(source, [write, digest] if hasher is not None else [write])
+            await pump(source, sink)
         finally:
             # Also on cancellation: wait for queued work, keep the bytes.
-            await hash_worker.drain()
+            await sink.settle()
             if failures:
                 # writer.size counts the failed writes too: a fresh writer
                 # asks storage what it holds.
@@ -440,7 +399,8 @@ class Upload:
                 except Exception:
                     pass
             else:
-                # _pump waited for every write: the bytes are stored.
+                # Every write given is done (or queued, after a source that
+                # failed: close waits for it), and writer.size counts it.
                 self.size = writer.size
                 if hasher is not None:
                     states.put(self._state_key, writer.size, hasher)
@@ -548,7 +508,7 @@ class Upload:
                 return data
 
         try:
-            await _pump(Limited(), [lambda chunk: worker.submit(hasher.update, chunk)])
+            await pump(Limited(), lambda chunk: worker.submit(hasher.update, chunk))
         finally:
             await worker.drain()
             await reader.close()

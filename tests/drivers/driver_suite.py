@@ -29,6 +29,7 @@ from zope.interface.verify import verifyObject
 
 from registryd.interfaces import (
     IImmediateMetadata,
+    IObservedWriter,
     IStorageDriver,
     IStorageReader,
     IStorageWriter,
@@ -324,6 +325,36 @@ class DriverSuite:
         pending.cancel()
         await writer.close()
         assert await driver.get_content("/upload") == b"x" * 100_000
+
+    @pytest_twisted.ensureDeferred
+    async def test_observed_writes_are_written_then_observed_in_order(self, driver):
+        """A writer with IObservedWriter hands each piece of ``write_observed``
+        to its observer after writing it, in order with plain writes, and
+        ``drain`` waits for the observers too; a closed writer refuses
+        without observing.  One without it has no such method for a
+        caller to find by accident."""
+        writer = await driver.writer("/upload")
+        if not IObservedWriter.providedBy(writer):
+            assert not hasattr(writer, "write_observed")
+            await writer.close()
+            return
+        assert verifyObject(IObservedWriter, writer)
+        observed = []
+        pieces = [os.urandom(1000 + i) for i in range(40)]
+        for index, piece in enumerate(pieces):
+            if index % 3:
+                writer.write_observed(bytearray(piece), observed.append)  # not waited for
+            else:
+                writer.write(piece)
+        assert writer.size == sum(map(len, pieces))
+        await writer.drain()
+        assert observed == [piece for index, piece in enumerate(pieces) if index % 3]
+        assert all(type(piece) is bytes for piece in observed)
+        await writer.close()
+        with pytest.raises(StorageError):
+            await writer.write_observed(b"late", observed.append)
+        assert len(observed) == len(pieces) - len(pieces[::3])
+        assert await driver.get_content("/upload") == b"".join(pieces)
 
     @pytest_twisted.ensureDeferred
     async def test_writer_cancel_removes_file(self, driver):

@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 from registryd.http.web import BodyConnectionLost, RequestBody
 
 KIB = 1024
-READ = 1024 * KIB  # what an upload asks for per step (registryd.storage.uploads.CHUNK_SIZE)
+READ = 1024 * KIB  # what an upload asks for per step (registryd.storage.upload_sinks.CHUNK_SIZE)
 
 
 def new_body():
