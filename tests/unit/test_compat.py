@@ -663,9 +663,10 @@ def request_heads(draw):
     return head + tail
 
 
-@given(request_heads())
-@settings(max_examples=500, derandomize=True, database=None, deadline=None)
-def test_receive_whole_head_answers_every_head_as_twisted(data):
+def assert_answered_as_twisted(data):
+    """Feed ``data`` to a channel with the one-pass reader and to one
+    without (both with small limits) and check they answer alike; return
+    what the fast path took and the plain channel's transport."""
     fast, fast_transport, taken = echo_channel(fast=True, small_limits=True)
     slow, slow_transport, _ = echo_channel(fast=False, small_limits=True)
     fast.dataReceived(data)
@@ -673,6 +674,13 @@ def test_receive_whole_head_answers_every_head_as_twisted(data):
     assert answered(fast_transport) == answered(slow_transport)
     assert fast_transport.disconnecting == slow_transport.disconnecting
     assert len(fast.requests) == len(slow.requests)
+    return taken, slow_transport
+
+
+@given(request_heads())
+@settings(max_examples=500, derandomize=True, database=None, deadline=None)
+def test_receive_whole_head_answers_every_head_as_twisted(data):
+    taken, slow_transport = assert_answered_as_twisted(data)
     if taken:  # only heads Twisted reads: never its 400
         assert slow_transport.value()[:13] not in (b"HTTP/1.1 400 ", b"HTTP/1.0 400 ")
         assert slow_transport.value()[9:13] in (b"200 ", b"405 ")  # "*": 405
@@ -713,12 +721,7 @@ def _head_of(headers, target=b"/a"):
 )
 def test_receive_whole_head_keeps_twisteds_limits(data):
     """At and just over each of Twisted's limits, the same answer."""
-    fast, fast_transport, taken = echo_channel(fast=True, small_limits=True)
-    slow, slow_transport, _ = echo_channel(fast=False, small_limits=True)
-    fast.dataReceived(data)
-    slow.dataReceived(data)
-    assert answered(fast_transport) == answered(slow_transport)
-    assert fast_transport.disconnecting == slow_transport.disconnecting
+    assert_answered_as_twisted(data)
 
 
 # --- twisted.internet: the epoll reactor's dispatch --------------------------------
