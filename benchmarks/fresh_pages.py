@@ -38,10 +38,11 @@ def write_file(path, size, block):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_stime
     started = time.perf_counter()
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    view = memoryview(block)  # slices without copying: the copy measured is the kernel's
     try:
         written = 0
         while written < size:
-            written += os.write(descriptor, block[: size - written])
+            written += os.write(descriptor, view[: size - written])
         os.fsync(descriptor)
     finally:
         os.close(descriptor)

@@ -32,41 +32,26 @@ def test_a_killed_registryd_finishes_a_chunked_upload_without_reading_it_back(
     first = registryd_factory()
     response = tools.http_request("POST", f"{first.url}/v2/restart/app/blobs/uploads/")
     assert response.status == 202, response
-    location = response.headers["location"]
-    path = location.split(first.host, 1)[1] if first.host in location else location
-    for offset in range(0, received, CHUNK):
-        response = tools.http_request(
-            "PATCH",
-            first.url + path,
-            body=data[offset : offset + CHUNK],
-            headers={
-                "Content-Type": "application/octet-stream",
-                "Content-Range": f"{offset}-{offset + CHUNK - 1}",
-            },
-        )
-        assert response.status == 202, response
-        path = response.headers["location"].split(first.host, 1)[-1]
+    location = tools.patch_chunks(
+        first.url,
+        first.url + tools.upload_path(response.headers["location"]),
+        data[:received],
+        CHUNK,
+    )
     os.kill(first.pid, signal.SIGKILL)
     first.process.wait(timeout=60)
 
     second = registryd_factory()  # the same root
+    path = tools.upload_path(location)
     before = bytes_read(second.pid)
     response = tools.http_request("GET", second.url + path)
     assert response.status == 204 and response.headers["range"] == f"0-{received - 1}", response
-    response = tools.http_request(
-        "PATCH",
-        second.url + path,
-        body=data[received:],
-        headers={
-            "Content-Type": "application/octet-stream",
-            "Content-Range": f"{received}-{len(data) - 1}",
-        },
+    location = tools.patch_chunks(
+        second.url, second.url + path, data[received:], len(data), start=received
     )
-    assert response.status == 202, response
-    path = response.headers["location"].split(second.host, 1)[-1]
     digest = tools.sha256_digest(data)
-    separator = "&" if "?" in path else "?"
-    response = tools.http_request("PUT", f"{second.url}{path}{separator}digest={digest}")
+    separator = "&" if "?" in location else "?"
+    response = tools.http_request("PUT", f"{location}{separator}digest={digest}")
     assert response.status == 201, response
     read = bytes_read(second.pid) - before
     assert read < received // 10, f"the restarted registryd read {read} bytes"

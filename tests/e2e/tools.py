@@ -365,25 +365,7 @@ def push_blob(base_url, name, data, chunk_size=None, algorithm="sha256"):
     )
     location = _absolute(base_url, response.headers["location"])
     if chunk_size:
-        offset = 0
-        while offset < len(data):
-            chunk = data[offset : offset + chunk_size]
-            response = _expect(
-                http_request(
-                    "PATCH",
-                    location,
-                    chunk,
-                    {
-                        "Content-Type": "application/octet-stream",
-                        "Content-Length": str(len(chunk)),
-                        "Content-Range": f"{offset}-{offset + len(chunk) - 1}",
-                    },
-                ),
-                202,
-                f"upload chunk at {offset} to {name}",
-            )
-            location = _absolute(base_url, response.headers["location"])
-            offset += len(chunk)
+        location = patch_chunks(base_url, location, data, chunk_size, what=name)
         body = b""
     else:
         body = data
@@ -402,6 +384,41 @@ def push_blob(base_url, name, data, chunk_size=None, algorithm="sha256"):
         f"finish upload of {digest} to {name}",
     )
     return digest
+
+
+def patch_chunks(base_url, location, data, chunk_size, start=0, what="the upload"):
+    """Send ``data``, the bytes of an upload from offset ``start`` on, to
+    the upload at ``location`` in ``PATCH``es of ``chunk_size`` with
+    ``Content-Range`` (each answered 202); return the upload's next
+    location, absolute (on ``base_url``'s server)."""
+    offset = 0
+    while offset < len(data):
+        chunk = data[offset : offset + chunk_size]
+        first = start + offset
+        response = _expect(
+            http_request(
+                "PATCH",
+                location,
+                chunk,
+                {
+                    "Content-Type": "application/octet-stream",
+                    "Content-Length": str(len(chunk)),
+                    "Content-Range": f"{first}-{first + len(chunk) - 1}",
+                },
+            ),
+            202,
+            f"upload chunk at {first} to {what}",
+        )
+        location = _absolute(base_url, response.headers["location"])
+        offset += len(chunk)
+    return location
+
+
+def upload_path(location):
+    """The path and query of an upload's location: the same upload on
+    another server of the same storage (a restarted one, another node)."""
+    parts = urlsplit(location)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 def get_blob(base_url, name, digest):
